@@ -1,0 +1,43 @@
+//! HTTP routes: `fn app(state) -> Router` and one module per area.
+
+mod antispam;
+mod auth;
+mod health;
+mod matrix_as;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+
+use crate::error::MatrixError;
+use crate::state::AppState;
+
+/// Largest transaction body accepted. Synapse sends at most 100 PDUs (≤ 64 KiB each) plus ephemeral
+/// events, so 16 MiB leaves ample room while bounding memory per request.
+pub const MAX_TRANSACTION_BYTES: usize = 16 * 1024 * 1024;
+
+/// Largest body of any other route.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Every route the appservice serves.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/_matrix/app/v1/transactions/{txn_id}",
+            put(matrix_as::put_transaction).layer(DefaultBodyLimit::max(MAX_TRANSACTION_BYTES)),
+        )
+        .route("/_matrix/app/v1/ping", post(matrix_as::post_ping))
+        .route("/_matrix/app/v1/users/{user_id}", get(matrix_as::get_user))
+        .route(
+            "/_matrix/app/v1/rooms/{room_alias}",
+            get(matrix_as::get_room_alias),
+        )
+        .route(
+            "/_consulta/antispam/{callback}",
+            post(antispam::post_callback),
+        )
+        .route("/health", get(health::get_health))
+        .fallback(|| async { MatrixError::unrecognized() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

@@ -1,0 +1,574 @@
+//! Consulta's configuration file, in the style admins know from mautrix bridges.
+//!
+//! One commented YAML file (`bridge-config/config.example.yaml`), environment overrides
+//! `CONSULTA_<SECTION>__<KEY>` with a `_FILE` variant for secrets, tokens generated once and written back
+//! into the file without disturbing its comments, and a refusal to run on placeholder secrets.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use consulta_core::{OwnedUserId, Role, UserId};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_norway::Value;
+
+use crate::secret::{PLACEHOLDER, Secret};
+
+/// The example configuration, shipped in the binary for `consulta generate-config`.
+pub const EXAMPLE: &str = include_str!("../../../bridge-config/config.example.yaml");
+
+/// Prefix of environment variables that override config keys.
+pub const ENV_PREFIX: &str = "CONSULTA_";
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not parse or does not have the expected keys.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// An environment override could not be applied.
+    #[error("environment variable {var}: {reason}")]
+    Env {
+        /// Which variable.
+        var: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A value is present but unusable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What to do about it.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// How Consulta reaches the homeserver.
+    pub homeserver: HomeserverConfig,
+    /// How the homeserver reaches Consulta.
+    pub appservice: AppserviceConfig,
+    /// The pre-event gate's shared secret.
+    pub antispam: AntispamConfig,
+    /// The store.
+    pub database: DatabaseConfig,
+    /// Roles by user ID or server name.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub permissions: BTreeMap<String, Role>,
+    /// Logging.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+/// `homeserver:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Base URL of the client-server API.
+    pub address: String,
+    /// Server name.
+    pub domain: String,
+}
+
+/// `appservice:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppserviceConfig {
+    /// URL the homeserver pushes to.
+    pub address: String,
+    /// Listen address.
+    pub hostname: IpAddr,
+    /// Listen port.
+    pub port: u16,
+    /// Registration id.
+    pub id: String,
+    /// Prefix of the exclusive bot namespace.
+    pub namespace_prefix: String,
+    /// The clinic assistant.
+    pub bot: BotConfig,
+    /// Appservice → homeserver token.
+    pub as_token: Secret,
+    /// Homeserver → appservice token.
+    pub hs_token: Secret,
+}
+
+/// `appservice.bot:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotConfig {
+    /// Localpart.
+    pub username: String,
+    /// Display name.
+    pub displayname: String,
+    /// Avatar mxc URI, or empty.
+    #[serde(default)]
+    pub avatar: String,
+}
+
+/// `antispam:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AntispamConfig {
+    /// Bearer token the synapse-http-antispam module sends.
+    pub secret: Secret,
+}
+
+/// `database:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connection URL; may hold a password, hence a [`Secret`].
+    pub uri: Secret,
+    /// Pool size.
+    #[serde(default = "default_max_open_conns")]
+    pub max_open_conns: u32,
+}
+
+fn default_max_open_conns() -> u32 {
+    8
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object a line.
+    Json,
+}
+
+/// `logging:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// A tracing filter.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// Pretty or JSON.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+fn null_as_default<'de, D, T>(de: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(de)?.unwrap_or_default())
+}
+
+impl Config {
+    /// Parses YAML text, applying overrides from `env` (pairs of variable name and value).
+    pub fn from_yaml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut value: Value =
+            serde_norway::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        apply_env_overrides(&mut value, env)?;
+        let config: Config =
+            serde_norway::from_value(value).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        config.check_shape()?;
+        Ok(config)
+    }
+
+    /// Reads a config file and applies the process environment's overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml_with_env(&text, std::env::vars())
+    }
+
+    /// The bot's full user ID.
+    pub fn bot_user_id(&self) -> Result<OwnedUserId, ConfigError> {
+        UserId::parse(format!(
+            "@{}:{}",
+            self.appservice.bot.username, self.homeserver.domain
+        ))
+        .map_err(|e| ConfigError::Invalid {
+            key: "appservice.bot.username",
+            reason: format!("not a valid user ID: {e}"),
+        })
+    }
+
+    /// Checks that holds for any use of the config, including generating a registration.
+    fn check_shape(&self) -> Result<(), ConfigError> {
+        let prefix = &self.appservice.namespace_prefix;
+        if prefix.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "appservice.namespace_prefix",
+                reason: "must not be empty: it reserves the bots' user IDs".into(),
+            });
+        }
+        if !self.appservice.bot.username.starts_with(prefix.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "appservice.bot.username",
+                reason: format!("must start with appservice.namespace_prefix ({prefix:?})"),
+            });
+        }
+        if self.appservice.id.is_empty() || self.appservice.id.contains('|') {
+            return Err(ConfigError::Invalid {
+                key: "appservice.id",
+                reason: "must be a non-empty string without '|'".into(),
+            });
+        }
+        self.bot_user_id()?;
+        for key in self.permissions.keys() {
+            let valid = if key.starts_with('@') {
+                UserId::parse(key.as_str()).is_ok()
+            } else {
+                !key.is_empty()
+            };
+            if !valid {
+                return Err(ConfigError::Invalid {
+                    key: "permissions",
+                    reason: format!("{key:?} is neither a user ID nor a server name"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that must hold before the service runs: no placeholder secrets.
+    pub fn check_ready_to_run(&self) -> Result<(), ConfigError> {
+        let secrets = [
+            ("appservice.as_token", &self.appservice.as_token),
+            ("appservice.hs_token", &self.appservice.hs_token),
+            ("antispam.secret", &self.antispam.secret),
+        ];
+        for (key, secret) in secrets {
+            if secret.is_placeholder() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!(
+                        "still {PLACEHOLDER:?}. Run `consulta generate-registration -c <config> -r <registration>` \
+                         to generate the tokens, give the registration to the homeserver, then start again \
+                         (or set it through the environment)"
+                    ),
+                });
+            }
+        }
+        if self.appservice.as_token == self.appservice.hs_token {
+            return Err(ConfigError::Invalid {
+                key: "appservice.hs_token",
+                reason: "must differ from as_token".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The role the `permissions` map gives `user`: an exact user ID beats a server name.
+    pub fn configured_role(&self, user: &UserId) -> Option<Role> {
+        self.permissions
+            .get(user.as_str())
+            .or_else(|| self.permissions.get(user.server_name().as_str()))
+            .copied()
+    }
+}
+
+/// Applies `CONSULTA_SECTION__KEY[__SUB]` and `…_FILE` overrides onto a parsed YAML document.
+///
+/// Only variables with a `__` separator are considered, so unrelated `CONSULTA_*` variables (the test
+/// kit's, say) are left alone. Where the document already holds a number or a boolean the value is
+/// parsed as YAML, everywhere else it stays a string, so a numeric-looking token remains a token.
+fn apply_env_overrides(
+    doc: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+        .collect();
+    // Deterministic order; a plain variable wins over its _FILE twin because it is applied last.
+    vars.sort_by(|a, b| {
+        b.0.ends_with("_FILE")
+            .cmp(&a.0.ends_with("_FILE"))
+            .then(a.0.cmp(&b.0))
+    });
+    for (var, raw) in vars {
+        let (name, value) = match var.strip_suffix("_FILE") {
+            Some(name) => {
+                let text = std::fs::read_to_string(&raw).map_err(|e| ConfigError::Env {
+                    var: var.clone(),
+                    reason: format!("cannot read {raw}: {e}"),
+                })?;
+                (
+                    name.to_owned(),
+                    text.trim_end_matches(['\n', '\r']).to_owned(),
+                )
+            }
+            None => (var.clone(), raw),
+        };
+        let path: Vec<String> = name[ENV_PREFIX.len()..]
+            .split("__")
+            .map(|s| s.to_ascii_lowercase())
+            .collect();
+        set_path(doc, &path, value).map_err(|reason| ConfigError::Env { var, reason })?;
+    }
+    Ok(())
+}
+
+fn set_path(doc: &mut Value, path: &[String], value: String) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut node = doc;
+    for key in parents {
+        let map = node
+            .as_mapping_mut()
+            .ok_or_else(|| format!("{key} is not a section"))?;
+        node = map
+            .entry(Value::String(key.clone()))
+            .or_insert_with(|| Value::Mapping(Default::default()));
+    }
+    let map = node
+        .as_mapping_mut()
+        .ok_or_else(|| format!("{last} is not inside a section"))?;
+    let key = Value::String(last.clone());
+    let typed = match map.get(&key) {
+        Some(Value::Number(_) | Value::Bool(_)) => serde_norway::from_str::<Value>(&value)
+            .map_err(|e| format!("not a valid value: {e}"))?,
+        _ => Value::String(value),
+    };
+    map.insert(key, typed);
+    Ok(())
+}
+
+/// Replaces placeholder secrets in the text of a config file with fresh ones, keeping every comment and
+/// line as it was. Returns the new text and the dotted keys that were generated.
+pub fn generate_missing_secrets(text: &str) -> (String, Vec<&'static str>) {
+    const SECRETS: [(&str, &str, &str); 3] = [
+        ("appservice", "as_token", "appservice.as_token"),
+        ("appservice", "hs_token", "appservice.hs_token"),
+        ("antispam", "secret", "antispam.secret"),
+    ];
+    let mut section = "";
+    let mut generated = Vec::new();
+    let mut out = String::with_capacity(text.len() + 256);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches(['\n', '\r']);
+        let ending = &line[body.len()..];
+        let indent = body.len() - body.trim_start().len();
+        if indent == 0
+            && !body.starts_with('#')
+            && let Some((name, _)) = body.split_once(':')
+        {
+            section = name.trim();
+        }
+        let replaced = SECRETS.iter().find_map(|(sec, key, dotted)| {
+            if *sec != section || indent == 0 {
+                return None;
+            }
+            let rest = body.trim_start().strip_prefix(key)?.strip_prefix(':')?;
+            let value = rest
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\'']);
+            (value == PLACEHOLDER || value.is_empty()).then(|| {
+                let secret = Secret::generate();
+                (
+                    format!("{}{key}: {}", &body[..indent], secret.expose()),
+                    *dotted,
+                )
+            })
+        });
+        match replaced {
+            Some((new_line, dotted)) => {
+                out.push_str(&new_line);
+                out.push_str(ending);
+                generated.push(dotted);
+            }
+            None => out.push_str(line),
+        }
+    }
+    (out, generated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready_example() -> String {
+        generate_missing_secrets(EXAMPLE).0
+    }
+
+    #[test]
+    fn example_parses_and_names_the_bot() {
+        let config = Config::from_yaml_with_env(EXAMPLE, []).unwrap();
+        assert_eq!(
+            config.bot_user_id().unwrap().as_str(),
+            "@_consulta_bot:clinic.example"
+        );
+        assert_eq!(config.appservice.port, 29400);
+        assert!(config.permissions.is_empty());
+        assert_eq!(config.logging.format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn every_key_of_the_example_has_a_comment_above_it() {
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let above = i
+                .checked_sub(1)
+                .and_then(|j| lines.get(j))
+                .map(|l| l.trim_start())
+                .unwrap_or("");
+            assert!(
+                above.starts_with('#'),
+                "line {} ({trimmed:?}) has no comment above it",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn the_example_refuses_to_run_until_secrets_are_generated() {
+        let config = Config::from_yaml_with_env(EXAMPLE, []).unwrap();
+        let err = config.check_ready_to_run().unwrap_err().to_string();
+        assert!(err.contains("appservice.as_token"), "{err}");
+        assert!(
+            err.contains("consulta generate-registration"),
+            "the message says what to do: {err}"
+        );
+    }
+
+    #[test]
+    fn secret_generation_keeps_comments_and_fills_every_placeholder_once() {
+        let (text, generated) = generate_missing_secrets(EXAMPLE);
+        assert_eq!(
+            generated,
+            [
+                "appservice.as_token",
+                "appservice.hs_token",
+                "antispam.secret"
+            ]
+        );
+        assert_eq!(text.lines().count(), EXAMPLE.lines().count());
+        let comments = |t: &str| {
+            t.lines()
+                .filter(|l| l.trim_start().starts_with('#'))
+                .count()
+        };
+        assert_eq!(comments(&text), comments(EXAMPLE));
+        let config = Config::from_yaml_with_env(&text, []).unwrap();
+        config.check_ready_to_run().unwrap();
+        assert_ne!(config.appservice.as_token, config.appservice.hs_token);
+
+        let (again, generated_again) = generate_missing_secrets(&text);
+        assert!(generated_again.is_empty(), "tokens are generated once");
+        assert_eq!(again, text);
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_reads_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("hs_token");
+        std::fs::write(&token_file, "from-a-file\n").unwrap();
+        let env = [
+            (
+                "CONSULTA_APPSERVICE__AS_TOKEN".to_owned(),
+                "12345".to_owned(),
+            ),
+            (
+                "CONSULTA_APPSERVICE__HS_TOKEN_FILE".to_owned(),
+                token_file.display().to_string(),
+            ),
+            ("CONSULTA_APPSERVICE__PORT".to_owned(), "29555".to_owned()),
+            ("CONSULTA_ANTISPAM__SECRET".to_owned(), "s3cret".to_owned()),
+            (
+                "CONSULTA_CACHE_DIR".to_owned(),
+                "/ignored/without/separator".to_owned(),
+            ),
+        ];
+        let config =
+            Config::from_yaml_with_env(EXAMPLE, env.into_iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(
+            config.appservice.as_token.expose(),
+            "12345",
+            "numeric-looking tokens stay strings"
+        );
+        assert_eq!(config.appservice.hs_token.expose(), "from-a-file");
+        assert_eq!(config.appservice.port, 29555);
+        config.check_ready_to_run().unwrap();
+    }
+
+    #[test]
+    fn bad_environment_values_are_reported_by_name() {
+        let env = vec![(
+            "CONSULTA_APPSERVICE__PORT".to_owned(),
+            "not a port".to_owned(),
+        )];
+        let err = Config::from_yaml_with_env(EXAMPLE, env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("port"), "{err}");
+        let env = vec![(
+            "CONSULTA_DATABASE__URI_FILE".to_owned(),
+            "/does/not/exist".to_owned(),
+        )];
+        let err = Config::from_yaml_with_env(EXAMPLE, env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CONSULTA_DATABASE__URI_FILE"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_namespaces_are_refused() {
+        let typo = ready_example().replace("hostname:", "hostnam:");
+        assert!(Config::from_yaml_with_env(&typo, []).is_err());
+        let bad_bot = ready_example().replace("username: _consulta_bot", "username: assistant");
+        let err = Config::from_yaml_with_env(&bad_bot, [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("namespace_prefix"), "{err}");
+    }
+
+    #[test]
+    fn permissions_map_users_before_domains() {
+        let text = ready_example().replace(
+            "permissions:\n",
+            "permissions:\n    clinic.example: patient\n    \"@drwho:clinic.example\": doctor\n",
+        );
+        let config = Config::from_yaml_with_env(&text, []).unwrap();
+        let who = |s: &str| config.configured_role(&UserId::parse(s).unwrap());
+        assert_eq!(who("@drwho:clinic.example"), Some(Role::Doctor));
+        assert_eq!(who("@anyone:clinic.example"), Some(Role::Patient));
+        assert_eq!(who("@someone:elsewhere.example"), None);
+    }
+}

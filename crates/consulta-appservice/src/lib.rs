@@ -1,0 +1,36 @@
+//! Consulta's Matrix application service.
+//!
+//! Receives the homeserver's transactions (events and read receipts of the clinic's people), answers the
+//! pre-event gate, and — through the issues that follow — runs the bot, read state, appointments and the
+//! MatrixRTC authorization service. Decisions come from `consulta-core`; this crate gathers facts, applies
+//! decisions and does the I/O.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod homeserver;
+pub mod processor;
+pub mod registration;
+pub mod secret;
+pub mod server;
+pub mod state;
+
+pub use api::app;
+pub use config::Config;
+pub use error::MatrixError;
+pub use homeserver::HomeserverClient;
+pub use processor::{EventSource, ProcessedEvent, Processor};
+pub use registration::Registration;
+pub use secret::Secret;
+pub use server::{bind, build_state, ping_homeserver_until_reachable, serve, spawn_processor};
+pub use state::AppState;
+
+/// The system clock: the one place outside tests where Consulta reads the time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl consulta_core::Clock for SystemClock {
+    fn now(&self) -> consulta_core::Timestamp {
+        chrono::Utc::now()
+    }
+}

@@ -1,0 +1,22 @@
+//! Consulta's domain: who people are (roles), what they share (consultations, appointments), and the
+//! pure decisions taken over them.
+//!
+//! Nothing in this crate performs I/O or reads a clock. Callers pass `now` in (see [`clock`]), gather
+//! facts from the store and the homeserver, and apply the decisions returned here. That keeps every
+//! clinical rule testable without sockets or sleeps.
+
+pub mod appointment;
+pub mod audit;
+pub mod clock;
+pub mod consultation;
+pub mod error;
+pub mod ids;
+pub mod role;
+
+pub use appointment::{Appointment, AppointmentKind, AppointmentStatus};
+pub use audit::{AuditAction, AuditRecord};
+pub use clock::{Clock, ManualClock, Timestamp};
+pub use consultation::{Consultation, ConsultationStatus};
+pub use error::CoreError;
+pub use ids::{AppointmentId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+pub use role::Role;
