@@ -132,7 +132,14 @@ async fn consulta_run_serves_a_real_synapse_and_stops_cleanly() {
             .envs(env.clone()),
     );
     assert!(ok, "{out}");
-    let config = std::fs::read_to_string(dir.path().join("config.yaml")).unwrap();
+    // The admin gives the first doctor a role in the config's permissions map.
+    let config_path = dir.path().join("config.yaml");
+    let config = std::fs::read_to_string(&config_path).unwrap().replacen(
+        "permissions:\n",
+        "permissions:\n    \"@drjones:clinic.test\": doctor\n",
+        1,
+    );
+    std::fs::write(&config_path, &config).unwrap();
     let secret = config
         .lines()
         .find_map(|l| l.trim().strip_prefix("secret: "))

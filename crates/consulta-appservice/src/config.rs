@@ -65,6 +65,9 @@ pub struct Config {
     pub antispam: AntispamConfig,
     /// The store.
     pub database: DatabaseConfig,
+    /// The clinical rules.
+    #[serde(default)]
+    pub policy: PolicyConfig,
     /// Roles by user ID or server name.
     #[serde(default, deserialize_with = "null_as_default")]
     pub permissions: BTreeMap<String, Role>,
@@ -81,6 +84,57 @@ pub struct HomeserverConfig {
     pub address: String,
     /// Server name.
     pub domain: String,
+    /// A server admin's access token for admin APIs; empty disables them.
+    #[serde(default = "empty_secret")]
+    pub admin_token: Secret,
+}
+
+fn empty_secret() -> Secret {
+    Secret::new("")
+}
+
+/// What deleting a conversation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// Keep the room for the retention period, out of the patient's reach.
+    #[default]
+    Archive,
+    /// Purge the room from the homeserver.
+    Purge,
+}
+
+/// `policy:` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Allow a third member in consultations.
+    #[serde(default)]
+    pub care_teams: bool,
+    /// Partner homeservers.
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub allowed_servers: Vec<String>,
+    /// Hours before an unread reminder; 0 disables.
+    #[serde(default = "default_reminder_hours")]
+    pub unread_reminder_hours: u32,
+    /// Archive or purge on delete.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+}
+
+fn default_reminder_hours() -> u32 {
+    24
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            care_teams: false,
+            allowed_servers: Vec::new(),
+            unread_reminder_hours: default_reminder_hours(),
+            on_delete: OnDelete::Archive,
+        }
+    }
 }
 
 /// `appservice:` section.
@@ -277,6 +331,16 @@ impl Config {
                     ),
                 });
             }
+        }
+        if self.policy.on_delete == OnDelete::Purge
+            && self.homeserver.admin_token.expose().is_empty()
+        {
+            return Err(ConfigError::Invalid {
+                key: "policy.on_delete",
+                reason:
+                    "\"purge\" needs homeserver.admin_token (a Synapse server admin's access token)"
+                        .into(),
+            });
         }
         if self.appservice.as_token == self.appservice.hs_token {
             return Err(ConfigError::Invalid {

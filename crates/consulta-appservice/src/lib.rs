@@ -7,8 +7,10 @@
 
 pub mod api;
 pub mod config;
+pub mod consultations;
 pub mod error;
 pub mod homeserver;
+pub mod policy;
 pub mod processor;
 pub mod registration;
 pub mod secret;

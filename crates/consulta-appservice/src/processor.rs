@@ -13,8 +13,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, broadcast};
 
-use consulta_core::Clock;
-use consulta_store::{PendingTransaction, Store};
+use consulta_store::PendingTransaction;
+
+use crate::consultations::MemberEvent;
+use crate::state::AppState;
 
 /// How many pending transactions one pass takes from the store.
 const BATCH: u32 = 32;
@@ -101,7 +103,8 @@ impl Processor {
     }
 
     /// The processing loop; runs until the task is dropped.
-    pub async fn run(self, store: Store, clock: Arc<dyn Clock>) {
+    pub async fn run(self, state: AppState) {
+        let (store, clock) = (state.store().clone(), state.clock().clone());
         let mut failures = 0u32;
         loop {
             match store.pending_transactions(BATCH).await {
@@ -114,7 +117,7 @@ impl Processor {
                 Ok(batch) => {
                     failures = 0;
                     for txn in batch {
-                        self.process(&txn);
+                        self.process(&state, &txn).await;
                         if let Err(e) = store.finish_transaction(&txn.txn_id, clock.now()).await {
                             tracing::error!(txn_id = %txn.txn_id, error = %e, "cannot mark transaction processed");
                         }
@@ -130,7 +133,7 @@ impl Processor {
         }
     }
 
-    fn process(&self, txn: &PendingTransaction) {
+    async fn process(&self, state: &AppState, txn: &PendingTransaction) {
         let body: TransactionBody = match serde_json::from_str(&txn.body) {
             Ok(body) => body,
             Err(e) => {
@@ -139,18 +142,21 @@ impl Processor {
                 return;
             }
         };
-        let span = tracing::debug_span!("transaction", txn_id = %txn.txn_id);
-        let _guard = span.enter();
         let lists = [
             (EventSource::Timeline, &body.events),
             (EventSource::Ephemeral, &body.ephemeral),
         ];
         for (source, events) in lists {
             for raw in events {
-                match serde_json::from_str::<EventHeader>(raw.get()) {
-                    Ok(header) => self.dispatch(&txn.txn_id, source, header),
-                    Err(e) => tracing::warn!(error = %e, "event without a usable type; skipped"),
-                }
+                let header = match serde_json::from_str::<EventHeader>(raw.get()) {
+                    Ok(header) => header,
+                    Err(e) => {
+                        tracing::warn!(txn_id = %txn.txn_id, error = %e, "event without a usable type; skipped");
+                        continue;
+                    }
+                };
+                handle(state, source, &header, raw).await;
+                self.dispatch(&txn.txn_id, source, header);
             }
         }
     }
@@ -162,7 +168,6 @@ impl Processor {
             room_id = ?header.room_id,
             "event"
         );
-        // Feature handlers (policy backstop, read receipts, bot commands) attach here.
         let _ = self.processed.send(ProcessedEvent {
             txn_id: txn_id.to_owned(),
             source,
@@ -171,5 +176,18 @@ impl Processor {
             room_id: header.room_id,
             sender: header.sender,
         });
+    }
+}
+
+/// Hands one event to the feature that owns it. Handlers log their own failures: one bad event never
+/// stops the queue.
+async fn handle(state: &AppState, source: EventSource, header: &EventHeader, raw: &RawValue) {
+    if source == EventSource::Timeline && header.event_type == "m.room.member" {
+        match serde_json::from_str::<MemberEvent>(raw.get()) {
+            Ok(event) => state.handle_member_event(event).await,
+            Err(e) => {
+                tracing::warn!(event_id = ?header.event_id, error = %e, "malformed member event; skipped")
+            }
+        }
     }
 }

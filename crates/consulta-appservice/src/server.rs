@@ -56,12 +56,7 @@ pub async fn bind(config: &Config) -> Result<TcpListener, StartError> {
 
 /// Starts the transaction processing loop.
 pub fn spawn_processor(state: &AppState) -> JoinHandle<()> {
-    tokio::spawn(
-        state
-            .processor()
-            .clone()
-            .run(state.store().clone(), state.clock().clone()),
-    )
+    tokio::spawn(state.processor().clone().run(state.clone()))
 }
 
 /// Serves HTTP on `listener` until `shutdown` completes, with the processing loop running alongside.

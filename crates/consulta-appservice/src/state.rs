@@ -48,7 +48,8 @@ impl AppState {
             &config.homeserver.address,
             config.appservice.as_token.clone(),
             &config.appservice.id,
-        )?;
+        )?
+        .with_admin_token(config.homeserver.admin_token.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 bot: config.bot_user_id()?,

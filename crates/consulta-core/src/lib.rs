@@ -11,6 +11,7 @@ pub mod clock;
 pub mod consultation;
 pub mod error;
 pub mod ids;
+pub mod policy;
 pub mod role;
 
 pub use appointment::{Appointment, AppointmentKind, AppointmentStatus};
@@ -19,4 +20,7 @@ pub use clock::{Clock, ManualClock, Timestamp};
 pub use consultation::{Consultation, ConsultationStatus};
 pub use error::CoreError;
 pub use ids::{AppointmentId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+pub use policy::{
+    Decision, Party, PolicySettings, Refusal, RoomContext, decide_create_room, decide_invite,
+};
 pub use role::Role;

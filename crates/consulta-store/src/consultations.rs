@@ -1,6 +1,6 @@
 //! Consultations: which room belongs to which doctor and patient.
 
-use consulta_core::{Consultation, ConsultationStatus, RoomId};
+use consulta_core::{Consultation, ConsultationStatus, RoomId, UserId};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -55,5 +55,53 @@ impl Store {
         .await?
         .map(consultation_from_row)
         .transpose()
+    }
+
+    /// The open consultation between `doctor` and `patient`, if there is one (the newest).
+    pub async fn open_consultation_between(
+        &self,
+        doctor: &UserId,
+        patient: &UserId,
+    ) -> Result<Option<Consultation>, StoreError> {
+        sqlx::query(
+            "SELECT room_id, doctor, patient, status, created_at, closed_at FROM consultations \
+             WHERE doctor = $1 AND patient = $2 AND status = 'open' ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(doctor.as_str())
+        .bind(patient.as_str())
+        .fetch_optional(self.pool())
+        .await?
+        .map(consultation_from_row)
+        .transpose()
+    }
+
+    /// Consultations of a doctor or a patient, newest first.
+    pub async fn consultations_of(&self, user: &UserId) -> Result<Vec<Consultation>, StoreError> {
+        sqlx::query(
+            "SELECT room_id, doctor, patient, status, created_at, closed_at FROM consultations \
+             WHERE doctor = $1 OR patient = $1 ORDER BY created_at DESC",
+        )
+        .bind(user.as_str())
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .map(consultation_from_row)
+        .collect()
+    }
+
+    /// Marks a consultation archived or purged.
+    pub async fn close_consultation(
+        &self,
+        room: &RoomId,
+        status: ConsultationStatus,
+        at: consulta_core::Timestamp,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE consultations SET status = $1, closed_at = $2 WHERE room_id = $3 AND status = 'open'")
+            .bind(status.as_str())
+            .bind(to_millis(at))
+            .bind(room.as_str())
+            .execute(self.pool())
+            .await?;
+        Ok(result.rows_affected() == 1)
     }
 }

@@ -146,6 +146,31 @@ impl Stack {
         format!("@{localpart}:{}", self.synapse.server_name())
     }
 
+    /// Stops only the appservice (Synapse keeps running), to test what happens while Consulta is down.
+    pub async fn stop_appservice(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await??;
+        }
+        Ok(())
+    }
+
+    /// Gives `localpart` a role in Consulta's store, as an admin would.
+    pub async fn set_role(
+        &self,
+        localpart: &str,
+        role: Option<consulta_core::Role>,
+    ) -> anyhow::Result<()> {
+        let user = consulta_core::UserId::parse(self.user_id(localpart))?;
+        self.appservice
+            .store()
+            .set_role(&user, role, self.appservice.clock().now())
+            .await?;
+        Ok(())
+    }
+
     /// Stops the appservice and Synapse.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.synapse.stop();

@@ -9,6 +9,7 @@
 )]
 
 mod offline;
+mod policy;
 mod with_synapse;
 
 use std::sync::Arc;
@@ -33,4 +34,44 @@ pub async fn offline_state() -> (AppState, tempfile::TempDir) {
         AppState::new(config, store, Arc::new(SystemClock)).unwrap(),
         dir,
     )
+}
+
+/// A person with an account on the stack's Synapse, a role in Consulta, and a logged-in matrix-sdk client.
+#[derive(Debug)]
+pub struct Person {
+    pub client: matrix_sdk::Client,
+    pub user: consulta_testkit::RegisteredUser,
+}
+
+impl Person {
+    pub fn id(&self) -> ruma::OwnedUserId {
+        ruma::UserId::parse(self.user.user_id.as_str()).unwrap()
+    }
+}
+
+pub async fn person(
+    stack: &consulta_testkit::Stack,
+    localpart: &str,
+    role: Option<consulta_core::Role>,
+) -> Person {
+    let user = stack
+        .synapse
+        .register_user(localpart, "correct horse battery", false)
+        .await
+        .unwrap();
+    if role.is_some() {
+        stack.set_role(localpart, role).await.unwrap();
+    }
+    let client = matrix_sdk::Client::builder()
+        .homeserver_url(stack.synapse.base_url())
+        .build()
+        .await
+        .unwrap();
+    client
+        .matrix_auth()
+        .login_username(&user.user_id, &user.password)
+        .send()
+        .await
+        .unwrap();
+    Person { client, user }
 }

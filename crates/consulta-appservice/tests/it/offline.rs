@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use consulta_appservice::{AppState, EventSource, app};
-use consulta_core::AuditAction;
+use consulta_core::{AuditAction, Role, UserId};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -304,6 +304,16 @@ async fn the_gate_needs_its_secret_and_fails_closed() {
     let (state, _dir) = offline_state().await;
     let secret = state.config().antispam.secret.expose().to_owned();
     let uri = "/_consulta/antispam/user_may_create_room";
+    let doctor = "@d:clinic.example";
+    state
+        .store()
+        .set_role(
+            &UserId::parse(doctor).unwrap(),
+            Some(Role::Doctor),
+            state.clock().now(),
+        )
+        .await
+        .unwrap();
     let body = r#"{"user_id":"@d:clinic.example"}"#;
     assert_eq!(
         call(&state, Method::POST, uri, None, body).await.0,
@@ -328,10 +338,81 @@ async fn the_gate_needs_its_secret_and_fails_closed() {
             "/_consulta/antispam/user_may_invite",
             r#"{"user_id":"@d:clinic.example"}"#,
         ),
+        (
+            "/_consulta/antispam/user_may_invite",
+            r#"{"inviter":"not an id","invitee":"@p:clinic.example","room_id":"!r:x"}"#,
+        ),
         (uri, "garbage"),
     ] {
         let (status, value) = call(&state, Method::POST, uri, Some(&secret), body).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{uri} {body}");
         assert_eq!(value["errcode"], "M_FORBIDDEN");
     }
+    // The store going away is a refusal, not an error page.
+    state.store().close().await;
+    let (status, value) = call(&state, Method::POST, uri, Some(&secret), body).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        value["error"],
+        "Consulta cannot decide this action right now, so it is refused."
+    );
+}
+
+#[tokio::test]
+async fn gate_roles_come_from_the_store_then_the_config_map() {
+    let (state, _dir) = offline_state().await;
+    let secret = state.config().antispam.secret.expose().to_owned();
+    let uri = "/_consulta/antispam/user_may_create_room";
+    // Unknown local users are pending.
+    let (status, value) = call(
+        &state,
+        Method::POST,
+        uri,
+        Some(&secret),
+        r#"{"user_id":"@x:clinic.example"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        value["error"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the clinic")
+    );
+    // Consulta's own bot may always create rooms.
+    let bot = r#"{"user_id":"@_consulta_bot:clinic.example"}"#;
+    assert_eq!(
+        call(&state, Method::POST, uri, Some(&secret), bot).await.0,
+        StatusCode::OK
+    );
+    // Remote users never create rooms here.
+    let remote = r#"{"user_id":"@x:elsewhere.example"}"#;
+    assert_eq!(
+        call(&state, Method::POST, uri, Some(&secret), remote)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    // A patient is told who starts conversations.
+    let patient = UserId::parse("@p:clinic.example").unwrap();
+    state
+        .store()
+        .set_role(&patient, Some(Role::Patient), state.clock().now())
+        .await
+        .unwrap();
+    let (status, value) = call(
+        &state,
+        Method::POST,
+        uri,
+        Some(&secret),
+        r#"{"user_id":"@p:clinic.example"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, value["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("Conversations are started by your care team.")
+        )
+    );
 }

@@ -3,35 +3,18 @@
 use std::time::Duration;
 
 use consulta_appservice::EventSource;
+use consulta_core::Role;
 use consulta_testkit::Stack;
+
+use crate::person;
 use matrix_sdk::ruma::api::client::room::create_room::v3::Request as CreateRoomRequest;
 use matrix_sdk::ruma::events::room::message::RoomMessageEventContent;
-
-async fn client(stack: &Stack, localpart: &str) -> matrix_sdk::Client {
-    let user = stack
-        .synapse
-        .register_user(localpart, "correct horse battery", false)
-        .await
-        .unwrap();
-    let client = matrix_sdk::Client::builder()
-        .homeserver_url(stack.synapse.base_url())
-        .build()
-        .await
-        .unwrap();
-    client
-        .matrix_auth()
-        .login_username(&user.user_id, &user.password)
-        .send()
-        .await
-        .unwrap();
-    client
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_from_a_matrix_client_reaches_the_transaction_handler() {
     let stack = Stack::start().await.unwrap();
     let mut processed = stack.appservice.processor().subscribe();
-    let doctor = client(&stack, "drsmith").await;
+    let doctor = person(&stack, "drsmith", Some(Role::Doctor)).await.client;
 
     let room = doctor.create_room(CreateRoomRequest::new()).await.unwrap();
     let sent = room
