@@ -350,3 +350,82 @@ mod tests {
         assert_eq!(consultation_power_levels(&current, &patient), None);
     }
 }
+
+/// Why a consultation could not be deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// No open consultation in that room.
+    #[error("no open consultation in that room")]
+    NotFound,
+    /// The caller is not its doctor.
+    #[error("only the consultation's doctor can delete it")]
+    NotItsDoctor,
+    /// The homeserver refused or failed.
+    #[error(transparent)]
+    Homeserver(#[from] HomeserverError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] consulta_store::StoreError),
+}
+
+impl AppState {
+    /// The consultation's doctor deletes it: the patient is removed, the consultation closed, and the
+    /// room archived (kept, out of the patient's reach) or purged, as the config says. Audited.
+    pub async fn delete_consultation(
+        &self,
+        doctor: &UserId,
+        room: &RoomId,
+    ) -> Result<ConsultationStatus, DeleteError> {
+        let c = self
+            .store()
+            .consultation(room)
+            .await?
+            .filter(|c| c.status == ConsultationStatus::Open);
+        let Some(c) = c else {
+            return Err(DeleteError::NotFound);
+        };
+        if c.doctor != doctor {
+            self.audit(
+                Some(doctor.to_owned()),
+                AuditAction::ActionRefused,
+                Some(room.to_string()),
+                "delete: not_its_doctor",
+            )
+            .await;
+            return Err(DeleteError::NotItsDoctor);
+        }
+        // Removing the patient first means that even a failed purge leaves them without access.
+        let removed = self
+            .homeserver()
+            .kick(
+                room,
+                &c.patient,
+                "This conversation was closed by your care team.",
+                doctor,
+            )
+            .await;
+        match removed {
+            Ok(()) | Err(HomeserverError::Matrix { status: 403, .. }) => {} // 403: the patient already left
+            Err(e) => return Err(e.into()),
+        }
+        let status = match self.config().policy.on_delete {
+            crate::config::OnDelete::Archive => ConsultationStatus::Archived,
+            crate::config::OnDelete::Purge => {
+                self.homeserver().admin_purge_room(room).await?;
+                ConsultationStatus::Purged
+            }
+        };
+        self.store()
+            .close_consultation(room, status, self.clock().now())
+            .await?;
+        self.audit(
+            Some(doctor.to_owned()),
+            AuditAction::ConsultationDeleted,
+            Some(room.to_string()),
+            &format!("patient {} removed; {}", c.patient, status.as_str()),
+        )
+        .await;
+        tracing::info!(room_id = %room, %doctor, status = status.as_str(), "consultation deleted");
+        Ok(status)
+    }
+}

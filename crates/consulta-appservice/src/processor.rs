@@ -16,6 +16,7 @@ use tokio::sync::{Notify, broadcast};
 use consulta_store::PendingTransaction;
 
 use crate::consultations::MemberEvent;
+use crate::read_state::{MessageEvent, ReceiptEvent};
 use crate::state::AppState;
 
 /// How many pending transactions one pass takes from the store.
@@ -182,12 +183,31 @@ impl Processor {
 /// Hands one event to the feature that owns it. Handlers log their own failures: one bad event never
 /// stops the queue.
 async fn handle(state: &AppState, source: EventSource, header: &EventHeader, raw: &RawValue) {
-    if source == EventSource::Timeline && header.event_type == "m.room.member" {
-        match serde_json::from_str::<MemberEvent>(raw.get()) {
-            Ok(event) => state.handle_member_event(event).await,
-            Err(e) => {
-                tracing::warn!(event_id = ?header.event_id, error = %e, "malformed member event; skipped")
+    match (source, header.event_type.as_str()) {
+        (EventSource::Timeline, "m.room.member") => {
+            match serde_json::from_str::<MemberEvent>(raw.get()) {
+                Ok(event) => state.handle_member_event(event).await,
+                Err(e) => {
+                    tracing::warn!(event_id = ?header.event_id, error = %e, "malformed member event; skipped")
+                }
             }
         }
+        (EventSource::Timeline, "m.room.message" | "m.room.encrypted") => {
+            match serde_json::from_str::<MessageEvent>(raw.get()) {
+                Ok(event) => state.handle_message_event(event).await,
+                Err(e) => {
+                    tracing::warn!(event_id = ?header.event_id, error = %e, "malformed message event; skipped")
+                }
+            }
+        }
+        (EventSource::Ephemeral, "m.receipt") => {
+            match serde_json::from_str::<ReceiptEvent>(raw.get()) {
+                Ok(event) => state.handle_receipt_event(event).await,
+                Err(e) => {
+                    tracing::warn!(room_id = ?header.room_id, error = %e, "malformed receipt; skipped")
+                }
+            }
+        }
+        _ => {}
     }
 }

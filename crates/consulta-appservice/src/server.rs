@@ -59,6 +59,26 @@ pub fn spawn_processor(state: &AppState) -> JoinHandle<()> {
     tokio::spawn(state.processor().clone().run(state.clone()))
 }
 
+/// How often due unread reminders are looked for.
+const REMINDER_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Starts the loop that sends due unread reminders.
+pub fn spawn_reminders(state: &AppState) -> JoinHandle<()> {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REMINDER_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match state.send_due_reminders().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sent = n, "unread reminders sent"),
+                Err(e) => tracing::error!(error = %e, "cannot look for due unread reminders"),
+            }
+        }
+    })
+}
+
 /// Serves HTTP on `listener` until `shutdown` completes, with the processing loop running alongside.
 pub async fn serve(
     listener: TcpListener,
@@ -66,10 +86,12 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let processor = spawn_processor(&state);
+    let reminders = spawn_reminders(&state);
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     processor.abort();
+    reminders.abort();
     result
 }
 

@@ -24,16 +24,19 @@ pub enum AuditAction {
     ActionRefused,
     /// The policy gate allowed an action that needs a trace (e.g. a room creation).
     ActionAllowed,
+    /// A doctor deleted a consultation (archived or purged).
+    ConsultationDeleted,
 }
 
 impl AuditAction {
     /// Every action, for parsing and exhaustive tests.
-    pub const ALL: [AuditAction; 5] = [
+    pub const ALL: [AuditAction; 6] = [
         AuditAction::TransactionRejected,
         AuditAction::AuthenticationFailed,
         AuditAction::RoleChanged,
         AuditAction::ActionRefused,
         AuditAction::ActionAllowed,
+        AuditAction::ConsultationDeleted,
     ];
 
     /// The stable name used in storage.
@@ -44,6 +47,7 @@ impl AuditAction {
             AuditAction::RoleChanged => "role_changed",
             AuditAction::ActionRefused => "action_refused",
             AuditAction::ActionAllowed => "action_allowed",
+            AuditAction::ConsultationDeleted => "consultation_deleted",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod consultation;
 pub mod error;
 pub mod ids;
 pub mod policy;
+pub mod read_state;
 pub mod role;
 
 pub use appointment::{Appointment, AppointmentKind, AppointmentStatus};

@@ -6,7 +6,7 @@ use sqlx::any::AnyRow;
 
 use crate::{Store, StoreError, from_millis, parse_room, parse_user, to_millis};
 
-fn consultation_from_row(row: AnyRow) -> Result<Consultation, StoreError> {
+pub(crate) fn consultation_from_row(row: AnyRow) -> Result<Consultation, StoreError> {
     let status: String = row.try_get("status")?;
     Ok(Consultation {
         room_id: parse_room(row.try_get("room_id")?)?,

@@ -10,6 +10,7 @@
 mod audit;
 mod consultations;
 mod error;
+mod read_state;
 mod transactions;
 mod users;
 
@@ -23,6 +24,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions};
 
 pub use crate::error::StoreError;
+pub use crate::read_state::{Receipt, ReminderCandidate};
 pub use crate::transactions::{PendingTransaction, Recorded};
 pub use crate::users::UserRecord;
 

@@ -92,21 +92,15 @@ impl Stack {
             None => crate::free_port()?,
         };
 
-        let config = write_config(&dir, &options, hs_port, as_port)?;
+        let config = write_config(&dir, &options, hs_port, as_port, None)?;
         let registration_path = dir.join("consulta-registration.yaml");
         std::fs::write(
             &registration_path,
             Registration::from_config(&config).to_yaml()?,
         )?;
 
-        let store =
-            Store::connect(config.database.uri.expose(), config.database.max_open_conns).await?;
-        let state = AppState::new(config.clone(), store, options.clock.clone())?;
-        let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let server = tokio::spawn(consulta_appservice::serve(listener, state.clone(), async {
-            let _ = shutdown_rx.await;
-        }));
-
+        // Synapse first: it does not call the appservice while starting, and the appservice needs a
+        // server admin's token (for account creation and purges) that only a running Synapse can give.
         let synapse_dir = dir.join("synapse");
         std::fs::create_dir_all(&synapse_dir)?;
         let synapse = Synapse::start(
@@ -123,6 +117,27 @@ impl Stack {
             },
         )
         .await?;
+        // A kept data directory already has its admin (Synapse keeps the token across restarts).
+        let token_file = dir.join("synapse-admin-token");
+        let admin_token = if token_file.exists() {
+            std::fs::read_to_string(&token_file)?.trim().to_owned()
+        } else {
+            let password = consulta_appservice::Secret::generate();
+            let admin = synapse
+                .register_user("consulta-admin", password.expose(), true)
+                .await?;
+            std::fs::write(&token_file, &admin.access_token)?;
+            admin.access_token
+        };
+        let config = write_config(&dir, &options, hs_port, as_port, Some(&admin_token))?;
+
+        let store =
+            Store::connect(config.database.uri.expose(), config.database.max_open_conns).await?;
+        let state = AppState::new(config.clone(), store, options.clock.clone())?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        let server = tokio::spawn(consulta_appservice::serve(listener, state.clone(), async {
+            let _ = shutdown_rx.await;
+        }));
 
         Ok(Self {
             synapse,
@@ -202,6 +217,7 @@ fn write_config(
     options: &StackOptions,
     hs_port: u16,
     as_port: u16,
+    admin_token: Option<&str>,
 ) -> anyhow::Result<Config> {
     let path = dir.join("config.yaml");
     let text = if path.exists() {
@@ -231,6 +247,12 @@ fn write_config(
             format!("sqlite://{}", db.display()),
         ),
     ];
+    if let Some(token) = admin_token {
+        overrides.push((
+            "CONSULTA_HOMESERVER__ADMIN_TOKEN".to_owned(),
+            token.to_owned(),
+        ));
+    }
     overrides.extend(options.config_overrides.iter().cloned());
     Ok(Config::from_yaml_with_env(&text, overrides)?)
 }

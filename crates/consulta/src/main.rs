@@ -8,6 +8,7 @@
 
 mod dev;
 mod setup;
+mod users;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,14 @@ enum Command {
         /// The configuration file.
         #[arg(short, long, default_value = "config.yaml")]
         config: PathBuf,
+    },
+    /// Manage accounts and roles (run on the clinic's server, with the service's config).
+    Users {
+        /// The configuration file.
+        #[arg(short, long, default_value = "config.yaml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: users::UsersCommand,
     },
     /// Start a development stack on loopback: Synapse (installed on first use) and the appservice, with
     /// demo accounts. Stops on Ctrl-C.
@@ -99,6 +108,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             registration,
         } => setup::generate_registration(&config, &registration),
         Command::Run { config } => run(config).await,
+        Command::Users { config, command } => users::run(&config, command).await,
         Command::Dev(args) => {
             init_logging("info,consulta=info", LogFormat::Pretty);
             dev::run(args).await

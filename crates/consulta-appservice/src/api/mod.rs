@@ -4,10 +4,11 @@ mod antispam;
 mod auth;
 mod health;
 mod matrix_as;
+mod rest;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 use crate::error::MatrixError;
 use crate::state::AppState;
@@ -36,6 +37,32 @@ pub fn app(state: AppState) -> Router {
             "/_consulta/antispam/{callback}",
             post(antispam::post_callback),
         )
+        .route("/_consulta/v1/me", get(rest::get_me))
+        .route(
+            "/_consulta/v1/users",
+            post(rest::post_user).get(rest::get_users),
+        )
+        .route(
+            "/_consulta/v1/users/{user_id}/role",
+            put(rest::put_user_role),
+        )
+        .route(
+            "/_consulta/v1/users/{user_id}/deactivate",
+            post(rest::post_user_deactivate),
+        )
+        .route(
+            "/_consulta/v1/patients/{user_id}/validate",
+            post(rest::post_validate_patient),
+        )
+        .route(
+            "/_consulta/v1/consultations",
+            get(rest::get_consultations).post(rest::post_consultation),
+        )
+        .route(
+            "/_consulta/v1/consultations/{room_id}",
+            delete(rest::delete_consultation),
+        )
+        .route("/_consulta/v1/unread", get(rest::get_unread))
         .route("/health", get(health::get_health))
         .fallback(|| async { MatrixError::unrecognized() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -8,8 +8,11 @@
     reason = "tests"
 )]
 
+mod admin_api;
 mod offline;
 mod policy;
+mod read_state;
+mod rest_support;
 mod with_synapse;
 
 use std::sync::Arc;

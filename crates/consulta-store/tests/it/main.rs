@@ -158,10 +158,11 @@ async fn audit_log_keeps_order_and_fields(store: &Store) {
     }
     let recent = store.recent_audit(2).await.unwrap();
     assert_eq!(recent.len(), 2);
-    assert_eq!(recent[0].action, AuditAction::ALL[4], "newest first");
-    assert_eq!(recent[0].target.as_deref(), Some("target-4"));
-    assert_eq!(recent[1].actor, None);
-    assert_eq!(recent[1].at, t0() + Duration::seconds(3));
+    assert_eq!(recent[0].action, AuditAction::ALL[5], "newest first");
+    assert_eq!(recent[0].target.as_deref(), Some("target-5"));
+    assert_eq!(recent[1].actor, Some(user("@doc:clinic.test")));
+    assert_eq!(recent[0].actor, None);
+    assert_eq!(recent[1].at, t0() + Duration::seconds(4));
 }
 
 async fn conformance(store: Store) {
