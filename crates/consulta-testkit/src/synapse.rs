@@ -73,7 +73,7 @@ pub struct RegisteredUser {
     pub password: String,
 }
 
-fn random_token(bytes: usize) -> String {
+pub(crate) fn random_token(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buf);
     buf.iter()
@@ -109,7 +109,7 @@ impl Synapse {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        die_with_parent(&mut command);
+        crate::die_with_parent(&mut command, libc::SIGTERM);
         let child = command
             .spawn()
             .with_context(|| format!("cannot start {}", python.display()))?;
@@ -245,49 +245,15 @@ impl Synapse {
 
     /// Stops Synapse: SIGTERM, then SIGKILL if it has not exited after ten seconds.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            #[allow(unsafe_code, reason = "sending a signal to our own child process")]
-            // SAFETY: kill(2) with a pid we spawned and have not reaped; no memory is touched.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
+        if let Some(child) = self.child.take() {
+            crate::stop_child(child, libc::SIGTERM, Duration::from_secs(10));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
 impl Drop for Synapse {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// Asks the kernel to SIGTERM the child if the process that spawned it dies (a killed test run).
-fn die_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    #[allow(
-        unsafe_code,
-        reason = "pre_exec runs between fork and exec; prctl is async-signal-safe"
-    )]
-    // SAFETY: the closure only calls prctl(2), which is async-signal-safe and allocates nothing.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
     }
 }
 

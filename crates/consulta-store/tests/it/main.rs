@@ -1,6 +1,9 @@
 //! The store's conformance suite: every behaviour callers rely on, run against each backend.
 //!
-//! Each backend gets one `#[tokio::test]` that runs the whole suite against a fresh database.
+//! Each backend gets one `#[tokio::test]` that runs the whole suite against a fresh database: a SQLite
+//! file, and a database on a throwaway PostgreSQL cluster started by the test kit. Neither is optional:
+//! without PostgreSQL's binaries the PostgreSQL test fails (`tests/run` installs them) rather than being
+//! skipped.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,7 +17,8 @@ use consulta_core::{
     AuditAction, AuditRecord, Consultation, ConsultationStatus, OwnedRoomId, OwnedUserId, Role,
     Timestamp,
 };
-use consulta_store::{Recorded, Store};
+use consulta_store::{Backend, Recorded, Store};
+use consulta_testkit::Postgres;
 
 fn t0() -> Timestamp {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -171,16 +175,32 @@ async fn conformance(store: Store) {
     roles_are_set_changed_and_revoked(&store).await;
     consultations_are_recorded_once(&store).await;
     audit_log_keeps_order_and_fields(&store).await;
+    store.close().await;
 }
 
 #[tokio::test]
 async fn sqlite_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("consulta.db").display());
-    conformance(Store::connect(&url, 4).await.unwrap()).await;
+    let store = Store::connect(&url, 4).await.unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    conformance(store).await;
     // Reopening applies no migration twice and keeps the data.
     let reopened = Store::connect(&url, 4).await.unwrap();
     assert_eq!(reopened.transaction_count().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn postgres_conformance() {
+    let postgres = Postgres::start().await.unwrap();
+    let url = postgres.create_database("conformance").await.unwrap();
+    let store = Store::connect(&url, 4).await.unwrap();
+    assert_eq!(store.backend(), Backend::Postgres);
+    conformance(store).await;
+    // Reopening applies no migration twice and keeps the data.
+    let reopened = Store::connect(&url, 4).await.unwrap();
+    assert_eq!(reopened.transaction_count().await.unwrap(), 2);
+    reopened.close().await;
 }
 
 #[tokio::test]
