@@ -241,3 +241,80 @@ async fn consulta_run_serves_a_real_synapse_and_stops_cleanly() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_lists_and_revokes_roles_and_audits_each_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = output(consulta(dir.path()).args(["generate-config", "-o", "config.yaml"]));
+    assert!(ok, "{out}");
+    let db = dir.path().join("consulta.db");
+    let env = [(
+        "CONSULTA_DATABASE__URI",
+        format!("sqlite://{}", db.display()),
+    )];
+    let (ok, out) = output(
+        consulta(dir.path())
+            .args([
+                "generate-registration",
+                "-c",
+                "config.yaml",
+                "-r",
+                "reg.yaml",
+            ])
+            .envs(env.clone()),
+    );
+    assert!(ok, "{out}");
+
+    let users = |args: &[&str]| {
+        let mut command = consulta(dir.path());
+        command
+            .arg("users")
+            .args(args)
+            .args(["-c", "config.yaml"])
+            .envs(env.clone());
+        output(&mut command)
+    };
+    let (ok, out) = users(&["set-role", "@first.admin:clinic.example", "admin"]);
+    assert!(
+        ok && out.contains("@first.admin:clinic.example is now admin"),
+        "{out}"
+    );
+    let (ok, out) = users(&["set-role", "@drjones:clinic.example", "doctor"]);
+    assert!(ok, "{out}");
+    let (ok, out) = users(&["list", "--role", "doctor"]);
+    assert!(
+        ok && out.contains("@drjones:clinic.example\tdoctor"),
+        "{out}"
+    );
+    let (ok, out) = users(&["set-role", "@drjones:clinic.example", "nurse"]);
+    assert!(!ok && out.contains("unknown role \"nurse\""), "{out}");
+    let (ok, out) = users(&["set-role", "@someone:elsewhere.example", "doctor"]);
+    assert!(
+        !ok && out.contains("not an account of this homeserver"),
+        "{out}"
+    );
+    let (ok, out) = users(&["set-role", "@drjones:clinic.example", "pending"]);
+    assert!(ok, "{out}");
+    let (ok, out) = users(&["list", "--role", "doctor"]);
+    assert!(ok && !out.contains("drjones"), "{out}");
+
+    let store = Store::connect(&format!("sqlite://{}", db.display()), 1)
+        .await
+        .unwrap();
+    let details: Vec<String> = store
+        .recent_audit(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .rev()
+        .map(|r| r.detail)
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "pending -> admin via cli",
+            "pending -> doctor via cli",
+            "doctor -> pending via cli"
+        ]
+    );
+}

@@ -29,6 +29,9 @@ pub struct MemberEvent {
     pub state_key: OwnedUserId,
     /// `{membership: …}`.
     pub content: MemberContent,
+    /// When the homeserver received it (ms since the epoch).
+    #[serde(default)]
+    pub origin_server_ts: i64,
 }
 
 /// Content of a member event.
@@ -185,6 +188,20 @@ impl AppState {
     /// Handles a membership event from a transaction: shapes new consultations and undoes what the gate
     /// would have refused (invites from servers without Consulta's rules, or by a server admin).
     pub async fn handle_member_event(&self, event: MemberEvent) {
+        let at = chrono::DateTime::from_timestamp_millis(event.origin_server_ts)
+            .unwrap_or_else(|| self.clock().now());
+        let recorded = self
+            .store()
+            .record_membership(
+                &event.room_id,
+                &event.state_key,
+                &event.content.membership,
+                at,
+            )
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(room_id = %event.room_id, error = %e, "cannot record membership");
+        }
         let consultation = match self.store().consultation(&event.room_id).await {
             Ok(c) => c,
             Err(e) => {

@@ -1,7 +1,8 @@
 //! The policy service: gathers the facts `consulta_core::policy` decides on, and applies its decisions.
 //!
-//! Facts come from the store (roles, consultations), the config (role map, partner servers, care teams)
-//! and, only when a room is not a known consultation, from the homeserver (who else is in the room).
+//! Facts come from the store (roles, consultations, room membership as Consulta knows it), the config
+//! (role map, partner servers, care teams) and, only when a patient is invited into a room that is not a
+//! consultation, from the homeserver (whether the room already gives them power).
 //! Any failure to gather a fact is an error, which the gate turns into a refusal: it fails closed.
 
 use consulta_core::{
@@ -132,6 +133,16 @@ impl AppState {
         let first_patient = matches!(context, RoomContext::Other { .. })
             && inviter_party == Party::Local(Some(Role::Doctor))
             && invitee_party == Party::Local(Some(Role::Patient));
+        if decision == Decision::Allow {
+            // The next decision about this room must see this invite, before any transaction tells us.
+            let now = self.clock().now();
+            self.store()
+                .record_membership(room, inviter, "join", now)
+                .await?;
+            self.store()
+                .record_membership(room, invitee, "invite", now)
+                .await?;
+        }
         if decision == Decision::Allow && first_patient {
             let consultation = Consultation {
                 room_id: room.to_owned(),
@@ -174,12 +185,11 @@ impl AppState {
         let invitee_has_power = self.party(invitee).await? == Party::Local(Some(Role::Patient))
             && self.room_grants_power(room, inviter, invitee).await?;
         let (mut patients, mut staff) = (0u32, 0u32);
-        for member in self.homeserver().members(room, inviter).await? {
-            let present = member.membership == "join" || member.membership == "invite";
-            if !present || member.user_id == inviter || member.user_id == invitee {
+        for member in self.store().present_members(room).await? {
+            if member == inviter || member == invitee {
                 continue;
             }
-            match self.party(&member.user_id).await? {
+            match self.party(&member).await? {
                 Party::Local(Some(Role::Patient)) => patients += 1,
                 Party::Bot => {}
                 _ => staff += 1,
@@ -200,10 +210,11 @@ impl AppState {
         invitee: &UserId,
     ) -> Result<bool, PolicyError> {
         let hs = self.homeserver();
-        let create = hs
-            .state(room, "m.room.create", "", reader)
-            .await?
-            .unwrap_or_default();
+        let (create, levels) = tokio::join!(
+            hs.state(room, "m.room.create", "", reader),
+            hs.state(room, "m.room.power_levels", "", reader)
+        );
+        let (create, levels) = (create?.unwrap_or_default(), levels?.unwrap_or_default());
         let listed = |v: &serde_json::Value| {
             v.as_array()
                 .is_some_and(|a| a.iter().any(|u| u.as_str() == Some(invitee.as_str())))
@@ -211,10 +222,6 @@ impl AppState {
         if create.get("additional_creators").is_some_and(listed) {
             return Ok(true);
         }
-        let levels = hs
-            .state(room, "m.room.power_levels", "", reader)
-            .await?
-            .unwrap_or_default();
         let level = levels
             .get("users")
             .and_then(|u| u.get(invitee.as_str()))

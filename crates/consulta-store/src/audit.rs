@@ -15,6 +15,7 @@ fn parse_action(value: String) -> Result<AuditAction, StoreError> {
 impl Store {
     /// Appends one record.
     pub async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let _write = self.write_lock().await;
         sqlx::query("INSERT INTO audit_events (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
             .bind(to_millis(record.at))
             .bind(record.actor.as_ref().map(|u| u.as_str()))

@@ -29,6 +29,7 @@ pub(crate) fn consultation_from_row(row: AnyRow) -> Result<Consultation, StoreEr
 impl Store {
     /// Records a new consultation. Returns `false` if the room was already recorded.
     pub async fn insert_consultation(&self, c: &Consultation) -> Result<bool, StoreError> {
+        let _write = self.write_lock().await;
         let result = sqlx::query(
             "INSERT INTO consultations (room_id, doctor, patient, status, created_at, closed_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (room_id) DO NOTHING",
@@ -96,6 +97,7 @@ impl Store {
         status: ConsultationStatus,
         at: consulta_core::Timestamp,
     ) -> Result<bool, StoreError> {
+        let _write = self.write_lock().await;
         let result = sqlx::query("UPDATE consultations SET status = $1, closed_at = $2 WHERE room_id = $3 AND status = 'open'")
             .bind(status.as_str())
             .bind(to_millis(at))

@@ -10,12 +10,13 @@
 mod audit;
 mod consultations;
 mod error;
+mod members;
 mod read_state;
 mod transactions;
 mod users;
 
 use std::str::FromStr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 use chrono::DateTime;
 use consulta_core::{OwnedRoomId, OwnedUserId, Timestamp};
@@ -45,6 +46,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite allows one writer at a time; writers that collide wait in SQLite's busy handler, which
+    /// sleeps in steps of milliseconds. Queuing them here instead keeps write latency flat.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -103,7 +107,19 @@ impl Store {
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         };
         migrator.run(&pool).await?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// Held around every write: serializes writers on SQLite, free on PostgreSQL.
+    pub(crate) async fn write_lock(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writer.lock().await),
+            Backend::Postgres => None,
+        }
     }
 
     /// Which backend this store uses.

@@ -35,6 +35,7 @@ impl Store {
         sender: &UserId,
         sent_at: Timestamp,
     ) -> Result<(), StoreError> {
+        let _write = self.write_lock().await;
         sqlx::query(
             "INSERT INTO consultation_messages (event_id, room_id, sender, sent_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (event_id) DO NOTHING",
@@ -57,6 +58,7 @@ impl Store {
         event_id: &str,
         read_at: Timestamp,
     ) -> Result<(), StoreError> {
+        let _write = self.write_lock().await;
         let message_time: Option<i64> =
             sqlx::query("SELECT sent_at FROM consultation_messages WHERE event_id = $1")
                 .bind(event_id)
@@ -184,6 +186,7 @@ impl Store {
         covered_upto: Timestamp,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
+        let _write = self.write_lock().await;
         let result = sqlx::query(
             "INSERT INTO unread_reminders (room_id, user_id, covered_upto, sent_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (room_id, user_id) DO UPDATE SET covered_upto = excluded.covered_upto, \
@@ -205,6 +208,7 @@ impl Store {
         user: &UserId,
         previous: Option<Timestamp>,
     ) -> Result<(), StoreError> {
+        let _write = self.write_lock().await;
         match previous {
             Some(at) => {
                 sqlx::query("UPDATE unread_reminders SET covered_upto = $1 WHERE room_id = $2 AND user_id = $3")
@@ -245,6 +249,7 @@ impl Store {
         room: &RoomId,
         now: Timestamp,
     ) -> Result<consulta_core::OwnedRoomId, StoreError> {
+        let _write = self.write_lock().await;
         sqlx::query("INSERT INTO care_desks (user_id, room_id, created_at) VALUES ($1, $2, $3) ON CONFLICT (user_id) DO NOTHING")
             .bind(user.as_str())
             .bind(room.as_str())

@@ -37,6 +37,7 @@ impl Store {
         event_count: usize,
         now: Timestamp,
     ) -> Result<Recorded, StoreError> {
+        let _write = self.write_lock().await;
         let result = sqlx::query(
             "INSERT INTO transactions (txn_id, received_at, event_count, body) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (txn_id) DO NOTHING",
@@ -79,6 +80,7 @@ impl Store {
 
     /// Marks a transaction processed and drops its body.
     pub async fn finish_transaction(&self, txn_id: &str, now: Timestamp) -> Result<(), StoreError> {
+        let _write = self.write_lock().await;
         sqlx::query("UPDATE transactions SET processed_at = $1, body = NULL WHERE txn_id = $2")
             .bind(to_millis(now))
             .bind(txn_id)

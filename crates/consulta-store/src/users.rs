@@ -50,6 +50,7 @@ impl Store {
         role: Option<Role>,
         now: Timestamp,
     ) -> Result<Option<Role>, StoreError> {
+        let _write = self.write_lock().await;
         let mut tx = self.pool().begin().await?;
         let previous = sqlx::query("SELECT role FROM users WHERE user_id = $1")
             .bind(user.as_str())

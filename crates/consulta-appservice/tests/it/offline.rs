@@ -416,3 +416,116 @@ async fn gate_roles_come_from_the_store_then_the_config_map() {
         )
     );
 }
+
+#[tokio::test]
+async fn federated_invites_count_only_from_partner_clinics() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        consulta_appservice::config::generate_missing_secrets(consulta_appservice::config::EXAMPLE)
+            .0
+            .replace("allowed_servers: []", "allowed_servers: [partner.example]");
+    let overrides = vec![(
+        "CONSULTA_DATABASE__URI".to_owned(),
+        format!("sqlite://{}", dir.path().join("c.db").display()),
+    )];
+    let config = consulta_appservice::Config::from_yaml_with_env(&text, overrides).unwrap();
+    let store = consulta_store::Store::connect(config.database.uri.expose(), 2)
+        .await
+        .unwrap();
+    let state = AppState::new(
+        config,
+        store,
+        std::sync::Arc::new(consulta_appservice::SystemClock),
+    )
+    .unwrap();
+    let now = state.clock().now();
+    state
+        .store()
+        .set_role(
+            &UserId::parse("@p:clinic.example").unwrap(),
+            Some(Role::Patient),
+            now,
+        )
+        .await
+        .unwrap();
+    let secret = state.config().antispam.secret.expose().to_owned();
+
+    let invite = |sender: &str, target: &str| {
+        json!({"event": {"type": "m.room.member", "sender": sender, "state_key": target, "room_id": "!r:remote.example",
+            "event_id": "$i", "content": {"membership": "invite"}}})
+        .to_string()
+    };
+    let uri = "/_consulta/antispam/federated_user_may_invite";
+    let (status, _) = call(
+        &state,
+        Method::POST,
+        uri,
+        Some(&secret),
+        &invite("@dr:partner.example", "@p:clinic.example"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a partner clinic's doctor may invite our patient"
+    );
+    let (status, body) = call(
+        &state,
+        Method::POST,
+        uri,
+        Some(&secret),
+        &invite("@x:stranger.example", "@p:clinic.example"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            Some("This server is not one of the clinic's partners.")
+        )
+    );
+    let (status, body) = call(
+        &state,
+        Method::POST,
+        uri,
+        Some(&secret),
+        &invite("@dr:partner.example", "@nobody:clinic.example"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "pending users are not reachable from anywhere: {body}"
+    );
+    // Synapse then asks user_may_invite for the same invite; the answer must agree.
+    let body = r#"{"inviter":"@x:stranger.example","invitee":"@p:clinic.example","room_id":"!r:remote.example"}"#;
+    let (status, _) = call(
+        &state,
+        Method::POST,
+        "/_consulta/antispam/user_may_invite",
+        Some(&secret),
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // And our doctors cannot pull people of unknown servers into rooms either.
+    state
+        .store()
+        .set_role(
+            &UserId::parse("@d:clinic.example").unwrap(),
+            Some(Role::Doctor),
+            now,
+        )
+        .await
+        .unwrap();
+    let body = r#"{"inviter":"@d:clinic.example","invitee":"@x:stranger.example","room_id":"!r:clinic.example"}"#;
+    let (status, _) = call(
+        &state,
+        Method::POST,
+        "/_consulta/antispam/user_may_invite",
+        Some(&secret),
+        body,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}

@@ -335,3 +335,60 @@ async fn with_the_appservice_down_nobody_creates_rooms_fail_closed() {
     );
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_that_slipped_past_the_gate_is_undone_and_audited() {
+    let stack = Stack::start().await.unwrap();
+    let patient = person(&stack, "patient1", Some(Role::Patient)).await;
+    // Synapse's server admins bypass spam-checker callbacks: the gate never hears of their invites.
+    let admin_token = stack.config.homeserver.admin_token.expose().to_owned();
+    let http = reqwest::Client::new();
+    let base = stack.synapse.base_url();
+    let room: Value = http
+        .post(format!("{base}/_matrix/client/v3/createRoom"))
+        .bearer_auth(&admin_token)
+        .json(&serde_json::json!({"preset": "private_chat", "invite": [patient.id()]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let room_id = room["room_id"]
+        .as_str()
+        .expect("the admin's room was created")
+        .to_owned();
+
+    let url = format!(
+        "{base}/_matrix/client/v3/rooms/{room_id}/state/m.room.member/{}",
+        patient.id()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let member: Value = http
+            .get(&url)
+            .bearer_auth(&admin_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if member["membership"] == "leave" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the invite was never withdrawn: {member}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let audit = stack.appservice.store().recent_audit(20).await.unwrap();
+    assert!(
+        audit.iter().any(|r| r.detail.starts_with("backstop")
+            && r.detail.ends_with("undone")
+            && r.target.as_deref() == Some(patient.id().as_str())),
+        "{audit:?}"
+    );
+    stack.stop().await.unwrap();
+}

@@ -169,8 +169,229 @@ async fn audit_log_keeps_order_and_fields(store: &Store) {
     assert_eq!(recent[1].at, t0() + Duration::seconds(4));
 }
 
+async fn consultations_are_found_by_party_and_closed_once(store: &Store) {
+    let (doc, pat) = (user("@doc2:clinic.test"), user("@pat2:clinic.test"));
+    let room = |s: &str| OwnedRoomId::try_from(s).unwrap();
+    for (i, r) in ["!c1:clinic.test", "!c2:clinic.test"]
+        .into_iter()
+        .enumerate()
+    {
+        let c = Consultation {
+            room_id: room(r),
+            doctor: doc.clone(),
+            patient: pat.clone(),
+            created_at: t0() + Duration::minutes(i as i64),
+            status: ConsultationStatus::Open,
+            closed_at: None,
+        };
+        store.insert_consultation(&c).await.unwrap();
+    }
+    let found = store
+        .open_consultation_between(&doc, &pat)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        found.room_id,
+        room("!c2:clinic.test"),
+        "the newest open one"
+    );
+    assert_eq!(store.consultations_of(&pat).await.unwrap().len(), 2);
+    assert!(
+        store
+            .close_consultation(&room("!c2:clinic.test"), ConsultationStatus::Archived, t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .close_consultation(&room("!c2:clinic.test"), ConsultationStatus::Purged, t0())
+            .await
+            .unwrap()
+    );
+    let closed = store
+        .consultation(&room("!c2:clinic.test"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (closed.status, closed.closed_at),
+        (ConsultationStatus::Archived, Some(t0()))
+    );
+    let found = store
+        .open_consultation_between(&doc, &pat)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.room_id, room("!c1:clinic.test"));
+}
+
+async fn read_state_tracks_messages_receipts_and_reminders(store: &Store) {
+    let (doc, pat) = (user("@doc3:clinic.test"), user("@pat3:clinic.test"));
+    let room = OwnedRoomId::try_from("!read:clinic.test").unwrap();
+    store
+        .insert_consultation(&Consultation {
+            room_id: room.clone(),
+            doctor: doc.clone(),
+            patient: pat.clone(),
+            created_at: t0(),
+            status: ConsultationStatus::Open,
+            closed_at: None,
+        })
+        .await
+        .unwrap();
+    let at = |m: i64| t0() + Duration::minutes(m);
+    for (id, m) in [("$m1", 1), ("$m2", 2), ("$m3", 3)] {
+        store.record_message(id, &room, &doc, at(m)).await.unwrap();
+    }
+    store
+        .record_message("$m1", &room, &doc, at(99))
+        .await
+        .unwrap(); // a replay changes nothing
+    let all = store.messages_after(&room, &doc, None).await.unwrap();
+    assert_eq!((all.count, all.since), (3, Some(at(1))));
+    assert_eq!(
+        store.last_message_at(&room, &doc).await.unwrap(),
+        Some(at(3))
+    );
+    assert_eq!(store.last_message_at(&room, &pat).await.unwrap(), None);
+
+    // Receipts move forward only; a receipt on a known message reads up to that message's time.
+    store
+        .record_receipt(&room, &pat, false, "$m2", at(10))
+        .await
+        .unwrap();
+    store
+        .record_receipt(&room, &pat, false, "$m1", at(11))
+        .await
+        .unwrap();
+    let receipt = store.receipt(&room, &pat, false).await.unwrap().unwrap();
+    assert_eq!(
+        (receipt.event_id.as_str(), receipt.position, receipt.read_at),
+        ("$m2", at(2), at(10))
+    );
+    assert_eq!(
+        store.receipt(&room, &pat, true).await.unwrap(),
+        None,
+        "private receipts are kept apart"
+    );
+    store
+        .record_receipt(&room, &pat, true, "$unknown", at(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .receipt(&room, &pat, true)
+            .await
+            .unwrap()
+            .unwrap()
+            .position,
+        at(20)
+    );
+    let unread = store
+        .messages_after(&room, &doc, Some(at(2)))
+        .await
+        .unwrap();
+    assert_eq!((unread.count, unread.since), (1, Some(at(3))));
+
+    // Reminder candidates, claims and releases.
+    let candidates = store.reminder_candidates(at(60)).await.unwrap();
+    assert!(
+        candidates
+            .iter()
+            .any(|c| c.consultation.room_id == room && c.covered_upto.is_none())
+    );
+    assert!(
+        store
+            .reminder_candidates(at(0))
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.consultation.room_id != room)
+    );
+    assert!(
+        store
+            .claim_reminder(&room, &pat, at(3), at(60))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .claim_reminder(&room, &pat, at(3), at(61))
+            .await
+            .unwrap(),
+        "claimed once"
+    );
+    assert!(
+        store
+            .reminder_candidates(at(60))
+            .await
+            .unwrap()
+            .iter()
+            .all(|c| c.consultation.room_id != room)
+    );
+    store.release_reminder(&room, &pat, None).await.unwrap();
+    assert!(
+        store
+            .claim_reminder(&room, &pat, at(3), at(62))
+            .await
+            .unwrap(),
+        "released, so claimable again"
+    );
+    store
+        .record_message("$m4", &room, &doc, at(4))
+        .await
+        .unwrap();
+    let again = store.reminder_candidates(at(60)).await.unwrap();
+    let candidate = again
+        .iter()
+        .find(|c| c.consultation.room_id == room)
+        .unwrap();
+    assert_eq!(candidate.covered_upto, Some(at(3)));
+
+    // Care desks: the first recorded room wins.
+    assert_eq!(store.care_desk(&pat).await.unwrap(), None);
+    let desk = OwnedRoomId::try_from("!desk:clinic.test").unwrap();
+    assert_eq!(store.set_care_desk(&pat, &desk, t0()).await.unwrap(), desk);
+    let other = OwnedRoomId::try_from("!other-desk:clinic.test").unwrap();
+    assert_eq!(store.set_care_desk(&pat, &other, t0()).await.unwrap(), desk);
+}
+
+async fn membership_keeps_the_newest_state(store: &Store) {
+    let room = OwnedRoomId::try_from("!members:clinic.test").unwrap();
+    let (a, b) = (user("@a:clinic.test"), user("@b:clinic.test"));
+    let at = |s: i64| t0() + Duration::seconds(s);
+    store
+        .record_membership(&room, &a, "invite", at(10))
+        .await
+        .unwrap();
+    store
+        .record_membership(&room, &b, "join", at(10))
+        .await
+        .unwrap();
+    store
+        .record_membership(&room, &a, "leave", at(5))
+        .await
+        .unwrap(); // older: ignored
+    let mut present = store.present_members(&room).await.unwrap();
+    present.sort();
+    assert_eq!(present, [a.clone(), b.clone()]);
+    store
+        .record_membership(&room, &a, "join", at(11))
+        .await
+        .unwrap();
+    store
+        .record_membership(&room, &b, "leave", at(12))
+        .await
+        .unwrap();
+    assert_eq!(store.present_members(&room).await.unwrap(), [a]);
+}
+
 async fn conformance(store: Store) {
     store.ping().await.unwrap();
+    membership_keeps_the_newest_state(&store).await;
+    consultations_are_found_by_party_and_closed_once(&store).await;
+    read_state_tracks_messages_receipts_and_reminders(&store).await;
     transactions_are_recorded_once_and_queued_until_processed(&store).await;
     roles_are_set_changed_and_revoked(&store).await;
     consultations_are_recorded_once(&store).await;
