@@ -141,9 +141,10 @@ impl AppState {
     pub async fn ensure_consultation_shape(&self, c: &Consultation) -> Result<(), HomeserverError> {
         let hs = self.homeserver();
         let (room, doctor) = (c.room_id.as_ref(), c.doctor.as_ref());
-        let current = hs
-            .state(room, "m.room.power_levels", "", doctor)
-            .await?
+        let state = hs.room_state(room, doctor).await?;
+        let current = state
+            .get("m.room.power_levels")
+            .cloned()
             .unwrap_or_else(|| json!({}));
         if let Some(levels) = consultation_power_levels(&current, &c.patient) {
             hs.put_state(room, "m.room.power_levels", "", &levels, doctor)
@@ -172,9 +173,8 @@ impl AppState {
             ),
         ];
         for (event_type, field, acceptable, wanted) in fields {
-            let content = hs.state(room, event_type, "", doctor).await?;
-            let value = content
-                .as_ref()
+            let value = state
+                .get(event_type)
                 .and_then(|v| v.get(field))
                 .and_then(Value::as_str);
             if !value.is_some_and(|v| acceptable.contains(&v)) {

@@ -245,6 +245,33 @@ impl HomeserverClient {
             .collect())
     }
 
+    /// The contents of every state event with an empty state key, by event type (one request).
+    pub async fn room_state(
+        &self,
+        room: &RoomId,
+        as_user: &UserId,
+    ) -> Result<std::collections::HashMap<String, Value>, HomeserverError> {
+        let path = format!("/_matrix/client/v3/rooms/{}/state", seg(room.as_str()));
+        let events = self
+            .call(Method::GET, &path, Auth::Appservice(Some(as_user)), None)
+            .await?;
+        Ok(events
+            .as_array()
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| e.get("state_key").and_then(Value::as_str) == Some(""))
+                    .filter_map(|e| {
+                        Some((
+                            e.get("type")?.as_str()?.to_owned(),
+                            e.get("content")?.clone(),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     /// A state event's content, or `None` if the room has no such state.
     pub async fn state(
         &self,

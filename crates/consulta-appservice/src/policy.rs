@@ -133,14 +133,11 @@ impl AppState {
         let first_patient = matches!(context, RoomContext::Other { .. })
             && inviter_party == Party::Local(Some(Role::Doctor))
             && invitee_party == Party::Local(Some(Role::Patient));
-        if decision == Decision::Allow {
-            // The next decision about this room must see this invite, before any transaction tells us.
-            let now = self.clock().now();
+        if decision == Decision::Allow && matches!(context, RoomContext::Other { .. }) {
+            // The next decision about this room must see this invite before any transaction tells us.
+            // (Consultations are decided from their record; inviters never count themselves.)
             self.store()
-                .record_membership(room, inviter, "join", now)
-                .await?;
-            self.store()
-                .record_membership(room, invitee, "invite", now)
+                .record_membership(room, invitee, "invite", self.clock().now())
                 .await?;
         }
         if decision == Decision::Allow && first_patient {
@@ -210,11 +207,10 @@ impl AppState {
         invitee: &UserId,
     ) -> Result<bool, PolicyError> {
         let hs = self.homeserver();
-        let (create, levels) = tokio::join!(
-            hs.state(room, "m.room.create", "", reader),
-            hs.state(room, "m.room.power_levels", "", reader)
-        );
-        let (create, levels) = (create?.unwrap_or_default(), levels?.unwrap_or_default());
+        let create = hs
+            .state(room, "m.room.create", "", reader)
+            .await?
+            .unwrap_or_default();
         let listed = |v: &serde_json::Value| {
             v.as_array()
                 .is_some_and(|a| a.iter().any(|u| u.as_str() == Some(invitee.as_str())))
@@ -222,6 +218,20 @@ impl AppState {
         if create.get("additional_creators").is_some_and(listed) {
             return Ok(true);
         }
+        // From room version 12 creators outrank everyone, so a level given to the invitee can be taken
+        // back by the doctor (and is, when the room is reshaped). Before that, a level equal to the
+        // doctor's could never be lowered: it has to be caught now.
+        let version = create
+            .get("room_version")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("1");
+        if version.parse::<u32>().is_ok_and(|v| v >= 12) {
+            return Ok(false);
+        }
+        let levels = hs
+            .state(room, "m.room.power_levels", "", reader)
+            .await?
+            .unwrap_or_default();
         let level = levels
             .get("users")
             .and_then(|u| u.get(invitee.as_str()))

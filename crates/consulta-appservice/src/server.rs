@@ -79,6 +79,23 @@ pub fn spawn_reminders(state: &AppState) -> JoinHandle<()> {
     })
 }
 
+/// How often the SQLite write-ahead log is folded into the database file.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Starts the store's maintenance loop (SQLite checkpoints).
+pub fn spawn_maintenance(state: &AppState) -> JoinHandle<()> {
+    let store = state.store().clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.checkpoint().await {
+                tracing::warn!(error = %e, "store checkpoint failed");
+            }
+        }
+    })
+}
+
 /// Serves HTTP on `listener` until `shutdown` completes, with the processing loop running alongside.
 pub async fn serve(
     listener: TcpListener,
@@ -87,11 +104,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let processor = spawn_processor(&state);
     let reminders = spawn_reminders(&state);
+    let maintenance = spawn_maintenance(&state);
+    let store = state.store().clone();
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await;
     processor.abort();
     reminders.abort();
+    maintenance.abort();
+    if let Err(e) = store.checkpoint().await {
+        tracing::warn!(error = %e, "final store checkpoint failed");
+    }
     result
 }
 

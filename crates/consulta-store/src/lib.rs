@@ -133,6 +133,17 @@ impl Store {
         Ok(())
     }
 
+    /// Copies the SQLite write-ahead log into the database file without blocking readers or writers
+    /// (call it periodically; automatic checkpoints are off). A no-op on PostgreSQL.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Closes every connection; later calls fail.
     pub async fn close(&self) {
         self.pool.close().await;

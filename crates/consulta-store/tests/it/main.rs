@@ -390,6 +390,7 @@ async fn membership_keeps_the_newest_state(store: &Store) {
 async fn conformance(store: Store) {
     store.ping().await.unwrap();
     membership_keeps_the_newest_state(&store).await;
+    store.checkpoint().await.unwrap();
     consultations_are_found_by_party_and_closed_once(&store).await;
     read_state_tracks_messages_receipts_and_reminders(&store).await;
     transactions_are_recorded_once_and_queued_until_processed(&store).await;
