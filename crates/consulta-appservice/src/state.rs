@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use consulta_core::{AuditAction, AuditRecord, Clock, OwnedUserId};
 use consulta_store::Store;
 
+use crate::audit::AuditWriter;
 use crate::config::{Config, ConfigError};
 use crate::homeserver::{HomeserverClient, HomeserverError};
 use crate::processor::Processor;
@@ -38,6 +39,7 @@ struct Inner {
     hs_token: TokenDigest,
     antispam_secret: TokenDigest,
     last_ping: Mutex<Option<String>>,
+    audit: AuditWriter,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
                 bot: config.bot_user_id()?,
                 hs_token: TokenDigest::of(&config.appservice.hs_token),
                 antispam_secret: TokenDigest::of(&config.antispam.secret),
+                audit: AuditWriter::start(store.clone()),
                 config,
                 store,
                 clock,
@@ -135,7 +138,7 @@ impl AppState {
             target,
             detail: detail.to_owned(),
         };
-        if let Err(e) = self.inner.store.append_audit(&record).await {
+        if let Err(e) = self.inner.audit.append(record).await {
             tracing::error!(error = %e, action = %action, "cannot write audit record");
         }
     }

@@ -27,6 +27,24 @@ impl Store {
         Ok(())
     }
 
+    /// Appends several records in one transaction (one commit for the whole group).
+    pub async fn append_audits(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        let _write = self.write_lock().await;
+        let mut tx = self.pool().begin().await?;
+        for record in records {
+            sqlx::query("INSERT INTO audit_events (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
+                .bind(to_millis(record.at))
+                .bind(record.actor.as_ref().map(|u| u.as_str()))
+                .bind(record.action.as_str())
+                .bind(record.target.as_deref())
+                .bind(record.detail.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// The newest `limit` records, newest first.
     pub async fn recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
         sqlx::query(

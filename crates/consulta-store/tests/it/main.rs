@@ -149,6 +149,27 @@ async fn consultations_are_recorded_once(store: &Store) {
     assert_eq!(store.consultation(&other).await.unwrap(), None);
 }
 
+async fn audit_groups_are_committed_in_order(store: &Store) {
+    let group: Vec<AuditRecord> = (0..3)
+        .map(|i| AuditRecord {
+            at: t0() + Duration::seconds(100 + i),
+            actor: None,
+            action: AuditAction::ActionRefused,
+            target: None,
+            detail: format!("group-{i}"),
+        })
+        .collect();
+    store.append_audits(&group).await.unwrap();
+    let newest = store.recent_audit(3).await.unwrap();
+    let details: Vec<&str> = newest.iter().map(|r| r.detail.as_str()).collect();
+    assert_eq!(
+        details,
+        ["group-2", "group-1", "group-0"],
+        "a group keeps its order"
+    );
+    store.append_audits(&[]).await.unwrap();
+}
+
 async fn audit_log_keeps_order_and_fields(store: &Store) {
     for (i, action) in AuditAction::ALL.into_iter().enumerate() {
         let record = AuditRecord {
@@ -396,6 +417,7 @@ async fn conformance(store: Store) {
     transactions_are_recorded_once_and_queued_until_processed(&store).await;
     roles_are_set_changed_and_revoked(&store).await;
     consultations_are_recorded_once(&store).await;
+    audit_groups_are_committed_in_order(&store).await;
     audit_log_keeps_order_and_fields(&store).await;
     store.close().await;
 }
