@@ -1,0 +1,985 @@
+//! The sans-IO session core: rooms, participants, tracks and subscriptions.
+//!
+//! Implements the server side of spec `matrixrtc-livekit.md` §2.4 (JoinResponse), §2.5 (v0 flow),
+//! §2.7 (publishing), §2.8 (subscribing, ParticipantInfo rules), §2.11 (keep-alive, leave) and the
+//! message set of §6; §5 items 1, 6 and 13 are handled here (server version, `encryption` copied
+//! into TrackInfo, full track lists with increasing versions).
+//!
+//! In the style of str0m and quinn-proto: inputs are `handle_*` calls that carry `now`, outputs are
+//! drained with [`Sfu::poll_output`], and [`Sfu::poll_timeout`] says when to call
+//! [`Sfu::handle_timeout`] next. No sockets, no clock reads, no tasks. The media engine is reached
+//! through the [`MediaEngine`] seam.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use livekit_protocol::{
+    ClientConfiguration, JoinResponse, LeaveRequest, ParticipantInfo, ParticipantPermission,
+    ParticipantUpdate, Pong, Room as RoomInfo, ServerInfo, SignalRequest, SignalResponse,
+    SignalTarget, SimulcastCodecInfo, TrackInfo, TrackPublishedResponse, TrackSource, TrackType,
+    TrackUnpublishedResponse, participant_info, signal_request, signal_response,
+};
+
+use crate::auth::JoinGrant;
+use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
+use crate::media::{MediaEngine, MediaEvent, TrackSettings};
+
+/// The server version advertised in `server_info.version` and `server_version`; without one,
+/// livekit-client refuses the server (§5 item 1), and RPC wants ≥ 1.8.0.
+pub const SERVER_VERSION: &str = "1.9.0";
+
+/// The signalling protocol version the server speaks.
+pub const PROTOCOL_VERSION: i32 = 16;
+
+/// Why a join was refused. Nothing was created.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    /// The room does not exist and the token may not create it. The message is the exact text
+    /// livekit-client treats as "not allowed".
+    #[error("requested room does not exist")]
+    RoomNotFound,
+    /// The room is full.
+    #[error("room is full")]
+    RoomFull,
+    /// The grant names no room.
+    #[error("invalid room name")]
+    InvalidRoom,
+}
+
+/// Tunables, with LiveKit's defaults.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Seconds between client pings (JoinResponse `ping_interval`).
+    pub ping_interval: Duration,
+    /// Silence after which a participant is dropped (JoinResponse `ping_timeout`).
+    pub ping_timeout: Duration,
+    /// How long an empty room lives.
+    pub empty_timeout: Duration,
+    /// Participants per room (0 = unlimited).
+    pub max_participants: u32,
+    /// Seed for sid generation; the shell draws it at random.
+    pub sid_seed: u64,
+    /// `node_id` in ServerInfo.
+    pub node_id: String,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(15),
+            empty_timeout: Duration::from_secs(300),
+            max_participants: 0,
+            sid_seed: 0,
+            node_id: "consulta-sfu".to_owned(),
+        }
+    }
+}
+
+/// Connection options from the `/rtc` query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// `auto_subscribe` (default true).
+    pub auto_subscribe: bool,
+    /// `protocol` (client protocol version).
+    pub protocol: i32,
+    /// `adaptive_stream`.
+    pub adaptive_stream: bool,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        Self {
+            auto_subscribe: true,
+            protocol: PROTOCOL_VERSION,
+            adaptive_stream: false,
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send one frame on the connection.
+    Send {
+        /// Where.
+        conn: ConnId,
+        /// What.
+        message: Box<SignalResponse>,
+    },
+    /// Close the connection (after sending whatever was queued for it before).
+    Close {
+        /// Which.
+        conn: ConnId,
+    },
+}
+
+#[derive(Debug)]
+struct Participant {
+    sid: ParticipantSid,
+    conn: ConnId,
+    identity: String,
+    name: String,
+    metadata: String,
+    attributes: HashMap<String, String>,
+    state: participant_info::State,
+    version: u32,
+    joined_at_ms: i64,
+    permission: ParticipantPermission,
+    tracks: Vec<TrackInfo>,
+    /// Client ids (`cid`) of announced tracks; a duplicate is refused.
+    cids: BTreeSet<String>,
+    last_seen: Instant,
+    auto_subscribe: bool,
+    /// Tracks (of others) this participant receives.
+    subscriptions: BTreeSet<TrackSid>,
+    /// Per-track wishes from `track_setting`, kept even before the subscription exists.
+    settings: HashMap<TrackSid, TrackSettings>,
+}
+
+impl Participant {
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            sid: self.sid.to_string(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            metadata: self.metadata.clone(),
+            attributes: self.attributes.clone(),
+            state: self.state.into(),
+            tracks: self.tracks.clone(),
+            joined_at: self.joined_at_ms / 1000,
+            joined_at_ms: self.joined_at_ms,
+            version: self.version,
+            permission: Some(self.permission.clone()),
+            is_publisher: !self.tracks.is_empty(),
+            kind: participant_info::Kind::Standard.into(),
+            ..ParticipantInfo::default()
+        }
+    }
+
+    fn bump(&mut self) {
+        self.version = self.version.saturating_add(1);
+    }
+
+    fn hidden(&self) -> bool {
+        self.permission.hidden
+    }
+}
+
+#[derive(Debug)]
+struct Room {
+    sid: String,
+    name: RoomName,
+    created_ms: i64,
+    empty_since: Option<Instant>,
+    participants: BTreeMap<ParticipantSid, Participant>,
+}
+
+impl Room {
+    fn info(&self, config: &SfuConfig) -> RoomInfo {
+        let visible = self.participants.values().filter(|p| !p.hidden());
+        RoomInfo {
+            sid: self.sid.clone(),
+            name: self.name.to_string(),
+            empty_timeout: u32::try_from(config.empty_timeout.as_secs()).unwrap_or(u32::MAX),
+            departure_timeout: 20,
+            max_participants: config.max_participants,
+            creation_time: self.created_ms / 1000,
+            creation_time_ms: self.created_ms,
+            num_participants: u32::try_from(visible.clone().count()).unwrap_or(u32::MAX),
+            num_publishers: u32::try_from(visible.filter(|p| !p.tracks.is_empty()).count())
+                .unwrap_or(u32::MAX),
+            ..RoomInfo::default()
+        }
+    }
+
+    fn owner_of(&self, track: &TrackSid) -> Option<&Participant> {
+        self.participants
+            .values()
+            .find(|p| p.tracks.iter().any(|t| t.sid == track.as_str()))
+    }
+}
+
+/// The signalling state machine of one SFU node.
+#[derive(Debug)]
+pub struct Sfu<M> {
+    config: SfuConfig,
+    media: M,
+    epoch: Instant,
+    epoch_unix_ms: i64,
+    sids: SidGen,
+    next_conn: u64,
+    rooms: BTreeMap<RoomName, Room>,
+    conns: HashMap<ConnId, (RoomName, ParticipantSid)>,
+    out: VecDeque<Output>,
+}
+
+impl<M: MediaEngine> Sfu<M> {
+    /// A node with no rooms. `epoch` and `epoch_unix_ms` name the same moment, so the core can
+    /// derive wall-clock timestamps (`joined_at`, pong) from the `Instant`s it is given.
+    pub fn new(config: SfuConfig, media: M, epoch: Instant, epoch_unix_ms: i64) -> Self {
+        Self {
+            sids: SidGen::new(config.sid_seed),
+            config,
+            media,
+            epoch,
+            epoch_unix_ms,
+            next_conn: 1,
+            rooms: BTreeMap::new(),
+            conns: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The media engine, for the shell to reach its own channels.
+    pub fn media_mut(&mut self) -> &mut M {
+        &mut self.media
+    }
+
+    fn unix_ms(&self, now: Instant) -> i64 {
+        let since = now.saturating_duration_since(self.epoch);
+        self.epoch_unix_ms
+            .saturating_add(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Creates an empty room (as the RTC auth service does for full-access users). Idempotent.
+    pub fn create_room(&mut self, now: Instant, name: RoomName) {
+        let created_ms = self.unix_ms(now);
+        if !self.rooms.contains_key(&name) {
+            let sid = self.sids.room();
+            tracing::info!(room = %name, room_sid = %sid, "room created");
+            self.rooms.insert(
+                name.clone(),
+                Room {
+                    sid,
+                    name,
+                    created_ms,
+                    empty_since: Some(now),
+                    participants: BTreeMap::new(),
+                },
+            );
+        }
+    }
+
+    /// Whether `room` exists.
+    pub fn has_room(&self, room: &RoomName) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Checks that `grant` could join now, without changing anything (for `/rtc/validate` and
+    /// before the WebSocket upgrade).
+    pub fn check_join(&self, grant: &JoinGrant) -> Result<RoomName, JoinError> {
+        let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
+        match self.rooms.get(&name) {
+            None if !grant.video.room_create => Err(JoinError::RoomNotFound),
+            Some(room)
+                if self.config.max_participants > 0
+                    && room
+                        .participants
+                        .values()
+                        .filter(|p| p.identity != grant.identity)
+                        .count()
+                        >= self.config.max_participants as usize =>
+            {
+                Err(JoinError::RoomFull)
+            }
+            _ => Ok(name),
+        }
+    }
+
+    /// A verified participant connects. On success the JoinResponse is queued for the returned
+    /// connection, others are told, and an older session with the same identity is kicked.
+    pub fn handle_join(
+        &mut self,
+        now: Instant,
+        grant: JoinGrant,
+        options: JoinOptions,
+    ) -> Result<ConnId, JoinError> {
+        let name = self.check_join(&grant)?;
+        self.create_room(now, name.clone());
+
+        let duplicate = self.rooms.get(&name).and_then(|room| {
+            room.participants
+                .values()
+                .find(|p| p.identity == grant.identity)
+                .map(|p| p.conn)
+        });
+        if let Some(old) = duplicate {
+            tracing::info!(room = %name, conn = %old, "duplicate identity: closing the older session");
+            self.send(
+                old,
+                signal_response::Message::Leave(LeaveRequest {
+                    can_reconnect: false,
+                    reason: livekit_protocol::DisconnectReason::DuplicateIdentity.into(),
+                    action: livekit_protocol::leave_request::Action::Disconnect.into(),
+                    regions: None,
+                }),
+            );
+            self.remove_participant(
+                now,
+                old,
+                livekit_protocol::DisconnectReason::DuplicateIdentity,
+            );
+            self.out.push_back(Output::Close { conn: old });
+        }
+
+        let conn = ConnId(self.next_conn);
+        self.next_conn = self.next_conn.saturating_add(1);
+        let sid = self.sids.participant();
+        let video = &grant.video;
+        let permission = ParticipantPermission {
+            can_subscribe: video.can_subscribe(),
+            can_publish: video.can_publish(),
+            can_publish_data: video.can_publish_data(),
+            can_publish_sources: video
+                .can_publish_sources
+                .iter()
+                .filter_map(|s| source_from_grant(s))
+                .map(Into::into)
+                .collect(),
+            hidden: video.hidden,
+            can_update_metadata: video.can_update_own_metadata(),
+            ..ParticipantPermission::default()
+        };
+        let participant = Participant {
+            sid: sid.clone(),
+            conn,
+            identity: grant.identity,
+            name: grant.name,
+            metadata: grant.metadata,
+            attributes: grant.attributes,
+            state: participant_info::State::Joined,
+            version: 1,
+            joined_at_ms: self.unix_ms(now),
+            permission,
+            tracks: Vec::new(),
+            cids: BTreeSet::new(),
+            last_seen: now,
+            auto_subscribe: options.auto_subscribe,
+            subscriptions: BTreeSet::new(),
+            settings: HashMap::new(),
+        };
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return Err(JoinError::RoomNotFound);
+        };
+        room.empty_since = None;
+        tracing::info!(room = %name, participant = %sid, %conn, "participant joined");
+
+        let others: Vec<ParticipantInfo> = room
+            .participants
+            .values()
+            .filter(|p| !p.hidden())
+            .map(Participant::info)
+            .collect();
+        let can_subscribe = participant.permission.can_subscribe;
+        let own = participant.info();
+        let hidden = participant.hidden();
+        room.participants.insert(sid.clone(), participant);
+        let room_info = room.info(&self.config);
+        let join = JoinResponse {
+            room: Some(room_info),
+            participant: Some(own.clone()),
+            other_participants: others,
+            server_version: SERVER_VERSION.to_owned(),
+            server_info: Some(ServerInfo {
+                edition: 0,
+                version: SERVER_VERSION.to_owned(),
+                protocol: PROTOCOL_VERSION,
+                node_id: self.config.node_id.clone(),
+                ..ServerInfo::default()
+            }),
+            // v0 dual PeerConnection: LiveKit makes the subscriber PC primary for clients that
+            // subscribe and speak protocol > 2 (spec §2.4; livekit pkg/rtc/room.go).
+            subscriber_primary: can_subscribe && options.protocol > 2,
+            ping_interval: secs_i32(self.config.ping_interval),
+            ping_timeout: secs_i32(self.config.ping_timeout),
+            client_configuration: Some(ClientConfiguration {
+                // No session resume yet: make the client always rejoin (spec §2.11).
+                resume_connection: livekit_protocol::ClientConfigSetting::Disabled.into(),
+                ..ClientConfiguration::default()
+            }),
+            fast_publish: true,
+            ..JoinResponse::default()
+        };
+        self.conns.insert(conn, (name.clone(), sid.clone()));
+        self.send(conn, signal_response::Message::Join(join));
+        if !hidden {
+            self.broadcast_update(&name, &sid, own);
+        }
+
+        self.media.participant_joined(&name, &sid);
+        if can_subscribe && options.auto_subscribe {
+            let tracks: Vec<(ParticipantSid, TrackSid)> = self
+                .rooms
+                .get(&name)
+                .map(|room| {
+                    room.participants
+                        .values()
+                        .filter(|p| p.sid != sid)
+                        .flat_map(|p| {
+                            p.tracks
+                                .iter()
+                                .filter_map(|t| TrackSid::parse(&t.sid))
+                                .map(|t| (p.sid.clone(), t))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (publisher, track) in tracks {
+                self.subscribe(&name, &sid, &publisher, track);
+            }
+        }
+        if can_subscribe {
+            self.media.needs_subscriber_offer(&sid);
+        }
+        Ok(conn)
+    }
+
+    /// A decoded frame from `conn`.
+    pub fn handle_request(&mut self, now: Instant, conn: ConnId, request: SignalRequest) {
+        let Some((room, sid)) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        if let Some(p) = self.participant_mut(&room, &sid) {
+            p.last_seen = now;
+        }
+        let Some(message) = request.message else {
+            return;
+        };
+        use signal_request::Message as M;
+        match message {
+            M::Offer(offer) => self.media.publisher_offer(&sid, offer),
+            M::Answer(answer) => self.media.subscriber_answer(&sid, answer),
+            M::Trickle(trickle) => {
+                let target =
+                    SignalTarget::try_from(trickle.target).unwrap_or(SignalTarget::Publisher);
+                self.media
+                    .remote_candidate(&sid, target, trickle.candidate_init);
+            }
+            M::AddTrack(add) => self.add_track(&room, &sid, add),
+            M::Mute(mute) => self.mute(&room, &sid, &mute.sid, mute.muted),
+            M::Subscription(update) => {
+                let mut tracks: Vec<String> = update.track_sids;
+                tracks.extend(
+                    update
+                        .participant_tracks
+                        .into_iter()
+                        .flat_map(|pt| pt.track_sids),
+                );
+                self.update_subscription(&room, &sid, &tracks, update.subscribe);
+            }
+            M::TrackSetting(setting) => {
+                let settings = TrackSettings {
+                    disabled: setting.disabled,
+                    width: setting.width,
+                    height: setting.height,
+                    fps: setting.fps,
+                };
+                for track in setting.track_sids.iter().filter_map(|t| TrackSid::parse(t)) {
+                    if let Some(p) = self.participant_mut(&room, &sid) {
+                        p.settings.insert(track.clone(), settings);
+                    }
+                    self.media.track_settings(&sid, &track, settings);
+                }
+            }
+            M::Leave(_) => {
+                tracing::info!(%room, participant = %sid, "participant left");
+                self.remove_participant(
+                    now,
+                    conn,
+                    livekit_protocol::DisconnectReason::ClientInitiated,
+                );
+                self.out.push_back(Output::Close { conn });
+            }
+            M::Ping(_) => {
+                let now_ms = self.unix_ms(now);
+                self.send(conn, signal_response::Message::Pong(now_ms));
+            }
+            M::PingReq(ping) => {
+                let now_ms = self.unix_ms(now);
+                self.send(
+                    conn,
+                    signal_response::Message::PongResp(Pong {
+                        last_ping_timestamp: ping.timestamp,
+                        timestamp: now_ms,
+                    }),
+                );
+            }
+            // Tolerated and ignored for now (spec §6).
+            _ => tracing::debug!(%conn, "ignored signal request"),
+        }
+    }
+
+    /// The WebSocket of `conn` is gone (without a `leave`). Others see the participant
+    /// DISCONNECTED with its tracks removed.
+    pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            tracing::info!(%conn, "signal connection closed");
+            self.remove_participant(now, conn, livekit_protocol::DisconnectReason::SignalClose);
+        }
+    }
+
+    /// Something from the media engine.
+    pub fn handle_media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::PublisherAnswer {
+                participant,
+                answer,
+            } => {
+                if let Some(conn) = self.conn_of(&participant) {
+                    self.send(conn, signal_response::Message::Answer(answer));
+                }
+            }
+            MediaEvent::SubscriberOffer { participant, offer } => {
+                if let Some(conn) = self.conn_of(&participant) {
+                    self.send(conn, signal_response::Message::Offer(offer));
+                }
+            }
+            MediaEvent::Candidate {
+                participant,
+                target,
+                candidate_init,
+            } => {
+                if let Some(conn) = self.conn_of(&participant) {
+                    self.send(
+                        conn,
+                        signal_response::Message::Trickle(livekit_protocol::TrickleRequest {
+                            candidate_init,
+                            target: target.into(),
+                            r#final: false,
+                        }),
+                    );
+                }
+            }
+            MediaEvent::Connected { participant } => {
+                let Some(conn) = self.conn_of(&participant) else {
+                    return;
+                };
+                let Some((room, _)) = self.conns.get(&conn).cloned() else {
+                    return;
+                };
+                let info = self.participant_mut(&room, &participant).and_then(|p| {
+                    (p.state != participant_info::State::Active).then(|| {
+                        p.state = participant_info::State::Active;
+                        p.bump();
+                        (!p.hidden()).then(|| p.info())
+                    })?
+                });
+                if let Some(info) = info {
+                    self.broadcast_update(&room, &participant, info);
+                }
+            }
+        }
+    }
+
+    /// Time has passed: drop silent participants and expired empty rooms.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let silent: Vec<ConnId> = self
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .filter(|p| now.saturating_duration_since(p.last_seen) > self.config.ping_timeout)
+            .map(|p| p.conn)
+            .collect();
+        for conn in silent {
+            tracing::info!(%conn, "ping timeout");
+            self.remove_participant(
+                now,
+                conn,
+                livekit_protocol::DisconnectReason::ConnectionTimeout,
+            );
+            self.out.push_back(Output::Close { conn });
+        }
+        let empty_timeout = self.config.empty_timeout;
+        self.rooms.retain(|name, room| {
+            let keep = room
+                .empty_since
+                .is_none_or(|since| now.saturating_duration_since(since) < empty_timeout);
+            if !keep {
+                tracing::info!(room = %name, "empty room closed");
+            }
+            keep
+        });
+    }
+
+    /// When [`Sfu::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pings = self
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .map(|p| p.last_seen + self.config.ping_timeout);
+        let rooms = self
+            .rooms
+            .values()
+            .filter_map(|r| r.empty_since.map(|t| t + self.config.empty_timeout));
+        pings.chain(rooms).min()
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Server-initiated unpublish (moderation, or the media engine saw the track end): the
+    /// publisher gets `track_unpublished`, everyone else an update without the track.
+    pub fn unpublish_track(&mut self, publisher: &ParticipantSid, track: &TrackSid) {
+        let Some(conn) = self.conn_of(publisher) else {
+            return;
+        };
+        let Some((room, _)) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        let info = self.participant_mut(&room, publisher).and_then(|p| {
+            let before = p.tracks.len();
+            p.tracks.retain(|t| t.sid != track.as_str());
+            (p.tracks.len() != before).then(|| {
+                p.bump();
+                p.info()
+            })
+        });
+        let Some(info) = info else {
+            return;
+        };
+        self.send(
+            conn,
+            signal_response::Message::TrackUnpublished(TrackUnpublishedResponse {
+                track_sid: track.to_string(),
+            }),
+        );
+        self.drop_track(&room, publisher, track);
+        self.broadcast_update(&room, publisher, info);
+    }
+
+    // --- internals -------------------------------------------------------------------------
+
+    #[expect(
+        deprecated,
+        reason = "LiveKit still fills the deprecated TrackInfo fields; clients before 2.x read them"
+    )]
+    fn add_track(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        add: livekit_protocol::AddTrackRequest,
+    ) {
+        let track_sid = self.sids.track();
+        let Some(p) = self.participant_mut(room, sid) else {
+            return;
+        };
+        let source = add.source;
+        let allowed_source = p.permission.can_publish_sources.is_empty()
+            || p.permission.can_publish_sources.contains(&source);
+        if !p.permission.can_publish || !allowed_source {
+            tracing::info!(participant = %sid, "add_track refused: no permission");
+            return;
+        }
+        if add.cid.is_empty() || !p.cids.insert(add.cid.clone()) {
+            tracing::info!(participant = %sid, "add_track refused: empty or duplicate cid");
+            return;
+        }
+        let track_type = TrackType::try_from(add.r#type).unwrap_or(TrackType::Audio);
+        let kind = if track_type == TrackType::Video {
+            "video"
+        } else {
+            "audio"
+        };
+        let mut codecs: Vec<SimulcastCodecInfo> = add
+            .simulcast_codecs
+            .iter()
+            .filter(|c| !c.codec.is_empty())
+            .map(|c| SimulcastCodecInfo {
+                mime_type: mime(kind, &c.codec),
+                cid: c.cid.clone(),
+                layers: add.layers.clone(),
+                ..SimulcastCodecInfo::default()
+            })
+            .collect();
+        if codecs.is_empty() {
+            // Pin the codecs Element Call uses when the client leaves the choice to us.
+            codecs.push(SimulcastCodecInfo {
+                mime_type: if kind == "video" {
+                    "video/VP8".to_owned()
+                } else {
+                    "audio/opus".to_owned()
+                },
+                cid: add.cid.clone(),
+                layers: add.layers.clone(),
+                ..SimulcastCodecInfo::default()
+            });
+        }
+        let stream = if !add.stream.is_empty() {
+            add.stream.clone()
+        } else if matches!(
+            TrackSource::try_from(source),
+            Ok(TrackSource::ScreenShare | TrackSource::ScreenShareAudio)
+        ) {
+            "screen".to_owned()
+        } else {
+            "camera".to_owned()
+        };
+        let track = TrackInfo {
+            sid: track_sid.to_string(),
+            r#type: add.r#type,
+            name: add.name.clone(),
+            muted: add.muted,
+            width: add.width,
+            height: add.height,
+            simulcast: add.layers.len() > 1,
+            disable_dtx: add.disable_dtx,
+            source,
+            layers: add.layers.clone(),
+            mime_type: codecs
+                .first()
+                .map(|c| c.mime_type.clone())
+                .unwrap_or_default(),
+            codecs,
+            stereo: add.stereo,
+            disable_red: add.disable_red,
+            // E2EE receivers only decrypt when this is copied (spec §2.8, §5 item 6).
+            encryption: add.encryption,
+            stream,
+            audio_features: add.audio_features.clone(),
+            backup_codec_policy: add.backup_codec_policy,
+            ..TrackInfo::default()
+        };
+        p.tracks.push(track.clone());
+        p.bump();
+        let info = p.info();
+        let conn = p.conn;
+        tracing::info!(participant = %sid, track = %track_sid, "track published");
+        self.media.track_published(sid, &track);
+        self.send(
+            conn,
+            signal_response::Message::TrackPublished(TrackPublishedResponse {
+                cid: add.cid,
+                track: Some(track),
+            }),
+        );
+        if !info.permission.as_ref().is_some_and(|p| p.hidden) {
+            self.broadcast_update(room, sid, info);
+        }
+        let subscribers: Vec<ParticipantSid> = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.participants
+                    .values()
+                    .filter(|s| &s.sid != sid && s.auto_subscribe && s.permission.can_subscribe)
+                    .map(|s| s.sid.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for subscriber in subscribers {
+            self.subscribe(room, &subscriber, sid, track_sid.clone());
+            self.media.needs_subscriber_offer(&subscriber);
+        }
+    }
+
+    fn mute(&mut self, room: &RoomName, sid: &ParticipantSid, track: &str, muted: bool) {
+        let Some(p) = self.participant_mut(room, sid) else {
+            return;
+        };
+        let Some(t) = p.tracks.iter_mut().find(|t| t.sid == track) else {
+            return;
+        };
+        if t.muted == muted {
+            return;
+        }
+        t.muted = muted;
+        p.bump();
+        let info = p.info();
+        if !p.hidden() {
+            self.broadcast_update(room, sid, info);
+        }
+    }
+
+    fn update_subscription(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        tracks: &[String],
+        subscribe: bool,
+    ) {
+        let can_subscribe = self
+            .participant_mut(room, sid)
+            .is_some_and(|p| p.permission.can_subscribe);
+        if subscribe && !can_subscribe {
+            return;
+        }
+        let mut changed = false;
+        for track in tracks.iter().filter_map(|t| TrackSid::parse(t)) {
+            let publisher = self
+                .rooms
+                .get(room)
+                .and_then(|r| r.owner_of(&track))
+                .map(|p| p.sid.clone());
+            let Some(publisher) = publisher.filter(|p| p != sid) else {
+                continue;
+            };
+            if subscribe {
+                changed |= self.subscribe(room, sid, &publisher, track);
+            } else if let Some(p) = self.participant_mut(room, sid)
+                && p.subscriptions.remove(&track)
+            {
+                self.media.unsubscribe(sid, &track);
+                changed = true;
+            }
+        }
+        if changed {
+            self.media.needs_subscriber_offer(sid);
+        }
+    }
+
+    /// Adds one subscription; true if it is new.
+    fn subscribe(
+        &mut self,
+        room: &RoomName,
+        subscriber: &ParticipantSid,
+        publisher: &ParticipantSid,
+        track: TrackSid,
+    ) -> bool {
+        let Some(p) = self.participant_mut(room, subscriber) else {
+            return false;
+        };
+        if !p.subscriptions.insert(track.clone()) {
+            return false;
+        }
+        let settings = p.settings.get(&track).copied();
+        self.media.subscribe(subscriber, publisher, &track);
+        if let Some(settings) = settings {
+            self.media.track_settings(subscriber, &track, settings);
+        }
+        true
+    }
+
+    /// Forgets `track` of `publisher` everywhere (subscriptions, media).
+    fn drop_track(&mut self, room: &RoomName, publisher: &ParticipantSid, track: &TrackSid) {
+        self.media.track_unpublished(publisher, track);
+        let mut renegotiate = Vec::new();
+        if let Some(r) = self.rooms.get_mut(room) {
+            for p in r.participants.values_mut() {
+                p.settings.remove(track);
+                if p.subscriptions.remove(track) {
+                    renegotiate.push(p.sid.clone());
+                }
+            }
+        }
+        for subscriber in renegotiate {
+            self.media.unsubscribe(&subscriber, track);
+            self.media.needs_subscriber_offer(&subscriber);
+        }
+    }
+
+    fn remove_participant(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: livekit_protocol::DisconnectReason,
+    ) {
+        let Some((room_name, sid)) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(mut p) = self
+            .rooms
+            .get_mut(&room_name)
+            .and_then(|r| r.participants.remove(&sid))
+        else {
+            return;
+        };
+        for sub in &p.subscriptions {
+            self.media.unsubscribe(&sid, sub);
+        }
+        let tracks: Vec<TrackSid> = p
+            .tracks
+            .iter()
+            .filter_map(|t| TrackSid::parse(&t.sid))
+            .collect();
+        for track in &tracks {
+            self.drop_track(&room_name, &sid, track);
+        }
+        self.media.participant_left(&sid);
+        p.state = participant_info::State::Disconnected;
+        p.tracks.clear();
+        p.bump();
+        let mut info = p.info();
+        info.disconnect_reason = reason.into();
+        if !p.hidden() {
+            self.broadcast_update(&room_name, &sid, info);
+        }
+        if let Some(room) = self.rooms.get_mut(&room_name)
+            && room.participants.is_empty()
+        {
+            room.empty_since = Some(now);
+        }
+    }
+
+    fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
+        let targets: Vec<ConnId> = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.participants
+                    .values()
+                    .filter(|p| &p.sid != about)
+                    .map(|p| p.conn)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for conn in targets {
+            self.send(
+                conn,
+                signal_response::Message::Update(ParticipantUpdate {
+                    participants: vec![info.clone()],
+                }),
+            );
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: signal_response::Message) {
+        self.out.push_back(Output::Send {
+            conn,
+            message: Box::new(SignalResponse {
+                message: Some(message),
+            }),
+        });
+    }
+
+    fn participant_mut(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+    ) -> Option<&mut Participant> {
+        self.rooms.get_mut(room)?.participants.get_mut(sid)
+    }
+
+    fn conn_of(&self, sid: &ParticipantSid) -> Option<ConnId> {
+        self.rooms
+            .values()
+            .find_map(|r| r.participants.get(sid))
+            .map(|p| p.conn)
+    }
+}
+
+fn mime(kind: &str, codec: &str) -> String {
+    if codec.contains('/') {
+        codec.to_owned()
+    } else {
+        format!("{kind}/{codec}")
+    }
+}
+
+fn secs_i32(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// `canPublishSources` entries are lower-case names.
+fn source_from_grant(name: &str) -> Option<TrackSource> {
+    match name {
+        "camera" => Some(TrackSource::Camera),
+        "microphone" => Some(TrackSource::Microphone),
+        "screen_share" => Some(TrackSource::ScreenShare),
+        "screen_share_audio" => Some(TrackSource::ScreenShareAudio),
+        _ => None,
+    }
+}
