@@ -411,20 +411,20 @@ mod tests {
     #[test]
     fn refuses_expired_and_not_yet_valid() {
         let claims = join_claims("devkey", "a", "r", NOW, 3600);
-        let token = token(&claims);
+        let minted = token(&claims);
         assert_eq!(
-            verify_join(&token, &keys(), NOW + 3600 + LEEWAY_SECS + 1, None),
+            verify_join(&minted, &keys(), NOW + 3600 + LEEWAY_SECS + 1, None),
             Err(AuthError::Expired)
         );
-        assert!(verify_join(&token, &keys(), NOW + 3600 + LEEWAY_SECS, None).is_ok());
+        assert!(verify_join(&minted, &keys(), NOW + 3600 + LEEWAY_SECS, None).is_ok());
         assert_eq!(
-            verify_join(&token, &keys(), NOW - LEEWAY_SECS - 1, None),
+            verify_join(&minted, &keys(), NOW - LEEWAY_SECS - 1, None),
             Err(AuthError::NotYetValid)
         );
         let mut no_exp = claims;
         no_exp.exp = None;
         assert_eq!(
-            verify_join(&super::tests::token(&no_exp), &keys(), NOW, None),
+            verify_join(&token(&no_exp), &keys(), NOW, None),
             Err(AuthError::Expired)
         );
     }

@@ -961,12 +961,20 @@ impl<M: MediaEngine> Sfu<M> {
     }
 }
 
+/// `vp8` → `video/VP8`, the spelling LiveKit uses in TrackInfo.
 fn mime(kind: &str, codec: &str) -> String {
-    if codec.contains('/') {
-        codec.to_owned()
-    } else {
-        format!("{kind}/{codec}")
-    }
+    let (kind, codec) = codec.split_once('/').unwrap_or((kind, codec));
+    let codec = match codec.to_ascii_lowercase().as_str() {
+        "vp8" => "VP8".to_owned(),
+        "vp9" => "VP9".to_owned(),
+        "h264" => "H264".to_owned(),
+        "h265" => "H265".to_owned(),
+        "av1" => "AV1".to_owned(),
+        "opus" => "opus".to_owned(),
+        "red" => "red".to_owned(),
+        _ => codec.to_owned(),
+    };
+    format!("{}/{codec}", kind.to_ascii_lowercase())
 }
 
 fn secs_i32(d: Duration) -> i32 {
@@ -981,5 +989,621 @@ fn source_from_grant(name: &str) -> Option<TrackSource> {
         "screen_share" => Some(TrackSource::ScreenShare),
         "screen_share_audio" => Some(TrackSource::ScreenShareAudio),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "tests"
+    )]
+
+    use livekit_protocol::{
+        AddTrackRequest, MuteTrackRequest, Ping, SessionDescription, UpdateSubscription,
+        UpdateTrackSettings,
+    };
+
+    use super::*;
+    use crate::auth::VideoGrant;
+
+    /// Records what the core asked of the media engine.
+    #[derive(Debug, Default)]
+    struct RecordingMedia {
+        calls: Vec<String>,
+    }
+
+    impl MediaEngine for RecordingMedia {
+        fn participant_joined(&mut self, room: &RoomName, p: &ParticipantSid) {
+            self.calls.push(format!("joined {room} {p}"));
+        }
+        fn participant_left(&mut self, p: &ParticipantSid) {
+            self.calls.push(format!("left {p}"));
+        }
+        fn publisher_offer(&mut self, p: &ParticipantSid, offer: SessionDescription) {
+            self.calls.push(format!("publisher_offer {p} {}", offer.id));
+        }
+        fn subscriber_answer(&mut self, p: &ParticipantSid, answer: SessionDescription) {
+            self.calls
+                .push(format!("subscriber_answer {p} {}", answer.id));
+        }
+        fn remote_candidate(&mut self, p: &ParticipantSid, target: SignalTarget, c: String) {
+            self.calls
+                .push(format!("candidate {p} {} {c}", target.as_str_name()));
+        }
+        fn track_published(&mut self, p: &ParticipantSid, track: &TrackInfo) {
+            self.calls
+                .push(format!("track_published {p} {}", track.sid));
+        }
+        fn track_unpublished(&mut self, p: &ParticipantSid, track: &TrackSid) {
+            self.calls.push(format!("track_unpublished {p} {track}"));
+        }
+        fn subscribe(&mut self, s: &ParticipantSid, p: &ParticipantSid, track: &TrackSid) {
+            self.calls.push(format!("subscribe {s} {p} {track}"));
+        }
+        fn unsubscribe(&mut self, s: &ParticipantSid, track: &TrackSid) {
+            self.calls.push(format!("unsubscribe {s} {track}"));
+        }
+        fn track_settings(&mut self, s: &ParticipantSid, track: &TrackSid, t: TrackSettings) {
+            self.calls.push(format!(
+                "settings {s} {track} {} {}x{}",
+                t.disabled, t.width, t.height
+            ));
+        }
+        fn needs_subscriber_offer(&mut self, p: &ParticipantSid) {
+            self.calls.push(format!("needs_offer {p}"));
+        }
+    }
+
+    struct World {
+        sfu: Sfu<RecordingMedia>,
+        now: Instant,
+    }
+
+    fn grant(identity: &str, room: &str) -> JoinGrant {
+        JoinGrant {
+            identity: identity.to_owned(),
+            name: identity.to_uppercase(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            video: VideoGrant {
+                room_join: true,
+                room: room.to_owned(),
+                ..VideoGrant::default()
+            },
+        }
+    }
+
+    impl World {
+        fn new() -> Self {
+            let now = Instant::now();
+            let config = SfuConfig {
+                sid_seed: 7,
+                ..SfuConfig::default()
+            };
+            let mut sfu = Sfu::new(config, RecordingMedia::default(), now, 1_800_000_000_000);
+            sfu.create_room(now, RoomName::parse("room").unwrap());
+            Self { sfu, now }
+        }
+
+        fn advance(&mut self, secs: u64) {
+            self.now += Duration::from_secs(secs);
+        }
+
+        fn join(&mut self, identity: &str) -> (ConnId, JoinResponse) {
+            let conn = self
+                .sfu
+                .handle_join(self.now, grant(identity, "room"), JoinOptions::default())
+                .unwrap();
+            let join = self
+                .drain()
+                .into_iter()
+                .find_map(|(c, m)| match m {
+                    signal_response::Message::Join(j) if c == conn => Some(j),
+                    _ => None,
+                })
+                .expect("join response");
+            (conn, join)
+        }
+
+        fn request(&mut self, conn: ConnId, message: signal_request::Message) {
+            self.sfu.handle_request(
+                self.now,
+                conn,
+                SignalRequest {
+                    message: Some(message),
+                },
+            );
+        }
+
+        /// Sent messages; closes appear as `None` messages on a `(conn, Leave)`-free channel.
+        fn drain(&mut self) -> Vec<(ConnId, signal_response::Message)> {
+            self.drain_all()
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Send { conn, message } => Some((conn, message.message.unwrap())),
+                    Output::Close { .. } => None,
+                })
+                .collect()
+        }
+
+        fn drain_all(&mut self) -> Vec<Output> {
+            std::iter::from_fn(|| self.sfu.poll_output()).collect()
+        }
+
+        fn media_calls(&mut self) -> Vec<String> {
+            std::mem::take(&mut self.sfu.media_mut().calls)
+        }
+    }
+
+    fn updates_for(
+        sent: &[(ConnId, signal_response::Message)],
+        conn: ConnId,
+    ) -> Vec<ParticipantInfo> {
+        sent.iter()
+            .filter(|(c, _)| *c == conn)
+            .filter_map(|(_, m)| match m {
+                signal_response::Message::Update(u) => Some(u.participants.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn add_video(cid: &str) -> signal_request::Message {
+        signal_request::Message::AddTrack(AddTrackRequest {
+            cid: cid.to_owned(),
+            name: "camera".to_owned(),
+            r#type: TrackType::Video.into(),
+            source: TrackSource::Camera.into(),
+            width: 1280,
+            height: 720,
+            encryption: livekit_protocol::encryption::Type::Gcm.into(),
+            simulcast_codecs: vec![livekit_protocol::SimulcastCodec {
+                codec: "vp8".to_owned(),
+                cid: cid.to_owned(),
+                ..Default::default()
+            }],
+            ..AddTrackRequest::default()
+        })
+    }
+
+    #[test]
+    fn join_response_carries_what_livekit_client_needs() {
+        let mut w = World::new();
+        let (_, alice) = w.join("alice");
+        let room = alice.room.unwrap();
+        assert!(room.sid.starts_with("RM_"));
+        assert_eq!(room.name, "room");
+        let me = alice.participant.unwrap();
+        assert!(me.sid.starts_with("PA_"));
+        assert_eq!(me.identity, "alice");
+        assert_eq!(me.state, participant_info::State::Joined as i32);
+        assert!(me.permission.unwrap().can_publish);
+        assert!(alice.other_participants.is_empty());
+        assert_eq!(alice.server_version, SERVER_VERSION);
+        assert_eq!(alice.server_info.unwrap().version, SERVER_VERSION);
+        assert_eq!((alice.ping_interval, alice.ping_timeout), (5, 15));
+        assert!(alice.subscriber_primary);
+        assert_eq!(
+            alice.client_configuration.unwrap().resume_connection,
+            livekit_protocol::ClientConfigSetting::Disabled as i32
+        );
+        let calls = w.media_calls();
+        assert!(calls[0].starts_with("joined room PA_"));
+        assert!(calls[1].starts_with("needs_offer PA_"));
+    }
+
+    #[test]
+    fn unknown_room_is_refused_unless_the_token_may_create_it() {
+        let mut w = World::new();
+        let refused = w
+            .sfu
+            .handle_join(w.now, grant("a", "nowhere"), JoinOptions::default());
+        assert_eq!(refused, Err(JoinError::RoomNotFound));
+        assert_eq!(
+            JoinError::RoomNotFound.to_string(),
+            "requested room does not exist"
+        );
+        assert!(w.drain_all().is_empty());
+        assert!(w.media_calls().is_empty());
+        assert!(!w.sfu.has_room(&RoomName::parse("nowhere").unwrap()));
+
+        let mut creator = grant("a", "nowhere");
+        creator.video.room_create = true;
+        w.sfu
+            .handle_join(w.now, creator, JoinOptions::default())
+            .unwrap();
+        assert!(w.sfu.has_room(&RoomName::parse("nowhere").unwrap()));
+    }
+
+    #[test]
+    fn two_participants_see_each_other_publish_subscribe_and_mute() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.advance(1);
+        let (bob, bob_join) = w.join("bob");
+        assert_eq!(bob_join.other_participants.len(), 1);
+        assert_eq!(bob_join.other_participants[0].identity, "alice");
+        let bob_sid = bob_join.participant.unwrap().sid;
+        // Alice was told about Bob by the join (drained in `join`); check via a fresh join below.
+        w.media_calls();
+
+        w.request(alice, add_video("cam-1"));
+        let sent = w.drain();
+        let published = sent
+            .iter()
+            .find_map(|(c, m)| match m {
+                signal_response::Message::TrackPublished(t) if *c == alice => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(published.cid, "cam-1");
+        let track = published.track.unwrap();
+        assert!(track.sid.starts_with("TR_"));
+        assert_eq!(
+            track.encryption,
+            livekit_protocol::encryption::Type::Gcm as i32
+        );
+        assert_eq!(track.codecs[0].mime_type, "video/VP8");
+        assert_eq!(mime("audio", "Opus"), "audio/opus");
+        assert_eq!(track.stream, "camera");
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob.len(), 1);
+        assert_eq!(to_bob[0].tracks.len(), 1);
+        assert!(to_bob[0].is_publisher);
+        let v_published = to_bob[0].version;
+        assert!(updates_for(&sent, alice).is_empty());
+        let calls = w.media_calls();
+        assert!(calls.contains(&format!(
+            "subscribe {bob_sid} {} {}",
+            to_bob[0].sid, track.sid
+        )));
+        assert!(calls.contains(&format!("needs_offer {bob_sid}")));
+
+        // Duplicate cid is refused.
+        w.request(alice, add_video("cam-1"));
+        assert!(w.drain().is_empty());
+
+        // Mute: Bob sees the full track list, muted, with a higher version.
+        w.request(
+            alice,
+            signal_request::Message::Mute(MuteTrackRequest {
+                sid: track.sid.clone(),
+                muted: true,
+            }),
+        );
+        let sent = w.drain();
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob.len(), 1);
+        assert!(to_bob[0].tracks[0].muted);
+        assert!(to_bob[0].version > v_published);
+
+        // Track settings are remembered per subscriber and passed on.
+        w.request(
+            bob,
+            signal_request::Message::TrackSetting(UpdateTrackSettings {
+                track_sids: vec![track.sid.clone()],
+                disabled: false,
+                width: 320,
+                height: 180,
+                ..UpdateTrackSettings::default()
+            }),
+        );
+        assert_eq!(
+            w.media_calls(),
+            vec![format!("settings {bob_sid} {} false 320x180", track.sid)]
+        );
+
+        // Unsubscribe and resubscribe.
+        w.request(
+            bob,
+            signal_request::Message::Subscription(UpdateSubscription {
+                track_sids: vec![track.sid.clone()],
+                subscribe: false,
+                participant_tracks: vec![],
+            }),
+        );
+        assert_eq!(
+            w.media_calls(),
+            vec![
+                format!("unsubscribe {bob_sid} {}", track.sid),
+                format!("needs_offer {bob_sid}")
+            ]
+        );
+        w.request(
+            bob,
+            signal_request::Message::Subscription(UpdateSubscription {
+                track_sids: vec![track.sid.clone()],
+                subscribe: true,
+                participant_tracks: vec![],
+            }),
+        );
+        let calls = w.media_calls();
+        assert!(calls[0].starts_with(&format!("subscribe {bob_sid}")));
+        // The remembered settings follow the new subscription.
+        assert_eq!(
+            calls[1],
+            format!("settings {bob_sid} {} false 320x180", track.sid)
+        );
+    }
+
+    #[test]
+    fn late_joiner_gets_existing_tracks_and_auto_subscribes() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.request(alice, add_video("cam"));
+        w.drain();
+        w.media_calls();
+        let (_, carol) = w.join("carol");
+        assert_eq!(carol.other_participants[0].tracks.len(), 1);
+        let calls = w.media_calls();
+        assert!(calls.iter().any(|c| c.starts_with("subscribe ")));
+        assert!(calls.last().unwrap().starts_with("needs_offer "));
+    }
+
+    #[test]
+    fn pings_are_answered_with_the_request_timestamp() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.advance(2);
+        w.request(
+            alice,
+            signal_request::Message::PingReq(Ping {
+                timestamp: 1234,
+                rtt: 10,
+            }),
+        );
+        w.request(alice, signal_request::Message::Ping(1234));
+        let sent = w.drain();
+        assert_eq!(
+            sent[0].1,
+            signal_response::Message::PongResp(Pong {
+                last_ping_timestamp: 1234,
+                timestamp: 1_800_000_002_000,
+            })
+        );
+        assert_eq!(sent[1].1, signal_response::Message::Pong(1_800_000_002_000));
+    }
+
+    #[test]
+    fn leave_and_disconnect_tell_the_others_with_tracks_removed() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        let (carol, _) = w.join("carol");
+        w.request(alice, add_video("cam"));
+        w.drain();
+        w.media_calls();
+
+        w.request(
+            alice,
+            signal_request::Message::Leave(LeaveRequest::default()),
+        );
+        let out = w.drain_all();
+        assert!(out.contains(&Output::Close { conn: alice }));
+        let sent: Vec<_> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, message } => Some((conn, message.message.unwrap())),
+                Output::Close { .. } => None,
+            })
+            .collect();
+        for other in [bob, carol] {
+            let update = &updates_for(&sent, other)[0];
+            assert_eq!(update.state, participant_info::State::Disconnected as i32);
+            assert_eq!(
+                update.disconnect_reason,
+                livekit_protocol::DisconnectReason::ClientInitiated as i32
+            );
+            assert!(update.tracks.is_empty());
+        }
+        let calls = w.media_calls();
+        assert!(calls.iter().any(|c| c.starts_with("track_unpublished ")));
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with("unsubscribe "))
+                .count(),
+            2
+        );
+
+        // A dropped socket: the same, with SIGNAL_CLOSE; a second drop is a no-op.
+        w.sfu.handle_disconnect(w.now, bob);
+        let sent = w.drain();
+        let update = &updates_for(&sent, carol)[0];
+        assert_eq!(update.state, participant_info::State::Disconnected as i32);
+        assert_eq!(
+            update.disconnect_reason,
+            livekit_protocol::DisconnectReason::SignalClose as i32
+        );
+        w.sfu.handle_disconnect(w.now, bob);
+        assert!(w.drain_all().is_empty());
+        // Requests on a closed connection are ignored.
+        w.request(bob, signal_request::Message::Ping(1));
+        assert!(w.drain_all().is_empty());
+    }
+
+    #[test]
+    fn duplicate_identity_kicks_the_older_session() {
+        let mut w = World::new();
+        let (first, first_join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        let conn = w
+            .sfu
+            .handle_join(w.now, grant("alice", "room"), JoinOptions::default())
+            .unwrap();
+        let out = w.drain_all();
+        let leave_at = out
+            .iter()
+            .position(|o| {
+                matches!(o, Output::Send { conn: c, message } if *c == first
+                    && matches!(&message.message, Some(signal_response::Message::Leave(l))
+                        if l.reason == livekit_protocol::DisconnectReason::DuplicateIdentity as i32))
+            })
+            .expect("leave to the first session");
+        let close_at = out
+            .iter()
+            .position(|o| *o == Output::Close { conn: first })
+            .unwrap();
+        assert!(leave_at < close_at);
+        let join = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Send { conn: c, message } if *c == conn => match &message.message {
+                    Some(signal_response::Message::Join(j)) => Some(j.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(join.other_participants.len(), 1);
+        assert_ne!(
+            join.participant.unwrap().sid,
+            first_join.participant.unwrap().sid
+        );
+        // Bob saw the old session leave and the new one arrive.
+        let sent: Vec<_> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, message } => Some((conn, message.message.unwrap())),
+                Output::Close { .. } => None,
+            })
+            .collect();
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob.len(), 2);
+        assert_eq!(
+            to_bob[0].state,
+            participant_info::State::Disconnected as i32
+        );
+        assert_eq!(to_bob[1].state, participant_info::State::Joined as i32);
+    }
+
+    #[test]
+    fn silent_participants_time_out_and_empty_rooms_close() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.drain();
+        assert_eq!(w.sfu.poll_timeout(), Some(w.now + Duration::from_secs(15)));
+        w.advance(10);
+        w.request(bob, signal_request::Message::Ping(1));
+        w.advance(6);
+        w.sfu.handle_timeout(w.now);
+        let out = w.drain_all();
+        assert!(out.contains(&Output::Close { conn: alice }));
+        assert!(!out.contains(&Output::Close { conn: bob }));
+        w.sfu.handle_disconnect(w.now, bob);
+        let room = RoomName::parse("room").unwrap();
+        w.advance(299);
+        w.sfu.handle_timeout(w.now);
+        assert!(w.sfu.has_room(&room));
+        w.advance(2);
+        w.sfu.handle_timeout(w.now);
+        assert!(!w.sfu.has_room(&room));
+    }
+
+    #[test]
+    fn media_events_reach_the_right_connection() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.drain();
+        w.media_calls();
+        let sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        w.request(
+            alice,
+            signal_request::Message::Offer(SessionDescription {
+                r#type: "offer".into(),
+                sdp: "v=0".into(),
+                id: 3,
+                ..SessionDescription::default()
+            }),
+        );
+        assert_eq!(w.media_calls(), vec![format!("publisher_offer {sid} 3")]);
+        w.sfu.handle_media_event(MediaEvent::PublisherAnswer {
+            participant: sid.clone(),
+            answer: SessionDescription {
+                r#type: "answer".into(),
+                sdp: "v=0".into(),
+                id: 3,
+                ..SessionDescription::default()
+            },
+        });
+        w.sfu.handle_media_event(MediaEvent::Connected {
+            participant: sid.clone(),
+        });
+        let sent = w.drain();
+        assert!(
+            matches!(&sent[0], (c, signal_response::Message::Answer(a)) if *c == alice && a.id == 3)
+        );
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob[0].state, participant_info::State::Active as i32);
+    }
+
+    #[test]
+    fn permissions_are_enforced() {
+        let mut w = World::new();
+        let mut viewer = grant("viewer", "room");
+        viewer.video.can_publish = Some(false);
+        let conn = w
+            .sfu
+            .handle_join(w.now, viewer, JoinOptions::default())
+            .unwrap();
+        w.drain();
+        w.request(conn, add_video("cam"));
+        assert!(w.drain().is_empty());
+
+        let mut mic_only = grant("mic", "room");
+        mic_only.video.can_publish_sources = vec!["microphone".into()];
+        let conn = w
+            .sfu
+            .handle_join(w.now, mic_only, JoinOptions::default())
+            .unwrap();
+        w.drain();
+        w.request(conn, add_video("cam"));
+        assert!(w.drain().is_empty());
+    }
+
+    #[test]
+    fn hidden_participants_are_not_announced() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let mut ghost = grant("ghost", "room");
+        ghost.video.hidden = true;
+        w.sfu
+            .handle_join(w.now, ghost, JoinOptions::default())
+            .unwrap();
+        let sent = w.drain();
+        assert!(updates_for(&sent, alice).is_empty());
+        let (_, bob) = w.join("bob");
+        assert_eq!(bob.other_participants.len(), 1);
+    }
+
+    #[test]
+    fn versions_only_increase() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        let mut sent = w.drain();
+        let track_sid = updates_for(&sent, bob)[0].tracks[0].sid.clone();
+        for muted in [true, false, true] {
+            w.request(
+                alice,
+                signal_request::Message::Mute(MuteTrackRequest {
+                    sid: track_sid.clone(),
+                    muted,
+                }),
+            );
+            sent.extend(w.drain());
+        }
+        w.sfu.handle_disconnect(w.now, alice);
+        sent.extend(w.drain());
+        let versions: Vec<u32> = updates_for(&sent, bob).iter().map(|p| p.version).collect();
+        assert_eq!(versions.len(), 5);
+        assert!(versions.windows(2).all(|v| v[0] < v[1]), "{versions:?}");
     }
 }

@@ -152,7 +152,7 @@ impl SfuServer {
         &self,
         query: &HashMap<String, String>,
         headers: &HeaderMap,
-    ) -> Result<JoinGrant, Response> {
+    ) -> Result<JoinGrant, Refusal> {
         let token = query
             .get("access_token")
             .map(String::as_str)
@@ -162,21 +162,21 @@ impl SfuServer {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.strip_prefix("Bearer "))
             })
-            .ok_or_else(|| refuse(StatusCode::UNAUTHORIZED, "missing access token"))?;
+            .ok_or_else(|| Refusal(StatusCode::UNAUTHORIZED, "missing access token".to_owned()))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let grant = auth::verify_join(token, &self.keys, now, None).map_err(|e| {
             tracing::info!(error = %e, "access token refused");
-            refuse(StatusCode::UNAUTHORIZED, &e.to_string())
+            Refusal(StatusCode::UNAUTHORIZED, e.to_string())
         })?;
         match self.lock().core.check_join(&grant) {
             Ok(_) => Ok(grant),
-            Err(JoinError::RoomNotFound) => Err(refuse(
+            Err(JoinError::RoomNotFound) => Err(Refusal(
                 StatusCode::NOT_FOUND,
-                &JoinError::RoomNotFound.to_string(),
+                JoinError::RoomNotFound.to_string(),
             )),
-            Err(e) => Err(refuse(StatusCode::FORBIDDEN, &e.to_string())),
+            Err(e) => Err(Refusal(StatusCode::FORBIDDEN, e.to_string())),
         }
     }
 }
@@ -185,6 +185,16 @@ fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A refused `/rtc` or `/rtc/validate`: status and plain-text reason (livekit-client shows it).
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refuse(self.0, &self.1)
+    }
 }
 
 fn refuse(status: StatusCode, body: &str) -> Response {
@@ -215,7 +225,7 @@ async fn get_rtc_validate(
 ) -> Response {
     match server.authorize(&query, &headers) {
         Ok(_) => with_cors((StatusCode::OK, "success").into_response()),
-        Err(refusal) => refusal,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
@@ -234,7 +244,7 @@ async fn get_rtc(
 ) -> Response {
     let grant = match server.authorize(&query, &headers) {
         Ok(grant) => grant,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let Ok(upgrade) = upgrade else {
         return refuse(StatusCode::NOT_FOUND, "not a WebSocket request");
