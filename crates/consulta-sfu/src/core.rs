@@ -1583,6 +1583,34 @@ mod tests {
     }
 
     #[test]
+    fn server_unpublish_tells_publisher_and_others() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        let sent = w.drain();
+        let track = TrackSid::parse(&updates_for(&sent, bob)[0].tracks[0].sid).unwrap();
+        let alice_sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        w.media_calls();
+        w.sfu.unpublish_track(&alice_sid, &track);
+        let sent = w.drain();
+        assert!(sent.iter().any(|(c, m)| *c == alice
+            && *m
+                == signal_response::Message::TrackUnpublished(TrackUnpublishedResponse {
+                    track_sid: track.to_string()
+                })));
+        let to_bob = updates_for(&sent, bob);
+        assert!(to_bob[0].tracks.is_empty());
+        assert!(!to_bob[0].is_publisher);
+        let calls = w.media_calls();
+        assert!(calls.contains(&format!("track_unpublished {alice_sid} {track}")));
+        assert!(calls.iter().any(|c| c.starts_with("unsubscribe ")));
+        // Unknown track: nothing happens.
+        w.sfu.unpublish_track(&alice_sid, &track);
+        assert!(w.drain_all().is_empty());
+    }
+
+    #[test]
     fn versions_only_increase() {
         let mut w = World::new();
         let (alice, _) = w.join("alice");

@@ -6,7 +6,7 @@
 //! panics: frames above [`MAX_REQUEST_BYTES`] are refused before decoding, and [`RateLimiter`]
 //! bounds how many frames a connection may send.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
@@ -124,14 +124,6 @@ impl Default for RateLimiter {
     }
 }
 
-/// How long a connection may wait between frames before [`RateLimiter`] has fully refilled.
-pub fn refill_time(limiter: &RateLimiter) -> Duration {
-    if limiter.per_second <= 0.0 {
-        return Duration::MAX;
-    }
-    Duration::from_secs_f64(limiter.burst / limiter.per_second)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -140,6 +132,8 @@ mod tests {
         clippy::indexing_slicing,
         reason = "tests"
     )]
+
+    use std::time::Duration;
 
     use livekit_protocol::{Ping, signal_request};
 
@@ -226,6 +220,5 @@ mod tests {
             limiter.check(start + Duration::from_secs(1)),
             Err(SignalError::RateLimited)
         );
-        assert_eq!(refill_time(&limiter), Duration::from_secs(3));
     }
 }

@@ -285,6 +285,26 @@ async fn closing_a_socket_tells_the_others() {
 }
 
 #[tokio::test]
+async fn oversized_frames_close_only_that_connection() {
+    let addr = start().await;
+    let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
+    let (mut bob, bob_join) = Client::join(addr, "@bob:hs:DEV").await;
+    assert_eq!(alice.next_update().await.identity, "@bob:hs:DEV");
+    let huge = vec![0u8; signal::MAX_REQUEST_BYTES + 1];
+    // The send itself may fail once the server hangs up; either way bob's session ends.
+    let _ = bob.ws.send(Message::Binary(huge.into())).await;
+    assert!(bob.recv().await.is_none());
+    let gone = alice.next_update().await;
+    assert_eq!(gone.sid, bob_join.participant.unwrap().sid);
+    assert_eq!(gone.state, participant_info::State::Disconnected as i32);
+    // Alice is unaffected.
+    alice.send(signal_request::Message::Ping(7)).await;
+    alice
+        .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
+        .await;
+}
+
+#[tokio::test]
 async fn resume_attempts_are_told_to_rejoin() {
     let addr = start().await;
     let url = format!(
