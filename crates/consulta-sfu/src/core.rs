@@ -61,6 +61,9 @@ pub struct SfuConfig {
     pub sid_seed: u64,
     /// `node_id` in ServerInfo.
     pub node_id: String,
+    /// Offer `subscriber_primary` to v0 clients that subscribe (LiveKit's behaviour). Turning it
+    /// off makes the client treat its publisher PC as primary.
+    pub subscriber_primary: bool,
 }
 
 impl Default for SfuConfig {
@@ -72,6 +75,7 @@ impl Default for SfuConfig {
             max_participants: 0,
             sid_seed: 0,
             node_id: "consulta-sfu".to_owned(),
+            subscriber_primary: true,
         }
     }
 }
@@ -390,7 +394,9 @@ impl<M: MediaEngine> Sfu<M> {
             }),
             // v0 dual PeerConnection: LiveKit makes the subscriber PC primary for clients that
             // subscribe and speak protocol > 2 (spec §2.4; livekit pkg/rtc/room.go).
-            subscriber_primary: can_subscribe && options.protocol > 2,
+            subscriber_primary: self.config.subscriber_primary
+                && can_subscribe
+                && options.protocol > 2,
             ping_interval: secs_i32(self.config.ping_interval),
             ping_timeout: secs_i32(self.config.ping_timeout),
             client_configuration: Some(ClientConfiguration {
