@@ -1,0 +1,1643 @@
+//! The sans-IO session core: rooms, participants, tracks and subscriptions.
+//!
+//! Implements the server side of spec `matrixrtc-livekit.md` §2.4 (JoinResponse), §2.5 (v0 flow),
+//! §2.7 (publishing), §2.8 (subscribing, ParticipantInfo rules), §2.11 (keep-alive, leave) and the
+//! message set of §6; §5 items 1, 6 and 13 are handled here (server version, `encryption` copied
+//! into TrackInfo, full track lists with increasing versions).
+//!
+//! In the style of str0m and quinn-proto: inputs are `handle_*` calls that carry `now`, outputs are
+//! drained with [`Sfu::poll_output`], and [`Sfu::poll_timeout`] says when to call
+//! [`Sfu::handle_timeout`] next. No sockets, no clock reads, no tasks. The media engine is reached
+//! through the [`MediaEngine`] seam.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use livekit_protocol::{
+    ClientConfiguration, JoinResponse, LeaveRequest, ParticipantInfo, ParticipantPermission,
+    ParticipantUpdate, Pong, Room as RoomInfo, ServerInfo, SignalRequest, SignalResponse,
+    SignalTarget, SimulcastCodecInfo, TrackInfo, TrackPublishedResponse, TrackSource, TrackType,
+    TrackUnpublishedResponse, participant_info, signal_request, signal_response,
+};
+
+use crate::auth::JoinGrant;
+use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
+use crate::media::{MediaEngine, MediaEvent, TrackSettings};
+
+/// The server version advertised in `server_info.version` and `server_version`; without one,
+/// livekit-client refuses the server (§5 item 1), and RPC wants ≥ 1.8.0.
+pub const SERVER_VERSION: &str = "1.9.0";
+
+/// The signalling protocol version the server speaks.
+pub const PROTOCOL_VERSION: i32 = 16;
+
+/// Why a join was refused. Nothing was created.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    /// The room does not exist and the token may not create it. The message is the exact text
+    /// livekit-client treats as "not allowed".
+    #[error("requested room does not exist")]
+    RoomNotFound,
+    /// The room is full.
+    #[error("room is full")]
+    RoomFull,
+    /// The grant names no room.
+    #[error("invalid room name")]
+    InvalidRoom,
+}
+
+/// Tunables, with LiveKit's defaults.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Seconds between client pings (JoinResponse `ping_interval`).
+    pub ping_interval: Duration,
+    /// Silence after which a participant is dropped (JoinResponse `ping_timeout`).
+    pub ping_timeout: Duration,
+    /// How long an empty room lives.
+    pub empty_timeout: Duration,
+    /// Participants per room (0 = unlimited).
+    pub max_participants: u32,
+    /// Seed for sid generation; the shell draws it at random.
+    pub sid_seed: u64,
+    /// `node_id` in ServerInfo.
+    pub node_id: String,
+    /// Offer `subscriber_primary` to v0 clients that subscribe (LiveKit's behaviour). Turning it
+    /// off makes the client treat its publisher PC as primary.
+    pub subscriber_primary: bool,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(15),
+            empty_timeout: Duration::from_secs(300),
+            max_participants: 0,
+            sid_seed: 0,
+            node_id: "consulta-sfu".to_owned(),
+            subscriber_primary: true,
+        }
+    }
+}
+
+/// Connection options from the `/rtc` query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// `auto_subscribe` (default true).
+    pub auto_subscribe: bool,
+    /// `protocol` (client protocol version).
+    pub protocol: i32,
+    /// `adaptive_stream`.
+    pub adaptive_stream: bool,
+}
+
+impl Default for JoinOptions {
+    fn default() -> Self {
+        Self {
+            auto_subscribe: true,
+            protocol: PROTOCOL_VERSION,
+            adaptive_stream: false,
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send one frame on the connection.
+    Send {
+        /// Where.
+        conn: ConnId,
+        /// What.
+        message: Box<SignalResponse>,
+    },
+    /// Close the connection (after sending whatever was queued for it before).
+    Close {
+        /// Which.
+        conn: ConnId,
+    },
+}
+
+#[derive(Debug)]
+struct Participant {
+    sid: ParticipantSid,
+    conn: ConnId,
+    identity: String,
+    name: String,
+    metadata: String,
+    attributes: HashMap<String, String>,
+    state: participant_info::State,
+    version: u32,
+    joined_at_ms: i64,
+    permission: ParticipantPermission,
+    tracks: Vec<TrackInfo>,
+    /// Client ids (`cid`) of announced tracks; a duplicate is refused.
+    cids: BTreeSet<String>,
+    last_seen: Instant,
+    auto_subscribe: bool,
+    /// Tracks (of others) this participant receives.
+    subscriptions: BTreeSet<TrackSid>,
+    /// Per-track wishes from `track_setting`, kept even before the subscription exists.
+    settings: HashMap<TrackSid, TrackSettings>,
+}
+
+impl Participant {
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            sid: self.sid.to_string(),
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            metadata: self.metadata.clone(),
+            attributes: self.attributes.clone(),
+            state: self.state.into(),
+            tracks: self.tracks.clone(),
+            joined_at: self.joined_at_ms / 1000,
+            joined_at_ms: self.joined_at_ms,
+            version: self.version,
+            permission: Some(self.permission.clone()),
+            is_publisher: !self.tracks.is_empty(),
+            kind: participant_info::Kind::Standard.into(),
+            ..ParticipantInfo::default()
+        }
+    }
+
+    fn bump(&mut self) {
+        self.version = self.version.saturating_add(1);
+    }
+
+    fn hidden(&self) -> bool {
+        self.permission.hidden
+    }
+}
+
+#[derive(Debug)]
+struct Room {
+    sid: String,
+    name: RoomName,
+    created_ms: i64,
+    empty_since: Option<Instant>,
+    participants: BTreeMap<ParticipantSid, Participant>,
+}
+
+impl Room {
+    fn info(&self, config: &SfuConfig) -> RoomInfo {
+        let visible = self.participants.values().filter(|p| !p.hidden());
+        RoomInfo {
+            sid: self.sid.clone(),
+            name: self.name.to_string(),
+            empty_timeout: u32::try_from(config.empty_timeout.as_secs()).unwrap_or(u32::MAX),
+            departure_timeout: 20,
+            max_participants: config.max_participants,
+            creation_time: self.created_ms / 1000,
+            creation_time_ms: self.created_ms,
+            num_participants: u32::try_from(visible.clone().count()).unwrap_or(u32::MAX),
+            num_publishers: u32::try_from(visible.filter(|p| !p.tracks.is_empty()).count())
+                .unwrap_or(u32::MAX),
+            ..RoomInfo::default()
+        }
+    }
+
+    fn owner_of(&self, track: &TrackSid) -> Option<&Participant> {
+        self.participants
+            .values()
+            .find(|p| p.tracks.iter().any(|t| t.sid == track.as_str()))
+    }
+}
+
+/// The signalling state machine of one SFU node.
+#[derive(Debug)]
+pub struct Sfu<M> {
+    config: SfuConfig,
+    media: M,
+    epoch: Instant,
+    epoch_unix_ms: i64,
+    sids: SidGen,
+    next_conn: u64,
+    rooms: BTreeMap<RoomName, Room>,
+    conns: HashMap<ConnId, (RoomName, ParticipantSid)>,
+    out: VecDeque<Output>,
+}
+
+impl<M: MediaEngine> Sfu<M> {
+    /// A node with no rooms. `epoch` and `epoch_unix_ms` name the same moment, so the core can
+    /// derive wall-clock timestamps (`joined_at`, pong) from the `Instant`s it is given.
+    pub fn new(config: SfuConfig, media: M, epoch: Instant, epoch_unix_ms: i64) -> Self {
+        Self {
+            sids: SidGen::new(config.sid_seed),
+            config,
+            media,
+            epoch,
+            epoch_unix_ms,
+            next_conn: 1,
+            rooms: BTreeMap::new(),
+            conns: HashMap::new(),
+            out: VecDeque::new(),
+        }
+    }
+
+    /// The media engine, for the shell to reach its own channels.
+    pub fn media_mut(&mut self) -> &mut M {
+        &mut self.media
+    }
+
+    fn unix_ms(&self, now: Instant) -> i64 {
+        let since = now.saturating_duration_since(self.epoch);
+        self.epoch_unix_ms
+            .saturating_add(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Creates an empty room (as the RTC auth service does for full-access users). Idempotent.
+    pub fn create_room(&mut self, now: Instant, name: RoomName) {
+        let created_ms = self.unix_ms(now);
+        if !self.rooms.contains_key(&name) {
+            let sid = self.sids.room();
+            tracing::info!(room = %name, room_sid = %sid, "room created");
+            self.rooms.insert(
+                name.clone(),
+                Room {
+                    sid,
+                    name,
+                    created_ms,
+                    empty_since: Some(now),
+                    participants: BTreeMap::new(),
+                },
+            );
+        }
+    }
+
+    /// Whether `room` exists.
+    pub fn has_room(&self, room: &RoomName) -> bool {
+        self.rooms.contains_key(room)
+    }
+
+    /// Checks that `grant` could join now, without changing anything (for `/rtc/validate` and
+    /// before the WebSocket upgrade).
+    pub fn check_join(&self, grant: &JoinGrant) -> Result<RoomName, JoinError> {
+        let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
+        match self.rooms.get(&name) {
+            None if !grant.video.room_create => Err(JoinError::RoomNotFound),
+            Some(room)
+                if self.config.max_participants > 0
+                    && room
+                        .participants
+                        .values()
+                        .filter(|p| p.identity != grant.identity)
+                        .count()
+                        >= self.config.max_participants as usize =>
+            {
+                Err(JoinError::RoomFull)
+            }
+            _ => Ok(name),
+        }
+    }
+
+    /// A verified participant connects. On success the JoinResponse is queued for the returned
+    /// connection, others are told, and an older session with the same identity is kicked.
+    pub fn handle_join(
+        &mut self,
+        now: Instant,
+        grant: JoinGrant,
+        options: JoinOptions,
+    ) -> Result<ConnId, JoinError> {
+        let name = self.check_join(&grant)?;
+        self.create_room(now, name.clone());
+
+        let duplicate = self.rooms.get(&name).and_then(|room| {
+            room.participants
+                .values()
+                .find(|p| p.identity == grant.identity)
+                .map(|p| p.conn)
+        });
+        if let Some(old) = duplicate {
+            tracing::info!(room = %name, conn = %old, "duplicate identity: closing the older session");
+            self.send(
+                old,
+                signal_response::Message::Leave(LeaveRequest {
+                    can_reconnect: false,
+                    reason: livekit_protocol::DisconnectReason::DuplicateIdentity.into(),
+                    action: livekit_protocol::leave_request::Action::Disconnect.into(),
+                    regions: None,
+                }),
+            );
+            self.remove_participant(
+                now,
+                old,
+                livekit_protocol::DisconnectReason::DuplicateIdentity,
+            );
+            self.out.push_back(Output::Close { conn: old });
+        }
+
+        let conn = ConnId(self.next_conn);
+        self.next_conn = self.next_conn.saturating_add(1);
+        let sid = self.sids.participant();
+        let video = &grant.video;
+        let permission = ParticipantPermission {
+            can_subscribe: video.can_subscribe(),
+            can_publish: video.can_publish(),
+            can_publish_data: video.can_publish_data(),
+            can_publish_sources: video
+                .can_publish_sources
+                .iter()
+                .filter_map(|s| source_from_grant(s))
+                .map(Into::into)
+                .collect(),
+            hidden: video.hidden,
+            can_update_metadata: video.can_update_own_metadata(),
+            ..ParticipantPermission::default()
+        };
+        let participant = Participant {
+            sid: sid.clone(),
+            conn,
+            identity: grant.identity,
+            name: grant.name,
+            metadata: grant.metadata,
+            attributes: grant.attributes,
+            state: participant_info::State::Joined,
+            version: 1,
+            joined_at_ms: self.unix_ms(now),
+            permission,
+            tracks: Vec::new(),
+            cids: BTreeSet::new(),
+            last_seen: now,
+            auto_subscribe: options.auto_subscribe,
+            subscriptions: BTreeSet::new(),
+            settings: HashMap::new(),
+        };
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return Err(JoinError::RoomNotFound);
+        };
+        room.empty_since = None;
+        tracing::info!(room = %name, participant = %sid, %conn, "participant joined");
+
+        let others: Vec<ParticipantInfo> = room
+            .participants
+            .values()
+            .filter(|p| !p.hidden())
+            .map(Participant::info)
+            .collect();
+        let can_subscribe = participant.permission.can_subscribe;
+        let own = participant.info();
+        let hidden = participant.hidden();
+        room.participants.insert(sid.clone(), participant);
+        let room_info = room.info(&self.config);
+        let join = JoinResponse {
+            room: Some(room_info),
+            participant: Some(own.clone()),
+            other_participants: others,
+            server_version: SERVER_VERSION.to_owned(),
+            server_info: Some(ServerInfo {
+                edition: 0,
+                version: SERVER_VERSION.to_owned(),
+                protocol: PROTOCOL_VERSION,
+                node_id: self.config.node_id.clone(),
+                ..ServerInfo::default()
+            }),
+            // v0 dual PeerConnection: LiveKit makes the subscriber PC primary for clients that
+            // subscribe and speak protocol > 2 (spec §2.4; livekit pkg/rtc/room.go).
+            subscriber_primary: self.config.subscriber_primary
+                && can_subscribe
+                && options.protocol > 2,
+            ping_interval: secs_i32(self.config.ping_interval),
+            ping_timeout: secs_i32(self.config.ping_timeout),
+            client_configuration: Some(ClientConfiguration {
+                // No session resume yet: make the client always rejoin (spec §2.11).
+                resume_connection: livekit_protocol::ClientConfigSetting::Disabled.into(),
+                ..ClientConfiguration::default()
+            }),
+            fast_publish: true,
+            ..JoinResponse::default()
+        };
+        self.conns.insert(conn, (name.clone(), sid.clone()));
+        self.send(conn, signal_response::Message::Join(join));
+        if !hidden {
+            self.broadcast_update(&name, &sid, own);
+        }
+
+        self.media.participant_joined(&name, &sid);
+        if can_subscribe && options.auto_subscribe {
+            let tracks: Vec<(ParticipantSid, TrackSid)> = self
+                .rooms
+                .get(&name)
+                .map(|room| {
+                    room.participants
+                        .values()
+                        .filter(|p| p.sid != sid)
+                        .flat_map(|p| {
+                            p.tracks
+                                .iter()
+                                .filter_map(|t| TrackSid::parse(&t.sid))
+                                .map(|t| (p.sid.clone(), t))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (publisher, track) in tracks {
+                self.subscribe(&name, &sid, &publisher, track);
+            }
+        }
+        if can_subscribe {
+            self.media.needs_subscriber_offer(&sid);
+        }
+        Ok(conn)
+    }
+
+    /// A decoded frame from `conn`.
+    pub fn handle_request(&mut self, now: Instant, conn: ConnId, request: SignalRequest) {
+        let Some((room, sid)) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        if let Some(p) = self.participant_mut(&room, &sid) {
+            p.last_seen = now;
+        }
+        let Some(message) = request.message else {
+            return;
+        };
+        use signal_request::Message as M;
+        match message {
+            M::Offer(offer) => self.media.publisher_offer(&sid, offer),
+            M::Answer(answer) => self.media.subscriber_answer(&sid, answer),
+            M::Trickle(trickle) => {
+                let target =
+                    SignalTarget::try_from(trickle.target).unwrap_or(SignalTarget::Publisher);
+                self.media
+                    .remote_candidate(&sid, target, trickle.candidate_init);
+            }
+            M::AddTrack(add) => self.add_track(&room, &sid, add),
+            M::Mute(mute) => self.mute(&room, &sid, &mute.sid, mute.muted),
+            M::Subscription(update) => {
+                let mut tracks: Vec<String> = update.track_sids;
+                tracks.extend(
+                    update
+                        .participant_tracks
+                        .into_iter()
+                        .flat_map(|pt| pt.track_sids),
+                );
+                self.update_subscription(&room, &sid, &tracks, update.subscribe);
+            }
+            M::TrackSetting(setting) => {
+                let settings = TrackSettings {
+                    disabled: setting.disabled,
+                    width: setting.width,
+                    height: setting.height,
+                    fps: setting.fps,
+                };
+                for track in setting.track_sids.iter().filter_map(|t| TrackSid::parse(t)) {
+                    if let Some(p) = self.participant_mut(&room, &sid) {
+                        p.settings.insert(track.clone(), settings);
+                    }
+                    self.media.track_settings(&sid, &track, settings);
+                }
+            }
+            M::Leave(_) => {
+                tracing::info!(%room, participant = %sid, "participant left");
+                self.remove_participant(
+                    now,
+                    conn,
+                    livekit_protocol::DisconnectReason::ClientInitiated,
+                );
+                self.out.push_back(Output::Close { conn });
+            }
+            M::Ping(_) => {
+                let now_ms = self.unix_ms(now);
+                self.send(conn, signal_response::Message::Pong(now_ms));
+            }
+            M::PingReq(ping) => {
+                let now_ms = self.unix_ms(now);
+                self.send(
+                    conn,
+                    signal_response::Message::PongResp(Pong {
+                        last_ping_timestamp: ping.timestamp,
+                        timestamp: now_ms,
+                    }),
+                );
+            }
+            // Tolerated and ignored for now (spec §6).
+            _ => tracing::debug!(%conn, "ignored signal request"),
+        }
+    }
+
+    /// The WebSocket of `conn` is gone (without a `leave`). Others see the participant
+    /// DISCONNECTED with its tracks removed.
+    pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
+        if self.conns.contains_key(&conn) {
+            tracing::info!(%conn, "signal connection closed");
+            self.remove_participant(now, conn, livekit_protocol::DisconnectReason::SignalClose);
+        }
+    }
+
+    /// Something from the media engine.
+    pub fn handle_media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::PublisherAnswer {
+                participant,
+                answer,
+            } => {
+                if let Some(conn) = self.conn_of(&participant) {
+                    self.send(conn, signal_response::Message::Answer(answer));
+                }
+            }
+            MediaEvent::SubscriberOffer { participant, offer } => {
+                if let Some(conn) = self.conn_of(&participant) {
+                    self.send(conn, signal_response::Message::Offer(offer));
+                }
+            }
+            MediaEvent::Candidate {
+                participant,
+                target,
+                candidate_init,
+            } => {
+                if let Some(conn) = self.conn_of(&participant) {
+                    self.send(
+                        conn,
+                        signal_response::Message::Trickle(livekit_protocol::TrickleRequest {
+                            candidate_init,
+                            target: target.into(),
+                            r#final: false,
+                        }),
+                    );
+                }
+            }
+            MediaEvent::Connected { participant } => {
+                let Some(conn) = self.conn_of(&participant) else {
+                    return;
+                };
+                let Some((room, _)) = self.conns.get(&conn).cloned() else {
+                    return;
+                };
+                let info = self.participant_mut(&room, &participant).and_then(|p| {
+                    (p.state != participant_info::State::Active).then(|| {
+                        p.state = participant_info::State::Active;
+                        p.bump();
+                        (!p.hidden()).then(|| p.info())
+                    })?
+                });
+                if let Some(info) = info {
+                    self.broadcast_update(&room, &participant, info);
+                }
+            }
+        }
+    }
+
+    /// Time has passed: drop silent participants and expired empty rooms.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let silent: Vec<ConnId> = self
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .filter(|p| now.saturating_duration_since(p.last_seen) > self.config.ping_timeout)
+            .map(|p| p.conn)
+            .collect();
+        for conn in silent {
+            tracing::info!(%conn, "ping timeout");
+            self.remove_participant(
+                now,
+                conn,
+                livekit_protocol::DisconnectReason::ConnectionTimeout,
+            );
+            self.out.push_back(Output::Close { conn });
+        }
+        let empty_timeout = self.config.empty_timeout;
+        self.rooms.retain(|name, room| {
+            let keep = room
+                .empty_since
+                .is_none_or(|since| now.saturating_duration_since(since) < empty_timeout);
+            if !keep {
+                tracing::info!(room = %name, "empty room closed");
+            }
+            keep
+        });
+    }
+
+    /// When [`Sfu::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let pings = self
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .map(|p| p.last_seen + self.config.ping_timeout);
+        let rooms = self
+            .rooms
+            .values()
+            .filter_map(|r| r.empty_since.map(|t| t + self.config.empty_timeout));
+        pings.chain(rooms).min()
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Server-initiated unpublish (moderation, or the media engine saw the track end): the
+    /// publisher gets `track_unpublished`, everyone else an update without the track.
+    pub fn unpublish_track(&mut self, publisher: &ParticipantSid, track: &TrackSid) {
+        let Some(conn) = self.conn_of(publisher) else {
+            return;
+        };
+        let Some((room, _)) = self.conns.get(&conn).cloned() else {
+            return;
+        };
+        let info = self.participant_mut(&room, publisher).and_then(|p| {
+            let before = p.tracks.len();
+            p.tracks.retain(|t| t.sid != track.as_str());
+            (p.tracks.len() != before).then(|| {
+                p.bump();
+                p.info()
+            })
+        });
+        let Some(info) = info else {
+            return;
+        };
+        self.send(
+            conn,
+            signal_response::Message::TrackUnpublished(TrackUnpublishedResponse {
+                track_sid: track.to_string(),
+            }),
+        );
+        self.drop_track(&room, publisher, track);
+        self.broadcast_update(&room, publisher, info);
+    }
+
+    // --- internals -------------------------------------------------------------------------
+
+    #[expect(
+        deprecated,
+        reason = "LiveKit still fills the deprecated TrackInfo fields; clients before 2.x read them"
+    )]
+    fn add_track(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        add: livekit_protocol::AddTrackRequest,
+    ) {
+        let track_sid = self.sids.track();
+        let Some(p) = self.participant_mut(room, sid) else {
+            return;
+        };
+        let source = add.source;
+        let allowed_source = p.permission.can_publish_sources.is_empty()
+            || p.permission.can_publish_sources.contains(&source);
+        if !p.permission.can_publish || !allowed_source {
+            tracing::info!(participant = %sid, "add_track refused: no permission");
+            return;
+        }
+        if add.cid.is_empty() || !p.cids.insert(add.cid.clone()) {
+            tracing::info!(participant = %sid, "add_track refused: empty or duplicate cid");
+            return;
+        }
+        let track_type = TrackType::try_from(add.r#type).unwrap_or(TrackType::Audio);
+        let kind = if track_type == TrackType::Video {
+            "video"
+        } else {
+            "audio"
+        };
+        let mut codecs: Vec<SimulcastCodecInfo> = add
+            .simulcast_codecs
+            .iter()
+            .filter(|c| !c.codec.is_empty())
+            .map(|c| SimulcastCodecInfo {
+                mime_type: mime(kind, &c.codec),
+                cid: c.cid.clone(),
+                layers: add.layers.clone(),
+                ..SimulcastCodecInfo::default()
+            })
+            .collect();
+        if codecs.is_empty() {
+            // Pin the codecs Element Call uses when the client leaves the choice to us.
+            codecs.push(SimulcastCodecInfo {
+                mime_type: if kind == "video" {
+                    "video/VP8".to_owned()
+                } else {
+                    "audio/opus".to_owned()
+                },
+                cid: add.cid.clone(),
+                layers: add.layers.clone(),
+                ..SimulcastCodecInfo::default()
+            });
+        }
+        let stream = if !add.stream.is_empty() {
+            add.stream.clone()
+        } else if matches!(
+            TrackSource::try_from(source),
+            Ok(TrackSource::ScreenShare | TrackSource::ScreenShareAudio)
+        ) {
+            "screen".to_owned()
+        } else {
+            "camera".to_owned()
+        };
+        let track = TrackInfo {
+            sid: track_sid.to_string(),
+            r#type: add.r#type,
+            name: add.name.clone(),
+            muted: add.muted,
+            width: add.width,
+            height: add.height,
+            simulcast: add.layers.len() > 1,
+            disable_dtx: add.disable_dtx,
+            source,
+            layers: add.layers.clone(),
+            mime_type: codecs
+                .first()
+                .map(|c| c.mime_type.clone())
+                .unwrap_or_default(),
+            codecs,
+            stereo: add.stereo,
+            disable_red: add.disable_red,
+            // E2EE receivers only decrypt when this is copied (spec §2.8, §5 item 6).
+            encryption: add.encryption,
+            stream,
+            audio_features: add.audio_features.clone(),
+            backup_codec_policy: add.backup_codec_policy,
+            ..TrackInfo::default()
+        };
+        p.tracks.push(track.clone());
+        p.bump();
+        let info = p.info();
+        let conn = p.conn;
+        tracing::info!(participant = %sid, track = %track_sid, "track published");
+        self.media.track_published(sid, &track);
+        self.send(
+            conn,
+            signal_response::Message::TrackPublished(TrackPublishedResponse {
+                cid: add.cid,
+                track: Some(track),
+            }),
+        );
+        if !info.permission.as_ref().is_some_and(|p| p.hidden) {
+            self.broadcast_update(room, sid, info);
+        }
+        let subscribers: Vec<ParticipantSid> = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.participants
+                    .values()
+                    .filter(|s| &s.sid != sid && s.auto_subscribe && s.permission.can_subscribe)
+                    .map(|s| s.sid.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for subscriber in subscribers {
+            self.subscribe(room, &subscriber, sid, track_sid.clone());
+            self.media.needs_subscriber_offer(&subscriber);
+        }
+    }
+
+    fn mute(&mut self, room: &RoomName, sid: &ParticipantSid, track: &str, muted: bool) {
+        let Some(p) = self.participant_mut(room, sid) else {
+            return;
+        };
+        let Some(t) = p.tracks.iter_mut().find(|t| t.sid == track) else {
+            return;
+        };
+        if t.muted == muted {
+            return;
+        }
+        t.muted = muted;
+        p.bump();
+        let info = p.info();
+        if !p.hidden() {
+            self.broadcast_update(room, sid, info);
+        }
+    }
+
+    fn update_subscription(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        tracks: &[String],
+        subscribe: bool,
+    ) {
+        let can_subscribe = self
+            .participant_mut(room, sid)
+            .is_some_and(|p| p.permission.can_subscribe);
+        if subscribe && !can_subscribe {
+            return;
+        }
+        let mut changed = false;
+        for track in tracks.iter().filter_map(|t| TrackSid::parse(t)) {
+            let publisher = self
+                .rooms
+                .get(room)
+                .and_then(|r| r.owner_of(&track))
+                .map(|p| p.sid.clone());
+            let Some(publisher) = publisher.filter(|p| p != sid) else {
+                continue;
+            };
+            if subscribe {
+                changed |= self.subscribe(room, sid, &publisher, track);
+            } else if let Some(p) = self.participant_mut(room, sid)
+                && p.subscriptions.remove(&track)
+            {
+                self.media.unsubscribe(sid, &track);
+                changed = true;
+            }
+        }
+        if changed {
+            self.media.needs_subscriber_offer(sid);
+        }
+    }
+
+    /// Adds one subscription; true if it is new.
+    fn subscribe(
+        &mut self,
+        room: &RoomName,
+        subscriber: &ParticipantSid,
+        publisher: &ParticipantSid,
+        track: TrackSid,
+    ) -> bool {
+        let Some(p) = self.participant_mut(room, subscriber) else {
+            return false;
+        };
+        if !p.subscriptions.insert(track.clone()) {
+            return false;
+        }
+        let settings = p.settings.get(&track).copied();
+        self.media.subscribe(subscriber, publisher, &track);
+        if let Some(settings) = settings {
+            self.media.track_settings(subscriber, &track, settings);
+        }
+        true
+    }
+
+    /// Forgets `track` of `publisher` everywhere (subscriptions, media).
+    fn drop_track(&mut self, room: &RoomName, publisher: &ParticipantSid, track: &TrackSid) {
+        self.media.track_unpublished(publisher, track);
+        let mut renegotiate = Vec::new();
+        if let Some(r) = self.rooms.get_mut(room) {
+            for p in r.participants.values_mut() {
+                p.settings.remove(track);
+                if p.subscriptions.remove(track) {
+                    renegotiate.push(p.sid.clone());
+                }
+            }
+        }
+        for subscriber in renegotiate {
+            self.media.unsubscribe(&subscriber, track);
+            self.media.needs_subscriber_offer(&subscriber);
+        }
+    }
+
+    fn remove_participant(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        reason: livekit_protocol::DisconnectReason,
+    ) {
+        let Some((room_name, sid)) = self.conns.remove(&conn) else {
+            return;
+        };
+        let Some(mut p) = self
+            .rooms
+            .get_mut(&room_name)
+            .and_then(|r| r.participants.remove(&sid))
+        else {
+            return;
+        };
+        for sub in &p.subscriptions {
+            self.media.unsubscribe(&sid, sub);
+        }
+        let tracks: Vec<TrackSid> = p
+            .tracks
+            .iter()
+            .filter_map(|t| TrackSid::parse(&t.sid))
+            .collect();
+        for track in &tracks {
+            self.drop_track(&room_name, &sid, track);
+        }
+        self.media.participant_left(&sid);
+        p.state = participant_info::State::Disconnected;
+        p.tracks.clear();
+        p.bump();
+        let mut info = p.info();
+        info.disconnect_reason = reason.into();
+        if !p.hidden() {
+            self.broadcast_update(&room_name, &sid, info);
+        }
+        if let Some(room) = self.rooms.get_mut(&room_name)
+            && room.participants.is_empty()
+        {
+            room.empty_since = Some(now);
+        }
+    }
+
+    fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
+        let targets: Vec<ConnId> = self
+            .rooms
+            .get(room)
+            .map(|r| {
+                r.participants
+                    .values()
+                    .filter(|p| &p.sid != about)
+                    .map(|p| p.conn)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for conn in targets {
+            self.send(
+                conn,
+                signal_response::Message::Update(ParticipantUpdate {
+                    participants: vec![info.clone()],
+                }),
+            );
+        }
+    }
+
+    fn send(&mut self, conn: ConnId, message: signal_response::Message) {
+        self.out.push_back(Output::Send {
+            conn,
+            message: Box::new(SignalResponse {
+                message: Some(message),
+            }),
+        });
+    }
+
+    fn participant_mut(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+    ) -> Option<&mut Participant> {
+        self.rooms.get_mut(room)?.participants.get_mut(sid)
+    }
+
+    fn conn_of(&self, sid: &ParticipantSid) -> Option<ConnId> {
+        self.rooms
+            .values()
+            .find_map(|r| r.participants.get(sid))
+            .map(|p| p.conn)
+    }
+}
+
+/// `vp8` → `video/VP8`, the spelling LiveKit uses in TrackInfo.
+fn mime(kind: &str, codec: &str) -> String {
+    let (kind, codec) = codec.split_once('/').unwrap_or((kind, codec));
+    let codec = match codec.to_ascii_lowercase().as_str() {
+        "vp8" => "VP8".to_owned(),
+        "vp9" => "VP9".to_owned(),
+        "h264" => "H264".to_owned(),
+        "h265" => "H265".to_owned(),
+        "av1" => "AV1".to_owned(),
+        "opus" => "opus".to_owned(),
+        "red" => "red".to_owned(),
+        _ => codec.to_owned(),
+    };
+    format!("{}/{codec}", kind.to_ascii_lowercase())
+}
+
+fn secs_i32(d: Duration) -> i32 {
+    i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// `canPublishSources` entries are lower-case names.
+fn source_from_grant(name: &str) -> Option<TrackSource> {
+    match name {
+        "camera" => Some(TrackSource::Camera),
+        "microphone" => Some(TrackSource::Microphone),
+        "screen_share" => Some(TrackSource::ScreenShare),
+        "screen_share_audio" => Some(TrackSource::ScreenShareAudio),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "tests"
+    )]
+
+    use livekit_protocol::{
+        AddTrackRequest, MuteTrackRequest, Ping, SessionDescription, UpdateSubscription,
+        UpdateTrackSettings,
+    };
+
+    use super::*;
+    use crate::auth::VideoGrant;
+
+    /// Records what the core asked of the media engine.
+    #[derive(Debug, Default)]
+    struct RecordingMedia {
+        calls: Vec<String>,
+    }
+
+    impl MediaEngine for RecordingMedia {
+        fn participant_joined(&mut self, room: &RoomName, p: &ParticipantSid) {
+            self.calls.push(format!("joined {room} {p}"));
+        }
+        fn participant_left(&mut self, p: &ParticipantSid) {
+            self.calls.push(format!("left {p}"));
+        }
+        fn publisher_offer(&mut self, p: &ParticipantSid, offer: SessionDescription) {
+            self.calls.push(format!("publisher_offer {p} {}", offer.id));
+        }
+        fn subscriber_answer(&mut self, p: &ParticipantSid, answer: SessionDescription) {
+            self.calls
+                .push(format!("subscriber_answer {p} {}", answer.id));
+        }
+        fn remote_candidate(&mut self, p: &ParticipantSid, target: SignalTarget, c: String) {
+            self.calls
+                .push(format!("candidate {p} {} {c}", target.as_str_name()));
+        }
+        fn track_published(&mut self, p: &ParticipantSid, track: &TrackInfo) {
+            self.calls
+                .push(format!("track_published {p} {}", track.sid));
+        }
+        fn track_unpublished(&mut self, p: &ParticipantSid, track: &TrackSid) {
+            self.calls.push(format!("track_unpublished {p} {track}"));
+        }
+        fn subscribe(&mut self, s: &ParticipantSid, p: &ParticipantSid, track: &TrackSid) {
+            self.calls.push(format!("subscribe {s} {p} {track}"));
+        }
+        fn unsubscribe(&mut self, s: &ParticipantSid, track: &TrackSid) {
+            self.calls.push(format!("unsubscribe {s} {track}"));
+        }
+        fn track_settings(&mut self, s: &ParticipantSid, track: &TrackSid, t: TrackSettings) {
+            self.calls.push(format!(
+                "settings {s} {track} {} {}x{}",
+                t.disabled, t.width, t.height
+            ));
+        }
+        fn needs_subscriber_offer(&mut self, p: &ParticipantSid) {
+            self.calls.push(format!("needs_offer {p}"));
+        }
+    }
+
+    struct World {
+        sfu: Sfu<RecordingMedia>,
+        now: Instant,
+    }
+
+    fn grant(identity: &str, room: &str) -> JoinGrant {
+        JoinGrant {
+            identity: identity.to_owned(),
+            name: identity.to_uppercase(),
+            metadata: String::new(),
+            attributes: HashMap::new(),
+            video: VideoGrant {
+                room_join: true,
+                room: room.to_owned(),
+                ..VideoGrant::default()
+            },
+        }
+    }
+
+    impl World {
+        fn new() -> Self {
+            let now = Instant::now();
+            let config = SfuConfig {
+                sid_seed: 7,
+                ..SfuConfig::default()
+            };
+            let mut sfu = Sfu::new(config, RecordingMedia::default(), now, 1_800_000_000_000);
+            sfu.create_room(now, RoomName::parse("room").unwrap());
+            Self { sfu, now }
+        }
+
+        fn advance(&mut self, secs: u64) {
+            self.now += Duration::from_secs(secs);
+        }
+
+        fn join(&mut self, identity: &str) -> (ConnId, JoinResponse) {
+            let conn = self
+                .sfu
+                .handle_join(self.now, grant(identity, "room"), JoinOptions::default())
+                .unwrap();
+            let join = self
+                .drain()
+                .into_iter()
+                .find_map(|(c, m)| match m {
+                    signal_response::Message::Join(j) if c == conn => Some(j),
+                    _ => None,
+                })
+                .expect("join response");
+            (conn, join)
+        }
+
+        fn request(&mut self, conn: ConnId, message: signal_request::Message) {
+            self.sfu.handle_request(
+                self.now,
+                conn,
+                SignalRequest {
+                    message: Some(message),
+                },
+            );
+        }
+
+        /// Sent messages; closes appear as `None` messages on a `(conn, Leave)`-free channel.
+        fn drain(&mut self) -> Vec<(ConnId, signal_response::Message)> {
+            self.drain_all()
+                .into_iter()
+                .filter_map(|o| match o {
+                    Output::Send { conn, message } => Some((conn, message.message.unwrap())),
+                    Output::Close { .. } => None,
+                })
+                .collect()
+        }
+
+        fn drain_all(&mut self) -> Vec<Output> {
+            std::iter::from_fn(|| self.sfu.poll_output()).collect()
+        }
+
+        fn media_calls(&mut self) -> Vec<String> {
+            std::mem::take(&mut self.sfu.media_mut().calls)
+        }
+    }
+
+    fn updates_for(
+        sent: &[(ConnId, signal_response::Message)],
+        conn: ConnId,
+    ) -> Vec<ParticipantInfo> {
+        sent.iter()
+            .filter(|(c, _)| *c == conn)
+            .filter_map(|(_, m)| match m {
+                signal_response::Message::Update(u) => Some(u.participants.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
+    fn add_video(cid: &str) -> signal_request::Message {
+        signal_request::Message::AddTrack(AddTrackRequest {
+            cid: cid.to_owned(),
+            name: "camera".to_owned(),
+            r#type: TrackType::Video.into(),
+            source: TrackSource::Camera.into(),
+            width: 1280,
+            height: 720,
+            encryption: livekit_protocol::encryption::Type::Gcm.into(),
+            simulcast_codecs: vec![livekit_protocol::SimulcastCodec {
+                codec: "vp8".to_owned(),
+                cid: cid.to_owned(),
+                ..Default::default()
+            }],
+            ..AddTrackRequest::default()
+        })
+    }
+
+    #[test]
+    fn join_response_carries_what_livekit_client_needs() {
+        let mut w = World::new();
+        let (_, alice) = w.join("alice");
+        let room = alice.room.unwrap();
+        assert!(room.sid.starts_with("RM_"));
+        assert_eq!(room.name, "room");
+        let me = alice.participant.unwrap();
+        assert!(me.sid.starts_with("PA_"));
+        assert_eq!(me.identity, "alice");
+        assert_eq!(me.state, participant_info::State::Joined as i32);
+        assert!(me.permission.unwrap().can_publish);
+        assert!(alice.other_participants.is_empty());
+        assert_eq!(alice.server_version, SERVER_VERSION);
+        assert_eq!(alice.server_info.unwrap().version, SERVER_VERSION);
+        assert_eq!((alice.ping_interval, alice.ping_timeout), (5, 15));
+        assert!(alice.subscriber_primary);
+        assert_eq!(
+            alice.client_configuration.unwrap().resume_connection,
+            livekit_protocol::ClientConfigSetting::Disabled as i32
+        );
+        let calls = w.media_calls();
+        assert!(calls[0].starts_with("joined room PA_"));
+        assert!(calls[1].starts_with("needs_offer PA_"));
+    }
+
+    #[test]
+    fn unknown_room_is_refused_unless_the_token_may_create_it() {
+        let mut w = World::new();
+        let refused = w
+            .sfu
+            .handle_join(w.now, grant("a", "nowhere"), JoinOptions::default());
+        assert_eq!(refused, Err(JoinError::RoomNotFound));
+        assert_eq!(
+            JoinError::RoomNotFound.to_string(),
+            "requested room does not exist"
+        );
+        assert!(w.drain_all().is_empty());
+        assert!(w.media_calls().is_empty());
+        assert!(!w.sfu.has_room(&RoomName::parse("nowhere").unwrap()));
+
+        let mut creator = grant("a", "nowhere");
+        creator.video.room_create = true;
+        w.sfu
+            .handle_join(w.now, creator, JoinOptions::default())
+            .unwrap();
+        assert!(w.sfu.has_room(&RoomName::parse("nowhere").unwrap()));
+    }
+
+    #[test]
+    fn two_participants_see_each_other_publish_subscribe_and_mute() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.advance(1);
+        let (bob, bob_join) = w.join("bob");
+        assert_eq!(bob_join.other_participants.len(), 1);
+        assert_eq!(bob_join.other_participants[0].identity, "alice");
+        let bob_sid = bob_join.participant.unwrap().sid;
+        // Alice was told about Bob by the join (drained in `join`); check via a fresh join below.
+        w.media_calls();
+
+        w.request(alice, add_video("cam-1"));
+        let sent = w.drain();
+        let published = sent
+            .iter()
+            .find_map(|(c, m)| match m {
+                signal_response::Message::TrackPublished(t) if *c == alice => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(published.cid, "cam-1");
+        let track = published.track.unwrap();
+        assert!(track.sid.starts_with("TR_"));
+        assert_eq!(
+            track.encryption,
+            livekit_protocol::encryption::Type::Gcm as i32
+        );
+        assert_eq!(track.codecs[0].mime_type, "video/VP8");
+        assert_eq!(mime("audio", "Opus"), "audio/opus");
+        assert_eq!(track.stream, "camera");
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob.len(), 1);
+        assert_eq!(to_bob[0].tracks.len(), 1);
+        assert!(to_bob[0].is_publisher);
+        let v_published = to_bob[0].version;
+        assert!(updates_for(&sent, alice).is_empty());
+        let calls = w.media_calls();
+        assert!(calls.contains(&format!(
+            "subscribe {bob_sid} {} {}",
+            to_bob[0].sid, track.sid
+        )));
+        assert!(calls.contains(&format!("needs_offer {bob_sid}")));
+
+        // Duplicate cid is refused.
+        w.request(alice, add_video("cam-1"));
+        assert!(w.drain().is_empty());
+
+        // Mute: Bob sees the full track list, muted, with a higher version.
+        w.request(
+            alice,
+            signal_request::Message::Mute(MuteTrackRequest {
+                sid: track.sid.clone(),
+                muted: true,
+            }),
+        );
+        let sent = w.drain();
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob.len(), 1);
+        assert!(to_bob[0].tracks[0].muted);
+        assert!(to_bob[0].version > v_published);
+
+        // Track settings are remembered per subscriber and passed on.
+        w.request(
+            bob,
+            signal_request::Message::TrackSetting(UpdateTrackSettings {
+                track_sids: vec![track.sid.clone()],
+                disabled: false,
+                width: 320,
+                height: 180,
+                ..UpdateTrackSettings::default()
+            }),
+        );
+        assert_eq!(
+            w.media_calls(),
+            vec![format!("settings {bob_sid} {} false 320x180", track.sid)]
+        );
+
+        // Unsubscribe and resubscribe.
+        w.request(
+            bob,
+            signal_request::Message::Subscription(UpdateSubscription {
+                track_sids: vec![track.sid.clone()],
+                subscribe: false,
+                participant_tracks: vec![],
+            }),
+        );
+        assert_eq!(
+            w.media_calls(),
+            vec![
+                format!("unsubscribe {bob_sid} {}", track.sid),
+                format!("needs_offer {bob_sid}")
+            ]
+        );
+        w.request(
+            bob,
+            signal_request::Message::Subscription(UpdateSubscription {
+                track_sids: vec![track.sid.clone()],
+                subscribe: true,
+                participant_tracks: vec![],
+            }),
+        );
+        let calls = w.media_calls();
+        assert!(calls[0].starts_with(&format!("subscribe {bob_sid}")));
+        // The remembered settings follow the new subscription.
+        assert_eq!(
+            calls[1],
+            format!("settings {bob_sid} {} false 320x180", track.sid)
+        );
+    }
+
+    #[test]
+    fn late_joiner_gets_existing_tracks_and_auto_subscribes() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.request(alice, add_video("cam"));
+        w.drain();
+        w.media_calls();
+        let (_, carol) = w.join("carol");
+        assert_eq!(carol.other_participants[0].tracks.len(), 1);
+        let calls = w.media_calls();
+        assert!(calls.iter().any(|c| c.starts_with("subscribe ")));
+        assert!(calls.last().unwrap().starts_with("needs_offer "));
+    }
+
+    #[test]
+    fn pings_are_answered_with_the_request_timestamp() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.advance(2);
+        w.request(
+            alice,
+            signal_request::Message::PingReq(Ping {
+                timestamp: 1234,
+                rtt: 10,
+            }),
+        );
+        w.request(alice, signal_request::Message::Ping(1234));
+        let sent = w.drain();
+        assert_eq!(
+            sent[0].1,
+            signal_response::Message::PongResp(Pong {
+                last_ping_timestamp: 1234,
+                timestamp: 1_800_000_002_000,
+            })
+        );
+        assert_eq!(sent[1].1, signal_response::Message::Pong(1_800_000_002_000));
+    }
+
+    #[test]
+    fn leave_and_disconnect_tell_the_others_with_tracks_removed() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        let (carol, _) = w.join("carol");
+        w.request(alice, add_video("cam"));
+        w.drain();
+        w.media_calls();
+
+        w.request(
+            alice,
+            signal_request::Message::Leave(LeaveRequest::default()),
+        );
+        let out = w.drain_all();
+        assert!(out.contains(&Output::Close { conn: alice }));
+        let sent: Vec<_> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, message } => Some((conn, message.message.unwrap())),
+                Output::Close { .. } => None,
+            })
+            .collect();
+        for other in [bob, carol] {
+            let update = &updates_for(&sent, other)[0];
+            assert_eq!(update.state, participant_info::State::Disconnected as i32);
+            assert_eq!(
+                update.disconnect_reason,
+                livekit_protocol::DisconnectReason::ClientInitiated as i32
+            );
+            assert!(update.tracks.is_empty());
+        }
+        let calls = w.media_calls();
+        assert!(calls.iter().any(|c| c.starts_with("track_unpublished ")));
+        assert_eq!(
+            calls
+                .iter()
+                .filter(|c| c.starts_with("unsubscribe "))
+                .count(),
+            2
+        );
+
+        // A dropped socket: the same, with SIGNAL_CLOSE; a second drop is a no-op.
+        w.sfu.handle_disconnect(w.now, bob);
+        let sent = w.drain();
+        let update = &updates_for(&sent, carol)[0];
+        assert_eq!(update.state, participant_info::State::Disconnected as i32);
+        assert_eq!(
+            update.disconnect_reason,
+            livekit_protocol::DisconnectReason::SignalClose as i32
+        );
+        w.sfu.handle_disconnect(w.now, bob);
+        assert!(w.drain_all().is_empty());
+        // Requests on a closed connection are ignored.
+        w.request(bob, signal_request::Message::Ping(1));
+        assert!(w.drain_all().is_empty());
+    }
+
+    #[test]
+    fn duplicate_identity_kicks_the_older_session() {
+        let mut w = World::new();
+        let (first, first_join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        let conn = w
+            .sfu
+            .handle_join(w.now, grant("alice", "room"), JoinOptions::default())
+            .unwrap();
+        let out = w.drain_all();
+        let leave_at = out
+            .iter()
+            .position(|o| {
+                matches!(o, Output::Send { conn: c, message } if *c == first
+                    && matches!(&message.message, Some(signal_response::Message::Leave(l))
+                        if l.reason == livekit_protocol::DisconnectReason::DuplicateIdentity as i32))
+            })
+            .expect("leave to the first session");
+        let close_at = out
+            .iter()
+            .position(|o| *o == Output::Close { conn: first })
+            .unwrap();
+        assert!(leave_at < close_at);
+        let join = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Send { conn: c, message } if *c == conn => match &message.message {
+                    Some(signal_response::Message::Join(j)) => Some(j.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(join.other_participants.len(), 1);
+        assert_ne!(
+            join.participant.unwrap().sid,
+            first_join.participant.unwrap().sid
+        );
+        // Bob saw the old session leave and the new one arrive.
+        let sent: Vec<_> = out
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, message } => Some((conn, message.message.unwrap())),
+                Output::Close { .. } => None,
+            })
+            .collect();
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob.len(), 2);
+        assert_eq!(
+            to_bob[0].state,
+            participant_info::State::Disconnected as i32
+        );
+        assert_eq!(to_bob[1].state, participant_info::State::Joined as i32);
+    }
+
+    #[test]
+    fn silent_participants_time_out_and_empty_rooms_close() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.drain();
+        assert_eq!(w.sfu.poll_timeout(), Some(w.now + Duration::from_secs(15)));
+        w.advance(10);
+        w.request(bob, signal_request::Message::Ping(1));
+        w.advance(6);
+        w.sfu.handle_timeout(w.now);
+        let out = w.drain_all();
+        assert!(out.contains(&Output::Close { conn: alice }));
+        assert!(!out.contains(&Output::Close { conn: bob }));
+        w.sfu.handle_disconnect(w.now, bob);
+        let room = RoomName::parse("room").unwrap();
+        w.advance(299);
+        w.sfu.handle_timeout(w.now);
+        assert!(w.sfu.has_room(&room));
+        w.advance(2);
+        w.sfu.handle_timeout(w.now);
+        assert!(!w.sfu.has_room(&room));
+    }
+
+    #[test]
+    fn media_events_reach_the_right_connection() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.drain();
+        w.media_calls();
+        let sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        w.request(
+            alice,
+            signal_request::Message::Offer(SessionDescription {
+                r#type: "offer".into(),
+                sdp: "v=0".into(),
+                id: 3,
+                ..SessionDescription::default()
+            }),
+        );
+        assert_eq!(w.media_calls(), vec![format!("publisher_offer {sid} 3")]);
+        w.sfu.handle_media_event(MediaEvent::PublisherAnswer {
+            participant: sid.clone(),
+            answer: SessionDescription {
+                r#type: "answer".into(),
+                sdp: "v=0".into(),
+                id: 3,
+                ..SessionDescription::default()
+            },
+        });
+        w.sfu.handle_media_event(MediaEvent::Connected {
+            participant: sid.clone(),
+        });
+        let sent = w.drain();
+        assert!(
+            matches!(&sent[0], (c, signal_response::Message::Answer(a)) if *c == alice && a.id == 3)
+        );
+        let to_bob = updates_for(&sent, bob);
+        assert_eq!(to_bob[0].state, participant_info::State::Active as i32);
+    }
+
+    #[test]
+    fn permissions_are_enforced() {
+        let mut w = World::new();
+        let mut viewer = grant("viewer", "room");
+        viewer.video.can_publish = Some(false);
+        let conn = w
+            .sfu
+            .handle_join(w.now, viewer, JoinOptions::default())
+            .unwrap();
+        w.drain();
+        w.request(conn, add_video("cam"));
+        assert!(w.drain().is_empty());
+
+        let mut mic_only = grant("mic", "room");
+        mic_only.video.can_publish_sources = vec!["microphone".into()];
+        let conn = w
+            .sfu
+            .handle_join(w.now, mic_only, JoinOptions::default())
+            .unwrap();
+        w.drain();
+        w.request(conn, add_video("cam"));
+        assert!(w.drain().is_empty());
+    }
+
+    #[test]
+    fn hidden_participants_are_not_announced() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let mut ghost = grant("ghost", "room");
+        ghost.video.hidden = true;
+        w.sfu
+            .handle_join(w.now, ghost, JoinOptions::default())
+            .unwrap();
+        let sent = w.drain();
+        assert!(updates_for(&sent, alice).is_empty());
+        let (_, bob) = w.join("bob");
+        assert_eq!(bob.other_participants.len(), 1);
+    }
+
+    #[test]
+    fn server_unpublish_tells_publisher_and_others() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        let sent = w.drain();
+        let track = TrackSid::parse(&updates_for(&sent, bob)[0].tracks[0].sid).unwrap();
+        let alice_sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        w.media_calls();
+        w.sfu.unpublish_track(&alice_sid, &track);
+        let sent = w.drain();
+        assert!(sent.iter().any(|(c, m)| *c == alice
+            && *m
+                == signal_response::Message::TrackUnpublished(TrackUnpublishedResponse {
+                    track_sid: track.to_string()
+                })));
+        let to_bob = updates_for(&sent, bob);
+        assert!(to_bob[0].tracks.is_empty());
+        assert!(!to_bob[0].is_publisher);
+        let calls = w.media_calls();
+        assert!(calls.contains(&format!("track_unpublished {alice_sid} {track}")));
+        assert!(calls.iter().any(|c| c.starts_with("unsubscribe ")));
+        // Unknown track: nothing happens.
+        w.sfu.unpublish_track(&alice_sid, &track);
+        assert!(w.drain_all().is_empty());
+    }
+
+    #[test]
+    fn versions_only_increase() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        let mut sent = w.drain();
+        let track_sid = updates_for(&sent, bob)[0].tracks[0].sid.clone();
+        for muted in [true, false, true] {
+            w.request(
+                alice,
+                signal_request::Message::Mute(MuteTrackRequest {
+                    sid: track_sid.clone(),
+                    muted,
+                }),
+            );
+            sent.extend(w.drain());
+        }
+        w.sfu.handle_disconnect(w.now, alice);
+        sent.extend(w.drain());
+        let versions: Vec<u32> = updates_for(&sent, bob).iter().map(|p| p.version).collect();
+        assert_eq!(versions.len(), 5);
+        assert!(versions.windows(2).all(|v| v[0] < v[1]), "{versions:?}");
+    }
+}

@@ -1,0 +1,175 @@
+//! The seam between the signalling core and the media engine (WebRTC, RTP forwarding).
+//!
+//! Spec `matrixrtc-livekit.md` §2.5 (v0 dual PeerConnection), §2.7–2.9. The session core owns
+//! rooms, participants, tracks and subscriptions; the media engine owns PeerConnections. The core
+//! calls a [`MediaEngine`] synchronously with what it has learnt (an SDP offer arrived, a
+//! subscription was added, the subscriber PC needs a new offer) and never waits for a result:
+//! whatever the engine produces later (answers, offers, ICE candidates, "connected") comes back as
+//! a [`MediaEvent`] through `Sfu::handle_media_event`. Implementations must not block; a real
+//! engine forwards these calls over a channel to its own loop.
+
+use std::fmt;
+
+use livekit_protocol::{SessionDescription, SignalTarget, TrackInfo};
+
+use crate::ids::{ParticipantSid, RoomName, TrackSid};
+
+/// What a subscriber asked for one video track (`track_setting`, adaptive stream). Remembered for
+/// layer selection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrackSettings {
+    /// Stop forwarding (tile hidden).
+    pub disabled: bool,
+    /// Rendered width in pixels (0 = unknown).
+    pub width: u32,
+    /// Rendered height in pixels (0 = unknown).
+    pub height: u32,
+    /// Wanted frame rate (0 = unknown).
+    pub fps: u32,
+}
+
+/// The media engine as the signalling core sees it.
+pub trait MediaEngine: fmt::Debug + Send {
+    /// A participant joined `room`; prepare its two PeerConnections.
+    fn participant_joined(&mut self, room: &RoomName, participant: &ParticipantSid);
+    /// A participant left; drop its PeerConnections and everything forwarded to or from it.
+    fn participant_left(&mut self, participant: &ParticipantSid);
+    /// The client's publisher PC offered; answer with [`MediaEvent::PublisherAnswer`] echoing
+    /// `offer.id`.
+    fn publisher_offer(&mut self, participant: &ParticipantSid, offer: SessionDescription);
+    /// The client answered the subscriber PC's offer.
+    fn subscriber_answer(&mut self, participant: &ParticipantSid, answer: SessionDescription);
+    /// A trickled ICE candidate (`candidateInit` JSON) for the PC named by `target`.
+    fn remote_candidate(
+        &mut self,
+        participant: &ParticipantSid,
+        target: SignalTarget,
+        candidate_init: String,
+    );
+    /// A track was announced (`add_track`); match it to incoming media by `cid`.
+    fn track_published(&mut self, publisher: &ParticipantSid, track: &TrackInfo);
+    /// A track is gone (unpublished or its publisher left).
+    fn track_unpublished(&mut self, publisher: &ParticipantSid, track: &TrackSid);
+    /// Start forwarding `track` of `publisher` to `subscriber`.
+    fn subscribe(
+        &mut self,
+        subscriber: &ParticipantSid,
+        publisher: &ParticipantSid,
+        track: &TrackSid,
+    );
+    /// Stop forwarding `track` to `subscriber`.
+    fn unsubscribe(&mut self, subscriber: &ParticipantSid, track: &TrackSid);
+    /// The subscriber's wishes for `track` changed.
+    fn track_settings(
+        &mut self,
+        subscriber: &ParticipantSid,
+        track: &TrackSid,
+        settings: TrackSettings,
+    );
+    /// The subscriber PC of `participant` must be (re)negotiated: send a
+    /// [`MediaEvent::SubscriberOffer`] when ready (at most one outstanding offer per PC).
+    fn needs_subscriber_offer(&mut self, participant: &ParticipantSid);
+}
+
+/// What the media engine reports back to the core.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// Answer to the publisher PC's offer (its `id` must echo the offer's).
+    PublisherAnswer {
+        /// Whose PC.
+        participant: ParticipantSid,
+        /// The answer.
+        answer: SessionDescription,
+    },
+    /// An offer for the subscriber PC.
+    SubscriberOffer {
+        /// Whose PC.
+        participant: ParticipantSid,
+        /// The offer.
+        offer: SessionDescription,
+    },
+    /// A local ICE candidate for one of the participant's PCs.
+    Candidate {
+        /// Whose PC.
+        participant: ParticipantSid,
+        /// Which PC, from the client's point of view.
+        target: SignalTarget,
+        /// `RTCIceCandidateInit` JSON.
+        candidate_init: String,
+    },
+    /// ICE and DTLS are up: the participant becomes ACTIVE.
+    Connected {
+        /// Who.
+        participant: ParticipantSid,
+    },
+}
+
+/// A media engine that does nothing: the SFU then speaks signalling only (rooms, participants,
+/// track metadata) and never answers SDP. For running the shell before the media engine lands.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SignallingOnly;
+
+impl MediaEngine for SignallingOnly {
+    fn participant_joined(&mut self, _: &RoomName, _: &ParticipantSid) {}
+    fn participant_left(&mut self, _: &ParticipantSid) {}
+    fn publisher_offer(&mut self, _: &ParticipantSid, _: SessionDescription) {}
+    fn subscriber_answer(&mut self, _: &ParticipantSid, _: SessionDescription) {}
+    fn remote_candidate(&mut self, _: &ParticipantSid, _: SignalTarget, _: String) {}
+    fn track_published(&mut self, _: &ParticipantSid, _: &TrackInfo) {}
+    fn track_unpublished(&mut self, _: &ParticipantSid, _: &TrackSid) {}
+    fn subscribe(&mut self, _: &ParticipantSid, _: &ParticipantSid, _: &TrackSid) {}
+    fn unsubscribe(&mut self, _: &ParticipantSid, _: &TrackSid) {}
+    fn track_settings(&mut self, _: &ParticipantSid, _: &TrackSid, _: TrackSettings) {}
+    fn needs_subscriber_offer(&mut self, _: &ParticipantSid) {}
+}
+
+impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
+    fn participant_joined(&mut self, room: &RoomName, participant: &ParticipantSid) {
+        (**self).participant_joined(room, participant);
+    }
+    fn participant_left(&mut self, participant: &ParticipantSid) {
+        (**self).participant_left(participant);
+    }
+    fn publisher_offer(&mut self, participant: &ParticipantSid, offer: SessionDescription) {
+        (**self).publisher_offer(participant, offer);
+    }
+    fn subscriber_answer(&mut self, participant: &ParticipantSid, answer: SessionDescription) {
+        (**self).subscriber_answer(participant, answer);
+    }
+    fn remote_candidate(
+        &mut self,
+        participant: &ParticipantSid,
+        target: SignalTarget,
+        candidate_init: String,
+    ) {
+        (**self).remote_candidate(participant, target, candidate_init);
+    }
+    fn track_published(&mut self, publisher: &ParticipantSid, track: &TrackInfo) {
+        (**self).track_published(publisher, track);
+    }
+    fn track_unpublished(&mut self, publisher: &ParticipantSid, track: &TrackSid) {
+        (**self).track_unpublished(publisher, track);
+    }
+    fn subscribe(
+        &mut self,
+        subscriber: &ParticipantSid,
+        publisher: &ParticipantSid,
+        track: &TrackSid,
+    ) {
+        (**self).subscribe(subscriber, publisher, track);
+    }
+    fn unsubscribe(&mut self, subscriber: &ParticipantSid, track: &TrackSid) {
+        (**self).unsubscribe(subscriber, track);
+    }
+    fn track_settings(
+        &mut self,
+        subscriber: &ParticipantSid,
+        track: &TrackSid,
+        settings: TrackSettings,
+    ) {
+        (**self).track_settings(subscriber, track, settings);
+    }
+    fn needs_subscriber_offer(&mut self, participant: &ParticipantSid) {
+        (**self).needs_subscriber_offer(participant);
+    }
+}

@@ -1,0 +1,376 @@
+//! The tokio/axum shell: HTTP routes, WebSockets and timers around the sans-IO core.
+//!
+//! Implements spec `matrixrtc-livekit.md` §2.1 (endpoints, query parameters, validate semantics)
+//! and §2.5's forcing of v0: `/rtc/v1` and `/rtc/v1/validate` answer 404 with CORS so
+//! livekit-client ≥ 2.17 falls back to `/rtc`. The shell reads the clock, verifies tokens, owns
+//! the sockets and one timer task, and hands everything else to [`Sfu`]. One mutex guards the
+//! core; every call drains the core's outputs into per-connection channels before releasing it,
+//! so frames leave in the order the core produced them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol::{LeaveRequest, SignalRequest, SignalResponse, signal_response};
+use tokio::sync::mpsc;
+
+use crate::auth::{self, ApiKeys, JoinGrant};
+use crate::core::{JoinError, JoinOptions, Output, Sfu, SfuConfig};
+use crate::ids::{ConnId, RoomName};
+use crate::media::{MediaEngine, MediaEvent};
+use crate::signal::{self, MAX_REQUEST_BYTES, RateLimiter};
+
+/// What the shell needs to run.
+#[derive(Debug, Clone, Default)]
+pub struct ShellConfig {
+    /// API keys accepted in tokens.
+    pub keys: ApiKeys,
+    /// Core tunables.
+    pub core: SfuConfig,
+}
+
+enum Outbound {
+    Frame(Vec<u8>),
+    Close,
+}
+
+struct Hub {
+    core: Sfu<Box<dyn MediaEngine>>,
+    routes: HashMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+}
+
+impl Hub {
+    /// Moves everything the core produced into the connections' queues.
+    fn pump(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Send { conn, message } => {
+                    if let Some(tx) = self.routes.get(&conn) {
+                        // A closed receiver means the socket task is already gone.
+                        let _ = tx.send(Outbound::Frame(signal::encode_response(&message)));
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(tx) = self.routes.remove(&conn) {
+                        let _ = tx.send(Outbound::Close);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A running SFU signalling node. Cheap to clone.
+#[derive(Clone)]
+pub struct SfuServer {
+    hub: Arc<Mutex<Hub>>,
+    keys: Arc<ApiKeys>,
+}
+
+impl std::fmt::Debug for SfuServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuServer").finish_non_exhaustive()
+    }
+}
+
+impl SfuServer {
+    /// A node with no rooms, reading the clock once to anchor the core's wall-clock timestamps.
+    pub fn new(mut config: ShellConfig, media: Box<dyn MediaEngine>) -> Self {
+        if config.core.sid_seed == 0 {
+            config.core.sid_seed = rand::random();
+        }
+        let core = Sfu::new(config.core, media, Instant::now(), unix_ms());
+        Self {
+            hub: Arc::new(Mutex::new(Hub {
+                core,
+                routes: HashMap::new(),
+            })),
+            keys: Arc::new(config.keys),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hub> {
+        // The core keeps no invariant across a panic that a later call could break further.
+        self.hub.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Creates a room (for the RTC auth service, which creates rooms for full-access users).
+    pub fn create_room(&self, name: &str) -> Result<(), JoinError> {
+        let name = RoomName::parse(name).ok_or(JoinError::InvalidRoom)?;
+        self.lock().core.create_room(Instant::now(), name);
+        Ok(())
+    }
+
+    /// Feeds an event from the media engine.
+    pub fn handle_media_event(&self, event: MediaEvent) {
+        let mut hub = self.lock();
+        hub.core.handle_media_event(event);
+        hub.pump();
+    }
+
+    /// The routes: `/rtc`, `/rtc/validate`, `/rtc/v1`, `/rtc/v1/validate`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/rtc", get(get_rtc))
+            .route("/rtc/validate", get(get_rtc_validate))
+            .route("/rtc/v1", get(get_rtc_v1))
+            .route("/rtc/v1/validate", get(get_rtc_v1))
+            .with_state(self.clone())
+    }
+
+    /// Serves the routes on `listener` and runs the core's timer until the server stops.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        let ticker = tokio::spawn(self.clone().run_timer());
+        let result = axum::serve(listener, self.router()).await;
+        ticker.abort();
+        result
+    }
+
+    async fn run_timer(self) {
+        loop {
+            let next = self.lock().core.poll_timeout();
+            let now = Instant::now();
+            let wait = next.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(now).min(Duration::from_secs(1))
+            });
+            tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+            let mut hub = self.lock();
+            hub.core.handle_timeout(Instant::now());
+            hub.pump();
+        }
+    }
+
+    /// Token and room checks shared by `/rtc` and `/rtc/validate`. Nothing is created.
+    fn authorize(
+        &self,
+        query: &HashMap<String, String>,
+        headers: &HeaderMap,
+    ) -> Result<JoinGrant, Refusal> {
+        let token = query
+            .get("access_token")
+            .map(String::as_str)
+            .or_else(|| {
+                headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+            })
+            .ok_or_else(|| Refusal(StatusCode::UNAUTHORIZED, "missing access token".to_owned()))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let grant = auth::verify_join(token, &self.keys, now, None).map_err(|e| {
+            tracing::info!(error = %e, "access token refused");
+            Refusal(StatusCode::UNAUTHORIZED, e.to_string())
+        })?;
+        match self.lock().core.check_join(&grant) {
+            Ok(_) => Ok(grant),
+            Err(JoinError::RoomNotFound) => Err(Refusal(
+                StatusCode::NOT_FOUND,
+                JoinError::RoomNotFound.to_string(),
+            )),
+            Err(e) => Err(Refusal(StatusCode::FORBIDDEN, e.to_string())),
+        }
+    }
+}
+
+fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A refused `/rtc` or `/rtc/validate`: status and plain-text reason (livekit-client shows it).
+#[derive(Debug)]
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        refuse(self.0, &self.1)
+    }
+}
+
+fn refuse(status: StatusCode, body: &str) -> Response {
+    with_cors((status, body.to_owned()).into_response())
+}
+
+fn with_cors(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+fn flag(query: &HashMap<String, String>, name: &str, default: bool) -> bool {
+    match query.get(name).map(String::as_str) {
+        Some("1" | "true") => true,
+        Some("0" | "false") => false,
+        _ => default,
+    }
+}
+
+/// `GET /rtc/validate`: what livekit-client fetches after a failed WebSocket to learn why.
+async fn get_rtc_validate(
+    State(server): State<SfuServer>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    match server.authorize(&query, &headers) {
+        Ok(_) => with_cors((StatusCode::OK, "success").into_response()),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `GET /rtc/v1[/validate]`: single-PeerConnection signalling is not implemented; a 404 with
+/// CORS (and without the "room does not exist" text) makes the client fall back to v0.
+async fn get_rtc_v1() -> Response {
+    refuse(StatusCode::NOT_FOUND, "v1 signalling is not supported")
+}
+
+/// `GET /rtc`: the v0 signalling WebSocket.
+async fn get_rtc(
+    State(server): State<SfuServer>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let grant = match server.authorize(&query, &headers) {
+        Ok(grant) => grant,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let Ok(upgrade) = upgrade else {
+        return refuse(StatusCode::NOT_FOUND, "not a WebSocket request");
+    };
+    let mut auto_subscribe = flag(&query, "auto_subscribe", true);
+    let mut adaptive_stream = flag(&query, "adaptive_stream", false);
+    if let Some(param) = query.get("join_request") {
+        match signal::decode_join_request(param) {
+            Ok(join) => {
+                if let Some(settings) = join.connection_settings {
+                    auto_subscribe = settings.auto_subscribe;
+                    adaptive_stream = settings.adaptive_stream;
+                }
+            }
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
+        }
+    }
+    let options = JoinOptions {
+        auto_subscribe,
+        adaptive_stream,
+        protocol: query
+            .get("protocol")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(crate::core::PROTOCOL_VERSION),
+    };
+    let reconnect = flag(&query, "reconnect", false);
+    upgrade
+        .max_message_size(MAX_REQUEST_BYTES)
+        .max_frame_size(MAX_REQUEST_BYTES)
+        .on_upgrade(move |socket| run_socket(server, socket, grant, options, reconnect))
+}
+
+fn leave_frame(reason: livekit_protocol::DisconnectReason, reconnect: bool) -> Vec<u8> {
+    use livekit_protocol::leave_request::Action;
+    signal::encode_response(&SignalResponse {
+        message: Some(signal_response::Message::Leave(LeaveRequest {
+            can_reconnect: reconnect,
+            reason: reason.into(),
+            action: if reconnect {
+                Action::Reconnect
+            } else {
+                Action::Disconnect
+            }
+            .into(),
+            regions: None,
+        })),
+    })
+}
+
+async fn run_socket(
+    server: SfuServer,
+    mut socket: WebSocket,
+    grant: JoinGrant,
+    options: JoinOptions,
+    reconnect: bool,
+) {
+    if reconnect {
+        // No session resume: ask for a full rejoin (spec §2.11).
+        let frame = leave_frame(livekit_protocol::DisconnectReason::StateMismatch, true);
+        let _ = socket.send(Message::Binary(frame.into())).await;
+        let _ = socket.close().await;
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let joined = {
+        let mut hub = server.lock();
+        let joined = hub.core.handle_join(Instant::now(), grant, options);
+        if let Ok(conn) = joined {
+            hub.routes.insert(conn, tx);
+        }
+        hub.pump();
+        joined
+    };
+    let conn = match joined {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::info!(error = %e, "join refused after upgrade");
+            let frame = leave_frame(livekit_protocol::DisconnectReason::JoinFailure, false);
+            let _ = socket.send(Message::Binary(frame.into())).await;
+            let _ = socket.close().await;
+            return;
+        }
+    };
+    let (mut sink, mut stream) = socket.split();
+    let mut limiter = RateLimiter::default();
+    loop {
+        tokio::select! {
+            outbound = rx.recv() => match outbound {
+                Some(Outbound::Frame(frame)) => {
+                    if sink.send(Message::Binary(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Outbound::Close) | None => {
+                    let _ = sink.close().await;
+                    break;
+                }
+            },
+            inbound = stream.next() => match inbound {
+                Some(Ok(Message::Binary(bytes))) => {
+                    if limiter.check(Instant::now()).is_err() {
+                        tracing::info!(%conn, "signal rate limit exceeded, closing");
+                        let _ = sink.close().await;
+                        break;
+                    }
+                    match signal::decode_request(&bytes) {
+                        Ok(request) => server.handle_request(conn, request),
+                        Err(e) => tracing::debug!(%conn, error = %e, "undecodable signal frame"),
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                // Text (protobuf JSON) framing is not supported; control frames need nothing.
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let mut hub = server.lock();
+    hub.routes.remove(&conn);
+    hub.core.handle_disconnect(Instant::now(), conn);
+    hub.pump();
+}
+
+impl SfuServer {
+    fn handle_request(&self, conn: ConnId, request: SignalRequest) {
+        let mut hub = self.lock();
+        hub.core.handle_request(Instant::now(), conn, request);
+        hub.pump();
+    }
+}

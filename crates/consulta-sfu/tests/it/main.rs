@@ -1,0 +1,326 @@
+//! End-to-end tests of the signalling shell: a real server on 127.0.0.1:0, real WebSocket clients
+//! speaking LiveKit protobuf, tokens minted here.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use consulta_sfu::auth::{self, ApiKeys, ApiSecret};
+use consulta_sfu::signal;
+use consulta_sfu::{SfuServer, ShellConfig, SignallingOnly};
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol::{
+    AddTrackRequest, JoinResponse, ParticipantInfo, Ping, SignalRequest, TrackSource, TrackType,
+    participant_info, signal_request, signal_response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const KEY: &str = "it-key";
+const SECRET: &str = "it-secret-it-secret-it-secret-32";
+const ROOM: &str = "consultation";
+
+async fn start() -> SocketAddr {
+    let config = ShellConfig {
+        keys: ApiKeys::new().with(KEY, ApiSecret::new(SECRET)),
+        ..ShellConfig::default()
+    };
+    let server = SfuServer::new(config, Box::new(SignallingOnly));
+    server.create_room(ROOM).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server.serve(listener));
+    addr
+}
+
+fn token(identity: &str, room: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = auth::join_claims(KEY, identity, room, now, 600);
+    auth::mint(&claims, &ApiSecret::new(SECRET)).unwrap()
+}
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr, token: &str) -> Result<Self, tungstenite::Error> {
+        let url = format!(
+            "ws://{addr}/rtc?access_token={token}&auto_subscribe=1&sdk=js&version=2.21.0&protocol=16&adaptive_stream=1"
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Self { ws })
+    }
+
+    async fn join(addr: SocketAddr, identity: &str) -> (Self, JoinResponse) {
+        let mut client = Self::connect(addr, &token(identity, ROOM)).await.unwrap();
+        let join = client
+            .recv_until(|m| match m {
+                signal_response::Message::Join(j) => Some(j),
+                _ => None,
+            })
+            .await;
+        (client, join)
+    }
+
+    async fn send(&mut self, message: signal_request::Message) {
+        let bytes = signal::encode_request(&SignalRequest {
+            message: Some(message),
+        });
+        self.ws.send(Message::Binary(bytes.into())).await.unwrap();
+    }
+
+    /// The next signal message, or `None` once the server closed the socket.
+    async fn recv(&mut self) -> Option<signal_response::Message> {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.ws.next())
+                .await
+                .expect("no frame within 5 s");
+            match frame {
+                Some(Ok(Message::Binary(bytes))) => {
+                    return signal::decode_response(&bytes).unwrap().message;
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn recv_until<T>(
+        &mut self,
+        mut pick: impl FnMut(signal_response::Message) -> Option<T>,
+    ) -> T {
+        loop {
+            let message = self.recv().await.expect("socket closed while waiting");
+            if let Some(found) = pick(message) {
+                return found;
+            }
+        }
+    }
+
+    async fn next_update(&mut self) -> ParticipantInfo {
+        self.recv_until(|m| match m {
+            signal_response::Message::Update(u) => u.participants.into_iter().next(),
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status, headers (lower-cased names) and body.
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}
+
+fn http_status(error: tungstenite::Error) -> u16 {
+    match error {
+        tungstenite::Error::Http(response) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn two_clients_join_see_each_other_publish_and_ping() {
+    let addr = start().await;
+    let (mut alice, alice_join) = Client::join(addr, "@alice:hs:DEV").await;
+    assert_eq!(alice_join.room.as_ref().unwrap().name, ROOM);
+    assert!(alice_join.other_participants.is_empty());
+    assert!(!alice_join.server_version.is_empty());
+
+    let (mut bob, bob_join) = Client::join(addr, "@bob:hs:DEV").await;
+    assert_eq!(bob_join.other_participants.len(), 1);
+    assert_eq!(bob_join.other_participants[0].identity, "@alice:hs:DEV");
+    let bob_sid = bob_join.participant.unwrap().sid;
+    let seen = alice.next_update().await;
+    assert_eq!(seen.identity, "@bob:hs:DEV");
+    assert_eq!(seen.sid, bob_sid);
+
+    alice
+        .send(signal_request::Message::AddTrack(AddTrackRequest {
+            cid: "mic-1".into(),
+            name: "microphone".into(),
+            r#type: TrackType::Audio.into(),
+            source: TrackSource::Microphone.into(),
+            encryption: livekit_protocol::encryption::Type::Gcm.into(),
+            ..AddTrackRequest::default()
+        }))
+        .await;
+    let published = alice
+        .recv_until(|m| match m {
+            signal_response::Message::TrackPublished(t) => Some(t),
+            _ => None,
+        })
+        .await;
+    assert_eq!(published.cid, "mic-1");
+    let track = published.track.unwrap();
+    let told = bob.next_update().await;
+    assert_eq!(told.identity, "@alice:hs:DEV");
+    assert_eq!(told.tracks.len(), 1);
+    assert_eq!(told.tracks[0].sid, track.sid);
+    assert_eq!(told.tracks[0].encryption, track.encryption);
+
+    bob.send(signal_request::Message::PingReq(Ping {
+        timestamp: 4242,
+        rtt: 0,
+    }))
+    .await;
+    let pong = bob
+        .recv_until(|m| match m {
+            signal_response::Message::PongResp(p) => Some(p),
+            _ => None,
+        })
+        .await;
+    assert_eq!(pong.last_ping_timestamp, 4242);
+    assert!(pong.timestamp > 0);
+
+    // Garbage frames are dropped, not fatal.
+    bob.ws
+        .send(Message::Binary(vec![0xff, 0xff, 0xff].into()))
+        .await
+        .unwrap();
+    bob.send(signal_request::Message::Ping(1)).await;
+    let legacy = bob
+        .recv_until(|m| match m {
+            signal_response::Message::Pong(p) => Some(p),
+            _ => None,
+        })
+        .await;
+    assert!(legacy > 0);
+}
+
+#[tokio::test]
+async fn tokens_for_another_room_or_badly_signed_are_refused() {
+    let addr = start().await;
+    let other = token("@eve:hs:DEV", "some-other-room");
+    let (status, head, body) = http_get(addr, &format!("/rtc/validate?access_token={other}")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body, "requested room does not exist");
+    assert!(head.contains("access-control-allow-origin: *"));
+    let refused = Client::connect(addr, &other).await.err().unwrap();
+    assert_eq!(http_status(refused), 404);
+
+    let good = token("@eve:hs:DEV", ROOM);
+    let (status, head, body) = http_get(addr, &format!("/rtc/validate?access_token={good}")).await;
+    assert_eq!((status, body.as_str()), (200, "success"));
+    assert!(head.contains("access-control-allow-origin: *"));
+
+    let forged = {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = auth::join_claims(KEY, "@eve:hs:DEV", ROOM, now, 600);
+        auth::mint(&claims, &ApiSecret::new("not-the-secret")).unwrap()
+    };
+    let (status, head, _) = http_get(addr, &format!("/rtc/validate?access_token={forged}")).await;
+    assert_eq!(status, 401);
+    assert!(head.contains("access-control-allow-origin: *"));
+    assert_eq!(
+        http_status(Client::connect(addr, &forged).await.err().unwrap()),
+        401
+    );
+    let (status, _, _) = http_get(addr, "/rtc/validate").await;
+    assert_eq!(status, 401);
+
+    // v1 is answered 404 with CORS and without the "room does not exist" text, so clients fall
+    // back to v0.
+    for path in ["/rtc/v1/validate", "/rtc/v1"] {
+        let (status, head, body) = http_get(addr, &format!("{path}?access_token={good}")).await;
+        assert_eq!(status, 404, "{path}");
+        assert!(head.contains("access-control-allow-origin: *"), "{path}");
+        assert!(!body.contains("requested room does not exist"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn duplicate_identity_kicks_the_first_session() {
+    let addr = start().await;
+    let (mut first, _) = Client::join(addr, "@alice:hs:DEV").await;
+    let (_second, join) = Client::join(addr, "@alice:hs:DEV").await;
+    assert!(join.other_participants.is_empty());
+    let leave = first
+        .recv_until(|m| match m {
+            signal_response::Message::Leave(l) => Some(l),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        leave.reason,
+        livekit_protocol::DisconnectReason::DuplicateIdentity as i32
+    );
+    assert!(!leave.can_reconnect);
+    assert!(first.recv().await.is_none(), "the first socket is closed");
+}
+
+#[tokio::test]
+async fn closing_a_socket_tells_the_others() {
+    let addr = start().await;
+    let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
+    let (bob, bob_join) = Client::join(addr, "@bob:hs:DEV").await;
+    let bob_sid = bob_join.participant.unwrap().sid;
+    assert_eq!(alice.next_update().await.sid, bob_sid);
+    drop(bob);
+    let gone = alice.next_update().await;
+    assert_eq!(gone.sid, bob_sid);
+    assert_eq!(gone.state, participant_info::State::Disconnected as i32);
+    assert!(gone.tracks.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_frames_close_only_that_connection() {
+    let addr = start().await;
+    let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
+    let (mut bob, bob_join) = Client::join(addr, "@bob:hs:DEV").await;
+    assert_eq!(alice.next_update().await.identity, "@bob:hs:DEV");
+    let huge = vec![0u8; signal::MAX_REQUEST_BYTES + 1];
+    // The send itself may fail once the server hangs up; either way bob's session ends.
+    let _ = bob.ws.send(Message::Binary(huge.into())).await;
+    assert!(bob.recv().await.is_none());
+    let gone = alice.next_update().await;
+    assert_eq!(gone.sid, bob_join.participant.unwrap().sid);
+    assert_eq!(gone.state, participant_info::State::Disconnected as i32);
+    // Alice is unaffected.
+    alice.send(signal_request::Message::Ping(7)).await;
+    alice
+        .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
+        .await;
+}
+
+#[tokio::test]
+async fn resume_attempts_are_told_to_rejoin() {
+    let addr = start().await;
+    let url = format!(
+        "ws://{addr}/rtc?access_token={}&reconnect=1&sid=PA_old",
+        token("@alice:hs:DEV", ROOM)
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut client = Client { ws };
+    match client.recv().await {
+        Some(signal_response::Message::Leave(leave)) => {
+            assert!(leave.can_reconnect);
+            assert_eq!(
+                leave.action,
+                livekit_protocol::leave_request::Action::Reconnect as i32
+            );
+        }
+        other => panic!("expected leave, got {other:?}"),
+    }
+}
