@@ -62,6 +62,9 @@ pub struct EchoStats {
 pub struct Echo {
     track: LocalTrack,
     started: Instant,
+    /// The incoming stream being echoed: the first video SSRC seen. With simulcast the other layers
+    /// are counted but not forwarded (one layer, one SSRC out, so the browser can decode it).
+    source: Option<u32>,
     last_keyframe_request: HashMap<u32, Instant>,
     stats: Arc<Mutex<EchoStats>>,
 }
@@ -78,6 +81,7 @@ impl Echo {
         Self {
             track,
             started,
+            source: None,
             last_keyframe_request: HashMap::new(),
             stats: Arc::default(),
         }
@@ -122,8 +126,10 @@ impl Echo {
             }
             MediaEvent::TrackOpened(track) => {
                 tracing::debug!(?track, "remote track opened");
-                if track.kind == Some(MediaKind::Video) && track.ssrc != 0 {
+                if track.kind == Some(MediaKind::Video) && track.ssrc != 0 && self.source.is_none()
+                {
                     // The echo starts now: ask for a keyframe so the browser can decode at once.
+                    self.source = Some(track.ssrc);
                     self.request_keyframe(peer, track.ssrc, now);
                 }
             }
@@ -145,6 +151,10 @@ impl Echo {
                     if !stats.streams.contains(&stream) {
                         stats.streams.push(stream);
                     }
+                }
+                let source = *self.source.get_or_insert(rtp.ssrc);
+                if source != rtp.ssrc {
+                    return;
                 }
                 if !self.last_keyframe_request.contains_key(&rtp.ssrc) {
                     self.request_keyframe(peer, rtp.ssrc, now);
@@ -174,9 +184,8 @@ impl Echo {
                 if wants_keyframe {
                     lock(&self.stats).keyframe_requests_from_browser += 1;
                     // The echoed stream's keyframes come from the browser's own sender.
-                    let sources: Vec<u32> = self.last_keyframe_request.keys().copied().collect();
-                    for ssrc in sources {
-                        self.request_keyframe(peer, ssrc, now);
+                    if let Some(source) = self.source {
+                        self.request_keyframe(peer, source, now);
                     }
                 }
             }

@@ -13,7 +13,7 @@ pub mod peer;
 pub mod shell;
 
 pub use peer::{
-    Error, IncomingRtp, IncomingTrack, LocalTrack, MediaEvent, MediaKind, MediaPeer, Mid,
-    PeerState, Rid, Transmit,
+    Error, IncomingRtp, IncomingTrack, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer,
+    Mid, PeerState, Rid, Transmit,
 };
 pub use rtc::{rtcp, rtp};
