@@ -9,6 +9,7 @@
 //! See `docs/SFU-MEDIA.md` for what was proven with Chromium and the measured numbers.
 
 pub mod echo;
+mod feedback;
 pub mod peer;
 pub mod shell;
 

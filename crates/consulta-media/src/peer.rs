@@ -197,7 +197,8 @@ pub enum MediaEvent {
     TrackOpened(IncomingTrack),
     /// An RTP packet arrived.
     Rtp(Box<IncomingRtp>),
-    /// RTCP arrived (after `rtc`'s interceptors have seen it: NACK, reports...).
+    /// RTCP carrying a keyframe request (PLI or FIR) arrived; the rest of inbound RTCP (reports,
+    /// NACK, TWCC) is consumed by `rtc`'s interceptors (see the `feedback` module).
     Rtcp {
         /// The m-line it concerns, when known.
         mid: Option<Mid>,
@@ -283,7 +284,11 @@ impl MediaPeer {
     ) -> Result<Self, Error> {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
-        let registry = register_default_interceptors(Default::default(), &mut media_engine)?;
+        let registry = rtc::interceptor::Registry::new().with(
+            crate::feedback::SLOT.into(),
+            crate::feedback::KeyframeRequestDelivery::default(),
+        );
+        let registry = register_default_interceptors(registry, &mut media_engine)?;
         let mut setting_engine = SettingEngineBuilder::new();
         if config.srtp_gcm_only {
             setting_engine = setting_engine

@@ -1,0 +1,79 @@
+//! Which inbound RTCP reaches the application.
+//!
+//! In `rtc` 0.21 the interceptor chain ends in a terminus that swallows all inbound RTCP unless an
+//! interceptor marks a packet `Attribute::DeliverToApplication`; with only the default interceptors,
+//! a browser's PLI about a track we send never reaches us (found with Chromium and reproduced in
+//! `tests/it/loopback.rs`). An SFU must relay keyframe requests to the publisher, so this interceptor
+//! marks compound packets that contain a PLI or FIR. Receiver/sender reports, NACK and TWCC stay
+//! with `rtc`'s own interceptors (NACK is answered from the responder's buffer).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+
+/// Application-most slot: after the jitter buffer (13_000), so the chain has done its work first.
+pub(crate) const SLOT: usize = 14_000;
+
+/// Marks inbound RTCP carrying a keyframe request (PLI, FIR) for delivery to the application.
+#[derive(Default)]
+pub(crate) struct KeyframeRequestDelivery {
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl std::fmt::Debug for KeyframeRequestDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyframeRequestDelivery")
+            .field("reads", &self.reads.len())
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+            && !msg.message.has(&Attribute::DeliverToApplication)
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestDelivery {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
