@@ -77,3 +77,43 @@ impl Interceptor for KeyframeRequestDelivery {
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::shared::TransportContext;
+
+    fn read(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
+        let mut stage = KeyframeRequestDelivery::default();
+        stage
+            .handle_read(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: AttributedPacket::from(Packet::Rtcp(packets)),
+            })
+            .unwrap();
+        stage.poll_read().expect("every packet passes through")
+    }
+
+    #[test]
+    fn compound_packet_with_a_pli_is_delivered() {
+        let out = read(vec![
+            Box::new(ReceiverReport::default()),
+            Box::new(PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: 2,
+            }),
+        ]);
+        assert!(out.message.has(&Attribute::DeliverToApplication));
+    }
+
+    #[test]
+    fn reports_alone_stay_with_the_chain() {
+        let out = read(vec![Box::new(ReceiverReport::default())]);
+        assert!(!out.message.has(&Attribute::DeliverToApplication));
+    }
+}

@@ -71,6 +71,15 @@ async fn run_echo(seconds: u32, simulcast: bool) -> Run {
     eprintln!("browser: {browser:#}");
     eprintln!("server: {sessions:#?}");
     eprintln!("whole browser run: {wall:?}");
+    let answer_media: Vec<&str> = answer
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.starts_with("a=simulcast") || l.starts_with("a=rid") || l.starts_with("a=setup")
+        })
+        .collect();
+    eprintln!("answer (setup/rid/simulcast): {answer_media:?}");
     assert_eq!(sessions.len(), 1, "one offer, one session");
     let session = sessions.remove(0);
     assert!(
