@@ -190,3 +190,92 @@ fn server_offer_connects_and_carries_rtp_tagged_with_mid_and_pli_back() {
         })
     });
 }
+
+/// The echo logic without a browser: the client offers a sendrecv track, the server answers with its
+/// own track and `Echo` sends every packet back on it, after asking the client for a keyframe.
+#[test]
+fn echo_returns_every_packet_on_its_own_ssrc_and_asks_for_a_keyframe() {
+    use consulta_media::echo::Echo;
+
+    let mut net = Net::new();
+    let (client, server) = (0x2222, 0x3333);
+    let client_track = net
+        .b
+        .peer
+        .add_local_track(MediaKind::Video, "client", "camera", client)
+        .unwrap();
+    let echo_track = net
+        .a
+        .peer
+        .add_local_track(MediaKind::Video, "echo", "echo-video", server)
+        .unwrap();
+    let offer = net.b.peer.create_offer(net.now).unwrap();
+    let answer = net.a.peer.accept_offer(offer, net.now).unwrap();
+    net.b.peer.accept_answer(answer, net.now).unwrap();
+    let mut echo = Echo::new(echo_track, net.now);
+
+    let feed = |net: &mut Net, echo: &mut Echo| {
+        net.exchange();
+        let now = net.now;
+        let events: Vec<MediaEvent> = net.a.events.drain(..).collect();
+        for event in events {
+            echo.handle_event(&mut net.a.peer, event, now);
+        }
+        net.exchange();
+    };
+    let start = net.now;
+    while !Net::connected(&net.b) {
+        assert!(net.now - start < Duration::from_secs(10), "no connection");
+        net.step(Duration::from_millis(50));
+        feed(&mut net, &mut echo);
+    }
+    for i in 0..10u16 {
+        let packet = vp8_packet(500 + i, 3000 * u32::from(i), i == 0);
+        net.b
+            .peer
+            .write_rtp(client_track, packet, "video/VP8", net.now)
+            .unwrap();
+        net.step(Duration::from_millis(33));
+        feed(&mut net, &mut echo);
+    }
+
+    let stats = echo.stats().lock().unwrap().clone();
+    assert_eq!(stats.rtp_received, 10);
+    assert_eq!(stats.rtp_echoed, 10);
+    assert_eq!(stats.echo_errors, 0);
+    assert_eq!(stats.keyframe_requests, 1, "one PLI when the echo starts");
+    assert_eq!(
+        stats.streams,
+        ["0/-/8738"],
+        "mid 0, no rid, the client's SSRC"
+    );
+
+    let echoed: Vec<u16> = net
+        .b
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Rtp(rtp) if rtp.ssrc == server => Some(rtp.packet.header.sequence_number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        echoed,
+        (500..510).collect::<Vec<_>>(),
+        "in order, none lost"
+    );
+    let plis = net
+        .b
+        .events
+        .iter()
+        .filter(|e| match e {
+            MediaEvent::Rtcp { packets, .. } => packets.iter().any(|p| {
+                p.as_any()
+                    .downcast_ref::<PictureLossIndication>()
+                    .is_some_and(|pli| pli.media_ssrc == client)
+            }),
+            _ => false,
+        })
+        .count();
+    assert_eq!(plis, 1, "the client got the echo's keyframe request");
+}
