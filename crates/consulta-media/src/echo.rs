@@ -22,7 +22,9 @@ use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
-use crate::peer::{Error, LocalTrack, MediaEvent, MediaKind, MediaPeer, PeerState};
+use crate::peer::{
+    Error, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState, RtcpDelivery,
+};
 use crate::shell;
 
 /// Keyframe requests towards the browser are throttled to one per second (the receiving browser
@@ -43,7 +45,7 @@ pub struct EchoStats {
     pub echo_errors: u64,
     /// RTCP PLIs sent to the browser's sender.
     pub keyframe_requests: u64,
-    /// RTCP compound packets received.
+    /// RTCP compound packets received (the echo server asks for all of them).
     pub rtcp_received: u64,
     /// Keyframe requests (PLI/FIR) the browser's receiver sent about the echo track.
     pub keyframe_requests_from_browser: u64,
@@ -290,7 +292,12 @@ async fn post_offer(State(state): State<AppState>, offer: String) -> Response {
 async fn start_echo(state: &AppState, offer: String) -> Result<String, Error> {
     let socket = UdpSocket::bind(SocketAddr::new(state.udp_ip, 0)).await?;
     let now = Instant::now();
-    let mut peer = MediaPeer::new(socket.local_addr()?, now)?;
+    // All RTCP, so the stats show what the browser reports; the echo acts only on PLI/FIR.
+    let config = MediaConfig {
+        rtcp_delivery: RtcpDelivery::All,
+        ..MediaConfig::default()
+    };
+    let mut peer = MediaPeer::with_config(socket.local_addr()?, config, now)?;
     let track = peer.add_local_track(MediaKind::Video, "consulta-echo", "echo-video", ECHO_SSRC)?;
     let answer = peer.accept_offer(offer, now)?;
     let mut echo = Echo::new(track, now);

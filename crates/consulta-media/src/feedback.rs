@@ -5,7 +5,8 @@
 //! a browser's PLI about a track we send never reaches us (found with Chromium and reproduced in
 //! `tests/it/loopback.rs`). An SFU must relay keyframe requests to the publisher, so this interceptor
 //! marks compound packets that contain a PLI or FIR. Receiver/sender reports, NACK and TWCC stay
-//! with `rtc`'s own interceptors (NACK is answered from the responder's buffer).
+//! with `rtc`'s own interceptors (NACK is answered from the responder's buffer) unless the
+//! application asks for all of it ([`RtcpDelivery::All`]).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -18,16 +19,37 @@ use rtc::sansio::Protocol;
 /// Application-most slot: after the jitter buffer (13_000), so the chain has done its work first.
 pub(crate) const SLOT: usize = 14_000;
 
-/// Marks inbound RTCP carrying a keyframe request (PLI, FIR) for delivery to the application.
+/// Which inbound RTCP the application sees as [`MediaEvent::Rtcp`](crate::MediaEvent::Rtcp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcpDelivery {
+    /// Compound packets that contain a PLI or FIR: what an SFU must relay to the publisher.
+    #[default]
+    KeyframeRequests,
+    /// Every inbound compound packet (reports, NACK, TWCC too), after `rtc`'s interceptors used it.
+    All,
+}
+
+/// Marks inbound RTCP for delivery to the application, as [`RtcpDelivery`] says.
 #[derive(Default)]
 pub(crate) struct KeyframeRequestDelivery {
+    delivery: RtcpDelivery,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
+}
+
+impl KeyframeRequestDelivery {
+    pub(crate) fn new(delivery: RtcpDelivery) -> Self {
+        Self {
+            delivery,
+            ..Self::default()
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyframeRequestDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyframeRequestDelivery")
+            .field("delivery", &self.delivery)
             .field("reads", &self.reads.len())
             .field("writes", &self.writes.len())
             .finish()
@@ -48,7 +70,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
         if let Packet::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+            && (self.delivery == RtcpDelivery::All
+                || packets.iter().any(|p| is_keyframe_request(p.as_ref())))
             && !msg.message.has(&Attribute::DeliverToApplication)
         {
             msg.message.add(Attribute::DeliverToApplication);
@@ -88,7 +111,11 @@ mod tests {
     use rtc::shared::TransportContext;
 
     fn read(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
-        let mut stage = KeyframeRequestDelivery::default();
+        read_with(RtcpDelivery::KeyframeRequests, packets)
+    }
+
+    fn read_with(delivery: RtcpDelivery, packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
+        let mut stage = KeyframeRequestDelivery::new(delivery);
         stage
             .handle_read(TaggedPacket {
                 now: Instant::now(),
@@ -115,5 +142,11 @@ mod tests {
     fn reports_alone_stay_with_the_chain() {
         let out = read(vec![Box::new(ReceiverReport::default())]);
         assert!(!out.message.has(&Attribute::DeliverToApplication));
+    }
+
+    #[test]
+    fn all_delivers_reports_too() {
+        let out = read_with(RtcpDelivery::All, vec![Box::new(ReceiverReport::default())]);
+        assert!(out.message.has(&Attribute::DeliverToApplication));
     }
 }

@@ -15,6 +15,6 @@ pub mod shell;
 
 pub use peer::{
     Error, IncomingRtp, IncomingTrack, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer,
-    Mid, PeerState, Rid, Transmit,
+    Mid, PeerState, Rid, RtcpDelivery, Transmit,
 };
 pub use rtc::{rtcp, rtp};

@@ -31,6 +31,8 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
+
+pub use crate::feedback::RtcpDelivery;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
 /// What can go wrong in the media engine.
@@ -197,8 +199,8 @@ pub enum MediaEvent {
     TrackOpened(IncomingTrack),
     /// An RTP packet arrived.
     Rtp(Box<IncomingRtp>),
-    /// RTCP carrying a keyframe request (PLI or FIR) arrived; the rest of inbound RTCP (reports,
-    /// NACK, TWCC) is consumed by `rtc`'s interceptors (see the `feedback` module).
+    /// Inbound RTCP arrived: by default only compound packets carrying a keyframe request (PLI or
+    /// FIR); with [`RtcpDelivery::All`] every one. `rtc`'s interceptors have seen it first.
     Rtcp {
         /// The m-line it concerns, when known.
         mid: Option<Mid>,
@@ -235,12 +237,16 @@ pub struct MediaConfig {
     /// more per packet (docs/SFU-MEDIA.md, sfu-performance.md). Chromium, Firefox and Safari all
     /// support GCM; a client that does not fails the DTLS handshake. Default: true.
     pub srtp_gcm_only: bool,
+    /// Which inbound RTCP reaches [`MediaEvent::Rtcp`]: by default only keyframe requests, since
+    /// `rtc`'s interceptors consume the rest (see the `feedback` module).
+    pub rtcp_delivery: RtcpDelivery,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
         Self {
             srtp_gcm_only: true,
+            rtcp_delivery: RtcpDelivery::default(),
         }
     }
 }
@@ -286,7 +292,7 @@ impl MediaPeer {
         media_engine.register_default_codecs()?;
         let registry = rtc::interceptor::Registry::new().with(
             crate::feedback::SLOT.into(),
-            crate::feedback::KeyframeRequestDelivery::default(),
+            crate::feedback::KeyframeRequestDelivery::new(config.rtcp_delivery),
         );
         let registry = register_default_interceptors(registry, &mut media_engine)?;
         let mut setting_engine = SettingEngineBuilder::new();

@@ -104,6 +104,10 @@ async fn chromium_decodes_its_own_video_echoed_by_rtc() {
     assert!(session.rtp_echoed > 0, "server echoed nothing");
     assert!(session.keyframe_requests > 0, "server never sent a PLI");
     assert!(
+        session.rtcp_received > 0,
+        "Chromium's RTCP reached the application"
+    );
+    assert!(
         session.streams.iter().all(|s| !s.starts_with("-/")),
         "every incoming packet is tagged with its mid: {:?}",
         session.streams
