@@ -1,0 +1,152 @@
+//! Which inbound RTCP reaches the application.
+//!
+//! In `rtc` 0.21 the interceptor chain ends in a terminus that swallows all inbound RTCP unless an
+//! interceptor marks a packet `Attribute::DeliverToApplication`; with only the default interceptors,
+//! a browser's PLI about a track we send never reaches us (found with Chromium and reproduced in
+//! `tests/it/loopback.rs`). An SFU must relay keyframe requests to the publisher, so this interceptor
+//! marks compound packets that contain a PLI or FIR. Receiver/sender reports, NACK and TWCC stay
+//! with `rtc`'s own interceptors (NACK is answered from the responder's buffer) unless the
+//! application asks for all of it ([`RtcpDelivery::All`]).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+
+/// Application-most slot: after the jitter buffer (13_000), so the chain has done its work first.
+pub(crate) const SLOT: usize = 14_000;
+
+/// Which inbound RTCP the application sees as [`MediaEvent::Rtcp`](crate::MediaEvent::Rtcp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RtcpDelivery {
+    /// Compound packets that contain a PLI or FIR: what an SFU must relay to the publisher.
+    #[default]
+    KeyframeRequests,
+    /// Every inbound compound packet (reports, NACK, TWCC too), after `rtc`'s interceptors used it.
+    All,
+}
+
+/// Marks inbound RTCP for delivery to the application, as [`RtcpDelivery`] says.
+#[derive(Default)]
+pub(crate) struct KeyframeRequestDelivery {
+    delivery: RtcpDelivery,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl KeyframeRequestDelivery {
+    pub(crate) fn new(delivery: RtcpDelivery) -> Self {
+        Self {
+            delivery,
+            ..Self::default()
+        }
+    }
+}
+
+impl std::fmt::Debug for KeyframeRequestDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyframeRequestDelivery")
+            .field("delivery", &self.delivery)
+            .field("reads", &self.reads.len())
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && (self.delivery == RtcpDelivery::All
+                || packets.iter().any(|p| is_keyframe_request(p.as_ref())))
+            && !msg.message.has(&Attribute::DeliverToApplication)
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestDelivery {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::rtcp::receiver_report::ReceiverReport;
+    use rtc::shared::TransportContext;
+
+    fn read(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
+        read_with(RtcpDelivery::KeyframeRequests, packets)
+    }
+
+    fn read_with(delivery: RtcpDelivery, packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
+        let mut stage = KeyframeRequestDelivery::new(delivery);
+        stage
+            .handle_read(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: AttributedPacket::from(Packet::Rtcp(packets)),
+            })
+            .unwrap();
+        stage.poll_read().expect("every packet passes through")
+    }
+
+    #[test]
+    fn compound_packet_with_a_pli_is_delivered() {
+        let out = read(vec![
+            Box::new(ReceiverReport::default()),
+            Box::new(PictureLossIndication {
+                sender_ssrc: 1,
+                media_ssrc: 2,
+            }),
+        ]);
+        assert!(out.message.has(&Attribute::DeliverToApplication));
+    }
+
+    #[test]
+    fn reports_alone_stay_with_the_chain() {
+        let out = read(vec![Box::new(ReceiverReport::default())]);
+        assert!(!out.message.has(&Attribute::DeliverToApplication));
+    }
+
+    #[test]
+    fn all_delivers_reports_too() {
+        let out = read_with(RtcpDelivery::All, vec![Box::new(ReceiverReport::default())]);
+        assert!(out.message.has(&Attribute::DeliverToApplication));
+    }
+}

@@ -1,0 +1,590 @@
+//! One server-side WebRTC peer connection as a sans-IO state machine.
+//!
+//! Wraps `rtc::peer_connection::RTCPeerConnection` (webrtc-rs). Inputs are `handle_*` calls that take
+//! `now`; outputs are drained with `poll_transmit`, `poll_event` and `poll_timeout`, in the manner of
+//! quinn-proto and str0m. The wrapper adds what an SFU needs on top of `rtc`: each incoming RTP packet
+//! is tagged with its SSRC, the m-line's mid and the simulcast rid, and packets written to a local
+//! track get that track's SSRC and negotiated payload type.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+use rtc::sansio::Protocol;
+
+pub use crate::feedback::RtcpDelivery;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
+/// What can go wrong in the media engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The WebRTC stack refused an operation (bad SDP, wrong signalling state, DTLS failure...).
+    #[error("webrtc: {0}")]
+    Rtc(#[from] rtc::shared::error::Error),
+    /// The peer connection produced no local description after a successful create/set.
+    #[error("no local description")]
+    NoLocalDescription,
+    /// A local track handle that does not belong to this peer connection.
+    #[error("unknown local track")]
+    UnknownTrack,
+    /// The local track's sender negotiated no codec with this MIME type.
+    #[error("codec {0} not negotiated on the local track")]
+    CodecNotNegotiated(String),
+    /// No incoming stream with this SSRC.
+    #[error("no incoming stream with ssrc {0}")]
+    UnknownSsrc(u32),
+    /// Socket I/O in the shell.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// An SDP media section identifier (`a=mid`), as negotiated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Mid(String);
+
+impl Mid {
+    /// The mid as it appears in SDP.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Mid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A simulcast RTP stream id (`a=rid`), as negotiated.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Rid(String);
+
+impl Rid {
+    /// The rid as it appears in SDP.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Rid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// An audio track.
+    Audio,
+    /// A video track.
+    Video,
+}
+
+impl MediaKind {
+    fn from_rtc(kind: RtpCodecKind) -> Option<Self> {
+        match kind {
+            RtpCodecKind::Audio => Some(Self::Audio),
+            RtpCodecKind::Video => Some(Self::Video),
+            _ => None,
+        }
+    }
+
+    fn to_rtc(self) -> RtpCodecKind {
+        match self {
+            Self::Audio => RtpCodecKind::Audio,
+            Self::Video => RtpCodecKind::Video,
+        }
+    }
+}
+
+/// The connection state as the application needs it (the W3C `RTCPeerConnectionState`, minus
+/// the "unspecified" placeholder).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerState {
+    /// Created, nothing negotiated yet.
+    New,
+    /// ICE or DTLS under way.
+    Connecting,
+    /// ICE and DTLS done; media flows.
+    Connected,
+    /// Consent freshness lost; may recover.
+    Disconnected,
+    /// ICE or DTLS failed for good.
+    Failed,
+    /// Closed locally.
+    Closed,
+}
+
+impl PeerState {
+    fn from_rtc(state: RTCPeerConnectionState) -> Self {
+        match state {
+            RTCPeerConnectionState::Connecting => Self::Connecting,
+            RTCPeerConnectionState::Connected => Self::Connected,
+            RTCPeerConnectionState::Disconnected => Self::Disconnected,
+            RTCPeerConnectionState::Failed => Self::Failed,
+            RTCPeerConnectionState::Closed => Self::Closed,
+            _ => Self::New,
+        }
+    }
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub struct Transmit {
+    /// The local address it must leave from (the socket given to [`MediaPeer::new`]).
+    pub source: SocketAddr,
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub contents: BytesMut,
+}
+
+/// A remote track (or one simulcast layer of it) that started to arrive.
+#[derive(Debug, Clone)]
+pub struct IncomingTrack {
+    /// The m-line it arrives on.
+    pub mid: Option<Mid>,
+    /// The simulcast layer, when the sender uses rids.
+    pub rid: Option<Rid>,
+    /// Its SSRC (0 if `rtc` has not learnt it yet).
+    pub ssrc: u32,
+    /// Audio or video.
+    pub kind: Option<MediaKind>,
+}
+
+/// One decrypted RTP packet from the remote peer.
+#[derive(Debug, Clone)]
+pub struct IncomingRtp {
+    /// The m-line it arrived on.
+    pub mid: Option<Mid>,
+    /// The simulcast layer, when the sender uses rids.
+    pub rid: Option<Rid>,
+    /// The packet's SSRC.
+    pub ssrc: u32,
+    /// Audio or video.
+    pub kind: Option<MediaKind>,
+    /// The codec's MIME type (e.g. `video/VP8`) from the negotiated payload type.
+    pub mime_type: Option<String>,
+    /// The packet itself (header and payload).
+    pub packet: rtc::rtp::Packet,
+}
+
+/// What the peer connection reports.
+#[derive(Debug)]
+pub enum MediaEvent {
+    /// The connection state changed.
+    StateChanged(PeerState),
+    /// A remote track (or simulcast layer) opened.
+    TrackOpened(IncomingTrack),
+    /// An RTP packet arrived.
+    Rtp(Box<IncomingRtp>),
+    /// Inbound RTCP arrived: by default only compound packets carrying a keyframe request (PLI or
+    /// FIR); with [`RtcpDelivery::All`] every one. `rtc`'s interceptors have seen it first.
+    Rtcp {
+        /// The m-line it concerns, when known.
+        mid: Option<Mid>,
+        /// The compound packet's parts.
+        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    },
+}
+
+/// A track this side sends (created with [`MediaPeer::add_local_track`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalTrack {
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+}
+
+impl LocalTrack {
+    /// The SSRC every packet written to this track carries.
+    pub fn ssrc(&self) -> u32 {
+        self.ssrc
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RemoteTrack {
+    receiver: RTCRtpReceiverId,
+    mid: Option<Mid>,
+}
+
+/// Settings for a [`MediaPeer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Offer only SRTP_AEAD_AES_128_GCM in DTLS-SRTP. With the default list (GCM first, then
+    /// AES-CM + HMAC-SHA1) Chromium ends up on AES_CM_128_HMAC_SHA1_80, which costs several times
+    /// more per packet (docs/SFU-MEDIA.md, sfu-performance.md). Chromium, Firefox and Safari all
+    /// support GCM; a client that does not fails the DTLS handshake. Default: true.
+    pub srtp_gcm_only: bool,
+    /// Which inbound RTCP reaches [`MediaEvent::Rtcp`]: by default only keyframe requests, since
+    /// `rtc`'s interceptors consume the rest (see the `feedback` module).
+    pub rtcp_delivery: RtcpDelivery,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            srtp_gcm_only: true,
+            rtcp_delivery: RtcpDelivery::default(),
+        }
+    }
+}
+
+/// One server-side peer connection on one UDP socket.
+pub struct MediaPeer {
+    pc: RTCPeerConnection,
+    local_addr: SocketAddr,
+    /// `rtc` names incoming media by its track id; an SFU needs the receiver and the mid.
+    remote_tracks: HashMap<String, RemoteTrack>,
+    /// Which receiver an incoming SSRC belongs to (for keyframe requests).
+    ssrc_receivers: HashMap<u32, RTCRtpReceiverId>,
+    /// Events produced while taking reads out of `rtc`, to hand out in order.
+    pending: std::collections::VecDeque<MediaEvent>,
+}
+
+impl fmt::Debug for MediaPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MediaPeer")
+            .field("local_addr", &self.local_addr)
+            .field("remote_tracks", &self.remote_tracks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MediaPeer {
+    /// A peer connection that will use the UDP socket bound at `local_addr`, advertised as its only
+    /// (host) ICE candidate. Registers the default codecs (Opus, VP8, VP9, H264, AV1...), header
+    /// extensions and interceptors (NACK, RTCP reports, TWCC).
+    ///
+    /// Uses [`MediaConfig::default`]: SRTP with AEAD-AES-128-GCM only.
+    pub fn new(local_addr: SocketAddr, now: Instant) -> Result<Self, Error> {
+        Self::with_config(local_addr, MediaConfig::default(), now)
+    }
+
+    /// Like [`new`](Self::new), with explicit settings.
+    pub fn with_config(
+        local_addr: SocketAddr,
+        config: MediaConfig,
+        now: Instant,
+    ) -> Result<Self, Error> {
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs()?;
+        let registry = rtc::interceptor::Registry::new().with(
+            crate::feedback::SLOT.into(),
+            crate::feedback::KeyframeRequestDelivery::new(config.rtcp_delivery),
+        );
+        let registry = register_default_interceptors(registry, &mut media_engine)?;
+        let mut setting_engine = SettingEngineBuilder::new();
+        if config.srtp_gcm_only {
+            setting_engine = setting_engine
+                .with_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
+        }
+        let setting_engine = setting_engine
+            // Measured with Chromium 156: the DTLS role does not change which profile wins (the
+            // client's first choice, AES_CM_128_HMAC_SHA1_80), so the role is kept as the
+            // conventional SFU one: the answering server side is DTLS server.
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            .build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        let host = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local_addr.ip().to_string(),
+                port: local_addr.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+        Ok(Self {
+            pc,
+            local_addr,
+            remote_tracks: HashMap::new(),
+            ssrc_receivers: HashMap::new(),
+            pending: Default::default(),
+        })
+    }
+
+    /// Adds a track this side sends, with the given SSRC and msid (`stream_id track_id`). Call before
+    /// [`accept_offer`](Self::accept_offer) to answer a sendrecv m-line with it, or before
+    /// [`create_offer`](Self::create_offer) to offer it.
+    pub fn add_local_track(
+        &mut self,
+        kind: MediaKind,
+        stream_id: &str,
+        track_id: &str,
+        ssrc: u32,
+    ) -> Result<LocalTrack, Error> {
+        let track = MediaStreamTrack::new(
+            stream_id.to_owned(),
+            track_id.to_owned(),
+            track_id.to_owned(),
+            kind.to_rtc(),
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: RTCRtpCodec::default(),
+                ..Default::default()
+            }],
+        );
+        let sender = self.pc.add_track(track)?;
+        Ok(LocalTrack { sender, ssrc })
+    }
+
+    /// Applies the remote offer and returns the local answer's SDP (with the host candidate).
+    pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+        let answer = self.pc.create_answer(None)?;
+        self.pc.set_local_description(now, answer)?;
+        self.local_sdp()
+    }
+
+    /// Creates and applies a local offer and returns its SDP (with the host candidate).
+    pub fn create_offer(&mut self, now: Instant) -> Result<String, Error> {
+        let offer = self.pc.create_offer(None)?;
+        self.pc.set_local_description(now, offer)?;
+        self.local_sdp()
+    }
+
+    /// Applies the remote answer to our offer.
+    pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::answer(answer_sdp)?)?;
+        Ok(())
+    }
+
+    fn local_sdp(&self) -> Result<String, Error> {
+        self.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or(Error::NoLocalDescription)
+    }
+
+    /// Feeds one datagram received on the socket from `from`.
+    pub fn handle_receive(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<(), Error> {
+        self.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local_addr,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(datagram),
+        })?;
+        Ok(())
+    }
+
+    /// Lets timers fire (ICE checks, DTLS retransmits, RTCP reports...). Call at or after
+    /// [`poll_timeout`](Self::poll_timeout).
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
+        self.pc.handle_timeout(now)?;
+        Ok(())
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.pc.poll_write().map(|out| Transmit {
+            source: out.transport.local_addr,
+            destination: out.transport.peer_addr,
+            contents: out.message,
+        })
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.pc.poll_timeout()
+    }
+
+    /// The next event: state changes and track openings first, then media in arrival order.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        if let Some(event) = self.pending.pop_front() {
+            return Some(event);
+        }
+        while let Some(event) = self.pc.poll_event() {
+            match event {
+                RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
+                    return Some(MediaEvent::StateChanged(PeerState::from_rtc(state)));
+                }
+                RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                    let mid = self.mid_of(init.receiver_id);
+                    self.remote_tracks.insert(
+                        init.track_id.clone(),
+                        RemoteTrack {
+                            receiver: init.receiver_id,
+                            mid: mid.clone(),
+                        },
+                    );
+                    if init.ssrc != 0 {
+                        self.ssrc_receivers.insert(init.ssrc, init.receiver_id);
+                    }
+                    let kind = self
+                        .pc
+                        .rtp_receiver(init.receiver_id)
+                        .and_then(|r| MediaKind::from_rtc(r.track().kind()));
+                    return Some(MediaEvent::TrackOpened(IncomingTrack {
+                        mid,
+                        rid: init.rid.map(Rid),
+                        ssrc: init.ssrc,
+                        kind,
+                    }));
+                }
+                _ => {}
+            }
+        }
+        while let Some(read) = self.pc.poll_read() {
+            match read.message {
+                RTCMessage::RtpPacket(track_id, packet) => {
+                    return Some(self.tag_rtp(&track_id, packet));
+                }
+                RTCMessage::RtcpPacket(track_id, packets) => {
+                    let mid = self
+                        .remote_tracks
+                        .get(&track_id)
+                        .and_then(|t| t.mid.clone());
+                    return Some(MediaEvent::Rtcp { mid, packets });
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn mid_of(&mut self, receiver: RTCRtpReceiverId) -> Option<Mid> {
+        let ids: Vec<_> = self.pc.get_transceivers().collect();
+        ids.into_iter().find_map(|id| {
+            let transceiver = self.pc.rtp_transceiver(id)?;
+            if transceiver.receiver() == Some(receiver) {
+                transceiver.mid().clone().map(Mid)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn tag_rtp(&mut self, track_id: &str, packet: rtc::rtp::Packet) -> MediaEvent {
+        let ssrc = packet.header.ssrc;
+        let pt = packet.header.payload_type;
+        let remote = self.remote_tracks.get(track_id).cloned();
+        let (mid, rid, kind, mime_type) = match remote {
+            Some(remote) => {
+                self.ssrc_receivers.entry(ssrc).or_insert(remote.receiver);
+                let details = self.pc.rtp_receiver(remote.receiver).map(|mut receiver| {
+                    let rid = receiver.track().rid(ssrc).cloned().map(Rid);
+                    let kind = MediaKind::from_rtc(receiver.track().kind());
+                    let mime = receiver
+                        .get_parameters()
+                        .rtp_parameters
+                        .codecs
+                        .iter()
+                        .find(|c| c.payload_type == pt)
+                        .map(|c| c.rtp_codec.mime_type.clone());
+                    (rid, kind, mime)
+                });
+                let (rid, kind, mime) = details.unwrap_or((None, None, None));
+                (remote.mid, rid, kind, mime)
+            }
+            None => (None, None, None, None),
+        };
+        MediaEvent::Rtp(Box::new(IncomingRtp {
+            mid,
+            rid,
+            ssrc,
+            kind,
+            mime_type,
+            packet,
+        }))
+    }
+
+    /// Sends `packet` on a local track: sets the track's SSRC and the payload type the remote peer
+    /// negotiated for `mime_type` on that m-line, and drops header extensions (their ids and values
+    /// belonged to the leg the packet came in on).
+    pub fn write_rtp(
+        &mut self,
+        track: LocalTrack,
+        mut packet: rtc::rtp::Packet,
+        mime_type: &str,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let mut sender = self
+            .pc
+            .rtp_sender(track.sender)
+            .ok_or(Error::UnknownTrack)?;
+        let payload_type = sender
+            .get_parameters()
+            .rtp_parameters
+            .codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+            .map(|c| c.payload_type)
+            .ok_or_else(|| Error::CodecNotNegotiated(mime_type.to_owned()))?;
+        packet.header.ssrc = track.ssrc;
+        packet.header.payload_type = payload_type;
+        packet.header.extension = false;
+        packet.header.extension_profile = 0;
+        packet.header.extensions.clear();
+        sender.write_rtp(now, packet)?;
+        Ok(())
+    }
+
+    /// Asks the sender of the incoming stream `ssrc` for a keyframe (RTCP PLI).
+    pub fn request_keyframe(&mut self, ssrc: u32, now: Instant) -> Result<(), Error> {
+        let receiver = *self
+            .ssrc_receivers
+            .get(&ssrc)
+            .ok_or(Error::UnknownSsrc(ssrc))?;
+        let mut receiver = self
+            .pc
+            .rtp_receiver(receiver)
+            .ok_or(Error::UnknownSsrc(ssrc))?;
+        receiver.write_rtcp(
+            now,
+            vec![Box::new(PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+            })],
+        )?;
+        Ok(())
+    }
+
+    /// Closes the connection (sends DTLS close_notify where it can).
+    pub fn close(&mut self) -> Result<(), Error> {
+        self.pc.close()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,281 @@
+//! Two `MediaPeer`s connected in memory, in simulated time: no sockets, no sleeping. The server side
+//! offers here (the reverse of the browser test), as an SFU does for a subscriber connection.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use consulta_media::rtp::{Header, Packet};
+use consulta_media::{IncomingRtp, MediaEvent, MediaKind, MediaPeer, PeerState};
+
+struct Side {
+    peer: MediaPeer,
+    addr: SocketAddr,
+    events: Vec<MediaEvent>,
+}
+
+/// Both peers and one simulated clock.
+struct Net {
+    a: Side,
+    b: Side,
+    now: Instant,
+}
+
+impl Net {
+    fn new() -> Self {
+        let now = Instant::now();
+        let a_addr: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let b_addr: SocketAddr = "10.0.0.2:5000".parse().unwrap();
+        Self {
+            a: Side {
+                peer: MediaPeer::new(a_addr, now).unwrap(),
+                addr: a_addr,
+                events: Vec::new(),
+            },
+            b: Side {
+                peer: MediaPeer::new(b_addr, now).unwrap(),
+                addr: b_addr,
+                events: Vec::new(),
+            },
+            now,
+        }
+    }
+
+    /// Delivers every queued datagram (instantly) and collects events; returns whether anything moved.
+    fn exchange(&mut self) -> bool {
+        let mut moved = false;
+        loop {
+            let mut any = false;
+            while let Some(t) = self.a.peer.poll_transmit() {
+                assert_eq!(t.destination, self.b.addr);
+                let _ = self
+                    .b
+                    .peer
+                    .handle_receive(self.now, self.a.addr, &t.contents);
+                any = true;
+            }
+            while let Some(t) = self.b.peer.poll_transmit() {
+                assert_eq!(t.destination, self.a.addr);
+                let _ = self
+                    .a
+                    .peer
+                    .handle_receive(self.now, self.b.addr, &t.contents);
+                any = true;
+            }
+            while let Some(e) = self.a.peer.poll_event() {
+                self.a.events.push(e);
+                any = true;
+            }
+            while let Some(e) = self.b.peer.poll_event() {
+                self.b.events.push(e);
+                any = true;
+            }
+            if !any {
+                return moved;
+            }
+            moved = true;
+        }
+    }
+
+    /// Exchanges, then jumps the clock to the next timer (at most `max_step` ahead) and fires it.
+    fn step(&mut self, max_step: Duration) {
+        self.exchange();
+        let next = [self.a.peer.poll_timeout(), self.b.peer.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(self.now + max_step);
+        self.now = next.clamp(self.now, self.now + max_step);
+        let _ = self.a.peer.handle_timeout(self.now);
+        let _ = self.b.peer.handle_timeout(self.now);
+        self.exchange();
+    }
+
+    fn connected(side: &Side) -> bool {
+        side.events
+            .iter()
+            .any(|e| matches!(e, MediaEvent::StateChanged(PeerState::Connected)))
+    }
+
+    fn run_until(&mut self, limit: Duration, done: impl Fn(&Self) -> bool) -> Duration {
+        let start = self.now;
+        while !done(self) {
+            assert!(
+                self.now - start < limit,
+                "not done within {limit:?} (simulated)"
+            );
+            self.step(Duration::from_millis(50));
+        }
+        self.now - start
+    }
+}
+
+fn vp8_packet(seq: u16, timestamp: u32, keyframe: bool) -> Packet {
+    // VP8 payload descriptor (S=1, partition 0) followed by a frame header byte whose low bit tells
+    // key (0) from inter (1) frames; the content is not decoded here.
+    let mut payload = vec![0x10, if keyframe { 0x00 } else { 0x01 }];
+    payload.extend_from_slice(&[0xAB; 200]);
+    Packet {
+        header: Header {
+            version: 2,
+            marker: true,
+            payload_type: 1, // rewritten by write_rtp to the negotiated VP8 type
+            sequence_number: seq,
+            timestamp,
+            ssrc: 7, // rewritten by write_rtp to the track's SSRC
+            ..Default::default()
+        },
+        payload: payload.into(),
+    }
+}
+
+#[test]
+fn server_offer_connects_and_carries_rtp_tagged_with_mid_and_pli_back() {
+    let mut net = Net::new();
+    let track = net
+        .a
+        .peer
+        .add_local_track(MediaKind::Video, "stream-a", "video-a", 0x1111)
+        .unwrap();
+    let offer = net.a.peer.create_offer(net.now).unwrap();
+    assert!(
+        offer.contains("a=candidate:"),
+        "offer carries the host candidate"
+    );
+    assert!(offer.contains("10.0.0.1 4000"), "{offer}");
+    let answer = net.b.peer.accept_offer(offer, net.now).unwrap();
+    net.a.peer.accept_answer(answer, net.now).unwrap();
+
+    let to_connect = net.run_until(Duration::from_secs(10), |n| {
+        Net::connected(&n.a) && Net::connected(&n.b)
+    });
+    eprintln!("connected after {to_connect:?} of simulated time");
+
+    for i in 0..20u16 {
+        let packet = vp8_packet(100 + i, 3000 * u32::from(i), i == 0);
+        net.a
+            .peer
+            .write_rtp(track, packet, "video/VP8", net.now)
+            .unwrap();
+        net.step(Duration::from_millis(33));
+    }
+    let received: Vec<&IncomingRtp> = net
+        .b
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Rtp(rtp) => Some(&**rtp),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received.len(), 20, "every packet arrives, decrypted");
+    let first = received[0];
+    assert_eq!(first.ssrc, 0x1111);
+    assert_eq!(first.mid.as_ref().map(|m| m.as_str()), Some("0"));
+    assert_eq!(first.rid, None);
+    assert_eq!(first.kind, Some(MediaKind::Video));
+    assert_eq!(first.mime_type.as_deref(), Some("video/VP8"));
+    assert_eq!(first.packet.header.sequence_number, 100);
+    assert_eq!(first.packet.payload.len(), 202);
+
+    net.b.peer.request_keyframe(0x1111, net.now).unwrap();
+    net.run_until(Duration::from_secs(2), |n| {
+        n.a.events.iter().any(|e| match e {
+            MediaEvent::Rtcp { packets, .. } => packets.iter().any(|p| {
+                p.as_any()
+                    .downcast_ref::<PictureLossIndication>()
+                    .is_some_and(|pli| pli.media_ssrc == 0x1111)
+            }),
+            _ => false,
+        })
+    });
+}
+
+/// The echo logic without a browser: the client offers a sendrecv track, the server answers with its
+/// own track and `Echo` sends every packet back on it, after asking the client for a keyframe.
+#[test]
+fn echo_returns_every_packet_on_its_own_ssrc_and_asks_for_a_keyframe() {
+    use consulta_media::echo::Echo;
+
+    let mut net = Net::new();
+    let (client, server) = (0x2222, 0x3333);
+    let client_track = net
+        .b
+        .peer
+        .add_local_track(MediaKind::Video, "client", "camera", client)
+        .unwrap();
+    let echo_track = net
+        .a
+        .peer
+        .add_local_track(MediaKind::Video, "echo", "echo-video", server)
+        .unwrap();
+    let offer = net.b.peer.create_offer(net.now).unwrap();
+    let answer = net.a.peer.accept_offer(offer, net.now).unwrap();
+    net.b.peer.accept_answer(answer, net.now).unwrap();
+    let mut echo = Echo::new(echo_track, net.now);
+
+    let feed = |net: &mut Net, echo: &mut Echo| {
+        net.exchange();
+        let now = net.now;
+        let events: Vec<MediaEvent> = net.a.events.drain(..).collect();
+        for event in events {
+            echo.handle_event(&mut net.a.peer, event, now);
+        }
+        net.exchange();
+    };
+    let start = net.now;
+    while !Net::connected(&net.b) {
+        assert!(net.now - start < Duration::from_secs(10), "no connection");
+        net.step(Duration::from_millis(50));
+        feed(&mut net, &mut echo);
+    }
+    for i in 0..10u16 {
+        let packet = vp8_packet(500 + i, 3000 * u32::from(i), i == 0);
+        net.b
+            .peer
+            .write_rtp(client_track, packet, "video/VP8", net.now)
+            .unwrap();
+        net.step(Duration::from_millis(33));
+        feed(&mut net, &mut echo);
+    }
+
+    let stats = echo.stats().lock().unwrap().clone();
+    assert_eq!(stats.rtp_received, 10);
+    assert_eq!(stats.rtp_echoed, 10);
+    assert_eq!(stats.echo_errors, 0);
+    assert_eq!(stats.keyframe_requests, 1, "one PLI when the echo starts");
+    assert_eq!(
+        stats.streams,
+        ["0/-/8738"],
+        "mid 0, no rid, the client's SSRC"
+    );
+
+    let echoed: Vec<u16> = net
+        .b
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Rtp(rtp) if rtp.ssrc == server => Some(rtp.packet.header.sequence_number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        echoed,
+        (500..510).collect::<Vec<_>>(),
+        "in order, none lost"
+    );
+    let plis = net
+        .b
+        .events
+        .iter()
+        .filter(|e| match e {
+            MediaEvent::Rtcp { packets, .. } => packets.iter().any(|p| {
+                p.as_any()
+                    .downcast_ref::<PictureLossIndication>()
+                    .is_some_and(|pli| pli.media_ssrc == client)
+            }),
+            _ => false,
+        })
+        .count();
+    assert_eq!(plis, 1, "the client got the echo's keyframe request");
+}
