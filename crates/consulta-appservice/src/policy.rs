@@ -113,7 +113,9 @@ impl AppState {
         {
             return Ok(without_room);
         }
-        let context = self.room_context(inviter, invitee, room).await?;
+        let context = self
+            .room_context(inviter, invitee, invitee_party, room)
+            .await?;
         let decision = decide_invite(inviter_party, invitee_party, context, settings);
         if decision == Decision::Refuse(Refusal::PatientWouldHavePower)
             && inviter_party == Party::Local(Some(Role::Doctor))
@@ -151,7 +153,9 @@ impl AppState {
             };
             if !self.store().insert_consultation(&consultation).await? {
                 // Someone recorded this room in between: decide again against what is recorded.
-                let context = self.room_context(inviter, invitee, room).await?;
+                let context = self
+                    .room_context(inviter, invitee, invitee_party, room)
+                    .await?;
                 return Ok(decide_invite(
                     inviter_party,
                     invitee_party,
@@ -169,6 +173,7 @@ impl AppState {
         &self,
         inviter: &UserId,
         invitee: &UserId,
+        invitee_party: Party,
         room: &RoomId,
     ) -> Result<RoomContext, PolicyError> {
         if let Some(c) = self.store().consultation(room).await? {
@@ -179,7 +184,7 @@ impl AppState {
                     && c.status == ConsultationStatus::Open,
             });
         }
-        let invitee_has_power = self.party(invitee).await? == Party::Local(Some(Role::Patient))
+        let invitee_has_power = invitee_party == Party::Local(Some(Role::Patient))
             && self.room_grants_power(room, inviter, invitee).await?;
         let (mut patients, mut staff) = (0u32, 0u32);
         for member in self.store().present_members(room).await? {

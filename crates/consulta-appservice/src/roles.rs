@@ -17,6 +17,16 @@ pub enum Actor<'a> {
     User(&'a UserId),
 }
 
+impl Actor<'_> {
+    /// Who to record in the audit log, and through which channel.
+    fn audit_identity(self) -> (Option<OwnedUserId>, &'static str) {
+        match self {
+            Actor::Cli => (None, "cli"),
+            Actor::User(u) => (Some(u.to_owned()), "api"),
+        }
+    }
+}
+
 /// Why a change could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
@@ -65,10 +75,7 @@ impl AppState {
             .set_role(user, role, self.clock().now())
             .await?;
         let name = |r: Option<Role>| r.map_or("pending", Role::as_str);
-        let (actor_id, via) = match actor {
-            Actor::Cli => (None, "cli"),
-            Actor::User(u) => (Some(u.to_owned()), "api"),
-        };
+        let (actor_id, via) = actor.audit_identity();
         let detail = format!("{} -> {} via {via}", name(before), name(role));
         tracing::info!(user = %user, %detail, "role changed");
         self.audit(
@@ -103,10 +110,7 @@ impl AppState {
         self.homeserver()
             .admin_create_user(&user, &password, display_name)
             .await?;
-        let (actor_id, via) = match actor {
-            Actor::Cli => (None, "cli"),
-            Actor::User(u) => (Some(u.to_owned()), "api"),
-        };
+        let (actor_id, via) = actor.audit_identity();
         self.audit(
             actor_id,
             AuditAction::RoleChanged,

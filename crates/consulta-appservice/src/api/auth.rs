@@ -9,7 +9,7 @@ use crate::secret::TokenDigest;
 use crate::state::AppState;
 
 /// The token of an `Authorization: Bearer …` header, if there is one.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())

@@ -28,14 +28,7 @@ struct Caller {
 }
 
 async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim)
+    let token = super::auth::bearer(headers)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::unauthenticated("Send your Matrix access token as a bearer token")
