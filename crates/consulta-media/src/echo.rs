@@ -191,6 +191,7 @@ impl Echo {
                     }
                 }
             }
+            MediaEvent::DataChannelOpen { .. } | MediaEvent::Data { .. } => {}
         }
     }
 }

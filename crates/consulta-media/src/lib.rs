@@ -8,8 +8,12 @@
 //!
 //! See `docs/SFU-MEDIA.md` for what was proven with Chromium and the measured numbers.
 
+mod down;
 pub mod echo;
+pub mod engine;
 mod feedback;
+pub mod mux;
+pub mod node;
 pub mod peer;
 pub mod shell;
 

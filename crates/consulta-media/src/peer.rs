@@ -12,22 +12,24 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::BytesMut;
+use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
+use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -53,10 +55,20 @@ pub enum Error {
     /// No incoming stream with this SSRC.
     #[error("no incoming stream with ssrc {0}")]
     UnknownSsrc(u32),
+    /// A trickled candidate that is not `RTCIceCandidateInit` JSON.
+    #[error("malformed ICE candidate")]
+    BadCandidate,
+    /// A data channel handle that does not belong to this peer connection.
+    #[error("unknown data channel")]
+    UnknownDataChannel,
     /// Socket I/O in the shell.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Remote candidates kept before the remote description at most (a hostile client could send
+/// any number).
+const MAX_EARLY_CANDIDATES: usize = 32;
 
 /// An SDP media section identifier (`a=mid`), as negotiated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -163,6 +175,8 @@ pub struct Transmit {
 /// A remote track (or one simulcast layer of it) that started to arrive.
 #[derive(Debug, Clone)]
 pub struct IncomingTrack {
+    /// The sender's track id (the second part of `a=msid`; livekit-client's `cid`).
+    pub track_id: String,
     /// The m-line it arrives on.
     pub mid: Option<Mid>,
     /// The simulcast layer, when the sender uses rids.
@@ -176,6 +190,8 @@ pub struct IncomingTrack {
 /// One decrypted RTP packet from the remote peer.
 #[derive(Debug, Clone)]
 pub struct IncomingRtp {
+    /// The sender's track id (the second part of `a=msid`; livekit-client's `cid`).
+    pub track_id: String,
     /// The m-line it arrived on.
     pub mid: Option<Mid>,
     /// The simulcast layer, when the sender uses rids.
@@ -186,9 +202,15 @@ pub struct IncomingRtp {
     pub kind: Option<MediaKind>,
     /// The codec's MIME type (e.g. `video/VP8`) from the negotiated payload type.
     pub mime_type: Option<String>,
+    /// The RFC 6464 audio level (0 = loudest, 127 = silence) when the sender included one.
+    pub audio_level: Option<u8>,
     /// The packet itself (header and payload).
     pub packet: rtc::rtp::Packet,
 }
+
+/// A data channel of this peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DataChannel(RTCDataChannelId);
 
 /// What the peer connection reports.
 #[derive(Debug)]
@@ -206,6 +228,20 @@ pub enum MediaEvent {
         mid: Option<Mid>,
         /// The compound packet's parts.
         packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    },
+    /// A data channel (opened by either side) is open.
+    DataChannelOpen {
+        /// Its handle.
+        channel: DataChannel,
+        /// Its label.
+        label: String,
+    },
+    /// A message arrived on a data channel.
+    Data {
+        /// The channel.
+        channel: DataChannel,
+        /// The message.
+        data: BytesMut,
     },
 }
 
@@ -227,6 +263,27 @@ impl LocalTrack {
 struct RemoteTrack {
     receiver: RTCRtpReceiverId,
     mid: Option<Mid>,
+}
+
+/// The RTP header extension carrying a sender's audio level (RFC 6464).
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// The extension id the remote SDP gave `uri` (`a=extmap:<id>[/direction] <uri>`).
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().find_map(|line| {
+        let rest = line.trim_end().strip_prefix("a=extmap:")?;
+        let (id, tail) = rest.split_once(' ')?;
+        let found = tail.split_whitespace().next()? == uri;
+        let id = id.split('/').next()?.parse().ok()?;
+        found.then_some(id)
+    })
+}
+
+/// The ICE username fragment an SDP declares.
+fn sdp_ufrag(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
+        .map(str::to_owned)
 }
 
 /// Settings for a [`MediaPeer`].
@@ -261,6 +318,10 @@ pub struct MediaPeer {
     ssrc_receivers: HashMap<u32, RTCRtpReceiverId>,
     /// Events produced while taking reads out of `rtc`, to hand out in order.
     pending: std::collections::VecDeque<MediaEvent>,
+    /// Remote ICE candidates that arrived before the remote description.
+    early_candidates: Vec<RTCIceCandidateInit>,
+    /// The negotiated id of the audio-level extension on incoming audio.
+    audio_level_id: Option<u8>,
 }
 
 impl fmt::Debug for MediaPeer {
@@ -295,6 +356,13 @@ impl MediaPeer {
             crate::feedback::KeyframeRequestDelivery::new(config.rtcp_delivery),
         );
         let registry = register_default_interceptors(registry, &mut media_engine)?;
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: AUDIO_LEVEL_URI.to_owned(),
+            },
+            RtpCodecKind::Audio,
+            None,
+        )?;
         let mut setting_engine = SettingEngineBuilder::new();
         if config.srtp_gcm_only {
             setting_engine = setting_engine
@@ -329,7 +397,80 @@ impl MediaPeer {
             remote_tracks: HashMap::new(),
             ssrc_receivers: HashMap::new(),
             pending: Default::default(),
+            early_candidates: Vec::new(),
+            audio_level_id: None,
         })
+    }
+
+    /// The local ICE username fragment (for demultiplexing a shared UDP port), once a local
+    /// description exists.
+    pub fn local_ufrag(&self) -> Option<String> {
+        self.pc.local_description().and_then(|d| sdp_ufrag(&d.sdp))
+    }
+
+    /// Adds a trickled remote candidate (`RTCIceCandidateInit` JSON). Candidates that arrive
+    /// before the remote description are kept until it is applied.
+    pub fn add_remote_candidate(&mut self, candidate_init: &str) -> Result<(), Error> {
+        let init: RTCIceCandidateInit =
+            serde_json::from_str(candidate_init).map_err(|_| Error::BadCandidate)?;
+        if self.pc.remote_description().is_none() {
+            if self.early_candidates.len() < MAX_EARLY_CANDIDATES {
+                self.early_candidates.push(init);
+            }
+            return Ok(());
+        }
+        self.pc.add_remote_candidate(init)?;
+        Ok(())
+    }
+
+    fn apply_early_candidates(&mut self) {
+        for init in std::mem::take(&mut self.early_candidates) {
+            if let Err(error) = self.pc.add_remote_candidate(init) {
+                // mDNS (`.local`) host candidates cannot be resolved here; the browser's checks
+                // still reach us and become peer-reflexive candidates.
+                tracing::debug!(%error, "remote candidate ignored");
+            }
+        }
+    }
+
+    /// Opens a data channel negotiated in-band (DCEP). `max_retransmits: Some(0)` with
+    /// `ordered: false` makes it lossy.
+    pub fn create_data_channel(
+        &mut self,
+        label: &str,
+        ordered: bool,
+        max_retransmits: Option<u16>,
+    ) -> Result<DataChannel, Error> {
+        let channel = self.pc.create_data_channel(
+            label,
+            Some(RTCDataChannelInit {
+                ordered,
+                max_retransmits,
+                ..Default::default()
+            }),
+        )?;
+        Ok(DataChannel(channel.id()))
+    }
+
+    /// Sends a binary message on an open data channel.
+    pub fn send_data(
+        &mut self,
+        channel: DataChannel,
+        data: BytesMut,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let mut channel = self
+            .pc
+            .data_channel(channel.0)
+            .ok_or(Error::UnknownDataChannel)?;
+        channel.send(now, data)?;
+        Ok(())
+    }
+
+    /// Stops sending `track` (its m-line becomes inactive at the next negotiation).
+    pub fn remove_local_track(&mut self, track: LocalTrack) -> Result<(), Error> {
+        self.pc.remove_track(track.sender)?;
+        Ok(())
     }
 
     /// Adds a track this side sends, with the given SSRC and msid (`stream_id track_id`). Call before
@@ -362,8 +503,10 @@ impl MediaPeer {
 
     /// Applies the remote offer and returns the local answer's SDP (with the host candidate).
     pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
+        self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.pc
             .set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+        self.apply_early_candidates();
         let answer = self.pc.create_answer(None)?;
         self.pc.set_local_description(now, answer)?;
         self.local_sdp()
@@ -380,6 +523,7 @@ impl MediaPeer {
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
         self.pc
             .set_remote_description(now, RTCSessionDescription::answer(answer_sdp)?)?;
+        self.apply_early_candidates();
         Ok(())
     }
 
@@ -458,11 +602,23 @@ impl MediaPeer {
                         .rtp_receiver(init.receiver_id)
                         .and_then(|r| MediaKind::from_rtc(r.track().kind()));
                     return Some(MediaEvent::TrackOpened(IncomingTrack {
+                        track_id: init.track_id,
                         mid,
                         rid: init.rid.map(Rid),
                         ssrc: init.ssrc,
                         kind,
                     }));
+                }
+                RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
+                    let label = self
+                        .pc
+                        .data_channel(id)
+                        .map(|c| c.label().to_owned())
+                        .unwrap_or_default();
+                    return Some(MediaEvent::DataChannelOpen {
+                        channel: DataChannel(id),
+                        label,
+                    });
                 }
                 _ => {}
             }
@@ -478,6 +634,12 @@ impl MediaPeer {
                         .get(&track_id)
                         .and_then(|t| t.mid.clone());
                     return Some(MediaEvent::Rtcp { mid, packets });
+                }
+                RTCMessage::DataChannelMessage(id, message) => {
+                    return Some(MediaEvent::Data {
+                        channel: DataChannel(id),
+                        data: message.data,
+                    });
                 }
                 _ => {}
             }
@@ -501,6 +663,10 @@ impl MediaPeer {
         let ssrc = packet.header.ssrc;
         let pt = packet.header.payload_type;
         let remote = self.remote_tracks.get(track_id).cloned();
+        let audio_level = self
+            .audio_level_id
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|value| value.first().map(|b| b & 0x7f));
         let (mid, rid, kind, mime_type) = match remote {
             Some(remote) => {
                 self.ssrc_receivers.entry(ssrc).or_insert(remote.receiver);
@@ -522,11 +688,13 @@ impl MediaPeer {
             None => (None, None, None, None),
         };
         MediaEvent::Rtp(Box::new(IncomingRtp {
+            track_id: track_id.to_owned(),
             mid,
             rid,
             ssrc,
             kind,
             mime_type,
+            audio_level,
             packet,
         }))
     }

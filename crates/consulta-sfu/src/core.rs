@@ -413,7 +413,10 @@ impl<M: MediaEngine> Sfu<M> {
             self.broadcast_update(&name, &sid, own);
         }
 
-        self.media.participant_joined(&name, &sid);
+        if let Some(p) = self.rooms.get(&name).and_then(|r| r.participants.get(&sid)) {
+            self.media
+                .participant_joined(&name, &sid, &p.identity, p.permission.can_publish_data);
+        }
         if can_subscribe && options.auto_subscribe {
             let tracks: Vec<(ParticipantSid, TrackSid)> = self
                 .rooms
@@ -754,7 +757,7 @@ impl<M: MediaEngine> Sfu<M> {
         let info = p.info();
         let conn = p.conn;
         tracing::info!(participant = %sid, track = %track_sid, "track published");
-        self.media.track_published(sid, &track);
+        self.media.track_published(sid, &add.cid, &track);
         self.send(
             conn,
             signal_response::Message::TrackPublished(TrackPublishedResponse {
@@ -1022,7 +1025,7 @@ mod tests {
     }
 
     impl MediaEngine for RecordingMedia {
-        fn participant_joined(&mut self, room: &RoomName, p: &ParticipantSid) {
+        fn participant_joined(&mut self, room: &RoomName, p: &ParticipantSid, _: &str, _: bool) {
             self.calls.push(format!("joined {room} {p}"));
         }
         fn participant_left(&mut self, p: &ParticipantSid) {
@@ -1039,7 +1042,7 @@ mod tests {
             self.calls
                 .push(format!("candidate {p} {} {c}", target.as_str_name()));
         }
-        fn track_published(&mut self, p: &ParticipantSid, track: &TrackInfo) {
+        fn track_published(&mut self, p: &ParticipantSid, _: &str, track: &TrackInfo) {
             self.calls
                 .push(format!("track_published {p} {}", track.sid));
         }

@@ -30,8 +30,15 @@ pub struct TrackSettings {
 
 /// The media engine as the signalling core sees it.
 pub trait MediaEngine: fmt::Debug + Send {
-    /// A participant joined `room`; prepare its two PeerConnections.
-    fn participant_joined(&mut self, room: &RoomName, participant: &ParticipantSid);
+    /// A participant joined `room`; prepare its two PeerConnections. `identity` is what data
+    /// packets it sends are stamped with; without `can_publish_data` its data packets are dropped.
+    fn participant_joined(
+        &mut self,
+        room: &RoomName,
+        participant: &ParticipantSid,
+        identity: &str,
+        can_publish_data: bool,
+    );
     /// A participant left; drop its PeerConnections and everything forwarded to or from it.
     fn participant_left(&mut self, participant: &ParticipantSid);
     /// The client's publisher PC offered; answer with [`MediaEvent::PublisherAnswer`] echoing
@@ -46,8 +53,9 @@ pub trait MediaEngine: fmt::Debug + Send {
         target: SignalTarget,
         candidate_init: String,
     );
-    /// A track was announced (`add_track`); match it to incoming media by `cid`.
-    fn track_published(&mut self, publisher: &ParticipantSid, track: &TrackInfo);
+    /// A track was announced (`add_track`); match it to incoming media by `cid` (the client's
+    /// `MediaStreamTrack.id`, which its SDP carries in `a=msid`).
+    fn track_published(&mut self, publisher: &ParticipantSid, cid: &str, track: &TrackInfo);
     /// A track is gone (unpublished or its publisher left).
     fn track_unpublished(&mut self, publisher: &ParticipantSid, track: &TrackSid);
     /// Start forwarding `track` of `publisher` to `subscriber`.
@@ -110,12 +118,12 @@ pub enum MediaEvent {
 pub struct SignallingOnly;
 
 impl MediaEngine for SignallingOnly {
-    fn participant_joined(&mut self, _: &RoomName, _: &ParticipantSid) {}
+    fn participant_joined(&mut self, _: &RoomName, _: &ParticipantSid, _: &str, _: bool) {}
     fn participant_left(&mut self, _: &ParticipantSid) {}
     fn publisher_offer(&mut self, _: &ParticipantSid, _: SessionDescription) {}
     fn subscriber_answer(&mut self, _: &ParticipantSid, _: SessionDescription) {}
     fn remote_candidate(&mut self, _: &ParticipantSid, _: SignalTarget, _: String) {}
-    fn track_published(&mut self, _: &ParticipantSid, _: &TrackInfo) {}
+    fn track_published(&mut self, _: &ParticipantSid, _: &str, _: &TrackInfo) {}
     fn track_unpublished(&mut self, _: &ParticipantSid, _: &TrackSid) {}
     fn subscribe(&mut self, _: &ParticipantSid, _: &ParticipantSid, _: &TrackSid) {}
     fn unsubscribe(&mut self, _: &ParticipantSid, _: &TrackSid) {}
@@ -124,8 +132,14 @@ impl MediaEngine for SignallingOnly {
 }
 
 impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
-    fn participant_joined(&mut self, room: &RoomName, participant: &ParticipantSid) {
-        (**self).participant_joined(room, participant);
+    fn participant_joined(
+        &mut self,
+        room: &RoomName,
+        participant: &ParticipantSid,
+        identity: &str,
+        can_publish_data: bool,
+    ) {
+        (**self).participant_joined(room, participant, identity, can_publish_data);
     }
     fn participant_left(&mut self, participant: &ParticipantSid) {
         (**self).participant_left(participant);
@@ -144,8 +158,8 @@ impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
     ) {
         (**self).remote_candidate(participant, target, candidate_init);
     }
-    fn track_published(&mut self, publisher: &ParticipantSid, track: &TrackInfo) {
-        (**self).track_published(publisher, track);
+    fn track_published(&mut self, publisher: &ParticipantSid, cid: &str, track: &TrackInfo) {
+        (**self).track_published(publisher, cid, track);
     }
     fn track_unpublished(&mut self, publisher: &ParticipantSid, track: &TrackSid) {
         (**self).track_unpublished(publisher, track);

@@ -8,4 +8,5 @@
 //! peers talking to each other in simulated time.
 
 mod browser;
+mod livekit;
 mod loopback;

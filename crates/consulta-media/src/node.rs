@@ -1,0 +1,104 @@
+//! A whole SFU node: the signalling server of `consulta-sfu` with the [`engine`](crate::engine)
+//! behind it, on one TCP listener (HTTP/WebSocket) and one UDP socket (all media).
+
+use std::net::{IpAddr, SocketAddr};
+
+use consulta_sfu::shell::{SfuServer, ShellConfig};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::engine::{self, Router, RtcEngine};
+use crate::peer::{Error, MediaConfig};
+
+/// What a node needs.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// Keys and core tunables of the signalling side.
+    pub shell: ShellConfig,
+    /// The address advertised to clients as the media candidate (the public IP behind NAT); by
+    /// default the UDP socket's own address.
+    pub advertised_ip: Option<IpAddr>,
+    /// Peer connection settings.
+    pub media: MediaConfig,
+}
+
+/// A running node. Dropping it stops the media loop and the HTTP server.
+#[derive(Debug)]
+pub struct SfuNode {
+    server: SfuServer,
+    http_addr: SocketAddr,
+    udp_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SfuNode {
+    /// Starts serving signalling on `listener` and media on `udp`.
+    pub async fn start(
+        config: NodeConfig,
+        listener: TcpListener,
+        udp: UdpSocket,
+    ) -> Result<Self, Error> {
+        let http_addr = listener.local_addr()?;
+        let udp_addr = udp.local_addr()?;
+        let advertised = SocketAddr::new(
+            config.advertised_ip.unwrap_or(udp_addr.ip()),
+            udp_addr.port(),
+        );
+        let (engine, commands) = RtcEngine::new();
+        let server = SfuServer::new(config.shell, Box::new(engine));
+        let (stop, stopped) = watch::channel(false);
+        let router = Router::new(advertised, config.media);
+        let events_to = server.clone();
+        let media = tokio::spawn(async move {
+            let result = engine::run(router, udp, commands, stopped, move |event| {
+                events_to.handle_media_event(event);
+            })
+            .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "media loop stopped");
+            }
+        });
+        let http = tokio::spawn({
+            let server = server.clone();
+            async move {
+                if let Err(error) = server.serve(listener).await {
+                    tracing::error!(%error, "signalling server stopped");
+                }
+            }
+        });
+        tracing::info!(%http_addr, %udp_addr, %advertised, "sfu node started");
+        Ok(Self {
+            server,
+            http_addr,
+            udp_addr,
+            stop,
+            tasks: vec![media, http],
+        })
+    }
+
+    /// The signalling server (to create rooms).
+    pub fn server(&self) -> &SfuServer {
+        &self.server
+    }
+
+    /// Where signalling listens.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// Where media arrives.
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp_addr
+    }
+}
+
+impl Drop for SfuNode {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

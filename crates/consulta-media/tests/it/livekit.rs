@@ -1,0 +1,207 @@
+//! The real livekit-client (npm, pinned) in headless Chromium against a whole Consulta SFU node:
+//! two participants publish camera (simulcast, the SDK default) and microphone and each decodes
+//! the other; mute/unmute is seen; a third participant joins and leaves; a screen share and a data
+//! packet arrive; a token for another room is refused. Fails, never skips, when the browser or
+//! the Node modules are missing: `tests/run` installs both.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use consulta_media::node::{NodeConfig, SfuNode};
+use consulta_sfu::auth::{ApiKeys, ApiSecret, Claims, VideoGrant, mint};
+use consulta_sfu::shell::ShellConfig;
+use serde_json::Value;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::process::Command;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const KEY: &str = "consulta-test";
+const SECRET: &str = "a-test-secret-of-at-least-32-bytes!!";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+}
+
+fn token(identity: &str, room: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = Claims {
+        iss: KEY.to_owned(),
+        sub: identity.to_owned(),
+        exp: Some(now + 600),
+        nbf: Some(now - 10),
+        name: identity.to_owned(),
+        video: VideoGrant {
+            room_join: true,
+            room: room.to_owned(),
+            ..VideoGrant::default()
+        },
+        ..Claims::default()
+    };
+    mint(&claims, &ApiSecret::new(SECRET)).unwrap()
+}
+
+fn frames(v: &Value) -> u64 {
+    v["framesDecoded"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_two_participants_see_and_hear_each_other() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run tests/run, or apt-get install chromium"
+    );
+    let dir = browser_dir();
+    assert!(
+        dir.join("node_modules/livekit-client/package.json")
+            .exists(),
+        "tests/browser/node_modules is missing: run tests/run, or `npm ci` in tests/browser"
+    );
+    let config = NodeConfig {
+        shell: ShellConfig {
+            keys: ApiKeys::new().with(KEY, ApiSecret::new(SECRET)),
+            ..ShellConfig::default()
+        },
+        ..NodeConfig::default()
+    };
+    let node = SfuNode::start(
+        config,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    node.server().create_room("consultation").unwrap();
+
+    let scenario = serde_json::json!({
+        "tokens": {
+            "alice": token("alice", "consultation"),
+            "bob": token("bob", "consultation"),
+            "carol": token("carol", "consultation"),
+            "stranger": token("stranger", "another-room"),
+        }
+    });
+    let scenario_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(scenario_file.path(), scenario.to_string()).unwrap();
+    let url = format!("ws://{}", node.http_addr());
+    let output = tokio::time::timeout(
+        Duration::from_secs(240),
+        Command::new("node")
+            .arg(dir.join("livekit.mjs"))
+            .arg(&url)
+            .arg(scenario_file.path())
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+            .env("CONSULTA_CHROMIUM", CHROMIUM)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("browser run timed out")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("LIVEKIT_RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "no LIVEKIT_RESULT line ({}):\n{stdout}\n{stderr}",
+                output.status
+            )
+        });
+    let result: Value = serde_json::from_str(line).unwrap();
+    eprintln!("{result:#}");
+    assert!(
+        result["error"].is_null(),
+        "scenario failed after steps {}: {}\n{stderr}",
+        result["steps"],
+        result["error"]
+    );
+
+    // Media both ways: video decoded and audio received, from each other.
+    for (who, other) in [("alice_sees_bob", "bob"), ("bob_sees_alice", "alice")] {
+        let seen = &result[who];
+        assert!(
+            frames(&seen["video"]) >= 30,
+            "{who}: {other}'s video: {seen}"
+        );
+        assert!(
+            seen["audio"]["packetsReceived"].as_u64().unwrap_or(0) >= 50,
+            "{who}: {other}'s audio: {seen}"
+        );
+        assert!(
+            seen["audio"]["totalSamplesReceived"].as_u64().unwrap_or(0) > 0,
+            "{who}: {other}'s audio decoded: {seen}"
+        );
+    }
+    // Simulcast was on for the cameras (the SDK default).
+    let simulcast = result["alice_published"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["source"] == "camera" && p["simulcast"] == true);
+    assert!(
+        simulcast,
+        "camera published with simulcast: {}",
+        result["alice_published"]
+    );
+
+    let bob_events = result["bob_events"].as_array().unwrap();
+    let seen = |kind: &str, identity: &str| {
+        bob_events
+            .iter()
+            .any(|e| e["kind"] == kind && e["identity"] == identity)
+    };
+    assert!(seen("muted", "alice"), "bob saw alice mute");
+    assert!(seen("unmuted", "alice"), "bob saw alice unmute");
+    assert!(
+        result["bob_frames_after_unmute"].as_u64().unwrap_or(0) >= 30,
+        "video resumed after unmute"
+    );
+
+    assert!(
+        frames(&result["carol_sees"]["alice"]) >= 15,
+        "carol decodes alice"
+    );
+    assert!(
+        frames(&result["carol_sees"]["bob"]) >= 15,
+        "carol decodes bob"
+    );
+    let alice_events = result["alice_events"].as_array().unwrap();
+    for kind in ["participant_connected", "participant_disconnected"] {
+        assert!(
+            alice_events
+                .iter()
+                .any(|e| e["kind"] == kind && e["identity"] == "carol"),
+            "alice saw carol: {kind}"
+        );
+    }
+
+    assert!(
+        frames(&result["bob_sees_screen"]) >= 15,
+        "bob decodes alice's screen share: {}",
+        result["bob_sees_screen"]
+    );
+    assert!(
+        bob_events.iter().any(|e| e["kind"] == "data"
+            && e["from"] == "alice"
+            && e["text"] == "hello from alice"),
+        "bob received alice's data packet, stamped with her identity"
+    );
+
+    assert_eq!(
+        result["stranger"]["joined"], false,
+        "{}",
+        result["stranger"]
+    );
+    assert!(
+        result["stranger"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("room does not exist"),
+        "the refusal says why: {}",
+        result["stranger"]
+    );
+}

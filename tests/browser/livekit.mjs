@@ -1,0 +1,223 @@
+// Drives the real livekit-client (npm, pinned in package-lock.json) in Debian's headless Chromium
+// against a Consulta SFU, and prints one line `LIVEKIT_RESULT <json>` with what each page saw.
+// Usage: node livekit.mjs <ws-url> <scenario.json>
+// scenario.json: { "tokens": { "alice": "...", "bob": "...", "carol": "...", "stranger": "..." } }
+// Never downloads a browser: it runs /usr/bin/chromium (or $CONSULTA_CHROMIUM) and fails without it.
+import { chromium } from 'playwright-core';
+import { createServer } from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const [wsUrl, scenarioPath] = process.argv.slice(2);
+if (!wsUrl || !scenarioPath) {
+  console.error('usage: node livekit.mjs <ws-url> <scenario.json>');
+  process.exit(2);
+}
+const { tokens } = JSON.parse(readFileSync(scenarioPath, 'utf8'));
+const executablePath = process.env.CONSULTA_CHROMIUM ?? '/usr/bin/chromium';
+if (!existsSync(executablePath)) {
+  console.error(`livekit.mjs: ${executablePath} is missing (apt-get install chromium)`);
+  process.exit(3);
+}
+
+// The page: livekit-client's UMD build plus a few helpers the scenario calls.
+const sdk = readFileSync(join(here, 'node_modules/livekit-client/dist/livekit-client.umd.js'));
+const page = `<!doctype html><html><head><meta charset="utf-8"><title>consulta livekit test</title>
+<script src="/livekit-client.umd.js"></script></head><body><div id="tiles"></div><script>
+const LK = window.LivekitClient;
+const log = [];
+let room;
+const note = (kind, detail) => log.push({ at: Date.now(), kind, ...detail });
+window.join = async (url, token) => {
+  room = new LK.Room({ adaptiveStream: true, dynacast: true });
+  room.on(LK.RoomEvent.ParticipantConnected, (p) => note('participant_connected', { identity: p.identity }));
+  room.on(LK.RoomEvent.ParticipantDisconnected, (p) => note('participant_disconnected', { identity: p.identity }));
+  room.on(LK.RoomEvent.TrackMuted, (pub, p) => note('muted', { identity: p.identity, source: pub.source }));
+  room.on(LK.RoomEvent.TrackUnmuted, (pub, p) => note('unmuted', { identity: p.identity, source: pub.source }));
+  room.on(LK.RoomEvent.TrackUnpublished, (pub, p) => note('unpublished', { identity: p.identity, source: pub.source }));
+  room.on(LK.RoomEvent.TrackSubscriptionFailed, (sid, p) => note('subscription_failed', { identity: p.identity, sid }));
+  room.on(LK.RoomEvent.ActiveSpeakersChanged, (speakers) => note('speakers', { identities: speakers.map((s) => s.identity) }));
+  room.on(LK.RoomEvent.DataReceived, (payload, p) => note('data', { from: p?.identity, text: new TextDecoder().decode(payload) }));
+  room.on(LK.RoomEvent.TrackSubscribed, (track, pub, p) => {
+    note('subscribed', { identity: p.identity, track_kind: track.kind, source: pub.source });
+    const element = track.attach();
+    element.muted = true; // autoplay policy; decoding does not depend on it
+    if (track.kind === 'video') { element.width = 640; element.height = 360; }
+    element.dataset.identity = p.identity;
+    element.dataset.source = pub.source;
+    document.getElementById('tiles').appendChild(element);
+  });
+  const started = performance.now();
+  await room.connect(url, token);
+  note('connected', { ms: Math.round(performance.now() - started) });
+  return room.localParticipant.sid;
+};
+window.publish = async () => {
+  await room.localParticipant.enableCameraAndMicrophone();
+  return room.localParticipant.getTrackPublications().map((p) => ({ source: p.source, sid: p.trackSid, simulcast: p.simulcasted }));
+};
+window.setCamera = async (on) => { await room.localParticipant.setCameraEnabled(on); };
+window.shareScreen = async () => {
+  // A canvas stream published as a screen share (headless Chromium has no screen to capture).
+  const canvas = document.createElement('canvas');
+  canvas.width = 1280; canvas.height = 720;
+  const ctx = canvas.getContext('2d');
+  let frame = 0;
+  setInterval(() => { ctx.fillStyle = 'hsl(' + (frame++ % 360) + ' 80% 50%)'; ctx.fillRect(0, 0, 1280, 720); }, 33);
+  const [track] = canvas.captureStream(30).getVideoTracks();
+  await room.localParticipant.publishTrack(track, { source: LK.Track.Source.ScreenShare, simulcast: false });
+};
+window.sendData = async (text) => {
+  await room.localParticipant.publishData(new TextEncoder().encode(text), { reliable: true });
+};
+window.remoteStats = async () => {
+  const out = [];
+  for (const p of room.remoteParticipants.values()) {
+    for (const pub of p.trackPublications.values()) {
+      const entry = { identity: p.identity, source: pub.source, kind: pub.kind, subscribed: pub.isSubscribed, muted: pub.isMuted };
+      const receiver = pub.track?.receiver;
+      if (receiver) {
+        const stats = await receiver.getStats();
+        stats.forEach((s) => {
+          if (s.type === 'inbound-rtp') {
+            entry.packetsReceived = s.packetsReceived;
+            entry.packetsLost = s.packetsLost;
+            entry.framesDecoded = s.framesDecoded;
+            entry.frameWidth = s.frameWidth;
+            entry.totalSamplesReceived = s.totalSamplesReceived;
+            entry.audioEnergy = s.totalAudioEnergy;
+          }
+        });
+      }
+      out.push(entry);
+    }
+  }
+  return out;
+};
+window.events = () => log;
+window.leave = async () => { await room.disconnect(); };
+window.tryJoin = async (url, token) => {
+  const r = new LK.Room();
+  try { await r.connect(url, token); await r.disconnect(); return { joined: true }; }
+  catch (e) { return { joined: false, error: String(e?.message ?? e), reason: e?.reason, status: e?.status }; }
+};
+</script></body></html>`;
+
+const server = createServer((req, res) => {
+  if (req.url === '/livekit-client.umd.js') {
+    res.writeHead(200, { 'content-type': 'text/javascript' });
+    res.end(sdk);
+  } else {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end(page);
+  }
+});
+await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+const pageUrl = `http://127.0.0.1:${server.address().port}/`;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const profile = mkdtempSync(join(tmpdir(), 'consulta-chromium-'));
+const result = { steps: [] };
+const step = (name, data) => { result.steps.push(name); console.error(`[livekit.mjs] ${name}`); return data; };
+let context;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required',
+    ],
+  });
+  const open = async (name) => {
+    const p = await context.newPage();
+    p.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name} ${m.type()}] ${m.text()}`); });
+    p.on('pageerror', (e) => console.error(`[${name} error] ${e.message}`));
+    await p.goto(pageUrl);
+    return p;
+  };
+  // Polls `fn` in the page until `ok(value)` or the deadline; returns the last value.
+  const until = async (p, fn, ok, ms) => {
+    const end = Date.now() + ms;
+    let value;
+    while (Date.now() < end) {
+      value = await p.evaluate(fn);
+      if (ok(value)) return value;
+      await sleep(250);
+    }
+    return value;
+  };
+  const video = (stats, identity, source = 'camera') => stats.find((s) => s.identity === identity && s.source === source && s.kind === 'video');
+  const audio = (stats, identity) => stats.find((s) => s.identity === identity && s.kind === 'audio');
+  const frames = (s) => s?.framesDecoded ?? 0;
+
+  const alice = await open('alice');
+  const bob = await open('bob');
+  result.alice_sid = await alice.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.alice]);
+  result.bob_sid = await bob.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.bob]);
+  step('joined');
+  result.alice_published = await alice.evaluate(() => window.publish());
+  result.bob_published = await bob.evaluate(() => window.publish());
+  step('published');
+
+  const both = (stats, other) => frames(video(stats, other)) >= 30 && (audio(stats, other)?.packetsReceived ?? 0) >= 50;
+  const aliceStats = await until(alice, () => window.remoteStats(), (s) => both(s, 'bob'), 30000);
+  const bobStats = await until(bob, () => window.remoteStats(), (s) => both(s, 'alice'), 30000);
+  result.alice_sees_bob = { video: video(aliceStats, 'bob'), audio: audio(aliceStats, 'bob') };
+  result.bob_sees_alice = { video: video(bobStats, 'alice'), audio: audio(bobStats, 'alice') };
+  step('media flowing both ways');
+
+  await alice.evaluate(() => window.setCamera(false));
+  await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'muted' && x.identity === 'alice'), 10000);
+  await alice.evaluate(() => window.setCamera(true));
+  await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'unmuted' && x.identity === 'alice'), 10000);
+  const before = frames(video(await bob.evaluate(() => window.remoteStats()), 'alice'));
+  const after = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= before + 30, 15000);
+  result.bob_frames_after_unmute = frames(video(after, 'alice')) - before;
+  step('mute and unmute');
+
+  const carol = await open('carol');
+  result.carol_sid = await carol.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.carol]);
+  const carolStats = await until(carol, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= 15 && frames(video(s, 'bob')) >= 15, 30000);
+  result.carol_sees = { alice: video(carolStats, 'alice'), bob: video(carolStats, 'bob') };
+  await carol.evaluate(() => window.leave());
+  await until(alice, () => window.events(), (e) => e.some((x) => x.kind === 'participant_disconnected' && x.identity === 'carol'), 10000);
+  await carol.close();
+  step('third participant joined and left');
+
+  await alice.evaluate(() => window.shareScreen());
+  const screen = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice', 'screen_share')) >= 15, 20000);
+  result.bob_sees_screen = video(screen, 'alice', 'screen_share');
+  step('screen share');
+
+  await alice.evaluate(() => window.sendData('hello from alice'));
+  await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'data'), 10000);
+  step('data');
+
+  const stranger = await open('stranger');
+  result.stranger = await stranger.evaluate(([u, t]) => window.tryJoin(u, t), [wsUrl, tokens.stranger]);
+  step('wrong room refused');
+
+  result.alice_events = await alice.evaluate(() => window.events());
+  result.bob_events = await bob.evaluate(() => window.events());
+  result.carol_events = await carol.evaluate(() => window.events()).catch(() => []);
+  await alice.evaluate(() => window.leave());
+  await bob.evaluate(() => window.leave());
+} catch (error) {
+  result.error = String(error?.stack ?? error);
+} finally {
+  console.log(`LIVEKIT_RESULT ${JSON.stringify(result)}`);
+  if (context) await context.close();
+  server.close();
+  rmSync(profile, { recursive: true, force: true });
+}
