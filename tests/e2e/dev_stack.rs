@@ -11,12 +11,17 @@ use crate::support::{Lines, consulta, piped, signal, wait_exit};
 async fn dev_stack_starts_prints_working_credentials_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let (hs_port, as_port) = (free_port().unwrap(), free_port().unwrap());
+    let (sfu_port, sfu_udp_port) = (free_port().unwrap(), free_port().unwrap());
     let mut child = piped(consulta(dir.path()).args([
         "dev",
         "--homeserver-port",
         &hs_port.to_string(),
         "--appservice-port",
         &as_port.to_string(),
+        "--sfu-port",
+        &sfu_port.to_string(),
+        "--sfu-udp-port",
+        &sfu_udp_port.to_string(),
     ]));
     let mut lines = Lines::follow(&mut child);
     tokio::task::block_in_place(|| {
@@ -65,6 +70,18 @@ async fn dev_stack_starts_prints_working_credentials_and_stops_on_ctrl_c() {
         .await
         .unwrap();
     assert_eq!(health["status"], "ok");
+
+    // The SFU runs too, and says where.
+    assert!(
+        printed.contains(&format!("ws://127.0.0.1:{sfu_port}")),
+        "the SFU URL is printed:\n{printed}"
+    );
+    let validate = http
+        .get(format!("http://127.0.0.1:{sfu_port}/rtc/validate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(validate.status(), 401, "the SFU wants a token");
 
     signal(&child, libc::SIGINT);
     let status = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(30)));

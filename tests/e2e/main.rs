@@ -10,4 +10,5 @@
 
 mod admin_workflow;
 mod dev_stack;
+mod sfu;
 mod support;

@@ -23,6 +23,7 @@ use livekit_protocol::{SessionDescription, SignalTarget, TrackInfo, TrackType};
 use prost::Message as _;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
@@ -36,6 +37,9 @@ use crate::peer::{
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
 /// switches in between share the one that comes).
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// Incoming streams remembered per track: three simulcast layers and their RTX streams, with
+/// room for a codec change; a publisher cycling SSRCs gets no more.
+const MAX_SSRCS_PER_TRACK: usize = 16;
 /// The largest data packet relayed (LiveKit's limit for reliable packets is 15 KiB).
 const MAX_DATA_PACKET: usize = 15 * 1024;
 
@@ -90,12 +94,18 @@ pub struct RouterStats {
     pub bytes_out: u64,
     /// RTP packets received from publishers.
     pub rtp_in: u64,
+    /// RTP packets publishers sent that never arrived (sequence gaps; late arrivals still count).
+    pub rtp_lost_in: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
     pub rtp_write_errors: u64,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: u64,
+    /// Keyframe requests (PLI/FIR) received from subscribers.
+    pub keyframe_requests_in: u64,
+    /// NACK packets received from subscribers (answered by `rtc`'s NACK responder).
+    pub nacks_in: u64,
     /// Data packets relayed (per receiver).
     pub data_relayed: u64,
     /// Data packets dropped (malformed, too big, no permission).
@@ -162,6 +172,8 @@ struct Published {
     kind: MediaKind,
     /// Incoming SSRCs (one per simulcast layer).
     ssrcs: BTreeSet<u32>,
+    /// The highest sequence number seen per incoming SSRC (for loss counting).
+    highest_seq: HashMap<u32, u16>,
     subscribers: BTreeSet<ParticipantSid>,
     last_keyframe_request: HashMap<u32, Instant>,
 }
@@ -556,6 +568,7 @@ impl Router {
                 publisher: sid.clone(),
                 kind,
                 ssrcs: BTreeSet::new(),
+                highest_seq: HashMap::new(),
                 subscribers: BTreeSet::new(),
                 last_keyframe_request: HashMap::new(),
             },
@@ -682,6 +695,7 @@ impl Router {
                 };
                 if let Some(published) = self.tracks.get_mut(sid)
                     && track.ssrc != 0
+                    && published.ssrcs.len() < MAX_SSRCS_PER_TRACK
                 {
                     published.ssrcs.insert(track.ssrc);
                 }
@@ -734,7 +748,26 @@ impl Router {
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
         };
-        published.ssrcs.insert(rtp.ssrc);
+        if published.ssrcs.len() < MAX_SSRCS_PER_TRACK {
+            published.ssrcs.insert(rtp.ssrc);
+        }
+        let seq = rtp.packet.header.sequence_number;
+        match published.highest_seq.insert(rtp.ssrc, seq) {
+            Some(highest) => {
+                let ahead = seq.wrapping_sub(highest);
+                if ahead == 0 || ahead >= 0x8000 {
+                    // A duplicate or a late packet: keep the highest.
+                    published.highest_seq.insert(rtp.ssrc, highest);
+                } else if ahead < 1000 {
+                    self.stats.rtp_lost_in += u64::from(ahead - 1);
+                }
+            }
+            None if published.highest_seq.len() > MAX_SSRCS_PER_TRACK => {
+                // A hostile publisher cycling SSRCs must not grow this map without bound.
+                published.highest_seq.clear();
+            }
+            None => {}
+        }
         let mime = rtp.mime_type.clone().unwrap_or_default();
         let keyframe = published.kind == MediaKind::Video && vp8_keyframe(&rtp.packet.payload);
         let subscribers: Vec<ParticipantSid> = published.subscribers.iter().cloned().collect();
@@ -857,8 +890,11 @@ impl Router {
                 asked.push(pli.media_ssrc);
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 asked.extend(fir.fir.iter().map(|e| e.ssrc));
+            } else if any.is::<TransportLayerNack>() {
+                self.stats.nacks_in += 1;
             }
         }
+        self.stats.keyframe_requests_in += asked.len() as u64;
         if asked.is_empty() {
             return;
         }
@@ -1069,18 +1105,25 @@ const RECV_BATCH: usize = 64;
 
 /// Runs the router on `socket` until `stop` turns true: commands from the core in, events for
 /// the core out through `on_event`.
+/// The router's counters are published to `stats` about once a second.
 pub async fn run<F>(
     mut router: Router,
     socket: UdpSocket,
     mut commands: mpsc::UnboundedReceiver<(Instant, Command)>,
     mut stop: watch::Receiver<bool>,
+    stats: watch::Sender<RouterStats>,
     mut on_event: F,
 ) -> Result<(), Error>
 where
     F: FnMut(CoreEvent),
 {
     let mut buf = vec![0u8; 2048];
+    let mut published_at = Instant::now();
     loop {
+        if published_at.elapsed() >= Duration::from_secs(1) {
+            published_at = Instant::now();
+            stats.send_replace(router.stats());
+        }
         while let Some(transmit) = router.poll_transmit() {
             if let Err(error) = socket
                 .send_to(&transmit.contents, transmit.destination)

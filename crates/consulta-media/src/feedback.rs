@@ -14,6 +14,7 @@ use std::time::Instant;
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
 /// Application-most slot: after the jitter buffer (13_000), so the chain has done its work first.
@@ -22,7 +23,8 @@ pub(crate) const SLOT: usize = 14_000;
 /// Which inbound RTCP the application sees as [`MediaEvent::Rtcp`](crate::MediaEvent::Rtcp).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RtcpDelivery {
-    /// Compound packets that contain a PLI or FIR: what an SFU must relay to the publisher.
+    /// Compound packets that contain a PLI, FIR or NACK: what an SFU relays to the publisher or
+    /// counts (NACKs are answered by `rtc`'s responder first).
     #[default]
     KeyframeRequests,
     /// Every inbound compound packet (reports, NACK, TWCC too), after `rtc`'s interceptors used it.
@@ -58,7 +60,9 @@ impl std::fmt::Debug for KeyframeRequestDelivery {
 
 fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
     let any = packet.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+    any.is::<PictureLossIndication>()
+        || any.is::<FullIntraRequest>()
+        || any.is::<TransportLayerNack>()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {

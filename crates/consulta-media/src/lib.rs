@@ -8,6 +8,7 @@
 //!
 //! See `docs/SFU-MEDIA.md` for what was proven with Chromium and the measured numbers.
 
+pub mod config;
 mod down;
 pub mod echo;
 pub mod engine;

@@ -8,7 +8,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::engine::{self, Router, RtcEngine};
+use axum::routing::get;
+
+use crate::engine::{self, Router, RouterStats, RtcEngine};
 use crate::peer::{Error, MediaConfig};
 
 /// What a node needs.
@@ -49,10 +51,11 @@ impl SfuNode {
         let (engine, commands) = RtcEngine::new();
         let server = SfuServer::new(config.shell, Box::new(engine));
         let (stop, stopped) = watch::channel(false);
+        let (stats_tx, stats) = watch::channel(RouterStats::default());
         let router = Router::new(advertised, config.media);
         let events_to = server.clone();
         let media = tokio::spawn(async move {
-            let result = engine::run(router, udp, commands, stopped, move |event| {
+            let result = engine::run(router, udp, commands, stopped, stats_tx, move |event| {
                 events_to.handle_media_event(event);
             })
             .await;
@@ -63,7 +66,25 @@ impl SfuNode {
         let http = tokio::spawn({
             let server = server.clone();
             async move {
-                if let Err(error) = server.serve(listener).await {
+                let metrics = {
+                    let server = server.clone();
+                    axum::Router::new().route(
+                        "/metrics",
+                        get(move || {
+                            let text = metrics_text(server.counts(), &stats.borrow());
+                            async move {
+                                (
+                                    [(
+                                        axum::http::header::CONTENT_TYPE,
+                                        "text/plain; version=0.0.4",
+                                    )],
+                                    text,
+                                )
+                            }
+                        }),
+                    )
+                };
+                if let Err(error) = server.serve_with(listener, metrics).await {
                     tracing::error!(%error, "signalling server stopped");
                 }
             }
@@ -92,6 +113,108 @@ impl SfuNode {
     pub fn udp_addr(&self) -> SocketAddr {
         self.udp_addr
     }
+}
+
+/// The Prometheus text exposition of the node's gauges and counters.
+pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        out.push_str(&format!(
+            "# HELP consulta_sfu_{name} {help}\n# TYPE consulta_sfu_{name} {kind}\nconsulta_sfu_{name} {value}\n"
+        ));
+    };
+    metric("rooms", "gauge", "Rooms open.", rooms as u64);
+    metric(
+        "participants",
+        "gauge",
+        "Participants in rooms.",
+        participants as u64,
+    );
+    metric(
+        "datagrams_in_total",
+        "counter",
+        "UDP datagrams received.",
+        stats.datagrams_in,
+    );
+    metric(
+        "datagrams_out_total",
+        "counter",
+        "UDP datagrams sent.",
+        stats.datagrams_out,
+    );
+    metric(
+        "datagrams_unrouted_total",
+        "counter",
+        "UDP datagrams no connection claimed.",
+        stats.datagrams_unrouted,
+    );
+    metric(
+        "bytes_in_total",
+        "counter",
+        "UDP bytes received.",
+        stats.bytes_in,
+    );
+    metric(
+        "bytes_out_total",
+        "counter",
+        "UDP bytes sent.",
+        stats.bytes_out,
+    );
+    metric(
+        "rtp_packets_in_total",
+        "counter",
+        "RTP packets received from publishers.",
+        stats.rtp_in,
+    );
+    metric(
+        "rtp_packets_lost_in_total",
+        "counter",
+        "RTP packets publishers sent that did not arrive (sequence gaps).",
+        stats.rtp_lost_in,
+    );
+    metric(
+        "rtp_packets_forwarded_total",
+        "counter",
+        "RTP packets written to subscribers.",
+        stats.rtp_forwarded,
+    );
+    metric(
+        "rtp_write_errors_total",
+        "counter",
+        "RTP packets a subscriber connection refused.",
+        stats.rtp_write_errors,
+    );
+    metric(
+        "plis_sent_total",
+        "counter",
+        "Keyframe requests sent to publishers.",
+        stats.keyframe_requests,
+    );
+    metric(
+        "plis_received_total",
+        "counter",
+        "Keyframe requests received from subscribers.",
+        stats.keyframe_requests_in,
+    );
+    metric(
+        "nacks_received_total",
+        "counter",
+        "NACK packets received from subscribers.",
+        stats.nacks_in,
+    );
+    metric(
+        "data_packets_relayed_total",
+        "counter",
+        "Data packets relayed (per receiver).",
+        stats.data_relayed,
+    );
+    metric(
+        "data_packets_dropped_total",
+        "counter",
+        "Data packets dropped.",
+        stats.data_dropped,
+    );
+    out
 }
 
 impl Drop for SfuNode {

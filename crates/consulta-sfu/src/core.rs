@@ -64,6 +64,8 @@ pub struct SfuConfig {
     /// Offer `subscriber_primary` to v0 clients that subscribe (LiveKit's behaviour). Turning it
     /// off makes the client treat its publisher PC as primary.
     pub subscriber_primary: bool,
+    /// STUN/TURN servers handed to clients in the JoinResponse (`ice_servers`).
+    pub ice_servers: Vec<livekit_protocol::IceServer>,
 }
 
 impl Default for SfuConfig {
@@ -76,6 +78,7 @@ impl Default for SfuConfig {
             sid_seed: 0,
             node_id: "consulta-sfu".to_owned(),
             subscriber_primary: true,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -266,6 +269,13 @@ impl<M: MediaEngine> Sfu<M> {
     }
 
     /// Whether `room` exists.
+    /// Rooms open and participants in them (for metrics).
+    pub fn counts(&self) -> (usize, usize) {
+        let participants = self.rooms.values().map(|r| r.participants.len()).sum();
+        (self.rooms.len(), participants)
+    }
+
+    /// Whether `room` exists.
     pub fn has_room(&self, room: &RoomName) -> bool {
         self.rooms.contains_key(room)
     }
@@ -405,6 +415,7 @@ impl<M: MediaEngine> Sfu<M> {
                 ..ClientConfiguration::default()
             }),
             fast_publish: true,
+            ice_servers: self.config.ice_servers.clone(),
             ..JoinResponse::default()
         };
         self.conns.insert(conn, (name.clone(), sid.clone()));

@@ -125,10 +125,24 @@ impl SfuServer {
             .with_state(self.clone())
     }
 
+    /// Rooms open and participants in them.
+    pub fn counts(&self) -> (usize, usize) {
+        self.lock().core.counts()
+    }
+
     /// Serves the routes on `listener` and runs the core's timer until the server stops.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        self.serve_with(listener, Router::new()).await
+    }
+
+    /// Like [`serve`](Self::serve), with more routes (metrics, health) on the same listener.
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        extra: Router,
+    ) -> std::io::Result<()> {
         let ticker = tokio::spawn(self.clone().run_timer());
-        let result = axum::serve(listener, self.router()).await;
+        let result = axum::serve(listener, self.router().merge(extra)).await;
         ticker.abort();
         result
     }

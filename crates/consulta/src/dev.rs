@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use consulta_appservice::SystemClock;
 use consulta_core::{Clock, Role, UserId};
+use consulta_media::config::SfuSettings;
 use consulta_testkit::{Stack, StackOptions};
 
 /// Options of `consulta dev`.
@@ -16,6 +17,12 @@ pub struct DevArgs {
     /// Port for the appservice.
     #[arg(long, default_value_t = 29400)]
     appservice_port: u16,
+    /// Port for the SFU's signalling (WebSocket `/rtc`) and `/metrics`.
+    #[arg(long, default_value_t = 7880)]
+    sfu_port: u16,
+    /// UDP port for all SFU media.
+    #[arg(long, default_value_t = 7882)]
+    sfu_udp_port: u16,
     /// Keep state here between runs (default: a temporary directory removed on exit).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -42,6 +49,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         )
     })?;
     consulta_appservice::ping_homeserver_until_reachable(stack.appservice.clone()).await;
+
+    let sfu_secret = consulta_appservice::Secret::generate();
+    let sfu_settings = SfuSettings::parse(&format!(
+        "listen: 127.0.0.1:{}\nudp_bind: 127.0.0.1:{}\nkeys:\n  consulta: {}\n",
+        args.sfu_port,
+        args.sfu_udp_port,
+        sfu_secret.expose()
+    ))?;
+    let sfu = crate::sfu::start(&sfu_settings).await.with_context(|| {
+        format!(
+            "cannot start the SFU (are TCP {} and UDP {} free? see --sfu-port/--sfu-udp-port)",
+            args.sfu_port, args.sfu_udp_port
+        )
+    })?;
 
     let credentials = stack.config_dir().join("demo-accounts.txt");
     let accounts = if credentials.exists() {
@@ -81,6 +102,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  Server name: {}", stack.synapse.server_name());
     println!("  Appservice:  {}", stack.appservice_url);
+    println!(
+        "  SFU:         ws://{} (media on UDP {}; API key `consulta`, secret {})",
+        sfu.http_addr(),
+        sfu.udp_addr(),
+        sfu_secret.expose()
+    );
     println!("  Demo accounts:");
     print!("{accounts}");
     println!("  State and logs: {}", stack.config_dir().display());
@@ -88,6 +115,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     crate::shutdown_signal().await;
     println!("Stopping…");
+    drop(sfu);
     stack.stop().await?;
     println!("Stopped.");
     Ok(())

@@ -8,6 +8,7 @@
 
 mod dev;
 mod setup;
+mod sfu;
 mod users;
 
 use std::path::PathBuf;
@@ -64,9 +65,11 @@ enum Command {
     /// Start a development stack on loopback: Synapse (installed on first use) and the appservice, with
     /// demo accounts. Stops on Ctrl-C.
     Dev(dev::DevArgs),
+    /// Run the SFU: LiveKit-compatible signalling and media for video consultations.
+    Sfu(sfu::SfuArgs),
 }
 
-fn init_logging(level: &str, format: LogFormat) {
+pub(crate) fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -109,6 +112,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => setup::generate_registration(&config, &registration),
         Command::Run { config } => run(config).await,
         Command::Users { config, command } => users::run(&config, command).await,
+        Command::Sfu(args) => sfu::run(args).await,
         Command::Dev(args) => {
             init_logging("info,consulta=info", LogFormat::Pretty);
             dev::run(args).await

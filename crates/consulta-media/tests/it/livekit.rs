@@ -43,6 +43,22 @@ fn token(identity: &str, room: &str) -> String {
     mint(&claims, &ApiSecret::new(SECRET)).unwrap()
 }
 
+async fn get_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: sfu\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response
+}
+
 fn frames(v: &Value) -> u64 {
     v["framesDecoded"].as_u64().unwrap_or(0)
 }
@@ -190,6 +206,22 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
             && e["text"] == "hello from alice"),
         "bob received alice's data packet, stamped with her identity"
     );
+
+    // The node's own counters saw the same traffic (published about once a second).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let metrics = get_metrics(node.http_addr()).await;
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("consulta_sfu_{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{metrics}"))
+    };
+    assert!(value("rtp_packets_forwarded_total") > 500, "{metrics}");
+    assert!(value("rtp_packets_in_total") > 500, "{metrics}");
+    assert!(value("plis_sent_total") > 0, "{metrics}");
+    assert!(value("data_packets_relayed_total") >= 1, "{metrics}");
+    assert_eq!(value("rooms"), 1, "{metrics}");
 
     assert_eq!(
         result["stranger"]["joined"], false,

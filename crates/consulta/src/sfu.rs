@@ -1,0 +1,65 @@
+//! `consulta sfu`: the LiveKit-compatible SFU node (signalling on TCP, all media on one UDP port).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use consulta_appservice::config::LogFormat;
+use consulta_media::config::{EXAMPLE, SfuSettings};
+use consulta_media::node::SfuNode;
+use tokio::net::{TcpListener, UdpSocket};
+
+/// Options of `consulta sfu`.
+#[derive(Debug, clap::Args)]
+pub struct SfuArgs {
+    /// The SFU configuration file.
+    #[arg(short, long, default_value = "sfu.yaml")]
+    config: PathBuf,
+    /// Write the commented example configuration to `--config` and exit.
+    #[arg(long)]
+    generate_config: bool,
+}
+
+pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
+    if args.generate_config {
+        return generate(&args.config);
+    }
+    let settings = SfuSettings::load(&args.config)?;
+    crate::init_logging(&settings.log_level, LogFormat::Pretty);
+    let node = start(&settings).await?;
+    tracing::info!(
+        signalling = %node.http_addr(),
+        media = %node.udp_addr(),
+        "Consulta SFU started"
+    );
+    crate::shutdown_signal().await;
+    drop(node);
+    tracing::info!("Consulta SFU stopped");
+    Ok(())
+}
+
+/// Binds the sockets `settings` name and starts a node on them.
+pub async fn start(settings: &SfuSettings) -> anyhow::Result<SfuNode> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let udp = UdpSocket::bind(settings.udp_bind)
+        .await
+        .with_context(|| format!("cannot bind UDP {}", settings.udp_bind))?;
+    Ok(SfuNode::start(settings.node_config(), listener, udp).await?)
+}
+
+fn generate(path: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !path.exists(),
+        "{} exists; remove it first or choose another --config",
+        path.display()
+    );
+    let secret = consulta_appservice::Secret::generate();
+    std::fs::write(path, EXAMPLE.replace("CHANGE_ME", secret.expose()))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "Wrote {} with a new API secret for key `consulta`.",
+        path.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `consulta sfu` as an operator runs it: generate the config, start, scrape metrics, and have
+//! tokens checked with the generated key.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use consulta_sfu::auth::{ApiSecret, Claims, VideoGrant, mint};
+use consulta_testkit::free_port;
+
+use crate::support::{Lines, consulta, output, piped, signal, wait_exit};
+
+fn token(secret: &str, room_create: bool) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = Claims {
+        iss: "consulta".to_owned(),
+        sub: "@doctor:clinic.test".to_owned(),
+        exp: Some(now + 300),
+        video: VideoGrant {
+            room_join: true,
+            room_create,
+            room: "consultation-1".to_owned(),
+            ..VideoGrant::default()
+        },
+        ..Claims::default()
+    };
+    mint(&claims, &ApiSecret::new(secret)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consulta_sfu_runs_from_a_generated_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, printed) = output(consulta(dir.path()).args(["sfu", "--generate-config"]));
+    assert!(ok, "{printed}");
+    let generated = std::fs::read_to_string(dir.path().join("sfu.yaml")).unwrap();
+    assert!(!generated.contains("CHANGE_ME"), "a secret was generated");
+    let secret = generated
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("consulta: "))
+        .unwrap()
+        .to_owned();
+    let (ok, printed) = output(consulta(dir.path()).args(["sfu", "--generate-config"]));
+    assert!(!ok, "an existing config is not overwritten: {printed}");
+
+    let (port, udp_port) = (free_port().unwrap(), free_port().unwrap());
+    let config = generated
+        .replace("127.0.0.1:7880", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:7882", &format!("127.0.0.1:{udp_port}"));
+    std::fs::write(dir.path().join("sfu.yaml"), config).unwrap();
+    let mut child = piped(consulta(dir.path()).args(["sfu"]));
+    let mut lines = Lines::follow(&mut child);
+    tokio::task::block_in_place(|| lines.wait_for("Consulta SFU started", Duration::from_secs(30)));
+    let logs = lines.seen.join("\n");
+    assert!(!logs.contains(&secret), "the secret is never logged");
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("consulta_sfu_rooms 0"), "{metrics}");
+    assert!(metrics.contains("# TYPE consulta_sfu_rtp_packets_forwarded_total counter"));
+
+    let validate = |token: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let response = http
+                .get(format!("{base}/rtc/validate"))
+                .query(&[("access_token", token)])
+                .send()
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+    assert_eq!(
+        validate(token(&secret, false)).await,
+        (404, "requested room does not exist".to_owned())
+    );
+    assert_eq!(validate(token(&secret, true)).await.0, 200);
+    assert_eq!(
+        validate(token("another-secret-that-is-long-enough-0000", true))
+            .await
+            .0,
+        401
+    );
+
+    signal(&child, libc::SIGTERM);
+    let status = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(15)));
+    assert!(status.success(), "SIGTERM stops the SFU cleanly: {status}");
+}
