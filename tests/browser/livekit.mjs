@@ -16,7 +16,7 @@ if (!wsUrl || !scenarioPath) {
   console.error('usage: node livekit.mjs <ws-url> <scenario.json>');
   process.exit(2);
 }
-const { tokens } = JSON.parse(readFileSync(scenarioPath, 'utf8'));
+const { tokens, mode } = JSON.parse(readFileSync(scenarioPath, 'utf8'));
 const executablePath = process.env.CONSULTA_CHROMIUM ?? '/usr/bin/chromium';
 if (!existsSync(executablePath)) {
   console.error(`livekit.mjs: ${executablePath} is missing (apt-get install chromium)`);
@@ -25,14 +25,25 @@ if (!existsSync(executablePath)) {
 
 // The page: livekit-client's UMD build plus a few helpers the scenario calls.
 const sdk = readFileSync(join(here, 'node_modules/livekit-client/dist/livekit-client.umd.js'));
+const e2eeWorker = readFileSync(join(here, 'node_modules/livekit-client/dist/livekit-client.e2ee.worker.js'));
 const page = `<!doctype html><html><head><meta charset="utf-8"><title>consulta livekit test</title>
 <script src="/livekit-client.umd.js"></script></head><body><div id="tiles"></div><script>
 const LK = window.LivekitClient;
 const log = [];
 let room;
 const note = (kind, detail) => log.push({ at: Date.now(), kind, ...detail });
-window.join = async (url, token) => {
-  room = new LK.Room({ adaptiveStream: true, dynacast: true });
+window.join = async (url, token, passphrase) => {
+  const options = { adaptiveStream: true, dynacast: true };
+  if (passphrase) {
+    // Element Call's per-participant E2EE: the SFU only ever sees ciphertext frames.
+    const keyProvider = new LK.ExternalE2EEKeyProvider();
+    await keyProvider.setKey(passphrase);
+    options.e2ee = { keyProvider, worker: new Worker('/livekit-client.e2ee.worker.js') };
+  }
+  room = new LK.Room(options);
+  room.on(LK.RoomEvent.EncryptionError, (e) => note('encryption_error', { error: String(e) }));
+  room.on(LK.RoomEvent.ParticipantEncryptionStatusChanged, (enabled, p) => note('encryption_status', { identity: p?.identity, enabled }));
+  if (passphrase) await room.setE2EEEnabled(true);
   room.on(LK.RoomEvent.ParticipantConnected, (p) => note('participant_connected', { identity: p.identity }));
   room.on(LK.RoomEvent.ParticipantDisconnected, (p) => note('participant_disconnected', { identity: p.identity }));
   room.on(LK.RoomEvent.TrackMuted, (pub, p) => note('muted', { identity: p.identity, source: pub.source }));
@@ -77,7 +88,7 @@ window.remoteStats = async () => {
   const out = [];
   for (const p of room.remoteParticipants.values()) {
     for (const pub of p.trackPublications.values()) {
-      const entry = { identity: p.identity, source: pub.source, kind: pub.kind, subscribed: pub.isSubscribed, muted: pub.isMuted };
+      const entry = { identity: p.identity, source: pub.source, kind: pub.kind, subscribed: pub.isSubscribed, muted: pub.isMuted, encrypted: pub.isEncrypted };
       const receiver = pub.track?.receiver;
       if (receiver) {
         const stats = await receiver.getStats();
@@ -110,6 +121,9 @@ const server = createServer((req, res) => {
   if (req.url === '/livekit-client.umd.js') {
     res.writeHead(200, { 'content-type': 'text/javascript' });
     res.end(sdk);
+  } else if (req.url === '/livekit-client.e2ee.worker.js') {
+    res.writeHead(200, { 'content-type': 'text/javascript' });
+    res.end(e2eeWorker);
   } else {
     res.writeHead(200, { 'content-type': 'text/html' });
     res.end(page);
@@ -161,10 +175,11 @@ try {
   const audio = (stats, identity) => stats.find((s) => s.identity === identity && s.kind === 'audio');
   const frames = (s) => s?.framesDecoded ?? 0;
 
+  const passphrase = mode === 'e2ee' ? 'consulta-test-shared-key' : undefined;
   const alice = await open('alice');
   const bob = await open('bob');
-  result.alice_sid = await alice.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.alice]);
-  result.bob_sid = await bob.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.bob]);
+  result.alice_sid = await alice.evaluate(([u, t, k]) => window.join(u, t, k), [wsUrl, tokens.alice, passphrase]);
+  result.bob_sid = await bob.evaluate(([u, t, k]) => window.join(u, t, k), [wsUrl, tokens.bob, passphrase]);
   step('joined');
   result.alice_published = await alice.evaluate(() => window.publish());
   result.bob_published = await bob.evaluate(() => window.publish());
@@ -176,6 +191,14 @@ try {
   result.alice_sees_bob = { video: video(aliceStats, 'bob'), audio: audio(aliceStats, 'bob') };
   result.bob_sees_alice = { video: video(bobStats, 'alice'), audio: audio(bobStats, 'alice') };
   step('media flowing both ways');
+  if (mode === 'e2ee') {
+    result.alice_events = await alice.evaluate(() => window.events());
+    result.bob_events = await bob.evaluate(() => window.events());
+    result.e2ee_enabled = await bob.evaluate(() => room.isE2EEEnabled);
+    await alice.evaluate(() => window.leave());
+    await bob.evaluate(() => window.leave());
+    throw 'done';
+  }
 
   await alice.evaluate(() => window.setCamera(false));
   await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'muted' && x.identity === 'alice'), 10000);
@@ -214,7 +237,7 @@ try {
   await alice.evaluate(() => window.leave());
   await bob.evaluate(() => window.leave());
 } catch (error) {
-  result.error = String(error?.stack ?? error);
+  if (error !== 'done') result.error = String(error?.stack ?? error);
 } finally {
   console.log(`LIVEKIT_RESULT ${JSON.stringify(result)}`);
   if (context) await context.close();

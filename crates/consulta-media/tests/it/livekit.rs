@@ -63,8 +63,9 @@ fn frames(v: &Value) -> u64 {
     v["framesDecoded"].as_u64().unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn livekit_client_two_participants_see_and_hear_each_other() {
+/// Starts a node with the room `consultation`, runs tests/browser/livekit.mjs in `mode` against it
+/// and returns the node (for its metrics) and what the pages saw.
+async fn run_scenario(mode: &str) -> (SfuNode, Value) {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: run tests/run, or apt-get install chromium"
@@ -97,7 +98,8 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
             "bob": token("bob", "consultation"),
             "carol": token("carol", "consultation"),
             "stranger": token("stranger", "another-room"),
-        }
+        },
+        "mode": mode,
     });
     let scenario_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(scenario_file.path(), scenario.to_string()).unwrap();
@@ -135,6 +137,12 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
         result["steps"],
         result["error"]
     );
+    (node, result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_two_participants_see_and_hear_each_other() {
+    let (node, result) = run_scenario("full").await;
 
     // Media both ways: video decoded and audio received, from each other.
     for (who, other) in [("alice_sees_bob", "bob"), ("bob_sees_alice", "alice")] {
@@ -236,4 +244,36 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
         "the refusal says why: {}",
         result["stranger"]
     );
+}
+
+/// Element Call's default: per-participant end-to-end encryption. The SFU forwards ciphertext it
+/// cannot read; the receivers can only decode the frames if nothing but the RTP headers (and the
+/// clear VP8 payload descriptor) was touched, and they decrypt only because the SFU copied
+/// `encryption` into the TrackInfo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_end_to_end_encrypted_media_passes_through() {
+    let (_node, result) = run_scenario("e2ee").await;
+    assert_eq!(result["e2ee_enabled"], true, "E2EE was on");
+    for (who, other) in [("alice_sees_bob", "bob"), ("bob_sees_alice", "alice")] {
+        let seen = &result[who];
+        assert!(
+            frames(&seen["video"]) >= 30,
+            "{who}: {other}'s video: {seen}"
+        );
+        assert_eq!(seen["video"]["encrypted"], true, "{who}: {seen}");
+        assert_eq!(seen["audio"]["encrypted"], true, "{who}: {seen}");
+        assert!(
+            seen["audio"]["totalSamplesReceived"].as_u64().unwrap_or(0) > 0,
+            "{who}: {other}'s audio decoded: {seen}"
+        );
+    }
+    for who in ["alice_events", "bob_events"] {
+        let errors: Vec<&Value> = result[who]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "encryption_error")
+            .collect();
+        assert!(errors.is_empty(), "{who}: {errors:?}");
+    }
 }
