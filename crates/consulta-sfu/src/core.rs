@@ -589,6 +589,23 @@ impl<M: MediaEngine> Sfu<M> {
                     self.broadcast_update(&room, &participant, info);
                 }
             }
+            MediaEvent::SpeakersChanged { room, speakers } => {
+                let conns: Vec<ConnId> = self
+                    .rooms
+                    .get(&room)
+                    .map(|r| r.participants.values().map(|p| p.conn).collect())
+                    .unwrap_or_default();
+                for conn in conns {
+                    self.send(
+                        conn,
+                        signal_response::Message::SpeakersChanged(
+                            livekit_protocol::SpeakersChanged {
+                                speakers: speakers.clone(),
+                            },
+                        ),
+                    );
+                }
+            }
         }
     }
 
@@ -1561,6 +1578,38 @@ mod tests {
         );
         let to_bob = updates_for(&sent, bob);
         assert_eq!(to_bob[0].state, participant_info::State::Active as i32);
+    }
+
+    #[test]
+    fn speaker_changes_reach_everyone_in_the_room() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.drain();
+        let room = RoomName::parse(&join.room.unwrap().name).unwrap();
+        let sid = join.participant.unwrap().sid;
+        w.sfu.handle_media_event(MediaEvent::SpeakersChanged {
+            room,
+            speakers: vec![livekit_protocol::SpeakerInfo {
+                sid: sid.clone(),
+                level: 0.8,
+                active: true,
+            }],
+        });
+        let sent = w.drain();
+        for conn in [alice, bob] {
+            assert!(
+                sent.iter().any(|(c, m)| *c == conn
+                    && matches!(m, signal_response::Message::SpeakersChanged(s)
+                        if s.speakers.len() == 1 && s.speakers[0].sid == sid && s.speakers[0].active)),
+                "{conn} told: {sent:?}"
+            );
+        }
+        w.sfu.handle_media_event(MediaEvent::SpeakersChanged {
+            room: RoomName::parse("elsewhere").unwrap(),
+            speakers: Vec::new(),
+        });
+        assert!(w.drain().is_empty(), "no one in another room is told");
     }
 
     #[test]

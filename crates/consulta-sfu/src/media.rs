@@ -110,6 +110,13 @@ pub enum MediaEvent {
         /// Who.
         participant: ParticipantSid,
     },
+    /// Who started or stopped speaking in `room` (a delta, sent as `speakers_changed`).
+    SpeakersChanged {
+        /// Where.
+        room: RoomName,
+        /// The changes.
+        speakers: Vec<livekit_protocol::SpeakerInfo>,
+    },
 }
 
 /// A media engine that does nothing: the SFU then speaks signalling only (rooms, participants,
