@@ -1,0 +1,32 @@
+//! The UDP demultiplexer reads the STUN USERNAME of any datagram: arbitrary bytes from arbitrary
+//! addresses must never panic it, and routing must stay consistent.
+#![no_main]
+
+use std::net::SocketAddr;
+
+use consulta_media::mux::{Demux, stun_local_ufrag};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = stun_local_ufrag(data);
+    let mut demux = Demux::default();
+    demux.register("ufrag1".to_owned(), 1u8);
+    demux.register("ufrag2".to_owned(), 2u8);
+    for (i, chunk) in data.chunks(64).enumerate() {
+        let port = 1000 + u16::from(chunk.first().copied().unwrap_or(0) % 8);
+        let from = SocketAddr::from(([127, 0, 0, 1], port));
+        let routed = demux.route(from, chunk);
+        if let Some(ufrag) = stun_local_ufrag(chunk) {
+            let expected = match ufrag {
+                "ufrag1" => Some(1),
+                "ufrag2" => Some(2),
+                _ => routed,
+            };
+            assert_eq!(routed, expected, "chunk {i}");
+        }
+        if i % 7 == 6 {
+            demux.remove(1);
+            demux.register("ufrag1".to_owned(), 1);
+        }
+    }
+});
