@@ -9,11 +9,13 @@
 //! - [`auth`]: verify (and, for tests and the auth service, mint) HS256 access tokens.
 //! - [`core`]: the sans-IO session state machine (`handle_*` in, `poll_*` out).
 //! - [`media`]: the seam to the media engine ([`MediaEngine`], [`MediaEvent`]).
+//! - [`forward`]: per-subscriber RTP forwarding decisions (layers, key frames, rewriting).
 //! - [`signal`]: protobuf framing, size and rate limits.
 //! - [`shell`]: axum routes, WebSockets and timers feeding the core.
 
 pub mod auth;
 pub mod core;
+pub mod forward;
 pub mod ids;
 pub mod media;
 pub mod shell;
