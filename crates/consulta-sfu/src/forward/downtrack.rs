@@ -369,14 +369,15 @@ impl DownTrack {
     }
 
     /// The layer to forward now: the target, or the nearest available one if the target stopped
-    /// arriving (or never came) while others did. Without simulcast, the one that arrives.
+    /// arriving (or never came) while others did. Without simulcast, the one that arrives
+    /// ([`Quality::High`], a stream without rid, until one does).
     fn wanted(&self, now: Instant) -> Quality {
         if !self.config.simulcast {
             return Quality::ALL
                 .into_iter()
                 .filter_map(|q| Some((self.layers.get(q).last_seen?, q)))
                 .max()
-                .map_or(self.target, |(_, q)| q);
+                .map_or(Quality::High, |(_, q)| q);
         }
         let available = |q: Quality| {
             self.layers
@@ -951,6 +952,13 @@ mod tests {
         let mut sim = Sim::new(Codec::Vp8);
         sim.dt = DownTrack::new(DownTrackConfig::new(Codec::Vp8));
         sim.dt.set_target(Quality::Low);
+        let req = sim.dt.poll_keyframe_request(sim.now).unwrap();
+        assert_eq!(
+            req.quality,
+            Quality::High,
+            "nothing seen yet: the rid-less stream"
+        );
+        sim.now += Duration::from_millis(500);
         sim.tick(&[Quality::High], &[]);
         assert_eq!(
             sim.dt.poll_keyframe_request(sim.now).unwrap().quality,
