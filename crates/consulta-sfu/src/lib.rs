@@ -9,15 +9,21 @@
 //! - [`auth`]: verify (and, for tests and the auth service, mint) HS256 access tokens.
 //! - [`core`]: the sans-IO session state machine (`handle_*` in, `poll_*` out).
 //! - [`media`]: the seam to the media engine ([`MediaEngine`], [`MediaEvent`]).
+//! - [`forward`]: per-subscriber RTP forwarding decisions (layers, key frames, rewriting).
+//! - [`speakers`]: active speaker detection from RTP audio levels.
+//! - [`data`]: relaying `DataPacket`s between participants.
 //! - [`signal`]: protobuf framing, size and rate limits.
 //! - [`shell`]: axum routes, WebSockets and timers feeding the core.
 
 pub mod auth;
 pub mod core;
+pub mod data;
+pub mod forward;
 pub mod ids;
 pub mod media;
 pub mod shell;
 pub mod signal;
+pub mod speakers;
 
 pub use auth::{ApiKeys, ApiSecret, AuthError, JoinGrant};
 pub use core::{JoinError, JoinOptions, Output, Sfu, SfuConfig};

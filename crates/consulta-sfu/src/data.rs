@@ -1,0 +1,263 @@
+//! Relaying LiveKit `DataPacket`s between participants (spec `matrixrtc-livekit.md` §2.10).
+//!
+//! A client sends a protobuf `DataPacket` on its `_reliable` or `_lossy` data channel. The SFU
+//! decodes it, refuses it if the sender may not publish data, stamps it with the sender's identity
+//! and sid (a client must not speak for someone else), keeps `sequence` (receivers deduplicate
+//! reliable packets per sender sid by it), and forwards it on the same kind of channel to everyone
+//! else or to the `destination_identities` it names. This module makes that decision; the engine
+//! owns the channels.
+
+use livekit_protocol::{DataPacket, data_packet};
+use prost::Message;
+
+use crate::ids::ParticipantSid;
+
+/// Largest `DataPacket` accepted, in bytes. Browsers negotiate an SCTP max-message-size of 64 KiB
+/// or more, and livekit-client splits larger payloads into streams well below this.
+pub const MAX_DATA_PACKET_BYTES: usize = 64 * 1024;
+
+/// Why a data packet is not relayed.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DataError {
+    /// Larger than [`MAX_DATA_PACKET_BYTES`].
+    #[error("data packet of {len} bytes exceeds {max}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not a `DataPacket`.
+    #[error("malformed data packet: {0}")]
+    Malformed(#[from] prost::DecodeError),
+    /// The sender's grant lacks `canPublishData`.
+    #[error("participant may not publish data")]
+    NotPermitted,
+}
+
+/// The kind of data channel, which a relayed packet keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataKind {
+    /// `_reliable`: ordered, retransmitted.
+    Reliable,
+    /// `_lossy`: unordered, no retransmissions.
+    Lossy,
+}
+
+impl DataKind {
+    /// The kind of a channel by its label; `None` for other channels (`_data_track`, custom ones).
+    pub fn from_label(label: &str) -> Option<Self> {
+        match label {
+            "_reliable" => Some(Self::Reliable),
+            "_lossy" => Some(Self::Lossy),
+            _ => None,
+        }
+    }
+
+    /// The channel label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Reliable => "_reliable",
+            Self::Lossy => "_lossy",
+        }
+    }
+}
+
+/// Who sent a data packet, as the session core knows them.
+#[derive(Debug, Clone, Copy)]
+pub struct DataSender<'a> {
+    /// The sender's identity.
+    pub identity: &'a str,
+    /// The sender's sid.
+    pub sid: &'a ParticipantSid,
+    /// `canPublishData` from the sender's permission.
+    pub can_publish_data: bool,
+}
+
+/// A data packet ready to forward.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayedData {
+    /// The re-encoded `DataPacket`, stamped with the sender.
+    pub bytes: Vec<u8>,
+    /// Identities to deliver to; empty means every participant but the sender.
+    pub destinations: Vec<String>,
+    /// The kind of channel to forward on (the one it arrived on).
+    pub kind: DataKind,
+    /// The packet's `sequence`, unchanged.
+    pub sequence: u32,
+}
+
+/// Checks, decodes and stamps a `DataPacket` that `sender` sent on a channel of `kind`.
+pub fn relay_data_packet(
+    bytes: &[u8],
+    kind: DataKind,
+    sender: &DataSender<'_>,
+) -> Result<RelayedData, DataError> {
+    if !sender.can_publish_data {
+        return Err(DataError::NotPermitted);
+    }
+    if bytes.len() > MAX_DATA_PACKET_BYTES {
+        return Err(DataError::TooLarge {
+            len: bytes.len(),
+            max: MAX_DATA_PACKET_BYTES,
+        });
+    }
+    let mut packet = DataPacket::decode(bytes)?;
+    packet.participant_identity = sender.identity.to_owned();
+    packet.participant_sid = sender.sid.to_string();
+    let mut destinations = packet.destination_identities.clone();
+    #[allow(
+        deprecated,
+        reason = "older clients read and write the sender and destinations inside UserPacket and \
+                  the kind field; keep them truthful"
+    )]
+    {
+        packet.kind = match kind {
+            DataKind::Reliable => data_packet::Kind::Reliable,
+            DataKind::Lossy => data_packet::Kind::Lossy,
+        }
+        .into();
+        if let Some(data_packet::Value::User(user)) = &mut packet.value {
+            user.participant_identity = sender.identity.to_owned();
+            user.participant_sid = sender.sid.to_string();
+            if destinations.is_empty() {
+                destinations = user.destination_identities.clone();
+            }
+        }
+    }
+    Ok(RelayedData {
+        bytes: packet.encode_to_vec(),
+        destinations,
+        kind,
+        sequence: packet.sequence,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        reason = "tests"
+    )]
+
+    use livekit_protocol::UserPacket;
+
+    use super::*;
+
+    fn alice() -> ParticipantSid {
+        ParticipantSid::parse("PA_alice").unwrap()
+    }
+
+    fn sender(sid: &ParticipantSid, can_publish_data: bool) -> DataSender<'_> {
+        DataSender {
+            identity: "@alice:hs.example:DEV",
+            sid,
+            can_publish_data,
+        }
+    }
+
+    #[allow(deprecated, reason = "building packets as older clients do")]
+    fn spoofed(destinations: &[&str], user_destinations: &[&str]) -> DataPacket {
+        DataPacket {
+            participant_identity: "@mallory:evil.example:X".to_owned(),
+            participant_sid: "PA_mallory".to_owned(),
+            destination_identities: destinations.iter().map(|s| (*s).to_owned()).collect(),
+            sequence: 42,
+            value: Some(data_packet::Value::User(UserPacket {
+                participant_identity: "@mallory:evil.example:X".to_owned(),
+                participant_sid: "PA_mallory".to_owned(),
+                payload: b"hello".to_vec(),
+                topic: Some("chat".to_owned()),
+                destination_identities: user_destinations.iter().map(|s| (*s).to_owned()).collect(),
+                ..UserPacket::default()
+            })),
+            ..DataPacket::default()
+        }
+    }
+
+    #[test]
+    #[allow(deprecated, reason = "checking the fields older clients read")]
+    fn identity_is_overwritten_and_sequence_kept() {
+        let sid = alice();
+        let bytes = spoofed(&["@bob:hs.example:B"], &[]).encode_to_vec();
+        let relayed = relay_data_packet(&bytes, DataKind::Lossy, &sender(&sid, true)).unwrap();
+        assert_eq!(relayed.destinations, vec!["@bob:hs.example:B".to_owned()]);
+        assert_eq!(relayed.kind, DataKind::Lossy);
+        assert_eq!(relayed.sequence, 42);
+        let out = DataPacket::decode(relayed.bytes.as_slice()).unwrap();
+        assert_eq!(out.participant_identity, "@alice:hs.example:DEV");
+        assert_eq!(out.participant_sid, "PA_alice");
+        assert_eq!(out.sequence, 42);
+        assert_eq!(out.kind, data_packet::Kind::Lossy as i32);
+        let Some(data_packet::Value::User(user)) = out.value else {
+            panic!("value lost");
+        };
+        assert_eq!(user.participant_identity, "@alice:hs.example:DEV");
+        assert_eq!(user.participant_sid, "PA_alice");
+        assert_eq!(user.payload, b"hello");
+        assert_eq!(user.topic.as_deref(), Some("chat"));
+    }
+
+    #[test]
+    fn destinations_default_to_everyone_or_come_from_the_user_packet() {
+        let sid = alice();
+        let everyone = relay_data_packet(
+            &spoofed(&[], &[]).encode_to_vec(),
+            DataKind::Reliable,
+            &sender(&sid, true),
+        )
+        .unwrap();
+        assert!(everyone.destinations.is_empty());
+        assert_eq!(everyone.kind, DataKind::Reliable);
+        let legacy = relay_data_packet(
+            &spoofed(&[], &["@carol:hs.example:C"]).encode_to_vec(),
+            DataKind::Reliable,
+            &sender(&sid, true),
+        )
+        .unwrap();
+        assert_eq!(legacy.destinations, vec!["@carol:hs.example:C".to_owned()]);
+    }
+
+    #[test]
+    fn refused_without_permission_oversized_or_malformed() {
+        let sid = alice();
+        let bytes = spoofed(&[], &[]).encode_to_vec();
+        assert_eq!(
+            relay_data_packet(&bytes, DataKind::Reliable, &sender(&sid, false)),
+            Err(DataError::NotPermitted)
+        );
+        let big = vec![0u8; MAX_DATA_PACKET_BYTES + 1];
+        assert_eq!(
+            relay_data_packet(&big, DataKind::Reliable, &sender(&sid, true)),
+            Err(DataError::TooLarge {
+                len: MAX_DATA_PACKET_BYTES + 1,
+                max: MAX_DATA_PACKET_BYTES
+            })
+        );
+        // Field 4 (identity) announced as 100 bytes long, 1 present.
+        assert!(matches!(
+            relay_data_packet(&[0x22, 100, b'x'], DataKind::Reliable, &sender(&sid, true)),
+            Err(DataError::Malformed(_))
+        ));
+        assert!(matches!(
+            relay_data_packet(&[0xff; 16], DataKind::Lossy, &sender(&sid, true)),
+            Err(DataError::Malformed(_))
+        ));
+        // The empty message is a valid (empty) DataPacket, stamped like any other.
+        let empty = relay_data_packet(&[], DataKind::Lossy, &sender(&sid, true)).unwrap();
+        let out = DataPacket::decode(empty.bytes.as_slice()).unwrap();
+        assert_eq!(out.participant_sid, "PA_alice");
+    }
+
+    #[test]
+    fn channel_labels() {
+        assert_eq!(DataKind::from_label("_reliable"), Some(DataKind::Reliable));
+        assert_eq!(DataKind::from_label("_lossy"), Some(DataKind::Lossy));
+        assert_eq!(DataKind::from_label("_data_track"), None);
+        for k in [DataKind::Reliable, DataKind::Lossy] {
+            assert_eq!(DataKind::from_label(k.label()), Some(k));
+        }
+    }
+}
