@@ -5,7 +5,7 @@
 // Never downloads a browser: it runs /usr/bin/chromium (or $CONSULTA_CHROMIUM) and fails without it.
 import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,7 +56,7 @@ window.join = async (url, token, passphrase) => {
     note('subscribed', { identity: p.identity, track_kind: track.kind, source: pub.source });
     const element = track.attach();
     element.muted = true; // autoplay policy; decoding does not depend on it
-    if (track.kind === 'video') { element.width = 640; element.height = 360; }
+    if (track.kind === 'video') { element.style.width = '640px'; element.style.height = '360px'; }
     element.dataset.identity = p.identity;
     element.dataset.source = pub.source;
     document.getElementById('tiles').appendChild(element);
@@ -109,6 +109,15 @@ window.remoteStats = async () => {
   return out;
 };
 window.events = () => log;
+// Resizes the tiles of a participant's camera: adaptive stream tells the SFU, which picks a layer.
+window.resizeTile = (identity, width, height) => {
+  for (const el of document.querySelectorAll('video')) {
+    if (el.dataset.identity === identity && el.dataset.source === 'camera') {
+      el.style.width = width + 'px';
+      el.style.height = height + 'px';
+    }
+  }
+};
 window.leave = async () => { await room.disconnect(); };
 window.tryJoin = async (url, token) => {
   const r = new LK.Room();
@@ -134,6 +143,22 @@ const pageUrl = `http://127.0.0.1:${server.address().port}/`;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const profile = mkdtempSync(join(tmpdir(), 'consulta-chromium-'));
+// The fake microphone: Chromium's default only beeps briefly once a second, which no speaker
+// detector (LiveKit's included) calls speech. A continuous tone is someone talking.
+const tone = join(profile, 'tone.wav');
+{
+  const rate = 48000;
+  const samples = rate * 2;
+  const wav = Buffer.alloc(44 + samples * 2);
+  wav.write('RIFF', 0); wav.writeUInt32LE(36 + samples * 2, 4); wav.write('WAVE', 8);
+  wav.write('fmt ', 12); wav.writeUInt32LE(16, 16); wav.writeUInt16LE(1, 20); wav.writeUInt16LE(1, 22);
+  wav.writeUInt32LE(rate, 24); wav.writeUInt32LE(rate * 2, 28); wav.writeUInt16LE(2, 32); wav.writeUInt16LE(16, 34);
+  wav.write('data', 36); wav.writeUInt32LE(samples * 2, 40);
+  for (let i = 0; i < samples; i++) {
+    wav.writeInt16LE(Math.round(0.3 * 32767 * Math.sin((2 * Math.PI * 440 * i) / rate)), 44 + i * 2);
+  }
+  writeFileSync(tone, wav);
+}
 const result = { steps: [] };
 const step = (name, data) => { result.steps.push(name); console.error(`[livekit.mjs] ${name}`); return data; };
 let context;
@@ -150,6 +175,7 @@ try {
       '--no-first-run',
       '--use-fake-ui-for-media-stream',
       '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-audio-capture=${tone}`,
       '--autoplay-policy=no-user-gesture-required',
     ],
   });
@@ -199,6 +225,19 @@ try {
     await bob.evaluate(() => window.leave());
     throw 'done';
   }
+
+  // Simulcast layer selection follows the rendered size (adaptive stream → track_setting).
+  const width = (s) => video(s, 'alice')?.frameWidth ?? 0;
+  result.layer_widths = [width(bobStats)];
+  await bob.evaluate(() => window.resizeTile('alice', 1280, 720));
+  result.layer_widths.push(width(await until(bob, () => window.remoteStats(), (s) => width(s) === 1280, 20000)));
+  await bob.evaluate(() => window.resizeTile('alice', 160, 90));
+  result.layer_widths.push(width(await until(bob, () => window.remoteStats(), (s) => width(s) === 320, 20000)));
+  await bob.evaluate(() => window.resizeTile('alice', 640, 360));
+  const settled = await until(bob, () => window.remoteStats(), (s) => width(s) === 640, 20000);
+  result.layer_widths.push(width(settled));
+  result.bob_sees_alice_after_switches = video(settled, 'alice');
+  step('simulcast layers follow the tile size');
 
   await alice.evaluate(() => window.setCamera(false));
   await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'muted' && x.identity === 'alice'), 10000);

@@ -17,17 +17,18 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use consulta_sfu::data::{DataKind, DataSender, relay_data_packet};
+use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::{MediaEngine, MediaEvent as CoreEvent, TrackSettings};
+use consulta_sfu::speakers::{ActiveSpeakers, SpeakerConfig};
 use livekit_protocol::{SessionDescription, SignalTarget, TrackInfo, TrackType};
-use prost::Message as _;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::down::Forwarder;
 use crate::mux::Demux;
 use crate::peer::{
     DataChannel, Error, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState,
@@ -40,8 +41,8 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Incoming streams remembered per track: three simulcast layers and their RTX streams, with
 /// room for a codec change; a publisher cycling SSRCs gets no more.
 const MAX_SSRCS_PER_TRACK: usize = 16;
-/// The largest data packet relayed (LiveKit's limit for reliable packets is 15 KiB).
-const MAX_DATA_PACKET: usize = 15 * 1024;
+/// How often active-speaker changes are looked for.
+const SPEAKER_TICK: Duration = Duration::from_millis(300);
 
 /// A call from the signalling core.
 #[derive(Debug)]
@@ -136,7 +137,7 @@ struct Peer {
 #[derive(Debug)]
 struct Down {
     local: LocalTrack,
-    forward: Forwarder,
+    forward: DownTrack,
 }
 
 #[derive(Debug, Default)]
@@ -170,8 +171,10 @@ struct Participant {
 struct Published {
     publisher: ParticipantSid,
     kind: MediaKind,
-    /// Incoming SSRCs (one per simulcast layer).
-    ssrcs: BTreeSet<u32>,
+    codec: Codec,
+    info: TrackInfo,
+    /// Incoming SSRCs (one per simulcast layer) and their layer.
+    ssrcs: BTreeMap<u32, Quality>,
     /// The highest sequence number seen per incoming SSRC (for loss counting).
     highest_seq: HashMap<u32, u16>,
     subscribers: BTreeSet<ParticipantSid>,
@@ -193,6 +196,8 @@ pub struct Router {
     events: VecDeque<CoreEvent>,
     ssrc_seed: u32,
     stats: RouterStats,
+    speakers: HashMap<RoomName, ActiveSpeakers>,
+    next_speaker_tick: Option<Instant>,
 }
 
 impl Router {
@@ -212,6 +217,8 @@ impl Router {
             events: VecDeque::new(),
             ssrc_seed: rand::random(),
             stats: RouterStats::default(),
+            speakers: HashMap::new(),
+            next_speaker_tick: None,
         }
     }
 
@@ -240,11 +247,18 @@ impl Router {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|(t, _)| *t)
+        let peers = self.deadlines.first().map(|(t, _)| *t);
+        match (peers, self.next_speaker_tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Lets every connection whose timer is due run it.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_speaker_tick.is_some_and(|t| t <= now) {
+            self.speaker_tick(now);
+        }
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -346,6 +360,23 @@ impl Router {
         }
     }
 
+    fn speaker_tick(&mut self, now: Instant) {
+        let participants = &self.participants;
+        self.speakers
+            .retain(|room, _| participants.values().any(|p| &p.room == room));
+        for (room, speakers) in &mut self.speakers {
+            if let Some(changed) = speakers.poll_speakers_changed(now)
+                && !changed.speakers.is_empty()
+            {
+                self.events.push_back(CoreEvent::SpeakersChanged {
+                    room: room.clone(),
+                    speakers: changed.speakers,
+                });
+            }
+        }
+        self.next_speaker_tick = (!self.speakers.is_empty()).then_some(now + SPEAKER_TICK);
+    }
+
     fn new_peer(&mut self, owner: &ParticipantSid, side: Side, now: Instant) -> Option<PeerId> {
         let pc = match MediaPeer::with_config(self.local_addr, self.config, now) {
             Ok(pc) => pc,
@@ -427,7 +458,6 @@ impl Router {
             p.sub.offer_outstanding = false;
         }
         self.drain(id, now);
-        self.request_keyframes_for(sid, now);
         self.maybe_offer(now, sid);
     }
 
@@ -533,9 +563,12 @@ impl Router {
                 .add_local_track(published.kind, &stream_id, track.as_str(), ssrc)
             {
                 Ok(local) => {
-                    let mut forward = Forwarder::new();
+                    let mut config = DownTrackConfig::new(published.codec);
+                    // The core copies the publisher's layers into every codec entry.
+                    config.simulcast = published.info.codecs.iter().any(|c| c.layers.len() > 1);
+                    let mut forward = DownTrack::new(config);
                     if let Some(settings) = p.sub.settings.get(track) {
-                        forward.set_settings(*settings);
+                        forward.handle_track_settings(settings, &published.info);
                     }
                     p.sub.sending.insert(track.clone(), Down { local, forward });
                 }
@@ -562,12 +595,18 @@ impl Router {
         } else {
             MediaKind::Audio
         };
+        let codec = Codec::from_mime(&info.mime_type).unwrap_or(match kind {
+            MediaKind::Video => Codec::OtherVideo,
+            MediaKind::Audio => Codec::OtherAudio,
+        });
         self.tracks.insert(
             track,
             Published {
                 publisher: sid.clone(),
                 kind,
-                ssrcs: BTreeSet::new(),
+                codec,
+                info,
+                ssrcs: BTreeMap::new(),
                 highest_seq: HashMap::new(),
                 subscribers: BTreeSet::new(),
                 last_keyframe_request: HashMap::new(),
@@ -595,8 +634,11 @@ impl Router {
         let Some(p) = self.participants.get_mut(sub) else {
             return;
         };
-        if let Some(down) = p.sub.sending.get_mut(&track) {
-            down.forward.set_settings(settings);
+        if let Some(down) = p.sub.sending.get_mut(&track)
+            && let Some(published) = self.tracks.get(&track)
+        {
+            down.forward
+                .handle_track_settings(&settings, &published.info);
         }
         p.sub.settings.insert(track, settings);
     }
@@ -617,6 +659,9 @@ impl Router {
         self.tracks.retain(|_, t| &t.publisher != sid);
         for t in self.tracks.values_mut() {
             t.subscribers.remove(sid);
+        }
+        if let Some(speakers) = self.speakers.get_mut(&p.room) {
+            speakers.remove_participant(sid);
         }
     }
 
@@ -697,7 +742,9 @@ impl Router {
                     && track.ssrc != 0
                     && published.ssrcs.len() < MAX_SSRCS_PER_TRACK
                 {
-                    published.ssrcs.insert(track.ssrc);
+                    let quality = Quality::from_rid(track.rid.as_ref().map(|r| r.as_str()))
+                        .unwrap_or(Quality::High);
+                    published.ssrcs.insert(track.ssrc, quality);
                 }
             }
             MediaEvent::Rtp(rtp) => {
@@ -737,20 +784,34 @@ impl Router {
         now: Instant,
         touched: &mut Vec<PeerId>,
     ) {
-        let Some(track) = self
-            .participants
-            .get(publisher)
-            .and_then(|p| p.cids.get(&rtp.track_id))
-            .cloned()
-        else {
+        let Some(p) = self.participants.get(publisher) else {
             return;
         };
+        let Some(track) = p.cids.get(&rtp.track_id).cloned() else {
+            return;
+        };
+        if let Some(level) = rtp.audio_level {
+            let room = p.room.clone();
+            self.speakers
+                .entry(room)
+                .or_insert_with(|| ActiveSpeakers::new(SpeakerConfig::default()))
+                .handle_audio_level(publisher, level, now);
+            self.next_speaker_tick.get_or_insert(now + SPEAKER_TICK);
+        }
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
         };
-        if published.ssrcs.len() < MAX_SSRCS_PER_TRACK {
-            published.ssrcs.insert(rtp.ssrc);
-        }
+        let quality = match published.ssrcs.get(&rtp.ssrc) {
+            Some(quality) => *quality,
+            None => {
+                let quality = Quality::from_rid(rtp.rid.as_ref().map(|r| r.as_str()))
+                    .unwrap_or(Quality::High);
+                if published.ssrcs.len() < MAX_SSRCS_PER_TRACK {
+                    published.ssrcs.insert(rtp.ssrc, quality);
+                }
+                quality
+            }
+        };
         let seq = rtp.packet.header.sequence_number;
         match published.highest_seq.insert(rtp.ssrc, seq) {
             Some(highest) => {
@@ -769,11 +830,9 @@ impl Router {
             None => {}
         }
         let mime = rtp.mime_type.clone().unwrap_or_default();
-        let keyframe = published.kind == MediaKind::Video && vp8_keyframe(&rtp.packet.payload);
-        let subscribers: Vec<ParticipantSid> = published.subscribers.iter().cloned().collect();
-        let mut wants_keyframe = false;
-        for sub in subscribers {
-            let Some(p) = self.participants.get_mut(&sub) else {
+        let mut requests: Vec<(Quality, Option<u32>)> = Vec::new();
+        for sub in &published.subscribers {
+            let Some(p) = self.participants.get_mut(sub) else {
                 continue;
             };
             let Some(sub_peer) = p.subscriber else {
@@ -782,20 +841,34 @@ impl Router {
             let Some(down) = p.sub.sending.get_mut(&track) else {
                 continue;
             };
-            let mut packet = rtp.packet.clone();
-            let decision = down.forward.forward(
-                rtp.ssrc,
-                packet.header.sequence_number,
-                packet.header.timestamp,
-                keyframe,
+            let mut payload = BytesMut::from(&rtp.packet.payload[..]);
+            let decision = down.forward.handle_packet(
+                IncomingPacket {
+                    quality,
+                    ssrc: rtp.ssrc,
+                    seq,
+                    timestamp: rtp.packet.header.timestamp,
+                    marker: rtp.packet.header.marker,
+                    payload: &mut payload,
+                },
                 now,
             );
-            wants_keyframe |= down.forward.keyframe_wanted_for().is_some();
-            let Some(out) = decision else {
+            if let Some(request) = down.forward.poll_keyframe_request(now) {
+                requests.push((request.quality, request.ssrc));
+            }
+            let Forward::Send {
+                seq,
+                timestamp,
+                marker,
+            } = decision
+            else {
                 continue;
             };
-            packet.header.sequence_number = out.sequence_number;
-            packet.header.timestamp = out.timestamp;
+            let mut packet = rtp.packet.clone();
+            packet.header.sequence_number = seq;
+            packet.header.timestamp = timestamp;
+            packet.header.marker = marker;
+            packet.payload = payload.freeze();
             let local = down.local;
             let Some(peer) = self.peers.get_mut(&sub_peer) else {
                 continue;
@@ -808,13 +881,21 @@ impl Router {
                 Err(_) => self.stats.rtp_write_errors += 1,
             }
         }
-        if wants_keyframe {
-            self.request_keyframes_for_track(&track, now);
+        for (quality, ssrc) in requests {
+            self.request_keyframe(&track, quality, ssrc, now);
         }
     }
 
-    /// Asks the publisher of `track` for a keyframe on every layer some subscriber waits for.
-    fn request_keyframes_for_track(&mut self, track: &TrackSid, now: Instant) {
+    /// Asks the publisher of `track` for a keyframe of layer `quality` (of stream `ssrc` when
+    /// known), at most once per [`KEYFRAME_REQUEST_INTERVAL`] per incoming stream whichever
+    /// subscriber wants it.
+    fn request_keyframe(
+        &mut self,
+        track: &TrackSid,
+        quality: Quality,
+        ssrc: Option<u32>,
+        now: Instant,
+    ) {
         let Some(published) = self.tracks.get_mut(track) else {
             return;
         };
@@ -825,22 +906,15 @@ impl Router {
         else {
             return;
         };
-        let mut ssrcs: BTreeSet<u32> = BTreeSet::new();
-        for sub in &published.subscribers {
-            if let Some(down) = self
-                .participants
-                .get(sub)
-                .and_then(|p| p.sub.sending.get(track))
-                && let Some(source) = down.forward.keyframe_wanted_for()
-            {
-                match source {
-                    Some(ssrc) => {
-                        ssrcs.insert(ssrc);
-                    }
-                    None => ssrcs.extend(published.ssrcs.iter().copied()),
-                }
-            }
-        }
+        let ssrcs: Vec<u32> = match ssrc {
+            Some(ssrc) => vec![ssrc],
+            None => published
+                .ssrcs
+                .iter()
+                .filter(|(_, q)| **q == quality)
+                .map(|(s, _)| *s)
+                .collect(),
+        };
         let mut requested = false;
         for ssrc in ssrcs {
             let due = published
@@ -862,17 +936,6 @@ impl Router {
         }
         if requested {
             self.flush(publisher_peer);
-        }
-    }
-
-    fn request_keyframes_for(&mut self, sub: &ParticipantSid, now: Instant) {
-        let tracks: Vec<TrackSid> = self
-            .participants
-            .get(sub)
-            .map(|p| p.sub.sending.keys().cloned().collect())
-            .unwrap_or_default();
-        for track in tracks {
-            self.request_keyframes_for_track(&track, now);
         }
     }
 
@@ -898,23 +961,20 @@ impl Router {
         if asked.is_empty() {
             return;
         }
-        let tracks: Vec<TrackSid> = self
+        let layers: Vec<(TrackSid, Quality)> = self
             .participants
-            .get_mut(sub)
+            .get(sub)
             .map(|p| {
                 p.sub
                     .sending
-                    .iter_mut()
+                    .iter()
                     .filter(|(_, d)| asked.contains(&d.local.ssrc()))
-                    .map(|(t, d)| {
-                        d.forward.keyframe_requested();
-                        t.clone()
-                    })
+                    .filter_map(|(t, d)| Some((t.clone(), d.forward.current()?)))
                     .collect()
             })
             .unwrap_or_default();
-        for track in tracks {
-            self.request_keyframes_for_track(&track, now);
+        for (track, quality) in layers {
+            self.request_keyframe(&track, quality, None, now);
         }
     }
 
@@ -930,27 +990,36 @@ impl Router {
         let Some(p) = self.participants.get(sender) else {
             return;
         };
-        if !p.can_publish_data || data.len() > MAX_DATA_PACKET {
-            self.stats.data_dropped += 1;
-            return;
-        }
-        let Ok(mut packet) = livekit_protocol::DataPacket::decode(data) else {
-            self.stats.data_dropped += 1;
+        let Some(kind) = DataKind::from_label(label) else {
+            // `_data_track` and unknown channels carry nothing the SFU relays (yet).
             return;
         };
-        // Receivers trust these fields to say who sent it.
-        packet.participant_identity = p.identity.clone();
-        packet.participant_sid = sender.to_string();
-        let destinations = std::mem::take(&mut packet.destination_identities);
-        let bytes = BytesMut::from(packet.encode_to_vec().as_slice());
-        let room = p.room.clone();
+        let relayed = match relay_data_packet(
+            data,
+            kind,
+            &DataSender {
+                identity: &p.identity,
+                sid: sender,
+                can_publish_data: p.can_publish_data,
+            },
+        ) {
+            Ok(relayed) => relayed,
+            Err(error) => {
+                tracing::debug!(%error, participant = %sender, "data packet dropped");
+                self.stats.data_dropped += 1;
+                return;
+            }
+        };
+        let bytes = BytesMut::from(relayed.bytes.as_slice());
+        let room = &p.room;
         let receivers: Vec<PeerId> = self
             .participants
             .iter()
             .filter(|(sid, other)| {
                 *sid != sender
-                    && other.room == room
-                    && (destinations.is_empty() || destinations.contains(&other.identity))
+                    && other.room == *room
+                    && (relayed.destinations.is_empty()
+                        || relayed.destinations.contains(&other.identity))
             })
             .filter_map(|(_, other)| other.subscriber)
             .collect();
@@ -958,7 +1027,7 @@ impl Router {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
-            let Some(&channel) = peer.open_channels.get(label) else {
+            let Some(&channel) = peer.open_channels.get(kind.label()) else {
                 continue;
             };
             if peer.pc.send_data(channel, bytes.clone(), now).is_ok() {
@@ -1064,40 +1133,6 @@ impl MediaEngine for RtcEngine {
     fn needs_subscriber_offer(&mut self, participant: &ParticipantSid) {
         self.send(Command::NeedsOffer(participant.clone()));
     }
-}
-
-/// Whether a VP8 RTP payload starts a keyframe (RFC 7741 §4.2–4.3): the first packet of
-/// partition 0 whose frame header has the P bit clear.
-fn vp8_keyframe(payload: &[u8]) -> bool {
-    let Some(&first) = payload.first() else {
-        return false;
-    };
-    let start = first & 0x10 != 0 && first & 0x07 == 0;
-    if !start {
-        return false;
-    }
-    let mut offset = 1;
-    if first & 0x80 != 0 {
-        let Some(&x) = payload.get(1) else {
-            return false;
-        };
-        offset = 2;
-        if x & 0x80 != 0 {
-            // PictureID: 7 or 15 bits.
-            offset += if payload.get(2).is_some_and(|b| b & 0x80 != 0) {
-                2
-            } else {
-                1
-            };
-        }
-        if x & 0x40 != 0 {
-            offset += 1;
-        }
-        if x & 0x30 != 0 {
-            offset += 1;
-        }
-    }
-    payload.get(offset).is_some_and(|b| b & 0x01 == 0)
 }
 
 /// Datagrams read per wake-up before the router's output is flushed.

@@ -9,7 +9,6 @@
 //! See `docs/SFU-MEDIA.md` for what was proven with Chromium and the measured numbers.
 
 pub mod config;
-mod down;
 pub mod echo;
 pub mod engine;
 mod feedback;
