@@ -10,3 +10,4 @@
 mod browser;
 mod livekit;
 mod loopback;
+mod router;

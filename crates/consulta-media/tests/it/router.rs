@@ -1,0 +1,362 @@
+//! The SFU's media router with client peer connections in memory, in simulated time (no sockets,
+//! no sleeping): join, publish, subscribe, renegotiation with one outstanding offer, forwarding,
+//! leave.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use consulta_media::engine::{Command, Router};
+use consulta_media::rtp::{Header, Packet};
+use consulta_media::{MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState};
+use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
+use consulta_sfu::media::MediaEvent as CoreEvent;
+use livekit_protocol::{SessionDescription, SimulcastCodecInfo, TrackInfo, TrackType};
+
+const SFU: &str = "10.0.0.1:7882";
+
+/// One client: its publisher and subscriber peer connections.
+struct Client {
+    sid: ParticipantSid,
+    publisher: MediaPeer,
+    publisher_addr: SocketAddr,
+    subscriber: MediaPeer,
+    subscriber_addr: SocketAddr,
+    received: Vec<MediaEvent>,
+    connected: bool,
+    publisher_pli_seen: bool,
+}
+
+struct World {
+    router: Router,
+    clients: Vec<Client>,
+    now: Instant,
+    core_events: Vec<CoreEvent>,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            router: Router::new(SFU.parse().unwrap(), MediaConfig::default()),
+            clients: Vec::new(),
+            now: Instant::now(),
+            core_events: Vec::new(),
+        }
+    }
+
+    fn join(&mut self, n: u8, sid: &str) -> usize {
+        let publisher_addr: SocketAddr = format!("10.0.1.{n}:5000").parse().unwrap();
+        let subscriber_addr: SocketAddr = format!("10.0.1.{n}:5001").parse().unwrap();
+        let sid = ParticipantSid::parse(sid).unwrap();
+        self.router.handle_command(
+            self.now,
+            Command::Joined {
+                room: RoomName::parse("consultation").unwrap(),
+                participant: sid.clone(),
+                identity: sid.to_string(),
+                can_publish_data: true,
+            },
+        );
+        self.clients.push(Client {
+            sid,
+            publisher: MediaPeer::new(publisher_addr, self.now).unwrap(),
+            publisher_addr,
+            subscriber: MediaPeer::new(subscriber_addr, self.now).unwrap(),
+            subscriber_addr,
+            received: Vec::new(),
+            connected: false,
+            publisher_pli_seen: false,
+        });
+        self.clients.len() - 1
+    }
+
+    /// Moves datagrams both ways until nothing moves; collects events.
+    fn exchange(&mut self) {
+        let sfu: SocketAddr = SFU.parse().unwrap();
+        loop {
+            let mut moved = false;
+            while let Some(t) = self.router.poll_transmit() {
+                moved = true;
+                for c in &mut self.clients {
+                    if t.destination == c.publisher_addr {
+                        let _ = c.publisher.handle_receive(self.now, sfu, &t.contents);
+                    } else if t.destination == c.subscriber_addr {
+                        let _ = c.subscriber.handle_receive(self.now, sfu, &t.contents);
+                    }
+                }
+            }
+            for c in &mut self.clients {
+                for (peer, from) in [
+                    (&mut c.publisher, c.publisher_addr),
+                    (&mut c.subscriber, c.subscriber_addr),
+                ] {
+                    while let Some(t) = peer.poll_transmit() {
+                        moved = true;
+                        self.router.handle_datagram(self.now, from, &t.contents);
+                    }
+                }
+                while let Some(e) = c.subscriber.poll_event() {
+                    moved = true;
+                    c.received.push(e);
+                }
+                while let Some(e) = c.publisher.poll_event() {
+                    moved = true;
+                    match e {
+                        MediaEvent::StateChanged(PeerState::Connected) => c.connected = true,
+                        MediaEvent::Rtcp { .. } => c.publisher_pli_seen = true,
+                        _ => {}
+                    }
+                }
+            }
+            while let Some(e) = self.router.poll_event() {
+                moved = true;
+                self.core_events.push(e);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        self.exchange();
+        let next = self
+            .clients
+            .iter_mut()
+            .flat_map(|c| [c.publisher.poll_timeout(), c.subscriber.poll_timeout()])
+            .chain([self.router.poll_timeout()])
+            .flatten()
+            .min()
+            .unwrap_or(self.now + Duration::from_millis(20));
+        self.now = next.clamp(self.now, self.now + Duration::from_millis(20));
+        for c in &mut self.clients {
+            let _ = c.publisher.handle_timeout(self.now);
+            let _ = c.subscriber.handle_timeout(self.now);
+        }
+        self.router.handle_timeout(self.now);
+        self.exchange();
+    }
+
+    fn run_until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
+        let start = self.now;
+        while !done(self) {
+            assert!(
+                self.now - start < Duration::from_secs(10),
+                "{what}: not within 10 s of simulated time"
+            );
+            self.step();
+        }
+    }
+
+    /// Subscriber offers the router emitted for `sid` so far.
+    fn offers_for(&self, sid: &ParticipantSid) -> Vec<SessionDescription> {
+        self.core_events
+            .iter()
+            .filter_map(|e| match e {
+                CoreEvent::SubscriberOffer { participant, offer } if participant == sid => {
+                    Some(offer.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The client answers the router's latest subscriber offer.
+    fn answer_latest(&mut self, i: usize) {
+        let sid = self.clients[i].sid.clone();
+        let offer = self.offers_for(&sid).pop().expect("an offer");
+        let answer = self.clients[i]
+            .subscriber
+            .accept_offer(offer.sdp, self.now)
+            .unwrap();
+        self.router.handle_command(
+            self.now,
+            Command::SubscriberAnswer(
+                sid,
+                SessionDescription {
+                    r#type: "answer".into(),
+                    sdp: answer,
+                    id: offer.id,
+                    ..SessionDescription::default()
+                },
+            ),
+        );
+    }
+}
+
+fn video_track(sid: &str, cid: &str) -> TrackInfo {
+    TrackInfo {
+        sid: sid.to_owned(),
+        r#type: TrackType::Video.into(),
+        mime_type: "video/VP8".to_owned(),
+        codecs: vec![SimulcastCodecInfo {
+            mime_type: "video/VP8".to_owned(),
+            cid: cid.to_owned(),
+            ..SimulcastCodecInfo::default()
+        }],
+        ..TrackInfo::default()
+    }
+}
+
+fn vp8(seq: u16, timestamp: u32, keyframe: bool) -> Packet {
+    let mut payload = vec![0x10, if keyframe { 0x00 } else { 0x01 }];
+    payload.extend_from_slice(&[0x5A; 300]);
+    Packet {
+        header: Header {
+            version: 2,
+            marker: true,
+            payload_type: 96,
+            sequence_number: seq,
+            timestamp,
+            ssrc: 1,
+            ..Default::default()
+        },
+        payload: payload.into(),
+    }
+}
+
+#[test]
+fn publish_subscribe_renegotiate_forward_and_leave() {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    let bob = w.join(2, "PA_bob");
+    let (alice_sid, bob_sid) = (w.clients[alice].sid.clone(), w.clients[bob].sid.clone());
+
+    // The first subscriber offer right after join, with the two data channels.
+    w.router
+        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
+    w.exchange();
+    let first = w.offers_for(&bob_sid);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].sdp.contains("m=application"), "{}", first[0].sdp);
+    assert_eq!(first[0].r#type, "offer");
+
+    // Alice publishes a camera: her offer is answered with its id echoed.
+    let local = w.clients[alice]
+        .publisher
+        .add_local_track(MediaKind::Video, "camera", "cid-cam", 0xA11CE)
+        .unwrap();
+    let offer = w.clients[alice].publisher.create_offer(w.now).unwrap();
+    w.router.handle_command(
+        w.now,
+        Command::TrackPublished(
+            alice_sid.clone(),
+            "cid-cam".to_owned(),
+            Box::new(video_track("TR_cam", "cid-cam")),
+        ),
+    );
+    w.router.handle_command(
+        w.now,
+        Command::PublisherOffer(
+            alice_sid.clone(),
+            SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer,
+                id: 7,
+                ..SessionDescription::default()
+            },
+        ),
+    );
+    w.exchange();
+    let answer = w
+        .core_events
+        .iter()
+        .find_map(|e| match e {
+            CoreEvent::PublisherAnswer {
+                participant,
+                answer,
+            } if *participant == alice_sid => Some(answer.clone()),
+            _ => None,
+        })
+        .expect("publisher answer");
+    assert_eq!(answer.id, 7, "the answer echoes the offer id");
+    w.clients[alice]
+        .publisher
+        .accept_answer(answer.sdp, w.now)
+        .unwrap();
+
+    // Bob subscribes while his first offer is still unanswered: no second offer yet.
+    let cam = TrackSid::parse("TR_cam").unwrap();
+    w.router.handle_command(
+        w.now,
+        Command::Subscribe(bob_sid.clone(), alice_sid.clone(), cam.clone()),
+    );
+    w.router
+        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
+    w.exchange();
+    assert_eq!(w.offers_for(&bob_sid).len(), 1, "one offer outstanding");
+    // His answer releases the queued change as the next offer, with the track's msid.
+    w.answer_latest(bob);
+    w.exchange();
+    let offers = w.offers_for(&bob_sid);
+    assert_eq!(offers.len(), 2, "the change goes out after the answer");
+    assert!(offers[1].id > offers[0].id);
+    assert!(
+        offers[1].sdp.contains("a=msid:PA_alice|TR_cam TR_cam"),
+        "{}",
+        offers[1].sdp
+    );
+    w.answer_latest(bob);
+
+    w.run_until("everyone connected", |w| {
+        w.clients[alice].connected
+            && w.core_events.iter().any(|e| {
+                matches!(e, CoreEvent::Connected { participant } if *participant == w.clients[1].sid)
+            })
+    });
+
+    // Alice's camera starts mid-stream (delta frames): Bob's forwarder waits for a keyframe and
+    // the router asks Alice for one; from the keyframe on everything arrives, without gaps.
+    for i in 0..30u16 {
+        w.clients[alice]
+            .publisher
+            .write_rtp(
+                local,
+                vp8(500 + i, 3000 * u32::from(i), i == 5 || i == 20),
+                "video/VP8",
+                w.now,
+            )
+            .unwrap();
+        w.step();
+    }
+    w.run_until("bob receives", |w| {
+        w.clients[1]
+            .received
+            .iter()
+            .filter(|e| matches!(e, MediaEvent::Rtp(_)))
+            .count()
+            >= 25
+    });
+    let seqs: Vec<u16> = w.clients[bob]
+        .received
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Rtp(rtp) => Some(rtp.packet.header.sequence_number),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs.len(), 25, "every packet from the keyframe on, once");
+    assert!(
+        seqs.windows(2).all(|p| p[1] == p[0].wrapping_add(1)),
+        "contiguous: {seqs:?}"
+    );
+    let stats = w.router.stats();
+    assert_eq!(stats.rtp_forwarded, 25);
+    assert_eq!(stats.rtp_in, 30);
+    assert!(
+        stats.keyframe_requests >= 1,
+        "a PLI asked for the first keyframe"
+    );
+    assert!(
+        w.clients[alice].publisher_pli_seen,
+        "the PLI reached Alice's publisher connection"
+    );
+
+    // Unpublishing renegotiates Bob; Alice leaving frees everything of hers.
+    w.router
+        .handle_command(w.now, Command::TrackUnpublished(alice_sid.clone(), cam));
+    w.exchange();
+    assert_eq!(w.offers_for(&bob_sid).len(), 3, "unpublish renegotiates");
+    w.router.handle_command(w.now, Command::Left(alice_sid));
+    w.router.handle_command(w.now, Command::Left(bob_sid));
+    assert_eq!(w.router.participant_count(), 0);
+}
