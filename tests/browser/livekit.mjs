@@ -228,7 +228,7 @@ try {
 
   // Simulcast layer selection follows the rendered size (adaptive stream → track_setting).
   const width = (s) => video(s, 'alice')?.frameWidth ?? 0;
-  result.layer_widths = [width(bobStats)];
+  result.layer_widths = [width(await until(bob, () => window.remoteStats(), (s) => width(s) === 640, 20000))];
   await bob.evaluate(() => window.resizeTile('alice', 1280, 720));
   result.layer_widths.push(width(await until(bob, () => window.remoteStats(), (s) => width(s) === 1280, 20000)));
   await bob.evaluate(() => window.resizeTile('alice', 160, 90));

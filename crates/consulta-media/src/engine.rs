@@ -97,6 +97,8 @@ pub struct RouterStats {
     pub rtp_in: u64,
     /// RTP packets publishers sent that never arrived (sequence gaps; late arrivals still count).
     pub rtp_lost_in: u64,
+    /// Retransmissions (RTX) received from publishers.
+    pub rtx_in: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
@@ -797,6 +799,17 @@ impl Router {
                 .or_insert_with(|| ActiveSpeakers::new(SpeakerConfig::default()))
                 .handle_audio_level(publisher, level, now);
             self.next_speaker_tick.get_or_insert(now + SPEAKER_TICK);
+        }
+        if rtp
+            .mime_type
+            .as_deref()
+            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"))
+        {
+            // A publisher's retransmission (RFC 4588) on its repair stream. Not forwarded: the
+            // repair stream must never be mistaken for a layer, and a subscriber's own losses are
+            // repaired from our sender's history by rtc's NACK responder.
+            self.stats.rtx_in += 1;
+            return;
         }
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
