@@ -99,6 +99,8 @@ pub struct RouterStats {
     pub rtp_lost_in: u64,
     /// Retransmissions (RTX) received from publishers.
     pub rtx_in: u64,
+    /// Of those, unwrapped onto their primary stream and offered to the subscribers.
+    pub rtx_unwrapped: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
@@ -174,6 +176,8 @@ struct Published {
     publisher: ParticipantSid,
     kind: MediaKind,
     codec: Codec,
+    /// The primary codec's MIME type, from the first media packet.
+    mime: Option<String>,
     info: TrackInfo,
     /// Incoming SSRCs (one per simulcast layer) and their layer.
     ssrcs: BTreeMap<u32, Quality>,
@@ -607,6 +611,7 @@ impl Router {
                 publisher: sid.clone(),
                 kind,
                 codec,
+                mime: None,
                 info,
                 ssrcs: BTreeMap::new(),
                 highest_seq: HashMap::new(),
@@ -800,20 +805,49 @@ impl Router {
                 .handle_audio_level(publisher, level, now);
             self.next_speaker_tick.get_or_insert(now + SPEAKER_TICK);
         }
-        if rtp
-            .mime_type
-            .as_deref()
-            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"))
-        {
-            // A publisher's retransmission (RFC 4588) on its repair stream. Not forwarded: the
-            // repair stream must never be mistaken for a layer, and a subscriber's own losses are
-            // repaired from our sender's history by rtc's NACK responder.
-            self.stats.rtx_in += 1;
-            return;
-        }
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
         };
+        let is_rtx = rtp
+            .mime_type
+            .as_deref()
+            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"));
+        let mut rtp = rtp;
+        if is_rtx {
+            // A retransmission on the publisher's repair stream (RFC 4588): the original sequence
+            // number leads the payload. Unwrapped onto its primary stream it goes through the
+            // subscribers' forwarders like a late packet, so a loss between publisher and SFU is
+            // repaired for every subscriber.
+            self.stats.rtx_in += 1;
+            published.ssrcs.remove(&rtp.ssrc);
+            let primary = match Quality::from_rid(rtp.rid.as_ref().map(|r| r.as_str())) {
+                Some(quality) => published
+                    .ssrcs
+                    .iter()
+                    .find(|(_, q)| **q == quality)
+                    .map(|(s, _)| *s),
+                None if published.ssrcs.len() == 1 => published.ssrcs.keys().next().copied(),
+                None => None,
+            };
+            let (Some(primary), Some(mime), Some(osn)) = (
+                primary,
+                published.mime.clone(),
+                rtp.packet
+                    .payload
+                    .first_chunk::<2>()
+                    .map(|b| u16::from_be_bytes(*b)),
+            ) else {
+                return;
+            };
+            rtp.packet.payload = rtp.packet.payload.slice(2..);
+            rtp.packet.header.sequence_number = osn;
+            rtp.packet.header.ssrc = primary;
+            rtp.ssrc = primary;
+            rtp.mime_type = Some(mime);
+            self.stats.rtx_unwrapped += 1;
+        } else if published.mime.is_none() {
+            published.mime = rtp.mime_type.clone();
+        }
         let quality = match published.ssrcs.get(&rtp.ssrc) {
             Some(quality) => *quality,
             None => {

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use consulta_media::engine::{Command, Router};
+use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use consulta_media::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use consulta_media::rtp::{Header, Packet};
 use consulta_media::{MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
@@ -24,9 +26,14 @@ struct Client {
     received: Vec<MediaEvent>,
     connected: bool,
     publisher_pli_seen: bool,
+    publisher_nacks_seen: usize,
 }
 
 struct World {
+    /// Drop this many more RTP datagrams from client 0's publisher after skipping `drop_after`.
+    drop_rtp: usize,
+    drop_after: usize,
+    rtp_seen: usize,
     router: Router,
     clients: Vec<Client>,
     now: Instant,
@@ -36,6 +43,9 @@ struct World {
 impl World {
     fn new() -> Self {
         Self {
+            drop_rtp: 0,
+            drop_after: 0,
+            rtp_seen: 0,
             router: Router::new(SFU.parse().unwrap(), MediaConfig::default()),
             clients: Vec::new(),
             now: Instant::now(),
@@ -65,6 +75,7 @@ impl World {
             received: Vec::new(),
             connected: false,
             publisher_pli_seen: false,
+            publisher_nacks_seen: 0,
         });
         self.clients.len() - 1
     }
@@ -84,13 +95,25 @@ impl World {
                     }
                 }
             }
-            for c in &mut self.clients {
+            for (i, c) in self.clients.iter_mut().enumerate() {
                 for (peer, from) in [
                     (&mut c.publisher, c.publisher_addr),
                     (&mut c.subscriber, c.subscriber_addr),
                 ] {
                     while let Some(t) = peer.poll_transmit() {
                         moved = true;
+                        // RTP (not RTCP: payload types 64-95 after the marker bit) from client 0.
+                        let rtp = t.contents.first().is_some_and(|b| b >> 6 == 2)
+                            && t.contents
+                                .get(1)
+                                .is_some_and(|b| !(64..96).contains(&(b & 0x7f)));
+                        if i == 0 && from == c.publisher_addr && rtp {
+                            self.rtp_seen += 1;
+                            if self.rtp_seen > self.drop_after && self.drop_rtp > 0 {
+                                self.drop_rtp -= 1;
+                                continue;
+                            }
+                        }
                         self.router.handle_datagram(self.now, from, &t.contents);
                     }
                 }
@@ -102,7 +125,17 @@ impl World {
                     moved = true;
                     match e {
                         MediaEvent::StateChanged(PeerState::Connected) => c.connected = true,
-                        MediaEvent::Rtcp { .. } => c.publisher_pli_seen = true,
+                        MediaEvent::Rtcp { packets, .. } => {
+                            for p in &packets {
+                                let any = p.as_any();
+                                if any.is::<PictureLossIndication>() {
+                                    c.publisher_pli_seen = true;
+                                }
+                                if any.is::<TransportLayerNack>() {
+                                    c.publisher_nacks_seen += 1;
+                                }
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -305,7 +338,11 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
     });
 
     // Alice's camera starts mid-stream (delta frames): Bob's forwarder waits for a keyframe and
-    // the router asks Alice for one; from the keyframe on everything arrives, without gaps.
+    // the router asks Alice for one; from the keyframe on everything arrives, renumbered without
+    // gaps of the SFU's making. Two packets are lost on the way from Alice: the router NACKs them,
+    // and Bob sees exactly that hole (so his own NACKs name the right packets).
+    w.drop_after = w.rtp_seen + 12;
+    w.drop_rtp = 2;
     for i in 0..30u16 {
         w.clients[alice]
             .publisher
@@ -324,8 +361,11 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
             .iter()
             .filter(|e| matches!(e, MediaEvent::Rtp(_)))
             .count()
-            >= 25
+            >= 23
     });
+    for _ in 0..50 {
+        w.step();
+    }
     let seqs: Vec<u16> = w.clients[bob]
         .received
         .iter()
@@ -334,14 +374,24 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
             _ => None,
         })
         .collect();
-    assert_eq!(seqs.len(), 25, "every packet from the keyframe on, once");
+    assert_eq!(
+        seqs.len(),
+        23,
+        "every packet from the keyframe on, once, but the lost two"
+    );
+    let steps: Vec<u16> = seqs.windows(2).map(|p| p[1].wrapping_sub(p[0])).collect();
+    assert_eq!(
+        steps.iter().filter(|s| **s != 1).collect::<Vec<_>>(),
+        vec![&3],
+        "contiguous but for the one hole of two: {seqs:?}"
+    );
     assert!(
-        seqs.windows(2).all(|p| p[1] == p[0].wrapping_add(1)),
-        "contiguous: {seqs:?}"
+        w.clients[alice].publisher_nacks_seen >= 1,
+        "the router NACKed the lost packets"
     );
     let stats = w.router.stats();
-    assert_eq!(stats.rtp_forwarded, 25);
-    assert_eq!(stats.rtp_in, 30);
+    assert_eq!(stats.rtp_forwarded, 23);
+    assert_eq!(stats.rtp_lost_in, 2, "{stats:?}");
     assert!(
         stats.keyframe_requests >= 1,
         "a PLI asked for the first keyframe"
