@@ -2,8 +2,8 @@
 // prints one line `ECHO_RESULT <json>` with the page's getStats numbers.
 // Usage: node echo.mjs <server-url> <seconds> [simulcast]
 // Never downloads a browser: it runs /usr/bin/chromium (or $CONSULTA_CHROMIUM) and fails without it.
-import { chromium } from 'playwright-core';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { launch } from './chromium.mjs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -14,29 +14,11 @@ if (!url) {
 }
 const seconds = Number(secondsArg ?? 5);
 const simulcast = mode === 'simulcast';
-const executablePath = process.env.CONSULTA_CHROMIUM ?? '/usr/bin/chromium';
-if (!existsSync(executablePath)) {
-  console.error(`echo.mjs: ${executablePath} is missing (apt-get install chromium)`);
-  process.exit(3);
-}
 
 const profile = mkdtempSync(join(tmpdir(), 'consulta-chromium-'));
 let context;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-    ],
-  });
+  context = await launch(profile);
   const page = context.pages()[0] ?? (await context.newPage());
   page.on('console', (message) => console.error(`[page ${message.type()}] ${message.text()}`));
   page.on('pageerror', (error) => console.error(`[page error] ${error.message}`));

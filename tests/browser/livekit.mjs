@@ -3,12 +3,12 @@
 // Usage: node livekit.mjs <ws-url> <scenario.json>
 // scenario.json: { "tokens": { "alice": "...", "bob": "...", "carol": "...", "stranger": "..." } }
 // Never downloads a browser: it runs /usr/bin/chromium (or $CONSULTA_CHROMIUM) and fails without it.
-import { chromium } from 'playwright-core';
 import { createServer } from 'node:http';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { launch } from './chromium.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const [wsUrl, scenarioPath] = process.argv.slice(2);
@@ -17,11 +17,6 @@ if (!wsUrl || !scenarioPath) {
   process.exit(2);
 }
 const { tokens, mode } = JSON.parse(readFileSync(scenarioPath, 'utf8'));
-const executablePath = process.env.CONSULTA_CHROMIUM ?? '/usr/bin/chromium';
-if (!existsSync(executablePath)) {
-  console.error(`livekit.mjs: ${executablePath} is missing (apt-get install chromium)`);
-  process.exit(3);
-}
 
 // The page: livekit-client's UMD build plus a few helpers the scenario calls.
 const sdk = readFileSync(join(here, 'node_modules/livekit-client/dist/livekit-client.umd.js'));
@@ -163,22 +158,10 @@ const result = { steps: [] };
 const step = (name, data) => { result.steps.push(name); console.error(`[livekit.mjs] ${name}`); return data; };
 let context;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--no-first-run',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      `--use-file-for-fake-audio-capture=${tone}`,
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  context = await launch(profile, [
+    `--use-file-for-fake-audio-capture=${tone}`,
+    '--autoplay-policy=no-user-gesture-required',
+  ]);
   const open = async (name) => {
     const p = await context.newPage();
     p.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name} ${m.type()}] ${m.text()}`); });

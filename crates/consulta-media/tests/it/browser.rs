@@ -35,6 +35,7 @@ async fn run_echo(seconds: u32, simulcast: bool) -> Run {
         "tests/browser/node_modules is missing: run tests/run, or `npm ci` in tests/browser"
     );
 
+    let _browser = crate::BROWSER.lock().await;
     let server = EchoServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
     let url = format!("http://{}/", server.addr());
     let started = Instant::now();
