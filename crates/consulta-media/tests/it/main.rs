@@ -7,6 +7,7 @@
 //! Integration tests for consulta-media: a real Chromium against the echo server, and two `rtc`
 //! peers talking to each other in simulated time.
 
+mod bench;
 mod browser;
 mod livekit;
 mod loopback;
