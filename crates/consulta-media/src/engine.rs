@@ -736,7 +736,13 @@ impl Router {
         };
         published.ssrcs.insert(rtp.ssrc);
         let mime = rtp.mime_type.clone().unwrap_or_default();
-        let keyframe = published.kind == MediaKind::Video && vp8_keyframe(&rtp.packet.payload);
+        // Every audio packet is a point a subscriber can start from. Treating audio like video
+        // left each audio forwarder waiting for a keyframe forever, so the router sent the
+        // publisher a PLI for every audio SSRC every KEYFRAME_REQUEST_INTERVAL.
+        let keyframe = match published.kind {
+            MediaKind::Audio => true,
+            MediaKind::Video => vp8_keyframe(&rtp.packet.payload),
+        };
         let subscribers: Vec<ParticipantSid> = published.subscribers.iter().cloned().collect();
         let mut wants_keyframe = false;
         for sub in subscribers {

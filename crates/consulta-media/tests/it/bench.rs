@@ -5,6 +5,7 @@ use serde_json::Value;
 
 #[test]
 fn sfu_bench_one_room_forwards_everything() {
+    let _cores = crate::CPU_HEAVY.blocking_write();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_consulta-sfu-bench"))
         .args([
             "--scenarios",

@@ -24,6 +24,7 @@ struct Run {
 
 /// Runs tests/browser/echo.mjs against a fresh echo server for `seconds` of media.
 async fn run_echo(seconds: u32, simulcast: bool) -> Run {
+    let _cores = crate::CPU_HEAVY.read().await;
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: run tests/run, or apt-get install chromium"

@@ -49,6 +49,7 @@ fn frames(v: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_two_participants_see_and_hear_each_other() {
+    let _cores = crate::CPU_HEAVY.read().await;
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: run tests/run, or apt-get install chromium"

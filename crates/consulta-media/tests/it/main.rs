@@ -11,3 +11,8 @@ mod bench;
 mod browser;
 mod livekit;
 mod loopback;
+
+/// Browser tests share the cores among themselves as before (read); the benchmark smoke test, which
+/// keeps both cores busy with an SFU and its load generator, runs alone (write): Chromium drops its
+/// top simulcast layer when starved of CPU.
+static CPU_HEAVY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());

@@ -47,6 +47,8 @@ pub struct Spec {
 pub struct Outcome {
     /// From the WebSocket connect to the first media packet received.
     pub first_media: Option<Duration>,
+    /// The most m-lines a subscriber offer had, and that offer's size in bytes.
+    pub largest_offer: (usize, usize),
 }
 
 struct Track {
@@ -97,11 +99,15 @@ fn receive(pc: &mut MediaPeer, socket: &UdpSocket, first: (usize, SocketAddr), b
     }
 }
 
-fn is_keyframe_request(packets: &[Box<dyn consulta_media::rtcp::Packet>]) -> bool {
+/// Whether the compound packet asks for a keyframe of the stream `ssrc` (PLI or FIR).
+fn asks_keyframe_of(ssrc: u32, packets: &[Box<dyn consulta_media::rtcp::Packet>]) -> bool {
     packets.iter().any(|p| {
         let any = p.as_any();
-        any.downcast_ref::<PictureLossIndication>().is_some()
-            || any.downcast_ref::<FullIntraRequest>().is_some()
+        any.downcast_ref::<PictureLossIndication>()
+            .is_some_and(|pli| pli.media_ssrc == ssrc)
+            || any
+                .downcast_ref::<FullIntraRequest>()
+                .is_some_and(|fir| fir.fir.iter().any(|e| e.ssrc == ssrc))
     })
 }
 
@@ -151,6 +157,7 @@ pub async fn run(
     let mut offered = false;
     let mut sending = false;
     let mut first_media: Option<Duration> = None;
+    let mut largest_offer = (0usize, 0usize);
     let mut next_ping = Instant::now() + PING_INTERVAL;
     let mut pub_buf = vec![0u8; 2048];
     let mut sub_buf = vec![0u8; 2048];
@@ -164,9 +171,12 @@ pub async fn run(
                 MediaEvent::StateChanged(PeerState::Failed | PeerState::Closed) => {
                     bail!("publisher connection failed")
                 }
-                MediaEvent::Rtcp { packets, .. } if is_keyframe_request(&packets) => {
+                MediaEvent::Rtcp { packets, .. } => {
                     for t in tracks.iter_mut().filter(|t| t.source.is_video()) {
-                        t.source.request_keyframe();
+                        if asks_keyframe_of(t.local.ssrc(), &packets) {
+                            t.source.request_keyframe();
+                            recorder.borrow_mut().keyframe_requests += 1;
+                        }
                     }
                 }
                 _ => {}
@@ -211,7 +221,10 @@ pub async fn run(
             flush(&mut publisher, &pub_socket).await;
             flush(&mut subscriber, &sub_socket).await;
             let _ = ws.close(None).await;
-            return Ok(Outcome { first_media });
+            return Ok(Outcome {
+                first_media,
+                largest_offer,
+            });
         }
 
         let mut deadline = next_ping;
@@ -266,6 +279,8 @@ pub async fn run(
                         }
                         Some(M::Answer(answer)) => publisher.accept_answer(answer.sdp, now)?,
                         Some(M::Offer(offer)) => {
+                            let mlines = offer.sdp.matches("\nm=").count();
+                            largest_offer = largest_offer.max((mlines, offer.sdp.len()));
                             let sdp = subscriber.accept_offer(offer.sdp, now)?;
                             send(&mut ws, signal_request::Message::Answer(SessionDescription {
                                 r#type: "answer".to_owned(),

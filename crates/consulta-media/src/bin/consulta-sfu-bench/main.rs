@@ -83,6 +83,10 @@ struct RunArgs {
     /// S5: join/leave cycles (each: join, publish, connect both PCs, receive media, leave).
     #[arg(long, default_value_t = 1000)]
     churn_cycles: u32,
+    /// S5: churning participants only subscribe (to tell state kept per publisher from state kept
+    /// per subscriber).
+    #[arg(long)]
+    churn_subscribe_only: bool,
     /// S5: cycles in flight at once.
     #[arg(long, default_value_t = 8)]
     churn_concurrency: u32,
@@ -113,7 +117,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "error".into()),
+                .unwrap_or_else(|_| "error,consulta_sfu_bench=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -309,6 +313,9 @@ struct Row {
     p99_us: f64,
     p999_us: f64,
     generator_lag_p99_us: f64,
+    duplicates: u64,
+    keyframes_per_s: f64,
+    keyframe_requests_per_s: f64,
     rss_per_session_kib: f64,
     generator_cpu_percent: f64,
     ratio_to_ideal: Option<f64>,
@@ -458,6 +465,9 @@ impl Bench {
             p99_us: stats.p99_us,
             p999_us: stats.p999_us,
             generator_lag_p99_us: stats.generator_lag_p99_us,
+            duplicates: stats.duplicates,
+            keyframes_per_s: stats.keyframes as f64 / secs,
+            keyframe_requests_per_s: stats.keyframe_requests as f64 / secs,
             rss_per_session_kib,
             generator_cpu_percent: 100.0 * gen_cpu / secs,
             ratio_to_ideal: None,
@@ -578,14 +588,36 @@ async fn stepped(
         let per_session = rss.saturating_sub(rss0) as f64 / f64::from(step.max(1));
         let row = Bench::row(format!("{name}-{step}"), step, m, per_session, topology);
         print_row(&row);
+        let video: std::collections::HashSet<u32> = row
+            .topology
+            .streams
+            .iter()
+            .filter(|(_, video)| *video)
+            .map(|(id, _)| *id)
+            .collect();
+        let video_flows = row
+            .topology
+            .sinks
+            .iter()
+            .flatten()
+            .filter(|s| video.contains(s))
+            .count();
+        println!(
+            "  {} duplicate/late packets; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
+            row.duplicates,
+            row.keyframes_per_s,
+            video_flows as f64 / 3.0,
+            row.keyframe_requests_per_s
+        );
         let stop = row.knee() || row.invalid();
         rows.push(row);
         if stop {
             break;
         }
     }
-    drop(node);
+    // Participants leave before the node goes, so that teardown is not reported as failure.
     bench.reset().await;
+    drop(node);
     if !bench.args.no_ideal
         && let Some(last) = rows.last()
     {
@@ -599,6 +631,17 @@ async fn stepped(
             "idealised forwarder (fixed-key SRTP-GCM via rtc::srtp, no DTLS; same streams as the last step, same core):"
         );
         print_row(&ideal);
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                r.ratio_to_ideal
+                    .map(|x| format!("{} {:.1} %", r.label, 100.0 * x))
+            })
+            .collect();
+        println!(
+            "SFU out-pps per core as a share of the idealised forwarder's: {}",
+            ratios.join(", ")
+        );
         rows.push(ideal);
     }
     Ok(rows)
@@ -678,7 +721,8 @@ async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
         while bench.tasks.len() - resident < bench.args.churn_concurrency as usize
             && done + (bench.tasks.len() - resident) as u32 <= cycles.saturating_sub(1)
         {
-            bench.join(node.addr, "s5", true, true)?;
+            let publish = !bench.args.churn_subscribe_only;
+            bench.join(node.addr, "s5", publish, true)?;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
         let mut index = resident;
@@ -698,7 +742,12 @@ async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
                     rss_warm = rss_kib(node.pid())?;
                 }
                 if done.is_multiple_of((cycles / 4).max(1)) {
-                    checkpoints.push((done, rss_kib(node.pid())?));
+                    let rss = rss_kib(node.pid())?;
+                    println!(
+                        "  {done} cycles after {:.0} s ({failed} failed): node RSS {rss} KiB",
+                        started.elapsed().as_secs_f64()
+                    );
+                    checkpoints.push((done, rss));
                 }
             } else {
                 index += 1;
@@ -712,6 +761,18 @@ async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
     // Let the SFU finish tearing down the last sessions.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_end = rss_kib(node.pid())?;
+    let _ = bench.stop.send(true);
+    let largest_offer = match bench.tasks.drain(..).next() {
+        Some(resident) => match tokio::time::timeout(Duration::from_secs(5), resident).await {
+            Ok(Ok(Ok(outcome))) => outcome.largest_offer,
+            _ => (0, 0),
+        },
+        None => (0, 0),
+    };
+    println!(
+        "  the resident's largest subscriber offer: {} m-lines, {} bytes",
+        largest_offer.0, largest_offer.1
+    );
     setup_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| {
         setup_ms
@@ -736,8 +797,8 @@ async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
         .map(|(n, rss)| format!("{n}: {rss} KiB"))
         .collect();
     println!("  RSS checkpoints: {}", marks.join(", "));
-    drop(node);
     bench.reset().await;
+    drop(node);
     Ok(serde_json::json!({
         "cycles": done,
         "failed": failed,
@@ -746,6 +807,8 @@ async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
         "rss_end_kib": rss_end,
         "setup_p50_ms": pct(0.5),
         "setup_p99_ms": pct(0.99),
+        "resident_offer_mlines": largest_offer.0,
+        "resident_offer_bytes": largest_offer.1,
         "checkpoints": checkpoints,
     }))
 }

@@ -219,8 +219,12 @@ pub struct Recorder {
     latencies_ns: Vec<u64>,
     lags_ns: Vec<u64>,
     window_bytes: u64,
+    duplicates: u64,
+    keyframes: u64,
     /// Every packet received since start.
     pub total_packets: u64,
+    /// Keyframe requests (PLI/FIR for a video SSRC) the publishers received in the window.
+    pub keyframe_requests: u64,
     /// (sink, stream) pairs that delivered media outside a window (to wait for setup).
     flows: std::collections::HashSet<(u32, u32)>,
 }
@@ -237,6 +241,12 @@ pub struct WindowStats {
     /// How late the generator's timers fired (p99): its own scheduling delay, which the
     /// latency figures include.
     pub generator_lag_p99_us: f64,
+    /// Packets that arrived again or out of order (retransmissions).
+    pub duplicates: u64,
+    /// VP8 keyframes that arrived (first packets), over all sinks.
+    pub keyframes: u64,
+    /// Keyframe requests the publishers received.
+    pub keyframe_requests: u64,
 }
 
 impl WindowStats {
@@ -257,7 +267,10 @@ impl Recorder {
             latencies_ns: Vec::new(),
             lags_ns: Vec::new(),
             window_bytes: 0,
+            duplicates: 0,
+            keyframes: 0,
             total_packets: 0,
+            keyframe_requests: 0,
             flows: std::collections::HashSet::new(),
         }
     }
@@ -286,13 +299,19 @@ impl Recorder {
             last: probe.seq,
             received: 0,
         });
+        if entry.received > 0 && probe.seq <= entry.last {
+            // A retransmission (NACK) or a late packet: not new media, not counted against loss.
+            self.duplicates += 1;
+            return;
+        }
         if entry.received == 0 {
             entry.first = probe.seq;
-            entry.last = probe.seq;
         }
-        entry.first = entry.first.min(probe.seq);
-        entry.last = entry.last.max(probe.seq);
+        entry.last = probe.seq;
         entry.received += 1;
+        if is_vp8_keyframe_start(payload) {
+            self.keyframes += 1;
+        }
     }
 
     /// A generator timer due at `due` fired at `now`.
@@ -315,6 +334,9 @@ impl Recorder {
         self.latencies_ns.clear();
         self.lags_ns.clear();
         self.window_bytes = 0;
+        self.duplicates = 0;
+        self.keyframes = 0;
+        self.keyframe_requests = 0;
     }
 
     /// Ends the window and summarises it.
@@ -322,6 +344,9 @@ impl Recorder {
         self.measuring = false;
         let mut stats = WindowStats {
             bytes: self.window_bytes,
+            duplicates: self.duplicates,
+            keyframes: self.keyframes,
+            keyframe_requests: self.keyframe_requests,
             ..WindowStats::default()
         };
         for rx in self.window.values() {
@@ -348,4 +373,10 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
     }
     let i = ((n as f64 - 1.0) * p).round() as usize;
     sorted_ns.get(i.min(n - 1)).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// Whether `payload` is our VP8 framing's first packet of a keyframe (descriptor with X, I and a
+/// 15-bit PictureID, then the frame tag whose P bit is clear).
+fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
+    matches!(payload, [first, 0x80, _, _, tag, ..] if first & 0x90 == 0x90 && first & 0x07 == 0 && tag & 0x01 == 0)
 }
