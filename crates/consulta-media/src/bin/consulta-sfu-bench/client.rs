@@ -40,6 +40,8 @@ pub struct Spec {
     pub publish: Option<(u32, u32)>,
     /// Leave as soon as it both sends (publisher connected) and receives media (churn).
     pub leave_after_media: bool,
+    /// `auto_subscribe` in the join URL.
+    pub auto_subscribe: bool,
 }
 
 /// How it went.
@@ -119,8 +121,10 @@ pub async fn run(
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let url = format!(
-        "ws://{}/rtc?access_token={}&auto_subscribe=1&sdk=js&version=2.23.0&protocol=16&adaptive_stream=0",
-        spec.http, spec.token
+        "ws://{}/rtc?access_token={}&auto_subscribe={}&sdk=js&version=2.23.0&protocol=16&adaptive_stream=0",
+        spec.http,
+        spec.token,
+        u8::from(spec.auto_subscribe)
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(url)
         .await

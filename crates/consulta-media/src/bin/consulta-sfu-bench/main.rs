@@ -87,6 +87,10 @@ struct RunArgs {
     /// per subscriber).
     #[arg(long)]
     churn_subscribe_only: bool,
+    /// S5: the resident publisher does not subscribe to the joiners (to tell state kept in its
+    /// long-lived subscriber connection from state kept by the node per published track).
+    #[arg(long)]
+    churn_resident_no_subscribe: bool,
     /// S5: cycles in flight at once.
     #[arg(long, default_value_t = 8)]
     churn_concurrency: u32,
@@ -375,6 +379,17 @@ impl Bench {
         publish: bool,
         leave_after_media: bool,
     ) -> anyhow::Result<(u32, Option<(u32, u32)>)> {
+        self.join_with(http, room, publish, leave_after_media, true)
+    }
+
+    fn join_with(
+        &mut self,
+        http: SocketAddr,
+        room: &str,
+        publish: bool,
+        leave_after_media: bool,
+        auto_subscribe: bool,
+    ) -> anyhow::Result<(u32, Option<(u32, u32)>)> {
         let sink = self.next_sink;
         self.next_sink += 1;
         let publish = publish.then(|| {
@@ -388,6 +403,7 @@ impl Bench {
             sink,
             publish,
             leave_after_media,
+            auto_subscribe,
         };
         let recorder = self.recorder.clone();
         let stop = self.stop.subscribe();
@@ -707,7 +723,8 @@ async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
         "\nS5 churn: {} join/leave cycles, {} at once, against one resident publisher",
         bench.args.churn_cycles, bench.args.churn_concurrency
     );
-    bench.join(node.addr, "s5", true, false)?;
+    let resident_subscribes = !bench.args.churn_resident_no_subscribe;
+    bench.join_with(node.addr, "s5", true, false, resident_subscribes)?;
     let resident = bench.tasks.len();
     let cycles = bench.args.churn_cycles;
     let warm = (cycles / 10).max(1);
