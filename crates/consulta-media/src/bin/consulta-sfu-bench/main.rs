@@ -44,6 +44,9 @@ const KNEE_P99_US: f64 = 20_000.0;
 const KNEE_CPU_PERCENT: f64 = 95.0;
 /// Above this the generator itself is the bottleneck and the step is invalid.
 const GENERATOR_LIMIT_PERCENT: f64 = 85.0;
+/// ... or when its own timers fire this late (p99): it is starved of CPU (other processes on its
+/// core), so the latency and loss it reports are its own, not the SFU's.
+const GENERATOR_LAG_LIMIT_US: f64 = 20_000.0;
 /// A churn cycle that has not seen media both ways by then counts as failed.
 const CYCLE_LIMIT: Duration = Duration::from_secs(20);
 
@@ -335,6 +338,7 @@ impl Row {
     }
     fn invalid(&self) -> bool {
         self.generator_cpu_percent > GENERATOR_LIMIT_PERCENT
+            || self.generator_lag_p99_us > GENERATOR_LAG_LIMIT_US
     }
 }
 
@@ -561,8 +565,10 @@ fn print_row(row: &Row) {
         row.ratio_to_ideal
             .map(|r| format!("{:.1}%", 100.0 * r))
             .unwrap_or_else(|| "-".to_owned()),
-        if row.invalid() {
+        if row.generator_cpu_percent > GENERATOR_LIMIT_PERCENT {
             "  INVALID: generator core > 85 %"
+        } else if row.invalid() {
+            "  INVALID: generator timers > 20 ms late (starved)"
         } else if row.knee() {
             "  knee"
         } else {
