@@ -13,6 +13,12 @@ use axum::routing::get;
 use crate::engine::{self, Router, RouterStats, RtcEngine};
 use crate::peer::{Error, MediaConfig};
 
+/// Kernel buffer asked for on the media socket, each way. One socket carries every participant's
+/// media: with Linux's default (≈208 KiB) a few milliseconds without CPU (another process, a burst
+/// of keyframes) overflow it and the kernel drops datagrams (`RcvbufErrors` in /proc/net/snmp).
+/// The kernel caps the request at `net.core.rmem_max`/`wmem_max`.
+pub const UDP_BUFFER_BYTES: usize = 4 << 20;
+
 /// What a node needs.
 #[derive(Debug, Clone, Default)]
 pub struct NodeConfig {
@@ -43,6 +49,13 @@ impl SfuNode {
         udp: UdpSocket,
     ) -> Result<Self, Error> {
         let http_addr = listener.local_addr()?;
+        let socket = socket2::SockRef::from(&udp);
+        if let Err(error) = socket
+            .set_recv_buffer_size(UDP_BUFFER_BYTES)
+            .and_then(|()| socket.set_send_buffer_size(UDP_BUFFER_BYTES))
+        {
+            tracing::warn!(%error, "could not enlarge the media socket's buffers");
+        }
         let udp_addr = udp.local_addr()?;
         let advertised = SocketAddr::new(
             config.advertised_ip.unwrap_or(udp_addr.ip()),

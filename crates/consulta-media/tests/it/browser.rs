@@ -24,6 +24,7 @@ struct Run {
 
 /// Runs tests/browser/echo.mjs against a fresh echo server for `seconds` of media.
 async fn run_echo(seconds: u32, simulcast: bool) -> Run {
+    let _cores = crate::CPU_HEAVY.lock().await;
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: run tests/run, or apt-get install chromium"
@@ -35,7 +36,6 @@ async fn run_echo(seconds: u32, simulcast: bool) -> Run {
         "tests/browser/node_modules is missing: run tests/run, or `npm ci` in tests/browser"
     );
 
-    let _browser = crate::BROWSER.lock().await;
     let server = EchoServer::start(TcpListener::bind("127.0.0.1:0").await.unwrap()).unwrap();
     let url = format!("http://{}/", server.addr());
     let started = Instant::now();

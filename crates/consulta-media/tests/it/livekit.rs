@@ -83,7 +83,7 @@ async fn run_scenario(mode: &str) -> (SfuNode, Value) {
         },
         ..NodeConfig::default()
     };
-    let browser = crate::BROWSER.lock().await;
+    let browser = crate::CPU_HEAVY.lock().await;
     let node = SfuNode::start(
         config,
         TcpListener::bind("127.0.0.1:0").await.unwrap(),

@@ -7,11 +7,12 @@
 //! Integration tests for consulta-media: a real Chromium against the echo server, and two `rtc`
 //! peers talking to each other in simulated time.
 
+mod bench;
 mod browser;
 mod livekit;
 mod loopback;
 mod router;
 
-/// Chromium tests take one browser (or three pages) each and the machine may have two cores: run
-/// them one at a time, or Chromium's CPU adaptation drops simulcast layers and frame rates.
-static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Tests that load the cores (Chromium with its pages, the benchmark's SFU and load generator)
+/// run one at a time: on two cores, Chromium's CPU adaptation drops simulcast layers otherwise.
+static CPU_HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -1,0 +1,356 @@
+//! One synthetic participant: LiveKit v0 signalling over WebSocket as livekit-client speaks it
+//! (join, `add_track` per track with the msid track id as `cid`, publisher offer, answers to the
+//! subscriber offers, pings, `leave`) and two `rtc` peer connections (ICE, DTLS, SRTP-GCM) on
+//! their own UDP sockets: the publisher sends paced RTP, the subscriber is a sink.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use consulta_media::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use consulta_media::rtp::{Header, Packet};
+use consulta_media::{LocalTrack, MediaEvent, MediaKind, MediaPeer, PeerState};
+use consulta_sfu::signal;
+use futures_util::{SinkExt, StreamExt};
+use livekit_protocol::{
+    AddTrackRequest, LeaveRequest, Ping, SessionDescription, SignalRequest, TrackSource, TrackType,
+    signal_request, signal_response,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::media::{OutPacket, Recorder, Source};
+
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Datagrams read per wake-up.
+const RECV_BATCH: usize = 64;
+
+/// Who this participant is and what it does.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub http: SocketAddr,
+    pub token: String,
+    /// Its sink id in the recorder.
+    pub sink: u32,
+    /// Stream ids of its audio and video, when it publishes.
+    pub publish: Option<(u32, u32)>,
+    /// Leave as soon as it both sends (publisher connected) and receives media (churn).
+    pub leave_after_media: bool,
+    /// `auto_subscribe` in the join URL.
+    pub auto_subscribe: bool,
+}
+
+/// How it went.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// From the WebSocket connect to the first media packet received.
+    pub first_media: Option<Duration>,
+    /// The most m-lines a subscriber offer had, and that offer's size in bytes.
+    pub largest_offer: (usize, usize),
+}
+
+struct Track {
+    local: LocalTrack,
+    mime: &'static str,
+    source: Source,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn send(ws: &mut Ws, message: signal_request::Message) -> anyhow::Result<()> {
+    let bytes = signal::encode_request(&SignalRequest {
+        message: Some(message),
+    });
+    ws.send(Message::Binary(bytes.into()))
+        .await
+        .context("signalling send")
+}
+
+/// A client socket with a receive buffer large enough that the generator's own scheduling
+/// hiccups do not show up as SFU loss.
+pub async fn bind() -> anyhow::Result<UdpSocket> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20)?;
+    Ok(socket)
+}
+
+async fn flush(pc: &mut MediaPeer, socket: &UdpSocket) {
+    while let Some(t) = pc.poll_transmit() {
+        if let Err(error) = socket.send_to(&t.contents, t.destination).await {
+            tracing::debug!(%error, "udp send failed");
+        }
+    }
+}
+
+fn receive(pc: &mut MediaPeer, socket: &UdpSocket, first: (usize, SocketAddr), buf: &mut [u8]) {
+    let now = Instant::now();
+    let (len, from) = first;
+    let _ = pc.handle_receive(now, from, buf.get(..len).unwrap_or_default());
+    for _ in 1..RECV_BATCH {
+        match socket.try_recv_from(buf) {
+            Ok((len, from)) => {
+                let _ = pc.handle_receive(now, from, buf.get(..len).unwrap_or_default());
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// Whether the compound packet asks for a keyframe of the stream `ssrc` (PLI or FIR).
+fn asks_keyframe_of(ssrc: u32, packets: &[Box<dyn consulta_media::rtcp::Packet>]) -> bool {
+    packets.iter().any(|p| {
+        let any = p.as_any();
+        any.downcast_ref::<PictureLossIndication>()
+            .is_some_and(|pli| pli.media_ssrc == ssrc)
+            || any
+                .downcast_ref::<FullIntraRequest>()
+                .is_some_and(|fir| fir.fir.iter().any(|e| e.ssrc == ssrc))
+    })
+}
+
+/// Runs the participant until `stop` (or, with `leave_after_media`, until media flowed both ways).
+pub async fn run(
+    spec: Spec,
+    recorder: Rc<RefCell<Recorder>>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let url = format!(
+        "ws://{}/rtc?access_token={}&auto_subscribe={}&sdk=js&version=2.23.0&protocol=16&adaptive_stream=0",
+        spec.http,
+        spec.token,
+        u8::from(spec.auto_subscribe)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("signalling connect")?;
+    let pub_socket = bind().await?;
+    let sub_socket = bind().await?;
+    let now = Instant::now();
+    let mut publisher = MediaPeer::new(pub_socket.local_addr()?, now)?;
+    let mut subscriber = MediaPeer::new(sub_socket.local_addr()?, now)?;
+
+    let mut tracks: Vec<Track> = Vec::new();
+    if let Some((audio, video)) = spec.publish {
+        let stream_id = format!("bench-{}", spec.sink);
+        for (kind, stream, mime) in [
+            (MediaKind::Audio, audio, "audio/opus"),
+            (MediaKind::Video, video, "video/VP8"),
+        ] {
+            let cid = format!("TR_bench{stream}");
+            let local =
+                publisher.add_local_track(kind, &stream_id, &cid, rand::random::<u32>() | 1)?;
+            let source = match kind {
+                MediaKind::Audio => Source::audio(stream, now),
+                MediaKind::Video => Source::video(stream, now),
+            };
+            tracks.push(Track {
+                local,
+                mime,
+                source,
+            });
+        }
+    }
+
+    let mut published = 0usize;
+    let mut offered = false;
+    let mut sending = false;
+    let mut first_media: Option<Duration> = None;
+    let mut largest_offer = (0usize, 0usize);
+    let mut next_ping = Instant::now() + PING_INTERVAL;
+    let mut pub_buf = vec![0u8; 2048];
+    let mut sub_buf = vec![0u8; 2048];
+    let mut out: Vec<OutPacket> = Vec::new();
+
+    loop {
+        // Events out of both peer connections.
+        while let Some(event) = publisher.poll_event() {
+            match event {
+                MediaEvent::StateChanged(PeerState::Connected) => sending = true,
+                MediaEvent::StateChanged(PeerState::Failed | PeerState::Closed) => {
+                    bail!("publisher connection failed")
+                }
+                MediaEvent::Rtcp { packets, .. } => {
+                    for t in tracks.iter_mut().filter(|t| t.source.is_video()) {
+                        if asks_keyframe_of(t.local.ssrc(), &packets) {
+                            t.source.request_keyframe();
+                            recorder.borrow_mut().keyframe_requests += 1;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        while let Some(event) = subscriber.poll_event() {
+            match event {
+                MediaEvent::Rtp(rtp) => {
+                    let payload = &rtp.packet.payload;
+                    // RTP header + payload + GCM tag.
+                    let wire = 12 + payload.len() + 16;
+                    recorder
+                        .borrow_mut()
+                        .record(spec.sink, payload, wire, Instant::now());
+                    if first_media.is_none() {
+                        first_media = Some(started.elapsed());
+                    }
+                }
+                MediaEvent::StateChanged(PeerState::Failed) => {
+                    bail!("subscriber connection failed")
+                }
+                _ => {}
+            }
+        }
+        flush(&mut publisher, &pub_socket).await;
+        flush(&mut subscriber, &sub_socket).await;
+
+        let done =
+            spec.leave_after_media && first_media.is_some() && (sending || tracks.is_empty());
+        if done || *stop.borrow() {
+            let _ = send(
+                &mut ws,
+                signal_request::Message::Leave(LeaveRequest {
+                    can_reconnect: false,
+                    reason: livekit_protocol::DisconnectReason::ClientInitiated.into(),
+                    ..LeaveRequest::default()
+                }),
+            )
+            .await;
+            let _ = publisher.close();
+            let _ = subscriber.close();
+            flush(&mut publisher, &pub_socket).await;
+            flush(&mut subscriber, &sub_socket).await;
+            let _ = ws.close(None).await;
+            return Ok(Outcome {
+                first_media,
+                largest_offer,
+            });
+        }
+
+        let mut deadline = next_ping;
+        for t in [publisher.poll_timeout(), subscriber.poll_timeout()]
+            .into_iter()
+            .flatten()
+        {
+            deadline = deadline.min(t);
+        }
+        if sending {
+            for t in &tracks {
+                deadline = deadline.min(t.source.due());
+            }
+        }
+
+        tokio::select! {
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Binary(bytes))) => {
+                    let Ok(response) = signal::decode_response(&bytes) else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    use signal_response::Message as M;
+                    match response.message {
+                        Some(M::Join(_)) => {
+                            for t in &tracks {
+                                let video = t.source.is_video();
+                                let cid = format!("TR_bench{}", t.source.stream);
+                                send(&mut ws, signal_request::Message::AddTrack(AddTrackRequest {
+                                    cid,
+                                    name: if video { "camera" } else { "microphone" }.to_owned(),
+                                    r#type: if video { TrackType::Video } else { TrackType::Audio }.into(),
+                                    source: if video { TrackSource::Camera } else { TrackSource::Microphone }.into(),
+                                    width: if video { 640 } else { 0 },
+                                    height: if video { 360 } else { 0 },
+                                    ..AddTrackRequest::default()
+                                })).await?;
+                            }
+                        }
+                        Some(M::TrackPublished(_)) => {
+                            published += 1;
+                            if published == tracks.len() && !offered {
+                                offered = true;
+                                let sdp = publisher.create_offer(now)?;
+                                send(&mut ws, signal_request::Message::Offer(SessionDescription {
+                                    r#type: "offer".to_owned(),
+                                    sdp,
+                                    id: 1,
+                                    ..SessionDescription::default()
+                                })).await?;
+                            }
+                        }
+                        Some(M::Answer(answer)) => publisher.accept_answer(answer.sdp, now)?,
+                        Some(M::Offer(offer)) => {
+                            let mlines = offer.sdp.matches("\nm=").count();
+                            largest_offer = largest_offer.max((mlines, offer.sdp.len()));
+                            let sdp = subscriber.accept_offer(offer.sdp, now)?;
+                            send(&mut ws, signal_request::Message::Answer(SessionDescription {
+                                r#type: "answer".to_owned(),
+                                sdp,
+                                id: offer.id,
+                                ..SessionDescription::default()
+                            })).await?;
+                        }
+                        Some(M::Trickle(trickle)) => {
+                            let pc = if trickle.target == 1 { &mut subscriber } else { &mut publisher };
+                            let _ = pc.add_remote_candidate(&trickle.candidate_init);
+                        }
+                        Some(M::Leave(_)) => bail!("the server asked us to leave"),
+                        _ => {}
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => bail!("signalling closed"),
+                Some(Ok(_)) => {}
+            },
+            received = pub_socket.recv_from(&mut pub_buf) => {
+                receive(&mut publisher, &pub_socket, received?, &mut pub_buf);
+            }
+            received = sub_socket.recv_from(&mut sub_buf) => {
+                receive(&mut subscriber, &sub_socket, received?, &mut sub_buf);
+            }
+            _ = stop.changed() => {}
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                recorder.borrow_mut().record_lag(deadline, now);
+                if publisher.poll_timeout().is_some_and(|t| t <= now) {
+                    let _ = publisher.handle_timeout(now);
+                }
+                if subscriber.poll_timeout().is_some_and(|t| t <= now) {
+                    let _ = subscriber.handle_timeout(now);
+                }
+                if now >= next_ping {
+                    next_ping = now + PING_INTERVAL;
+                    send(&mut ws, signal_request::Message::PingReq(Ping {
+                        timestamp: i64::try_from(started.elapsed().as_millis()).unwrap_or(0),
+                        rtt: 0,
+                    })).await?;
+                }
+                if sending {
+                    let sent_ns = recorder.borrow().ns(now);
+                    for t in &mut tracks {
+                        if t.source.due() > now {
+                            continue;
+                        }
+                        out.clear();
+                        t.source.frame(now, sent_ns, &mut out);
+                        for p in out.drain(..) {
+                            let packet = Packet {
+                                header: Header {
+                                    version: 2,
+                                    marker: p.marker,
+                                    sequence_number: p.sequence_number,
+                                    timestamp: p.timestamp,
+                                    ..Header::default()
+                                },
+                                payload: p.payload,
+                            };
+                            publisher.write_rtp(t.local, packet, t.mime, now)?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

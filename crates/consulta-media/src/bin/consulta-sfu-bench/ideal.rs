@@ -1,0 +1,189 @@
+//! The idealised forwarder of `sfu-performance.md`: recv → SRTP AES-128-GCM open → K × GCM seal →
+//! send, with no RTP logic, no ICE and no DTLS. Its SRTP contexts (webrtc-rs `rtc::srtp`, the
+//! SFU's own implementation) are keyed with a fixed master key instead of a DTLS handshake; that
+//! changes setup, not the per-packet work measured.
+//!
+//! Sinks subscribe by sending `SUB!` + SSRC from their socket; each subscription gets its own
+//! outbound context, as each SFU subscriber has its own keys.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use bytes::BytesMut;
+use consulta_media::rtp::{Header, Packet};
+use rtc::crypto::providers::RingCrypto;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::srtp::context::Context;
+use rtc::srtp::protection_profile::ProtectionProfile;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+use crate::media::{OutPacket, Recorder, Source};
+
+const MASTER_KEY: [u8; 16] = *b"consulta-bench-k";
+const MASTER_SALT: [u8; 12] = *b"bench-salt12";
+const SUBSCRIBE: &[u8; 4] = b"SUB!";
+
+fn context() -> anyhow::Result<Context> {
+    Context::new(
+        &MASTER_KEY,
+        &MASTER_SALT,
+        ProtectionProfile::AeadAes128Gcm,
+        None,
+        None,
+        &RingCrypto,
+    )
+    .context("srtp context")
+}
+
+/// The forwarder process: prints its address, then forwards until killed.
+pub fn serve() -> anyhow::Result<()> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    // As the SFU node's media socket.
+    let buffers = socket2::SockRef::from(&socket);
+    buffers.set_recv_buffer_size(consulta_media::node::UDP_BUFFER_BYTES)?;
+    buffers.set_send_buffer_size(consulta_media::node::UDP_BUFFER_BYTES)?;
+    #[allow(clippy::print_stdout, reason = "the parent reads the address")]
+    {
+        println!("IDEAL udp={}", socket.local_addr()?);
+    }
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let mut inbound = context()?;
+    let mut subscribers: HashMap<u32, Vec<(SocketAddr, Context)>> = HashMap::new();
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (len, from) = socket.recv_from(&mut buf)?;
+        let datagram = buf.get(..len).unwrap_or_default();
+        if let Some(ssrc) = datagram.strip_prefix(SUBSCRIBE) {
+            let ssrc = u32::from_be_bytes(ssrc.try_into().context("subscription")?);
+            subscribers
+                .entry(ssrc)
+                .or_default()
+                .push((from, context()?));
+            continue;
+        }
+        let Ok(plain) = inbound.decrypt_rtp(datagram) else {
+            continue;
+        };
+        let Some(ssrc) = plain
+            .get(8..12)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+        else {
+            continue;
+        };
+        for (to, outbound) in subscribers.get_mut(&ssrc).into_iter().flatten() {
+            if let Ok(sealed) = outbound.encrypt_rtp(&plain) {
+                let _ = socket.send_to(&sealed, *to);
+            }
+        }
+    }
+}
+
+/// What flows where: stream ids with their kind, and per sink the streams it receives.
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    pub streams: Vec<(u32, bool)>,
+    pub sinks: Vec<Vec<u32>>,
+}
+
+fn ssrc_of(stream: u32) -> u32 {
+    stream.wrapping_add(0x1000)
+}
+
+/// Drives the forwarder at `forwarder` with `topology`'s streams and sinks until `stop`.
+pub async fn drive(
+    forwarder: SocketAddr,
+    topology: &Topology,
+    recorder: Rc<RefCell<Recorder>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let mut tasks = Vec::new();
+    for (sink_index, streams) in topology.sinks.iter().enumerate() {
+        let socket = crate::client::bind().await?;
+        for stream in streams {
+            let mut message = SUBSCRIBE.to_vec();
+            message.extend_from_slice(&ssrc_of(*stream).to_be_bytes());
+            socket.send_to(&message, forwarder).await?;
+        }
+        let recorder = recorder.clone();
+        let mut stop = stop.clone();
+        let sink = u32::try_from(sink_index)?;
+        tasks.push(tokio::task::spawn_local(async move {
+            let mut inbound = context()?;
+            let mut buf = vec![0u8; 2048];
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    received = socket.recv_from(&mut buf) => {
+                        let (len, _) = received?;
+                        let Ok(plain) = inbound.decrypt_rtp(buf.get(..len).unwrap_or_default()) else {
+                            continue;
+                        };
+                        let Ok(packet) = Packet::unmarshal(&mut plain.as_ref()) else {
+                            continue;
+                        };
+                        recorder.borrow_mut().record(sink, &packet.payload, len, Instant::now());
+                    }
+                }
+            }
+        }));
+    }
+    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    let now = Instant::now();
+    let mut sources: Vec<Source> = topology
+        .streams
+        .iter()
+        .map(|&(stream, video)| {
+            if video {
+                Source::video(stream, now)
+            } else {
+                Source::audio(stream, now)
+            }
+        })
+        .collect();
+    let mut stop = stop.clone();
+    tasks.push(tokio::task::spawn_local(async move {
+        let mut outbound = context()?;
+        let mut out: Vec<OutPacket> = Vec::new();
+        loop {
+            let deadline = sources.iter().map(Source::due).min().unwrap_or(now);
+            tokio::select! {
+                _ = stop.changed() => return Ok(()),
+                () = tokio::time::sleep_until(deadline.into()) => {}
+            }
+            let now = Instant::now();
+            recorder.borrow_mut().record_lag(deadline, now);
+            let sent_ns = recorder.borrow().ns(now);
+            for source in &mut sources {
+                if source.due() > now {
+                    continue;
+                }
+                out.clear();
+                source.frame(now, sent_ns, &mut out);
+                for p in out.drain(..) {
+                    let packet = Packet {
+                        header: Header {
+                            version: 2,
+                            marker: p.marker,
+                            payload_type: if source.is_video() { 96 } else { 111 },
+                            sequence_number: p.sequence_number,
+                            timestamp: p.timestamp,
+                            ssrc: ssrc_of(source.stream),
+                            ..Header::default()
+                        },
+                        payload: p.payload,
+                    };
+                    let plain: BytesMut = packet.marshal()?;
+                    let sealed = outbound.encrypt_rtp(&plain)?;
+                    socket.send_to(&sealed, forwarder).await?;
+                }
+            }
+        }
+    }));
+    Ok(tasks)
+}

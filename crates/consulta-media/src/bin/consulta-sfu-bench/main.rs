@@ -1,0 +1,890 @@
+//! `consulta-sfu-bench`: the SFU benchmark of `sfu-performance.md` and issue 4.
+//!
+//! The SFU node runs in its own process pinned to one core (`taskset -c 1`); this process (pinned
+//! to core 0) runs synthetic participants that are real WebRTC peers (webrtc-rs `rtc`: ICE, DTLS,
+//! SRTP-GCM) speaking LiveKit v0 signalling over WebSocket, so the SFU's whole path is measured.
+//! Publishers send paced Opus and VP8 RTP whose payloads carry (stream, sequence, send time);
+//! subscribers count what arrives, the gaps and the one-way latency on one monotonic clock. The
+//! SFU's CPU comes from /proc/<pid>/stat, its memory from /proc/<pid>/status. An idealised
+//! forwarder (see `ideal`) is measured in the same run with the same streams, on the same core.
+//!
+//! Scenarios: S1 (N 1:1 rooms), S3 (1 publisher → K subscribers), S5 (join/leave churn).
+
+#![allow(clippy::print_stdout, reason = "a CLI that prints its report")]
+
+mod client;
+mod ideal;
+mod media;
+
+use std::cell::RefCell;
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use consulta_media::node::{NodeConfig, SfuNode};
+use consulta_sfu::auth::{ApiKeys, ApiSecret, join_claims, mint};
+use consulta_sfu::shell::ShellConfig;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::ideal::Topology;
+use crate::media::{Recorder, WindowStats};
+
+const KEY: &str = "bench";
+const SECRET: &str = "consulta-bench-secret-of-32-bytes!";
+
+/// The knee: a step with more loss, a slower p99 or a busier SFU ends the scenario.
+const KNEE_LOSS_PERCENT: f64 = 0.5;
+const KNEE_P99_US: f64 = 20_000.0;
+const KNEE_CPU_PERCENT: f64 = 95.0;
+/// Above this the generator itself is the bottleneck and the step is invalid.
+const GENERATOR_LIMIT_PERCENT: f64 = 85.0;
+/// ... or when its own timers fire this late (p99): it is starved of CPU (other processes on its
+/// core), so the latency and loss it reports are its own, not the SFU's.
+const GENERATOR_LAG_LIMIT_US: f64 = 20_000.0;
+/// A churn cycle that has not seen media both ways by then counts as failed.
+const CYCLE_LIMIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "consulta-sfu-bench",
+    about = "Benchmarks the Consulta SFU with synthetic WebRTC clients (LiveKit v0 signalling, \
+             ICE/DTLS/SRTP-GCM) against an idealised forwarder measured in the same run",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    internal: Option<Internal>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// (internal) Run an SFU node on 127.0.0.1 and print its addresses; stops when stdin closes.
+    Node,
+    /// (internal) Run the idealised forwarder and print its address.
+    Ideal,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// Scenarios to run, comma-separated: s1 (1:1 rooms), s3 (fan-out), s5 (churn).
+    #[arg(long, default_value = "s1,s3,s5", value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// S1 steps: numbers of 1:1 rooms (2 peers, each publishing Opus + VP8 and subscribing).
+    #[arg(long, default_value = "10,20,40,80,160", value_delimiter = ',')]
+    s1_rooms: Vec<u32>,
+    /// S3 steps: numbers of subscribers of the one publisher.
+    #[arg(long, default_value = "10,25,50,100,200", value_delimiter = ',')]
+    s3_subscribers: Vec<u32>,
+    /// S5: join/leave cycles (each: join, publish, connect both PCs, receive media, leave).
+    #[arg(long, default_value_t = 1000)]
+    churn_cycles: u32,
+    /// S5: churning participants only subscribe (to tell state kept per publisher from state kept
+    /// per subscriber).
+    #[arg(long)]
+    churn_subscribe_only: bool,
+    /// S5: the resident publisher does not subscribe to the joiners (to tell state kept in its
+    /// long-lived subscriber connection from state kept by the node per published track).
+    #[arg(long)]
+    churn_resident_no_subscribe: bool,
+    /// S5: cycles in flight at once.
+    #[arg(long, default_value_t = 8)]
+    churn_concurrency: u32,
+    /// Seconds of media before each measurement window.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_secs: f64,
+    /// Seconds of each measurement window.
+    #[arg(long, default_value_t = 5.0)]
+    duration_secs: f64,
+    /// Core of the SFU process.
+    #[arg(long, default_value_t = 1)]
+    sfu_core: u32,
+    /// Core of the load generator (this process).
+    #[arg(long, default_value_t = 0)]
+    generator_core: u32,
+    /// Do not pin processes to cores (CI machines without taskset or with one core).
+    #[arg(long)]
+    no_pin: bool,
+    /// Skip the idealised forwarder.
+    #[arg(long)]
+    no_ideal: bool,
+    /// Also print each scenario's results as one `BENCH_JSON {...}` line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "error,consulta_sfu_bench=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.internal {
+        Some(Internal::Node) => run_node(),
+        Some(Internal::Ideal) => ideal::serve(),
+        None => {
+            if !cli.run.no_pin {
+                pin(std::process::id(), cli.run.generator_core)?;
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, run(cli.run))
+        }
+    }
+}
+
+/// Pins every thread of `pid` to `core`.
+fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("taskset (use --no-pin where it is missing)")?;
+    if !status.success() {
+        bail!("taskset failed: {status}");
+    }
+    Ok(())
+}
+
+fn run_node() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let config = NodeConfig {
+            shell: ShellConfig {
+                keys: ApiKeys::new().with(KEY, ApiSecret::new(SECRET)),
+                ..ShellConfig::default()
+            },
+            ..NodeConfig::default()
+        };
+        let node = SfuNode::start(
+            config,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+            tokio::net::UdpSocket::bind("127.0.0.1:0").await?,
+        )
+        .await?;
+        println!("NODE http={} udp={}", node.http_addr(), node.udp_addr());
+        std::io::Write::flush(&mut std::io::stdout())?;
+        // The parent closes our stdin (or kills us) when it is done.
+        let (closed, on_close) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            let _ = closed.send(());
+        });
+        let _ = on_close.await;
+        drop(node);
+        Ok(())
+    })
+}
+
+/// A child process (node or forwarder), killed on drop.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn spawn(mode: &str, args: &RunArgs) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let mut command = if args.no_pin {
+            Command::new(exe)
+        } else {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(args.sfu_core.to_string()).arg(exe);
+            c
+        };
+        let mut child = command
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the {mode} process"))?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let key = if mode == "node" { "http=" } else { "udp=" };
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .with_context(|| format!("no address from the {mode} process: {line:?}"))?
+            .parse()?;
+        Ok(Self { child, addr })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time of every thread of `pid`, in seconds: the scheduler's nanosecond counters
+/// (`/proc/<pid>/task/*/schedstat`), else utime + stime in clock ticks.
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let mut total_ns = 0u64;
+    let mut threads = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+                continue;
+            };
+            if let Some(ns) = schedstat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+            {
+                total_ns += ns;
+                threads += 1;
+            }
+        }
+    }
+    if threads > 0 {
+        return Ok(total_ns as f64 / 1e9);
+    }
+    stat_cpu_secs(pid)
+}
+
+/// utime + stime of `pid`, in seconds (10 ms resolution).
+fn stat_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').context("/proc stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).context("utime")?.parse::<u64>()?
+        + fields.get(12).context("stime")?.parse::<u64>()?;
+    Ok(ticks as f64 / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .context("VmRSS")?
+        .parse()
+        .context("VmRSS value")
+}
+
+fn token(identity: &str, room: &str) -> anyhow::Result<String> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let mut claims = join_claims(KEY, identity, room, now.saturating_sub(10), 3600);
+    claims.video.room_create = true;
+    Ok(mint(&claims, &ApiSecret::new(SECRET))?)
+}
+
+/// One measured step.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    label: String,
+    sessions: u32,
+    out_pps: f64,
+    mbit_s: f64,
+    sfu_cpu_percent: f64,
+    out_pps_per_core: f64,
+    us_per_packet: f64,
+    loss_percent: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    generator_lag_p99_us: f64,
+    duplicates: u64,
+    keyframes_per_s: f64,
+    keyframe_requests_per_s: f64,
+    rss_per_session_kib: f64,
+    generator_cpu_percent: f64,
+    ratio_to_ideal: Option<f64>,
+    #[serde(skip)]
+    topology: Topology,
+}
+
+impl Row {
+    fn knee(&self) -> bool {
+        self.loss_percent > KNEE_LOSS_PERCENT
+            || self.p99_us > KNEE_P99_US
+            || self.sfu_cpu_percent >= KNEE_CPU_PERCENT
+    }
+    fn invalid(&self) -> bool {
+        self.generator_cpu_percent > GENERATOR_LIMIT_PERCENT
+            || self.generator_lag_p99_us > GENERATOR_LAG_LIMIT_US
+    }
+}
+
+struct Bench {
+    args: RunArgs,
+    recorder: Rc<RefCell<Recorder>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<client::Outcome>>>,
+    next_sink: u32,
+    next_stream: u32,
+}
+
+impl Bench {
+    fn new(args: RunArgs) -> Self {
+        Self {
+            args,
+            recorder: Rc::new(RefCell::new(Recorder::new(Instant::now()))),
+            stop: watch::channel(false).0,
+            tasks: Vec::new(),
+            next_sink: 0,
+            next_stream: 0,
+        }
+    }
+
+    /// Stops every participant and starts afresh (new sinks, new recorder).
+    async fn reset(&mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+        self.stop = watch::channel(false).0;
+        self.recorder = Rc::new(RefCell::new(Recorder::new(Instant::now())));
+        self.next_sink = 0;
+        self.next_stream = 0;
+    }
+
+    /// Starts one participant; returns its sink id and its streams (audio, video) if it publishes.
+    fn join(
+        &mut self,
+        http: SocketAddr,
+        room: &str,
+        publish: bool,
+        leave_after_media: bool,
+    ) -> anyhow::Result<(u32, Option<(u32, u32)>)> {
+        self.join_with(http, room, publish, leave_after_media, true)
+    }
+
+    fn join_with(
+        &mut self,
+        http: SocketAddr,
+        room: &str,
+        publish: bool,
+        leave_after_media: bool,
+        auto_subscribe: bool,
+    ) -> anyhow::Result<(u32, Option<(u32, u32)>)> {
+        let sink = self.next_sink;
+        self.next_sink += 1;
+        let publish = publish.then(|| {
+            let a = self.next_stream;
+            self.next_stream += 2;
+            (a, a + 1)
+        });
+        let spec = client::Spec {
+            http,
+            token: token(&format!("bench-{sink}"), room)?,
+            sink,
+            publish,
+            leave_after_media,
+            auto_subscribe,
+        };
+        let recorder = self.recorder.clone();
+        let stop = self.stop.subscribe();
+        self.tasks.push(tokio::task::spawn_local(async move {
+            let result = if leave_after_media {
+                tokio::time::timeout(CYCLE_LIMIT, client::run(spec, recorder, stop))
+                    .await
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("no media within {CYCLE_LIMIT:?}")))
+            } else {
+                client::run(spec, recorder, stop).await
+            };
+            if let Err(error) = &result {
+                tracing::warn!(%error, sink, "participant failed");
+            }
+            result
+        }));
+        Ok((sink, publish))
+    }
+
+    /// Waits until `flows` (sink, stream) pairs delivered media, or gives up after `limit`.
+    async fn wait_flows(&self, flows: usize, limit: Duration) -> bool {
+        let start = Instant::now();
+        while self.recorder.borrow().flows() < flows {
+            if start.elapsed() > limit {
+                println!(
+                    "  warning: only {} of {flows} flows carry media after {limit:?}",
+                    self.recorder.borrow().flows()
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        true
+    }
+
+    /// Warms up, then measures one window against process `pid`.
+    async fn measure(&self, pid: u32) -> anyhow::Result<(WindowStats, f64, f64, Duration)> {
+        tokio::time::sleep(Duration::from_secs_f64(self.args.warmup_secs)).await;
+        let me = std::process::id();
+        let (sfu0, gen0) = (cpu_secs(pid)?, cpu_secs(me)?);
+        let start = Instant::now();
+        self.recorder.borrow_mut().start_window();
+        tokio::time::sleep(Duration::from_secs_f64(self.args.duration_secs)).await;
+        let stats = self.recorder.borrow_mut().end_window();
+        let elapsed = start.elapsed();
+        let (sfu1, gen1) = (cpu_secs(pid)?, cpu_secs(me)?);
+        Ok((stats, sfu1 - sfu0, gen1 - gen0, elapsed))
+    }
+
+    fn row(
+        label: String,
+        sessions: u32,
+        m: (WindowStats, f64, f64, Duration),
+        rss_per_session_kib: f64,
+        topology: Topology,
+    ) -> Row {
+        let (stats, sfu_cpu, gen_cpu, elapsed) = m;
+        let secs = elapsed.as_secs_f64();
+        let out_pps = stats.received as f64 / secs;
+        let cpu = sfu_cpu / secs;
+        Row {
+            label,
+            sessions,
+            out_pps,
+            mbit_s: stats.bytes as f64 * 8.0 / secs / 1e6,
+            sfu_cpu_percent: 100.0 * cpu,
+            out_pps_per_core: if cpu > 0.0 { out_pps / cpu } else { 0.0 },
+            us_per_packet: if stats.received > 0 {
+                sfu_cpu * 1e6 / stats.received as f64
+            } else {
+                0.0
+            },
+            loss_percent: stats.loss_percent(),
+            p50_us: stats.p50_us,
+            p99_us: stats.p99_us,
+            p999_us: stats.p999_us,
+            generator_lag_p99_us: stats.generator_lag_p99_us,
+            duplicates: stats.duplicates,
+            keyframes_per_s: stats.keyframes as f64 / secs,
+            keyframe_requests_per_s: stats.keyframe_requests as f64 / secs,
+            rss_per_session_kib,
+            generator_cpu_percent: 100.0 * gen_cpu / secs,
+            ratio_to_ideal: None,
+            topology,
+        }
+    }
+
+    /// Measures the idealised forwarder with `topology` on the SFU's core.
+    async fn ideal(&mut self, topology: &Topology) -> anyhow::Result<Row> {
+        self.reset().await;
+        let forwarder = Proc::spawn("ideal", &self.args)?;
+        let tasks = ideal::drive(
+            forwarder.addr,
+            topology,
+            self.recorder.clone(),
+            self.stop.subscribe(),
+        )
+        .await?;
+        let flows: usize = topology.sinks.iter().map(Vec::len).sum();
+        self.wait_flows(flows, Duration::from_secs(10)).await;
+        let m = self.measure(forwarder.pid()).await?;
+        let _ = self.stop.send(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        let sessions = u32::try_from(topology.sinks.len())?;
+        Ok(Self::row(
+            "ideal".to_owned(),
+            sessions,
+            m,
+            0.0,
+            topology.clone(),
+        ))
+    }
+}
+
+fn print_header(session: &str) {
+    println!(
+        "{:<10} {:>6} {:>9} {:>7} {:>6} {:>10} {:>7} {:>7} {:>8} {:>8} {:>9} {:>11} {:>6} {:>8} {:>6}",
+        "step",
+        session,
+        "out-pps",
+        "Mbit/s",
+        "CPU%",
+        "pps/core",
+        "µs/pkt",
+        "loss%",
+        "p50 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "RSS/ses KiB",
+        "gen%",
+        "lag99 ms",
+        "ideal"
+    );
+}
+
+fn print_row(row: &Row) {
+    println!(
+        "{:<10} {:>6} {:>9.0} {:>7.1} {:>6.1} {:>10.0} {:>7.2} {:>7.3} {:>8.3} {:>8.3} {:>9.3} {:>11.0} {:>6.1} {:>8.3} {:>6}{}",
+        row.label,
+        row.sessions,
+        row.out_pps,
+        row.mbit_s,
+        row.sfu_cpu_percent,
+        row.out_pps_per_core,
+        row.us_per_packet,
+        row.loss_percent,
+        row.p50_us / 1000.0,
+        row.p99_us / 1000.0,
+        row.p999_us / 1000.0,
+        row.rss_per_session_kib,
+        row.generator_cpu_percent,
+        row.generator_lag_p99_us / 1000.0,
+        row.ratio_to_ideal
+            .map(|r| format!("{:.1}%", 100.0 * r))
+            .unwrap_or_else(|| "-".to_owned()),
+        if row.generator_cpu_percent > GENERATOR_LIMIT_PERCENT {
+            "  INVALID: generator core > 85 %"
+        } else if row.invalid() {
+            "  INVALID: generator timers > 20 ms late (starved)"
+        } else if row.knee() {
+            "  knee"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Runs the stepped scenario; `grow` adds participants up to a step and returns the topology.
+async fn stepped(
+    bench: &mut Bench,
+    name: &str,
+    session: &str,
+    steps: &[u32],
+    mut grow: impl FnMut(&mut Bench, SocketAddr, u32, u32) -> anyhow::Result<Topology>,
+) -> anyhow::Result<Vec<Row>> {
+    bench.reset().await;
+    let node = Proc::spawn("node", &bench.args)?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss0 = rss_kib(node.pid())?;
+    println!(
+        "\n{name} (node pid {}, RSS at start {rss0} KiB)",
+        node.pid()
+    );
+    print_header(session);
+    let mut rows = Vec::new();
+    let mut current = 0;
+    for &step in steps {
+        let topology = grow(bench, node.addr, current, step)?;
+        current = step;
+        let flows: usize = topology.sinks.iter().map(Vec::len).sum();
+        let setup = Instant::now();
+        let complete = bench
+            .wait_flows(flows, Duration::from_secs(20 + u64::from(step) / 4))
+            .await;
+        tracing::info!(step, setup = ?setup.elapsed(), complete, "step set up");
+        let m = bench.measure(node.pid()).await?;
+        let rss = rss_kib(node.pid())?;
+        let per_session = rss.saturating_sub(rss0) as f64 / f64::from(step.max(1));
+        let row = Bench::row(format!("{name}-{step}"), step, m, per_session, topology);
+        print_row(&row);
+        let video: std::collections::HashSet<u32> = row
+            .topology
+            .streams
+            .iter()
+            .filter(|(_, video)| *video)
+            .map(|(id, _)| *id)
+            .collect();
+        let video_flows = row
+            .topology
+            .sinks
+            .iter()
+            .flatten()
+            .filter(|s| video.contains(s))
+            .count();
+        println!(
+            "  {} duplicate/late packets; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
+            row.duplicates,
+            row.keyframes_per_s,
+            video_flows as f64 / 3.0,
+            row.keyframe_requests_per_s
+        );
+        let stop = row.knee() || row.invalid();
+        rows.push(row);
+        if stop {
+            break;
+        }
+    }
+    // Participants leave before the node goes, so that teardown is not reported as failure.
+    bench.reset().await;
+    drop(node);
+    if !bench.args.no_ideal
+        && let Some(last) = rows.last()
+    {
+        let ideal = bench.ideal(&last.topology.clone()).await?;
+        for row in &mut rows {
+            if row.us_per_packet > 0.0 {
+                row.ratio_to_ideal = Some(ideal.us_per_packet / row.us_per_packet);
+            }
+        }
+        println!(
+            "idealised forwarder (fixed-key SRTP-GCM via rtc::srtp, no DTLS; same streams as the last step, same core):"
+        );
+        print_row(&ideal);
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                r.ratio_to_ideal
+                    .map(|x| format!("{} {:.1} %", r.label, 100.0 * x))
+            })
+            .collect();
+        println!(
+            "SFU out-pps per core as a share of the idealised forwarder's: {}",
+            ratios.join(", ")
+        );
+        rows.push(ideal);
+    }
+    Ok(rows)
+}
+
+async fn s1(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
+    let steps = bench.args.s1_rooms.clone();
+    let mut topology = Topology::default();
+    stepped(bench, "S1", "rooms", &steps, |bench, http, from, to| {
+        for room in from..to {
+            let name = format!("s1-{room}");
+            let (_, a_streams) = bench.join(http, &name, true, false)?;
+            let (_, b_streams) = bench.join(http, &name, true, false)?;
+            let (Some((aa, av)), Some((ba, bv))) = (a_streams, b_streams) else {
+                bail!("publishers without streams");
+            };
+            topology
+                .streams
+                .extend([(aa, false), (av, true), (ba, false), (bv, true)]);
+            topology.sinks.push(vec![ba, bv]);
+            topology.sinks.push(vec![aa, av]);
+        }
+        Ok(topology.clone())
+    })
+    .await
+}
+
+async fn s3(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
+    let steps = bench.args.s3_subscribers.clone();
+    let mut topology = Topology::default();
+    let mut publisher = None;
+    stepped(bench, "S3", "subs", &steps, |bench, http, from, to| {
+        let (audio, video) = match publisher {
+            Some(streams) => streams,
+            None => {
+                let (_, streams) = bench.join(http, "s3", true, false)?;
+                let streams = streams.context("publisher streams")?;
+                publisher = Some(streams);
+                topology
+                    .streams
+                    .extend([(streams.0, false), (streams.1, true)]);
+                // The publisher's own sink receives nothing (it is alone until subscribers come,
+                // and they do not publish).
+                topology.sinks.push(Vec::new());
+                streams
+            }
+        };
+        for _ in from..to {
+            bench.join(http, "s3", false, false)?;
+            topology.sinks.push(vec![audio, video]);
+        }
+        Ok(topology.clone())
+    })
+    .await
+}
+
+/// S5: RSS of the node before and after join/leave cycles.
+async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
+    bench.reset().await;
+    let node = Proc::spawn("node", &bench.args)?;
+    let rss_start = rss_kib(node.pid())?;
+    println!(
+        "\nS5 churn: {} join/leave cycles, {} at once, against one resident publisher",
+        bench.args.churn_cycles, bench.args.churn_concurrency
+    );
+    let resident_subscribes = !bench.args.churn_resident_no_subscribe;
+    bench.join_with(node.addr, "s5", true, false, resident_subscribes)?;
+    let resident = bench.tasks.len();
+    let cycles = bench.args.churn_cycles;
+    let warm = (cycles / 10).max(1);
+    let mut done = 0u32;
+    let mut failed = 0u32;
+    let mut setup_ms: Vec<f64> = Vec::new();
+    let mut rss_warm = 0;
+    let mut checkpoints = Vec::new();
+    let started = Instant::now();
+    while done < cycles {
+        while bench.tasks.len() - resident < bench.args.churn_concurrency as usize
+            && done + (bench.tasks.len() - resident) as u32 <= cycles.saturating_sub(1)
+        {
+            let publish = !bench.args.churn_subscribe_only;
+            bench.join(node.addr, "s5", publish, true)?;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut index = resident;
+        while index < bench.tasks.len() {
+            if bench.tasks.get(index).is_some_and(JoinHandle::is_finished) {
+                let task = bench.tasks.swap_remove(index);
+                done += 1;
+                match task.await {
+                    Ok(Ok(outcome)) => match outcome.first_media {
+                        Some(t) => setup_ms.push(t.as_secs_f64() * 1000.0),
+                        None => failed += 1,
+                    },
+                    _ => failed += 1,
+                }
+                if done == warm {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    rss_warm = rss_kib(node.pid())?;
+                }
+                if done.is_multiple_of((cycles / 4).max(1)) {
+                    let rss = rss_kib(node.pid())?;
+                    println!(
+                        "  {done} cycles after {:.0} s ({failed} failed): node RSS {rss} KiB",
+                        started.elapsed().as_secs_f64()
+                    );
+                    checkpoints.push((done, rss));
+                }
+            } else {
+                index += 1;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            println!("  warning: churn stopped after 10 minutes at {done} cycles");
+            break;
+        }
+    }
+    // Let the SFU finish tearing down the last sessions.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_end = rss_kib(node.pid())?;
+    let _ = bench.stop.send(true);
+    let largest_offer = match bench.tasks.drain(..).next() {
+        Some(resident) => match tokio::time::timeout(Duration::from_secs(5), resident).await {
+            Ok(Ok(Ok(outcome))) => outcome.largest_offer,
+            _ => (0, 0),
+        },
+        None => (0, 0),
+    };
+    println!(
+        "  the resident's largest subscriber offer: {} m-lines, {} bytes",
+        largest_offer.0, largest_offer.1
+    );
+    setup_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        setup_ms
+            .get(((setup_ms.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let growth = rss_end as f64 - rss_warm as f64;
+    println!(
+        "  {done} cycles in {:.1} s, {failed} failed; join → first media p50 {:.0} ms, p99 {:.0} ms",
+        started.elapsed().as_secs_f64(),
+        pct(0.5),
+        pct(0.99)
+    );
+    println!(
+        "  node RSS: start {rss_start} KiB, after {warm} cycles {rss_warm} KiB, after {done} cycles {rss_end} KiB ({:+.0} KiB, {:+.2} KiB/cycle after warm-up)",
+        growth,
+        growth / f64::from(done.saturating_sub(warm).max(1))
+    );
+    let marks: Vec<String> = checkpoints
+        .iter()
+        .map(|(n, rss)| format!("{n}: {rss} KiB"))
+        .collect();
+    println!("  RSS checkpoints: {}", marks.join(", "));
+    bench.reset().await;
+    drop(node);
+    Ok(serde_json::json!({
+        "cycles": done,
+        "failed": failed,
+        "rss_start_kib": rss_start,
+        "rss_warm_kib": rss_warm,
+        "rss_end_kib": rss_end,
+        "setup_p50_ms": pct(0.5),
+        "setup_p99_ms": pct(0.99),
+        "resident_offer_mlines": largest_offer.0,
+        "resident_offer_bytes": largest_offer.1,
+        "checkpoints": checkpoints,
+    }))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "consulta-sfu-bench: SFU on core {}, generator on core {}{}; warm-up {} s, window {} s; loadavg {}",
+        args.sfu_core,
+        args.generator_core,
+        if args.no_pin { " (not pinned)" } else { "" },
+        args.warmup_secs,
+        args.duration_secs,
+        load.trim()
+    );
+    println!(
+        "out-pps = RTP packets arriving at the sinks per second; CPU% = SFU process utime+stime over the window; \
+         latency = sink receive - publisher send (one monotonic clock); RSS/ses = node RSS growth per room (S1) or subscriber (S3); \
+         lag99 = p99 of how late the generator's own timers fired (its scheduling delay, included in the latency); \
+         ideal = the SFU's out-pps per core as a share of the idealised forwarder's"
+    );
+    let mut bench = Bench::new(args.clone());
+    let mut failures = 0;
+    for scenario in &args.scenarios {
+        let result = match scenario.as_str() {
+            "s1" => s1(&mut bench)
+                .await
+                .map(|rows| serde_json::json!({ "rows": rows })),
+            "s3" => s3(&mut bench)
+                .await
+                .map(|rows| serde_json::json!({ "rows": rows })),
+            "s5" => s5(&mut bench).await,
+            other => bail!("unknown scenario {other} (s1, s3, s5)"),
+        };
+        match result {
+            Ok(value) => {
+                if args.json {
+                    println!(
+                        "BENCH_JSON {}",
+                        serde_json::json!({ "scenario": scenario, "result": value })
+                    );
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                println!("{scenario} failed: {error:#}");
+            }
+        }
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("loadavg at the end: {}", load.trim());
+    if failures > 0 {
+        bail!("{failures} scenario(s) failed");
+    }
+    Ok(())
+}

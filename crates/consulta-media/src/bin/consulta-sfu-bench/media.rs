@@ -1,0 +1,382 @@
+//! Synthetic media: paced Opus and VP8 RTP framing whose payloads end with a probe (stream id,
+//! sequence, send time), and the sinks' bookkeeping of what arrived.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// Bytes of the probe at the end of every payload: stream id, sequence, send time (ns since the
+/// run's epoch), all big-endian.
+pub const PROBE_LEN: usize = 16;
+/// Opus: one 20 ms frame per packet.
+const AUDIO_PERIOD: Duration = Duration::from_millis(20);
+/// An Opus payload of a talking voice at ≈32 kbit/s.
+const AUDIO_PAYLOAD: usize = 80;
+/// TOC byte: config 15 (hybrid, fullband, 20 ms), mono, one frame (RFC 6716 §3.1).
+const OPUS_TOC: u8 = 15 << 3;
+/// VP8 at 30 frames/s.
+const VIDEO_PERIOD: Duration = Duration::from_nanos(33_333_333);
+/// Delta frames: 4 packets of 1180 B payload ≈ 1.13 Mbit/s; keyframes are 4× larger.
+const VIDEO_PACKETS_DELTA: usize = 4;
+const VIDEO_PACKETS_KEY: usize = 16;
+const VIDEO_PAYLOAD: usize = 1180;
+/// A keyframe at least this often (and whenever one is asked for).
+const KEYFRAME_INTERVAL: Duration = Duration::from_secs(3);
+/// A sender this far behind its schedule (a stalled generator) restarts it instead of bursting.
+const MAX_LAG: Duration = Duration::from_millis(500);
+
+/// The probe carried by every packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub stream: u32,
+    pub seq: u32,
+    pub sent_ns: u64,
+}
+
+impl Probe {
+    fn write(&self, payload: &mut [u8]) {
+        let at = payload.len().saturating_sub(PROBE_LEN);
+        if let Some(tail) = payload.get_mut(at..) {
+            let mut bytes = [0u8; PROBE_LEN];
+            bytes[..4].copy_from_slice(&self.stream.to_be_bytes());
+            bytes[4..8].copy_from_slice(&self.seq.to_be_bytes());
+            bytes[8..].copy_from_slice(&self.sent_ns.to_be_bytes());
+            tail.copy_from_slice(&bytes);
+        }
+    }
+
+    /// Reads the probe at the end of `payload`.
+    pub fn read(payload: &[u8]) -> Option<Self> {
+        let tail = payload.get(payload.len().checked_sub(PROBE_LEN)?..)?;
+        let u32_at = |at: usize| -> Option<u32> {
+            Some(u32::from_be_bytes(tail.get(at..at + 4)?.try_into().ok()?))
+        };
+        Some(Self {
+            stream: u32_at(0)?,
+            seq: u32_at(4)?,
+            sent_ns: u64::from_be_bytes(tail.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// The RTP fields of one packet to send (SSRC and payload type are the sender's business).
+#[derive(Debug, Clone)]
+pub struct OutPacket {
+    pub marker: bool,
+    pub sequence_number: u16,
+    pub timestamp: u32,
+    pub payload: Bytes,
+}
+
+/// Audio or video source with absolute deadlines.
+#[derive(Debug)]
+pub struct Source {
+    pub stream: u32,
+    video: bool,
+    next: Instant,
+    rtp_seq: u16,
+    rtp_ts: u32,
+    probe_seq: u32,
+    picture_id: u16,
+    last_keyframe: Option<Instant>,
+    keyframe_wanted: bool,
+}
+
+impl Source {
+    pub fn audio(stream: u32, start: Instant) -> Self {
+        Self::new(stream, false, start)
+    }
+
+    pub fn video(stream: u32, start: Instant) -> Self {
+        Self::new(stream, true, start)
+    }
+
+    fn new(stream: u32, video: bool, start: Instant) -> Self {
+        Self {
+            stream,
+            video,
+            next: start,
+            rtp_seq: rand::random(),
+            rtp_ts: rand::random(),
+            probe_seq: 0,
+            picture_id: rand::random::<u16>() & 0x7fff,
+            last_keyframe: None,
+            keyframe_wanted: true,
+        }
+    }
+
+    pub fn is_video(&self) -> bool {
+        self.video
+    }
+
+    /// When the next frame is due.
+    pub fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// The receiver asked for a keyframe (PLI/FIR).
+    pub fn request_keyframe(&mut self) {
+        self.keyframe_wanted = true;
+    }
+
+    /// The packets of the frame due at or before `now`, stamped with `sent_ns`; moves the deadline.
+    pub fn frame(&mut self, now: Instant, sent_ns: u64, out: &mut Vec<OutPacket>) {
+        let period = if self.video {
+            VIDEO_PERIOD
+        } else {
+            AUDIO_PERIOD
+        };
+        self.next += period;
+        if now.saturating_duration_since(self.next) > MAX_LAG {
+            self.next = now + period;
+        }
+        if self.video {
+            self.video_frame(now, sent_ns, out);
+            self.rtp_ts = self.rtp_ts.wrapping_add(3000);
+        } else {
+            let mut payload = vec![0x5a; AUDIO_PAYLOAD + PROBE_LEN];
+            if let Some(toc) = payload.first_mut() {
+                *toc = OPUS_TOC;
+            }
+            self.push(out, true, payload, sent_ns);
+            self.rtp_ts = self.rtp_ts.wrapping_add(960);
+        }
+    }
+
+    fn video_frame(&mut self, now: Instant, sent_ns: u64, out: &mut Vec<OutPacket>) {
+        let keyframe = self.keyframe_wanted
+            || self
+                .last_keyframe
+                .is_none_or(|t| now.saturating_duration_since(t) >= KEYFRAME_INTERVAL);
+        if keyframe {
+            self.keyframe_wanted = false;
+            self.last_keyframe = Some(now);
+        }
+        let count = if keyframe {
+            VIDEO_PACKETS_KEY
+        } else {
+            VIDEO_PACKETS_DELTA
+        };
+        let pid = self.picture_id;
+        self.picture_id = (self.picture_id + 1) & 0x7fff;
+        for i in 0..count {
+            let first = i == 0;
+            // VP8 payload descriptor (RFC 7741 §4.2): X=1, S on the first packet, PID 0; I=1 with
+            // a 15-bit PictureID.
+            let mut payload = vec![
+                0x80 | if first { 0x10 } else { 0 },
+                0x80,
+                0x80 | (pid >> 8) as u8,
+                (pid & 0xff) as u8,
+            ];
+            if first {
+                // VP8 frame tag (RFC 6386 §9.1): P (0 = key), version 0, show_frame, size of the
+                // first partition; keyframes add the start code and 640×360.
+                let size: u32 = 600;
+                let tag = u32::from(!keyframe) | 0x10 | (size << 5);
+                payload.extend_from_slice(&tag.to_le_bytes()[..3]);
+                if keyframe {
+                    payload.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+                }
+            }
+            payload.resize(VIDEO_PAYLOAD + PROBE_LEN, 0xa5);
+            self.push(out, i + 1 == count, payload, sent_ns);
+        }
+    }
+
+    fn push(&mut self, out: &mut Vec<OutPacket>, marker: bool, mut payload: Vec<u8>, sent_ns: u64) {
+        Probe {
+            stream: self.stream,
+            seq: self.probe_seq,
+            sent_ns,
+        }
+        .write(&mut payload);
+        self.probe_seq = self.probe_seq.wrapping_add(1);
+        out.push(OutPacket {
+            marker,
+            sequence_number: self.rtp_seq,
+            timestamp: self.rtp_ts,
+            payload: payload.into(),
+        });
+        self.rtp_seq = self.rtp_seq.wrapping_add(1);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct StreamRx {
+    first: u32,
+    last: u32,
+    received: u64,
+}
+
+/// What the sinks saw: totals always, a measurement window on demand.
+#[derive(Debug)]
+pub struct Recorder {
+    epoch: Instant,
+    measuring: bool,
+    window: HashMap<(u32, u32), StreamRx>,
+    latencies_ns: Vec<u64>,
+    lags_ns: Vec<u64>,
+    window_bytes: u64,
+    duplicates: u64,
+    keyframes: u64,
+    /// Every packet received since start.
+    pub total_packets: u64,
+    /// Keyframe requests (PLI/FIR for a video SSRC) the publishers received in the window.
+    pub keyframe_requests: u64,
+    /// (sink, stream) pairs that delivered media outside a window (to wait for setup).
+    flows: std::collections::HashSet<(u32, u32)>,
+}
+
+/// One window's results at the sinks.
+#[derive(Debug, Clone, Default)]
+pub struct WindowStats {
+    pub received: u64,
+    pub expected: u64,
+    pub bytes: u64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// How late the generator's timers fired (p99): its own scheduling delay, which the
+    /// latency figures include.
+    pub generator_lag_p99_us: f64,
+    /// Packets that arrived again or out of order (retransmissions).
+    pub duplicates: u64,
+    /// VP8 keyframes that arrived (first packets), over all sinks.
+    pub keyframes: u64,
+    /// Keyframe requests the publishers received.
+    pub keyframe_requests: u64,
+}
+
+impl WindowStats {
+    pub fn loss_percent(&self) -> f64 {
+        if self.expected == 0 {
+            return 0.0;
+        }
+        100.0 * self.expected.saturating_sub(self.received) as f64 / self.expected as f64
+    }
+}
+
+impl Recorder {
+    pub fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            measuring: false,
+            window: HashMap::new(),
+            latencies_ns: Vec::new(),
+            lags_ns: Vec::new(),
+            window_bytes: 0,
+            duplicates: 0,
+            keyframes: 0,
+            total_packets: 0,
+            keyframe_requests: 0,
+            flows: std::collections::HashSet::new(),
+        }
+    }
+
+    /// Nanoseconds since the shared epoch.
+    pub fn ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Sink `sink` received an RTP packet whose payload is `payload` and whose SRTP datagram
+    /// was `wire_len` bytes, at `now`.
+    pub fn record(&mut self, sink: u32, payload: &[u8], wire_len: usize, now: Instant) {
+        let Some(probe) = Probe::read(payload) else {
+            return;
+        };
+        self.total_packets += 1;
+        if !self.measuring {
+            self.flows.insert((sink, probe.stream));
+            return;
+        }
+        let now_ns = self.ns(now);
+        self.latencies_ns.push(now_ns.saturating_sub(probe.sent_ns));
+        self.window_bytes += wire_len as u64;
+        let entry = self.window.entry((sink, probe.stream)).or_insert(StreamRx {
+            first: probe.seq,
+            last: probe.seq,
+            received: 0,
+        });
+        if entry.received > 0 && probe.seq <= entry.last {
+            // A retransmission (NACK) or a late packet: not new media, not counted against loss.
+            self.duplicates += 1;
+            return;
+        }
+        if entry.received == 0 {
+            entry.first = probe.seq;
+        }
+        entry.last = probe.seq;
+        entry.received += 1;
+        if is_vp8_keyframe_start(payload) {
+            self.keyframes += 1;
+        }
+    }
+
+    /// A generator timer due at `due` fired at `now`.
+    pub fn record_lag(&mut self, due: Instant, now: Instant) {
+        if self.measuring {
+            let lag = now.saturating_duration_since(due).as_nanos();
+            self.lags_ns.push(u64::try_from(lag).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// How many distinct (sink, stream) pairs have delivered media.
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Starts a measurement window.
+    pub fn start_window(&mut self) {
+        self.measuring = true;
+        self.window.clear();
+        self.latencies_ns.clear();
+        self.lags_ns.clear();
+        self.window_bytes = 0;
+        self.duplicates = 0;
+        self.keyframes = 0;
+        self.keyframe_requests = 0;
+    }
+
+    /// Ends the window and summarises it.
+    pub fn end_window(&mut self) -> WindowStats {
+        self.measuring = false;
+        let mut stats = WindowStats {
+            bytes: self.window_bytes,
+            duplicates: self.duplicates,
+            keyframes: self.keyframes,
+            keyframe_requests: self.keyframe_requests,
+            ..WindowStats::default()
+        };
+        for rx in self.window.values() {
+            stats.received += rx.received;
+            if rx.received > 0 {
+                stats.expected += u64::from(rx.last - rx.first) + 1;
+            }
+        }
+        self.latencies_ns.sort_unstable();
+        self.lags_ns.sort_unstable();
+        stats.p50_us = percentile_us(&self.latencies_ns, 0.50);
+        stats.p99_us = percentile_us(&self.latencies_ns, 0.99);
+        stats.p999_us = percentile_us(&self.latencies_ns, 0.999);
+        stats.generator_lag_p99_us = percentile_us(&self.lags_ns, 0.99);
+        stats
+    }
+}
+
+/// The `p` quantile of sorted nanoseconds, in microseconds.
+fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
+    let n = sorted_ns.len();
+    if n == 0 {
+        return 0.0;
+    }
+    let i = ((n as f64 - 1.0) * p).round() as usize;
+    sorted_ns.get(i.min(n - 1)).copied().unwrap_or(0) as f64 / 1000.0
+}
+
+/// Whether `payload` is our VP8 framing's first packet of a keyframe (descriptor with X, I and a
+/// 15-bit PictureID, then the frame tag whose P bit is clear).
+fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
+    matches!(payload, [first, 0x80, _, _, tag, ..] if first & 0x90 == 0x90 && first & 0x07 == 0 && tag & 0x01 == 0)
+}

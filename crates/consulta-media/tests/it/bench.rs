@@ -1,0 +1,46 @@
+//! Keeps `consulta-sfu-bench` working: one tiny S1 step (one 1:1 room, real WebRTC clients over
+//! LiveKit signalling against a node process) and the idealised forwarder with the same streams.
+
+use serde_json::Value;
+
+#[test]
+fn sfu_bench_one_room_forwards_everything() {
+    let _cores = crate::CPU_HEAVY.blocking_lock();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_consulta-sfu-bench"))
+        .args([
+            "--scenarios",
+            "s1",
+            "--s1-rooms",
+            "1",
+            "--warmup-secs",
+            "1",
+            "--duration-secs",
+            "3",
+            "--no-pin",
+            "--json",
+        ])
+        .output()
+        .expect("the bench binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    assert!(output.status.success(), "bench failed: {}", output.status);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH_JSON "))
+        .expect("a BENCH_JSON line");
+    let result: Value = serde_json::from_str(line).unwrap();
+    let rows = result["result"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "one S1 step and the idealised forwarder");
+    for row in rows {
+        let label = row["label"].as_str().unwrap();
+        // Each direction carries Opus (50 pps) and VP8 (≈124 pps): ≈350 packets/s per room.
+        let pps = row["out_pps"].as_f64().unwrap();
+        assert!(pps > 250.0, "{label}: {pps} packets/s forwarded");
+        assert_eq!(row["loss_percent"].as_f64().unwrap(), 0.0, "{label}: loss");
+        assert!(
+            row["p99_us"].as_f64().unwrap() > 0.0,
+            "{label}: latency measured"
+        );
+    }
+}
