@@ -1,0 +1,27 @@
+-- Appointments: fast "next N for a user" listings, and patients' appointment requests.
+-- Keep in step with ../sqlite/0004_appointments.sql.
+
+-- Upcoming scheduled appointments of one doctor or one patient, in start order: the listing reads the
+-- index in order and stops after N rows. The 0001 indexes (doctor|patient, start_at) keep serving range
+-- listings of every status and the double-booking check.
+CREATE INDEX appointments_doctor_upcoming ON appointments (doctor, status, start_at);
+CREATE INDEX appointments_patient_upcoming ON appointments (patient, status, start_at);
+
+-- A patient asks one of their doctors for an appointment; the doctor accepts (booking `appointment_id`)
+-- or declines, or the patient withdraws it.
+CREATE TABLE appointment_requests (
+    id               TEXT PRIMARY KEY NOT NULL,
+    patient          TEXT NOT NULL,
+    doctor           TEXT NOT NULL,
+    preferred_start  BIGINT,
+    duration_minutes BIGINT NOT NULL CHECK (duration_minutes > 0),
+    kind             TEXT NOT NULL CHECK (kind IN ('video', 'in_person')),
+    reason           TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'declined', 'withdrawn')),
+    created_at       BIGINT NOT NULL,
+    decided_by       TEXT,
+    decided_at       BIGINT,
+    appointment_id   TEXT REFERENCES appointments (id)
+);
+CREATE INDEX appointment_requests_by_doctor ON appointment_requests (doctor, status, created_at);
+CREATE INDEX appointment_requests_by_patient ON appointment_requests (patient, status, created_at);
