@@ -399,6 +399,41 @@ impl Store {
             .collect()
     }
 
+    /// Appointments booked or changed after the cursor `(after, after_id)` in `(updated_at, id)`
+    /// order, at most `limit`: a feed for followers such as the bot's notices, which pass the last
+    /// appointment seen as the next cursor. `after_id: None` starts strictly after `after`.
+    pub async fn appointments_changed_since(
+        &self,
+        after: Timestamp,
+        after_id: Option<AppointmentId>,
+        limit: u32,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let query = match after_id {
+            Some(id) => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM appointments WHERE updated_at > $1 OR (updated_at = $1 AND id > $2) \
+                 ORDER BY updated_at, id LIMIT $3"
+            ))
+            .bind(to_millis(after))
+            .bind(id.to_string()),
+            None => sqlx::query(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM appointments WHERE updated_at > $1 AND $2 = '' ORDER BY updated_at, id LIMIT $3"
+            ))
+            .bind(to_millis(after))
+            .bind(""),
+        };
+        query
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .map(appointment_from_row)
+            .collect()
+    }
+
     /// Whether `doctor` cares for `patient`: a consultation or an appointment between them exists.
     pub async fn cares_for(&self, doctor: &UserId, patient: &UserId) -> Result<bool, StoreError> {
         let row = sqlx::query(

@@ -6,6 +6,8 @@
 -- listings of every status and the double-booking check.
 CREATE INDEX appointments_doctor_upcoming ON appointments (doctor, status, start_at);
 CREATE INDEX appointments_patient_upcoming ON appointments (patient, status, start_at);
+-- Changes in order, for whoever follows them (the bot's notices): booked, rescheduled, cancelled.
+CREATE INDEX appointments_by_update ON appointments (updated_at, id);
 
 -- A patient asks one of their doctors for an appointment; the doctor accepts (booking `appointment_id`)
 -- or declines, or the patient withdraws it.

@@ -389,7 +389,66 @@ async fn concurrent_bookings_of_one_slot_have_one_winner(store: &Store) {
     );
 }
 
+/// The change feed returns every booking and change once, in order, from a cursor.
+async fn changes_are_followed_from_a_cursor(store: &Store) {
+    let later = t0() + Duration::days(400);
+    let mut first = appointment("@feed:c.test", "@fp:c.test", 0, 30);
+    first.updated_at = later;
+    let mut second = appointment("@feed:c.test", "@fp:c.test", 60, 30);
+    second.updated_at = later;
+    let mut third = appointment("@feed:c.test", "@fp:c.test", 120, 30);
+    third.updated_at = later + Duration::seconds(1);
+    for a in [&third, &first, &second] {
+        assert_eq!(store.book_appointment(a).await.unwrap(), Booked::Done);
+    }
+    let feed = store
+        .appointments_changed_since(later - Duration::milliseconds(1), None, 10)
+        .await
+        .unwrap();
+    let mut same_instant = [first.id, second.id];
+    same_instant.sort();
+    assert_eq!(
+        feed.iter().map(|a| a.id).collect::<Vec<_>>(),
+        [same_instant[0], same_instant[1], third.id]
+    );
+    let page = store
+        .appointments_changed_since(later, Some(same_instant[0]), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        page[0].id, same_instant[1],
+        "the cursor's instant continues by id"
+    );
+    assert!(
+        store
+            .appointments_changed_since(third.updated_at, Some(third.id), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A cancellation moves the appointment to the end of the feed.
+    store
+        .set_appointment_status(
+            first.id,
+            AppointmentStatus::Cancelled,
+            &user("@feed:c.test"),
+            later + Duration::seconds(2),
+        )
+        .await
+        .unwrap();
+    let feed = store
+        .appointments_changed_since(third.updated_at, Some(third.id), 10)
+        .await
+        .unwrap();
+    assert_eq!(feed.len(), 1);
+    assert_eq!(
+        (feed[0].id, feed[0].status),
+        (first.id, AppointmentStatus::Cancelled)
+    );
+}
+
 pub async fn conformance(store: &Store) {
+    changes_are_followed_from_a_cursor(store).await;
     bookings_never_overlap_in_either_calendar(store).await;
     listings_follow_time_and_status(store).await;
     requests_are_answered_once(store).await;
