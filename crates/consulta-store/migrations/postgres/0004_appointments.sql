@@ -1,11 +1,12 @@
 -- Appointments: fast "next N for a user" listings, and patients' appointment requests.
 -- Keep in step with ../sqlite/0004_appointments.sql.
 
--- Upcoming scheduled appointments of one doctor or one patient, in start order: the listing reads the
--- index in order and stops after N rows. The 0001 indexes (doctor|patient, start_at) keep serving range
--- listings of every status and the double-booking check.
-CREATE INDEX appointments_doctor_upcoming ON appointments (doctor, status, start_at);
-CREATE INDEX appointments_patient_upcoming ON appointments (patient, status, start_at);
+-- Upcoming scheduled appointments of one doctor or one patient, in start order: the listing and the
+-- double-booking check read the index in order and stop after N rows. `end_at` rides along so that the
+-- "not ended yet" / "overlaps" filter is decided in the index, without reading the rows it rejects. The
+-- 0001 indexes (doctor|patient, start_at) keep serving range listings of every status.
+CREATE INDEX appointments_doctor_upcoming ON appointments (doctor, status, start_at, end_at);
+CREATE INDEX appointments_patient_upcoming ON appointments (patient, status, start_at, end_at);
 -- Changes in order, for whoever follows them (the bot's notices): booked, rescheduled, cancelled.
 CREATE INDEX appointments_by_update ON appointments (updated_at, id);
 
