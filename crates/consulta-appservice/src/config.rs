@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
-use consulta_core::{OwnedUserId, Role, UserId};
+use consulta_core::{ClinicTimeZone, OwnedUserId, Role, UserId};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_norway::Value;
 
@@ -68,6 +68,9 @@ pub struct Config {
     /// The clinical rules.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Appointments.
+    #[serde(default)]
+    pub appointments: AppointmentsConfig,
     /// Roles by user ID or server name.
     #[serde(default, deserialize_with = "null_as_default")]
     pub permissions: BTreeMap<String, Role>,
@@ -135,6 +138,15 @@ impl Default for PolicyConfig {
             on_delete: OnDelete::Archive,
         }
     }
+}
+
+/// `appointments:` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppointmentsConfig {
+    /// The clinic's IANA time zone (default UTC).
+    #[serde(default)]
+    pub time_zone: ClinicTimeZone,
 }
 
 /// `appservice:` section.
@@ -498,6 +510,25 @@ mod tests {
         assert_eq!(config.appservice.port, 29400);
         assert!(config.permissions.is_empty());
         assert_eq!(config.logging.format, LogFormat::Pretty);
+        assert_eq!(config.appointments.time_zone.name(), "UTC");
+    }
+
+    #[test]
+    fn the_clinic_time_zone_is_an_iana_name() {
+        let env = vec![(
+            "CONSULTA_APPOINTMENTS__TIME_ZONE".to_owned(),
+            "Europe/Madrid".to_owned(),
+        )];
+        let config = Config::from_yaml_with_env(EXAMPLE, env).unwrap();
+        assert_eq!(config.appointments.time_zone.name(), "Europe/Madrid");
+        let env = vec![(
+            "CONSULTA_APPOINTMENTS__TIME_ZONE".to_owned(),
+            "Middle/Earth".to_owned(),
+        )];
+        let err = Config::from_yaml_with_env(EXAMPLE, env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Middle/Earth"), "{err}");
     }
 
     #[test]

@@ -213,6 +213,24 @@ impl HomeserverClient {
             })
     }
 
+    /// Who a Matrix OpenID token identifies (`GET /_matrix/federation/v1/openid/userinfo`). Used to
+    /// authenticate REST API callers that hold an OpenID token rather than an access token (widgets).
+    /// Synapse serves this on a listener with the `openid` (or `federation`) resource.
+    pub async fn openid_userinfo(&self, token: &str) -> Result<OwnedUserId, HomeserverError> {
+        let request = self
+            .http
+            .get(format!(
+                "{}/_matrix/federation/v1/openid/userinfo",
+                self.base
+            ))
+            .query(&[("access_token", token)]);
+        let body = self.finish(request).await?;
+        body.get("sub")
+            .and_then(Value::as_str)
+            .and_then(|u| UserId::parse(u).ok())
+            .ok_or_else(|| HomeserverError::BadResponse("userinfo answer has no valid sub".into()))
+    }
+
     /// Joined and invited (and other) members of a room, read as `as_user`.
     pub async fn members(
         &self,

@@ -6,6 +6,7 @@
 //! decisions and does the I/O.
 
 pub mod api;
+pub mod appointments;
 pub mod audit;
 pub mod config;
 pub mod consultations;

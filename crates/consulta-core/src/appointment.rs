@@ -3,9 +3,6 @@
 //! Times are UTC instants; presentation in the clinic's or the viewer's time zone happens at the
 //! edges. Booking rules (overlaps, who may change what) build on these types.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +14,7 @@ pub const MAX_DURATION_MINUTES: i64 = 12 * 60;
 macro_rules! named_enum {
     ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ::serde::Serialize, ::serde::Deserialize)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
         }
@@ -32,25 +29,27 @@ macro_rules! named_enum {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 f.write_str(self.as_str())
             }
         }
 
-        impl FromStr for $name {
-            type Err = CoreError;
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::CoreError;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 $name::ALL
                     .iter()
                     .copied()
                     .find(|v| v.as_str() == s)
-                    .ok_or_else(|| CoreError::UnknownVariant { kind: $kind, value: s.to_owned() })
+                    .ok_or_else(|| $crate::CoreError::UnknownVariant { kind: $kind, value: s.to_owned() })
             }
         }
     };
 }
+
+pub(crate) use named_enum;
 
 named_enum!(
     /// How the appointment takes place.

@@ -26,17 +26,26 @@ pub enum AuditAction {
     ActionAllowed,
     /// A doctor deleted a consultation (archived or purged).
     ConsultationDeleted,
+    /// Appointments or appointment requests were read (one record per read, naming whose).
+    AppointmentViewed,
+    /// An appointment or request was booked, changed, cancelled, answered or withdrawn.
+    AppointmentChanged,
+    /// A read or change of appointments was refused (the detail names the rule).
+    AppointmentRefused,
 }
 
 impl AuditAction {
     /// Every action, for parsing and exhaustive tests.
-    pub const ALL: [AuditAction; 6] = [
+    pub const ALL: [AuditAction; 9] = [
         AuditAction::TransactionRejected,
         AuditAction::AuthenticationFailed,
         AuditAction::RoleChanged,
         AuditAction::ActionRefused,
         AuditAction::ActionAllowed,
         AuditAction::ConsultationDeleted,
+        AuditAction::AppointmentViewed,
+        AuditAction::AppointmentChanged,
+        AuditAction::AppointmentRefused,
     ];
 
     /// The stable name used in storage.
@@ -48,6 +57,9 @@ impl AuditAction {
             AuditAction::ActionRefused => "action_refused",
             AuditAction::ActionAllowed => "action_allowed",
             AuditAction::ConsultationDeleted => "consultation_deleted",
+            AuditAction::AppointmentViewed => "appointment_viewed",
+            AuditAction::AppointmentChanged => "appointment_changed",
+            AuditAction::AppointmentRefused => "appointment_refused",
         }
     }
 }

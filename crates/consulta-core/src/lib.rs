@@ -6,7 +6,10 @@
 //! clinical rule testable without sockets or sleeps.
 
 pub mod appointment;
+pub mod appointment_request;
 pub mod audit;
+pub mod booking;
+pub mod clinic_time;
 pub mod clock;
 pub mod consultation;
 pub mod error;
@@ -16,11 +19,14 @@ pub mod read_state;
 pub mod role;
 
 pub use appointment::{Appointment, AppointmentKind, AppointmentStatus};
+pub use appointment_request::{AppointmentRequest, RequestStatus};
 pub use audit::{AuditAction, AuditRecord};
+pub use booking::{BookingRefusal, Change, Conflict, ConflictParty, Slot, Who};
+pub use clinic_time::{ClinicTimeZone, LocalTime, TimeError};
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use consultation::{Consultation, ConsultationStatus};
 pub use error::CoreError;
-pub use ids::{AppointmentId, OwnedRoomId, OwnedUserId, RoomId, UserId};
+pub use ids::{AppointmentId, OwnedRoomId, OwnedUserId, RequestId, RoomId, UserId};
 pub use policy::{
     Decision, Party, PolicySettings, Refusal, RoomContext, decide_create_room, decide_invite,
 };

@@ -7,6 +7,7 @@
 //!
 //! Times are stored as Unix milliseconds (UTC) so that both backends compare them the same way.
 
+mod appointments;
 mod audit;
 mod consultations;
 mod error;
@@ -24,6 +25,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions};
 
+pub use crate::appointments::Booked;
 pub use crate::error::StoreError;
 pub use crate::read_state::{Receipt, ReminderCandidate};
 pub use crate::transactions::{PendingTransaction, Recorded};

@@ -1,9 +1,11 @@
 //! HTTP routes: `fn app(state) -> Router` and one module per area.
 
 mod antispam;
+mod appointments;
 mod auth;
 mod health;
 mod matrix_as;
+pub mod openapi;
 mod rest;
 
 use axum::Router;
@@ -63,6 +65,43 @@ pub fn app(state: AppState) -> Router {
             delete(rest::delete_consultation),
         )
         .route("/_consulta/v1/unread", get(rest::get_unread))
+        .route(
+            "/_consulta/v1/appointments",
+            get(appointments::get_appointments).post(appointments::post_appointment),
+        )
+        .route(
+            "/_consulta/v1/appointments/next",
+            get(appointments::get_next_appointments),
+        )
+        .route(
+            "/_consulta/v1/appointments/{id}",
+            get(appointments::get_appointment).patch(appointments::patch_appointment),
+        )
+        .route(
+            "/_consulta/v1/appointments/{id}/cancel",
+            post(appointments::post_appointment_cancel),
+        )
+        .route(
+            "/_consulta/v1/appointment-requests",
+            get(appointments::get_requests).post(appointments::post_request),
+        )
+        .route(
+            "/_consulta/v1/appointment-requests/{id}",
+            get(appointments::get_request),
+        )
+        .route(
+            "/_consulta/v1/appointment-requests/{id}/accept",
+            post(appointments::post_request_accept),
+        )
+        .route(
+            "/_consulta/v1/appointment-requests/{id}/decline",
+            post(appointments::post_request_decline),
+        )
+        .route(
+            "/_consulta/v1/appointment-requests/{id}/withdraw",
+            post(appointments::post_request_withdraw),
+        )
+        .route("/_consulta/v1/openapi.json", get(openapi::get_openapi))
         .route("/health", get(health::get_health))
         .fallback(|| async { MatrixError::unrecognized() })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

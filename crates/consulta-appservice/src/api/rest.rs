@@ -2,7 +2,8 @@
 //! doctors and patients.
 //!
 //! Callers authenticate with their Matrix access token (`Authorization: Bearer`), which the homeserver
-//! vouches for (`/account/whoami`). Handlers check the caller's role and delegate to the services.
+//! vouches for (`/account/whoami`), or with a Matrix OpenID token (`Authorization: OpenID`), which it
+//! vouches for at `/_matrix/federation/v1/openid/userinfo`. Handlers check the caller's role and delegate to the services.
 //! Errors are problem JSON with a machine-readable `code`.
 
 use axum::Json;
@@ -15,29 +16,41 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::Credential;
+use crate::appointments::Via;
 use crate::consultations::{DeleteError, StartError};
 use crate::error::ApiError;
 use crate::homeserver::HomeserverError;
 use crate::roles::{Actor, RoleError};
 use crate::state::AppState;
 
-/// The authenticated caller and their role.
-struct Caller {
-    user: OwnedUserId,
-    role: Option<Role>,
+/// The authenticated caller, their role, and how they authenticated.
+pub(super) struct Caller {
+    pub(super) user: OwnedUserId,
+    pub(super) role: Option<Role>,
+    pub(super) via: Via,
 }
 
-async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = super::auth::bearer(headers)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::unauthenticated("Send your Matrix access token as a bearer token")
-        })?;
-    let user = match state.homeserver().whoami(token).await {
+/// Authenticates a REST API caller: a Matrix access token (`Authorization: Bearer`) checked with the
+/// homeserver's `whoami`, or a Matrix OpenID token (`Authorization: OpenID`) checked with its
+/// `openid/userinfo`. Either way only accounts of this homeserver get in.
+pub(super) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let credential = super::auth::credential(headers).ok_or_else(|| {
+        ApiError::unauthenticated(
+            "Send your Matrix access token as `Authorization: Bearer <token>` or a Matrix OpenID token as `Authorization: OpenID <token>`",
+        )
+    })?;
+    let (answer, via) = match credential {
+        Credential::AccessToken(token) => (state.homeserver().whoami(token).await, Via::Api),
+        Credential::OpenId(token) => (state.homeserver().openid_userinfo(token).await, Via::OpenId),
+    };
+    let user = match answer {
         Ok(user) => user,
-        Err(HomeserverError::Matrix { status: 401, .. }) => {
+        Err(HomeserverError::Matrix {
+            status: 401 | 403, ..
+        }) => {
             return Err(ApiError::unauthenticated(
-                "The homeserver does not recognise this access token",
+                "The homeserver does not recognise this token",
             ));
         }
         Err(e) => return Err(ApiError::internal(&e)),
@@ -49,7 +62,7 @@ async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
         ));
     }
     let role = state.role_of(&user).await?;
-    Ok(Caller { user, role })
+    Ok(Caller { user, role, via })
 }
 
 fn require(caller: &Caller, role: Role) -> Result<(), ApiError> {
@@ -68,7 +81,7 @@ fn require(caller: &Caller, role: Role) -> Result<(), ApiError> {
     }
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v)
         .map_err(|e| ApiError::bad_request("bad_body", e.body_text()))
 }

@@ -9,7 +9,9 @@
 )]
 
 mod admin_api;
+mod appointments;
 mod offline;
+mod openapi;
 mod policy;
 mod read_state;
 mod rest_support;
