@@ -118,9 +118,14 @@ impl Processor {
                 Ok(batch) => {
                     failures = 0;
                     for txn in batch {
-                        self.process(&state, &txn).await;
+                        let processed = self.process(&state, &txn).await;
                         if let Err(e) = store.finish_transaction(&txn.txn_id, clock.now()).await {
                             tracing::error!(txn_id = %txn.txn_id, error = %e, "cannot mark transaction processed");
+                        }
+                        // Announced once the transaction is marked done, so that a listener
+                        // never sees an event whose transaction still looks pending.
+                        for event in processed {
+                            let _ = self.processed.send(event);
                         }
                     }
                 }
@@ -134,13 +139,14 @@ impl Processor {
         }
     }
 
-    async fn process(&self, state: &AppState, txn: &PendingTransaction) {
+    async fn process(&self, state: &AppState, txn: &PendingTransaction) -> Vec<ProcessedEvent> {
+        let mut processed = Vec::new();
         let body: TransactionBody = match serde_json::from_str(&txn.body) {
             Ok(body) => body,
             Err(e) => {
                 // Bodies are validated before they are recorded; this only happens if the row was tampered with.
                 tracing::error!(txn_id = %txn.txn_id, error = %e, "recorded transaction does not parse; skipped");
-                return;
+                return processed;
             }
         };
         let lists = [
@@ -157,26 +163,27 @@ impl Processor {
                     }
                 };
                 handle(state, source, &header, raw).await;
-                self.dispatch(&txn.txn_id, source, header);
+                processed.push(processed_event(&txn.txn_id, source, header));
             }
         }
+        processed
     }
+}
 
-    fn dispatch(&self, txn_id: &str, source: EventSource, header: EventHeader) {
-        tracing::debug!(
-            event_type = %header.event_type,
-            event_id = ?header.event_id,
-            room_id = ?header.room_id,
-            "event"
-        );
-        let _ = self.processed.send(ProcessedEvent {
-            txn_id: txn_id.to_owned(),
-            source,
-            event_type: header.event_type,
-            event_id: header.event_id,
-            room_id: header.room_id,
-            sender: header.sender,
-        });
+fn processed_event(txn_id: &str, source: EventSource, header: EventHeader) -> ProcessedEvent {
+    tracing::debug!(
+        event_type = %header.event_type,
+        event_id = ?header.event_id,
+        room_id = ?header.room_id,
+        "event"
+    );
+    ProcessedEvent {
+        txn_id: txn_id.to_owned(),
+        source,
+        event_type: header.event_type,
+        event_id: header.event_id,
+        room_id: header.room_id,
+        sender: header.sender,
     }
 }
 
