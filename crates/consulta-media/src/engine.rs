@@ -41,6 +41,8 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Incoming streams remembered per track: three simulcast layers and their RTX streams, with
 /// room for a codec change; a publisher cycling SSRCs gets no more.
 const MAX_SSRCS_PER_TRACK: usize = 16;
+/// The longest VP8 payload descriptor (RFC 7741: 1 + 1 + 2 + 1 + 1 bytes): all a forwarder rewrites.
+const DESCRIPTOR_MAX: usize = 6;
 /// How often active-speaker changes are looked for.
 const SPEAKER_TICK: Duration = Duration::from_millis(300);
 
@@ -204,6 +206,8 @@ pub struct Router {
     stats: RouterStats,
     speakers: HashMap<RoomName, ActiveSpeakers>,
     next_speaker_tick: Option<Instant>,
+    /// A subscriber's copy of the payload being forwarded (reused, so no allocation per packet).
+    scratch: Vec<u8>,
 }
 
 impl Router {
@@ -225,6 +229,7 @@ impl Router {
             stats: RouterStats::default(),
             speakers: HashMap::new(),
             next_speaker_tick: None,
+            scratch: Vec::with_capacity(1500),
         }
     }
 
@@ -888,7 +893,10 @@ impl Router {
             let Some(down) = p.sub.sending.get_mut(&track) else {
                 continue;
             };
-            let mut payload = BytesMut::from(&rtp.packet.payload[..]);
+            // The forwarder may rewrite the VP8 descriptor in place: it works on a scratch copy,
+            // and a new buffer is made only when the descriptor changed.
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&rtp.packet.payload);
             let decision = down.forward.handle_packet(
                 IncomingPacket {
                     quality,
@@ -896,7 +904,7 @@ impl Router {
                     seq,
                     timestamp: rtp.packet.header.timestamp,
                     marker: rtp.packet.header.marker,
-                    payload: &mut payload,
+                    payload: &mut self.scratch,
                 },
                 now,
             );
@@ -915,7 +923,10 @@ impl Router {
             packet.header.sequence_number = seq;
             packet.header.timestamp = timestamp;
             packet.header.marker = marker;
-            packet.payload = payload.freeze();
+            let head = self.scratch.len().min(DESCRIPTOR_MAX);
+            if self.scratch.get(..head) != packet.payload.get(..head) {
+                packet.payload = bytes::Bytes::copy_from_slice(&self.scratch);
+            }
             let local = down.local;
             let Some(peer) = self.peers.get_mut(&sub_peer) else {
                 continue;
