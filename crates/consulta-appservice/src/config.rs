@@ -141,12 +141,79 @@ impl Default for PolicyConfig {
 }
 
 /// `appointments:` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppointmentsConfig {
     /// The clinic's IANA time zone (default UTC).
     #[serde(default)]
     pub time_zone: ClinicTimeZone,
+    /// When before an appointment its parties are reminded, such as `24h` and `15m`.
+    #[serde(default = "default_reminders")]
+    pub reminders: Vec<String>,
+    /// Clinic wall-clock time (`HH:MM`) at which patients get the day's video joining instructions.
+    #[serde(default = "default_day_of")]
+    pub day_of_notice_at: String,
+}
+
+impl Default for AppointmentsConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: ClinicTimeZone::default(),
+            reminders: default_reminders(),
+            day_of_notice_at: default_day_of(),
+        }
+    }
+}
+
+fn default_reminders() -> Vec<String> {
+    vec!["24h".to_owned(), "15m".to_owned()]
+}
+
+fn default_day_of() -> String {
+    "07:00".to_owned()
+}
+
+impl AppointmentsConfig {
+    /// The reminder offsets, checked.
+    pub fn reminder_offsets(&self) -> Result<Vec<chrono::Duration>, ConfigError> {
+        self.reminders
+            .iter()
+            .map(|text| {
+                parse_offset(text).ok_or_else(|| ConfigError::Invalid {
+                    key: "appointments.reminders",
+                    reason: format!(
+                        "{text:?} is not an offset: use a whole number with m, h or d (15m, 24h, 2d), at most 30d"
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// The day-of notice time, checked.
+    pub fn day_of_time(&self) -> Result<chrono::NaiveTime, ConfigError> {
+        chrono::NaiveTime::parse_from_str(&self.day_of_notice_at, "%H:%M").map_err(|_| {
+            ConfigError::Invalid {
+                key: "appointments.day_of_notice_at",
+                reason: format!("{:?} is not a time: use HH:MM", self.day_of_notice_at),
+            }
+        })
+    }
+}
+
+/// `15m`, `24h`, `2d` → a positive offset of at most 30 days.
+fn parse_offset(text: &str) -> Option<chrono::Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: i64 = text.get(..text.len() - 1)?.parse().ok()?;
+    let minutes = match unit {
+        'm' => n,
+        'h' => n.checked_mul(60)?,
+        'd' => n.checked_mul(24 * 60)?,
+        _ => return None,
+    };
+    (1..=30 * 24 * 60)
+        .contains(&minutes)
+        .then(|| chrono::Duration::minutes(minutes))
 }
 
 /// `appservice:` section.
@@ -182,6 +249,30 @@ pub struct BotConfig {
     /// Avatar mxc URI, or empty.
     #[serde(default)]
     pub avatar: String,
+    /// Whether the assistant runs: answers commands and delivers notices (its outbox keeps them while off).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Device ID of the assistant's end-to-end encryption device (kept across restarts).
+    #[serde(default = "default_bot_device")]
+    pub device_id: String,
+    /// Directory of the assistant's encrypted Matrix store: session, encryption keys, sync position.
+    #[serde(default = "default_bot_store")]
+    pub store_path: std::path::PathBuf,
+    /// Passphrase that encrypts that store; empty: one derived from `hs_token`.
+    #[serde(default)]
+    pub store_passphrase: Secret,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_bot_device() -> String {
+    "CONSULTA_ASSISTANT".to_owned()
+}
+
+fn default_bot_store() -> std::path::PathBuf {
+    "bot-store".into()
 }
 
 /// `antispam:` section.
@@ -275,6 +366,12 @@ impl Config {
         Self::from_yaml_with_env(&text, std::env::vars())
     }
 
+    /// The registration's `sender_localpart`: the appservice's own user, distinct from the assistant
+    /// (Synapse refuses `/sync` to the sender, and the assistant syncs to read encrypted commands).
+    pub fn sender_localpart(&self) -> String {
+        format!("{}appservice", self.appservice.namespace_prefix)
+    }
+
     /// The bot's full user ID.
     pub fn bot_user_id(&self) -> Result<OwnedUserId, ConfigError> {
         UserId::parse(format!(
@@ -309,6 +406,30 @@ impl Config {
             });
         }
         self.bot_user_id()?;
+        if self.appservice.bot.username == self.sender_localpart() {
+            return Err(ConfigError::Invalid {
+                key: "appservice.bot.username",
+                reason: format!(
+                    "must differ from {:?}, the appservice's own user",
+                    self.sender_localpart()
+                ),
+            });
+        }
+        self.appointments.reminder_offsets()?;
+        self.appointments.day_of_time()?;
+        if self.appservice.bot.device_id.is_empty()
+            || !self
+                .appservice
+                .bot
+                .device_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::Invalid {
+                key: "appservice.bot.device_id",
+                reason: "must be letters, digits, '_' or '-'".into(),
+            });
+        }
         for key in self.permissions.keys() {
             let valid = if key.starts_with('@') {
                 UserId::parse(key.as_str()).is_ok()
@@ -361,6 +482,26 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The passphrase of the assistant's store: the configured one, else one derived from `hs_token`
+    /// (so that an older config without the key keeps working; rotating `hs_token` then means a new
+    /// assistant device).
+    pub fn bot_store_passphrase(&self) -> Secret {
+        let configured = &self.appservice.bot.store_passphrase;
+        if !configured.is_placeholder() {
+            return configured.clone();
+        }
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(
+            format!("consulta-bot-store:{}", self.appservice.hs_token.expose()).as_bytes(),
+        );
+        Secret::new(
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        )
     }
 
     /// The role the `permissions` map gives `user`: an exact user ID beats a server name.
@@ -443,8 +584,13 @@ fn set_path(doc: &mut Value, path: &[String], value: String) -> Result<(), Strin
 /// Replaces placeholder secrets in the text of a config file with fresh ones, keeping every comment and
 /// line as it was. Returns the new text and the dotted keys that were generated.
 pub fn generate_missing_secrets(text: &str) -> (String, Vec<&'static str>) {
-    const SECRETS: [(&str, &str, &str); 3] = [
+    const SECRETS: [(&str, &str, &str); 4] = [
         ("appservice", "as_token", "appservice.as_token"),
+        (
+            "appservice",
+            "store_passphrase",
+            "appservice.bot.store_passphrase",
+        ),
         ("appservice", "hs_token", "appservice.hs_token"),
         ("antispam", "secret", "antispam.secret"),
     ];
@@ -569,6 +715,7 @@ mod tests {
         assert_eq!(
             generated,
             [
+                "appservice.bot.store_passphrase",
                 "appservice.as_token",
                 "appservice.hs_token",
                 "antispam.secret"
@@ -584,6 +731,11 @@ mod tests {
         let config = Config::from_yaml_with_env(&text, []).unwrap();
         config.check_ready_to_run().unwrap();
         assert_ne!(config.appservice.as_token, config.appservice.hs_token);
+        assert_eq!(
+            config.bot_store_passphrase(),
+            config.appservice.bot.store_passphrase,
+            "the generated passphrase is the one used"
+        );
 
         let (again, generated_again) = generate_missing_secrets(&text);
         assert!(generated_again.is_empty(), "tokens are generated once");

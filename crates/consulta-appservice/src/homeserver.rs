@@ -47,6 +47,7 @@ pub struct HomeserverClient {
     as_token: Secret,
     admin_token: Secret,
     appservice_id: String,
+    bot: Option<OwnedUserId>,
 }
 
 /// Percent-encodes one path segment (room ids carry `!` and `:`).
@@ -59,6 +60,8 @@ fn seg(s: &str) -> String {
 enum Auth<'a> {
     /// The as_token, acting as the bot or, with `Some`, as a local user (`?user_id=`).
     Appservice(Option<&'a UserId>),
+    /// The as_token, as the appservice itself (`sender_localpart`): ping, registration, login.
+    Service,
     /// A user's own access token.
     User(&'a str),
     /// The configured server admin's token.
@@ -96,7 +99,16 @@ impl HomeserverClient {
             as_token,
             admin_token: Secret::new(""),
             appservice_id: appservice_id.to_owned(),
+            bot: None,
         })
+    }
+
+    /// Acts as `bot` (with `?user_id=`) wherever a call names no user, registering its account on first
+    /// use. The bot cannot be the registration's `sender_localpart`: Synapse refuses `/sync` to that
+    /// user, and the assistant must sync to read its encrypted commands.
+    pub fn with_bot(mut self, bot: OwnedUserId) -> Self {
+        self.bot = Some(bot);
+        self
     }
 
     /// Adds a server admin's token for the admin APIs (account creation, deactivation, room purge).
@@ -110,7 +122,31 @@ impl HomeserverClient {
         !self.admin_token.expose().is_empty()
     }
 
+    /// Sends a request; acting as the bot for the first time registers its account first.
     async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<&Value>,
+    ) -> Result<Value, HomeserverError> {
+        let first = self.call_once(method.clone(), path, auth, body).await;
+        match (&first, auth, &self.bot) {
+            (
+                Err(HomeserverError::Matrix {
+                    status: 403, error, ..
+                }),
+                Auth::Appservice(None),
+                Some(bot),
+            ) if error.contains("not registered") => {
+                self.ensure_registered(bot.localpart()).await?;
+                self.call_once(method, path, auth, body).await
+            }
+            _ => first,
+        }
+    }
+
+    async fn call_once(
         &self,
         method: Method,
         path: &str,
@@ -119,9 +155,10 @@ impl HomeserverClient {
     ) -> Result<Value, HomeserverError> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         request = match auth {
+            Auth::Service => request.bearer_auth(self.as_token.expose()),
             Auth::Appservice(user) => {
                 let r = request.bearer_auth(self.as_token.expose());
-                match user {
+                match user.or(self.bot.as_deref()) {
                     Some(user) => r.query(&[("user_id", user.as_str())]),
                     None => r,
                 }
@@ -186,7 +223,7 @@ impl HomeserverClient {
         );
         let body = json!({ "transaction_id": transaction_id });
         let body = self
-            .call(Method::POST, &path, Auth::Appservice(None), Some(&body))
+            .call(Method::POST, &path, Auth::Service, Some(&body))
             .await?;
         let ms = body
             .get("duration_ms")
@@ -428,6 +465,61 @@ impl HomeserverClient {
         )
         .await
         .map(drop)
+    }
+
+    /// Makes sure one of our namespaced users has an account (`POST /register` with
+    /// `m.login.application_service`); an existing account is fine. Synapse does not create an account
+    /// row for the appservice's `sender_localpart`, and access tokens of a user without one are refused,
+    /// so the assistant registers itself before it logs in.
+    pub async fn ensure_registered(&self, localpart: &str) -> Result<(), HomeserverError> {
+        let body = json!({
+            "type": "m.login.application_service",
+            "username": localpart,
+            "inhibit_login": true,
+        });
+        match self
+            .call_once(
+                Method::POST,
+                "/_matrix/client/v3/register",
+                Auth::Service,
+                Some(&body),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(HomeserverError::Matrix { errcode, .. }) if errcode == "M_USER_IN_USE" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Logs `user` (one of ours) in as the device `device_id` with `m.login.application_service`, and
+    /// returns the new access token. Used for the assistant's end-to-end encryption device: logging in
+    /// again with the same device ID keeps the device (and its keys) and replaces only the token.
+    pub async fn login_appservice(
+        &self,
+        user: &UserId,
+        device_id: &str,
+        display_name: &str,
+    ) -> Result<Secret, HomeserverError> {
+        let body = json!({
+            "type": "m.login.application_service",
+            "identifier": {"type": "m.id.user", "user": user.as_str()},
+            "device_id": device_id,
+            "initial_device_display_name": display_name,
+        });
+        let answer = self
+            .call(
+                Method::POST,
+                "/_matrix/client/v3/login",
+                Auth::Service,
+                Some(&body),
+            )
+            .await?;
+        answer
+            .get("access_token")
+            .and_then(Value::as_str)
+            .map(Secret::new)
+            .ok_or_else(|| HomeserverError::BadResponse("login answer has no access_token".into()))
     }
 
     /// Sends a message event as `as_user` (`None`: the bot) with a caller-chosen transaction id.

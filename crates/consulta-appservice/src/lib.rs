@@ -1,17 +1,22 @@
 //! Consulta's Matrix application service.
 //!
 //! Receives the homeserver's transactions (events and read receipts of the clinic's people), answers the
-//! pre-event gate, and — through the issues that follow — runs the bot, read state, appointments and the
-//! MatrixRTC authorization service. Decisions come from `consulta-core`; this crate gathers facts, applies
+//! pre-event gate, and runs the clinic assistant (an end-to-end encrypted bot), read state, appointments
+//! and — through the issues that follow — the MatrixRTC authorization service. Decisions come from `consulta-core`; this crate gathers facts, applies
 //! decisions and does the I/O.
+
+// matrix-sdk's futures nest deeply; spawning the assistant's sync loop needs a deeper trait search.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod appointments;
 pub mod audit;
+pub mod bot;
 pub mod config;
 pub mod consultations;
 pub mod error;
 pub mod homeserver;
+pub mod notices;
 pub mod policy;
 pub mod processor;
 pub mod read_state;

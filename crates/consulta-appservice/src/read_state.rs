@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration};
 use consulta_core::read_state::{Unread, read_position, reminder_due};
-use consulta_core::{Consultation, ConsultationStatus, RoomId, Timestamp, UserId};
+use consulta_core::{ConsultationStatus, RoomId, Timestamp, UserId};
 use consulta_store::{Receipt, StoreError};
 use ruma::{OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
@@ -197,8 +197,9 @@ impl AppState {
         Ok(out)
     }
 
-    /// Sends every unread reminder that is due at the clock's `now`; returns how many were sent.
-    /// Each reminder is claimed in the store before it is sent, so concurrent runs never send it twice.
+    /// Queues every unread reminder that is due at the clock's `now` for the assistant to deliver; returns
+    /// how many were queued. Each reminder is claimed in the store first, so concurrent runs never queue it
+    /// twice, and the outbox key makes a replay after a crash a no-op.
     pub async fn send_due_reminders(&self) -> Result<usize, StoreError> {
         let after = Duration::hours(i64::from(self.config().policy.unread_reminder_hours));
         if after <= Duration::zero() {
@@ -230,10 +231,19 @@ impl AppState {
             {
                 continue;
             }
-            match self.send_reminder(c, newest).await {
-                Ok(()) => sent += 1,
+            let key = format!(
+                "unread:{}:{}:{}",
+                c.room_id,
+                newest.timestamp_millis(),
+                c.patient
+            );
+            match self.enqueue_notice(&key, &c.patient, REMINDER_TEXT).await {
+                Ok(_) => {
+                    tracing::info!(room_id = %c.room_id, patient = %c.patient, "unread reminder queued");
+                    sent += 1;
+                }
                 Err(e) => {
-                    tracing::error!(room_id = %c.room_id, error = %e, "cannot send unread reminder; will retry");
+                    tracing::error!(room_id = %c.room_id, error = %e, "cannot queue unread reminder; will retry");
                     self.store()
                         .release_reminder(&c.room_id, &c.patient, candidate.covered_upto)
                         .await?;
@@ -241,26 +251,6 @@ impl AppState {
             }
         }
         Ok(sent)
-    }
-
-    async fn send_reminder(
-        &self,
-        c: &Consultation,
-        covered: Timestamp,
-    ) -> Result<(), HomeserverError> {
-        let desk = self.care_desk_room(&c.patient).await?;
-        // The transaction id makes a retried send of the same reminder a no-op on the homeserver.
-        let txn = format!(
-            "reminder-{}-{}",
-            c.room_id.as_str().trim_start_matches('!'),
-            covered.timestamp_millis()
-        );
-        let content = json!({"msgtype": "m.notice", "body": REMINDER_TEXT});
-        self.homeserver()
-            .send_message(&desk, &txn, &content, None)
-            .await?;
-        tracing::info!(room_id = %c.room_id, patient = %c.patient, "unread reminder sent");
-        Ok(())
     }
 
     /// The clinic assistant's private room with `user`, opened on first use.
@@ -278,6 +268,7 @@ impl AppState {
             "initial_state": [
                 {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "invited"}},
                 {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
+                {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
             ],
         });
         let room = self.homeserver().create_room(&body, None).await?;

@@ -73,7 +73,7 @@ impl Registration {
             url: Some(config.appservice.address.trim_end_matches('/').to_owned()),
             as_token: config.appservice.as_token.expose().to_owned(),
             hs_token: config.appservice.hs_token.expose().to_owned(),
-            sender_localpart: config.appservice.bot.username.clone(),
+            sender_localpart: config.sender_localpart(),
             rate_limited: false,
             receive_ephemeral: true,
             namespaces: Namespaces {
@@ -145,7 +145,7 @@ mod tests {
         assert_eq!(parsed.url.as_deref(), Some("http://127.0.0.1:29400"));
         assert_eq!(parsed.as_token, config.appservice.as_token.expose());
         assert_eq!(parsed.hs_token, config.appservice.hs_token.expose());
-        assert_eq!(parsed.sender_localpart, "_consulta_bot");
+        assert_eq!(parsed.sender_localpart, "_consulta_appservice");
         assert!(!parsed.rate_limited);
         assert!(parsed.receive_ephemeral);
         let users = &parsed.namespaces.users;

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 pub const PLACEHOLDER: &str = "generate";
 
 /// A token, password or key. `Debug` and `Display` print `[redacted]`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 

@@ -62,7 +62,7 @@ pub fn spawn_processor(state: &AppState) -> JoinHandle<()> {
 /// How often due unread reminders are looked for.
 const REMINDER_INTERVAL: Duration = Duration::from_secs(60);
 
-/// Starts the loop that sends due unread reminders.
+/// Starts the loop that queues due unread reminders and appointment notices for the assistant.
 pub fn spawn_reminders(state: &AppState) -> JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
@@ -72,8 +72,18 @@ pub fn spawn_reminders(state: &AppState) -> JoinHandle<()> {
             tick.tick().await;
             match state.send_due_reminders().await {
                 Ok(0) => {}
-                Ok(n) => tracing::info!(sent = n, "unread reminders sent"),
+                Ok(n) => tracing::info!(queued = n, "unread reminders queued"),
                 Err(e) => tracing::error!(error = %e, "cannot look for due unread reminders"),
+            }
+            match state.plan_notices().await {
+                Ok(p) if p.total() == 0 => {}
+                Ok(p) => tracing::info!(
+                    changes = p.changes,
+                    reminders = p.reminders,
+                    day_of = p.day_of,
+                    "appointment notices queued"
+                ),
+                Err(e) => tracing::error!(error = %e, "cannot plan appointment notices"),
             }
         }
     })
@@ -105,6 +115,7 @@ pub async fn serve(
     let processor = spawn_processor(&state);
     let reminders = spawn_reminders(&state);
     let maintenance = spawn_maintenance(&state);
+    let bot = crate::bot::spawn_bot(&state);
     let store = state.store().clone();
     let result = axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
@@ -112,6 +123,10 @@ pub async fn serve(
     processor.abort();
     reminders.abort();
     maintenance.abort();
+    if let Some(bot) = bot {
+        bot.abort();
+        let _ = bot.await;
+    }
     if let Err(e) = store.checkpoint().await {
         tracing::warn!(error = %e, "final store checkpoint failed");
     }

@@ -40,6 +40,7 @@ struct Inner {
     antispam_secret: TokenDigest,
     last_ping: Mutex<Option<String>>,
     audit: AuditWriter,
+    outbox_ready: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -51,7 +52,8 @@ impl AppState {
             config.appservice.as_token.clone(),
             &config.appservice.id,
         )?
-        .with_admin_token(config.homeserver.admin_token.clone());
+        .with_admin_token(config.homeserver.admin_token.clone())
+        .with_bot(config.bot_user_id()?);
         Ok(Self {
             inner: Arc::new(Inner {
                 bot: config.bot_user_id()?,
@@ -64,6 +66,7 @@ impl AppState {
                 processor: Processor::new(),
                 homeserver,
                 last_ping: Mutex::new(None),
+                outbox_ready: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -96,6 +99,11 @@ impl AppState {
     /// The bot's user ID.
     pub fn bot(&self) -> &OwnedUserId {
         &self.inner.bot
+    }
+
+    /// Woken when a notice is added to the outbox, so that the assistant delivers it at once.
+    pub fn outbox_ready(&self) -> &tokio::sync::Notify {
+        &self.inner.outbox_ready
     }
 
     pub(crate) fn hs_token(&self) -> &TokenDigest {

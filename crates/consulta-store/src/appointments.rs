@@ -373,6 +373,37 @@ impl Store {
             .collect()
     }
 
+    /// Scheduled appointments starting in `[from, to)`, by start and id, at most `limit` after the
+    /// cursor `after` (start, id): the reminder scan pages through them.
+    pub async fn scheduled_starting_between(
+        &self,
+        from: Timestamp,
+        to: Timestamp,
+        after: Option<(Timestamp, AppointmentId)>,
+        limit: u32,
+    ) -> Result<Vec<Appointment>, StoreError> {
+        let (after_start, after_id) = match after {
+            Some((start, id)) => (to_millis(start), id.to_string()),
+            None => (to_millis(from) - 1, String::new()),
+        };
+        sqlx::query(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM appointments WHERE status = 'scheduled' AND start_at >= $1 AND start_at < $2 \
+             AND (start_at > $3 OR (start_at = $3 AND id > $4)) ORDER BY start_at, id LIMIT $5"
+        ))
+        .bind(to_millis(from))
+        .bind(to_millis(to))
+        .bind(after_start)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .map(appointment_from_row)
+        .collect()
+    }
+
     /// The next `limit` scheduled appointments of `user` (as doctor or patient) that have not ended by
     /// `now` (one under way counts), by start.
     pub async fn next_appointments(

@@ -9,6 +9,7 @@
 
 mod appointments;
 mod audit;
+mod bot;
 mod consultations;
 mod error;
 mod members;
@@ -26,6 +27,7 @@ use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, ConnectOptions};
 
 pub use crate::appointments::Booked;
+pub use crate::bot::{FeedCursor, OutboxNotice};
 pub use crate::error::StoreError;
 pub use crate::read_state::{Receipt, ReminderCandidate};
 pub use crate::transactions::{PendingTransaction, Recorded};

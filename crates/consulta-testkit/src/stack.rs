@@ -59,6 +59,7 @@ pub struct Stack {
     pub registration_path: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    clock: Arc<dyn Clock>,
     _tempdir: Option<tempfile::TempDir>,
 }
 
@@ -147,6 +148,7 @@ impl Stack {
             registration_path,
             shutdown: Some(shutdown_tx),
             server: Some(server),
+            clock: options.clock.clone(),
             _tempdir: tempdir,
         })
     }
@@ -169,6 +171,39 @@ impl Stack {
         if let Some(server) = self.server.take() {
             server.await??;
         }
+        Ok(())
+    }
+
+    /// Starts the appservice again after [`Stack::stop_appservice`], on the same port, config, store and
+    /// clock, as a restart of the process would: `appservice` is replaced by the new state.
+    pub async fn restart_appservice(&mut self) -> anyhow::Result<()> {
+        self.stop_appservice().await?;
+        self.appservice.store().close().await;
+        let port = self
+            .appservice_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse::<u16>().ok())
+            .context("appservice URL has no port")?;
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .context("cannot bind the appservice's port again")?;
+        let store = Store::connect(
+            self.config.database.uri.expose(),
+            self.config.database.max_open_conns,
+        )
+        .await?;
+        let state = AppState::new(self.config.clone(), store, self.clock.clone())?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel();
+        self.server = Some(tokio::spawn(consulta_appservice::serve(
+            listener,
+            state.clone(),
+            async {
+                let _ = shutdown_rx.await;
+            },
+        )));
+        self.shutdown = Some(shutdown_tx);
+        self.appservice = state;
         Ok(())
     }
 
@@ -245,6 +280,10 @@ fn write_config(
         (
             "CONSULTA_DATABASE__URI".to_owned(),
             format!("sqlite://{}", db.display()),
+        ),
+        (
+            "CONSULTA_APPSERVICE__BOT__STORE_PATH".to_owned(),
+            dir.join("bot-store").display().to_string(),
         ),
     ];
     if let Some(token) = admin_token {

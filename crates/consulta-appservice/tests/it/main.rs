@@ -10,6 +10,8 @@
 
 mod admin_api;
 mod appointments;
+mod bot;
+mod desk;
 mod offline;
 mod openapi;
 mod policy;

@@ -173,38 +173,14 @@ async fn an_unread_doctors_message_brings_one_reminder_after_the_delay() {
         "no repeat for the same message"
     );
 
-    // The patient finds the notice, without any content of the message, in their Care desk room.
-    let desk = stack
-        .appservice
-        .store()
-        .care_desk(&patient.id())
-        .await
-        .unwrap()
-        .unwrap();
-    patient.client.join_room_by_id(&desk).await.unwrap();
-    let url = format!(
-        "{}/_matrix/client/v3/rooms/{desk}/messages?dir=b&limit=50",
-        stack.synapse.base_url()
+    // The patient finds the notice, without any content of the message, in their end-to-end encrypted
+    // Care desk room, once.
+    let desk = crate::desk::join_desk(&stack, &patient).await;
+    crate::desk::wait_for_text(&stack, &patient, &desk, REMINDER_TEXT).await;
+    assert_eq!(
+        crate::desk::assistant_texts(&stack, &patient, &desk).await,
+        [REMINDER_TEXT]
     );
-    let messages: Value = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(&patient.user.access_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let notices: Vec<&Value> = messages["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "m.room.message")
-        .collect();
-    assert_eq!(notices.len(), 1, "{messages}");
-    assert_eq!(notices[0]["content"]["body"], REMINDER_TEXT);
-    assert_eq!(notices[0]["content"]["msgtype"], "m.notice");
-    assert_eq!(notices[0]["sender"], stack.appservice.bot().as_str());
 
     // A new unread message later starts a new wait.
     say(&doctor, &room, "Reminder: fasting before the test.").await;

@@ -16,7 +16,7 @@ fn at(minutes: i64) -> Timestamp {
     t0() + Duration::minutes(minutes)
 }
 
-fn appointment(doctor: &str, patient: &str, start: i64, minutes: i64) -> Appointment {
+pub fn appointment(doctor: &str, patient: &str, start: i64, minutes: i64) -> Appointment {
     let doctor = user(doctor);
     Appointment {
         id: AppointmentId::from_uuid(Uuid::now_v7()),

@@ -21,6 +21,7 @@ use consulta_store::{Backend, Recorded, Store};
 use consulta_testkit::Postgres;
 
 mod appointments;
+mod bot;
 
 fn t0() -> Timestamp {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -427,6 +428,7 @@ async fn conformance(store: Store) {
     audit_groups_are_committed_in_order(&store).await;
     audit_log_keeps_order_and_fields(&store).await;
     appointments::conformance(&store).await;
+    bot::conformance(&store).await;
     store.close().await;
 }
 
