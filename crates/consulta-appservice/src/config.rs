@@ -202,18 +202,9 @@ impl AppointmentsConfig {
 
 /// `15m`, `24h`, `2d` → a positive offset of at most 30 days.
 fn parse_offset(text: &str) -> Option<chrono::Duration> {
-    let text = text.trim();
-    let unit = text.chars().last()?;
-    let n: i64 = text.get(..text.len() - 1)?.parse().ok()?;
-    let minutes = match unit {
-        'm' => n,
-        'h' => n.checked_mul(60)?,
-        'd' => n.checked_mul(24 * 60)?,
-        _ => return None,
-    };
-    (1..=30 * 24 * 60)
-        .contains(&minutes)
-        .then(|| chrono::Duration::minutes(minutes))
+    consulta_core::commands::parse_minutes(text.trim())
+        .filter(|m| (1..=30 * 24 * 60).contains(m))
+        .map(chrono::Duration::minutes)
 }
 
 /// `appservice:` section.

@@ -72,12 +72,6 @@ impl AppState {
         let (reminders, day_of) = self.plan_reminders(now).await?;
         planned.reminders = reminders;
         planned.day_of = day_of;
-        if now.timestamp() % 3600 < 60 {
-            // Once an hour is plenty for housekeeping.
-            self.store()
-                .purge_sent_notices(now - OUTBOX_RETENTION)
-                .await?;
-        }
         Ok(planned)
     }
 

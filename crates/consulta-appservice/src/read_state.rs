@@ -231,12 +231,7 @@ impl AppState {
             {
                 continue;
             }
-            let key = format!(
-                "unread:{}:{}:{}",
-                c.room_id,
-                newest.timestamp_millis(),
-                c.patient
-            );
+            let key = consulta_core::notices::unread_key(&c.room_id, newest, &c.patient);
             match self.enqueue_notice(&key, &c.patient, REMINDER_TEXT).await {
                 Ok(_) => {
                     tracing::info!(room_id = %c.room_id, patient = %c.patient, "unread reminder queued");

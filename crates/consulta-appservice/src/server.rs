@@ -92,15 +92,28 @@ pub fn spawn_reminders(state: &AppState) -> JoinHandle<()> {
 /// How often the SQLite write-ahead log is folded into the database file.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(15);
 
-/// Starts the store's maintenance loop (SQLite checkpoints).
+/// How often delivered notices past their retention are deleted.
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Starts the store's maintenance loop: SQLite checkpoints, and the hourly purge of delivered notices.
 pub fn spawn_maintenance(state: &AppState) -> JoinHandle<()> {
-    let store = state.store().clone();
+    let state = state.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        let mut checkpoint = tokio::time::interval(CHECKPOINT_INTERVAL);
+        let mut purge = tokio::time::interval(PURGE_INTERVAL);
         loop {
-            tick.tick().await;
-            if let Err(e) = store.checkpoint().await {
-                tracing::warn!(error = %e, "store checkpoint failed");
+            tokio::select! {
+                _ = checkpoint.tick() => {
+                    if let Err(e) = state.store().checkpoint().await {
+                        tracing::warn!(error = %e, "store checkpoint failed");
+                    }
+                }
+                _ = purge.tick() => {
+                    let before = state.clock().now() - crate::notices::OUTBOX_RETENTION;
+                    if let Err(e) = state.store().purge_sent_notices(before).await {
+                        tracing::warn!(error = %e, "cannot purge delivered notices");
+                    }
+                }
             }
         }
     })

@@ -218,14 +218,14 @@ const REQUEST: Spec = Spec {
     usage: "!request [@doctor:server] [2026-12-01 10:30] [video|in-person] reason",
 };
 
-/// Words that take no arguments.
-const BARE: &[(&str, Command)] = &[
-    ("help", Command::Help),
-    ("today", Command::Today),
-    ("upcoming", Command::Upcoming),
-    ("next", Command::Upcoming),
-    ("requests", Command::Requests),
-    ("unread", Command::Unread),
+/// Words that take no arguments: the word, its command, and how it is written.
+const BARE: &[(&str, Command, &str)] = &[
+    ("help", Command::Help, "!help"),
+    ("today", Command::Today, "!today"),
+    ("upcoming", Command::Upcoming, "!upcoming"),
+    ("next", Command::Upcoming, "!next"),
+    ("requests", Command::Requests, "!requests"),
+    ("unread", Command::Unread, "!unread"),
 ];
 
 impl Spec {
@@ -248,16 +248,13 @@ pub fn parse(body: &str) -> Result<Command, CommandError> {
     };
     let (word, args) = split_word(rest);
     let word = word.to_ascii_lowercase();
-    if let Some((_, command)) = BARE.iter().find(|(w, _)| *w == word) {
+    if let Some((_, command, usage)) = BARE.iter().find(|(w, _, _)| *w == word) {
         return if args.is_empty() {
             Ok(command.clone())
         } else {
             Err(CommandError::Usage {
                 problem: format!("!{word} takes nothing after it"),
-                usage: BARE_USAGE
-                    .iter()
-                    .find(|(w, _)| *w == word)
-                    .map_or("!help", |(_, u)| u),
+                usage,
             })
         };
     }
@@ -344,15 +341,6 @@ pub fn parse(body: &str) -> Result<Command, CommandError> {
         )),
     }
 }
-
-const BARE_USAGE: &[(&str, &str)] = &[
-    ("help", "!help"),
-    ("today", "!today"),
-    ("upcoming", "!upcoming"),
-    ("next", "!next"),
-    ("requests", "!requests"),
-    ("unread", "!unread"),
-];
 
 fn split_word(text: &str) -> (&str, &str) {
     let text = text.trim_start();
@@ -491,28 +479,39 @@ fn length_error(spec: &Spec, word: &str) -> CommandError {
     ))
 }
 
-fn minutes_of(m: &str) -> Option<&str> {
-    m.strip_suffix("min").or_else(|| m.strip_suffix('m'))
+/// `2d`, `1h30m`, `45min`, `2h15` → minutes, units from largest to smallest. A bare number is refused:
+/// minutes or hours would be a guess. Callers bound the result to what they accept.
+pub fn parse_minutes(text: &str) -> Option<i64> {
+    const UNITS: [(&str, i64); 4] = [("min", 1), ("m", 1), ("h", 60), ("d", 24 * 60)];
+    let text = text.to_ascii_lowercase();
+    let mut rest = text.as_str();
+    let mut total: i64 = 0;
+    let mut last_factor: Option<i64> = None;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n = i64::from(rest.get(..digits)?.parse::<u32>().ok()?);
+        rest = rest.get(digits..)?;
+        let (unit, factor) = match UNITS.iter().find(|(u, _)| rest.starts_with(u)) {
+            Some(&(unit, factor)) => (unit, factor),
+            // `2h15`: trailing minutes after hours.
+            None if rest.is_empty() && last_factor == Some(60) => ("", 1),
+            None => return None,
+        };
+        if last_factor.is_some_and(|last| factor >= last) {
+            return None;
+        }
+        total = total.checked_add(n * factor)?;
+        last_factor = Some(factor);
+        rest = rest.get(unit.len()..)?;
+    }
+    last_factor.map(|_| total)
 }
 
-/// `30m`, `45min`, `1h`, `1h30m`, `2h15` → minutes, within what an appointment may last. A bare number
-/// is refused: minutes or hours would be a guess.
+/// `30m`, `45min`, `1h`, `1h30m`, `2h15` → minutes, within what an appointment may last.
 pub fn parse_length(text: &str) -> Option<i64> {
-    let text = text.to_ascii_lowercase();
-    let (hours, minutes) = match text.split_once('h') {
-        Some((h, m)) => {
-            let m = minutes_of(m).unwrap_or(m);
-            let m = if m.is_empty() {
-                0
-            } else {
-                m.parse::<u32>().ok()?
-            };
-            (h.parse::<u32>().ok()?, m)
-        }
-        None => (0, minutes_of(&text)?.parse::<u32>().ok()?),
-    };
-    let total = i64::from(hours) * 60 + i64::from(minutes);
-    (1..=MAX_DURATION_MINUTES).contains(&total).then_some(total)
+    parse_minutes(text).filter(|m| (1..=MAX_DURATION_MINUTES).contains(m))
 }
 
 /// A length in minutes as the assistant writes it (`30 min`, `1 h`, `1 h 30 min`).

@@ -72,6 +72,16 @@ pub fn day_of_key(a: &Appointment, recipient: &UserId) -> String {
     )
 }
 
+/// The outbox key of an unread-message reminder: one per consultation, newest message covered and recipient.
+pub fn unread_key(room: &crate::RoomId, covered: Timestamp, recipient: &UserId) -> String {
+    format!(
+        "unread:{}:{}:{}",
+        room,
+        covered.timestamp_millis(),
+        recipient
+    )
+}
+
 /// The reminder due at `now`, if any: the smallest of `offsets` whose moment (`start - offset`) has
 /// come while the appointment has not started. A reminder whose moment had passed when the appointment
 /// was booked is not due (the booking notice told them); a larger reminder missed while Consulta was

@@ -135,10 +135,7 @@ impl Stack {
         let store =
             Store::connect(config.database.uri.expose(), config.database.max_open_conns).await?;
         let state = AppState::new(config.clone(), store, options.clock.clone())?;
-        let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        let server = tokio::spawn(consulta_appservice::serve(listener, state.clone(), async {
-            let _ = shutdown_rx.await;
-        }));
+        let (shutdown_tx, server) = serve_in_background(listener, &state);
 
         Ok(Self {
             synapse,
@@ -194,14 +191,8 @@ impl Stack {
         )
         .await?;
         let state = AppState::new(self.config.clone(), store, self.clock.clone())?;
-        let (shutdown_tx, shutdown_rx) = oneshot::channel();
-        self.server = Some(tokio::spawn(consulta_appservice::serve(
-            listener,
-            state.clone(),
-            async {
-                let _ = shutdown_rx.await;
-            },
-        )));
+        let (shutdown_tx, server) = serve_in_background(listener, &state);
+        self.server = Some(server);
         self.shutdown = Some(shutdown_tx);
         self.appservice = state;
         Ok(())
@@ -244,6 +235,18 @@ impl Drop for Stack {
             server.abort();
         }
     }
+}
+
+/// Serves the appservice on `listener` in a task, until the returned sender fires (or is dropped).
+fn serve_in_background(
+    listener: TcpListener,
+    state: &AppState,
+) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
+    let (shutdown_tx, shutdown_rx) = oneshot::channel();
+    let server = tokio::spawn(consulta_appservice::serve(listener, state.clone(), async {
+        let _ = shutdown_rx.await;
+    }));
+    (shutdown_tx, server)
 }
 
 /// Writes `config.yaml` for the stack (the example with fresh secrets and loopback addresses) and loads it.

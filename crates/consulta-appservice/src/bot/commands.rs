@@ -23,8 +23,8 @@ enum Failure {
     Say(String),
     /// The appointments service refused or failed.
     Appointments(AppointmentError),
-    /// Something on our side failed; the details go to the log only.
-    Internal(&'static str),
+    /// Something on our side failed; the details went to the log where it happened.
+    Internal,
 }
 
 impl From<AppointmentError> for Failure {
@@ -36,7 +36,7 @@ impl From<AppointmentError> for Failure {
 impl From<consulta_store::StoreError> for Failure {
     fn from(e: consulta_store::StoreError) -> Self {
         tracing::error!(error = %e, "store failed while carrying out a command");
-        Failure::Internal("store")
+        Failure::Internal
     }
 }
 
@@ -61,10 +61,7 @@ pub async fn answer(state: &AppState, actor: &UserId, body: &str) -> String {
             SORRY.to_owned()
         }
         Err(Failure::Appointments(e)) => format!("I could not do that: {e}."),
-        Err(Failure::Internal(what)) => {
-            tracing::error!(what, "a command failed on our side");
-            SORRY.to_owned()
-        }
+        Err(Failure::Internal) => SORRY.to_owned(),
     }
 }
 

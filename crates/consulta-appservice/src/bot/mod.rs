@@ -158,7 +158,8 @@ impl Bot {
                 async move { on_message(&state, room, event).await }
             });
         let sync_client = self.client.clone();
-        let sync = tokio::spawn(async move {
+        // Aborted with this task (a stopped appservice must not leave its old client syncing).
+        let sync = AbortOnDrop(tokio::spawn(async move {
             let mut attempt: u32 = 0;
             loop {
                 let settings = SyncSettings::default().timeout(Duration::from_secs(30));
@@ -169,7 +170,7 @@ impl Bot {
                     tokio::time::sleep(retry).await;
                 }
             }
-        });
+        }));
         let delivery = Arc::new(self);
         loop {
             if let Err(e) = delivery.deliver_pending().await {
@@ -179,7 +180,7 @@ impl Bot {
                 () = delivery.state.outbox_ready().notified() => {}
                 () = tokio::time::sleep(DELIVERY_INTERVAL) => {}
             }
-            if sync.is_finished() {
+            if sync.0.is_finished() {
                 break;
             }
         }
@@ -307,6 +308,15 @@ async fn on_message(state: &AppState, room: Room, event: OriginalSyncRoomMessage
         .await
     {
         tracing::error!(error = %e, room_id = %room.room_id(), "cannot answer a command");
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
