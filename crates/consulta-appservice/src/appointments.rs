@@ -35,6 +35,10 @@ pub enum Via {
     OpenId,
     /// A command to the clinic assistant bot.
     Bot,
+    /// The calendar page, with a session from a sign-in link or a widget's OpenID token.
+    Calendar,
+    /// A private iCal feed URL.
+    Feed,
 }
 
 impl Via {
@@ -43,6 +47,8 @@ impl Via {
             Via::Api => "api",
             Via::OpenId => "openid",
             Via::Bot => "bot",
+            Via::Calendar => "calendar",
+            Via::Feed => "ical",
         }
     }
 }

@@ -153,6 +153,16 @@ pub struct AppointmentsConfig {
     /// Clinic wall-clock time (`HH:MM`) at which patients get the day's video joining instructions.
     #[serde(default = "default_day_of")]
     pub day_of_notice_at: String,
+    /// Public URL of the calendar page, as patients' phones and Element reach it; empty: the page
+    /// under `appservice.address` (right for a single-machine setup, not behind a proxy).
+    #[serde(default)]
+    pub calendar_url: String,
+    /// How long a sign-in link from the assistant stays usable, in minutes (it also works only once).
+    #[serde(default = "default_link_minutes")]
+    pub sign_in_link_minutes: u32,
+    /// How long the calendar page stays signed in, in hours.
+    #[serde(default = "default_session_hours")]
+    pub calendar_session_hours: u32,
 }
 
 impl Default for AppointmentsConfig {
@@ -161,6 +171,9 @@ impl Default for AppointmentsConfig {
             time_zone: ClinicTimeZone::default(),
             reminders: default_reminders(),
             day_of_notice_at: default_day_of(),
+            calendar_url: String::new(),
+            sign_in_link_minutes: default_link_minutes(),
+            calendar_session_hours: default_session_hours(),
         }
     }
 }
@@ -171,6 +184,33 @@ fn default_reminders() -> Vec<String> {
 
 fn default_day_of() -> String {
     "07:00".to_owned()
+}
+
+fn default_link_minutes() -> u32 {
+    15
+}
+
+fn default_session_hours() -> u32 {
+    12
+}
+
+impl Config {
+    /// The calendar page's public URL, ending in `/`.
+    pub fn calendar_page_url(&self) -> String {
+        let url = if self.appointments.calendar_url.is_empty() {
+            format!(
+                "{}/_consulta/calendar/",
+                self.appservice.address.trim_end_matches('/')
+            )
+        } else {
+            self.appointments.calendar_url.clone()
+        };
+        if url.ends_with('/') {
+            url
+        } else {
+            format!("{url}/")
+        }
+    }
 }
 
 impl AppointmentsConfig {
@@ -408,6 +448,25 @@ impl Config {
         }
         self.appointments.reminder_offsets()?;
         self.appointments.day_of_time()?;
+        if !(1..=24 * 60).contains(&self.appointments.sign_in_link_minutes) {
+            return Err(ConfigError::Invalid {
+                key: "appointments.sign_in_link_minutes",
+                reason: "must be between 1 and 1440".to_owned(),
+            });
+        }
+        if !(1..=24 * 30).contains(&self.appointments.calendar_session_hours) {
+            return Err(ConfigError::Invalid {
+                key: "appointments.calendar_session_hours",
+                reason: "must be between 1 and 720".to_owned(),
+            });
+        }
+        let url = &self.appointments.calendar_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ConfigError::Invalid {
+                key: "appointments.calendar_url",
+                reason: format!("{url:?} is not an http(s) URL"),
+            });
+        }
         if self.appservice.bot.device_id.is_empty()
             || !self
                 .appservice

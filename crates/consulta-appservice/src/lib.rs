@@ -12,6 +12,7 @@ pub mod api;
 pub mod appointments;
 pub mod audit;
 pub mod bot;
+pub mod calendar;
 pub mod config;
 pub mod consultations;
 pub mod error;

@@ -44,6 +44,13 @@ impl Planned {
 }
 
 impl AppState {
+    /// Opens `user`'s Care desk (with the calendar pinned) by queuing its welcome, once per person.
+    pub async fn welcome(&self, user: &UserId, as_doctor: bool) -> Result<bool, StoreError> {
+        let key = consulta_core::notices::welcome_key(user);
+        self.enqueue_notice(&key, user, &consulta_core::notices::welcome_text(as_doctor))
+            .await
+    }
+
     /// Puts a notice for `recipient` in the outbox under `key` (once per key) and wakes the assistant.
     /// Returns whether it was added.
     pub async fn enqueue_notice(

@@ -248,7 +248,7 @@ impl AppState {
         Ok(sent)
     }
 
-    /// The clinic assistant's private room with `user`, opened on first use.
+    /// The clinic assistant's private room with `user`, opened on first use, with the calendar pinned.
     pub async fn care_desk_room(&self, user: &UserId) -> Result<OwnedRoomId, HomeserverError> {
         let store_error = |e: StoreError| HomeserverError::BadResponse(format!("store: {e}"));
         if let Some(room) = self.store().care_desk(user).await.map_err(store_error)? {
@@ -264,6 +264,10 @@ impl AppState {
                 {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "invited"}},
                 {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
                 {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
+                calendar_widget(&self.calendar_page_url(), self.bot()),
+                {"type": "io.element.widgets.layout", "state_key": "", "content": {
+                    "widgets": {CALENDAR_WIDGET_ID: {"container": "top", "index": 0, "width": 100, "height": 60}},
+                }},
             ],
         });
         let room = self.homeserver().create_room(&body, None).await?;
@@ -272,4 +276,25 @@ impl AppState {
             .await
             .map_err(store_error)
     }
+}
+
+/// State key and id of the calendar widget in Care desk rooms.
+pub const CALENDAR_WIDGET_ID: &str = "consulta_calendar";
+
+/// The `im.vector.modular.widgets` state event that puts the calendar page in a room. Element fills
+/// in the theme variable and appends `widgetId` and `parentUrl`, which the page's widget API needs.
+pub fn calendar_widget(page_url: &str, creator: &UserId) -> serde_json::Value {
+    json!({
+        "type": "im.vector.modular.widgets",
+        "state_key": CALENDAR_WIDGET_ID,
+        "content": {
+            "id": CALENDAR_WIDGET_ID,
+            "type": "m.custom",
+            "name": "Calendar",
+            "url": format!("{page_url}?theme=$org.matrix.msc2873.client_theme"),
+            "creatorUserId": creator,
+            "waitForIframeLoad": true,
+            "data": {"title": "Your appointments"},
+        },
+    })
 }

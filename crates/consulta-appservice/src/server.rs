@@ -113,6 +113,11 @@ pub fn spawn_maintenance(state: &AppState) -> JoinHandle<()> {
                     if let Err(e) = state.store().purge_sent_notices(before).await {
                         tracing::warn!(error = %e, "cannot purge delivered notices");
                     }
+                    // Expired links and sessions, and revoked feeds, are of no use a day on.
+                    let day_ago = state.clock().now() - chrono::Duration::days(1);
+                    if let Err(e) = state.store().purge_calendar_tokens(day_ago).await {
+                        tracing::warn!(error = %e, "cannot purge calendar credentials");
+                    }
                 }
             }
         }

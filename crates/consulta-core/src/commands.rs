@@ -168,6 +168,13 @@ pub enum Command {
     },
     /// `!unread`.
     Unread,
+    /// `!calendar`: a sign-in link to the calendar page.
+    Calendar,
+    /// `!ical` (a new private feed URL) and `!ical off` (revoke it).
+    Ical {
+        /// Whether to revoke rather than create.
+        off: bool,
+    },
 }
 
 /// Why a message is not a command the assistant can carry out. The `Display` text is shown to the person.
@@ -214,6 +221,9 @@ const ACCEPT: Spec = Spec {
 const DECLINE: Spec = Spec {
     usage: "!decline <request id>",
 };
+const ICAL: Spec = Spec {
+    usage: "!ical [off]",
+};
 const REQUEST: Spec = Spec {
     usage: "!request [@doctor:server] [2026-12-01 10:30] [video|in-person] reason",
 };
@@ -226,6 +236,7 @@ const BARE: &[(&str, Command, &str)] = &[
     ("next", Command::Upcoming, "!next"),
     ("requests", Command::Requests, "!requests"),
     ("unread", Command::Unread, "!unread"),
+    ("calendar", Command::Calendar, "!calendar"),
 ];
 
 impl Spec {
@@ -289,6 +300,20 @@ pub fn parse(body: &str) -> Result<Command, CommandError> {
             let appointment = args.id(&CANCEL, "the appointment")?;
             args.end(&CANCEL)?;
             Ok(Command::Cancel { appointment })
+        }
+        "ical" => {
+            let Some(word) = args.peek() else {
+                return Ok(Command::Ical { off: false });
+            };
+            if !matches!(
+                word.to_ascii_lowercase().as_str(),
+                "off" | "revoke" | "stop"
+            ) {
+                return Err(ICAL.err(format!("I don't understand {word:?} after !ical")));
+            }
+            args.next(&ICAL, "off")?;
+            args.end(&ICAL)?;
+            Ok(Command::Ical { off: true })
         }
         "consult" => {
             let patient = args.user(&CONSULT, "the patient")?;
@@ -547,6 +572,8 @@ pub fn help(as_doctor: bool) -> String {
     }
     text.push_str(concat!(
         "!unread — messages from your consultations you have not read\n",
+        "!calendar — a link to your calendar page (it works once, for a short while)\n",
+        "!ical — a private link for your phone's calendar; !ical off stops it\n",
         "!help — this list\n",
         "Dates may be written today or tomorrow; times are the clinic's, on the 24-hour clock. ",
         "An <id> is the 8-character code I show beside each appointment or request.",
@@ -756,9 +783,18 @@ mod tests {
             ("!upcoming", Command::Upcoming),
             ("!next", Command::Upcoming),
             ("!unread", Command::Unread),
+            ("!calendar", Command::Calendar),
+            ("!ical", Command::Ical { off: false }),
+            ("!ICAL off", Command::Ical { off: true }),
+            ("!ical revoke", Command::Ical { off: true }),
         ] {
             assert_eq!(parse(text).unwrap(), command, "{text}");
         }
+        let (problem, usage) = usage_of(parse("!ical please"));
+        assert!(problem.contains("\"please\""), "{problem}");
+        assert_eq!(usage, "!ical [off]");
+        let (problem, _) = usage_of(parse("!ical off now"));
+        assert!(problem.contains("now"), "{problem}");
         let (problem, usage) = usage_of(parse("!today please"));
         assert!(problem.contains("takes nothing"), "{problem}");
         assert_eq!(usage, "!today");

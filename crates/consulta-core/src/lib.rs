@@ -14,6 +14,7 @@ pub mod clock;
 pub mod commands;
 pub mod consultation;
 pub mod error;
+pub mod ical;
 pub mod ids;
 pub mod notices;
 pub mod policy;

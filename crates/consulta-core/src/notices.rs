@@ -182,6 +182,23 @@ pub fn reminder_text(
     )
 }
 
+/// Outbox key of the welcome in a person's Care desk (sent once per person).
+pub fn welcome_key(recipient: &UserId) -> String {
+    format!("welcome:{recipient}")
+}
+
+/// The first message in a Care desk: what the assistant and the pinned calendar are for.
+pub fn welcome_text(as_doctor: bool) -> String {
+    let what = if as_doctor {
+        "I keep your appointments: book, move and cancel them here or in the Calendar above, and I remind you and your patients before each one."
+    } else {
+        "I keep your appointments: the Calendar above shows them, I remind you before each one, and you can ask your doctor for one with !request."
+    };
+    format!(
+        "Welcome to your Care desk. {what} Send !help to see what I understand. In Element X, which shows no Calendar, send !calendar for a link to it."
+    )
+}
+
 /// The day-of text for a video appointment: when, and how to join.
 pub fn day_of_text(a: &Appointment, recipient: &UserId, tz: ClinicTimeZone) -> String {
     let (with, other) = other_party(a, recipient);

@@ -10,6 +10,7 @@
 mod appointments;
 mod audit;
 mod bot;
+mod calendar;
 mod consultations;
 mod error;
 mod members;
@@ -28,6 +29,7 @@ use sqlx::{AnyPool, ConnectOptions};
 
 pub use crate::appointments::Booked;
 pub use crate::bot::{FeedCursor, OutboxNotice};
+pub use crate::calendar::CalendarTokenKind;
 pub use crate::error::StoreError;
 pub use crate::read_state::{Receipt, ReminderCandidate};
 pub use crate::transactions::{PendingTransaction, Recorded};

@@ -85,6 +85,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 .store()
                 .set_role(&user_id, Some(role), SystemClock.now())
                 .await?;
+            // Opens their Care desk, with the calendar pinned, before they first sign in.
+            stack
+                .appservice
+                .welcome(&user_id, role == Role::Doctor)
+                .await?;
             lines.push_str(&format!(
                 "    {role:<8} {:<24} password: {password}\n",
                 user.user_id

@@ -23,9 +23,12 @@ pub(super) enum Credential<'a> {
     /// `Authorization: OpenID <Matrix OpenID token>` (from `/user/{userId}/openid/request_token` or a
     /// widget's `get_openid`), checked with the homeserver's `/_matrix/federation/v1/openid/userinfo`.
     OpenId(&'a str),
+    /// `Authorization: Session <token>`: a calendar page session (from a sign-in link or an OpenID
+    /// token exchanged at `/_consulta/v1/calendar/session`), checked with the store.
+    Session(&'a str),
 }
 
-/// The credential of the `Authorization` header: the `Bearer` or the `OpenID` scheme (either case).
+/// The credential of the `Authorization` header: the `Bearer`, `OpenID` or `Session` scheme (any case).
 pub(super) fn credential(headers: &HeaderMap) -> Option<Credential<'_>> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -36,6 +39,8 @@ pub(super) fn credential(headers: &HeaderMap) -> Option<Credential<'_>> {
         Some(Credential::AccessToken(token))
     } else if scheme.eq_ignore_ascii_case("openid") {
         Some(Credential::OpenId(token))
+    } else if scheme.eq_ignore_ascii_case("session") {
+        Some(Credential::Session(token))
     } else {
         None
     }
@@ -96,6 +101,10 @@ mod tests {
         assert_eq!(
             credential(&headers("openid xyz")),
             Some(Credential::OpenId("xyz"))
+        );
+        assert_eq!(
+            credential(&headers("Session abc")),
+            Some(Credential::Session("abc"))
         );
         assert_eq!(credential(&headers("Basic dXNlcjpwYXNz")), None);
         assert_eq!(credential(&headers("Bearer ")), None);

@@ -3,6 +3,8 @@
 mod antispam;
 mod appointments;
 mod auth;
+mod calendar;
+pub use calendar::WIDGET_API;
 mod health;
 mod matrix_as;
 pub mod openapi;
@@ -101,6 +103,24 @@ pub fn app(state: AppState) -> Router {
             "/_consulta/v1/appointment-requests/{id}/withdraw",
             post(appointments::post_request_withdraw),
         )
+        .route("/_consulta/calendar", get(calendar::get_calendar_root))
+        .route("/_consulta/calendar/", get(calendar::get_calendar_page))
+        .route(
+            "/_consulta/calendar/{file}",
+            get(calendar::get_calendar_asset),
+        )
+        .route(
+            "/_consulta/v1/calendar/session",
+            post(calendar::post_session)
+                .get(calendar::get_session)
+                .delete(calendar::delete_session),
+        )
+        .route("/_consulta/v1/calendar/link", post(calendar::post_link))
+        .route(
+            "/_consulta/v1/calendar/feed",
+            post(calendar::post_feed).delete(calendar::delete_feed),
+        )
+        .route("/_consulta/ical/{file}", get(calendar::get_feed))
         .route("/_consulta/v1/openapi.json", get(openapi::get_openapi))
         .route("/health", get(health::get_health))
         .fallback(|| async { MatrixError::unrecognized() })

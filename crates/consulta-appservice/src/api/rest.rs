@@ -37,12 +37,24 @@ pub(super) struct Caller {
 pub(super) async fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let credential = super::auth::credential(headers).ok_or_else(|| {
         ApiError::unauthenticated(
-            "Send your Matrix access token as `Authorization: Bearer <token>` or a Matrix OpenID token as `Authorization: OpenID <token>`",
+            "Send your Matrix access token as `Authorization: Bearer <token>`, a Matrix OpenID token as `Authorization: OpenID <token>`, or a calendar session as `Authorization: Session <token>`",
         )
     })?;
     let (answer, via) = match credential {
         Credential::AccessToken(token) => (state.homeserver().whoami(token).await, Via::Api),
         Credential::OpenId(token) => (state.homeserver().openid_userinfo(token).await, Via::OpenId),
+        Credential::Session(token) => {
+            let user = state
+                .calendar_session_user(token)
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+                .ok_or_else(|| {
+                    ApiError::unauthenticated(
+                        "This calendar session has ended: open the calendar again from Element, or ask the assistant for a new link with !calendar",
+                    )
+                })?;
+            (Ok(user), Via::Calendar)
+        }
     };
     let user = match answer {
         Ok(user) => user,

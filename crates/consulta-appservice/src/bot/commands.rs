@@ -284,6 +284,24 @@ async fn carry_out(
             ))
         }
         Command::Unread => unread(state, actor).await,
+        Command::Calendar => {
+            let url = state.calendar_sign_in_link(actor).await?;
+            Ok(format!(
+                "Your calendar: {url}\nThe link signs you in once and works for {} minutes. Send !calendar again for a new one.",
+                state.config().appointments.sign_in_link_minutes
+            ))
+        }
+        Command::Ical { off: false } => {
+            let url = state.new_calendar_feed(actor).await?;
+            Ok(format!(
+                "Your private calendar feed: {url}\nAdd it to your phone's calendar as a subscription. It shows when your appointments are, not what they are about. Anyone with the link can see those times: keep it to yourself. Send !ical again for a new link (the old one stops working), or !ical off to stop it."
+            ))
+        }
+        Command::Ical { off: true } => Ok(if state.revoke_calendar_feed(actor).await? {
+            "Your calendar feed link no longer works.".to_owned()
+        } else {
+            "You had no calendar feed link.".to_owned()
+        }),
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::{Person, person};
 
 /// Calls `/_consulta/v1{path}` with an `Authorization` header value; returns status and JSON body.
-async fn call(
+pub async fn call(
     stack: &Stack,
     authorization: Option<&str>,
     method: Method,
@@ -39,12 +39,12 @@ async fn call(
     (status, value)
 }
 
-fn bearer(p: &Person) -> String {
+pub fn bearer(p: &Person) -> String {
     format!("Bearer {}", p.user.access_token)
 }
 
 /// A Matrix OpenID token for `p`, from the client API (what a widget gets through `get_openid`).
-async fn openid(stack: &Stack, p: &Person) -> String {
+pub async fn openid(stack: &Stack, p: &Person) -> String {
     let response: Value = reqwest::Client::new()
         .post(format!(
             "{}/_matrix/client/v3/user/{}/openid/request_token",

@@ -11,6 +11,7 @@
 mod admin_api;
 mod appointments;
 mod bot;
+mod calendar;
 mod desk;
 mod offline;
 mod openapi;

@@ -22,6 +22,7 @@ use consulta_testkit::Postgres;
 
 mod appointments;
 mod bot;
+mod calendar;
 
 fn t0() -> Timestamp {
     DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -429,6 +430,7 @@ async fn conformance(store: Store) {
     audit_log_keeps_order_and_fields(&store).await;
     appointments::conformance(&store).await;
     bot::conformance(&store).await;
+    calendar::conformance(&store).await;
     store.close().await;
 }
 
