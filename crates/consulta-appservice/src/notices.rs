@@ -19,6 +19,12 @@ use crate::state::AppState;
 /// The name of the appointment change feed's cursor.
 const CHANGES_CURSOR: &str = "appointment-changes";
 
+/// How far behind its cursor each pass re-reads the change feed. An appointment's `updated_at` is
+/// taken before its transaction commits, so a write that waited for a lock can land behind a cursor
+/// that has already moved past its time; re-reading the last minutes finds it, and versions seen
+/// before produce the same outbox keys, so they add nothing.
+const FEED_LOOKBACK: Duration = Duration::minutes(2);
+
 /// How many rows one page of the feed or the reminder scan reads.
 const PAGE: u32 = 200;
 
@@ -86,14 +92,14 @@ impl AppState {
     /// Versions of appointments that have already ended are skipped: nobody needs telling any more.
     async fn follow_appointment_changes(&self, now: Timestamp) -> Result<usize, StoreError> {
         let tz = self.appointments().time_zone();
-        let mut cursor = self
-            .store()
-            .feed_cursor(CHANGES_CURSOR)
-            .await?
-            .unwrap_or(FeedCursor {
-                at: Timestamp::UNIX_EPOCH,
-                id: None,
-            });
+        let stored = self.store().feed_cursor(CHANGES_CURSOR).await?;
+        let mut cursor = FeedCursor {
+            at: stored
+                .as_ref()
+                .map_or(Timestamp::UNIX_EPOCH, |c| c.at - FEED_LOOKBACK),
+            id: None,
+        };
+        let mut high = stored.map(|c| (c.at, c.id));
         let mut added = 0;
         loop {
             let after_id = cursor
@@ -127,9 +133,13 @@ impl AppState {
                     }
                 }
             }
-            // The cursor moves only after the page's notices are in the outbox: a crash in between
-            // replays the page, and the keys turn the replay into no-ops.
-            self.store().set_feed_cursor(CHANGES_CURSOR, &next).await?;
+            // The cursor moves only after the page's notices are in the outbox (a crash in between
+            // replays the page, and the keys turn the replay into no-ops), and only forwards.
+            let position = (next.at, next.id.clone());
+            if high.as_ref().is_none_or(|h| position > *h) {
+                self.store().set_feed_cursor(CHANGES_CURSOR, &next).await?;
+                high = Some(position);
+            }
             let full = page.len() == PAGE as usize;
             cursor = next;
             if !full {

@@ -264,10 +264,9 @@ impl AppState {
                 {"type": "m.room.history_visibility", "state_key": "", "content": {"history_visibility": "invited"}},
                 {"type": "m.room.guest_access", "state_key": "", "content": {"guest_access": "forbidden"}},
                 {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
-                calendar_widget(&self.calendar_page_url(), self.bot()),
-                {"type": "io.element.widgets.layout", "state_key": "", "content": {
-                    "widgets": {CALENDAR_WIDGET_ID: {"container": "top", "index": 0, "width": 100, "height": 60}},
-                }},
+                {"type": WIDGETS_EVENT, "state_key": CALENDAR_WIDGET_ID,
+                 "content": calendar_widget(&self.calendar_page_url(), self.bot())},
+                {"type": LAYOUT_EVENT, "state_key": "", "content": calendar_layout()},
             ],
         });
         let room = self.homeserver().create_room(&body, None).await?;
@@ -281,20 +280,73 @@ impl AppState {
 /// State key and id of the calendar widget in Care desk rooms.
 pub const CALENDAR_WIDGET_ID: &str = "consulta_calendar";
 
-/// The `im.vector.modular.widgets` state event that puts the calendar page in a room. Element fills
-/// in the theme variable and appends `widgetId` and `parentUrl`, which the page's widget API needs.
+/// Element's room widget state event type.
+const WIDGETS_EVENT: &str = "im.vector.modular.widgets";
+
+/// Element's widget layout state event type.
+const LAYOUT_EVENT: &str = "io.element.widgets.layout";
+
+impl AppState {
+    /// Pins the calendar in every Care desk that lacks it or shows an old page URL (desks opened before
+    /// the calendar existed, or `appointments.calendar_url` changed). Returns how many were updated;
+    /// a room that fails is logged and left for the next start.
+    pub async fn pin_calendar_in_care_desks(&self) -> Result<usize, StoreError> {
+        let widget = calendar_widget(&self.calendar_page_url(), self.bot());
+        let mut pinned = 0;
+        for room in self.store().care_desk_rooms().await? {
+            let hs = self.homeserver();
+            let current = match hs
+                .state(&room, WIDGETS_EVENT, CALENDAR_WIDGET_ID, self.bot())
+                .await
+            {
+                Ok(current) => current,
+                Err(e) => {
+                    tracing::warn!(room_id = %room, error = %e, "cannot read a Care desk's widgets");
+                    continue;
+                }
+            };
+            if current.as_ref().and_then(|c| c.get("url")) == widget.get("url") {
+                continue;
+            }
+            let done = async {
+                hs.put_state(
+                    &room,
+                    WIDGETS_EVENT,
+                    CALENDAR_WIDGET_ID,
+                    &widget,
+                    self.bot(),
+                )
+                .await?;
+                hs.put_state(&room, LAYOUT_EVENT, "", &calendar_layout(), self.bot())
+                    .await
+            };
+            match done.await {
+                Ok(()) => pinned += 1,
+                Err(e) => {
+                    tracing::warn!(room_id = %room, error = %e, "cannot pin the calendar in a Care desk")
+                }
+            }
+        }
+        Ok(pinned)
+    }
+}
+
+/// The content of the `im.vector.modular.widgets` state event that puts the calendar page in a room.
+/// Element fills in the theme variable and appends `widgetId` and `parentUrl`, which the page's widget
+/// API needs.
 pub fn calendar_widget(page_url: &str, creator: &UserId) -> serde_json::Value {
     json!({
-        "type": "im.vector.modular.widgets",
-        "state_key": CALENDAR_WIDGET_ID,
-        "content": {
-            "id": CALENDAR_WIDGET_ID,
-            "type": "m.custom",
-            "name": "Calendar",
-            "url": format!("{page_url}?theme=$org.matrix.msc2873.client_theme"),
-            "creatorUserId": creator,
-            "waitForIframeLoad": true,
-            "data": {"title": "Your appointments"},
-        },
+        "id": CALENDAR_WIDGET_ID,
+        "type": "m.custom",
+        "name": "Calendar",
+        "url": format!("{page_url}?theme=$org.matrix.msc2873.client_theme"),
+        "creatorUserId": creator,
+        "waitForIframeLoad": true,
+        "data": {"title": "Your appointments"},
     })
+}
+
+/// The content of the `io.element.widgets.layout` state event that pins the calendar at the top.
+pub fn calendar_layout() -> serde_json::Value {
+    json!({"widgets": {CALENDAR_WIDGET_ID: {"container": "top", "index": 0, "width": 100, "height": 60}}})
 }

@@ -242,6 +242,16 @@ impl Store {
             .transpose()
     }
 
+    /// Every Care desk room.
+    pub async fn care_desk_rooms(&self) -> Result<Vec<consulta_core::OwnedRoomId>, StoreError> {
+        sqlx::query("SELECT room_id FROM care_desks ORDER BY created_at")
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .map(|row| parse_room(row.try_get("room_id")?))
+            .collect()
+    }
+
     /// Records `user`'s care desk unless one is already recorded; returns the one that counts.
     pub async fn set_care_desk(
         &self,

@@ -6,6 +6,7 @@
 //! cluster for the store's PostgreSQL backend. Tests and `consulta dev` use the same code, so what the
 //! tests prove is what a developer runs.
 
+pub mod bench;
 pub mod install;
 pub mod postgres;
 pub mod stack;

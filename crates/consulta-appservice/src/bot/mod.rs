@@ -146,6 +146,11 @@ impl Bot {
             account.set_avatar_url(Some(avatar)).await?;
         }
         tracing::info!(device_id = %config.device_id, "clinic assistant logged in");
+        match state.pin_calendar_in_care_desks().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rooms = n, "calendar pinned in Care desks"),
+            Err(e) => tracing::warn!(error = %e, "cannot list Care desks to pin the calendar"),
+        }
         Ok(Self { client, state })
     }
 

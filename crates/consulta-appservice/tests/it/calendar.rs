@@ -17,6 +17,7 @@ use tokio::process::Command;
 use crate::appointments::{bearer, call, openid};
 use crate::desk::{command, join_desk, sync, wait_for_assistant, wait_for_text};
 use crate::person;
+use crate::rest_support::eventually;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -63,7 +64,7 @@ async fn a_doctor_books_from_the_calendar_page_and_the_patient_sees_it() {
             .exists(),
         "tests/browser/node_modules is missing: run tests/run, or `npm ci` in tests/browser"
     );
-    let stack = Stack::start().await.unwrap();
+    let mut stack = Stack::start().await.unwrap();
     let doctor = person(&stack, "drcalendar", Some(Role::Doctor)).await;
     let patient = person(&stack, "patcalendar", Some(Role::Patient)).await;
     sync(&doctor).await;
@@ -103,6 +104,38 @@ async fn a_doctor_books_from_the_calendar_page_and_the_patient_sees_it() {
         layout["widgets"]["consulta_calendar"]["container"], "top",
         "{layout}"
     );
+
+    // A desk without the widget (opened before the calendar existed) gets it at the next start.
+    let bot = stack.appservice.bot().clone();
+    stack
+        .appservice
+        .homeserver()
+        .put_state(
+            &desk,
+            "im.vector.modular.widgets",
+            "consulta_calendar",
+            &json!({}),
+            &bot,
+        )
+        .await
+        .unwrap();
+    stack.restart_appservice().await.unwrap();
+    let repinned = eventually("the calendar is pinned again", || async {
+        let content = stack
+            .appservice
+            .homeserver()
+            .state(
+                &desk,
+                "im.vector.modular.widgets",
+                "consulta_calendar",
+                &bot,
+            )
+            .await
+            .unwrap()?;
+        content.get("url").is_some().then_some(content)
+    })
+    .await;
+    assert_eq!(repinned, widget);
 
     // The doctor asks the assistant for a link (Element X shows no widgets); the patient uses REST.
     command(&doctor, &desk, "!calendar").await;

@@ -13,6 +13,7 @@ mod appointments;
 mod bot;
 mod calendar;
 mod desk;
+mod notices;
 mod offline;
 mod openapi;
 mod policy;
@@ -28,6 +29,13 @@ use consulta_store::Store;
 
 /// State over a fresh SQLite store, with no homeserver behind it.
 pub async fn offline_state() -> (AppState, tempfile::TempDir) {
+    offline_state_with_clock(Arc::new(SystemClock)).await
+}
+
+/// [`offline_state`] with the given clock.
+pub async fn offline_state_with_clock(
+    clock: Arc<dyn consulta_core::Clock>,
+) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let overrides = vec![(
         "CONSULTA_DATABASE__URI".to_owned(),
@@ -38,10 +46,7 @@ pub async fn offline_state() -> (AppState, tempfile::TempDir) {
     let store = Store::connect(config.database.uri.expose(), 4)
         .await
         .unwrap();
-    (
-        AppState::new(config, store, Arc::new(SystemClock)).unwrap(),
-        dir,
-    )
+    (AppState::new(config, store, clock).unwrap(), dir)
 }
 
 /// A person with an account on the stack's Synapse, a role in Consulta, and a logged-in matrix-sdk client.
