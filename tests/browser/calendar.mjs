@@ -6,7 +6,9 @@
 // Then Element's side of the widget API (matrix-widget-api's ClientWidgetApi, on a stand-in origin)
 // embeds the page for the patient in dark mode and hands it an OpenID token, as Element does.
 //
-// Usage: node calendar.mjs '<json: {doctorLink, patientLink, patient, date, time, outDir, pageUrl,
+// Finally the doctor moves the appointment (to `movedTo`) and cancels it from the page.
+//
+// Usage: node calendar.mjs '<json: {doctorLink, patientLink, patient, date, time, movedTo, outDir, pageUrl,
 //                                   openId: {access_token, expires_in, matrix_server_name, token_type}}>'
 // Prints one line `CALENDAR_RESULT <json>`; exits non-zero on any failure.
 import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
@@ -239,6 +241,26 @@ try {
   result.screenshots.push(widgetShot.path);
   result.widgetPixels = await slotPixels(widgetShot, VIDEO_DARK);
   server.close();
+
+  // ---- Back to the doctor: move the appointment half an hour, then cancel it. ----
+  await doctor.bringToFront();
+  await doctor.click('#view-week');
+  await doctor.click(`${slotOf(id)} button:has-text("Reschedule")`);
+  await doctor.waitForSelector('#editor[open]');
+  result.rescheduleTitle = await doctor.textContent('#editor-title');
+  result.reschedulePatientLocked = await doctor.isDisabled('#f-patient');
+  await doctor.fill('#f-time', cfg.movedTo);
+  await doctor.click('#editor-save');
+  await doctor.waitForSelector(`${slotOf(id)}[data-start^="${cfg.date}T${cfg.movedTo}"]`);
+  result.movedStatus = await doctor.textContent('#status');
+  await doctor.click(`${slotOf(id)} button:has-text("Cancel")`);
+  await doctor.waitForSelector('#confirm[open]');
+  result.focusInConfirm = await doctor.evaluate(() => document.activeElement.id);
+  await doctor.click('#confirm-cancel');
+  await doctor.waitForSelector(`${slotOf(id)}.status-cancelled`);
+  result.cancelledText = await doctor.locator(slotOf(id)).innerText();
+  result.cancelledButtons = await doctor.locator(`${slotOf(id)} button`).count();
+  await shoot(doctor, 'doctor-week-cancelled', slotOf(id));
 } catch (e) {
   problems.push(`failed: ${e.stack || e}`);
 }

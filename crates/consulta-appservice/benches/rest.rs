@@ -32,7 +32,7 @@ use consulta_appservice::config::{Config, EXAMPLE, generate_missing_secrets};
 use consulta_appservice::{AppState, app};
 use consulta_core::{ManualClock, OwnedUserId, Role, Timestamp};
 use consulta_store::Store;
-use consulta_testkit::bench::{Stats, TABLE_HEADER, load_average, ms};
+use consulta_testkit::bench::{Rng, Stats, TABLE_HEADER, env_or, load_average, ms};
 use serde_json::{Value, json};
 
 /// The store benchmark's population and clock (see crates/consulta-store/benches/appointments.rs).
@@ -41,26 +41,6 @@ const PATIENTS: u64 = 50_000;
 const NOW_SECS: i64 = 1_800_000_000;
 /// Users signed in for the run (each gets a role and a session).
 const SIGNED_IN: u64 = 200;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// SplitMix64, so that runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
-}
 
 fn user(s: String) -> OwnedUserId {
     OwnedUserId::try_from(s).unwrap()

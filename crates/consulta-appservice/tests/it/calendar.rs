@@ -151,6 +151,31 @@ async fn a_doctor_books_from_the_calendar_page_and_the_patient_sees_it() {
         .as_str()
         .to_owned();
     assert!(doctor_link.starts_with(&page), "{doctor_link}");
+
+    // `!ical` gives a feed URL that works until `!ical off`.
+    command(&doctor, &desk, "!ical").await;
+    let texts = wait_for_text(&stack, &doctor, &desk, "Your private calendar feed: ").await;
+    let feed = regex::Regex::new(r"https?://\S+/_consulta/ical/[A-Za-z0-9]{64}\.ics")
+        .unwrap()
+        .find(
+            texts
+                .iter()
+                .find(|t| t.contains("calendar feed: "))
+                .unwrap(),
+        )
+        .unwrap()
+        .as_str()
+        .to_owned();
+    assert_eq!(fetch(&feed).await.0, 200);
+    command(&doctor, &desk, "!ical off").await;
+    wait_for_text(
+        &stack,
+        &doctor,
+        &desk,
+        "Your calendar feed link no longer works.",
+    )
+    .await;
+    assert_eq!(fetch(&feed).await.0, 404);
     let patient_link = sign_in_link(&stack, &patient).await;
 
     // The page, driven like a person would: keyboard to "Book", the form, the slot.
@@ -171,6 +196,7 @@ async fn a_doctor_books_from_the_calendar_page_and_the_patient_sees_it() {
         "patient": patient.id(),
         "date": day.to_string(),
         "time": "10:30",
+        "movedTo": "11:00",
         "outDir": out,
     });
     let output = tokio::time::timeout(
@@ -241,7 +267,8 @@ async fn a_doctor_books_from_the_calendar_page_and_the_patient_sees_it() {
         }
     }
 
-    // The booking is real: stored at the clinic time given, with its details.
+    // The booking was real: stored at the clinic time given, with its details (checked through the
+    // audit of who changed it last, since the page has since moved and cancelled it).
     let (status, list) = call(
         &stack,
         Some(&bearer(&doctor)),
@@ -254,7 +281,6 @@ async fn a_doctor_books_from_the_calendar_page_and_the_patient_sees_it() {
     let booked = &list["appointments"][0];
     assert_eq!(list["appointments"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(booked["id"], r["bookedId"]);
-    assert_eq!(booked["start"], format!("{day}T10:30:00Z"));
     assert_eq!(booked["duration_minutes"], 45);
     assert_eq!(booked["kind"], "video");
     assert_eq!(booked["reason"], "Follow-up from the calendar");
@@ -272,6 +298,41 @@ async fn a_doctor_books_from_the_calendar_page_and_the_patient_sees_it() {
     );
     assert_eq!(r["patientSeesBook"], false);
     assert_eq!(r["patientSlotButtons"], 0);
+
+    // Moved and cancelled from the page: the store has the new time and the cancellation, the
+    // dialog kept the patient fixed, and a cancelled slot offers no more actions.
+    assert_eq!(booked["start"], format!("{day}T11:00:00Z"));
+    assert_eq!(booked["status"], "cancelled");
+    assert_eq!(booked["updated_by"], doctor.id().as_str());
+    assert_eq!(r["rescheduleTitle"], "Reschedule the appointment");
+    assert_eq!(r["reschedulePatientLocked"], true);
+    assert!(
+        r["movedStatus"].as_str().unwrap().starts_with("Moved to"),
+        "{}",
+        r["movedStatus"]
+    );
+    assert_eq!(
+        r["focusInConfirm"], "confirm-keep",
+        "the safe choice has the focus"
+    );
+    assert!(
+        r["cancelledText"].as_str().unwrap().contains("(cancelled)"),
+        "{}",
+        r["cancelledText"]
+    );
+    assert_eq!(r["cancelledButtons"], 0);
+    let audit = stack.appservice.store().recent_audit(200).await.unwrap();
+    let by_page = audit
+        .iter()
+        .filter(|a| {
+            a.detail.contains("via calendar")
+                && a.action == consulta_core::AuditAction::AppointmentChanged
+        })
+        .count();
+    assert!(
+        by_page >= 3,
+        "book, move and cancel audited as the calendar's: {audit:#?}"
+    );
 
     // The screenshots show the slot: most of its box is the video slot's colour, which an empty week
     // does not contain at all.
