@@ -19,13 +19,14 @@
     reason = "benchmark"
 )]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Duration as Span};
 use consulta_core::{
     Appointment, AppointmentId, AppointmentKind, AppointmentStatus, OwnedUserId, Timestamp,
 };
 use consulta_store::{Booked, Store};
+use consulta_testkit::bench::{Rng, Stats, TABLE_HEADER, env_or, load_average};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -33,30 +34,6 @@ const DOCTORS: u64 = 500;
 const PATIENTS: u64 = 50_000;
 /// Appointments per doctor per working day (08:00–16:00, 30 minutes each).
 const SLOTS_PER_DAY: u64 = 16;
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// A small deterministic generator (SplitMix64), so that runs are comparable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn doctor(i: u64) -> String {
     format!("@doctor{i}:clinic.bench")
@@ -75,55 +52,6 @@ fn slot_start(day0: Timestamp, k: u64) -> Timestamp {
     let day = (k / SLOTS_PER_DAY) as i64;
     let slot = (k % SLOTS_PER_DAY) as i64;
     day0 + Span::days(day) + Span::hours(8) + Span::minutes(30 * slot)
-}
-
-struct Stats {
-    n: usize,
-    mean: Duration,
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-    max: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let n = samples.len();
-    let at = |q: f64| {
-        samples[((n as f64 * q).ceil() as usize)
-            .saturating_sub(1)
-            .min(n - 1)]
-    };
-    Stats {
-        n,
-        mean: samples.iter().sum::<Duration>() / n as u32,
-        p50: at(0.50),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: samples[n - 1],
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn print(name: &str, s: &Stats) {
-    println!(
-        "| {name} | {} | {:.3} | {:.3} | **{:.3}** | {:.3} | {:.3} |",
-        s.n,
-        ms(s.mean),
-        ms(s.p50),
-        ms(s.p99),
-        ms(s.p999),
-        ms(s.max)
-    );
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Bulk-loads `n` appointments straight into the file (bypassing the per-booking check: the
@@ -266,8 +194,7 @@ async fn main() {
     }
 
     println!();
-    println!("| operation | calls | mean ms | p50 ms | p99 ms | p99.9 ms | max ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("{TABLE_HEADER}");
     for (name, who) in [
         ("next 20 of a doctor (~2 000 appointments each)", 0),
         ("next 20 of a patient (~20 appointments each)", 1),
@@ -285,7 +212,7 @@ async fn main() {
             samples.push(t.elapsed());
             found += list.len();
         }
-        print(name, &stats(samples));
+        println!("{}", Stats::of(samples).unwrap().row(name));
         assert!(found > 0);
     }
 
@@ -323,11 +250,11 @@ async fn main() {
         }
         samples.push(t.elapsed());
     }
-    print(
-        &format!(
+    println!(
+        "{}",
+        Stats::of(samples).unwrap().row(&format!(
             "book (check both calendars + insert): {done} booked, {busy} refused as collisions"
-        ),
-        &stats(samples),
+        ))
     );
     println!();
     println!("load average at end: {}", load_average());
