@@ -85,6 +85,14 @@ impl AppState {
             &detail,
         )
         .await;
+        // Someone who can now use Consulta gets their Care desk, with the calendar, and a welcome
+        // (once per person; a later role change sends none).
+        if let Some(new) = role.filter(|r| Some(*r) != before) {
+            let as_doctor = matches!(new, Role::Doctor | Role::Admin);
+            if let Err(e) = self.welcome(user, as_doctor).await {
+                tracing::warn!(user = %user, error = %e, "cannot queue the Care desk welcome");
+            }
+        }
         Ok(())
     }
 

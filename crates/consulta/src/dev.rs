@@ -85,7 +85,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 .store()
                 .set_role(&user_id, Some(role), SystemClock.now())
                 .await?;
-            // Opens their Care desk, with the calendar pinned, before they first sign in.
+            // Opens their Care desk, with the calendar pinned, before they first sign in (roles set
+            // through the API or CLI do the same).
             stack
                 .appservice
                 .welcome(&user_id, role == Role::Doctor)

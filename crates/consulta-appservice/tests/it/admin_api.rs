@@ -46,6 +46,28 @@ async fn admins_create_accounts_and_manage_roles_and_every_change_is_audited() {
     assert_eq!(created["user_id"], "@drnew:clinic.test");
     let password = created["initial_password"].as_str().unwrap();
     assert_eq!(password_login(&stack, "drnew", password).await, 200);
+    // The new doctor's Care desk opens with a welcome from the assistant.
+    let drnew = consulta_core::UserId::parse("@drnew:clinic.test").unwrap();
+    let welcome = consulta_core::notices::welcome_key(&drnew);
+    crate::rest_support::eventually("the welcome is delivered", || async {
+        stack
+            .appservice
+            .store()
+            .notice_state(&welcome)
+            .await
+            .unwrap()
+            .flatten()
+    })
+    .await;
+    assert!(
+        stack
+            .appservice
+            .store()
+            .care_desk(&drnew)
+            .await
+            .unwrap()
+            .is_some()
+    );
     let (status, body) = api(&stack, token, Method::POST, "/users", Some(create)).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("exists")));
     let bad = json!({"username": "_consulta_fake"});
