@@ -149,12 +149,29 @@ pub struct Acceptance {
 #[derive(Debug, Clone, Copy)]
 pub struct Appointments<'a> {
     state: &'a AppState,
+    /// A caller whose role was read at the start of this request, so it is not read again.
+    known: Option<(&'a UserId, Option<Role>)>,
 }
 
 impl AppState {
     /// The appointments service.
     pub fn appointments(&self) -> Appointments<'_> {
-        Appointments { state: self }
+        Appointments {
+            state: self,
+            known: None,
+        }
+    }
+
+    /// The appointments service for one request whose caller's role has just been read.
+    pub fn appointments_for<'a>(
+        &'a self,
+        caller: &'a UserId,
+        role: Option<Role>,
+    ) -> Appointments<'a> {
+        Appointments {
+            state: self,
+            known: Some((caller, role)),
+        }
     }
 }
 
@@ -170,6 +187,11 @@ impl Appointments<'_> {
 
     /// A local, non-bot user's role; anyone else has none here.
     async fn role(&self, user: &UserId) -> Result<Option<Role>, StoreError> {
+        if let Some((caller, role)) = self.known
+            && caller == user
+        {
+            return Ok(role);
+        }
         if self.state.is_local(user) && !self.state.is_bot(user) {
             self.state.role_of(user).await
         } else {

@@ -204,7 +204,7 @@ pub async fn get_appointments(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let from = read_time(&service, &caller, "list", query.from.as_deref())
         .await?
         .unwrap_or_else(|| state.clock().now());
@@ -237,7 +237,7 @@ pub async fn get_next_appointments(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let list = service
         .next(
             &caller.user,
@@ -279,7 +279,7 @@ pub async fn post_appointment(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = caller(&state, &headers).await?;
     let body = json_body(body)?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let op = "book";
     let start = read_time(&service, &caller, op, Some(&body.start)).await?;
     let end = read_time(&service, &caller, op, body.end.as_deref()).await?;
@@ -318,7 +318,7 @@ pub async fn get_appointment(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let id: AppointmentId = path_id(id, "appointment")?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let appointment = service.get(&caller.user, caller.via, id).await?;
     Ok(Json(appointment_json(service.time_zone(), &appointment)))
 }
@@ -353,7 +353,7 @@ pub async fn patch_appointment(
     let caller = caller(&state, &headers).await?;
     let id: AppointmentId = path_id(id, "appointment")?;
     let body = json_body(body)?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let tz = service.time_zone();
     if let Some(status) = body.status {
         let alone = body.start.is_none()
@@ -403,7 +403,7 @@ pub async fn post_appointment_cancel(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let id: AppointmentId = path_id(id, "appointment")?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let appointment = service.cancel(&caller.user, caller.via, id).await?;
     Ok(Json(appointment_json(service.time_zone(), &appointment)))
 }
@@ -422,7 +422,7 @@ pub async fn get_requests(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::bad_request("bad_query", e.body_text()))?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let list = service
         .requests(&caller.user, caller.via, query.status)
         .await?;
@@ -454,7 +454,7 @@ pub async fn post_request(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let caller = caller(&state, &headers).await?;
     let body = json_body(body)?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let preferred_start = read_time(
         &service,
         &caller,
@@ -489,7 +489,7 @@ pub async fn get_request(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let id: RequestId = path_id(id, "request")?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let request = service.get_request(&caller.user, caller.via, id).await?;
     Ok(Json(request_json(service.time_zone(), &request)))
 }
@@ -523,7 +523,7 @@ pub async fn post_request_accept(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?
     };
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let op = "accept";
     let start = read_time(&service, &caller, op, body.start.as_deref()).await?;
     let slot = match start {
@@ -569,7 +569,7 @@ pub async fn post_request_decline(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let id: RequestId = path_id(id, "request")?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let request = service
         .decline_request(&caller.user, caller.via, id)
         .await?;
@@ -584,7 +584,7 @@ pub async fn post_request_withdraw(
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&state, &headers).await?;
     let id: RequestId = path_id(id, "request")?;
-    let service = state.appointments();
+    let service = state.appointments_for(&caller.user, caller.role);
     let request = service
         .withdraw_request(&caller.user, caller.via, id)
         .await?;
