@@ -461,10 +461,14 @@ impl Config {
             });
         }
         let url = &self.appointments.calendar_url;
-        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let path_ok = url.trim_end_matches('/').ends_with("/_consulta/calendar");
+        if !(url.is_empty() || (scheme_ok && path_ok)) {
             return Err(ConfigError::Invalid {
                 key: "appointments.calendar_url",
-                reason: format!("{url:?} is not an http(s) URL"),
+                reason: format!(
+                    "{url:?} must be an http(s) URL ending in /_consulta/calendar/ (forward all of /_consulta/ to the appservice)"
+                ),
             });
         }
         if self.appservice.bot.device_id.is_empty()
@@ -854,6 +858,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("namespace_prefix"), "{err}");
+    }
+
+    #[test]
+    fn the_calendar_url_defaults_to_the_appservice_and_must_keep_its_path() {
+        let config = Config::from_yaml_with_env(&ready_example(), []).unwrap();
+        assert_eq!(
+            config.calendar_page_url(),
+            format!(
+                "{}/_consulta/calendar/",
+                config.appservice.address.trim_end_matches('/')
+            )
+        );
+        let public = [(
+            "CONSULTA_APPOINTMENTS__CALENDAR_URL".to_owned(),
+            "https://consulta.clinic.example/_consulta/calendar".to_owned(),
+        )];
+        let config = Config::from_yaml_with_env(&ready_example(), public).unwrap();
+        assert_eq!(
+            config.calendar_page_url(),
+            "https://consulta.clinic.example/_consulta/calendar/"
+        );
+        for bad in [
+            "https://consulta.clinic.example/calendar/",
+            "consulta.clinic.example/_consulta/calendar/",
+        ] {
+            let env = [(
+                "CONSULTA_APPOINTMENTS__CALENDAR_URL".to_owned(),
+                bad.to_owned(),
+            )];
+            let err = Config::from_yaml_with_env(&ready_example(), env)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("appointments.calendar_url"), "{bad}: {err}");
+        }
     }
 
     #[test]
