@@ -27,9 +27,14 @@ fn browser_dir() -> PathBuf {
 
 /// Where the screenshots are kept (a CI artifact): `target/screenshots/calendar`.
 fn screenshot_dir() -> PathBuf {
+    // The workspace root without `..` components, so that paths under it compare as such.
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/<name> sits two levels below the workspace");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+        .unwrap_or_else(|| workspace.join("target"));
     target.join("screenshots/calendar")
 }
 
