@@ -21,47 +21,11 @@ use std::time::{Duration, Instant};
 
 use consulta_core::{Consultation, ConsultationStatus, OwnedRoomId, Role, UserId};
 use consulta_testkit::Stack;
+use consulta_testkit::bench::{Stats, env_or, ms};
 use serde_json::{Value, json};
 
 /// Makes the createRoom body of the i-th room of a case.
 type BodyFor<'a> = Box<dyn Fn(usize) -> Value + 'a>;
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Stats {
-    n: usize,
-    mean: Duration,
-    p50: Duration,
-    p99: Duration,
-    p999: Duration,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort();
-    let n = samples.len();
-    let at = |q: f64| {
-        samples[((n as f64 * q).ceil() as usize)
-            .saturating_sub(1)
-            .min(n - 1)]
-    };
-    let mean = samples.iter().sum::<Duration>() / n as u32;
-    Stats {
-        n,
-        mean,
-        p50: at(0.50),
-        p99: at(0.99),
-        p999: at(0.999),
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 /// Fires `total` gate calls from `concurrency` tasks; returns (wall time, per-call latencies).
 async fn hammer(
@@ -128,9 +92,9 @@ async fn create_room(base: &str, token: &str, body: &Value) -> Duration {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let calls = env_or("GATE_CALLS", 20_000);
-    let concurrency = env_or("GATE_CONCURRENCY", 16);
-    let rooms = env_or("ROOMS", 150);
+    let calls = env_or("GATE_CALLS", 20_000) as usize;
+    let concurrency = env_or("GATE_CONCURRENCY", 16) as usize;
+    let rooms = env_or("ROOMS", 150) as usize;
 
     let stack = Stack::start().await.unwrap();
     let state = stack.appservice.clone();
@@ -231,7 +195,7 @@ async fn main() {
                 level,
             )
             .await;
-            let s = stats(latencies);
+            let s = Stats::of(latencies).unwrap();
             if level <= 4 {
                 worst_p99_realistic = worst_p99_realistic.max(s.p99);
             }
@@ -327,7 +291,7 @@ async fn main() {
             }
         }
         let name: &str = name;
-        let (a, b) = (stats(without), stats(with));
+        let (a, b) = (Stats::of(without).unwrap(), Stats::of(with).unwrap());
         let ratio = b.mean.as_secs_f64() / a.mean.as_secs_f64();
         overheads.push((ratio - 1.0) * 100.0);
         println!(

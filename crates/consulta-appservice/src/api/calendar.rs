@@ -84,7 +84,7 @@ struct SessionRequest {
 }
 
 fn context(state: &AppState, caller: &Caller) -> Value {
-    let tz = state.config().appointments.time_zone;
+    let tz = state.appointments().time_zone();
     let now = state.clock().now();
     json!({
         "user_id": caller.user,
@@ -102,14 +102,20 @@ pub async fn post_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let session = if body.is_empty() {
+    let (session, role) = if body.is_empty() {
         let caller = caller(&state, &headers).await?;
-        state.open_calendar_session(&caller.user).await?
+        (
+            state.open_calendar_session(&caller.user).await?,
+            caller.role,
+        )
     } else {
         let request: SessionRequest = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("bad_body", e.to_string()))?;
         match state.redeem_calendar_link(request.link.trim()).await? {
-            Some(session) => session,
+            Some(session) => {
+                let role = state.role_of(&session.user).await?;
+                (session, role)
+            }
             None => {
                 state
                     .audit(
@@ -125,7 +131,6 @@ pub async fn post_session(
             }
         }
     };
-    let role = state.role_of(&session.user).await?;
     let caller = Caller {
         user: session.user.clone(),
         role,

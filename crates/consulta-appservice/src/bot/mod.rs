@@ -146,11 +146,6 @@ impl Bot {
             account.set_avatar_url(Some(avatar)).await?;
         }
         tracing::info!(device_id = %config.device_id, "clinic assistant logged in");
-        match state.pin_calendar_in_care_desks().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rooms = n, "calendar pinned in Care desks"),
-            Err(e) => tracing::warn!(error = %e, "cannot list Care desks to pin the calendar"),
-        }
         Ok(Self { client, state })
     }
 
@@ -162,6 +157,16 @@ impl Bot {
                 let state = handler_state.clone();
                 async move { on_message(&state, room, event).await }
             });
+        // Care desks missing the calendar (or showing an old URL) get it beside the sync, so that a
+        // clinic with many desks does not wait for them before the assistant answers.
+        let pin_state = self.state.clone();
+        let _pin = AbortOnDrop(tokio::spawn(async move {
+            match pin_state.pin_calendar_in_care_desks().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rooms = n, "calendar pinned in Care desks"),
+                Err(e) => tracing::warn!(error = %e, "cannot list Care desks to pin the calendar"),
+            }
+        }));
         let sync_client = self.client.clone();
         // Aborted with this task (a stopped appservice must not leave its old client syncing).
         let sync = AbortOnDrop(tokio::spawn(async move {

@@ -405,46 +405,18 @@ async fn sessions_expire_and_the_ical_feed_is_private_and_revocable() {
 
     let link = sign_in_link(&stack, &patient).await;
     let token = link.split("#link=").nth(1).unwrap().to_owned();
-    let (status, first) = call(
-        &stack,
-        None,
-        Method::POST,
-        "/calendar/session",
-        Some(json!({"link": token})),
-    )
-    .await;
+    let (status, first) = redeem(&stack, json!({"link": token})).await;
     assert_eq!(status, 201, "{first}");
-    let (status, second) = call(
-        &stack,
-        None,
-        Method::POST,
-        "/calendar/session",
-        Some(json!({"link": token})),
-    )
-    .await;
+    let (status, second) = redeem(&stack, json!({"link": token})).await;
     assert_eq!(
         (status, second["code"].as_str()),
         (401, Some("unauthenticated")),
         "{second}"
     );
     let patient_session = session(first["session"].as_str().unwrap());
-    let (status, garbage) = call(
-        &stack,
-        None,
-        Method::POST,
-        "/calendar/session",
-        Some(json!({"link": "x'; DROP"})),
-    )
-    .await;
+    let (status, garbage) = redeem(&stack, json!({"link": "x'; DROP"})).await;
     assert_eq!(status, 401, "{garbage}");
-    let (status, _) = call(
-        &stack,
-        None,
-        Method::POST,
-        "/calendar/session",
-        Some(json!({"nope": 1})),
-    )
-    .await;
+    let (status, _) = redeem(&stack, json!({"nope": 1})).await;
     assert_eq!(status, 400);
 
     // Sessions work on the appointments API, with the same rules as any other credential.
@@ -639,4 +611,9 @@ async fn sign_in_link(stack: &Stack, p: &crate::Person) -> String {
     .await;
     assert_eq!(status, 201, "{link}");
     link["url"].as_str().unwrap().to_owned()
+}
+
+/// Posts `body` to `/calendar/session` without credentials (how a sign-in link is redeemed).
+async fn redeem(stack: &Stack, body: Value) -> (u16, Value) {
+    call(stack, None, Method::POST, "/calendar/session", Some(body)).await
 }
