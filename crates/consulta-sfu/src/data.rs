@@ -12,9 +12,15 @@ use prost::Message;
 
 use crate::ids::ParticipantSid;
 
-/// Largest `DataPacket` accepted, in bytes. Browsers negotiate an SCTP max-message-size of 64 KiB
-/// or more, and livekit-client splits larger payloads into streams well below this.
-pub const MAX_DATA_PACKET_BYTES: usize = 64 * 1024;
+/// Largest `DataPacket` accepted, in bytes: LiveKit's protocol limit for a whole data packet
+/// (16 KiB; its clients keep user data to 15 KiB and split larger payloads into streams).
+pub const MAX_DATA_PACKET_BYTES: usize = 16 * 1024;
+
+/// SCTP max-message-size the SFU's peer connections advertise and allocate for: a data packet
+/// of [`MAX_DATA_PACKET_BYTES`] plus room for the sender's identity and sid stamped on relay.
+/// `rtc` keeps one zero-filled buffer of this size per SCTP association, so it is resident
+/// memory per participant (64 KiB each at the RFC 8841 default).
+pub const SCTP_MAX_MESSAGE_BYTES: usize = MAX_DATA_PACKET_BYTES + 8 * 1024;
 
 /// Why a data packet is not relayed.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -27,6 +27,22 @@ use crate::ids::{ConnId, RoomName};
 use crate::media::{MediaEngine, MediaEvent};
 use crate::signal::{self, MAX_REQUEST_BYTES, RateLimiter};
 
+/// Read buffer of a signalling WebSocket. tungstenite's default (128 KiB) is zero-filled on the
+/// first read, so it was 128 KiB of resident memory per participant (heaptrack, S1 at 40 rooms);
+/// signalling frames are small and a larger one (an SDP answer) grows the buffer while it lasts.
+const WS_READ_BUFFER_BYTES: usize = 8 * 1024;
+
+/// Signalling frames queued for one client. A client that reads keeps this near empty; one that
+/// stops reading is disconnected when it fills, rather than growing the queue without bound.
+const OUTBOUND_QUEUE_FRAMES: usize = 1024;
+
+/// How long one frame may wait for the client's socket to take it before the client is dropped.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Frames a client has not taken off its socket yet, in bytes. Past this the connection is
+/// closed instead of buffering without bound for a client that stopped reading.
+const WS_MAX_UNSENT_BYTES: usize = 1024 * 1024;
+
 /// What the shell needs to run.
 #[derive(Debug, Clone, Default)]
 pub struct ShellConfig {
@@ -43,7 +59,7 @@ enum Outbound {
 
 struct Hub {
     core: Sfu<Box<dyn MediaEngine>>,
-    routes: HashMap<ConnId, mpsc::UnboundedSender<Outbound>>,
+    routes: HashMap<ConnId, mpsc::Sender<Outbound>>,
 }
 
 impl Hub {
@@ -52,14 +68,22 @@ impl Hub {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send { conn, message } => {
-                    if let Some(tx) = self.routes.get(&conn) {
-                        // A closed receiver means the socket task is already gone.
-                        let _ = tx.send(Outbound::Frame(signal::encode_response(&message)));
+                    let Some(tx) = self.routes.get(&conn) else {
+                        continue;
+                    };
+                    let frame = Outbound::Frame(signal::encode_response(&message));
+                    // A closed receiver means the socket task is already gone. A full queue means
+                    // the client stopped reading: dropping the route ends its socket task once
+                    // the queue is drained, and that task reports the disconnect to the core.
+                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(frame) {
+                        tracing::info!(%conn, "client is not reading its signalling, closing");
+                        self.routes.remove(&conn);
                     }
                 }
                 Output::Close { conn } => {
                     if let Some(tx) = self.routes.remove(&conn) {
-                        let _ = tx.send(Outbound::Close);
+                        // When the queue is full, dropping `tx` closes the socket all the same.
+                        let _ = tx.try_send(Outbound::Close);
                     }
                 }
             }
@@ -288,6 +312,9 @@ async fn get_rtc(
     upgrade
         .max_message_size(MAX_REQUEST_BYTES)
         .max_frame_size(MAX_REQUEST_BYTES)
+        .read_buffer_size(WS_READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+        .max_write_buffer_size(WS_MAX_UNSENT_BYTES)
         .on_upgrade(move |socket| run_socket(server, socket, grant, options, reconnect))
 }
 
@@ -322,7 +349,7 @@ async fn run_socket(
         let _ = socket.close().await;
         return;
     }
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
     let joined = {
         let mut hub = server.lock();
         let joined = hub.core.handle_join(Instant::now(), grant, options);
@@ -348,7 +375,11 @@ async fn run_socket(
         tokio::select! {
             outbound = rx.recv() => match outbound {
                 Some(Outbound::Frame(frame)) => {
-                    if sink.send(Message::Binary(frame.into())).await.is_err() {
+                    let sent = tokio::time::timeout(
+                        SEND_TIMEOUT,
+                        sink.send(Message::Binary(frame.into())),
+                    );
+                    if !matches!(sent.await, Ok(Ok(()))) {
                         break;
                     }
                 }

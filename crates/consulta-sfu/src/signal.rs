@@ -13,8 +13,11 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use livekit_protocol::{JoinRequest, SignalRequest, SignalResponse, WrappedJoinRequest};
 use prost::Message;
 
-/// Largest accepted client frame. SDP offers with simulcast and many m-lines stay well below.
-pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest accepted client frame. The biggest a well-behaved client sends is its answer to the
+/// subscriber offer, one m-line per subscribed track: Chromium answers ≈1 KB per video m-line
+/// with the SFU's codec set, so this leaves room for a couple of hundred subscribed tracks
+/// (64 KiB, the earlier limit, refused answers past ≈27 tracks with `rtc`'s full codec list).
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 /// Why a frame or parameter could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

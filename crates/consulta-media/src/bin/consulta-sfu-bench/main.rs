@@ -115,6 +115,10 @@ struct RunArgs {
     /// Skip the idealised forwarder.
     #[arg(long)]
     no_ideal: bool,
+    /// Run the SFU node under this command (a profiler, e.g. "heaptrack -o /tmp/node"), split on
+    /// spaces; it goes inside `taskset`, and lines the wrapper prints before the node's are skipped.
+    #[arg(long)]
+    node_wrapper: Option<String>,
     /// Also print each scenario's results as one `BENCH_JSON {...}` line.
     #[arg(long)]
     json: bool,
@@ -198,29 +202,40 @@ struct Proc {
 
 impl Proc {
     fn spawn(mode: &str, args: &RunArgs) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?;
-        let mut command = if args.no_pin {
-            Command::new(exe)
-        } else {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(args.sfu_core.to_string()).arg(exe);
-            c
-        };
-        let mut child = command
+        let exe = std::env::current_exe()?.into_os_string();
+        let mut argv: Vec<std::ffi::OsString> = Vec::new();
+        if !args.no_pin {
+            argv.extend([
+                "taskset".into(),
+                "-c".into(),
+                args.sfu_core.to_string().into(),
+            ]);
+        }
+        if let (Some(wrapper), "node") = (&args.node_wrapper, mode) {
+            argv.extend(wrapper.split_whitespace().map(Into::into));
+        }
+        argv.push(exe);
+        let (program, rest) = argv.split_first().context("empty command line")?;
+        let mut child = Command::new(program)
+            .args(rest)
             .arg(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .with_context(|| format!("starting the {mode} process"))?;
         let stdout = child.stdout.take().context("child stdout")?;
-        let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let mut stdout = std::io::BufReader::new(stdout);
         let key = if mode == "node" { "http=" } else { "udp=" };
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix(key))
-            .with_context(|| format!("no address from the {mode} process: {line:?}"))?
-            .parse()?;
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            if stdout.read_line(&mut line)? == 0 {
+                bail!("the {mode} process ended without printing its address");
+            }
+            if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix(key)) {
+                break addr.parse()?;
+            }
+        };
         Ok(Self { child, addr })
     }
 
