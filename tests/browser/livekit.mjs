@@ -91,6 +91,8 @@ window.remoteStats = async () => {
           if (s.type === 'inbound-rtp') {
             entry.packetsReceived = s.packetsReceived;
             entry.packetsLost = s.packetsLost;
+            entry.nackCount = s.nackCount;
+            entry.retransmittedPacketsReceived = s.retransmittedPacketsReceived;
             entry.framesDecoded = s.framesDecoded;
             entry.frameWidth = s.frameWidth;
             entry.totalSamplesReceived = s.totalSamplesReceived;
@@ -102,6 +104,21 @@ window.remoteStats = async () => {
     }
   }
   return out;
+};
+// The local camera's outbound streams (one per simulcast layer), summed.
+window.cameraSent = async () => {
+  const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
+  const total = { packetsSent: 0, nackCount: 0, retransmittedPacketsSent: 0, layers: 0 };
+  const stats = await pub.track.sender.getStats();
+  stats.forEach((s) => {
+    if (s.type === 'outbound-rtp') {
+      total.layers += 1;
+      total.packetsSent += s.packetsSent ?? 0;
+      total.nackCount += s.nackCount ?? 0;
+      total.retransmittedPacketsSent += s.retransmittedPacketsSent ?? 0;
+    }
+  });
+  return total;
 };
 window.events = () => log;
 // Resizes the tiles of a participant's camera: adaptive stream tells the SFU, which picks a layer.
@@ -200,6 +217,20 @@ try {
   result.alice_sees_bob = { video: video(aliceStats, 'bob'), audio: audio(aliceStats, 'bob') };
   result.bob_sees_alice = { video: video(bobStats, 'alice'), audio: audio(bobStats, 'alice') };
   step('media flowing both ways');
+  if (mode === 'loss') {
+    // The SFU drops every Nth RTP datagram each way. Bob's browser NACKs what the SFU dropped on
+    // the way to him; the SFU NACKs what it dropped from Alice, and she resends it.
+    const nacked = (s) => (video(s, 'alice')?.nackCount ?? 0) >= 5;
+    await until(bob, () => window.remoteStats(), nacked, 20000);
+    await until(alice, () => window.cameraSent(), (c) => c.retransmittedPacketsSent >= 5, 20000);
+    const start = video(await bob.evaluate(() => window.remoteStats()), 'alice');
+    await sleep(8000);
+    result.loss_window = { start, end: video(await bob.evaluate(() => window.remoteStats()), 'alice') };
+    result.alice_camera_sent = await alice.evaluate(() => window.cameraSent());
+    await alice.evaluate(() => window.leave());
+    await bob.evaluate(() => window.leave());
+    throw 'done';
+  }
   if (mode === 'e2ee') {
     result.alice_events = await alice.evaluate(() => window.events());
     result.bob_events = await bob.evaluate(() => window.events());

@@ -299,7 +299,13 @@ async fn start_echo(state: &AppState, offer: String) -> Result<String, Error> {
         ..MediaConfig::default()
     };
     let mut peer = MediaPeer::with_config(socket.local_addr()?, config, now)?;
-    let track = peer.add_local_track(MediaKind::Video, "consulta-echo", "echo-video", ECHO_SSRC)?;
+    let track = peer.add_local_track(
+        MediaKind::Video,
+        "video/VP8",
+        "consulta-echo",
+        "echo-video",
+        ECHO_SSRC,
+    )?;
     let answer = peer.accept_offer(offer, now)?;
     let mut echo = Echo::new(track, now);
     state

@@ -195,7 +195,9 @@ pub struct Router {
     local_addr: SocketAddr,
     config: MediaConfig,
     participants: HashMap<ParticipantSid, Participant>,
-    peers: HashMap<PeerId, Peer>,
+    /// Boxed: a `Peer` holds a whole `rtc` connection (≈9 KB inline), and a table of them kept
+    /// every spare slot at that size (2.3 MB for 160 connections, heaptrack, S1).
+    peers: HashMap<PeerId, Box<Peer>>,
     next_peer: u32,
     demux: Demux<PeerId>,
     tracks: HashMap<TrackSid, Published>,
@@ -208,6 +210,8 @@ pub struct Router {
     next_speaker_tick: Option<Instant>,
     /// A subscriber's copy of the payload being forwarded (reused, so no allocation per packet).
     scratch: Vec<u8>,
+    /// RTP datagrams seen in and out, for [`MediaConfig::drop_rtp_every`].
+    injected: [u32; 2],
 }
 
 impl Router {
@@ -230,7 +234,23 @@ impl Router {
             speakers: HashMap::new(),
             next_speaker_tick: None,
             scratch: Vec::with_capacity(1500),
+            injected: [0; 2],
         }
+    }
+
+    /// Whether fault injection drops this datagram (`direction` 0 in, 1 out).
+    fn inject_loss(&mut self, direction: usize, datagram: &[u8]) -> bool {
+        let every = self.config.drop_rtp_every;
+        // RFC 7983: RTP and RTCP start with 128..=191; RTCP packet types are 192..=223.
+        let rtp = matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second));
+        if every == 0 || !rtp {
+            return false;
+        }
+        let Some(count) = self.injected.get_mut(direction) else {
+            return false;
+        };
+        *count = count.wrapping_add(1);
+        *count % every == 0
     }
 
     /// Counters so far.
@@ -245,7 +265,10 @@ impl Router {
 
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let transmit = self.transmits.pop_front()?;
+        let mut transmit = self.transmits.pop_front()?;
+        while self.inject_loss(1, &transmit.contents) {
+            transmit = self.transmits.pop_front()?;
+        }
         self.stats.datagrams_out += 1;
         self.stats.bytes_out += transmit.contents.len() as u64;
         Some(transmit)
@@ -289,6 +312,9 @@ impl Router {
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
         self.stats.datagrams_in += 1;
         self.stats.bytes_in += datagram.len() as u64;
+        if self.inject_loss(0, datagram) {
+            return;
+        }
         let Some(id) = self.demux.route(from, datagram) else {
             self.stats.datagrams_unrouted += 1;
             return;
@@ -400,14 +426,14 @@ impl Router {
         self.next_peer = self.next_peer.wrapping_add(1).max(1);
         self.peers.insert(
             id,
-            Peer {
+            Box::new(Peer {
                 owner: owner.clone(),
                 side,
                 pc,
                 deadline: None,
                 channels: HashMap::new(),
                 open_channels: HashMap::new(),
-            },
+            }),
         );
         Some(id)
     }
@@ -569,10 +595,13 @@ impl Router {
                 .wrapping_add(12345);
             let ssrc = self.ssrc_seed | 1;
             let stream_id = format!("{publisher}|{track}");
-            match peer
-                .pc
-                .add_local_track(published.kind, &stream_id, track.as_str(), ssrc)
-            {
+            match peer.pc.add_local_track(
+                published.kind,
+                &published.info.mime_type,
+                &stream_id,
+                track.as_str(),
+                ssrc,
+            ) {
                 Ok(local) => {
                     let mut config = DownTrackConfig::new(published.codec);
                     // The core copies the publisher's layers into every codec entry.

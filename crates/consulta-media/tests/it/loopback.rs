@@ -135,7 +135,7 @@ fn server_offer_connects_and_carries_rtp_tagged_with_mid_and_pli_back() {
     let track = net
         .a
         .peer
-        .add_local_track(MediaKind::Video, "stream-a", "video-a", 0x1111)
+        .add_local_track(MediaKind::Video, "video/VP8", "stream-a", "video-a", 0x1111)
         .unwrap();
     let offer = net.a.peer.create_offer(net.now).unwrap();
     assert!(
@@ -202,12 +202,12 @@ fn echo_returns_every_packet_on_its_own_ssrc_and_asks_for_a_keyframe() {
     let client_track = net
         .b
         .peer
-        .add_local_track(MediaKind::Video, "client", "camera", client)
+        .add_local_track(MediaKind::Video, "video/VP8", "client", "camera", client)
         .unwrap();
     let echo_track = net
         .a
         .peer
-        .add_local_track(MediaKind::Video, "echo", "echo-video", server)
+        .add_local_track(MediaKind::Video, "video/VP8", "echo", "echo-video", server)
         .unwrap();
     let offer = net.b.peer.create_offer(net.now).unwrap();
     let answer = net.a.peer.accept_offer(offer, net.now).unwrap();

@@ -143,8 +143,13 @@ pub async fn run(
             (MediaKind::Video, video, "video/VP8"),
         ] {
             let cid = format!("TR_bench{stream}");
-            let local =
-                publisher.add_local_track(kind, &stream_id, &cid, rand::random::<u32>() | 1)?;
+            let local = publisher.add_local_track(
+                kind,
+                mime,
+                &stream_id,
+                &cid,
+                rand::random::<u32>() | 1,
+            )?;
             let source = match kind {
                 MediaKind::Audio => Source::audio(stream, now),
                 MediaKind::Video => Source::video(stream, now),
