@@ -40,7 +40,12 @@ window.join = async (url, token, passphrase) => {
   room.on(LK.RoomEvent.ParticipantEncryptionStatusChanged, (enabled, p) => note('encryption_status', { identity: p?.identity, enabled }));
   if (passphrase) await room.setE2EEEnabled(true);
   room.on(LK.RoomEvent.ParticipantConnected, (p) => note('participant_connected', { identity: p.identity }));
-  room.on(LK.RoomEvent.ParticipantDisconnected, (p) => note('participant_disconnected', { identity: p.identity }));
+  room.on(LK.RoomEvent.ParticipantDisconnected, (p) => {
+    note('participant_disconnected', { identity: p.identity });
+    // Their tiles go, as in a real call: otherwise the next one's tile lands below the fold and
+    // adaptive stream (rightly) asks the SFU to pause a video nobody can see.
+    for (const el of document.querySelectorAll('[data-identity]')) if (el.dataset.identity === p.identity) el.remove();
+  });
   room.on(LK.RoomEvent.TrackMuted, (pub, p) => note('muted', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.TrackUnmuted, (pub, p) => note('unmuted', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.TrackUnpublished, (pub, p) => note('unpublished', { identity: p.identity, source: pub.source }));
@@ -89,6 +94,7 @@ window.remoteStats = async () => {
         const stats = await receiver.getStats();
         stats.forEach((s) => {
           if (s.type === 'inbound-rtp') {
+            entry.ssrc = s.ssrc;
             entry.packetsReceived = s.packetsReceived;
             entry.packetsLost = s.packetsLost;
             entry.nackCount = s.nackCount;
@@ -264,12 +270,26 @@ try {
 
   const carol = await open('carol');
   result.carol_sid = await carol.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.carol]);
+  await carol.evaluate(() => window.publish());
   const carolStats = await until(carol, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= 15 && frames(video(s, 'bob')) >= 15, 30000);
   result.carol_sees = { alice: video(carolStats, 'alice'), bob: video(carolStats, 'bob') };
+  const aliceSeesCarol = await until(alice, () => window.remoteStats(), (s) => frames(video(s, 'carol')) >= 15, 30000);
+  result.alice_sees_carol = video(aliceSeesCarol, 'carol');
   await carol.evaluate(() => window.leave());
   await until(alice, () => window.events(), (e) => e.some((x) => x.kind === 'participant_disconnected' && x.identity === 'carol'), 10000);
   await carol.close();
-  step('third participant joined and left');
+  step('third participant joined, published and left');
+
+  // A fourth participant after her: the SFU sends Dave's tracks to Alice on the SSRCs Carol's had
+  // (it reuses them rather than grow per-SSRC state), continuing their numbering.
+  const dave = await open('dave');
+  await dave.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.dave]);
+  await dave.evaluate(() => window.publish());
+  const aliceSeesDave = await until(alice, () => window.remoteStats(), (s) => frames(video(s, 'dave')) >= 30 && (audio(s, 'dave')?.packetsReceived ?? 0) >= 50, 30000);
+  result.alice_sees_dave = { video: video(aliceSeesDave, 'dave'), audio: audio(aliceSeesDave, 'dave') };
+  await dave.evaluate(() => window.leave());
+  await dave.close();
+  step('a fourth participant after the third');
 
   await alice.evaluate(() => window.shareScreen());
   const screen = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice', 'screen_share')) >= 15, 20000);

@@ -119,6 +119,7 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
             "alice": token("alice", "consultation"),
             "bob": token("bob", "consultation"),
             "carol": token("carol", "consultation"),
+            "dave": token("dave", "consultation"),
             "stranger": token("stranger", "another-room"),
         },
         "mode": mode,
@@ -233,6 +234,23 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
     assert!(
         frames(&result["carol_sees"]["bob"]) >= 15,
         "carol decodes bob"
+    );
+    // Dave, who came after Carol left, is seen and heard by Alice on the SSRC Carol's camera had:
+    // the SFU reuses a departed track's SSRC, continuing its numbering.
+    assert!(
+        frames(&result["alice_sees_carol"]) >= 15,
+        "alice decodes carol: {}",
+        result["alice_sees_carol"]
+    );
+    let dave = &result["alice_sees_dave"];
+    assert!(frames(&dave["video"]) >= 30, "alice decodes dave: {dave}");
+    assert!(
+        dave["audio"]["packetsReceived"].as_u64().unwrap_or(0) >= 50,
+        "alice hears dave: {dave}"
+    );
+    assert_eq!(
+        dave["video"]["ssrc"], result["alice_sees_carol"]["ssrc"],
+        "dave's video came on the SSRC carol's had"
     );
     let alice_events = result["alice_events"].as_array().unwrap();
     for kind in ["participant_connected", "participant_disconnected"] {

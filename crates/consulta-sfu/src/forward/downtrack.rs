@@ -246,6 +246,13 @@ impl DownTrack {
         }
     }
 
+    /// Numbers this track's packets on from where `previous` stopped (sequence number, timestamp
+    /// by the time elapsed, VP8 PictureID), as after a layer switch: for a new track sent on the
+    /// SSRC `previous` used, so the receiver and SRTP see one continuous stream.
+    pub fn continue_after(&mut self, previous: &DownTrack) {
+        self.last = previous.last;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &DownTrackConfig {
         &self.config
@@ -692,6 +699,34 @@ mod tests {
                 assert_eq!(b.tl0, a.tl0.wrapping_add(1), "{a:?} {b:?}");
             }
         }
+    }
+
+    /// A track sent on a departed track's SSRC numbers on from it: to the receiver (and to SRTP's
+    /// rollover counter) the SSRC carries one continuous stream.
+    #[test]
+    fn a_track_on_a_reused_ssrc_continues_the_previous_numbering() {
+        let mut before = Sim::new(Codec::Vp8);
+        before.tick(ALL, &[Quality::High]);
+        before.ticks(4, ALL);
+        let last = *before.out.last().unwrap();
+
+        let mut after = Sim::new(Codec::Vp8);
+        after.now = before.now;
+        // Another publisher's stream, numbered nowhere near the first one.
+        after.layers = vec![Stream::new(Quality::High, 40_000, 123_456, 7_000)];
+        after.dt.continue_after(&before.dt);
+        after.tick(&[Quality::High], &[Quality::High]);
+        after.ticks(3, &[Quality::High]);
+        let mut out = vec![last];
+        out.extend(after.out.iter().copied());
+        assert_continuous(&out);
+        assert!(after.out[0].key);
+
+        // Without it, numbering starts where the new stream does.
+        let mut fresh = Sim::new(Codec::Vp8);
+        fresh.layers = vec![Stream::new(Quality::High, 40_000, 123_456, 7_000)];
+        fresh.tick(&[Quality::High], &[Quality::High]);
+        assert_eq!(fresh.out[0].seq, 40_000);
     }
 
     #[test]
