@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 use consulta_media::node::{NodeConfig, SfuNode};
+use consulta_media::peer::MediaConfig;
 use consulta_sfu::auth::{ApiKeys, ApiSecret, join_claims, mint};
 use consulta_sfu::shell::ShellConfig;
 use serde::Serialize;
@@ -67,15 +68,20 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Internal {
     /// (internal) Run an SFU node on 127.0.0.1 and print its addresses; stops when stdin closes.
-    Node,
+    Node {
+        /// Drop every Nth RTP datagram each way (`MediaConfig::drop_rtp_every`; S4).
+        #[arg(long, default_value_t = 0)]
+        drop_rtp_every: u32,
+    },
     /// (internal) Run the idealised forwarder and print its address.
     Ideal,
 }
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
-    /// Scenarios to run, comma-separated: s1 (1:1 rooms), s3 (fan-out), s5 (churn).
-    #[arg(long, default_value = "s1,s3,s5", value_delimiter = ',')]
+    /// Scenarios to run, comma-separated: s1 (1:1 rooms), s3 (fan-out), s4 (1:1 rooms under
+    /// injected loss), s5 (churn).
+    #[arg(long, default_value = "s1,s3,s4,s5", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// S1 steps: numbers of 1:1 rooms (2 peers, each publishing Opus + VP8 and subscribing).
     #[arg(long, default_value = "10,20,40,80,160", value_delimiter = ',')]
@@ -115,6 +121,16 @@ struct RunArgs {
     /// Skip the idealised forwarder.
     #[arg(long)]
     no_ideal: bool,
+    /// S4: numbers of 1:1 rooms under injected loss (as S1).
+    #[arg(long, default_value = "20", value_delimiter = ',')]
+    s4_rooms: Vec<u32>,
+    /// S4: the node drops every Nth RTP datagram it receives and every Nth it sends (50 = 2 %
+    /// each way); NACKs must repair them.
+    #[arg(long, default_value_t = 50)]
+    s4_drop_every: u32,
+    /// Set by S4 for the node it starts.
+    #[arg(skip)]
+    node_drop_rtp_every: u32,
     /// Run the SFU node under this command (a profiler, e.g. "heaptrack -o /tmp/node"), split on
     /// spaces; it goes inside `taskset`, and lines the wrapper prints before the node's are skipped.
     #[arg(long)]
@@ -134,7 +150,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.internal {
-        Some(Internal::Node) => run_node(),
+        Some(Internal::Node { drop_rtp_every }) => run_node(drop_rtp_every),
         Some(Internal::Ideal) => ideal::serve(),
         None => {
             if !cli.run.no_pin {
@@ -162,7 +178,7 @@ fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_node() -> anyhow::Result<()> {
+fn run_node(drop_rtp_every: u32) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -171,6 +187,10 @@ fn run_node() -> anyhow::Result<()> {
             shell: ShellConfig {
                 keys: ApiKeys::new().with(KEY, ApiSecret::new(SECRET)),
                 ..ShellConfig::default()
+            },
+            media: MediaConfig {
+                drop_rtp_every,
+                ..MediaConfig::default()
             },
             ..NodeConfig::default()
         };
@@ -216,9 +236,14 @@ impl Proc {
         }
         argv.push(exe);
         let (program, rest) = argv.split_first().context("empty command line")?;
-        let mut child = Command::new(program)
-            .args(rest)
-            .arg(mode)
+        let mut command = Command::new(program);
+        command.args(rest).arg(mode);
+        if mode == "node" && args.node_drop_rtp_every > 0 {
+            command
+                .arg("--drop-rtp-every")
+                .arg(args.node_drop_rtp_every.to_string());
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -336,6 +361,10 @@ struct Row {
     p999_us: f64,
     generator_lag_p99_us: f64,
     duplicates: u64,
+    repaired: u64,
+    /// Loss of the audio and of the video streams apart (only video is NACKed: Opus is not).
+    loss_audio_percent: f64,
+    loss_video_percent: f64,
     keyframes_per_s: f64,
     keyframe_requests_per_s: f64,
     rss_per_session_kib: f64,
@@ -501,6 +530,9 @@ impl Bench {
             p999_us: stats.p999_us,
             generator_lag_p99_us: stats.generator_lag_p99_us,
             duplicates: stats.duplicates,
+            repaired: stats.repaired,
+            loss_audio_percent: loss_of(&stats, &topology, false),
+            loss_video_percent: loss_of(&stats, &topology, true),
             keyframes_per_s: stats.keyframes as f64 / secs,
             keyframe_requests_per_s: stats.keyframe_requests as f64 / secs,
             rss_per_session_kib,
@@ -640,7 +672,10 @@ async fn stepped(
             .filter(|s| video.contains(s))
             .count();
         println!(
-            "  {} duplicate/late packets; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
+            "  loss audio {:.3} %, video {:.3} %; {} gaps filled late (NACK repairs), {} duplicates; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
+            row.loss_audio_percent,
+            row.loss_video_percent,
+            row.repaired,
             row.duplicates,
             row.keyframes_per_s,
             video_flows as f64 / 3.0,
@@ -684,10 +719,44 @@ async fn stepped(
     Ok(rows)
 }
 
+/// Loss over the video (or the audio) streams of `topology`, in per cent.
+fn loss_of(stats: &WindowStats, topology: &Topology, video: bool) -> f64 {
+    let (received, expected) = topology
+        .streams
+        .iter()
+        .filter(|(_, is_video)| *is_video == video)
+        .filter_map(|(id, _)| stats.per_stream.get(id))
+        .fold((0, 0), |(r, e), (sr, se)| (r + sr, e + se));
+    if expected == 0 {
+        return 0.0;
+    }
+    100.0 * expected.saturating_sub(received) as f64 / expected as f64
+}
+
 async fn s1(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
     let steps = bench.args.s1_rooms.clone();
+    one_to_one(bench, "S1", &steps).await
+}
+
+/// S4: S1's rooms with the node dropping every Nth RTP datagram each way. What the sinks still
+/// miss is the loss NACK repair left; the gaps filled late are the repairs.
+async fn s4(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
+    let steps = bench.args.s4_rooms.clone();
+    let saved = bench.args.clone();
+    bench.args.node_drop_rtp_every = saved.s4_drop_every;
+    bench.args.no_ideal = true;
+    println!(
+        "\nS4: the node drops every {}th RTP datagram it receives and every {}th it sends",
+        saved.s4_drop_every, saved.s4_drop_every
+    );
+    let rows = one_to_one(bench, "S4", &steps).await;
+    bench.args = saved;
+    rows
+}
+
+async fn one_to_one(bench: &mut Bench, name: &str, steps: &[u32]) -> anyhow::Result<Vec<Row>> {
     let mut topology = Topology::default();
-    stepped(bench, "S1", "rooms", &steps, |bench, http, from, to| {
+    stepped(bench, name, "rooms", steps, |bench, http, from, to| {
         for room in from..to {
             let name = format!("s1-{room}");
             let (_, a_streams) = bench.join(http, &name, true, false)?;
@@ -878,8 +947,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "s3" => s3(&mut bench)
                 .await
                 .map(|rows| serde_json::json!({ "rows": rows })),
+            "s4" => s4(&mut bench)
+                .await
+                .map(|rows| serde_json::json!({ "rows": rows })),
             "s5" => s5(&mut bench).await,
-            other => bail!("unknown scenario {other} (s1, s3, s5)"),
+            other => bail!("unknown scenario {other} (s1, s3, s4, s5)"),
         };
         match result {
             Ok(value) => {

@@ -203,12 +203,17 @@ impl Source {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct StreamRx {
     first: u32,
     last: u32,
     received: u64,
+    /// Sequence numbers skipped over and not yet arrived (at most [`MAX_MISSING`]).
+    missing: std::collections::HashSet<u32>,
 }
+
+/// Gaps remembered per flow, so that a packet resent after a NACK counts as repaired.
+const MAX_MISSING: usize = 1024;
 
 /// What the sinks saw: totals always, a measurement window on demand.
 #[derive(Debug)]
@@ -220,6 +225,7 @@ pub struct Recorder {
     lags_ns: Vec<u64>,
     window_bytes: u64,
     duplicates: u64,
+    repaired: u64,
     keyframes: u64,
     /// Every packet received since start.
     pub total_packets: u64,
@@ -241,12 +247,17 @@ pub struct WindowStats {
     /// How late the generator's timers fired (p99): its own scheduling delay, which the
     /// latency figures include.
     pub generator_lag_p99_us: f64,
-    /// Packets that arrived again or out of order (retransmissions).
+    /// Packets that arrived again, or late for a gap already repaired or forgotten.
     pub duplicates: u64,
+    /// Packets that filled a gap late (a retransmission after a NACK, or reordering): counted
+    /// as received, so `expected - received` is what never arrived.
+    pub repaired: u64,
     /// VP8 keyframes that arrived (first packets), over all sinks.
     pub keyframes: u64,
     /// Keyframe requests the publishers received.
     pub keyframe_requests: u64,
+    /// (received, expected) per stream, over all its sinks.
+    pub per_stream: HashMap<u32, (u64, u64)>,
 }
 
 impl WindowStats {
@@ -268,6 +279,7 @@ impl Recorder {
             lags_ns: Vec::new(),
             window_bytes: 0,
             duplicates: 0,
+            repaired: 0,
             keyframes: 0,
             total_packets: 0,
             keyframe_requests: 0,
@@ -298,14 +310,27 @@ impl Recorder {
             first: probe.seq,
             last: probe.seq,
             received: 0,
+            missing: std::collections::HashSet::new(),
         });
         if entry.received > 0 && probe.seq <= entry.last {
-            // A retransmission (NACK) or a late packet: not new media, not counted against loss.
-            self.duplicates += 1;
+            if entry.missing.remove(&probe.seq) {
+                // A gap filled late: a retransmission after a NACK, or reordering.
+                entry.received += 1;
+                self.repaired += 1;
+            } else {
+                self.duplicates += 1;
+            }
             return;
         }
         if entry.received == 0 {
             entry.first = probe.seq;
+        } else {
+            for seq in entry.last.saturating_add(1)..probe.seq {
+                if entry.missing.len() >= MAX_MISSING {
+                    break;
+                }
+                entry.missing.insert(seq);
+            }
         }
         entry.last = probe.seq;
         entry.received += 1;
@@ -335,6 +360,7 @@ impl Recorder {
         self.lags_ns.clear();
         self.window_bytes = 0;
         self.duplicates = 0;
+        self.repaired = 0;
         self.keyframes = 0;
         self.keyframe_requests = 0;
     }
@@ -345,15 +371,22 @@ impl Recorder {
         let mut stats = WindowStats {
             bytes: self.window_bytes,
             duplicates: self.duplicates,
+            repaired: self.repaired,
             keyframes: self.keyframes,
             keyframe_requests: self.keyframe_requests,
             ..WindowStats::default()
         };
-        for rx in self.window.values() {
+        for (&(_, stream), rx) in &self.window {
+            let expected = if rx.received > 0 {
+                u64::from(rx.last - rx.first) + 1
+            } else {
+                0
+            };
             stats.received += rx.received;
-            if rx.received > 0 {
-                stats.expected += u64::from(rx.last - rx.first) + 1;
-            }
+            stats.expected += expected;
+            let entry = stats.per_stream.entry(stream).or_default();
+            entry.0 += rx.received;
+            entry.1 += expected;
         }
         self.latencies_ns.sort_unstable();
         self.lags_ns.sort_unstable();
