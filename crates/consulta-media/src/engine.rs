@@ -130,7 +130,8 @@ enum Side {
 
 #[derive(Debug)]
 struct Peer {
-    owner: ParticipantSid,
+    /// Shared, so that handling each of its events does not copy the sid.
+    owner: std::sync::Arc<ParticipantSid>,
     side: Side,
     pc: MediaPeer,
     deadline: Option<Instant>,
@@ -219,6 +220,8 @@ pub struct Router {
     scratch: Vec<u8>,
     /// RTP datagrams seen in and out, for [`MediaConfig::drop_rtp_every`].
     injected: [u32; 2],
+    /// The connections one datagram's handling touched (kept to reuse its allocation).
+    touched: Vec<PeerId>,
 }
 
 impl Router {
@@ -242,6 +245,7 @@ impl Router {
             next_speaker_tick: None,
             scratch: Vec::with_capacity(1500),
             injected: [0; 2],
+            touched: Vec::new(),
         }
     }
 
@@ -434,7 +438,7 @@ impl Router {
         self.peers.insert(
             id,
             Box::new(Peer {
-                owner: owner.clone(),
+                owner: std::sync::Arc::new(owner.clone()),
                 side,
                 pc,
                 deadline: None,
@@ -734,7 +738,10 @@ impl Router {
     /// Takes every event out of connection `id` and acts on it, then queues its datagrams and
     /// re-arms its timer. Forwarding marks subscriber connections, which are drained in turn.
     fn drain(&mut self, id: PeerId, now: Instant) {
-        let mut touched = vec![id];
+        // Reused between datagrams: this runs once per packet.
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        touched.push(id);
         let mut index = 0;
         while let Some(&current) = touched.get(index) {
             index += 1;
@@ -742,16 +749,17 @@ impl Router {
                 let Some(event) = peer.pc.poll_event() else {
                     break;
                 };
-                let owner = peer.owner.clone();
+                let owner = std::sync::Arc::clone(&peer.owner);
                 let side = peer.side;
                 self.handle_peer_event(current, &owner, side, event, now, &mut touched);
             }
         }
         touched.sort_unstable();
         touched.dedup();
-        for id in touched {
+        for &id in &touched {
             self.flush(id);
         }
+        self.touched = touched;
     }
 
     fn flush(&mut self, id: PeerId) {
@@ -935,7 +943,7 @@ impl Router {
             }
             None => {}
         }
-        let mime = rtp.mime_type.clone().unwrap_or_default();
+        let mime = rtp.mime_type.as_deref().unwrap_or_default();
         let mut requests: Vec<(Quality, Option<u32>)> = Vec::new();
         for sub in &published.subscribers {
             let Some(p) = self.participants.get_mut(sub) else {
@@ -985,7 +993,7 @@ impl Router {
             let Some(peer) = self.peers.get_mut(&sub_peer) else {
                 continue;
             };
-            match peer.pc.write_rtp(local, packet, &mime, now) {
+            match peer.pc.write_rtp(local, packet, mime, now) {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;
                     touched.push(sub_peer);

@@ -422,7 +422,25 @@ pub struct MediaPeer {
     /// in `rtc` clones the sender's whole parameter set, once per packet; this is emptied by
     /// every offer/answer.
     payload_types: HashMap<RTCRtpSenderId, (String, u8)>,
+    /// How each incoming SSRC's packets are tagged, as last looked up: the lookup clones the
+    /// receiver's whole parameter set, once per packet. Emptied by every offer/answer.
+    incoming: HashMap<u32, IncomingTag>,
 }
+
+/// What [`IncomingRtp`] says about the packets of one SSRC.
+#[derive(Debug, Clone)]
+struct IncomingTag {
+    track_id: String,
+    payload_type: u8,
+    mid: Option<Mid>,
+    rid: Option<Rid>,
+    kind: Option<MediaKind>,
+    mime_type: Option<String>,
+}
+
+/// SSRCs whose tags are kept per connection (simulcast layers of a few tracks); past this the
+/// cache starts over rather than grow for a sender that cycles SSRCs.
+const MAX_INCOMING_TAGS: usize = 64;
 
 impl fmt::Debug for MediaPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -517,6 +535,7 @@ impl MediaPeer {
             early_candidates: Vec::new(),
             audio_level_id: None,
             payload_types: HashMap::new(),
+            incoming: HashMap::new(),
         })
     }
 
@@ -644,6 +663,7 @@ impl MediaPeer {
     pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.payload_types.clear();
+        self.incoming.clear();
         self.pc
             .set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
         self.apply_early_candidates();
@@ -656,6 +676,7 @@ impl MediaPeer {
     pub fn create_offer(&mut self, now: Instant) -> Result<String, Error> {
         let offer = self.pc.create_offer(None)?;
         self.payload_types.clear();
+        self.incoming.clear();
         self.pc.set_local_description(now, offer)?;
         self.local_sdp()
     }
@@ -663,6 +684,7 @@ impl MediaPeer {
     /// Applies the remote answer to our offer.
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
         self.payload_types.clear();
+        self.incoming.clear();
         self.pc
             .set_remote_description(now, RTCSessionDescription::answer(answer_sdp)?)?;
         self.apply_early_candidates();
@@ -804,41 +826,59 @@ impl MediaPeer {
     fn tag_rtp(&mut self, track_id: &str, packet: rtc::rtp::Packet) -> MediaEvent {
         let ssrc = packet.header.ssrc;
         let pt = packet.header.payload_type;
-        let remote = self.remote_tracks.get(track_id).cloned();
         let audio_level = self
             .audio_level_id
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|value| value.first().map(|b| b & 0x7f));
-        let (mid, rid, kind, mime_type) = match remote {
-            Some(remote) => {
-                self.ssrc_receivers.entry(ssrc).or_insert(remote.receiver);
-                let details = self.pc.rtp_receiver(remote.receiver).map(|mut receiver| {
-                    let rid = receiver.track().rid(ssrc).cloned().map(Rid);
-                    let kind = MediaKind::from_rtc(receiver.track().kind());
-                    let mime = receiver
-                        .get_parameters()
-                        .rtp_parameters
-                        .codecs
-                        .iter()
-                        .find(|c| c.payload_type == pt)
-                        .map(|c| c.rtp_codec.mime_type.clone());
-                    (rid, kind, mime)
-                });
-                let (rid, kind, mime) = details.unwrap_or((None, None, None));
-                (remote.mid, rid, kind, mime)
+        let tag = match self.incoming.get(&ssrc) {
+            Some(tag) if tag.payload_type == pt && tag.track_id == track_id => tag.clone(),
+            _ => {
+                let tag = self.look_up_tag(track_id, ssrc, pt);
+                if self.incoming.len() >= MAX_INCOMING_TAGS {
+                    self.incoming.clear();
+                }
+                self.incoming.insert(ssrc, tag.clone());
+                tag
             }
-            None => (None, None, None, None),
         };
         MediaEvent::Rtp(Box::new(IncomingRtp {
-            track_id: track_id.to_owned(),
-            mid,
-            rid,
+            track_id: tag.track_id,
+            mid: tag.mid,
+            rid: tag.rid,
             ssrc,
-            kind,
-            mime_type,
+            kind: tag.kind,
+            mime_type: tag.mime_type,
             audio_level,
             packet,
         }))
+    }
+
+    fn look_up_tag(&mut self, track_id: &str, ssrc: u32, pt: u8) -> IncomingTag {
+        let mut tag = IncomingTag {
+            track_id: track_id.to_owned(),
+            payload_type: pt,
+            mid: None,
+            rid: None,
+            kind: None,
+            mime_type: None,
+        };
+        let Some(remote) = self.remote_tracks.get(track_id).cloned() else {
+            return tag;
+        };
+        self.ssrc_receivers.entry(ssrc).or_insert(remote.receiver);
+        tag.mid = remote.mid;
+        if let Some(mut receiver) = self.pc.rtp_receiver(remote.receiver) {
+            tag.rid = receiver.track().rid(ssrc).cloned().map(Rid);
+            tag.kind = MediaKind::from_rtc(receiver.track().kind());
+            tag.mime_type = receiver
+                .get_parameters()
+                .rtp_parameters
+                .codecs
+                .iter()
+                .find(|c| c.payload_type == pt)
+                .map(|c| c.rtp_codec.mime_type.clone());
+        }
+        tag
     }
 
     /// Sends `packet` on a local track: sets the track's SSRC and the payload type the remote peer
