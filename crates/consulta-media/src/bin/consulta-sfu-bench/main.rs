@@ -79,13 +79,16 @@ enum Internal {
 
 #[derive(Debug, Clone, clap::Args)]
 struct RunArgs {
-    /// Scenarios to run, comma-separated: s1 (1:1 rooms), s3 (fan-out), s4 (1:1 rooms under
-    /// injected loss), s5 (churn).
-    #[arg(long, default_value = "s1,s3,s4,s5", value_delimiter = ',')]
+    /// Scenarios to run, comma-separated: s1 (1:1 rooms), s2 (rooms of 4), s3 (fan-out), s4 (1:1
+    /// rooms under injected loss), s5 (churn).
+    #[arg(long, default_value = "s1,s2,s3,s4,s5", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// S1 steps: numbers of 1:1 rooms (2 peers, each publishing Opus + VP8 and subscribing).
     #[arg(long, default_value = "10,20,40,80,160", value_delimiter = ',')]
     s1_rooms: Vec<u32>,
+    /// S2 steps: numbers of rooms of 4 peers, each publishing and receiving the 3 others.
+    #[arg(long, default_value = "5,10,20", value_delimiter = ',')]
+    s2_rooms: Vec<u32>,
     /// S3 steps: numbers of subscribers of the one publisher.
     #[arg(long, default_value = "10,25,50,100,200", value_delimiter = ',')]
     s3_subscribers: Vec<u32>,
@@ -755,20 +758,46 @@ async fn s4(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
 }
 
 async fn one_to_one(bench: &mut Bench, name: &str, steps: &[u32]) -> anyhow::Result<Vec<Row>> {
+    rooms_of(bench, name, steps, 2).await
+}
+
+/// S2: small groups of four, everyone publishing and subscribing to the three others (12
+/// forwarded streams per participant pair direction, 24 consumers per room).
+async fn s2(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
+    let steps = bench.args.s2_rooms.clone();
+    rooms_of(bench, "S2", &steps, 4).await
+}
+
+/// Rooms of `peers` participants, each publishing Opus + VP8 and receiving everyone else's.
+async fn rooms_of(
+    bench: &mut Bench,
+    name: &str,
+    steps: &[u32],
+    peers: usize,
+) -> anyhow::Result<Vec<Row>> {
     let mut topology = Topology::default();
+    let prefix = name.to_lowercase();
     stepped(bench, name, "rooms", steps, |bench, http, from, to| {
         for room in from..to {
-            let name = format!("s1-{room}");
-            let (_, a_streams) = bench.join(http, &name, true, false)?;
-            let (_, b_streams) = bench.join(http, &name, true, false)?;
-            let (Some((aa, av)), Some((ba, bv))) = (a_streams, b_streams) else {
-                bail!("publishers without streams");
-            };
-            topology
-                .streams
-                .extend([(aa, false), (av, true), (ba, false), (bv, true)]);
-            topology.sinks.push(vec![ba, bv]);
-            topology.sinks.push(vec![aa, av]);
+            let room_name = format!("{prefix}-{room}");
+            let mut published = Vec::with_capacity(peers);
+            for _ in 0..peers {
+                let (_, streams) = bench.join(http, &room_name, true, false)?;
+                let Some((audio, video)) = streams else {
+                    bail!("publishers without streams");
+                };
+                topology.streams.extend([(audio, false), (video, true)]);
+                published.push([audio, video]);
+            }
+            for me in 0..peers {
+                let others = published
+                    .iter()
+                    .enumerate()
+                    .filter(|(other, _)| *other != me)
+                    .flat_map(|(_, streams)| *streams)
+                    .collect();
+                topology.sinks.push(others);
+            }
         }
         Ok(topology.clone())
     })
@@ -944,6 +973,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "s1" => s1(&mut bench)
                 .await
                 .map(|rows| serde_json::json!({ "rows": rows })),
+            "s2" => s2(&mut bench)
+                .await
+                .map(|rows| serde_json::json!({ "rows": rows })),
             "s3" => s3(&mut bench)
                 .await
                 .map(|rows| serde_json::json!({ "rows": rows })),
@@ -951,7 +983,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .await
                 .map(|rows| serde_json::json!({ "rows": rows })),
             "s5" => s5(&mut bench).await,
-            other => bail!("unknown scenario {other} (s1, s3, s4, s5)"),
+            other => bail!("unknown scenario {other} (s1, s2, s3, s4, s5)"),
         };
         match result {
             Ok(value) => {
