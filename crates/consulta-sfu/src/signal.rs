@@ -14,9 +14,10 @@ use livekit_protocol::{JoinRequest, SignalRequest, SignalResponse, WrappedJoinRe
 use prost::Message;
 
 /// Largest accepted client frame. The biggest a well-behaved client sends is its answer to the
-/// subscriber offer, one m-line per subscribed track: Chromium answers ≈1 KB per video m-line
-/// with the SFU's codec set, so this leaves room for a couple of hundred subscribed tracks
-/// (64 KiB, the earlier limit, refused answers past ≈27 tracks with `rtc`'s full codec list).
+/// subscriber offer, one m-line per subscribed track and listing the offer's codecs: with the
+/// SFU's codec set an offer takes ≈750 B per m-line (3 773 B for four media m-lines and the data
+/// channel, in the Chromium test), so this leaves room for a couple of hundred subscribed tracks.
+/// 64 KiB, the earlier limit, refused answers past ≈27 tracks with `rtc`'s full codec list.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 /// Why a frame or parameter could not be decoded.
