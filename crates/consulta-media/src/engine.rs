@@ -160,6 +160,9 @@ struct SubscriberState {
     /// sequence numbers and timestamps, as after a layer switch, so SRTP's rollover counter and the
     /// receiver's view of the stream stay consistent.
     retired: Vec<(Codec, LocalTrack, DownTrack)>,
+    /// Tracks removed in the outstanding offer: their SSRCs join `retired` once the answer is
+    /// applied, so the browser has dropped the old track before its SSRC carries a new one.
+    retiring: Vec<(Codec, LocalTrack, DownTrack)>,
     /// An offer is out and unanswered.
     offer_outstanding: bool,
     /// Something changed since the outstanding offer.
@@ -497,13 +500,24 @@ impl Router {
         let Some(id) = self.participants.get(sid).and_then(|p| p.subscriber) else {
             return;
         };
-        if let Some(peer) = self.peers.get_mut(&id)
-            && let Err(error) = peer.pc.accept_answer(answer.sdp, now)
+        let accepted = match self
+            .peers
+            .get_mut(&id)
+            .map(|peer| peer.pc.accept_answer(answer.sdp, now))
         {
-            tracing::info!(%error, participant = %sid, "subscriber answer refused");
-        }
+            Some(Ok(())) => true,
+            Some(Err(error)) => {
+                tracing::info!(%error, participant = %sid, "subscriber answer refused");
+                false
+            }
+            None => false,
+        };
         if let Some(p) = self.participants.get_mut(sid) {
             p.sub.offer_outstanding = false;
+            if accepted {
+                let retiring = std::mem::take(&mut p.sub.retiring);
+                p.sub.retired.extend(retiring);
+            }
         }
         self.drain(id, now);
         self.maybe_offer(now, sid);
@@ -591,7 +605,7 @@ impl Router {
                 match peer.pc.remove_local_track(down.local) {
                     Ok(()) => {
                         let codec = down.forward.config().codec;
-                        p.sub.retired.push((codec, down.local, down.forward));
+                        p.sub.retiring.push((codec, down.local, down.forward));
                     }
                     Err(error) => tracing::debug!(%error, "local track removal failed"),
                 }
@@ -641,7 +655,10 @@ impl Router {
                     }
                     p.sub.sending.insert(track.clone(), Down { local, forward });
                 }
-                Err(error) => tracing::warn!(%error, "local track not added"),
+                Err(error) => {
+                    tracing::warn!(%error, "local track not added");
+                    p.sub.retired.extend(reused);
+                }
             }
         }
     }

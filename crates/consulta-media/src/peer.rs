@@ -33,8 +33,8 @@ use rtc::peer_connection::transport::{
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability,
-    RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -299,10 +299,18 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// packet on its own SSRC, which `rtc` receives, the generator counts and the router forwards as a
 /// late packet; the SFU's own NACK responder does the same towards subscribers.
 fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
+    for (codec, kind) in sfu_codecs() {
+        media_engine.register_codec(codec, kind)?;
+    }
+    Ok(())
+}
+
+/// The codec table [`register_codecs`] registers.
+fn sfu_codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
     use rtc::peer_connection::configuration::media_engine::{
         MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
     };
-    use rtc::rtp_transceiver::rtp_sender::{RTCPFeedback, RTCRtpCodecParameters};
+    use rtc::rtp_transceiver::rtp_sender::RTCPFeedback;
 
     let codec = |mime: &str, clock_rate, channels, fmtp: &str, feedback, payload_type| {
         RTCRtpCodecParameters {
@@ -316,17 +324,6 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
             payload_type,
         }
     };
-    media_engine.register_codec(
-        codec(
-            MIME_TYPE_OPUS,
-            48_000,
-            2,
-            "minptime=10;useinbandfec=1",
-            vec![],
-            111,
-        ),
-        RtpCodecKind::Audio,
-    )?;
     let feedback = || {
         [
             ("goog-remb", ""),
@@ -340,6 +337,14 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
         })
         .to_vec()
     };
+    let opus = codec(
+        MIME_TYPE_OPUS,
+        48_000,
+        2,
+        "minptime=10;useinbandfec=1",
+        vec![],
+        111,
+    );
     let video = [
         (MIME_TYPE_VP8, "", 96),
         (MIME_TYPE_VP9, "profile-id=0", 98),
@@ -350,13 +355,14 @@ fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
         ),
         (MIME_TYPE_AV1, "profile-id=0", 41),
     ];
-    for (mime, fmtp, payload_type) in video {
-        media_engine.register_codec(
-            codec(mime, 90_000, 0, fmtp, feedback(), payload_type),
-            RtpCodecKind::Video,
-        )?;
-    }
-    Ok(())
+    std::iter::once((opus, RtpCodecKind::Audio))
+        .chain(video.into_iter().map(|(mime, fmtp, payload_type)| {
+            (
+                codec(mime, 90_000, 0, fmtp, feedback(), payload_type),
+                RtpCodecKind::Video,
+            )
+        }))
+        .collect()
 }
 
 /// The extension id the remote SDP gave `uri` (`a=extmap:<id>[/direction] <uri>`).
@@ -389,8 +395,9 @@ pub struct MediaConfig {
     /// `rtc`'s interceptors consume the rest (see the `feedback` module).
     pub rtcp_delivery: RtcpDelivery,
     /// Fault injection for tests: the router drops every Nth RTP datagram it receives and every
-    /// Nth it sends (SRTP only; RTCP, STUN and DTLS pass), so that NACK and RTX repair can be
-    /// shown working with real clients. 0 (the default) drops nothing.
+    /// Nth it sends (SRTP only; RTCP, STUN and DTLS pass; one count per direction for the whole
+    /// router), so that NACK repair can be shown working with real clients. 0 (the default)
+    /// drops nothing.
     pub drop_rtp_every: u32,
 }
 
@@ -627,20 +634,25 @@ impl MediaPeer {
         track_id: &str,
         ssrc: u32,
     ) -> Result<LocalTrack, Error> {
-        let (default_mime, clock_rate, channels) = match kind {
-            MediaKind::Video => ("video/VP8", 90_000, 0),
-            MediaKind::Audio => ("audio/opus", 48_000, 2),
+        // The codec the track carries, as registered: `rtc` binds the sender's stream to its
+        // interceptors only when it matches a negotiated codec. A codec the SFU does not negotiate
+        // (a client may announce anything) falls back to the kind's default; such a track cannot
+        // have been published to us anyway.
+        let default_mime = match kind {
+            MediaKind::Video => "video/VP8",
+            MediaKind::Audio => "audio/opus",
         };
-        let codec = RTCRtpCodec {
-            mime_type: if mime_type.is_empty() {
-                default_mime.to_owned()
-            } else {
-                mime_type.to_owned()
-            },
-            clock_rate,
-            channels,
-            ..RTCRtpCodec::default()
+        let codecs = sfu_codecs();
+        let find = |mime: &str| {
+            codecs
+                .iter()
+                .find(|(c, _)| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                .map(|(c, _)| c.clone())
         };
+        let Some(registered) = find(mime_type).or_else(|| find(default_mime)) else {
+            return Err(Error::CodecNotNegotiated(mime_type.to_owned()));
+        };
+        let codec = registered.rtp_codec.clone();
         let track = MediaStreamTrack::new(
             stream_id.to_owned(),
             track_id.to_owned(),
@@ -656,6 +668,25 @@ impl MediaPeer {
             }],
         );
         let sender = self.pc.add_track(track)?;
+        // `rtc` narrows a new transceiver's codec list to the track's codec, and keeps that list
+        // when it reuses the transceiver for a later track, which may carry another codec. Worse,
+        // once an answer has named only that codec, `rtc`'s media engine keeps only the
+        // negotiated codecs for the whole connection, and a later VP9 or H.264 track could not
+        // be added at all. So every m-line offers all the SFU's codecs of its kind (an empty
+        // list means those); it costs ≈70 KiB per 1:1 room in SDP copies.
+        let transceiver = self
+            .pc
+            .get_transceivers()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .find(|&id| {
+                self.pc
+                    .rtp_transceiver(id)
+                    .is_some_and(|t| t.sender() == Some(sender))
+            });
+        if let Some(mut transceiver) = transceiver.and_then(|id| self.pc.rtp_transceiver(id)) {
+            transceiver.set_codec_preferences(Vec::new())?;
+        }
         Ok(LocalTrack { sender, ssrc })
     }
 

@@ -20,6 +20,7 @@ use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use livekit_protocol::{LeaveRequest, SignalRequest, SignalResponse, signal_response};
 use tokio::sync::mpsc;
+use tokio::time::timeout;
 
 use crate::auth::{self, ApiKeys, JoinGrant};
 use crate::core::{JoinError, JoinOptions, Output, Sfu, SfuConfig};
@@ -36,12 +37,9 @@ const WS_READ_BUFFER_BYTES: usize = 8 * 1024;
 /// stops reading is disconnected when it fills, rather than growing the queue without bound.
 const OUTBOUND_QUEUE_FRAMES: usize = 1024;
 
-/// How long one frame may wait for the client's socket to take it before the client is dropped.
+/// How long one frame (or the closing handshake) may wait for the client's socket to take it
+/// before the client is dropped: a client that stops reading must not hold its task forever.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Frames a client has not taken off its socket yet, in bytes. Past this the connection is
-/// closed instead of buffering without bound for a client that stopped reading.
-const WS_MAX_UNSENT_BYTES: usize = 1024 * 1024;
 
 /// What the shell needs to run.
 #[derive(Debug, Clone, Default)]
@@ -314,7 +312,6 @@ async fn get_rtc(
         .max_frame_size(MAX_REQUEST_BYTES)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .max_write_buffer_size(WS_MAX_UNSENT_BYTES)
         .on_upgrade(move |socket| run_socket(server, socket, grant, options, reconnect))
 }
 
@@ -345,8 +342,8 @@ async fn run_socket(
     if reconnect {
         // No session resume: ask for a full rejoin (spec §2.11).
         let frame = leave_frame(livekit_protocol::DisconnectReason::StateMismatch, true);
-        let _ = socket.send(Message::Binary(frame.into())).await;
-        let _ = socket.close().await;
+        let _ = timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.into()))).await;
+        let _ = timeout(SEND_TIMEOUT, socket.close()).await;
         return;
     }
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
@@ -364,8 +361,8 @@ async fn run_socket(
         Err(e) => {
             tracing::info!(error = %e, "join refused after upgrade");
             let frame = leave_frame(livekit_protocol::DisconnectReason::JoinFailure, false);
-            let _ = socket.send(Message::Binary(frame.into())).await;
-            let _ = socket.close().await;
+            let _ = timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.into()))).await;
+            let _ = timeout(SEND_TIMEOUT, socket.close()).await;
             return;
         }
     };
@@ -375,16 +372,13 @@ async fn run_socket(
         tokio::select! {
             outbound = rx.recv() => match outbound {
                 Some(Outbound::Frame(frame)) => {
-                    let sent = tokio::time::timeout(
-                        SEND_TIMEOUT,
-                        sink.send(Message::Binary(frame.into())),
-                    );
+                    let sent = timeout(SEND_TIMEOUT, sink.send(Message::Binary(frame.into())));
                     if !matches!(sent.await, Ok(Ok(()))) {
                         break;
                     }
                 }
                 Some(Outbound::Close) | None => {
-                    let _ = sink.close().await;
+                    let _ = timeout(SEND_TIMEOUT, sink.close()).await;
                     break;
                 }
             },
@@ -392,7 +386,7 @@ async fn run_socket(
                 Some(Ok(Message::Binary(bytes))) => {
                     if limiter.check(Instant::now()).is_err() {
                         tracing::info!(%conn, "signal rate limit exceeded, closing");
-                        let _ = sink.close().await;
+                        let _ = timeout(SEND_TIMEOUT, sink.close()).await;
                         break;
                     }
                     match signal::decode_request(&bytes) {

@@ -8,6 +8,17 @@ use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLos
 use consulta_media::rtp::{Header, Packet};
 use consulta_media::{IncomingRtp, MediaEvent, MediaKind, MediaPeer, PeerState};
 
+/// The RTP packets among `events`.
+fn rtp_events(events: &[MediaEvent]) -> Vec<&IncomingRtp> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Rtp(rtp) => Some(&**rtp),
+            _ => None,
+        })
+        .collect()
+}
+
 struct Side {
     peer: MediaPeer,
     addr: SocketAddr,
@@ -159,15 +170,7 @@ fn server_offer_connects_and_carries_rtp_tagged_with_mid_and_pli_back() {
             .unwrap();
         net.step(Duration::from_millis(33));
     }
-    let received: Vec<&IncomingRtp> = net
-        .b
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            MediaEvent::Rtp(rtp) => Some(&**rtp),
-            _ => None,
-        })
-        .collect();
+    let received = rtp_events(&net.b.events);
     assert_eq!(received.len(), 20, "every packet arrives, decrypted");
     let first = received[0];
     assert_eq!(first.ssrc, 0x1111);
@@ -278,4 +281,72 @@ fn echo_returns_every_packet_on_its_own_ssrc_and_asks_for_a_keyframe() {
         })
         .count();
     assert_eq!(plis, 1, "the client got the echo's keyframe request");
+}
+
+/// A transceiver reused for a later track of another codec (a VP9 camera after a VP8 one left)
+/// carries the new codec: every m-line offers all the SFU's video codecs, so the first answer
+/// does not narrow the connection to VP8.
+#[test]
+fn a_reused_transceiver_offers_and_sends_the_new_tracks_codec() {
+    let mut net = Net::new();
+    let vp8 = net
+        .a
+        .peer
+        .add_local_track(
+            MediaKind::Video,
+            "video/VP8",
+            "first",
+            "first-video",
+            0x2222,
+        )
+        .unwrap();
+    let offer = net.a.peer.create_offer(net.now).unwrap();
+    assert!(offer.contains("VP8/90000"), "{offer}");
+    assert!(
+        offer.contains("VP9/90000"),
+        "every video codec on offer: {offer}"
+    );
+    let answer = net.b.peer.accept_offer(offer, net.now).unwrap();
+    net.a.peer.accept_answer(answer, net.now).unwrap();
+    net.run_until(Duration::from_secs(10), |n| {
+        Net::connected(&n.a) && Net::connected(&n.b)
+    });
+
+    net.a.peer.remove_local_track(vp8).unwrap();
+    let offer = net.a.peer.create_offer(net.now).unwrap();
+    let answer = net.b.peer.accept_offer(offer, net.now).unwrap();
+    net.a.peer.accept_answer(answer, net.now).unwrap();
+
+    let vp9 = net
+        .a
+        .peer
+        .add_local_track(
+            MediaKind::Video,
+            "video/VP9",
+            "second",
+            "second-video",
+            0x3333,
+        )
+        .unwrap();
+    let offer = net.a.peer.create_offer(net.now).unwrap();
+    let video_m_lines = offer.matches("m=video").count();
+    assert_eq!(video_m_lines, 1, "the m-line was reused: {offer}");
+    assert!(offer.contains("VP9/90000"), "{offer}");
+    let answer = net.b.peer.accept_offer(offer, net.now).unwrap();
+    net.a.peer.accept_answer(answer, net.now).unwrap();
+    net.b.events.clear();
+    for i in 0..10u16 {
+        let mut packet = vp8_packet(500 + i, 3000 * u32::from(i), i == 0);
+        // A VP9 payload descriptor: B (start of frame) set, P (inter-picture) clear on the first.
+        packet.payload = vec![if i == 0 { 0x08 } else { 0x48 }, 0, 0, 0].into();
+        net.a
+            .peer
+            .write_rtp(vp9, packet, "video/VP9", net.now)
+            .unwrap();
+        net.step(Duration::from_millis(33));
+    }
+    let received = rtp_events(&net.b.events);
+    assert_eq!(received.len(), 10, "the VP9 track's packets arrive");
+    assert_eq!(received[0].ssrc, 0x3333);
+    assert_eq!(received[0].mime_type.as_deref(), Some("video/VP9"));
 }

@@ -233,6 +233,8 @@ pub struct Recorder {
     pub keyframe_requests: u64,
     /// (sink, stream) pairs that delivered media outside a window (to wait for setup).
     flows: std::collections::HashSet<(u32, u32)>,
+    /// The newest sequence number each (sink, stream) has delivered, windows or not.
+    newest: HashMap<(u32, u32), u32>,
 }
 
 /// One window's results at the sinks.
@@ -284,6 +286,7 @@ impl Recorder {
             total_packets: 0,
             keyframe_requests: 0,
             flows: std::collections::HashSet::new(),
+            newest: HashMap::new(),
         }
     }
 
@@ -299,8 +302,16 @@ impl Recorder {
             return;
         };
         self.total_packets += 1;
+        let newest = self.newest.entry((sink, probe.stream)).or_insert(probe.seq);
+        let late = probe.seq < *newest;
+        *newest = (*newest).max(probe.seq);
         if !self.measuring {
             self.flows.insert((sink, probe.stream));
+            return;
+        }
+        if late && !self.window.contains_key(&(sink, probe.stream)) {
+            // A resend of a packet from before the window: the window starts at new media.
+            self.duplicates += 1;
             return;
         }
         let now_ns = self.ns(now);
@@ -325,6 +336,11 @@ impl Recorder {
         if entry.received == 0 {
             entry.first = probe.seq;
         } else {
+            if entry.missing.len() >= MAX_MISSING / 2 {
+                // Gaps older than MAX_MISSING packets are gone for good: forget them.
+                let horizon = probe.seq.saturating_sub(MAX_MISSING as u32);
+                entry.missing.retain(|&seq| seq >= horizon);
+            }
             for seq in entry.last.saturating_add(1)..probe.seq {
                 if entry.missing.len() >= MAX_MISSING {
                     break;
