@@ -159,10 +159,10 @@ struct SubscriberState {
     /// subscriber connection by ≈2 KiB per visitor (S5). A reused SSRC continues the old one's
     /// sequence numbers and timestamps, as after a layer switch, so SRTP's rollover counter and the
     /// receiver's view of the stream stay consistent.
-    retired: Vec<(Codec, LocalTrack, DownTrack)>,
+    retired: Vec<(LocalTrack, DownTrack)>,
     /// Tracks removed in the outstanding offer: their SSRCs join `retired` once the answer is
     /// applied, so the browser has dropped the old track before its SSRC carries a new one.
-    retiring: Vec<(Codec, LocalTrack, DownTrack)>,
+    retiring: Vec<(LocalTrack, DownTrack)>,
     /// An offer is out and unanswered.
     offer_outstanding: bool,
     /// Something changed since the outstanding offer.
@@ -603,10 +603,7 @@ impl Router {
         for track in gone {
             if let Some(down) = p.sub.sending.remove(&track) {
                 match peer.pc.remove_local_track(down.local) {
-                    Ok(()) => {
-                        let codec = down.forward.config().codec;
-                        p.sub.retiring.push((codec, down.local, down.forward));
-                    }
+                    Ok(()) => p.sub.retiring.push((down.local, down.forward)),
                     Err(error) => tracing::debug!(%error, "local track removal failed"),
                 }
             }
@@ -622,10 +619,10 @@ impl Router {
                 .sub
                 .retired
                 .iter()
-                .position(|(codec, _, _)| *codec == published.codec)
+                .position(|(_, forward)| forward.config().codec == published.codec)
                 .map(|i| p.sub.retired.swap_remove(i));
             let ssrc = match &reused {
-                Some((_, local, _)) => local.ssrc(),
+                Some((local, _)) => local.ssrc(),
                 None => {
                     self.ssrc_seed = self
                         .ssrc_seed
@@ -647,7 +644,7 @@ impl Router {
                     // The core copies the publisher's layers into every codec entry.
                     config.simulcast = published.info.codecs.iter().any(|c| c.layers.len() > 1);
                     let mut forward = DownTrack::new(config);
-                    if let Some((_, _, previous)) = &reused {
+                    if let Some((_, previous)) = &reused {
                         forward.continue_after(previous);
                     }
                     if let Some(settings) = p.sub.settings.get(track) {

@@ -647,12 +647,11 @@ impl MediaPeer {
             codecs
                 .iter()
                 .find(|(c, _)| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                .map(|(c, _)| c.clone())
+                .map(|(c, _)| c.rtp_codec.clone())
         };
-        let Some(registered) = find(mime_type).or_else(|| find(default_mime)) else {
+        let Some(codec) = find(mime_type).or_else(|| find(default_mime)) else {
             return Err(Error::CodecNotNegotiated(mime_type.to_owned()));
         };
-        let codec = registered.rtp_codec.clone();
         let track = MediaStreamTrack::new(
             stream_id.to_owned(),
             track_id.to_owned(),
