@@ -1,10 +1,11 @@
-//! One synthetic participant: LiveKit v0 signalling over WebSocket as livekit-client speaks it
-//! (join, `add_track` per track with the msid track id as `cid`, publisher offer, answers to the
-//! subscriber offers, pings, `leave`) and two `rtc` peer connections (ICE, DTLS, SRTP-GCM) on
-//! their own UDP sockets: the publisher sends paced RTP, the subscriber is a sink.
+//! One synthetic participant: two `rtc` peer connections (ICE, DTLS, SRTP-GCM) on their own UDP
+//! sockets, the publisher sending paced RTP and the subscriber a sink, and the signalling of the
+//! server under test: LiveKit v0 over WebSocket as livekit-client speaks it (join, `add_track` per
+//! track with the msid track id as `cid`, publisher offer, answers to the subscriber offers, pings,
+//! `leave`) or Janus's VideoRoom API (`janus`).
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,11 +30,27 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Datagrams read per wake-up.
 const RECV_BATCH: usize = 64;
 
+/// The signalling of the server under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// LiveKit v0 (the Consulta SFU).
+    LiveKit,
+    /// Janus's VideoRoom plugin over its WebSocket API.
+    Janus,
+}
+
 /// Who this participant is and what it does.
 #[derive(Debug, Clone)]
 pub struct Spec {
+    pub dialect: Dialect,
+    /// The server's signalling address (HTTP/WebSocket).
     pub http: SocketAddr,
+    /// LiveKit access token (LiveKit only).
     pub token: String,
+    pub room: String,
+    pub identity: String,
+    /// The address its UDP sockets bind to.
+    pub bind_ip: IpAddr,
     /// Its sink id in the recorder.
     pub sink: u32,
     /// Stream ids of its audio and video, when it publishes.
@@ -53,16 +70,53 @@ pub struct Outcome {
     pub largest_offer: (usize, usize),
 }
 
-struct Track {
-    local: LocalTrack,
-    mime: &'static str,
-    source: Source,
+pub struct Track {
+    pub local: LocalTrack,
+    pub mime: &'static str,
+    pub source: Source,
 }
 
-type Ws =
+/// The participant's two peer connections and what it publishes, for the signalling to drive.
+pub struct Peers {
+    pub publisher: MediaPeer,
+    pub subscriber: MediaPeer,
+    pub tracks: Vec<Track>,
+    /// The most m-lines a subscriber offer had, and that offer's size in bytes.
+    pub largest_offer: (usize, usize),
+}
+
+impl Peers {
+    /// Applies a subscriber offer from the server and returns the answer.
+    pub fn answer_subscriber(&mut self, offer: String, now: Instant) -> anyhow::Result<String> {
+        let mlines = offer.matches("\nm=").count();
+        self.largest_offer = self.largest_offer.max((mlines, offer.len()));
+        Ok(self.subscriber.accept_offer(offer, now)?)
+    }
+}
+
+/// One server's signalling, driven by [`run`]'s loop. (Futures are polled on one thread only.)
+#[allow(
+    async_fn_in_trait,
+    reason = "used on a LocalSet, never sent across threads"
+)]
+pub trait Signalling {
+    /// Opens the signalling WebSocket and does what comes before media (join, room set-up).
+    async fn open(spec: &Spec, peers: &mut Peers) -> anyhow::Result<(Self, Ws)>
+    where
+        Self: Sized;
+    /// Handles one frame from the server.
+    async fn frame(&mut self, ws: &mut Ws, frame: Message, peers: &mut Peers)
+    -> anyhow::Result<()>;
+    /// Keeps the session alive (pings); `elapsed` is the time since the participant started.
+    async fn keepalive(&mut self, ws: &mut Ws, elapsed: Duration) -> anyhow::Result<()>;
+    /// Says goodbye.
+    async fn leave(&mut self, ws: &mut Ws);
+}
+
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn send(ws: &mut Ws, message: signal_request::Message) -> anyhow::Result<()> {
+async fn send_livekit(ws: &mut Ws, message: signal_request::Message) -> anyhow::Result<()> {
     let bytes = signal::encode_request(&SignalRequest {
         message: Some(message),
     });
@@ -73,8 +127,8 @@ async fn send(ws: &mut Ws, message: signal_request::Message) -> anyhow::Result<(
 
 /// A client socket with a receive buffer large enough that the generator's own scheduling
 /// hiccups do not show up as SFU loss.
-pub async fn bind() -> anyhow::Result<UdpSocket> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+pub async fn bind(ip: IpAddr) -> anyhow::Result<UdpSocket> {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
     socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 20)?;
     Ok(socket)
 }
@@ -117,25 +171,29 @@ fn asks_keyframe_of(ssrc: u32, packets: &[Box<dyn consulta_media::rtcp::Packet>]
 pub async fn run(
     spec: Spec,
     recorder: Rc<RefCell<Recorder>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Outcome> {
+    match spec.dialect {
+        Dialect::LiveKit => run_with::<LiveKit>(spec, recorder, stop).await,
+        Dialect::Janus => run_with::<crate::janus::Janus>(spec, recorder, stop).await,
+    }
+}
+
+async fn run_with<S: Signalling>(
+    spec: Spec,
+    recorder: Rc<RefCell<Recorder>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let url = format!(
-        "ws://{}/rtc?access_token={}&auto_subscribe={}&sdk=js&version=2.23.0&protocol=16&adaptive_stream=0",
-        spec.http,
-        spec.token,
-        u8::from(spec.auto_subscribe)
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .context("signalling connect")?;
-    let pub_socket = bind().await?;
-    let sub_socket = bind().await?;
+    let pub_socket = bind(spec.bind_ip).await?;
+    let sub_socket = bind(spec.bind_ip).await?;
     let now = Instant::now();
-    let mut publisher = MediaPeer::new(pub_socket.local_addr()?, now)?;
-    let mut subscriber = MediaPeer::new(sub_socket.local_addr()?, now)?;
-
-    let mut tracks: Vec<Track> = Vec::new();
+    let mut peers = Peers {
+        publisher: MediaPeer::new(pub_socket.local_addr()?, now)?,
+        subscriber: MediaPeer::new(sub_socket.local_addr()?, now)?,
+        tracks: Vec::new(),
+        largest_offer: (0, 0),
+    };
     if let Some((audio, video)) = spec.publish {
         let stream_id = format!("bench-{}", spec.sink);
         for (kind, stream, mime) in [
@@ -143,7 +201,7 @@ pub async fn run(
             (MediaKind::Video, video, "video/VP8"),
         ] {
             let cid = format!("TR_bench{stream}");
-            let local = publisher.add_local_track(
+            let local = peers.publisher.add_local_track(
                 kind,
                 mime,
                 &stream_id,
@@ -154,19 +212,17 @@ pub async fn run(
                 MediaKind::Audio => Source::audio(stream, now),
                 MediaKind::Video => Source::video(stream, now),
             };
-            tracks.push(Track {
+            peers.tracks.push(Track {
                 local,
                 mime,
                 source,
             });
         }
     }
+    let (mut signalling, mut ws) = S::open(&spec, &mut peers).await?;
 
-    let mut published = 0usize;
-    let mut offered = false;
     let mut sending = false;
     let mut first_media: Option<Duration> = None;
-    let mut largest_offer = (0usize, 0usize);
     let mut next_ping = Instant::now() + PING_INTERVAL;
     let mut pub_buf = vec![0u8; 2048];
     let mut sub_buf = vec![0u8; 2048];
@@ -174,14 +230,14 @@ pub async fn run(
 
     loop {
         // Events out of both peer connections.
-        while let Some(event) = publisher.poll_event() {
+        while let Some(event) = peers.publisher.poll_event() {
             match event {
                 MediaEvent::StateChanged(PeerState::Connected) => sending = true,
                 MediaEvent::StateChanged(PeerState::Failed | PeerState::Closed) => {
                     bail!("publisher connection failed")
                 }
                 MediaEvent::Rtcp { packets, .. } => {
-                    for t in tracks.iter_mut().filter(|t| t.source.is_video()) {
+                    for t in peers.tracks.iter_mut().filter(|t| t.source.is_video()) {
                         if asks_keyframe_of(t.local.ssrc(), &packets) {
                             t.source.request_keyframe();
                             recorder.borrow_mut().keyframe_requests += 1;
@@ -191,7 +247,7 @@ pub async fn run(
                 _ => {}
             }
         }
-        while let Some(event) = subscriber.poll_event() {
+        while let Some(event) = peers.subscriber.poll_event() {
             match event {
                 MediaEvent::Rtp(rtp) => {
                     let payload = &rtp.packet.payload;
@@ -210,131 +266,67 @@ pub async fn run(
                 _ => {}
             }
         }
-        flush(&mut publisher, &pub_socket).await;
-        flush(&mut subscriber, &sub_socket).await;
+        flush(&mut peers.publisher, &pub_socket).await;
+        flush(&mut peers.subscriber, &sub_socket).await;
 
         let done =
-            spec.leave_after_media && first_media.is_some() && (sending || tracks.is_empty());
+            spec.leave_after_media && first_media.is_some() && (sending || peers.tracks.is_empty());
         if done || *stop.borrow() {
-            let _ = send(
-                &mut ws,
-                signal_request::Message::Leave(LeaveRequest {
-                    can_reconnect: false,
-                    reason: livekit_protocol::DisconnectReason::ClientInitiated.into(),
-                    ..LeaveRequest::default()
-                }),
-            )
-            .await;
-            let _ = publisher.close();
-            let _ = subscriber.close();
-            flush(&mut publisher, &pub_socket).await;
-            flush(&mut subscriber, &sub_socket).await;
+            signalling.leave(&mut ws).await;
+            let _ = peers.publisher.close();
+            let _ = peers.subscriber.close();
+            flush(&mut peers.publisher, &pub_socket).await;
+            flush(&mut peers.subscriber, &sub_socket).await;
             let _ = ws.close(None).await;
             return Ok(Outcome {
                 first_media,
-                largest_offer,
+                largest_offer: peers.largest_offer,
             });
         }
 
         let mut deadline = next_ping;
-        for t in [publisher.poll_timeout(), subscriber.poll_timeout()]
-            .into_iter()
-            .flatten()
+        for t in [
+            peers.publisher.poll_timeout(),
+            peers.subscriber.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
         {
             deadline = deadline.min(t);
         }
         if sending {
-            for t in &tracks {
+            for t in &peers.tracks {
                 deadline = deadline.min(t.source.due());
             }
         }
 
         tokio::select! {
             frame = ws.next() => match frame {
-                Some(Ok(Message::Binary(bytes))) => {
-                    let Ok(response) = signal::decode_response(&bytes) else {
-                        continue;
-                    };
-                    let now = Instant::now();
-                    use signal_response::Message as M;
-                    match response.message {
-                        Some(M::Join(_)) => {
-                            for t in &tracks {
-                                let video = t.source.is_video();
-                                let cid = format!("TR_bench{}", t.source.stream);
-                                send(&mut ws, signal_request::Message::AddTrack(AddTrackRequest {
-                                    cid,
-                                    name: if video { "camera" } else { "microphone" }.to_owned(),
-                                    r#type: if video { TrackType::Video } else { TrackType::Audio }.into(),
-                                    source: if video { TrackSource::Camera } else { TrackSource::Microphone }.into(),
-                                    width: if video { 640 } else { 0 },
-                                    height: if video { 360 } else { 0 },
-                                    ..AddTrackRequest::default()
-                                })).await?;
-                            }
-                        }
-                        Some(M::TrackPublished(_)) => {
-                            published += 1;
-                            if published == tracks.len() && !offered {
-                                offered = true;
-                                let sdp = publisher.create_offer(now)?;
-                                send(&mut ws, signal_request::Message::Offer(SessionDescription {
-                                    r#type: "offer".to_owned(),
-                                    sdp,
-                                    id: 1,
-                                    ..SessionDescription::default()
-                                })).await?;
-                            }
-                        }
-                        Some(M::Answer(answer)) => publisher.accept_answer(answer.sdp, now)?,
-                        Some(M::Offer(offer)) => {
-                            let mlines = offer.sdp.matches("\nm=").count();
-                            largest_offer = largest_offer.max((mlines, offer.sdp.len()));
-                            let sdp = subscriber.accept_offer(offer.sdp, now)?;
-                            send(&mut ws, signal_request::Message::Answer(SessionDescription {
-                                r#type: "answer".to_owned(),
-                                sdp,
-                                id: offer.id,
-                                ..SessionDescription::default()
-                            })).await?;
-                        }
-                        Some(M::Trickle(trickle)) => {
-                            let pc = if trickle.target == 1 { &mut subscriber } else { &mut publisher };
-                            let _ = pc.add_remote_candidate(&trickle.candidate_init);
-                        }
-                        Some(M::Leave(_)) => bail!("the server asked us to leave"),
-                        _ => {}
-                    }
-                }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => bail!("signalling closed"),
-                Some(Ok(_)) => {}
+                Some(Ok(frame)) => signalling.frame(&mut ws, frame, &mut peers).await?,
             },
             received = pub_socket.recv_from(&mut pub_buf) => {
-                receive(&mut publisher, &pub_socket, received?, &mut pub_buf);
+                receive(&mut peers.publisher, &pub_socket, received?, &mut pub_buf);
             }
             received = sub_socket.recv_from(&mut sub_buf) => {
-                receive(&mut subscriber, &sub_socket, received?, &mut sub_buf);
+                receive(&mut peers.subscriber, &sub_socket, received?, &mut sub_buf);
             }
             _ = stop.changed() => {}
             () = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
                 recorder.borrow_mut().record_lag(deadline, now);
-                if publisher.poll_timeout().is_some_and(|t| t <= now) {
-                    let _ = publisher.handle_timeout(now);
-                }
-                if subscriber.poll_timeout().is_some_and(|t| t <= now) {
-                    let _ = subscriber.handle_timeout(now);
+                for pc in [&mut peers.publisher, &mut peers.subscriber] {
+                    if pc.poll_timeout().is_some_and(|t| t <= now) {
+                        let _ = pc.handle_timeout(now);
+                    }
                 }
                 if now >= next_ping {
                     next_ping = now + PING_INTERVAL;
-                    send(&mut ws, signal_request::Message::PingReq(Ping {
-                        timestamp: i64::try_from(started.elapsed().as_millis()).unwrap_or(0),
-                        rtt: 0,
-                    })).await?;
+                    signalling.keepalive(&mut ws, started.elapsed()).await?;
                 }
                 if sending {
                     let sent_ns = recorder.borrow().ns(now);
-                    for t in &mut tracks {
+                    for t in &mut peers.tracks {
                         if t.source.due() > now {
                             continue;
                         }
@@ -351,11 +343,151 @@ pub async fn run(
                                 },
                                 payload: p.payload,
                             };
-                            publisher.write_rtp(t.local, packet, t.mime, now)?;
+                            peers.publisher.write_rtp(t.local, packet, t.mime, now)?;
                         }
                     }
                 }
             }
         }
+    }
+}
+
+/// LiveKit v0 signalling, as livekit-client speaks it.
+struct LiveKit {
+    /// `track_published` answers received.
+    published: usize,
+    offered: bool,
+}
+
+impl Signalling for LiveKit {
+    async fn open(spec: &Spec, _peers: &mut Peers) -> anyhow::Result<(Self, Ws)> {
+        let url = format!(
+            "ws://{}/rtc?access_token={}&auto_subscribe={}&sdk=js&version=2.23.0&protocol=16&adaptive_stream=0",
+            spec.http,
+            spec.token,
+            u8::from(spec.auto_subscribe)
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("signalling connect")?;
+        Ok((
+            Self {
+                published: 0,
+                offered: false,
+            },
+            ws,
+        ))
+    }
+
+    async fn frame(
+        &mut self,
+        ws: &mut Ws,
+        frame: Message,
+        peers: &mut Peers,
+    ) -> anyhow::Result<()> {
+        let Message::Binary(bytes) = frame else {
+            return Ok(());
+        };
+        let Ok(response) = signal::decode_response(&bytes) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        use signal_response::Message as M;
+        match response.message {
+            Some(M::Join(_)) => {
+                for t in &peers.tracks {
+                    let video = t.source.is_video();
+                    let cid = format!("TR_bench{}", t.source.stream);
+                    send_livekit(
+                        ws,
+                        signal_request::Message::AddTrack(AddTrackRequest {
+                            cid,
+                            name: if video { "camera" } else { "microphone" }.to_owned(),
+                            r#type: if video {
+                                TrackType::Video
+                            } else {
+                                TrackType::Audio
+                            }
+                            .into(),
+                            source: if video {
+                                TrackSource::Camera
+                            } else {
+                                TrackSource::Microphone
+                            }
+                            .into(),
+                            width: if video { 640 } else { 0 },
+                            height: if video { 360 } else { 0 },
+                            ..AddTrackRequest::default()
+                        }),
+                    )
+                    .await?;
+                }
+            }
+            Some(M::TrackPublished(_)) => {
+                self.published += 1;
+                if self.published == peers.tracks.len() && !self.offered {
+                    self.offered = true;
+                    let sdp = peers.publisher.create_offer(now)?;
+                    send_livekit(
+                        ws,
+                        signal_request::Message::Offer(SessionDescription {
+                            r#type: "offer".to_owned(),
+                            sdp,
+                            id: 1,
+                            ..SessionDescription::default()
+                        }),
+                    )
+                    .await?;
+                }
+            }
+            Some(M::Answer(answer)) => peers.publisher.accept_answer(answer.sdp, now)?,
+            Some(M::Offer(offer)) => {
+                let sdp = peers.answer_subscriber(offer.sdp, now)?;
+                send_livekit(
+                    ws,
+                    signal_request::Message::Answer(SessionDescription {
+                        r#type: "answer".to_owned(),
+                        sdp,
+                        id: offer.id,
+                        ..SessionDescription::default()
+                    }),
+                )
+                .await?;
+            }
+            Some(M::Trickle(trickle)) => {
+                let pc = if trickle.target == 1 {
+                    &mut peers.subscriber
+                } else {
+                    &mut peers.publisher
+                };
+                let _ = pc.add_remote_candidate(&trickle.candidate_init);
+            }
+            Some(M::Leave(_)) => bail!("the server asked us to leave"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn keepalive(&mut self, ws: &mut Ws, elapsed: Duration) -> anyhow::Result<()> {
+        send_livekit(
+            ws,
+            signal_request::Message::PingReq(Ping {
+                timestamp: i64::try_from(elapsed.as_millis()).unwrap_or(0),
+                rtt: 0,
+            }),
+        )
+        .await
+    }
+
+    async fn leave(&mut self, ws: &mut Ws) {
+        let _ = send_livekit(
+            ws,
+            signal_request::Message::Leave(LeaveRequest {
+                can_reconnect: false,
+                reason: livekit_protocol::DisconnectReason::ClientInitiated.into(),
+                ..LeaveRequest::default()
+            }),
+        )
+        .await;
     }
 }

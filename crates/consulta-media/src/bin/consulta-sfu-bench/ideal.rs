@@ -104,7 +104,7 @@ pub async fn drive(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let mut tasks = Vec::new();
     for (sink_index, streams) in topology.sinks.iter().enumerate() {
-        let socket = crate::client::bind().await?;
+        let socket = crate::client::bind(std::net::Ipv4Addr::LOCALHOST.into()).await?;
         for stream in streams {
             let mut message = SUBSCRIBE.to_vec();
             message.extend_from_slice(&ssrc_of(*stream).to_be_bytes());

@@ -8,12 +8,15 @@
 //! SFU's CPU comes from /proc/<pid>/stat, its memory from /proc/<pid>/status. An idealised
 //! forwarder (see `ideal`) is measured in the same run with the same streams, on the same core.
 //!
-//! Scenarios: S1 (N 1:1 rooms), S3 (1 publisher → K subscribers), S5 (join/leave churn).
+//! Scenarios: S1 (N 1:1 rooms), S2 (rooms of 4), S3 (1 publisher → K subscribers), S4 (S1 under
+//! injected loss), S5 (join/leave churn). With `--janus`, S1–S3 are also run against Janus
+//! (Debian `janus`, VideoRoom plugin) with the same participants, on the same core, in the same run.
 
 #![allow(clippy::print_stdout, reason = "a CLI that prints its report")]
 
 mod client;
 mod ideal;
+mod janus;
 mod media;
 
 use std::cell::RefCell;
@@ -33,7 +36,9 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::client::Dialect;
 use crate::ideal::Topology;
+use crate::janus::JanusServer;
 use crate::media::{Recorder, WindowStats};
 
 const KEY: &str = "bench";
@@ -138,6 +143,13 @@ struct RunArgs {
     /// spaces; it goes inside `taskset`, and lines the wrapper prints before the node's are skipped.
     #[arg(long)]
     node_wrapper: Option<String>,
+    /// Also run S1, S2 and S3's steps against Janus (Debian `janus`, its VideoRoom plugin), on the
+    /// SFU's core, with the same participants (Janus API over WebSocket instead of LiveKit's).
+    #[arg(long)]
+    janus: bool,
+    /// The Janus executable.
+    #[arg(long, default_value = "janus")]
+    janus_bin: String,
     /// Also print each scenario's results as one `BENCH_JSON {...}` line.
     #[arg(long)]
     json: bool,
@@ -156,6 +168,11 @@ fn main() -> anyhow::Result<()> {
         Some(Internal::Node { drop_rtp_every }) => run_node(drop_rtp_every),
         Some(Internal::Ideal) => ideal::serve(),
         None => {
+            if cli.run.janus
+                && let Some(status) = janus::reexec_in_namespace()?
+            {
+                std::process::exit(status.code().unwrap_or(1));
+            }
             if !cli.run.no_pin {
                 pin(std::process::id(), cli.run.generator_core)?;
             }
@@ -389,8 +406,40 @@ impl Row {
     }
 }
 
+/// The server a stepped scenario runs against.
+enum Server {
+    Consulta(Proc),
+    Janus(JanusServer),
+}
+
+impl Server {
+    fn start(dialect: Dialect, args: &RunArgs) -> anyhow::Result<Self> {
+        Ok(match dialect {
+            Dialect::LiveKit => Self::Consulta(Proc::spawn("node", args)?),
+            Dialect::Janus => Self::Janus(JanusServer::start(
+                &args.janus_bin,
+                (!args.no_pin).then_some(args.sfu_core),
+            )?),
+        })
+    }
+    fn pid(&self) -> u32 {
+        match self {
+            Self::Consulta(node) => node.pid(),
+            Self::Janus(janus) => janus.pid(),
+        }
+    }
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Self::Consulta(node) => node.addr,
+            Self::Janus(janus) => janus.addr,
+        }
+    }
+}
+
 struct Bench {
     args: RunArgs,
+    /// Which server participants speak to.
+    dialect: Dialect,
     recorder: Rc<RefCell<Recorder>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<client::Outcome>>>,
@@ -402,6 +451,7 @@ impl Bench {
     fn new(args: RunArgs) -> Self {
         Self {
             args,
+            dialect: Dialect::LiveKit,
             recorder: Rc::new(RefCell::new(Recorder::new(Instant::now()))),
             stop: watch::channel(false).0,
             tasks: Vec::new(),
@@ -448,9 +498,17 @@ impl Bench {
             self.next_stream += 2;
             (a, a + 1)
         });
+        let identity = format!("bench-{sink}");
         let spec = client::Spec {
+            dialect: self.dialect,
             http,
-            token: token(&format!("bench-{sink}"), room)?,
+            token: token(&identity, room)?,
+            room: room.to_owned(),
+            identity,
+            bind_ip: match self.dialect {
+                Dialect::LiveKit => std::net::Ipv4Addr::LOCALHOST.into(),
+                Dialect::Janus => janus::NET_IP.into(),
+            },
             sink,
             publish,
             leave_after_media,
@@ -627,27 +685,80 @@ fn print_row(row: &Row) {
     );
 }
 
-/// Runs the stepped scenario; `grow` adds participants up to a step and returns the topology.
+/// Adds participants from one step to the next: (bench, server address, from, to, topology).
+type Grow<'a> =
+    dyn FnMut(&mut Bench, SocketAddr, u32, u32, &mut Topology) -> anyhow::Result<()> + 'a;
+
+/// Runs the stepped scenario against the SFU (and Janus with `--janus`), then the idealised
+/// forwarder with the streams of the SFU's last step; `grow` adds participants up to a step.
 async fn stepped(
     bench: &mut Bench,
     name: &str,
     session: &str,
     steps: &[u32],
-    mut grow: impl FnMut(&mut Bench, SocketAddr, u32, u32) -> anyhow::Result<Topology>,
+    grow: &mut Grow<'_>,
+) -> anyhow::Result<Vec<Row>> {
+    let mut rows = stepped_on(bench, Dialect::LiveKit, name, session, steps, grow).await?;
+    let ideal_topology = rows.last().map(|r| r.topology.clone());
+    if bench.args.janus {
+        let janus_name = format!("janus-{name}");
+        let janus = stepped_on(bench, Dialect::Janus, &janus_name, session, steps, grow).await;
+        bench.dialect = Dialect::LiveKit;
+        rows.extend(janus?);
+    }
+    if !bench.args.no_ideal
+        && let Some(topology) = ideal_topology
+    {
+        let ideal = bench.ideal(&topology).await?;
+        for row in &mut rows {
+            if row.us_per_packet > 0.0 {
+                row.ratio_to_ideal = Some(ideal.us_per_packet / row.us_per_packet);
+            }
+        }
+        println!(
+            "idealised forwarder (fixed-key SRTP-GCM via rtc::srtp, no DTLS; same streams as the SFU's last step, same core):"
+        );
+        print_row(&ideal);
+        let ratios: Vec<String> = rows
+            .iter()
+            .filter_map(|r| {
+                r.ratio_to_ideal
+                    .map(|x| format!("{} {:.1} %", r.label, 100.0 * x))
+            })
+            .collect();
+        println!(
+            "out-pps per core as a share of the idealised forwarder's: {}",
+            ratios.join(", ")
+        );
+        rows.push(ideal);
+    }
+    Ok(rows)
+}
+
+/// The steps of one scenario against one server, until the knee.
+async fn stepped_on(
+    bench: &mut Bench,
+    dialect: Dialect,
+    name: &str,
+    session: &str,
+    steps: &[u32],
+    grow: &mut Grow<'_>,
 ) -> anyhow::Result<Vec<Row>> {
     bench.reset().await;
-    let node = Proc::spawn("node", &bench.args)?;
+    bench.dialect = dialect;
+    let server = Server::start(dialect, &bench.args)?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss0 = rss_kib(node.pid())?;
+    let rss0 = rss_kib(server.pid())?;
     println!(
-        "\n{name} (node pid {}, RSS at start {rss0} KiB)",
-        node.pid()
+        "\n{name} (server pid {}, RSS at start {rss0} KiB)",
+        server.pid()
     );
     print_header(session);
     let mut rows = Vec::new();
     let mut current = 0;
+    let mut topology = Topology::default();
     for &step in steps {
-        let topology = grow(bench, node.addr, current, step)?;
+        grow(bench, server.addr(), current, step, &mut topology)?;
         current = step;
         let flows: usize = topology.sinks.iter().map(Vec::len).sum();
         let setup = Instant::now();
@@ -655,10 +766,16 @@ async fn stepped(
             .wait_flows(flows, Duration::from_secs(20 + u64::from(step) / 4))
             .await;
         tracing::info!(step, setup = ?setup.elapsed(), complete, "step set up");
-        let m = bench.measure(node.pid()).await?;
-        let rss = rss_kib(node.pid())?;
+        let m = bench.measure(server.pid()).await?;
+        let rss = rss_kib(server.pid())?;
         let per_session = rss.saturating_sub(rss0) as f64 / f64::from(step.max(1));
-        let row = Bench::row(format!("{name}-{step}"), step, m, per_session, topology);
+        let row = Bench::row(
+            format!("{name}-{step}"),
+            step,
+            m,
+            per_session,
+            topology.clone(),
+        );
         print_row(&row);
         let video: std::collections::HashSet<u32> = row
             .topology
@@ -690,35 +807,9 @@ async fn stepped(
             break;
         }
     }
-    // Participants leave before the node goes, so that teardown is not reported as failure.
+    // Participants leave before the server goes, so that teardown is not reported as failure.
     bench.reset().await;
-    drop(node);
-    if !bench.args.no_ideal
-        && let Some(last) = rows.last()
-    {
-        let ideal = bench.ideal(&last.topology.clone()).await?;
-        for row in &mut rows {
-            if row.us_per_packet > 0.0 {
-                row.ratio_to_ideal = Some(ideal.us_per_packet / row.us_per_packet);
-            }
-        }
-        println!(
-            "idealised forwarder (fixed-key SRTP-GCM via rtc::srtp, no DTLS; same streams as the last step, same core):"
-        );
-        print_row(&ideal);
-        let ratios: Vec<String> = rows
-            .iter()
-            .filter_map(|r| {
-                r.ratio_to_ideal
-                    .map(|x| format!("{} {:.1} %", r.label, 100.0 * x))
-            })
-            .collect();
-        println!(
-            "SFU out-pps per core as a share of the idealised forwarder's: {}",
-            ratios.join(", ")
-        );
-        rows.push(ideal);
-    }
+    drop(server);
     Ok(rows)
 }
 
@@ -775,9 +866,8 @@ async fn rooms_of(
     steps: &[u32],
     peers: usize,
 ) -> anyhow::Result<Vec<Row>> {
-    let mut topology = Topology::default();
     let prefix = name.to_lowercase();
-    stepped(bench, name, "rooms", steps, |bench, http, from, to| {
+    let mut grow = |bench: &mut Bench, http, from, to, topology: &mut Topology| {
         for room in from..to {
             let room_name = format!("{prefix}-{room}");
             let mut published = Vec::with_capacity(peers);
@@ -799,22 +889,20 @@ async fn rooms_of(
                 topology.sinks.push(others);
             }
         }
-        Ok(topology.clone())
-    })
-    .await
+        Ok(())
+    };
+    stepped(bench, name, "rooms", steps, &mut grow).await
 }
 
 async fn s3(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
     let steps = bench.args.s3_subscribers.clone();
-    let mut topology = Topology::default();
-    let mut publisher = None;
-    stepped(bench, "S3", "subs", &steps, |bench, http, from, to| {
-        let (audio, video) = match publisher {
-            Some(streams) => streams,
-            None => {
+    let mut grow = |bench: &mut Bench, http, from, to, topology: &mut Topology| {
+        // The publisher's streams are the topology's only ones.
+        let (audio, video) = match topology.streams.as_slice() {
+            [(audio, _), (video, _)] => (*audio, *video),
+            _ => {
                 let (_, streams) = bench.join(http, "s3", true, false)?;
                 let streams = streams.context("publisher streams")?;
-                publisher = Some(streams);
                 topology
                     .streams
                     .extend([(streams.0, false), (streams.1, true)]);
@@ -828,9 +916,9 @@ async fn s3(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
             bench.join(http, "s3", false, false)?;
             topology.sinks.push(vec![audio, video]);
         }
-        Ok(topology.clone())
-    })
-    .await
+        Ok(())
+    };
+    stepped(bench, "S3", "subs", &steps, &mut grow).await
 }
 
 /// S5: RSS of the node before and after join/leave cycles.
