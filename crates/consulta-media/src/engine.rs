@@ -1269,8 +1269,20 @@ impl MediaEngine for RtcEngine {
     }
 }
 
-/// Datagrams read per wake-up before the router's output is flushed.
+/// Datagrams read per wake-up (each one's output is sent before the next is read).
 const RECV_BATCH: usize = 64;
+
+/// Sends everything the router has queued.
+async fn send_queued(router: &mut Router, socket: &UdpSocket) {
+    while let Some(transmit) = router.poll_transmit() {
+        if let Err(error) = socket
+            .send_to(&transmit.contents, transmit.destination)
+            .await
+        {
+            tracing::debug!(%error, destination = %transmit.destination, "udp send failed");
+        }
+    }
+}
 
 /// Runs the router on `socket` until `stop` turns true: commands from the core in, events for
 /// the core out through `on_event`.
@@ -1293,14 +1305,7 @@ where
             published_at = Instant::now();
             stats.send_replace(router.stats());
         }
-        while let Some(transmit) = router.poll_transmit() {
-            if let Err(error) = socket
-                .send_to(&transmit.contents, transmit.destination)
-                .await
-            {
-                tracing::debug!(%error, destination = %transmit.destination, "udp send failed");
-            }
-        }
+        send_queued(&mut router, &socket).await;
         while let Some(event) = router.poll_event() {
             on_event(event);
         }
@@ -1322,12 +1327,19 @@ where
             }
             received = socket.recv_from(&mut buf) => {
                 let (len, from) = received?;
-                let now = Instant::now();
-                router.handle_datagram(now, from, buf.get(..len).unwrap_or_default());
+                router.handle_datagram(Instant::now(), from, buf.get(..len).unwrap_or_default());
+                // A packet's copies leave before the next packet is read: in a burst (a
+                // keyframe) the first packet does not wait for the whole batch.
+                send_queued(&mut router, &socket).await;
                 for _ in 1..RECV_BATCH {
                     match socket.try_recv_from(&mut buf) {
                         Ok((len, from)) => {
-                            router.handle_datagram(now, from, buf.get(..len).unwrap_or_default());
+                            router.handle_datagram(
+                                Instant::now(),
+                                from,
+                                buf.get(..len).unwrap_or_default(),
+                            );
+                            send_queued(&mut router, &socket).await;
                         }
                         Err(_) => break,
                     }
