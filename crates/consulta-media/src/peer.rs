@@ -75,11 +75,14 @@ pub enum Error {
 /// any number).
 const MAX_EARLY_CANDIDATES: usize = 32;
 
-/// Packets of each outgoing video stream kept to answer NACKs: ≈1 s of a 1.2 Mbit/s camera
-/// (124 packets/s), ≈0.5 s of a 2.5 Mbit/s one: past the round trips a repair still helps within.
-/// Each entry holds a packet (≈1.1 KB resident), so this is most of what NACK costs in memory:
-/// `rtc`'s default (1024) would keep ≈1.1 MB per subscribed video stream.
-const NACK_HISTORY: u16 = 128;
+/// Packets of each outgoing video stream kept to answer NACKs (a power of two, as `rtc` wants):
+/// ≈0.5 s of a 1.2 Mbit/s camera (124 packets/s), ≈0.25 s of a 2.5 Mbit/s one. That is at least
+/// Janus's floor (200 ms), enough for the first NACK at any usable round trip and a second one
+/// below ≈150 ms, and a repair arriving later than that is useless to a real-time decoder anyway.
+/// Each entry holds a packet (≈1.2 KB resident), so this is most of what NACK costs in memory:
+/// ≈75 KiB per subscribed video stream (128 entries made a 1:1 room cost ≈1.1 MiB, past its
+/// 1 MiB budget; `rtc`'s default of 1024 would keep ≈1.2 MB per stream).
+const NACK_HISTORY: u16 = 64;
 
 /// How often one missing incoming packet is NACKed (every 100 ms). `rtc`'s default has no cap:
 /// with RTX negotiated the generator never saw the repairs, and at 4 % loss 12 104 of the 19 699
