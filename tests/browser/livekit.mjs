@@ -126,6 +126,15 @@ window.cameraSent = async () => {
   });
   return total;
 };
+// Which of the camera's simulcast encodings the browser is sending (dynacast pauses the others).
+window.cameraLayers = () => {
+  const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
+  return pub.track.sender.getParameters().encodings
+    .filter((e) => e.active !== false)
+    .map((e) => e.rid ?? '')
+    .sort()
+    .join(',');
+};
 window.events = () => log;
 // Resizes the tiles of a participant's camera: adaptive stream tells the SFU, which picks a layer.
 window.resizeTile = (identity, width, height) => {
@@ -251,12 +260,18 @@ try {
   result.layer_widths = [width(await until(bob, () => window.remoteStats(), (s) => width(s) === 640, 20000))];
   await bob.evaluate(() => window.resizeTile('alice', 1280, 720));
   result.layer_widths.push(width(await until(bob, () => window.remoteStats(), (s) => width(s) === 1280, 20000)));
+  result.alice_layers_large = await alice.evaluate(() => window.cameraLayers());
   await bob.evaluate(() => window.resizeTile('alice', 160, 90));
   result.layer_widths.push(width(await until(bob, () => window.remoteStats(), (s) => width(s) === 320, 20000)));
+  // Dynacast: with Bob, her only viewer, showing her small, Alice's browser stops encoding the
+  // two larger layers, a few seconds later (the SFU waits before pausing layers) ...
+  result.alice_layers_small = await until(alice, () => window.cameraLayers(), (l) => l === 'q', 15000);
   await bob.evaluate(() => window.resizeTile('alice', 640, 360));
   const settled = await until(bob, () => window.remoteStats(), (s) => width(s) === 640, 20000);
   result.layer_widths.push(width(settled));
   result.bob_sees_alice_after_switches = video(settled, 'alice');
+  // ... and encodes the middle one again as soon as he wants it.
+  result.alice_layers_medium = await alice.evaluate(() => window.cameraLayers());
   step('simulcast layers follow the tile size');
 
   await alice.evaluate(() => window.setCamera(false));

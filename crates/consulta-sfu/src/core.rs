@@ -21,6 +21,7 @@ use livekit_protocol::{
 };
 
 use crate::auth::JoinGrant;
+use crate::dynacast::{self, Dynacast};
 use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
 use crate::media::{MediaEngine, MediaEvent, TrackSettings};
 
@@ -180,6 +181,8 @@ struct Room {
     created_ms: i64,
     empty_since: Option<Instant>,
     participants: BTreeMap<ParticipantSid, Participant>,
+    /// What each published video track's publisher was told about its layers.
+    dynacast: HashMap<TrackSid, Dynacast>,
 }
 
 impl Room {
@@ -263,6 +266,7 @@ impl<M: MediaEngine> Sfu<M> {
                     created_ms,
                     empty_since: Some(now),
                     participants: BTreeMap::new(),
+                    dynacast: HashMap::new(),
                 },
             );
         }
@@ -452,6 +456,7 @@ impl<M: MediaEngine> Sfu<M> {
         if can_subscribe {
             self.media.needs_subscriber_offer(&sid);
         }
+        self.refresh_dynacast(&name, now);
         Ok(conn)
     }
 
@@ -467,6 +472,10 @@ impl<M: MediaEngine> Sfu<M> {
             return;
         };
         use signal_request::Message as M;
+        let demand_may_change = matches!(
+            message,
+            M::AddTrack(_) | M::Subscription(_) | M::TrackSetting(_)
+        );
         match message {
             M::Offer(offer) => self.media.publisher_offer(&sid, offer),
             M::Answer(answer) => self.media.subscriber_answer(&sid, answer),
@@ -527,6 +536,9 @@ impl<M: MediaEngine> Sfu<M> {
             }
             // Tolerated and ignored for now (spec §6).
             _ => tracing::debug!(%conn, "ignored signal request"),
+        }
+        if demand_may_change {
+            self.refresh_dynacast(&room, now);
         }
     }
 
@@ -627,6 +639,20 @@ impl<M: MediaEngine> Sfu<M> {
             );
             self.out.push_back(Output::Close { conn });
         }
+        let due: Vec<RoomName> = self
+            .rooms
+            .values()
+            .filter(|r| {
+                r.dynacast
+                    .values()
+                    .filter_map(Dynacast::poll_timeout)
+                    .any(|at| at <= now)
+            })
+            .map(|r| r.name.clone())
+            .collect();
+        for room in due {
+            self.refresh_dynacast(&room, now);
+        }
         let empty_timeout = self.config.empty_timeout;
         self.rooms.retain(|name, room| {
             let keep = room
@@ -650,7 +676,11 @@ impl<M: MediaEngine> Sfu<M> {
             .rooms
             .values()
             .filter_map(|r| r.empty_since.map(|t| t + self.config.empty_timeout));
-        pings.chain(rooms).min()
+        let layers = self
+            .rooms
+            .values()
+            .flat_map(|r| r.dynacast.values().filter_map(Dynacast::poll_timeout));
+        pings.chain(rooms).chain(layers).min()
     }
 
     /// The next thing for the shell to do.
@@ -785,6 +815,11 @@ impl<M: MediaEngine> Sfu<M> {
         let info = p.info();
         let conn = p.conn;
         tracing::info!(participant = %sid, track = %track_sid, "track published");
+        if track_type == TrackType::Video
+            && let Some(r) = self.rooms.get_mut(room)
+        {
+            r.dynacast.insert(track_sid.clone(), Dynacast::default());
+        }
         self.media.track_published(sid, &add.cid, &track);
         self.send(
             conn,
@@ -810,6 +845,39 @@ impl<M: MediaEngine> Sfu<M> {
         for subscriber in subscribers {
             self.subscribe(room, &subscriber, sid, track_sid.clone());
             self.media.needs_subscriber_offer(&subscriber);
+        }
+    }
+
+    /// Recomputes which layers of each video track in `room` anyone receives, and tells the
+    /// publishers whose layers change (`subscribed_quality_update`; see [`dynacast`]).
+    fn refresh_dynacast(&mut self, room: &RoomName, now: Instant) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let mut updates = Vec::new();
+        for publisher in r.participants.values() {
+            for track in &publisher.tracks {
+                let Some(sid) = TrackSid::parse(&track.sid) else {
+                    continue;
+                };
+                let Some(state) = r.dynacast.get_mut(&sid) else {
+                    continue;
+                };
+                let subscribers = r
+                    .participants
+                    .values()
+                    .filter(|s| s.subscriptions.contains(&sid))
+                    .map(|s| s.settings.get(&sid));
+                if let Some(highest) = state.demand(dynacast::wanted(track, subscribers), now) {
+                    updates.push((publisher.conn, dynacast::quality_update(track, highest)));
+                }
+            }
+        }
+        for (conn, update) in updates {
+            self.send(
+                conn,
+                signal_response::Message::SubscribedQualityUpdate(update),
+            );
         }
     }
 
@@ -895,6 +963,7 @@ impl<M: MediaEngine> Sfu<M> {
         self.media.track_unpublished(publisher, track);
         let mut renegotiate = Vec::new();
         if let Some(r) = self.rooms.get_mut(room) {
+            r.dynacast.remove(track);
             for p in r.participants.values_mut() {
                 p.settings.remove(track);
                 if p.subscriptions.remove(track) {
@@ -949,6 +1018,7 @@ impl<M: MediaEngine> Sfu<M> {
         {
             room.empty_since = Some(now);
         }
+        self.refresh_dynacast(&room_name, now);
     }
 
     fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
@@ -1702,5 +1772,87 @@ mod tests {
         let versions: Vec<u32> = updates_for(&sent, bob).iter().map(|p| p.version).collect();
         assert_eq!(versions.len(), 5);
         assert!(versions.windows(2).all(|v| v[0] < v[1]), "{versions:?}");
+    }
+
+    /// The layers each subscriber-side change leaves enabled, as Alice (the publisher) is told.
+    fn layer_updates(sent: &[(ConnId, signal_response::Message)], to: ConnId) -> Vec<Vec<bool>> {
+        sent.iter()
+            .filter(|(c, _)| *c == to)
+            .filter_map(|(_, m)| match m {
+                signal_response::Message::SubscribedQualityUpdate(u) => Some(
+                    u.subscribed_codecs[0]
+                        .qualities
+                        .iter()
+                        .map(|q| q.enabled)
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn publishers_are_told_which_layers_anyone_receives() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.request(alice, add_video("cam-1"));
+        let track = w
+            .drain()
+            .into_iter()
+            .find_map(|(_, m)| match m {
+                signal_response::Message::TrackPublished(t) => t.track,
+                _ => None,
+            })
+            .unwrap();
+        // Alone: every layer goes off once that has held for the delay, and not before.
+        w.advance(1);
+        w.sfu.handle_timeout(w.now);
+        assert!(layer_updates(&w.drain(), alice).is_empty());
+        w.now += dynacast::DOWNGRADE_DELAY;
+        assert!(w.sfu.poll_timeout().is_some_and(|t| t <= w.now));
+        w.sfu.handle_timeout(w.now);
+        let sent = w.drain();
+        assert_eq!(layer_updates(&sent, alice), [[false, false, false]]);
+        assert!(sent.iter().any(|(_, m)| matches!(m,
+            signal_response::Message::SubscribedQualityUpdate(u)
+                if u.track_sid == track.sid && u.subscribed_codecs[0].codec == "vp8")));
+
+        // Bob joins and is subscribed: everything comes back at once (no size known yet).
+        let bob = w
+            .sfu
+            .handle_join(w.now, grant("bob", "room"), JoinOptions::default())
+            .unwrap();
+        assert_eq!(layer_updates(&w.drain(), alice), [[true, true, true]]);
+        // Bob shows it in a 320 × 180 tile: only the lowest layer, after the delay.
+        let setting = |disabled: bool, width: u32, height: u32| {
+            signal_request::Message::TrackSetting(UpdateTrackSettings {
+                track_sids: vec![track.sid.clone()],
+                disabled,
+                width,
+                height,
+                ..Default::default()
+            })
+        };
+        w.request(bob, setting(false, 320, 180));
+        assert!(layer_updates(&w.drain(), alice).is_empty());
+        w.now += dynacast::DOWNGRADE_DELAY;
+        w.sfu.handle_timeout(w.now);
+        assert_eq!(layer_updates(&w.drain(), alice), [[true, false, false]]);
+        // Bigger (640 × 360): the middle layer at once.
+        w.request(bob, setting(false, 640, 360));
+        assert_eq!(layer_updates(&w.drain(), alice), [[true, true, false]]);
+        // Hidden for a moment and shown again: nothing is paused.
+        w.request(bob, setting(true, 640, 360));
+        w.advance(1);
+        w.request(bob, setting(false, 640, 360));
+        w.now += dynacast::DOWNGRADE_DELAY;
+        w.sfu.handle_timeout(w.now);
+        assert!(layer_updates(&w.drain(), alice).is_empty());
+        // Bob leaves: all off after the delay.
+        w.request(bob, signal_request::Message::Leave(LeaveRequest::default()));
+        assert!(layer_updates(&w.drain(), alice).is_empty());
+        w.now += dynacast::DOWNGRADE_DELAY;
+        w.sfu.handle_timeout(w.now);
+        assert_eq!(layer_updates(&w.drain(), alice), [[false, false, false]]);
     }
 }

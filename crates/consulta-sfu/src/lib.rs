@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod core;
 pub mod data;
+pub mod dynacast;
 pub mod forward;
 pub mod ids;
 pub mod media;

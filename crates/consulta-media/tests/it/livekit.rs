@@ -205,6 +205,11 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
         .map(|w| w.as_u64().unwrap_or(0))
         .collect();
     assert_eq!(widths, vec![640, 1280, 320, 640], "layers seen by bob");
+    // Dynacast: Alice's browser encodes only the layers someone receives. All three while Bob
+    // shows her large; only `q` once his tile is small; `q` and `h` again when it is medium.
+    assert_eq!(result["alice_layers_large"], "f,h,q", "{result}");
+    assert_eq!(result["alice_layers_small"], "q", "{result}");
+    assert_eq!(result["alice_layers_medium"], "h,q", "{result}");
     let lost_after_switches = result["bob_sees_alice_after_switches"]["packetsLost"].clone();
 
     let bob_events = result["bob_events"].as_array().unwrap();

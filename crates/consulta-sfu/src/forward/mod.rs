@@ -14,7 +14,7 @@
 
 mod downtrack;
 pub mod h264;
-mod quality;
+pub(crate) mod quality;
 pub mod vp8;
 
 pub use downtrack::{

@@ -150,7 +150,7 @@ pub fn quality_for_dimensions(track: &TrackInfo, width: u32, height: u32) -> Qua
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(
         clippy::unwrap_used,
         clippy::expect_used,
@@ -162,7 +162,8 @@ mod tests {
 
     use super::*;
 
-    fn track(width: u32, height: u32, layers: &[(u32, u32)]) -> TrackInfo {
+    /// A VP8 track of `width` × `height` announcing `layers` (also used by `dynacast`'s tests).
+    pub(crate) fn track(width: u32, height: u32, layers: &[(u32, u32)]) -> TrackInfo {
         TrackInfo {
             width,
             height,
