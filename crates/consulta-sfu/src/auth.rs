@@ -95,8 +95,14 @@ impl ApiKeys {
         self
     }
 
-    fn get(&self, key: &str) -> Option<&ApiSecret> {
+    /// The secret of `key`.
+    pub fn get(&self, key: &str) -> Option<&ApiSecret> {
         self.0.get(key)
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -215,6 +221,8 @@ pub struct Claims {
 /// A verified token that allows joining a room: what the session core needs, nothing more.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinGrant {
+    /// The API key that signed the token (`iss`).
+    pub api_key: String,
     /// Participant identity (`sub`, or `jti` when `sub` is empty).
     pub identity: String,
     /// Display name.
@@ -231,6 +239,25 @@ impl JoinGrant {
     /// The room this grant is for.
     pub fn room(&self) -> &str {
         &self.video.room
+    }
+
+    /// A token granting the same as this one (key, identity, name, metadata, attributes, room
+    /// and permissions), valid from `now_unix_secs` for `ttl_secs`: what `refresh_token` hands a
+    /// connected client for its reconnects. `None` when the key is no longer configured.
+    pub fn renewed(&self, keys: &ApiKeys, now_unix_secs: u64, ttl_secs: u64) -> Option<String> {
+        let claims = Claims {
+            iss: self.api_key.clone(),
+            sub: self.identity.clone(),
+            exp: Some(now_unix_secs.saturating_add(ttl_secs)),
+            nbf: Some(now_unix_secs),
+            iat: Some(now_unix_secs),
+            name: self.name.clone(),
+            metadata: self.metadata.clone(),
+            attributes: self.attributes.clone(),
+            video: self.video.clone(),
+            ..Claims::default()
+        };
+        mint(&claims, keys.get(&self.api_key)?).ok()
     }
 }
 
@@ -260,6 +287,7 @@ pub fn verify_join(
         return Err(AuthError::WrongRoom);
     }
     Ok(JoinGrant {
+        api_key: claims.iss,
         identity,
         name: claims.name,
         metadata: claims.metadata,

@@ -20,7 +20,7 @@ use livekit_protocol::{
     TrackUnpublishedResponse, participant_info, signal_request, signal_response,
 };
 
-use crate::auth::JoinGrant;
+use crate::auth::{ApiKeys, JoinGrant};
 use crate::dynacast::{self, Dynacast};
 use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
 use crate::media::{MediaEngine, MediaEvent, TrackSettings};
@@ -67,6 +67,11 @@ pub struct SfuConfig {
     pub subscriber_primary: bool,
     /// STUN/TURN servers handed to clients in the JoinResponse (`ice_servers`).
     pub ice_servers: Vec<livekit_protocol::IceServer>,
+    /// How often a connected participant is sent a fresh token (`refresh_token`), so that a
+    /// reconnect after its first token expired still succeeds (LiveKit: 5 minutes).
+    pub token_refresh_interval: Duration,
+    /// How long those tokens are valid (LiveKit: 10 minutes).
+    pub token_ttl: Duration,
 }
 
 impl Default for SfuConfig {
@@ -80,6 +85,8 @@ impl Default for SfuConfig {
             node_id: "consulta-sfu".to_owned(),
             subscriber_primary: true,
             ice_servers: Vec::new(),
+            token_refresh_interval: Duration::from_secs(5 * 60),
+            token_ttl: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -143,6 +150,8 @@ struct Participant {
     subscriptions: BTreeSet<TrackSid>,
     /// Per-track wishes from `track_setting`, kept even before the subscription exists.
     settings: HashMap<TrackSid, TrackSettings>,
+    /// The grant it joined with and when it is next sent a renewed token (with signing keys).
+    renewal: Option<(JoinGrant, Instant)>,
 }
 
 impl Participant {
@@ -222,6 +231,8 @@ pub struct Sfu<M> {
     rooms: BTreeMap<RoomName, Room>,
     conns: HashMap<ConnId, (RoomName, ParticipantSid)>,
     out: VecDeque<Output>,
+    /// Keys for `refresh_token` (none: no refreshes).
+    keys: ApiKeys,
 }
 
 impl<M: MediaEngine> Sfu<M> {
@@ -238,7 +249,14 @@ impl<M: MediaEngine> Sfu<M> {
             rooms: BTreeMap::new(),
             conns: HashMap::new(),
             out: VecDeque::new(),
+            keys: ApiKeys::new(),
         }
+    }
+
+    /// Keys to sign renewed tokens with (each participant's with the key of its own token).
+    /// Without them no `refresh_token` is sent.
+    pub fn set_signing_keys(&mut self, keys: ApiKeys) {
+        self.keys = keys;
     }
 
     /// The media engine, for the shell to reach its own channels.
@@ -359,6 +377,8 @@ impl<M: MediaEngine> Sfu<M> {
             can_update_metadata: video.can_update_own_metadata(),
             ..ParticipantPermission::default()
         };
+        let renewal = (!self.keys.is_empty())
+            .then(|| (grant.clone(), now + self.config.token_refresh_interval));
         let participant = Participant {
             sid: sid.clone(),
             conn,
@@ -376,6 +396,7 @@ impl<M: MediaEngine> Sfu<M> {
             auto_subscribe: options.auto_subscribe,
             subscriptions: BTreeSet::new(),
             settings: HashMap::new(),
+            renewal,
         };
         let Some(room) = self.rooms.get_mut(&name) else {
             return Err(JoinError::RoomNotFound);
@@ -623,6 +644,7 @@ impl<M: MediaEngine> Sfu<M> {
 
     /// Time has passed: drop silent participants and expired empty rooms.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.renew_tokens(now);
         let silent: Vec<ConnId> = self
             .rooms
             .values()
@@ -680,7 +702,12 @@ impl<M: MediaEngine> Sfu<M> {
             .rooms
             .values()
             .flat_map(|r| r.dynacast.values().filter_map(Dynacast::poll_timeout));
-        pings.chain(rooms).chain(layers).min()
+        let renewals = self
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .filter_map(|p| p.renewal.as_ref().map(|(_, at)| *at));
+        pings.chain(rooms).chain(layers).chain(renewals).min()
     }
 
     /// The next thing for the shell to do.
@@ -845,6 +872,34 @@ impl<M: MediaEngine> Sfu<M> {
         for subscriber in subscribers {
             self.subscribe(room, &subscriber, sid, track_sid.clone());
             self.media.needs_subscriber_offer(&subscriber);
+        }
+    }
+
+    /// Sends each participant whose renewal is due a fresh token for its reconnects.
+    fn renew_tokens(&mut self, now: Instant) {
+        let now_unix_secs = u64::try_from(self.unix_ms(now) / 1000).unwrap_or(0);
+        let ttl_secs = self.config.token_ttl.as_secs();
+        let interval = self.config.token_refresh_interval;
+        let mut renewed = Vec::new();
+        for p in self
+            .rooms
+            .values_mut()
+            .flat_map(|r| r.participants.values_mut())
+        {
+            let Some((grant, at)) = p.renewal.as_mut() else {
+                continue;
+            };
+            if *at > now {
+                continue;
+            }
+            *at = now + interval;
+            match grant.renewed(&self.keys, now_unix_secs, ttl_secs) {
+                Some(token) => renewed.push((p.conn, token)),
+                None => tracing::debug!(participant = %p.sid, "no key to renew the token with"),
+            }
+        }
+        for (conn, token) in renewed {
+            self.send(conn, signal_response::Message::RefreshToken(token));
         }
     }
 
@@ -1171,6 +1226,7 @@ mod tests {
 
     fn grant(identity: &str, room: &str) -> JoinGrant {
         JoinGrant {
+            api_key: "key".to_owned(),
             identity: identity.to_owned(),
             name: identity.to_uppercase(),
             metadata: String::new(),
@@ -1854,5 +1910,47 @@ mod tests {
         w.now += dynacast::DOWNGRADE_DELAY;
         w.sfu.handle_timeout(w.now);
         assert_eq!(layer_updates(&w.drain(), alice), [[false, false, false]]);
+    }
+
+    #[test]
+    fn connected_participants_get_renewed_tokens_for_their_reconnects() {
+        use crate::auth::{ApiSecret, verify_join};
+        let mut w = World::new();
+        let keys = ApiKeys::new().with("key", ApiSecret::new("a-core-test-secret-of-32-bytes!!"));
+        w.sfu.set_signing_keys(keys.clone());
+        let (alice, _) = w.join("alice");
+        // Alice pings every 10 s for `secs`; the tokens she is sent meanwhile.
+        let live = |w: &mut World, secs: u64| -> Vec<String> {
+            let mut tokens = Vec::new();
+            for _ in 0..secs / 10 {
+                w.now += Duration::from_secs(10);
+                w.request(alice, signal_request::Message::Ping(0));
+                w.sfu.handle_timeout(w.now);
+                tokens.extend(w.drain().into_iter().filter_map(|(c, m)| match m {
+                    signal_response::Message::RefreshToken(t) if c == alice => Some(t),
+                    _ => None,
+                }));
+            }
+            tokens
+        };
+        assert!(live(&mut w, 290).is_empty());
+        let tokens = live(&mut w, 10);
+        assert_eq!(tokens.len(), 1);
+        // The same grant as the join token, signed with the same key, valid for ten minutes
+        // from now (World's clock starts at 1 800 000 000 s).
+        let now_unix = 1_800_000_000 + 300;
+        let renewed = verify_join(&tokens[0], &keys, now_unix, Some("room")).unwrap();
+        assert_eq!(renewed, grant("alice", "room"));
+        assert!(verify_join(&tokens[0], &keys, now_unix + 600, Some("room")).is_ok());
+        // Past exp (and the 60 s leeway verification allows), it is refused.
+        assert!(verify_join(&tokens[0], &keys, now_unix + 600 + 61, Some("room")).is_err());
+        // Every five minutes while she stays.
+        assert_eq!(live(&mut w, 300).len(), 1);
+        // Once she is gone, nothing more.
+        w.request(
+            alice,
+            signal_request::Message::Leave(LeaveRequest::default()),
+        );
+        assert!(live(&mut w, 600).is_empty());
     }
 }

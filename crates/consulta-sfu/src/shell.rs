@@ -108,7 +108,8 @@ impl SfuServer {
         if config.core.sid_seed == 0 {
             config.core.sid_seed = rand::random();
         }
-        let core = Sfu::new(config.core, media, Instant::now(), unix_ms());
+        let mut core = Sfu::new(config.core, media, Instant::now(), unix_ms());
+        core.set_signing_keys(config.keys.clone());
         Self {
             hub: Arc::new(Mutex::new(Hub {
                 core,

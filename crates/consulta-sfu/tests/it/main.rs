@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consulta_sfu::auth::{self, ApiKeys, ApiSecret};
 use consulta_sfu::signal;
-use consulta_sfu::{SfuServer, ShellConfig, SignallingOnly};
+use consulta_sfu::{SfuConfig, SfuServer, ShellConfig, SignallingOnly};
 use futures_util::{SinkExt, StreamExt};
 use livekit_protocol::{
     AddTrackRequest, JoinResponse, ParticipantInfo, Ping, SignalRequest, TrackSource, TrackType,
@@ -28,11 +28,19 @@ const KEY: &str = "it-key";
 const SECRET: &str = "it-secret-it-secret-it-secret-32";
 const ROOM: &str = "consultation";
 
+fn keys() -> ApiKeys {
+    ApiKeys::new().with(KEY, ApiSecret::new(SECRET))
+}
+
 async fn start() -> SocketAddr {
-    let config = ShellConfig {
-        keys: ApiKeys::new().with(KEY, ApiSecret::new(SECRET)),
+    start_with(ShellConfig {
+        keys: keys(),
         ..ShellConfig::default()
-    };
+    })
+    .await
+}
+
+async fn start_with(config: ShellConfig) -> SocketAddr {
     let server = SfuServer::new(config, Box::new(SignallingOnly));
     server.create_room(ROOM).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -323,4 +331,40 @@ async fn resume_attempts_are_told_to_rejoin() {
         }
         other => panic!("expected leave, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn connected_clients_are_sent_renewed_tokens_that_join_again() {
+    let addr = start_with(ShellConfig {
+        keys: keys(),
+        core: SfuConfig {
+            token_refresh_interval: Duration::from_secs(1),
+            ..SfuConfig::default()
+        },
+    })
+    .await;
+    let (mut alice, _) = Client::join(addr, "alice").await;
+    let renewed = alice
+        .recv_until(|m| match m {
+            signal_response::Message::RefreshToken(token) => Some(token),
+            _ => None,
+        })
+        .await;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let grant = auth::verify_join(&renewed, &keys(), now, Some(ROOM)).unwrap();
+    assert_eq!(grant.identity, "alice");
+    assert_eq!(grant.api_key, KEY);
+    // What a reconnect does with it: a new session under the same identity, which replaces
+    // the old one.
+    let mut again = Client::connect(addr, &renewed).await.unwrap();
+    let join = again
+        .recv_until(|m| match m {
+            signal_response::Message::Join(j) => Some(j),
+            _ => None,
+        })
+        .await;
+    assert_eq!(join.participant.unwrap().identity, "alice");
 }
