@@ -839,6 +839,8 @@ async fn s4(bench: &mut Bench) -> anyhow::Result<Vec<Row>> {
     let saved = bench.args.clone();
     bench.args.node_drop_rtp_every = saved.s4_drop_every;
     bench.args.no_ideal = true;
+    // The loss is injected by the Consulta node; Janus would run without it.
+    bench.args.janus = false;
     println!(
         "\nS4: the node drops every {}th RTP datagram it receives and every {}th it sends",
         saved.s4_drop_every, saved.s4_drop_every
