@@ -281,6 +281,8 @@ try {
   const before = frames(video(await bob.evaluate(() => window.remoteStats()), 'alice'));
   const after = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= before + 30, 15000);
   result.bob_frames_after_unmute = frames(video(after, 'alice')) - before;
+  // The restarted camera sends only the layers Bob's 640 × 360 tile needs.
+  result.alice_layers_after_unmute = await until(alice, () => window.cameraLayers(), (l) => l === 'h,q', 10000);
   step('mute and unmute');
 
   const carol = await open('carol');

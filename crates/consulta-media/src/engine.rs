@@ -429,7 +429,12 @@ impl Router {
     }
 
     fn new_peer(&mut self, owner: &ParticipantSid, side: Side, now: Instant) -> Option<PeerId> {
-        let pc = match MediaPeer::with_config(self.local_addr, self.config, now) {
+        // RTX (a test-only setting) concerns what publishers send.
+        let config = MediaConfig {
+            negotiate_rtx: self.config.negotiate_rtx && side == Side::Publisher,
+            ..self.config
+        };
+        let pc = match MediaPeer::with_config(self.local_addr, config, now) {
             Ok(pc) => pc,
             Err(error) => {
                 tracing::warn!(%error, "could not create a peer connection");
@@ -872,6 +877,14 @@ impl Router {
         now: Instant,
         touched: &mut Vec<PeerId>,
     ) {
+        let is_rtx = rtp
+            .mime_type
+            .as_deref()
+            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"));
+        if is_rtx {
+            // Counted before any lookup: the metric says what reached the router at all.
+            self.stats.rtx_in += 1;
+        }
         let Some(p) = self.participants.get(publisher) else {
             return;
         };
@@ -889,17 +902,12 @@ impl Router {
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
         };
-        let is_rtx = rtp
-            .mime_type
-            .as_deref()
-            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"));
         let mut rtp = rtp;
         if is_rtx {
             // A retransmission on the publisher's repair stream (RFC 4588): the original sequence
             // number leads the payload. Unwrapped onto its primary stream it goes through the
             // subscribers' forwarders like a late packet, so a loss between publisher and SFU is
             // repaired for every subscriber.
-            self.stats.rtx_in += 1;
             published.ssrcs.remove(&rtp.ssrc);
             let primary = match Quality::from_rid(rtp.rid.as_ref().map(|r| r.as_str())) {
                 Some(quality) => published

@@ -22,6 +22,7 @@ use livekit_protocol::{
 
 use crate::auth::{ApiKeys, JoinGrant};
 use crate::dynacast::{self, Dynacast};
+use crate::forward::Quality;
 use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
 use crate::media::{MediaEngine, MediaEvent, TrackSettings};
 
@@ -519,11 +520,16 @@ impl<M: MediaEngine> Sfu<M> {
                 self.update_subscription(&room, &sid, &tracks, update.subscribe);
             }
             M::TrackSetting(setting) => {
+                let quality = livekit_protocol::VideoQuality::try_from(setting.quality).ok();
+                let sized = setting.width > 0 || setting.height > 0;
                 let settings = TrackSettings {
-                    disabled: setting.disabled,
+                    // Without a size, quality OFF pauses the track, as in LiveKit.
+                    disabled: setting.disabled
+                        || (!sized && quality == Some(livekit_protocol::VideoQuality::Off)),
                     width: setting.width,
                     height: setting.height,
                     fps: setting.fps,
+                    quality: quality.and_then(|q| Quality::try_from(q).ok()),
                 };
                 for track in setting.track_sids.iter().filter_map(|t| TrackSid::parse(t)) {
                     if let Some(p) = self.participant_mut(&room, &sid) {
@@ -947,10 +953,24 @@ impl<M: MediaEngine> Sfu<M> {
             return;
         }
         t.muted = muted;
+        let unmuted_video = (!muted && t.r#type == i32::from(TrackType::Video)).then(|| t.clone());
         p.bump();
         let info = p.info();
+        let conn = p.conn;
         if !p.hidden() {
             self.broadcast_update(room, sid, info);
+        }
+        // An unmuted camera may come back on a restarted sender: say again which layers to send.
+        let resend = unmuted_video.and_then(|track| {
+            let sid = TrackSid::parse(&track.sid)?;
+            let state = self.rooms.get(room)?.dynacast.get(&sid)?;
+            Some(dynacast::quality_update(&track, state.current()))
+        });
+        if let Some(update) = resend {
+            self.send(
+                conn,
+                signal_response::Message::SubscribedQualityUpdate(update),
+            );
         }
     }
 
@@ -1894,6 +1914,17 @@ mod tests {
         w.now += dynacast::DOWNGRADE_DELAY;
         w.sfu.handle_timeout(w.now);
         assert_eq!(layer_updates(&w.drain(), alice), [[true, false, false]]);
+        // Alice mutes and unmutes her camera: the state is said again on unmute.
+        for muted in [true, false] {
+            w.request(
+                alice,
+                signal_request::Message::Mute(MuteTrackRequest {
+                    sid: track.sid.clone(),
+                    muted,
+                }),
+            );
+        }
+        assert_eq!(layer_updates(&w.drain(), alice), [[true, false, false]]);
         // Bigger (640 × 360): the middle layer at once.
         w.request(bob, setting(false, 640, 360));
         assert_eq!(layer_updates(&w.drain(), alice), [[true, true, false]]);
@@ -1904,6 +1935,22 @@ mod tests {
         w.now += dynacast::DOWNGRADE_DELAY;
         w.sfu.handle_timeout(w.now);
         assert!(layer_updates(&w.drain(), alice).is_empty());
+        // Without a size, the layer Bob names counts (`setVideoQuality`), and OFF hides.
+        let named = |quality: livekit_protocol::VideoQuality| {
+            signal_request::Message::TrackSetting(UpdateTrackSettings {
+                track_sids: vec![track.sid.clone()],
+                quality: quality.into(),
+                ..Default::default()
+            })
+        };
+        w.request(bob, named(livekit_protocol::VideoQuality::High));
+        assert_eq!(layer_updates(&w.drain(), alice), [[true, true, true]]);
+        w.request(bob, named(livekit_protocol::VideoQuality::Off));
+        w.now += dynacast::DOWNGRADE_DELAY;
+        w.sfu.handle_timeout(w.now);
+        assert_eq!(layer_updates(&w.drain(), alice), [[false, false, false]]);
+        w.request(bob, setting(false, 640, 360));
+        assert_eq!(layer_updates(&w.drain(), alice), [[true, true, false]]);
         // Bob leaves: all off after the delay.
         w.request(bob, signal_request::Message::Leave(LeaveRequest::default()));
         assert!(layer_updates(&w.drain(), alice).is_empty());

@@ -14,18 +14,18 @@ use std::time::{Duration, Instant};
 
 use livekit_protocol::{SubscribedCodec, SubscribedQuality, SubscribedQualityUpdate, TrackInfo};
 
-use crate::forward::{Quality, quality_for_dimensions};
+use crate::forward::{Quality, quality_for_settings};
 use crate::media::TrackSettings;
 
 /// How long a lower demand must hold before layers are paused.
 pub const DOWNGRADE_DELAY: Duration = Duration::from_secs(3);
 
 /// The layers one subscriber wants of `track`: none when it hid the tile, else the one
-/// [`quality_for_dimensions`] picks (the top one while no size is known).
+/// [`quality_for_settings`] picks (the top one while nothing is known).
 fn wanted_by(track: &TrackInfo, settings: Option<&TrackSettings>) -> Option<Quality> {
     match settings {
         Some(s) if s.disabled => None,
-        Some(s) => Some(quality_for_dimensions(track, s.width, s.height)),
+        Some(s) => Some(quality_for_settings(track, s)),
         None => Some(Quality::High),
     }
 }
@@ -86,6 +86,12 @@ impl Dynacast {
         self.pending = None;
         self.sent = wanted;
         Some(wanted)
+    }
+
+    /// What the publisher was last told, to say again: LiveKit repeats it when a track is
+    /// unmuted, since the client may have restarted its sender while muted.
+    pub fn current(&self) -> Option<Quality> {
+        self.sent
     }
 
     /// When a pending decrease falls due.
@@ -168,6 +174,15 @@ mod tests {
         );
         // A subscriber that has not said what it renders gets (and keeps on) the top layer.
         assert_eq!(wanted(&t, [Some(&small), None]), Some(Quality::High));
+        // One that named a layer (`setVideoQuality`, no size) gets that one.
+        let named = TrackSettings {
+            quality: Some(Quality::Medium),
+            ..TrackSettings::default()
+        };
+        assert_eq!(
+            wanted(&t, [Some(&small), Some(&named)]),
+            Some(Quality::Medium)
+        );
     }
 
     #[test]

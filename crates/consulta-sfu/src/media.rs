@@ -12,6 +12,7 @@ use std::fmt;
 
 use livekit_protocol::{SessionDescription, SignalTarget, TrackInfo};
 
+use crate::forward::Quality;
 use crate::ids::{ParticipantSid, RoomName, TrackSid};
 
 /// What a subscriber asked for one video track (`track_setting`, adaptive stream). Remembered for
@@ -26,6 +27,9 @@ pub struct TrackSettings {
     pub height: u32,
     /// Wanted frame rate (0 = unknown).
     pub fps: u32,
+    /// The layer asked for by name (`quality`), which counts when no size is given: what a
+    /// client without adaptive stream sends after `setVideoQuality` (LiveKit's rule).
+    pub quality: Option<Quality>,
 }
 
 /// The media engine as the signalling core sees it.

@@ -223,6 +223,7 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
     assert_eq!(result["alice_layers_large"], "f,h,q", "{result}");
     assert_eq!(result["alice_layers_small"], "q", "{result}");
     assert_eq!(result["alice_layers_medium"], "h,q", "{result}");
+    assert_eq!(result["alice_layers_after_unmute"], "h,q", "{result}");
     let lost_after_switches = result["bob_sees_alice_after_switches"]["packetsLost"].clone();
 
     let bob_events = result["bob_events"].as_array().unwrap();

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use livekit_protocol::TrackInfo;
 
-use super::quality::{Quality, quality_for_dimensions};
+use super::quality::{Quality, quality_for_settings};
 use super::{Codec, is_keyframe, vp8};
 use crate::media::TrackSettings;
 
@@ -285,14 +285,10 @@ impl DownTrack {
     }
 
     /// Applies a subscriber's `track_setting` for `track`: pause when disabled, and target the
-    /// layer [`quality_for_dimensions`] picks for the rendered size.
+    /// layer [`quality_for_settings`] picks (by rendered size, else by the quality named).
     pub fn handle_track_settings(&mut self, settings: &TrackSettings, track: &TrackInfo) {
         self.set_paused(settings.disabled);
-        self.set_target(quality_for_dimensions(
-            track,
-            settings.width,
-            settings.height,
-        ));
+        self.set_target(quality_for_settings(track, settings));
     }
 
     /// The layer currently forwarded, if any.

@@ -21,7 +21,7 @@ pub use downtrack::{
     DownTrack, DownTrackConfig, DownTrackStats, DropReason, Forward, IncomingPacket,
     KeyframeRequest,
 };
-pub use quality::{Quality, quality_for_dimensions};
+pub use quality::{Quality, quality_for_dimensions, quality_for_settings};
 
 /// The codec of a track, from its MIME type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

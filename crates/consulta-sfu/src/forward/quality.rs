@@ -3,6 +3,8 @@
 
 use livekit_protocol::{TrackInfo, VideoLayer, VideoQuality};
 
+use crate::media::TrackSettings;
+
 /// One simulcast layer of a video track. Ordered from lowest to highest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Quality {
@@ -149,6 +151,15 @@ pub fn quality_for_dimensions(track: &TrackInfo, width: u32, height: u32) -> Qua
     Quality::from_index(index)
 }
 
+/// The layer for a subscriber's `track_setting`: by the rendered size when it gave one
+/// ([`quality_for_dimensions`]), else the layer it named (`quality`), else the top one.
+pub fn quality_for_settings(track: &TrackInfo, settings: &TrackSettings) -> Quality {
+    if settings.width == 0 && settings.height == 0 {
+        return settings.quality.unwrap_or(Quality::High);
+    }
+    quality_for_dimensions(track, settings.width, settings.height)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     #![allow(
@@ -215,6 +226,27 @@ pub(crate) mod tests {
             quality_for_dimensions(&track(0, 0, &[]), 320, 180),
             Quality::High
         );
+    }
+
+    #[test]
+    fn a_size_wins_over_a_named_quality_which_wins_over_nothing() {
+        let t = track(1280, 720, &[]);
+        let named = |quality| TrackSettings {
+            quality,
+            ..TrackSettings::default()
+        };
+        assert_eq!(quality_for_settings(&t, &named(None)), Quality::High);
+        assert_eq!(
+            quality_for_settings(&t, &named(Some(Quality::Low))),
+            Quality::Low
+        );
+        let sized = TrackSettings {
+            width: 640,
+            height: 360,
+            quality: Some(Quality::Low),
+            ..TrackSettings::default()
+        };
+        assert_eq!(quality_for_settings(&t, &sized), Quality::Medium);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! synthetic participants (`sfu-performance.md`: "measure it side by side").
 //!
 //! The server runs with a configuration written for the run: only the VideoRoom plugin and the
-//! WebSocket transport on loopback, alphanumeric room and feed ids, ICE on `lo`. A participant
+//! WebSocket transport on loopback, alphanumeric room and feed ids, ICE on the namespace's veth
+//! (below). A participant
 //! speaks the Janus API over WebSocket (subprotocol `janus-protocol`): it creates a session and two
 //! handles, creates its room if nobody has yet, joins it as a participant (so that it hears of
 //! publishers), publishes with its own offer when it has tracks, and subscribes its second handle
@@ -401,6 +402,15 @@ impl Signalling for Janus {
                 peers.publisher.accept_answer(answer, now)?;
             }
             self.learn_feeds(data);
+        } else if sender == Some(self.subscriber)
+            && sdp.is_none()
+            && matches!(
+                at(data, "/videoroom").as_str(),
+                Some("attached" | "updated")
+            )
+        {
+            // Janus took the request but has nothing to renegotiate.
+            self.negotiating = false;
         } else if sender == Some(self.subscriber)
             && let Some(offer) = sdp
         {
