@@ -429,12 +429,7 @@ impl Router {
     }
 
     fn new_peer(&mut self, owner: &ParticipantSid, side: Side, now: Instant) -> Option<PeerId> {
-        // RTX (a test-only setting) concerns what publishers send.
-        let config = MediaConfig {
-            negotiate_rtx: self.config.negotiate_rtx && side == Side::Publisher,
-            ..self.config
-        };
-        let pc = match MediaPeer::with_config(self.local_addr, config, now) {
+        let pc = match MediaPeer::with_config(self.local_addr, self.config, now) {
             Ok(pc) => pc,
             Err(error) => {
                 tracing::warn!(%error, "could not create a peer connection");

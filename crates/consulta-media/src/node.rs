@@ -156,12 +156,6 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
         stats.datagrams_out,
     );
     metric(
-        "rtx_packets_in_total",
-        "counter",
-        "Retransmissions received on RTX streams (none while RTX is not negotiated).",
-        stats.rtx_in,
-    );
-    metric(
         "datagrams_unrouted_total",
         "counter",
         "UDP datagrams no connection claimed.",

@@ -85,9 +85,9 @@ const MAX_EARLY_CANDIDATES: usize = 32;
 const NACK_HISTORY: u16 = 64;
 
 /// How often one missing incoming packet is NACKed (every 100 ms). `rtc`'s default has no cap:
-/// with RTX negotiated the generator never saw the repairs, and at 4 % loss 12 104 of the 19 699
-/// packets Chromium's camera sent were retransmissions. Without RTX it sees them, and the cap only
-/// bounds the asks for a packet that is gone for good.
+/// with RTX negotiated the generator never saw the repairs (see `register_codecs`), and at 4 %
+/// loss 12 104 of the 19 699 packets Chromium's camera sent were retransmissions. Without RTX it
+/// sees them, and the cap only bounds the asks for a packet that is gone for good.
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
 /// An SDP media section identifier (`a=mid`), as negotiated.
@@ -295,39 +295,18 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// every m-line listed them all and every transceiver kept copies, ≈2.4 KB of SDP per m-line and
 /// a fifth of the memory of a 1:1 room (heaptrack, S1).
 ///
-/// No RTX (RFC 4588). `rtc` 0.21 drops every retransmission a simulcast publisher sends on its
-/// repair streams (`bind_by_rid` refuses packets carrying `repaired-rtp-stream-id`: "TODO …
-/// rrid"), so with livekit-client's default simulcast no upstream loss was ever repaired, and its
-/// NACK generator, never seeing the repairs, kept asking. Without RTX, browsers resend a NACKed
-/// packet on its own SSRC, which `rtc` receives, the generator counts and the router forwards as a
-/// late packet; the SFU's own NACK responder does the same towards subscribers. With `rtx` (only
-/// for the test that shows `rtc` dropping them: [`MediaConfig::negotiate_rtx`]) each video codec
-/// gets its RTX companion.
-fn register_codecs(media_engine: &mut MediaEngine, rtx: bool) -> Result<(), Error> {
-    let codecs = sfu_codecs();
-    let repairs: Vec<RTCRtpCodecParameters> = if rtx {
-        codecs
-            .iter()
-            .filter(|(_, kind)| *kind == RtpCodecKind::Video)
-            .map(|(c, _)| RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: "video/rtx".to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: format!("apt={}", c.payload_type),
-                    rtcp_feedback: Vec::new(),
-                },
-                payload_type: c.payload_type.wrapping_add(1),
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    for (codec, kind) in codecs {
+/// No RTX (RFC 4588), for two reasons measured with Chromium at 4 % loss each way (docs/SFU-MEDIA.md,
+/// "Loss"). Towards subscribers, the SFU's retransmissions did not reach the browser: Bob lost
+/// 8.7 % instead of 0–0.3 %. From a simulcast publisher, `rtc` 0.21 does not bind the repair
+/// streams to its interceptors (`bind_by_rid` skips packets carrying `repaired-rtp-stream-id`:
+/// "TODO … rrid"). Most repairs still reached the router, but the NACK generator never saw
+/// them and kept asking: Alice's retransmissions were 8.4 % of what she sent, against 0.6 %.
+/// Without RTX, browsers resend a NACKed packet on its own SSRC. `rtc` receives it, the generator
+/// counts it, and the router forwards it as a late packet. The SFU's own NACK responder does the
+/// same towards subscribers.
+fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
+    for (codec, kind) in sfu_codecs() {
         media_engine.register_codec(codec, kind)?;
-    }
-    for codec in repairs {
-        media_engine.register_codec(codec, RtpCodecKind::Video)?;
     }
     Ok(())
 }
@@ -426,10 +405,6 @@ pub struct MediaConfig {
     /// router), so that NACK repair can be shown working with real clients. 0 (the default)
     /// drops nothing.
     pub drop_rtp_every: u32,
-    /// Negotiate RTX for video. Off (the default) because `rtc` 0.21 drops a simulcast
-    /// publisher's RTX (see `register_codecs`); on only in the test that shows it doing so
-    /// (`rtc_drops_simulcast_rtx_so_it_is_not_negotiated`), which fails once `rtc` keeps them.
-    pub negotiate_rtx: bool,
 }
 
 impl Default for MediaConfig {
@@ -438,7 +413,6 @@ impl Default for MediaConfig {
             srtp_gcm_only: true,
             rtcp_delivery: RtcpDelivery::default(),
             drop_rtp_every: 0,
-            negotiate_rtx: false,
         }
     }
 }
@@ -507,7 +481,7 @@ impl MediaPeer {
         now: Instant,
     ) -> Result<Self, Error> {
         let mut media_engine = MediaEngine::default();
-        register_codecs(&mut media_engine, config.negotiate_rtx)?;
+        register_codecs(&mut media_engine)?;
         let registry = rtc::interceptor::Registry::new().with(
             crate::feedback::SLOT.into(),
             crate::feedback::KeyframeRequestDelivery::new(config.rtcp_delivery),
