@@ -872,14 +872,6 @@ impl Router {
         now: Instant,
         touched: &mut Vec<PeerId>,
     ) {
-        let is_rtx = rtp
-            .mime_type
-            .as_deref()
-            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"));
-        if is_rtx {
-            // Counted before any lookup: the metric says what reached the router at all.
-            self.stats.rtx_in += 1;
-        }
         let Some(p) = self.participants.get(publisher) else {
             return;
         };
@@ -897,12 +889,17 @@ impl Router {
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
         };
+        let is_rtx = rtp
+            .mime_type
+            .as_deref()
+            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"));
         let mut rtp = rtp;
         if is_rtx {
             // A retransmission on the publisher's repair stream (RFC 4588): the original sequence
             // number leads the payload. Unwrapped onto its primary stream it goes through the
             // subscribers' forwarders like a late packet, so a loss between publisher and SFU is
             // repaired for every subscriber.
+            self.stats.rtx_in += 1;
             published.ssrcs.remove(&rtp.ssrc);
             let primary = match Quality::from_rid(rtp.rid.as_ref().map(|r| r.as_str())) {
                 Some(quality) => published
@@ -1329,23 +1326,19 @@ where
                 router.handle_timeout(Instant::now());
             }
             received = socket.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                router.handle_datagram(Instant::now(), from, buf.get(..len).unwrap_or_default());
-                // A packet's copies leave before the next packet is read: in a burst (a
-                // keyframe) the first packet does not wait for the whole batch.
-                send_queued(&mut router, &socket).await;
-                for _ in 1..RECV_BATCH {
-                    match socket.try_recv_from(&mut buf) {
-                        Ok((len, from)) => {
-                            router.handle_datagram(
-                                Instant::now(),
-                                from,
-                                buf.get(..len).unwrap_or_default(),
-                            );
-                            send_queued(&mut router, &socket).await;
-                        }
-                        Err(_) => break,
-                    }
+                let mut next = Some(received?);
+                let mut read = 0;
+                while let Some((len, from)) = next {
+                    router.handle_datagram(Instant::now(), from, buf.get(..len).unwrap_or_default());
+                    // A packet's copies leave before the next packet is read: in a burst (a
+                    // keyframe) the first packet does not wait for the whole batch.
+                    send_queued(&mut router, &socket).await;
+                    read += 1;
+                    next = if read < RECV_BATCH {
+                        socket.try_recv_from(&mut buf).ok()
+                    } else {
+                        None
+                    };
                 }
                 router.handle_timeout(Instant::now());
             }
