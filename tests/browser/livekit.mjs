@@ -103,6 +103,9 @@ window.remoteStats = async () => {
             entry.frameWidth = s.frameWidth;
             entry.totalSamplesReceived = s.totalSamplesReceived;
             entry.audioEnergy = s.totalAudioEnergy;
+          } else if (s.type === 'remote-outbound-rtp') {
+            // Built from the sender reports the SFU sends (what lip sync needs).
+            entry.senderReports = s.reportsSent;
           }
         });
       }
@@ -114,10 +117,13 @@ window.remoteStats = async () => {
 // The local camera's outbound streams (one per simulcast layer), summed.
 window.cameraSent = async () => {
   const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
-  const total = { packetsSent: 0, nackCount: 0, retransmittedPacketsSent: 0, layers: 0 };
+  const total = { packetsSent: 0, nackCount: 0, retransmittedPacketsSent: 0, layers: 0, receiverReports: 0 };
   const stats = await pub.track.sender.getStats();
   stats.forEach((s) => {
-    if (s.type === 'outbound-rtp') {
+    if (s.type === 'remote-inbound-rtp') {
+      // Built from the receiver reports the SFU sends about this layer.
+      total.receiverReports += 1;
+    } else if (s.type === 'outbound-rtp') {
       total.layers += 1;
       total.packetsSent += s.packetsSent ?? 0;
       total.nackCount += s.nackCount ?? 0;
@@ -232,6 +238,11 @@ try {
   result.alice_sees_bob = { video: video(aliceStats, 'bob'), audio: audio(aliceStats, 'bob') };
   result.bob_sees_alice = { video: video(bobStats, 'alice'), audio: audio(bobStats, 'alice') };
   step('media flowing both ways');
+  // RTCP reports from the SFU: receiver reports on Alice's publisher connection, sender reports on
+  // Bob's subscriber connection.
+  result.alice_camera_reports = await until(alice, () => window.cameraSent(), (c) => c.receiverReports > 0, 10000);
+  result.bob_sender_reports = await until(bob, () => window.remoteStats(), (s) => (audio(s, 'alice')?.senderReports ?? 0) > 0, 10000)
+    .then((s) => ({ audio: audio(s, 'alice')?.senderReports ?? 0, video: video(s, 'alice')?.senderReports ?? 0 }));
   if (mode === 'loss') {
     // The SFU drops every Nth RTP datagram each way. Bob's browser NACKs what the SFU dropped on
     // the way to him; the SFU NACKs what it dropped from Alice, and she resends it.

@@ -151,6 +151,7 @@ impl SfuSettings {
                         .collect(),
                     ..SfuConfig::default()
                 },
+                ..ShellConfig::default()
             },
             advertised_ip: self.advertised_ip,
             ..NodeConfig::default()

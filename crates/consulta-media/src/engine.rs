@@ -31,8 +31,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::mux::Demux;
 use crate::peer::{
-    DataChannel, Error, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState,
-    Transmit,
+    DataChannel, Error, LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer,
+    PeerState, Transmit,
 };
 
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
@@ -429,7 +429,16 @@ impl Router {
     }
 
     fn new_peer(&mut self, owner: &ParticipantSid, side: Side, now: Instant) -> Option<PeerId> {
-        let pc = match MediaPeer::with_config(self.local_addr, self.config, now) {
+        // LiveKit's v0 connections each carry media one way.
+        let direction = match side {
+            Side::Publisher => MediaDirection::ReceiveOnly,
+            Side::Subscriber => MediaDirection::SendOnly,
+        };
+        let config = MediaConfig {
+            direction,
+            ..self.config
+        };
+        let pc = match MediaPeer::with_config(self.local_addr, config, now) {
             Ok(pc) => pc,
             Err(error) => {
                 tracing::warn!(%error, "could not create a peer connection");

@@ -18,7 +18,7 @@ pub mod peer;
 pub mod shell;
 
 pub use peer::{
-    Error, IncomingRtp, IncomingTrack, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer,
-    Mid, PeerState, Rid, RtcpDelivery, Transmit,
+    Error, IncomingRtp, IncomingTrack, LocalTrack, MediaConfig, MediaDirection, MediaEvent,
+    MediaKind, MediaPeer, Mid, PeerState, Rid, RtcpDelivery, Transmit,
 };
 pub use rtc::{rtcp, rtp};

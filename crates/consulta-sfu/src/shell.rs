@@ -37,17 +37,27 @@ const WS_READ_BUFFER_BYTES: usize = 8 * 1024;
 /// stops reading is disconnected when it fills, rather than growing the queue without bound.
 const OUTBOUND_QUEUE_FRAMES: usize = 1024;
 
-/// How long one frame (or the closing handshake) may wait for the client's socket to take it
-/// before the client is dropped: a client that stops reading must not hold its task forever.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What the shell needs to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ShellConfig {
     /// API keys accepted in tokens.
     pub keys: ApiKeys,
     /// Core tunables.
     pub core: SfuConfig,
+    /// How long one signalling frame (or the closing handshake) may wait for the client's socket
+    /// to take it before the client is dropped and the room told: a client that stops reading must
+    /// not hold its task, or its queue, forever. Default 10 s.
+    pub send_timeout: Duration,
+}
+
+impl Default for ShellConfig {
+    fn default() -> Self {
+        Self {
+            keys: ApiKeys::default(),
+            core: SfuConfig::default(),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 enum Outbound {
@@ -94,6 +104,7 @@ impl Hub {
 pub struct SfuServer {
     hub: Arc<Mutex<Hub>>,
     keys: Arc<ApiKeys>,
+    send_timeout: Duration,
 }
 
 impl std::fmt::Debug for SfuServer {
@@ -116,6 +127,7 @@ impl SfuServer {
                 routes: HashMap::new(),
             })),
             keys: Arc::new(config.keys),
+            send_timeout: config.send_timeout,
         }
     }
 
@@ -340,11 +352,12 @@ async fn run_socket(
     options: JoinOptions,
     reconnect: bool,
 ) {
+    let send_timeout = server.send_timeout;
     if reconnect {
         // No session resume: ask for a full rejoin (spec §2.11).
         let frame = leave_frame(livekit_protocol::DisconnectReason::StateMismatch, true);
-        let _ = timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.into()))).await;
-        let _ = timeout(SEND_TIMEOUT, socket.close()).await;
+        let _ = timeout(send_timeout, socket.send(Message::Binary(frame.into()))).await;
+        let _ = timeout(send_timeout, socket.close()).await;
         return;
     }
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
@@ -362,8 +375,8 @@ async fn run_socket(
         Err(e) => {
             tracing::info!(error = %e, "join refused after upgrade");
             let frame = leave_frame(livekit_protocol::DisconnectReason::JoinFailure, false);
-            let _ = timeout(SEND_TIMEOUT, socket.send(Message::Binary(frame.into()))).await;
-            let _ = timeout(SEND_TIMEOUT, socket.close()).await;
+            let _ = timeout(send_timeout, socket.send(Message::Binary(frame.into()))).await;
+            let _ = timeout(send_timeout, socket.close()).await;
             return;
         }
     };
@@ -373,13 +386,13 @@ async fn run_socket(
         tokio::select! {
             outbound = rx.recv() => match outbound {
                 Some(Outbound::Frame(frame)) => {
-                    let sent = timeout(SEND_TIMEOUT, sink.send(Message::Binary(frame.into())));
+                    let sent = timeout(send_timeout, sink.send(Message::Binary(frame.into())));
                     if !matches!(sent.await, Ok(Ok(()))) {
                         break;
                     }
                 }
                 Some(Outbound::Close) | None => {
-                    let _ = timeout(SEND_TIMEOUT, sink.close()).await;
+                    let _ = timeout(send_timeout, sink.close()).await;
                     break;
                 }
             },
@@ -387,7 +400,7 @@ async fn run_socket(
                 Some(Ok(Message::Binary(bytes))) => {
                     if limiter.check(Instant::now()).is_err() {
                         tracing::info!(%conn, "signal rate limit exceeded, closing");
-                        let _ = timeout(SEND_TIMEOUT, sink.close()).await;
+                        let _ = timeout(send_timeout, sink.close()).await;
                         break;
                     }
                     match signal::decode_request(&bytes) {

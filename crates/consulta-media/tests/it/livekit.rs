@@ -197,6 +197,26 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
             "{who}: {other}'s audio decoded: {seen}"
         );
     }
+    // RTCP reports from the SFU: receiver reports about Alice's camera layers on her publisher
+    // connection, sender reports (for lip sync) about her audio on Bob's subscriber connection.
+    eprintln!(
+        "reports: alice's camera {}, bob's sender reports {}",
+        result["alice_camera_reports"], result["bob_sender_reports"]
+    );
+    assert!(
+        result["alice_camera_reports"]["receiverReports"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "receiver reports reached alice: {}",
+        result["alice_camera_reports"]
+    );
+    assert!(
+        result["bob_sender_reports"]["audio"].as_u64().unwrap_or(0) >= 1,
+        "sender reports reached bob: {}",
+        result["bob_sender_reports"]
+    );
+
     // Simulcast was on for the cameras (the SDK default).
     let simulcast = result["alice_published"]
         .as_array()

@@ -41,19 +41,27 @@ async fn start() -> SocketAddr {
 }
 
 async fn start_with(config: ShellConfig) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(config, listener)
+}
+
+fn serve_on(config: ShellConfig, listener: tokio::net::TcpListener) -> SocketAddr {
     let server = SfuServer::new(config, Box::new(SignallingOnly));
     server.create_room(ROOM).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(server.serve(listener));
     addr
 }
 
-fn token(identity: &str, room: &str) -> String {
-    let now = SystemTime::now()
+fn unix_now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs();
+        .as_secs()
+}
+
+fn token(identity: &str, room: &str) -> String {
+    let now = unix_now();
     let claims = auth::join_claims(KEY, identity, room, now, 600);
     auth::mint(&claims, &ApiSecret::new(SECRET)).unwrap()
 }
@@ -231,11 +239,7 @@ async fn tokens_for_another_room_or_badly_signed_are_refused() {
     assert!(head.contains("access-control-allow-origin: *"));
 
     let forged = {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let claims = auth::join_claims(KEY, "@eve:hs:DEV", ROOM, now, 600);
+        let claims = auth::join_claims(KEY, "@eve:hs:DEV", ROOM, unix_now(), 600);
         auth::mint(&claims, &ApiSecret::new("not-the-secret")).unwrap()
     };
     let (status, head, _) = http_get(addr, &format!("/rtc/validate?access_token={forged}")).await;
@@ -312,6 +316,114 @@ async fn oversized_frames_close_only_that_connection() {
         .await;
 }
 
+/// A client that stops reading its signalling: once the frames for it no longer fit the socket's
+/// buffers, a send waits out `send_timeout`, the client is dropped and the room is told. The
+/// others are served throughout.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
+    let send_timeout = Duration::from_secs(1);
+    // Small socket buffers on both ends (accepted sockets inherit the listener's), so that a few
+    // dozen frames fill them; Linux would otherwise let the server's grow to 4 MiB.
+    let listening = tokio::net::TcpSocket::new_v4().unwrap();
+    listening.set_send_buffer_size(4096).unwrap();
+    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = serve_on(
+        ShellConfig {
+            keys: keys(),
+            send_timeout,
+            ..ShellConfig::default()
+        },
+        listening.listen(64).unwrap(),
+    );
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!(
+        "ws://{addr}/rtc?access_token={}&auto_subscribe=1&sdk=js&version=2.21.0&protocol=16",
+        token("@stalled:hs:DEV", ROOM)
+    );
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    let mut stalled = Client { ws };
+    let stalled_sid = stalled
+        .recv_until(|m| match m {
+            signal_response::Message::Join(j) => j.participant.map(|p| p.sid),
+            _ => None,
+        })
+        .await;
+
+    // A participant whose every update is large (≈5 KB of metadata in its token), toggling its
+    // microphone: each toggle is an update sent to everyone, the stalled client included.
+    let now = unix_now();
+    let mut claims = auth::join_claims(KEY, "@chatty:hs:DEV", ROOM, now, 600);
+    claims.metadata = "m".repeat(5_000);
+    let big_token = auth::mint(&claims, &ApiSecret::new(SECRET)).unwrap();
+    let mut chatty = Client::connect(addr, &big_token).await.unwrap();
+    chatty
+        .send(signal_request::Message::AddTrack(AddTrackRequest {
+            cid: "mic-1".into(),
+            name: "microphone".into(),
+            r#type: TrackType::Audio.into(),
+            source: TrackSource::Microphone.into(),
+            ..AddTrackRequest::default()
+        }))
+        .await;
+    let track = chatty
+        .recv_until(|m| match m {
+            signal_response::Message::TrackPublished(t) => t.track.map(|t| t.sid),
+            _ => None,
+        })
+        .await;
+
+    let started = std::time::Instant::now();
+    let mut muted = false;
+    let dropped = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "the stalled client was not dropped within 12 s (send timeout {send_timeout:?}, ping \
+             timeout 15 s)"
+        );
+        muted = !muted;
+        chatty
+            .send(signal_request::Message::Mute(
+                livekit_protocol::MuteTrackRequest {
+                    sid: track.clone(),
+                    muted,
+                },
+            ))
+            .await;
+        // Read what chatty is sent (its own updates among them), looking for the stalled
+        // participant's departure; stay under the 50 frames/s rate limit.
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(40);
+        let mut gone = None;
+        while let Ok(Some(Ok(Message::Binary(bytes)))) =
+            tokio::time::timeout_at(deadline, chatty.ws.next()).await
+        {
+            if let Some(signal_response::Message::Update(update)) =
+                signal::decode_response(&bytes).unwrap().message
+            {
+                gone = update.participants.into_iter().find(|p| {
+                    p.sid == stalled_sid && p.state == participant_info::State::Disconnected as i32
+                });
+                if gone.is_some() {
+                    break;
+                }
+            }
+        }
+        if let Some(gone) = gone {
+            break gone;
+        }
+    };
+    eprintln!("dropped after {:?} of large updates", started.elapsed());
+    assert!(dropped.tracks.is_empty());
+    // Chatty is still served.
+    chatty.send(signal_request::Message::Ping(9)).await;
+    chatty
+        .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
+        .await;
+}
+
 #[tokio::test]
 async fn resume_attempts_are_told_to_rejoin() {
     let addr = start().await;
@@ -341,6 +453,7 @@ async fn connected_clients_are_sent_renewed_tokens_that_join_again() {
             token_refresh_interval: Duration::from_secs(1),
             ..SfuConfig::default()
         },
+        ..ShellConfig::default()
     })
     .await;
     let (mut alice, _) = Client::join(addr, "alice").await;
@@ -350,10 +463,7 @@ async fn connected_clients_are_sent_renewed_tokens_that_join_again() {
             _ => None,
         })
         .await;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let grant = auth::verify_join(&renewed, &keys(), now, Some(ROOM)).unwrap();
     assert_eq!(grant.identity, "alice");
     assert_eq!(grant.api_key, KEY);

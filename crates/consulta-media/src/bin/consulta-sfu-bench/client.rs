@@ -13,7 +13,9 @@ use anyhow::{Context as _, bail};
 use consulta_media::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use consulta_media::rtp::{Header, Packet};
-use consulta_media::{LocalTrack, MediaEvent, MediaKind, MediaPeer, PeerState};
+use consulta_media::{
+    LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer, PeerState,
+};
 use consulta_sfu::signal;
 use futures_util::{SinkExt, StreamExt};
 use livekit_protocol::{
@@ -179,6 +181,14 @@ pub async fn run(
     }
 }
 
+/// A participant's connections each carry media one way, as a browser's do.
+fn one_way(direction: MediaDirection) -> MediaConfig {
+    MediaConfig {
+        direction,
+        ..MediaConfig::default()
+    }
+}
+
 async fn run_with<S: Signalling>(
     spec: Spec,
     recorder: Rc<RefCell<Recorder>>,
@@ -189,8 +199,16 @@ async fn run_with<S: Signalling>(
     let sub_socket = bind(spec.bind_ip).await?;
     let now = Instant::now();
     let mut peers = Peers {
-        publisher: MediaPeer::new(pub_socket.local_addr()?, now)?,
-        subscriber: MediaPeer::new(sub_socket.local_addr()?, now)?,
+        publisher: MediaPeer::with_config(
+            pub_socket.local_addr()?,
+            one_way(MediaDirection::SendOnly),
+            now,
+        )?,
+        subscriber: MediaPeer::with_config(
+            sub_socket.local_addr()?,
+            one_way(MediaDirection::ReceiveOnly),
+            now,
+        )?,
         tracks: Vec::new(),
         largest_offer: (0, 0),
     };

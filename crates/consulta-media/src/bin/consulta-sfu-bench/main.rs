@@ -18,6 +18,7 @@ mod client;
 mod ideal;
 mod janus;
 mod media;
+mod pipeline;
 
 use std::cell::RefCell;
 use std::io::BufRead as _;
@@ -80,6 +81,21 @@ enum Internal {
     },
     /// (internal) Run the idealised forwarder and print its address.
     Ideal,
+    /// Time `rtc`'s per-packet pipeline in one process (two peers connected in memory, no
+    /// sockets): write and read cost per packet, with every interceptor and with the one-way
+    /// chains the SFU runs.
+    Pipeline {
+        /// Packets per round.
+        #[arg(long, default_value_t = 20_000)]
+        packets: u32,
+        /// Measured rounds per setting (alternating; the median is reported).
+        #[arg(long, default_value_t = 9)]
+        rounds: u32,
+        /// Connected pairs the packets are spread over (interleaved, as on a node): many
+        /// connections do not fit the CPU's caches.
+        #[arg(long, default_value_t = 1)]
+        connections: u32,
+    },
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -167,6 +183,11 @@ fn main() -> anyhow::Result<()> {
     match cli.internal {
         Some(Internal::Node { drop_rtp_every }) => run_node(drop_rtp_every),
         Some(Internal::Ideal) => ideal::serve(),
+        Some(Internal::Pipeline {
+            packets,
+            rounds,
+            connections,
+        }) => pipeline::run(packets, rounds, connections),
         None => {
             if cli.run.janus
                 && let Some(status) = janus::reexec_in_namespace()?
