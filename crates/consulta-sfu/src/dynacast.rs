@@ -47,7 +47,7 @@ pub fn wanted<'a>(
 pub struct Dynacast {
     /// The highest enabled layer (`None`: all off). Publishers start with every layer on.
     sent: Option<Quality>,
-    /// A lower demand and when it may be sent.
+    /// Since the demand fell below `sent`: the highest demand seen, and when it may be sent.
     pending: Option<(Option<Quality>, Instant)>,
 }
 
@@ -63,6 +63,11 @@ impl Default for Dynacast {
 impl Dynacast {
     /// The current demand is `wanted`: returns the highest layer to enable now (`Some(None)`:
     /// all off), or `None` when the publisher need not be told anything yet.
+    ///
+    /// A decrease waits until the demand has stayed below what was sent for [`DOWNGRADE_DELAY`],
+    /// and then sends the highest demand seen meanwhile. The wait does not restart when the demand
+    /// moves between lower levels, so a tile that flips between small and hidden more often than
+    /// the delay still gets its unused top layers paused.
     pub fn demand(&mut self, wanted: Option<Quality>, now: Instant) -> Option<Option<Quality>> {
         if wanted >= self.sent {
             self.pending = None;
@@ -72,20 +77,18 @@ impl Dynacast {
             self.sent = wanted;
             return Some(wanted);
         }
-        let due = match self.pending {
-            Some((pending, at)) if pending == wanted => at,
-            _ => {
-                let at = now + DOWNGRADE_DELAY;
-                self.pending = Some((wanted, at));
-                at
-            }
+        let (peak, due) = match self.pending {
+            Some((peak, due)) => (peak.max(wanted), due),
+            None => (wanted, now + DOWNGRADE_DELAY),
         };
         if due > now {
+            self.pending = Some((peak, due));
             return None;
         }
-        self.pending = None;
-        self.sent = wanted;
-        Some(wanted)
+        self.sent = peak;
+        // A demand below what is now sent starts the next wait at once.
+        self.pending = (wanted < peak).then_some((wanted, now + DOWNGRADE_DELAY));
+        Some(peak)
     }
 
     /// What the publisher was last told, to say again: LiveKit repeats it when a track is
@@ -216,6 +219,31 @@ mod tests {
         // Anyone wanting the top layer again gets all of them at once.
         let t3 = start + Duration::from_secs(30);
         assert_eq!(d.demand(Some(Quality::High), t3), Some(Some(Quality::High)));
+    }
+
+    #[test]
+    fn a_demand_flipping_between_lower_levels_still_pauses_the_unused_top() {
+        let start = Instant::now();
+        let second = |n: u64| start + Duration::from_secs(n);
+        let mut d = Dynacast::default();
+        // Everything on; the tile then flips between medium and small every second.
+        assert_eq!(d.demand(Some(Quality::Medium), second(0)), None);
+        assert_eq!(d.demand(Some(Quality::Low), second(1)), None);
+        assert_eq!(d.demand(Some(Quality::Medium), second(2)), None);
+        assert_eq!(d.poll_timeout(), Some(second(3)));
+        // Three seconds below the top: the highest demand of those seconds is sent.
+        assert_eq!(
+            d.demand(Some(Quality::Low), second(3)),
+            Some(Some(Quality::Medium))
+        );
+        // Small from then on: `h` is paused three seconds later, without another change.
+        assert_eq!(d.poll_timeout(), Some(second(6)));
+        assert_eq!(d.demand(Some(Quality::Low), second(5)), None);
+        assert_eq!(
+            d.demand(Some(Quality::Low), second(6)),
+            Some(Some(Quality::Low))
+        );
+        assert_eq!(d.poll_timeout(), None);
     }
 
     #[test]
