@@ -245,7 +245,8 @@ pub enum MediaEvent {
     /// An RTP packet arrived.
     Rtp(Box<IncomingRtp>),
     /// Inbound RTCP arrived: by default only compound packets carrying a keyframe request (PLI or
-    /// FIR); with [`RtcpDelivery::All`] every one. `rtc`'s interceptors have seen it first.
+    /// FIR), and none on a [`MediaDirection::ReceiveOnly`] connection; with
+    /// [`RtcpDelivery::All`] every one. `rtc`'s interceptors have seen it first.
     Rtcp {
         /// The m-line it concerns, when known.
         mid: Option<Mid>,
@@ -409,7 +410,8 @@ pub struct MediaConfig {
     /// drops nothing.
     pub drop_rtp_every: u32,
     /// Which way media flows on the connection; it decides which of `rtc`'s interceptors run.
-    /// Default: both ways.
+    /// Default: both ways. The SFU's router sets it per connection (publisher connections receive,
+    /// subscriber connections send), whatever a node's configuration says.
     pub direction: MediaDirection,
 }
 
@@ -431,8 +433,10 @@ impl Default for MediaConfig {
 /// Every packet passes every interceptor in `rtc`'s chain, each of which queues it and hands it on,
 /// whether or not it has anything to do with the packet. A one-way connection therefore runs only
 /// the interceptors of its direction: receiving, the NACK generator, receiver reports and TWCC
-/// feedback; sending, the NACK responder, sender reports and the keyframe-request delivery. On the
-/// SFU's node this takes ≈10 % off the CPU per forwarded packet (docs/benchmarks.md).
+/// feedback; sending, the NACK responder, sender reports and the keyframe-request delivery. That
+/// takes 7–18 % off `rtc`'s per-packet pipeline measured in memory (`consulta-sfu-bench pipeline`);
+/// on a node, where `rtc` is about half of a packet's cost, it is within the end-to-end runs'
+/// noise (docs/benchmarks.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MediaDirection {
     /// Media both ways: every interceptor (an echo, a test peer).

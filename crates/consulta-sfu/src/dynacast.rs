@@ -67,7 +67,10 @@ impl Dynacast {
     /// A decrease waits until the demand has stayed below what was sent for [`DOWNGRADE_DELAY`],
     /// and then sends the highest demand seen meanwhile. The wait does not restart when the demand
     /// moves between lower levels, so a tile that flips between small and hidden more often than
-    /// the delay still gets its unused top layers paused.
+    /// the delay still gets its unused top layers paused. The next wait starts when the peak is
+    /// sent, so a demand that keeps falling reaches its lowest level in steps of the delay (one
+    /// update more, and up to one delay later than a sliding window would): it errs towards
+    /// sending more, never less.
     pub fn demand(&mut self, wanted: Option<Quality>, now: Instant) -> Option<Option<Quality>> {
         if wanted >= self.sent {
             self.pending = None;
@@ -212,7 +215,7 @@ mod tests {
             None
         );
         assert_eq!(d.poll_timeout(), None);
-        // A demand that keeps falling restarts the wait at each new level.
+        // All off once nothing has been wanted for the delay.
         let t2 = start + Duration::from_secs(20);
         assert_eq!(d.demand(None, t2), None);
         assert_eq!(d.demand(None, t2 + DOWNGRADE_DELAY), Some(None));

@@ -130,13 +130,9 @@ impl Pair {
     }
 }
 
-/// Sends `count` packets per pair, from `first_seq`, in batches, interleaved across the pairs as
+/// Sends `count` packets per pair, from packet number `first`, in batches, interleaved across the pairs as
 /// an SFU's node interleaves its connections; returns the time spent writing and reading.
-fn send_round(
-    pairs: &mut [Pair],
-    first_seq: u16,
-    count: u32,
-) -> anyhow::Result<(Duration, Duration)> {
+fn send_round(pairs: &mut [Pair], first: u32, count: u32) -> anyhow::Result<(Duration, Duration)> {
     let mut write = Duration::ZERO;
     let mut read = Duration::ZERO;
     let payload = bytes::Bytes::from(vec![0x5a; PAYLOAD_BYTES]);
@@ -153,8 +149,8 @@ fn send_round(
                         version: 2,
                         marker: i % 10 == 9,
                         payload_type: 96,
-                        sequence_number: first_seq.wrapping_add(i as u16),
-                        timestamp: 3_000 * (i / 10),
+                        sequence_number: first.wrapping_add(i) as u16,
+                        timestamp: first.wrapping_add(i) / 10 * 3_000,
                         ssrc: 1,
                         ..Default::default()
                     },
@@ -241,8 +237,7 @@ pub fn run(packets: u32, rounds: u32, connections: u32) -> anyhow::Result<()> {
     for round in 0..=rounds {
         for (pairs, result) in sets.iter_mut().zip(&mut results) {
             let before: u64 = pairs.iter().map(|p| p.received).sum();
-            let first_seq = (u64::from(round) * u64::from(per_pair)) as u16;
-            let (write, read) = send_round(pairs, first_seq, per_pair)?;
+            let (write, read) = send_round(pairs, round * per_pair, per_pair)?;
             let arrived = pairs.iter().map(|p| p.received).sum::<u64>() - before;
             if arrived != u64::from(packets) {
                 bail!("{arrived} of {packets} packets arrived; the measurement is void");
