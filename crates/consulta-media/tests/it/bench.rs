@@ -45,12 +45,12 @@ fn sfu_bench_one_room_forwards_everything() {
     }
 }
 
-/// The in-memory pipeline measurement: both interceptor settings connect, carry every packet
-/// (it fails otherwise) and report a cost per packet.
+/// The in-memory pipeline measurement, a phase at a time and interleaved: both interceptor
+/// settings connect, carry every packet (the run fails otherwise) and report a cost per packet.
 #[test]
 fn sfu_bench_pipeline_reports_both_settings() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_consulta-sfu-bench"))
-        .args([
+    for order in [None, Some("--interleave")] {
+        let mut args = vec![
             "pipeline",
             "--packets",
             "1000",
@@ -58,26 +58,30 @@ fn sfu_bench_pipeline_reports_both_settings() {
             "1",
             "--connections",
             "2",
-        ])
-        .output()
-        .expect("the bench binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "pipeline failed: {}",
-        output.status
-    );
-    for setting in ["both ways", "one way"] {
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with(setting))
-            .unwrap_or_else(|| panic!("a {setting} row"));
-        let sum: f64 = line
-            .split_whitespace()
-            .last()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("a cost in {line:?}"));
-        assert!(sum > 0.0, "{line}");
+        ];
+        args.extend(order);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_consulta-sfu-bench"))
+            .args(&args)
+            .output()
+            .expect("the bench binary runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "pipeline {args:?} failed: {}",
+            output.status
+        );
+        for setting in ["both ways", "one way"] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(setting))
+                .unwrap_or_else(|| panic!("a {setting} row"));
+            let sum: f64 = line
+                .split_whitespace()
+                .last()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("a cost in {line:?}"));
+            assert!(sum > 0.0, "{line}");
+        }
     }
 }

@@ -95,6 +95,10 @@ enum Internal {
         /// connections do not fit the CPU's caches.
         #[arg(long, default_value_t = 1)]
         connections: u32,
+        /// Read each packet as soon as it is written (as a node handles one datagram after
+        /// another), instead of writing 500 per pair and then reading them.
+        #[arg(long)]
+        interleave: bool,
     },
 }
 
@@ -187,7 +191,8 @@ fn main() -> anyhow::Result<()> {
             packets,
             rounds,
             connections,
-        }) => pipeline::run(packets, rounds, connections),
+            interleave,
+        }) => pipeline::run(packets, rounds, connections, interleave),
         None => {
             if cli.run.janus
                 && let Some(status) = janus::reexec_in_namespace()?
