@@ -387,8 +387,13 @@ async fn run_socket(
             outbound = rx.recv() => match outbound {
                 Some(Outbound::Frame(frame)) => {
                     let sent = timeout(send_timeout, sink.send(Message::Binary(frame.into())));
-                    if !matches!(sent.await, Ok(Ok(()))) {
-                        break;
+                    match sent.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break,
+                        Err(_) => {
+                            tracing::info!(%conn, "client is not reading its signalling (send timed out), closing");
+                            break;
+                        }
                     }
                 }
                 Some(Outbound::Close) | None => {
