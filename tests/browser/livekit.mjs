@@ -141,6 +141,21 @@ window.cameraLayers = () => {
     .sort()
     .join(',');
 };
+// What each of the camera's encodings sends, in bits per second over ms milliseconds.
+window.cameraRates = async (ms) => {
+  const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
+  const bytes = async () => {
+    const out = {};
+    (await pub.track.sender.getStats()).forEach((s) => { if (s.type === 'outbound-rtp') out[s.rid ?? ''] = s.bytesSent ?? 0; });
+    return out;
+  };
+  const before = await bytes();
+  await new Promise((r) => setTimeout(r, ms));
+  const after = await bytes();
+  const rates = {};
+  for (const rid of Object.keys(after)) rates[rid] = Math.round(((after[rid] - (before[rid] ?? 0)) * 8 * 1000) / ms);
+  return rates;
+};
 window.events = () => log;
 // Resizes the tiles of a participant's camera: adaptive stream tells the SFU, which picks a layer.
 window.resizeTile = (identity, width, height) => {
@@ -253,6 +268,25 @@ try {
     await sleep(8000);
     result.loss_window = { start, end: video(await bob.evaluate(() => window.remoteStats()), 'alice') };
     result.alice_camera_sent = await alice.evaluate(() => window.cameraSent());
+    await alice.evaluate(() => window.leave());
+    await bob.evaluate(() => window.leave());
+    throw 'done';
+  }
+  if (mode === 'downlink') {
+    // The SFU polices what it sends each subscriber to less than Alice's top layer carries. Bob
+    // shows her large, asking for that layer; the SFU's estimate of his downlink must bring him
+    // down to a layer that fits, on which her video keeps decoding.
+    result.alice_camera_rates = await alice.evaluate(() => window.cameraRates(2000));
+    await bob.evaluate(() => window.resizeTile('alice', 1280, 720));
+    const samples = [];
+    const started = Date.now();
+    while (Date.now() - started < 24000) {
+      const v = video(await bob.evaluate(() => window.remoteStats()), 'alice');
+      samples.push({ at: Date.now() - started, width: v?.frameWidth ?? 0, frames: frames(v), received: v?.packetsReceived ?? 0, lost: v?.packetsLost ?? 0 });
+      await sleep(1000);
+    }
+    result.downlink_samples = samples;
+    result.alice_camera_rates_after = await alice.evaluate(() => window.cameraRates(2000));
     await alice.evaluate(() => window.leave());
     await bob.evaluate(() => window.leave());
     throw 'done';

@@ -59,6 +59,10 @@ pub struct SfuSettings {
     /// Participants per room (0 = unlimited).
     #[serde(default)]
     pub max_participants: u32,
+    /// Estimate each subscriber's downlink and cap its layers to fit
+    /// (`MediaConfig::congestion_control`); default true.
+    #[serde(default = "default_bandwidth_estimation")]
+    pub bandwidth_estimation: bool,
     /// `tracing` filter, e.g. `info` or `consulta_media=debug,info`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -80,6 +84,10 @@ pub struct IceServerSettings {
 
 fn default_empty_timeout() -> u64 {
     300
+}
+
+fn default_bandwidth_estimation() -> bool {
+    true
 }
 
 fn default_log_level() -> String {
@@ -154,7 +162,10 @@ impl SfuSettings {
                 ..ShellConfig::default()
             },
             advertised_ip: self.advertised_ip,
-            ..NodeConfig::default()
+            media: crate::peer::MediaConfig {
+                congestion_control: self.bandwidth_estimation,
+                ..crate::peer::MediaConfig::default()
+            },
         }
     }
 }
@@ -193,6 +204,15 @@ mod tests {
         let node = settings.node_config();
         assert_eq!(node.shell.core.empty_timeout.as_secs(), 300);
         assert_eq!(node.advertised_ip, Some("127.0.0.1".parse().unwrap()));
+        assert!(node.media.congestion_control);
+        let off = fixed.replace("bandwidth_estimation: true", "bandwidth_estimation: false");
+        assert!(
+            !SfuSettings::parse(&off)
+                .unwrap()
+                .node_config()
+                .media
+                .congestion_control
+        );
     }
 
     #[test]

@@ -191,7 +191,9 @@ impl Echo {
                     }
                 }
             }
-            MediaEvent::DataChannelOpen { .. } | MediaEvent::Data { .. } => {}
+            MediaEvent::DataChannelOpen { .. }
+            | MediaEvent::Data { .. }
+            | MediaEvent::TargetBitrate(_) => {}
         }
     }
 }

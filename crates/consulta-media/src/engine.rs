@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use consulta_sfu::bandwidth::{Allocator, RateMeter, VideoDemand, announced_bitrates};
 use consulta_sfu::data::{DataKind, DataSender, relay_data_packet};
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
@@ -25,6 +26,7 @@ use consulta_sfu::speakers::{ActiveSpeakers, SpeakerConfig};
 use livekit_protocol::{SessionDescription, SignalTarget, TrackInfo, TrackType};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -113,6 +115,12 @@ pub struct RouterStats {
     pub keyframe_requests_in: u64,
     /// NACK packets received from subscribers (answered by `rtc`'s NACK responder).
     pub nacks_in: u64,
+    /// Bandwidth estimates received for subscriber connections.
+    pub bandwidth_estimates: u64,
+    /// Times a subscriber's bandwidth lowered the layer it may receive of a track.
+    pub layer_caps_lowered: u64,
+    /// RTP datagrams dropped by [`MediaConfig::police_downlink_bps`] (tests).
+    pub policed: u64,
     /// Data packets relayed (per receiver).
     pub data_relayed: u64,
     /// Data packets dropped (malformed, too big, no permission).
@@ -138,6 +146,53 @@ struct Peer {
     /// Data channels by label (the client's on the publisher side, ours on the subscriber side).
     channels: HashMap<DataChannel, String>,
     open_channels: HashMap<String, DataChannel>,
+    /// [`MediaConfig::police_downlink_bps`] on a subscriber connection.
+    policer: Option<Policer>,
+}
+
+/// A token bucket that drops the RTP a subscriber connection sends above a rate (fault injection
+/// for tests: a weak downlink that loses what it cannot carry).
+#[derive(Debug)]
+struct Policer {
+    bps: u64,
+    /// Bits that may still pass.
+    tokens: u64,
+    refilled: Instant,
+}
+
+impl Policer {
+    /// What the bucket holds: 500 ms at the rate, a mobile link's buffer.
+    fn depth(&self) -> u64 {
+        self.bps / 2
+    }
+
+    fn admits(&mut self, now: Instant, datagram: &[u8]) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled);
+        let refill = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(self.bps)
+            / 1_000_000;
+        if refill > 0 {
+            self.tokens = self.tokens.saturating_add(refill).min(self.depth());
+            self.refilled = now;
+        }
+        let bits = datagram.len() as u64 * 8;
+        if !is_rtp(datagram) {
+            return true;
+        }
+        match self.tokens.checked_sub(bits) {
+            Some(left) => {
+                self.tokens = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// RFC 7983: RTP and RTCP start with 128..=191; RTCP packet types are 192..=223.
+fn is_rtp(datagram: &[u8]) -> bool {
+    matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second))
 }
 
 /// One track forwarded to one subscriber.
@@ -169,6 +224,8 @@ struct SubscriberState {
     needs_offer: bool,
     next_offer_id: u32,
     settings: HashMap<TrackSid, TrackSettings>,
+    /// Which layers fit the connection's estimated bandwidth.
+    allocator: Allocator,
 }
 
 #[derive(Debug)]
@@ -198,7 +255,13 @@ struct Published {
     highest_seq: HashMap<u32, u16>,
     subscribers: BTreeSet<ParticipantSid>,
     last_keyframe_request: HashMap<u32, Instant>,
+    /// What each layer arrives at (bytes on the wire, roughly: payload plus headers).
+    rates: [RateMeter; 3],
 }
+
+/// Bytes a forwarded packet adds to its payload on the wire: IPv4 and UDP (28), the RTP header
+/// with its extensions (≈20) and the SRTP tag (16).
+const PACKET_OVERHEAD: usize = 64;
 
 /// The sans-IO media router.
 #[derive(Debug)]
@@ -255,9 +318,7 @@ impl Router {
     /// Whether fault injection drops this datagram (`direction` 0 in, 1 out).
     fn inject_loss(&mut self, direction: usize, datagram: &[u8]) -> bool {
         let every = self.config.drop_rtp_every;
-        // RFC 7983: RTP and RTCP start with 128..=191; RTCP packet types are 192..=223.
-        let rtp = matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second));
-        if every == 0 || !rtp {
+        if every == 0 || !is_rtp(datagram) {
             return false;
         }
         let Some(count) = self.injected.get_mut(direction) else {
@@ -401,7 +462,9 @@ impl Router {
                     t.subscribers.remove(&sub);
                 }
             }
-            Command::Settings(sub, track, settings) => self.track_settings(&sub, track, settings),
+            Command::Settings(sub, track, settings) => {
+                self.track_settings(now, &sub, track, settings)
+            }
             Command::NeedsOffer(sid) => {
                 if let Some(p) = self.participants.get_mut(&sid) {
                     p.sub.needs_offer = true;
@@ -456,6 +519,12 @@ impl Router {
                 deadline: None,
                 channels: HashMap::new(),
                 open_channels: HashMap::new(),
+                policer: (side == Side::Subscriber && self.config.police_downlink_bps > 0)
+                    .then_some(Policer {
+                        bps: self.config.police_downlink_bps,
+                        tokens: self.config.police_downlink_bps / 2,
+                        refilled: now,
+                    }),
             }),
         );
         Some(id)
@@ -566,6 +635,7 @@ impl Router {
             }
         };
         self.apply_subscriptions(sid, id);
+        self.allocate(sid, now);
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
@@ -703,6 +773,7 @@ impl Router {
                 highest_seq: HashMap::new(),
                 subscribers: BTreeSet::new(),
                 last_keyframe_request: HashMap::new(),
+                rates: Default::default(),
             },
         );
     }
@@ -723,7 +794,13 @@ impl Router {
         }
     }
 
-    fn track_settings(&mut self, sub: &ParticipantSid, track: TrackSid, settings: TrackSettings) {
+    fn track_settings(
+        &mut self,
+        now: Instant,
+        sub: &ParticipantSid,
+        track: TrackSid,
+        settings: TrackSettings,
+    ) {
         let Some(p) = self.participants.get_mut(sub) else {
             return;
         };
@@ -734,6 +811,48 @@ impl Router {
                 .handle_track_settings(&settings, &published.info);
         }
         p.sub.settings.insert(track, settings);
+        self.allocate(sub, now);
+    }
+
+    /// Caps the layers `sub` receives to what its estimated downlink carries
+    /// ([`consulta_sfu::bandwidth`]).
+    fn allocate(&mut self, sub: &ParticipantSid, now: Instant) {
+        let Some(p) = self.participants.get_mut(sub) else {
+            return;
+        };
+        let mut audio = 0;
+        let mut demands = Vec::new();
+        let mut downs = Vec::new();
+        for (track, down) in &mut p.sub.sending {
+            let Some(published) = self.tracks.get(track) else {
+                continue;
+            };
+            if published.kind == MediaKind::Audio {
+                audio += 1;
+                continue;
+            }
+            let mut bitrates = announced_bitrates(&published.info);
+            for (rate, meter) in bitrates.iter_mut().zip(&published.rates) {
+                if let Some(measured) = meter.rate(now) {
+                    *rate = measured;
+                }
+            }
+            demands.push(VideoDemand {
+                wanted: (!down.forward.is_paused()).then(|| down.forward.target()),
+                simulcast: down.forward.config().simulcast,
+                bitrates,
+            });
+            downs.push(&mut down.forward);
+        }
+        let caps = p.sub.allocator.poll_caps(now, audio, &demands);
+        for (forward, cap) in downs.into_iter().zip(caps) {
+            // The caps never exceed what the tiles ask for: only a cap below that is bandwidth's.
+            if cap < forward.cap() && cap < forward.target() {
+                self.stats.layer_caps_lowered += 1;
+                tracing::debug!(participant = %sub, ?cap, budget = ?p.sub.allocator.budget(), "layer capped for bandwidth");
+            }
+            forward.set_cap(cap);
+        }
     }
 
     fn remove_participant(&mut self, sid: &ParticipantSid) {
@@ -780,16 +899,22 @@ impl Router {
         touched.sort_unstable();
         touched.dedup();
         for &id in &touched {
-            self.flush(id);
+            self.flush(id, now);
         }
         self.touched = touched;
     }
 
-    fn flush(&mut self, id: PeerId) {
+    fn flush(&mut self, id: PeerId, now: Instant) {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         while let Some(transmit) = peer.pc.poll_transmit() {
+            if let Some(policer) = &mut peer.policer
+                && !policer.admits(now, &transmit.contents)
+            {
+                self.stats.policed += 1;
+                continue;
+            }
             self.transmits.push_back(transmit);
         }
         let next = peer.pc.poll_timeout();
@@ -851,6 +976,15 @@ impl Router {
             MediaEvent::Rtcp { packets, .. } => {
                 if side == Side::Subscriber {
                     self.subscriber_feedback(owner, &packets, now);
+                }
+            }
+            MediaEvent::TargetBitrate(bps) => {
+                if side == Side::Subscriber
+                    && let Some(p) = self.participants.get_mut(owner)
+                {
+                    self.stats.bandwidth_estimates += 1;
+                    p.sub.allocator.handle_estimate(bps);
+                    self.allocate(owner, now);
                 }
             }
             MediaEvent::DataChannelOpen { channel, label } => {
@@ -949,6 +1083,9 @@ impl Router {
                 quality
             }
         };
+        if let Some(meter) = published.rates.get_mut(quality.index()) {
+            meter.handle_packet(now, rtp.packet.payload.len() + PACKET_OVERHEAD);
+        }
         let seq = rtp.packet.header.sequence_number;
         match published.highest_seq.insert(rtp.ssrc, seq) {
             Some(highest) => {
@@ -1078,7 +1215,7 @@ impl Router {
             }
         }
         if requested {
-            self.flush(publisher_peer);
+            self.flush(publisher_peer, now);
         }
     }
 
@@ -1090,6 +1227,7 @@ impl Router {
         now: Instant,
     ) {
         let mut asked = Vec::new();
+        let mut losses = Vec::new();
         for packet in packets {
             let any = packet.as_any();
             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
@@ -1098,7 +1236,12 @@ impl Router {
                 asked.extend(fir.fir.iter().map(|e| e.ssrc));
             } else if any.is::<TransportLayerNack>() {
                 self.stats.nacks_in += 1;
+            } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                losses.extend(rr.reports.iter().map(|r| (r.ssrc, r.fraction_lost)));
             }
+        }
+        if !losses.is_empty() {
+            self.subscriber_loss(sub, &losses, now);
         }
         self.stats.keyframe_requests_in += asked.len() as u64;
         if asked.is_empty() {
@@ -1118,6 +1261,32 @@ impl Router {
             .unwrap_or_default();
         for (track, quality) in layers {
             self.request_keyframe(&track, quality, None, now);
+        }
+    }
+
+    /// Loss a subscriber's receiver reports state for the video it receives: the second bandwidth
+    /// signal ([`consulta_sfu::bandwidth`]).
+    fn subscriber_loss(&mut self, sub: &ParticipantSid, losses: &[(u32, u8)], now: Instant) {
+        let Some(p) = self.participants.get_mut(sub) else {
+            return;
+        };
+        let tracks = &self.tracks;
+        let video = |ssrc: u32| {
+            p.sub.sending.iter().any(|(track, down)| {
+                down.local.ssrc() == ssrc
+                    && tracks
+                        .get(track)
+                        .is_some_and(|t| t.kind == MediaKind::Video)
+            })
+        };
+        let worst = losses
+            .iter()
+            .filter(|(ssrc, _)| video(*ssrc))
+            .map(|(_, fraction)| *fraction)
+            .max();
+        if let Some(fraction) = worst {
+            p.sub.allocator.handle_loss_at(now, fraction);
+            self.allocate(sub, now);
         }
     }
 

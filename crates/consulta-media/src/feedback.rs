@@ -7,13 +7,22 @@
 //! marks compound packets that contain a PLI or FIR. Receiver/sender reports, NACK and TWCC stay
 //! with `rtc`'s own interceptors (NACK is answered from the responder's buffer) unless the
 //! application asks for all of it ([`RtcpDelivery::All`]).
+//!
+//! The same interceptor picks up the congestion controller's estimate, which `rtc` hands on only as
+//! an attribute of the feedback packet that changed it (`Attribute::TargetBitrateChanged`), and
+//! leaves it where its connection reads it. On such a connection receiver reports reach the
+//! application too: their loss fractions are the SFU's second bandwidth signal (see
+//! `consulta_sfu::bandwidth`).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
@@ -24,25 +33,30 @@ pub(crate) const SLOT: usize = 14_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RtcpDelivery {
     /// Compound packets that contain a PLI, FIR or NACK: what an SFU relays to the publisher or
-    /// counts (NACKs are answered by `rtc`'s responder first).
+    /// counts (NACKs are answered by `rtc`'s responder first); on a connection that estimates its
+    /// bandwidth, also those with a receiver report.
     #[default]
     KeyframeRequests,
     /// Every inbound compound packet (reports, NACK, TWCC too), after `rtc`'s interceptors used it.
     All,
 }
 
-/// Marks inbound RTCP for delivery to the application, as [`RtcpDelivery`] says.
+/// Marks inbound RTCP for delivery to the application, as [`RtcpDelivery`] says, and records the
+/// bandwidth estimate.
 #[derive(Default)]
 pub(crate) struct KeyframeRequestDelivery {
     delivery: RtcpDelivery,
+    /// The latest estimate in bits per second, when the connection estimates.
+    estimate: Option<Arc<AtomicU64>>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
 
 impl KeyframeRequestDelivery {
-    pub(crate) fn new(delivery: RtcpDelivery) -> Self {
+    pub(crate) fn new(delivery: RtcpDelivery, estimate: Option<Arc<AtomicU64>>) -> Self {
         Self {
             delivery,
+            estimate,
             ..Self::default()
         }
     }
@@ -73,9 +87,20 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Some(estimate) = &self.estimate
+            && let Some(Attribute::TargetBitrateChanged { bits_per_second }) =
+                msg.message.get(&Attribute::TargetBitrateChanged {
+                    bits_per_second: 0.0,
+                })
+        {
+            // A float cast saturates: NaN becomes 0 and infinity the largest value.
+            estimate.store(*bits_per_second as u64, Ordering::Relaxed);
+        }
         if let Packet::Rtcp(packets) = &msg.message.packet
             && (self.delivery == RtcpDelivery::All
-                || packets.iter().any(|p| is_keyframe_request(p.as_ref())))
+                || packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                || (self.estimate.is_some()
+                    && packets.iter().any(|p| p.as_any().is::<ReceiverReport>())))
             && !msg.message.has(&Attribute::DeliverToApplication)
         {
             msg.message.add(Attribute::DeliverToApplication);
@@ -111,7 +136,6 @@ mod tests {
 
     use super::*;
     use rtc::interceptor::AttributedPacket;
-    use rtc::rtcp::receiver_report::ReceiverReport;
     use rtc::shared::TransportContext;
 
     fn read(packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
@@ -119,7 +143,7 @@ mod tests {
     }
 
     fn read_with(delivery: RtcpDelivery, packets: Vec<Box<dyn rtc::rtcp::Packet>>) -> TaggedPacket {
-        let mut stage = KeyframeRequestDelivery::new(delivery);
+        let mut stage = KeyframeRequestDelivery::new(delivery, None);
         stage
             .handle_read(TaggedPacket {
                 now: Instant::now(),
@@ -146,6 +170,31 @@ mod tests {
     fn reports_alone_stay_with_the_chain() {
         let out = read(vec![Box::new(ReceiverReport::default())]);
         assert!(!out.message.has(&Attribute::DeliverToApplication));
+    }
+
+    #[test]
+    fn the_estimate_is_recorded() {
+        let estimate = Arc::new(AtomicU64::new(0));
+        let mut stage =
+            KeyframeRequestDelivery::new(RtcpDelivery::default(), Some(Arc::clone(&estimate)));
+        let mut message =
+            AttributedPacket::from(Packet::Rtcp(vec![Box::new(ReceiverReport::default())]));
+        message.add(Attribute::TargetBitrateChanged {
+            bits_per_second: 812_345.6,
+        });
+        stage
+            .handle_read(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message,
+            })
+            .unwrap();
+        assert_eq!(estimate.load(Ordering::Relaxed), 812_345);
+        let out = stage.poll_read().expect("it passes");
+        assert!(
+            out.message.has(&Attribute::DeliverToApplication),
+            "receiver reports reach a connection that estimates"
+        );
     }
 
     #[test]

@@ -216,6 +216,18 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
         stats.nacks_in,
     );
     metric(
+        "bandwidth_estimates_total",
+        "counter",
+        "Bandwidth estimates (GCC over TWCC feedback) for subscriber connections.",
+        stats.bandwidth_estimates,
+    );
+    metric(
+        "layer_caps_lowered_total",
+        "counter",
+        "Times a subscriber's estimated bandwidth lowered the simulcast layer it may receive.",
+        stats.layer_caps_lowered,
+    );
+    metric(
         "data_packets_relayed_total",
         "counter",
         "Data packets relayed (per receiver).",

@@ -15,8 +15,8 @@ use bytes::BytesMut;
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
-    NackGeneratorBuilder, NackResponderBuilder, ReceiverReportBuilder, SenderReportBuilder, Slot,
-    TwccReceiverBuilder,
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder,
+    ReceiverReportBuilder, SenderReportBuilder, Slot, TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -267,6 +267,9 @@ pub enum MediaEvent {
         /// The message.
         data: BytesMut,
     },
+    /// The estimate of the bandwidth towards the remote side changed (bits per second; only on
+    /// connections that send, with [`MediaConfig::congestion_control`]).
+    TargetBitrate(u64),
 }
 
 /// A track this side sends (created with [`MediaPeer::add_local_track`]).
@@ -413,6 +416,14 @@ pub struct MediaConfig {
     /// Default: both ways. The SFU's router sets it per connection (publisher connections receive,
     /// subscriber connections send), whatever a node's configuration says.
     pub direction: MediaDirection,
+    /// Estimate the bandwidth towards the remote side on connections that send: transport-wide
+    /// sequence numbers on every packet, the remote's TWCC feedback into `rtc`'s GCC estimator,
+    /// and the result as [`MediaEvent::TargetBitrate`]. Default: true.
+    pub congestion_control: bool,
+    /// Fault injection for tests: the router polices the media it sends each subscriber to this
+    /// many bits per second (a token bucket holding 500 ms; RTP only), as a weak downlink would.
+    /// 0 (the default) polices nothing.
+    pub police_downlink_bps: u64,
 }
 
 impl Default for MediaConfig {
@@ -422,9 +433,22 @@ impl Default for MediaConfig {
             rtcp_delivery: RtcpDelivery::default(),
             drop_rtp_every: 0,
             direction: MediaDirection::default(),
+            congestion_control: true,
+            police_downlink_bps: 0,
         }
     }
 }
+
+/// Where the bandwidth estimate of a sending connection starts, in bits per second. `rtc` sends no
+/// probes, and its estimate rises only ≈8 % a second: starting at the 300 kbit/s browsers use would
+/// hold a consultation's video at 180p for its first 20 s. Starting above what a 1:1 call sends
+/// (720p + 360p + 180p is ≈2.3 Mbit/s at most) leaves every layer free until the link says otherwise:
+/// delay or loss bring the estimate down to what arrives within the first seconds.
+pub const INITIAL_ESTIMATE_BPS: f64 = 5_000_000.0;
+/// The lowest bandwidth estimate: below it every track is on its lowest layer anyway.
+pub const MIN_ESTIMATE_BPS: f64 = 100_000.0;
+/// The highest bandwidth estimate.
+pub const MAX_ESTIMATE_BPS: f64 = 50_000_000.0;
 
 /// Which way media flows on a connection. In LiveKit's v0 protocol each connection carries media one
 /// way: the client's publisher connection only into the SFU, its subscriber connection only out of
@@ -480,6 +504,11 @@ pub struct MediaPeer {
     /// How each incoming SSRC's packets are tagged, as last looked up: the lookup clones the
     /// receiver's whole parameter set, once per packet. Emptied by every offer/answer.
     incoming: HashMap<u32, IncomingTag>,
+    /// Where the feedback interceptor leaves the congestion controller's estimate (bits per
+    /// second, 0 before the first), on connections that estimate.
+    estimate: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    /// The estimate last reported as [`MediaEvent::TargetBitrate`].
+    last_estimate: u64,
 }
 
 /// What [`IncomingRtp`] says about the packets of one SSRC.
@@ -531,10 +560,15 @@ impl MediaPeer {
         // interceptor only answers media that arrives.
         let direction = config.direction;
         let mut registry = rtc::interceptor::Registry::new();
+        let estimate = (direction.sends() && config.congestion_control)
+            .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)));
         if direction.sends() || config.rtcp_delivery == RtcpDelivery::All {
             registry = registry.with(
                 crate::feedback::SLOT.into(),
-                crate::feedback::KeyframeRequestDelivery::new(config.rtcp_delivery),
+                crate::feedback::KeyframeRequestDelivery::new(
+                    config.rtcp_delivery,
+                    estimate.clone(),
+                ),
             );
         }
         if direction.sends() {
@@ -544,6 +578,21 @@ impl MediaPeer {
                     NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
                 )
                 .with(Slot::SenderReport, SenderReportBuilder::new().build());
+        }
+        if estimate.is_some() {
+            // No pacer: the SFU forwards what publishers send as it arrives, and the estimate is
+            // applied by choosing layers (`consulta_sfu::bandwidth`), not by queueing packets.
+            registry = registry
+                .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+                .with(
+                    Slot::CongestionControl,
+                    CongestionControlBuilder::new(Gcc::new(
+                        INITIAL_ESTIMATE_BPS,
+                        MIN_ESTIMATE_BPS,
+                        MAX_ESTIMATE_BPS,
+                    ))
+                    .build(),
+                );
         }
         // Negotiates TWCC (its extension and feedback); its interceptor is added below, where
         // media arrives.
@@ -606,6 +655,8 @@ impl MediaPeer {
             audio_level_id: None,
             payload_types: HashMap::new(),
             incoming: HashMap::new(),
+            estimate,
+            last_estimate: 0,
         })
     }
 
@@ -808,6 +859,13 @@ impl MediaPeer {
             },
             message: BytesMut::from(datagram),
         })?;
+        if let Some(estimate) = &self.estimate {
+            let bps = estimate.load(std::sync::atomic::Ordering::Relaxed);
+            if bps != self.last_estimate {
+                self.last_estimate = bps;
+                self.pending.push_back(MediaEvent::TargetBitrate(bps));
+            }
+        }
         Ok(())
     }
 
@@ -1009,6 +1067,10 @@ impl MediaPeer {
         packet.header.extension = false;
         packet.header.extension_profile = 0;
         packet.header.extensions.clear();
+        // The padding the publisher's extensions needed: `rtc` adds ours (transport-wide sequence
+        // numbers) relative to it, and a stale value makes the extension block's length wrong, so
+        // every receiver drops the packet.
+        packet.header.extensions_padding = 0;
         sender.write_rtp(now, packet)?;
         Ok(())
     }

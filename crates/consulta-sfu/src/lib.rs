@@ -10,12 +10,14 @@
 //! - [`core`]: the sans-IO session state machine (`handle_*` in, `poll_*` out).
 //! - [`media`]: the seam to the media engine ([`MediaEngine`], [`MediaEvent`]).
 //! - [`forward`]: per-subscriber RTP forwarding decisions (layers, key frames, rewriting).
+//! - [`bandwidth`]: which layers fit each subscriber's estimated downlink.
 //! - [`speakers`]: active speaker detection from RTP audio levels.
 //! - [`data`]: relaying `DataPacket`s between participants.
 //! - [`signal`]: protobuf framing, size and rate limits.
 //! - [`shell`]: axum routes, WebSockets and timers feeding the core.
 
 pub mod auth;
+pub mod bandwidth;
 pub mod core;
 pub mod data;
 pub mod dynacast;

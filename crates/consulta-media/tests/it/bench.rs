@@ -45,8 +45,8 @@ fn sfu_bench_one_room_forwards_everything() {
     }
 }
 
-/// The in-memory pipeline measurement, a phase at a time and interleaved: both interceptor
-/// settings connect, carry every packet (the run fails otherwise) and report a cost per packet.
+/// The in-memory pipeline measurement, a phase at a time and interleaved: both settings (with and
+/// without congestion control) connect, carry every packet (the run fails otherwise) and report a cost per packet.
 #[test]
 fn sfu_bench_pipeline_reports_both_settings() {
     for order in [None, Some("--interleave")] {
@@ -71,7 +71,7 @@ fn sfu_bench_pipeline_reports_both_settings() {
             "pipeline {args:?} failed: {}",
             output.status
         );
-        for setting in ["both ways", "one way"] {
+        for setting in ["no congestion control", "congestion control"] {
             let line = stdout
                 .lines()
                 .find(|l| l.starts_with(setting))

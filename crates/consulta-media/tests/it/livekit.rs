@@ -436,3 +436,65 @@ async fn livekit_client_loss_is_repaired_both_ways_with_nacks() {
         "and kept decoding (8 s at up to 30 fps): {start} → {end}"
     );
 }
+
+/// A weak downlink: the SFU polices what it sends each subscriber to 600 kbit/s, which carries
+/// Alice's 360p layer (≈350–400 kbit/s with her audio) but not her 720p one (≈750–950 kbit/s).
+/// Bob shows her large, so his tile asks for 720p; the SFU's estimate of his downlink (GCC over
+/// his browser's transport-wide feedback) must bring him down to a layer that fits, on which her
+/// video keeps decoding. It then tries the next layer up now and then (with a wait that doubles
+/// each time the link fails it), so some samples show 720p. Without the estimate he gets 720p
+/// throughout, of which the policer drops a third or more, and the picture freezes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
+    let media = MediaConfig {
+        police_downlink_bps: 600_000,
+        ..MediaConfig::default()
+    };
+    let (node, result) = run_scenario_with("downlink", media).await;
+    let metrics = settled_metrics(&node).await;
+    let value = |name: &str| metric(&metrics, name);
+    let samples = result["downlink_samples"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    eprintln!(
+        "alice sends {} then {}; SFU: {} estimates, {} caps lowered",
+        result["alice_camera_rates"],
+        result["alice_camera_rates_after"],
+        value("bandwidth_estimates_total"),
+        value("layer_caps_lowered_total"),
+    );
+    for s in &samples {
+        eprintln!("{s}");
+    }
+    assert!(
+        samples.len() >= 20,
+        "24 s of samples, one a second: {result}"
+    );
+    let field = |s: &Value, key: &str| s[key].as_i64().unwrap_or(0);
+    // The last 12 s, once the estimate has had time to fall.
+    let last = &samples[samples.len() - 12..];
+    let top = last.iter().filter(|s| field(s, "width") >= 1280).count();
+    assert!(
+        top <= 5,
+        "bob was kept on 720p in {top} of the last 12 samples: {last:?}"
+    );
+    assert!(
+        last.iter().all(|s| field(s, "width") > 0),
+        "bob always had a picture: {last:?}"
+    );
+    let (first, end) = (&last[0], &last[last.len() - 1]);
+    let decoded = field(end, "frames") - field(first, "frames");
+    assert!(
+        decoded >= 110,
+        "alice's video kept decoding on bob's weak link: {decoded} frames in 11 s"
+    );
+    // A failed try at 720p may freeze the picture for a second or two; never for three.
+    let stalls = last
+        .windows(4)
+        .filter(|w| field(&w[3], "frames") == field(&w[0], "frames"))
+        .count();
+    assert_eq!(stalls, 0, "no 3 s freeze: {last:?}");
+    assert!(value("bandwidth_estimates_total") >= 10, "{metrics}");
+    assert!(value("layer_caps_lowered_total") >= 1, "{metrics}");
+}

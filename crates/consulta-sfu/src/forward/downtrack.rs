@@ -220,6 +220,8 @@ impl Layers {
 pub struct DownTrack {
     config: DownTrackConfig,
     target: Quality,
+    /// The highest layer the subscriber's bandwidth allows (see [`crate::bandwidth`]).
+    cap: Quality,
     paused: bool,
     current: Option<Mapping>,
     last: Option<Sent>,
@@ -237,6 +239,7 @@ impl DownTrack {
         Self {
             config,
             target: Quality::High,
+            cap: Quality::High,
             paused: false,
             current: None,
             last: None,
@@ -267,6 +270,17 @@ impl DownTrack {
     /// The layer the subscriber should get.
     pub fn target(&self) -> Quality {
         self.target
+    }
+
+    /// Limits the layer to `cap` whatever the target (the subscriber's link carries no more); the
+    /// switch happens at the next key frame of the layer that results, as for a target change.
+    pub fn set_cap(&mut self, cap: Quality) {
+        self.cap = cap;
+    }
+
+    /// The bandwidth limit ([`Quality::High`]: none).
+    pub fn cap(&self) -> Quality {
+        self.cap
     }
 
     /// Pauses (the subscriber hid the tile) or resumes. Resuming waits for a key frame; the
@@ -389,15 +403,17 @@ impl DownTrack {
                 .or(self.first_packet_at)
                 .is_none_or(|t| now.saturating_duration_since(t) < self.config.layer_timeout)
         };
-        if available(self.target) || !Quality::ALL.into_iter().any(available) {
-            return self.target;
+        // Within the bandwidth first; above it only when no lower layer is left.
+        let target = self.target.min(self.cap);
+        if available(target) || !Quality::ALL.into_iter().any(available) {
+            return target;
         }
-        let lower = std::iter::successors(self.target.lower(), |q| q.lower());
-        let higher = std::iter::successors(self.target.higher(), |q| q.higher());
+        let lower = std::iter::successors(target.lower(), |q| q.lower());
+        let higher = std::iter::successors(target.higher(), |q| q.higher());
         lower
             .chain(higher)
             .find(|&q| available(q))
-            .unwrap_or(self.target)
+            .unwrap_or(target)
     }
 
     /// A new mapping that makes `packet` follow the last packet sent.
@@ -756,6 +772,44 @@ mod tests {
         sim.ticks(5, ALL);
         assert_eq!(sim.forwarded_qualities(), vec![Quality::High, Quality::Low]);
         assert_eq!(sim.dt.stats().layer_switches, 1);
+        assert_continuous(&sim.out);
+    }
+
+    #[test]
+    fn a_bandwidth_cap_lowers_the_layer_below_the_target_and_lifting_it_restores_it() {
+        let mut sim = Sim::new(Codec::Vp8);
+        sim.tick(ALL, &[Quality::High]);
+        sim.ticks(3, ALL);
+        sim.dt.set_cap(Quality::Low);
+        assert_eq!(
+            sim.dt.target(),
+            Quality::High,
+            "the tile still asks for High"
+        );
+        assert_eq!(
+            sim.dt.poll_keyframe_request(sim.now).map(|r| r.quality),
+            Some(Quality::Low),
+            "the capped layer is asked for at once"
+        );
+        sim.ticks(3, ALL);
+        assert_eq!(sim.dt.current(), Some(Quality::High), "until its key frame");
+        sim.tick(ALL, &[Quality::Low]);
+        assert_eq!(sim.dt.current(), Some(Quality::Low));
+        // A tile asking for less than the cap gets what it asks for.
+        sim.dt.set_cap(Quality::Medium);
+        sim.dt.set_target(Quality::Low);
+        sim.tick(ALL, &[Quality::Medium]);
+        assert_eq!(sim.dt.current(), Some(Quality::Low));
+        sim.dt.set_target(Quality::High);
+        sim.tick(ALL, &[Quality::Medium]);
+        assert_eq!(sim.dt.current(), Some(Quality::Medium));
+        sim.dt.set_cap(Quality::High);
+        sim.tick(ALL, &[Quality::High]);
+        assert_eq!(sim.dt.current(), Some(Quality::High));
+        assert_eq!(
+            sim.forwarded_qualities(),
+            vec![Quality::High, Quality::Low, Quality::Medium, Quality::High]
+        );
         assert_continuous(&sim.out);
     }
 

@@ -101,7 +101,7 @@ impl TryFrom<VideoQuality> for Quality {
 
 /// The layers of the track's first (primary) codec, else the track-level list older clients
 /// fill.
-fn published_layers(track: &TrackInfo) -> &[VideoLayer] {
+pub(crate) fn published_layers(track: &TrackInfo) -> &[VideoLayer] {
     match track.codecs.first() {
         Some(codec) if !codec.layers.is_empty() => &codec.layers,
         #[allow(

@@ -185,6 +185,10 @@ pub async fn run(
 fn one_way(direction: MediaDirection) -> MediaConfig {
     MediaConfig {
         direction,
+        // The synthetic publisher sends its fixed schedule whatever the path carries, so it has no
+        // use for an estimate; the node still estimates towards every subscriber, which answers
+        // with TWCC feedback as a browser does.
+        congestion_control: false,
         ..MediaConfig::default()
     }
 }

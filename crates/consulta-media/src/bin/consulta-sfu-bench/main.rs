@@ -78,12 +78,15 @@ enum Internal {
         /// Drop every Nth RTP datagram each way (`MediaConfig::drop_rtp_every`; S4).
         #[arg(long, default_value_t = 0)]
         drop_rtp_every: u32,
+        /// No bandwidth estimation towards subscribers (`MediaConfig::congestion_control`).
+        #[arg(long)]
+        no_congestion_control: bool,
     },
     /// (internal) Run the idealised forwarder and print its address.
     Ideal,
     /// Time `rtc`'s per-packet pipeline in one process (two peers connected in memory, no
-    /// sockets): write and read cost per packet, with every interceptor and with the one-way
-    /// chains the SFU runs.
+    /// sockets): write, read and timer cost per packet on the one-way connections the SFU runs,
+    /// with and without congestion control on the sending side.
     Pipeline {
         /// Packets per round.
         #[arg(long, default_value_t = 20_000)]
@@ -159,6 +162,9 @@ struct RunArgs {
     /// Set by S4 for the node it starts.
     #[arg(skip)]
     node_drop_rtp_every: u32,
+    /// Run the node without bandwidth estimation towards subscribers (to measure what it costs).
+    #[arg(long)]
+    no_congestion_control: bool,
     /// Run the SFU node under this command (a profiler, e.g. "heaptrack -o /tmp/node"), split on
     /// spaces; it goes inside `taskset`, and lines the wrapper prints before the node's are skipped.
     #[arg(long)]
@@ -185,7 +191,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.internal {
-        Some(Internal::Node { drop_rtp_every }) => run_node(drop_rtp_every),
+        Some(Internal::Node {
+            drop_rtp_every,
+            no_congestion_control,
+        }) => run_node(drop_rtp_every, !no_congestion_control),
         Some(Internal::Ideal) => ideal::serve(),
         Some(Internal::Pipeline {
             packets,
@@ -224,7 +233,7 @@ fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_node(drop_rtp_every: u32) -> anyhow::Result<()> {
+fn run_node(drop_rtp_every: u32, congestion_control: bool) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -236,6 +245,7 @@ fn run_node(drop_rtp_every: u32) -> anyhow::Result<()> {
             },
             media: MediaConfig {
                 drop_rtp_every,
+                congestion_control,
                 ..MediaConfig::default()
             },
             ..NodeConfig::default()
@@ -288,6 +298,9 @@ impl Proc {
             command
                 .arg("--drop-rtp-every")
                 .arg(args.node_drop_rtp_every.to_string());
+        }
+        if mode == "node" && args.no_congestion_control {
+            command.arg("--no-congestion-control");
         }
         let mut child = command
             .stdin(Stdio::piped())

@@ -6,7 +6,13 @@
 //! - **write**: `write_rtp` and `poll_transmit` (interceptors, SRTP seal), as for each copy the
 //!   SFU sends to a subscriber;
 //! - **read**: `handle_receive` and `poll_event` (demultiplexing, SRTP open, interceptors), as for
-//!   each packet a publisher sends to the SFU.
+//!   each packet a publisher sends to the SFU;
+//! - **timers**: both sides' timers every 500 packets (reports, NACK checks) and the RTCP they
+//!   send each other, among it the receiver's TWCC feedback and the sender's estimate from it.
+//!
+//! Both settings run one-way connections, as the SFU does; they differ in whether the sender
+//! estimates the bandwidth (`MediaConfig::congestion_control`: TWCC sequence numbers, a send
+//! history and GCC).
 //!
 //! By default each pair writes 500 packets and then reads them, one phase at a time;
 //! `--interleave` reads each packet as soon as it is written, as a node handles one datagram after
@@ -44,16 +50,19 @@ struct Pair {
 }
 
 impl Pair {
-    fn connect(sending: MediaDirection, receiving: MediaDirection) -> anyhow::Result<Self> {
+    fn connect(congestion_control: bool) -> anyhow::Result<Self> {
         let now = Instant::now();
         let sender_addr: SocketAddr = "10.0.0.1:4000".parse()?;
         let receiver_addr: SocketAddr = "10.0.0.2:5000".parse()?;
         let config = |direction| MediaConfig {
             direction,
+            congestion_control,
             ..MediaConfig::default()
         };
-        let mut sender = MediaPeer::with_config(sender_addr, config(sending), now)?;
-        let mut receiver = MediaPeer::with_config(receiver_addr, config(receiving), now)?;
+        let mut sender =
+            MediaPeer::with_config(sender_addr, config(MediaDirection::SendOnly), now)?;
+        let mut receiver =
+            MediaPeer::with_config(receiver_addr, config(MediaDirection::ReceiveOnly), now)?;
         let track =
             sender.add_local_track(MediaKind::Video, "video/VP8", "stream", "video", 0x5eed)?;
         let offer = sender.create_offer(now)?;
@@ -148,17 +157,18 @@ impl Pair {
 }
 
 /// Sends `count` packets per pair, from packet number `first`, in batches, interleaved across the
-/// pairs as an SFU's node interleaves its connections; returns the time spent writing and reading.
-/// With `interleave`, each packet is read as soon as it is written (as a node handles one datagram
-/// after another) and the whole time is returned as writing.
+/// pairs as an SFU's node interleaves its connections; returns the time spent writing, reading and
+/// in timers. With `interleave`, each packet is read as soon as it is written (as a node handles
+/// one datagram after another) and the time of both is returned as writing.
 fn send_round(
     pairs: &mut [Pair],
     first: u32,
     count: u32,
     interleave: bool,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> anyhow::Result<(Duration, Duration, Duration)> {
     let mut write = Duration::ZERO;
     let mut read = Duration::ZERO;
+    let mut timers = Duration::ZERO;
     let payload = bytes::Bytes::from(vec![0x5a; PAYLOAD_BYTES]);
     let mut datagrams: Vec<(usize, bytes::BytesMut)> = Vec::new();
     let mut sent = 0u32;
@@ -207,12 +217,14 @@ fn send_round(
             pair.take_in(datagram)?;
         }
         read += start.elapsed();
+        let start = Instant::now();
         for pair in pairs.iter_mut() {
             pair.settle(PACKET_INTERVAL * batch)?;
         }
+        timers += start.elapsed();
         sent += batch;
     }
-    Ok((write, read))
+    Ok((write, read, timers))
 }
 
 /// One setting's rounds, in nanoseconds per packet.
@@ -220,6 +232,7 @@ fn send_round(
 struct Rounds {
     write: Vec<f64>,
     read: Vec<f64>,
+    timers: Vec<f64>,
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -231,25 +244,17 @@ fn median(values: &mut [f64]) -> f64 {
 /// `connections` connected pairs, and prints the medians.
 pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> anyhow::Result<()> {
     let settings = [
-        (
-            "both ways (every interceptor)",
-            MediaDirection::Both,
-            MediaDirection::Both,
-        ),
-        (
-            "one way (as the SFU runs)",
-            MediaDirection::SendOnly,
-            MediaDirection::ReceiveOnly,
-        ),
+        ("no congestion control", false),
+        ("congestion control (as the SFU)", true),
     ];
     let connections = connections.max(1);
     let per_pair = (packets / connections).max(1);
     let packets = per_pair * connections;
     let mut sets = settings
         .iter()
-        .map(|(_, sending, receiving)| {
+        .map(|(_, congestion_control)| {
             (0..connections)
-                .map(|_| Pair::connect(*sending, *receiving))
+                .map(|_| Pair::connect(*congestion_control))
                 .collect::<anyhow::Result<Vec<_>>>()
         })
         .collect::<anyhow::Result<Vec<_>>>()
@@ -259,7 +264,7 @@ pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> any
     for round in 0..=rounds {
         for (pairs, result) in sets.iter_mut().zip(&mut results) {
             let before: u64 = pairs.iter().map(|p| p.received).sum();
-            let (write, read) = send_round(pairs, round * per_pair, per_pair, interleave)?;
+            let (write, read, timers) = send_round(pairs, round * per_pair, per_pair, interleave)?;
             let arrived = pairs.iter().map(|p| p.received).sum::<u64>() - before;
             if arrived != u64::from(packets) {
                 bail!("{arrived} of {packets} packets arrived; the measurement is void");
@@ -268,6 +273,7 @@ pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> any
                 let per = |d: Duration| d.as_nanos() as f64 / f64::from(packets);
                 result.write.push(per(write));
                 result.read.push(per(read));
+                result.timers.push(per(timers));
             }
         }
     }
@@ -281,26 +287,28 @@ pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> any
          {connections} connection pair(s), {order}; median of {rounds} rounds of {packets} packets"
     );
     println!(
-        "{:<32} {:>14} {:>14} {:>14}",
-        "interceptors", "write ns/pkt", "read ns/pkt", "sum ns/pkt"
+        "{:<32} {:>14} {:>14} {:>14} {:>14}",
+        "sender", "write ns/pkt", "read ns/pkt", "timers ns/pkt", "sum ns/pkt"
     );
     let mut sums = Vec::new();
-    for ((name, _, _), result) in settings.iter().zip(&mut results) {
+    for ((name, _), result) in settings.iter().zip(&mut results) {
         let write = median(&mut result.write);
         let read = median(&mut result.read);
-        sums.push(write + read);
+        let timers = median(&mut result.timers);
+        let sum = write + read + timers;
+        sums.push(sum);
         if interleave {
             // One clock around both halves: only their sum is known.
-            println!("{name:<32} {:>14} {:>14} {:>14.0}", "-", "-", write + read);
-        } else {
             println!(
-                "{name:<32} {write:>14.0} {read:>14.0} {:>14.0}",
-                write + read
+                "{name:<32} {:>14} {:>14} {timers:>14.0} {sum:>14.0}",
+                "-", "-"
             );
+        } else {
+            println!("{name:<32} {write:>14.0} {read:>14.0} {timers:>14.0} {sum:>14.0}");
         }
     }
-    if let [both, one_way] = sums[..] {
-        println!("one way / both ways: {:.3}", one_way / both);
+    if let [without, with] = sums[..] {
+        println!("with / without congestion control: {:.3}", with / without);
     }
     Ok(())
 }

@@ -1,0 +1,748 @@
+//! Downstream bandwidth allocation: which simulcast layer each video track a subscriber receives
+//! may use, so that together they fit what the subscriber's link carries.
+//!
+//! The estimate is the send-side congestion controller's, run by the media engine on each
+//! subscriber connection (GCC over the browser's transport-wide congestion control feedback). It
+//! falls at once when packets queue up (delay) or more than 10 % are lost, and otherwise rises
+//! ≈8 %/s whatever is actually sent. The SFU sends no padding to probe, so an upgrade is the probe:
+//! the [`Allocator`] raises a layer as soon as the estimate says it fits, and when the estimate
+//! then drops below it within [`FAILED_WITHIN`], it waits twice as long before the next raise, up
+//! to [`MAX_HOLD`]. A patient on a weak mobile link therefore settles on the layer the link carries
+//! and tries the next one up every minute or so, instead of freezing on 720p or flapping.
+//!
+//! The estimator in `rtc` 0.21 holds still while a report's loss and the smoothed loss disagree
+//! (one under 10 %, the other over), which is what a policing link produces: bursts pass, then
+//! everything is dropped. A subscriber then froze on a layer losing a third of its packets while
+//! the estimate did not move. So the loss the subscriber's receiver reports state, over a second
+//! each, is a second limit: above [`LOSS_HIGH`] it caps the budget at what is sent less half the
+//! loss, as GCC's loss rule does; below [`LOSS_LOW`] the cap rises 8 % a report until it is above
+//! the estimate and goes.
+//!
+//! Layers are handed out as LiveKit's stream allocator does: every visible track gets its lowest
+//! layer first, then tracks step up one layer at a time, the ones asking for the most first, while
+//! the whole still fits. A track never gets more than its tile asks for (`track_setting`), and a
+//! single-layer track cannot be lowered at all, so its bitrate is simply counted.
+
+use std::time::{Duration, Instant};
+
+use livekit_protocol::TrackInfo;
+
+use crate::forward::Quality;
+use crate::forward::quality::published_layers;
+
+/// What an Opus track costs on the wire, counted before any video: livekit-client's default
+/// music preset (48 kbit/s) plus RTP, SRTP and UDP headers at 50 packets a second.
+pub const AUDIO_ALLOWANCE_BPS: u64 = 64_000;
+
+/// The wait after a drop before the allocation may rise again.
+pub const MIN_HOLD: Duration = Duration::from_secs(4);
+
+/// The longest wait between two attempts at a layer the link did not carry.
+pub const MAX_HOLD: Duration = Duration::from_secs(64);
+
+/// A drop this soon after a raise means the raise failed: the next wait doubles.
+pub const FAILED_WITHIN: Duration = Duration::from_secs(10);
+
+/// A raise lifts one layer of one track; the next may follow this much later. The estimate rises
+/// whatever is sent, so after a wait it can be far above what the link carries: raising straight
+/// to it would jump from 180p to 720p and lose the lot, where a step at a time finds the layer
+/// that fits.
+pub const STEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// After a failed raise, the budget from before it stands while the estimate recovers, for at most
+/// this long. The raise is what the link could not carry, and the estimate overshoots downwards
+/// when it falls on loss (by half the loss rate at each of the browser's reports, ≈10 a second),
+/// which would drop the subscriber to the lowest layer instead of back to the one that worked. Once
+/// the loss stops it recovers by ≈28 % a second, from as low as 100 kbit/s.
+pub const FAILED_RAISE_GRACE: Duration = Duration::from_secs(8);
+
+/// After a failed raise, the estimate must have risen by a quarter over its lowest point by this
+/// time, and stay so, for the budget from before the raise to stand: an estimate that keeps falling
+/// means the layer that worked before is lost too (the link got worse), and is believed. GCC
+/// smooths the loss it sees, so it only starts rising again ≈1.5 s after the loss stops.
+pub const RECOVERY_WITHIN: Duration = Duration::from_secs(3);
+
+/// A receiver report stating more loss than this (fraction of 256: 10 %) lowers the budget.
+pub const LOSS_HIGH: u8 = 26;
+
+/// A receiver report stating less loss than this (fraction of 256: 2 %) lets the loss cap rise.
+pub const LOSS_LOW: u8 = 5;
+
+/// Receiver reports this soon after a drop are ignored: browsers report about once a second, on
+/// the second before.
+pub const LOSS_SETTLE: Duration = Duration::from_millis(1_500);
+
+/// What stands after a failed raise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Floor {
+    /// The budget from before the raise.
+    budget: u64,
+    since: Instant,
+    /// The lowest estimate since.
+    low: u64,
+}
+
+impl Floor {
+    /// Whether the floor still stands at `estimate`.
+    fn stands(&mut self, now: Instant, estimate: u64) -> bool {
+        self.low = self.low.min(estimate);
+        let age = now.saturating_duration_since(self.since);
+        let recovering = estimate >= self.low.saturating_add(self.low / 4);
+        estimate < self.budget && age < FAILED_RAISE_GRACE && (age < RECOVERY_WITHIN || recovering)
+    }
+}
+
+/// A layer's bitrate when the publisher announced none and none was measured, by the layer's short
+/// side, after livekit-client's video presets (h180 160 kbit/s, h360 450 kbit/s, h540 800 kbit/s,
+/// h720 1.7 Mbit/s, h1080 3 Mbit/s).
+pub fn default_layer_bitrate(short_side: u32) -> u64 {
+    match short_side {
+        0..=180 => 160_000,
+        181..=360 => 450_000,
+        361..=540 => 800_000,
+        541..=720 => 1_700_000,
+        _ => 3_000_000,
+    }
+}
+
+/// The bitrate of each layer of `track`, lowest first: what the publisher announced for it
+/// (livekit-client sends each encoding's `maxBitrate`), else [`default_layer_bitrate`] for its
+/// size, else for 180p, 360p and the track's own size.
+pub fn announced_bitrates(track: &TrackInfo) -> [u64; 3] {
+    let portrait = track.width < track.height;
+    let short_side = |w: u32, h: u32| if portrait { w } else { h };
+    let mut layers: Vec<(u32, u64)> = published_layers(track)
+        .iter()
+        .map(|l| (short_side(l.width, l.height), l.bitrate.into()))
+        .collect();
+    layers.sort_unstable();
+    let mut rates =
+        [180, 360, short_side(track.width, track.height).max(360)].map(default_layer_bitrate);
+    for (rate, (side, announced)) in rates.iter_mut().zip(layers) {
+        *rate = if announced > 0 {
+            announced
+        } else {
+            default_layer_bitrate(side)
+        };
+    }
+    rates
+}
+
+/// How long [`RateMeter`] counts before it updates its rate.
+pub const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// Whole windows [`RateMeter`] averages.
+const RATE_WINDOWS: usize = 4;
+
+/// The bitrate of one incoming stream: the mean of its last [`RATE_WINDOWS`] windows of
+/// [`RATE_WINDOW`]. An encoder's output swings with motion, with its own uplink estimate and with
+/// each key frame a switching subscriber asks for; the highest window would count every such key
+/// frame as the layer's rate (and drop the subscriber who asked for it). The allocation's
+/// tolerance for layers already received ([`KEEP_TOLERANCE_PERCENT`]) absorbs the swings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    rates: [u64; RATE_WINDOWS],
+    next: usize,
+    updated: Option<Instant>,
+}
+
+impl RateMeter {
+    /// Counts a packet of `bytes` on the wire.
+    pub fn handle_packet(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            let micros = u64::try_from(elapsed.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            if let Some(slot) = self.rates.get_mut(self.next % RATE_WINDOWS) {
+                *slot = self.bytes.saturating_mul(8_000_000) / micros;
+            }
+            self.next = self.next.wrapping_add(1);
+            self.bytes = 0;
+            self.window_start = Some(now);
+            self.updated = Some(now);
+        }
+        self.bytes = self.bytes.saturating_add(bytes as u64);
+    }
+
+    /// Bits per second: the mean of the last whole windows, unless the stream stopped since.
+    pub fn rate(&self, now: Instant) -> Option<u64> {
+        let updated = self.updated?;
+        let filled = self.next.clamp(1, RATE_WINDOWS) as u64;
+        let rate = self.rates.iter().sum::<u64>() / filled;
+        (now.saturating_duration_since(updated) < 2 * RATE_WINDOW && rate > 0).then_some(rate)
+    }
+}
+
+/// One video track a subscriber receives, as the allocation sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VideoDemand {
+    /// The layer its tile asks for; `None` while the tile is hidden (nothing is sent).
+    pub wanted: Option<Quality>,
+    /// Whether the track has layers to choose from. A single-layer track is sent as it is.
+    pub simulcast: bool,
+    /// Bits per second of each layer, lowest first.
+    pub bitrates: [u64; 3],
+}
+
+impl VideoDemand {
+    fn rate(&self, quality: Quality) -> u64 {
+        self.bitrates.get(quality.index()).copied().unwrap_or(0)
+    }
+}
+
+/// The highest layer each track may use so that all of them fit `budget` bits per second, in the
+/// order of `tracks`. Every visible track keeps at least its lowest layer, even when that alone
+/// exceeds the budget: a small picture is better than none in a consultation, and the subscriber
+/// cannot be helped by pausing the other side's camera without telling anyone.
+pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Quality> {
+    allocate_keeping(budget, tracks, &[])
+}
+
+/// A layer a track already receives is kept while the whole exceeds the budget by at most this
+/// share: layers' measured bitrates swing by that much from one second to the next, and each
+/// switch costs the subscriber a key frame.
+pub const KEEP_TOLERANCE_PERCENT: u64 = 20;
+
+/// [`allocate`], where the layers up to `current` (by position; missing entries count as none)
+/// need only fit the budget plus [`KEEP_TOLERANCE_PERCENT`].
+pub fn allocate_keeping(budget: u64, tracks: &[VideoDemand], current: &[Quality]) -> Vec<Quality> {
+    let tolerant = budget.saturating_add(budget / 100 * KEEP_TOLERANCE_PERCENT);
+    let mut caps = vec![Quality::Low; tracks.len()];
+    let mut spent: u64 = 0;
+    for (cap, track) in caps.iter_mut().zip(tracks) {
+        if track.wanted.is_none() {
+            continue;
+        }
+        if !track.simulcast {
+            *cap = Quality::High;
+        }
+        spent = spent.saturating_add(track.rate(*cap));
+    }
+    // Largest tile first; equal ones in the order given.
+    let mut order: Vec<usize> = (0..tracks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tracks.get(i).and_then(|t| t.wanted)));
+    loop {
+        let mut raised = false;
+        for &i in &order {
+            let (Some(track), Some(cap)) = (tracks.get(i), caps.get_mut(i)) else {
+                continue;
+            };
+            let Some(wanted) = track.wanted else {
+                continue;
+            };
+            let Some(next) = cap
+                .higher()
+                .filter(|next| track.simulcast && *next <= wanted)
+            else {
+                continue;
+            };
+            let extra = track.rate(next).saturating_sub(track.rate(*cap));
+            let limit = if current.get(i).is_some_and(|current| next <= *current) {
+                tolerant
+            } else {
+                budget
+            };
+            if spent.saturating_add(extra) <= limit {
+                *cap = next;
+                spent = spent.saturating_add(extra);
+                raised = true;
+            }
+        }
+        if !raised {
+            return caps;
+        }
+    }
+}
+
+/// What `caps` cost, in bits per second.
+fn cost(tracks: &[VideoDemand], caps: &[Quality]) -> u64 {
+    tracks
+        .iter()
+        .zip(caps)
+        .filter(|(track, _)| track.wanted.is_some())
+        .map(|(track, cap)| track.rate(*cap))
+        .fold(0, u64::saturating_add)
+}
+
+/// `base` with one layer more for the first track, largest tile first, that `full` raises.
+fn one_step(tracks: &[VideoDemand], base: &[Quality], full: &[Quality]) -> Vec<Quality> {
+    let mut caps = base.to_vec();
+    let mut order: Vec<usize> = (0..tracks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tracks.get(i).and_then(|t| t.wanted)));
+    for i in order {
+        if let (Some(cap), Some(target)) = (caps.get_mut(i), full.get(i))
+            && *target > *cap
+            && let Some(next) = cap.higher()
+        {
+            *cap = next;
+            break;
+        }
+    }
+    caps
+}
+
+/// One subscriber's allocation over time: the budget it allocates follows the estimate down at
+/// once and up only after a hold that doubles each time a raise fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocator {
+    /// What the allocation uses; `None` before the first estimate (nothing is capped).
+    budget: Option<u64>,
+    /// The latest estimate.
+    estimate: Option<u64>,
+    hold: Duration,
+    hold_until: Option<Instant>,
+    /// When the allocation last rose because the budget did.
+    raised_at: Option<Instant>,
+    /// The budget just before that raise.
+    before_raise: Option<u64>,
+    /// After a failed raise: the budget from before it, while the estimate recovers.
+    floor: Option<Floor>,
+    /// The caps last computed, to tell a raise from a drop.
+    caps: Vec<Quality>,
+    /// What they cost with the audio, in bits per second.
+    spent: u64,
+    /// The limit from receiver reports' loss, while it is below the estimate.
+    loss_cap: Option<u64>,
+    /// When the caps last fell for bandwidth.
+    fell_at: Option<Instant>,
+}
+
+impl Default for Allocator {
+    fn default() -> Self {
+        Self {
+            budget: None,
+            estimate: None,
+            hold: MIN_HOLD,
+            hold_until: None,
+            raised_at: None,
+            before_raise: None,
+            floor: None,
+            caps: Vec::new(),
+            spent: 0,
+            loss_cap: None,
+            fell_at: None,
+        }
+    }
+}
+
+impl Allocator {
+    /// The budget the allocation uses, in bits per second (`None`: no estimate yet).
+    pub fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
+    /// The wait that follows the next drop.
+    pub fn hold(&self) -> Duration {
+        self.hold
+    }
+
+    /// A new estimate for the subscriber's link, in bits per second.
+    pub fn handle_estimate(&mut self, estimate: u64) {
+        self.estimate = Some(estimate);
+    }
+
+    /// The loss one of the subscriber's receiver reports states for a video stream it receives
+    /// (`fraction_lost`, in 256ths), arriving at `now`. A report within [`LOSS_SETTLE`] of a drop
+    /// is ignored: it covers time before the lower layers took over.
+    pub fn handle_loss_at(&mut self, now: Instant, fraction_lost: u8) {
+        let Some(estimate) = self.estimate else {
+            return;
+        };
+        if self
+            .fell_at
+            .is_some_and(|at| now.saturating_duration_since(at) < LOSS_SETTLE)
+        {
+            return;
+        }
+        if fraction_lost > LOSS_HIGH {
+            let kept = self.spent.saturating_mul(512 - u64::from(fraction_lost)) / 512;
+            self.loss_cap = Some(self.loss_cap.map_or(kept, |cap| cap.min(kept)));
+        } else if fraction_lost < LOSS_LOW
+            && let Some(cap) = self.loss_cap
+        {
+            let raised = cap.saturating_add(cap / 100 * 8);
+            self.loss_cap = (raised < estimate).then_some(raised);
+        }
+    }
+
+    /// The highest layer each of `tracks` may use now (`audio_tracks` Opus tracks are counted
+    /// first), in the order of `tracks`. Call on every estimate and whenever the tracks or their
+    /// tiles change; the tracks are recognised by position, so keep their order stable.
+    pub fn poll_caps(
+        &mut self,
+        now: Instant,
+        audio_tracks: usize,
+        tracks: &[VideoDemand],
+    ) -> Vec<Quality> {
+        let Some(estimate) = self.estimate else {
+            self.caps = vec![Quality::High; tracks.len()];
+            return self.caps.clone();
+        };
+        let estimate = self.loss_cap.map_or(estimate, |cap| cap.min(estimate));
+        let held = self.hold_until.is_some_and(|until| now < until);
+        let previous = self.budget;
+        let mut budget = match previous {
+            Some(budget) if estimate > budget && held => budget,
+            _ => estimate,
+        };
+        let floor = self
+            .floor
+            .as_mut()
+            .and_then(|floor| floor.stands(now, estimate).then_some(floor.budget));
+        match floor {
+            Some(floor) => budget = budget.max(floor),
+            None => self.floor = None,
+        }
+        let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
+        let current = std::mem::take(&mut self.caps);
+        let mut caps = allocate_keeping(budget.saturating_sub(audio), tracks, &current);
+        // Only what the budget changed counts, compared on the same tiles: a tile that shrinks
+        // lowers caps too, and one that grows may use the budget there is at once.
+        if let Some(previous) = previous {
+            let base = allocate_keeping(previous.saturating_sub(audio), tracks, &current);
+            let fell = budget < previous && caps.iter().zip(&base).any(|(new, old)| new < old);
+            let rose = budget > previous && caps.iter().zip(&base).any(|(new, old)| new > old);
+            if fell {
+                let failed = self
+                    .raised_at
+                    .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
+                if failed && let Some(before) = self.before_raise {
+                    budget = budget.max(before);
+                    caps = allocate_keeping(budget.saturating_sub(audio), tracks, &current);
+                    self.floor = Some(Floor {
+                        budget: before,
+                        since: now,
+                        low: estimate,
+                    });
+                }
+                // A drop while still waiting after the last one (the end of a grace) keeps the wait.
+                self.hold = if failed {
+                    (self.hold * 2).min(MAX_HOLD)
+                } else if held {
+                    self.hold
+                } else {
+                    MIN_HOLD
+                };
+                let until = now + self.hold;
+                self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+                self.raised_at = None;
+                self.fell_at = Some(now);
+            } else if rose {
+                caps = one_step(tracks, &base, &caps);
+                budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
+                self.raised_at = Some(now);
+                // What the layers before the raise needed: the budget may have climbed far above
+                // it while no layer fitted.
+                self.before_raise = Some(audio.saturating_add(cost(tracks, &base)).min(previous));
+                let until = now + STEP_INTERVAL;
+                self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+            }
+        }
+        self.spent = audio.saturating_add(cost(tracks, &caps));
+        self.budget = Some(budget);
+        self.caps = caps.clone();
+        caps
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, reason = "tests")]
+
+    use super::*;
+    use Quality::{High, Low, Medium};
+
+    /// livekit-client's default 720p simulcast: 180p, 360p, 720p.
+    fn camera(wanted: Option<Quality>) -> VideoDemand {
+        VideoDemand {
+            wanted,
+            simulcast: true,
+            bitrates: [160_000, 450_000, 1_700_000],
+        }
+    }
+
+    #[test]
+    fn each_track_gets_what_its_tile_asks_for_when_it_fits() {
+        let tracks = [camera(Some(High)), camera(Some(Medium)), camera(Some(Low))];
+        assert_eq!(allocate(10_000_000, &tracks), vec![High, Medium, Low]);
+    }
+
+    #[test]
+    fn a_tight_budget_keeps_the_lowest_layers_and_raises_the_largest_tile_first() {
+        let tracks = [camera(Some(Medium)), camera(Some(High))];
+        // 160 + 160 = 320 spent; the 720p tile steps up first (+290), then the other (+290).
+        assert_eq!(allocate(320_000, &tracks), vec![Low, Low]);
+        assert_eq!(allocate(610_000, &tracks), vec![Low, Medium]);
+        assert_eq!(allocate(900_000, &tracks), vec![Medium, Medium]);
+        assert_eq!(allocate(2_150_000, &tracks), vec![Medium, High]);
+        // Below even the lowest layers, they stay on.
+        assert_eq!(allocate(50_000, &tracks), vec![Low, Low]);
+    }
+
+    #[test]
+    fn hidden_tracks_cost_nothing_and_single_layer_tracks_are_counted_whole() {
+        let screen = VideoDemand {
+            wanted: Some(High),
+            simulcast: false,
+            bitrates: [0, 0, 1_000_000],
+        };
+        let tracks = [camera(None), screen, camera(Some(High))];
+        // 1 000 for the screen share, 160 for the camera's lowest layer, +290 for its middle one.
+        assert_eq!(allocate(1_450_000, &tracks)[1..], [High, Medium]);
+        assert_eq!(allocate(1_449_999, &tracks)[1..], [High, Low]);
+    }
+
+    #[test]
+    fn default_bitrates_follow_livekit_presets() {
+        assert_eq!(default_layer_bitrate(180), 160_000);
+        assert_eq!(default_layer_bitrate(360), 450_000);
+        assert_eq!(default_layer_bitrate(720), 1_700_000);
+        assert_eq!(default_layer_bitrate(1080), 3_000_000);
+    }
+
+    #[test]
+    fn announced_bitrates_come_from_the_layers_else_from_their_sizes() {
+        let mut track = crate::forward::quality::tests::track(1280, 720, &[(320, 180), (640, 360)]);
+        assert_eq!(announced_bitrates(&track), [160_000, 450_000, 1_700_000]);
+        if let Some(codec) = track.codecs.first_mut() {
+            codec.layers[1].bitrate = 500_000;
+        }
+        assert_eq!(announced_bitrates(&track)[1], 500_000);
+        let bare = crate::forward::quality::tests::track(1920, 1080, &[]);
+        assert_eq!(announced_bitrates(&bare), [160_000, 450_000, 3_000_000]);
+    }
+
+    #[test]
+    fn the_meter_reports_whole_windows_and_forgets_a_stopped_stream() {
+        let mut meter = RateMeter::default();
+        let start = Instant::now();
+        assert_eq!(meter.rate(start), None);
+        // 100 packets of 1 250 bytes a second: 1 Mbit/s.
+        for i in 0..=100u64 {
+            meter.handle_packet(start + Duration::from_millis(i * 10), 1_250);
+        }
+        assert_eq!(meter.rate(start + RATE_WINDOW), Some(1_000_000));
+        // Half the rate for a while: the mean moves over the windows kept.
+        let mut now = start + RATE_WINDOW;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            for _ in 0..50 {
+                now += Duration::from_millis(20);
+                meter.handle_packet(now, 1_250);
+            }
+            seen.push(meter.rate(now));
+        }
+        assert_eq!(
+            seen,
+            [750_000, 666_666, 625_000, 500_000, 500_000].map(Some)
+        );
+        assert_eq!(meter.rate(now + 2 * RATE_WINDOW), None);
+    }
+
+    #[test]
+    fn nothing_is_capped_before_an_estimate() {
+        let mut allocator = Allocator::default();
+        let now = Instant::now();
+        assert_eq!(
+            allocator.poll_caps(now, 1, &[camera(Some(High))]),
+            vec![High]
+        );
+        assert_eq!(allocator.budget(), None);
+    }
+
+    #[test]
+    fn the_budget_follows_the_estimate_down_at_once_and_up_after_the_hold() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let tracks = [camera(Some(High))];
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(allocator.poll_caps(at(0), 1, &tracks), vec![High]);
+        // The link degrades: down at once.
+        allocator.handle_estimate(400_000);
+        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![Low]);
+        // The estimate recovers at once, but the budget waits out the hold.
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Low]);
+        assert_eq!(allocator.budget(), Some(400_000));
+        // Then one layer at a time.
+        let raised = at(1) + MIN_HOLD;
+        assert_eq!(allocator.poll_caps(raised, 1, &tracks), vec![Medium]);
+        assert_eq!(allocator.budget(), Some(64_000 + 450_000));
+        assert_eq!(
+            allocator.poll_caps(raised + STEP_INTERVAL / 2, 1, &tracks),
+            vec![Medium]
+        );
+        assert_eq!(
+            allocator.poll_caps(raised + STEP_INTERVAL, 1, &tracks),
+            vec![High]
+        );
+    }
+
+    #[test]
+    fn a_raise_that_fails_doubles_the_wait_and_one_that_holds_resets_it() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let tracks = [camera(Some(Medium))];
+        let mut now = start;
+        allocator.handle_estimate(3_000_000);
+        allocator.poll_caps(now, 0, &tracks);
+        allocator.handle_estimate(300_000);
+        allocator.poll_caps(now, 0, &tracks);
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            // Probe: the estimate says the top layer fits; wait until the allocator tries it.
+            allocator.handle_estimate(3_000_000);
+            let before = now;
+            while allocator.poll_caps(now, 0, &tracks) != vec![Medium] {
+                now += Duration::from_millis(500);
+            }
+            waits.push(now.duration_since(before).as_secs());
+            // It does not fit: the estimate drops again two seconds later.
+            now += Duration::from_secs(2);
+            allocator.handle_estimate(300_000);
+            assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![Low]);
+        }
+        assert_eq!(waits, [4, 8, 16, 32, 64, 64]);
+        assert_eq!(allocator.hold(), MAX_HOLD);
+        // A raise that holds past FAILED_WITHIN: the next drop waits only the minimum.
+        now += MAX_HOLD;
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![Medium]);
+        now += FAILED_WITHIN;
+        allocator.handle_estimate(300_000);
+        allocator.poll_caps(now, 0, &tracks);
+        assert_eq!(allocator.hold(), MIN_HOLD);
+    }
+
+    /// One camera asking for 720p, no audio: `estimate` at `ms`, then the layer it may use.
+    fn camera_cap(allocator: &mut Allocator, start: Instant, ms: u64, estimate: u64) -> Quality {
+        allocator.handle_estimate(estimate);
+        let caps = allocator.poll_caps(start + Duration::from_millis(ms), 0, &[camera(Some(High))]);
+        caps[0]
+    }
+
+    #[test]
+    fn a_failed_raise_falls_back_to_the_layer_that_worked_not_below() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let mut at = |ms, estimate| camera_cap(&mut allocator, start, ms, estimate);
+        at(0, 1_000_000);
+        assert_eq!(at(0, 900_000), Medium);
+        // The estimate climbs; after the hold the top layer is tried.
+        assert_eq!(at(5_000, 2_000_000), High);
+        // The link cannot carry it: the estimate crashes on loss, below even the middle layer.
+        assert_eq!(at(7_000, 300_000), Medium);
+        assert_eq!(at(8_000, 250_000), Medium);
+        // Recovering, as it does once the loss stops.
+        assert_eq!(at(9_000, 400_000), Medium);
+        assert_eq!(at(11_000, 700_000), Medium);
+        assert_eq!(at(13_000, 1_500_000), Medium);
+        // The next try at the top layer waits twice as long as the first did.
+        assert_eq!(at(14_900, 2_500_000), Medium);
+        assert_eq!(at(15_000, 2_500_000), High);
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+    }
+
+    #[test]
+    fn after_a_failed_raise_an_estimate_that_keeps_falling_is_believed() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let mut at = |ms, estimate| camera_cap(&mut allocator, start, ms, estimate);
+        at(0, 900_000);
+        assert_eq!(at(1_000, 2_000_000), High);
+        assert_eq!(at(2_000, 300_000), Medium);
+        // Still losing on the middle layer: the estimate does not pick up.
+        assert_eq!(at(3_000, 280_000), Medium);
+        assert_eq!(at(4_000, 290_000), Medium);
+        assert_eq!(at(5_100, 290_000), Low);
+        // And the wait is still the doubled one.
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+    }
+
+    #[test]
+    fn a_layer_received_is_kept_through_a_swing_of_its_bitrate_but_not_a_drop_of_the_budget() {
+        let mut allocator = Allocator::default();
+        let now = Instant::now();
+        let with_middle = |rate: u64| {
+            [VideoDemand {
+                bitrates: [160_000, rate, 1_700_000],
+                ..camera(Some(High))
+            }]
+        };
+        allocator.handle_estimate(564_000);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &with_middle(450_000)),
+            vec![Medium]
+        );
+        // The middle layer swings up 15 % at the same estimate: kept.
+        assert_eq!(
+            allocator.poll_caps(now, 1, &with_middle(517_000)),
+            vec![Medium]
+        );
+        // A new subscriber to the same swing would not get it.
+        assert_eq!(allocate(500_000, &with_middle(517_000)), vec![Low]);
+        // The estimate falls by a third: dropped.
+        allocator.handle_estimate(376_000);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &with_middle(450_000)),
+            vec![Low]
+        );
+    }
+
+    #[test]
+    fn receiver_reports_with_loss_cap_the_budget_until_the_loss_stops() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let tracks = [camera(Some(High))];
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(allocator.poll_caps(at(0), 1, &tracks), vec![High]);
+        // A third lost, while the estimate stays where it was.
+        allocator.handle_loss_at(at(1), 85);
+        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![Medium]);
+        // 5 % lost: neither way.
+        allocator.handle_loss_at(at(2), 13);
+        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Medium]);
+        assert_eq!(allocator.budget(), Some(1_764_000 * 427 / 512));
+        // A report still covering the time before the drop changes nothing.
+        allocator.handle_loss_at(at(2), 85);
+        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Medium]);
+        // No loss: the cap rises 8 % a report, and goes once above the estimate.
+        for s in 3..33 {
+            allocator.handle_loss_at(at(s), 0);
+        }
+        assert_eq!(allocator.loss_cap, None);
+        assert_eq!(allocator.poll_caps(at(60), 1, &tracks), vec![High]);
+    }
+
+    #[test]
+    fn a_tile_that_shrinks_sets_no_wait() {
+        let mut allocator = Allocator::default();
+        let now = Instant::now();
+        allocator.handle_estimate(3_000_000);
+        allocator.poll_caps(now, 0, &[camera(Some(High))]);
+        assert_eq!(allocator.poll_caps(now, 0, &[camera(Some(Low))]), vec![Low]);
+        assert_eq!(
+            allocator.poll_caps(now, 0, &[camera(Some(High))]),
+            vec![High]
+        );
+    }
+
+    #[test]
+    fn a_tile_that_grows_uses_the_current_budget_without_waiting() {
+        let mut allocator = Allocator::default();
+        let now = Instant::now();
+        allocator.handle_estimate(700_000);
+        assert_eq!(allocator.poll_caps(now, 1, &[camera(Some(Low))]), vec![Low]);
+        // 700 − 64 audio fits the 360p layer.
+        assert_eq!(
+            allocator.poll_caps(now, 1, &[camera(Some(High))]),
+            vec![Medium]
+        );
+    }
+}
