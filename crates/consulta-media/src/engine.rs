@@ -841,6 +841,7 @@ impl Router {
                 wanted: (!down.forward.is_paused()).then(|| down.forward.target()),
                 simulcast: down.forward.config().simulcast,
                 bitrates,
+                receiving: down.forward.current(),
             });
             downs.push(&mut down.forward);
         }

@@ -34,8 +34,10 @@ use crate::forward::quality::published_layers;
 /// music preset (48 kbit/s) plus RTP, SRTP and UDP headers at 50 packets a second.
 pub const AUDIO_ALLOWANCE_BPS: u64 = 64_000;
 
-/// The wait after a drop before the allocation may rise again.
-pub const MIN_HOLD: Duration = Duration::from_secs(4);
+/// The wait after a drop before the allocation may rise again. Each failed raise costs the
+/// subscriber a second or two of loss on the layer tried; in a consultation a steady picture is
+/// worth more than a sharper one a few seconds sooner.
+pub const MIN_HOLD: Duration = Duration::from_secs(8);
 
 /// The longest wait between two attempts at a layer the link did not carry.
 pub const MAX_HOLD: Duration = Duration::from_secs(64);
@@ -68,9 +70,18 @@ pub const LOSS_HIGH: u8 = 26;
 /// A receiver report stating less loss than this (fraction of 256: 2 %) lets the loss cap rise.
 pub const LOSS_LOW: u8 = 5;
 
-/// Receiver reports this soon after a drop are ignored: browsers report about once a second, on
-/// the second before.
+/// Receiver reports this soon after the layers sent were lowered (for bandwidth or a smaller tile)
+/// are ignored: browsers report about once a second, on the second before, and the old layer flows
+/// until the new one's key frame.
 pub const LOSS_SETTLE: Duration = Duration::from_millis(1_500);
+
+/// A loss cap is taken off what was sent at most this long ago: a report covers about a second,
+/// and the layers may have been lowered since.
+const SENT_MEMORY: Duration = Duration::from_secs(2);
+
+/// The lowest loss cap: below it every track is on its lowest layer anyway, and a cap of almost
+/// nothing would take many reports to rise again.
+pub const MIN_LOSS_CAP_BPS: u64 = 100_000;
 
 /// What stands after a failed raise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +197,8 @@ pub struct VideoDemand {
     pub simulcast: bool,
     /// Bits per second of each layer, lowest first.
     pub bitrates: [u64; 3],
+    /// The layer the subscriber receives now, if any: kept within [`KEEP_TOLERANCE_PERCENT`].
+    pub receiving: Option<Quality>,
 }
 
 impl VideoDemand {
@@ -194,22 +207,17 @@ impl VideoDemand {
     }
 }
 
-/// The highest layer each track may use so that all of them fit `budget` bits per second, in the
-/// order of `tracks`. Every visible track keeps at least its lowest layer, even when that alone
-/// exceeds the budget: a small picture is better than none in a consultation, and the subscriber
-/// cannot be helped by pausing the other side's camera without telling anyone.
-pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Quality> {
-    allocate_keeping(budget, tracks, &[])
-}
-
 /// A layer a track already receives is kept while the whole exceeds the budget by at most this
 /// share: layers' measured bitrates swing by that much from one second to the next, and each
 /// switch costs the subscriber a key frame.
 pub const KEEP_TOLERANCE_PERCENT: u64 = 20;
 
-/// [`allocate`], where the layers up to `current` (by position; missing entries count as none)
-/// need only fit the budget plus [`KEEP_TOLERANCE_PERCENT`].
-pub fn allocate_keeping(budget: u64, tracks: &[VideoDemand], current: &[Quality]) -> Vec<Quality> {
+/// The highest layer each track may use so that all of them fit `budget` bits per second, in the
+/// order of `tracks`. Every visible track keeps at least its lowest layer, even when that alone
+/// exceeds the budget: a small picture is better than none in a consultation, and the subscriber
+/// cannot be helped by pausing the other side's camera without telling anyone. The layers up to
+/// the one a track is `receiving` need only fit the budget plus [`KEEP_TOLERANCE_PERCENT`].
+pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Quality> {
     let tolerant = budget.saturating_add(budget / 100 * KEEP_TOLERANCE_PERCENT);
     let mut caps = vec![Quality::Low; tracks.len()];
     let mut spent: u64 = 0;
@@ -241,7 +249,7 @@ pub fn allocate_keeping(budget: u64, tracks: &[VideoDemand], current: &[Quality]
                 continue;
             };
             let extra = track.rate(next).saturating_sub(track.rate(*cap));
-            let limit = if current.get(i).is_some_and(|current| next <= *current) {
+            let limit = if track.receiving.is_some_and(|current| next <= current) {
                 tolerant
             } else {
                 budget
@@ -268,21 +276,32 @@ fn cost(tracks: &[VideoDemand], caps: &[Quality]) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
-/// `base` with one layer more for the first track, largest tile first, that `full` raises.
-fn one_step(tracks: &[VideoDemand], base: &[Quality], full: &[Quality]) -> Vec<Quality> {
-    let mut caps = base.to_vec();
+/// `base` with one layer more for the first track, largest tile first, that `full` raises and
+/// that keeps the whole within `budget` (or within what `full` costs, when the tolerance for layers
+/// received let it exceed the budget). The greedy allocation is not monotonic in the budget, so a
+/// step towards `full` is not always affordable from `base`.
+fn one_step(
+    tracks: &[VideoDemand],
+    base: &[Quality],
+    full: &[Quality],
+    budget: u64,
+) -> Vec<Quality> {
+    let limit = budget.max(cost(tracks, full));
     let mut order: Vec<usize> = (0..tracks.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tracks.get(i).and_then(|t| t.wanted)));
     for i in order {
+        let mut caps = base.to_vec();
         if let (Some(cap), Some(target)) = (caps.get_mut(i), full.get(i))
             && *target > *cap
             && let Some(next) = cap.higher()
         {
             *cap = next;
-            break;
+            if cost(tracks, &caps) <= limit {
+                return caps;
+            }
         }
     }
-    caps
+    base.to_vec()
 }
 
 /// One subscriber's allocation over time: the budget it allocates follows the estimate down at
@@ -301,14 +320,14 @@ pub struct Allocator {
     before_raise: Option<u64>,
     /// After a failed raise: the budget from before it, while the estimate recovers.
     floor: Option<Floor>,
-    /// The caps last computed, to tell a raise from a drop.
-    caps: Vec<Quality>,
-    /// What they cost with the audio, in bits per second.
+    /// What the caps cost with the audio, in bits per second.
     spent: u64,
+    /// The most they cost within [`SENT_MEMORY`], and since when.
+    spent_peak: (u64, Option<Instant>),
     /// The limit from receiver reports' loss, while it is below the estimate.
     loss_cap: Option<u64>,
-    /// When the caps last fell for bandwidth.
-    fell_at: Option<Instant>,
+    /// When the layers sent were last lowered.
+    lowered_at: Option<Instant>,
 }
 
 impl Default for Allocator {
@@ -321,10 +340,10 @@ impl Default for Allocator {
             raised_at: None,
             before_raise: None,
             floor: None,
-            caps: Vec::new(),
             spent: 0,
+            spent_peak: (0, None),
             loss_cap: None,
-            fell_at: None,
+            lowered_at: None,
         }
     }
 }
@@ -353,18 +372,20 @@ impl Allocator {
             return;
         };
         if self
-            .fell_at
+            .lowered_at
             .is_some_and(|at| now.saturating_duration_since(at) < LOSS_SETTLE)
         {
             return;
         }
         if fraction_lost > LOSS_HIGH {
-            let kept = self.spent.saturating_mul(512 - u64::from(fraction_lost)) / 512;
+            let sent = self.spent_peak.0.max(self.spent);
+            let kept =
+                (sent.saturating_mul(512 - u64::from(fraction_lost)) / 512).max(MIN_LOSS_CAP_BPS);
             self.loss_cap = Some(self.loss_cap.map_or(kept, |cap| cap.min(kept)));
         } else if fraction_lost < LOSS_LOW
             && let Some(cap) = self.loss_cap
         {
-            let raised = cap.saturating_add(cap / 100 * 8);
+            let raised = cap.saturating_add((cap / 100 * 8).max(1));
             self.loss_cap = (raised < estimate).then_some(raised);
         }
     }
@@ -379,8 +400,7 @@ impl Allocator {
         tracks: &[VideoDemand],
     ) -> Vec<Quality> {
         let Some(estimate) = self.estimate else {
-            self.caps = vec![Quality::High; tracks.len()];
-            return self.caps.clone();
+            return vec![Quality::High; tracks.len()];
         };
         let estimate = self.loss_cap.map_or(estimate, |cap| cap.min(estimate));
         let held = self.hold_until.is_some_and(|until| now < until);
@@ -398,12 +418,11 @@ impl Allocator {
             None => self.floor = None,
         }
         let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
-        let current = std::mem::take(&mut self.caps);
-        let mut caps = allocate_keeping(budget.saturating_sub(audio), tracks, &current);
+        let mut caps = allocate(budget.saturating_sub(audio), tracks);
         // Only what the budget changed counts, compared on the same tiles: a tile that shrinks
         // lowers caps too, and one that grows may use the budget there is at once.
         if let Some(previous) = previous {
-            let base = allocate_keeping(previous.saturating_sub(audio), tracks, &current);
+            let base = allocate(previous.saturating_sub(audio), tracks);
             let fell = budget < previous && caps.iter().zip(&base).any(|(new, old)| new < old);
             let rose = budget > previous && caps.iter().zip(&base).any(|(new, old)| new > old);
             if fell {
@@ -412,7 +431,7 @@ impl Allocator {
                     .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
                 if failed && let Some(before) = self.before_raise {
                     budget = budget.max(before);
-                    caps = allocate_keeping(budget.saturating_sub(audio), tracks, &current);
+                    caps = allocate(budget.saturating_sub(audio), tracks);
                     self.floor = Some(Floor {
                         budget: before,
                         since: now,
@@ -430,9 +449,8 @@ impl Allocator {
                 let until = now + self.hold;
                 self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
                 self.raised_at = None;
-                self.fell_at = Some(now);
             } else if rose {
-                caps = one_step(tracks, &base, &caps);
+                caps = one_step(tracks, &base, &caps, budget.saturating_sub(audio));
                 budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
                 self.raised_at = Some(now);
                 // What the layers before the raise needed: the budget may have climbed far above
@@ -440,11 +458,23 @@ impl Allocator {
                 self.before_raise = Some(audio.saturating_add(cost(tracks, &base)).min(previous));
                 let until = now + STEP_INTERVAL;
                 self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+            } else if budget > previous {
+                // Nothing to raise: the budget stays at what the layers need. The estimate climbs
+                // whatever is sent, so a tile that grows later must go through a raise (one layer,
+                // recorded, undone if it fails) rather than jump to an estimate nothing tested.
+                budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
             }
         }
-        self.spent = audio.saturating_add(cost(tracks, &caps));
+        let spent = audio.saturating_add(cost(tracks, &caps));
+        if spent < self.spent {
+            self.lowered_at = Some(now);
+        }
+        let (peak, since) = self.spent_peak;
+        if spent >= peak || since.is_none_or(|t| now.saturating_duration_since(t) > SENT_MEMORY) {
+            self.spent_peak = (spent, Some(now));
+        }
+        self.spent = spent;
         self.budget = Some(budget);
-        self.caps = caps.clone();
         caps
     }
 }
@@ -462,6 +492,7 @@ mod tests {
             wanted,
             simulcast: true,
             bitrates: [160_000, 450_000, 1_700_000],
+            receiving: None,
         }
     }
 
@@ -489,6 +520,7 @@ mod tests {
             wanted: Some(High),
             simulcast: false,
             bitrates: [0, 0, 1_000_000],
+            receiving: None,
         };
         let tracks = [camera(None), screen, camera(Some(High))];
         // 1 000 for the screen share, 160 for the camera's lowest layer, +290 for its middle one.
@@ -607,7 +639,7 @@ mod tests {
             allocator.handle_estimate(300_000);
             assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![Low]);
         }
-        assert_eq!(waits, [4, 8, 16, 32, 64, 64]);
+        assert_eq!(waits, [8, 16, 32, 64, 64, 64]);
         assert_eq!(allocator.hold(), MAX_HOLD);
         // A raise that holds past FAILED_WITHIN: the next drop waits only the minimum.
         now += MAX_HOLD;
@@ -643,8 +675,8 @@ mod tests {
         assert_eq!(at(11_000, 700_000), Medium);
         assert_eq!(at(13_000, 1_500_000), Medium);
         // The next try at the top layer waits twice as long as the first did.
-        assert_eq!(at(14_900, 2_500_000), Medium);
-        assert_eq!(at(15_000, 2_500_000), High);
+        assert_eq!(at(22_900, 2_500_000), Medium);
+        assert_eq!(at(23_000, 2_500_000), High);
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
@@ -668,28 +700,32 @@ mod tests {
     fn a_layer_received_is_kept_through_a_swing_of_its_bitrate_but_not_a_drop_of_the_budget() {
         let mut allocator = Allocator::default();
         let now = Instant::now();
-        let with_middle = |rate: u64| {
+        let with_middle = |rate: u64, receiving| {
             [VideoDemand {
                 bitrates: [160_000, rate, 1_700_000],
+                receiving,
                 ..camera(Some(High))
             }]
         };
         allocator.handle_estimate(564_000);
         assert_eq!(
-            allocator.poll_caps(now, 1, &with_middle(450_000)),
+            allocator.poll_caps(now, 1, &with_middle(450_000, None)),
             vec![Medium]
         );
-        // The middle layer swings up 15 % at the same estimate: kept.
+        // The middle layer swings up 15 % at the same estimate: kept while received.
         assert_eq!(
-            allocator.poll_caps(now, 1, &with_middle(517_000)),
+            allocator.poll_caps(now, 1, &with_middle(517_000, Some(Medium))),
             vec![Medium]
         );
-        // A new subscriber to the same swing would not get it.
-        assert_eq!(allocate(500_000, &with_middle(517_000)), vec![Low]);
+        // A subscriber not receiving it yet would not get it.
+        assert_eq!(
+            allocator.poll_caps(now, 1, &with_middle(517_000, None)),
+            vec![Low]
+        );
         // The estimate falls by a third: dropped.
         allocator.handle_estimate(376_000);
         assert_eq!(
-            allocator.poll_caps(now, 1, &with_middle(450_000)),
+            allocator.poll_caps(now, 1, &with_middle(450_000, Some(Medium))),
             vec![Low]
         );
     }
@@ -718,6 +754,68 @@ mod tests {
         }
         assert_eq!(allocator.loss_cap, None);
         assert_eq!(allocator.poll_caps(at(60), 1, &tracks), vec![High]);
+    }
+
+    #[test]
+    fn a_tile_that_grows_after_the_estimate_climbed_is_raised_one_layer_at_a_time() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[camera(Some(Low))]),
+            vec![Low]
+        );
+        // The estimate climbs while the tile is small: the budget stays at what is sent.
+        allocator.handle_estimate(3_500_000);
+        allocator.poll_caps(at(1_000), 1, &[camera(Some(Low))]);
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000));
+        // The tile grows: one layer now, the next after STEP_INTERVAL.
+        allocator.handle_estimate(4_000_000);
+        let large = [camera(Some(High))];
+        assert_eq!(allocator.poll_caps(at(2_000), 1, &large), vec![Medium]);
+        assert_eq!(allocator.poll_caps(at(3_000), 1, &large), vec![Medium]);
+        assert_eq!(allocator.poll_caps(at(4_000), 1, &large), vec![High]);
+    }
+
+    #[test]
+    fn a_loss_cap_counts_what_was_sent_before_a_tile_shrank_and_never_falls_to_nothing() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        allocator.handle_estimate(3_000_000);
+        allocator.poll_caps(at(0), 1, &[camera(Some(High))]);
+        // The tile shrinks just as a report of loss on the large layer is on its way.
+        allocator.poll_caps(at(100), 1, &[camera(Some(Low))]);
+        allocator.handle_loss_at(at(500), 85);
+        assert_eq!(allocator.loss_cap, None, "within LOSS_SETTLE of the change");
+        allocator.handle_loss_at(at(1_700), 85);
+        assert_eq!(allocator.loss_cap, Some(1_764_000 * 427 / 512));
+        // Nothing sent at all (a hidden tile, no audio): the cap stays above nothing.
+        let mut hidden = Allocator::default();
+        hidden.handle_estimate(3_000_000);
+        hidden.poll_caps(at(0), 0, &[camera(None)]);
+        hidden.handle_loss_at(at(5_000), 200);
+        assert_eq!(hidden.loss_cap, Some(MIN_LOSS_CAP_BPS));
+        hidden.handle_loss_at(at(6_000), 0);
+        assert_eq!(hidden.loss_cap, Some(MIN_LOSS_CAP_BPS + 8_000));
+    }
+
+    #[test]
+    fn a_step_that_would_exceed_the_budget_is_not_taken() {
+        let tracks = [camera(Some(High)), camera(Some(High))];
+        // The largest tile first, within the budget.
+        assert_eq!(
+            one_step(&tracks, &[Low, Low], &[High, High], 3_400_000),
+            vec![Medium, Low]
+        );
+        // The greedy allocation is not monotonic in the budget: a higher one may hand the layers
+        // out differently. A step from the old allocation towards the new one that would cost
+        // more than either is not taken.
+        assert_eq!(
+            one_step(&tracks, &[High, Low], &[Low, High], 1_860_000),
+            vec![High, Low]
+        );
     }
 
     #[test]
