@@ -176,10 +176,10 @@ impl Policer {
             self.tokens = self.tokens.saturating_add(refill).min(self.depth());
             self.refilled = now;
         }
-        let bits = datagram.len() as u64 * 8;
         if !is_rtp(datagram) {
             return true;
         }
+        let bits = datagram.len() as u64 * 8;
         match self.tokens.checked_sub(bits) {
             Some(left) => {
                 self.tokens = left;

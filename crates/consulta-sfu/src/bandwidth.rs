@@ -230,9 +230,7 @@ pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Quality> {
         }
         spent = spent.saturating_add(track.rate(*cap));
     }
-    // Largest tile first; equal ones in the order given.
-    let mut order: Vec<usize> = (0..tracks.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(tracks.get(i).and_then(|t| t.wanted)));
+    let order = largest_tile_first(tracks);
     loop {
         let mut raised = false;
         for &i in &order {
@@ -266,6 +264,13 @@ pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Quality> {
     }
 }
 
+/// The positions of `tracks`, the tile asking for the most first; equal ones in the order given.
+fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..tracks.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tracks.get(i).and_then(|t| t.wanted)));
+    order
+}
+
 /// What `caps` cost, in bits per second.
 fn cost(tracks: &[VideoDemand], caps: &[Quality]) -> u64 {
     tracks
@@ -287,8 +292,7 @@ fn one_step(
     budget: u64,
 ) -> Vec<Quality> {
     let limit = budget.max(cost(tracks, full));
-    let mut order: Vec<usize> = (0..tracks.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(tracks.get(i).and_then(|t| t.wanted)));
+    let order = largest_tile_first(tracks);
     for i in order {
         let mut caps = base.to_vec();
         if let (Some(cap), Some(target)) = (caps.get_mut(i), full.get(i))
