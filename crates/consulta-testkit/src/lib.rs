@@ -19,14 +19,37 @@ pub use postgres::Postgres;
 pub use stack::{Stack, StackOptions};
 pub use synapse::{RegisteredUser, Synapse, SynapseOptions};
 
-/// Asks the OS for a free loopback TCP port.
+/// A loopback port free for both TCP and UDP, for a server started later.
 ///
-/// The port is released before it is returned, so another process could take it in between; on a test
-/// machine that race is rare, and the caller sees a clear bind error if it happens.
+/// The port is released before it is returned, so it must not come from the kernel's ephemeral range
+/// (32768-60999 on Linux): there any outgoing connection, of this test or another running beside it,
+/// may take it before the server binds it (seen in CI: Synapse found its port taken). Ports are
+/// taken in turn from 20000-31999, starting at a point that differs between processes.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
-        .local_addr()?
-        .port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(7_919).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed).wrapping_add(seed) % SPAN;
+        let Ok(port) = u16::try_from(FIRST + offset) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free loopback port in 20000-31999",
+    ))
 }
 
 /// Asks the kernel to send `signal` to the child if the thread that spawned it dies (a killed test run).
