@@ -49,6 +49,7 @@ window.join = async (url, token, passphrase) => {
   room.on(LK.RoomEvent.TrackMuted, (pub, p) => note('muted', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.TrackUnmuted, (pub, p) => note('unmuted', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.TrackUnpublished, (pub, p) => note('unpublished', { identity: p.identity, source: pub.source }));
+  room.on(LK.RoomEvent.TrackStreamStateChanged, (pub, state, p) => note('stream_state', { identity: p.identity, source: pub.source, state }));
   room.on(LK.RoomEvent.TrackSubscriptionFailed, (sid, p) => note('subscription_failed', { identity: p.identity, sid }));
   room.on(LK.RoomEvent.ActiveSpeakersChanged, (speakers) => note('speakers', { identities: speakers.map((s) => s.identity) }));
   room.on(LK.RoomEvent.DataReceived, (payload, p) => note('data', { from: p?.identity, text: new TextDecoder().decode(payload) }));
@@ -88,7 +89,7 @@ window.remoteStats = async () => {
   const out = [];
   for (const p of room.remoteParticipants.values()) {
     for (const pub of p.trackPublications.values()) {
-      const entry = { identity: p.identity, source: pub.source, kind: pub.kind, subscribed: pub.isSubscribed, muted: pub.isMuted, encrypted: pub.isEncrypted };
+      const entry = { identity: p.identity, source: pub.source, kind: pub.kind, subscribed: pub.isSubscribed, muted: pub.isMuted, encrypted: pub.isEncrypted, streamState: pub.track?.streamState };
       const receiver = pub.track?.receiver;
       if (receiver) {
         const stats = await receiver.getStats();
@@ -246,6 +247,37 @@ try {
   result.alice_published = await alice.evaluate(() => window.publish());
   result.bob_published = await bob.evaluate(() => window.publish());
   step('published');
+  if (mode === 'starved') {
+    // The SFU polices what it sends each subscriber to less than Alice's audio and her smallest
+    // layer need together, for a while after each subscriber connection is made. Her video must
+    // pause for Bob (and livekit-client be told) so that her voice gets through whole, then come
+    // back once the link does.
+    const samples = [];
+    const started = Date.now();
+    while (Date.now() - started < 80000) {
+      const s = await bob.evaluate(() => window.remoteStats());
+      const v = video(s, 'alice');
+      const a = audio(s, 'alice');
+      samples.push({
+        at: Date.now() - started,
+        wall: Date.now(),
+        state: v?.streamState ?? '',
+        width: v?.frameWidth ?? 0,
+        frames: frames(v),
+        audio_received: a?.packetsReceived ?? 0,
+        audio_lost: a?.packetsLost ?? 0,
+      });
+      // Done once the video has been back for 8 s in a row after a pause.
+      const paused = samples.findLastIndex((x) => x.state === 'paused');
+      if (paused >= 0 && samples.length - 1 - paused >= 8) break;
+      await sleep(1000);
+    }
+    result.starved_samples = samples;
+    result.bob_events = await bob.evaluate(() => window.events());
+    await alice.evaluate(() => window.leave());
+    await bob.evaluate(() => window.leave());
+    throw 'done';
+  }
 
   const both = (stats, other) => frames(video(stats, other)) >= 30 && (audio(stats, other)?.packetsReceived ?? 0) >= 50;
   const aliceStats = await until(alice, () => window.remoteStats(), (s) => both(s, 'bob'), 30000);

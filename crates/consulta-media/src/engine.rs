@@ -23,7 +23,9 @@ use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, Incoming
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::{MediaEngine, MediaEvent as CoreEvent, TrackSettings};
 use consulta_sfu::speakers::{ActiveSpeakers, SpeakerConfig};
-use livekit_protocol::{SessionDescription, SignalTarget, TrackInfo, TrackType};
+use livekit_protocol::{
+    SessionDescription, SignalTarget, StreamState, StreamStateInfo, TrackInfo, TrackType,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -119,6 +121,9 @@ pub struct RouterStats {
     pub bandwidth_estimates: u64,
     /// Times a subscriber's bandwidth lowered the layer it may receive of a track.
     pub layer_caps_lowered: u64,
+    /// Times a subscriber's bandwidth paused a video track it receives (not even the lowest layer
+    /// fitted); each is told to the subscriber as `stream_state_update`.
+    pub streams_paused: u64,
     /// RTP datagrams dropped by [`MediaConfig::police_downlink_bps`] (tests).
     pub policed: u64,
     /// Data packets relayed (per receiver).
@@ -158,6 +163,8 @@ struct Policer {
     /// Bits that may still pass.
     tokens: u64,
     refilled: Instant,
+    /// When it stops policing ([`MediaConfig::police_downlink_for`]).
+    until: Option<Instant>,
 }
 
 impl Policer {
@@ -176,7 +183,7 @@ impl Policer {
             self.tokens = self.tokens.saturating_add(refill).min(self.depth());
             self.refilled = now;
         }
-        if !is_rtp(datagram) {
+        if !is_rtp(datagram) || self.until.is_some_and(|until| now >= until) {
             return true;
         }
         let bits = datagram.len() as u64 * 8;
@@ -524,6 +531,7 @@ impl Router {
                         bps: self.config.police_downlink_bps,
                         tokens: self.config.police_downlink_bps / 2,
                         refilled: now,
+                        until: self.config.police_downlink_for.map(|d| now + d),
                     }),
             }),
         );
@@ -843,16 +851,38 @@ impl Router {
                 bitrates,
                 receiving: down.forward.current(),
             });
-            downs.push(&mut down.forward);
+            downs.push((&mut down.forward, &published.publisher, track));
         }
         let caps = p.sub.allocator.poll_caps(now, audio, &demands);
-        for (forward, cap) in downs.into_iter().zip(caps) {
+        let mut states = Vec::new();
+        for ((forward, publisher, track), cap) in downs.into_iter().zip(caps) {
             // The caps never exceed what the tiles ask for: only a cap below that is bandwidth's.
-            if cap < forward.cap() && cap < forward.target() {
+            if cap < forward.cap() && cap < Some(forward.target()) {
                 self.stats.layer_caps_lowered += 1;
                 tracing::debug!(participant = %sub, ?cap, budget = ?p.sub.allocator.budget(), "layer capped for bandwidth");
             }
+            let paused = cap.is_none();
+            if paused != forward.cap().is_none() {
+                if paused {
+                    self.stats.streams_paused += 1;
+                }
+                states.push(StreamStateInfo {
+                    participant_sid: publisher.to_string(),
+                    track_sid: track.to_string(),
+                    state: if paused {
+                        StreamState::Paused
+                    } else {
+                        StreamState::Active
+                    } as i32,
+                });
+            }
             forward.set_cap(cap);
+        }
+        if !states.is_empty() {
+            self.events.push_back(CoreEvent::StreamStates {
+                participant: sub.clone(),
+                states,
+            });
         }
     }
 
@@ -1280,9 +1310,17 @@ impl Router {
                         .is_some_and(|t| t.kind == MediaKind::Video)
             })
         };
+        // The loss on the video sent; while no video flows (paused for bandwidth), on the audio,
+        // so that a loss cap taken while the video was on can rise again.
+        let video_flows = p.sub.sending.iter().any(|(track, down)| {
+            down.forward.current().is_some()
+                && tracks
+                    .get(track)
+                    .is_some_and(|t| t.kind == MediaKind::Video)
+        });
         let worst = losses
             .iter()
-            .filter(|(ssrc, _)| video(*ssrc))
+            .filter(|(ssrc, _)| video_flows == video(*ssrc))
             .map(|(_, fraction)| *fraction)
             .max();
         if let Some(fraction) = worst {

@@ -228,6 +228,12 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
         stats.layer_caps_lowered,
     );
     metric(
+        "streams_paused_total",
+        "counter",
+        "Times a subscriber's estimated bandwidth paused a video track it receives (not even the lowest layer fitted).",
+        stats.streams_paused,
+    );
+    metric(
         "data_packets_relayed_total",
         "counter",
         "Data packets relayed (per receiver).",

@@ -424,6 +424,9 @@ pub struct MediaConfig {
     /// many bits per second (a token bucket holding 500 ms; RTP only), as a weak downlink would.
     /// 0 (the default) polices nothing.
     pub police_downlink_bps: u64,
+    /// How long after each subscriber connection is made [`MediaConfig::police_downlink_bps`]
+    /// applies (a link that recovers); `None`, the default: for as long as it lasts.
+    pub police_downlink_for: Option<std::time::Duration>,
 }
 
 impl Default for MediaConfig {
@@ -435,6 +438,7 @@ impl Default for MediaConfig {
             direction: MediaDirection::default(),
             congestion_control: true,
             police_downlink_bps: 0,
+            police_downlink_for: None,
         }
     }
 }

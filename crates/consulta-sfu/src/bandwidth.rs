@@ -18,10 +18,15 @@
 //! loss, as GCC's loss rule does; below [`LOSS_LOW`] the cap rises 8 % a report until it is above
 //! the estimate and goes.
 //!
-//! Layers are handed out as LiveKit's stream allocator does: every visible track gets its lowest
-//! layer first, then tracks step up one layer at a time, the ones asking for the most first, while
-//! the whole still fits. A track never gets more than its tile asks for (`track_setting`), and a
-//! single-layer track cannot be lowered at all, so its bitrate is simply counted.
+//! Layers are handed out as LiveKit's stream allocator does: audio is counted first, then every
+//! visible track gets its lowest layer, the ones asking for the most first, then tracks step up one
+//! layer at a time in the same order while the whole still fits. A track never gets more than its
+//! tile asks for (`track_setting`); a single-layer track has only its one layer.
+//!
+//! A track whose lowest layer does not fit at all is paused, and the subscriber is told
+//! (`stream_state_update`, by the router): on a link too weak for even the smallest picture, video
+//! sent anyway is lost with the audio beside it, and in a consultation the voice matters most. A
+//! paused track comes back like any raise, after the hold, and its lowest layer is the probe.
 
 use std::time::{Duration, Instant};
 
@@ -202,6 +207,15 @@ pub struct VideoDemand {
 }
 
 impl VideoDemand {
+    /// Its lowest layer: the one layer of a single-layer track.
+    fn lowest(&self) -> Quality {
+        if self.simulcast {
+            Quality::Low
+        } else {
+            Quality::High
+        }
+    }
+
     fn rate(&self, quality: Quality) -> u64 {
         self.bitrates.get(quality.index()).copied().unwrap_or(0)
     }
@@ -212,48 +226,65 @@ impl VideoDemand {
 /// switch costs the subscriber a key frame.
 pub const KEEP_TOLERANCE_PERCENT: u64 = 20;
 
+/// The next layer up from `cap`: a paused track's lowest layer, or one layer more.
+fn step_up(track: &VideoDemand, cap: Option<Quality>) -> Option<Quality> {
+    match cap {
+        None => Some(track.lowest()),
+        Some(cap) => cap.higher(),
+    }
+}
+
 /// The highest layer each track may use so that all of them fit `budget` bits per second, in the
-/// order of `tracks`. Every visible track keeps at least its lowest layer, even when that alone
-/// exceeds the budget: a small picture is better than none in a consultation, and the subscriber
-/// cannot be helped by pausing the other side's camera without telling anyone. The layers up to
-/// the one a track is `receiving` need only fit the budget plus [`KEEP_TOLERANCE_PERCENT`].
-pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Quality> {
+/// order of `tracks`; `None` for a track paused because not even its lowest layer fits. The layers
+/// up to the one a track is `receiving` need only fit the budget plus [`KEEP_TOLERANCE_PERCENT`].
+/// A hidden track costs nothing and gets its lowest layer (it is not sent whatever its cap).
+pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Option<Quality>> {
     let tolerant = budget.saturating_add(budget / 100 * KEEP_TOLERANCE_PERCENT);
-    let mut caps = vec![Quality::Low; tracks.len()];
+    let limit = |track: &VideoDemand, layer: Quality| {
+        if track.receiving.is_some_and(|current| layer <= current) {
+            tolerant
+        } else {
+            budget
+        }
+    };
+    let mut caps: Vec<Option<Quality>> = tracks
+        .iter()
+        .map(|t| t.wanted.is_none().then_some(Quality::Low))
+        .collect();
     let mut spent: u64 = 0;
-    for (cap, track) in caps.iter_mut().zip(tracks) {
+    let order = largest_tile_first(tracks);
+    for &i in &order {
+        let (Some(track), Some(cap)) = (tracks.get(i), caps.get_mut(i)) else {
+            continue;
+        };
         if track.wanted.is_none() {
             continue;
         }
-        if !track.simulcast {
-            *cap = Quality::High;
+        let lowest = track.lowest();
+        let rate = track.rate(lowest);
+        if spent.saturating_add(rate) <= limit(track, lowest) {
+            *cap = Some(lowest);
+            spent = spent.saturating_add(rate);
         }
-        spent = spent.saturating_add(track.rate(*cap));
     }
-    let order = largest_tile_first(tracks);
     loop {
         let mut raised = false;
         for &i in &order {
             let (Some(track), Some(cap)) = (tracks.get(i), caps.get_mut(i)) else {
                 continue;
             };
-            let Some(wanted) = track.wanted else {
+            let (Some(wanted), Some(current)) = (track.wanted, *cap) else {
                 continue;
             };
-            let Some(next) = cap
+            let Some(next) = current
                 .higher()
                 .filter(|next| track.simulcast && *next <= wanted)
             else {
                 continue;
             };
-            let extra = track.rate(next).saturating_sub(track.rate(*cap));
-            let limit = if track.receiving.is_some_and(|current| next <= current) {
-                tolerant
-            } else {
-                budget
-            };
-            if spent.saturating_add(extra) <= limit {
-                *cap = next;
+            let extra = track.rate(next).saturating_sub(track.rate(current));
+            if spent.saturating_add(extra) <= limit(track, next) {
+                *cap = Some(next);
                 spent = spent.saturating_add(extra);
                 raised = true;
             }
@@ -272,34 +303,36 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
 }
 
 /// What `caps` cost, in bits per second.
-fn cost(tracks: &[VideoDemand], caps: &[Quality]) -> u64 {
+fn cost(tracks: &[VideoDemand], caps: &[Option<Quality>]) -> u64 {
     tracks
         .iter()
         .zip(caps)
         .filter(|(track, _)| track.wanted.is_some())
-        .map(|(track, cap)| track.rate(*cap))
+        .filter_map(|(track, cap)| Some(track.rate((*cap)?)))
         .fold(0, u64::saturating_add)
 }
 
-/// `base` with one layer more for the first track, largest tile first, that `full` raises and
+/// `base` with one layer more (or a paused track's lowest) for the first track, largest tile first,
+/// that `full` raises and
 /// that keeps the whole within `budget` (or within what `full` costs, when the tolerance for layers
 /// received let it exceed the budget). The greedy allocation is not monotonic in the budget, so a
 /// step towards `full` is not always affordable from `base`.
 fn one_step(
     tracks: &[VideoDemand],
-    base: &[Quality],
-    full: &[Quality],
+    base: &[Option<Quality>],
+    full: &[Option<Quality>],
     budget: u64,
-) -> Vec<Quality> {
+) -> Vec<Option<Quality>> {
     let limit = budget.max(cost(tracks, full));
     let order = largest_tile_first(tracks);
     for i in order {
         let mut caps = base.to_vec();
-        if let (Some(cap), Some(target)) = (caps.get_mut(i), full.get(i))
+        if let (Some(track), Some(cap), Some(target)) =
+            (tracks.get(i), caps.get_mut(i), full.get(i))
             && *target > *cap
-            && let Some(next) = cap.higher()
+            && let Some(next) = step_up(track, *cap)
         {
-            *cap = next;
+            *cap = Some(next);
             if cost(tracks, &caps) <= limit {
                 return caps;
             }
@@ -332,6 +365,8 @@ pub struct Allocator {
     loss_cap: Option<u64>,
     /// When the layers sent were last lowered.
     lowered_at: Option<Instant>,
+    /// The caps of the last poll, by position.
+    caps: Vec<Option<Quality>>,
 }
 
 impl Default for Allocator {
@@ -348,6 +383,7 @@ impl Default for Allocator {
             spent_peak: (0, None),
             loss_cap: None,
             lowered_at: None,
+            caps: Vec::new(),
         }
     }
 }
@@ -395,20 +431,31 @@ impl Allocator {
     }
 
     /// The highest layer each of `tracks` may use now (`audio_tracks` Opus tracks are counted
-    /// first), in the order of `tracks`. Call on every estimate and whenever the tracks or their
-    /// tiles change; the tracks are recognised by position, so keep their order stable.
+    /// first), in the order of `tracks`; `None` pauses a track ([`allocate`]). Call on every
+    /// estimate and whenever the tracks or their tiles change; the tracks are recognised by
+    /// position, so keep their order stable.
     pub fn poll_caps(
         &mut self,
         now: Instant,
         audio_tracks: usize,
         tracks: &[VideoDemand],
-    ) -> Vec<Quality> {
+    ) -> Vec<Option<Quality>> {
         let Some(estimate) = self.estimate else {
-            return vec![Quality::High; tracks.len()];
+            return vec![Some(Quality::High); tracks.len()];
         };
         let estimate = self.loss_cap.map_or(estimate, |cap| cap.min(estimate));
         let held = self.hold_until.is_some_and(|until| now < until);
-        let previous = self.budget;
+        let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
+        // The budget was last set to what the layers sent cost at the bitrates known then; a
+        // layer's measured bitrate may since have come out higher (a single-layer track counted at
+        // a preset until measured, an encoder at full motion). What is sent stays while the
+        // estimate carries it at today's bitrates, and that is no raise.
+        let sending = (self.caps.len() == tracks.len())
+            .then(|| audio.saturating_add(cost(tracks, &self.caps)))
+            .filter(|sending| *sending <= estimate);
+        let previous = self
+            .budget
+            .map(|budget| sending.map_or(budget, |sending| budget.max(sending)));
         let mut budget = match previous {
             Some(budget) if estimate > budget && held => budget,
             _ => estimate,
@@ -479,6 +526,7 @@ impl Allocator {
         }
         self.spent = spent;
         self.budget = Some(budget);
+        self.caps.clone_from(&caps);
         caps
     }
 }
@@ -500,22 +548,85 @@ mod tests {
         }
     }
 
+    /// An allocator whose subscriber receives one 720p camera and its audio, on a 3 Mbit/s estimate
+    /// at `start`.
+    fn on_720p_at_3_mbit(start: Instant) -> Allocator {
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(start, 1, &[camera(Some(High))]),
+            vec![Some(High)]
+        );
+        allocator
+    }
+
     #[test]
     fn each_track_gets_what_its_tile_asks_for_when_it_fits() {
         let tracks = [camera(Some(High)), camera(Some(Medium)), camera(Some(Low))];
-        assert_eq!(allocate(10_000_000, &tracks), vec![High, Medium, Low]);
+        assert_eq!(
+            allocate(10_000_000, &tracks),
+            vec![Some(High), Some(Medium), Some(Low)]
+        );
     }
 
     #[test]
     fn a_tight_budget_keeps_the_lowest_layers_and_raises_the_largest_tile_first() {
         let tracks = [camera(Some(Medium)), camera(Some(High))];
         // 160 + 160 = 320 spent; the 720p tile steps up first (+290), then the other (+290).
-        assert_eq!(allocate(320_000, &tracks), vec![Low, Low]);
-        assert_eq!(allocate(610_000, &tracks), vec![Low, Medium]);
-        assert_eq!(allocate(900_000, &tracks), vec![Medium, Medium]);
-        assert_eq!(allocate(2_150_000, &tracks), vec![Medium, High]);
-        // Below even the lowest layers, they stay on.
-        assert_eq!(allocate(50_000, &tracks), vec![Low, Low]);
+        assert_eq!(allocate(320_000, &tracks), vec![Some(Low), Some(Low)]);
+        assert_eq!(allocate(610_000, &tracks), vec![Some(Low), Some(Medium)]);
+        assert_eq!(allocate(900_000, &tracks), vec![Some(Medium), Some(Medium)]);
+        assert_eq!(allocate(2_150_000, &tracks), vec![Some(Medium), Some(High)]);
+        // Room for one lowest layer: the largest tile keeps its picture, the other is paused.
+        assert_eq!(allocate(200_000, &tracks), vec![None, Some(Low)]);
+        // Below even one lowest layer, both are paused.
+        assert_eq!(allocate(50_000, &tracks), vec![None, None]);
+    }
+
+    #[test]
+    fn a_lowest_layer_received_is_kept_within_the_tolerance_and_a_screen_share_is_paused_whole() {
+        let receiving = VideoDemand {
+            receiving: Some(Low),
+            ..camera(Some(High))
+        };
+        // 160 kbit/s received, 140 kbit/s to spend: within 20 %, kept.
+        assert_eq!(allocate(140_000, &[receiving]), vec![Some(Low)]);
+        assert_eq!(allocate(140_000, &[camera(Some(High))]), vec![None]);
+        assert_eq!(allocate(130_000, &[receiving]), vec![None]);
+        let screen = VideoDemand {
+            wanted: Some(High),
+            simulcast: false,
+            bitrates: [0, 0, 1_000_000],
+            receiving: None,
+        };
+        assert_eq!(allocate(999_999, &[screen]), vec![None]);
+        assert_eq!(allocate(1_000_000, &[screen]), vec![Some(High)]);
+        // A hidden track is not paused: it costs nothing and is not sent anyway.
+        assert_eq!(allocate(0, &[camera(None)]), vec![Some(Low)]);
+    }
+
+    #[test]
+    fn a_link_too_weak_for_any_video_pauses_it_and_tries_the_lowest_layer_after_the_hold() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let tracks = [camera(Some(High))];
+        let mut allocator = on_720p_at_3_mbit(start);
+        // 150 kbit/s: the audio (64) and 180p (160) do not fit together; the audio stays.
+        allocator.handle_estimate(150_000);
+        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![None]);
+        allocator.handle_estimate(400_000);
+        assert_eq!(allocator.poll_caps(at(5), 1, &tracks), vec![None]);
+        // After the hold, the lowest layer is the probe; then one layer at a time.
+        let resumed = at(1) + MIN_HOLD;
+        assert_eq!(allocator.poll_caps(resumed, 1, &tracks), vec![Some(Low)]);
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000));
+        // It fails: paused again, and the next try waits twice as long.
+        allocator.handle_estimate(120_000);
+        assert_eq!(
+            allocator.poll_caps(resumed + STEP_INTERVAL, 1, &tracks),
+            vec![None]
+        );
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
     #[test]
@@ -528,8 +639,11 @@ mod tests {
         };
         let tracks = [camera(None), screen, camera(Some(High))];
         // 1 000 for the screen share, 160 for the camera's lowest layer, +290 for its middle one.
-        assert_eq!(allocate(1_450_000, &tracks)[1..], [High, Medium]);
-        assert_eq!(allocate(1_449_999, &tracks)[1..], [High, Low]);
+        assert_eq!(
+            allocate(1_450_000, &tracks)[1..],
+            [Some(High), Some(Medium)]
+        );
+        assert_eq!(allocate(1_449_999, &tracks)[1..], [Some(High), Some(Low)]);
     }
 
     #[test]
@@ -585,37 +699,35 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             allocator.poll_caps(now, 1, &[camera(Some(High))]),
-            vec![High]
+            vec![Some(High)]
         );
         assert_eq!(allocator.budget(), None);
     }
 
     #[test]
     fn the_budget_follows_the_estimate_down_at_once_and_up_after_the_hold() {
-        let mut allocator = Allocator::default();
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let tracks = [camera(Some(High))];
-        allocator.handle_estimate(3_000_000);
-        assert_eq!(allocator.poll_caps(at(0), 1, &tracks), vec![High]);
+        let mut allocator = on_720p_at_3_mbit(start);
         // The link degrades: down at once.
         allocator.handle_estimate(400_000);
-        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![Low]);
+        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![Some(Low)]);
         // The estimate recovers at once, but the budget waits out the hold.
         allocator.handle_estimate(3_000_000);
-        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Low]);
+        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Some(Low)]);
         assert_eq!(allocator.budget(), Some(400_000));
         // Then one layer at a time.
         let raised = at(1) + MIN_HOLD;
-        assert_eq!(allocator.poll_caps(raised, 1, &tracks), vec![Medium]);
+        assert_eq!(allocator.poll_caps(raised, 1, &tracks), vec![Some(Medium)]);
         assert_eq!(allocator.budget(), Some(64_000 + 450_000));
         assert_eq!(
             allocator.poll_caps(raised + STEP_INTERVAL / 2, 1, &tracks),
-            vec![Medium]
+            vec![Some(Medium)]
         );
         assert_eq!(
             allocator.poll_caps(raised + STEP_INTERVAL, 1, &tracks),
-            vec![High]
+            vec![Some(High)]
         );
     }
 
@@ -634,21 +746,21 @@ mod tests {
             // Probe: the estimate says the top layer fits; wait until the allocator tries it.
             allocator.handle_estimate(3_000_000);
             let before = now;
-            while allocator.poll_caps(now, 0, &tracks) != vec![Medium] {
+            while allocator.poll_caps(now, 0, &tracks) != vec![Some(Medium)] {
                 now += Duration::from_millis(500);
             }
             waits.push(now.duration_since(before).as_secs());
             // It does not fit: the estimate drops again two seconds later.
             now += Duration::from_secs(2);
             allocator.handle_estimate(300_000);
-            assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![Low]);
+            assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![Some(Low)]);
         }
         assert_eq!(waits, [8, 16, 32, 64, 64, 64]);
         assert_eq!(allocator.hold(), MAX_HOLD);
         // A raise that holds past FAILED_WITHIN: the next drop waits only the minimum.
         now += MAX_HOLD;
         allocator.handle_estimate(3_000_000);
-        assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![Medium]);
+        assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![Some(Medium)]);
         now += FAILED_WITHIN;
         allocator.handle_estimate(300_000);
         allocator.poll_caps(now, 0, &tracks);
@@ -656,7 +768,12 @@ mod tests {
     }
 
     /// One camera asking for 720p, no audio: `estimate` at `ms`, then the layer it may use.
-    fn camera_cap(allocator: &mut Allocator, start: Instant, ms: u64, estimate: u64) -> Quality {
+    fn camera_cap(
+        allocator: &mut Allocator,
+        start: Instant,
+        ms: u64,
+        estimate: u64,
+    ) -> Option<Quality> {
         allocator.handle_estimate(estimate);
         let caps = allocator.poll_caps(start + Duration::from_millis(ms), 0, &[camera(Some(High))]);
         caps[0]
@@ -668,19 +785,19 @@ mod tests {
         let start = Instant::now();
         let mut at = |ms, estimate| camera_cap(&mut allocator, start, ms, estimate);
         at(0, 1_000_000);
-        assert_eq!(at(0, 900_000), Medium);
+        assert_eq!(at(0, 900_000), Some(Medium));
         // The estimate climbs; after the hold the top layer is tried.
-        assert_eq!(at(5_000, 2_000_000), High);
+        assert_eq!(at(5_000, 2_000_000), Some(High));
         // The link cannot carry it: the estimate crashes on loss, below even the middle layer.
-        assert_eq!(at(7_000, 300_000), Medium);
-        assert_eq!(at(8_000, 250_000), Medium);
+        assert_eq!(at(7_000, 300_000), Some(Medium));
+        assert_eq!(at(8_000, 250_000), Some(Medium));
         // Recovering, as it does once the loss stops.
-        assert_eq!(at(9_000, 400_000), Medium);
-        assert_eq!(at(11_000, 700_000), Medium);
-        assert_eq!(at(13_000, 1_500_000), Medium);
+        assert_eq!(at(9_000, 400_000), Some(Medium));
+        assert_eq!(at(11_000, 700_000), Some(Medium));
+        assert_eq!(at(13_000, 1_500_000), Some(Medium));
         // The next try at the top layer waits twice as long as the first did.
-        assert_eq!(at(22_900, 2_500_000), Medium);
-        assert_eq!(at(23_000, 2_500_000), High);
+        assert_eq!(at(22_900, 2_500_000), Some(Medium));
+        assert_eq!(at(23_000, 2_500_000), Some(High));
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
@@ -690,12 +807,12 @@ mod tests {
         let start = Instant::now();
         let mut at = |ms, estimate| camera_cap(&mut allocator, start, ms, estimate);
         at(0, 900_000);
-        assert_eq!(at(1_000, 2_000_000), High);
-        assert_eq!(at(2_000, 300_000), Medium);
+        assert_eq!(at(1_000, 2_000_000), Some(High));
+        assert_eq!(at(2_000, 300_000), Some(Medium));
         // Still losing on the middle layer: the estimate does not pick up.
-        assert_eq!(at(3_000, 280_000), Medium);
-        assert_eq!(at(4_000, 290_000), Medium);
-        assert_eq!(at(5_100, 290_000), Low);
+        assert_eq!(at(3_000, 280_000), Some(Medium));
+        assert_eq!(at(4_000, 290_000), Some(Medium));
+        assert_eq!(at(5_100, 290_000), Some(Low));
         // And the wait is still the doubled one.
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
@@ -714,50 +831,48 @@ mod tests {
         allocator.handle_estimate(564_000);
         assert_eq!(
             allocator.poll_caps(now, 1, &with_middle(450_000, None)),
-            vec![Medium]
+            vec![Some(Medium)]
         );
         // The middle layer swings up 15 % at the same estimate: kept while received.
         assert_eq!(
             allocator.poll_caps(now, 1, &with_middle(517_000, Some(Medium))),
-            vec![Medium]
+            vec![Some(Medium)]
         );
         // A subscriber not receiving it yet would not get it.
         assert_eq!(
             allocator.poll_caps(now, 1, &with_middle(517_000, None)),
-            vec![Low]
+            vec![Some(Low)]
         );
         // The estimate falls by a third: dropped.
         allocator.handle_estimate(376_000);
         assert_eq!(
             allocator.poll_caps(now, 1, &with_middle(450_000, Some(Medium))),
-            vec![Low]
+            vec![Some(Low)]
         );
     }
 
     #[test]
     fn receiver_reports_with_loss_cap_the_budget_until_the_loss_stops() {
-        let mut allocator = Allocator::default();
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let tracks = [camera(Some(High))];
-        allocator.handle_estimate(3_000_000);
-        assert_eq!(allocator.poll_caps(at(0), 1, &tracks), vec![High]);
+        let mut allocator = on_720p_at_3_mbit(start);
         // A third lost, while the estimate stays where it was.
         allocator.handle_loss_at(at(1), 85);
-        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![Medium]);
+        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![Some(Medium)]);
         // 5 % lost: neither way.
         allocator.handle_loss_at(at(2), 13);
-        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Medium]);
+        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Some(Medium)]);
         assert_eq!(allocator.budget(), Some(1_764_000 * 427 / 512));
         // A report still covering the time before the drop changes nothing.
         allocator.handle_loss_at(at(2), 85);
-        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Medium]);
+        assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Some(Medium)]);
         // No loss: the cap rises 8 % a report, and goes once above the estimate.
         for s in 3..33 {
             allocator.handle_loss_at(at(s), 0);
         }
         assert_eq!(allocator.loss_cap, None);
-        assert_eq!(allocator.poll_caps(at(60), 1, &tracks), vec![High]);
+        assert_eq!(allocator.poll_caps(at(60), 1, &tracks), vec![Some(High)]);
     }
 
     #[test]
@@ -768,7 +883,7 @@ mod tests {
         allocator.handle_estimate(3_000_000);
         assert_eq!(
             allocator.poll_caps(at(0), 1, &[camera(Some(Low))]),
-            vec![Low]
+            vec![Some(Low)]
         );
         // The estimate climbs while the tile is small: the budget stays at what is sent.
         allocator.handle_estimate(3_500_000);
@@ -777,9 +892,15 @@ mod tests {
         // The tile grows: one layer now, the next after STEP_INTERVAL.
         allocator.handle_estimate(4_000_000);
         let large = [camera(Some(High))];
-        assert_eq!(allocator.poll_caps(at(2_000), 1, &large), vec![Medium]);
-        assert_eq!(allocator.poll_caps(at(3_000), 1, &large), vec![Medium]);
-        assert_eq!(allocator.poll_caps(at(4_000), 1, &large), vec![High]);
+        assert_eq!(
+            allocator.poll_caps(at(2_000), 1, &large),
+            vec![Some(Medium)]
+        );
+        assert_eq!(
+            allocator.poll_caps(at(3_000), 1, &large),
+            vec![Some(Medium)]
+        );
+        assert_eq!(allocator.poll_caps(at(4_000), 1, &large), vec![Some(High)]);
     }
 
     #[test]
@@ -810,15 +931,91 @@ mod tests {
         let tracks = [camera(Some(High)), camera(Some(High))];
         // The largest tile first, within the budget.
         assert_eq!(
-            one_step(&tracks, &[Low, Low], &[High, High], 3_400_000),
-            vec![Medium, Low]
+            one_step(
+                &tracks,
+                &[Some(Low), Some(Low)],
+                &[Some(High), Some(High)],
+                3_400_000
+            ),
+            vec![Some(Medium), Some(Low)]
         );
         // The greedy allocation is not monotonic in the budget: a higher one may hand the layers
         // out differently. A step from the old allocation towards the new one that would cost
         // more than either is not taken.
         assert_eq!(
-            one_step(&tracks, &[High, Low], &[Low, High], 1_860_000),
-            vec![High, Low]
+            one_step(
+                &tracks,
+                &[Some(High), Some(Low)],
+                &[Some(Low), Some(High)],
+                1_860_000
+            ),
+            vec![Some(High), Some(Low)]
+        );
+    }
+
+    #[test]
+    fn a_layer_measured_above_its_preset_is_kept_while_the_estimate_carries_it() {
+        let mut allocator = Allocator::default();
+        let now = Instant::now();
+        let screen = |rate: u64| VideoDemand {
+            wanted: Some(High),
+            simulcast: false,
+            bitrates: [0, 0, rate],
+            receiving: Some(High),
+        };
+        allocator.handle_estimate(5_000_000);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &[screen(450_000)]),
+            vec![Some(High)]
+        );
+        // The budget settles at what is sent; the share is then measured at 1.1 Mbit/s.
+        allocator.handle_estimate(5_100_000);
+        allocator.poll_caps(now, 1, &[screen(450_000)]);
+        assert_eq!(allocator.budget(), Some(64_000 + 450_000));
+        assert_eq!(
+            allocator.poll_caps(now, 1, &[screen(1_100_000)]),
+            vec![Some(High)]
+        );
+        // A camera's top layer likewise, rather than falling back to the middle one.
+        let mut allocator = Allocator::default();
+        let camera_at = |top: u64| {
+            [VideoDemand {
+                bitrates: [160_000, 450_000, top],
+                receiving: Some(High),
+                ..camera(Some(High))
+            }]
+        };
+        allocator.handle_estimate(5_000_000);
+        allocator.poll_caps(now, 1, &camera_at(1_700_000));
+        allocator.handle_estimate(5_100_000);
+        allocator.poll_caps(now, 1, &camera_at(1_700_000));
+        assert_eq!(
+            allocator.poll_caps(now, 1, &camera_at(2_600_000)),
+            vec![Some(High)]
+        );
+        // But not beyond the estimate.
+        allocator.handle_estimate(2_000_000);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &camera_at(2_600_000)),
+            vec![Some(Medium)]
+        );
+    }
+
+    #[test]
+    fn a_paused_single_layer_track_resumes_on_its_one_layer() {
+        let screen = VideoDemand {
+            wanted: Some(High),
+            simulcast: false,
+            bitrates: [0, 0, 1_000_000],
+            receiving: None,
+        };
+        assert_eq!(
+            one_step(&[screen], &[None], &[Some(High)], 2_000_000),
+            vec![Some(High)]
+        );
+        assert_eq!(
+            one_step(&[camera(Some(High))], &[None], &[Some(High)], 2_000_000),
+            vec![Some(Low)]
         );
     }
 
@@ -828,10 +1025,13 @@ mod tests {
         let now = Instant::now();
         allocator.handle_estimate(3_000_000);
         allocator.poll_caps(now, 0, &[camera(Some(High))]);
-        assert_eq!(allocator.poll_caps(now, 0, &[camera(Some(Low))]), vec![Low]);
+        assert_eq!(
+            allocator.poll_caps(now, 0, &[camera(Some(Low))]),
+            vec![Some(Low)]
+        );
         assert_eq!(
             allocator.poll_caps(now, 0, &[camera(Some(High))]),
-            vec![High]
+            vec![Some(High)]
         );
     }
 
@@ -840,11 +1040,14 @@ mod tests {
         let mut allocator = Allocator::default();
         let now = Instant::now();
         allocator.handle_estimate(700_000);
-        assert_eq!(allocator.poll_caps(now, 1, &[camera(Some(Low))]), vec![Low]);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &[camera(Some(Low))]),
+            vec![Some(Low)]
+        );
         // 700 − 64 audio fits the 360p layer.
         assert_eq!(
             allocator.poll_caps(now, 1, &[camera(Some(High))]),
-            vec![Medium]
+            vec![Some(Medium)]
         );
     }
 }

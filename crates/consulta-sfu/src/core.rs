@@ -628,6 +628,21 @@ impl<M: MediaEngine> Sfu<M> {
                     self.broadcast_update(&room, &participant, info);
                 }
             }
+            MediaEvent::StreamStates {
+                participant,
+                states,
+            } => {
+                if let Some(conn) = self.conn_of(&participant) {
+                    self.send(
+                        conn,
+                        signal_response::Message::StreamStateUpdate(
+                            livekit_protocol::StreamStateUpdate {
+                                stream_states: states,
+                            },
+                        ),
+                    );
+                }
+            }
             MediaEvent::SpeakersChanged { room, speakers } => {
                 let conns: Vec<ConnId> = self
                     .rooms
@@ -1756,6 +1771,32 @@ mod tests {
             speakers: Vec::new(),
         });
         assert!(w.drain().is_empty(), "no one in another room is told");
+    }
+
+    #[test]
+    fn a_paused_stream_is_told_to_its_subscriber_only() {
+        let mut w = World::new();
+        let (_, join) = w.join("alice");
+        let (bob, bob_join) = w.join("bob");
+        w.drain();
+        let alice_sid = join.participant.unwrap().sid;
+        let bob_sid = ParticipantSid::parse(&bob_join.participant.unwrap().sid).unwrap();
+        let state = livekit_protocol::StreamStateInfo {
+            participant_sid: alice_sid.clone(),
+            track_sid: "TR_camera".into(),
+            state: livekit_protocol::StreamState::Paused as i32,
+        };
+        w.sfu.handle_media_event(MediaEvent::StreamStates {
+            participant: bob_sid,
+            states: vec![state.clone()],
+        });
+        let sent = w.drain();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(
+            matches!(&sent[0], (c, signal_response::Message::StreamStateUpdate(u))
+                if *c == bob && u.stream_states == vec![state.clone()]),
+            "{sent:?}"
+        );
     }
 
     #[test]

@@ -114,6 +114,14 @@ pub enum MediaEvent {
         /// Who.
         participant: ParticipantSid,
     },
+    /// Video the participant receives was paused because its link carries not even the lowest
+    /// layer, or resumed (sent to it as `stream_state_update`).
+    StreamStates {
+        /// The subscriber.
+        participant: ParticipantSid,
+        /// Each track whose state changed, with its publisher.
+        states: Vec<livekit_protocol::StreamStateInfo>,
+    },
     /// Who started or stopped speaking in `room` (a delta, sent as `speakers_changed`).
     SpeakersChanged {
         /// Where.

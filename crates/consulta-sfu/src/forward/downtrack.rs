@@ -21,7 +21,8 @@
 //!   [`DownTrackConfig::min_timestamp_step`] (one frame at 30 fps, or 20 ms of audio), because
 //!   layers have independent RTP timestamp bases.
 //! - VP8 PictureID and TL0PICIDX run on from the last values sent, in place.
-//! - Paused (the subscriber hid the tile) drops everything; resuming is a new mapping at the next
+//! - Paused (the subscriber hid the tile, or the bandwidth cap is `None`: not even the lowest layer
+//!   fits the subscriber's link) drops everything; resuming is a new mapping at the next
 //!   key frame.
 //! - Audio has no layers and needs no key frame: each packet passes, remapped only after a pause or
 //!   an SSRC change.
@@ -220,8 +221,9 @@ impl Layers {
 pub struct DownTrack {
     config: DownTrackConfig,
     target: Quality,
-    /// The highest layer the subscriber's bandwidth allows (see [`crate::bandwidth`]).
-    cap: Quality,
+    /// The highest layer the subscriber's bandwidth allows (see [`crate::bandwidth`]); `None`
+    /// while not even the lowest fits, which pauses the track.
+    cap: Option<Quality>,
     paused: bool,
     current: Option<Mapping>,
     last: Option<Sent>,
@@ -239,7 +241,7 @@ impl DownTrack {
         Self {
             config,
             target: Quality::High,
-            cap: Quality::High,
+            cap: Some(Quality::High),
             paused: false,
             current: None,
             last: None,
@@ -274,12 +276,16 @@ impl DownTrack {
 
     /// Limits the layer to `cap` whatever the target (the subscriber's link carries no more); the
     /// switch happens at the next key frame of the layer that results, as for a target change.
-    pub fn set_cap(&mut self, cap: Quality) {
+    /// `None` pauses the track until a cap is set again, as [`DownTrack::set_paused`] does.
+    pub fn set_cap(&mut self, cap: Option<Quality>) {
+        if cap.is_none() {
+            self.current = None;
+        }
         self.cap = cap;
     }
 
-    /// The bandwidth limit ([`Quality::High`]: none).
-    pub fn cap(&self) -> Quality {
+    /// The bandwidth limit (`Some(`[`Quality::High`]`)`: none; `None`: paused for bandwidth).
+    pub fn cap(&self) -> Option<Quality> {
         self.cap
     }
 
@@ -323,7 +329,7 @@ impl DownTrack {
         layer.ssrc = Some(packet.ssrc);
         self.first_packet_at.get_or_insert(now);
 
-        if self.paused {
+        if self.paused || self.cap.is_none() {
             self.stats.dropped_paused += 1;
             return Forward::Drop(DropReason::Paused);
         }
@@ -361,7 +367,7 @@ impl DownTrack {
     /// the start, after a target change or layer loss, on resume), at most one per layer per
     /// [`DownTrackConfig::keyframe_request_interval`]. Call after handling packets and on a timer.
     pub fn poll_keyframe_request(&mut self, now: Instant) -> Option<KeyframeRequest> {
-        if self.paused || !self.config.codec.is_video() {
+        if self.paused || self.cap.is_none() || !self.config.codec.is_video() {
             return None;
         }
         let wanted = self.wanted(now);
@@ -404,7 +410,7 @@ impl DownTrack {
                 .is_none_or(|t| now.saturating_duration_since(t) < self.config.layer_timeout)
         };
         // Within the bandwidth first; above it only when no lower layer is left.
-        let target = self.target.min(self.cap);
+        let target = self.cap.map_or(self.target, |cap| self.target.min(cap));
         if available(target) || !Quality::ALL.into_iter().any(available) {
             return target;
         }
@@ -780,7 +786,7 @@ mod tests {
         let mut sim = Sim::new(Codec::Vp8);
         sim.tick(ALL, &[Quality::High]);
         sim.ticks(3, ALL);
-        sim.dt.set_cap(Quality::Low);
+        sim.dt.set_cap(Some(Quality::Low));
         assert_eq!(
             sim.dt.target(),
             Quality::High,
@@ -796,20 +802,45 @@ mod tests {
         sim.tick(ALL, &[Quality::Low]);
         assert_eq!(sim.dt.current(), Some(Quality::Low));
         // A tile asking for less than the cap gets what it asks for.
-        sim.dt.set_cap(Quality::Medium);
+        sim.dt.set_cap(Some(Quality::Medium));
         sim.dt.set_target(Quality::Low);
         sim.tick(ALL, &[Quality::Medium]);
         assert_eq!(sim.dt.current(), Some(Quality::Low));
         sim.dt.set_target(Quality::High);
         sim.tick(ALL, &[Quality::Medium]);
         assert_eq!(sim.dt.current(), Some(Quality::Medium));
-        sim.dt.set_cap(Quality::High);
+        sim.dt.set_cap(Some(Quality::High));
         sim.tick(ALL, &[Quality::High]);
         assert_eq!(sim.dt.current(), Some(Quality::High));
         assert_eq!(
             sim.forwarded_qualities(),
             vec![Quality::High, Quality::Low, Quality::Medium, Quality::High]
         );
+        assert_continuous(&sim.out);
+    }
+
+    #[test]
+    fn no_cap_pauses_the_track_and_a_cap_again_resumes_it_at_a_key_frame_continuously() {
+        let mut sim = Sim::new(Codec::Vp8);
+        sim.tick(ALL, &[Quality::High]);
+        sim.ticks(3, ALL);
+        let sent = sim.out.len();
+        sim.dt.set_cap(None);
+        sim.ticks(5, ALL);
+        assert_eq!(sim.out.len(), sent, "nothing is forwarded while paused");
+        assert_eq!(sim.dt.current(), None);
+        assert_eq!(sim.dt.poll_keyframe_request(sim.now), None, "nor asked for");
+        // The lowest layer comes back at its own key frame, not before.
+        sim.dt.set_cap(Some(Quality::Low));
+        assert_eq!(
+            sim.dt.poll_keyframe_request(sim.now).map(|r| r.quality),
+            Some(Quality::Low)
+        );
+        sim.ticks(2, ALL);
+        assert_eq!(sim.out.len(), sent);
+        sim.tick(ALL, &[Quality::Low]);
+        assert_eq!(sim.dt.current(), Some(Quality::Low));
+        assert_eq!(sim.forwarded_qualities(), vec![Quality::High, Quality::Low]);
         assert_continuous(&sim.out);
     }
 
