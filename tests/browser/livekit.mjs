@@ -247,29 +247,41 @@ try {
   result.alice_published = await alice.evaluate(() => window.publish());
   result.bob_published = await bob.evaluate(() => window.publish());
   step('published');
-  if (mode === 'starved') {
+  if (mode === 'starved' || mode === 'starved_share') {
     // The SFU polices what it sends each subscriber to less than Alice's audio and her smallest
     // layer need together, for a while after each subscriber connection is made. Her video must
     // pause for Bob (and livekit-client be told) so that her voice gets through whole, then come
     // back once the link does.
     const samples = [];
     const started = Date.now();
+    let sharing;
     while (Date.now() - started < 80000) {
       const s = await bob.evaluate(() => window.remoteStats());
       const v = video(s, 'alice');
       const a = audio(s, 'alice');
+      const share = video(s, 'alice', 'screen_share');
       samples.push({
         at: Date.now() - started,
         wall: Date.now(),
         state: v?.streamState ?? '',
+        share_state: share?.streamState ?? '',
         width: v?.frameWidth ?? 0,
         frames: frames(v),
         audio_received: a?.packetsReceived ?? 0,
         audio_lost: a?.packetsLost ?? 0,
       });
-      // Done once the video has been back for 8 s in a row after a pause.
-      const paused = samples.findLastIndex((x) => x.state === 'paused');
-      if (paused >= 0 && samples.length - 1 - paused >= 8) break;
+      if (mode === 'starved_share') {
+        // A track Bob subscribes to while starved starts paused, and his client must know it.
+        if (sharing === undefined && v?.streamState === 'paused') {
+          sharing = samples.length;
+          await alice.evaluate(() => window.shareScreen());
+        }
+        if (sharing !== undefined && samples.length - sharing >= 10) break;
+      } else {
+        // Done once the video has been back for 8 s in a row after a pause.
+        const paused = samples.findLastIndex((x) => x.state === 'paused');
+        if (paused >= 0 && samples.length - 1 - paused >= 8) break;
+      }
       await sleep(1000);
     }
     result.starved_samples = samples;

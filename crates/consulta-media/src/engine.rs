@@ -197,6 +197,14 @@ impl Policer {
     }
 }
 
+/// A number for `track` that tells it from a subscriber's other tracks ([`VideoDemand::id`]).
+fn track_key(track: &TrackSid) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    track.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// RFC 7983: RTP and RTCP start with 128..=191; RTCP packet types are 192..=223.
 fn is_rtp(datagram: &[u8]) -> bool {
     matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second))
@@ -207,6 +215,8 @@ fn is_rtp(datagram: &[u8]) -> bool {
 struct Down {
     local: LocalTrack,
     forward: DownTrack,
+    /// What the subscriber was last told (`stream_state_update`): paused for bandwidth or not.
+    told_paused: bool,
 }
 
 #[derive(Debug, Default)]
@@ -603,6 +613,27 @@ impl Router {
             if accepted {
                 let retiring = std::mem::take(&mut p.sub.retiring);
                 p.sub.retired.extend(retiring);
+                // livekit-client drops a state for a track it does not have yet, and it has the
+                // tracks of an offer once it answers: the pauses are said again.
+                let states: Vec<StreamStateInfo> = p
+                    .sub
+                    .sending
+                    .iter()
+                    .filter(|(_, down)| down.told_paused)
+                    .filter_map(|(track, _)| {
+                        Some(StreamStateInfo {
+                            participant_sid: self.tracks.get(track)?.publisher.to_string(),
+                            track_sid: track.to_string(),
+                            state: StreamState::Paused as i32,
+                        })
+                    })
+                    .collect();
+                if !states.is_empty() {
+                    self.events.push_back(CoreEvent::StreamStates {
+                        participant: sid.clone(),
+                        states,
+                    });
+                }
             }
         }
         self.drain(id, now);
@@ -737,7 +768,14 @@ impl Router {
                     if let Some(settings) = p.sub.settings.get(track) {
                         forward.handle_track_settings(settings, &published.info);
                     }
-                    p.sub.sending.insert(track.clone(), Down { local, forward });
+                    p.sub.sending.insert(
+                        track.clone(),
+                        Down {
+                            local,
+                            forward,
+                            told_paused: false,
+                        },
+                    );
                 }
                 Err(error) => {
                     tracing::warn!(%error, "local track not added");
@@ -846,23 +884,31 @@ impl Router {
                 }
             }
             demands.push(VideoDemand {
+                id: track_key(track),
                 wanted: (!down.forward.is_paused()).then(|| down.forward.target()),
                 simulcast: down.forward.config().simulcast,
                 bitrates,
                 receiving: down.forward.current(),
             });
-            downs.push((&mut down.forward, &published.publisher, track));
+            downs.push((
+                &mut down.forward,
+                &mut down.told_paused,
+                &published.publisher,
+                track,
+            ));
         }
         let caps = p.sub.allocator.poll_caps(now, audio, &demands);
         let mut states = Vec::new();
-        for ((forward, publisher, track), cap) in downs.into_iter().zip(caps) {
+        for ((forward, told_paused, publisher, track), cap) in downs.into_iter().zip(caps) {
             // The caps never exceed what the tiles ask for: only a cap below that is bandwidth's.
             if cap < forward.cap() && cap < Some(forward.target()) {
                 self.stats.layer_caps_lowered += 1;
                 tracing::debug!(participant = %sub, ?cap, budget = ?p.sub.allocator.budget(), "layer capped for bandwidth");
             }
+            // A hidden tile is sent nothing whatever its cap: its state is told once it shows.
             let paused = cap.is_none();
-            if paused != forward.cap().is_none() {
+            if !forward.is_paused() && paused != *told_paused {
+                *told_paused = paused;
                 if paused {
                     self.stats.streams_paused += 1;
                 }
@@ -1310,23 +1356,33 @@ impl Router {
                         .is_some_and(|t| t.kind == MediaKind::Video)
             })
         };
-        // The loss on the video sent; while no video flows (paused for bandwidth), on the audio,
-        // so that a loss cap taken while the video was on can rise again.
-        let video_flows = p.sub.sending.iter().any(|(track, down)| {
-            down.forward.current().is_some()
-                && tracks
-                    .get(track)
+        let worst = |of_video: bool| {
+            losses
+                .iter()
+                .filter(|(ssrc, _)| of_video == video(*ssrc))
+                .map(|(_, fraction)| *fraction)
+                .max()
+        };
+        // While no video flows because what is visible is paused for bandwidth, the audio's loss
+        // stands in for it, so that a loss cap taken while the video was on can go.
+        let video_tracks = || {
+            p.sub.sending.iter().filter(|(track, _)| {
+                tracks
+                    .get(*track)
                     .is_some_and(|t| t.kind == MediaKind::Video)
-        });
-        let worst = losses
-            .iter()
-            .filter(|(ssrc, _)| video_flows == video(*ssrc))
-            .map(|(_, fraction)| *fraction)
-            .max();
-        if let Some(fraction) = worst {
+            })
+        };
+        let starved = video_tracks().all(|(_, down)| down.forward.current().is_none())
+            && video_tracks()
+                .any(|(_, down)| down.forward.cap().is_none() && !down.forward.is_paused());
+        if let Some(fraction) = worst(true) {
             p.sub.allocator.handle_loss_at(now, fraction);
-            self.allocate(sub, now);
+        } else if let Some(fraction) = worst(false).filter(|_| starved) {
+            p.sub.allocator.handle_audio_loss_at(now, fraction);
+        } else {
+            return;
         }
+        self.allocate(sub, now);
     }
 
     /// Relays a data packet from `sender` to the others of its room (or the named identities).

@@ -13,10 +13,11 @@
 //! The estimator in `rtc` 0.21 holds still while a report's loss and the smoothed loss disagree
 //! (one under 10 %, the other over), which is what a policing link produces: bursts pass, then
 //! everything is dropped. A subscriber then froze on a layer losing a third of its packets while
-//! the estimate did not move. So the loss the subscriber's receiver reports state, over a second
-//! each, is a second limit: above [`LOSS_HIGH`] it caps the budget at what is sent less half the
-//! loss, as GCC's loss rule does; below [`LOSS_LOW`] the cap rises 8 % a report until it is above
-//! the estimate and goes.
+//! the estimate did not move. So the loss the subscriber's receiver reports state for the video
+//! (over about a second each) is a second limit: above [`LOSS_HIGH`] it caps the budget at what is
+//! sent less half the loss, as GCC's loss rule does; below [`LOSS_LOW`] the cap rises 8 % a report
+//! until it is above the estimate and goes. While the video is paused, the audio's reports (about
+//! one every 5 s) stand in for it.
 //!
 //! Layers are handed out as LiveKit's stream allocator does: audio is counted first, then every
 //! visible track gets its lowest layer, the ones asking for the most first, then tracks step up one
@@ -26,7 +27,10 @@
 //! A track whose lowest layer does not fit at all is paused, and the subscriber is told
 //! (`stream_state_update`, by the router): on a link too weak for even the smallest picture, video
 //! sent anyway is lost with the audio beside it, and in a consultation the voice matters most. A
-//! paused track comes back like any raise, after the hold, and its lowest layer is the probe.
+//! paused track comes back like any raise, after the hold, and its lowest layer is the probe. The
+//! estimate only moves with feedback on what is sent, so a subscriber who receives no audio keeps
+//! the lowest layer of its largest tile whatever the budget: with nothing on the wire, nothing
+//! would ever say that the link had recovered.
 
 use std::time::{Duration, Instant};
 
@@ -196,6 +200,9 @@ impl RateMeter {
 /// One video track a subscriber receives, as the allocation sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VideoDemand {
+    /// Tells the track from the subscriber's others from one allocation to the next (any value
+    /// unique among them).
+    pub id: u64,
     /// The layer its tile asks for; `None` while the tile is hidden (nothing is sent).
     pub wanted: Option<Quality>,
     /// Whether the track has layers to choose from. A single-layer track is sent as it is.
@@ -302,6 +309,25 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
     order
 }
 
+/// [`allocate`], except that when `keep_one` and no visible track would get a layer, the largest
+/// tile keeps its lowest one (see the module documentation).
+fn allot(budget: u64, tracks: &[VideoDemand], keep_one: bool) -> Vec<Option<Quality>> {
+    let mut caps = allocate(budget, tracks);
+    let none_visible = tracks
+        .iter()
+        .zip(&caps)
+        .all(|(track, cap)| track.wanted.is_none() || cap.is_none());
+    if keep_one
+        && none_visible
+        && let Some(&first) = largest_tile_first(tracks).first()
+        && let (Some(track), Some(cap)) = (tracks.get(first), caps.get_mut(first))
+        && track.wanted.is_some()
+    {
+        *cap = Some(track.lowest());
+    }
+    caps
+}
+
 /// What `caps` cost, in bits per second.
 fn cost(tracks: &[VideoDemand], caps: &[Option<Quality>]) -> u64 {
     tracks
@@ -313,8 +339,7 @@ fn cost(tracks: &[VideoDemand], caps: &[Option<Quality>]) -> u64 {
 }
 
 /// `base` with one layer more (or a paused track's lowest) for the first track, largest tile first,
-/// that `full` raises and
-/// that keeps the whole within `budget` (or within what `full` costs, when the tolerance for layers
+/// that `full` raises and that keeps the whole within `budget` (or within what `full` costs, when the tolerance for layers
 /// received let it exceed the budget). The greedy allocation is not monotonic in the budget, so a
 /// step towards `full` is not always affordable from `base`.
 fn one_step(
@@ -365,8 +390,8 @@ pub struct Allocator {
     loss_cap: Option<u64>,
     /// When the layers sent were last lowered.
     lowered_at: Option<Instant>,
-    /// The caps of the last poll, by position.
-    caps: Vec<Option<Quality>>,
+    /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
+    caps: Vec<(u64, Option<Quality>)>,
 }
 
 impl Default for Allocator {
@@ -430,10 +455,22 @@ impl Allocator {
         }
     }
 
+    /// The loss one of the subscriber's receiver reports states for its audio while no video
+    /// flows because the visible tracks are paused for bandwidth. Above [`LOSS_HIGH`] it counts as
+    /// [`Allocator::handle_loss_at`]; below [`LOSS_LOW`] it lifts the loss cap at once: the cap
+    /// was taken off video no longer sent, audio reports come only every few seconds, and the hold
+    /// still spaces the tries.
+    pub fn handle_audio_loss_at(&mut self, now: Instant, fraction_lost: u8) {
+        if fraction_lost < LOSS_LOW {
+            self.loss_cap = None;
+        } else {
+            self.handle_loss_at(now, fraction_lost);
+        }
+    }
+
     /// The highest layer each of `tracks` may use now (`audio_tracks` Opus tracks are counted
     /// first), in the order of `tracks`; `None` pauses a track ([`allocate`]). Call on every
-    /// estimate and whenever the tracks or their tiles change; the tracks are recognised by
-    /// position, so keep their order stable.
+    /// estimate and whenever the tracks or their tiles change.
     pub fn poll_caps(
         &mut self,
         now: Instant,
@@ -446,16 +483,22 @@ impl Allocator {
         let estimate = self.loss_cap.map_or(estimate, |cap| cap.min(estimate));
         let held = self.hold_until.is_some_and(|until| now < until);
         let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
+        let keep_one = audio_tracks == 0;
         // The budget was last set to what the layers sent cost at the bitrates known then; a
         // layer's measured bitrate may since have come out higher (a single-layer track counted at
-        // a preset until measured, an encoder at full motion). What is sent stays while the
+        // a preset until measured, an encoder at full motion). What is sent stays as far as the
         // estimate carries it at today's bitrates, and that is no raise.
-        let sending = (self.caps.len() == tracks.len())
-            .then(|| audio.saturating_add(cost(tracks, &self.caps)))
-            .filter(|sending| *sending <= estimate);
-        let previous = self
-            .budget
-            .map(|budget| sending.map_or(budget, |sending| budget.max(sending)));
+        let sent: Vec<Option<Quality>> = tracks
+            .iter()
+            .map(|track| {
+                self.caps
+                    .iter()
+                    .find(|(id, _)| *id == track.id)
+                    .and_then(|(_, cap)| *cap)
+            })
+            .collect();
+        let sending = audio.saturating_add(cost(tracks, &sent)).min(estimate);
+        let previous = self.budget.map(|budget| budget.max(sending));
         let mut budget = match previous {
             Some(budget) if estimate > budget && held => budget,
             _ => estimate,
@@ -468,12 +511,11 @@ impl Allocator {
             Some(floor) => budget = budget.max(floor),
             None => self.floor = None,
         }
-        let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
-        let mut caps = allocate(budget.saturating_sub(audio), tracks);
+        let mut caps = allot(budget.saturating_sub(audio), tracks, keep_one);
         // Only what the budget changed counts, compared on the same tiles: a tile that shrinks
         // lowers caps too, and one that grows may use the budget there is at once.
         if let Some(previous) = previous {
-            let base = allocate(previous.saturating_sub(audio), tracks);
+            let base = allot(previous.saturating_sub(audio), tracks, keep_one);
             let fell = budget < previous && caps.iter().zip(&base).any(|(new, old)| new < old);
             let rose = budget > previous && caps.iter().zip(&base).any(|(new, old)| new > old);
             if fell {
@@ -482,7 +524,7 @@ impl Allocator {
                     .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
                 if failed && let Some(before) = self.before_raise {
                     budget = budget.max(before);
-                    caps = allocate(budget.saturating_sub(audio), tracks);
+                    caps = allot(budget.saturating_sub(audio), tracks, keep_one);
                     self.floor = Some(Floor {
                         budget: before,
                         since: now,
@@ -503,12 +545,17 @@ impl Allocator {
             } else if rose {
                 caps = one_step(tracks, &base, &caps, budget.saturating_sub(audio));
                 budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
-                self.raised_at = Some(now);
-                // What the layers before the raise needed: the budget may have climbed far above
-                // it while no layer fitted.
-                self.before_raise = Some(audio.saturating_add(cost(tracks, &base)).min(previous));
-                let until = now + STEP_INTERVAL;
-                self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+                // No step may be affordable from `base` (the greedy allocation is not monotonic):
+                // then nothing was tried.
+                if caps != base {
+                    self.raised_at = Some(now);
+                    // What the layers before the raise needed: the budget may have climbed far
+                    // above it while no layer fitted.
+                    self.before_raise =
+                        Some(audio.saturating_add(cost(tracks, &base)).min(previous));
+                    let until = now + STEP_INTERVAL;
+                    self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+                }
             } else if budget > previous {
                 // Nothing to raise: the budget stays at what the layers need. The estimate climbs
                 // whatever is sent, so a tile that grows later must go through a raise (one layer,
@@ -517,7 +564,8 @@ impl Allocator {
             }
         }
         let spent = audio.saturating_add(cost(tracks, &caps));
-        if spent < self.spent {
+        // A layer lowered, not a bitrate measured lower (which happens every second or so).
+        if caps.iter().zip(&sent).any(|(new, old)| new < old) {
             self.lowered_at = Some(now);
         }
         let (peak, since) = self.spent_peak;
@@ -526,7 +574,11 @@ impl Allocator {
         }
         self.spent = spent;
         self.budget = Some(budget);
-        self.caps.clone_from(&caps);
+        self.caps = tracks
+            .iter()
+            .zip(&caps)
+            .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
+            .collect();
         caps
     }
 }
@@ -541,6 +593,7 @@ mod tests {
     /// livekit-client's default 720p simulcast: 180p, 360p, 720p.
     fn camera(wanted: Option<Quality>) -> VideoDemand {
         VideoDemand {
+            id: 0,
             wanted,
             simulcast: true,
             bitrates: [160_000, 450_000, 1_700_000],
@@ -556,6 +609,18 @@ mod tests {
         assert_eq!(
             allocator.poll_caps(start, 1, &[camera(Some(High))]),
             vec![Some(High)]
+        );
+        allocator
+    }
+
+    /// [`on_720p_at_3_mbit`], then at 1 s an estimate of 150 kbit/s: the audio (64) and 180p (160)
+    /// do not fit together, so the camera is paused and the audio stays.
+    fn paused_a_second_in(start: Instant) -> Allocator {
+        let mut allocator = on_720p_at_3_mbit(start);
+        allocator.handle_estimate(150_000);
+        assert_eq!(
+            allocator.poll_caps(start + Duration::from_secs(1), 1, &[camera(Some(High))]),
+            vec![None]
         );
         allocator
     }
@@ -594,6 +659,7 @@ mod tests {
         assert_eq!(allocate(140_000, &[camera(Some(High))]), vec![None]);
         assert_eq!(allocate(130_000, &[receiving]), vec![None]);
         let screen = VideoDemand {
+            id: 1,
             wanted: Some(High),
             simulcast: false,
             bitrates: [0, 0, 1_000_000],
@@ -610,10 +676,7 @@ mod tests {
         let start = Instant::now();
         let at = |s: u64| start + Duration::from_secs(s);
         let tracks = [camera(Some(High))];
-        let mut allocator = on_720p_at_3_mbit(start);
-        // 150 kbit/s: the audio (64) and 180p (160) do not fit together; the audio stays.
-        allocator.handle_estimate(150_000);
-        assert_eq!(allocator.poll_caps(at(1), 1, &tracks), vec![None]);
+        let mut allocator = paused_a_second_in(start);
         allocator.handle_estimate(400_000);
         assert_eq!(allocator.poll_caps(at(5), 1, &tracks), vec![None]);
         // After the hold, the lowest layer is the probe; then one layer at a time.
@@ -632,6 +695,7 @@ mod tests {
     #[test]
     fn hidden_tracks_cost_nothing_and_single_layer_tracks_are_counted_whole() {
         let screen = VideoDemand {
+            id: 1,
             wanted: Some(High),
             simulcast: false,
             bitrates: [0, 0, 1_000_000],
@@ -958,6 +1022,7 @@ mod tests {
         let mut allocator = Allocator::default();
         let now = Instant::now();
         let screen = |rate: u64| VideoDemand {
+            id: 1,
             wanted: Some(High),
             simulcast: false,
             bitrates: [0, 0, rate],
@@ -1004,6 +1069,7 @@ mod tests {
     #[test]
     fn a_paused_single_layer_track_resumes_on_its_one_layer() {
         let screen = VideoDemand {
+            id: 1,
             wanted: Some(High),
             simulcast: false,
             bitrates: [0, 0, 1_000_000],
@@ -1017,6 +1083,102 @@ mod tests {
             one_step(&[camera(Some(High))], &[None], &[Some(High)], 2_000_000),
             vec![Some(Low)]
         );
+    }
+
+    #[test]
+    fn without_audio_the_largest_tile_keeps_its_lowest_layer_so_that_feedback_keeps_coming() {
+        let mut allocator = Allocator::default();
+        let now = Instant::now();
+        let tracks = [
+            camera(Some(Medium)),
+            VideoDemand {
+                id: 1,
+                ..camera(Some(High))
+            },
+        ];
+        allocator.handle_estimate(3_000_000);
+        allocator.poll_caps(now, 0, &tracks);
+        allocator.handle_estimate(100_000);
+        assert_eq!(allocator.poll_caps(now, 0, &tracks), vec![None, Some(Low)]);
+        // With audio on the wire, the video can go.
+        assert_eq!(allocator.poll_caps(now, 1, &tracks), vec![None, None]);
+    }
+
+    #[test]
+    fn a_paused_tile_hidden_and_shown_again_still_waits_out_the_hold() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let tracks = [camera(Some(High))];
+        let mut allocator = paused_a_second_in(start);
+        allocator.handle_estimate(260_000);
+        allocator.poll_caps(at(3), 1, &tracks);
+        allocator.poll_caps(at(4), 1, &[camera(None)]);
+        assert_eq!(allocator.poll_caps(at(5), 1, &tracks), vec![None]);
+        assert_eq!(
+            allocator.poll_caps(at(1) + MIN_HOLD, 1, &tracks),
+            vec![Some(Low)]
+        );
+    }
+
+    #[test]
+    fn audio_without_loss_lifts_a_loss_cap_while_the_video_is_paused() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut allocator = on_720p_at_3_mbit(start);
+        allocator.handle_loss_at(at(1), 200);
+        let cap = allocator.loss_cap;
+        assert!(cap.is_some());
+        // Audio losing more than 10 % counts as video loss would (it does not lower a cap of
+        // less than it would set); without loss it lifts the cap at once.
+        allocator.handle_audio_loss_at(at(5), 30);
+        assert_eq!(allocator.loss_cap, cap);
+        allocator.handle_audio_loss_at(at(10), 0);
+        assert_eq!(allocator.loss_cap, None);
+    }
+
+    #[test]
+    fn no_raise_is_recorded_when_no_step_is_affordable() {
+        let mut allocator = Allocator::default();
+        let now = Instant::now();
+        let share = VideoDemand {
+            id: 1,
+            wanted: Some(High),
+            simulcast: false,
+            bitrates: [0, 0, 1_000_000],
+            receiving: None,
+        };
+        let single_camera = VideoDemand {
+            id: 2,
+            wanted: Some(Medium),
+            simulcast: false,
+            bitrates: [0, 0, 300_000],
+            receiving: Some(High),
+        };
+        let tracks = [share, single_camera];
+        allocator.handle_estimate(364_000);
+        assert_eq!(allocator.poll_caps(now, 1, &tracks), vec![None, Some(High)]);
+        // 1.1 Mbit/s carries the share alone, not both; from the camera alone no single step fits.
+        allocator.handle_estimate(1_100_000);
+        assert_eq!(allocator.poll_caps(now, 1, &tracks), vec![None, Some(High)]);
+        assert_eq!(allocator.raised_at, None);
+        assert_eq!(allocator.budget(), Some(364_000));
+    }
+
+    #[test]
+    fn a_bitrate_measured_lower_is_no_lowering_and_loss_reports_still_count() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut allocator = on_720p_at_3_mbit(start);
+        let measured = [VideoDemand {
+            bitrates: [160_000, 450_000, 1_400_000],
+            ..camera(Some(High))
+        }];
+        assert_eq!(
+            allocator.poll_caps(at(1_000), 1, &measured),
+            vec![Some(High)]
+        );
+        allocator.handle_loss_at(at(1_500), 85);
+        assert!(allocator.loss_cap.is_some(), "the report counted");
     }
 
     #[test]
