@@ -61,6 +61,8 @@ pub struct Spec {
     pub leave_after_media: bool,
     /// `auto_subscribe` in the join URL.
     pub auto_subscribe: bool,
+    /// Its video leaves paced, as a browser's does (`--pace-video`).
+    pub pace_video: bool,
 }
 
 /// How it went.
@@ -232,6 +234,7 @@ async fn run_with<S: Signalling>(
             )?;
             let source = match kind {
                 MediaKind::Audio => Source::audio(stream, now),
+                MediaKind::Video if spec.pace_video => Source::paced_video(stream, now),
                 MediaKind::Video => Source::video(stream, now),
             };
             peers.tracks.push(Track {
@@ -353,7 +356,7 @@ async fn run_with<S: Signalling>(
                             continue;
                         }
                         out.clear();
-                        t.source.frame(now, sent_ns, &mut out);
+                        t.source.poll(now, sent_ns, &mut out);
                         for p in out.drain(..) {
                             let packet = Packet {
                                 header: Header {

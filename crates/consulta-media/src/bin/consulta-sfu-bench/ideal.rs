@@ -95,10 +95,12 @@ fn ssrc_of(stream: u32) -> u32 {
     stream.wrapping_add(0x1000)
 }
 
-/// Drives the forwarder at `forwarder` with `topology`'s streams and sinks until `stop`.
+/// Drives the forwarder at `forwarder` with `topology`'s streams (video paced if `pace_video`, as
+/// the SFU's publishers) and sinks until `stop`.
 pub async fn drive(
     forwarder: SocketAddr,
     topology: &Topology,
+    pace_video: bool,
     recorder: Rc<RefCell<Recorder>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
@@ -139,7 +141,9 @@ pub async fn drive(
         .streams
         .iter()
         .map(|&(stream, video)| {
-            if video {
+            if video && pace_video {
+                Source::paced_video(stream, now)
+            } else if video {
                 Source::video(stream, now)
             } else {
                 Source::audio(stream, now)
@@ -164,7 +168,7 @@ pub async fn drive(
                     continue;
                 }
                 out.clear();
-                source.frame(now, sent_ns, &mut out);
+                source.poll(now, sent_ns, &mut out);
                 for p in out.drain(..) {
                     let packet = Packet {
                         header: Header {

@@ -1,7 +1,7 @@
 //! Synthetic media: paced Opus and VP8 RTP framing whose payloads end with a probe (stream id,
 //! sequence, send time), and the sinks' bookkeeping of what arrived.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +25,12 @@ const VIDEO_PAYLOAD: usize = 1180;
 const KEYFRAME_INTERVAL: Duration = Duration::from_secs(3);
 /// A sender this far behind its schedule (a stalled generator) restarts it instead of bursting.
 const MAX_LAG: Duration = Duration::from_millis(500);
+/// A paced video sender's rate: libwebrtc's pacer sends at 2.5 × the target bitrate, here the
+/// ≈1.13 Mbit/s of the delta frames.
+const PACING_BPS: u64 = 2_800_000;
+/// Bytes a packet takes on the wire beyond its payload (RTP header and extensions, SRTP-GCM tag,
+/// UDP and IP headers), for the pacer.
+const WIRE_OVERHEAD: usize = 60;
 
 /// The probe carried by every packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +41,14 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Stamps `payload`'s probe with a new send time.
+    fn restamp(payload: &mut [u8], sent_ns: u64) {
+        let at = payload.len().saturating_sub(8);
+        if let Some(tail) = payload.get_mut(at..) {
+            tail.copy_from_slice(&sent_ns.to_be_bytes());
+        }
+    }
+
     fn write(&self, payload: &mut [u8]) {
         let at = payload.len().saturating_sub(PROBE_LEN);
         if let Some(tail) = payload.get_mut(at..) {
@@ -81,6 +95,12 @@ pub struct Source {
     picture_id: u16,
     last_keyframe: Option<Instant>,
     keyframe_wanted: bool,
+    /// Paced: a frame's packets leave one by one at [`PACING_BPS`], as a browser's do.
+    paced: bool,
+    /// Paced packets waiting, with when each may leave.
+    queue: VecDeque<(Instant, OutPacket)>,
+    /// When the pacer may send next.
+    pacer_free: Instant,
 }
 
 impl Source {
@@ -90,6 +110,14 @@ impl Source {
 
     pub fn video(stream: u32, start: Instant) -> Self {
         Self::new(stream, true, start)
+    }
+
+    /// A video source whose packets leave paced ([`PACING_BPS`]) instead of a frame at once.
+    pub fn paced_video(stream: u32, start: Instant) -> Self {
+        Self {
+            paced: true,
+            ..Self::new(stream, true, start)
+        }
     }
 
     fn new(stream: u32, video: bool, start: Instant) -> Self {
@@ -103,6 +131,9 @@ impl Source {
             picture_id: rand::random::<u16>() & 0x7fff,
             last_keyframe: None,
             keyframe_wanted: true,
+            paced: false,
+            queue: VecDeque::new(),
+            pacer_free: start,
         }
     }
 
@@ -110,9 +141,40 @@ impl Source {
         self.video
     }
 
-    /// When the next frame is due.
+    /// When the next frame or paced packet is due.
     pub fn due(&self) -> Instant {
-        self.next
+        self.queue
+            .front()
+            .map_or(self.next, |(at, _)| self.next.min(*at))
+    }
+
+    /// The packets due at `now`, stamped with `sent_ns`: the frame due, if any, or with pacing
+    /// those of its packets (and earlier frames') whose turn has come.
+    pub fn poll(&mut self, now: Instant, sent_ns: u64, out: &mut Vec<OutPacket>) {
+        if !self.paced {
+            if self.next <= now {
+                self.frame(now, sent_ns, out);
+            }
+            return;
+        }
+        if self.next <= now {
+            let mut frame = Vec::new();
+            self.frame(now, sent_ns, &mut frame);
+            for packet in frame {
+                let at = self.pacer_free.max(now);
+                let bits = ((packet.payload.len() + WIRE_OVERHEAD) * 8) as u64;
+                self.pacer_free = at + Duration::from_nanos(bits * 1_000_000_000 / PACING_BPS);
+                self.queue.push_back((at, packet));
+            }
+        }
+        while self.queue.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, mut packet)) = self.queue.pop_front() {
+                let mut payload = packet.payload.to_vec();
+                Probe::restamp(&mut payload, sent_ns);
+                packet.payload = payload.into();
+                out.push(packet);
+            }
+        }
     }
 
     /// The receiver asked for a keyframe (PLI/FIR).
@@ -121,7 +183,7 @@ impl Source {
     }
 
     /// The packets of the frame due at or before `now`, stamped with `sent_ns`; moves the deadline.
-    pub fn frame(&mut self, now: Instant, sent_ns: u64, out: &mut Vec<OutPacket>) {
+    fn frame(&mut self, now: Instant, sent_ns: u64, out: &mut Vec<OutPacket>) {
         let period = if self.video {
             VIDEO_PERIOD
         } else {
@@ -428,4 +490,53 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
 /// 15-bit PictureID, then the frame tag whose P bit is clear).
 fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
     matches!(payload, [first, 0x80, _, _, tag, ..] if first & 0x90 == 0x90 && first & 0x07 == 0 && tag & 0x01 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `source` from `start` for `ms` milliseconds in 1 ms steps; returns each packet with
+    /// the millisecond it left at.
+    fn run(source: &mut Source, start: Instant, ms: u64) -> Vec<(u64, OutPacket)> {
+        let mut sent = Vec::new();
+        let mut out = Vec::new();
+        for t in 0..ms {
+            source.poll(start + Duration::from_millis(t), t, &mut out);
+            sent.extend(out.drain(..).map(|p| (t, p)));
+        }
+        sent
+    }
+
+    #[test]
+    fn a_paced_key_frame_leaves_a_packet_every_few_milliseconds_stamped_when_it_leaves() {
+        let start = Instant::now();
+        let mut burst = Source::video(1, start);
+        let mut paced = Source::paced_video(1, start);
+        let at_once = run(&mut burst, start, 1);
+        assert_eq!(
+            at_once.len(),
+            VIDEO_PACKETS_KEY,
+            "the first frame is a key frame"
+        );
+        let sent = run(&mut paced, start, 200);
+        let key: Vec<_> = sent.iter().take(VIDEO_PACKETS_KEY).collect();
+        // 1 196 bytes of payload + 60 on the wire at 2.8 Mbit/s: one every ≈3.6 ms.
+        for pair in key.windows(2) {
+            let gap = pair[1].0 - pair[0].0;
+            assert!((3..=4).contains(&gap), "{gap} ms between packets");
+        }
+        for (t, packet) in &sent {
+            let probe = Probe::read(&packet.payload).unwrap();
+            assert_eq!(
+                probe.sent_ns, *t,
+                "stamped when it left, not when it was encoded"
+            );
+        }
+        // Nothing is lost or reordered: the frames that queued behind the key frame follow it.
+        let seqs: Vec<u16> = sent.iter().map(|(_, p)| p.sequence_number).collect();
+        assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
+        let frames = 200 / 33 + 1;
+        assert!(sent.len() >= VIDEO_PACKETS_KEY + (frames - 2) * VIDEO_PACKETS_DELTA);
+    }
 }
