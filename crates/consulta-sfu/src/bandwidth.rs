@@ -17,7 +17,13 @@
 //! (over about a second each) is a second limit: above [`LOSS_HIGH`] it caps the budget at what is
 //! sent less half the loss, as GCC's loss rule does; below [`LOSS_LOW`] the cap rises 8 % a report
 //! until it is above the estimate and goes. While the video is paused, the audio's reports (about
-//! one every 5 s) stand in for it.
+//! one every 5 s) stand in for it. While a loss cap is in force, a layer received gets no
+//! tolerance: a layer losing that much is not carried, whatever its bitrate's swings.
+//!
+//! GCC's loss rule then overshoots downwards, to a quarter of what the link carried within a
+//! second. So after a heavy-loss report what got through, and after a failed raise the layers that
+//! worked (at their bitrates now), stand while the estimate recovers: a floor, which keeps what
+//! is sent from falling and never raises anything.
 //!
 //! Layers are handed out as LiveKit's stream allocator does: audio is counted first, then every
 //! visible track gets its lowest layer, the ones asking for the most first, then tracks step up one
@@ -92,24 +98,63 @@ const SENT_MEMORY: Duration = Duration::from_secs(2);
 /// nothing would take many reports to rise again.
 pub const MIN_LOSS_CAP_BPS: u64 = 100_000;
 
-/// What stands after a failed raise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What stands while the estimate recovers from a fall on loss: the layers from before a failed
+/// raise, and what the subscriber's last report of heavy loss says got through.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Floor {
-    /// The budget from before the raise.
-    budget: u64,
+    /// The caps from before a failed raise, by [`VideoDemand::id`]: they worked, and are priced
+    /// at today's bitrates (an encoder ramping up after a key frame outgrows last second's price).
+    layers: Vec<(u64, Option<Quality>)>,
+    /// What was sent less what the report says was lost, in bits per second: that much the link
+    /// carried while dropping the rest.
+    delivered: u64,
     since: Instant,
     /// The lowest estimate since.
     low: u64,
 }
 
 impl Floor {
-    /// Whether the floor still stands at `estimate`.
+    /// After a report stating `fraction_lost` (in 256ths) of `sent` bits per second.
+    fn after_loss(now: Instant, sent: u64, fraction_lost: u8) -> Self {
+        Self {
+            layers: Vec::new(),
+            delivered: sent.saturating_mul(256 - u64::from(fraction_lost)) / 256,
+            since: now,
+            low: u64::MAX,
+        }
+    }
+
+    /// The budget it keeps: the audio and the layers that worked at `tracks`' bitrates, or what was
+    /// delivered if more.
+    fn need(&self, audio: u64, tracks: &[VideoDemand]) -> u64 {
+        let layers = caps_by_id(&self.layers, tracks);
+        audio
+            .saturating_add(cost(tracks, &layers))
+            .max(self.delivered)
+    }
+
+    /// Whether the floor still stands at `estimate`: for [`FAILED_RAISE_GRACE`], and after
+    /// [`RECOVERY_WITHIN`] only while the estimate is recovering. It matters only while the
+    /// estimate is below it.
     fn stands(&mut self, now: Instant, estimate: u64) -> bool {
         self.low = self.low.min(estimate);
         let age = now.saturating_duration_since(self.since);
         let recovering = estimate >= self.low.saturating_add(self.low / 4);
-        estimate < self.budget && age < FAILED_RAISE_GRACE && (age < RECOVERY_WITHIN || recovering)
+        age < FAILED_RAISE_GRACE && (age < RECOVERY_WITHIN || recovering)
     }
+}
+
+/// The caps `caps` (by [`VideoDemand::id`]) give `tracks`, in their order; `None` for a track they
+/// do not name.
+fn caps_by_id(caps: &[(u64, Option<Quality>)], tracks: &[VideoDemand]) -> Vec<Option<Quality>> {
+    tracks
+        .iter()
+        .map(|track| {
+            caps.iter()
+                .find(|(id, _)| *id == track.id)
+                .and_then(|(_, cap)| *cap)
+        })
+        .collect()
 }
 
 /// A layer's bitrate when the publisher announced none and none was measured, by the layer's short
@@ -246,7 +291,16 @@ fn step_up(track: &VideoDemand, cap: Option<Quality>) -> Option<Quality> {
 /// up to the one a track is `receiving` need only fit the budget plus [`KEEP_TOLERANCE_PERCENT`].
 /// A hidden track costs nothing and gets its lowest layer (it is not sent whatever its cap).
 pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Option<Quality>> {
-    let tolerant = budget.saturating_add(budget / 100 * KEEP_TOLERANCE_PERCENT);
+    allocate_within(budget, tolerant(budget), tracks)
+}
+
+/// `budget` plus [`KEEP_TOLERANCE_PERCENT`].
+fn tolerant(budget: u64) -> u64 {
+    budget.saturating_add(budget / 100 * KEEP_TOLERANCE_PERCENT)
+}
+
+/// [`allocate`], with the layers a track receives kept up to `tolerant` bits per second instead.
+fn allocate_within(budget: u64, tolerant: u64, tracks: &[VideoDemand]) -> Vec<Option<Quality>> {
     let limit = |track: &VideoDemand, layer: Quality| {
         if track.receiving.is_some_and(|current| layer <= current) {
             tolerant
@@ -310,9 +364,16 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
 }
 
 /// [`allocate`], except that when `keep_one` and no visible track would get a layer, the largest
-/// tile keeps its lowest one (see the module documentation).
-fn allot(budget: u64, tracks: &[VideoDemand], keep_one: bool) -> Vec<Option<Quality>> {
-    let mut caps = allocate(budget, tracks);
+/// tile keeps its lowest one (see the module documentation), and that when `strict` the layers a
+/// track receives get no tolerance.
+fn allot(
+    budget: u64,
+    tracks: &[VideoDemand],
+    keep_one: bool,
+    strict: bool,
+) -> Vec<Option<Quality>> {
+    let ceiling = if strict { budget } else { tolerant(budget) };
+    let mut caps = allocate_within(budget, ceiling, tracks);
     let none_visible = tracks
         .iter()
         .zip(&caps)
@@ -378,9 +439,9 @@ pub struct Allocator {
     hold_until: Option<Instant>,
     /// When the allocation last rose because the budget did.
     raised_at: Option<Instant>,
-    /// The budget just before that raise.
-    before_raise: Option<u64>,
-    /// After a failed raise: the budget from before it, while the estimate recovers.
+    /// The caps just before that raise, by [`VideoDemand::id`].
+    before_raise: Option<Vec<(u64, Option<Quality>)>>,
+    /// After a failed raise or a report of heavy loss, while the estimate recovers.
     floor: Option<Floor>,
     /// What the caps cost with the audio, in bits per second.
     spent: u64,
@@ -447,6 +508,9 @@ impl Allocator {
             let kept =
                 (sent.saturating_mul(512 - u64::from(fraction_lost)) / 512).max(MIN_LOSS_CAP_BPS);
             self.loss_cap = Some(self.loss_cap.map_or(kept, |cap| cap.min(kept)));
+            // GCC falls by half the loss at each of the browser's feedback reports, ≈10 a second,
+            // far below what got through; the report is fresher evidence than any floor before it.
+            self.floor = Some(Floor::after_loss(now, sent, fraction_lost));
         } else if fraction_lost < LOSS_LOW
             && let Some(cap) = self.loss_cap
         {
@@ -488,48 +552,48 @@ impl Allocator {
         // layer's measured bitrate may since have come out higher (a single-layer track counted at
         // a preset until measured, an encoder at full motion). What is sent stays as far as the
         // estimate carries it at today's bitrates, and that is no raise.
-        let sent: Vec<Option<Quality>> = tracks
-            .iter()
-            .map(|track| {
-                self.caps
-                    .iter()
-                    .find(|(id, _)| *id == track.id)
-                    .and_then(|(_, cap)| *cap)
-            })
-            .collect();
-        let sending = audio.saturating_add(cost(tracks, &sent)).min(estimate);
-        let previous = self.budget.map(|budget| budget.max(sending));
+        let sent = caps_by_id(&self.caps, tracks);
+        let sent_cost = audio.saturating_add(cost(tracks, &sent));
+        let previous = self
+            .budget
+            .map(|budget| budget.max(sent_cost.min(estimate)));
         let mut budget = match previous {
             Some(budget) if estimate > budget && held => budget,
             _ => estimate,
         };
-        let floor = self
-            .floor
-            .as_mut()
-            .and_then(|floor| floor.stands(now, estimate).then_some(floor.budget));
+        // A floor keeps what is sent from falling; it never raises anything.
+        let floor = self.floor.as_mut().and_then(|floor| {
+            floor
+                .stands(now, estimate)
+                .then(|| floor.need(audio, tracks))
+        });
         match floor {
-            Some(floor) => budget = budget.max(floor),
+            Some(floor) => budget = budget.max(floor.min(sent_cost)),
             None => self.floor = None,
         }
-        let mut caps = allot(budget.saturating_sub(audio), tracks, keep_one);
+        // While the subscriber reports loss, a layer it receives is not kept beyond the budget.
+        let strict = self.loss_cap.is_some();
+        let mut caps = allot(budget.saturating_sub(audio), tracks, keep_one, strict);
         // Only what the budget changed counts, compared on the same tiles: a tile that shrinks
         // lowers caps too, and one that grows may use the budget there is at once.
         if let Some(previous) = previous {
-            let base = allot(previous.saturating_sub(audio), tracks, keep_one);
+            let base = allot(previous.saturating_sub(audio), tracks, keep_one, strict);
             let fell = budget < previous && caps.iter().zip(&base).any(|(new, old)| new < old);
             let rose = budget > previous && caps.iter().zip(&base).any(|(new, old)| new > old);
             if fell {
                 let failed = self
                     .raised_at
                     .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
-                if failed && let Some(before) = self.before_raise {
-                    budget = budget.max(before);
-                    caps = allot(budget.saturating_sub(audio), tracks, keep_one);
-                    self.floor = Some(Floor {
-                        budget: before,
+                if failed && let Some(before) = self.before_raise.take() {
+                    let floor = Floor {
+                        layers: before,
+                        delivered: self.floor.as_ref().map_or(0, |floor| floor.delivered),
                         since: now,
                         low: estimate,
-                    });
+                    };
+                    budget = budget.max(floor.need(audio, tracks));
+                    caps = allot(budget.saturating_sub(audio), tracks, keep_one, strict);
+                    self.floor = Some(floor);
                 }
                 // A drop while still waiting after the last one (the end of a grace) keeps the wait.
                 self.hold = if failed {
@@ -549,10 +613,15 @@ impl Allocator {
                 // then nothing was tried.
                 if caps != base {
                     self.raised_at = Some(now);
-                    // What the layers before the raise needed: the budget may have climbed far
-                    // above it while no layer fitted.
-                    self.before_raise =
-                        Some(audio.saturating_add(cost(tracks, &base)).min(previous));
+                    // The layers before the raise, not the budget then: it may have climbed far
+                    // above what they needed while no layer fitted.
+                    self.before_raise = Some(
+                        tracks
+                            .iter()
+                            .zip(&base)
+                            .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
+                            .collect(),
+                    );
                     let until = now + STEP_INTERVAL;
                     self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
                 }
@@ -1015,6 +1084,101 @@ mod tests {
             ),
             vec![Some(High), Some(Low)]
         );
+    }
+
+    #[test]
+    fn a_layer_losing_heavily_gets_no_tolerance() {
+        let start = Instant::now();
+        let mut allocator = on_720p_at_3_mbit(start);
+        let receiving = [VideoDemand {
+            receiving: Some(High),
+            ..camera(Some(High))
+        }];
+        // 12 % lost: capped at 1.66 Mbit/s, less than the 1.76 the 720p layer and the audio cost
+        // but within the tolerance a layer received gets for its bitrate's swings. A layer that
+        // loses this much is not carried, and it goes at the first report.
+        allocator.handle_loss_at(start + Duration::from_secs(1), 30);
+        assert_eq!(
+            allocator.poll_caps(start + Duration::from_secs(1), 1, &receiving),
+            vec![Some(Medium)]
+        );
+    }
+
+    #[test]
+    fn a_failed_raise_falls_back_to_the_layers_that_worked_at_their_bitrates_now() {
+        let mut allocator = Allocator::default();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let camera_at = |middle: u64, receiving| {
+            [VideoDemand {
+                bitrates: [160_000, middle, 1_700_000],
+                receiving: Some(receiving),
+                ..camera(Some(High))
+            }]
+        };
+        allocator.handle_estimate(600_000);
+        allocator.poll_caps(at(0), 1, &camera_at(450_000, Medium));
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(9_000), 1, &camera_at(450_000, Medium)),
+            vec![Some(High)]
+        );
+        // The raise fails, and meanwhile the middle layer's encoder has ramped up to 620 kbit/s:
+        // more than the budget before the raise (514 kbit/s) and its tolerance. The layer is what
+        // worked, not that budget.
+        allocator.handle_estimate(300_000);
+        assert_eq!(
+            allocator.poll_caps(at(10_000), 1, &camera_at(620_000, High)),
+            vec![Some(Medium)]
+        );
+        allocator.handle_estimate(380_000);
+        assert_eq!(
+            allocator.poll_caps(at(12_000), 1, &camera_at(620_000, Medium)),
+            vec![Some(Medium)]
+        );
+    }
+
+    #[test]
+    fn after_heavy_loss_what_got_through_stands_while_the_estimate_recovers() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let tracks = [camera(Some(High))];
+        let losing = |start| {
+            let mut allocator = on_720p_at_3_mbit(start);
+            // 30 % of 1.76 Mbit/s lost: 1.23 Mbit/s got through.
+            allocator.handle_loss_at(at(1_000), 77);
+            assert_eq!(
+                allocator.poll_caps(at(1_000), 1, &tracks),
+                vec![Some(Medium)]
+            );
+            allocator
+        };
+        let mut allocator = losing(start);
+        // GCC falls by half the loss at each of the browser's ten reports a second, to a quarter
+        // of what got through; the 360p layer (with the audio, 514 kbit/s) stays.
+        for (ms, estimate) in [(1_500, 900_000), (2_000, 420_000), (3_000, 300_000)] {
+            allocator.handle_estimate(estimate);
+            assert_eq!(
+                allocator.poll_caps(at(ms), 1, &tracks),
+                vec![Some(Medium)],
+                "{ms}"
+            );
+        }
+        // Recovering, as it does ≈1.5 s after the loss stops.
+        allocator.handle_estimate(400_000);
+        assert_eq!(
+            allocator.poll_caps(at(4_500), 1, &tracks),
+            vec![Some(Medium)]
+        );
+        // An estimate that does not recover is believed: the link got worse.
+        let mut allocator = losing(start);
+        allocator.handle_estimate(300_000);
+        assert_eq!(
+            allocator.poll_caps(at(3_000), 1, &tracks),
+            vec![Some(Medium)]
+        );
+        allocator.handle_estimate(290_000);
+        assert_eq!(allocator.poll_caps(at(4_500), 1, &tracks), vec![Some(Low)]);
     }
 
     #[test]
