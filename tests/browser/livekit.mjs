@@ -46,6 +46,8 @@ window.join = async (url, token, passphrase) => {
     // adaptive stream (rightly) asks the SFU to pause a video nobody can see.
     for (const el of document.querySelectorAll('[data-identity]')) if (el.dataset.identity === p.identity) el.remove();
   });
+  room.on(LK.RoomEvent.Reconnecting, () => note('reconnecting', {}));
+  room.on(LK.RoomEvent.Reconnected, () => note('reconnected', {}));
   room.on(LK.RoomEvent.TrackMuted, (pub, p) => note('muted', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.TrackUnmuted, (pub, p) => note('unmuted', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.TrackUnpublished, (pub, p) => note('unpublished', { identity: p.identity, source: pub.source }));
@@ -65,6 +67,8 @@ window.join = async (url, token, passphrase) => {
   const started = performance.now();
   await room.connect(url, token);
   note('connected', { ms: Math.round(performance.now() - started) });
+  // How a lost connection was mended: a resume keeps the session, a restart joins afresh.
+  for (const kind of ['resuming', 'resumed', 'restarting', 'restarted']) room.engine.on(kind, () => note(kind, {}));
   return room.localParticipant.sid;
 };
 window.publish = async () => {
@@ -133,6 +137,13 @@ window.cameraSent = async () => {
   });
   return total;
 };
+// Receiver reports about the microphone, as the browser's remote-inbound statistics count them.
+window.microphoneReports = async () => {
+  const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Microphone);
+  let reports = 0;
+  (await pub.track.sender.getStats()).forEach((s) => { if (s.type === 'remote-inbound-rtp') reports += 1; });
+  return reports;
+};
 // Which of the camera's simulcast encodings the browser is sending (dynacast pauses the others).
 window.cameraLayers = () => {
   const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
@@ -158,6 +169,16 @@ window.cameraRates = async (ms) => {
   return rates;
 };
 window.events = () => log;
+// livekit-client's own simulation of a dropped signalling socket: it closes the WebSocket and
+// reconnects.
+window.dropSignalling = async () => { await room.simulateScenario('signal-reconnect'); };
+// The ICE ufrags of both PeerConnections' descriptions (they change when ICE restarts).
+window.iceUfrags = () => {
+  const manager = room.engine.pcManager;
+  const ufrag = (description) => (description?.sdp.match(/a=ice-ufrag:([^\\s]+)/) ?? [])[1] ?? '';
+  const of = (transport) => ({ local: ufrag(transport?.pc.localDescription), remote: ufrag(transport?.pc.remoteDescription) });
+  return { publisher: of(manager.publisher), subscriber: of(manager.subscriber) };
+};
 // Resizes the tiles of a participant's camera: adaptive stream tells the SFU, which picks a layer.
 window.resizeTile = (identity, width, height) => {
   for (const el of document.querySelectorAll('video')) {
@@ -299,7 +320,8 @@ try {
   step('media flowing both ways');
   // RTCP reports from the SFU: receiver reports on Alice's publisher connection, sender reports on
   // Bob's subscriber connection.
-  result.alice_camera_reports = await until(alice, () => window.cameraSent(), (c) => c.receiverReports > 0, 10000);
+  result.alice_microphone_reports = await until(alice, () => window.microphoneReports(), (n) => n > 0, 10000);
+  result.alice_camera_reports = await alice.evaluate(() => window.cameraSent());
   result.bob_sender_reports = await until(bob, () => window.remoteStats(), (s) => (audio(s, 'alice')?.senderReports ?? 0) > 0, 10000)
     .then((s) => ({ audio: audio(s, 'alice')?.senderReports ?? 0, video: video(s, 'alice')?.senderReports ?? 0 }));
   if (mode === 'loss') {
@@ -331,6 +353,30 @@ try {
     }
     result.downlink_samples = samples;
     result.alice_camera_rates_after = await alice.evaluate(() => window.cameraRates(2000));
+    await alice.evaluate(() => window.leave());
+    await bob.evaluate(() => window.leave());
+    throw 'done';
+  }
+  if (mode === 'resume') {
+    // Alice's signalling socket drops. Her client resumes the same session on a new socket: both
+    // her PeerConnections restart ICE, and the call goes on without either side leaving.
+    const seen = async () => ({
+      alice_sees_bob: frames(video(await alice.evaluate(() => window.remoteStats()), 'bob')),
+      bob_sees_alice: frames(video(await bob.evaluate(() => window.remoteStats()), 'alice')),
+    });
+    result.ufrags_before = await alice.evaluate(() => window.iceUfrags());
+    result.frames_before = await seen();
+    await alice.evaluate(() => window.dropSignalling());
+    await until(alice, () => window.events(), (e) => e.some((x) => x.kind === 'reconnected'), 20000);
+    step('signalling dropped and mended');
+    // The subscriber's restart is the SFU's new offer, which may land just after the resume.
+    result.ufrags_after = await until(alice, () => window.iceUfrags(), (u) => u.subscriber.remote !== result.ufrags_before.subscriber.remote, 5000);
+    const start = await seen();
+    await sleep(8000);
+    result.resume_window = { start, end: await seen() };
+    result.alice_sid_after = await alice.evaluate(() => room.localParticipant.sid);
+    result.alice_events = await alice.evaluate(() => window.events());
+    result.bob_events = await bob.evaluate(() => window.events());
     await alice.evaluate(() => window.leave());
     await bob.evaluate(() => window.leave());
     throw 'done';
@@ -400,6 +446,12 @@ try {
   await alice.evaluate(() => window.shareScreen());
   const screen = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice', 'screen_share')) >= 15, 20000);
   result.bob_sees_screen = video(screen, 'alice', 'screen_share');
+  // Her camera goes on beside the share: the share renegotiated her publisher connection, long
+  // after her camera's first packets.
+  const cameraFrames = async () => frames(video(await bob.evaluate(() => window.remoteStats()), 'alice'));
+  const cameraStart = await cameraFrames();
+  await sleep(4000);
+  result.bob_camera_frames_during_share = (await cameraFrames()) - cameraStart;
   step('screen share');
 
   await alice.evaluate(() => window.sendData('hello from alice'));

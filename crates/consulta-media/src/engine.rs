@@ -84,6 +84,8 @@ pub enum Command {
     Settings(ParticipantSid, TrackSid, TrackSettings),
     /// See [`MediaEngine::needs_subscriber_offer`].
     NeedsOffer(ParticipantSid),
+    /// See [`MediaEngine::participant_resumed`].
+    Resumed(ParticipantSid),
 }
 
 /// Counters for metrics and benchmarks.
@@ -105,6 +107,8 @@ pub struct RouterStats {
     pub rtp_lost_in: u64,
     /// Retransmissions (RTX) received from publishers.
     pub rtx_in: u64,
+    /// Signalling connections resumed (each restarts ICE on the subscriber connection).
+    pub resumes: u64,
     /// Of those, unwrapped onto their primary stream and offered to the subscribers.
     pub rtx_unwrapped: u64,
     /// RTP packets written to subscribers.
@@ -239,6 +243,8 @@ struct SubscriberState {
     offer_outstanding: bool,
     /// Something changed since the outstanding offer.
     needs_offer: bool,
+    /// The next offer restarts ICE (after a resume).
+    restart_ice: bool,
     next_offer_id: u32,
     settings: HashMap<TrackSid, TrackSettings>,
     /// Which layers fit the connection's estimated bandwidth.
@@ -488,6 +494,35 @@ impl Router {
                 }
                 self.maybe_offer(now, &sid);
             }
+            Command::Resumed(sid) => self.resumed(now, &sid),
+        }
+    }
+
+    /// The participant's client resumed its signalling ([`MediaEngine::participant_resumed`]).
+    /// An offer still unanswered went out on the dropped connection and is sent again as it was;
+    /// the ICE restart follows it.
+    fn resumed(&mut self, now: Instant, sid: &ParticipantSid) {
+        let Some(p) = self.participants.get_mut(sid) else {
+            return;
+        };
+        self.stats.resumes += 1;
+        let Some(id) = p.subscriber else {
+            return;
+        };
+        p.sub.restart_ice = true;
+        p.sub.needs_offer = true;
+        if !p.sub.offer_outstanding {
+            self.maybe_offer(now, sid);
+            return;
+        }
+        match self.peers.get(&id).map(|peer| peer.pc.local_sdp()) {
+            Some(Ok(sdp)) => self
+                .events
+                .push_back(subscriber_offer(sid, sdp, p.sub.next_offer_id)),
+            Some(Err(error)) => {
+                tracing::warn!(%error, participant = %sid, "outstanding offer lost");
+            }
+            None => {}
         }
     }
 
@@ -678,7 +713,11 @@ impl Router {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        match peer.pc.create_offer(now) {
+        let restart_ice = self
+            .participants
+            .get(sid)
+            .is_some_and(|p| p.sub.restart_ice);
+        match peer.pc.create_offer_with(now, restart_ice) {
             Ok(sdp) => {
                 if let Some(ufrag) = peer.pc.local_ufrag() {
                     self.demux.register(ufrag, id);
@@ -686,16 +725,10 @@ impl Router {
                 if let Some(p) = self.participants.get_mut(sid) {
                     p.sub.offer_outstanding = true;
                     p.sub.needs_offer = false;
+                    p.sub.restart_ice = false;
                     p.sub.next_offer_id = p.sub.next_offer_id.wrapping_add(1);
-                    self.events.push_back(CoreEvent::SubscriberOffer {
-                        participant: sid.clone(),
-                        offer: SessionDescription {
-                            r#type: "offer".to_owned(),
-                            sdp,
-                            id: p.sub.next_offer_id,
-                            ..SessionDescription::default()
-                        },
-                    });
+                    self.events
+                        .push_back(subscriber_offer(sid, sdp, p.sub.next_offer_id));
                 }
             }
             Err(error) => tracing::warn!(%error, participant = %sid, "subscriber offer failed"),
@@ -1539,6 +1572,22 @@ impl MediaEngine for RtcEngine {
     }
     fn needs_subscriber_offer(&mut self, participant: &ParticipantSid) {
         self.send(Command::NeedsOffer(participant.clone()));
+    }
+    fn participant_resumed(&mut self, participant: &ParticipantSid) {
+        self.send(Command::Resumed(participant.clone()));
+    }
+}
+
+/// The event that sends `sid`'s subscriber connection the offer `sdp`, numbered `id`.
+fn subscriber_offer(sid: &ParticipantSid, sdp: String, id: u32) -> CoreEvent {
+    CoreEvent::SubscriberOffer {
+        participant: sid.clone(),
+        offer: SessionDescription {
+            r#type: "offer".to_owned(),
+            sdp,
+            id,
+            ..SessionDescription::default()
+        },
     }
 }
 

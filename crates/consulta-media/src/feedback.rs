@@ -130,6 +130,95 @@ impl Interceptor for KeyframeRequestDelivery {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// Wire-ward of the receiver report generator (10_000), whose reports it filters on their way out.
+pub(crate) const REPORT_FILTER_SLOT: usize = 9_500;
+
+/// Most incoming video streams one connection tracks (three simulcast layers of a camera and a
+/// screen share, renegotiated a few times); past it new streams are reported as usual.
+const MAX_VIDEO_STREAMS: usize = 32;
+
+/// Keeps report blocks about incoming video out of the receiver reports a connection sends, so
+/// that browsers keep tagging every video packet with its `mid` and `rid`.
+///
+/// `rtc` 0.21 learns which SSRC carries which simulcast layer from those header extensions, and
+/// forgets it at every renegotiation: applying a description re-creates each receiver's track with
+/// its layers' SSRCs unknown. Chromium sends the extensions only until a report block about the SSRC
+/// arrives (libwebrtc's `ssrc_has_acked`). So once a publisher's camera had been reported on, any
+/// later renegotiation of its connection (a screen share started, an ICE restart on resuming) left
+/// every packet of the camera unrecognised and dropped: the camera froze for everyone, for good.
+/// Without report blocks for video the extensions stay, and the next packet after a renegotiation
+/// binds its layer again. Audio is declared by SSRC in the SDP, survives renegotiation, and keeps
+/// its report blocks (Opus adapts its loss protection to them). The browser loses the round-trip
+/// time and loss figures of its video sender's remote-inbound statistics; its congestion control
+/// runs on transport-wide feedback, which is untouched.
+#[derive(Default)]
+pub(crate) struct VideoReportFilter {
+    video: Vec<u32>,
+    reads: VecDeque<TaggedPacket>,
+    writes: VecDeque<TaggedPacket>,
+}
+
+impl std::fmt::Debug for VideoReportFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoReportFilter")
+            .field("video", &self.video.len())
+            .finish()
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for VideoReportFilter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.reads.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.reads.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &mut msg.message.packet {
+            for packet in packets.iter_mut() {
+                if let Some(report) = packet.as_any().downcast_ref::<ReceiverReport>()
+                    && report.reports.iter().any(|r| self.video.contains(&r.ssrc))
+                {
+                    let mut report = report.clone();
+                    report.reports.retain(|r| !self.video.contains(&r.ssrc));
+                    *packet = Box::new(report);
+                }
+            }
+        }
+        self.writes.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.writes.pop_front()
+    }
+}
+
+impl Interceptor for VideoReportFilter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        if info.mime_type.to_ascii_lowercase().starts_with("video/")
+            && !self.video.contains(&info.ssrc)
+            && self.video.len() < MAX_VIDEO_STREAMS
+        {
+            self.video.push(info.ssrc);
+        }
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.video.retain(|ssrc| *ssrc != info.ssrc);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -195,6 +284,54 @@ mod tests {
             out.message.has(&Attribute::DeliverToApplication),
             "receiver reports reach a connection that estimates"
         );
+    }
+
+    #[test]
+    fn report_blocks_about_video_are_kept_out_and_audio_ones_kept() {
+        use rtc::rtcp::reception_report::ReceptionReport;
+        let mut filter = VideoReportFilter::default();
+        let stream = |ssrc, mime: &str| StreamInfo {
+            ssrc,
+            mime_type: mime.to_owned(),
+            ..StreamInfo::default()
+        };
+        filter.bind_remote_stream(&stream(1, "video/VP8"));
+        filter.bind_remote_stream(&stream(2, "audio/opus"));
+        filter.bind_remote_stream(&stream(3, "video/VP8"));
+        filter.unbind_remote_stream(&stream(3, "video/VP8"));
+        let block = |ssrc| ReceptionReport {
+            ssrc,
+            ..ReceptionReport::default()
+        };
+        let report = ReceiverReport {
+            ssrc: 9,
+            reports: vec![block(1), block(2), block(3)],
+            ..ReceiverReport::default()
+        };
+        filter
+            .handle_write(TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: AttributedPacket::from(Packet::Rtcp(vec![
+                    Box::new(report),
+                    Box::new(PictureLossIndication {
+                        sender_ssrc: 9,
+                        media_ssrc: 1,
+                    }),
+                ])),
+            })
+            .unwrap();
+        let out = filter.poll_write().expect("every packet passes through");
+        let Packet::Rtcp(packets) = out.message.packet else {
+            panic!("rtcp");
+        };
+        let report = packets[0]
+            .as_any()
+            .downcast_ref::<ReceiverReport>()
+            .expect("still a receiver report");
+        let kept: Vec<u32> = report.reports.iter().map(|r| r.ssrc).collect();
+        assert_eq!(kept, vec![2, 3], "the unbound stream is reported again");
+        assert!(packets[1].as_any().is::<PictureLossIndication>());
     }
 
     #[test]

@@ -234,6 +234,12 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
         stats.streams_paused,
     );
     metric(
+        "resumes_total",
+        "counter",
+        "Signalling connections resumed after a drop (the session kept; ICE restarted).",
+        stats.resumes,
+    );
+    metric(
         "data_packets_relayed_total",
         "counter",
         "Data packets relayed (per receiver).",

@@ -610,7 +610,11 @@ impl MediaPeer {
                         .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
                         .build(),
                 )
-                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                .with(
+                    crate::feedback::REPORT_FILTER_SLOT.into(),
+                    crate::feedback::VideoReportFilter::default(),
+                );
         }
         media_engine.register_header_extension(
             RTCRtpHeaderExtensionCapability {
@@ -822,7 +826,16 @@ impl MediaPeer {
 
     /// Creates and applies a local offer and returns its SDP (with the host candidate).
     pub fn create_offer(&mut self, now: Instant) -> Result<String, Error> {
-        let offer = self.pc.create_offer(None)?;
+        self.create_offer_with(now, false)
+    }
+
+    /// [`MediaPeer::create_offer`], with fresh ICE credentials when `restart_ice` (RFC 8445 §9): the
+    /// remote end checks its paths again, as after a network change.
+    pub fn create_offer_with(&mut self, now: Instant, restart_ice: bool) -> Result<String, Error> {
+        use rtc::peer_connection::configuration::RTCOfferOptions;
+
+        let options = restart_ice.then_some(RTCOfferOptions { ice_restart: true });
+        let offer = self.pc.create_offer(options)?;
         self.payload_types.clear();
         self.incoming.clear();
         self.pc.set_local_description(now, offer)?;
@@ -839,7 +852,8 @@ impl MediaPeer {
         Ok(())
     }
 
-    fn local_sdp(&self) -> Result<String, Error> {
+    /// The local description: while an offer is unanswered, that offer.
+    pub fn local_sdp(&self) -> Result<String, Error> {
         self.pc
             .local_description()
             .map(|d| d.sdp)

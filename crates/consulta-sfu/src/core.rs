@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 
 use livekit_protocol::{
     ClientConfiguration, JoinResponse, LeaveRequest, ParticipantInfo, ParticipantPermission,
-    ParticipantUpdate, Pong, Room as RoomInfo, ServerInfo, SignalRequest, SignalResponse,
-    SignalTarget, SimulcastCodecInfo, TrackInfo, TrackPublishedResponse, TrackSource, TrackType,
-    TrackUnpublishedResponse, participant_info, signal_request, signal_response,
+    ParticipantUpdate, Pong, ReconnectResponse, Room as RoomInfo, ServerInfo, SignalRequest,
+    SignalResponse, SignalTarget, SimulcastCodecInfo, TrackInfo, TrackPublishedResponse,
+    TrackSource, TrackType, TrackUnpublishedResponse, participant_info, signal_request,
+    signal_response,
 };
 
 use crate::auth::{ApiKeys, JoinGrant};
@@ -46,6 +47,10 @@ pub enum JoinError {
     /// The grant names no room.
     #[error("invalid room name")]
     InvalidRoom,
+    /// A resume names no participant of the grant's identity in its room (it left, timed out, or
+    /// never was): the client must join afresh.
+    #[error("no session to resume")]
+    NoSession,
 }
 
 /// Tunables, with LiveKit's defaults.
@@ -339,9 +344,9 @@ impl<M: MediaEngine> Sfu<M> {
             room.participants
                 .values()
                 .find(|p| p.identity == grant.identity)
-                .map(|p| p.conn)
+                .map(|p| (p.sid.clone(), p.conn))
         });
-        if let Some(old) = duplicate {
+        if let Some((old_sid, old)) = duplicate {
             tracing::info!(room = %name, conn = %old, "duplicate identity: closing the older session");
             self.send(
                 old,
@@ -354,7 +359,8 @@ impl<M: MediaEngine> Sfu<M> {
             );
             self.remove_participant(
                 now,
-                old,
+                &name,
+                &old_sid,
                 livekit_protocol::DisconnectReason::DuplicateIdentity,
             );
             self.out.push_back(Output::Close { conn: old });
@@ -421,13 +427,7 @@ impl<M: MediaEngine> Sfu<M> {
             participant: Some(own.clone()),
             other_participants: others,
             server_version: SERVER_VERSION.to_owned(),
-            server_info: Some(ServerInfo {
-                edition: 0,
-                version: SERVER_VERSION.to_owned(),
-                protocol: PROTOCOL_VERSION,
-                node_id: self.config.node_id.clone(),
-                ..ServerInfo::default()
-            }),
+            server_info: Some(self.server_info()),
             // v0 dual PeerConnection: LiveKit makes the subscriber PC primary for clients that
             // subscribe and speak protocol > 2 (spec §2.4; livekit pkg/rtc/room.go).
             subscriber_primary: self.config.subscriber_primary
@@ -435,11 +435,7 @@ impl<M: MediaEngine> Sfu<M> {
                 && options.protocol > 2,
             ping_interval: secs_i32(self.config.ping_interval),
             ping_timeout: secs_i32(self.config.ping_timeout),
-            client_configuration: Some(ClientConfiguration {
-                // No session resume yet: make the client always rejoin (spec §2.11).
-                resume_connection: livekit_protocol::ClientConfigSetting::Disabled.into(),
-                ..ClientConfiguration::default()
-            }),
+            client_configuration: Some(client_configuration()),
             fast_publish: true,
             ice_servers: self.config.ice_servers.clone(),
             ..JoinResponse::default()
@@ -542,7 +538,8 @@ impl<M: MediaEngine> Sfu<M> {
                 tracing::info!(%room, participant = %sid, "participant left");
                 self.remove_participant(
                     now,
-                    conn,
+                    &room,
+                    &sid,
                     livekit_protocol::DisconnectReason::ClientInitiated,
                 );
                 self.out.push_back(Output::Close { conn });
@@ -569,13 +566,83 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
-    /// The WebSocket of `conn` is gone (without a `leave`). Others see the participant
-    /// DISCONNECTED with its tracks removed.
-    pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
-        if self.conns.contains_key(&conn) {
-            tracing::info!(%conn, "signal connection closed");
-            self.remove_participant(now, conn, livekit_protocol::DisconnectReason::SignalClose);
+    /// The WebSocket of `conn` is gone without a `leave`. The participant stays, its media
+    /// flowing, until it resumes on a new connection ([`Sfu::handle_resume`]) or its ping timeout
+    /// passes ([`Sfu::handle_timeout`]; others then see it DISCONNECTED): a phone that changes
+    /// networks or a proxy that drops an idle socket costs the call nothing.
+    pub fn handle_disconnect(&mut self, _now: Instant, conn: ConnId) {
+        if let Some((room, sid)) = self.conns.remove(&conn) {
+            tracing::info!(%room, participant = %sid, %conn, "signal connection closed; kept for a resume until its ping timeout");
         }
+    }
+
+    /// The shell closed `conn` because its client misbehaved (stopped reading its signalling, or
+    /// flooded it): unlike a dropped socket, the participant goes at once.
+    pub fn handle_kick(&mut self, now: Instant, conn: ConnId) {
+        if let Some((room, sid)) = self.conns.get(&conn).cloned() {
+            self.remove_participant(
+                now,
+                &room,
+                &sid,
+                livekit_protocol::DisconnectReason::SignalClose,
+            );
+        }
+    }
+
+    /// A verified participant's client reconnects its signalling (`reconnect=1`) as `sid`, the
+    /// session it had: the participant, its tracks, subscriptions and PeerConnections stay, the
+    /// client gets a `reconnect` response, what it may have missed (the others' state) and,
+    /// through the media engine, an ICE restart of its subscriber PC; it restarts its publisher
+    /// PC's own. [`JoinError::NoSession`] when there is no such participant of the grant's
+    /// identity in its room: the client must then join afresh.
+    pub fn handle_resume(
+        &mut self,
+        now: Instant,
+        grant: &JoinGrant,
+        sid: &str,
+    ) -> Result<ConnId, JoinError> {
+        let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
+        let conn = ConnId(self.next_conn);
+        let room = self.rooms.get_mut(&name).ok_or(JoinError::NoSession)?;
+        let p = ParticipantSid::parse(sid)
+            .and_then(|sid| room.participants.get_mut(&sid))
+            .filter(|p| p.identity == grant.identity)
+            .ok_or(JoinError::NoSession)?;
+        self.next_conn = self.next_conn.saturating_add(1);
+        let old = std::mem::replace(&mut p.conn, conn);
+        p.last_seen = now;
+        let sid = p.sid.clone();
+        let others: Vec<ParticipantInfo> = room
+            .participants
+            .values()
+            .filter(|other| other.sid != sid && !other.hidden())
+            .map(Participant::info)
+            .collect();
+        // The server may not have seen the old socket go yet.
+        if self.conns.remove(&old).is_some() {
+            self.out.push_back(Output::Close { conn: old });
+        }
+        tracing::info!(room = %name, participant = %sid, %conn, "participant resumed");
+        self.conns.insert(conn, (name, sid.clone()));
+        self.send(
+            conn,
+            signal_response::Message::Reconnect(ReconnectResponse {
+                ice_servers: self.config.ice_servers.clone(),
+                client_configuration: Some(client_configuration()),
+                server_info: Some(self.server_info()),
+                last_message_seq: 0,
+            }),
+        );
+        if !others.is_empty() {
+            self.send(
+                conn,
+                signal_response::Message::Update(ParticipantUpdate {
+                    participants: others,
+                }),
+            );
+        }
+        self.media.participant_resumed(&sid);
+        Ok(conn)
     }
 
     /// Something from the media engine.
@@ -666,18 +733,19 @@ impl<M: MediaEngine> Sfu<M> {
     /// Time has passed: drop silent participants and expired empty rooms.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.renew_tokens(now);
-        let silent: Vec<ConnId> = self
+        let silent: Vec<(RoomName, ParticipantSid, ConnId)> = self
             .rooms
             .values()
-            .flat_map(|r| r.participants.values())
-            .filter(|p| now.saturating_duration_since(p.last_seen) > self.config.ping_timeout)
-            .map(|p| p.conn)
+            .flat_map(|r| r.participants.values().map(move |p| (r, p)))
+            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > self.config.ping_timeout)
+            .map(|(r, p)| (r.name.clone(), p.sid.clone(), p.conn))
             .collect();
-        for conn in silent {
-            tracing::info!(%conn, "ping timeout");
+        for (room, sid, conn) in silent {
+            tracing::info!(%room, participant = %sid, %conn, "ping timeout");
             self.remove_participant(
                 now,
-                conn,
+                &room,
+                &sid,
                 livekit_protocol::DisconnectReason::ConnectionTimeout,
             );
             self.out.push_back(Output::Close { conn });
@@ -1070,19 +1138,19 @@ impl<M: MediaEngine> Sfu<M> {
     fn remove_participant(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        room_name: &RoomName,
+        sid: &ParticipantSid,
         reason: livekit_protocol::DisconnectReason,
     ) {
-        let Some((room_name, sid)) = self.conns.remove(&conn) else {
-            return;
-        };
         let Some(mut p) = self
             .rooms
-            .get_mut(&room_name)
-            .and_then(|r| r.participants.remove(&sid))
+            .get_mut(room_name)
+            .and_then(|r| r.participants.remove(sid))
         else {
             return;
         };
+        self.conns.remove(&p.conn);
+        let (room_name, sid) = (room_name.clone(), sid.clone());
         for sub in &p.subscriptions {
             self.media.unsubscribe(&sid, sub);
         }
@@ -1150,11 +1218,30 @@ impl<M: MediaEngine> Sfu<M> {
         self.rooms.get_mut(room)?.participants.get_mut(sid)
     }
 
+    fn server_info(&self) -> ServerInfo {
+        ServerInfo {
+            edition: 0,
+            version: SERVER_VERSION.to_owned(),
+            protocol: PROTOCOL_VERSION,
+            node_id: self.config.node_id.clone(),
+            ..ServerInfo::default()
+        }
+    }
+
     fn conn_of(&self, sid: &ParticipantSid) -> Option<ConnId> {
         self.rooms
             .values()
             .find_map(|r| r.participants.get(sid))
             .map(|p| p.conn)
+    }
+}
+
+/// What clients are told to do: resume a dropped signalling connection (spec §2.11), which
+/// [`Sfu::handle_resume`] serves.
+fn client_configuration() -> ClientConfiguration {
+    ClientConfiguration {
+        resume_connection: livekit_protocol::ClientConfigSetting::Enabled.into(),
+        ..ClientConfiguration::default()
     }
 }
 
@@ -1251,6 +1338,9 @@ mod tests {
         }
         fn needs_subscriber_offer(&mut self, p: &ParticipantSid) {
             self.calls.push(format!("needs_offer {p}"));
+        }
+        fn participant_resumed(&mut self, p: &ParticipantSid) {
+            self.calls.push(format!("resumed {p}"));
         }
     }
 
@@ -1387,7 +1477,7 @@ mod tests {
         assert!(alice.subscriber_primary);
         assert_eq!(
             alice.client_configuration.unwrap().resume_connection,
-            livekit_protocol::ClientConfigSetting::Disabled as i32
+            livekit_protocol::ClientConfigSetting::Enabled as i32
         );
         let calls = w.media_calls();
         assert!(calls[0].starts_with("joined room PA_"));
@@ -1608,20 +1698,113 @@ mod tests {
             2
         );
 
-        // A dropped socket: the same, with SIGNAL_CLOSE; a second drop is a no-op.
+        // A dropped socket: nothing yet, for the client may resume; a second drop is a no-op,
+        // and requests on a closed connection are ignored.
         w.sfu.handle_disconnect(w.now, bob);
+        w.sfu.handle_disconnect(w.now, bob);
+        w.request(bob, signal_request::Message::Ping(1));
+        assert!(w.drain_all().is_empty());
+        // Once its ping timeout passes, the others see it gone.
+        for _ in 0..4 {
+            w.advance(4);
+            w.request(carol, signal_request::Message::Ping(1));
+            w.sfu.handle_timeout(w.now);
+        }
         let sent = w.drain();
         let update = &updates_for(&sent, carol)[0];
         assert_eq!(update.state, participant_info::State::Disconnected as i32);
         assert_eq!(
             update.disconnect_reason,
-            livekit_protocol::DisconnectReason::SignalClose as i32
+            livekit_protocol::DisconnectReason::ConnectionTimeout as i32
         );
-        w.sfu.handle_disconnect(w.now, bob);
-        assert!(w.drain_all().is_empty());
-        // Requests on a closed connection are ignored.
-        w.request(bob, signal_request::Message::Ping(1));
-        assert!(w.drain_all().is_empty());
+        assert!(w.media_calls().iter().any(|c| c.starts_with("left ")));
+    }
+
+    #[test]
+    fn a_dropped_socket_resumes_the_same_session_until_its_ping_timeout() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let alice_sid = join.participant.unwrap().sid;
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        w.drain();
+        w.media_calls();
+
+        w.sfu.handle_disconnect(w.now, alice);
+        w.advance(5);
+        // Bob publishes meanwhile: Alice's client misses it.
+        w.request(bob, add_video("bobcam"));
+        let sent = w.drain();
+        assert!(updates_for(&sent, bob).is_empty(), "bob sees alice stay");
+        w.media_calls();
+
+        // Not someone else's session, nor one that never was.
+        for (identity, sid) in [("bob", alice_sid.as_str()), ("alice", "PA_unknown")] {
+            assert_eq!(
+                w.sfu.handle_resume(w.now, &grant(identity, "room"), sid),
+                Err(JoinError::NoSession)
+            );
+        }
+        let resumed = w
+            .sfu
+            .handle_resume(w.now, &grant("alice", "room"), &alice_sid)
+            .unwrap();
+        assert_ne!(resumed, alice);
+        let sent = w.drain();
+        let to_alice: Vec<_> = sent.iter().filter(|(c, _)| *c == resumed).collect();
+        let Some((_, signal_response::Message::Reconnect(reconnect))) = to_alice.first() else {
+            panic!("a reconnect response first: {to_alice:?}");
+        };
+        assert_eq!(
+            reconnect
+                .client_configuration
+                .as_ref()
+                .unwrap()
+                .resume_connection,
+            livekit_protocol::ClientConfigSetting::Enabled as i32
+        );
+        // What she missed: bob, with his new track.
+        let bob_now = &updates_for(&sent, resumed)[0];
+        assert_eq!(bob_now.identity, "bob");
+        assert_eq!(bob_now.tracks.len(), 1);
+        assert!(updates_for(&sent, bob).is_empty());
+        assert_eq!(w.media_calls(), vec![format!("resumed {alice_sid}")]);
+
+        // The new connection is hers: pings are answered there, and keep her past the timeout.
+        for _ in 0..5 {
+            w.advance(4);
+            w.request(resumed, signal_request::Message::Ping(1));
+            w.request(bob, signal_request::Message::Ping(1));
+            w.sfu.handle_timeout(w.now);
+        }
+        let sent = w.drain();
+        assert!(
+            sent.iter()
+                .any(|(c, m)| *c == resumed && matches!(m, signal_response::Message::Pong(_)))
+        );
+        assert!(
+            updates_for(&sent, bob).is_empty(),
+            "alice never left: {sent:?}"
+        );
+        assert_eq!(w.sfu.counts(), (1, 2));
+
+        // A resume while the server still holds the old socket closes that one.
+        let again = w
+            .sfu
+            .handle_resume(w.now, &grant("alice", "room"), &alice_sid)
+            .unwrap();
+        assert!(w.drain_all().contains(&Output::Close { conn: resumed }));
+        // After she leaves there is nothing to resume.
+        w.request(
+            again,
+            signal_request::Message::Leave(LeaveRequest::default()),
+        );
+        w.drain();
+        assert_eq!(
+            w.sfu
+                .handle_resume(w.now, &grant("alice", "room"), &alice_sid),
+            Err(JoinError::NoSession)
+        );
     }
 
     #[test]
@@ -1694,6 +1877,12 @@ mod tests {
         assert!(out.contains(&Output::Close { conn: alice }));
         assert!(!out.contains(&Output::Close { conn: bob }));
         w.sfu.handle_disconnect(w.now, bob);
+        // Kept for a resume until its ping timeout (its last ping was at 10 s).
+        w.sfu.handle_timeout(w.now);
+        assert_eq!(w.sfu.counts(), (1, 1));
+        w.advance(10);
+        w.sfu.handle_timeout(w.now);
+        assert_eq!(w.sfu.counts(), (1, 0));
         let room = RoomName::parse("room").unwrap();
         w.advance(299);
         w.sfu.handle_timeout(w.now);
@@ -1884,7 +2073,10 @@ mod tests {
             );
             sent.extend(w.drain());
         }
-        w.sfu.handle_disconnect(w.now, alice);
+        w.request(
+            alice,
+            signal_request::Message::Leave(LeaveRequest::default()),
+        );
         sent.extend(w.drain());
         let versions: Vec<u32> = updates_for(&sent, bob).iter().map(|p| p.version).collect();
         assert_eq!(versions.len(), 5);

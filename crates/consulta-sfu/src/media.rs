@@ -81,6 +81,11 @@ pub trait MediaEngine: fmt::Debug + Send {
     /// The subscriber PC of `participant` must be (re)negotiated: send a
     /// [`MediaEvent::SubscriberOffer`] when ready (at most one outstanding offer per PC).
     fn needs_subscriber_offer(&mut self, participant: &ParticipantSid);
+    /// The client of `participant` resumed its signalling on a new connection: its network may
+    /// have changed. Restart ICE on its subscriber PC with a new offer (the client restarts its
+    /// publisher PC's own), and offer again what an outstanding offer carried, which it may never
+    /// have received.
+    fn participant_resumed(&mut self, participant: &ParticipantSid);
 }
 
 /// What the media engine reports back to the core.
@@ -148,6 +153,7 @@ impl MediaEngine for SignallingOnly {
     fn unsubscribe(&mut self, _: &ParticipantSid, _: &TrackSid) {}
     fn track_settings(&mut self, _: &ParticipantSid, _: &TrackSid, _: TrackSettings) {}
     fn needs_subscriber_offer(&mut self, _: &ParticipantSid) {}
+    fn participant_resumed(&mut self, _: &ParticipantSid) {}
 }
 
 impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
@@ -204,5 +210,8 @@ impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
     }
     fn needs_subscriber_offer(&mut self, participant: &ParticipantSid) {
         (**self).needs_subscriber_offer(participant);
+    }
+    fn participant_resumed(&mut self, participant: &ParticipantSid) {
+        (**self).participant_resumed(participant);
     }
 }

@@ -300,12 +300,18 @@ async fn get_rtc(
     };
     let mut auto_subscribe = flag(&query, "auto_subscribe", true);
     let mut adaptive_stream = flag(&query, "adaptive_stream", false);
+    // A resume names the session it had: `reconnect=1&sid=…`, or the same in a `join_request`.
+    let mut resume =
+        flag(&query, "reconnect", false).then(|| query.get("sid").cloned().unwrap_or_default());
     if let Some(param) = query.get("join_request") {
         match signal::decode_join_request(param) {
             Ok(join) => {
                 if let Some(settings) = join.connection_settings {
                     auto_subscribe = settings.auto_subscribe;
                     adaptive_stream = settings.adaptive_stream;
+                }
+                if join.reconnect {
+                    resume = Some(join.participant_sid);
                 }
             }
             Err(e) => return refuse(StatusCode::BAD_REQUEST, &e.to_string()),
@@ -319,13 +325,12 @@ async fn get_rtc(
             .and_then(|p| p.parse().ok())
             .unwrap_or(crate::core::PROTOCOL_VERSION),
     };
-    let reconnect = flag(&query, "reconnect", false);
     upgrade
         .max_message_size(MAX_REQUEST_BYTES)
         .max_frame_size(MAX_REQUEST_BYTES)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| run_socket(server, socket, grant, options, reconnect))
+        .on_upgrade(move |socket| run_socket(server, socket, grant, options, resume))
 }
 
 fn leave_frame(reason: livekit_protocol::DisconnectReason, reconnect: bool) -> Vec<u8> {
@@ -350,20 +355,16 @@ async fn run_socket(
     mut socket: WebSocket,
     grant: JoinGrant,
     options: JoinOptions,
-    reconnect: bool,
+    resume: Option<String>,
 ) {
     let send_timeout = server.send_timeout;
-    if reconnect {
-        // No session resume: ask for a full rejoin (spec §2.11).
-        let frame = leave_frame(livekit_protocol::DisconnectReason::StateMismatch, true);
-        let _ = timeout(send_timeout, socket.send(Message::Binary(frame.into()))).await;
-        let _ = timeout(send_timeout, socket.close()).await;
-        return;
-    }
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
     let joined = {
         let mut hub = server.lock();
-        let joined = hub.core.handle_join(Instant::now(), grant, options);
+        let joined = match &resume {
+            Some(sid) => hub.core.handle_resume(Instant::now(), &grant, sid),
+            None => hub.core.handle_join(Instant::now(), grant, options),
+        };
         if let Ok(conn) = joined {
             hub.routes.insert(conn, tx);
         }
@@ -372,6 +373,14 @@ async fn run_socket(
     };
     let conn = match joined {
         Ok(conn) => conn,
+        Err(JoinError::NoSession) => {
+            // Nothing to resume (it left or timed out): a full rejoin (spec §2.11).
+            tracing::info!("nothing to resume; asking for a full rejoin");
+            let frame = leave_frame(livekit_protocol::DisconnectReason::StateMismatch, true);
+            let _ = timeout(send_timeout, socket.send(Message::Binary(frame.into()))).await;
+            let _ = timeout(send_timeout, socket.close()).await;
+            return;
+        }
         Err(e) => {
             tracing::info!(error = %e, "join refused after upgrade");
             let frame = leave_frame(livekit_protocol::DisconnectReason::JoinFailure, false);
@@ -382,6 +391,9 @@ async fn run_socket(
     };
     let (mut sink, mut stream) = socket.split();
     let mut limiter = RateLimiter::default();
+    // Whether the server gave up on the client (which then goes at once) rather than the socket
+    // dropping (the participant stays for a resume until its ping timeout).
+    let mut kicked = false;
     loop {
         tokio::select! {
             outbound = rx.recv() => match outbound {
@@ -392,11 +404,14 @@ async fn run_socket(
                         Ok(Err(_)) => break,
                         Err(_) => {
                             tracing::info!(%conn, "client is not reading its signalling (send timed out), closing");
+                            kicked = true;
                             break;
                         }
                     }
                 }
                 Some(Outbound::Close) | None => {
+                    // `None`: the hub dropped the route, its queue full.
+                    kicked = true;
                     let _ = timeout(send_timeout, sink.close()).await;
                     break;
                 }
@@ -405,6 +420,7 @@ async fn run_socket(
                 Some(Ok(Message::Binary(bytes))) => {
                     if limiter.check(Instant::now()).is_err() {
                         tracing::info!(%conn, "signal rate limit exceeded, closing");
+                        kicked = true;
                         let _ = timeout(send_timeout, sink.close()).await;
                         break;
                     }
@@ -421,7 +437,11 @@ async fn run_socket(
     }
     let mut hub = server.lock();
     hub.routes.remove(&conn);
-    hub.core.handle_disconnect(Instant::now(), conn);
+    if kicked {
+        hub.core.handle_kick(Instant::now(), conn);
+    } else {
+        hub.core.handle_disconnect(Instant::now(), conn);
+    }
     hub.pump();
 }
 

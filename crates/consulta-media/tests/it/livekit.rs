@@ -197,18 +197,23 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
             "{who}: {other}'s audio decoded: {seen}"
         );
     }
-    // RTCP reports from the SFU: receiver reports about Alice's camera layers on her publisher
+    // RTCP reports from the SFU: receiver reports about Alice's microphone on her publisher
     // connection, sender reports (for lip sync) about her audio on Bob's subscriber connection.
+    // None about her camera: without them her browser keeps tagging its layers with `mid` and
+    // `rid`, which `rtc` needs again after each renegotiation (`feedback::VideoReportFilter`).
     eprintln!(
-        "reports: alice's camera {}, bob's sender reports {}",
-        result["alice_camera_reports"], result["bob_sender_reports"]
+        "reports: alice's microphone {}, camera {}, bob's sender reports {}",
+        result["alice_microphone_reports"],
+        result["alice_camera_reports"],
+        result["bob_sender_reports"]
     );
     assert!(
-        result["alice_camera_reports"]["receiverReports"]
-            .as_u64()
-            .unwrap_or(0)
-            >= 1,
-        "receiver reports reached alice: {}",
+        result["alice_microphone_reports"].as_u64().unwrap_or(0) >= 1,
+        "receiver reports about her microphone reached alice: {result}"
+    );
+    assert_eq!(
+        result["alice_camera_reports"]["receiverReports"], 0,
+        "and none about her camera: {}",
         result["alice_camera_reports"]
     );
     assert!(
@@ -306,6 +311,15 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
         "bob decodes alice's screen share: {}",
         result["bob_sees_screen"]
     );
+    // Renegotiating her publisher connection for the share left her camera running. Without
+    // `feedback::VideoReportFilter` it froze for good: 0 frames in these 4 s.
+    let camera = result["bob_camera_frames_during_share"]
+        .as_i64()
+        .unwrap_or(0);
+    assert!(
+        camera >= 40,
+        "alice's camera went on beside her share: {camera} frames in 4 s"
+    );
     assert!(
         bob_events.iter().any(|e| e["kind"] == "data"
             && e["from"] == "alice"
@@ -379,6 +393,71 @@ async fn livekit_client_end_to_end_encrypted_media_passes_through() {
             .collect();
         assert!(errors.is_empty(), "{who}: {errors:?}");
     }
+}
+
+/// A dropped signalling socket (livekit-client's own simulation: it closes the WebSocket and
+/// reconnects): Alice's client resumes the same session instead of joining afresh. The SFU keeps
+/// her while her socket is gone, answers her `reconnect=1` join with a `reconnect` response, and
+/// both her PeerConnections restart ICE (she offers the publisher's restart, the SFU the
+/// subscriber's). Neither side sees the other leave, and video flows both ways afterwards on the
+/// restarted paths. Before, the SFU told every client not to resume, and a dropped socket cost a
+/// full rejoin: both sides saw the other leave and come back, and every track was published and
+/// subscribed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
+    let (node, result) = run_scenario_with("resume", MediaConfig::default()).await;
+    let metrics = settled_metrics(&node).await;
+    let kinds = |who: &str| -> Vec<String> {
+        result[who]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let alice = kinds("alice_events");
+    eprintln!("alice's events: {alice:?}");
+    assert!(
+        alice.iter().any(|k| k == "resumed") && alice.iter().any(|k| k == "reconnected"),
+        "alice's client resumed: {alice:?}"
+    );
+    assert!(
+        !alice.iter().any(|k| k == "restarting"),
+        "and did not join afresh: {alice:?}"
+    );
+    assert_eq!(
+        result["alice_sid_after"], result["alice_sid"],
+        "the same session"
+    );
+    for (who, other) in [("alice_events", "bob"), ("bob_events", "alice")] {
+        let left = result[who]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["kind"] == "participant_disconnected" && e["identity"] == other);
+        assert!(!left, "{who}: {other} never left: {}", result[who]);
+    }
+    // ICE restarted on both of her connections: every ufrag changed.
+    let (before, after) = (&result["ufrags_before"], &result["ufrags_after"]);
+    eprintln!("ice ufrags: {before} → {after}");
+    for pc in ["publisher", "subscriber"] {
+        for end in ["local", "remote"] {
+            let (old, new) = (&before[pc][end], &after[pc][end]);
+            assert!(
+                old.as_str().is_some_and(|u| !u.is_empty()) && old != new,
+                "{pc} {end} ufrag restarted: {before} → {after}"
+            );
+        }
+    }
+    // And the call goes on over the new paths, both ways (8 s at up to 30 fps).
+    let window = &result["resume_window"];
+    eprintln!("frames decoded over the 8 s after the resume: {window}");
+    for way in ["alice_sees_bob", "bob_sees_alice"] {
+        let decoded =
+            window["end"][way].as_i64().unwrap_or(0) - window["start"][way].as_i64().unwrap_or(0);
+        assert!(decoded >= 100, "{way}: {decoded} frames in 8 s: {window}");
+    }
+    assert!(metric(&metrics, "resumes_total") >= 1, "{metrics}");
 }
 
 /// Loss repaired both ways: the SFU drops every 25th RTP datagram it receives and every 25th it

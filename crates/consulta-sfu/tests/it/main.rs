@@ -282,23 +282,60 @@ async fn duplicate_identity_kicks_the_first_session() {
     assert!(first.recv().await.is_none(), "the first socket is closed");
 }
 
+/// A shell whose participants time out after 2 s without a ping.
+async fn start_with_short_ping_timeout() -> SocketAddr {
+    start_with(ShellConfig {
+        keys: keys(),
+        core: SfuConfig {
+            ping_timeout: Duration::from_secs(2),
+            ..SfuConfig::default()
+        },
+        ..ShellConfig::default()
+    })
+    .await
+}
+
+impl Client {
+    /// The next participant update, pinging meanwhile so as not to time out.
+    async fn next_update_pinging(&mut self) -> ParticipantInfo {
+        loop {
+            self.send(signal_request::Message::Ping(1)).await;
+            let next = tokio::time::timeout(Duration::from_millis(300), self.next_update());
+            if let Ok(update) = next.await {
+                return update;
+            }
+        }
+    }
+}
+
 #[tokio::test]
-async fn closing_a_socket_tells_the_others() {
-    let addr = start().await;
+async fn closing_a_socket_tells_the_others_once_its_ping_timeout_passes() {
+    let addr = start_with_short_ping_timeout().await;
     let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
     let (bob, bob_join) = Client::join(addr, "@bob:hs:DEV").await;
     let bob_sid = bob_join.participant.unwrap().sid;
     assert_eq!(alice.next_update().await.sid, bob_sid);
+    let dropped = std::time::Instant::now();
     drop(bob);
-    let gone = alice.next_update().await;
+    let gone = alice.next_update_pinging().await;
+    // Not at once: kept for a resume until then.
+    assert!(
+        dropped.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        dropped.elapsed()
+    );
     assert_eq!(gone.sid, bob_sid);
     assert_eq!(gone.state, participant_info::State::Disconnected as i32);
+    assert_eq!(
+        gone.disconnect_reason,
+        livekit_protocol::DisconnectReason::ConnectionTimeout as i32
+    );
     assert!(gone.tracks.is_empty());
 }
 
 #[tokio::test]
 async fn oversized_frames_close_only_that_connection() {
-    let addr = start().await;
+    let addr = start_with_short_ping_timeout().await;
     let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
     let (mut bob, bob_join) = Client::join(addr, "@bob:hs:DEV").await;
     assert_eq!(alice.next_update().await.identity, "@bob:hs:DEV");
@@ -306,7 +343,8 @@ async fn oversized_frames_close_only_that_connection() {
     // The send itself may fail once the server hangs up; either way bob's session ends.
     let _ = bob.ws.send(Message::Binary(huge.into())).await;
     assert!(bob.recv().await.is_none());
-    let gone = alice.next_update().await;
+    // A socket that failed: bob may resume until his ping timeout, then goes.
+    let gone = alice.next_update_pinging().await;
     assert_eq!(gone.sid, bob_join.participant.unwrap().sid);
     assert_eq!(gone.state, participant_info::State::Disconnected as i32);
     // Alice is unaffected.
@@ -428,7 +466,44 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
 }
 
 #[tokio::test]
-async fn resume_attempts_are_told_to_rejoin() {
+async fn a_dropped_socket_resumes_its_session() {
+    let addr = start_with_short_ping_timeout().await;
+    let (alice, alice_join) = Client::join(addr, "@alice:hs:DEV").await;
+    let alice_sid = alice_join.participant.unwrap().sid;
+    let (mut bob, _) = Client::join(addr, "@bob:hs:DEV").await;
+    drop(alice);
+    let url = format!(
+        "ws://{addr}/rtc?access_token={}&reconnect=1&sid={alice_sid}&auto_subscribe=1&protocol=16",
+        token("@alice:hs:DEV", ROOM)
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut alice = Client { ws };
+    match alice.recv().await {
+        Some(signal_response::Message::Reconnect(reconnect)) => {
+            assert_eq!(
+                reconnect.client_configuration.unwrap().resume_connection,
+                livekit_protocol::ClientConfigSetting::Enabled as i32
+            );
+        }
+        other => panic!("expected a reconnect response, got {other:?}"),
+    }
+    assert_eq!(alice.next_update().await.identity, "@bob:hs:DEV");
+    // Past the ping timeout of the dropped socket, bob has heard nothing of her going: she is
+    // the same participant, pinging on her new connection.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        alice.send(signal_request::Message::Ping(1)).await;
+        bob.send(signal_request::Message::Ping(1)).await;
+        if let Ok(update) =
+            tokio::time::timeout(Duration::from_millis(300), bob.next_update()).await
+        {
+            panic!("bob was told of alice: {update:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn resuming_an_unknown_session_is_told_to_rejoin() {
     let addr = start().await;
     let url = format!(
         "ws://{addr}/rtc?access_token={}&reconnect=1&sid=PA_old",
