@@ -107,10 +107,10 @@ pub struct RouterStats {
     pub rtp_lost_in: u64,
     /// Retransmissions (RTX) received from publishers.
     pub rtx_in: u64,
-    /// Signalling connections resumed (each restarts ICE on the subscriber connection).
-    pub resumes: u64,
     /// Of those, unwrapped onto their primary stream and offered to the subscribers.
     pub rtx_unwrapped: u64,
+    /// Signalling connections resumed (each restarts ICE on the subscriber connection).
+    pub resumes: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
@@ -628,9 +628,18 @@ impl Router {
         sid: &ParticipantSid,
         answer: SessionDescription,
     ) {
-        let Some(id) = self.participants.get(sid).and_then(|p| p.subscriber) else {
+        let Some(p) = self.participants.get(sid) else {
             return;
         };
+        let Some(id) = p.subscriber else {
+            return;
+        };
+        // An answer to an offer sent again after a resume may come twice; only the answer to the
+        // latest offer applies (livekit-client echoes the offer's id; 0 from a client that does not).
+        if !p.sub.offer_outstanding || (answer.id != 0 && answer.id != p.sub.next_offer_id) {
+            tracing::debug!(participant = %sid, id = answer.id, "stale subscriber answer ignored");
+            return;
+        }
         let accepted = match self
             .peers
             .get_mut(&id)

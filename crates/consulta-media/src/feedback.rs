@@ -133,9 +133,10 @@ impl Interceptor for KeyframeRequestDelivery {
 /// Wire-ward of the receiver report generator (10_000), whose reports it filters on their way out.
 pub(crate) const REPORT_FILTER_SLOT: usize = 9_500;
 
-/// Most incoming video streams one connection tracks (three simulcast layers of a camera and a
-/// screen share, renegotiated a few times); past it new streams are reported as usual.
-const MAX_VIDEO_STREAMS: usize = 32;
+/// Most incoming audio streams one connection keeps report blocks for (a microphone and a screen
+/// share's audio, renegotiated a few times); past it, a new one goes unreported, which costs it
+/// only its remote-inbound statistics.
+const MAX_AUDIO_STREAMS: usize = 16;
 
 /// Keeps report blocks about incoming video out of the receiver reports a connection sends, so
 /// that browsers keep tagging every video packet with its `mid` and `rid`.
@@ -150,10 +151,14 @@ const MAX_VIDEO_STREAMS: usize = 32;
 /// binds its layer again. Audio is declared by SSRC in the SDP, survives renegotiation, and keeps
 /// its report blocks (Opus adapts its loss protection to them). The browser loses the round-trip
 /// time and loss figures of its video sender's remote-inbound statistics; its congestion control
-/// runs on transport-wide feedback, which is untouched.
+/// runs on transport-wide feedback (only its fallback loss estimate and RTT came from the reports).
+///
+/// It keeps the audio streams rather than the video ones: a renegotiation re-creates a layer's
+/// track without unbinding its old SSRC, so a list of video SSRCs would fill with stale ones, and
+/// past any bound new layers would be reported again and freeze at the next renegotiation.
 #[derive(Default)]
 pub(crate) struct VideoReportFilter {
-    video: Vec<u32>,
+    audio: Vec<u32>,
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
@@ -161,7 +166,7 @@ pub(crate) struct VideoReportFilter {
 impl std::fmt::Debug for VideoReportFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("VideoReportFilter")
-            .field("video", &self.video.len())
+            .field("audio", &self.audio.len())
             .finish()
     }
 }
@@ -186,10 +191,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for VideoReportFilter {
         if let Packet::Rtcp(packets) = &mut msg.message.packet {
             for packet in packets.iter_mut() {
                 if let Some(report) = packet.as_any().downcast_ref::<ReceiverReport>()
-                    && report.reports.iter().any(|r| self.video.contains(&r.ssrc))
+                    && report.reports.iter().any(|r| !self.audio.contains(&r.ssrc))
                 {
                     let mut report = report.clone();
-                    report.reports.retain(|r| !self.video.contains(&r.ssrc));
+                    report.reports.retain(|r| self.audio.contains(&r.ssrc));
                     *packet = Box::new(report);
                 }
             }
@@ -207,15 +212,15 @@ impl Interceptor for VideoReportFilter {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        if info.mime_type.to_ascii_lowercase().starts_with("video/")
-            && !self.video.contains(&info.ssrc)
-            && self.video.len() < MAX_VIDEO_STREAMS
+        if info.mime_type.to_ascii_lowercase().starts_with("audio/")
+            && !self.audio.contains(&info.ssrc)
+            && self.audio.len() < MAX_AUDIO_STREAMS
         {
-            self.video.push(info.ssrc);
+            self.audio.push(info.ssrc);
         }
     }
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
-        self.video.retain(|ssrc| *ssrc != info.ssrc);
+        self.audio.retain(|ssrc| *ssrc != info.ssrc);
     }
 }
 
@@ -297,15 +302,15 @@ mod tests {
         };
         filter.bind_remote_stream(&stream(1, "video/VP8"));
         filter.bind_remote_stream(&stream(2, "audio/opus"));
-        filter.bind_remote_stream(&stream(3, "video/VP8"));
-        filter.unbind_remote_stream(&stream(3, "video/VP8"));
+        filter.bind_remote_stream(&stream(3, "audio/opus"));
+        filter.unbind_remote_stream(&stream(3, "audio/opus"));
         let block = |ssrc| ReceptionReport {
             ssrc,
             ..ReceptionReport::default()
         };
         let report = ReceiverReport {
             ssrc: 9,
-            reports: vec![block(1), block(2), block(3)],
+            reports: vec![block(1), block(2), block(3), block(4)],
             ..ReceiverReport::default()
         };
         filter
@@ -330,7 +335,9 @@ mod tests {
             .downcast_ref::<ReceiverReport>()
             .expect("still a receiver report");
         let kept: Vec<u32> = report.reports.iter().map(|r| r.ssrc).collect();
-        assert_eq!(kept, vec![2, 3], "the unbound stream is reported again");
+        // A video stream, an unbound audio stream and one never bound (a layer whose binding a
+        // renegotiation dropped) go unreported.
+        assert_eq!(kept, vec![2]);
         assert!(packets[1].as_any().is::<PictureLossIndication>());
     }
 

@@ -63,8 +63,12 @@ impl<K> Default for Demux<K> {
 }
 
 impl<K: Copy + Eq + Hash> Demux<K> {
-    /// Datagrams whose STUN USERNAME starts with `ufrag` belong to `key`.
+    /// Datagrams whose STUN USERNAME starts with `ufrag` belong to `key`, from now on instead of
+    /// any ufrag it had: after an ICE restart the old one no longer validates (`rtc` applies the
+    /// restart with the description), and each resume would otherwise leave one behind.
     pub fn register(&mut self, ufrag: String, key: K) {
+        self.by_ufrag
+            .retain(|known, k| *k != key || *known == ufrag);
         self.by_ufrag.insert(ufrag, key);
     }
 
@@ -181,6 +185,20 @@ mod tests {
         demux.remove(1);
         assert_eq!(demux.route(a, &[0x80; 20]), None);
         assert_eq!(demux.route(b, &[0x80; 20]), Some(2));
+    }
+
+    #[test]
+    fn an_ice_restart_replaces_the_ufrag() {
+        let mut demux = Demux::default();
+        demux.register("old1".to_owned(), 1u32);
+        demux.register("keep".to_owned(), 2u32);
+        demux.register("new1".to_owned(), 1u32);
+        demux.register("new1".to_owned(), 1u32);
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(demux.route(a, &stun_request("old1:x")), None);
+        assert_eq!(demux.route(a, &stun_request("new1:x")), Some(1));
+        assert_eq!(demux.route(a, &stun_request("keep:x")), Some(2));
+        assert_eq!(demux.by_ufrag.len(), 2);
     }
 
     #[test]

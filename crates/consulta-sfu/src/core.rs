@@ -158,6 +158,44 @@ struct Participant {
     settings: HashMap<TrackSid, TrackSettings>,
     /// The grant it joined with and when it is next sent a renewed token (with signing keys).
     renewal: Option<(JoinGrant, Instant)>,
+    /// While its socket is gone: what it was sent meanwhile, for a resume to replay.
+    outbox: Option<Outbox>,
+}
+
+/// Most messages kept for a participant whose socket dropped. Its ping timeout (15 s) ends the
+/// wait; a busy room sends a few a second. Past it the session cannot be resumed, and the client
+/// joins afresh.
+const MAX_OUTBOX: usize = 512;
+
+/// What a participant whose socket dropped was sent meanwhile.
+#[derive(Debug, Default)]
+struct Outbox {
+    messages: Vec<signal_response::Message>,
+    overflowed: bool,
+}
+
+impl Outbox {
+    /// Keeps `message` unless a resume redoes it anyway: SDP and candidates (the ICE restart
+    /// renegotiates both connections), pongs, and tokens (a fresh one follows the resume).
+    fn keep(&mut self, message: signal_response::Message) {
+        use signal_response::Message as M;
+        if matches!(
+            message,
+            M::Offer(_)
+                | M::Answer(_)
+                | M::Trickle(_)
+                | M::Pong(_)
+                | M::PongResp(_)
+                | M::RefreshToken(_)
+        ) {
+            return;
+        }
+        if self.messages.len() >= MAX_OUTBOX {
+            self.overflowed = true;
+        } else {
+            self.messages.push(message);
+        }
+    }
 }
 
 impl Participant {
@@ -236,6 +274,8 @@ pub struct Sfu<M> {
     next_conn: u64,
     rooms: BTreeMap<RoomName, Room>,
     conns: HashMap<ConnId, (RoomName, ParticipantSid)>,
+    /// Connections whose socket dropped, of participants kept for a resume.
+    dropped: HashMap<ConnId, (RoomName, ParticipantSid)>,
     out: VecDeque<Output>,
     /// Keys for `refresh_token` (none: no refreshes).
     keys: ApiKeys,
@@ -254,6 +294,7 @@ impl<M: MediaEngine> Sfu<M> {
             next_conn: 1,
             rooms: BTreeMap::new(),
             conns: HashMap::new(),
+            dropped: HashMap::new(),
             out: VecDeque::new(),
             keys: ApiKeys::new(),
         }
@@ -404,6 +445,7 @@ impl<M: MediaEngine> Sfu<M> {
             subscriptions: BTreeSet::new(),
             settings: HashMap::new(),
             renewal,
+            outbox: None,
         };
         let Some(room) = self.rooms.get_mut(&name) else {
             return Err(JoinError::RoomNotFound);
@@ -573,6 +615,10 @@ impl<M: MediaEngine> Sfu<M> {
     pub fn handle_disconnect(&mut self, _now: Instant, conn: ConnId) {
         if let Some((room, sid)) = self.conns.remove(&conn) {
             tracing::info!(%room, participant = %sid, %conn, "signal connection closed; kept for a resume until its ping timeout");
+            if let Some(p) = self.participant_mut(&room, &sid) {
+                p.outbox = Some(Outbox::default());
+            }
+            self.dropped.insert(conn, (room, sid));
         }
     }
 
@@ -607,10 +653,16 @@ impl<M: MediaEngine> Sfu<M> {
         let p = ParticipantSid::parse(sid)
             .and_then(|sid| room.participants.get_mut(&sid))
             .filter(|p| p.identity == grant.identity)
+            .filter(|p| !p.outbox.as_ref().is_some_and(|o| o.overflowed))
             .ok_or(JoinError::NoSession)?;
         self.next_conn = self.next_conn.saturating_add(1);
         let old = std::mem::replace(&mut p.conn, conn);
         p.last_seen = now;
+        let missed = p.outbox.take().map(|o| o.messages).unwrap_or_default();
+        // A refresh may have gone to the dropped socket: a fresh token at the next tick.
+        if let Some((_, at)) = p.renewal.as_mut() {
+            *at = now;
+        }
         let sid = p.sid.clone();
         let others: Vec<ParticipantInfo> = room
             .participants
@@ -622,6 +674,7 @@ impl<M: MediaEngine> Sfu<M> {
         if self.conns.remove(&old).is_some() {
             self.out.push_back(Output::Close { conn: old });
         }
+        self.dropped.remove(&old);
         tracing::info!(room = %name, participant = %sid, %conn, "participant resumed");
         self.conns.insert(conn, (name, sid.clone()));
         self.send(
@@ -633,6 +686,13 @@ impl<M: MediaEngine> Sfu<M> {
                 last_message_seq: 0,
             }),
         );
+        // What it was sent while its socket was gone, in order (departures, layers to send, track
+        // states, publish confirmations), then everyone as they are now, which also covers what
+        // went to the old socket before the server saw it drop (livekit-client ignores a
+        // participant version it already has).
+        for message in missed {
+            self.send(conn, message);
+        }
         if !others.is_empty() {
             self.send(
                 conn,
@@ -678,10 +738,7 @@ impl<M: MediaEngine> Sfu<M> {
                 }
             }
             MediaEvent::Connected { participant } => {
-                let Some(conn) = self.conn_of(&participant) else {
-                    return;
-                };
-                let Some((room, _)) = self.conns.get(&conn).cloned() else {
+                let Some((room, _)) = self.room_and_conn_of(&participant) else {
                     return;
                 };
                 let info = self.participant_mut(&room, &participant).and_then(|p| {
@@ -807,10 +864,7 @@ impl<M: MediaEngine> Sfu<M> {
     /// Server-initiated unpublish (moderation, or the media engine saw the track end): the
     /// publisher gets `track_unpublished`, everyone else an update without the track.
     pub fn unpublish_track(&mut self, publisher: &ParticipantSid, track: &TrackSid) {
-        let Some(conn) = self.conn_of(publisher) else {
-            return;
-        };
-        let Some((room, _)) = self.conns.get(&conn).cloned() else {
+        let Some((room, conn)) = self.room_and_conn_of(publisher) else {
             return;
         };
         let info = self.participant_mut(&room, publisher).and_then(|p| {
@@ -1150,6 +1204,7 @@ impl<M: MediaEngine> Sfu<M> {
             return;
         };
         self.conns.remove(&p.conn);
+        self.dropped.remove(&p.conn);
         let (room_name, sid) = (room_name.clone(), sid.clone());
         for sub in &p.subscriptions {
             self.media.unsubscribe(&sid, sub);
@@ -1202,6 +1257,15 @@ impl<M: MediaEngine> Sfu<M> {
     }
 
     fn send(&mut self, conn: ConnId, message: signal_response::Message) {
+        if let Some((room, sid)) = self.dropped.get(&conn).cloned() {
+            if let Some(outbox) = self
+                .participant_mut(&room, &sid)
+                .and_then(|p| p.outbox.as_mut())
+            {
+                outbox.keep(message);
+            }
+            return;
+        }
         self.out.push_back(Output::Send {
             conn,
             message: Box::new(SignalResponse {
@@ -1226,6 +1290,13 @@ impl<M: MediaEngine> Sfu<M> {
             node_id: self.config.node_id.clone(),
             ..ServerInfo::default()
         }
+    }
+
+    /// The room of `sid` and its connection (which may have dropped).
+    fn room_and_conn_of(&self, sid: &ParticipantSid) -> Option<(RoomName, ConnId)> {
+        self.rooms
+            .values()
+            .find_map(|r| r.participants.get(sid).map(|p| (r.name.clone(), p.conn)))
     }
 
     fn conn_of(&self, sid: &ParticipantSid) -> Option<ConnId> {
@@ -1732,10 +1803,28 @@ mod tests {
 
         w.sfu.handle_disconnect(w.now, alice);
         w.advance(5);
-        // Bob publishes meanwhile: Alice's client misses it.
+        // Meanwhile Bob publishes, and Carol comes and goes: Alice's client misses all of it.
         w.request(bob, add_video("bobcam"));
+        let (carol, _) = w.join("carol");
+        w.request(
+            carol,
+            signal_request::Message::Leave(LeaveRequest::default()),
+        );
+        // Her media connected meanwhile too: the others are told she is active.
+        w.sfu.handle_media_event(MediaEvent::Connected {
+            participant: ParticipantSid::parse(&alice_sid).unwrap(),
+        });
         let sent = w.drain();
-        assert!(updates_for(&sent, bob).is_empty(), "bob sees alice stay");
+        assert!(
+            sent.iter().all(|(c, _)| *c != alice),
+            "nothing to the dropped socket"
+        );
+        let about_alice: Vec<_> = updates_for(&sent, bob)
+            .into_iter()
+            .filter(|p| p.identity == "alice")
+            .collect();
+        assert_eq!(about_alice.len(), 1, "bob sees alice stay: {about_alice:?}");
+        assert_eq!(about_alice[0].state, participant_info::State::Active as i32);
         w.media_calls();
 
         // Not someone else's session, nor one that never was.
@@ -1763,10 +1852,24 @@ mod tests {
                 .resume_connection,
             livekit_protocol::ClientConfigSetting::Enabled as i32
         );
-        // What she missed: bob, with his new track.
-        let bob_now = &updates_for(&sent, resumed)[0];
-        assert_eq!(bob_now.identity, "bob");
-        assert_eq!(bob_now.tracks.len(), 1);
+        // What she missed, in order: bob's track, carol's coming and going; then everyone now.
+        let missed: Vec<(String, i32, usize)> = updates_for(&sent, resumed)
+            .iter()
+            .map(|p| (p.identity.clone(), p.state, p.tracks.len()))
+            .collect();
+        let (joined, gone) = (
+            participant_info::State::Joined as i32,
+            participant_info::State::Disconnected as i32,
+        );
+        assert_eq!(
+            missed,
+            vec![
+                ("bob".to_owned(), joined, 1),
+                ("carol".to_owned(), joined, 0),
+                ("carol".to_owned(), gone, 0),
+                ("bob".to_owned(), joined, 1),
+            ]
+        );
         assert!(updates_for(&sent, bob).is_empty());
         assert_eq!(w.media_calls(), vec![format!("resumed {alice_sid}")]);
 
@@ -1799,6 +1902,49 @@ mod tests {
             again,
             signal_request::Message::Leave(LeaveRequest::default()),
         );
+        w.drain();
+        assert_eq!(
+            w.sfu
+                .handle_resume(w.now, &grant("alice", "room"), &alice_sid),
+            Err(JoinError::NoSession)
+        );
+    }
+
+    #[test]
+    fn a_resume_sends_a_fresh_token_and_a_gap_too_busy_to_replay_is_refused() {
+        let mut w = World::new();
+        w.sfu
+            .set_signing_keys(ApiKeys::new().with("key", crate::auth::ApiSecret::new("s3cret")));
+        let (alice, join) = w.join("alice");
+        let alice_sid = join.participant.unwrap().sid;
+        let (bob, _) = w.join("bob");
+        w.request(bob, add_video("cam"));
+        let track = updates_for(&w.drain(), alice)[0].tracks[0].sid.clone();
+        w.sfu.handle_disconnect(w.now, alice);
+        let resumed = w
+            .sfu
+            .handle_resume(w.now, &grant("alice", "room"), &alice_sid)
+            .unwrap();
+        w.drain();
+        w.sfu.handle_timeout(w.now);
+        assert!(
+            w.drain()
+                .iter()
+                .any(|(c, m)| *c == resumed
+                    && matches!(m, signal_response::Message::RefreshToken(_))),
+            "a fresh token after the resume"
+        );
+        // More than a resume replays: she must join afresh.
+        w.sfu.handle_disconnect(w.now, resumed);
+        for i in 0..=MAX_OUTBOX {
+            w.request(
+                bob,
+                signal_request::Message::Mute(MuteTrackRequest {
+                    sid: track.clone(),
+                    muted: i % 2 == 0,
+                }),
+            );
+        }
         w.drain();
         assert_eq!(
             w.sfu

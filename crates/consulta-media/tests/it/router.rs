@@ -412,3 +412,87 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
     w.router.handle_command(w.now, Command::Left(bob_sid));
     assert_eq!(w.router.participant_count(), 0);
 }
+
+/// The `a=ice-ufrag` of an SDP.
+fn ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A resume (`Command::Resumed`): an offer left unanswered on the dropped socket is sent again as
+/// it was, and its answer is followed by an ICE restart of the subscriber connection. An answer
+/// that comes twice applies once; the connection comes up on the new credentials.
+#[test]
+fn a_resume_offers_again_what_was_unanswered_then_restarts_ice() {
+    let mut w = World::new();
+    let bob = w.join(2, "PA_bob");
+    let bob_sid = w.clients[bob].sid.clone();
+    w.router
+        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
+    w.exchange();
+    let first = w.offers_for(&bob_sid);
+    assert_eq!(first.len(), 1);
+
+    // Bob's socket dropped before the offer reached him; he resumes.
+    w.router
+        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
+    w.exchange();
+    let offers = w.offers_for(&bob_sid);
+    assert_eq!(offers.len(), 2, "the outstanding offer again");
+    assert_eq!((offers[1].id, &offers[1].sdp), (first[0].id, &first[0].sdp));
+
+    w.answer_latest(bob);
+    w.exchange();
+    let offers = w.offers_for(&bob_sid);
+    assert_eq!(offers.len(), 3, "then the ICE restart");
+    let restart = offers[2].clone();
+    assert_eq!(restart.id, first[0].id + 1);
+    assert_ne!(ufrag(&restart.sdp), ufrag(&first[0].sdp));
+
+    // The first answer once more (it was in flight twice): not applied to the restart offer.
+    let stale = SessionDescription {
+        r#type: "answer".into(),
+        sdp: w.clients[bob]
+            .subscriber
+            .local_sdp()
+            .expect("bob's first answer"),
+        id: first[0].id,
+        ..SessionDescription::default()
+    };
+    w.router
+        .handle_command(w.now, Command::SubscriberAnswer(bob_sid.clone(), stale));
+    // Still waiting for the restart's answer: a change meanwhile waits for it too.
+    w.router
+        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
+    w.exchange();
+    assert_eq!(
+        w.offers_for(&bob_sid).len(),
+        3,
+        "the stale answer was not taken"
+    );
+    w.answer_latest(bob);
+    w.exchange();
+    assert_eq!(
+        w.offers_for(&bob_sid).len(),
+        4,
+        "the waiting change after the answer"
+    );
+    w.answer_latest(bob);
+    w.run_until("bob's subscriber connection up", |w| {
+        w.clients[bob]
+            .received
+            .iter()
+            .any(|e| matches!(e, MediaEvent::StateChanged(PeerState::Connected)))
+    });
+
+    // A resume with nothing outstanding restarts ICE at once.
+    w.router
+        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
+    w.exchange();
+    let offers = w.offers_for(&bob_sid);
+    assert_eq!(offers.len(), 5);
+    assert_eq!(offers[4].id, restart.id + 2);
+    assert_ne!(ufrag(&offers[4].sdp), ufrag(&offers[3].sdp));
+}
