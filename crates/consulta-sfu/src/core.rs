@@ -239,6 +239,15 @@ struct Room {
 }
 
 impl Room {
+    /// What everyone visible but `sid` looks like now (for a join or a resume).
+    fn others_than(&self, sid: &ParticipantSid) -> Vec<ParticipantInfo> {
+        self.participants
+            .values()
+            .filter(|p| &p.sid != sid && !p.hidden())
+            .map(Participant::info)
+            .collect()
+    }
+
     fn info(&self, config: &SfuConfig) -> RoomInfo {
         let visible = self.participants.values().filter(|p| !p.hidden());
         RoomInfo {
@@ -453,12 +462,7 @@ impl<M: MediaEngine> Sfu<M> {
         room.empty_since = None;
         tracing::info!(room = %name, participant = %sid, %conn, "participant joined");
 
-        let others: Vec<ParticipantInfo> = room
-            .participants
-            .values()
-            .filter(|p| !p.hidden())
-            .map(Participant::info)
-            .collect();
+        let others = room.others_than(&sid);
         let can_subscribe = participant.permission.can_subscribe;
         let own = participant.info();
         let hidden = participant.hidden();
@@ -664,12 +668,7 @@ impl<M: MediaEngine> Sfu<M> {
             *at = now;
         }
         let sid = p.sid.clone();
-        let others: Vec<ParticipantInfo> = room
-            .participants
-            .values()
-            .filter(|other| other.sid != sid && !other.hidden())
-            .map(Participant::info)
-            .collect();
+        let others = room.others_than(&sid);
         // The server may not have seen the old socket go yet.
         if self.conns.remove(&old).is_some() {
             self.out.push_back(Output::Close { conn: old });
@@ -1300,10 +1299,7 @@ impl<M: MediaEngine> Sfu<M> {
     }
 
     fn conn_of(&self, sid: &ParticipantSid) -> Option<ConnId> {
-        self.rooms
-            .values()
-            .find_map(|r| r.participants.get(sid))
-            .map(|p| p.conn)
+        self.room_and_conn_of(sid).map(|(_, conn)| conn)
     }
 }
 
@@ -1465,6 +1461,11 @@ mod tests {
                 })
                 .expect("join response");
             (conn, join)
+        }
+
+        fn resume(&mut self, identity: &str, sid: &str) -> Result<ConnId, JoinError> {
+            self.sfu
+                .handle_resume(self.now, &grant(identity, "room"), sid)
         }
 
         fn request(&mut self, conn: ConnId, message: signal_request::Message) {
@@ -1829,15 +1830,9 @@ mod tests {
 
         // Not someone else's session, nor one that never was.
         for (identity, sid) in [("bob", alice_sid.as_str()), ("alice", "PA_unknown")] {
-            assert_eq!(
-                w.sfu.handle_resume(w.now, &grant(identity, "room"), sid),
-                Err(JoinError::NoSession)
-            );
+            assert_eq!(w.resume(identity, sid), Err(JoinError::NoSession));
         }
-        let resumed = w
-            .sfu
-            .handle_resume(w.now, &grant("alice", "room"), &alice_sid)
-            .unwrap();
+        let resumed = w.resume("alice", &alice_sid).unwrap();
         assert_ne!(resumed, alice);
         let sent = w.drain();
         let to_alice: Vec<_> = sent.iter().filter(|(c, _)| *c == resumed).collect();
@@ -1892,10 +1887,7 @@ mod tests {
         assert_eq!(w.sfu.counts(), (1, 2));
 
         // A resume while the server still holds the old socket closes that one.
-        let again = w
-            .sfu
-            .handle_resume(w.now, &grant("alice", "room"), &alice_sid)
-            .unwrap();
+        let again = w.resume("alice", &alice_sid).unwrap();
         assert!(w.drain_all().contains(&Output::Close { conn: resumed }));
         // After she leaves there is nothing to resume.
         w.request(
@@ -1903,11 +1895,7 @@ mod tests {
             signal_request::Message::Leave(LeaveRequest::default()),
         );
         w.drain();
-        assert_eq!(
-            w.sfu
-                .handle_resume(w.now, &grant("alice", "room"), &alice_sid),
-            Err(JoinError::NoSession)
-        );
+        assert_eq!(w.resume("alice", &alice_sid), Err(JoinError::NoSession));
     }
 
     #[test]
@@ -1921,10 +1909,7 @@ mod tests {
         w.request(bob, add_video("cam"));
         let track = updates_for(&w.drain(), alice)[0].tracks[0].sid.clone();
         w.sfu.handle_disconnect(w.now, alice);
-        let resumed = w
-            .sfu
-            .handle_resume(w.now, &grant("alice", "room"), &alice_sid)
-            .unwrap();
+        let resumed = w.resume("alice", &alice_sid).unwrap();
         w.drain();
         w.sfu.handle_timeout(w.now);
         assert!(
@@ -1946,11 +1931,7 @@ mod tests {
             );
         }
         w.drain();
-        assert_eq!(
-            w.sfu
-                .handle_resume(w.now, &grant("alice", "room"), &alice_sid),
-            Err(JoinError::NoSession)
-        );
+        assert_eq!(w.resume("alice", &alice_sid), Err(JoinError::NoSession));
     }
 
     #[test]
