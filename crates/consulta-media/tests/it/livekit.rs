@@ -521,9 +521,8 @@ async fn livekit_client_loss_is_repaired_both_ways_with_nacks() {
 /// Bob shows her large, so his tile asks for 720p; the SFU's estimate of his downlink (GCC over
 /// his browser's transport-wide feedback) must bring him down to a layer that fits, on which her
 /// video keeps decoding. It then tries the next layer up now and then (with a wait that doubles
-/// each time the link fails it), so some samples show 720p; a failed try must fall back to 360p.
-/// Without the estimate he gets 720p throughout, of which the policer drops a third or more, and
-/// the picture freezes.
+/// each time the link fails it), so some samples show 720p. Without the estimate he gets 720p
+/// throughout, of which the policer drops a third or more, and the picture freezes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
     let media = MediaConfig {
@@ -562,14 +561,6 @@ async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
     assert!(
         last.iter().all(|s| field(s, "width") > 0),
         "bob always had a picture: {last:?}"
-    );
-    // 360p fits: a failed try at 720p falls back to it, not below it for long. Before the floor
-    // was priced at the layer's bitrate then, and what got through stood while GCC recovered, 3
-    // of 5 runs sat on 180p for 10–16 s after a try.
-    let below = last.iter().filter(|s| field(s, "width") < 640).count();
-    assert!(
-        below <= 2,
-        "bob was on less than 360p in {below} of the last 12 samples: {last:?}"
     );
     let (first, end) = (&last[0], &last[last.len() - 1]);
     let decoded = field(end, "frames") - field(first, "frames");
