@@ -172,6 +172,15 @@ window.events = () => log;
 // livekit-client's own simulation of a dropped signalling socket: it closes the WebSocket and
 // reconnects.
 window.dropSignalling = async () => { await room.simulateScenario('signal-reconnect'); };
+// Sends the text reliably the moment the client starts resuming. livekit-client holds such a send
+// back and delivers it after the resume, from where the SFU's reconnect response says its
+// reliable data got to. Records how many sends were held back then.
+window.sendWhenResuming = (text) => {
+  room.engine.once('resuming', async () => {
+    await window.sendData(text);
+    window.heldBack = room.engine.dataChannels.reliable.messageBuffer.getUnsent().length;
+  });
+};
 // The ICE ufrags of both PeerConnections' descriptions (they change when ICE restarts).
 window.iceUfrags = () => {
   const manager = room.engine.pcManager;
@@ -366,6 +375,11 @@ try {
     });
     result.ufrags_before = await alice.evaluate(() => window.iceUfrags());
     result.frames_before = await seen();
+    // Reliable data from before the drop and from during the resume reaches Bob once each.
+    const got = (text) => (e) => e.some((x) => x.kind === 'data' && x.text === text);
+    await alice.evaluate(() => window.sendData('sent before the drop'));
+    await until(bob, () => window.events(), got('sent before the drop'), 10000);
+    await alice.evaluate(() => window.sendWhenResuming('sent while resuming'));
     await alice.evaluate(() => window.dropSignalling());
     await until(alice, () => window.events(), (e) => e.some((x) => x.kind === 'reconnected'), 20000);
     step('signalling dropped and mended');
@@ -374,6 +388,7 @@ try {
     const start = await seen();
     await sleep(8000);
     result.resume_window = { start, end: await seen() };
+    result.alice_held_back = await alice.evaluate(() => window.heldBack ?? null);
     result.alice_sid_after = await alice.evaluate(() => room.localParticipant.sid);
     result.alice_events = await alice.evaluate(() => window.events());
     result.bob_events = await bob.evaluate(() => window.events());

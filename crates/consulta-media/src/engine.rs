@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -134,6 +135,9 @@ pub struct RouterStats {
     pub data_relayed: u64,
     /// Data packets dropped (malformed, too big, no permission).
     pub data_dropped: u64,
+    /// Reliable data packets not relayed because they repeat one already relayed: what a client
+    /// sends again after a resume that had got through before.
+    pub data_repeats: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -148,7 +152,7 @@ enum Side {
 #[derive(Debug)]
 struct Peer {
     /// Shared, so that handling each of its events does not copy the sid.
-    owner: std::sync::Arc<ParticipantSid>,
+    owner: Arc<ParticipantSid>,
     side: Side,
     pc: MediaPeer,
     deadline: Option<Instant>,
@@ -286,6 +290,34 @@ struct Published {
 /// with its extensions (≈20) and the SRTP tag (16).
 const PACKET_OVERHEAD: usize = 64;
 
+/// The `sequence` of the last reliable data packet relayed from each participant. The router
+/// writes it as it relays; the engine handle the signalling core holds reads it when a client
+/// resumes ([`MediaEngine::last_reliable_sequence`]), from the core's thread.
+#[derive(Debug, Clone, Default)]
+pub struct ReliableSequences(Arc<Mutex<HashMap<ParticipantSid, u32>>>);
+
+impl ReliableSequences {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<ParticipantSid, u32>> {
+        // A panic elsewhere while the lock was held leaves the numbers as they were: still usable.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The last sequence relayed from `participant` (0: none).
+    pub fn last(&self, participant: &ParticipantSid) -> u32 {
+        self.map().get(participant).copied().unwrap_or(0)
+    }
+
+    fn record(&self, participant: &ParticipantSid, sequence: u32) {
+        let mut map = self.map();
+        let last = map.entry(participant.clone()).or_insert(0);
+        *last = (*last).max(sequence);
+    }
+
+    fn forget(&self, participant: &ParticipantSid) {
+        self.map().remove(participant);
+    }
+}
+
 /// The sans-IO media router.
 #[derive(Debug)]
 pub struct Router {
@@ -311,6 +343,7 @@ pub struct Router {
     injected: [u32; 2],
     /// The connections one datagram's handling touched (kept to reuse its allocation).
     touched: Vec<PeerId>,
+    reliable_sequences: ReliableSequences,
 }
 
 impl Router {
@@ -335,7 +368,14 @@ impl Router {
             scratch: Vec::with_capacity(1500),
             injected: [0; 2],
             touched: Vec::new(),
+            reliable_sequences: ReliableSequences::default(),
         }
+    }
+
+    /// Where the router keeps what it relayed of each participant's reliable data, for the engine
+    /// handle ([`RtcEngine::new`]).
+    pub fn reliable_sequences(&self) -> ReliableSequences {
+        self.reliable_sequences.clone()
     }
 
     /// Whether fault injection drops this datagram (`direction` 0 in, 1 out).
@@ -565,7 +605,7 @@ impl Router {
         self.peers.insert(
             id,
             Box::new(Peer {
-                owner: std::sync::Arc::new(owner.clone()),
+                owner: Arc::new(owner.clone()),
                 side,
                 pc,
                 deadline: None,
@@ -994,6 +1034,7 @@ impl Router {
         if let Some(speakers) = self.speakers.get_mut(&p.room) {
             speakers.remove_participant(sid);
         }
+        self.reliable_sequences.forget(sid);
     }
 
     /// Takes every event out of connection `id` and acts on it, then queues its datagrams and
@@ -1010,7 +1051,7 @@ impl Router {
                 let Some(event) = peer.pc.poll_event() else {
                     break;
                 };
-                let owner = std::sync::Arc::clone(&peer.owner);
+                let owner = Arc::clone(&peer.owner);
                 let side = peer.side;
                 self.handle_peer_event(current, &owner, side, event, now, &mut touched);
             }
@@ -1459,6 +1500,13 @@ impl Router {
                 return;
             }
         };
+        if relayed.repeats(self.reliable_sequences.last(sender)) {
+            self.stats.data_repeats += 1;
+            return;
+        }
+        if relayed.kind == DataKind::Reliable {
+            self.reliable_sequences.record(sender, relayed.sequence);
+        }
         let bytes = BytesMut::from(relayed.bytes.as_slice());
         let room = &p.room;
         let receivers: Vec<PeerId> = self
@@ -1491,13 +1539,23 @@ impl Router {
 #[derive(Debug, Clone)]
 pub struct RtcEngine {
     commands: mpsc::UnboundedSender<(Instant, Command)>,
+    reliable_sequences: ReliableSequences,
 }
 
 impl RtcEngine {
-    /// An engine and the receiving end for [`run`].
-    pub fn new() -> (Self, mpsc::UnboundedReceiver<(Instant, Command)>) {
+    /// An engine and the receiving end for [`run`], for the router whose
+    /// [`Router::reliable_sequences`] are given.
+    pub fn new(
+        reliable_sequences: ReliableSequences,
+    ) -> (Self, mpsc::UnboundedReceiver<(Instant, Command)>) {
         let (commands, rx) = mpsc::unbounded_channel();
-        (Self { commands }, rx)
+        (
+            Self {
+                commands,
+                reliable_sequences,
+            },
+            rx,
+        )
     }
 
     fn send(&self, command: Command) {
@@ -1584,6 +1642,9 @@ impl MediaEngine for RtcEngine {
     }
     fn participant_resumed(&mut self, participant: &ParticipantSid) {
         self.send(Command::Resumed(participant.clone()));
+    }
+    fn last_reliable_sequence(&self, participant: &ParticipantSid) -> u32 {
+        self.reliable_sequences.last(participant)
     }
 }
 

@@ -61,11 +61,11 @@ impl SfuNode {
             config.advertised_ip.unwrap_or(udp_addr.ip()),
             udp_addr.port(),
         );
-        let (engine, commands) = RtcEngine::new();
+        let router = Router::new(advertised, config.media);
+        let (engine, commands) = RtcEngine::new(router.reliable_sequences());
         let server = SfuServer::new(config.shell, Box::new(engine));
         let (stop, stopped) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(RouterStats::default());
-        let router = Router::new(advertised, config.media);
         let events_to = server.clone();
         let media = tokio::spawn(async move {
             let result = engine::run(router, udp, commands, stopped, stats_tx, move |event| {
@@ -250,6 +250,12 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
         "counter",
         "Data packets dropped.",
         stats.data_dropped,
+    );
+    metric(
+        "data_packets_repeated_total",
+        "counter",
+        "Reliable data packets a client sent again after a resume that had already been relayed (not relayed twice).",
+        stats.data_repeats,
     );
     out
 }

@@ -682,7 +682,7 @@ impl<M: MediaEngine> Sfu<M> {
                 ice_servers: self.config.ice_servers.clone(),
                 client_configuration: Some(client_configuration()),
                 server_info: Some(self.server_info()),
-                last_message_seq: 0,
+                last_message_seq: self.media.last_reliable_sequence(&sid),
             }),
         );
         // What it was sent while its socket was gone, in order (departures, layers to send, track
@@ -1364,6 +1364,8 @@ mod tests {
     #[derive(Debug, Default)]
     struct RecordingMedia {
         calls: Vec<String>,
+        /// What [`MediaEngine::last_reliable_sequence`] answers, by participant.
+        reliable_sequences: HashMap<ParticipantSid, u32>,
     }
 
     impl MediaEngine for RecordingMedia {
@@ -1408,6 +1410,9 @@ mod tests {
         }
         fn participant_resumed(&mut self, p: &ParticipantSid) {
             self.calls.push(format!("resumed {p}"));
+        }
+        fn last_reliable_sequence(&self, p: &ParticipantSid) -> u32 {
+            self.reliable_sequences.get(p).copied().unwrap_or(0)
         }
     }
 
@@ -1832,6 +1837,12 @@ mod tests {
         for (identity, sid) in [("bob", alice_sid.as_str()), ("alice", "PA_unknown")] {
             assert_eq!(w.resume(identity, sid), Err(JoinError::NoSession));
         }
+        // The engine relayed her reliable data up to sequence 7: her client is told, so that it
+        // sends again only what came after.
+        w.sfu
+            .media_mut()
+            .reliable_sequences
+            .insert(ParticipantSid::parse(&alice_sid).unwrap(), 7);
         let resumed = w.resume("alice", &alice_sid).unwrap();
         assert_ne!(resumed, alice);
         let sent = w.drain();
@@ -1847,6 +1858,7 @@ mod tests {
                 .resume_connection,
             livekit_protocol::ClientConfigSetting::Enabled as i32
         );
+        assert_eq!(reconnect.last_message_seq, 7);
         // What she missed, in order: bob's track, carol's coming and going; then everyone now.
         let missed: Vec<(String, i32, usize)> = updates_for(&sent, resumed)
             .iter()

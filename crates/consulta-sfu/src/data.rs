@@ -139,6 +139,17 @@ pub fn relay_data_packet(
     })
 }
 
+impl RelayedData {
+    /// Whether this packet repeats one already relayed from its sender, whose reliable packets
+    /// reached `last` (their `sequence`; 0: none yet). After a resume the client sends again
+    /// whatever followed the `last_message_seq` it was told, and the connection it kept may still
+    /// deliver the first copies of some of it. Packets without a sequence (lossy ones, and those
+    /// of clients that number nothing) are never repeats.
+    pub fn repeats(&self, last: u32) -> bool {
+        self.kind == DataKind::Reliable && self.sequence != 0 && self.sequence <= last
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(
@@ -204,6 +215,25 @@ mod tests {
         assert_eq!(user.participant_sid, "PA_alice");
         assert_eq!(user.payload, b"hello");
         assert_eq!(user.topic.as_deref(), Some("chat"));
+    }
+
+    #[test]
+    fn a_reliable_packet_numbered_up_to_the_last_relayed_repeats_it() {
+        let sid = alice();
+        let numbered = |sequence: u32, kind: DataKind| {
+            let packet = DataPacket {
+                sequence,
+                ..spoofed(&[], &[])
+            };
+            relay_data_packet(&packet.encode_to_vec(), kind, &sender(&sid, true)).unwrap()
+        };
+        assert!(numbered(41, DataKind::Reliable).repeats(42));
+        assert!(numbered(42, DataKind::Reliable).repeats(42));
+        assert!(!numbered(43, DataKind::Reliable).repeats(42));
+        assert!(!numbered(1, DataKind::Reliable).repeats(0));
+        // Lossy packets are not numbered by livekit-client, nor are an older client's.
+        assert!(!numbered(7, DataKind::Lossy).repeats(42));
+        assert!(!numbered(0, DataKind::Reliable).repeats(42));
     }
 
     #[test]

@@ -86,6 +86,10 @@ pub trait MediaEngine: fmt::Debug + Send {
     /// publisher PC's own), and offer again what an outstanding offer carried, which it may never
     /// have received.
     fn participant_resumed(&mut self, participant: &ParticipantSid);
+    /// The `sequence` of the last reliable data packet relayed from `participant` (0: none). A
+    /// resume reports it as `last_message_seq`: the client drops what it buffered up to it and
+    /// sends the rest again, among it what it sent while its signalling was down.
+    fn last_reliable_sequence(&self, participant: &ParticipantSid) -> u32;
 }
 
 /// What the media engine reports back to the core.
@@ -154,6 +158,9 @@ impl MediaEngine for SignallingOnly {
     fn track_settings(&mut self, _: &ParticipantSid, _: &TrackSid, _: TrackSettings) {}
     fn needs_subscriber_offer(&mut self, _: &ParticipantSid) {}
     fn participant_resumed(&mut self, _: &ParticipantSid) {}
+    fn last_reliable_sequence(&self, _: &ParticipantSid) -> u32 {
+        0
+    }
 }
 
 impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
@@ -213,5 +220,8 @@ impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
     }
     fn participant_resumed(&mut self, participant: &ParticipantSid) {
         (**self).participant_resumed(participant);
+    }
+    fn last_reliable_sequence(&self, participant: &ParticipantSid) -> u32 {
+        (**self).last_reliable_sequence(participant)
     }
 }

@@ -458,6 +458,29 @@ async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
         assert!(decoded >= 100, "{way}: {decoded} frames in 8 s: {window}");
     }
     assert!(metric(&metrics, "resumes_total") >= 1, "{metrics}");
+    // Reliable data: what Alice sent before the drop, and what her client held back while it
+    // resumed (sent again from the `last_message_seq` the SFU reported), reach Bob once each.
+    assert!(
+        result["alice_held_back"].as_u64().is_some_and(|n| n >= 1),
+        "alice's client held a send back during the resume: {}",
+        result["alice_held_back"]
+    );
+    let received = |text: &str| {
+        result["bob_events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["kind"] == "data" && e["from"] == "alice" && e["text"] == text)
+            .count()
+    };
+    for text in ["sent before the drop", "sent while resuming"] {
+        assert_eq!(
+            received(text),
+            1,
+            "bob got {text:?} once: {}",
+            result["bob_events"]
+        );
+    }
 }
 
 /// Loss repaired both ways: the SFU drops every 25th RTP datagram it receives and every 25th it

@@ -12,7 +12,11 @@ use consulta_media::rtp::{Header, Packet};
 use consulta_media::{MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::MediaEvent as CoreEvent;
-use livekit_protocol::{SessionDescription, SimulcastCodecInfo, TrackInfo, TrackType};
+use livekit_protocol::{
+    DataPacket, SessionDescription, SimulcastCodecInfo, TrackInfo, TrackType, UserPacket,
+    data_packet,
+};
+use prost::Message;
 
 const SFU: &str = "10.0.0.1:7882";
 
@@ -27,6 +31,8 @@ struct Client {
     connected: bool,
     publisher_pli_seen: bool,
     publisher_nacks_seen: usize,
+    /// Labels of the publisher connection's data channels once open.
+    publisher_channels_open: Vec<String>,
 }
 
 struct World {
@@ -76,6 +82,7 @@ impl World {
             connected: false,
             publisher_pli_seen: false,
             publisher_nacks_seen: 0,
+            publisher_channels_open: Vec::new(),
         });
         self.clients.len() - 1
     }
@@ -125,6 +132,9 @@ impl World {
                     moved = true;
                     match e {
                         MediaEvent::StateChanged(PeerState::Connected) => c.connected = true,
+                        MediaEvent::DataChannelOpen { label, .. } => {
+                            c.publisher_channels_open.push(label);
+                        }
                         MediaEvent::Rtcp { packets, .. } => {
                             for p in &packets {
                                 let any = p.as_any();
@@ -191,6 +201,43 @@ impl World {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Client `i`'s publisher connection offers (numbered `id`) and takes the router's answer;
+    /// returns the id the answer echoed.
+    fn negotiate_publisher(&mut self, i: usize, id: u32) -> u32 {
+        let sid = self.clients[i].sid.clone();
+        let sdp = self.clients[i].publisher.create_offer(self.now).unwrap();
+        self.router.handle_command(
+            self.now,
+            Command::PublisherOffer(
+                sid.clone(),
+                SessionDescription {
+                    r#type: "offer".into(),
+                    sdp,
+                    id,
+                    ..SessionDescription::default()
+                },
+            ),
+        );
+        self.exchange();
+        let answer = self
+            .core_events
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                CoreEvent::PublisherAnswer {
+                    participant,
+                    answer,
+                } if *participant == sid => Some(answer.clone()),
+                _ => None,
+            })
+            .expect("publisher answer");
+        self.clients[i]
+            .publisher
+            .accept_answer(answer.sdp, self.now)
+            .unwrap();
+        answer.id
     }
 
     /// The client answers the router's latest subscriber offer.
@@ -268,7 +315,6 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
         .publisher
         .add_local_track(MediaKind::Video, "video/VP8", "camera", "cid-cam", 0xA11CE)
         .unwrap();
-    let offer = w.clients[alice].publisher.create_offer(w.now).unwrap();
     w.router.handle_command(
         w.now,
         Command::TrackPublished(
@@ -277,35 +323,11 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
             Box::new(video_track("TR_cam", "cid-cam")),
         ),
     );
-    w.router.handle_command(
-        w.now,
-        Command::PublisherOffer(
-            alice_sid.clone(),
-            SessionDescription {
-                r#type: "offer".into(),
-                sdp: offer,
-                id: 7,
-                ..SessionDescription::default()
-            },
-        ),
+    assert_eq!(
+        w.negotiate_publisher(alice, 7),
+        7,
+        "the answer echoes the offer id"
     );
-    w.exchange();
-    let answer = w
-        .core_events
-        .iter()
-        .find_map(|e| match e {
-            CoreEvent::PublisherAnswer {
-                participant,
-                answer,
-            } if *participant == alice_sid => Some(answer.clone()),
-            _ => None,
-        })
-        .expect("publisher answer");
-    assert_eq!(answer.id, 7, "the answer echoes the offer id");
-    w.clients[alice]
-        .publisher
-        .accept_answer(answer.sdp, w.now)
-        .unwrap();
 
     // Bob subscribes while his first offer is still unanswered: no second offer yet.
     let cam = TrackSid::parse("TR_cam").unwrap();
@@ -495,4 +517,76 @@ fn a_resume_offers_again_what_was_unanswered_then_restarts_ice() {
     assert_eq!(offers.len(), 5);
     assert_eq!(offers[4].id, restart.id + 2);
     assert_ne!(ufrag(&offers[4].sdp), ufrag(&offers[3].sdp));
+}
+
+/// Reliable data after a resume: the client sends again what followed the `last_message_seq` it
+/// was told, and its kept connection may deliver some of it twice. The router relays each
+/// numbered packet once, and keeps the last number for the next resume.
+#[test]
+fn reliable_data_is_relayed_once_and_its_last_sequence_kept() {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    let bob = w.join(2, "PA_bob");
+    let (alice_sid, bob_sid) = (w.clients[alice].sid.clone(), w.clients[bob].sid.clone());
+    w.router
+        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
+    w.exchange();
+    w.answer_latest(bob);
+    let channel = w.clients[alice]
+        .publisher
+        .create_data_channel("_reliable", true, None)
+        .unwrap();
+    w.negotiate_publisher(alice, 1);
+    w.run_until("both reliable channels open", |w| {
+        w.clients[0]
+            .publisher_channels_open
+            .contains(&"_reliable".to_owned())
+            && w.clients[1].received.iter().any(
+                |e| matches!(e, MediaEvent::DataChannelOpen { label, .. } if label == "_reliable"),
+            )
+    });
+
+    // Sequence 2 comes twice: once before the drop, once replayed after the resume.
+    for sequence in [1, 2, 2, 3] {
+        let packet = DataPacket {
+            sequence,
+            value: Some(data_packet::Value::User(UserPacket {
+                payload: format!("message {sequence}").into_bytes(),
+                ..UserPacket::default()
+            })),
+            ..DataPacket::default()
+        };
+        w.clients[alice]
+            .publisher
+            .send_data(channel, packet.encode_to_vec().as_slice().into(), w.now)
+            .unwrap();
+        w.step();
+    }
+    let relayed = |w: &World| -> Vec<(u32, String)> {
+        w.clients[1]
+            .received
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Data { data, .. } => DataPacket::decode(&data[..]).ok(),
+                _ => None,
+            })
+            .map(|p| (p.sequence, p.participant_sid))
+            .collect()
+    };
+    w.run_until("bob receives three", |w| relayed(w).len() >= 3);
+    for _ in 0..20 {
+        w.step();
+    }
+    let from_alice = |sequence: u32| (sequence, "PA_alice".to_owned());
+    assert_eq!(
+        relayed(&w),
+        vec![from_alice(1), from_alice(2), from_alice(3)]
+    );
+    assert_eq!(w.router.stats().data_repeats, 1);
+    let sequences = w.router.reliable_sequences();
+    assert_eq!(sequences.last(&alice_sid), 3, "what a resume reports");
+    assert_eq!(sequences.last(&bob_sid), 0, "bob sent nothing");
+    w.router
+        .handle_command(w.now, Command::Left(alice_sid.clone()));
+    assert_eq!(sequences.last(&alice_sid), 0, "forgotten with her");
 }
