@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use consulta_sfu::bandwidth::{Allocator, RateMeter, VideoDemand, announced_bitrates};
-use consulta_sfu::data::{DataKind, DataSender, relay_data_packet};
+use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::{MediaEngine, MediaEvent as CoreEvent, TrackSettings};
@@ -135,8 +135,8 @@ pub struct RouterStats {
     pub data_relayed: u64,
     /// Data packets dropped (malformed, too big, no permission).
     pub data_dropped: u64,
-    /// Reliable data packets not relayed because they repeat one already relayed: what a client
-    /// sends again after a resume that had got through before.
+    /// Reliable data packets not relayed because they are numbered at or below the last one
+    /// relayed from their sender: sent again after a resume, or out of order.
     pub data_repeats: u64,
 }
 
@@ -307,10 +307,24 @@ impl ReliableSequences {
         self.map().get(participant).copied().unwrap_or(0)
     }
 
-    fn record(&self, participant: &ParticipantSid, sequence: u32) {
+    /// Whether `relayed`, from `sender`, is to be relayed: not if it repeats one that was
+    /// ([`RelayedData::repeats`]). A numbered reliable packet that is becomes the last.
+    fn admit(&self, sender: &ParticipantSid, relayed: &RelayedData) -> bool {
+        if relayed.kind != DataKind::Reliable || relayed.sequence == 0 {
+            return true;
+        }
         let mut map = self.map();
-        let last = map.entry(participant.clone()).or_insert(0);
-        *last = (*last).max(sequence);
+        match map.get_mut(sender) {
+            Some(last) if relayed.repeats(*last) => false,
+            Some(last) => {
+                *last = relayed.sequence;
+                true
+            }
+            None => {
+                map.insert(sender.clone(), relayed.sequence);
+                true
+            }
+        }
     }
 
     fn forget(&self, participant: &ParticipantSid) {
@@ -1500,12 +1514,9 @@ impl Router {
                 return;
             }
         };
-        if relayed.repeats(self.reliable_sequences.last(sender)) {
+        if !self.reliable_sequences.admit(sender, &relayed) {
             self.stats.data_repeats += 1;
             return;
-        }
-        if relayed.kind == DataKind::Reliable {
-            self.reliable_sequences.record(sender, relayed.sequence);
         }
         let bytes = BytesMut::from(relayed.bytes.as_slice());
         let room = &p.room;

@@ -254,7 +254,7 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
     metric(
         "data_packets_repeated_total",
         "counter",
-        "Reliable data packets a client sent again after a resume that had already been relayed (not relayed twice).",
+        "Reliable data packets not relayed because they were numbered at or below the last one relayed from their sender (sent again after a resume, or out of order).",
         stats.data_repeats,
     );
     out

@@ -143,8 +143,9 @@ impl RelayedData {
     /// Whether this packet repeats one already relayed from its sender, whose reliable packets
     /// reached `last` (their `sequence`; 0: none yet). After a resume the client sends again
     /// whatever followed the `last_message_seq` it was told, and the connection it kept may still
-    /// deliver the first copies of some of it. Packets without a sequence (lossy ones, and those
-    /// of clients that number nothing) are never repeats.
+    /// deliver the first copies of some of it. A packet arriving after a higher-numbered one counts
+    /// too (livekit-client's receivers would drop it as well). Packets without a sequence (lossy
+    /// ones, and those of clients that number nothing) are never repeats.
     pub fn repeats(&self, last: u32) -> bool {
         self.kind == DataKind::Reliable && self.sequence != 0 && self.sequence <= last
     }

@@ -88,7 +88,9 @@ pub trait MediaEngine: fmt::Debug + Send {
     fn participant_resumed(&mut self, participant: &ParticipantSid);
     /// The `sequence` of the last reliable data packet relayed from `participant` (0: none). A
     /// resume reports it as `last_message_seq`: the client drops what it buffered up to it and
-    /// sends the rest again, among it what it sent while its signalling was down.
+    /// sends the rest again, among it what it held back while resuming. With 0 livekit-client
+    /// sends nothing again, so a client none of whose reliable data was relayed yet still loses
+    /// what it sends during its first resume; no other value would keep its sequence 1.
     fn last_reliable_sequence(&self, participant: &ParticipantSid) -> u32;
 }
 

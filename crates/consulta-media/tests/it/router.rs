@@ -546,7 +546,8 @@ fn reliable_data_is_relayed_once_and_its_last_sequence_kept() {
             )
     });
 
-    // Sequence 2 comes twice: once before the drop, once replayed after the resume.
+    // Sequence 2 comes twice, as a resume can bring it: first over the kept association, then
+    // sent again by the client.
     for sequence in [1, 2, 2, 3] {
         let packet = DataPacket {
             sequence,
