@@ -79,6 +79,13 @@ pub const FAILED_RAISE_GRACE: Duration = Duration::from_secs(8);
 /// smooths the loss it sees, so it only starts rising again ≈1.5 s after the loss stops.
 pub const RECOVERY_WITHIN: Duration = Duration::from_secs(3);
 
+/// Past [`FAILED_RAISE_GRACE`] a floor stands only while the estimate rises at every poll, and at
+/// most this long. A try that lost for seconds drives GCC far down (to 60 kbit/s from a link that
+/// carries 600), and climbing back by ≈25 % a second takes longer than the grace: dropping the
+/// layer that worked then, while no report states loss on it, would cost a further hold at the
+/// lowest layer. Any fall of the estimate, or a report of heavy loss, ends it.
+pub const FLOOR_LIMIT: Duration = Duration::from_secs(20);
+
 /// A receiver report stating more loss than this (fraction of 256: 10 %) lowers the budget.
 pub const LOSS_HIGH: u8 = 26;
 
@@ -111,6 +118,8 @@ struct Floor {
     since: Instant,
     /// The lowest estimate since.
     low: u64,
+    /// The estimate at the last poll.
+    last: u64,
 }
 
 impl Floor {
@@ -121,6 +130,7 @@ impl Floor {
             delivered: sent.saturating_mul(256 - u64::from(fraction_lost)) / 256,
             since: now,
             low: u64::MAX,
+            last: 0,
         }
     }
 
@@ -133,14 +143,17 @@ impl Floor {
             .max(self.delivered)
     }
 
-    /// Whether the floor still stands at `estimate`: for [`FAILED_RAISE_GRACE`], and after
-    /// [`RECOVERY_WITHIN`] only while the estimate is recovering. It matters only while the
-    /// estimate is below it.
+    /// Whether the floor still stands at `estimate`: for [`RECOVERY_WITHIN`]; then while the
+    /// estimate is recovering, up to [`FAILED_RAISE_GRACE`]; then while it also rises at every
+    /// poll, up to [`FLOOR_LIMIT`]. It matters only while the estimate is below it.
     fn stands(&mut self, now: Instant, estimate: u64) -> bool {
         self.low = self.low.min(estimate);
+        let rising = estimate >= self.last;
+        self.last = estimate;
         let age = now.saturating_duration_since(self.since);
         let recovering = estimate >= self.low.saturating_add(self.low / 4);
-        age < FAILED_RAISE_GRACE && (age < RECOVERY_WITHIN || recovering)
+        age < RECOVERY_WITHIN
+            || (recovering && (age < FAILED_RAISE_GRACE || (rising && age < FLOOR_LIMIT)))
     }
 }
 
@@ -590,6 +603,7 @@ impl Allocator {
                         delivered: self.floor.as_ref().map_or(0, |floor| floor.delivered),
                         since: now,
                         low: estimate,
+                        last: estimate,
                     };
                     budget = budget.max(floor.need(audio, tracks));
                     caps = allot(budget.saturating_sub(audio), tracks, keep_one, strict);
@@ -932,6 +946,56 @@ mod tests {
         assert_eq!(at(22_900, 2_500_000), Some(Medium));
         assert_eq!(at(23_000, 2_500_000), Some(High));
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
+    }
+
+    #[test]
+    fn after_a_failed_raise_a_slow_recovery_keeps_the_layer_that_worked_while_it_rises() {
+        let tried = || {
+            let mut allocator = Allocator::default();
+            let start = Instant::now();
+            assert_eq!(camera_cap(&mut allocator, start, 0, 900_000), Some(Medium));
+            assert_eq!(
+                camera_cap(&mut allocator, start, 5_000, 2_000_000),
+                Some(High)
+            );
+            // The try lost for seconds: GCC fell far below what the middle layer needs.
+            for (ms, estimate) in [(6_000, 400_000), (7_000, 100_000), (8_500, 60_000)] {
+                assert_eq!(
+                    camera_cap(&mut allocator, start, ms, estimate),
+                    Some(Medium)
+                );
+            }
+            (allocator, start)
+        };
+        // It climbs back by ≈25 % a second; the grace from the fall (at 6 s) ends at 14 s, and
+        // the middle layer (450 kbit/s) fits from ≈18 s. Held until then, and after.
+        let (mut allocator, start) = tried();
+        let mut estimate = 80_000;
+        for ms in (9_000..=22_000).step_by(500) {
+            assert_eq!(
+                camera_cap(&mut allocator, start, ms, estimate),
+                Some(Medium),
+                "{ms} ms, {estimate} bit/s"
+            );
+            estimate = estimate * 112 / 100;
+        }
+        assert!(estimate > 450_000);
+        // Past the grace, an estimate that falls is believed.
+        let (mut allocator, start) = tried();
+        let mut estimate = 80_000;
+        for ms in (9_000..=15_000).step_by(500) {
+            assert_eq!(
+                camera_cap(&mut allocator, start, ms, estimate),
+                Some(Medium)
+            );
+            estimate = estimate * 112 / 100;
+        }
+        // The last poll (at 15 s) saw 312 kbit/s; 280 is a fall.
+        assert!(estimate < 450_000);
+        assert_eq!(
+            camera_cap(&mut allocator, start, 15_500, 280_000),
+            Some(Low)
+        );
     }
 
     #[test]
