@@ -994,6 +994,20 @@ impl Router {
             ));
         }
         let caps = p.sub.allocator.poll_caps(now, audio, &demands);
+        if downs
+            .iter()
+            .zip(&caps)
+            .any(|((forward, ..), cap)| forward.cap() != *cap)
+        {
+            tracing::debug!(
+                target: "consulta_media::bandwidth",
+                participant = %sub,
+                ?caps,
+                ?demands,
+                allocator = ?p.sub.allocator,
+                "allocation changed"
+            );
+        }
         let mut states = Vec::new();
         for ((forward, told_paused, publisher, track), cap) in downs.into_iter().zip(caps) {
             // The caps never exceed what the tiles ask for: only a cap below that is bandwidth's.
@@ -1415,6 +1429,12 @@ impl Router {
             }
         }
         if !losses.is_empty() {
+            tracing::debug!(
+                target: "consulta_media::bandwidth",
+                participant = %sub,
+                ?losses,
+                "receiver report (ssrc, loss in 256ths)"
+            );
             self.subscriber_loss(sub, &losses, now);
         }
         self.stats.keyframe_requests_in += asked.len() as u64;

@@ -92,6 +92,19 @@ fn frames(v: &Value) -> u64 {
     v["framesDecoded"].as_u64().unwrap_or(0)
 }
 
+/// Puts the bandwidth allocator's decisions and the receiver reports behind them in the output
+/// of a test that fails (libtest shows a passing test's output only with `--nocapture`): a rare
+/// bad outcome of a bandwidth test can then be traced from the CI log alone.
+fn log_bandwidth_decisions() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "consulta_media::bandwidth=debug",
+        ))
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Starts a node with the room `consultation`, runs tests/browser/livekit.mjs in `mode` against it
 /// and returns the node (for its metrics) and what the pages saw.
 async fn run_scenario(mode: &str) -> (SfuNode, Value) {
@@ -548,6 +561,7 @@ async fn livekit_client_loss_is_repaired_both_ways_with_nacks() {
 /// throughout, of which the policer drops a third or more, and the picture freezes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
+    log_bandwidth_decisions();
     let media = MediaConfig {
         police_downlink_bps: 600_000,
         ..MediaConfig::default()
@@ -609,6 +623,7 @@ async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
 /// through whole; when the link recovers, her video must come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() {
+    log_bandwidth_decisions();
     let media = MediaConfig {
         police_downlink_bps: 150_000,
         police_downlink_for: Some(Duration::from_secs(20)),
@@ -697,6 +712,7 @@ async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() 
 /// active while nothing came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_track_published_to_a_starved_link_arrives_paused() {
+    log_bandwidth_decisions();
     let media = MediaConfig {
         police_downlink_bps: 150_000,
         ..MediaConfig::default()
