@@ -203,6 +203,14 @@ impl World {
             .collect()
     }
 
+    /// The core asks the router to (re)negotiate client `i`'s subscriber connection.
+    fn needs_offer(&mut self, i: usize) {
+        let sid = self.clients[i].sid.clone();
+        self.router
+            .handle_command(self.now, Command::NeedsOffer(sid));
+        self.exchange();
+    }
+
     /// Client `i`'s publisher connection offers (numbered `id`) and takes the router's answer;
     /// returns the id the answer echoed.
     fn negotiate_publisher(&mut self, i: usize, id: u32) -> u32 {
@@ -302,9 +310,7 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
     let (alice_sid, bob_sid) = (w.clients[alice].sid.clone(), w.clients[bob].sid.clone());
 
     // The first subscriber offer right after join, with the two data channels.
-    w.router
-        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
-    w.exchange();
+    w.needs_offer(bob);
     let first = w.offers_for(&bob_sid);
     assert_eq!(first.len(), 1);
     assert!(first[0].sdp.contains("m=application"), "{}", first[0].sdp);
@@ -335,9 +341,7 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
         w.now,
         Command::Subscribe(bob_sid.clone(), alice_sid.clone(), cam.clone()),
     );
-    w.router
-        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
-    w.exchange();
+    w.needs_offer(bob);
     assert_eq!(w.offers_for(&bob_sid).len(), 1, "one offer outstanding");
     // His answer releases the queued change as the next offer, with the track's msid.
     w.answer_latest(bob);
@@ -451,9 +455,7 @@ fn a_resume_offers_again_what_was_unanswered_then_restarts_ice() {
     let mut w = World::new();
     let bob = w.join(2, "PA_bob");
     let bob_sid = w.clients[bob].sid.clone();
-    w.router
-        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
-    w.exchange();
+    w.needs_offer(bob);
     let first = w.offers_for(&bob_sid);
     assert_eq!(first.len(), 1);
 
@@ -486,9 +488,7 @@ fn a_resume_offers_again_what_was_unanswered_then_restarts_ice() {
     w.router
         .handle_command(w.now, Command::SubscriberAnswer(bob_sid.clone(), stale));
     // Still waiting for the restart's answer: a change meanwhile waits for it too.
-    w.router
-        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
-    w.exchange();
+    w.needs_offer(bob);
     assert_eq!(
         w.offers_for(&bob_sid).len(),
         3,
@@ -528,9 +528,7 @@ fn reliable_data_is_relayed_once_and_its_last_sequence_kept() {
     let alice = w.join(1, "PA_alice");
     let bob = w.join(2, "PA_bob");
     let (alice_sid, bob_sid) = (w.clients[alice].sid.clone(), w.clients[bob].sid.clone());
-    w.router
-        .handle_command(w.now, Command::NeedsOffer(bob_sid.clone()));
-    w.exchange();
+    w.needs_offer(bob);
     w.answer_latest(bob);
     let channel = w.clients[alice]
         .publisher
