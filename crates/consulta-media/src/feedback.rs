@@ -62,6 +62,16 @@ impl KeyframeRequestDelivery {
     }
 }
 
+/// The interceptor that hands inbound RTCP to the application as `delivery` says, for a plain `rtc`
+/// peer connection ([`MediaPeer`](crate::MediaPeer) installs its own): in slot
+/// [`RTCP_DELIVERY_SLOT`], it lets a test see the feedback an `rtc` sender gets.
+pub fn rtcp_delivery(delivery: RtcpDelivery) -> impl Interceptor {
+    KeyframeRequestDelivery::new(delivery, None)
+}
+
+/// Where [`rtcp_delivery`] goes in an `rtc` interceptor registry.
+pub const RTCP_DELIVERY_SLOT: usize = SLOT;
+
 impl std::fmt::Debug for KeyframeRequestDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyframeRequestDelivery")

@@ -17,6 +17,7 @@ pub mod node;
 pub mod peer;
 pub mod shell;
 
+pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};
 pub use peer::{
     Error, IncomingRtp, IncomingTrack, LocalTrack, MediaConfig, MediaDirection, MediaEvent,
     MediaKind, MediaPeer, Mid, PeerState, Rid, RtcpDelivery, Transmit,
