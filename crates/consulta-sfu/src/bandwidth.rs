@@ -23,7 +23,9 @@
 //! GCC's loss rule then overshoots downwards, to a quarter of what the link carried within a
 //! second. So after a heavy-loss report what got through, and after a failed raise the layers that
 //! worked (at their bitrates now), stand while the estimate recovers: a floor, which keeps what
-//! is sent from falling and never raises anything.
+//! is sent from falling and never raises anything. GCC goes on falling for seconds after the loss
+//! stopped, so receiver reports saying that what the floor keeps arrives whole keep it standing
+//! too.
 //!
 //! Layers are handed out as LiveKit's stream allocator does: audio is counted first, then every
 //! visible track gets its lowest layer, the ones asking for the most first, then tracks step up one
@@ -94,6 +96,13 @@ pub const FLOOR_LIMIT: Duration = Duration::from_secs(20);
 /// several times a second.
 pub const STILL_RISING: Duration = Duration::from_secs(2);
 
+/// A receiver report stating less than [`LOSS_LOW`] for the video sent under a floor confirms the
+/// floor for this long: the layers kept get through, whatever GCC says. GCC digests the loss of
+/// the failed layer for seconds after it stopped, and its estimate falls all that time (to 350
+/// kbit/s on a 600 kbit/s link that carried the middle layer without loss, in the weak-downlink
+/// Chromium test). Browsers report about once a second.
+pub const CONFIRMED_FOR: Duration = Duration::from_secs(3);
+
 /// A receiver report stating more loss than this (fraction of 256: 10 %) lowers the budget.
 pub const LOSS_HIGH: u8 = 26;
 
@@ -130,6 +139,8 @@ struct Floor {
     last: u64,
     /// When the estimate last rose.
     rose_at: Instant,
+    /// When a receiver report last said the video sent gets through ([`CONFIRMED_FOR`]).
+    confirmed_at: Option<Instant>,
 }
 
 impl Floor {
@@ -142,6 +153,26 @@ impl Floor {
             low: u64::MAX,
             last: 0,
             rose_at: now,
+            confirmed_at: None,
+        }
+    }
+
+    /// After a failed raise from `layers`, with the estimate at `estimate`; what an earlier report of
+    /// heavy loss said got through still counts.
+    fn after_failed_raise(
+        now: Instant,
+        layers: Vec<(u64, Option<Quality>)>,
+        delivered: u64,
+        estimate: u64,
+    ) -> Self {
+        Self {
+            layers,
+            delivered,
+            since: now,
+            low: estimate,
+            last: estimate,
+            rose_at: now,
+            confirmed_at: None,
         }
     }
 
@@ -156,7 +187,8 @@ impl Floor {
 
     /// Whether the floor still stands at `estimate`: for [`RECOVERY_WITHIN`]; then while the
     /// estimate is recovering, up to [`FAILED_RAISE_GRACE`]; then while it also keeps climbing,
-    /// up to [`FLOOR_LIMIT`]. It matters only while the estimate is below it.
+    /// up to [`FLOOR_LIMIT`]. Up to that limit it also stands while the subscriber's reports
+    /// confirm it ([`CONFIRMED_FOR`]). It matters only while the estimate is below it.
     fn stands(&mut self, now: Instant, estimate: u64) -> bool {
         self.low = self.low.min(estimate);
         let fell = estimate < self.last;
@@ -167,8 +199,12 @@ impl Floor {
         let age = now.saturating_duration_since(self.since);
         let recovering = estimate >= self.low.saturating_add(self.low / 4);
         let climbing = !fell && now.saturating_duration_since(self.rose_at) < STILL_RISING;
+        let confirmed = self
+            .confirmed_at
+            .is_some_and(|at| now.saturating_duration_since(at) < CONFIRMED_FOR);
         age < RECOVERY_WITHIN
-            || (recovering && (age < FAILED_RAISE_GRACE || (climbing && age < FLOOR_LIMIT)))
+            || (age < FLOOR_LIMIT
+                && (confirmed || (recovering && (age < FAILED_RAISE_GRACE || climbing))))
     }
 }
 
@@ -539,7 +575,13 @@ impl Allocator {
             // GCC falls by half the loss at each of the browser's feedback reports, ≈10 a second,
             // far below what got through; the report is fresher evidence than any floor before it.
             self.floor = Some(Floor::after_loss(now, sent, fraction_lost));
-        } else if fraction_lost < LOSS_LOW
+            return;
+        }
+        // What is sent under a floor gets through, or does not quite.
+        if let Some(floor) = &mut self.floor {
+            floor.confirmed_at = (fraction_lost < LOSS_LOW).then_some(now);
+        }
+        if fraction_lost < LOSS_LOW
             && let Some(cap) = self.loss_cap
         {
             let raised = cap.saturating_add((cap / 100 * 8).max(1));
@@ -582,13 +624,6 @@ impl Allocator {
         // estimate carries it at today's bitrates, and that is no raise.
         let sent = caps_by_id(&self.caps, tracks);
         let sent_cost = audio.saturating_add(cost(tracks, &sent));
-        let previous = self
-            .budget
-            .map(|budget| budget.max(sent_cost.min(estimate)));
-        let mut budget = match previous {
-            Some(budget) if estimate > budget && held => budget,
-            _ => estimate,
-        };
         // A floor keeps what is sent from falling; it never raises anything.
         let floor = self.floor.as_mut().and_then(|floor| {
             floor
@@ -597,6 +632,13 @@ impl Allocator {
         });
         // A floor ending is the tail of the drop that set it, not a new one: its wait stands.
         let floor_ended = floor.is_none() && self.floor.take().is_some();
+        // Kept by the estimate or by a floor, what is sent at today's bitrates is no raise either.
+        let carried = floor.map_or(estimate, |floor| floor.max(estimate));
+        let previous = self.budget.map(|budget| budget.max(sent_cost.min(carried)));
+        let mut budget = match previous {
+            Some(budget) if estimate > budget && held => budget,
+            _ => estimate,
+        };
         if let Some(floor) = floor {
             budget = budget.max(floor.min(sent_cost));
         }
@@ -614,14 +656,8 @@ impl Allocator {
                     .raised_at
                     .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
                 if failed && let Some(before) = self.before_raise.take() {
-                    let floor = Floor {
-                        layers: before,
-                        delivered: self.floor.as_ref().map_or(0, |floor| floor.delivered),
-                        since: now,
-                        low: estimate,
-                        last: estimate,
-                        rose_at: now,
-                    };
+                    let delivered = self.floor.as_ref().map_or(0, |floor| floor.delivered);
+                    let floor = Floor::after_failed_raise(now, before, delivered, estimate);
                     budget = budget.max(floor.need(audio, tracks));
                     caps = allot(budget.saturating_sub(audio), tracks, keep_one, strict);
                     self.floor = Some(floor);
@@ -1246,6 +1282,114 @@ mod tests {
             allocator.poll_caps(at(12_000), 1, &camera_at(620_000, Medium)),
             vec![Some(Medium)]
         );
+    }
+
+    /// The weak-downlink Chromium test's trace of a plateau on 180p: a try at 720p loses a third
+    /// on a 600 kbit/s link; the report says so before GCC has moved, and GCC then falls for
+    /// three more seconds, to 354 kbit/s, while the middle layer it fell back to (438 kbit/s with
+    /// the audio) gets through whole.
+    #[test]
+    fn after_a_failed_raise_reports_without_loss_keep_the_layer_that_worked_while_gcc_still_falls()
+    {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let tracks = [camera(Some(High))];
+        // Reports about the middle layer from 5.8 s on (the drop is at 4 s, and reports within
+        // 1.5 s of it cover the layer before), each stating `loss`; then the layer at 7.1 s.
+        let fallen = |loss: u8| {
+            let mut allocator = Allocator::default();
+            allocator.handle_estimate(900_000);
+            assert_eq!(allocator.poll_caps(at(0), 1, &tracks), vec![Some(Medium)]);
+            allocator.handle_estimate(3_000_000);
+            assert_eq!(allocator.poll_caps(at(1_000), 1, &tracks), vec![Some(High)]);
+            allocator.handle_loss_at(at(4_000), 88);
+            assert_eq!(
+                allocator.poll_caps(at(4_000), 1, &tracks),
+                vec![Some(Medium)]
+            );
+            for (ms, estimate) in [(4_500, 1_500_000), (5_500, 700_000), (6_500, 420_000)] {
+                allocator.handle_estimate(estimate);
+                assert_eq!(
+                    allocator.poll_caps(at(ms), 1, &tracks),
+                    vec![Some(Medium)],
+                    "{ms}"
+                );
+            }
+            allocator.handle_loss_at(at(5_800), loss);
+            allocator.handle_loss_at(at(6_800), loss);
+            allocator.handle_estimate(354_000);
+            let caps = allocator.poll_caps(at(7_100), 1, &tracks);
+            (allocator, caps[0])
+        };
+        // Without loss the layer that worked stands, and GCC climbs back under it.
+        let (mut allocator, cap) = fallen(0);
+        assert_eq!(cap, Some(Medium));
+        for (ms, estimate) in [(8_100, 440_000), (9_100, 550_000)] {
+            allocator.handle_estimate(estimate);
+            assert_eq!(
+                allocator.poll_caps(at(ms), 1, &tracks),
+                vec![Some(Medium)],
+                "{ms}"
+            );
+        }
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+        // Reports stating some loss (6 %) confirm nothing: the estimate, still falling 3 s on, is
+        // believed.
+        let (_, cap) = fallen(15);
+        assert_eq!(cap, Some(Low));
+        // Nor do reports that stopped coming.
+        let (mut allocator, _) = fallen(0);
+        allocator.handle_estimate(350_000);
+        assert_eq!(
+            allocator.poll_caps(at(6_800) + CONFIRMED_FOR, 1, &tracks),
+            vec![Some(Low)]
+        );
+    }
+
+    /// A floor keeps the layer that worked at its bitrate now, which an encoder ramping up may
+    /// have taken above the budget from before: keeping it is no raise, so when the floor ends,
+    /// the wait is still the one doubled by the failed raise, not doubled again.
+    #[test]
+    fn a_layer_kept_by_a_floor_at_a_higher_bitrate_is_no_raise() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let camera_at = |middle: u64, receiving| {
+            [VideoDemand {
+                bitrates: [106_000, middle, 688_000],
+                receiving: Some(receiving),
+                ..camera(Some(High))
+            }]
+        };
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(600_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &camera_at(263_000, Medium)),
+            vec![Some(Medium)]
+        );
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(9_000), 1, &camera_at(271_000, Medium)),
+            vec![Some(High)]
+        );
+        allocator.handle_estimate(300_000);
+        assert_eq!(
+            allocator.poll_caps(at(10_000), 1, &camera_at(271_000, High)),
+            vec![Some(Medium)]
+        );
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+        // The middle layer ramps up to 374 kbit/s: above the budget from before (335) and its
+        // tolerance. The floor keeps it.
+        assert_eq!(
+            allocator.poll_caps(at(11_000), 1, &camera_at(374_000, Medium)),
+            vec![Some(Medium)]
+        );
+        // The estimate does not recover: the floor ends, and the wait is the failed raise's.
+        allocator.handle_estimate(290_000);
+        assert_eq!(
+            allocator.poll_caps(at(13_100), 1, &camera_at(374_000, Medium)),
+            vec![Some(Low)]
+        );
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
     #[test]
