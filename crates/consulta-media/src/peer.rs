@@ -306,8 +306,9 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// "Loss"). Towards subscribers, the SFU's retransmissions did not reach the browser: Bob lost
 /// 8.7 % instead of 0–0.3 %. From a simulcast publisher, `rtc` 0.21 does not bind the repair
 /// streams to its interceptors (`bind_by_rid` skips packets carrying `repaired-rtp-stream-id`:
-/// "TODO … rrid"; the failing case is the test `tests/it/rtx.rs`). The NACK generator never saw
-/// the repairs and kept asking: Alice's retransmissions were 8.4 % of what she sent, against 0.6 %.
+/// "TODO … rrid"), and its NACK generator counts only packets on a stream's own SSRC, so it never
+/// saw the repairs and kept asking: Alice's retransmissions were 8.4 % of what she sent, against
+/// 0.6 %. Both failing cases are tests (`tests/it/rtx.rs`).
 /// Without RTX, browsers resend a NACKed packet on its own SSRC. `rtc` receives it, the generator
 /// counts it, and the router forwards it as a late packet. The SFU's own NACK responder does the
 /// same towards subscribers.

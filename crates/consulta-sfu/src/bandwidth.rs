@@ -78,8 +78,9 @@ pub const FAILED_RAISE_GRACE: Duration = Duration::from_secs(8);
 
 /// After a failed raise, the estimate must have risen by a quarter over its lowest point by this
 /// time, and stay so, for the budget from before the raise to stand: an estimate that keeps falling
-/// means the layer that worked before is lost too (the link got worse), and is believed. GCC
-/// smooths the loss it sees, so it only starts rising again ≈1.5 s after the loss stops.
+/// means the layer that worked before is lost too (the link got worse), and is believed unless the
+/// subscriber's reports confirm the floor ([`CONFIRMED_FOR`]). GCC smooths the loss it sees, so it
+/// only starts rising again ≈1.5 s after the loss stops.
 pub const RECOVERY_WITHIN: Duration = Duration::from_secs(3);
 
 /// Past [`FAILED_RAISE_GRACE`] a floor stands only while the estimate keeps climbing (it rose
@@ -87,8 +88,8 @@ pub const RECOVERY_WITHIN: Duration = Duration::from_secs(3);
 /// that lost for seconds drives GCC far down (to 60 kbit/s from a link that carries 600), and
 /// climbing back by ≈20–25 % a second takes longer than the grace: dropping the layer that worked
 /// then, while no report states heavy loss on it, would cost a further hold at the lowest layer. A
-/// fall or a plateau of the estimate ends it; a report of heavy loss replaces it with what got
-/// through ([`Allocator::handle_loss_at`]).
+/// fall or a plateau of the estimate ends it unless reports confirm it ([`CONFIRMED_FOR`]); a
+/// report of heavy loss replaces it with what got through ([`Allocator::handle_loss_at`]).
 pub const FLOOR_LIMIT: Duration = Duration::from_secs(20);
 
 /// Past [`FAILED_RAISE_GRACE`], an estimate that has not risen for this long has stopped
@@ -100,7 +101,13 @@ pub const STILL_RISING: Duration = Duration::from_secs(2);
 /// floor for this long: the layers kept get through, whatever GCC says. GCC digests the loss of
 /// the failed layer for seconds after it stopped, and its estimate falls all that time (to 350
 /// kbit/s on a 600 kbit/s link that carried the middle layer without loss, in the weak-downlink
-/// Chromium test). Browsers report about once a second.
+/// Chromium test). Browsers report about once a second, one report per stream they receive.
+///
+/// A report is weak evidence in three ways, so a confirmation counts for little else: a report
+/// with more loss (about any of the subscriber's video streams) withdraws it for as long; an
+/// estimate below half of what the floor keeps is believed anyway (a link whose deep buffer fills
+/// loses nothing while the estimate falls on delay, and a layer repaired by retransmissions reports
+/// little loss while using more than its rate); and the floor's [`FLOOR_LIMIT`] still applies.
 pub const CONFIRMED_FOR: Duration = Duration::from_secs(3);
 
 /// A receiver report stating more loss than this (fraction of 256: 10 %) lowers the budget.
@@ -141,6 +148,8 @@ struct Floor {
     rose_at: Instant,
     /// When a receiver report last said the video sent gets through ([`CONFIRMED_FOR`]).
     confirmed_at: Option<Instant>,
+    /// When a receiver report last stated more loss than that, about any video stream.
+    doubted_at: Option<Instant>,
 }
 
 impl Floor {
@@ -154,6 +163,7 @@ impl Floor {
             last: 0,
             rose_at: now,
             confirmed_at: None,
+            doubted_at: None,
         }
     }
 
@@ -173,6 +183,7 @@ impl Floor {
             last: estimate,
             rose_at: now,
             confirmed_at: None,
+            doubted_at: None,
         }
     }
 
@@ -188,8 +199,9 @@ impl Floor {
     /// Whether the floor still stands at `estimate`: for [`RECOVERY_WITHIN`]; then while the
     /// estimate is recovering, up to [`FAILED_RAISE_GRACE`]; then while it also keeps climbing,
     /// up to [`FLOOR_LIMIT`]. Up to that limit it also stands while the subscriber's reports
-    /// confirm it ([`CONFIRMED_FOR`]). It matters only while the estimate is below it.
-    fn stands(&mut self, now: Instant, estimate: u64) -> bool {
+    /// confirm it ([`CONFIRMED_FOR`]) and the estimate is at least half of `kept`, what the floor
+    /// keeps of what is sent. It matters only while the estimate is below it.
+    fn stands(&mut self, now: Instant, estimate: u64, kept: u64) -> bool {
         self.low = self.low.min(estimate);
         let fell = estimate < self.last;
         if estimate > self.last {
@@ -199,9 +211,12 @@ impl Floor {
         let age = now.saturating_duration_since(self.since);
         let recovering = estimate >= self.low.saturating_add(self.low / 4);
         let climbing = !fell && now.saturating_duration_since(self.rose_at) < STILL_RISING;
-        let confirmed = self
-            .confirmed_at
-            .is_some_and(|at| now.saturating_duration_since(at) < CONFIRMED_FOR);
+        let recent = |at: Option<Instant>| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < CONFIRMED_FOR)
+        };
+        let confirmed = recent(self.confirmed_at)
+            && !recent(self.doubted_at)
+            && estimate.saturating_mul(2) >= kept;
         age < RECOVERY_WITHIN
             || (age < FLOOR_LIMIT
                 && (confirmed || (recovering && (age < FAILED_RAISE_GRACE || climbing))))
@@ -579,7 +594,11 @@ impl Allocator {
         }
         // What is sent under a floor gets through, or does not quite.
         if let Some(floor) = &mut self.floor {
-            floor.confirmed_at = (fraction_lost < LOSS_LOW).then_some(now);
+            if fraction_lost < LOSS_LOW {
+                floor.confirmed_at = Some(now);
+            } else {
+                floor.doubted_at = Some(now);
+            }
         }
         if fraction_lost < LOSS_LOW
             && let Some(cap) = self.loss_cap
@@ -626,9 +645,10 @@ impl Allocator {
         let sent_cost = audio.saturating_add(cost(tracks, &sent));
         // A floor keeps what is sent from falling; it never raises anything.
         let floor = self.floor.as_mut().and_then(|floor| {
+            let need = floor.need(audio, tracks);
             floor
-                .stands(now, estimate)
-                .then(|| floor.need(audio, tracks))
+                .stands(now, estimate, need.min(sent_cost))
+                .then_some(need)
         });
         // A floor ending is the tail of the drop that set it, not a new one: its wait stands.
         let floor_ended = floor.is_none() && self.floor.take().is_some();
@@ -1294,9 +1314,10 @@ mod tests {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let tracks = [camera(Some(High))];
-        // Reports about the middle layer from 5.8 s on (the drop is at 4 s, and reports within
-        // 1.5 s of it cover the layer before), each stating `loss`; then the layer at 7.1 s.
-        let fallen = |loss: u8| {
+        // Reports about the video at 5.8, 6.3 and 6.8 s (the drop is at 4 s, and reports within
+        // 1.5 s of it cover the layer before), stating `losses`; then the layer at 7.1 s with the
+        // estimate at `estimate`.
+        let fallen = |losses: [u8; 3], estimate: u64| {
             let mut allocator = Allocator::default();
             allocator.handle_estimate(900_000);
             assert_eq!(allocator.poll_caps(at(0), 1, &tracks), vec![Some(Medium)]);
@@ -1315,14 +1336,15 @@ mod tests {
                     "{ms}"
                 );
             }
-            allocator.handle_loss_at(at(5_800), loss);
-            allocator.handle_loss_at(at(6_800), loss);
-            allocator.handle_estimate(354_000);
+            for (ms, loss) in [5_800, 6_300, 6_800].into_iter().zip(losses) {
+                allocator.handle_loss_at(at(ms), loss);
+            }
+            allocator.handle_estimate(estimate);
             let caps = allocator.poll_caps(at(7_100), 1, &tracks);
             (allocator, caps[0])
         };
         // Without loss the layer that worked stands, and GCC climbs back under it.
-        let (mut allocator, cap) = fallen(0);
+        let (mut allocator, cap) = fallen([0; 3], 354_000);
         assert_eq!(cap, Some(Medium));
         for (ms, estimate) in [(8_100, 440_000), (9_100, 550_000)] {
             allocator.handle_estimate(estimate);
@@ -1334,11 +1356,14 @@ mod tests {
         }
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
         // Reports stating some loss (6 %) confirm nothing: the estimate, still falling 3 s on, is
-        // believed.
-        let (_, cap) = fallen(15);
-        assert_eq!(cap, Some(Low));
-        // Nor do reports that stopped coming.
-        let (mut allocator, _) = fallen(0);
+        // believed. One such report (another stream's, say) outweighs clean ones for 3 s.
+        assert_eq!(fallen([15; 3], 354_000).1, Some(Low));
+        assert_eq!(fallen([0, 15, 0], 354_000).1, Some(Low));
+        // An estimate below half of what the floor keeps (514 kbit/s with the audio) is believed
+        // whatever the reports say.
+        assert_eq!(fallen([0; 3], 230_000).1, Some(Low));
+        // Nor do reports that stopped coming confirm anything.
+        let (mut allocator, _) = fallen([0; 3], 354_000);
         allocator.handle_estimate(350_000);
         assert_eq!(
             allocator.poll_caps(at(6_800) + CONFIRMED_FOR, 1, &tracks),
