@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use consulta_sfu::bandwidth::{Allocator, RateMeter, VideoDemand, announced_bitrates};
+use consulta_sfu::bandwidth::{Allocator, RateMeter, ReportHeads, VideoDemand, announced_bitrates};
 use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
@@ -253,6 +253,8 @@ struct SubscriberState {
     settings: HashMap<TrackSid, TrackSettings>,
     /// Which layers fit the connection's estimated bandwidth.
     allocator: Allocator,
+    /// Which of the subscriber's receiver report blocks are about something new.
+    report_heads: ReportHeads,
 }
 
 #[derive(Debug)]
@@ -1425,7 +1427,11 @@ impl Router {
             } else if any.is::<TransportLayerNack>() {
                 self.stats.nacks_in += 1;
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                losses.extend(rr.reports.iter().map(|r| (r.ssrc, r.fraction_lost)));
+                losses.extend(
+                    rr.reports
+                        .iter()
+                        .map(|r| (r.ssrc, r.fraction_lost, r.last_sequence_number)),
+                );
             }
         }
         if !losses.is_empty() {
@@ -1433,7 +1439,7 @@ impl Router {
                 target: "consulta_media::bandwidth",
                 participant = %sub,
                 ?losses,
-                "receiver report (ssrc, loss in 256ths)"
+                "receiver report (ssrc, loss in 256ths, highest sequence number)"
             );
             self.subscriber_loss(sub, &losses, now);
         }
@@ -1460,23 +1466,34 @@ impl Router {
 
     /// Loss a subscriber's receiver reports state for the video it receives: the second bandwidth
     /// signal ([`consulta_sfu::bandwidth`]).
-    fn subscriber_loss(&mut self, sub: &ParticipantSid, losses: &[(u32, u8)], now: Instant) {
+    /// Each block is (SSRC, fraction lost, extended highest sequence number); only blocks about
+    /// the SFU's own streams that received something since the last block count ([`ReportHeads`]).
+    fn subscriber_loss(&mut self, sub: &ParticipantSid, losses: &[(u32, u8, u32)], now: Instant) {
         let Some(p) = self.participants.get_mut(sub) else {
             return;
         };
         let tracks = &self.tracks;
-        let video = |ssrc: u32| {
-            p.sub.sending.iter().any(|(track, down)| {
-                down.local.ssrc() == ssrc
-                    && tracks
-                        .get(track)
-                        .is_some_and(|t| t.kind == MediaKind::Video)
+        let kind_of = |ssrc: u32| {
+            p.sub.sending.iter().find_map(|(track, down)| {
+                (down.local.ssrc() == ssrc)
+                    .then(|| tracks.get(track).map(|t| t.kind))
+                    .flatten()
             })
         };
+        let ours: Vec<(MediaKind, u8, u32, u32)> = losses
+            .iter()
+            .filter_map(|&(ssrc, fraction, head)| Some((kind_of(ssrc)?, fraction, ssrc, head)))
+            .collect();
+        let mut fresh = Vec::with_capacity(ours.len());
+        for (kind, fraction, ssrc, head) in ours {
+            if p.sub.report_heads.advanced(ssrc, head) {
+                fresh.push((kind == MediaKind::Video, fraction));
+            }
+        }
         let worst = |of_video: bool| {
-            losses
+            fresh
                 .iter()
-                .filter(|(ssrc, _)| of_video == video(*ssrc))
+                .filter(|(video, _)| *video == of_video)
                 .map(|(_, fraction)| *fraction)
                 .max()
         };

@@ -506,6 +506,38 @@ fn one_step(
     base.to_vec()
 }
 
+/// Most streams [`ReportHeads`] keeps: a subscriber's tracks, with room for renegotiations.
+const MAX_REPORTED_STREAMS: usize = 64;
+
+/// Which receiver report blocks say something: the extended highest sequence number each one
+/// stated last, by SSRC. A browser goes on reporting a stream for a while after its last packet
+/// (libwebrtc for 8 s), stating 0 % loss of nothing. Such a block would read as "the video gets
+/// through": it would lift a loss cap, confirm a floor, and keep the audio's reports from standing
+/// in for a paused video's. A block counts only when its stream received something new since the
+/// last block about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportHeads {
+    heads: Vec<(u32, u32)>,
+}
+
+impl ReportHeads {
+    /// Whether a block about `ssrc` stating `head` (its extended highest sequence number) covers
+    /// packets the last block about it did not; remembers `head`. Only the SFU's own SSRCs should
+    /// be passed: at most [`MAX_REPORTED_STREAMS`] are kept, and past that the oldest is dropped.
+    pub fn advanced(&mut self, ssrc: u32, head: u32) -> bool {
+        if let Some(entry) = self.heads.iter_mut().find(|(s, _)| *s == ssrc) {
+            let advanced = entry.1 != head;
+            entry.1 = head;
+            return advanced;
+        }
+        if self.heads.len() >= MAX_REPORTED_STREAMS {
+            self.heads.remove(0);
+        }
+        self.heads.push((ssrc, head));
+        true
+    }
+}
+
 /// One subscriber's allocation over time: the budget it allocates follows the estimate down at
 /// once and up only after a hold that doubles each time a raise fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1622,6 +1654,23 @@ mod tests {
         );
         allocator.handle_loss_at(at(1_500), 85);
         assert!(allocator.loss_cap.is_some(), "the report counted");
+    }
+
+    #[test]
+    fn a_report_block_counts_only_when_its_stream_received_something_new() {
+        let mut heads = ReportHeads::default();
+        assert!(heads.advanced(1, 100), "the first block about a stream");
+        assert!(heads.advanced(2, 7), "another stream's");
+        assert!(!heads.advanced(1, 100), "nothing arrived since");
+        assert!(heads.advanced(1, 160));
+        assert!(!heads.advanced(1, 160));
+        assert!(!heads.advanced(2, 7));
+        // Bounded: the oldest stream is forgotten.
+        for ssrc in 10..10 + MAX_REPORTED_STREAMS as u32 {
+            heads.advanced(ssrc, 1);
+        }
+        assert_eq!(heads.heads.len(), MAX_REPORTED_STREAMS);
+        assert!(heads.advanced(1, 160), "forgotten, so new again");
     }
 
     #[test]
