@@ -526,6 +526,8 @@ impl ReportHeads {
     /// be passed: at most [`MAX_REPORTED_STREAMS`] are kept, and past that the oldest is dropped.
     pub fn advanced(&mut self, ssrc: u32, head: u32) -> bool {
         if let Some(entry) = self.heads.iter_mut().find(|(s, _)| *s == ssrc) {
+            // Changed, not greater: when the SFU reuses a retired SSRC for a new track, the
+            // browser's new receiver counts its wraps from 0 again, so the head can go down.
             let advanced = entry.1 != head;
             entry.1 = head;
             return advanced;
