@@ -379,8 +379,25 @@ fn sfu_codecs() -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
         .collect()
 }
 
-/// The extension id the remote SDP gave `uri` (`a=extmap:<id>[/direction] <uri>`).
-fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+/// Gives `pc` the UDP socket address `local_addr` as its one (host) ICE candidate.
+pub fn add_host_candidate(pc: &mut RTCPeerConnection, local_addr: SocketAddr) -> Result<(), Error> {
+    let host = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: local_addr.ip().to_string(),
+            port: local_addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+    Ok(())
+}
+
+/// The extension id an SDP gives `uri` (`a=extmap:<id>[/direction] <uri>`).
+pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
     sdp.lines().find_map(|line| {
         let rest = line.trim_end().strip_prefix("a=extmap:")?;
         let (id, tail) = rest.split_once(' ')?;
@@ -642,18 +659,7 @@ impl MediaPeer {
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .build(now)?;
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local_addr.ip().to_string(),
-                port: local_addr.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+        add_host_candidate(&mut pc, local_addr)?;
         Ok(Self {
             pc,
             local_addr,

@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use consulta_media::peer::{add_host_candidate, extmap_id};
 use rtc::interceptor::{NackGeneratorBuilder, NackResponderBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
@@ -29,7 +30,6 @@ use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp::Packet;
@@ -112,31 +112,8 @@ fn peer(addr: SocketAddr, receiver: bool, responder: bool, now: Instant) -> RTCP
         .with_interceptor_registry(registry)
         .build(now)
         .unwrap();
-    let host = CandidateHostConfig {
-        base_config: CandidateConfig {
-            network: "udp".to_owned(),
-            address: addr.ip().to_string(),
-            port: addr.port(),
-            component: 1,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-    .new_candidate_host()
-    .unwrap();
-    pc.add_local_candidate(RTCIceCandidate::from(&host).to_json().unwrap())
-        .unwrap();
+    add_host_candidate(&mut pc, addr).unwrap();
     pc
-}
-
-/// The id `sdp` gives the header extension `uri`.
-fn extmap_id(sdp: &str, uri: &str) -> u8 {
-    sdp.lines()
-        .find_map(|line| {
-            let (id, tail) = line.trim_end().strip_prefix("a=extmap:")?.split_once(' ')?;
-            (tail.split_whitespace().next()? == uri).then(|| id.split('/').next()?.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("{uri} is not negotiated:\n{sdp}"))
 }
 
 /// A sender and a receiver with a NACK generator, connected in memory.
@@ -209,7 +186,9 @@ impl Link {
         sender
             .set_remote_description(now, RTCSessionDescription::answer(answer.clone()).unwrap())
             .unwrap();
-        let ids = [SDES_MID, SDES_RID, SDES_REPAIRED_RID].map(|uri| extmap_id(&answer, uri));
+        let ids = [SDES_MID, SDES_RID, SDES_REPAIRED_RID].map(|uri| {
+            extmap_id(&answer, uri).unwrap_or_else(|| panic!("{uri} is not negotiated:\n{answer}"))
+        });
         let mut link = Self {
             declared,
             sender,
