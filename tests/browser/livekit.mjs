@@ -105,6 +105,9 @@ window.remoteStats = async () => {
             entry.nackCount = s.nackCount;
             entry.retransmittedPacketsReceived = s.retransmittedPacketsReceived;
             entry.framesDecoded = s.framesDecoded;
+            entry.keyFramesDecoded = s.keyFramesDecoded;
+            entry.pliCount = s.pliCount;
+            entry.freezeCount = s.freezeCount;
             entry.frameWidth = s.frameWidth;
             entry.totalSamplesReceived = s.totalSamplesReceived;
             entry.audioEnergy = s.totalAudioEnergy;

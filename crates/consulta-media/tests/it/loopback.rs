@@ -350,3 +350,58 @@ fn a_reused_transceiver_offers_and_sends_the_new_tracks_codec() {
     assert_eq!(received[0].ssrc, 0x3333);
     assert_eq!(received[0].mime_type.as_deref(), Some("video/VP9"));
 }
+
+/// Where the SFU sends (a subscriber connection), each video track has a repair stream (RTX, RFC
+/// 4588) and each video codec its repair format; where it receives, and on audio, none
+/// (`register_codecs` in peer.rs says why).
+#[test]
+fn a_sending_connection_offers_a_repair_stream_for_each_video_track() {
+    use consulta_media::{MediaConfig, MediaDirection};
+
+    let now = Instant::now();
+    let addr: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+    let offer_of = |direction: MediaDirection| {
+        let config = MediaConfig {
+            direction,
+            ..MediaConfig::default()
+        };
+        let mut peer = MediaPeer::with_config(addr, config, now).unwrap();
+        peer.add_local_track(MediaKind::Video, "video/VP8", "s", "camera", 0x2223)
+            .unwrap();
+        peer.add_local_track(MediaKind::Audio, "audio/opus", "s", "microphone", 0x4445)
+            .unwrap();
+        peer.create_offer(now).unwrap()
+    };
+
+    let offer = offer_of(MediaDirection::SendOnly);
+    for format in [
+        "a=rtpmap:97 rtx/90000",
+        "a=fmtp:97 apt=96",
+        "a=rtpmap:99 rtx/90000",
+        "a=fmtp:99 apt=98",
+        "a=rtpmap:126 rtx/90000",
+        "a=fmtp:126 apt=125",
+        "a=rtpmap:42 rtx/90000",
+        "a=fmtp:42 apt=41",
+    ] {
+        assert!(offer.contains(format), "{format} missing: {offer}");
+    }
+    assert!(
+        offer.contains(&format!("a=ssrc-group:FID {} {}", 0x2223, 0x2222)),
+        "the camera's repair stream, on the SSRC next to it: {offer}"
+    );
+    assert_eq!(
+        offer.matches("ssrc-group:FID").count(),
+        1,
+        "none for the microphone: {offer}"
+    );
+    let audio = &offer[offer.find("m=audio").unwrap()..];
+    let audio = &audio[..audio.find("m=video").unwrap_or(audio.len())];
+    assert!(!audio.contains("rtx"), "no audio repair format: {audio}");
+
+    for direction in [MediaDirection::ReceiveOnly, MediaDirection::Both] {
+        let offer = offer_of(direction);
+        assert!(!offer.contains("rtx"), "{direction:?}: {offer}");
+        assert!(!offer.contains("ssrc-group"), "{direction:?}: {offer}");
+    }
+}

@@ -1,5 +1,6 @@
 //! RTX (RFC 4588) from a simulcast sender, at the level of webrtc-rs `rtc` itself: the failing case
-//! behind the SFU negotiating no RTX (docs/SFU-MEDIA.md, "Loss").
+//! behind the SFU negotiating no RTX with publishers (docs/SFU-MEDIA.md, "Loss"; towards
+//! subscribers it does, as `rtc` is the sender there).
 //!
 //! A browser publishing simulcast declares no SSRCs, only rids; it names the layer a retransmission
 //! repairs with the `repaired-rtp-stream-id` header extension (RFC 8852) on the RTX stream. `rtc`
@@ -14,8 +15,8 @@
 //! leaves the asking going: its NACK generator counts only packets on the repaired stream's own
 //! SSRC, and it sees the retransmission before it is unwrapped. Each ask brings another copy.
 //!
-//! If one of these tests fails, `rtc` handles more of RTX now: measure RTX with Chromium again
-//! (docs/SFU-MEDIA.md) before negotiating it.
+//! If one of these tests fails, `rtc` handles more of RTX now: measure RTX from publishers with
+//! Chromium again (docs/SFU-MEDIA.md) before negotiating it on their connections.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -480,7 +481,7 @@ fn rtc_drops_a_simulcast_retransmission_that_names_its_layer_by_repaired_rid() {
     assert!(
         !link.delivered(LAYER_SSRC, 102),
         "rtc now delivers a simulcast retransmission named by repaired rid: re-measure RTX \
-         with Chromium (docs/SFU-MEDIA.md, Loss) before negotiating it"
+         from publishers with Chromium (docs/SFU-MEDIA.md, Loss) before negotiating it"
     );
     assert!(
         link.delivered.iter().all(|&(ssrc, _)| ssrc == LAYER_SSRC),
