@@ -1484,12 +1484,22 @@ impl Router {
             .iter()
             .filter_map(|&(ssrc, fraction, head)| Some((kind_of(ssrc)?, fraction, ssrc, head)))
             .collect();
+        let sending = &p.sub.sending;
+        p.sub
+            .report_heads
+            .retain(|ssrc| sending.values().any(|down| down.local.ssrc() == ssrc));
         let mut fresh = Vec::with_capacity(ours.len());
         for (kind, fraction, ssrc, head) in ours {
             if p.sub.report_heads.advanced(ssrc, head) {
                 fresh.push((kind == MediaKind::Video, fraction));
             }
         }
+        tracing::debug!(
+            target: "consulta_media::bandwidth",
+            participant = %sub,
+            counted = ?fresh,
+            "report blocks counted (video?, loss in 256ths)"
+        );
         let worst = |of_video: bool| {
             fresh
                 .iter()

@@ -37,7 +37,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RTCRtpRtxParameters, RtpCodecKind,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -88,10 +88,9 @@ const MAX_EARLY_CANDIDATES: usize = 32;
 const NACK_HISTORY: u16 = 64;
 
 /// How often one missing incoming packet is NACKed (every 100 ms). `rtc`'s default has no cap:
-/// with RTX negotiated from publishers the generator never saw the repairs (see
-/// `register_codecs`), and at 4 % loss 12 104 of the 19 699 packets Chromium's camera sent were
-/// retransmissions. Publishers now resend without RTX, the generator sees that, and the cap only
-/// bounds the asks for a packet that is gone for good.
+/// with RTX negotiated the generator never saw the repairs (see `register_codecs`), and at 4 %
+/// loss 12 104 of the 19 699 packets Chromium's camera sent were retransmissions. Without RTX it
+/// sees them, and the cap only bounds the asks for a packet that is gone for good.
 const MAX_NACKS_PER_PACKET: u16 = 3;
 
 /// An SDP media section identifier (`a=mid`), as negotiated.
@@ -303,57 +302,24 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// every m-line listed them all and every transceiver kept copies, ≈2.4 KB of SDP per m-line and
 /// a fifth of the memory of a 1:1 room (heaptrack, S1).
 ///
-/// RTX (RFC 4588) only where the SFU sends (`rtx`: the subscriber connections), one repair format
-/// per video codec. The SFU's NACK responder then resends on each video track's repair SSRC
-/// (`a=ssrc-group:FID`), with the original sequence number first in the payload, and Chromium
-/// unwraps it. Not where the SFU receives: `rtc` 0.21 does not deliver a simulcast publisher's
-/// repairs (`bind_by_rid` skips packets carrying `repaired-rtp-stream-id`: "TODO … rrid"), and its
-/// NACK generator counts only packets on a stream's own SSRC, so it never sees a repair and keeps
-/// asking (Alice's retransmissions were 8.4 % of what she sent, against 0.6 %). Both failing cases
-/// are tests (`tests/it/rtx.rs`); docs/SFU-MEDIA.md, "Loss", has the measurements. Without RTX,
-/// a publisher's browser resends a NACKed packet on its own SSRC: `rtc` receives it, the
-/// generator counts it, and the router forwards it as a late packet.
-fn register_codecs(media_engine: &mut MediaEngine, rtx: bool) -> Result<(), Error> {
-    let codecs = sfu_codecs();
-    let repairs = rtx.then(|| repair_codecs(&codecs)).into_iter().flatten();
-    for (codec, kind) in codecs.iter().cloned().chain(repairs) {
+/// No RTX (RFC 4588), for limits of `rtc` 0.21 measured with Chromium and shown by tests
+/// (`tests/it/rtx.rs`; docs/SFU-MEDIA.md, "Loss"). From a simulcast publisher, `rtc` does not bind
+/// the repair streams to its interceptors (`bind_by_rid` skips packets carrying
+/// `repaired-rtp-stream-id`: "TODO … rrid"), and its NACK generator counts only packets on a
+/// stream's own SSRC, so it never saw the repairs and kept asking: Alice's retransmissions were
+/// 8.4 % of what she sent, against 0.6 %. Towards subscribers the repairs do arrive, but Chromium
+/// reports the video in a receiver report whose first block is about the repair stream, and `rtc`
+/// drops an RTCP packet whose first SSRC is no track's: the allocator went 13-14 s without a
+/// report about the video. RTX packets from `rtc`'s responder also carry no transport-wide
+/// sequence number, and its repair numbering restarts when a reused SSRC is bound again.
+/// Without RTX, browsers resend a NACKed packet on its own SSRC. `rtc` receives it, the generator
+/// counts it, and the router forwards it as a late packet. The SFU's own NACK responder does the
+/// same towards subscribers.
+fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
+    for (codec, kind) in sfu_codecs() {
         media_engine.register_codec(codec, kind)?;
     }
     Ok(())
-}
-
-/// The RTX format of each video codec in `codecs` (`video/rtx`, `apt=` the codec's payload type),
-/// on the payload types browsers use for them.
-fn repair_codecs(
-    codecs: &[(RTCRtpCodecParameters, RtpCodecKind)],
-) -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
-    const REPAIR_PAYLOAD_TYPES: [(u8, u8); 4] = [(96, 97), (98, 99), (125, 126), (41, 42)];
-    codecs
-        .iter()
-        .filter(|(_, kind)| *kind == RtpCodecKind::Video)
-        .filter_map(|(codec, _)| {
-            let (_, repair) = REPAIR_PAYLOAD_TYPES
-                .iter()
-                .find(|(primary, _)| *primary == codec.payload_type)?;
-            let format = RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: "video/rtx".to_owned(),
-                    clock_rate: codec.rtp_codec.clock_rate,
-                    channels: 0,
-                    sdp_fmtp_line: format!("apt={}", codec.payload_type),
-                    rtcp_feedback: Vec::new(),
-                },
-                payload_type: *repair,
-            };
-            Some((format, RtpCodecKind::Video))
-        })
-        .collect()
-}
-
-/// The SSRC of the repair stream of a video track sent on `ssrc`, when RTX is negotiated: the
-/// router's SSRCs are odd, so their neighbours are free.
-fn repair_ssrc(ssrc: u32) -> u32 {
-    ssrc ^ 1
 }
 
 /// The codec table [`register_codecs`] registers.
@@ -568,8 +534,6 @@ pub struct MediaPeer {
     estimate: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// The estimate last reported as [`MediaEvent::TargetBitrate`].
     last_estimate: u64,
-    /// Whether video sent on this connection has a repair stream (RTX; see [`register_codecs`]).
-    rtx: bool,
 }
 
 /// What [`IncomingRtp`] says about the packets of one SSRC.
@@ -613,8 +577,7 @@ impl MediaPeer {
         now: Instant,
     ) -> Result<Self, Error> {
         let mut media_engine = MediaEngine::default();
-        let rtx = config.direction == MediaDirection::SendOnly;
-        register_codecs(&mut media_engine, rtx)?;
+        register_codecs(&mut media_engine)?;
         configure_simulcast_extension_headers(&mut media_engine)?;
         // `rtc`'s default chain (`register_default_interceptors`) but for the two NACK ends, for
         // the direction the media flows (see `MediaDirection`); the codecs already carry the `nack`
@@ -712,7 +675,6 @@ impl MediaPeer {
             incoming: HashMap::new(),
             estimate,
             last_estimate: 0,
-            rtx,
         })
     }
 
@@ -830,9 +792,6 @@ impl MediaPeer {
             vec![RTCRtpEncodingParameters {
                 rtp_coding_parameters: RTCRtpCodingParameters {
                     ssrc: Some(ssrc),
-                    rtx: (self.rtx && kind == MediaKind::Video).then(|| RTCRtpRtxParameters {
-                        ssrc: repair_ssrc(ssrc),
-                    }),
                     ..Default::default()
                 },
                 codec,

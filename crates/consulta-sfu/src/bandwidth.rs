@@ -538,6 +538,14 @@ impl ReportHeads {
         self.heads.push((ssrc, head));
         true
     }
+
+    /// Forgets the streams `sent` no longer names (tracks the SFU stopped sending). A browser keeps
+    /// reporting a removed stream for a while; those blocks are not the SFU's any more and are not
+    /// passed to [`advanced`](Self::advanced). If the SSRC is reused for a new track, its first block
+    /// counts, as the new receiver's first is news.
+    pub fn retain(&mut self, sent: impl Fn(u32) -> bool) {
+        self.heads.retain(|&(ssrc, _)| sent(ssrc));
+    }
 }
 
 /// One subscriber's allocation over time: the budget it allocates follows the estimate down at
@@ -1673,6 +1681,15 @@ mod tests {
         }
         assert_eq!(heads.heads.len(), MAX_REPORTED_STREAMS);
         assert!(heads.advanced(1, 160), "forgotten, so new again");
+        // Streams no longer sent are forgotten; those still sent keep their heads.
+        heads.retain(|ssrc| ssrc == 1 || ssrc == 10);
+        assert_eq!(
+            heads.heads.len(),
+            1,
+            "10 was the oldest, dropped by the bound: {heads:?}"
+        );
+        assert!(!heads.advanced(1, 160), "kept");
+        assert!(heads.advanced(11, 1), "forgotten, so new again");
     }
 
     #[test]
