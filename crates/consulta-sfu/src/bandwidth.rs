@@ -574,6 +574,8 @@ pub struct Allocator {
     lowered_at: Option<Instant>,
     /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
     caps: Vec<(u64, Option<Quality>)>,
+    /// What each track's tile asked for at the last poll, by [`VideoDemand::id`].
+    wanted: Vec<(u64, Option<Quality>)>,
 }
 
 impl Default for Allocator {
@@ -591,6 +593,7 @@ impl Default for Allocator {
             loss_cap: None,
             lowered_at: None,
             caps: Vec::new(),
+            wanted: Vec::new(),
         }
     }
 }
@@ -661,6 +664,22 @@ impl Allocator {
         } else {
             self.handle_loss_at(now, fraction_lost);
         }
+    }
+
+    /// Notes a raise from the layers `before` at `now`, so that a fall within [`FAILED_WITHIN`]
+    /// counts as its failure, and makes the next raise wait [`STEP_INTERVAL`]. The layers before,
+    /// not the budget then: it may have climbed far above what they needed while no layer fitted.
+    fn record_raise(&mut self, now: Instant, tracks: &[VideoDemand], before: &[Option<Quality>]) {
+        self.raised_at = Some(now);
+        self.before_raise = Some(
+            tracks
+                .iter()
+                .zip(before)
+                .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
+                .collect(),
+        );
+        let until = now + STEP_INTERVAL;
+        self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
     }
 
     /// The highest layer each of `tracks` may use now (`audio_tracks` Opus tracks are counted
@@ -741,24 +760,46 @@ impl Allocator {
                 // No step may be affordable from `base` (the greedy allocation is not monotonic):
                 // then nothing was tried.
                 if caps != base {
-                    self.raised_at = Some(now);
-                    // The layers before the raise, not the budget then: it may have climbed far
-                    // above what they needed while no layer fitted.
-                    self.before_raise = Some(
-                        tracks
-                            .iter()
-                            .zip(&base)
-                            .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
-                            .collect(),
-                    );
-                    let until = now + STEP_INTERVAL;
-                    self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+                    self.record_raise(now, tracks, &base);
                 }
-            } else if budget > previous {
-                // Nothing to raise: the budget stays at what the layers need. The estimate climbs
-                // whatever is sent, so a tile that grows later must go through a raise (one layer,
-                // recorded, undone if it fails) rather than jump to an estimate nothing tested.
-                budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
+            } else {
+                // The budget did not rise, yet a layer may fit it now that it did not before:
+                // its measured bitrate dipped (an encoder between key frames, a still scene).
+                // That is a raise all the same, of a layer the link has not carried: during a
+                // wait it waits (it may be the very layer that just failed), and after one it
+                // is recorded, so that its failure sets a floor and doubles the wait like any.
+                // A tile that grew and a paused track coming back are not such raises.
+                let upgraded: Vec<bool> = tracks
+                    .iter()
+                    .zip(&caps)
+                    .zip(&sent)
+                    .map(|((track, new), old)| {
+                        let asked = self
+                            .wanted
+                            .iter()
+                            .find(|(id, _)| *id == track.id)
+                            .map(|(_, wanted)| *wanted);
+                        new > old && old.is_some() && asked.is_some_and(|w| track.wanted <= w)
+                    })
+                    .collect();
+                if upgraded.contains(&true) {
+                    if held {
+                        for ((cap, old), up) in caps.iter_mut().zip(&sent).zip(&upgraded) {
+                            if *up {
+                                *cap = *old;
+                            }
+                        }
+                    } else {
+                        self.record_raise(now, tracks, &sent);
+                    }
+                }
+                if budget > previous {
+                    // Nothing to raise: the budget stays at what the layers need. The estimate
+                    // climbs whatever is sent, so a tile that grows later must go through a raise
+                    // (one layer, recorded, undone if it fails) rather than jump to an estimate
+                    // nothing tested.
+                    budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
+                }
             }
         }
         let spent = audio.saturating_add(cost(tracks, &caps));
@@ -776,6 +817,10 @@ impl Allocator {
             .iter()
             .zip(&caps)
             .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
+            .collect();
+        self.wanted = tracks
+            .iter()
+            .map(|track| (track.id, track.wanted))
             .collect();
         caps
     }
@@ -1722,5 +1767,59 @@ mod tests {
             allocator.poll_caps(now, 1, &[camera(Some(High))]),
             vec![Some(Medium)]
         );
+    }
+
+    /// From a weak-downlink Chromium run (2026-12-03): Bob was back on 360p after 720p had failed,
+    /// waiting 16 s, with a budget of 920 kbit/s (a loss cap from before) on a link policed to 600.
+    /// Alice's 720p layer measured 823 kbit/s for a moment, fitted the budget with the audio, and
+    /// was sent at once: 62 % of it was lost, GCC fell to 200 kbit/s, and his video was paused for
+    /// 8 s. A layer that fits because its bitrate dipped is a raise like any other.
+    #[test]
+    fn a_layer_that_fits_because_its_bitrate_dipped_waits_and_is_a_raise() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[camera(Some(High))]),
+            vec![Some(High)]
+        );
+        // The estimate falls to 1 Mbit/s: 360p, and a wait.
+        allocator.handle_estimate(1_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(1_000), 1, &[camera(Some(High))]),
+            vec![Some(Medium)]
+        );
+        // 720p dips to 800 kbit/s, which would fit 1 Mbit/s with the audio: it waits.
+        let dipped = VideoDemand {
+            bitrates: [160_000, 450_000, 800_000],
+            ..camera(Some(High))
+        };
+        assert_eq!(
+            allocator.poll_caps(at(2_000), 1, &[dipped]),
+            vec![Some(Medium)],
+            "no raise during the wait"
+        );
+        // A tile that grows still uses the budget at once (here: a 180p tile was asked before).
+        let mut other = Allocator::default();
+        other.handle_estimate(1_000_000);
+        other.poll_caps(at(0), 1, &[camera(Some(Low))]);
+        assert_eq!(other.poll_caps(at(1_000), 1, &[dipped]), vec![Some(High)]);
+        // After the wait it is tried, as a recorded raise: its failure sets the floor (360p) and
+        // doubles the wait.
+        let after = at(1_000) + MIN_HOLD + Duration::from_millis(1);
+        assert_eq!(allocator.poll_caps(after, 1, &[dipped]), vec![Some(High)]);
+        assert_eq!(allocator.raised_at, Some(after), "recorded as a raise");
+        allocator.handle_estimate(700_000);
+        assert_eq!(
+            allocator.poll_caps(after + Duration::from_secs(1), 1, &[dipped]),
+            vec![Some(Medium)]
+        );
+        assert_eq!(
+            allocator.hold,
+            MIN_HOLD * 2,
+            "a failed raise doubles the wait"
+        );
+        assert!(allocator.floor.is_some(), "and sets a floor");
     }
 }
