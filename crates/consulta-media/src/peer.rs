@@ -302,8 +302,8 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// every m-line listed them all and every transceiver kept copies, ≈2.4 KB of SDP per m-line and
 /// a fifth of the memory of a 1:1 room (heaptrack, S1).
 ///
-/// No RTX (RFC 4588), for limits of `rtc` 0.21 measured with Chromium and shown by tests
-/// (`tests/it/rtx.rs`; docs/SFU-MEDIA.md, "Loss"). From a simulcast publisher, `rtc` does not bind
+/// No RTX (RFC 4588), for limits of `rtc` 0.21 measured with Chromium (docs/SFU-MEDIA.md, "Loss");
+/// the failing cases are tests in `tests/it/rtx.rs`, but for the last two, read in `rtc`'s code. From a simulcast publisher, `rtc` does not bind
 /// the repair streams to its interceptors (`bind_by_rid` skips packets carrying
 /// `repaired-rtp-stream-id`: "TODO … rrid"), and its NACK generator counts only packets on a
 /// stream's own SSRC, so it never saw the repairs and kept asking: Alice's retransmissions were

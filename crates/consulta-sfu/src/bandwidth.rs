@@ -574,8 +574,6 @@ pub struct Allocator {
     lowered_at: Option<Instant>,
     /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
     caps: Vec<(u64, Option<Quality>)>,
-    /// What each track's tile asked for at the last poll, by [`VideoDemand::id`].
-    wanted: Vec<(u64, Option<Quality>)>,
 }
 
 impl Default for Allocator {
@@ -593,7 +591,6 @@ impl Default for Allocator {
             loss_cap: None,
             lowered_at: None,
             caps: Vec::new(),
-            wanted: Vec::new(),
         }
     }
 }
@@ -756,50 +753,22 @@ impl Allocator {
                 self.raised_at = None;
             } else if rose {
                 caps = one_step(tracks, &base, &caps, budget.saturating_sub(audio));
-                budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
                 // No step may be affordable from `base` (the greedy allocation is not monotonic):
                 // then nothing was tried.
                 if caps != base {
                     self.record_raise(now, tracks, &base);
                 }
-            } else {
-                // The budget did not rise, yet a layer may fit it now that it did not before:
-                // its measured bitrate dipped (an encoder between key frames, a still scene).
-                // That is a raise all the same, of a layer the link has not carried: during a
-                // wait it waits (it may be the very layer that just failed), and after one it
-                // is recorded, so that its failure sets a floor and doubles the wait like any.
-                // A tile that grew and a paused track coming back are not such raises.
-                let upgraded: Vec<bool> = tracks
-                    .iter()
-                    .zip(&caps)
-                    .zip(&sent)
-                    .map(|((track, new), old)| {
-                        let asked = self
-                            .wanted
-                            .iter()
-                            .find(|(id, _)| *id == track.id)
-                            .map(|(_, wanted)| *wanted);
-                        new > old && old.is_some() && asked.is_some_and(|w| track.wanted <= w)
-                    })
-                    .collect();
-                if upgraded.contains(&true) {
-                    if held {
-                        for ((cap, old), up) in caps.iter_mut().zip(&sent).zip(&upgraded) {
-                            if *up {
-                                *cap = *old;
-                            }
-                        }
-                    } else {
-                        self.record_raise(now, tracks, &sent);
-                    }
-                }
-                if budget > previous {
-                    // Nothing to raise: the budget stays at what the layers need. The estimate
-                    // climbs whatever is sent, so a tile that grows later must go through a raise
-                    // (one layer, recorded, undone if it fails) rather than jump to an estimate
-                    // nothing tested.
-                    budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
-                }
+            }
+            // After a fall or a raise, and when nothing can be raised, the budget is what the
+            // layers chosen need. The estimate climbs whatever is sent, so a tile that grows later
+            // must go through a raise (one layer, recorded, undone if it fails) rather than jump
+            // to an estimate nothing tested. After a fall, a budget left at the estimate or a loss
+            // cap above what was kept would let a layer whose measured bitrate dips (an encoder
+            // between key frames, a still scene) fit it with no raise and during the wait: the
+            // very layer that just failed. (A tile that shrinks keeps the budget: growing back
+            // needs no wait.)
+            if fell || rose || budget > previous {
+                budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
             }
         }
         let spent = audio.saturating_add(cost(tracks, &caps));
@@ -817,10 +786,6 @@ impl Allocator {
             .iter()
             .zip(&caps)
             .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
-            .collect();
-        self.wanted = tracks
-            .iter()
-            .map(|track| (track.id, track.wanted))
             .collect();
         caps
     }
@@ -1023,7 +988,8 @@ mod tests {
         // The estimate recovers at once, but the budget waits out the hold.
         allocator.handle_estimate(3_000_000);
         assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Some(Low)]);
-        assert_eq!(allocator.budget(), Some(400_000));
+        // What the layer kept needs, not the estimate of the fall: nothing above it fits.
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000));
         // Then one layer at a time.
         let raised = at(1) + MIN_HOLD;
         assert_eq!(allocator.poll_caps(raised, 1, &tracks), vec![Some(Medium)]);
@@ -1249,7 +1215,12 @@ mod tests {
         // 5 % lost: neither way.
         allocator.handle_loss_at(at(2), 13);
         assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Some(Medium)]);
-        assert_eq!(allocator.budget(), Some(1_764_000 * 427 / 512));
+        assert_eq!(allocator.loss_cap, Some(1_764_000 * 427 / 512));
+        assert_eq!(
+            allocator.budget(),
+            Some(64_000 + 450_000),
+            "what 360p needs"
+        );
         // A report still covering the time before the drop changes nothing.
         allocator.handle_loss_at(at(2), 85);
         assert_eq!(allocator.poll_caps(at(2), 1, &tracks), vec![Some(Medium)]);
@@ -1773,7 +1744,8 @@ mod tests {
     /// waiting 16 s, with a budget of 920 kbit/s (a loss cap from before) on a link policed to 600.
     /// Alice's 720p layer measured 823 kbit/s for a moment, fitted the budget with the audio, and
     /// was sent at once: 62 % of it was lost, GCC fell to 200 kbit/s, and his video was paused for
-    /// 8 s. A layer that fits because its bitrate dipped is a raise like any other.
+    /// 8 s. After a fall the budget is what the layers kept need, so a layer that would fit only
+    /// because its bitrate dipped waits, and then comes as a raise like any other.
     #[test]
     fn a_layer_that_fits_because_its_bitrate_dipped_waits_and_is_a_raise() {
         let start = Instant::now();
@@ -1790,6 +1762,7 @@ mod tests {
             allocator.poll_caps(at(1_000), 1, &[camera(Some(High))]),
             vec![Some(Medium)]
         );
+        assert_eq!(allocator.budget(), Some(64_000 + 450_000));
         // 720p dips to 800 kbit/s, which would fit 1 Mbit/s with the audio: it waits.
         let dipped = VideoDemand {
             bitrates: [160_000, 450_000, 800_000],
@@ -1800,11 +1773,6 @@ mod tests {
             vec![Some(Medium)],
             "no raise during the wait"
         );
-        // A tile that grows still uses the budget at once (here: a 180p tile was asked before).
-        let mut other = Allocator::default();
-        other.handle_estimate(1_000_000);
-        other.poll_caps(at(0), 1, &[camera(Some(Low))]);
-        assert_eq!(other.poll_caps(at(1_000), 1, &[dipped]), vec![Some(High)]);
         // After the wait it is tried, as a recorded raise: its failure sets the floor (360p) and
         // doubles the wait.
         let after = at(1_000) + MIN_HOLD + Duration::from_millis(1);

@@ -350,3 +350,30 @@ fn a_reused_transceiver_offers_and_sends_the_new_tracks_codec() {
     assert_eq!(received[0].ssrc, 0x3333);
     assert_eq!(received[0].mime_type.as_deref(), Some("video/VP9"));
 }
+
+/// The SFU negotiates no RTX on any connection, sending or receiving (`register_codecs` in peer.rs
+/// says why; tests/it/rtx.rs has the failing cases).
+#[test]
+fn no_connection_offers_rtx() {
+    use consulta_media::{MediaConfig, MediaDirection};
+
+    let now = Instant::now();
+    let addr: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+    for direction in [
+        MediaDirection::SendOnly,
+        MediaDirection::ReceiveOnly,
+        MediaDirection::Both,
+    ] {
+        let config = MediaConfig {
+            direction,
+            ..MediaConfig::default()
+        };
+        let mut peer = MediaPeer::with_config(addr, config, now).unwrap();
+        peer.add_local_track(MediaKind::Video, "video/VP8", "s", "camera", 0x2223)
+            .unwrap();
+        let offer = peer.create_offer(now).unwrap();
+        assert!(offer.contains("VP8/90000"), "{direction:?}: {offer}");
+        assert!(!offer.contains("rtx/"), "{direction:?}: {offer}");
+        assert!(!offer.contains("ssrc-group"), "{direction:?}: {offer}");
+    }
+}
