@@ -564,10 +564,6 @@ pub struct Allocator {
     before_raise: Option<Vec<(u64, Option<Quality>)>>,
     /// After a failed raise or a report of heavy loss, while the estimate recovers.
     floor: Option<Floor>,
-    /// After a failed raise, until its wait ends: the layers from before it, by
-    /// [`VideoDemand::id`]. No track that had a layer there goes above it, whatever fits the
-    /// budget.
-    failed_from: Option<Vec<(u64, Option<Quality>)>>,
     /// What the caps cost with the audio, in bits per second.
     spent: u64,
     /// The most they cost within [`SENT_MEMORY`], and since when.
@@ -590,7 +586,6 @@ impl Default for Allocator {
             raised_at: None,
             before_raise: None,
             floor: None,
-            failed_from: None,
             spent: 0,
             spent_peak: (0, None),
             loss_cap: None,
@@ -682,36 +677,6 @@ impl Allocator {
         };
         let estimate = self.loss_cap.map_or(estimate, |cap| cap.min(estimate));
         let held = self.hold_until.is_some_and(|until| now < until);
-        if !held {
-            self.failed_from = None;
-        }
-        // A raise that failed is not tried again before its wait ends, even when the layer tried
-        // fits the budget again only because its measured bitrate dipped (an encoder between key
-        // frames, a still scene): the budget left after a fall is the estimate or a loss cap,
-        // above what the layers kept need. Traced in the weak-downlink Chromium test: 720p re-sent
-        // 1 s into a 16 s wait lost 62 %, GCC fell to 200 kbit/s, and the video was paused for 8 s.
-        // A tile that grows during the wait does not lift this either.
-        let limited: Vec<VideoDemand>;
-        let tracks = match self.failed_from.as_deref() {
-            Some(before) => {
-                limited = tracks
-                    .iter()
-                    .map(|track| {
-                        let mut track = *track;
-                        // A track paused before the raise is left to the budget: its lowest
-                        // layer comes back as the estimate allows, as before.
-                        if let Some((_, Some(layer))) =
-                            before.iter().find(|(id, _)| *id == track.id)
-                        {
-                            track.wanted = track.wanted.min(Some(*layer));
-                        }
-                        track
-                    })
-                    .collect();
-                limited.as_slice()
-            }
-            None => tracks,
-        };
         let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
         let keep_one = audio_tracks == 0;
         // The budget was last set to what the layers sent cost at the bitrates known then; a
@@ -753,7 +718,6 @@ impl Allocator {
                     .raised_at
                     .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
                 if failed && let Some(before) = self.before_raise.take() {
-                    self.failed_from = Some(before.clone());
                     let delivered = self.floor.as_ref().map_or(0, |floor| floor.delivered);
                     let floor = Floor::after_failed_raise(now, before, delivered, estimate);
                     budget = budget.max(floor.need(audio, tracks));
@@ -1757,63 +1721,6 @@ mod tests {
         assert_eq!(
             allocator.poll_caps(now, 1, &[camera(Some(High))]),
             vec![Some(Medium)]
-        );
-    }
-
-    /// From a weak-downlink Chromium run (2026-12-03): Bob was back on 360p after a failed 720p
-    /// try, waiting 16 s, with a budget of 920 kbit/s (a loss cap) on a link policed to 600. Alice's
-    /// 720p layer measured 823 kbit/s for a moment, fitted the budget with the audio, and was sent
-    /// at once: 62 % of it was lost, GCC fell to 200 kbit/s, and his video was paused for 8 s.
-    #[test]
-    fn a_failed_layer_waits_out_its_hold_even_when_its_bitrate_dips_into_the_budget() {
-        let start = Instant::now();
-        let at = |ms: u64| start + Duration::from_millis(ms);
-        let mut allocator = Allocator::default();
-        allocator.handle_estimate(600_000);
-        assert_eq!(
-            allocator.poll_caps(at(0), 1, &[camera(Some(High))]),
-            vec![Some(Medium)]
-        );
-        // After the first wait the estimate says 720p fits: it is tried...
-        allocator.handle_estimate(3_000_000);
-        let tried = at(0) + MIN_HOLD;
-        assert_eq!(
-            allocator.poll_caps(tried, 1, &[camera(Some(High))]),
-            vec![Some(High)]
-        );
-        // ...and fails: back to 360p, a doubled wait, on a budget of 1 Mbit/s.
-        allocator.handle_estimate(1_000_000);
-        let failed = tried + Duration::from_secs(2);
-        assert_eq!(
-            allocator.poll_caps(failed, 1, &[camera(Some(High))]),
-            vec![Some(Medium)]
-        );
-        assert_eq!(allocator.hold, MIN_HOLD * 2);
-        // 720p dips to 800 kbit/s, which fits 1 Mbit/s with the audio: it waits all the same.
-        let dipped = VideoDemand {
-            bitrates: [160_000, 450_000, 800_000],
-            ..camera(Some(High))
-        };
-        for s in 1..16 {
-            assert_eq!(
-                allocator.poll_caps(failed + Duration::from_secs(s), 1, &[dipped]),
-                vec![Some(Medium)],
-                "{s} s into the wait"
-            );
-        }
-        // Another track, shown during the wait, gets what the budget has.
-        let other = VideoDemand {
-            id: 1,
-            ..camera(Some(Low))
-        };
-        assert_eq!(
-            allocator.poll_caps(failed + Duration::from_secs(15), 1, &[dipped, other]),
-            vec![Some(Medium), Some(Low)]
-        );
-        // After the wait, 720p may be tried again.
-        assert_eq!(
-            allocator.poll_caps(failed + MIN_HOLD * 2, 1, &[dipped]),
-            vec![Some(High)]
         );
     }
 }
