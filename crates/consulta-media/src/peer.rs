@@ -303,10 +303,11 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// a fifth of the memory of a 1:1 room (heaptrack, S1).
 ///
 /// No RTX (RFC 4588), for limits of `rtc` 0.21 measured with Chromium (docs/SFU-MEDIA.md, "Loss");
-/// the failing cases are tests in `tests/it/rtx.rs`, but for the last two, read in `rtc`'s code. From a simulcast publisher, `rtc` does not bind
-/// the repair streams to its interceptors (`bind_by_rid` skips packets carrying
-/// `repaired-rtp-stream-id`: "TODO … rrid"), and its NACK generator counts only packets on a
-/// stream's own SSRC, so it never saw the repairs and kept asking: Alice's retransmissions were
+/// the failing cases are tests in `tests/it/rtx.rs`, but for the last two, read in `rtc`'s code.
+/// From a simulcast publisher, `rtc` does not bind the repair streams to its interceptors
+/// (`bind_by_rid` skips packets carrying `repaired-rtp-stream-id`: "TODO … rrid"), and its NACK
+/// generator counts only packets on a stream's own SSRC, so it never saw the repairs and kept
+/// asking: Alice's retransmissions were
 /// 8.4 % of what she sent, against 0.6 %. Towards subscribers the repairs do arrive, but Chromium
 /// reports the video in a receiver report whose first block is about the repair stream, and `rtc`
 /// drops an RTCP packet whose first SSRC is no track's: the allocator went 13-14 s without a

@@ -588,9 +588,10 @@ fn rtc_delivers_a_retransmission_declared_by_ssrc_but_its_nack_generator_keeps_a
 /// name the repair stream in their first block and the stream itself in the second. `rtc` hands an
 /// incoming RTCP compound packet to the application by the first SSRC its first packet names
 /// (`handle_rtcp_message` in its endpoint handler) and drops it when that SSRC is not one of a
-/// track's media SSRCs, so the report about the video never arrives. Measured with Chromium: with RTX negotiated towards Bob, no report about his
-/// video reached the allocator for 13-14 s around each try of a layer his link could not carry,
-/// and 1 of 6 weak-downlink runs sat at 180p (docs/SFU-MEDIA.md, "Loss").
+/// track's media SSRCs, so the report about the video never arrives. Measured with Chromium: with
+/// RTX negotiated towards Bob, no report about his video reached the allocator for 13-14 s around
+/// each try of a layer his link could not carry, and 1 of 6 weak-downlink runs sat at 180p
+/// (docs/SFU-MEDIA.md, "Loss").
 #[test]
 fn rtc_drops_a_receiver_report_that_names_the_repair_stream_first() {
     let mut link = Link::connect(Declared::BySsrc);
