@@ -8,7 +8,10 @@
 //! the [`Allocator`] raises a layer as soon as the estimate says it fits, and when the estimate
 //! then drops below it within [`FAILED_WITHIN`], it waits twice as long before the next raise, up
 //! to [`MAX_HOLD`]. A patient on a weak mobile link therefore settles on the layer the link carries
-//! and tries the next one up every minute or so, instead of freezing on 720p or flapping.
+//! and tries the next one up every minute or so, instead of freezing on 720p or flapping. Nothing
+//! rises but by a raise: layers' measured bitrates swing, and one that dips into a budget left above
+//! what the link carries is held to the layer its track had when the wait began (or, outside a
+//! wait, sent as a raise, recorded like any other).
 //!
 //! The estimator in `rtc` 0.21 holds still while a report's loss and the smoothed loss disagree
 //! (one under 10 %, the other over), which is what a policing link produces: bursts pass, then
@@ -278,6 +281,11 @@ pub const RATE_WINDOW: Duration = Duration::from_secs(1);
 /// Whole windows [`RateMeter`] averages.
 const RATE_WINDOWS: usize = 4;
 
+/// A layer a track had this recently, and lost to a spike of its own bitrate, comes back without a
+/// raise: the spike stays in [`RateMeter`]'s mean for [`RATE_WINDOWS`] windows. Every fall starts a
+/// wait longer than this ([`MIN_HOLD`]), so a layer that failed cannot come back this way.
+const PEAK_MEMORY: Duration = Duration::from_secs(RATE_WINDOWS as u64 + 1);
+
 /// The bitrate of one incoming stream: the mean of its last [`RATE_WINDOWS`] windows of
 /// [`RATE_WINDOW`]. An encoder's output swings with motion, with its own uplink estimate and with
 /// each key frame a switching subscriber asks for; the highest window would count every such key
@@ -357,6 +365,24 @@ impl VideoDemand {
 /// switch costs the subscriber a key frame.
 pub const KEEP_TOLERANCE_PERCENT: u64 = 20;
 
+/// How high one allocation may take a track, besides what its tile asks for and the budget allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ceiling {
+    /// Only the tile and the budget limit it.
+    Tile,
+    /// No higher than the layer sent now (`None`: it stays paused).
+    Sent(Option<Quality>),
+}
+
+impl Ceiling {
+    fn allows(self, layer: Quality) -> bool {
+        match self {
+            Self::Tile => true,
+            Self::Sent(sent) => sent.is_some_and(|sent| layer <= sent),
+        }
+    }
+}
+
 /// The next layer up from `cap`: a paused track's lowest layer, or one layer more.
 fn step_up(track: &VideoDemand, cap: Option<Quality>) -> Option<Quality> {
     match cap {
@@ -370,7 +396,7 @@ fn step_up(track: &VideoDemand, cap: Option<Quality>) -> Option<Quality> {
 /// up to the one a track is `receiving` need only fit the budget plus [`KEEP_TOLERANCE_PERCENT`].
 /// A hidden track costs nothing and gets its lowest layer (it is not sent whatever its cap).
 pub fn allocate(budget: u64, tracks: &[VideoDemand]) -> Vec<Option<Quality>> {
-    allocate_within(budget, tolerant(budget), tracks)
+    allocate_within(budget, tolerant(budget), tracks, &[])
 }
 
 /// `budget` plus [`KEEP_TOLERANCE_PERCENT`].
@@ -378,8 +404,16 @@ fn tolerant(budget: u64) -> u64 {
     budget.saturating_add(budget / 100 * KEEP_TOLERANCE_PERCENT)
 }
 
-/// [`allocate`], with the layers a track receives kept up to `tolerant` bits per second instead.
-fn allocate_within(budget: u64, tolerant: u64, tracks: &[VideoDemand]) -> Vec<Option<Quality>> {
+/// [`allocate`], with the layers a track receives kept up to `tolerant` bits per second instead,
+/// and no track above its entry in `ceilings` (a track past their end has [`Ceiling::Tile`]). The
+/// order stays the tiles': a ceiling frees budget for the others, it never moves a track ahead.
+fn allocate_within(
+    budget: u64,
+    tolerant: u64,
+    tracks: &[VideoDemand],
+    ceilings: &[Ceiling],
+) -> Vec<Option<Quality>> {
+    let ceiling = |i: usize| ceilings.get(i).copied().unwrap_or(Ceiling::Tile);
     let limit = |track: &VideoDemand, layer: Quality| {
         if track.receiving.is_some_and(|current| layer <= current) {
             tolerant
@@ -402,7 +436,7 @@ fn allocate_within(budget: u64, tolerant: u64, tracks: &[VideoDemand]) -> Vec<Op
         }
         let lowest = track.lowest();
         let rate = track.rate(lowest);
-        if spent.saturating_add(rate) <= limit(track, lowest) {
+        if ceiling(i).allows(lowest) && spent.saturating_add(rate) <= limit(track, lowest) {
             *cap = Some(lowest);
             spent = spent.saturating_add(rate);
         }
@@ -418,7 +452,7 @@ fn allocate_within(budget: u64, tolerant: u64, tracks: &[VideoDemand]) -> Vec<Op
             };
             let Some(next) = current
                 .higher()
-                .filter(|next| track.simulcast && *next <= wanted)
+                .filter(|next| track.simulcast && *next <= wanted && ceiling(i).allows(*next))
             else {
                 continue;
             };
@@ -442,17 +476,18 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
     order
 }
 
-/// [`allocate`], except that when `keep_one` and no visible track would get a layer, the largest
-/// tile keeps its lowest one (see the module documentation), and that when `strict` the layers a
-/// track receives get no tolerance.
+/// [`allocate`] under `ceilings` ([`allocate_within`]), except that when `keep_one` and no visible
+/// track would get a layer, the largest tile keeps its lowest one whatever its ceiling (see the
+/// module documentation), and that when `strict` the layers a track receives get no tolerance.
 fn allot(
     budget: u64,
     tracks: &[VideoDemand],
+    ceilings: &[Ceiling],
     keep_one: bool,
     strict: bool,
 ) -> Vec<Option<Quality>> {
-    let ceiling = if strict { budget } else { tolerant(budget) };
-    let mut caps = allocate_within(budget, ceiling, tracks);
+    let within = if strict { budget } else { tolerant(budget) };
+    let mut caps = allocate_within(budget, within, tracks, ceilings);
     let none_visible = tracks
         .iter()
         .zip(&caps)
@@ -548,6 +583,32 @@ impl ReportHeads {
     }
 }
 
+/// A track visible at the last poll, as [`Allocator::poll_caps`] left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shown {
+    /// [`VideoDemand::id`].
+    id: u64,
+    /// What its tile asked for.
+    asked: Quality,
+    /// Its cap (`None`: paused).
+    cap: Option<Quality>,
+    /// The highest cap it had within [`PEAK_MEMORY`], and when it last had it: a layer lowered for
+    /// a spike of its own bitrate comes back as the spike passes, and that is no raise.
+    peak: (Option<Quality>, Instant),
+}
+
+impl Shown {
+    /// The most it may have outside a wait without a raise, at `now`.
+    fn recent(&self, now: Instant) -> Option<Quality> {
+        let (peak, since) = self.peak;
+        if now.saturating_duration_since(since) <= PEAK_MEMORY {
+            self.cap.max(peak)
+        } else {
+            self.cap
+        }
+    }
+}
+
 /// One subscriber's allocation over time: the budget it allocates follows the estimate down at
 /// once and up only after a hold that doubles each time a raise fails.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -560,7 +621,7 @@ pub struct Allocator {
     hold_until: Option<Instant>,
     /// When the allocation last rose because the budget did.
     raised_at: Option<Instant>,
-    /// The caps just before that raise, by [`VideoDemand::id`].
+    /// The caps of the visible tracks just before that raise, by [`VideoDemand::id`].
     before_raise: Option<Vec<(u64, Option<Quality>)>>,
     /// After a failed raise or a report of heavy loss, while the estimate recovers.
     floor: Option<Floor>,
@@ -574,6 +635,13 @@ pub struct Allocator {
     lowered_at: Option<Instant>,
     /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
     caps: Vec<(u64, Option<Quality>)>,
+    /// The tracks visible at the last poll. Outside a wait, a track whose tile asks for no more
+    /// rises above what it had recently only as a raise.
+    shown: Vec<Shown>,
+    /// During a wait, the cap of each track visible when it began, or when it first appeared
+    /// since, by [`VideoDemand::id`]: no track goes above it until the wait ends, whatever its tile
+    /// does (hidden and shown again, shrunk and grown back, made larger).
+    waiting: Vec<(u64, Option<Quality>)>,
 }
 
 impl Default for Allocator {
@@ -591,6 +659,8 @@ impl Default for Allocator {
             loss_cap: None,
             lowered_at: None,
             caps: Vec::new(),
+            shown: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 }
@@ -685,6 +755,35 @@ impl Allocator {
         // estimate carries it at today's bitrates, and that is no raise.
         let sent = caps_by_id(&self.caps, tracks);
         let sent_cost = audio.saturating_add(cost(tracks, &sent));
+        // A layer rises only as a raise (one layer of one track, recorded, and undone with a longer
+        // wait if it fails), never during a wait: not when the budget did not move but a layer's
+        // measured bitrate dipped into it (an encoder between key frames, a still scene). After a
+        // fall the budget is the estimate or a loss cap, above what the layers kept need, and the
+        // layer that just failed would come straight back. Traced in the weak-downlink Chromium
+        // test: 720p measured 823 kbit/s for a moment, fitted a 920 kbit/s loss cap on a 600
+        // kbit/s link 1 s into a 16 s wait, lost 62 %, and GCC fell to 200 kbit/s. So during a
+        // wait each track keeps to the layer it had when the wait began (one lowered since for
+        // its own bitrate comes back), whatever its tile does; outside a wait, a rise above the
+        // layer it had at the last poll is a raise unless its tile grew (so is a rise above the
+        // entry of a tile hidden during a wait and shown after it). A new track, or one hidden
+        // before the wait, gets what the budget has: that is the subscriber's asking, and the
+        // budget is still what the estimate allows.
+        let kept: Vec<Ceiling> = tracks
+            .iter()
+            .map(|track| {
+                let waited = self.waiting.iter().find(|(id, _)| *id == track.id);
+                let last = self.shown.iter().find(|shown| shown.id == track.id);
+                match (track.wanted, last, waited) {
+                    (_, _, Some(&(_, cap))) if held => Ceiling::Sent(cap),
+                    (Some(wanted), Some(last), _) if !held && wanted <= last.asked => {
+                        Ceiling::Sent(last.recent(now))
+                    }
+                    // Hidden during a wait and shown again after it.
+                    (Some(_), None, Some(&(_, cap))) if !held => Ceiling::Sent(cap),
+                    _ => Ceiling::Tile,
+                }
+            })
+            .collect();
         // A floor keeps what is sent from falling; it never raises anything.
         let floor = self.floor.as_mut().and_then(|floor| {
             let need = floor.need(audio, tracks);
@@ -706,22 +805,51 @@ impl Allocator {
         }
         // While the subscriber reports loss, a layer it receives is not kept beyond the budget.
         let strict = self.loss_cap.is_some();
-        let mut caps = allot(budget.saturating_sub(audio), tracks, keep_one, strict);
+        let held_caps = allot(
+            budget.saturating_sub(audio),
+            tracks,
+            &kept,
+            keep_one,
+            strict,
+        );
+        let mut caps = if held {
+            held_caps.clone()
+        } else {
+            allot(budget.saturating_sub(audio), tracks, &[], keep_one, strict)
+        };
         // Only what the budget changed counts, compared on the same tiles: a tile that shrinks
-        // lowers caps too, and one that grows may use the budget there is at once.
+        // lowers caps too, and one that grows may use the budget there is at once. Both sides
+        // keep to the ceilings, so that a layer a dipped bitrate would lift elsewhere is no fall;
+        // what rises above them is a raise, whether or not the budget did.
+        let mut hold_began = false;
+        let mut raised_from = Vec::new();
         if let Some(previous) = previous {
-            let base = allot(previous.saturating_sub(audio), tracks, keep_one, strict);
-            let fell = budget < previous && caps.iter().zip(&base).any(|(new, old)| new < old);
-            let rose = budget > previous && caps.iter().zip(&base).any(|(new, old)| new > old);
+            let base = allot(
+                previous.saturating_sub(audio),
+                tracks,
+                &kept,
+                keep_one,
+                strict,
+            );
+            let fell = budget < previous && held_caps.iter().zip(&base).any(|(new, old)| new < old);
+            let rose = !held && !fell && caps.iter().zip(&base).any(|(new, old)| new > old);
             if fell {
+                caps = held_caps;
                 let failed = self
                     .raised_at
                     .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
                 if failed && let Some(before) = self.before_raise.take() {
+                    raised_from.clone_from(&before);
                     let delivered = self.floor.as_ref().map_or(0, |floor| floor.delivered);
                     let floor = Floor::after_failed_raise(now, before, delivered, estimate);
                     budget = budget.max(floor.need(audio, tracks));
-                    caps = allot(budget.saturating_sub(audio), tracks, keep_one, strict);
+                    caps = allot(
+                        budget.saturating_sub(audio),
+                        tracks,
+                        &kept,
+                        keep_one,
+                        strict,
+                    );
                     self.floor = Some(floor);
                 }
                 // A drop while still waiting after the last one (the end of a grace) keeps the wait.
@@ -735,6 +863,7 @@ impl Allocator {
                 let until = now + self.hold;
                 self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
                 self.raised_at = None;
+                hold_began = true;
             } else if rose {
                 caps = one_step(tracks, &base, &caps, budget.saturating_sub(audio));
                 budget = budget.min(audio.saturating_add(cost(tracks, &caps)));
@@ -744,15 +873,18 @@ impl Allocator {
                     self.raised_at = Some(now);
                     // The layers before the raise, not the budget then: it may have climbed far
                     // above what they needed while no layer fitted.
+                    // Visible tracks only: a hidden one had no layer to fall back to.
                     self.before_raise = Some(
                         tracks
                             .iter()
                             .zip(&base)
-                            .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
+                            .filter(|(track, _)| track.wanted.is_some())
+                            .map(|(track, cap)| (track.id, *cap))
                             .collect(),
                     );
                     let until = now + STEP_INTERVAL;
                     self.hold_until = Some(self.hold_until.map_or(until, |t| t.max(until)));
+                    hold_began = true;
                 }
             } else if budget > previous {
                 // Nothing to raise: the budget stays at what the layers need. The estimate climbs
@@ -777,6 +909,75 @@ impl Allocator {
             .zip(&caps)
             .map(|(track, cap)| (track.id, track.wanted.and(*cap)))
             .collect();
+        let shown: Vec<Shown> = tracks
+            .iter()
+            .zip(&caps)
+            .filter_map(|(track, &cap)| {
+                let asked = track.wanted?;
+                let last = self.shown.iter().find(|shown| shown.id == track.id);
+                let peak = match last {
+                    Some(last)
+                        if last.peak.0 > cap
+                            && now.saturating_duration_since(last.peak.1) <= PEAK_MEMORY =>
+                    {
+                        last.peak
+                    }
+                    _ => (cap, now),
+                };
+                Some(Shown {
+                    id: track.id,
+                    asked,
+                    cap,
+                    peak,
+                })
+            })
+            .collect();
+        if hold_began {
+            // A fall during a wait lowers the ceilings it lowered and keeps the others, also
+            // those of tracks hidden now: the wait goes on.
+            let before = std::mem::take(&mut self.waiting);
+            let earlier = |id: u64| {
+                let entry = before.iter().find(|(known, _)| *known == id);
+                entry.filter(|_| held).map(|&(_, cap)| cap)
+            };
+            // After a failed raise, no track waits above its layer from before the raise, hidden
+            // or not, even when the fall came within the raise's own step interval (whose
+            // snapshot holds the layer that failed).
+            let from_raise = |id: u64| {
+                let entry = raised_from.iter().find(|(known, _)| *known == id);
+                entry.map(|&(_, cap)| cap)
+            };
+            for (track, (cap, sent)) in tracks.iter().zip(caps.iter().zip(&sent)) {
+                let entry = match (track.wanted, earlier(track.id)) {
+                    (None, Some(earlier)) => Some(earlier),
+                    (None, None) => None,
+                    (Some(_), Some(earlier)) if cap >= sent => Some(earlier.max(*cap)),
+                    (Some(_), _) => Some(*cap),
+                };
+                let entry = match (entry, from_raise(track.id)) {
+                    (Some(entry), Some(before)) => Some(entry.min(before)),
+                    (entry, before) => entry.or(before),
+                };
+                if let Some(cap) = entry {
+                    self.waiting.push((track.id, cap));
+                }
+            }
+        } else if held {
+            for shown in &shown {
+                if !self.waiting.iter().any(|(known, _)| *known == shown.id) {
+                    self.waiting.push((shown.id, shown.cap));
+                }
+            }
+        } else {
+            // After a wait, a track hidden during it keeps its entry until it is shown again: it
+            // rises above it only as a raise.
+            self.waiting.retain(|(id, _)| {
+                tracks
+                    .iter()
+                    .any(|track| track.id == *id && track.wanted.is_none())
+            });
+        }
+        self.shown = shown;
         caps
     }
 }
@@ -1722,5 +1923,478 @@ mod tests {
             allocator.poll_caps(now, 1, &[camera(Some(High))]),
             vec![Some(Medium)]
         );
+    }
+
+    /// An allocator whose subscriber is back on 360p after a failed try at 720p (a 16 s wait
+    /// ahead, on a budget of 1 Mbit/s), and when it failed.
+    fn after_a_failed_720p_try(start: Instant) -> (Allocator, Instant) {
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(600_000);
+        assert_eq!(
+            allocator.poll_caps(start, 1, &[camera(Some(High))]),
+            vec![Some(Medium)]
+        );
+        // After 8 s the estimate says 720p fits: it is tried, and fails.
+        allocator.handle_estimate(3_000_000);
+        let tried = start + MIN_HOLD;
+        assert_eq!(
+            allocator.poll_caps(tried, 1, &[camera(Some(High))]),
+            vec![Some(High)]
+        );
+        allocator.handle_estimate(1_000_000);
+        let failed = tried + Duration::from_secs(2);
+        assert_eq!(
+            allocator.poll_caps(failed, 1, &[camera(Some(High))]),
+            vec![Some(Medium)]
+        );
+        assert_eq!(allocator.hold, MIN_HOLD * 2);
+        (allocator, failed)
+    }
+
+    /// From a weak-downlink Chromium run (2026-12-03): Bob was back on 360p after a failed 720p
+    /// try, waiting 16 s, with a budget of 920 kbit/s (a loss cap) on a link policed to 600. Alice's
+    /// 720p layer measured 823 kbit/s for a moment, fitted the budget with the audio, and was sent
+    /// at once and unrecorded: 62 % of it was lost, GCC fell to 200 kbit/s, and his video was
+    /// paused for 8 s.
+    #[test]
+    fn a_layer_that_fits_because_its_bitrate_dipped_waits_out_the_hold_and_is_a_raise() {
+        let (mut allocator, failed) = after_a_failed_720p_try(Instant::now());
+        // 720p dips to 800 kbit/s: with the audio it fits the budget of 1 Mbit/s, and waits.
+        let dipped = VideoDemand {
+            bitrates: [160_000, 450_000, 800_000],
+            ..camera(Some(High))
+        };
+        for s in 1..15 {
+            assert_eq!(
+                allocator.poll_caps(failed + Duration::from_secs(s), 1, &[dipped]),
+                vec![Some(Medium)],
+                "{s} s into the wait"
+            );
+        }
+        // Hidden and shown again (the page in the background for a moment), it comes back on
+        // 360p, not on the layer that failed.
+        let hidden = VideoDemand {
+            wanted: None,
+            ..dipped
+        };
+        let _ = allocator.poll_caps(failed + Duration::from_secs(14), 1, &[hidden]);
+        assert_eq!(
+            allocator.poll_caps(failed + Duration::from_millis(14_500), 1, &[dipped]),
+            vec![Some(Medium)]
+        );
+        // A tile shown during the wait, first in line, gets what the budget has beside 360p.
+        let shown = VideoDemand {
+            id: 1,
+            ..camera(Some(High))
+        };
+        assert_eq!(
+            allocator.poll_caps(failed + Duration::from_secs(15), 1, &[shown, dipped]),
+            vec![Some(Medium), Some(Medium)]
+        );
+        // From then on it keeps to that layer for the rest of the wait, as the others do.
+        let shown_dipped = VideoDemand {
+            bitrates: [160_000, 300_000, 400_000],
+            ..shown
+        };
+        assert_eq!(
+            allocator.poll_caps(
+                failed + Duration::from_millis(15_500),
+                1,
+                &[shown_dipped, dipped]
+            ),
+            vec![Some(Medium), Some(Medium)]
+        );
+        // After the wait (the other tile closed) the layer is tried again as a raise, so that its
+        // failure falls back to 360p with a floor and doubles the wait again.
+        let again = failed + MIN_HOLD * 2;
+        assert_eq!(allocator.poll_caps(again, 1, &[dipped]), vec![Some(High)]);
+        assert_eq!(allocator.raised_at, Some(again), "recorded as a raise");
+        allocator.handle_estimate(700_000);
+        assert_eq!(
+            allocator.poll_caps(again + Duration::from_secs(1), 1, &[dipped]),
+            vec![Some(Medium)]
+        );
+        assert_eq!(allocator.hold, MIN_HOLD * 4);
+        assert!(allocator.floor.is_some());
+    }
+
+    #[test]
+    fn a_paused_track_whose_lowest_layer_dips_into_the_budget_waits_out_the_hold() {
+        let start = Instant::now();
+        let mut allocator = paused_a_second_in(start);
+        // 180p dips to 80 kbit/s: with the audio it fits 150 kbit/s, but the wait stands.
+        let dipped = VideoDemand {
+            bitrates: [80_000, 450_000, 1_700_000],
+            ..camera(Some(High))
+        };
+        let paused = start + Duration::from_secs(1);
+        assert_eq!(
+            allocator.poll_caps(paused + Duration::from_secs(2), 1, &[dipped]),
+            vec![None]
+        );
+        // Then it comes back as a raise.
+        let back = paused + MIN_HOLD;
+        assert_eq!(allocator.poll_caps(back, 1, &[dipped]), vec![Some(Low)]);
+        assert_eq!(allocator.raised_at, Some(back));
+    }
+
+    /// A layer lowered during a wait by its own bitrate (motion, a key frame) comes back when the
+    /// bitrate does: the link carried it when the wait began.
+    #[test]
+    fn a_layer_lowered_by_its_bitrate_during_a_wait_comes_back_when_the_bitrate_does() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut allocator = on_720p_at_3_mbit(start);
+        let receiving = VideoDemand {
+            receiving: Some(Medium),
+            ..camera(Some(High))
+        };
+        allocator.handle_estimate(560_000);
+        assert_eq!(
+            allocator.poll_caps(at(1), 1, &[receiving]),
+            vec![Some(Medium)]
+        );
+        let busy = VideoDemand {
+            bitrates: [160_000, 600_000, 1_700_000],
+            ..receiving
+        };
+        assert_eq!(allocator.poll_caps(at(2), 1, &[busy]), vec![Some(Low)]);
+        let calmer = VideoDemand {
+            bitrates: [160_000, 470_000, 1_700_000],
+            ..receiving
+        };
+        assert_eq!(
+            allocator.poll_caps(at(3), 1, &[calmer]),
+            vec![Some(Medium)],
+            "well within the wait"
+        );
+    }
+
+    /// A track paused when a wait began stays paused until it ends, even when a tile hidden since
+    /// frees room: its lowest layer then comes back as a raise. (Letting it back earlier would also
+    /// let back a lowest layer whose bitrate merely dipped.)
+    #[test]
+    fn a_track_paused_when_a_wait_began_comes_back_after_it_as_a_raise() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut allocator = Allocator::default();
+        let a = camera(Some(High));
+        let b = VideoDemand {
+            id: 1,
+            ..camera(Some(Medium))
+        };
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[a, b]),
+            vec![Some(High), Some(Medium)]
+        );
+        allocator.handle_estimate(300_000);
+        assert_eq!(
+            allocator.poll_caps(at(1), 1, &[a, b]),
+            vec![Some(Low), None]
+        );
+        let hidden = VideoDemand { wanted: None, ..a };
+        assert_eq!(
+            allocator.poll_caps(at(2), 1, &[hidden, b]),
+            vec![Some(Low), None]
+        );
+        let after = at(1) + MIN_HOLD;
+        assert_eq!(
+            allocator.poll_caps(after, 1, &[hidden, b]),
+            vec![Some(Low), Some(Low)]
+        );
+        assert_eq!(allocator.raised_at, Some(after));
+    }
+
+    /// During the wait after a failed raise, the layer that failed stays out whatever else
+    /// changes: a tile closed beside it, its bitrate dipping, its tile shrinking and growing back.
+    #[test]
+    fn a_failed_layer_stays_out_for_the_wait_when_other_tiles_close_or_its_tile_changes() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut allocator = Allocator::default();
+        let a = camera(Some(High));
+        let b = VideoDemand {
+            id: 1,
+            ..camera(Some(Medium))
+        };
+        allocator.handle_estimate(1_200_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[a, b]),
+            vec![Some(Medium), Some(Medium)]
+        );
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(1), 1, &[a, b]),
+            vec![Some(High), Some(Medium)]
+        );
+        allocator.handle_estimate(1_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(3), 1, &[a, b]),
+            vec![Some(Medium), Some(Medium)],
+            "the raise failed"
+        );
+        let dipped = VideoDemand {
+            bitrates: [160_000, 450_000, 800_000],
+            ..a
+        };
+        assert_eq!(
+            allocator.poll_caps(at(5), 1, &[dipped]),
+            vec![Some(Medium)],
+            "b closed, 720p dipped"
+        );
+        let smaller = VideoDemand {
+            wanted: Some(Medium),
+            ..dipped
+        };
+        assert_eq!(
+            allocator.poll_caps(at(6), 1, &[smaller]),
+            vec![Some(Medium)]
+        );
+        assert_eq!(
+            allocator.poll_caps(at(7), 1, &[dipped]),
+            vec![Some(Medium)],
+            "shrunk and grown back"
+        );
+    }
+
+    /// A tile hidden before a wait began and shown during it gets what the budget has, as a new
+    /// one does: what it had before it was hidden may be long out of date.
+    #[test]
+    fn a_tile_hidden_before_a_wait_and_shown_during_it_gets_what_the_budget_has() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut allocator = Allocator::default();
+        let a = camera(Some(High));
+        let b = VideoDemand {
+            id: 1,
+            ..camera(Some(Medium))
+        };
+        let hidden = VideoDemand { wanted: None, ..b };
+        allocator.handle_estimate(300_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[a, b]),
+            vec![Some(Low), None]
+        );
+        assert_eq!(
+            allocator.poll_caps(at(1), 1, &[a, hidden]),
+            vec![Some(Low), Some(Low)]
+        );
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(2), 1, &[a, hidden]),
+            vec![Some(Medium), Some(Low)]
+        );
+        assert_eq!(
+            allocator.poll_caps(at(4), 1, &[a, hidden]),
+            vec![Some(High), Some(Low)]
+        );
+        allocator.handle_estimate(1_200_000);
+        assert_eq!(
+            allocator.poll_caps(at(10), 1, &[a, hidden]),
+            vec![Some(Medium), Some(Low)],
+            "the raise to 720p failed: a 16 s wait"
+        );
+        assert_eq!(
+            allocator.poll_caps(at(11), 1, &[a, b]),
+            vec![Some(Medium), Some(Medium)]
+        );
+    }
+
+    /// During a wait a tile made larger keeps its layer, even where a dipped bitrate would let it
+    /// rise; after the wait it rises by a raise.
+    #[test]
+    fn a_tile_made_larger_during_a_wait_keeps_its_layer_until_the_wait_ends() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut allocator = Allocator::default();
+        let a = camera(Some(High));
+        let b = VideoDemand {
+            id: 1,
+            ..camera(Some(Medium))
+        };
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[a, b]),
+            vec![Some(High), Some(Medium)]
+        );
+        allocator.handle_estimate(1_200_000);
+        assert_eq!(
+            allocator.poll_caps(at(1), 1, &[a, b]),
+            vec![Some(Medium), Some(Medium)],
+            "a fall: an 8 s wait"
+        );
+        let larger = VideoDemand {
+            wanted: Some(High),
+            bitrates: [160_000, 450_000, 500_000],
+            ..b
+        };
+        assert_eq!(
+            allocator.poll_caps(at(2), 1, &[a, larger]),
+            vec![Some(Medium), Some(Medium)]
+        );
+        let after = at(1) + MIN_HOLD;
+        assert_eq!(
+            allocator.poll_caps(after, 1, &[a, larger]),
+            vec![Some(Medium), Some(High)]
+        );
+        assert_eq!(allocator.raised_at, Some(after));
+    }
+
+    /// A fall during a wait extends it and keeps every track to its layer from the wait's start,
+    /// also one hidden at the time of the fall.
+    #[test]
+    fn a_fall_during_a_wait_keeps_the_ceiling_of_a_track_hidden_then() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut allocator = Allocator::default();
+        let a = camera(Some(High));
+        let b = VideoDemand {
+            id: 1,
+            ..camera(Some(Low))
+        };
+        allocator.handle_estimate(1_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[a, b]),
+            vec![Some(Medium), Some(Low)]
+        );
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(1), 1, &[a, b]),
+            vec![Some(High), Some(Low)]
+        );
+        allocator.handle_estimate(900_000);
+        assert_eq!(
+            allocator.poll_caps(at(3), 1, &[a, b]),
+            vec![Some(Medium), Some(Low)],
+            "the raise failed: a 16 s wait"
+        );
+        let hidden = VideoDemand { wanted: None, ..a };
+        let _ = allocator.poll_caps(at(5), 1, &[hidden, b]);
+        // A new tile, then a fall during the wait.
+        let d = VideoDemand {
+            id: 2,
+            wanted: Some(Medium),
+            bitrates: [160_000, 650_000, 1_700_000],
+            ..camera(None)
+        };
+        allocator.handle_estimate(850_000);
+        assert_eq!(
+            allocator.poll_caps(at(6), 1, &[hidden, b, d]),
+            vec![Some(Low), Some(Low), Some(Low)]
+        );
+        // The new tile closed; the hidden one shown again, its 720p measuring 600 kbit/s: all
+        // of it would fit, but 720p failed in this wait.
+        let dipped = VideoDemand {
+            bitrates: [160_000, 450_000, 600_000],
+            ..a
+        };
+        assert_eq!(
+            allocator.poll_caps(at(7), 1, &[dipped, b]),
+            vec![Some(Medium), Some(Low)]
+        );
+    }
+
+    /// A layer lowered for a spike of its own bitrate that comes back as the spike passes is no
+    /// raise: a fall soon after is no failed raise, and the wait does not double.
+    #[test]
+    fn a_layer_back_after_a_spike_of_its_bitrate_is_no_raise() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut allocator = Allocator::default();
+        let camera = VideoDemand {
+            receiving: Some(Medium),
+            ..camera(Some(High))
+        };
+        allocator.handle_estimate(600_000);
+        assert_eq!(allocator.poll_caps(at(0), 1, &[camera]), vec![Some(Medium)]);
+        let spiking = VideoDemand {
+            bitrates: [160_000, 660_000, 1_700_000],
+            ..camera
+        };
+        // Lowered for the spike, which stays in the meter's mean for its four windows.
+        for ms in [1_000, 2_000, 3_000] {
+            assert_eq!(allocator.poll_caps(at(ms), 1, &[spiking]), vec![Some(Low)]);
+        }
+        assert_eq!(
+            allocator.poll_caps(at(4_500), 1, &[camera]),
+            vec![Some(Medium)]
+        );
+        assert_eq!(allocator.raised_at, None);
+        allocator.handle_estimate(400_000);
+        assert_eq!(
+            allocator.poll_caps(at(8_000), 1, &[camera]),
+            vec![Some(Low)]
+        );
+        assert_eq!(allocator.hold, MIN_HOLD);
+    }
+
+    /// A tile hidden during the wait after a failed raise and shown again after the wait gets the
+    /// failed layer back only as a raise, so that a second failure doubles the wait again.
+    #[test]
+    fn a_tile_hidden_through_the_end_of_a_wait_rises_as_a_raise_when_shown() {
+        let (mut allocator, failed) = after_a_failed_720p_try(Instant::now());
+        let hidden = camera(None);
+        let _ = allocator.poll_caps(failed + Duration::from_secs(15), 1, &[hidden]);
+        let _ = allocator.poll_caps(failed + MIN_HOLD * 2, 1, &[hidden]);
+        let dipped = VideoDemand {
+            bitrates: [160_000, 450_000, 800_000],
+            ..camera(Some(High))
+        };
+        let shown = failed + MIN_HOLD * 2 + Duration::from_millis(500);
+        assert_eq!(allocator.poll_caps(shown, 1, &[dipped]), vec![Some(High)]);
+        assert_eq!(allocator.raised_at, Some(shown), "recorded as a raise");
+        allocator.handle_estimate(700_000);
+        let _ = allocator.poll_caps(shown + Duration::from_secs(1), 1, &[dipped]);
+        assert_eq!(allocator.hold, MIN_HOLD * 4);
+    }
+
+    /// The track whose raise failed, hidden at the fall, keeps to its layer from before the raise
+    /// when it is shown during the wait; also when the fall came within the raise's own step
+    /// interval, whose snapshot holds the layer that failed.
+    #[test]
+    fn a_track_hidden_when_its_raise_fails_keeps_its_layer_from_before_it() {
+        for fall in [4_000, 2_500] {
+            let start = Instant::now();
+            let at = |ms: u64| start + Duration::from_millis(ms);
+            let mut allocator = Allocator::default();
+            let a = VideoDemand {
+                bitrates: [100_000, 200_000, 1_000_000],
+                ..camera(Some(High))
+            };
+            let b = VideoDemand {
+                id: 1,
+                bitrates: [100_000, 900_000, 2_000_000],
+                ..camera(Some(High))
+            };
+            allocator.handle_estimate(1_200_000);
+            assert_eq!(
+                allocator.poll_caps(at(0), 1, &[a, b]),
+                vec![Some(Medium), Some(Medium)]
+            );
+            allocator.handle_estimate(3_000_000);
+            assert_eq!(
+                allocator.poll_caps(at(1_000), 1, &[a, b]),
+                vec![Some(High), Some(Medium)]
+            );
+            let hidden = VideoDemand { wanted: None, ..a };
+            let _ = allocator.poll_caps(at(2_000), 1, &[hidden, b]);
+            allocator.handle_estimate(800_000);
+            let _ = allocator.poll_caps(at(fall), 1, &[hidden, b]);
+            assert_eq!(
+                allocator.hold,
+                MIN_HOLD * 2,
+                "the raise failed at {fall} ms"
+            );
+            let dipped = VideoDemand {
+                bitrates: [100_000, 200_000, 300_000],
+                ..a
+            };
+            assert_eq!(
+                allocator.poll_caps(at(5_000), 1, &[dipped, b]),
+                vec![Some(Medium), Some(Low)],
+                "the raise failed at {fall} ms"
+            );
+        }
     }
 }
