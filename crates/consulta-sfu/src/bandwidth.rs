@@ -370,7 +370,7 @@ pub const KEEP_TOLERANCE_PERCENT: u64 = 20;
 enum Ceiling {
     /// Only the tile and the budget limit it.
     Tile,
-    /// No higher than the layer sent now (`None`: it stays paused).
+    /// No higher than this layer (`None`: it stays paused).
     Sent(Option<Quality>),
 }
 
@@ -619,7 +619,7 @@ pub struct Allocator {
     estimate: Option<u64>,
     hold: Duration,
     hold_until: Option<Instant>,
-    /// When the allocation last rose because the budget did.
+    /// When the allocation last rose by a raise.
     raised_at: Option<Instant>,
     /// The caps of the visible tracks just before that raise, by [`VideoDemand::id`].
     before_raise: Option<Vec<(u64, Option<Quality>)>>,
@@ -640,7 +640,10 @@ pub struct Allocator {
     shown: Vec<Shown>,
     /// During a wait, the cap of each track visible when it began, or when it first appeared
     /// since, by [`VideoDemand::id`]: no track goes above it until the wait ends, whatever its tile
-    /// does (hidden and shown again, shrunk and grown back, made larger).
+    /// does (hidden and shown again, shrunk and grown back, made larger). After a failed raise no
+    /// entry is above the track's layer from before the raise. When the wait ends, the entries of
+    /// tracks hidden then stay until they are shown (a rise above one is a raise) or a new wait
+    /// begins.
     waiting: Vec<(u64, Option<Quality>)>,
 }
 
