@@ -1928,6 +1928,14 @@ mod tests {
         );
     }
 
+    /// [`camera`], as a second track of the same subscriber.
+    fn second_camera(wanted: Option<Quality>) -> VideoDemand {
+        VideoDemand {
+            id: 1,
+            ..camera(wanted)
+        }
+    }
+
     /// An allocator whose subscriber is back on 360p after a failed try at 720p (a 16 s wait
     /// ahead, on a budget of 1 Mbit/s), and when it failed.
     fn after_a_failed_720p_try(start: Instant) -> (Allocator, Instant) {
@@ -1986,10 +1994,7 @@ mod tests {
             vec![Some(Medium)]
         );
         // A tile shown during the wait, first in line, gets what the budget has beside 360p.
-        let shown = VideoDemand {
-            id: 1,
-            ..camera(Some(High))
-        };
+        let shown = second_camera(Some(High));
         assert_eq!(
             allocator.poll_caps(failed + Duration::from_secs(15), 1, &[shown, dipped]),
             vec![Some(Medium), Some(Medium)]
@@ -2082,10 +2087,7 @@ mod tests {
         let at = |s: u64| start + Duration::from_secs(s);
         let mut allocator = Allocator::default();
         let a = camera(Some(High));
-        let b = VideoDemand {
-            id: 1,
-            ..camera(Some(Medium))
-        };
+        let b = second_camera(Some(Medium));
         allocator.handle_estimate(3_000_000);
         assert_eq!(
             allocator.poll_caps(at(0), 1, &[a, b]),
@@ -2117,10 +2119,7 @@ mod tests {
         let at = |s: u64| start + Duration::from_secs(s);
         let mut allocator = Allocator::default();
         let a = camera(Some(High));
-        let b = VideoDemand {
-            id: 1,
-            ..camera(Some(Medium))
-        };
+        let b = second_camera(Some(Medium));
         allocator.handle_estimate(1_200_000);
         assert_eq!(
             allocator.poll_caps(at(0), 1, &[a, b]),
@@ -2169,10 +2168,7 @@ mod tests {
         let at = |s: u64| start + Duration::from_secs(s);
         let mut allocator = Allocator::default();
         let a = camera(Some(High));
-        let b = VideoDemand {
-            id: 1,
-            ..camera(Some(Medium))
-        };
+        let b = second_camera(Some(Medium));
         let hidden = VideoDemand { wanted: None, ..b };
         allocator.handle_estimate(300_000);
         assert_eq!(
@@ -2212,10 +2208,7 @@ mod tests {
         let at = |s: u64| start + Duration::from_secs(s);
         let mut allocator = Allocator::default();
         let a = camera(Some(High));
-        let b = VideoDemand {
-            id: 1,
-            ..camera(Some(Medium))
-        };
+        let b = second_camera(Some(Medium));
         allocator.handle_estimate(3_000_000);
         assert_eq!(
             allocator.poll_caps(at(0), 1, &[a, b]),
@@ -2252,10 +2245,7 @@ mod tests {
         let at = |s: u64| start + Duration::from_secs(s);
         let mut allocator = Allocator::default();
         let a = camera(Some(High));
-        let b = VideoDemand {
-            id: 1,
-            ..camera(Some(Low))
-        };
+        let b = second_camera(Some(Low));
         allocator.handle_estimate(1_000_000);
         assert_eq!(
             allocator.poll_caps(at(0), 1, &[a, b]),
