@@ -310,8 +310,9 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// asking: Alice's retransmissions were 8.4 % of what she sent, against 0.6 %. Towards
 /// subscribers the repairs do arrive, but Chromium reports the video in a receiver report whose
 /// first block is about the repair stream, and `rtc` drops an RTCP packet whose first SSRC is no
-/// track's: the allocator went 13-14 s without a report about the video. RTX packets from `rtc`'s responder also carry no transport-wide
-/// sequence number, and its repair numbering restarts when a reused SSRC is bound again.
+/// track's: the allocator went 13-14 s without a report about the video. RTX packets from `rtc`'s
+/// responder also carry no transport-wide sequence number, and its repair numbering restarts when
+/// a reused SSRC is bound again.
 /// Without RTX, browsers resend a NACKed packet on its own SSRC. `rtc` receives it, the generator
 /// counts it, and the router forwards it as a late packet. The SFU's own NACK responder does the
 /// same towards subscribers.
