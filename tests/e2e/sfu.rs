@@ -1,6 +1,7 @@
 //! `consulta sfu` as an operator runs it: generate the config, start, scrape metrics, and have
 //! tokens checked with the generated key.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consulta_sfu::auth::{ApiSecret, Claims, VideoGrant, mint};
@@ -35,6 +36,15 @@ async fn consulta_sfu_runs_from_a_generated_config() {
     assert!(ok, "{printed}");
     let generated = std::fs::read_to_string(dir.path().join("sfu.yaml")).unwrap();
     assert!(!generated.contains("CHANGE_ME"), "a secret was generated");
+    let mode = std::fs::metadata(dir.path().join("sfu.yaml"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "only its owner can read the API secret"
+    );
     let secret = generated
         .lines()
         .find_map(|l| l.trim().strip_prefix("consulta: "))

@@ -18,6 +18,10 @@ pub const EXAMPLE: &str = include_str!("../../../bridge-config/sfu.example.yaml"
 /// Secrets shorter than this are refused (HS256 keys should carry at least 256 bits).
 const MIN_SECRET_LEN: usize = 32;
 
+/// The longest `empty_timeout_secs` (a week): a room is meant to outlive a dropped connection,
+/// not to be kept for ever, and the deadline must stay a representable instant.
+const MAX_EMPTY_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+
 /// What can be wrong with the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,6 +86,36 @@ pub struct IceServerSettings {
     pub credential: String,
 }
 
+impl IceServerSettings {
+    /// Browsers refuse a server without URLs, and a TURN server without credentials fails only
+    /// when a patient's network needs it.
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.urls.is_empty() {
+            return Err(ConfigError::Invalid(
+                "an entry of `ice_servers` has no `urls`".to_owned(),
+            ));
+        }
+        for url in &self.urls {
+            let scheme = url.split(':').next().unwrap_or_default();
+            match scheme {
+                "stun" | "stuns" => {}
+                "turn" | "turns" if self.username.is_empty() || self.credential.is_empty() => {
+                    return Err(ConfigError::Invalid(format!(
+                        "the TURN server `{url}` needs a `username` and a `credential`"
+                    )));
+                }
+                "turn" | "turns" => {}
+                _ => {
+                    return Err(ConfigError::Invalid(format!(
+                        "`{url}` in `ice_servers` is not a stun:, stuns:, turn: or turns: URL"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_empty_timeout() -> u64 {
     300
 }
@@ -125,11 +159,50 @@ impl SfuSettings {
                 )));
             }
         }
-        if self.advertised_ip.is_none() && self.udp_bind.ip().is_unspecified() {
-            return Err(ConfigError::Invalid(
-                "`udp_bind` is a wildcard address: set `advertised_ip` to the address clients reach"
-                    .to_owned(),
-            ));
+        self.check_addresses()?;
+        if self.empty_timeout_secs > MAX_EMPTY_TIMEOUT_SECS {
+            return Err(ConfigError::Invalid(format!(
+                "`empty_timeout_secs` is {}: at most {MAX_EMPTY_TIMEOUT_SECS} (a week)",
+                self.empty_timeout_secs
+            )));
+        }
+        for server in &self.ice_servers {
+            server.check()?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| ConfigError::Invalid(format!("`log_level` `{}`: {e}", self.log_level)))?;
+        Ok(())
+    }
+
+    /// The address clients send media to must be one they can reach and the UDP socket can
+    /// answer from.
+    fn check_addresses(&self) -> Result<(), ConfigError> {
+        let bound = self.udp_bind.ip();
+        let Some(advertised) = self.advertised_ip else {
+            if bound.is_unspecified() {
+                return Err(ConfigError::Invalid(
+                    "`udp_bind` is a wildcard address: set `advertised_ip` to the address clients reach"
+                        .to_owned(),
+                ));
+            }
+            return Ok(());
+        };
+        if advertised.is_unspecified() || advertised.is_multicast() {
+            return Err(ConfigError::Invalid(format!(
+                "`advertised_ip` {advertised} is not an address clients can send to"
+            )));
+        }
+        if advertised.is_ipv4() != bound.is_ipv4() {
+            return Err(ConfigError::Invalid(format!(
+                "`advertised_ip` {advertised} and `udp_bind` {bound} are of different IP versions"
+            )));
+        }
+        if advertised.is_loopback() && !bound.is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "`advertised_ip` is the loopback address {advertised}, but `udp_bind` {bound} is \
+                 for other machines: clients could never reach it (leave `advertised_ip` out to \
+                 advertise {bound}, or set the public address)"
+            )));
         }
         Ok(())
     }
@@ -203,7 +276,7 @@ mod tests {
         let settings = SfuSettings::parse(&fixed).unwrap();
         let node = settings.node_config();
         assert_eq!(node.shell.core.empty_timeout.as_secs(), 300);
-        assert_eq!(node.advertised_ip, Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(node.advertised_ip, None, "udp_bind's address is advertised");
         assert!(node.media.congestion_control);
         let off = fixed.replace("bandwidth_estimation: true", "bandwidth_estimation: false");
         assert!(
@@ -226,5 +299,61 @@ mod tests {
         assert!(SfuSettings::parse(&typo).is_err());
         let short = "listen: 127.0.0.1:7880\nudp_bind: 127.0.0.1:7882\nkeys:\n  k: short\n";
         assert!(SfuSettings::parse(short).is_err());
+    }
+
+    /// Parses `base` plus `extra`; the error's text if it is refused.
+    fn refused(extra: &str) -> Option<String> {
+        let base = "listen: 127.0.0.1:7880\nkeys:\n  k: a-real-secret-that-is-long-enough-000\n";
+        SfuSettings::parse(&format!("{base}{extra}"))
+            .err()
+            .map(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_advertised_address_clients_cannot_reach_is_refused() {
+        let public = "udp_bind: 203.0.113.7:7882\n";
+        assert_eq!(refused(public), None, "udp_bind's own address");
+        let loopback = refused(&format!("{public}advertised_ip: 127.0.0.1\n")).unwrap();
+        assert!(loopback.contains("loopback"), "{loopback}");
+        for (bind, advertised) in [
+            ("0.0.0.0:7882", "0.0.0.0"),
+            ("0.0.0.0:7882", "224.0.0.1"),
+            ("0.0.0.0:7882", "2001:db8::7"),
+            ("[::]:7882", "203.0.113.7"),
+        ] {
+            let extra = format!("udp_bind: {bind}\nadvertised_ip: {advertised}\n");
+            assert!(
+                refused(&extra).is_some(),
+                "{bind} advertised as {advertised}"
+            );
+        }
+        let nat = "udp_bind: 10.0.0.5:7882\nadvertised_ip: 203.0.113.7\n";
+        assert_eq!(refused(nat), None, "behind NAT");
+        let local = "udp_bind: 127.0.0.1:7882\nadvertised_ip: 127.0.0.1\n";
+        assert_eq!(refused(local), None, "a machine's own test set-up");
+    }
+
+    #[test]
+    fn values_that_would_fail_later_are_refused_when_the_file_is_read() {
+        let udp = "udp_bind: 127.0.0.1:7882\n";
+        // A timeout past any representable instant used to panic when the first room emptied.
+        let forever = refused(&format!("{udp}empty_timeout_secs: 18446744073709551615\n"));
+        assert!(forever.unwrap().contains("empty_timeout_secs"));
+        assert_eq!(refused(&format!("{udp}empty_timeout_secs: 604800\n")), None);
+        let typo = refused(&format!("{udp}log_level: \"consulta_media=debg\"\n"));
+        assert!(typo.unwrap().contains("log_level"));
+        assert_eq!(
+            refused(&format!("{udp}log_level: consulta_media=debug,info\n")),
+            None
+        );
+        for servers in [
+            "ice_servers:\n  - urls: []\n",
+            "ice_servers:\n  - urls: [\"turn:turn.clinic.example:3478\"]\n",
+            "ice_servers:\n  - urls: [\"https://turn.clinic.example\"]\n",
+        ] {
+            assert!(refused(&format!("{udp}{servers}")).is_some(), "{servers}");
+        }
+        let good = "ice_servers:\n  - urls: [\"stun:stun.clinic.example:3478\"]\n  - urls: [\"turns:turn.clinic.example:443\"]\n    username: u\n    credential: c\n";
+        assert_eq!(refused(&format!("{udp}{good}")), None);
     }
 }

@@ -148,8 +148,8 @@ struct Participant {
     joined_at_ms: i64,
     permission: ParticipantPermission,
     tracks: Vec<TrackInfo>,
-    /// Client ids (`cid`) of announced tracks; a duplicate is refused.
-    cids: BTreeSet<String>,
+    /// Client ids (`cid`) of its published tracks, and their sids; a duplicate is refused.
+    cids: BTreeMap<String, TrackSid>,
     last_seen: Instant,
     auto_subscribe: bool,
     /// Tracks (of others) this participant receives.
@@ -161,6 +161,23 @@ struct Participant {
     /// While its socket is gone: what it was sent meanwhile, for a resume to replay.
     outbox: Option<Outbox>,
 }
+
+/// Tracks a participant may have published at once: a camera, a microphone, a screen share and
+/// its audio, with room for a second camera or a codec switch. Each one is announced to the whole
+/// room and renegotiated with every subscriber.
+const MAX_TRACKS: usize = 8;
+
+/// Simulcast layers and codecs one `add_track` may describe (livekit-client sends at most three
+/// layers and two codecs); each codec carries the layers, so both are bounded.
+const MAX_LAYERS: usize = 4;
+const MAX_CODECS: usize = 4;
+
+/// Longest `cid`, `name`, `stream` or codec name of a track, in bytes: each is sent to everyone
+/// in the room with every update of its publisher.
+const MAX_TRACK_TEXT: usize = 256;
+
+/// Most audio features a track may list (LiveKit defines six).
+const MAX_AUDIO_FEATURES: usize = 8;
 
 /// Most messages kept for a participant whose socket dropped. Its ping timeout (15 s) ends the
 /// wait; a busy room sends a few a second. Past it the session cannot be resumed, and the client
@@ -420,16 +437,20 @@ impl<M: MediaEngine> Sfu<M> {
         self.next_conn = self.next_conn.saturating_add(1);
         let sid = self.sids.participant();
         let video = &grant.video;
+        let sources: Vec<i32> = video
+            .can_publish_sources
+            .iter()
+            .filter_map(|s| source_from_grant(s))
+            .map(Into::into)
+            .collect();
+        // An empty list allows every source: a grant that names only sources this server does not
+        // know allows none, rather than all.
+        let no_known_source = sources.is_empty() && !video.can_publish_sources.is_empty();
         let permission = ParticipantPermission {
             can_subscribe: video.can_subscribe(),
-            can_publish: video.can_publish(),
+            can_publish: video.can_publish() && !no_known_source,
             can_publish_data: video.can_publish_data(),
-            can_publish_sources: video
-                .can_publish_sources
-                .iter()
-                .filter_map(|s| source_from_grant(s))
-                .map(Into::into)
-                .collect(),
+            can_publish_sources: sources,
             hidden: video.hidden,
             can_update_metadata: video.can_update_own_metadata(),
             ..ParticipantPermission::default()
@@ -448,7 +469,7 @@ impl<M: MediaEngine> Sfu<M> {
             joined_at_ms: self.unix_ms(now),
             permission,
             tracks: Vec::new(),
-            cids: BTreeSet::new(),
+            cids: BTreeMap::new(),
             last_seen: now,
             auto_subscribe: options.auto_subscribe,
             subscriptions: BTreeSet::new(),
@@ -574,6 +595,16 @@ impl<M: MediaEngine> Sfu<M> {
                     quality: quality.and_then(|q| Quality::try_from(q).ok()),
                 };
                 for track in setting.track_sids.iter().filter_map(|t| TrackSid::parse(t)) {
+                    // Settings are kept per track: only for tracks of the room, or a client
+                    // naming made-up sids would grow them without bound.
+                    if self
+                        .rooms
+                        .get(&room)
+                        .and_then(|r| r.owner_of(&track))
+                        .is_none()
+                    {
+                        continue;
+                    }
                     if let Some(p) = self.participant_mut(&room, &sid) {
                         p.settings.insert(track.clone(), settings);
                     }
@@ -910,10 +941,19 @@ impl<M: MediaEngine> Sfu<M> {
             tracing::info!(participant = %sid, "add_track refused: no permission");
             return;
         }
-        if add.cid.is_empty() || !p.cids.insert(add.cid.clone()) {
+        if let Some(why) = oversized(&add) {
+            tracing::info!(participant = %sid, why, "add_track refused: too large");
+            return;
+        }
+        if p.tracks.len() >= MAX_TRACKS {
+            tracing::info!(participant = %sid, "add_track refused: {MAX_TRACKS} tracks published");
+            return;
+        }
+        if add.cid.is_empty() || p.cids.contains_key(&add.cid) {
             tracing::info!(participant = %sid, "add_track refused: empty or duplicate cid");
             return;
         }
+        p.cids.insert(add.cid.clone(), track_sid.clone());
         let track_type = TrackType::try_from(add.r#type).unwrap_or(TrackType::Audio);
         let kind = if track_type == TrackType::Video {
             "video"
@@ -1175,6 +1215,10 @@ impl<M: MediaEngine> Sfu<M> {
         let mut renegotiate = Vec::new();
         if let Some(r) = self.rooms.get_mut(room) {
             r.dynacast.remove(track);
+            if let Some(p) = r.participants.get_mut(publisher) {
+                // The client may publish the same track again (with the same cid).
+                p.cids.retain(|_, published| published != track);
+            }
             for p in r.participants.values_mut() {
                 p.settings.remove(track);
                 if p.subscriptions.remove(track) {
@@ -1333,6 +1377,25 @@ fn secs_i32(d: Duration) -> i32 {
 }
 
 /// `canPublishSources` entries are lower-case names.
+/// What makes `add` larger than a client ever needs, if anything.
+fn oversized(add: &livekit_protocol::AddTrackRequest) -> Option<&'static str> {
+    if add.layers.len() > MAX_LAYERS {
+        Some("layers")
+    } else if add.simulcast_codecs.len() > MAX_CODECS {
+        Some("simulcast codecs")
+    } else if add.audio_features.len() > MAX_AUDIO_FEATURES {
+        Some("audio features")
+    } else if [&add.cid, &add.name, &add.stream]
+        .into_iter()
+        .chain(add.simulcast_codecs.iter().flat_map(|c| [&c.codec, &c.cid]))
+        .any(|text| text.len() > MAX_TRACK_TEXT)
+    {
+        Some("text field")
+    } else {
+        None
+    }
+}
+
 fn source_from_grant(name: &str) -> Option<TrackSource> {
     match name {
         "camera" => Some(TrackSource::Camera),
@@ -2149,6 +2212,126 @@ mod tests {
         w.drain();
         w.request(conn, add_video("cam"));
         assert!(w.drain().is_empty());
+    }
+
+    #[test]
+    fn a_grant_naming_only_unknown_sources_allows_none() {
+        let mut w = World::new();
+        let mut odd = grant("odd", "room");
+        odd.video.can_publish_sources = vec!["CAMERA".into(), "mic".into()];
+        let conn = w
+            .sfu
+            .handle_join(w.now, odd, JoinOptions::default())
+            .unwrap();
+        w.drain();
+        w.request(conn, add_video("cam"));
+        assert!(w.drain().is_empty(), "no source it may publish");
+        let mut partly = grant("partly", "room");
+        partly.video.can_publish_sources = vec!["camera".into(), "mic".into()];
+        let conn = w
+            .sfu
+            .handle_join(w.now, partly, JoinOptions::default())
+            .unwrap();
+        w.drain();
+        w.request(conn, add_video("cam"));
+        assert!(
+            w.drain().iter().any(
+                |(c, m)| *c == conn && matches!(m, signal_response::Message::TrackPublished(_))
+            ),
+            "the source it names is allowed"
+        );
+    }
+
+    #[test]
+    fn oversized_or_too_many_tracks_are_refused_before_anyone_hears_of_them() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        let with = |change: &dyn Fn(&mut AddTrackRequest)| {
+            let signal_request::Message::AddTrack(mut add) = add_video("big") else {
+                unreachable!()
+            };
+            change(&mut add);
+            signal_request::Message::AddTrack(add)
+        };
+        // One frame used to ask for codecs × layers copies (a 256 KiB frame: billions of them).
+        let refused = [
+            with(&|a| a.layers = vec![livekit_protocol::VideoLayer::default(); MAX_LAYERS + 1]),
+            with(&|a| {
+                a.simulcast_codecs =
+                    vec![livekit_protocol::SimulcastCodec::default(); MAX_CODECS + 1];
+            }),
+            with(&|a| a.name = "n".repeat(MAX_TRACK_TEXT + 1)),
+            with(&|a| a.cid = "c".repeat(MAX_TRACK_TEXT + 1)),
+            with(&|a| a.simulcast_codecs[0].codec = "v".repeat(MAX_TRACK_TEXT + 1)),
+            with(&|a| a.audio_features = vec![0; MAX_AUDIO_FEATURES + 1]),
+        ];
+        for add in refused {
+            w.request(alice, add);
+            assert!(w.drain().is_empty(), "refused, and nobody told");
+        }
+        for n in 0..MAX_TRACKS {
+            w.request(alice, add_video(&format!("cam{n}")));
+        }
+        let sent = w.drain();
+        assert_eq!(
+            updates_for(&sent, bob).last().unwrap().tracks.len(),
+            MAX_TRACKS
+        );
+        w.request(alice, add_video("one-too-many"));
+        assert!(w.drain().is_empty(), "past {MAX_TRACKS} tracks");
+    }
+
+    #[test]
+    fn a_track_unpublished_can_be_published_again_with_its_cid() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        w.request(alice, add_video("cam"));
+        let sent = w.drain();
+        let published = sent
+            .iter()
+            .find_map(|(_, m)| match m {
+                signal_response::Message::TrackPublished(p) => p.track.clone(),
+                _ => None,
+            })
+            .unwrap();
+        let alice_sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        w.sfu
+            .unpublish_track(&alice_sid, &TrackSid::parse(&published.sid).unwrap());
+        w.drain();
+        w.request(alice, add_video("cam"));
+        assert!(
+            w.drain()
+                .iter()
+                .any(|(_, m)| matches!(m, signal_response::Message::TrackPublished(_))),
+            "the cid is free again"
+        );
+    }
+
+    #[test]
+    fn settings_for_tracks_that_do_not_exist_are_not_kept() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        let sent = w.drain();
+        let real = updates_for(&sent, bob)[0].tracks[0].sid.clone();
+        w.media_calls();
+        let made_up: Vec<String> = (0..1000).map(|n| format!("TR_made_up_{n}")).collect();
+        w.request(
+            bob,
+            signal_request::Message::TrackSetting(UpdateTrackSettings {
+                track_sids: made_up.into_iter().chain([real.clone()]).collect(),
+                width: 320,
+                height: 180,
+                ..UpdateTrackSettings::default()
+            }),
+        );
+        let calls = w.media_calls();
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert!(calls[0].contains(&real), "{calls:?}");
+        let p = w.sfu.rooms.values().flat_map(|r| r.participants.values());
+        assert!(p.map(|p| p.settings.len()).all(|n| n <= 1));
     }
 
     #[test]

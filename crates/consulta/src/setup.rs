@@ -9,6 +9,20 @@ use anyhow::{Context, bail};
 use consulta_appservice::config::{Config, EXAMPLE, generate_missing_secrets};
 use consulta_appservice::registration::{Registration, homeserver_snippet};
 
+/// Writes `contents` to a new file at `path` that only its owner can read (0600). Refuses when
+/// `path` exists, in the same system call that creates it.
+pub(crate) fn create_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}
+
 /// Writes `contents` to `path` readable by its owner only, replacing it atomically.
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     let dir = path

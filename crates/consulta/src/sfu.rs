@@ -48,6 +48,8 @@ pub async fn start(settings: &SfuSettings) -> anyhow::Result<SfuNode> {
     Ok(SfuNode::start(settings.node_config(), listener, udp).await?)
 }
 
+/// Writes the example with a new API secret, readable by its owner only (the secret signs every
+/// access token).
 fn generate(path: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(
         !path.exists(),
@@ -55,8 +57,7 @@ fn generate(path: &Path) -> anyhow::Result<()> {
         path.display()
     );
     let secret = consulta_appservice::Secret::generate();
-    std::fs::write(path, EXAMPLE.replace("CHANGE_ME", secret.expose()))
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::setup::create_private(path, &EXAMPLE.replace("CHANGE_ME", secret.expose()))?;
     println!(
         "Wrote {} with a new API secret for key `consulta`.",
         path.display()

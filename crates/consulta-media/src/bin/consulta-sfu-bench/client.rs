@@ -5,6 +5,7 @@
 //! `leave`) or Janus's VideoRoom API (`janus`).
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::media::{OutPacket, Recorder, Source};
+use crate::stamp::Received;
 
 const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Datagrams read per wake-up.
@@ -159,6 +161,33 @@ fn receive(pc: &mut MediaPeer, socket: &UdpSocket, first: (usize, SocketAddr), b
     }
 }
 
+/// The subscriber's datagrams: each one's events are taken out as soon as it is handled, paired
+/// with when the kernel received it ([`crate::stamp`]).
+fn receive_stamped(
+    pc: &mut MediaPeer,
+    socket: &UdpSocket,
+    first: Received,
+    buf: &mut [u8],
+    events: &mut VecDeque<(MediaEvent, Option<Duration>)>,
+) {
+    let now = Instant::now();
+    let mut next = Some(first);
+    let mut read = 0;
+    while let Some(received) = next {
+        let datagram = buf.get(..received.len).unwrap_or_default();
+        let _ = pc.handle_receive(now, received.from, datagram);
+        while let Some(event) = pc.poll_event() {
+            events.push_back((event, received.arrived));
+        }
+        read += 1;
+        next = if read < RECV_BATCH {
+            crate::stamp::try_recv(socket, buf).ok()
+        } else {
+            None
+        };
+    }
+}
+
 /// Whether the compound packet asks for a keyframe of the stream `ssrc` (PLI or FIR).
 fn asks_keyframe_of(ssrc: u32, packets: &[Box<dyn consulta_media::rtcp::Packet>]) -> bool {
     packets.iter().any(|p| {
@@ -203,6 +232,8 @@ async fn run_with<S: Signalling>(
     let started = Instant::now();
     let pub_socket = bind(spec.bind_ip).await?;
     let sub_socket = bind(spec.bind_ip).await?;
+    crate::stamp::enable(&sub_socket)?;
+    let mut sub_events: VecDeque<(MediaEvent, Option<Duration>)> = VecDeque::new();
     let now = Instant::now();
     let mut peers = Peers {
         publisher: MediaPeer::with_config(
@@ -272,7 +303,10 @@ async fn run_with<S: Signalling>(
                 _ => {}
             }
         }
-        while let Some(event) = peers.subscriber.poll_event() {
+        while let Some((event, arrived)) = sub_events
+            .pop_front()
+            .or_else(|| Some((peers.subscriber.poll_event()?, None)))
+        {
             match event {
                 MediaEvent::Rtp(rtp) => {
                     let payload = &rtp.packet.payload;
@@ -280,7 +314,7 @@ async fn run_with<S: Signalling>(
                     let wire = 12 + payload.len() + 16;
                     recorder
                         .borrow_mut()
-                        .record(spec.sink, payload, wire, Instant::now());
+                        .record(spec.sink, payload, wire, Instant::now(), arrived);
                     if first_media.is_none() {
                         first_media = Some(started.elapsed());
                     }
@@ -333,8 +367,14 @@ async fn run_with<S: Signalling>(
             received = pub_socket.recv_from(&mut pub_buf) => {
                 receive(&mut peers.publisher, &pub_socket, received?, &mut pub_buf);
             }
-            received = sub_socket.recv_from(&mut sub_buf) => {
-                receive(&mut peers.subscriber, &sub_socket, received?, &mut sub_buf);
+            received = crate::stamp::recv(&sub_socket, &mut sub_buf) => {
+                receive_stamped(
+                    &mut peers.subscriber,
+                    &sub_socket,
+                    received?,
+                    &mut sub_buf,
+                    &mut sub_events,
+                );
             }
             _ = stop.changed() => {}
             () = tokio::time::sleep_until(deadline.into()) => {

@@ -107,6 +107,7 @@ pub async fn drive(
     let mut tasks = Vec::new();
     for (sink_index, streams) in topology.sinks.iter().enumerate() {
         let socket = crate::client::bind(std::net::Ipv4Addr::LOCALHOST.into()).await?;
+        crate::stamp::enable(&socket)?;
         for stream in streams {
             let mut message = SUBSCRIBE.to_vec();
             message.extend_from_slice(&ssrc_of(*stream).to_be_bytes());
@@ -121,15 +122,22 @@ pub async fn drive(
             loop {
                 tokio::select! {
                     _ = stop.changed() => return Ok(()),
-                    received = socket.recv_from(&mut buf) => {
-                        let (len, _) = received?;
+                    received = crate::stamp::recv(&socket, &mut buf) => {
+                        let received = received?;
+                        let len = received.len;
                         let Ok(plain) = inbound.decrypt_rtp(buf.get(..len).unwrap_or_default()) else {
                             continue;
                         };
                         let Ok(packet) = Packet::unmarshal(&mut plain.as_ref()) else {
                             continue;
                         };
-                        recorder.borrow_mut().record(sink, &packet.payload, len, Instant::now());
+                        recorder.borrow_mut().record(
+                            sink,
+                            &packet.payload,
+                            len,
+                            Instant::now(),
+                            received.arrived,
+                        );
                     }
                 }
             }

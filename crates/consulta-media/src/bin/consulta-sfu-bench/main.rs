@@ -19,6 +19,7 @@ mod ideal;
 mod janus;
 mod media;
 mod pipeline;
+mod stamp;
 
 use std::cell::RefCell;
 use std::io::BufRead as _;
@@ -422,6 +423,11 @@ struct Row {
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
+    /// Latency to the sinks' sockets (the kernel's receive stamp): without the generator's own
+    /// delay in reading and decrypting.
+    socket_p50_us: f64,
+    socket_p99_us: f64,
+    socket_p999_us: f64,
     generator_lag_p99_us: f64,
     duplicates: u64,
     repaired: u64,
@@ -633,6 +639,9 @@ impl Bench {
             p50_us: stats.p50_us,
             p99_us: stats.p99_us,
             p999_us: stats.p999_us,
+            socket_p50_us: stats.socket_p50_us,
+            socket_p99_us: stats.socket_p99_us,
+            socket_p999_us: stats.socket_p999_us,
             generator_lag_p99_us: stats.generator_lag_p99_us,
             duplicates: stats.duplicates,
             repaired: stats.repaired,
@@ -695,6 +704,16 @@ fn print_header(session: &str) {
         "gen%",
         "lag99 ms",
         "ideal"
+    );
+}
+
+/// The row's latency to the sinks' sockets, under its table line.
+fn print_socket_latency(row: &Row) {
+    println!(
+        "  latency to the sinks' sockets (kernel receive stamps): p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms",
+        row.socket_p50_us / 1000.0,
+        row.socket_p99_us / 1000.0,
+        row.socket_p999_us / 1000.0,
     );
 }
 
@@ -768,6 +787,7 @@ async fn stepped(
             "idealised forwarder (fixed-key SRTP-GCM via rtc::srtp, no DTLS; same streams as the SFU's last step, same core):"
         );
         print_row(&ideal);
+        print_socket_latency(&ideal);
         let ratios: Vec<String> = rows
             .iter()
             .filter_map(|r| {
@@ -850,6 +870,7 @@ async fn stepped_on(
             video_flows as f64 / 3.0,
             row.keyframe_requests_per_s
         );
+        print_socket_latency(&row);
         let stop = row.knee() || row.invalid();
         rows.push(row);
         if stop {

@@ -281,9 +281,14 @@ const MAX_MISSING: usize = 1024;
 #[derive(Debug)]
 pub struct Recorder {
     epoch: Instant,
+    /// `epoch` on the kernel's receive-stamp clock (`CLOCK_REALTIME`, since the Unix epoch).
+    epoch_realtime: Duration,
     measuring: bool,
     window: HashMap<(u32, u32), StreamRx>,
+    /// Send → the sink has the packet (read, decrypted, parsed).
     latencies_ns: Vec<u64>,
+    /// Send → the kernel put the datagram in the sink's socket ([`crate::stamp`]).
+    socket_latencies_ns: Vec<u64>,
     lags_ns: Vec<u64>,
     window_bytes: u64,
     duplicates: u64,
@@ -308,6 +313,11 @@ pub struct WindowStats {
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    /// The same to the sink's socket (the kernel's receive stamp): without the time the
+    /// generator took to get to the datagram and decrypt it.
+    pub socket_p50_us: f64,
+    pub socket_p99_us: f64,
+    pub socket_p999_us: f64,
     /// How late the generator's timers fired (p99): its own scheduling delay, which the
     /// latency figures include.
     pub generator_lag_p99_us: f64,
@@ -335,11 +345,17 @@ impl WindowStats {
 
 impl Recorder {
     pub fn new(epoch: Instant) -> Self {
+        let epoch_realtime = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(epoch.elapsed());
         Self {
             epoch,
+            epoch_realtime,
             measuring: false,
             window: HashMap::new(),
             latencies_ns: Vec::new(),
+            socket_latencies_ns: Vec::new(),
             lags_ns: Vec::new(),
             window_bytes: 0,
             duplicates: 0,
@@ -358,8 +374,16 @@ impl Recorder {
     }
 
     /// Sink `sink` received an RTP packet whose payload is `payload` and whose SRTP datagram
-    /// was `wire_len` bytes, at `now`.
-    pub fn record(&mut self, sink: u32, payload: &[u8], wire_len: usize, now: Instant) {
+    /// was `wire_len` bytes, at `now`; the kernel received the datagram at `arrived`
+    /// ([`crate::stamp::Received::arrived`]) if it said.
+    pub fn record(
+        &mut self,
+        sink: u32,
+        payload: &[u8],
+        wire_len: usize,
+        now: Instant,
+        arrived: Option<Duration>,
+    ) {
         let Some(probe) = Probe::read(payload) else {
             return;
         };
@@ -378,6 +402,14 @@ impl Recorder {
         }
         let now_ns = self.ns(now);
         self.latencies_ns.push(now_ns.saturating_sub(probe.sent_ns));
+        if let Some(arrived) = arrived {
+            // CLOCK_MONOTONIC and CLOCK_REALTIME are slewed alike; only a step of the wall clock
+            // during the run would shift one against the other.
+            let arrived_ns = arrived.saturating_sub(self.epoch_realtime).as_nanos();
+            let arrived_ns = u64::try_from(arrived_ns).unwrap_or(u64::MAX);
+            self.socket_latencies_ns
+                .push(arrived_ns.saturating_sub(probe.sent_ns));
+        }
         self.window_bytes += wire_len as u64;
         let entry = self.window.entry((sink, probe.stream)).or_insert(StreamRx {
             first: probe.seq,
@@ -435,6 +467,7 @@ impl Recorder {
         self.measuring = true;
         self.window.clear();
         self.latencies_ns.clear();
+        self.socket_latencies_ns.clear();
         self.lags_ns.clear();
         self.window_bytes = 0;
         self.duplicates = 0;
@@ -471,6 +504,10 @@ impl Recorder {
         stats.p50_us = percentile_us(&self.latencies_ns, 0.50);
         stats.p99_us = percentile_us(&self.latencies_ns, 0.99);
         stats.p999_us = percentile_us(&self.latencies_ns, 0.999);
+        self.socket_latencies_ns.sort_unstable();
+        stats.socket_p50_us = percentile_us(&self.socket_latencies_ns, 0.50);
+        stats.socket_p99_us = percentile_us(&self.socket_latencies_ns, 0.99);
+        stats.socket_p999_us = percentile_us(&self.socket_latencies_ns, 0.999);
         stats.generator_lag_p99_us = percentile_us(&self.lags_ns, 0.99);
         stats
     }
