@@ -55,6 +55,10 @@ window.join = async (url, token, passphrase) => {
   room.on(LK.RoomEvent.TrackSubscriptionFailed, (sid, p) => note('subscription_failed', { identity: p.identity, sid }));
   room.on(LK.RoomEvent.ActiveSpeakersChanged, (speakers) => note('speakers', { identities: speakers.map((s) => s.identity) }));
   room.on(LK.RoomEvent.DataReceived, (payload, p) => note('data', { from: p?.identity, text: new TextDecoder().decode(payload) }));
+  // A track that goes takes its tile with it, as in a real call (the next tile stays in view).
+  room.on(LK.RoomEvent.TrackUnpublished, (pub) => {
+    for (const el of document.querySelectorAll('[data-sid]')) if (el.dataset.sid === pub.trackSid) el.remove();
+  });
   room.on(LK.RoomEvent.TrackSubscribed, (track, pub, p) => {
     note('subscribed', { identity: p.identity, track_kind: track.kind, source: pub.source });
     const element = track.attach();
@@ -62,6 +66,7 @@ window.join = async (url, token, passphrase) => {
     if (track.kind === 'video') { element.style.width = '640px'; element.style.height = '360px'; }
     element.dataset.identity = p.identity;
     element.dataset.source = pub.source;
+    element.dataset.sid = pub.trackSid;
     document.getElementById('tiles').appendChild(element);
   });
   const started = performance.now();
@@ -84,8 +89,11 @@ window.shareScreen = async () => {
   let frame = 0;
   setInterval(() => { ctx.fillStyle = 'hsl(' + (frame++ % 360) + ' 80% 50%)'; ctx.fillRect(0, 0, 1280, 720); }, 33);
   const [track] = canvas.captureStream(30).getVideoTracks();
+  window.shareTrack = track;
   await room.localParticipant.publishTrack(track, { source: LK.Track.Source.ScreenShare, simulcast: false });
 };
+// What "stop sharing" does: livekit-client sends no signal message, it renegotiates without the track.
+window.stopShare = async () => { await room.localParticipant.unpublishTrack(window.shareTrack); };
 window.sendData = async (text) => {
   await room.localParticipant.publishData(new TextEncoder().encode(text), { reliable: true });
 };
@@ -473,6 +481,16 @@ try {
   await sleep(4000);
   result.bob_camera_frames_during_share = (await cameraFrames()) - cameraStart;
   step('screen share');
+
+  // Stopping the share removes it for Bob, and sharing again works.
+  await alice.evaluate(() => window.stopShare());
+  const ended = await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'unpublished' && x.identity === 'alice' && x.source === 'screen_share'), 10000);
+  result.bob_saw_share_end = ended.some((x) => x.kind === 'unpublished' && x.source === 'screen_share');
+  result.bob_shares_after_end = (await bob.evaluate(() => window.remoteStats())).filter((s) => s.identity === 'alice' && s.source === 'screen_share').length;
+  await alice.evaluate(() => window.shareScreen());
+  const again = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice', 'screen_share')) >= 15, 20000);
+  result.bob_sees_second_screen = video(again, 'alice', 'screen_share');
+  step('screen share stopped and shared again');
 
   await alice.evaluate(() => window.sendData('hello from alice'));
   await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'data'), 10000);

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use crate::mux::Demux;
 use crate::peer::{
     DataChannel, Error, LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer,
-    PeerState, Transmit,
+    Mid, PeerState, Transmit,
 };
 
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
@@ -268,6 +268,22 @@ struct Participant {
     sub: SubscriberState,
     /// `cid` (msid track id) → published track.
     cids: HashMap<String, TrackSid>,
+    /// The published tracks its last publisher offer sent, by mid → cid: one missing from the
+    /// next offer was unpublished.
+    offered: BTreeMap<String, String>,
+}
+
+impl Participant {
+    /// The published track of media on the publisher connection's m-line `mid` that `rtc` says
+    /// belongs to `track_id`. The offer's current sender of that m-line comes first: when the
+    /// browser reuses the m-line of an unpublished track for a new one, `rtc` goes on naming the
+    /// first track.
+    fn track_of(&self, mid: Option<&Mid>, track_id: &str) -> Option<&TrackSid> {
+        let cid = mid
+            .and_then(|mid| self.offered.get(mid.as_str()))
+            .map_or(track_id, String::as_str);
+        self.cids.get(cid)
+    }
 }
 
 #[derive(Debug)]
@@ -501,6 +517,7 @@ impl Router {
                         connected: false,
                         sub: SubscriberState::default(),
                         cids: HashMap::new(),
+                        offered: BTreeMap::new(),
                     },
                 );
             }
@@ -658,11 +675,13 @@ impl Router {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
+        let sent = consulta_sfu::media::sent_tracks(&offer.sdp);
         match peer.pc.accept_offer(offer.sdp, now) {
             Ok(sdp) => {
                 if let Some(ufrag) = peer.pc.local_ufrag() {
                     self.demux.register(ufrag, id);
                 }
+                self.offered_tracks(sid, sent);
                 self.events.push_back(CoreEvent::PublisherAnswer {
                     participant: sid.clone(),
                     answer: SessionDescription {
@@ -676,6 +695,31 @@ impl Router {
             Err(error) => tracing::info!(%error, participant = %sid, "publisher offer refused"),
         }
         self.drain(id, now);
+    }
+
+    /// A publisher offer sends the tracks `sent`: a track the previous one sent and this one does
+    /// not has ended.
+    fn offered_tracks(&mut self, sid: &ParticipantSid, sent: BTreeMap<String, String>) {
+        let Some(p) = self.participants.get_mut(sid) else {
+            return;
+        };
+        let still: BTreeSet<&String> = sent.values().collect();
+        let ended: BTreeSet<TrackSid> = p
+            .offered
+            .values()
+            .filter(|cid| !still.contains(cid))
+            .filter_map(|cid| p.cids.get(cid).cloned())
+            .collect();
+        p.offered = sent
+            .into_iter()
+            .filter(|(_, cid)| p.cids.contains_key(cid))
+            .collect();
+        for track in ended {
+            self.events.push_back(CoreEvent::TrackEnded {
+                participant: sid.clone(),
+                track,
+            });
+        }
     }
 
     fn subscriber_answer(
@@ -928,6 +972,11 @@ impl Router {
         };
         if let Some(p) = self.participants.get_mut(&published.publisher) {
             p.cids.retain(|_, t| t != track);
+            let cids = &p.cids;
+            p.offered.retain(|_, cid| cids.contains_key(cid));
+        }
+        for p in self.participants.values_mut() {
+            p.sub.settings.remove(track);
         }
         for sub in published.subscribers {
             if let Some(p) = self.participants.get_mut(&sub) {
@@ -1145,7 +1194,7 @@ impl Router {
                 let Some(sid) = self
                     .participants
                     .get(owner)
-                    .and_then(|p| p.cids.get(&track.track_id))
+                    .and_then(|p| p.track_of(track.mid.as_ref(), &track.track_id))
                 else {
                     tracing::debug!(participant = %owner, "media for an unannounced track");
                     return;
@@ -1208,7 +1257,7 @@ impl Router {
         let Some(p) = self.participants.get(publisher) else {
             return;
         };
-        let Some(track) = p.cids.get(&rtp.track_id).cloned() else {
+        let Some(track) = p.track_of(rtp.mid.as_ref(), &rtp.track_id).cloned() else {
             return;
         };
         if let Some(level) = rtp.audio_level {

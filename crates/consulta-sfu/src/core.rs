@@ -782,6 +782,10 @@ impl<M: MediaEngine> Sfu<M> {
                     self.broadcast_update(&room, &participant, info);
                 }
             }
+            MediaEvent::TrackEnded { participant, track } => {
+                tracing::info!(participant = %participant, %track, "track ended by its publisher");
+                self.unpublish_track(&participant, &track);
+            }
             MediaEvent::StreamStates {
                 participant,
                 states,

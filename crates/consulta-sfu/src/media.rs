@@ -8,6 +8,7 @@
 //! a [`MediaEvent`] through `Sfu::handle_media_event`. Implementations must not block; a real
 //! engine forwards these calls over a channel to its own loop.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use livekit_protocol::{SessionDescription, SignalTarget, TrackInfo};
@@ -140,6 +141,69 @@ pub enum MediaEvent {
         /// The changes.
         speakers: Vec<livekit_protocol::SpeakerInfo>,
     },
+    /// The publisher stopped sending a track: its offer no longer sends it (livekit-client's
+    /// `unpublishTrack` sends no signal message, it only renegotiates).
+    TrackEnded {
+        /// The publisher.
+        participant: ParticipantSid,
+        /// Which track.
+        track: TrackSid,
+    },
+}
+
+/// The tracks an SDP offer sends, by the mid of their media section: the track id is `a=msid`'s
+/// second part (livekit-client's `cid`). Only sections that are not rejected (port 0) and whose
+/// direction is `sendrecv` (the default) or `sendonly` count. A track removed from a connection
+/// keeps its section, made `inactive` or `recvonly` (Chromium keeps its `a=msid`); a later track
+/// may reuse that section, under the same mid.
+pub fn sent_tracks(sdp: &str) -> BTreeMap<String, String> {
+    #[derive(Default)]
+    struct Section {
+        rejected: bool,
+        sends: bool,
+        mid: Option<String>,
+        track: Option<String>,
+    }
+    let mut sent = BTreeMap::new();
+    let close = |section: Option<Section>, sent: &mut BTreeMap<String, String>| {
+        if let Some(Section {
+            rejected: false,
+            sends: true,
+            mid: Some(mid),
+            track: Some(track),
+        }) = section
+        {
+            sent.insert(mid, track);
+        }
+    };
+    let mut section: Option<Section> = None;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(media) = line.strip_prefix("m=") {
+            close(section.take(), &mut sent);
+            section = Some(Section {
+                rejected: media.split_whitespace().nth(1) == Some("0"),
+                sends: true,
+                ..Section::default()
+            });
+        } else if let Some(current) = section.as_mut() {
+            match line {
+                "a=sendrecv" | "a=sendonly" => current.sends = true,
+                "a=recvonly" | "a=inactive" => current.sends = false,
+                _ => {
+                    if let Some(mid) = line.strip_prefix("a=mid:") {
+                        current.mid = Some(mid.to_owned());
+                    } else if let Some(track) = line
+                        .strip_prefix("a=msid:")
+                        .and_then(|msid| msid.split_whitespace().nth(1))
+                    {
+                        current.track = Some(track.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    close(section, &mut sent);
+    sent
 }
 
 /// A media engine that does nothing: the SFU then speaks signalling only (rooms, participants,
@@ -225,5 +289,55 @@ impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
     }
     fn last_reliable_sequence(&self, participant: &ParticipantSid) -> u32 {
         (**self).last_reliable_sequence(participant)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An offer as Chromium makes it after livekit-client unpublished a screen share: the
+    /// camera's section still sends, the share's is `inactive` (Chromium keeps its `a=msid`),
+    /// the data channel section has no track.
+    const AFTER_UNPUBLISH: &str = "v=0\r\n\
+        o=- 1 2 IN IP4 127.0.0.1\r\n\
+        s=-\r\n\
+        t=0 0\r\n\
+        a=group:BUNDLE 0 1 2 3\r\n\
+        m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+        a=mid:0\r\n\
+        a=sendonly\r\n\
+        a=msid:stream-a mic-track\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+        a=mid:1\r\n\
+        a=msid:stream-v camera-track\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+        a=mid:2\r\n\
+        a=inactive\r\n\
+        a=msid:stream-s share-track\r\n\
+        m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n\
+        a=mid:3\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 96\r\n\
+        a=mid:4\r\n\
+        a=sendonly\r\n\
+        a=msid:stream-x rejected-track\r\n\
+        m=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+        a=mid:5\r\n\
+        a=recvonly\r\n\
+        a=msid:stream-y not-sent-track\r\n";
+
+    #[test]
+    fn only_sections_that_send_name_their_tracks() {
+        let sent = sent_tracks(AFTER_UNPUBLISH);
+        let expected: BTreeMap<String, String> = [("0", "mic-track"), ("1", "camera-track")]
+            .into_iter()
+            .map(|(mid, track)| (mid.to_owned(), track.to_owned()))
+            .collect();
+        assert_eq!(sent, expected);
+        assert!(sent_tracks("").is_empty());
+        assert!(
+            sent_tracks("a=msid:s t\r\n").is_empty(),
+            "session level is no track"
+        );
     }
 }

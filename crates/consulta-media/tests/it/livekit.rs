@@ -324,6 +324,20 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
         "bob decodes alice's screen share: {}",
         result["bob_sees_screen"]
     );
+    // livekit-client's unpublishTrack only renegotiates: the SFU tells Bob from the offer.
+    assert_eq!(
+        result["bob_saw_share_end"], true,
+        "bob was told alice stopped sharing"
+    );
+    assert_eq!(
+        result["bob_shares_after_end"], 0,
+        "no stale share publication is left on bob's side"
+    );
+    assert!(
+        frames(&result["bob_sees_second_screen"]) >= 15,
+        "bob decodes alice's second share: {}",
+        result["bob_sees_second_screen"]
+    );
     // Renegotiating her publisher connection for the share left her camera running. Without
     // `feedback::VideoReportFilter` it froze for good: 0 frames in these 4 s.
     let camera = result["bob_camera_frames_during_share"]
