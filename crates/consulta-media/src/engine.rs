@@ -25,7 +25,8 @@ use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::{MediaEngine, MediaEvent as CoreEvent, TrackSettings};
 use consulta_sfu::speakers::{ActiveSpeakers, SpeakerConfig};
 use livekit_protocol::{
-    SessionDescription, SignalTarget, StreamState, StreamStateInfo, TrackInfo, TrackType,
+    SessionDescription, SignalTarget, StreamState, StreamStateInfo, TrackInfo, TrackSource,
+    TrackType,
 };
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -81,6 +82,8 @@ pub enum Command {
     Subscribe(ParticipantSid, ParticipantSid, TrackSid),
     /// See [`MediaEngine::unsubscribe`].
     Unsubscribe(ParticipantSid, TrackSid),
+    /// See [`MediaEngine::track_muted`].
+    Muted(TrackSid, bool),
     /// See [`MediaEngine::track_settings`].
     Settings(ParticipantSid, TrackSid, TrackSettings),
     /// See [`MediaEngine::needs_subscriber_offer`].
@@ -302,6 +305,8 @@ struct Published {
     last_keyframe_request: HashMap<u32, Instant>,
     /// What each layer arrives at (bytes on the wire, roughly: payload plus headers).
     rates: [RateMeter; 3],
+    /// Its publisher muted it (`mute`): nothing is forwarded.
+    muted: bool,
 }
 
 /// Bytes a forwarded packet adds to its payload on the wire: IPv4 and UDP (28), the RTP header
@@ -558,6 +563,7 @@ impl Router {
                     t.subscribers.remove(&sub);
                 }
             }
+            Command::Muted(track, muted) => self.track_muted(&track, muted),
             Command::Settings(sub, track, settings) => {
                 self.track_settings(now, &sub, track, settings)
             }
@@ -949,6 +955,7 @@ impl Router {
             MediaKind::Video => Codec::OtherVideo,
             MediaKind::Audio => Codec::OtherAudio,
         });
+        let muted = info.muted;
         self.tracks.insert(
             track,
             Published {
@@ -962,6 +969,7 @@ impl Router {
                 subscribers: BTreeSet::new(),
                 last_keyframe_request: HashMap::new(),
                 rates: Default::default(),
+                muted,
             },
         );
     }
@@ -984,6 +992,34 @@ impl Router {
                 p.sub.needs_offer = true;
             }
             self.maybe_offer(now, &sub);
+        }
+    }
+
+    /// A muted track is not forwarded ([`Self::forward_rtp`]). Unmuted, each subscriber's stream
+    /// starts again at a key frame, as after a pause: what the publisher sends first may be the
+    /// middle of a picture whose start nobody received.
+    fn track_muted(&mut self, track: &TrackSid, muted: bool) {
+        let Some(published) = self.tracks.get_mut(track) else {
+            return;
+        };
+        let was = std::mem::replace(&mut published.muted, muted);
+        if muted || !was {
+            return;
+        }
+        for sub in &published.subscribers {
+            let Some(p) = self.participants.get_mut(sub) else {
+                continue;
+            };
+            let Some(down) = p.sub.sending.get_mut(track) else {
+                continue;
+            };
+            down.forward.set_paused(true);
+            match p.sub.settings.get(track) {
+                Some(settings) => down
+                    .forward
+                    .handle_track_settings(settings, &published.info),
+                None => down.forward.set_paused(false),
+            }
         }
     }
 
@@ -1260,7 +1296,16 @@ impl Router {
         let Some(track) = p.track_of(rtp.mid.as_ref(), &rtp.track_id).cloned() else {
             return;
         };
-        if let Some(level) = rtp.audio_level {
+        let Some(published) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if published.muted {
+            // Its publisher said it is muted: the others show it so, and must not hear it.
+            return;
+        }
+        // Only the microphone speaks: a shared tab's sound does not make its sharer the speaker.
+        let microphone = published.info.source == i32::from(TrackSource::Microphone);
+        if let Some(level) = rtp.audio_level.filter(|_| microphone) {
             let room = p.room.clone();
             self.speakers
                 .entry(room)
@@ -1268,9 +1313,6 @@ impl Router {
                 .handle_audio_level(publisher, level, now);
             self.next_speaker_tick.get_or_insert(now + SPEAKER_TICK);
         }
-        let Some(published) = self.tracks.get_mut(&track) else {
-            return;
-        };
         let is_rtx = rtp
             .mime_type
             .as_deref()
@@ -1731,6 +1773,9 @@ impl MediaEngine for RtcEngine {
     }
     fn unsubscribe(&mut self, subscriber: &ParticipantSid, track: &TrackSid) {
         self.send(Command::Unsubscribe(subscriber.clone(), track.clone()));
+    }
+    fn track_muted(&mut self, _: &ParticipantSid, track: &TrackSid, muted: bool) {
+        self.send(Command::Muted(track.clone(), muted));
     }
     fn track_settings(
         &mut self,

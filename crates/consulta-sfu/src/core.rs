@@ -1134,6 +1134,12 @@ impl<M: MediaEngine> Sfu<M> {
         }
         t.muted = muted;
         let unmuted_video = (!muted && t.r#type == i32::from(TrackType::Video)).then(|| t.clone());
+        if let Some(sid_of_track) = TrackSid::parse(&t.sid) {
+            self.media.track_muted(sid, &sid_of_track, muted);
+        }
+        let Some(p) = self.participant_mut(room, sid) else {
+            return;
+        };
         p.bump();
         let info = p.info();
         let conn = p.conn;
@@ -1466,6 +1472,9 @@ mod tests {
         fn unsubscribe(&mut self, s: &ParticipantSid, track: &TrackSid) {
             self.calls.push(format!("unsubscribe {s} {track}"));
         }
+        fn track_muted(&mut self, p: &ParticipantSid, track: &TrackSid, muted: bool) {
+            self.calls.push(format!("muted {p} {track} {muted}"));
+        }
         fn track_settings(&mut self, s: &ParticipantSid, track: &TrackSid, t: TrackSettings) {
             self.calls.push(format!(
                 "settings {s} {track} {} {}x{}",
@@ -1712,6 +1721,11 @@ mod tests {
         assert_eq!(to_bob.len(), 1);
         assert!(to_bob[0].tracks[0].muted);
         assert!(to_bob[0].version > v_published);
+        // The engine stops forwarding it.
+        assert_eq!(
+            w.media_calls(),
+            vec![format!("muted {} {} true", to_bob[0].sid, track.sid)]
+        );
 
         // Track settings are remembered per subscriber and passed on.
         w.request(

@@ -39,6 +39,10 @@ pub enum DataError {
     /// The sender's grant lacks `canPublishData`.
     #[error("participant may not publish data")]
     NotPermitted,
+    /// A packet only the server may send (`speaker`: livekit-client takes it as the room's
+    /// active speakers), or a transcription of someone other than its sender.
+    #[error("a client may not send this kind of data packet")]
+    Forged,
 }
 
 /// The kind of data channel, which a relayed packet keeps.
@@ -109,6 +113,19 @@ pub fn relay_data_packet(
         });
     }
     let mut packet = DataPacket::decode(bytes)?;
+    #[allow(
+        deprecated,
+        reason = "LiveKit deprecated the speaker packet for speakers_changed; livekit-client still obeys it"
+    )]
+    match &packet.value {
+        Some(data_packet::Value::Speaker(_)) => return Err(DataError::Forged),
+        Some(data_packet::Value::Transcription(t))
+            if t.transcribed_participant_identity != sender.identity =>
+        {
+            return Err(DataError::Forged);
+        }
+        _ => {}
+    }
     packet.participant_identity = sender.identity.to_owned();
     packet.participant_sid = sender.sid.to_string();
     let mut destinations = packet.destination_identities.clone();
@@ -286,6 +303,55 @@ mod tests {
         let empty = relay_data_packet(&[], DataKind::Lossy, &sender(&sid, true)).unwrap();
         let out = DataPacket::decode(empty.bytes.as_slice()).unwrap();
         assert_eq!(out.participant_sid, "PA_alice");
+    }
+
+    #[test]
+    #[allow(
+        deprecated,
+        reason = "building the speaker packet livekit-client still obeys"
+    )]
+    fn speaker_updates_and_transcriptions_of_others_are_not_relayed() {
+        let sid = alice();
+        let with = |value: data_packet::Value| {
+            let packet = DataPacket {
+                value: Some(value),
+                ..spoofed(&[], &[])
+            };
+            relay_data_packet(
+                &packet.encode_to_vec(),
+                DataKind::Reliable,
+                &sender(&sid, true),
+            )
+        };
+        // livekit-client would take it as the room's active speakers.
+        let speakers = livekit_protocol::ActiveSpeakerUpdate {
+            speakers: vec![livekit_protocol::SpeakerInfo {
+                sid: "PA_alice".to_owned(),
+                level: 1.0,
+                active: true,
+            }],
+        };
+        assert_eq!(
+            with(data_packet::Value::Speaker(speakers)),
+            Err(DataError::Forged)
+        );
+        let transcription = |of: &str| livekit_protocol::Transcription {
+            transcribed_participant_identity: of.to_owned(),
+            ..livekit_protocol::Transcription::default()
+        };
+        assert_eq!(
+            with(data_packet::Value::Transcription(transcription(
+                "@doctor:hs.example:D"
+            ))),
+            Err(DataError::Forged)
+        );
+        assert!(
+            with(data_packet::Value::Transcription(transcription(
+                "@alice:hs.example:DEV"
+            )))
+            .is_ok(),
+            "her own captions"
+        );
     }
 
     #[test]

@@ -72,6 +72,9 @@ pub trait MediaEngine: fmt::Debug + Send {
     );
     /// Stop forwarding `track` to `subscriber`.
     fn unsubscribe(&mut self, subscriber: &ParticipantSid, track: &TrackSid);
+    /// The publisher muted or unmuted `track` (`mute`): a muted track is not forwarded, and its
+    /// audio does not count towards active speakers.
+    fn track_muted(&mut self, publisher: &ParticipantSid, track: &TrackSid, muted: bool);
     /// The subscriber's wishes for `track` changed.
     fn track_settings(
         &mut self,
@@ -221,6 +224,7 @@ impl MediaEngine for SignallingOnly {
     fn track_unpublished(&mut self, _: &ParticipantSid, _: &TrackSid) {}
     fn subscribe(&mut self, _: &ParticipantSid, _: &ParticipantSid, _: &TrackSid) {}
     fn unsubscribe(&mut self, _: &ParticipantSid, _: &TrackSid) {}
+    fn track_muted(&mut self, _: &ParticipantSid, _: &TrackSid, _: bool) {}
     fn track_settings(&mut self, _: &ParticipantSid, _: &TrackSid, _: TrackSettings) {}
     fn needs_subscriber_offer(&mut self, _: &ParticipantSid) {}
     fn participant_resumed(&mut self, _: &ParticipantSid) {}
@@ -272,6 +276,9 @@ impl<T: MediaEngine + ?Sized> MediaEngine for Box<T> {
     }
     fn unsubscribe(&mut self, subscriber: &ParticipantSid, track: &TrackSid) {
         (**self).unsubscribe(subscriber, track);
+    }
+    fn track_muted(&mut self, publisher: &ParticipantSid, track: &TrackSid, muted: bool) {
+        (**self).track_muted(publisher, track, muted);
     }
     fn track_settings(
         &mut self,

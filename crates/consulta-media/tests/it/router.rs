@@ -429,6 +429,47 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
         "the PLI reached Alice's publisher connection"
     );
 
+    // Muted by Alice: nothing reaches Bob. Unmuted: Bob's stream starts again at a keyframe, its
+    // numbering going on from the last packet he got.
+    let bob_rtp = |w: &World| -> Vec<u16> {
+        w.clients[bob]
+            .received
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Rtp(rtp) => Some(rtp.packet.header.sequence_number),
+                _ => None,
+            })
+            .collect()
+    };
+    let last = *sorted.last().unwrap();
+    let send = |w: &mut World, from: u16, keyframe_at: u16| {
+        for i in from..from + 10 {
+            w.clients[alice]
+                .publisher
+                .write_rtp(
+                    local,
+                    vp8(500 + i, 3000 * u32::from(i), i == keyframe_at),
+                    "video/VP8",
+                    w.now,
+                )
+                .unwrap();
+            w.step();
+        }
+        for _ in 0..50 {
+            w.step();
+        }
+    };
+    w.router
+        .handle_command(w.now, Command::Muted(cam.clone(), true));
+    send(&mut w, 30, 30);
+    assert_eq!(bob_rtp(&w).len(), 25, "nothing forwarded while muted");
+    w.router
+        .handle_command(w.now, Command::Muted(cam.clone(), false));
+    send(&mut w, 40, 43);
+    let after: Vec<u16> = bob_rtp(&w).split_off(25);
+    let expected: Vec<u16> = (1..=7).map(|n| last.wrapping_add(n)).collect();
+    assert_eq!(after, expected, "from the keyframe on, numbered on");
+
     // Unpublishing renegotiates Bob; Alice leaving frees everything of hers.
     w.router
         .handle_command(w.now, Command::TrackUnpublished(alice_sid.clone(), cam));
