@@ -31,6 +31,9 @@ pub struct NodeConfig {
     pub media: MediaConfig,
 }
 
+/// What [`SfuNode::ended`] names, in the order of `SfuNode::tasks`.
+const TASKS: [&str; 2] = ["media loop", "signalling server"];
+
 /// A running node. Dropping it stops the media loop and the HTTP server.
 #[derive(Debug)]
 pub struct SfuNode {
@@ -55,6 +58,18 @@ impl SfuNode {
             .and_then(|()| socket.set_send_buffer_size(UDP_BUFFER_BYTES))
         {
             tracing::warn!(%error, "could not enlarge the media socket's buffers");
+        }
+        // Linux caps the request at `net.core.rmem_max` without an error (and reports double
+        // what it grants, for its own bookkeeping).
+        if let Ok(granted) = socket.recv_buffer_size()
+            && granted < UDP_BUFFER_BYTES
+        {
+            tracing::warn!(
+                granted_kib = granted / 1024,
+                asked_kib = UDP_BUFFER_BYTES / 1024,
+                "the kernel gave the media socket a smaller receive buffer than asked: raise \
+                 net.core.rmem_max (docs/DEPLOYMENT.md), or bursts may be dropped"
+            );
         }
         let udp_addr = udp.local_addr()?;
         let advertised = SocketAddr::new(
@@ -110,6 +125,18 @@ impl SfuNode {
             stop,
             tasks: vec![media, http],
         })
+    }
+
+    /// Waits until the media loop or the signalling server ends, which only a fault makes either
+    /// do while the node lives (a socket error, a panic), and says which. A service should exit
+    /// then, for its manager to restart it: a node without one of them would accept calls it
+    /// cannot carry.
+    pub async fn ended(&mut self) -> &'static str {
+        if self.tasks.is_empty() {
+            return std::future::pending().await;
+        }
+        let (_, index, _) = futures_util::future::select_all(self.tasks.iter_mut()).await;
+        TASKS.get(index).copied().unwrap_or("node")
     }
 
     /// The signalling server (to create rooms).
@@ -266,5 +293,31 @@ impl Drop for SfuNode {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_says_when_its_media_loop_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut node = SfuNode::start(NodeConfig::default(), listener, udp)
+            .await
+            .unwrap();
+        let running = tokio::time::timeout(Duration::from_millis(300), node.ended()).await;
+        assert!(running.is_err(), "nothing ended while the node runs");
+        // What a fault does to the loop: it returns.
+        node.stop.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(5), node.ended())
+            .await
+            .expect("the end is noticed");
+        assert_eq!(ended, "media loop");
     }
 }

@@ -25,13 +25,19 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
     }
     let settings = SfuSettings::load(&args.config)?;
     crate::init_logging(&settings.log_level, LogFormat::Pretty);
-    let node = start(&settings).await?;
+    let mut node = start(&settings).await?;
     tracing::info!(
         signalling = %node.http_addr(),
         media = %node.udp_addr(),
         "Consulta SFU started"
     );
-    crate::shutdown_signal().await;
+    tokio::select! {
+        () = crate::shutdown_signal() => {}
+        part = node.ended() => {
+            drop(node);
+            anyhow::bail!("the SFU's {part} stopped; exiting so that it is restarted");
+        }
+    }
     drop(node);
     tracing::info!("Consulta SFU stopped");
     Ok(())
