@@ -699,6 +699,17 @@ impl<M: MediaEngine> Sfu<M> {
             *at = now;
         }
         let sid = p.sid.clone();
+        // The layers each of its cameras should send, as they are now: an update that went to the
+        // old socket before the server saw it drop is in no outbox, and livekit-client keeps its
+        // layers across a resume (a patient alone has them all off until the doctor comes).
+        let layers: Vec<livekit_protocol::SubscribedQualityUpdate> = p
+            .tracks
+            .iter()
+            .filter_map(|t| {
+                let state = room.dynacast.get(&TrackSid::parse(&t.sid)?)?;
+                Some(dynacast::quality_update(t, state.current()))
+            })
+            .collect();
         let others = room.others_than(&sid);
         // The server may not have seen the old socket go yet.
         if self.conns.remove(&old).is_some() {
@@ -729,6 +740,12 @@ impl<M: MediaEngine> Sfu<M> {
                 signal_response::Message::Update(ParticipantUpdate {
                     participants: others,
                 }),
+            );
+        }
+        for update in layers {
+            self.send(
+                conn,
+                signal_response::Message::SubscribedQualityUpdate(update),
             );
         }
         self.media.participant_resumed(&sid);
@@ -2438,6 +2455,27 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A phone that switches networks leaves a half-open socket the server does not see drop:
+    /// what is sent to it is lost, and no outbox keeps it. The resume says again which layers to
+    /// send, or a patient whose layers went off while alone stays invisible to the doctor.
+    #[test]
+    fn a_resume_says_again_which_layers_to_send() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        w.request(alice, add_video("cam-1"));
+        w.drain();
+        w.now += dynacast::DOWNGRADE_DELAY + Duration::from_secs(1);
+        w.sfu.handle_timeout(w.now);
+        assert_eq!(layer_updates(&w.drain(), alice), [[false, false, false]]);
+        // The doctor comes: "all on" goes to the socket that is already dead.
+        w.sfu
+            .handle_join(w.now, grant("bob", "room"), JoinOptions::default())
+            .unwrap();
+        assert_eq!(layer_updates(&w.drain(), alice), [[true, true, true]]);
+        let resumed = w.resume("alice", &join.participant.unwrap().sid).unwrap();
+        assert_eq!(layer_updates(&w.drain(), resumed), [[true, true, true]]);
     }
 
     #[test]
