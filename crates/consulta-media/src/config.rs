@@ -125,7 +125,7 @@ fn default_bandwidth_estimation() -> bool {
 }
 
 fn default_log_level() -> String {
-    "info".to_owned()
+    "info,rtc_dtls=error".to_owned()
 }
 
 impl SfuSettings {

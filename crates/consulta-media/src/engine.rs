@@ -1487,6 +1487,13 @@ impl Router {
             if !due {
                 continue;
             }
+            if published.last_keyframe_request.len() >= MAX_SSRCS_PER_TRACK {
+                // A publisher cycling SSRCs must not grow this map: entries past their interval
+                // throttle nothing.
+                published.last_keyframe_request.retain(|_, last| {
+                    now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
+                });
+            }
             published.last_keyframe_request.insert(ssrc, now);
             if let Some(peer) = self.peers.get_mut(&publisher_peer)
                 && peer.pc.request_keyframe(ssrc, now).is_ok()

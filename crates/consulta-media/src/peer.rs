@@ -1013,10 +1013,16 @@ impl MediaPeer {
         let tag = match self.incoming.get(&ssrc) {
             Some(tag) if tag.payload_type == pt && tag.track_id == track_id => tag.clone(),
             _ => {
-                let tag = self.look_up_tag(track_id, ssrc, pt);
                 if self.incoming.len() >= MAX_INCOMING_TAGS {
                     self.incoming.clear();
                 }
+                if self.ssrc_receivers.len() >= MAX_INCOMING_TAGS {
+                    // Kept in step with the tags: an SSRC still sending is looked up again, and
+                    // its receiver found anew.
+                    self.ssrc_receivers.clear();
+                    self.incoming.clear();
+                }
+                let tag = self.look_up_tag(track_id, ssrc, pt);
                 self.incoming.insert(ssrc, tag.clone());
                 tag
             }
