@@ -401,7 +401,14 @@ async fn run_socket(
                     let sent = timeout(send_timeout, sink.send(Message::Binary(frame.into())));
                     match sent.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(_)) => break,
+                        Ok(Err(_)) => {
+                            // The client went. What it sent just before (a `leave`, with the
+                            // connection reset right after by a client closing with unread
+                            // frames) may still wait unread: without it the participant would
+                            // stay for a resume until its ping timeout.
+                            read_what_is_left(&server, conn, &mut stream, &mut limiter).await;
+                            break;
+                        }
                         Err(_) => {
                             tracing::info!(%conn, "client is not reading its signalling (send timed out), closing");
                             kicked = true;
@@ -418,15 +425,10 @@ async fn run_socket(
             },
             inbound = stream.next() => match inbound {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if limiter.check(Instant::now()).is_err() {
-                        tracing::info!(%conn, "signal rate limit exceeded, closing");
+                    if server.handle_frame(conn, &mut limiter, &bytes).is_err() {
                         kicked = true;
                         let _ = timeout(send_timeout, sink.close()).await;
                         break;
-                    }
-                    match signal::decode_request(&bytes) {
-                        Ok(request) => server.handle_request(conn, request),
-                        Err(e) => tracing::debug!(%conn, error = %e, "undecodable signal frame"),
                     }
                 }
                 Some(Ok(Message::Close(_)) | Err(_)) | None => break,
@@ -445,7 +447,53 @@ async fn run_socket(
     hub.pump();
 }
 
+/// How long a connection whose write failed is still read for what its client sent before going.
+/// Frames already received are there at once; a client that is really gone sends nothing more.
+const READ_AFTER_WRITE_FAILURE: Duration = Duration::from_millis(500);
+
+/// Hands the core what `stream` still holds (within [`READ_AFTER_WRITE_FAILURE`]), until it ends.
+async fn read_what_is_left(
+    server: &SfuServer,
+    conn: ConnId,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    limiter: &mut RateLimiter,
+) {
+    let deadline = tokio::time::Instant::now() + READ_AFTER_WRITE_FAILURE;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        let handled = match message {
+            Message::Binary(bytes) => server.handle_frame(conn, limiter, &bytes),
+            Message::Close(_) => return,
+            _ => Ok(()),
+        };
+        if handled.is_err() {
+            return;
+        }
+    }
+}
+
+/// A client sent more signalling frames than [`RateLimiter`] allows.
+struct RateExceeded;
+
 impl SfuServer {
+    /// Decodes one binary signalling frame and hands it to the core; an undecodable frame is
+    /// skipped.
+    fn handle_frame(
+        &self,
+        conn: ConnId,
+        limiter: &mut RateLimiter,
+        bytes: &[u8],
+    ) -> Result<(), RateExceeded> {
+        if limiter.check(Instant::now()).is_err() {
+            tracing::info!(%conn, "signal rate limit exceeded, closing");
+            return Err(RateExceeded);
+        }
+        match signal::decode_request(bytes) {
+            Ok(request) => self.handle_request(conn, request),
+            Err(e) => tracing::debug!(%conn, error = %e, "undecodable signal frame"),
+        }
+        Ok(())
+    }
+
     fn handle_request(&self, conn: ConnId, request: SignalRequest) {
         let mut hub = self.lock();
         hub.core.handle_request(Instant::now(), conn, request);

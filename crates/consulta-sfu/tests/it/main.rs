@@ -357,6 +357,74 @@ async fn oversized_frames_close_only_that_connection() {
 /// A client that stops reading its signalling: once the frames for it no longer fit the socket's
 /// buffers, a send waits out `send_timeout`, the client is dropped and the room is told. The
 /// others are served throughout.
+impl Client {
+    /// A participant whose every update is large (≈5 KB of metadata in its token), with a
+    /// microphone to toggle: each toggle is an update sent to everyone. Returns the track's sid.
+    async fn chatty(addr: SocketAddr) -> (Self, String) {
+        let now = unix_now();
+        let mut claims = auth::join_claims(KEY, "@chatty:hs:DEV", ROOM, now, 600);
+        claims.metadata = "m".repeat(5_000);
+        let big_token = auth::mint(&claims, &ApiSecret::new(SECRET)).unwrap();
+        let mut chatty = Self::connect(addr, &big_token).await.unwrap();
+        chatty
+            .send(signal_request::Message::AddTrack(AddTrackRequest {
+                cid: "mic-1".into(),
+                name: "microphone".into(),
+                r#type: TrackType::Audio.into(),
+                source: TrackSource::Microphone.into(),
+                ..AddTrackRequest::default()
+            }))
+            .await;
+        let track = chatty
+            .recv_until(|m| match m {
+                signal_response::Message::TrackPublished(t) => t.track.map(|t| t.sid),
+                _ => None,
+            })
+            .await;
+        (chatty, track)
+    }
+
+    async fn set_muted(&mut self, track: &str, muted: bool) {
+        self.send(signal_request::Message::Mute(
+            livekit_protocol::MuteTrackRequest {
+                sid: track.to_owned(),
+                muted,
+            },
+        ))
+        .await;
+    }
+
+    /// A joined client whose socket has a 2 KiB receive buffer (a few unread updates fill it);
+    /// with `reset_on_close`, dropping it resets the connection. Returns its participant sid.
+    async fn with_small_buffer(
+        addr: SocketAddr,
+        identity: &str,
+        reset_on_close: bool,
+    ) -> (Self, String) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(2048).unwrap();
+        if reset_on_close {
+            socket.set_zero_linger().unwrap();
+        }
+        let stream = socket.connect(addr).await.unwrap();
+        let url = format!(
+            "ws://{addr}/rtc?access_token={}&auto_subscribe=1&sdk=js&version=2.21.0&protocol=16",
+            token(identity, ROOM)
+        );
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        let mut client = Self { ws };
+        let sid = client
+            .recv_until(|m| match m {
+                signal_response::Message::Join(j) => j.participant.map(|p| p.sid),
+                _ => None,
+            })
+            .await;
+        (client, sid)
+    }
+}
+
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
     let send_timeout = Duration::from_secs(1);
@@ -375,46 +443,11 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
     );
     // From the stalled client's join: its 15 s ping timeout runs from there too.
     let started = std::time::Instant::now();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let url = format!(
-        "ws://{addr}/rtc?access_token={}&auto_subscribe=1&sdk=js&version=2.21.0&protocol=16",
-        token("@stalled:hs:DEV", ROOM)
-    );
-    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    let mut stalled = Client { ws };
-    let stalled_sid = stalled
-        .recv_until(|m| match m {
-            signal_response::Message::Join(j) => j.participant.map(|p| p.sid),
-            _ => None,
-        })
-        .await;
+    let (_stalled, stalled_sid) = Client::with_small_buffer(addr, "@stalled:hs:DEV", false).await;
 
-    // A participant whose every update is large (≈5 KB of metadata in its token), toggling its
-    // microphone: each toggle is an update sent to everyone, the stalled client included.
-    let now = unix_now();
-    let mut claims = auth::join_claims(KEY, "@chatty:hs:DEV", ROOM, now, 600);
-    claims.metadata = "m".repeat(5_000);
-    let big_token = auth::mint(&claims, &ApiSecret::new(SECRET)).unwrap();
-    let mut chatty = Client::connect(addr, &big_token).await.unwrap();
-    chatty
-        .send(signal_request::Message::AddTrack(AddTrackRequest {
-            cid: "mic-1".into(),
-            name: "microphone".into(),
-            r#type: TrackType::Audio.into(),
-            source: TrackSource::Microphone.into(),
-            ..AddTrackRequest::default()
-        }))
-        .await;
-    let track = chatty
-        .recv_until(|m| match m {
-            signal_response::Message::TrackPublished(t) => t.track.map(|t| t.sid),
-            _ => None,
-        })
-        .await;
+    // Each of chatty's microphone toggles is a ≈5 KB update sent to everyone, the stalled client
+    // included.
+    let (mut chatty, track) = Client::chatty(addr).await;
 
     let mut muted = false;
     let dropped = loop {
@@ -426,14 +459,7 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
             send_timeout * 4
         );
         muted = !muted;
-        chatty
-            .send(signal_request::Message::Mute(
-                livekit_protocol::MuteTrackRequest {
-                    sid: track.clone(),
-                    muted,
-                },
-            ))
-            .await;
+        chatty.set_muted(&track, muted).await;
         // Read what chatty is sent (its own updates among them), looking for the stalled
         // participant's departure; stay under the 50 frames/s rate limit.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(40);
@@ -463,6 +489,67 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
     chatty
         .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
         .await;
+}
+
+/// A client that sends `leave` and closes its socket with frames unread resets the connection.
+/// The server may be writing to it then (here: blocked on a full socket): the write fails, and
+/// the `leave` waiting unread must still count, or the participant stays until its ping timeout
+/// (15 s) and the room keeps its tracks. Found by the benchmark's churn (S5): about half the
+/// leaving participants lingered, and the resident's subscriber offer grew to 143 m-lines.
+#[tokio::test]
+async fn a_leave_counts_when_the_server_was_writing_as_the_connection_reset() {
+    // A small send buffer on the server's side of every connection (accepted sockets inherit the
+    // listener's) and a small receive buffer on the leaving client's: a few updates fill them.
+    let listening = tokio::net::TcpSocket::new_v4().unwrap();
+    listening.set_send_buffer_size(4096).unwrap();
+    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = serve_on(
+        ShellConfig {
+            keys: keys(),
+            ..ShellConfig::default()
+        },
+        listening.listen(64).unwrap(),
+    );
+    let (mut chatty, track) = Client::chatty(addr).await;
+
+    // Closing sends a reset, as a socket closed with unread data does.
+    let (mut leaving, leaving_sid) = Client::with_small_buffer(addr, "@leaving:hs:DEV", true).await;
+    assert_eq!(chatty.next_update().await.sid, leaving_sid);
+
+    // Each toggle sends the leaving client a ≈5 KB update it does not read: after a few, the
+    // server's write to it waits for room in the socket (well within the 10 s send timeout).
+    let mut muted = false;
+    for _ in 0..12 {
+        muted = !muted;
+        chatty.set_muted(&track, muted).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    leaving
+        .send(signal_request::Message::Leave(
+            livekit_protocol::LeaveRequest::default(),
+        ))
+        .await;
+    let left = std::time::Instant::now();
+    drop(leaving);
+
+    let gone = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let update = chatty.next_update().await;
+            if update.sid == leaving_sid
+                && update.state == participant_info::State::Disconnected as i32
+            {
+                return update;
+            }
+        }
+    })
+    .await
+    .expect("the leave was lost: the participant stays for a resume until its ping timeout");
+    eprintln!("departure told {:?} after the leave", left.elapsed());
+    assert_eq!(
+        gone.disconnect_reason,
+        livekit_protocol::DisconnectReason::ClientInitiated as i32
+    );
+    assert!(gone.tracks.is_empty());
 }
 
 #[tokio::test]

@@ -1122,8 +1122,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     println!(
         "out-pps = RTP packets arriving at the sinks per second; CPU% = SFU process utime+stime over the window; \
-         latency = sink receive - publisher send (one monotonic clock); RSS/ses = node RSS growth per room (S1) or subscriber (S3); \
-         lag99 = p99 of how late the generator's own timers fired (its scheduling delay, included in the latency); \
+         latency = sink receive - publisher send (one monotonic clock), and to the sinks' sockets = the kernel's receive stamp - publisher send; \
+         RSS/ses = node RSS growth per room (S1) or subscriber (S3); \
+         lag99 = p99 of how late the generator's own timers fired (packets are stamped when they leave, so it delays them without counting in the latency; a busy generator reads late, which the sink figure includes and the socket figure does not); \
          ideal = the SFU's out-pps per core as a share of the idealised forwarder's"
     );
     let mut bench = Bench::new(args.clone());

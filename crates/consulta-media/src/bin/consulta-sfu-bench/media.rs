@@ -318,8 +318,9 @@ pub struct WindowStats {
     pub socket_p50_us: f64,
     pub socket_p99_us: f64,
     pub socket_p999_us: f64,
-    /// How late the generator's timers fired (p99): its own scheduling delay, which the
-    /// latency figures include.
+    /// How late the generator's timers fired (p99): its own scheduling delay. Packets are
+    /// stamped when they leave, so it is not in the latency; the same load delays the sinks'
+    /// reading, which `p*_us` include and `socket_p*_us` do not.
     pub generator_lag_p99_us: f64,
     /// Packets that arrived again, or late for a gap already repaired or forgotten.
     pub duplicates: u64,
