@@ -41,8 +41,8 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// `consulta sfu`'s settings.
-#[derive(Debug, Clone, Deserialize)]
+/// `consulta sfu`'s settings. Their `Debug` output names the API keys but not their secrets.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SfuSettings {
     /// Signalling (`/rtc`) and `/metrics` listen here.
@@ -72,8 +72,24 @@ pub struct SfuSettings {
     pub log_level: String,
 }
 
-/// One STUN/TURN server for clients.
-#[derive(Debug, Clone, Deserialize)]
+impl std::fmt::Debug for SfuSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuSettings")
+            .field("listen", &self.listen)
+            .field("udp_bind", &self.udp_bind)
+            .field("advertised_ip", &self.advertised_ip)
+            .field("keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("ice_servers", &self.ice_servers)
+            .field("empty_timeout_secs", &self.empty_timeout_secs)
+            .field("max_participants", &self.max_participants)
+            .field("bandwidth_estimation", &self.bandwidth_estimation)
+            .field("log_level", &self.log_level)
+            .finish()
+    }
+}
+
+/// One STUN/TURN server for clients. Its `Debug` output leaves out the credential.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceServerSettings {
     /// `stun:` / `turn:` / `turns:` URLs.
@@ -84,6 +100,15 @@ pub struct IceServerSettings {
     /// TURN credential.
     #[serde(default)]
     pub credential: String,
+}
+
+impl std::fmt::Debug for IceServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServerSettings")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 impl IceServerSettings {
@@ -286,6 +311,31 @@ mod tests {
                 .media
                 .congestion_control
         );
+    }
+
+    #[test]
+    fn debug_output_names_keys_and_turn_users_but_not_their_secrets() {
+        let secret = "a-real-secret-that-is-long-enough-000";
+        let credential = "turn-credential-xyz";
+        let text = format!(
+            "listen: 127.0.0.1:7880\nudp_bind: 127.0.0.1:7882\nkeys:\n  clinic-key: {secret}\n\
+             ice_servers:\n  - urls: [\"turns:turn.clinic.example:443\"]\n    \
+             username: turn-user\n    credential: {credential}\n"
+        );
+        let settings = SfuSettings::parse(&text).unwrap();
+        let node = settings.node_config();
+        assert_eq!(node.shell.core.ice_servers[0].credential, credential);
+        for shown in [
+            format!("{settings:?}"),
+            format!("{:?}", node.shell.core),
+            format!("{node:?}"),
+        ] {
+            assert!(shown.contains("turn.clinic.example"), "{shown}");
+            assert!(shown.contains("turn-user"), "{shown}");
+            assert!(!shown.contains(credential), "{shown}");
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(format!("{settings:?}").contains("clinic-key"));
     }
 
     #[test]

@@ -53,8 +53,8 @@ pub enum JoinError {
     NoSession,
 }
 
-/// Tunables, with LiveKit's defaults.
-#[derive(Debug, Clone)]
+/// Tunables, with LiveKit's defaults. Its `Debug` output leaves out TURN credentials.
+#[derive(Clone)]
 pub struct SfuConfig {
     /// Seconds between client pings (JoinResponse `ping_interval`).
     pub ping_interval: Duration,
@@ -94,6 +94,37 @@ impl Default for SfuConfig {
             token_refresh_interval: Duration::from_secs(5 * 60),
             token_ttl: Duration::from_secs(10 * 60),
         }
+    }
+}
+
+impl std::fmt::Debug for SfuConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ice_servers: Vec<IceServerUrls<'_>> =
+            self.ice_servers.iter().map(IceServerUrls).collect();
+        f.debug_struct("SfuConfig")
+            .field("ping_interval", &self.ping_interval)
+            .field("ping_timeout", &self.ping_timeout)
+            .field("empty_timeout", &self.empty_timeout)
+            .field("max_participants", &self.max_participants)
+            .field("sid_seed", &self.sid_seed)
+            .field("node_id", &self.node_id)
+            .field("subscriber_primary", &self.subscriber_primary)
+            .field("ice_servers", &ice_servers)
+            .field("token_refresh_interval", &self.token_refresh_interval)
+            .field("token_ttl", &self.token_ttl)
+            .finish()
+    }
+}
+
+/// An ICE server in `Debug` output: its URLs and user name, not its credential.
+struct IceServerUrls<'a>(&'a livekit_protocol::IceServer);
+
+impl std::fmt::Debug for IceServerUrls<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.0.urls)
+            .field("username", &self.0.username)
+            .finish_non_exhaustive()
     }
 }
 
