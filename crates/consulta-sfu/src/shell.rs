@@ -401,7 +401,8 @@ async fn run_socket(
                     let sent = timeout(send_timeout, sink.send(Message::Binary(frame.into())));
                     match sent.await {
                         Ok(Ok(())) => {}
-                        Ok(Err(_)) => {
+                        Ok(Err(error)) => {
+                            tracing::debug!(%conn, %error, "signalling write failed");
                             // The client went. What it sent just before (a `leave`, with the
                             // connection reset right after by a client closing with unread
                             // frames) may still wait unread: without it the participant would
@@ -431,7 +432,11 @@ async fn run_socket(
                         break;
                     }
                 }
-                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(error)) => {
+                    tracing::debug!(%conn, %error, "signalling read failed");
+                    break;
+                }
                 // Text (protobuf JSON) framing is not supported; control frames need nothing.
                 Some(Ok(_)) => {}
             },
@@ -459,7 +464,15 @@ async fn read_what_is_left(
     limiter: &mut RateLimiter,
 ) {
     let deadline = tokio::time::Instant::now() + READ_AFTER_WRITE_FAILURE;
-    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, stream.next()).await {
+    loop {
+        let message = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%conn, %error, "signalling read after a failed write failed");
+                return;
+            }
+            Ok(None) | Err(_) => return,
+        };
         let handled = match message {
             Message::Binary(bytes) => server.handle_frame(conn, limiter, &bytes),
             Message::Close(_) => return,

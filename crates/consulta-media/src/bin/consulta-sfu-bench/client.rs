@@ -31,6 +31,8 @@ use crate::media::{OutPacket, Recorder, Source};
 use crate::stamp::Received;
 
 const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a leaving participant waits for the server to end the signalling socket.
+const CLOSING_HANDSHAKE_LIMIT: Duration = Duration::from_secs(2);
 /// Datagrams read per wake-up.
 const RECV_BATCH: usize = 64;
 
@@ -337,6 +339,12 @@ async fn run_with<S: Signalling>(
             flush(&mut peers.publisher, &pub_socket).await;
             flush(&mut peers.subscriber, &sub_socket).await;
             let _ = ws.close(None).await;
+            // The closing handshake, as a browser does it: the server's close, or the end of the
+            // socket. Dropping the socket with frames unread would reset the connection, and a
+            // reset throws away what is still in the send queue, the `leave` among it when
+            // Nagle's algorithm held it back.
+            let closing = async { while let Some(Ok(_)) = ws.next().await {} };
+            let _ = tokio::time::timeout(CLOSING_HANDSHAKE_LIMIT, closing).await;
             return Ok(Outcome {
                 first_media,
                 largest_offer: peers.largest_offer,
