@@ -55,6 +55,45 @@ fn sfu_bench_one_room_forwards_everything() {
     }
 }
 
+/// A short S5: every churning participant leaves at once (none is kept for a resume until its
+/// ping timeout), so the resident's subscriber connection recycles its m-lines: at most the data
+/// channel's plus two per joiner in flight. A lost `leave` (2026-12-03: about half of them, when
+/// the server was writing as the client closed) grew it to 53 m-lines in 40 cycles.
+#[test]
+fn sfu_bench_churn_recycles_the_residents_m_lines() {
+    let _cores = crate::CPU_HEAVY.blocking_lock();
+    let (cycles, concurrency) = (40, 8);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_consulta-sfu-bench"))
+        .args([
+            "--scenarios",
+            "s5",
+            "--churn-cycles",
+            &cycles.to_string(),
+            "--churn-concurrency",
+            &concurrency.to_string(),
+            "--no-pin",
+            "--json",
+        ])
+        .output()
+        .expect("the bench binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "bench failed: {}", output.status);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH_JSON "))
+        .expect("a BENCH_JSON line");
+    let result: Value = serde_json::from_str(line).unwrap();
+    let churn = &result["result"];
+    assert_eq!(churn["cycles"].as_u64(), Some(cycles));
+    assert_eq!(churn["failed"].as_u64(), Some(0));
+    let m_lines = churn["resident_offer_mlines"].as_u64().unwrap();
+    assert!(
+        m_lines <= 1 + 2 * concurrency,
+        "the resident's offer grew to {m_lines} m-lines with {concurrency} joiners at a time"
+    );
+}
+
 /// The in-memory pipeline measurement, a phase at a time and interleaved: both settings (with and
 /// without congestion control) connect, carry every packet (the run fails otherwise) and report a cost per packet.
 #[test]
