@@ -1,35 +1,44 @@
 //! Keeps `consulta-sfu-bench` working: one tiny S1 step (one 1:1 room, real WebRTC clients over
-//! LiveKit signalling against a node process) and the idealised forwarder with the same streams.
+//! LiveKit signalling against a node process) and the idealised forwarder with the same streams,
+//! a short churn (S5), and the in-memory pipeline measurement.
 
 use serde_json::Value;
 
-#[test]
-fn sfu_bench_one_room_forwards_everything() {
+/// Runs the bench with `args` (unpinned, with JSON output), holding the CPU-heavy lock, and
+/// returns its first `BENCH_JSON` object.
+fn bench_json(args: &[&str]) -> Value {
     let _cores = crate::CPU_HEAVY.blocking_lock();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_consulta-sfu-bench"))
-        .args([
-            "--scenarios",
-            "s1",
-            "--s1-rooms",
-            "1",
-            "--warmup-secs",
-            "1",
-            "--duration-secs",
-            "3",
-            "--no-pin",
-            "--json",
-        ])
+        .args(args)
+        .args(["--no-pin", "--json"])
         .output()
         .expect("the bench binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    eprintln!("{stdout}\n{stderr}");
-    assert!(output.status.success(), "bench failed: {}", output.status);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bench {args:?} failed: {}",
+        output.status
+    );
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("BENCH_JSON "))
         .expect("a BENCH_JSON line");
-    let result: Value = serde_json::from_str(line).unwrap();
+    serde_json::from_str(line).unwrap()
+}
+
+#[test]
+fn sfu_bench_one_room_forwards_everything() {
+    let result = bench_json(&[
+        "--scenarios",
+        "s1",
+        "--s1-rooms",
+        "1",
+        "--warmup-secs",
+        "1",
+        "--duration-secs",
+        "3",
+    ]);
     let rows = result["result"]["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "one S1 step and the idealised forwarder");
     for row in rows {
@@ -61,29 +70,15 @@ fn sfu_bench_one_room_forwards_everything() {
 /// the server was writing as the client closed) grew it to 53 m-lines in 40 cycles.
 #[test]
 fn sfu_bench_churn_recycles_the_residents_m_lines() {
-    let _cores = crate::CPU_HEAVY.blocking_lock();
     let (cycles, concurrency) = (40, 8);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_consulta-sfu-bench"))
-        .args([
-            "--scenarios",
-            "s5",
-            "--churn-cycles",
-            &cycles.to_string(),
-            "--churn-concurrency",
-            &concurrency.to_string(),
-            "--no-pin",
-            "--json",
-        ])
-        .output()
-        .expect("the bench binary runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "bench failed: {}", output.status);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("BENCH_JSON "))
-        .expect("a BENCH_JSON line");
-    let result: Value = serde_json::from_str(line).unwrap();
+    let result = bench_json(&[
+        "--scenarios",
+        "s5",
+        "--churn-cycles",
+        &cycles.to_string(),
+        "--churn-concurrency",
+        &concurrency.to_string(),
+    ]);
     let churn = &result["result"];
     assert_eq!(churn["cycles"].as_u64(), Some(cycles));
     assert_eq!(churn["failed"].as_u64(), Some(0));
