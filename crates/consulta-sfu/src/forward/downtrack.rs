@@ -155,7 +155,19 @@ pub struct DownTrackStats {
     pub layer_switches: u64,
     /// Key frame requests issued.
     pub keyframe_requests: u64,
+    /// Times the publisher's sequence on the current layer jumped far back (numbering restarted
+    /// on the same SSRC, or a jump of 32 768 or more): followed again from the next key frame.
+    pub sequence_restarts: u64,
 }
+
+/// How far behind the newest packet forwarded a packet must be (in sequence numbers) to count
+/// towards a restart of the publisher's numbering: more than any reordering, or any repair a
+/// publisher's retransmission history still holds.
+const RESTART_DISTANCE: i64 = 3000;
+
+/// Packets in a row that far behind before the numbering counts as restarted: a stray old
+/// duplicate does not move the mapping.
+const RESTART_AFTER: u8 = 3;
 
 /// The mapping of the current layer's sequence, timestamp and PictureID spaces onto the outgoing
 /// ones.
@@ -231,6 +243,8 @@ pub struct DownTrack {
     /// When the first packet (of any layer) arrived: a layer never seen gets this long to show up
     /// before it counts as gone.
     first_packet_at: Option<Instant>,
+    /// Packets in a row of the current mapping far behind its newest (see [`RESTART_AFTER`]).
+    far_behind: u8,
     stats: DownTrackStats,
 }
 
@@ -247,6 +261,7 @@ impl DownTrack {
             last: None,
             layers: Layers::default(),
             first_packet_at: None,
+            far_behind: 0,
             stats: DownTrackStats::default(),
         }
     }
@@ -337,7 +352,12 @@ impl DownTrack {
             && m.quality == packet.quality
             && m.ssrc == packet.ssrc
         {
-            return self.forward(m, packet, now);
+            if !self.numbering_restarted(&m, packet.seq) {
+                return self.forward(m, packet, now);
+            }
+            // Every later packet would look late: chosen again as at a switch (at a key frame
+            // for video), numbered on from the last packet sent.
+            self.current = None;
         }
 
         let video = self.config.codec.is_video();
@@ -422,6 +442,23 @@ impl DownTrack {
             .unwrap_or(target)
     }
 
+    /// Whether `seq` is the [`RESTART_AFTER`]th packet in a row at least [`RESTART_DISTANCE`]
+    /// behind the newest of mapping `m`.
+    fn numbering_restarted(&mut self, m: &Mapping, seq: u16) -> bool {
+        let delta = i64::from(seq.wrapping_sub(m.highest_seq) as i16);
+        if delta > -RESTART_DISTANCE {
+            self.far_behind = 0;
+            return false;
+        }
+        self.far_behind += 1;
+        if self.far_behind < RESTART_AFTER {
+            return false;
+        }
+        self.far_behind = 0;
+        self.stats.sequence_restarts += 1;
+        true
+    }
+
     /// A new mapping that makes `packet` follow the last packet sent.
     fn start(&mut self, packet: &IncomingPacket<'_>, now: Instant) -> Mapping {
         let descriptor = match self.config.codec {
@@ -465,6 +502,7 @@ impl DownTrack {
             self.stats.layer_switches += 1;
         }
         self.current = Some(mapping);
+        self.far_behind = 0;
         mapping
     }
 
@@ -745,6 +783,49 @@ mod tests {
         fresh.layers = vec![Stream::new(Quality::High, 40_000, 123_456, 7_000)];
         fresh.tick(&[Quality::High], &[Quality::High]);
         assert_eq!(fresh.out[0].seq, 40_000);
+    }
+
+    /// A publisher whose numbering on one SSRC jumps by 32 768 or more (it restarted, or skipped)
+    /// is followed again from its next key frame, numbered on from the last packet sent. Before,
+    /// every later packet counted as a late one from before the switch and the track froze. A
+    /// stray old packet or two changes nothing.
+    #[test]
+    fn a_sequence_jump_on_the_same_ssrc_is_followed_from_the_next_keyframe() {
+        const HIGH: usize = 2;
+        let mut sim = Sim::new(Codec::Vp8);
+        sim.tick(&[Quality::High], &[Quality::High]);
+        let frame = sim.layers[HIGH].frame(false, 3);
+        for p in &frame {
+            sim.feed(p);
+        }
+        sim.now += FRAME;
+        for _ in 0..2 {
+            let stray = Pkt {
+                seq: frame[0].seq.wrapping_sub(20_000),
+                ..frame[0].clone()
+            };
+            assert_eq!(sim.feed(&stray), Forward::Drop(DropReason::BeforeSwitch));
+        }
+        sim.ticks(2, &[Quality::High]);
+        assert_eq!(sim.dt.stats().sequence_restarts, 0);
+        let before = sim.out.len();
+        assert_eq!(before, 12);
+
+        // 40 000 on: as a 16-bit difference, 25 536 behind.
+        sim.layers[HIGH].seq = sim.layers[HIGH].seq.wrapping_add(40_000);
+        sim.ticks(2, &[Quality::High]);
+        assert_eq!(sim.out.len(), before, "nothing until a key frame");
+        assert_eq!(sim.dt.stats().sequence_restarts, 1);
+        assert_eq!(
+            sim.dt.poll_keyframe_request(sim.now).map(|r| r.quality),
+            Some(Quality::High)
+        );
+        sim.tick(&[Quality::High], &[Quality::High]);
+        sim.ticks(3, &[Quality::High]);
+        assert_eq!(sim.out.len(), before + 12);
+        assert!(sim.out[before].key);
+        assert_continuous(&sim.out);
+        assert_eq!(sim.dt.stats().sequence_restarts, 1);
     }
 
     #[test]
