@@ -149,8 +149,9 @@ impl Default for JoinOptions {
     }
 }
 
-/// What the shell must do.
-#[derive(Debug, Clone, PartialEq)]
+/// What the shell must do. Its `Debug` output leaves out join and reconnect responses (TURN
+/// credentials) and refreshed tokens.
+#[derive(Clone, PartialEq)]
 pub enum Output {
     /// Send one frame on the connection.
     Send {
@@ -164,6 +165,26 @@ pub enum Output {
         /// Which.
         conn: ConnId,
     },
+}
+
+impl std::fmt::Debug for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use signal_response::Message as M;
+        match self {
+            Self::Send { conn, message } => {
+                let mut send = f.debug_struct("Send");
+                send.field("conn", conn);
+                match &message.message {
+                    Some(M::Join(_)) => send.field("message", &"Join(..)"),
+                    Some(M::Reconnect(_)) => send.field("message", &"Reconnect(..)"),
+                    Some(M::RefreshToken(_)) => send.field("message", &"RefreshToken(..)"),
+                    _ => send.field("message", message),
+                };
+                send.finish()
+            }
+            Self::Close { conn } => f.debug_struct("Close").field("conn", conn).finish(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -320,8 +341,8 @@ impl Room {
     }
 }
 
-/// The signalling state machine of one SFU node.
-#[derive(Debug)]
+/// The signalling state machine of one SFU node. Its `Debug` output is a summary: no
+/// participants' names or metadata, no queued frames.
 pub struct Sfu<M> {
     config: SfuConfig,
     media: M,
@@ -336,6 +357,18 @@ pub struct Sfu<M> {
     out: VecDeque<Output>,
     /// Keys for `refresh_token` (none: no refreshes).
     keys: ApiKeys,
+}
+
+impl<M> std::fmt::Debug for Sfu<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sfu")
+            .field("config", &self.config)
+            .field("rooms", &self.rooms.len())
+            .field("connections", &self.conns.len())
+            .field("dropped", &self.dropped.len())
+            .field("queued", &self.out.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<M: MediaEngine> Sfu<M> {
@@ -1657,6 +1690,45 @@ mod tests {
             }],
             ..AddTrackRequest::default()
         })
+    }
+
+    #[test]
+    fn debug_output_leaves_out_turn_credentials_and_tokens() {
+        let send = |message| Output::Send {
+            conn: ConnId(1),
+            message: Box::new(SignalResponse {
+                message: Some(message),
+            }),
+        };
+        let turn = livekit_protocol::IceServer {
+            urls: vec!["turns:turn.clinic.example:443".to_owned()],
+            username: "turn-user".to_owned(),
+            credential: "turn-credential-xyz".to_owned(),
+        };
+        let join = send(signal_response::Message::Join(JoinResponse {
+            ice_servers: vec![turn.clone()],
+            ..JoinResponse::default()
+        }));
+        let refresh = send(signal_response::Message::RefreshToken(
+            "eyJ.secret.jwt".to_owned(),
+        ));
+        let pong = send(signal_response::Message::Pong(42));
+        let shown = format!("{join:?} {refresh:?} {pong:?}");
+        assert!(!shown.contains("turn-credential-xyz"), "{shown}");
+        assert!(!shown.contains("eyJ.secret.jwt"), "{shown}");
+        assert!(
+            shown.contains("Join(..)") && shown.contains("Pong(42)"),
+            "{shown}"
+        );
+
+        let config = SfuConfig {
+            ice_servers: vec![turn],
+            ..SfuConfig::default()
+        };
+        let sfu = Sfu::new(config, RecordingMedia::default(), Instant::now(), 0);
+        let shown = format!("{sfu:?}");
+        assert!(shown.contains("turn.clinic.example"), "{shown}");
+        assert!(!shown.contains("turn-credential-xyz"), "{shown}");
     }
 
     #[test]

@@ -407,7 +407,8 @@ async fn run_socket(
                             // connection reset right after by a client closing with unread
                             // frames) may still wait unread: without it the participant would
                             // stay for a resume until its ping timeout.
-                            read_what_is_left(&server, conn, &mut stream, &mut limiter).await;
+                            let left = read_what_is_left(&server, conn, &mut stream, &mut limiter);
+                            kicked = left.await.is_err();
                             break;
                         }
                         Err(_) => {
@@ -456,30 +457,28 @@ async fn run_socket(
 /// Frames already received are there at once; a client that is really gone sends nothing more.
 const READ_AFTER_WRITE_FAILURE: Duration = Duration::from_millis(500);
 
-/// Hands the core what `stream` still holds (within [`READ_AFTER_WRITE_FAILURE`]), until it ends.
+/// Hands the core what `stream` still holds (within [`READ_AFTER_WRITE_FAILURE`]), until it ends;
+/// an error if the client exceeded the rate limit meanwhile (it goes at once, as in the main loop).
 async fn read_what_is_left(
     server: &SfuServer,
     conn: ConnId,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
     limiter: &mut RateLimiter,
-) {
+) -> Result<(), RateExceeded> {
     let deadline = tokio::time::Instant::now() + READ_AFTER_WRITE_FAILURE;
     loop {
         let message = match tokio::time::timeout_at(deadline, stream.next()).await {
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(error))) => {
                 tracing::debug!(%conn, %error, "signalling read after a failed write failed");
-                return;
+                return Ok(());
             }
-            Ok(None) | Err(_) => return,
+            Ok(None) | Err(_) => return Ok(()),
         };
-        let handled = match message {
-            Message::Binary(bytes) => server.handle_frame(conn, limiter, &bytes),
-            Message::Close(_) => return,
-            _ => Ok(()),
-        };
-        if handled.is_err() {
-            return;
+        match message {
+            Message::Binary(bytes) => server.handle_frame(conn, limiter, &bytes)?,
+            Message::Close(_) => return Ok(()),
+            _ => {}
         }
     }
 }

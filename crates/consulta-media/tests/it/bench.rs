@@ -65,9 +65,10 @@ fn sfu_bench_one_room_forwards_everything() {
 }
 
 /// A short S5: every churning participant leaves at once (none is kept for a resume until its
-/// ping timeout), so the resident's subscriber connection recycles its m-lines: at most the data
-/// channel's plus two per joiner in flight. A lost `leave` (2026-12-03: about half of them, when
-/// the server was writing as the client closed) grew it to 53 m-lines in 40 cycles.
+/// ping timeout), so the resident's subscriber connection recycles its m-lines: the data
+/// channel's plus two per joiner in flight (17 in every run so far), with room for two joiners
+/// whose m-lines a loaded machine has not renegotiated yet. A lost `leave` (2026-12-03: about half
+/// of them, when the server was writing as the client closed) grew it to 49–53 in 40 cycles.
 #[test]
 fn sfu_bench_churn_recycles_the_residents_m_lines() {
     let (cycles, concurrency) = (40, 8);
@@ -84,7 +85,7 @@ fn sfu_bench_churn_recycles_the_residents_m_lines() {
     assert_eq!(churn["failed"].as_u64(), Some(0));
     let m_lines = churn["resident_offer_mlines"].as_u64().unwrap();
     assert!(
-        m_lines <= 1 + 2 * concurrency,
+        m_lines <= 1 + 2 * (concurrency + 2),
         "the resident's offer grew to {m_lines} m-lines with {concurrency} joiners at a time"
     );
 }

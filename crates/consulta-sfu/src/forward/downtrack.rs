@@ -123,7 +123,8 @@ pub enum DropReason {
     OtherLayer,
     /// The wanted layer, but not at a key frame, where a switch or start could happen.
     WaitingForKeyframe,
-    /// A late packet of the current layer from before the switch to it.
+    /// A late packet of the current layer from before the switch to it, or one too far back to
+    /// be a reordered or repaired one ([`RESTART_DISTANCE`]).
     BeforeSwitch,
 }
 
@@ -509,7 +510,9 @@ impl DownTrack {
     fn forward(&mut self, mut m: Mapping, packet: IncomingPacket<'_>, now: Instant) -> Forward {
         let delta = i64::from(packet.seq.wrapping_sub(m.highest_seq) as i16);
         let index = m.highest_index + delta;
-        if index < 0 {
+        // Before the mapping's first packet, or too far back to be a reordered or repaired one
+        // (the publisher's numbering moved: see `numbering_restarted`).
+        if index < 0 || delta <= -RESTART_DISTANCE {
             self.stats.dropped_before_switch += 1;
             return Forward::Drop(DropReason::BeforeSwitch);
         }
@@ -1225,6 +1228,59 @@ mod tests {
         settings.disabled = true;
         dt.handle_track_settings(&settings, &track);
         assert!(dt.is_paused());
+    }
+
+    /// Audio restarts at once: the third packet far behind starts a new mapping, numbered on
+    /// from the last sent. A packet that far behind is never forwarded, even when the mapping is
+    /// old enough for it to look like a late one of its own.
+    #[test]
+    fn audio_follows_a_sequence_jump_at_once_and_never_forwards_a_packet_far_behind() {
+        let mut dt = DownTrack::new(DownTrackConfig::new(Codec::Opus));
+        let t0 = Instant::now();
+        let feed = |dt: &mut DownTrack, seq: u16, i: u32| {
+            let mut payload = [0x78, 0x01, 0x02];
+            dt.handle_packet(
+                IncomingPacket {
+                    quality: Quality::High,
+                    ssrc: 9,
+                    seq,
+                    timestamp: 960 * i,
+                    marker: false,
+                    payload: &mut payload,
+                },
+                t0 + Duration::from_millis(20) * i,
+            )
+        };
+        for i in 0..3100u32 {
+            assert!(matches!(feed(&mut dt, i as u16, i), Forward::Send { .. }));
+        }
+        for _ in 0..2 {
+            assert_eq!(
+                feed(&mut dt, 50, 3100),
+                Forward::Drop(DropReason::BeforeSwitch)
+            );
+        }
+        assert!(matches!(
+            feed(&mut dt, 3100, 3100),
+            Forward::Send { seq: 3100, .. }
+        ));
+        assert_eq!(dt.stats().sequence_restarts, 0);
+
+        // 40 000 on: the first two are dropped, the third starts a new mapping.
+        let jumped = |k: u16| 3101u16.wrapping_add(40_000).wrapping_add(k);
+        for k in 0..2 {
+            assert_eq!(
+                feed(&mut dt, jumped(k), 3101 + u32::from(k)),
+                Forward::Drop(DropReason::BeforeSwitch)
+            );
+        }
+        for k in 2..5 {
+            match feed(&mut dt, jumped(k), 3101 + u32::from(k)) {
+                Forward::Send { seq, .. } => assert_eq!(seq, 3099 + k),
+                other => panic!("packet {k} after the jump: {other:?}"),
+            }
+        }
+        assert_eq!(dt.stats().sequence_restarts, 1);
     }
 
     #[test]

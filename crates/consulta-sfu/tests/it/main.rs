@@ -354,9 +354,6 @@ async fn oversized_frames_close_only_that_connection() {
         .await;
 }
 
-/// A client that stops reading its signalling: once the frames for it no longer fit the socket's
-/// buffers, a send waits out `send_timeout`, the client is dropped and the room is told. The
-/// others are served throughout.
 impl Client {
     /// A participant whose every update is large (≈5 KB of metadata in its token), with a
     /// microphone to toggle: each toggle is an update sent to everyone. Returns the track's sid.
@@ -425,6 +422,9 @@ impl Client {
     }
 }
 
+/// A client that stops reading its signalling: once the frames for it no longer fit the socket's
+/// buffers, a send waits out `send_timeout`, the client is dropped and the room is told. The
+/// others are served throughout.
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
     let send_timeout = Duration::from_secs(1);
