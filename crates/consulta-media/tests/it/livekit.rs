@@ -691,10 +691,17 @@ async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() 
         result["bob_events"]
     );
     // While paused, her voice gets through whole: every second paused throughout (a try at the
-    // lowest layer may start and fail between two samples).
+    // lowest layer may start and fail between two samples), from a pause's second second on.
+    // The first still carries the overload that caused the pause: the policer's bucket refills
+    // and Chromium counts a packet lost only once a later one shows the gap (a CI run on
+    // 2026-12-03: 7 of the 9 losses of a 9 s pause came in its first second).
     let paused_throughout = |w: &[Value]| {
         let (from, to) = (field(&w[0], "wall"), field(&w[1], "wall"));
-        paused(&w[0]) && paused(&w[1]) && !changes.iter().any(|(at, _)| (from..=to).contains(at))
+        paused(&w[0])
+            && paused(&w[1])
+            && !changes
+                .iter()
+                .any(|(at, _)| (from - 1000..=to).contains(at))
     };
     let (mut seconds, mut received, mut lost) = (0, 0, 0);
     for pair in samples.windows(2).filter(|w| paused_throughout(w)) {
