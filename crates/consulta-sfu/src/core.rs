@@ -236,6 +236,11 @@ const MAX_AUDIO_FEATURES: usize = 8;
 /// joins afresh.
 const MAX_OUTBOX: usize = 512;
 
+/// Most departures a room keeps for resumes ([`Room::departures`]). A consultation sees a few; a
+/// room whose churn outran this over one ping timeout (S5 runs ≈20 departures a second) might
+/// leave a resumed client one stale participant until that one's identity comes back.
+const MAX_DEPARTURES: usize = 1024;
+
 /// What a participant whose socket dropped was sent meanwhile.
 #[derive(Debug, Default)]
 struct Outbox {
@@ -305,6 +310,8 @@ struct Room {
     participants: BTreeMap<ParticipantSid, Participant>,
     /// What each published video track's publisher was told about its layers.
     dynacast: HashMap<TrackSid, Dynacast>,
+    /// Who left lately, and when, for [`Sfu::handle_resume`] to say again.
+    departures: VecDeque<(Instant, ParticipantInfo)>,
 }
 
 impl Room {
@@ -422,6 +429,7 @@ impl<M: MediaEngine> Sfu<M> {
                     empty_since: Some(now),
                     participants: BTreeMap::new(),
                     dynacast: HashMap::new(),
+                    departures: VecDeque::new(),
                 },
             );
         }
@@ -748,6 +756,7 @@ impl<M: MediaEngine> Sfu<M> {
     ) -> Result<ConnId, JoinError> {
         let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
         let conn = ConnId(self.next_conn);
+        let kept = self.departures_kept();
         let room = self.rooms.get_mut(&name).ok_or(JoinError::NoSession)?;
         let p = ParticipantSid::parse(sid)
             .and_then(|sid| room.participants.get_mut(&sid))
@@ -775,6 +784,7 @@ impl<M: MediaEngine> Sfu<M> {
             })
             .collect();
         let others = room.others_than(&sid);
+        let departures = departures_to_repeat(room, &missed, now.checked_sub(kept));
         // The server may not have seen the old socket go yet.
         if self.conns.remove(&old).is_some() {
             self.out.push_back(Output::Close { conn: old });
@@ -792,11 +802,20 @@ impl<M: MediaEngine> Sfu<M> {
             }),
         );
         // What it was sent while its socket was gone, in order (departures, layers to send, track
-        // states, publish confirmations), then everyone as they are now, which also covers what
-        // went to the old socket before the server saw it drop (livekit-client ignores a
-        // participant version it already has).
+        // states, publish confirmations); the departures it may have missed before the server saw
+        // the socket drop; then everyone as they are now, which also covers the other updates
+        // that went to the old socket (livekit-client ignores a participant version it already
+        // has).
         for message in missed {
             self.send(conn, message);
+        }
+        if !departures.is_empty() {
+            self.send(
+                conn,
+                signal_response::Message::Update(ParticipantUpdate {
+                    participants: departures,
+                }),
+            );
         }
         if !others.is_empty() {
             self.send(
@@ -1358,6 +1377,28 @@ impl<M: MediaEngine> Sfu<M> {
         let mut info = p.info();
         info.disconnect_reason = reason.into();
         if !p.hidden() {
+            let kept_since = now.checked_sub(self.departures_kept());
+            if let Some(room) = self.rooms.get_mut(&room_name) {
+                let log = &mut room.departures;
+                while log.len() >= MAX_DEPARTURES
+                    || log
+                        .front()
+                        .is_some_and(|(at, _)| kept_since.is_some_and(|since| *at < since))
+                {
+                    log.pop_front();
+                }
+                log.push_back((
+                    now,
+                    ParticipantInfo {
+                        sid: info.sid.clone(),
+                        identity: info.identity.clone(),
+                        state: info.state,
+                        version: info.version,
+                        disconnect_reason: info.disconnect_reason,
+                        ..ParticipantInfo::default()
+                    },
+                ));
+            }
             self.broadcast_update(&room_name, &sid, info);
         }
         if let Some(room) = self.rooms.get_mut(&room_name)
@@ -1366,6 +1407,13 @@ impl<M: MediaEngine> Sfu<M> {
             room.empty_since = Some(now);
         }
         self.refresh_dynacast(&room_name, now);
+    }
+
+    /// How long a departure is said again to a resuming client ([`Room::departures`]). A
+    /// participant can resume only within its ping timeout of its last ping, so a departure older
+    /// than that and one ping interval was sent while its client still pinged, and has arrived.
+    fn departures_kept(&self) -> Duration {
+        self.config.ping_timeout + self.config.ping_interval
     }
 
     fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
@@ -1436,6 +1484,45 @@ impl<M: MediaEngine> Sfu<M> {
     fn conn_of(&self, sid: &ParticipantSid) -> Option<ConnId> {
         self.room_and_conn_of(sid).map(|(_, conn)| conn)
     }
+}
+
+/// The departures in `room` since `since` that a resuming client is told again: a departure sent
+/// to a socket that was already dead (half-open, before the server saw it drop) is lost, and
+/// the room's state alone does not say who left. Left out: those in `missed` (replayed from its
+/// outbox anyway), and identities in the room now. livekit-client removes a DISCONNECTED
+/// participant by identity, so one that came back under a new sid would vanish; the update about
+/// everyone that follows gives it its new sid and tracks instead. A departure the client never
+/// heard of, or one it already handled, changes nothing there.
+fn departures_to_repeat(
+    room: &Room,
+    missed: &[signal_response::Message],
+    since: Option<Instant>,
+) -> Vec<ParticipantInfo> {
+    let disconnected = participant_info::State::Disconnected as i32;
+    let replayed: BTreeSet<&str> = missed
+        .iter()
+        .filter_map(|m| match m {
+            signal_response::Message::Update(update) => Some(&update.participants),
+            _ => None,
+        })
+        .flatten()
+        .filter(|info| info.state == disconnected)
+        .map(|info| info.sid.as_str())
+        .collect();
+    let present: BTreeSet<&str> = room
+        .participants
+        .values()
+        .map(|p| p.identity.as_str())
+        .collect();
+    room.departures
+        .iter()
+        .filter(|(at, _)| since.is_none_or(|since| *at >= since))
+        .map(|(_, info)| info)
+        .filter(|info| {
+            !replayed.contains(info.sid.as_str()) && !present.contains(info.identity.as_str())
+        })
+        .cloned()
+        .collect()
 }
 
 /// What clients are told to do: resume a dropped signalling connection (spec §2.11), which
@@ -2109,6 +2196,75 @@ mod tests {
         );
         w.drain();
         assert_eq!(w.resume("alice", &alice_sid), Err(JoinError::NoSession));
+    }
+
+    /// A socket can die without the server seeing it (half-open): what is written to it meanwhile
+    /// is lost, and no outbox keeps it. The others' state, sent on resume, shows who joined; a
+    /// departure must be said again, or the client keeps a ghost tile.
+    #[test]
+    fn a_resume_says_again_who_left_while_the_socket_was_half_open() {
+        use signal_request::Message::{Leave, Ping};
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let alice_sid = join.participant.unwrap().sid;
+        let (bob, _) = w.join("bob");
+        let (erin, _) = w.join("erin");
+        w.request(erin, Leave(LeaveRequest::default()));
+        // Long enough ago that Alice's client, which went on pinging, has heard of it.
+        for _ in 0..6 {
+            w.advance(4);
+            w.request(alice, Ping(1));
+            w.request(bob, Ping(1));
+            w.sfu.handle_timeout(w.now);
+        }
+        let (carol, _) = w.join("carol");
+        let (dave, _) = w.join("dave");
+        w.drain();
+
+        // Alice's socket dies unnoticed: Carol leaves, Dave leaves and comes back.
+        w.request(carol, Leave(LeaveRequest::default()));
+        w.request(dave, Leave(LeaveRequest::default()));
+        let gone = participant_info::State::Disconnected as i32;
+        let lost = updates_for(&w.drain(), alice);
+        assert!(
+            lost.iter()
+                .any(|p| p.identity == "carol" && p.state == gone),
+            "the departure went to the dead socket: {lost:?}"
+        );
+        let (_, join) = w.join("dave");
+        let dave_sid = join.participant.unwrap().sid;
+
+        let resumed = w.resume("alice", &alice_sid).unwrap();
+        let sent = w.drain();
+        let updates: Vec<&ParticipantUpdate> = sent
+            .iter()
+            .filter(|(c, _)| *c == resumed)
+            .filter_map(|(_, m)| match m {
+                signal_response::Message::Update(u) => Some(u),
+                _ => None,
+            })
+            .collect();
+        let [departures, everyone] = updates.as_slice() else {
+            panic!("the departures, then everyone: {updates:?}");
+        };
+        let departed: Vec<(&str, i32)> = departures
+            .participants
+            .iter()
+            .map(|p| (p.identity.as_str(), p.state))
+            .collect();
+        // Not Erin (long ago), nor Dave: a DISCONNECTED for his identity would remove the Dave
+        // who is back.
+        assert_eq!(departed, [("carol", gone)]);
+        let mut now: Vec<(&str, &str)> = everyone
+            .participants
+            .iter()
+            .map(|p| (p.identity.as_str(), p.sid.as_str()))
+            .collect();
+        now.sort_unstable();
+        assert_eq!(now.len(), 2);
+        assert_eq!(now[0].0, "bob");
+        assert_eq!(now[1], ("dave", dave_sid.as_str()));
+        assert!(everyone.participants.iter().all(|p| p.state != gone));
     }
 
     #[test]
