@@ -164,6 +164,9 @@ struct Peer {
     open_channels: HashMap<String, DataChannel>,
     /// [`MediaConfig::police_downlink_bps`] on a subscriber connection.
     policer: Option<Policer>,
+    /// Its DTLS handshake is done (it reached [`PeerState::Connected`] once): before, `rtc` has
+    /// no SRTP keys and refuses what is written to it.
+    secured: bool,
 }
 
 /// A token bucket that drops the RTP a subscriber connection sends above a rate (fault injection
@@ -228,6 +231,10 @@ struct Down {
     forward: DownTrack,
     /// What the subscriber was last told (`stream_state_update`): paused for bandwidth or not.
     told_paused: bool,
+    /// The subscriber answered the offer that carries it. Before that its browser has no receiver
+    /// for the SSRC and drops the packets; forwarding starts only once it answered and its
+    /// connection is secured, so that the key frame it starts with is one it can use.
+    answered: bool,
 }
 
 #[derive(Debug, Default)]
@@ -657,6 +664,7 @@ impl Router {
                         refilled: now,
                         until: self.config.police_downlink_for.map(|d| now + d),
                     }),
+                secured: false,
             }),
         );
         Some(id)
@@ -763,6 +771,11 @@ impl Router {
             if accepted {
                 let retiring = std::mem::take(&mut p.sub.retiring);
                 p.sub.retired.extend(retiring);
+                // Every track in `sending` was in the offer just answered: none is added while
+                // one is outstanding.
+                for down in p.sub.sending.values_mut() {
+                    down.answered = true;
+                }
                 // livekit-client drops a state for a track it does not have yet, and it has the
                 // tracks of an offer once it answers: the pauses are said again.
                 let states: Vec<StreamStateInfo> = p
@@ -922,6 +935,7 @@ impl Router {
                             local,
                             forward,
                             told_paused: false,
+                            answered: false,
                         },
                     );
                 }
@@ -1217,6 +1231,11 @@ impl Router {
             MediaEvent::StateChanged(state) => {
                 tracing::debug!(participant = %owner, ?side, ?state, "peer connection state");
                 if state == PeerState::Connected
+                    && let Some(peer) = self.peers.get_mut(&id)
+                {
+                    peer.secured = true;
+                }
+                if state == PeerState::Connected
                     && let Some(p) = self.participants.get_mut(owner)
                     && !p.connected
                 {
@@ -1396,6 +1415,14 @@ impl Router {
             let Some(down) = p.sub.sending.get_mut(&track) else {
                 continue;
             };
+            let Some(peer) = self.peers.get_mut(&sub_peer) else {
+                continue;
+            };
+            if !down.answered || !peer.secured {
+                // The forwarder does not see the packet: it starts, at a key frame it asks for
+                // then, once the subscriber can receive.
+                continue;
+            }
             // The forwarder may rewrite the VP8 descriptor in place: it works on a scratch copy,
             // and a new buffer is made only when the descriptor changed.
             self.scratch.clear();
@@ -1430,11 +1457,7 @@ impl Router {
             if self.scratch.get(..head) != packet.payload.get(..head) {
                 packet.payload = bytes::Bytes::copy_from_slice(&self.scratch);
             }
-            let local = down.local;
-            let Some(peer) = self.peers.get_mut(&sub_peer) else {
-                continue;
-            };
-            match peer.pc.write_rtp(local, packet, mime, now) {
+            match peer.pc.write_rtp(down.local, packet, mime, now) {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;
                     touched.push(sub_peer);

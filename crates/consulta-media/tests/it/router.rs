@@ -9,7 +9,7 @@ use consulta_media::engine::{Command, Router};
 use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use consulta_media::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use consulta_media::rtp::{Header, Packet};
-use consulta_media::{MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState};
+use consulta_media::{LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::MediaEvent as CoreEvent;
 use livekit_protocol::{
@@ -248,6 +248,40 @@ impl World {
         answer.id
     }
 
+    /// Client `i` adds a VP8 track to its publisher connection and the core announces it as
+    /// `sid`; returns the client's local track.
+    fn publish_video(
+        &mut self,
+        i: usize,
+        name: &str,
+        cid: &str,
+        sid: &str,
+        ssrc: u32,
+    ) -> LocalTrack {
+        let local = self.clients[i]
+            .publisher
+            .add_local_track(MediaKind::Video, "video/VP8", name, cid, ssrc)
+            .unwrap();
+        let publisher = self.clients[i].sid.clone();
+        self.router.handle_command(
+            self.now,
+            Command::TrackPublished(publisher, cid.to_owned(), Box::new(video_track(sid, cid))),
+        );
+        local
+    }
+
+    /// Client `sub` subscribes to client `publisher`'s track `track`.
+    fn subscribe(&mut self, sub: usize, publisher: usize, track: &str) {
+        let (sub, publisher) = (
+            self.clients[sub].sid.clone(),
+            self.clients[publisher].sid.clone(),
+        );
+        self.router.handle_command(
+            self.now,
+            Command::Subscribe(sub, publisher, TrackSid::parse(track).unwrap()),
+        );
+    }
+
     /// The client answers the router's latest subscriber offer.
     fn answer_latest(&mut self, i: usize) {
         let sid = self.clients[i].sid.clone();
@@ -317,18 +351,7 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
     assert_eq!(first[0].r#type, "offer");
 
     // Alice publishes a camera: her offer is answered with its id echoed.
-    let local = w.clients[alice]
-        .publisher
-        .add_local_track(MediaKind::Video, "video/VP8", "camera", "cid-cam", 0xA11CE)
-        .unwrap();
-    w.router.handle_command(
-        w.now,
-        Command::TrackPublished(
-            alice_sid.clone(),
-            "cid-cam".to_owned(),
-            Box::new(video_track("TR_cam", "cid-cam")),
-        ),
-    );
+    let local = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
     assert_eq!(
         w.negotiate_publisher(alice, 7),
         7,
@@ -629,4 +652,110 @@ fn reliable_data_is_relayed_once_and_its_last_sequence_kept() {
     w.router
         .handle_command(w.now, Command::Left(alice_sid.clone()));
     assert_eq!(sequences.last(&alice_sid), 0, "forgotten with her");
+}
+
+/// The VP8 key frame flag of a packet from [`vp8`] (its one-byte descriptor, then the payload
+/// header, whose lowest bit is 0 on a key frame).
+fn is_keyframe(packet: &Packet) -> bool {
+    packet.payload.get(1).is_some_and(|b| b & 1 == 0)
+}
+
+/// Client 0 (the publisher) sends VP8 packet `seq` on `local`; one step of time passes.
+fn send_vp8(w: &mut World, local: LocalTrack, seq: &mut u16, keyframe: bool) {
+    let packet = vp8(*seq, 3000 * u32::from(*seq), keyframe);
+    w.clients[0]
+        .publisher
+        .write_rtp(local, packet, "video/VP8", w.now)
+        .unwrap();
+    *seq = seq.wrapping_add(1);
+    w.step();
+}
+
+/// Client 0 sends delta frames until it is asked for a key frame (20 at most), then the key
+/// frame and five delta frames.
+fn deltas_then_keyframe(w: &mut World, local: LocalTrack, seq: &mut u16) {
+    w.clients[0].publisher_pli_seen = false;
+    for _ in 0..20 {
+        let asked = w.clients[0].publisher_pli_seen;
+        send_vp8(w, local, seq, asked);
+        if asked {
+            break;
+        }
+    }
+    for _ in 0..5 {
+        send_vp8(w, local, seq, false);
+    }
+    for _ in 0..20 {
+        w.step();
+    }
+}
+
+/// A subscriber's video starts at a key frame it can decode: none is spent on it before its
+/// connection is secured (`rtc` refuses the write) or before it answered the offer that carries
+/// the track (its browser has no receiver for the SSRC yet). The router asks for the key frame
+/// once the subscriber can take it.
+#[test]
+fn a_subscriber_starts_at_a_key_frame_it_can_use() {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    let bob = w.join(2, "PA_bob");
+    let camera = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
+    w.negotiate_publisher(alice, 1);
+    w.run_until("alice connected", |w| w.clients[0].connected);
+
+    // Bob's first offer carries the camera. A key frame reaches the router as he answers, before
+    // his connection is up; then delta frames, until the router asks for a key frame.
+    w.subscribe(bob, alice, "TR_cam");
+    w.needs_offer(bob);
+    w.answer_latest(bob);
+    let mut seq = 500u16;
+    send_vp8(&mut w, camera, &mut seq, true);
+    w.run_until("bob's subscriber connection up", |w| {
+        w.clients[1]
+            .received
+            .iter()
+            .any(|e| matches!(e, MediaEvent::StateChanged(PeerState::Connected)))
+    });
+    let bob_rtp = |w: &World, track: &str| -> Vec<Packet> {
+        w.clients[1]
+            .received
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Rtp(rtp) if rtp.track_id == track => Some(rtp.packet.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    let got = bob_rtp(&w, "TR_cam");
+    assert!(
+        got.first().is_some_and(is_keyframe),
+        "bob's camera starts at a key frame: {:?}",
+        got.iter().map(is_keyframe).collect::<Vec<_>>()
+    );
+    assert_eq!(got.len(), 6, "the key frame and the five after it");
+
+    // A screen share added while Bob is connected: its key frame comes while his offer is out.
+    let screen = w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C2EE);
+    w.negotiate_publisher(alice, 2);
+    w.subscribe(bob, alice, "TR_screen");
+    w.needs_offer(bob);
+    for keyframe in [true, false, false] {
+        send_vp8(&mut w, screen, &mut seq, keyframe);
+    }
+    w.answer_latest(bob);
+    w.exchange();
+    deltas_then_keyframe(&mut w, screen, &mut seq);
+    let got = bob_rtp(&w, "TR_screen");
+    assert!(
+        got.first().is_some_and(is_keyframe),
+        "bob's screen share starts at a key frame: {:?}",
+        got.iter().map(is_keyframe).collect::<Vec<_>>()
+    );
+    assert_eq!(got.len(), 6);
+    assert_eq!(
+        w.router.stats().rtp_write_errors,
+        0,
+        "nothing written too early"
+    );
 }
