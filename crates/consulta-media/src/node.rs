@@ -2,6 +2,7 @@
 //! behind it, on one TCP listener (HTTP/WebSocket) and one UDP socket (all media).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use consulta_sfu::shell::{SfuServer, ShellConfig};
 use tokio::net::{TcpListener, UdpSocket};
@@ -41,6 +42,8 @@ pub struct SfuNode {
     http_addr: SocketAddr,
     udp_addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// Has the HTTP server stop taking connections ([`SfuNode::shut_down`]).
+    closing: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -80,6 +83,8 @@ impl SfuNode {
         let (engine, commands) = RtcEngine::new(router.reliable_sequences());
         let server = SfuServer::new(config.shell, Box::new(engine));
         let (stop, stopped) = watch::channel(false);
+        // Apart from `stop`, so that a media loop's end is never mistaken for the server's.
+        let closing = watch::Sender::new(false);
         let (stats_tx, stats) = watch::channel(RouterStats::default());
         let events_to = server.clone();
         let media = tokio::spawn(async move {
@@ -93,6 +98,7 @@ impl SfuNode {
         });
         let http = tokio::spawn({
             let server = server.clone();
+            let mut closing = closing.subscribe();
             async move {
                 let metrics = {
                     let server = server.clone();
@@ -112,7 +118,10 @@ impl SfuNode {
                         }),
                     )
                 };
-                if let Err(error) = server.serve_with(listener, metrics).await {
+                let stop = async move {
+                    let _ = closing.wait_for(|closing| *closing).await;
+                };
+                if let Err(error) = server.serve_with(listener, metrics, stop).await {
                     tracing::error!(%error, "signalling server stopped");
                 }
             }
@@ -123,6 +132,7 @@ impl SfuNode {
             http_addr,
             udp_addr,
             stop,
+            closing,
             tasks: vec![media, http],
         })
     }
@@ -137,6 +147,23 @@ impl SfuNode {
         }
         let (_, index, _) = futures_util::future::select_all(self.tasks.iter_mut()).await;
         TASKS.get(index).copied().unwrap_or("node")
+    }
+
+    /// Stops the node for a restart: every client is told to join again and its signalling socket
+    /// closed ([`SfuServer::shut_down`], bounded by the send timeout), then media and HTTP stop
+    /// (kept-alive HTTP connections close once idle, within a second). Dropping the node instead
+    /// sends the same `leave`s without waiting, and cuts everything else at once.
+    pub async fn shut_down(mut self) {
+        self.server.shut_down().await;
+        let _ = self.stop.send(true);
+        let _ = self.closing.send(true);
+        let tasks = futures_util::future::join_all(self.tasks.iter_mut());
+        if tokio::time::timeout(Duration::from_secs(1), tasks)
+            .await
+            .is_err()
+        {
+            tracing::info!("sfu node: HTTP connections still open at shutdown, cut");
+        }
     }
 
     /// The signalling server (to create rooms).
@@ -289,6 +316,7 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
 
 impl Drop for SfuNode {
     fn drop(&mut self) {
+        self.server.close_sessions();
         let _ = self.stop.send(true);
         for task in &self.tasks {
             task.abort();
@@ -319,5 +347,89 @@ mod tests {
             .await
             .expect("the end is noticed");
         assert_eq!(ended, "media loop");
+    }
+
+    /// A shutdown (a restart, a deploy) tells each client to join again, closes its socket and
+    /// leaves no task behind: not the sockets', the HTTP connections', the
+    /// media loop, nor the signalling timer.
+    #[tokio::test]
+    async fn a_shutdown_tells_clients_to_join_again_and_leaves_no_task_behind() {
+        use consulta_sfu::auth::{self, ApiKeys, ApiSecret};
+        use futures_util::StreamExt;
+        use livekit_protocol::{DisconnectReason, leave_request, signal_response};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_tungstenite::tungstenite::Message;
+
+        let alive = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        let before = alive();
+        let secret = ApiSecret::new("node-test-secret-node-test-secret");
+        let mut config = NodeConfig::default();
+        config.shell.keys = ApiKeys::new().with("key", secret.clone());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let node = SfuNode::start(config, listener, udp).await.unwrap();
+        node.server().create_room("consultation").unwrap();
+        let addr = node.http_addr();
+        let url = |identity: &str| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let claims = auth::join_claims("key", identity, "consultation", now, 600);
+            let token = auth::mint(&claims, &secret).unwrap();
+            format!("ws://{addr}/rtc?access_token={token}")
+        };
+        let (mut alice, _) = tokio_tungstenite::connect_async(url("alice"))
+            .await
+            .unwrap();
+        let mut next = async || {
+            let frame = tokio::time::timeout(Duration::from_secs(5), alice.next()).await;
+            match frame.expect("a frame within 5 s") {
+                Some(Ok(Message::Binary(bytes))) => {
+                    consulta_sfu::signal::decode_response(&bytes)
+                        .unwrap()
+                        .message
+                }
+                _ => None,
+            }
+        };
+        let joined = next().await;
+        assert!(matches!(joined, Some(signal_response::Message::Join(_))));
+        // A metrics scraper keeps its HTTP connection open.
+        let mut scraper = tokio::net::TcpStream::connect(addr).await.unwrap();
+        scraper
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: sfu\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        scraper.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+
+        let server = node.server().clone();
+        tokio::time::timeout(Duration::from_secs(5), node.shut_down())
+            .await
+            .expect("the shutdown does not wait for the send timeout");
+        let leave = loop {
+            match next().await {
+                Some(signal_response::Message::Leave(leave)) => break leave,
+                Some(_) => {}
+                None => panic!("closed without a leave"),
+            }
+        };
+        assert!(leave.can_reconnect);
+        assert_eq!(leave.reason, DisconnectReason::ServerShutdown as i32);
+        assert_eq!(leave.action, leave_request::Action::Reconnect as i32);
+        assert_eq!(next().await, None, "then the socket closes");
+        assert_eq!(server.counts(), (0, 0));
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while alive() > before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(alive(), before, "tasks left running after the shutdown");
     }
 }

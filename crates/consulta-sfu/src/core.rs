@@ -51,6 +51,9 @@ pub enum JoinError {
     /// never was): the client must join afresh.
     #[error("no session to resume")]
     NoSession,
+    /// The node is shutting down ([`Sfu::shut_down`]).
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 /// Tunables, with LiveKit's defaults. Its `Debug` output leaves out TURN credentials.
@@ -364,6 +367,8 @@ pub struct Sfu<M> {
     out: VecDeque<Output>,
     /// Keys for `refresh_token` (none: no refreshes).
     keys: ApiKeys,
+    /// [`Sfu::shut_down`] ran: no one joins or resumes any more.
+    shut_down: bool,
 }
 
 impl<M> std::fmt::Debug for Sfu<M> {
@@ -394,6 +399,7 @@ impl<M: MediaEngine> Sfu<M> {
             dropped: HashMap::new(),
             out: VecDeque::new(),
             keys: ApiKeys::new(),
+            shut_down: false,
         }
     }
 
@@ -450,6 +456,9 @@ impl<M: MediaEngine> Sfu<M> {
     /// Checks that `grant` could join now, without changing anything (for `/rtc/validate` and
     /// before the WebSocket upgrade).
     pub fn check_join(&self, grant: &JoinGrant) -> Result<RoomName, JoinError> {
+        if self.shut_down {
+            return Err(JoinError::ShuttingDown);
+        }
         let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
         match self.rooms.get(&name) {
             None if !grant.video.room_create => Err(JoinError::RoomNotFound),
@@ -489,12 +498,7 @@ impl<M: MediaEngine> Sfu<M> {
             tracing::info!(room = %name, conn = %old, "duplicate identity: closing the older session");
             self.send(
                 old,
-                signal_response::Message::Leave(LeaveRequest {
-                    can_reconnect: false,
-                    reason: livekit_protocol::DisconnectReason::DuplicateIdentity.into(),
-                    action: livekit_protocol::leave_request::Action::Disconnect.into(),
-                    regions: None,
-                }),
+                leave(livekit_protocol::DisconnectReason::DuplicateIdentity, false),
             );
             self.remove_participant(
                 now,
@@ -729,6 +733,36 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
+    /// The node is stopping (a restart, a deploy): every participant is told to join again, which
+    /// livekit-client does at once and keeps trying for a while (`leave` with `SERVER_SHUTDOWN`
+    /// and action RECONNECT; DISCONNECT would end the call in the user's face), and its
+    /// connection is closed. Rooms and participants are gone, and joins and resumes are refused
+    /// from now on. Nobody is told of anyone else's departure: everyone is leaving.
+    pub fn shut_down(&mut self, _now: Instant) {
+        if self.shut_down {
+            return;
+        }
+        self.shut_down = true;
+        let rooms = std::mem::take(&mut self.rooms);
+        let participants = rooms
+            .into_values()
+            .flat_map(|r| r.participants.into_values());
+        let mut told = 0usize;
+        for p in participants {
+            self.media.participant_left(&p.sid);
+            if self.conns.remove(&p.conn).is_some() {
+                self.send(
+                    p.conn,
+                    leave(livekit_protocol::DisconnectReason::ServerShutdown, true),
+                );
+                self.out.push_back(Output::Close { conn: p.conn });
+                told += 1;
+            }
+        }
+        self.dropped.clear();
+        tracing::info!(participants_told = told, "shutting down: sessions closed");
+    }
+
     /// The shell closed `conn` because its client misbehaved (stopped reading its signalling, or
     /// flooded it): unlike a dropped socket, the participant goes at once.
     pub fn handle_kick(&mut self, now: Instant, conn: ConnId) {
@@ -754,6 +788,9 @@ impl<M: MediaEngine> Sfu<M> {
         grant: &JoinGrant,
         sid: &str,
     ) -> Result<ConnId, JoinError> {
+        if self.shut_down {
+            return Err(JoinError::ShuttingDown);
+        }
         let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
         let conn = ConnId(self.next_conn);
         let kept = self.departures_kept();
@@ -1525,6 +1562,26 @@ fn departures_to_repeat(
         .collect()
 }
 
+/// A `leave` for `reason`: with `reconnect`, the client joins again at once (action RECONNECT);
+/// without, it is disconnected for good.
+pub fn leave(
+    reason: livekit_protocol::DisconnectReason,
+    reconnect: bool,
+) -> signal_response::Message {
+    use livekit_protocol::leave_request::Action;
+    let action = if reconnect {
+        Action::Reconnect
+    } else {
+        Action::Disconnect
+    };
+    signal_response::Message::Leave(LeaveRequest {
+        can_reconnect: reconnect,
+        reason: reason.into(),
+        action: action.into(),
+        regions: None,
+    })
+}
+
 /// What clients are told to do: resume a dropped signalling connection (spec §2.11), which
 /// [`Sfu::handle_resume`] serves.
 fn client_configuration() -> ClientConfiguration {
@@ -2196,6 +2253,46 @@ mod tests {
         );
         w.drain();
         assert_eq!(w.resume("alice", &alice_sid), Err(JoinError::NoSession));
+    }
+
+    #[test]
+    fn a_shutdown_tells_everyone_to_join_again_and_refuses_newcomers() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let alice_sid = join.participant.unwrap().sid;
+        let (bob, join) = w.join("bob");
+        let bob_sid = join.participant.unwrap().sid;
+        // Bob's socket is gone (kept for a resume): there is no one to tell.
+        w.sfu.handle_disconnect(w.now, bob);
+        w.drain();
+        w.media_calls();
+
+        w.sfu.shut_down(w.now);
+        let out = w.drain_all();
+        let told = Output::Send {
+            conn: alice,
+            message: Box::new(SignalResponse {
+                message: Some(leave(
+                    livekit_protocol::DisconnectReason::ServerShutdown,
+                    true,
+                )),
+            }),
+        };
+        assert_eq!(out, vec![told, Output::Close { conn: alice }]);
+        let mut left = w.media_calls();
+        left.sort();
+        let mut expected = vec![format!("left {alice_sid}"), format!("left {bob_sid}")];
+        expected.sort();
+        assert_eq!(left, expected);
+        assert_eq!(w.sfu.counts(), (0, 0));
+
+        let join = w
+            .sfu
+            .handle_join(w.now, grant("carol", "room"), JoinOptions::default());
+        assert_eq!(join, Err(JoinError::ShuttingDown));
+        assert_eq!(w.resume("bob", &bob_sid), Err(JoinError::ShuttingDown));
+        w.sfu.shut_down(w.now);
+        assert!(w.drain_all().is_empty(), "once");
     }
 
     /// A socket can die without the server seeing it (half-open): what is written to it meanwhile

@@ -18,8 +18,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use livekit_protocol::{LeaveRequest, SignalRequest, SignalResponse, signal_response};
-use tokio::sync::mpsc;
+use livekit_protocol::{SignalRequest, SignalResponse};
+use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 use crate::auth::{self, ApiKeys, JoinGrant};
@@ -105,6 +105,35 @@ pub struct SfuServer {
     hub: Arc<Mutex<Hub>>,
     keys: Arc<ApiKeys>,
     send_timeout: Duration,
+    /// Signalling sockets whose task is still running ([`SocketCount`]).
+    sockets: Arc<watch::Sender<usize>>,
+}
+
+/// Counts one socket task for as long as it lives, so that [`SfuServer::shut_down`] can wait for
+/// the last one to have sent its `leave` and closed.
+struct SocketCount(Arc<watch::Sender<usize>>);
+
+impl SocketCount {
+    fn new(sockets: &Arc<watch::Sender<usize>>) -> Self {
+        sockets.send_modify(|n| *n += 1);
+        Self(Arc::clone(sockets))
+    }
+}
+
+impl Drop for SocketCount {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Aborts a task when dropped: the timer of a server whose serving future is dropped (aborted)
+/// must not run on, holding the core, forever.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for SfuServer {
@@ -128,7 +157,33 @@ impl SfuServer {
             })),
             keys: Arc::new(config.keys),
             send_timeout: config.send_timeout,
+            sockets: Arc::new(watch::Sender::new(0)),
         }
+    }
+
+    /// Ends every session for a shutdown ([`Sfu::shut_down`]): each client is sent a `leave` that
+    /// has it join again, and its socket is closed; joins are refused from now on. Returns once
+    /// every socket task has ended, or after the send timeout (a client that stopped reading).
+    pub async fn shut_down(&self) {
+        self.close_sessions();
+        let mut sockets = self.sockets.subscribe();
+        if timeout(self.send_timeout, sockets.wait_for(|n| *n == 0))
+            .await
+            .is_err()
+        {
+            tracing::info!(
+                left = *sockets.borrow(),
+                "shutting down with signalling sockets still open"
+            );
+        }
+    }
+
+    /// [`SfuServer::shut_down`] without waiting: the socket tasks send the `leave` and close on
+    /// their own.
+    pub fn close_sessions(&self) {
+        let mut hub = self.lock();
+        hub.core.shut_down(Instant::now());
+        hub.pump();
     }
 
     fn lock(&self) -> MutexGuard<'_, Hub> {
@@ -167,19 +222,24 @@ impl SfuServer {
 
     /// Serves the routes on `listener` and runs the core's timer until the server stops.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-        self.serve_with(listener, Router::new()).await
+        self.serve_with(listener, Router::new(), std::future::pending())
+            .await
     }
 
-    /// Like [`serve`](Self::serve), with more routes (metrics, health) on the same listener.
+    /// Like [`serve`](Self::serve), with more routes (metrics, health) on the same listener, until
+    /// `stop` completes: then no new connection is taken, and plain HTTP connections (a metrics
+    /// scraper's kept-alive one) close once idle. Signalling sockets are not waited for; end
+    /// them first with [`SfuServer::shut_down`].
     pub async fn serve_with(
         self,
         listener: tokio::net::TcpListener,
         extra: Router,
+        stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let ticker = tokio::spawn(self.clone().run_timer());
-        let result = axum::serve(listener, self.router().merge(extra)).await;
-        ticker.abort();
-        result
+        let _ticker = AbortOnDrop(tokio::spawn(self.clone().run_timer()));
+        axum::serve(listener, self.router().merge(extra))
+            .with_graceful_shutdown(stop)
+            .await
     }
 
     async fn run_timer(self) {
@@ -224,6 +284,10 @@ impl SfuServer {
             Err(JoinError::RoomNotFound) => Err(Refusal(
                 StatusCode::NOT_FOUND,
                 JoinError::RoomNotFound.to_string(),
+            )),
+            Err(JoinError::ShuttingDown) => Err(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                JoinError::ShuttingDown.to_string(),
             )),
             Err(e) => Err(Refusal(StatusCode::FORBIDDEN, e.to_string())),
         }
@@ -334,19 +398,8 @@ async fn get_rtc(
 }
 
 fn leave_frame(reason: livekit_protocol::DisconnectReason, reconnect: bool) -> Vec<u8> {
-    use livekit_protocol::leave_request::Action;
     signal::encode_response(&SignalResponse {
-        message: Some(signal_response::Message::Leave(LeaveRequest {
-            can_reconnect: reconnect,
-            reason: reason.into(),
-            action: if reconnect {
-                Action::Reconnect
-            } else {
-                Action::Disconnect
-            }
-            .into(),
-            regions: None,
-        })),
+        message: Some(crate::core::leave(reason, reconnect)),
     })
 }
 
@@ -357,6 +410,7 @@ async fn run_socket(
     options: JoinOptions,
     resume: Option<String>,
 ) {
+    let _counted = SocketCount::new(&server.sockets);
     let send_timeout = server.send_timeout;
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
     let joined = {
@@ -373,17 +427,21 @@ async fn run_socket(
     };
     let conn = match joined {
         Ok(conn) => conn,
-        Err(JoinError::NoSession) => {
-            // Nothing to resume (it left or timed out): a full rejoin (spec §2.11).
-            tracing::info!("nothing to resume; asking for a full rejoin");
-            let frame = leave_frame(livekit_protocol::DisconnectReason::StateMismatch, true);
-            let _ = timeout(send_timeout, socket.send(Message::Binary(frame.into()))).await;
-            let _ = timeout(send_timeout, socket.close()).await;
-            return;
-        }
-        Err(e) => {
-            tracing::info!(error = %e, "join refused after upgrade");
-            let frame = leave_frame(livekit_protocol::DisconnectReason::JoinFailure, false);
+        Err(error) => {
+            use livekit_protocol::DisconnectReason;
+            let (reason, reconnect) = match error {
+                // Nothing to resume (it left or timed out): a full rejoin (spec §2.11).
+                JoinError::NoSession => {
+                    tracing::info!("nothing to resume; asking for a full rejoin");
+                    (DisconnectReason::StateMismatch, true)
+                }
+                JoinError::ShuttingDown => (DisconnectReason::ServerShutdown, true),
+                error => {
+                    tracing::info!(%error, "join refused after upgrade");
+                    (DisconnectReason::JoinFailure, false)
+                }
+            };
+            let frame = leave_frame(reason, reconnect);
             let _ = timeout(send_timeout, socket.send(Message::Binary(frame.into()))).await;
             let _ = timeout(send_timeout, socket.close()).await;
             return;

@@ -121,7 +121,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     crate::shutdown_signal().await;
     println!("Stopping…");
-    drop(sfu);
+    sfu.shut_down().await;
     stack.stop().await?;
     println!("Stopped.");
     Ok(())

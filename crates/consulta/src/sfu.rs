@@ -38,7 +38,9 @@ pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
             anyhow::bail!("the SFU's {part} stopped; exiting so that it is restarted");
         }
     }
-    drop(node);
+    // Every client is told to join again, which livekit-client keeps trying while the node
+    // restarts.
+    node.shut_down().await;
     tracing::info!("Consulta SFU stopped");
     Ok(())
 }

@@ -643,3 +643,49 @@ async fn connected_clients_are_sent_renewed_tokens_that_join_again() {
         .await;
     assert_eq!(join.participant.unwrap().identity, "alice");
 }
+
+/// A shutdown: the joined client is told to join again (`leave`, SERVER_SHUTDOWN, RECONNECT) and
+/// its socket closed; `shut_down` returns once it is; newcomers are refused with 503 while the
+/// listener still answers.
+#[tokio::test]
+async fn a_shutdown_tells_clients_to_join_again_and_refuses_newcomers() {
+    use livekit_protocol::{DisconnectReason, leave_request};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = SfuServer::new(
+        ShellConfig {
+            keys: keys(),
+            ..ShellConfig::default()
+        },
+        Box::new(SignallingOnly),
+    );
+    server.create_room(ROOM).unwrap();
+    tokio::spawn(server.clone().serve(listener));
+    let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
+
+    tokio::time::timeout(Duration::from_secs(5), server.shut_down())
+        .await
+        .expect("returns once the socket is closed, well before the send timeout");
+    let leave = alice
+        .recv_until(|m| match m {
+            signal_response::Message::Leave(leave) => Some(leave),
+            _ => None,
+        })
+        .await;
+    assert!(leave.can_reconnect);
+    assert_eq!(leave.reason, DisconnectReason::ServerShutdown as i32);
+    assert_eq!(leave.action, leave_request::Action::Reconnect as i32);
+    assert_eq!(alice.recv().await, None, "then the socket closes");
+
+    let good = token("@bob:hs:DEV", ROOM);
+    let (status, head, body) = http_get(addr, &format!("/rtc/validate?access_token={good}")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "the server is shutting down")
+    );
+    assert!(head.contains("access-control-allow-origin: *"));
+    assert_eq!(
+        http_status(Client::connect(addr, &good).await.err().unwrap()),
+        503
+    );
+}
