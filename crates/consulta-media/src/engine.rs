@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use consulta_sfu::bandwidth::{Allocator, RateMeter, ReportHeads, VideoDemand, announced_bitrates};
 use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
+use consulta_sfu::forward::loss::ReceiveWindow;
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::{MediaEngine, MediaEvent as CoreEvent, TrackSettings};
@@ -99,16 +100,22 @@ pub struct RouterStats {
     pub datagrams_in: u64,
     /// Datagrams no connection claimed.
     pub datagrams_unrouted: u64,
-    /// Datagrams handed out to send.
+    /// Datagrams sent (the socket took them; [`Router::handle_sent`]).
     pub datagrams_out: u64,
+    /// Datagrams the socket refused ([`Router::handle_send_error`]).
+    pub send_errors: u64,
     /// Bytes received.
     pub bytes_in: u64,
-    /// Bytes handed out to send.
+    /// Bytes sent.
     pub bytes_out: u64,
     /// RTP packets received from publishers.
     pub rtp_in: u64,
-    /// RTP packets publishers sent that never arrived (sequence gaps; late arrivals still count).
+    /// RTP packets publishers sent that never arrived: counted once too old to still come
+    /// ([`consulta_sfu::forward::loss`]); a late or repaired packet is not loss.
     pub rtp_lost_in: u64,
+    /// RTP packets from publishers that came after a newer one and filled a gap (reordered, or
+    /// repaired by a retransmission).
+    pub rtp_late_in: u64,
     /// Retransmissions (RTX) received from publishers.
     pub rtx_in: u64,
     /// Of those, unwrapped onto their primary stream and offered to the subscribers.
@@ -121,8 +128,10 @@ pub struct RouterStats {
     pub rtp_write_errors: u64,
     /// Keyframe requests (PLI) sent to publishers.
     pub keyframe_requests: u64,
-    /// Keyframe requests (PLI/FIR) received from subscribers.
-    pub keyframe_requests_in: u64,
+    /// Picture loss indications (PLI) received from subscribers.
+    pub plis_in: u64,
+    /// Full intra requests (FIR) received from subscribers.
+    pub firs_in: u64,
     /// NACK packets received from subscribers (answered by `rtc`'s NACK responder).
     pub nacks_in: u64,
     /// Bandwidth estimates received for subscriber connections.
@@ -306,8 +315,8 @@ struct Published {
     info: TrackInfo,
     /// Incoming SSRCs (one per simulcast layer) and their layer.
     ssrcs: BTreeMap<u32, Quality>,
-    /// The highest sequence number seen per incoming SSRC (for loss counting).
-    highest_seq: HashMap<u32, u16>,
+    /// Which recent sequence numbers arrived, per incoming SSRC (for loss counting).
+    received: HashMap<u32, ReceiveWindow>,
     subscribers: BTreeSet<ParticipantSid>,
     last_keyframe_request: HashMap<u32, Instant>,
     /// What each layer arrives at (bytes on the wire, roughly: payload plus headers).
@@ -451,9 +460,18 @@ impl Router {
         while self.inject_loss(1, &transmit.contents) {
             transmit = self.transmits.pop_front()?;
         }
-        self.stats.datagrams_out += 1;
-        self.stats.bytes_out += transmit.contents.len() as u64;
         Some(transmit)
+    }
+
+    /// The socket took a datagram of `bytes` from [`Router::poll_transmit`].
+    pub fn handle_sent(&mut self, bytes: usize) {
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += bytes as u64;
+    }
+
+    /// The socket refused a datagram from [`Router::poll_transmit`].
+    pub fn handle_send_error(&mut self) {
+        self.stats.send_errors += 1;
     }
 
     /// The next event for the signalling core.
@@ -979,7 +997,7 @@ impl Router {
                 mime: None,
                 info,
                 ssrcs: BTreeMap::new(),
-                highest_seq: HashMap::new(),
+                received: HashMap::new(),
                 subscribers: BTreeSet::new(),
                 last_keyframe_request: HashMap::new(),
                 rates: Default::default(),
@@ -1387,22 +1405,19 @@ impl Router {
             meter.handle_packet(now, rtp.packet.payload.len() + PACKET_OVERHEAD);
         }
         let seq = rtp.packet.header.sequence_number;
-        match published.highest_seq.insert(rtp.ssrc, seq) {
-            Some(highest) => {
-                let ahead = seq.wrapping_sub(highest);
-                if ahead == 0 || ahead >= 0x8000 {
-                    // A duplicate or a late packet: keep the highest.
-                    published.highest_seq.insert(rtp.ssrc, highest);
-                } else if ahead < 1000 {
-                    self.stats.rtp_lost_in += u64::from(ahead - 1);
-                }
-            }
-            None if published.highest_seq.len() > MAX_SSRCS_PER_TRACK => {
-                // A hostile publisher cycling SSRCs must not grow this map without bound.
-                published.highest_seq.clear();
-            }
-            None => {}
+        if !published.received.contains_key(&rtp.ssrc)
+            && published.received.len() >= MAX_SSRCS_PER_TRACK
+        {
+            // A hostile publisher cycling SSRCs must not grow this map without bound.
+            published.received.clear();
         }
+        let arrival = published
+            .received
+            .entry(rtp.ssrc)
+            .or_default()
+            .handle_sequence(seq);
+        self.stats.rtp_lost_in += arrival.lost;
+        self.stats.rtp_late_in += u64::from(arrival.late);
         let mime = rtp.mime_type.as_deref().unwrap_or_default();
         let mut requests: Vec<(Quality, Option<u32>)> = Vec::new();
         for sub in &published.subscribers {
@@ -1542,8 +1557,10 @@ impl Router {
         for packet in packets {
             let any = packet.as_any();
             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                self.stats.plis_in += 1;
                 asked.push(pli.media_ssrc);
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                self.stats.firs_in += 1;
                 asked.extend(fir.fir.iter().map(|e| e.ssrc));
             } else if any.is::<TransportLayerNack>() {
                 self.stats.nacks_in += 1;
@@ -1564,7 +1581,6 @@ impl Router {
             );
             self.subscriber_loss(sub, &losses, now);
         }
-        self.stats.keyframe_requests_in += asked.len() as u64;
         if asked.is_empty() {
             return;
         }
@@ -1849,11 +1865,15 @@ const RECV_BATCH: usize = 64;
 /// Sends everything the router has queued.
 async fn send_queued(router: &mut Router, socket: &UdpSocket) {
     while let Some(transmit) = router.poll_transmit() {
-        if let Err(error) = socket
+        match socket
             .send_to(&transmit.contents, transmit.destination)
             .await
         {
-            tracing::debug!(%error, destination = %transmit.destination, "udp send failed");
+            Ok(sent) => router.handle_sent(sent),
+            Err(error) => {
+                router.handle_send_error();
+                tracing::debug!(%error, destination = %transmit.destination, "udp send failed");
+            }
         }
     }
 }

@@ -210,6 +210,12 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
         stats.datagrams_out,
     );
     metric(
+        "datagrams_send_errors_total",
+        "counter",
+        "UDP datagrams the socket refused to send.",
+        stats.send_errors,
+    );
+    metric(
         "datagrams_unrouted_total",
         "counter",
         "UDP datagrams no connection claimed.",
@@ -236,8 +242,14 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
     metric(
         "rtp_packets_lost_in_total",
         "counter",
-        "RTP packets publishers sent that did not arrive (sequence gaps).",
+        "RTP packets publishers sent that did not arrive, counted once 128 newer ones came (a late or retransmitted packet is not loss).",
         stats.rtp_lost_in,
+    );
+    metric(
+        "rtp_packets_late_in_total",
+        "counter",
+        "RTP packets from publishers that came after a newer one and filled its gap (reordered, or repaired by retransmission).",
+        stats.rtp_late_in,
     );
     metric(
         "rtp_packets_forwarded_total",
@@ -260,8 +272,14 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
     metric(
         "plis_received_total",
         "counter",
-        "Keyframe requests received from subscribers.",
-        stats.keyframe_requests_in,
+        "Picture loss indications (PLI) received from subscribers.",
+        stats.plis_in,
+    );
+    metric(
+        "firs_received_total",
+        "counter",
+        "Full intra requests (FIR) received from subscribers.",
+        stats.firs_in,
     );
     metric(
         "nacks_received_total",

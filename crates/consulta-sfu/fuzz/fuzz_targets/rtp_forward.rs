@@ -1,11 +1,13 @@
 //! RTP payloads from publishers reach the forwarding decisions unchecked: key frame detection for
-//! every codec, the VP8 descriptor parser and rewriter, and a DownTrack driven through layer
-//! switches, pauses and clock jumps by the input. Never a panic; a rewrite keeps the length and
-//! what the descriptor says about the frame.
+//! every codec, the VP8 descriptor parser and rewriter, a DownTrack driven through layer
+//! switches, pauses and clock jumps by the input, and the loss window counting the sequence
+//! numbers. Never a panic; a rewrite keeps the length and what the descriptor says about the
+//! frame; a packet adds at most 2999 to the loss (a longer jump restarts the count).
 #![no_main]
 
 use std::time::{Duration, Instant};
 
+use consulta_sfu::forward::loss::ReceiveWindow;
 use consulta_sfu::forward::{
     Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality, is_keyframe, vp8,
 };
@@ -50,6 +52,8 @@ fuzz_target!(|data: &[u8]| {
         ..DownTrackConfig::new(codec)
     });
     let mut now = Instant::now();
+    let mut window = ReceiveWindow::default();
+    let (mut lost, mut packets) = (0u64, 0u64);
 
     while !input.0.is_empty() {
         let op = input.byte();
@@ -64,6 +68,12 @@ fuzz_target!(|data: &[u8]| {
                 let quality = Quality::from_index(usize::from(op >> 3 & 3));
                 let ssrc = u32::from(input.byte() % 4);
                 let seq = input.u16();
+                let arrival = window.handle_sequence(seq);
+                packets += 1;
+                lost += arrival.lost;
+                // Each packet moves the window at most 2999 numbers on (a longer jump restarts it).
+                assert!(lost <= packets * 2999);
+                assert!(!(arrival.late && arrival.repeat));
                 let timestamp = input.u32();
                 let len = usize::from(input.byte());
                 let mut payload = input.bytes(len);

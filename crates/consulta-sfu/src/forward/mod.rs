@@ -11,9 +11,11 @@
 //! - [`h264`]: H.264 key frame detection.
 //! - [`Quality`], [`quality_for_dimensions`]: simulcast layers and LiveKit's layer choice.
 //! - [`DownTrack`]: one subscriber's view of one track: drop or forward, and the rewritten fields.
+//! - [`loss`]: loss on an incoming stream, net of late and repaired packets (for metrics).
 
 mod downtrack;
 pub mod h264;
+pub mod loss;
 pub(crate) mod quality;
 pub mod vp8;
 
