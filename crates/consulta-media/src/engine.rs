@@ -173,6 +173,8 @@ struct Peer {
     open_channels: HashMap<String, DataChannel>,
     /// [`MediaConfig::police_downlink_bps`] on a subscriber connection.
     policer: Option<Policer>,
+    /// Where it last sent (told to the demux, which keeps that address bound).
+    destination: Option<SocketAddr>,
     /// Its DTLS handshake is done (it reached [`PeerState::Connected`] once): before, `rtc` has
     /// no SRTP keys and refuses what is written to it.
     secured: bool,
@@ -682,6 +684,7 @@ impl Router {
                         refilled: now,
                         until: self.config.police_downlink_for.map(|d| now + d),
                     }),
+                destination: None,
                 secured: false,
             }),
         );
@@ -1221,6 +1224,10 @@ impl Router {
             {
                 self.stats.policed += 1;
                 continue;
+            }
+            if peer.destination != Some(transmit.destination) {
+                peer.destination = Some(transmit.destination);
+                self.demux.handle_destination(id, transmit.destination);
             }
             self.transmits.push_back(transmit);
         }

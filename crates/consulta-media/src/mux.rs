@@ -15,6 +15,9 @@ const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 /// The USERNAME attribute type.
 const ATTR_USERNAME: u16 = 0x0006;
 /// Addresses remembered at most per connection (a client behind a changing NAT, ICE restarts).
+/// Past it the oldest goes, except the one the connection sends to ([`Demux::handle_destination`]):
+/// STUN with a connection's ufrag from new addresses, which anyone who sees the traffic can send,
+/// must not push the client's own address out and cut its media.
 const MAX_ADDRS_PER_KEY: usize = 8;
 
 /// The local ufrag of a STUN message's USERNAME (`local:remote`), if `datagram` is STUN and has
@@ -50,6 +53,8 @@ pub struct Demux<K> {
     by_ufrag: HashMap<String, K>,
     by_addr: HashMap<SocketAddr, K>,
     addrs: HashMap<K, Vec<SocketAddr>>,
+    /// Where each connection last sent (its selected candidate pair's remote address).
+    destinations: HashMap<K, SocketAddr>,
 }
 
 impl<K> Default for Demux<K> {
@@ -58,6 +63,7 @@ impl<K> Default for Demux<K> {
             by_ufrag: HashMap::new(),
             by_addr: HashMap::new(),
             addrs: HashMap::new(),
+            destinations: HashMap::new(),
         }
     }
 }
@@ -72,9 +78,16 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.by_ufrag.insert(ufrag, key);
     }
 
+    /// Connection `key` sends to `to` now (call when that changes): that address is never the
+    /// one dropped to make room.
+    pub fn handle_destination(&mut self, key: K, to: SocketAddr) {
+        self.destinations.insert(key, to);
+    }
+
     /// Forgets `key`: its ufrags and addresses.
     pub fn remove(&mut self, key: K) {
         self.by_ufrag.retain(|_, k| *k != key);
+        self.destinations.remove(&key);
         for addr in self.addrs.remove(&key).unwrap_or_default() {
             if self.by_addr.get(&addr) == Some(&key) {
                 self.by_addr.remove(&addr);
@@ -104,8 +117,11 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
         let list = self.addrs.entry(key).or_default();
         if list.len() >= MAX_ADDRS_PER_KEY {
-            let oldest = list.remove(0);
-            self.by_addr.remove(&oldest);
+            let in_use = self.destinations.get(&key);
+            if let Some(oldest) = list.iter().position(|a| Some(a) != in_use) {
+                let oldest = list.remove(oldest);
+                self.by_addr.remove(&oldest);
+            }
         }
         list.push(from);
     }
@@ -210,5 +226,28 @@ mod tests {
             assert_eq!(demux.route(from, &stun_request("aaaa:x")), Some(1));
         }
         assert_eq!(demux.by_addr.len(), MAX_ADDRS_PER_KEY);
+    }
+
+    /// Someone who sees a client's STUN can send its ufrag from many addresses: the address the
+    /// connection sends to stays bound, and the client's media keeps its route.
+    #[test]
+    fn stun_from_many_addresses_does_not_unbind_the_one_in_use() {
+        let mut demux = Demux::default();
+        demux.register("aaaa".to_owned(), 1u32);
+        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        assert_eq!(demux.route(client, &stun_request("aaaa:x")), Some(1));
+        demux.handle_destination(1, client);
+        for port in 0..100u16 {
+            let spoofed = SocketAddr::from(([198, 51, 100, 7], 7000 + port));
+            assert_eq!(demux.route(spoofed, &stun_request("aaaa:x")), Some(1));
+        }
+        assert_eq!(
+            demux.route(client, &[0x80; 20]),
+            Some(1),
+            "media still routed"
+        );
+        assert_eq!(demux.by_addr.len(), MAX_ADDRS_PER_KEY);
+        demux.remove(1);
+        assert!(demux.destinations.is_empty());
     }
 }
