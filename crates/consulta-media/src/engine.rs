@@ -789,6 +789,9 @@ impl Router {
         };
         if let Some(p) = self.participants.get_mut(sid) {
             p.sub.offer_outstanding = false;
+            // A refused answer leaves the offer's tracks unanswered, and they forward nothing
+            // until an answer is taken: the client gets a fresh offer to answer.
+            p.sub.needs_offer |= !accepted;
             if accepted {
                 let retiring = std::mem::take(&mut p.sub.retiring);
                 p.sub.retired.extend(retiring);
@@ -1343,13 +1346,13 @@ impl Router {
         let Some(published) = self.tracks.get_mut(&track) else {
             return;
         };
-        if published.muted {
-            // Its publisher said it is muted: the others show it so, and must not hear it.
-            return;
-        }
+        // Its publisher said it is muted: the others show it so, and must not hear it. Its
+        // packets (silence, black frames) still count for loss, or the unmute would look like a
+        // gap of everything sent while muted.
+        let muted = published.muted;
         // Only the microphone speaks: a shared tab's sound does not make its sharer the speaker.
         let microphone = published.info.source == i32::from(TrackSource::Microphone);
-        if let Some(level) = rtp.audio_level.filter(|_| microphone) {
+        if let Some(level) = rtp.audio_level.filter(|_| microphone && !muted) {
             let room = p.room.clone();
             self.speakers
                 .entry(room)
@@ -1408,7 +1411,7 @@ impl Router {
                 quality
             }
         };
-        if let Some(meter) = published.rates.get_mut(quality.index()) {
+        if !muted && let Some(meter) = published.rates.get_mut(quality.index()) {
             meter.handle_packet(now, rtp.packet.payload.len() + PACKET_OVERHEAD);
         }
         let seq = rtp.packet.header.sequence_number;
@@ -1425,6 +1428,9 @@ impl Router {
             .handle_sequence(seq);
         self.stats.rtp_lost_in += arrival.lost;
         self.stats.rtp_late_in += u64::from(arrival.late);
+        if muted {
+            return;
+        }
         let mime = rtp.mime_type.as_deref().unwrap_or_default();
         let mut requests: Vec<(Quality, Option<u32>)> = Vec::new();
         for sub in &published.subscribers {
@@ -1916,6 +1922,12 @@ where
         tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
+                    // What the core sent before the stop (a shutdown's departures) still applies:
+                    // the connections close properly.
+                    while let Ok((at, command)) = commands.try_recv() {
+                        router.handle_command(at.max(Instant::now()), command);
+                    }
+                    send_queued(&mut router, &socket).await;
                     return Ok(());
                 }
             }

@@ -96,13 +96,18 @@ impl<K: Copy + Eq + Hash> Demux<K> {
     }
 
     /// Which connection `datagram` from `from` belongs to. A STUN message with a known ufrag
-    /// (re)binds `from` to its connection; anything else goes by address.
+    /// (re)binds `from` to its connection; anything else goes by address. STUN from the address
+    /// another connection sends to is dropped: that client is there, so the message, naming
+    /// someone else's connection, carries a forged source (a participant knows its own ufrag and
+    /// password), and taking the address would cut that client's media.
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<K> {
         if let Some(ufrag) = stun_local_ufrag(datagram)
             && let Some(&key) = self.by_ufrag.get(ufrag)
         {
-            if self.by_addr.get(&from) != Some(&key) {
-                self.bind(from, key);
+            match self.by_addr.get(&from) {
+                Some(bound) if *bound == key => {}
+                Some(other) if self.destinations.get(other) == Some(&from) => return None,
+                _ => self.bind(from, key),
             }
             return Some(key);
         }
@@ -228,8 +233,9 @@ mod tests {
         assert_eq!(demux.by_addr.len(), MAX_ADDRS_PER_KEY);
     }
 
-    /// Someone who sees a client's STUN can send its ufrag from many addresses: the address the
-    /// connection sends to stays bound, and the client's media keeps its route.
+    /// Someone who sees a client's STUN can send its ufrag from many addresses, and a participant
+    /// can forge the client's address on STUN for its own connection: the address the client's
+    /// connection sends to stays bound to it, and its media keeps its route.
     #[test]
     fn stun_from_many_addresses_does_not_unbind_the_one_in_use() {
         let mut demux = Demux::default();
@@ -247,7 +253,18 @@ mod tests {
             "media still routed"
         );
         assert_eq!(demux.by_addr.len(), MAX_ADDRS_PER_KEY);
+
+        // Another participant forges the client's address on STUN for its own connection.
+        demux.register("bbbb".to_owned(), 2u32);
+        assert_eq!(demux.route(client, &stun_request("bbbb:y")), None);
+        assert_eq!(
+            demux.route(client, &[0x80; 20]),
+            Some(1),
+            "still the client's"
+        );
         demux.remove(1);
         assert!(demux.destinations.is_empty());
+        // Once the client's connection is gone, its address is free for anyone.
+        assert_eq!(demux.route(client, &stun_request("bbbb:y")), Some(2));
     }
 }

@@ -105,7 +105,11 @@ impl SfuNode {
                     axum::Router::new().route(
                         "/metrics",
                         get(move || {
-                            let text = metrics_text(server.counts(), &stats.borrow());
+                            let text = metrics_text(
+                                server.counts(),
+                                server.signalling_sockets(),
+                                &stats.borrow(),
+                            );
                             async move {
                                 (
                                     [(
@@ -183,7 +187,11 @@ impl SfuNode {
 }
 
 /// The Prometheus text exposition of the node's gauges and counters.
-pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) -> String {
+pub fn metrics_text(
+    (rooms, participants): (usize, usize),
+    signalling_sockets: usize,
+    stats: &RouterStats,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
         out.push_str(&format!(
@@ -196,6 +204,12 @@ pub fn metrics_text((rooms, participants): (usize, usize), stats: &RouterStats) 
         "gauge",
         "Participants in rooms.",
         participants as u64,
+    );
+    metric(
+        "signalling_sockets",
+        "gauge",
+        "Signalling WebSockets open.",
+        signalling_sockets as u64,
     );
     metric(
         "datagrams_in_total",

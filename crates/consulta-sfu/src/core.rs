@@ -239,6 +239,10 @@ const MAX_AUDIO_FEATURES: usize = 8;
 /// joins afresh.
 const MAX_OUTBOX: usize = 512;
 
+/// How long livekit-client's first five reconnection attempts can take: 0, 0.3, 1.2, 2.7 and
+/// 4.8 s apart, each stretched by up to half again at random (`DefaultReconnectPolicy`).
+const RESUME_BACKOFF: Duration = Duration::from_secs(15);
+
 /// Most departures a room keeps for resumes ([`Room::departures`]). A consultation sees a few; a
 /// room whose churn outran this over one ping timeout (S5 runs ≈20 departures a second) might
 /// leave a resumed client one stale participant until that one's identity comes back.
@@ -249,6 +253,8 @@ const MAX_DEPARTURES: usize = 1024;
 struct Outbox {
     messages: Vec<signal_response::Message>,
     overflowed: bool,
+    /// When the server saw the socket drop.
+    since: Option<Instant>,
 }
 
 impl Outbox {
@@ -723,11 +729,14 @@ impl<M: MediaEngine> Sfu<M> {
     /// flowing, until it resumes on a new connection ([`Sfu::handle_resume`]) or its ping timeout
     /// passes ([`Sfu::handle_timeout`]; others then see it DISCONNECTED): a phone that changes
     /// networks or a proxy that drops an idle socket costs the call nothing.
-    pub fn handle_disconnect(&mut self, _now: Instant, conn: ConnId) {
+    pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
         if let Some((room, sid)) = self.conns.remove(&conn) {
             tracing::info!(%room, participant = %sid, %conn, "signal connection closed; kept for a resume until its ping timeout");
             if let Some(p) = self.participant_mut(&room, &sid) {
-                p.outbox = Some(Outbox::default());
+                p.outbox = Some(Outbox {
+                    since: Some(now),
+                    ..Outbox::default()
+                });
             }
             self.dropped.insert(conn, (room, sid));
         }
@@ -803,7 +812,11 @@ impl<M: MediaEngine> Sfu<M> {
         self.next_conn = self.next_conn.saturating_add(1);
         let old = std::mem::replace(&mut p.conn, conn);
         p.last_seen = now;
-        let missed = p.outbox.take().map(|o| o.messages).unwrap_or_default();
+        let outbox = p.outbox.take();
+        // The departures it may have missed came at most `kept` before its client gave up on the
+        // socket, which the server saw then, or sees now (the old socket still open).
+        let gave_up = outbox.as_ref().and_then(|o| o.since).unwrap_or(now);
+        let missed = outbox.map(|o| o.messages).unwrap_or_default();
         // A refresh may have gone to the dropped socket: a fresh token at the next tick.
         if let Some((_, at)) = p.renewal.as_mut() {
             *at = now;
@@ -821,7 +834,7 @@ impl<M: MediaEngine> Sfu<M> {
             })
             .collect();
         let others = room.others_than(&sid);
-        let departures = departures_to_repeat(room, &missed, now.checked_sub(kept));
+        let departures = departures_to_repeat(room, &missed, gave_up.checked_sub(kept));
         // The server may not have seen the old socket go yet.
         if self.conns.remove(&old).is_some() {
             self.out.push_back(Output::Close { conn: old });
@@ -1414,7 +1427,8 @@ impl<M: MediaEngine> Sfu<M> {
         let mut info = p.info();
         info.disconnect_reason = reason.into();
         if !p.hidden() {
-            let kept_since = now.checked_sub(self.departures_kept());
+            // A dropped participant stays at most its ping timeout: no resume looks back further.
+            let kept_since = now.checked_sub(self.departures_kept() + self.config.ping_timeout);
             if let Some(room) = self.rooms.get_mut(&room_name) {
                 let log = &mut room.departures;
                 while log.len() >= MAX_DEPARTURES
@@ -1446,11 +1460,13 @@ impl<M: MediaEngine> Sfu<M> {
         self.refresh_dynacast(&room_name, now);
     }
 
-    /// How long a departure is said again to a resuming client ([`Room::departures`]). A
-    /// participant can resume only within its ping timeout of its last ping, so a departure older
-    /// than that and one ping interval was sent while its client still pinged, and has arrived.
+    /// How far before its client gave up on a socket a departure is said again on resume
+    /// ([`Room::departures`]). livekit-client gives up when a pong is late by its ping timeout, so
+    /// a departure older than that and one ping interval went out while pongs still came back,
+    /// and has arrived; a resume that comes while the server still holds the old socket may
+    /// follow the client's giving up by its retries' back-off ([`RESUME_BACKOFF`]).
     fn departures_kept(&self) -> Duration {
-        self.config.ping_timeout + self.config.ping_interval
+        self.config.ping_timeout + self.config.ping_interval + RESUME_BACKOFF
     }
 
     fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
@@ -2308,7 +2324,7 @@ mod tests {
         let (erin, _) = w.join("erin");
         w.request(erin, Leave(LeaveRequest::default()));
         // Long enough ago that Alice's client, which went on pinging, has heard of it.
-        for _ in 0..6 {
+        for _ in 0..10 {
             w.advance(4);
             w.request(alice, Ping(1));
             w.request(bob, Ping(1));

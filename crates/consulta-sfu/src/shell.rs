@@ -178,6 +178,11 @@ impl SfuServer {
         }
     }
 
+    /// Signalling sockets open (or being upgraded).
+    pub fn signalling_sockets(&self) -> usize {
+        *self.sockets.borrow()
+    }
+
     /// [`SfuServer::shut_down`] without waiting: the socket tasks send the `leave` and close on
     /// their own.
     pub fn close_sessions(&self) {
@@ -362,6 +367,9 @@ async fn get_rtc(
     let Ok(upgrade) = upgrade else {
         return refuse(StatusCode::NOT_FOUND, "not a WebSocket request");
     };
+    // Counted from here, not from the socket task's start: a shutdown between the two must wait
+    // for this client too, or it would exit before telling it.
+    let counted = SocketCount::new(&server.sockets);
     let mut auto_subscribe = flag(&query, "auto_subscribe", true);
     let mut adaptive_stream = flag(&query, "adaptive_stream", false);
     // A resume names the session it had: `reconnect=1&sid=…`, or the same in a `join_request`.
@@ -394,7 +402,7 @@ async fn get_rtc(
         .max_frame_size(MAX_REQUEST_BYTES)
         .read_buffer_size(WS_READ_BUFFER_BYTES)
         .write_buffer_size(0)
-        .on_upgrade(move |socket| run_socket(server, socket, grant, options, resume))
+        .on_upgrade(move |socket| run_socket(server, socket, grant, options, resume, counted))
 }
 
 fn leave_frame(reason: livekit_protocol::DisconnectReason, reconnect: bool) -> Vec<u8> {
@@ -409,8 +417,8 @@ async fn run_socket(
     grant: JoinGrant,
     options: JoinOptions,
     resume: Option<String>,
+    _counted: SocketCount,
 ) {
-    let _counted = SocketCount::new(&server.sockets);
     let send_timeout = server.send_timeout;
     let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
     let joined = {

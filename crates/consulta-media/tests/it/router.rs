@@ -587,6 +587,40 @@ fn a_resume_offers_again_what_was_unanswered_then_restarts_ice() {
     assert_ne!(ufrag(&offers[4].sdp), ufrag(&offers[3].sdp));
 }
 
+/// An answer the subscriber connection refuses (a client bug, a mangled frame) is followed by a
+/// fresh offer: the offer's tracks forward nothing until an answer is taken.
+#[test]
+fn a_refused_subscriber_answer_is_followed_by_a_fresh_offer() {
+    let mut w = World::new();
+    let bob = w.join(2, "PA_bob");
+    let bob_sid = w.clients[bob].sid.clone();
+    w.needs_offer(bob);
+    let first = w.offers_for(&bob_sid);
+    w.router.handle_command(
+        w.now,
+        Command::SubscriberAnswer(
+            bob_sid.clone(),
+            SessionDescription {
+                r#type: "answer".into(),
+                sdp: "v=0\r\nnot an answer\r\n".into(),
+                id: first[0].id,
+                ..SessionDescription::default()
+            },
+        ),
+    );
+    w.exchange();
+    let offers = w.offers_for(&bob_sid);
+    assert_eq!(offers.len(), 2, "a fresh offer after the refusal");
+    assert_eq!(offers[1].id, first[0].id + 1);
+    w.answer_latest(bob);
+    w.run_until("bob's subscriber connection up", |w| {
+        w.clients[0]
+            .received
+            .iter()
+            .any(|e| matches!(e, MediaEvent::StateChanged(PeerState::Connected)))
+    });
+}
+
 /// Reliable data after a resume: the client sends again what followed the `last_message_seq` it
 /// was told, and its kept connection may deliver some of it twice. The router relays each
 /// numbered packet once, and keeps the last number for the next resume.

@@ -4,8 +4,13 @@
 //! for) fills its gap and is not loss, which a count of gaps as they show would call it.
 
 /// Sequence numbers a late packet may lag behind the newest and still fill its gap: at a camera's
-/// 100–600 packets per second, 0.2–1.3 s, more than a NACK's round trip; at Opus's 50, 2.5 s.
-pub const WINDOW: u32 = 128;
+/// 150–600 packets per second, 0.85–3.4 s, room for a NACK's round trip on a mobile link even
+/// during a key frame's burst; at Opus's 50, 10 s. Loss is counted that much later.
+pub const WINDOW: u16 = 512;
+
+/// The window in 64-bit words, indexed by sequence number modulo [`WINDOW`] (which divides 65 536,
+/// so the index carries across the wrap).
+const WORDS: usize = WINDOW as usize / 64;
 
 /// A jump at least this far, forward or back, is the publisher numbering afresh (a restart), not
 /// loss: the window starts again at the new number.
@@ -22,15 +27,21 @@ pub struct Arrival {
     pub repeat: bool,
 }
 
-/// The newest sequence number of a stream and which of the [`WINDOW`] before it arrived.
+/// The newest sequence number of a stream and which of the [`WINDOW`] up to it arrived.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReceiveWindow {
     newest: Option<u16>,
-    /// Bit `i`: `newest - i` arrived.
-    arrived: u128,
-    /// Bit `i`: `newest - i` is at or after the stream's first packet (older numbers were never
-    /// sent, or not since the last restart).
-    counted: u128,
+    /// The slot of each number in the window: it arrived.
+    arrived: [u64; WORDS],
+    /// The slot of each number in the window: it is at or after the stream's first packet (older
+    /// numbers were never sent, or not since the last restart).
+    counted: [u64; WORDS],
+}
+
+/// The word and bit of `seq`'s slot.
+fn slot(seq: u16) -> (usize, u64) {
+    let index = usize::from(seq % WINDOW);
+    (index / 64, 1 << (index % 64))
 }
 
 impl ReceiveWindow {
@@ -50,14 +61,12 @@ impl ReceiveWindow {
         }
         if ahead < RESTART_DISTANCE {
             return Arrival {
-                lost: self.advance(seq, u32::from(ahead)),
+                lost: self.advance(newest, ahead),
                 ..Arrival::default()
             };
         }
         if behind < RESTART_DISTANCE {
-            let bit = 1u128.checked_shl(u32::from(behind)).unwrap_or(0);
-            let late = self.counted & bit != 0 && self.arrived & bit == 0;
-            self.arrived |= bit;
+            let late = behind < WINDOW && self.take(seq);
             return Arrival {
                 late,
                 repeat: !late,
@@ -70,27 +79,64 @@ impl ReceiveWindow {
 
     fn restart(&mut self, seq: u16) {
         self.newest = Some(seq);
-        self.arrived = 1;
-        self.counted = 1;
+        self.arrived = [0; WORDS];
+        self.counted = [0; WORDS];
+        let (word, bit) = slot(seq);
+        if let (Some(arrived), Some(counted)) =
+            (self.arrived.get_mut(word), self.counted.get_mut(word))
+        {
+            *arrived |= bit;
+            *counted |= bit;
+        }
     }
 
-    /// Moves the window `ahead` numbers on to `seq`; returns the numbers that left it unreceived.
-    fn advance(&mut self, seq: u16, ahead: u32) -> u64 {
-        let missing = self.counted & !self.arrived;
-        let lost = match missing.checked_shr(WINDOW - ahead.min(WINDOW)) {
-            // The top `ahead` bits leave the window.
-            Some(leaving) if ahead < WINDOW => leaving.count_ones(),
-            _ => missing.count_ones(),
+    /// Marks `seq` (in the window) arrived; whether it filled a gap.
+    fn take(&mut self, seq: u16) -> bool {
+        let (word, bit) = slot(seq);
+        let (Some(arrived), Some(counted)) = (self.arrived.get_mut(word), self.counted.get(word))
+        else {
+            return false;
         };
-        // Numbers skipped so far that they never enter the window.
-        let skipped_past = ahead.saturating_sub(WINDOW);
+        let gap = counted & bit != 0 && *arrived & bit == 0;
+        *arrived |= bit;
+        gap
+    }
+
+    /// Moves the window `ahead` numbers on from `newest`; returns the numbers that left it
+    /// unreceived.
+    fn advance(&mut self, newest: u16, ahead: u16) -> u64 {
+        let seq = newest.wrapping_add(ahead);
+        let mut lost = 0u64;
+        if ahead >= WINDOW {
+            // Everything in the window leaves, and the numbers between it and the new window
+            // never enter it.
+            lost = self
+                .counted
+                .iter()
+                .zip(&self.arrived)
+                .map(|(c, a)| u64::from((c & !a).count_ones()))
+                .sum::<u64>()
+                + u64::from(ahead - WINDOW);
+            self.counted = [u64::MAX; WORDS];
+            self.arrived = [0; WORDS];
+        } else {
+            for n in 1..=ahead {
+                // A number's slot is the one of the number `WINDOW` before it, which leaves.
+                let (word, bit) = slot(newest.wrapping_add(n));
+                if let (Some(counted), Some(arrived)) =
+                    (self.counted.get_mut(word), self.arrived.get_mut(word))
+                {
+                    if *counted & bit != 0 && *arrived & bit == 0 {
+                        lost += 1;
+                    }
+                    *counted |= bit;
+                    *arrived &= !bit;
+                }
+            }
+        }
         self.newest = Some(seq);
-        self.arrived = self.arrived.checked_shl(ahead).unwrap_or(0) | 1;
-        let fresh = 1u128
-            .checked_shl(ahead)
-            .map_or(u128::MAX, |b| b.wrapping_sub(1));
-        self.counted = self.counted.checked_shl(ahead).unwrap_or(0) | fresh;
-        u64::from(lost) + u64::from(skipped_past)
+        self.take(seq);
+        lost
     }
 }
 
@@ -111,12 +157,12 @@ mod tests {
     fn a_gap_is_loss_only_once_it_leaves_the_window() {
         let mut w = ReceiveWindow::default();
         // 10 and 11 missing: nothing counted while they may still come.
-        let (lost, _) = feed(&mut w, (0..10).chain(12..137));
+        let (lost, _) = feed(&mut w, (0..10).chain(12..10 + WINDOW));
         assert_eq!(lost, 0);
-        // The window holds the newest and the 127 before it: 10 leaves at 138, 11 at 139.
-        assert_eq!(feed(&mut w, [137, 138]), (1, 0));
-        assert_eq!(feed(&mut w, [139]), (1, 0));
-        assert_eq!(feed(&mut w, 140..2000), (0, 0), "counted once");
+        // The window holds the newest and the WINDOW - 1 before it.
+        assert_eq!(feed(&mut w, [10 + WINDOW]), (1, 0));
+        assert_eq!(feed(&mut w, [11 + WINDOW]), (1, 0));
+        assert_eq!(feed(&mut w, 12 + WINDOW..5000), (0, 0), "counted once");
     }
 
     #[test]
@@ -126,10 +172,10 @@ mod tests {
         let late = w.handle_sequence(50);
         assert!(late.late && !late.repeat);
         assert!(w.handle_sequence(50).repeat, "a second copy is a repeat");
-        assert_eq!(feed(&mut w, 60..1000), (0, 0));
+        assert_eq!(feed(&mut w, 60..3000), (0, 0));
         // Too late to fill its gap: already counted lost, and not counted again.
         let mut w = ReceiveWindow::default();
-        assert_eq!(feed(&mut w, (0..5).chain(6..300)), (1, 0));
+        assert_eq!(feed(&mut w, (0..5).chain(6..WINDOW + 300)), (1, 0));
         assert!(w.handle_sequence(5).repeat);
     }
 
@@ -137,8 +183,12 @@ mod tests {
     fn a_jump_skips_the_numbers_between_and_a_restart_is_not_loss() {
         let mut w = ReceiveWindow::default();
         feed(&mut w, 0..10);
-        // 10..=1009 never came: 1000 lost once the window passes them.
-        assert_eq!(feed(&mut w, 1010..1200), (1000, 0));
+        // 10..=1009 never came: 1000 lost once the window has passed them.
+        assert_eq!(feed(&mut w, 1010..1010 + WINDOW), (1000, 0));
+        // The same below the window's width.
+        let mut w = ReceiveWindow::default();
+        feed(&mut w, 0..10);
+        assert_eq!(feed(&mut w, 110..110 + WINDOW), (100, 0));
         // The publisher numbers afresh: nothing lost, and the new numbers count from there.
         assert_eq!(feed(&mut w, 40_000..40_010), (0, 0));
         assert_eq!(feed(&mut w, (40_011..40_100).chain([40_010])), (0, 1));
@@ -148,6 +198,10 @@ mod tests {
     fn numbers_before_the_first_packet_are_not_loss_and_wrapping_is_seamless() {
         let mut w = ReceiveWindow::default();
         assert_eq!(feed(&mut w, 65_500..=65_535), (0, 0));
-        assert_eq!(feed(&mut w, (0..3).chain(4..400)), (1, 0));
+        assert_eq!(feed(&mut w, (0..3).chain(4..4 + WINDOW)), (1, 0));
+        // A late packet across the wrap fills its gap.
+        let mut w = ReceiveWindow::default();
+        feed(&mut w, (65_530..=65_535).chain(1..20));
+        assert!(w.handle_sequence(0).late);
     }
 }

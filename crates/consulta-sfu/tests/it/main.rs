@@ -663,9 +663,11 @@ async fn a_shutdown_tells_clients_to_join_again_and_refuses_newcomers() {
     tokio::spawn(server.clone().serve(listener));
     let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
 
+    assert_eq!(server.signalling_sockets(), 1);
     tokio::time::timeout(Duration::from_secs(5), server.shut_down())
         .await
         .expect("returns once the socket is closed, well before the send timeout");
+    assert_eq!(server.signalling_sockets(), 0, "it waited for the socket");
     let leave = alice
         .recv_until(|m| match m {
             signal_response::Message::Leave(leave) => Some(leave),
