@@ -5,6 +5,7 @@
 //! the Node modules are missing: `tests/run` installs both.
 
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consulta_media::node::{NodeConfig, SfuNode};
@@ -12,6 +13,7 @@ use consulta_media::peer::MediaConfig;
 use consulta_sfu::auth::{ApiKeys, ApiSecret, Claims, VideoGrant, mint};
 use consulta_sfu::shell::ShellConfig;
 use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::process::Command;
 
@@ -105,6 +107,23 @@ fn log_bandwidth_decisions() {
         .try_init();
 }
 
+/// The kinds of the events a page recorded (`result[who]`), in order.
+fn event_kinds(result: &Value, who: &str) -> Vec<String> {
+    result[who]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A node on `listener` and `udp` with the room `consultation`.
+async fn start_node(config: NodeConfig, listener: TcpListener, udp: UdpSocket) -> SfuNode {
+    let node = SfuNode::start(config, listener, udp).await.unwrap();
+    node.server().create_room("consultation").unwrap();
+    node
+}
+
 /// Starts a node with the room `consultation`, runs tests/browser/livekit.mjs in `mode` against it
 /// and returns the node (for its metrics) and what the pages saw.
 async fn run_scenario(mode: &str) -> (SfuNode, Value) {
@@ -131,14 +150,12 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
         ..NodeConfig::default()
     };
     let browser = crate::CPU_HEAVY.lock().await;
-    let node = SfuNode::start(
-        config,
+    let mut node = start_node(
+        config.clone(),
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         UdpSocket::bind("127.0.0.1:0").await.unwrap(),
     )
-    .await
-    .unwrap();
-    node.server().create_room("consultation").unwrap();
+    .await;
 
     let scenario = serde_json::json!({
         "tokens": {
@@ -153,31 +170,58 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
     let scenario_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(scenario_file.path(), scenario.to_string()).unwrap();
     let url = format!("ws://{}", node.http_addr());
-    let output = tokio::time::timeout(
-        Duration::from_secs(240),
-        Command::new("node")
-            .arg(dir.join("livekit.mjs"))
-            .arg(&url)
-            .arg(scenario_file.path())
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-            .env("CONSULTA_CHROMIUM", CHROMIUM)
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("browser run timed out")
-    .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut child = Command::new("node")
+        .arg(dir.join("livekit.mjs"))
+        .arg(&url)
+        .arg(scenario_file.path())
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .env("CONSULTA_CHROMIUM", CHROMIUM)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut stdout = String::new();
+    let run = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            stdout.push_str(&line);
+            stdout.push('\n');
+            // The scenario asks for the node to be shut down and a new one started in its place
+            // (same addresses, the room created again), as a deploy does.
+            if line == "LIVEKIT_RESTART" {
+                let (http, udp) = (node.http_addr(), node.udp_addr());
+                node.shut_down().await;
+                node = start_node(
+                    config.clone(),
+                    TcpListener::bind(http).await.unwrap(),
+                    UdpSocket::bind(udp).await.unwrap(),
+                )
+                .await;
+                stdin.write_all(b"restarted\n").await.unwrap();
+            }
+        }
+        node
+    };
+    let Ok(node) = tokio::time::timeout(Duration::from_secs(240), run).await else {
+        let _ = child.kill().await;
+        let stderr = stderr.await.unwrap_or_default();
+        panic!("browser run timed out:\n{stdout}\n{stderr}");
+    };
+    let status = child.wait().await.unwrap();
+    let stderr = stderr.await.unwrap();
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("LIVEKIT_RESULT "))
-        .unwrap_or_else(|| {
-            panic!(
-                "no LIVEKIT_RESULT line ({}):\n{stdout}\n{stderr}",
-                output.status
-            )
-        });
+        .unwrap_or_else(|| panic!("no LIVEKIT_RESULT line ({status}):\n{stdout}\n{stderr}"));
     let result: Value = serde_json::from_str(line).unwrap();
     eprintln!("{result:#}");
     assert!(
@@ -434,15 +478,7 @@ async fn livekit_client_end_to_end_encrypted_media_passes_through() {
 async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
     let (node, result) = run_scenario_with("resume", MediaConfig::default()).await;
     let metrics = settled_metrics(&node).await;
-    let kinds = |who: &str| -> Vec<String> {
-        result[who]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e["kind"].as_str().map(str::to_owned))
-            .collect()
-    };
-    let alice = kinds("alice_events");
+    let alice = event_kinds(&result, "alice_events");
     eprintln!("alice's events: {alice:?}");
     assert!(
         alice.iter().any(|k| k == "resumed") && alice.iter().any(|k| k == "reconnected"),
@@ -507,6 +543,48 @@ async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
             "bob got {text:?} once: {}",
             result["bob_events"]
         );
+    }
+}
+
+/// A restart (a deploy): the node is shut down mid-call and a new one comes up on the same
+/// address. Each client is told to join again (`leave`, SERVER_SHUTDOWN, RECONNECT), does so at
+/// once in a new session without first trying a resume, and the call goes on: both hear each
+/// other again. Video after the rejoin is reported, not required: livekit-client's republished
+/// cameras sometimes send nothing on the new connections (docs/SFU.md, "Shutdown").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_rejoins_a_restarted_node_and_the_call_goes_on() {
+    let (_node, result) = run_scenario("restart").await;
+    let alice = event_kinds(&result, "alice_events");
+    let frames = |v: &Value| v["framesDecoded"].as_u64().unwrap_or(0);
+    eprintln!(
+        "alice's events: {alice:?}; both rejoined {} ms after the new node was up; audio back \
+         after {} ms; video frames after the rejoin: alice sees bob {}, bob sees alice {} ({} ms)",
+        result["restart_ms"],
+        result["restart_to_audio_ms"],
+        frames(&result["alice_sees_bob_after"]),
+        frames(&result["bob_sees_alice_after"]),
+        result["restart_to_video_ms"],
+    );
+    assert!(
+        alice.iter().any(|k| k == "restarting") && alice.iter().any(|k| k == "restarted"),
+        "alice's client joined afresh at once: {alice:?}"
+    );
+    // Told to join again, it does not first try to resume a session the new node never had
+    // (which a socket closed without a `leave` makes it do).
+    assert!(
+        !alice.iter().any(|k| k == "resuming" || k == "disconnected"),
+        "no resume tried, and it never gave up: {alice:?}"
+    );
+    assert_ne!(
+        result["alice_sid_after"], result["alice_sid"],
+        "a new session"
+    );
+    for (way, stats) in [
+        ("alice hears bob", &result["alice_hears_bob_after"]),
+        ("bob hears alice", &result["bob_hears_alice_after"]),
+    ] {
+        let packets = stats["packetsReceived"].as_u64().unwrap_or(0);
+        assert!(packets >= 100, "{way} after the restart: {stats}");
     }
 }
 
