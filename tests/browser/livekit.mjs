@@ -82,7 +82,7 @@ window.publish = async () => {
   return room.localParticipant.getTrackPublications().map((p) => ({ source: p.source, sid: p.trackSid, simulcast: p.simulcasted }));
 };
 window.setCamera = async (on) => { await room.localParticipant.setCameraEnabled(on); };
-window.shareScreen = async () => {
+window.shareScreen = async (withAudio) => {
   // A canvas stream published as a screen share (headless Chromium has no screen to capture).
   const canvas = document.createElement('canvas');
   canvas.width = 1280; canvas.height = 720;
@@ -92,9 +92,25 @@ window.shareScreen = async () => {
   const [track] = canvas.captureStream(30).getVideoTracks();
   window.shareTrack = track;
   await room.localParticipant.publishTrack(track, { source: LK.Track.Source.ScreenShare, simulcast: false });
+  if (withAudio) {
+    // The shared tab's sound: a tone of its own (660 Hz), published as the share's audio.
+    const context = new AudioContext();
+    const tone = context.createOscillator();
+    tone.frequency.value = 660;
+    const sink = context.createMediaStreamDestination();
+    tone.connect(sink);
+    tone.start();
+    await context.resume();
+    [window.shareAudio] = sink.stream.getAudioTracks();
+    await room.localParticipant.publishTrack(window.shareAudio, { source: LK.Track.Source.ScreenShareAudio });
+  }
 };
-// What "stop sharing" does: livekit-client sends no signal message, it renegotiates without the track.
-window.stopShare = async () => { await room.localParticipant.unpublishTrack(window.shareTrack); };
+// What "stop sharing" does: livekit-client sends no signal message, it renegotiates without the tracks.
+window.stopShare = async () => {
+  await room.localParticipant.unpublishTrack(window.shareTrack);
+  if (window.shareAudio) await room.localParticipant.unpublishTrack(window.shareAudio);
+  window.shareAudio = undefined;
+};
 window.sendData = async (text) => {
   await room.localParticipant.publishData(new TextEncoder().encode(text), { reliable: true });
 };
@@ -120,6 +136,7 @@ window.remoteStats = async () => {
             entry.frameWidth = s.frameWidth;
             entry.totalSamplesReceived = s.totalSamplesReceived;
             entry.audioEnergy = s.totalAudioEnergy;
+            entry.concealedSamples = s.concealedSamples;
           } else if (s.type === 'remote-outbound-rtp') {
             // Built from the sender reports the SFU sends (what lip sync needs).
             entry.senderReports = s.reportsSent;
@@ -179,6 +196,51 @@ window.cameraRates = async (ms) => {
   const rates = {};
   for (const rid of Object.keys(after)) rates[rid] = Math.round(((after[rid] - (before[rid] ?? 0)) * 8 * 1000) / ms);
   return rates;
+};
+// Everything about the local camera's sending, for a report when its video did not arrive:
+// the track, the sender's encodings (dynacast's active flags), and each layer's outbound stats.
+window.cameraDiag = async () => {
+  const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
+  const track = pub?.track;
+  const sender = track?.sender;
+  const mst = track?.mediaStreamTrack;
+  const out = { sid: pub?.trackSid, muted: pub?.isMuted, readyState: mst?.readyState, trackMuted: mst?.muted, enabled: mst?.enabled };
+  if (!sender) return { ...out, sender: null };
+  out.transport = sender.transport?.state;
+  out.mine = room.engine.pcManager?.publisher.getTransceivers().some((t) => t.sender === sender);
+  out.senderTrack = sender.track ? (sender.track === mst ? 'same' : sender.track.readyState) : null;
+  out.encodings = sender.getParameters().encodings.map((e) => ({ rid: e.rid, active: e.active, maxBitrate: e.maxBitrate, scale: e.scaleResolutionDownBy }));
+  out.outbound = [];
+  (await sender.getStats()).forEach((s) => {
+    if (s.type === 'outbound-rtp') out.outbound.push({ rid: s.rid, active: s.active, bytesSent: s.bytesSent, framesEncoded: s.framesEncoded, limitation: s.qualityLimitationReason, width: s.frameWidth });
+    if (s.type === 'media-source') out.source = { frames: s.frames, fps: s.framesPerSecond, width: s.width, height: s.height };
+  });
+  // What the capture delivered to the track itself (Chromium's MediaStreamTrack statistics).
+  const ts = mst?.stats;
+  if (ts) out.captured = { delivered: ts.deliveredFrames, discarded: ts.discardedFrames, total: ts.totalFrames };
+  out.settings = mst?.getSettings();
+  return out;
+};
+// Frames a fresh capture of the camera delivers in 1.5 s (then stopped): tells a stalled capture
+// device from a stalled track.
+window.probeCamera = async () => {
+  const [t] = (await navigator.mediaDevices.getUserMedia({ video: true })).getVideoTracks();
+  await new Promise((r) => setTimeout(r, 1500));
+  const frames = t.stats?.totalFrames;
+  t.stop();
+  const cam = room.localParticipant.getTrackPublication(LK.Track.Source.Camera)?.track?.mediaStreamTrack;
+  return { fresh: frames, published: cam?.stats?.totalFrames };
+};
+// Records the local camera's capture in the event log whenever it changes (track, state, frames
+// captured), four times a second: a camera that stops capturing shows as a count that stays.
+window.watchCamera = () => {
+  let last = '';
+  setInterval(() => {
+    const t = room.localParticipant.getTrackPublication(LK.Track.Source.Camera)?.track?.mediaStreamTrack;
+    const now = t ? t.id.slice(0, 8) + ' ' + t.readyState + ' ' + t.stats?.totalFrames : 'none';
+    if (now !== last) note('camera', { now });
+    last = now;
+  }, 250);
 };
 window.events = () => log;
 // livekit-client's own simulation of a dropped signalling socket: it closes the WebSocket and
@@ -252,14 +314,14 @@ const tone = join(profile, 'tone.wav');
 }
 const result = { steps: [] };
 const step = (name, data) => { result.steps.push(name); console.error(`[livekit.mjs] ${name}`); return data; };
+const browserFlags = [`--use-file-for-fake-audio-capture=${tone}`, '--autoplay-policy=no-user-gesture-required'];
 let context;
+let ownBrowser;
+let ownProfile;
 try {
-  context = await launch(profile, [
-    `--use-file-for-fake-audio-capture=${tone}`,
-    '--autoplay-policy=no-user-gesture-required',
-  ]);
-  const open = async (name) => {
-    const p = await context.newPage();
+  context = await launch(profile, browserFlags);
+  const open = async (name, browser = context) => {
+    const p = await browser.newPage();
     p.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') console.error(`[${name} ${m.type()}] ${m.text()}`); });
     p.on('pageerror', (e) => console.error(`[${name} error] ${e.message}`));
     await p.goto(pageUrl);
@@ -277,12 +339,19 @@ try {
     return value;
   };
   const video = (stats, identity, source = 'camera') => stats.find((s) => s.identity === identity && s.source === source && s.kind === 'video');
-  const audio = (stats, identity) => stats.find((s) => s.identity === identity && s.kind === 'audio');
+  const audio = (stats, identity, source = 'microphone') => stats.find((s) => s.identity === identity && s.source === source && s.kind === 'audio');
   const frames = (s) => s?.framesDecoded ?? 0;
 
   const passphrase = mode === 'e2ee' ? 'consulta-test-shared-key' : undefined;
   const alice = await open('alice');
-  const bob = await open('bob');
+  // After a restart livekit-client stops each camera and captures it again. Pages of one Chromium
+  // share its fake camera, which then stalled for good in about half the runs (a fresh capture in
+  // either page got no frame either): Bob gets a browser of his own, as he would on his own device.
+  if (mode === 'restart') {
+    ownProfile = mkdtempSync(join(tmpdir(), 'consulta-chromium-'));
+    ownBrowser = await launch(ownProfile, browserFlags);
+  }
+  const bob = await open('bob', ownBrowser);
   // Ends a scenario of its own: what both pages saw, then both leave.
   const finish = async () => {
     result.alice_events = await alice.evaluate(() => window.events());
@@ -415,6 +484,7 @@ try {
     await finish();
   }
   if (mode === 'restart') {
+    await Promise.all([alice, bob].map((p) => p.evaluate(() => window.watchCamera())));
     // The SFU shuts down (a deploy) and a new node comes up on the same address, with the room:
     // both clients are told to join again, do so at once, and the call goes on in new sessions.
     const sees = (p, who, n) => until(p, () => window.remoteStats(), (s) => frames(video(s, who)) >= n, 40000);
@@ -435,15 +505,20 @@ try {
     result.restart_to_audio_ms = Date.now() - back;
     result.alice_hears_bob_after = audio(ha, 'bob') ?? null;
     result.bob_hears_alice_after = audio(hb, 'alice') ?? null;
-    // Video is reported, not required: in 13 of 30 runs (2026-12-03) livekit-client's
-    // republished cameras sent nothing on the new connections (docs/SFU.md, "Shutdown").
+    // livekit-client captures each camera again after a restart (its republish).
     const [a, b] = await Promise.all([
-      until(alice, () => window.remoteStats(), (s) => frames(video(s, 'bob')) >= 30, 15000),
-      until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= 30, 15000),
+      until(alice, () => window.remoteStats(), (s) => frames(video(s, 'bob')) >= 30, 20000),
+      until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= 30, 20000),
     ]);
     result.restart_to_video_ms = Date.now() - back;
     result.alice_sees_bob_after = video(a, 'bob') ?? null;
     result.bob_sees_alice_after = video(b, 'alice') ?? null;
+    if (frames(video(a, 'bob')) < 30 || frames(video(b, 'alice')) < 30) {
+      result.alice_camera_probe = await alice.evaluate(() => window.probeCamera());
+      result.bob_camera_probe = await bob.evaluate(() => window.probeCamera());
+    }
+    result.alice_camera_after = await alice.evaluate(() => window.cameraDiag());
+    result.bob_camera_after = await bob.evaluate(() => window.cameraDiag());
     result.alice_sid_after = await alice.evaluate(() => room.localParticipant.sid);
     await finish();
   }
@@ -505,9 +580,12 @@ try {
   await dave.close();
   step('a fourth participant after the third');
 
-  await alice.evaluate(() => window.shareScreen());
-  const screen = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice', 'screen_share')) >= 15, 20000);
+  await alice.evaluate(() => window.shareScreen(true));
+  const shareHeard = (s) => (audio(s, 'alice', 'screen_share_audio')?.packetsReceived ?? 0) >= 100;
+  const screen = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice', 'screen_share')) >= 15 && shareHeard(s), 20000);
   result.bob_sees_screen = video(screen, 'alice', 'screen_share');
+  result.bob_hears_screen = audio(screen, 'alice', 'screen_share_audio') ?? null;
+  result.bob_hears_alice_during_share = audio(screen, 'alice') ?? null;
   // Her camera goes on beside the share: the share renegotiated her publisher connection, long
   // after her camera's first packets.
   const cameraFrames = async () => frames(video(await bob.evaluate(() => window.remoteStats()), 'alice'));
@@ -520,7 +598,9 @@ try {
   await alice.evaluate(() => window.stopShare());
   const ended = await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'unpublished' && x.identity === 'alice' && x.source === 'screen_share'), 10000);
   result.bob_saw_share_end = ended.some((x) => x.kind === 'unpublished' && x.source === 'screen_share');
-  result.bob_shares_after_end = (await bob.evaluate(() => window.remoteStats())).filter((s) => s.identity === 'alice' && s.source === 'screen_share').length;
+  const audioEnded = await until(bob, () => window.events(), (e) => e.some((x) => x.kind === 'unpublished' && x.identity === 'alice' && x.source === 'screen_share_audio'), 10000);
+  result.bob_saw_share_audio_end = audioEnded.some((x) => x.kind === 'unpublished' && x.source === 'screen_share_audio');
+  result.bob_shares_after_end = (await bob.evaluate(() => window.remoteStats())).filter((s) => s.identity === 'alice' && s.source.startsWith('screen_share')).length;
   await alice.evaluate(() => window.shareScreen());
   const again = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice', 'screen_share')) >= 15, 20000);
   result.bob_sees_second_screen = video(again, 'alice', 'screen_share');
@@ -544,6 +624,8 @@ try {
 } finally {
   console.log(`LIVEKIT_RESULT ${JSON.stringify(result)}`);
   if (context) await context.close();
+  if (ownBrowser) await ownBrowser.close();
   server.close();
   rmSync(profile, { recursive: true, force: true });
+  if (ownProfile) rmSync(ownProfile, { recursive: true, force: true });
 }

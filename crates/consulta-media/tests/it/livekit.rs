@@ -1,8 +1,8 @@
 //! The real livekit-client (npm, pinned) in headless Chromium against a whole Consulta SFU node:
 //! two participants publish camera (simulcast, the SDK default) and microphone and each decodes
-//! the other; mute/unmute is seen; a third participant joins and leaves; a screen share and a data
-//! packet arrive; a token for another room is refused. Fails, never skips, when the browser or
-//! the Node modules are missing: `tests/run` installs both.
+//! the other; mute/unmute is seen; a third participant joins and leaves; a screen share with its
+//! sound and a data packet arrive; a token for another room is refused. Fails, never skips, when
+//! the browser or the Node modules are missing: `tests/run` installs both.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -368,10 +368,31 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
         "bob decodes alice's screen share: {}",
         result["bob_sees_screen"]
     );
+    // The share's sound is a track of its own (another SSRC), decoded beside her microphone.
+    // (Not its energy: Chromium leaves `totalAudioEnergy` at 0 for a track only muted elements
+    // play, as a direct PeerConnection pair showed for both a microphone and a tone.)
+    let (share, voice) = (
+        &result["bob_hears_screen"],
+        &result["bob_hears_alice_during_share"],
+    );
+    let decoded = share["totalSamplesReceived"].as_u64().unwrap_or(0);
+    let concealed = share["concealedSamples"].as_u64().unwrap_or(u64::MAX);
+    assert!(
+        share["packetsReceived"].as_u64().unwrap_or(0) >= 100 && concealed * 10 < decoded,
+        "bob hears alice's shared sound: {share}"
+    );
+    assert!(
+        share["ssrc"].as_u64().is_some() && share["ssrc"] != voice["ssrc"],
+        "the shared sound is not her voice: {share} / {voice}"
+    );
     // livekit-client's unpublishTrack only renegotiates: the SFU tells Bob from the offer.
     assert_eq!(
         result["bob_saw_share_end"], true,
         "bob was told alice stopped sharing"
+    );
+    assert_eq!(
+        result["bob_saw_share_audio_end"], true,
+        "bob was told her shared sound ended with the share"
     );
     assert_eq!(
         result["bob_shares_after_end"], 0,
@@ -549,12 +570,13 @@ async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
 /// A restart (a deploy): the node is shut down mid-call and a new one comes up on the same
 /// address. Each client is told to join again (`leave`, SERVER_SHUTDOWN, RECONNECT), does so at
 /// once in a new session without first trying a resume, and the call goes on: both hear each
-/// other again. Video after the rejoin is reported, not required: livekit-client's republished
-/// cameras sometimes send nothing on the new connections (docs/SFU.md, "Shutdown").
+/// other again, and see each other: each client captures its camera again and publishes it anew.
+/// Bob runs in a Chromium of his own (livekit.mjs says why).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_rejoins_a_restarted_node_and_the_call_goes_on() {
     let (_node, result) = run_scenario("restart").await;
-    let alice = event_kinds(&result, "alice_events");
+    let mut alice = event_kinds(&result, "alice_events");
+    alice.retain(|k| k != "camera");
     let frames = |v: &Value| v["framesDecoded"].as_u64().unwrap_or(0);
     eprintln!(
         "alice's events: {alice:?}; both rejoined {} ms after the new node was up; audio back \
@@ -586,6 +608,37 @@ async fn livekit_client_rejoins_a_restarted_node_and_the_call_goes_on() {
         let packets = stats["packetsReceived"].as_u64().unwrap_or(0);
         assert!(packets >= 100, "{way} after the restart: {stats}");
     }
+    // Each client captured its camera again and published it on its new connection.
+    for (way, stats, publisher) in [
+        ("alice sees bob", &result["alice_sees_bob_after"], "bob"),
+        ("bob sees alice", &result["bob_sees_alice_after"], "alice"),
+    ] {
+        assert!(
+            frames(stats) >= 30,
+            "{way} after the restart: {stats}\n{publisher}'s camera: {}\nprobe: {}\ncapture: {:?}",
+            result[format!("{publisher}_camera_after")],
+            result[format!("{publisher}_camera_probe")],
+            camera_log(&result, publisher),
+        );
+    }
+}
+
+/// What a page's `watchCamera` recorded: when, and the camera track's capture then.
+fn camera_log(result: &Value, who: &str) -> Vec<String> {
+    let events = result[format!("{who}_events")].as_array();
+    events
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "camera" || e["kind"] == "restarting" || e["kind"] == "restarted")
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["at"],
+                e["kind"],
+                e["now"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
 }
 
 /// Loss repaired both ways: the SFU drops every 25th RTP datagram it receives and every 25th it
