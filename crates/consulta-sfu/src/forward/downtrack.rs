@@ -123,8 +123,9 @@ pub enum DropReason {
     OtherLayer,
     /// The wanted layer, but not at a key frame, where a switch or start could happen.
     WaitingForKeyframe,
-    /// A late packet of the current layer from before the switch to it, or one too far back to
-    /// be a reordered or repaired one ([`RESTART_DISTANCE`]).
+    /// A late packet of the current layer from before the switch to it, or one that cannot be a
+    /// reordered or repaired one: too far back ([`RESTART_DISTANCE`]), or behind in numbering
+    /// but ahead in time (numbering that restarted just behind the old numbers).
     BeforeSwitch,
 }
 
@@ -156,8 +157,9 @@ pub struct DownTrackStats {
     pub layer_switches: u64,
     /// Key frame requests issued.
     pub keyframe_requests: u64,
-    /// Times the publisher's sequence on the current layer jumped far back (numbering restarted
-    /// on the same SSRC, or a jump of 32 768 or more): followed again from the next key frame.
+    /// Times the publisher's numbering on the current layer restarted on the same SSRC (a jump
+    /// far back or of 32 768 or more, or to just behind with time going on): followed again from
+    /// the next key frame.
     pub sequence_restarts: u64,
 }
 
@@ -166,8 +168,8 @@ pub struct DownTrackStats {
 /// publisher's retransmission history still holds.
 const RESTART_DISTANCE: i64 = 3000;
 
-/// Packets in a row that far behind before the numbering counts as restarted: a stray old
-/// duplicate does not move the mapping.
+/// Packets in a row that far behind (or behind but newer in time) before the numbering counts as
+/// restarted: a stray old duplicate does not move the mapping.
 const RESTART_AFTER: u8 = 3;
 
 /// The mapping of the current layer's sequence, timestamp and PictureID spaces onto the outgoing
@@ -185,6 +187,21 @@ struct Mapping {
     /// one of this mapping, so a late packet from before the switch is recognised.
     highest_seq: u16,
     highest_index: i64,
+    /// The RTP timestamp of the packet numbered `highest_seq`.
+    highest_ts: u32,
+}
+
+impl Mapping {
+    /// Whether a packet numbered `seq` at `timestamp` cannot belong to this numbering: too far
+    /// back ([`RESTART_DISTANCE`]) for any reordering or repair, or behind the newest packet but
+    /// ahead of it in time. A reordered or retransmitted packet is older in both; numbering that
+    /// restarted on the same SSRC a little behind the old numbers, with the clock going on, is
+    /// behind in one and ahead in the other.
+    fn foreign(&self, seq: u16, timestamp: u32) -> bool {
+        let delta = i64::from(seq.wrapping_sub(self.highest_seq) as i16);
+        let later = timestamp.wrapping_sub(self.highest_ts) as i32 > 0;
+        delta <= -RESTART_DISTANCE || delta < 0 && later
+    }
 }
 
 /// The last packet sent (the newest by sequence number).
@@ -353,7 +370,7 @@ impl DownTrack {
             && m.quality == packet.quality
             && m.ssrc == packet.ssrc
         {
-            if !self.numbering_restarted(&m, packet.seq) {
+            if !self.numbering_restarted(&m, packet.seq, packet.timestamp) {
                 return self.forward(m, packet, now);
             }
             // Every later packet would look late: chosen again as at a switch (at a key frame
@@ -443,11 +460,10 @@ impl DownTrack {
             .unwrap_or(target)
     }
 
-    /// Whether `seq` is the [`RESTART_AFTER`]th packet in a row at least [`RESTART_DISTANCE`]
-    /// behind the newest of mapping `m`.
-    fn numbering_restarted(&mut self, m: &Mapping, seq: u16) -> bool {
-        let delta = i64::from(seq.wrapping_sub(m.highest_seq) as i16);
-        if delta > -RESTART_DISTANCE {
+    /// Whether the packet `seq` at `timestamp` is the [`RESTART_AFTER`]th in a row that cannot
+    /// belong to mapping `m`'s numbering ([`Mapping::foreign`]).
+    fn numbering_restarted(&mut self, m: &Mapping, seq: u16, timestamp: u32) -> bool {
+        if !m.foreign(seq, timestamp) {
             self.far_behind = 0;
             return false;
         }
@@ -475,6 +491,7 @@ impl DownTrack {
             tl0_offset: 0,
             highest_seq: packet.seq,
             highest_index: 0,
+            highest_ts: packet.timestamp,
         };
         if let Some(last) = self.last {
             mapping.seq_offset = last.seq.wrapping_add(1).wrapping_sub(packet.seq);
@@ -510,9 +527,9 @@ impl DownTrack {
     fn forward(&mut self, mut m: Mapping, packet: IncomingPacket<'_>, now: Instant) -> Forward {
         let delta = i64::from(packet.seq.wrapping_sub(m.highest_seq) as i16);
         let index = m.highest_index + delta;
-        // Before the mapping's first packet, or too far back to be a reordered or repaired one
-        // (the publisher's numbering moved: see `numbering_restarted`).
-        if index < 0 || delta <= -RESTART_DISTANCE {
+        // Before the mapping's first packet, or not a reordered or repaired one (the publisher's
+        // numbering moved: see `numbering_restarted`).
+        if index < 0 || m.foreign(packet.seq, packet.timestamp) {
             self.stats.dropped_before_switch += 1;
             return Forward::Drop(DropReason::BeforeSwitch);
         }
@@ -520,6 +537,7 @@ impl DownTrack {
         if newest {
             m.highest_seq = packet.seq;
             m.highest_index = index;
+            m.highest_ts = packet.timestamp;
             self.current = Some(m);
         }
         let seq = packet.seq.wrapping_add(m.seq_offset);
@@ -828,6 +846,56 @@ mod tests {
         assert_eq!(sim.out.len(), before + 12);
         assert!(sim.out[before].key);
         assert_continuous(&sim.out);
+        assert_eq!(sim.dt.stats().sequence_restarts, 1);
+    }
+
+    /// Numbering that restarts on the same SSRC just behind the old numbers, with the clock going
+    /// on, is followed from the next key frame too. Before, its packets went out as late ones of
+    /// the old numbering (numbers the receiver had already had) until the new numbers caught up:
+    /// here 500 packets, for a camera several seconds of frozen video. A whole frame that arrives
+    /// late (behind, and older in time) is still forwarded as a reordered one.
+    #[test]
+    fn numbering_restarted_just_behind_is_followed_from_the_next_keyframe() {
+        const HIGH: usize = 2;
+        let mut sim = Sim::new(Codec::Vp8);
+        sim.tick(&[Quality::High], &[Quality::High]);
+        let late = sim.layers[HIGH].frame(false, 3);
+        sim.now += FRAME;
+        sim.tick(&[Quality::High], &[]);
+        for p in &late {
+            assert!(
+                matches!(sim.feed(p), Forward::Send { .. }),
+                "reordered frame"
+            );
+        }
+        sim.ticks(2, &[Quality::High]);
+        assert_eq!(sim.dt.stats().sequence_restarts, 0);
+        let before = sim.out.len();
+        assert_eq!(before, 15);
+
+        sim.layers[HIGH].seq = sim.layers[HIGH].seq.wrapping_sub(500);
+        let restarted = sim.layers[HIGH].frame(false, 3);
+        for p in &restarted[..2] {
+            assert_eq!(sim.feed(p), Forward::Drop(DropReason::BeforeSwitch));
+        }
+        assert_eq!(
+            sim.feed(&restarted[2]),
+            Forward::Drop(DropReason::WaitingForKeyframe)
+        );
+        assert_eq!(sim.dt.stats().sequence_restarts, 1);
+        assert_eq!(
+            sim.dt.poll_keyframe_request(sim.now).map(|r| r.quality),
+            Some(Quality::High)
+        );
+        sim.now += FRAME;
+        sim.ticks(2, &[Quality::High]);
+        assert_eq!(sim.out.len(), before, "nothing until a key frame");
+        sim.tick(&[Quality::High], &[Quality::High]);
+        sim.ticks(3, &[Quality::High]);
+        assert_eq!(sim.out.len(), before + 12);
+        assert!(sim.out[before].key);
+        // From the two frames before the restart (sent in order) on: numbered on without a gap.
+        assert_continuous(&sim.out[before - 6..]);
         assert_eq!(sim.dt.stats().sequence_restarts, 1);
     }
 
@@ -1230,6 +1298,22 @@ mod tests {
         assert!(dt.is_paused());
     }
 
+    /// Feeds the Opus packet `seq`, the `i`th of its 20 ms frames since `t0`, on SSRC 9.
+    fn opus_packet(dt: &mut DownTrack, t0: Instant, seq: u16, i: u32) -> Forward {
+        let mut payload = [0x78, 0x01, 0x02];
+        dt.handle_packet(
+            IncomingPacket {
+                quality: Quality::High,
+                ssrc: 9,
+                seq,
+                timestamp: 960 * i,
+                marker: false,
+                payload: &mut payload,
+            },
+            t0 + Duration::from_millis(20) * i,
+        )
+    }
+
     /// Audio restarts at once: the third packet far behind starts a new mapping, numbered on
     /// from the last sent. A packet that far behind is never forwarded, even when the mapping is
     /// old enough for it to look like a late one of its own.
@@ -1237,20 +1321,7 @@ mod tests {
     fn audio_follows_a_sequence_jump_at_once_and_never_forwards_a_packet_far_behind() {
         let mut dt = DownTrack::new(DownTrackConfig::new(Codec::Opus));
         let t0 = Instant::now();
-        let feed = |dt: &mut DownTrack, seq: u16, i: u32| {
-            let mut payload = [0x78, 0x01, 0x02];
-            dt.handle_packet(
-                IncomingPacket {
-                    quality: Quality::High,
-                    ssrc: 9,
-                    seq,
-                    timestamp: 960 * i,
-                    marker: false,
-                    payload: &mut payload,
-                },
-                t0 + Duration::from_millis(20) * i,
-            )
-        };
+        let feed = |dt: &mut DownTrack, seq: u16, i: u32| opus_packet(dt, t0, seq, i);
         for i in 0..3100u32 {
             assert!(matches!(feed(&mut dt, i as u16, i), Forward::Send { .. }));
         }
@@ -1278,6 +1349,37 @@ mod tests {
             match feed(&mut dt, jumped(k), 3101 + u32::from(k)) {
                 Forward::Send { seq, .. } => assert_eq!(seq, 3099 + k),
                 other => panic!("packet {k} after the jump: {other:?}"),
+            }
+        }
+        assert_eq!(dt.stats().sequence_restarts, 1);
+    }
+
+    /// Audio whose numbering restarts 100 behind, its clock going on, is followed from the third
+    /// packet, numbered on from the last one sent; none of the new packets goes out with an old
+    /// number.
+    #[test]
+    fn audio_follows_numbering_restarted_just_behind() {
+        let mut dt = DownTrack::new(DownTrackConfig::new(Codec::Opus));
+        let t0 = Instant::now();
+        let feed = |dt: &mut DownTrack, seq: u16, i: u32| opus_packet(dt, t0, seq, i);
+        for i in 0..200u32 {
+            assert!(matches!(feed(&mut dt, i as u16, i), Forward::Send { .. }));
+        }
+        // A packet reordered by two (older in time) is forwarded with its own number.
+        assert!(matches!(
+            feed(&mut dt, 197, 197),
+            Forward::Send { seq: 197, .. }
+        ));
+        for k in 0..2u16 {
+            assert_eq!(
+                feed(&mut dt, 100 + k, 200 + u32::from(k)),
+                Forward::Drop(DropReason::BeforeSwitch)
+            );
+        }
+        for k in 2..5u16 {
+            match feed(&mut dt, 100 + k, 200 + u32::from(k)) {
+                Forward::Send { seq, .. } => assert_eq!(seq, 198 + k),
+                other => panic!("packet {k} after the restart: {other:?}"),
             }
         }
         assert_eq!(dt.stats().sequence_restarts, 1);
