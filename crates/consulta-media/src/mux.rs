@@ -55,6 +55,22 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
+/// Whether `datagram` is a STUN response (success or error class, RFC 5389 §6). A new client the
+/// NAT gave a departed one's port answers the old connection's keepalive checks with errors, so a
+/// response does not show that the old client is still there; its own requests and media do.
+fn is_stun_response(datagram: &[u8]) -> bool {
+    // The class's high bit is bit 8 of the message type: the low bit of the first byte.
+    match datagram.get(..8) {
+        Some([first, _, _, _, cookie @ ..]) => {
+            datagram.len() >= 20
+                && first & 0xC0 == 0
+                && first & 0x01 != 0
+                && *cookie == MAGIC_COOKIE
+        }
+        _ => false,
+    }
+}
+
 /// Routes datagrams to connections keyed by `K`.
 #[derive(Debug)]
 pub struct Demux<K> {
@@ -134,7 +150,9 @@ impl<K: Copy + Eq + Hash> Demux<K> {
             return Some(key);
         }
         let bound = self.by_addr.get_mut(&from)?;
-        bound.heard = now;
+        if !is_stun_response(datagram) {
+            bound.heard = now;
+        }
         Some(bound.key)
     }
 
@@ -300,7 +318,8 @@ mod tests {
 
     /// A client goes without a word (its connection kept for a resume) and its NAT gives the
     /// port to another client at once: that one's STUN is taken for a forged source only while
-    /// the address is still heard from, and gets it after [`ABANDONED_AFTER`] of silence.
+    /// the address is still heard from, and gets it after [`ABANDONED_AFTER`] of silence (STUN
+    /// responses from it do not count).
     #[test]
     fn an_address_silent_long_enough_goes_to_the_connection_its_stun_names() {
         let mut demux = Demux::default();
@@ -315,6 +334,12 @@ mod tests {
         assert_eq!(demux.route(at(9), nat, &stun_request("bbbb:y")), None);
         assert_eq!(demux.route(at(12), nat, &stun_request("bbbb:y")), None);
         assert_eq!(demux.route(at(12), nat, &[0x80; 20]), Some(1));
+        // The new client answers the old connection's keepalive checks with errors: routed to
+        // the old connection, but not a sign of its client.
+        let mut unauthorized = stun_request("");
+        unauthorized[..2].copy_from_slice(&0x0111u16.to_be_bytes());
+        assert!(is_stun_response(&unauthorized) && !is_stun_response(&stun_request("a:b")));
+        assert_eq!(demux.route(at(15), nat, &unauthorized), Some(1));
         assert_eq!(demux.route(at(19), nat, &stun_request("bbbb:y")), None);
         // 8 s without a datagram: the port is the new client's, media included.
         assert_eq!(demux.route(at(20), nat, &stun_request("bbbb:y")), Some(2));
