@@ -517,7 +517,7 @@ impl Router {
         if self.inject_loss(0, datagram) {
             return;
         }
-        let Some(id) = self.demux.route(now, from, datagram) else {
+        let Some(id) = self.demux.route(from, datagram) else {
             self.stats.datagrams_unrouted += 1;
             return;
         };

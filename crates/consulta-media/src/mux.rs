@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 /// The STUN magic cookie (RFC 5389 §6).
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
@@ -20,13 +19,6 @@ const ATTR_USERNAME: u16 = 0x0006;
 /// STUN with a connection's ufrag from new addresses, which anyone who sees the traffic can send,
 /// must not push the client's own address out and cut its media.
 const MAX_ADDRS_PER_KEY: usize = 8;
-/// Silence after which the address a connection sends to may be taken by STUN naming another
-/// connection. A client that is still there sends at least its consent checks from it: every
-/// 5 s ± 20 % (RFC 7675 §5.1), every 2.5 s from Chromium on a stable connection. Until then such
-/// STUN is taken for a forged source; after, for a new client behind the same NAT port (a NAT
-/// that reuses a port soon after its client went, whose connection the SFU still keeps for a
-/// resume).
-pub const ABANDONED_AFTER: Duration = Duration::from_secs(8);
 
 /// The local ufrag of a STUN message's USERNAME (`local:remote`), if `datagram` is STUN and has
 /// one. Never panics, whatever the bytes.
@@ -55,37 +47,14 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
-/// Whether `datagram` is a STUN response (success or error class, RFC 5389 §6). A new client the
-/// NAT gave a departed one's port answers the old connection's keepalive checks with errors, so a
-/// response does not show that the old client is still there; its own requests and media do.
-fn is_stun_response(datagram: &[u8]) -> bool {
-    // The class's high bit is bit 8 of the message type: the low bit of the first byte.
-    match datagram.get(..8) {
-        Some([first, _, _, _, cookie @ ..]) => {
-            datagram.len() >= 20
-                && first & 0xC0 == 0
-                && first & 0x01 != 0
-                && *cookie == MAGIC_COOKIE
-        }
-        _ => false,
-    }
-}
-
 /// Routes datagrams to connections keyed by `K`.
 #[derive(Debug)]
 pub struct Demux<K> {
     by_ufrag: HashMap<String, K>,
-    by_addr: HashMap<SocketAddr, Bound<K>>,
+    by_addr: HashMap<SocketAddr, K>,
     addrs: HashMap<K, Vec<SocketAddr>>,
     /// Where each connection last sent (its selected candidate pair's remote address).
     destinations: HashMap<K, SocketAddr>,
-}
-
-/// The connection an address belongs to, and when a datagram from it last came.
-#[derive(Debug, Clone, Copy)]
-struct Bound<K> {
-    key: K,
-    heard: Instant,
 }
 
 impl<K> Default for Demux<K> {
@@ -120,45 +89,34 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.by_ufrag.retain(|_, k| *k != key);
         self.destinations.remove(&key);
         for addr in self.addrs.remove(&key).unwrap_or_default() {
-            if self.by_addr.get(&addr).is_some_and(|b| b.key == key) {
+            if self.by_addr.get(&addr) == Some(&key) {
                 self.by_addr.remove(&addr);
             }
         }
     }
 
-    /// Which connection `datagram` from `from`, received at `now`, belongs to. A STUN message
-    /// with a known ufrag (re)binds `from` to its connection; anything else goes by address.
-    /// STUN from the address another connection sends to is dropped while that connection still
-    /// hears from it: that client is there, so the message, naming someone else's connection,
-    /// carries a forged source (a participant knows its own ufrag and password), and taking the
-    /// address would cut that client's media. After [`ABANDONED_AFTER`] of silence the address
-    /// goes to the connection the STUN names.
-    pub fn route(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Option<K> {
+    /// Which connection `datagram` from `from` belongs to. A STUN message with a known ufrag
+    /// (re)binds `from` to its connection; anything else goes by address. STUN from the address
+    /// another connection sends to is dropped: that client is there, so the message, naming
+    /// someone else's connection, carries a forged source (a participant knows its own ufrag and
+    /// password), and taking the address would cut that client's media.
+    pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<K> {
         if let Some(ufrag) = stun_local_ufrag(datagram)
             && let Some(&key) = self.by_ufrag.get(ufrag)
         {
-            match self.by_addr.get_mut(&from) {
-                Some(bound) if bound.key == key => bound.heard = now,
-                Some(other)
-                    if self.destinations.get(&other.key) == Some(&from)
-                        && now.saturating_duration_since(other.heard) < ABANDONED_AFTER =>
-                {
-                    return None;
-                }
-                _ => self.bind(now, from, key),
+            match self.by_addr.get(&from) {
+                Some(bound) if *bound == key => {}
+                Some(other) if self.destinations.get(other) == Some(&from) => return None,
+                _ => self.bind(from, key),
             }
             return Some(key);
         }
-        let bound = self.by_addr.get_mut(&from)?;
-        if !is_stun_response(datagram) {
-            bound.heard = now;
-        }
-        Some(bound.key)
+        self.by_addr.get(&from).copied()
     }
 
-    fn bind(&mut self, now: Instant, from: SocketAddr, key: K) {
-        if let Some(previous) = self.by_addr.insert(from, Bound { key, heard: now })
-            && let Some(list) = self.addrs.get_mut(&previous.key)
+    fn bind(&mut self, from: SocketAddr, key: K) {
+        if let Some(previous) = self.by_addr.insert(from, key)
+            && let Some(list) = self.addrs.get_mut(&previous)
         {
             list.retain(|a| *a != from);
         }
@@ -187,12 +145,6 @@ impl<K: Copy + Eq + Hash> Demux<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A fixed "now" for the tests where time does not matter.
-    fn t0() -> Instant {
-        static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        *T0.get_or_init(Instant::now)
-    }
 
     fn stun_request(username: &str) -> Vec<u8> {
         let mut attrs = Vec::new();
@@ -238,22 +190,22 @@ mod tests {
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         assert_eq!(
-            demux.route(t0(), a, &[0x80; 20]),
+            demux.route(a, &[0x80; 20]),
             None,
             "media before STUN is unknown"
         );
-        assert_eq!(demux.route(t0(), a, &stun_request("aaaa:x")), Some(1));
-        assert_eq!(demux.route(t0(), b, &stun_request("bbbb:y")), Some(2));
-        assert_eq!(demux.route(t0(), a, &[0x80; 20]), Some(1));
-        assert_eq!(demux.route(t0(), b, &[22; 20]), Some(2));
+        assert_eq!(demux.route(a, &stun_request("aaaa:x")), Some(1));
+        assert_eq!(demux.route(b, &stun_request("bbbb:y")), Some(2));
+        assert_eq!(demux.route(a, &[0x80; 20]), Some(1));
+        assert_eq!(demux.route(b, &[22; 20]), Some(2));
         assert_eq!(
-            demux.route(t0(), a, &stun_request("zzzz:x")),
+            demux.route(a, &stun_request("zzzz:x")),
             Some(1),
             "unknown ufrag"
         );
         demux.remove(1);
-        assert_eq!(demux.route(t0(), a, &[0x80; 20]), None);
-        assert_eq!(demux.route(t0(), b, &[0x80; 20]), Some(2));
+        assert_eq!(demux.route(a, &[0x80; 20]), None);
+        assert_eq!(demux.route(b, &[0x80; 20]), Some(2));
     }
 
     #[test]
@@ -264,9 +216,9 @@ mod tests {
         demux.register("new1".to_owned(), 1u32);
         demux.register("new1".to_owned(), 1u32);
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        assert_eq!(demux.route(t0(), a, &stun_request("old1:x")), None);
-        assert_eq!(demux.route(t0(), a, &stun_request("new1:x")), Some(1));
-        assert_eq!(demux.route(t0(), a, &stun_request("keep:x")), Some(2));
+        assert_eq!(demux.route(a, &stun_request("old1:x")), None);
+        assert_eq!(demux.route(a, &stun_request("new1:x")), Some(1));
+        assert_eq!(demux.route(a, &stun_request("keep:x")), Some(2));
         assert_eq!(demux.by_ufrag.len(), 2);
     }
 
@@ -276,7 +228,7 @@ mod tests {
         demux.register("aaaa".to_owned(), 1u32);
         for port in 0..100u16 {
             let from = SocketAddr::from(([127, 0, 0, 1], 7000 + port));
-            assert_eq!(demux.route(t0(), from, &stun_request("aaaa:x")), Some(1));
+            assert_eq!(demux.route(from, &stun_request("aaaa:x")), Some(1));
         }
         assert_eq!(demux.by_addr.len(), MAX_ADDRS_PER_KEY);
     }
@@ -289,14 +241,14 @@ mod tests {
         let mut demux = Demux::default();
         demux.register("aaaa".to_owned(), 1u32);
         let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        assert_eq!(demux.route(t0(), client, &stun_request("aaaa:x")), Some(1));
+        assert_eq!(demux.route(client, &stun_request("aaaa:x")), Some(1));
         demux.handle_destination(1, client);
         for port in 0..100u16 {
             let spoofed = SocketAddr::from(([198, 51, 100, 7], 7000 + port));
-            assert_eq!(demux.route(t0(), spoofed, &stun_request("aaaa:x")), Some(1));
+            assert_eq!(demux.route(spoofed, &stun_request("aaaa:x")), Some(1));
         }
         assert_eq!(
-            demux.route(t0(), client, &[0x80; 20]),
+            demux.route(client, &[0x80; 20]),
             Some(1),
             "media still routed"
         );
@@ -304,45 +256,15 @@ mod tests {
 
         // Another participant forges the client's address on STUN for its own connection.
         demux.register("bbbb".to_owned(), 2u32);
-        assert_eq!(demux.route(t0(), client, &stun_request("bbbb:y")), None);
+        assert_eq!(demux.route(client, &stun_request("bbbb:y")), None);
         assert_eq!(
-            demux.route(t0(), client, &[0x80; 20]),
+            demux.route(client, &[0x80; 20]),
             Some(1),
             "still the client's"
         );
         demux.remove(1);
         assert!(demux.destinations.is_empty());
         // Once the client's connection is gone, its address is free for anyone.
-        assert_eq!(demux.route(t0(), client, &stun_request("bbbb:y")), Some(2));
-    }
-
-    /// A client goes without a word (its connection kept for a resume) and its NAT gives the
-    /// port to another client at once: that one's STUN is taken for a forged source only while
-    /// the address is still heard from, and gets it after [`ABANDONED_AFTER`] of silence (STUN
-    /// responses from it do not count).
-    #[test]
-    fn an_address_silent_long_enough_goes_to_the_connection_its_stun_names() {
-        let mut demux = Demux::default();
-        demux.register("aaaa".to_owned(), 1u32);
-        demux.register("bbbb".to_owned(), 2u32);
-        let nat: SocketAddr = "192.0.2.1:5000".parse().unwrap();
-        let at = |secs: u64| t0() + Duration::from_secs(secs);
-        assert_eq!(demux.route(at(0), nat, &stun_request("aaaa:x")), Some(1));
-        demux.handle_destination(1, nat);
-        assert_eq!(demux.route(at(5), nat, &[0x80; 20]), Some(1));
-        // Heard 4 s ago, 12 s ago, 13 s ago: the first client may still be there.
-        assert_eq!(demux.route(at(9), nat, &stun_request("bbbb:y")), None);
-        assert_eq!(demux.route(at(12), nat, &stun_request("bbbb:y")), None);
-        assert_eq!(demux.route(at(12), nat, &[0x80; 20]), Some(1));
-        // The new client answers the old connection's keepalive checks with errors: routed to
-        // the old connection, but not a sign of its client.
-        let mut unauthorized = stun_request("");
-        unauthorized[..2].copy_from_slice(&0x0111u16.to_be_bytes());
-        assert!(is_stun_response(&unauthorized) && !is_stun_response(&stun_request("a:b")));
-        assert_eq!(demux.route(at(15), nat, &unauthorized), Some(1));
-        assert_eq!(demux.route(at(19), nat, &stun_request("bbbb:y")), None);
-        // 8 s without a datagram: the port is the new client's, media included.
-        assert_eq!(demux.route(at(20), nat, &stun_request("bbbb:y")), Some(2));
-        assert_eq!(demux.route(at(20), nat, &[0x80; 20]), Some(2));
+        assert_eq!(demux.route(client, &stun_request("bbbb:y")), Some(2));
     }
 }
