@@ -193,14 +193,17 @@ struct Mapping {
 
 impl Mapping {
     /// Whether a packet numbered `seq` at `timestamp` cannot belong to this numbering: too far
-    /// back ([`RESTART_DISTANCE`]) for any reordering or repair, or behind the newest packet but
-    /// ahead of it in time. A reordered or retransmitted packet is older in both; numbering that
-    /// restarted on the same SSRC a little behind the old numbers, with the clock going on, is
-    /// behind in one and ahead in the other.
+    /// back ([`RESTART_DISTANCE`]) for any reordering or repair, or on the other side of the
+    /// newest packet in time than in number. A reordered or retransmitted packet is older in
+    /// both, a new one newer in both (or of the same frame). Numbering that restarted on the same
+    /// SSRC a little behind the old numbers, with the clock going on, is behind in one and ahead
+    /// in the other; so is a late packet of the old numbering after such a restart, ahead of the
+    /// new numbers but older. This assumes timestamps never fall as numbers rise: true of Opus,
+    /// VP8 and the constrained-baseline H.264 negotiated (no B-frames).
     fn foreign(&self, seq: u16, timestamp: u32) -> bool {
         let delta = i64::from(seq.wrapping_sub(self.highest_seq) as i16);
-        let later = timestamp.wrapping_sub(self.highest_ts) as i32 > 0;
-        delta <= -RESTART_DISTANCE || delta < 0 && later
+        let time = timestamp.wrapping_sub(self.highest_ts) as i32;
+        delta <= -RESTART_DISTANCE || delta < 0 && time > 0 || delta > 0 && time < 0
     }
 }
 
@@ -853,7 +856,9 @@ mod tests {
     /// on, is followed from the next key frame too. Before, its packets went out as late ones of
     /// the old numbering (numbers the receiver had already had) until the new numbers caught up:
     /// here 500 packets, for a camera several seconds of frozen video. A whole frame that arrives
-    /// late (behind, and older in time) is still forwarded as a reordered one.
+    /// late (behind, and older in time) is still forwarded as a reordered one; a packet of the old
+    /// numbering that arrives after the restart (ahead of the new numbers, older in time) is
+    /// dropped and moves nothing.
     #[test]
     fn numbering_restarted_just_behind_is_followed_from_the_next_keyframe() {
         const HIGH: usize = 2;
@@ -873,6 +878,9 @@ mod tests {
         let before = sim.out.len();
         assert_eq!(before, 15);
 
+        // Still in flight when the numbering restarts: it arrives after the new key frame.
+        let stale = sim.layers[HIGH].frame(false, 3);
+        sim.now += FRAME;
         sim.layers[HIGH].seq = sim.layers[HIGH].seq.wrapping_sub(500);
         let restarted = sim.layers[HIGH].frame(false, 3);
         for p in &restarted[..2] {
@@ -891,6 +899,7 @@ mod tests {
         sim.ticks(2, &[Quality::High]);
         assert_eq!(sim.out.len(), before, "nothing until a key frame");
         sim.tick(&[Quality::High], &[Quality::High]);
+        assert_eq!(sim.feed(&stale[2]), Forward::Drop(DropReason::BeforeSwitch));
         sim.ticks(3, &[Quality::High]);
         assert_eq!(sim.out.len(), before + 12);
         assert!(sim.out[before].key);
