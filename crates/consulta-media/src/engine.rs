@@ -1232,6 +1232,7 @@ impl Router {
                 peer.destination = Some(transmit.destination);
                 self.demux.handle_destination(id, transmit.destination);
             }
+            self.demux.handle_sent(id, &transmit.contents);
             self.transmits.push_back(transmit);
         }
         let next = peer.pc.poll_timeout();

@@ -6,7 +6,7 @@
 //! `<our ufrag>:<their ufrag>` (RFC 8445 §7.2.2); the ufrag names the connection and the source
 //! address is remembered for everything after (DTLS, SRTP, SRTCP), which carries no identifier.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::SocketAddr;
 
@@ -19,6 +19,53 @@ const ATTR_USERNAME: u16 = 0x0006;
 /// STUN with a connection's ufrag from new addresses, which anyone who sees the traffic can send,
 /// must not push the client's own address out and cut its media.
 const MAX_ADDRS_PER_KEY: usize = 8;
+/// Binding requests remembered per connection, newest kept, for matching the responses. A
+/// connection sends one per candidate pair every 200 ms while checking, and a consent check every
+/// 2 s once connected; answers come within a round trip, retransmissions keep the ID.
+const MAX_REQUESTS_PER_KEY: usize = 32;
+/// What a STUN header says of a datagram, for routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stun {
+    /// A binding request (or any other non-response message): routed by its USERNAME.
+    Request,
+    /// A response, success or error, to the request with this transaction ID.
+    Response {
+        success: bool,
+        transaction: [u8; 12],
+    },
+}
+
+/// Reads a STUN header (RFC 5389 §6; RFC 7983's first-byte rule), if `datagram` starts with one.
+fn stun_kind(datagram: &[u8]) -> Option<Stun> {
+    let header = datagram.first_chunk::<20>()?;
+    if header[0] & 0xC0 != 0 || header[4..8] != MAGIC_COOKIE {
+        return None;
+    }
+    // The class is in bits 8 and 4 of the message type: 0b10 success, 0b11 error response.
+    let kind = u16::from_be_bytes([header[0], header[1]]);
+    let class = ((kind >> 7) & 0b10) | ((kind >> 4) & 0b01);
+    let transaction = header[8..20].try_into().ok()?;
+    Some(match class {
+        0b10 => Stun::Response {
+            success: true,
+            transaction,
+        },
+        0b11 => Stun::Response {
+            success: false,
+            transaction,
+        },
+        _ => Stun::Request,
+    })
+}
+
+/// The transaction ID of `datagram` if it is a STUN binding request.
+fn binding_request_id(datagram: &[u8]) -> Option<[u8; 12]> {
+    let header = datagram.first_chunk::<20>()?;
+    if header[..2] != [0x00, 0x01] || header[4..8] != MAGIC_COOKIE {
+        return None;
+    }
+    header[8..20].try_into().ok()
+}
 
 /// The local ufrag of a STUN message's USERNAME (`local:remote`), if `datagram` is STUN and has
 /// one. Never panics, whatever the bytes.
@@ -48,6 +95,22 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 }
 
 /// Routes datagrams to connections keyed by `K`.
+///
+/// Who may hold an address: a client's STUN naming its connection binds it, but only an answer to
+/// one of the connection's own binding requests proves the client is there. Its transaction ID is
+/// 96 random bits sent to that address alone, so nobody off the path can forge it; a participant
+/// can forge a source address and knows its own ufrag and password, so STUN naming a connection
+/// proves nothing about who sends it. Hence:
+/// - a success answer goes to the connection whose request it answers, and binds its address to
+///   that connection, taking it from whoever held it;
+/// - an error answer goes to the connection that asked and binds nothing (a new client at a
+///   reused NAT port refuses the old connection's checks);
+/// - STUN naming a connection binds its source address to it, unless another connection sends
+///   to that address: then the message still reaches the connection it names, whose answer and
+///   check (`rtc` checks back an address its request came from) go to the address, and only the
+///   client there can answer. A new client at a departed client's NAT port so gets it at once; a
+///   participant forging a present client's address gets nothing;
+/// - everything else (DTLS, SRTP, SRTCP) goes by address.
 #[derive(Debug)]
 pub struct Demux<K> {
     by_ufrag: HashMap<String, K>,
@@ -55,6 +118,10 @@ pub struct Demux<K> {
     addrs: HashMap<K, Vec<SocketAddr>>,
     /// Where each connection last sent (its selected candidate pair's remote address).
     destinations: HashMap<K, SocketAddr>,
+    /// The connection that sent each binding request still remembered.
+    requests: HashMap<[u8; 12], K>,
+    /// Each connection's remembered requests, oldest first.
+    sent: HashMap<K, VecDeque<[u8; 12]>>,
 }
 
 impl<K> Default for Demux<K> {
@@ -64,6 +131,8 @@ impl<K> Default for Demux<K> {
             by_addr: HashMap::new(),
             addrs: HashMap::new(),
             destinations: HashMap::new(),
+            requests: HashMap::new(),
+            sent: HashMap::new(),
         }
     }
 }
@@ -84,7 +153,27 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.destinations.insert(key, to);
     }
 
-    /// Forgets `key`: its ufrags and addresses.
+    /// Connection `key` sends `datagram`: a binding request's transaction ID is remembered, so
+    /// that its answer reaches `key` and vouches for the address it comes from. Cheap for
+    /// anything else (two bytes compared).
+    pub fn handle_sent(&mut self, key: K, datagram: &[u8]) {
+        let Some(id) = binding_request_id(datagram) else {
+            return;
+        };
+        let sent = self.sent.entry(key).or_default();
+        if sent.contains(&id) {
+            return; // a retransmission
+        }
+        if sent.len() >= MAX_REQUESTS_PER_KEY
+            && let Some(oldest) = sent.pop_front()
+        {
+            self.requests.remove(&oldest);
+        }
+        sent.push_back(id);
+        self.requests.insert(id, key);
+    }
+
+    /// Forgets `key`: its ufrags, addresses and requests.
     pub fn remove(&mut self, key: K) {
         self.by_ufrag.retain(|_, k| *k != key);
         self.destinations.remove(&key);
@@ -93,25 +182,40 @@ impl<K: Copy + Eq + Hash> Demux<K> {
                 self.by_addr.remove(&addr);
             }
         }
+        for id in self.sent.remove(&key).unwrap_or_default() {
+            self.requests.remove(&id);
+        }
     }
 
-    /// Which connection `datagram` from `from` belongs to. A STUN message with a known ufrag
-    /// (re)binds `from` to its connection; anything else goes by address. STUN from the address
-    /// another connection sends to is dropped: that client is there, so the message, naming
-    /// someone else's connection, carries a forged source (a participant knows its own ufrag and
-    /// password), and taking the address would cut that client's media.
+    /// Which connection `datagram` from `from` belongs to (the rules are on [`Demux`]).
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<K> {
-        if let Some(ufrag) = stun_local_ufrag(datagram)
-            && let Some(&key) = self.by_ufrag.get(ufrag)
-        {
-            match self.by_addr.get(&from) {
-                Some(bound) if *bound == key => {}
-                Some(other) if self.destinations.get(other) == Some(&from) => return None,
-                _ => self.bind(from, key),
+        match stun_kind(datagram) {
+            Some(Stun::Response {
+                success,
+                transaction,
+            }) => {
+                let Some(&key) = self.requests.get(&transaction) else {
+                    return self.by_addr.get(&from).copied();
+                };
+                if success && self.by_addr.get(&from) != Some(&key) {
+                    self.bind(from, key);
+                }
+                Some(key)
             }
-            return Some(key);
+            Some(Stun::Request) => {
+                let Some(&key) = stun_local_ufrag(datagram).and_then(|u| self.by_ufrag.get(u))
+                else {
+                    return self.by_addr.get(&from).copied();
+                };
+                match self.by_addr.get(&from) {
+                    Some(bound) if *bound == key => {}
+                    Some(other) if self.destinations.get(other) == Some(&from) => {}
+                    _ => self.bind(from, key),
+                }
+                Some(key)
+            }
+            None => self.by_addr.get(&from).copied(),
         }
-        self.by_addr.get(&from).copied()
     }
 
     fn bind(&mut self, from: SocketAddr, key: K) {
@@ -146,7 +250,19 @@ impl<K: Copy + Eq + Hash> Demux<K> {
 mod tests {
     use super::*;
 
+    /// Connection 1 with ufrag `aaaa`, connection 2 with `bbbb`.
+    fn two_connections() -> Demux<u32> {
+        let mut demux = Demux::default();
+        demux.register("aaaa".to_owned(), 1);
+        demux.register("bbbb".to_owned(), 2);
+        demux
+    }
+
     fn stun_request(username: &str) -> Vec<u8> {
+        stun_request_with_id(username, [7; 12])
+    }
+
+    fn stun_request_with_id(username: &str, id: [u8; 12]) -> Vec<u8> {
         let mut attrs = Vec::new();
         attrs.extend_from_slice(&0x0024u16.to_be_bytes()); // PRIORITY first, as browsers send
         attrs.extend_from_slice(&4u16.to_be_bytes());
@@ -160,8 +276,17 @@ mod tests {
         let mut msg = vec![0x00, 0x01];
         msg.extend_from_slice(&u16::try_from(attrs.len()).unwrap().to_be_bytes());
         msg.extend_from_slice(&MAGIC_COOKIE);
-        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&id);
         msg.extend_from_slice(&attrs);
+        msg
+    }
+
+    /// A response to request `id`: success (0x0101) or error (0x0111), with an attribute.
+    fn stun_response(id: [u8; 12], success: bool) -> Vec<u8> {
+        let mut msg = vec![0x01, if success { 0x01 } else { 0x11 }, 0x00, 0x08];
+        msg.extend_from_slice(&MAGIC_COOKIE);
+        msg.extend_from_slice(&id);
+        msg.extend_from_slice(&[0x80, 0x22, 0x00, 0x04, b'r', b't', b'c', 0]);
         msg
     }
 
@@ -184,9 +309,7 @@ mod tests {
 
     #[test]
     fn addresses_follow_stun_then_route_media() {
-        let mut demux = Demux::default();
-        demux.register("aaaa".to_owned(), 1u32);
-        demux.register("bbbb".to_owned(), 2u32);
+        let mut demux = two_connections();
         let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let b: SocketAddr = "127.0.0.1:6000".parse().unwrap();
         assert_eq!(
@@ -254,9 +377,13 @@ mod tests {
         );
         assert_eq!(demux.by_addr.len(), MAX_ADDRS_PER_KEY);
 
-        // Another participant forges the client's address on STUN for its own connection.
+        // Another participant forges the client's address on STUN for its own connection: its
+        // connection hears of it (and checks the address back, which the client refuses), the
+        // address stays the client's.
         demux.register("bbbb".to_owned(), 2u32);
-        assert_eq!(demux.route(client, &stun_request("bbbb:y")), None);
+        assert_eq!(demux.route(client, &stun_request("bbbb:y")), Some(2));
+        demux.handle_sent(2, &stun_request_with_id("x:bbbb", [2; 12]));
+        assert_eq!(demux.route(client, &stun_response([2; 12], false)), Some(2));
         assert_eq!(
             demux.route(client, &[0x80; 20]),
             Some(1),
@@ -266,5 +393,93 @@ mod tests {
         assert!(demux.destinations.is_empty());
         // Once the client's connection is gone, its address is free for anyone.
         assert_eq!(demux.route(client, &stun_request("bbbb:y")), Some(2));
+    }
+
+    #[test]
+    fn stun_headers_are_classified() {
+        let request = stun_request_with_id("aaaa:x", [3; 12]);
+        assert_eq!(stun_kind(&request), Some(Stun::Request));
+        assert_eq!(binding_request_id(&request), Some([3; 12]));
+        assert_eq!(
+            stun_kind(&stun_response([4; 12], true)),
+            Some(Stun::Response {
+                success: true,
+                transaction: [4; 12]
+            })
+        );
+        assert_eq!(
+            stun_kind(&stun_response([5; 12], false)),
+            Some(Stun::Response {
+                success: false,
+                transaction: [5; 12]
+            })
+        );
+        assert_eq!(binding_request_id(&stun_response([4; 12], true)), None);
+        for not_stun in [&[22u8; 40][..], &[0x80; 40], &request[..19]] {
+            assert_eq!(stun_kind(not_stun), None);
+            assert_eq!(binding_request_id(not_stun), None);
+        }
+    }
+
+    /// The answer to a connection's own check reaches it from any address, binds the address to
+    /// it and takes it back from whoever claimed it; an error answer binds nothing.
+    #[test]
+    fn answers_go_to_the_connection_that_asked() {
+        let mut demux = two_connections();
+        let a: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let b: SocketAddr = "192.0.2.2:6000".parse().unwrap();
+        assert_eq!(demux.route(a, &stun_request("aaaa:x")), Some(1));
+        // Connection 2 checks address `a` (a candidate its client trickled): the answer is its.
+        demux.handle_sent(2, &stun_request_with_id("x:bbbb", [9; 12]));
+        demux.handle_sent(2, &[0x80; 40]);
+        assert_eq!(demux.route(a, &stun_response([9; 12], false)), Some(2));
+        assert_eq!(
+            demux.route(a, &[0x80; 20]),
+            Some(1),
+            "an error binds nothing"
+        );
+        assert_eq!(demux.route(a, &stun_response([9; 12], true)), Some(2));
+        assert_eq!(demux.route(a, &[0x80; 20]), Some(2), "a success does");
+        // An answer nobody asked for goes by address and moves nothing.
+        assert_eq!(demux.route(b, &stun_response([8; 12], true)), None);
+        assert_eq!(demux.route(a, &stun_response([8; 12], true)), Some(2));
+        // Requests are forgotten with their connection, and only the newest are kept.
+        demux.remove(2);
+        assert_eq!(demux.route(a, &stun_response([9; 12], true)), None);
+        for n in 0..100u8 {
+            demux.handle_sent(1, &stun_request_with_id("x:aaaa", [n; 12]));
+            demux.handle_sent(1, &stun_request_with_id("x:aaaa", [n; 12]));
+        }
+        assert_eq!(demux.requests.len(), MAX_REQUESTS_PER_KEY);
+        assert_eq!(demux.route(b, &stun_response([99; 12], true)), Some(1));
+        assert_eq!(demux.route(a, &stun_response([0; 12], true)), None);
+    }
+
+    /// A client goes without a word (its connection kept for a resume) and its NAT gives the
+    /// port to another client. That client's STUN reaches its connection without moving the
+    /// address; the address moves when it answers its connection's check, and the old client's
+    /// answer would take it back.
+    #[test]
+    fn an_address_goes_to_the_connection_its_client_answers() {
+        let mut demux = two_connections();
+        let nat: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        assert_eq!(demux.route(nat, &stun_request("aaaa:x")), Some(1));
+        demux.handle_destination(1, nat);
+        demux.handle_sent(1, &stun_request_with_id("x:aaaa", [1; 12]));
+        assert_eq!(demux.route(nat, &stun_response([1; 12], true)), Some(1));
+        // The new client's check, and its refusal of the old connection's consent check.
+        assert_eq!(demux.route(nat, &stun_request("bbbb:y")), Some(2));
+        demux.handle_sent(1, &stun_request_with_id("x:aaaa", [3; 12]));
+        assert_eq!(demux.route(nat, &stun_response([3; 12], false)), Some(1));
+        assert_eq!(demux.route(nat, &[0x80; 20]), Some(1));
+        // Its connection checks back; the answer moves the address, media included.
+        demux.handle_sent(2, &stun_request_with_id("y:bbbb", [2; 12]));
+        assert_eq!(demux.route(nat, &stun_response([2; 12], true)), Some(2));
+        assert_eq!(demux.route(nat, &[0x80; 20]), Some(2));
+        assert_eq!(demux.route(nat, &stun_request("bbbb:y")), Some(2));
+        // Had the old client been there after all, its answer would take the address back.
+        demux.handle_sent(1, &stun_request_with_id("x:aaaa", [4; 12]));
+        assert_eq!(demux.route(nat, &stun_response([4; 12], true)), Some(1));
+        assert_eq!(demux.route(nat, &[0x80; 20]), Some(1));
     }
 }

@@ -1,5 +1,5 @@
-//! The UDP demultiplexer reads the STUN USERNAME of any datagram: arbitrary bytes from arbitrary
-//! addresses must never panic it, and routing must stay consistent.
+//! The UDP demultiplexer reads the STUN header and USERNAME of any datagram: arbitrary bytes from
+//! arbitrary addresses must never panic it, and routing must stay consistent.
 #![no_main]
 
 use std::net::SocketAddr;
@@ -13,10 +13,22 @@ fuzz_target!(|data: &[u8]| {
     demux.register("ufrag1".to_owned(), 1u8);
     demux.register("ufrag2".to_owned(), 2u8);
     for (i, chunk) in data.chunks(64).enumerate() {
-        let port = 1000 + u16::from(chunk.first().copied().unwrap_or(0) % 8);
+        let first = chunk.first().copied().unwrap_or(0);
+        let port = 1000 + u16::from(first % 8);
         let from = SocketAddr::from(([127, 0, 0, 1], port));
+        // Some chunks are what a connection sends (its binding requests are remembered), and
+        // some set where it sends.
+        match first % 5 {
+            0 => demux.handle_sent(1 + (first >> 7), chunk),
+            1 => demux.handle_destination(1 + (first >> 7), from),
+            _ => {}
+        }
         let routed = demux.route(from, chunk);
-        if let Some(ufrag) = stun_local_ufrag(chunk) {
+        // A request (not a response: the class's high bit is the first byte's lowest) naming a
+        // known connection reaches it, wherever it comes from.
+        if first & 0x01 == 0
+            && let Some(ufrag) = stun_local_ufrag(chunk)
+        {
             let expected = match ufrag {
                 "ufrag1" => Some(1),
                 "ufrag2" => Some(2),

@@ -214,8 +214,18 @@ impl World {
     /// Client `i`'s publisher connection offers (numbered `id`) and takes the router's answer;
     /// returns the id the answer echoed.
     fn negotiate_publisher(&mut self, i: usize, id: u32) -> u32 {
+        self.negotiate_publisher_with(i, id, |sdp| sdp)
+    }
+
+    /// [`World::negotiate_publisher`], with the offer's SDP passed through `edit` on its way.
+    fn negotiate_publisher_with(
+        &mut self,
+        i: usize,
+        id: u32,
+        edit: impl FnOnce(String) -> String,
+    ) -> u32 {
         let sid = self.clients[i].sid.clone();
-        let sdp = self.clients[i].publisher.create_offer(self.now).unwrap();
+        let sdp = edit(self.clients[i].publisher.create_offer(self.now).unwrap());
         self.router.handle_command(
             self.now,
             Command::PublisherOffer(
@@ -796,4 +806,52 @@ fn a_subscriber_starts_at_a_key_frame_it_can_use() {
         0,
         "nothing written too early"
     );
+}
+
+/// Client 0 connects its publisher from 10.0.1.1:5000, then vanishes without a word: nothing
+/// more comes from it, and the router, not told, keeps its connection for a resume (the core
+/// does for 15 s). Its NAT hands the same public port to client 1 at once, whose publisher
+/// offers (with its host candidate or without); returns how long client 1 took to connect.
+fn connect_from_a_vanished_clients_port(with_candidate: bool) -> Duration {
+    let mut w = World::new();
+    w.join(1, "PA_first");
+    w.publish_video(0, "camera", "cid-cam", "TR_first", 0xF1);
+    w.negotiate_publisher(0, 1);
+    w.run_until("the first client connected", |w| w.clients[0].connected);
+    let connected = w.now;
+    w.run_until("consent checks answered", move |w| {
+        w.now - connected > Duration::from_secs(3)
+    });
+    w.clients.remove(0);
+    w.join(1, "PA_second");
+    w.publish_video(0, "camera", "cid-cam", "TR_second", 0x5EC);
+    let start = w.now;
+    w.negotiate_publisher_with(0, 1, |sdp| {
+        if with_candidate {
+            return sdp;
+        }
+        sdp.lines()
+            .filter(|l| !l.starts_with("a=candidate"))
+            .map(|l| format!("{l}\r\n"))
+            .collect()
+    });
+    w.run_until("the second client connected", |w| w.clients[0].connected);
+    assert_eq!(w.router.participant_count(), 2, "the first is still kept");
+    w.now - start
+}
+
+/// The router checks the candidate the new client offered: the answer comes from the port,
+/// proves that client is there, and the port is its connection's at once.
+#[test]
+fn a_client_given_a_vanished_clients_port_connects_at_once() {
+    let took = connect_from_a_vanished_clients_port(true);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+/// Without a candidate in its offer (a browser without a STUN server behind a NAT), the new
+/// client's own checks reach its connection, which checks the port back: the same proof.
+#[test]
+fn a_client_given_a_vanished_clients_port_without_a_candidate_connects_at_once() {
+    let took = connect_from_a_vanished_clients_port(false);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
 }
