@@ -264,8 +264,9 @@ pub struct DownTrack {
     /// When the first packet (of any layer) arrived: a layer never seen gets this long to show up
     /// before it counts as gone.
     first_packet_at: Option<Instant>,
-    /// Packets in a row of the current mapping far behind its newest (see [`RESTART_AFTER`]).
-    far_behind: u8,
+    /// Packets in a row that cannot belong to the current mapping's numbering
+    /// ([`Mapping::foreign`]); [`RESTART_AFTER`] of them restart it.
+    foreign_in_a_row: u8,
     stats: DownTrackStats,
 }
 
@@ -282,7 +283,7 @@ impl DownTrack {
             last: None,
             layers: Layers::default(),
             first_packet_at: None,
-            far_behind: 0,
+            foreign_in_a_row: 0,
             stats: DownTrackStats::default(),
         }
     }
@@ -467,14 +468,14 @@ impl DownTrack {
     /// belong to mapping `m`'s numbering ([`Mapping::foreign`]).
     fn numbering_restarted(&mut self, m: &Mapping, seq: u16, timestamp: u32) -> bool {
         if !m.foreign(seq, timestamp) {
-            self.far_behind = 0;
+            self.foreign_in_a_row = 0;
             return false;
         }
-        self.far_behind += 1;
-        if self.far_behind < RESTART_AFTER {
+        self.foreign_in_a_row += 1;
+        if self.foreign_in_a_row < RESTART_AFTER {
             return false;
         }
-        self.far_behind = 0;
+        self.foreign_in_a_row = 0;
         self.stats.sequence_restarts += 1;
         true
     }
@@ -523,7 +524,7 @@ impl DownTrack {
             self.stats.layer_switches += 1;
         }
         self.current = Some(mapping);
-        self.far_behind = 0;
+        self.foreign_in_a_row = 0;
         mapping
     }
 
