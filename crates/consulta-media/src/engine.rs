@@ -1232,7 +1232,8 @@ impl Router {
                 peer.destination = Some(transmit.destination);
                 self.demux.handle_destination(id, transmit.destination);
             }
-            self.demux.handle_sent(id, &transmit.contents);
+            self.demux
+                .handle_sent(id, transmit.destination, &transmit.contents);
             self.transmits.push_back(transmit);
         }
         let next = peer.pc.poll_timeout();

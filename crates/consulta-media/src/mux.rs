@@ -97,14 +97,18 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 /// Routes datagrams to connections keyed by `K`.
 ///
 /// Who may hold an address: a client's STUN naming its connection binds it, but only an answer to
-/// one of the connection's own binding requests proves the client is there. Its transaction ID is
-/// 96 random bits sent to that address alone, so nobody off the path can forge it; a participant
-/// can forge a source address and knows its own ufrag and password, so STUN naming a connection
-/// proves nothing about who sends it. Hence:
-/// - a success answer goes to the connection whose request it answers, and binds its address to
-///   that connection, taking it from whoever held it;
-/// - an error answer goes to the connection that asked and binds nothing (a new client at a
-///   reused NAT port refuses the old connection's checks);
+/// one of the connection's own binding requests, from the address that request went to, proves
+/// the client there is that connection's. The request's transaction ID is 96 random bits sent to
+/// that address alone, so nobody off the path can answer it; a participant sees the IDs of the
+/// requests its own connection sends it, and can forge a source address, so an answer counts only
+/// from where its request went. Nor does STUN naming a connection prove anything about who sends
+/// it: a participant knows its own ufrag and password. Hence:
+/// - a success answer from the address its request went to goes to the connection that asked,
+///   and binds the address to that connection, taking it from whoever held it (once: the request
+///   is then forgotten);
+/// - an error answer from there goes to the connection that asked and binds nothing (a new client
+///   at a reused NAT port refuses the old connection's checks);
+/// - an answer from anywhere else, or to no request remembered, goes by address;
 /// - STUN naming a connection binds its source address to it, unless another connection sends
 ///   to that address: then the message still reaches the connection it names, whose answer and
 ///   check (`rtc` checks back an address its request came from) go to the address, and only the
@@ -118,8 +122,8 @@ pub struct Demux<K> {
     addrs: HashMap<K, Vec<SocketAddr>>,
     /// Where each connection last sent (its selected candidate pair's remote address).
     destinations: HashMap<K, SocketAddr>,
-    /// The connection that sent each binding request still remembered.
-    requests: HashMap<[u8; 12], K>,
+    /// The connection that sent each binding request still remembered, and where it went.
+    requests: HashMap<[u8; 12], (K, SocketAddr)>,
     /// Each connection's remembered requests, oldest first.
     sent: HashMap<K, VecDeque<[u8; 12]>>,
 }
@@ -153,10 +157,10 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         self.destinations.insert(key, to);
     }
 
-    /// Connection `key` sends `datagram`: a binding request's transaction ID is remembered, so
-    /// that its answer reaches `key` and vouches for the address it comes from. Cheap for
-    /// anything else (two bytes compared).
-    pub fn handle_sent(&mut self, key: K, datagram: &[u8]) {
+    /// Connection `key` sends `datagram` to `to`: a binding request's transaction ID is
+    /// remembered, so that its answer from `to` reaches `key` and proves the client there is its.
+    /// Cheap for anything else (two bytes compared).
+    pub fn handle_sent(&mut self, key: K, to: SocketAddr, datagram: &[u8]) {
         let Some(id) = binding_request_id(datagram) else {
             return;
         };
@@ -170,7 +174,7 @@ impl<K: Copy + Eq + Hash> Demux<K> {
             self.requests.remove(&oldest);
         }
         sent.push_back(id);
-        self.requests.insert(id, key);
+        self.requests.insert(id, (key, to));
     }
 
     /// Forgets `key`: its ufrags, addresses and requests.
@@ -194,11 +198,18 @@ impl<K: Copy + Eq + Hash> Demux<K> {
                 success,
                 transaction,
             }) => {
-                let Some(&key) = self.requests.get(&transaction) else {
+                let Some(&(key, _)) = self
+                    .requests
+                    .get(&transaction)
+                    .filter(|(_, to)| *to == from)
+                else {
                     return self.by_addr.get(&from).copied();
                 };
-                if success && self.by_addr.get(&from) != Some(&key) {
-                    self.bind(from, key);
+                if success {
+                    self.requests.remove(&transaction);
+                    if self.by_addr.get(&from) != Some(&key) {
+                        self.bind(from, key);
+                    }
                 }
                 Some(key)
             }
@@ -382,7 +393,7 @@ mod tests {
         // address stays the client's.
         demux.register("bbbb".to_owned(), 2u32);
         assert_eq!(demux.route(client, &stun_request("bbbb:y")), Some(2));
-        demux.handle_sent(2, &stun_request_with_id("x:bbbb", [2; 12]));
+        demux.handle_sent(2, client, &stun_request_with_id("x:bbbb", [2; 12]));
         assert_eq!(demux.route(client, &stun_response([2; 12], false)), Some(2));
         assert_eq!(
             demux.route(client, &[0x80; 20]),
@@ -421,8 +432,8 @@ mod tests {
         }
     }
 
-    /// The answer to a connection's own check reaches it from any address, binds the address to
-    /// it and takes it back from whoever claimed it; an error answer binds nothing.
+    /// The answer to a connection's own check, from where the check went, reaches it, binds the
+    /// address to it and takes it from whoever held it; an error answer binds nothing.
     #[test]
     fn answers_go_to_the_connection_that_asked() {
         let mut demux = two_connections();
@@ -430,8 +441,8 @@ mod tests {
         let b: SocketAddr = "192.0.2.2:6000".parse().unwrap();
         assert_eq!(demux.route(a, &stun_request("aaaa:x")), Some(1));
         // Connection 2 checks address `a` (a candidate its client trickled): the answer is its.
-        demux.handle_sent(2, &stun_request_with_id("x:bbbb", [9; 12]));
-        demux.handle_sent(2, &[0x80; 40]);
+        demux.handle_sent(2, a, &stun_request_with_id("x:bbbb", [9; 12]));
+        demux.handle_sent(2, a, &[0x80; 40]);
         assert_eq!(demux.route(a, &stun_response([9; 12], false)), Some(2));
         assert_eq!(
             demux.route(a, &[0x80; 20]),
@@ -440,19 +451,52 @@ mod tests {
         );
         assert_eq!(demux.route(a, &stun_response([9; 12], true)), Some(2));
         assert_eq!(demux.route(a, &[0x80; 20]), Some(2), "a success does");
+        // Once: the request is then forgotten, and a replay goes by address.
+        assert_eq!(demux.route(b, &stun_response([9; 12], true)), None);
         // An answer nobody asked for goes by address and moves nothing.
         assert_eq!(demux.route(b, &stun_response([8; 12], true)), None);
         assert_eq!(demux.route(a, &stun_response([8; 12], true)), Some(2));
         // Requests are forgotten with their connection, and only the newest are kept.
+        demux.handle_sent(2, b, &stun_request_with_id("x:bbbb", [7; 12]));
         demux.remove(2);
-        assert_eq!(demux.route(a, &stun_response([9; 12], true)), None);
+        assert_eq!(demux.route(b, &stun_response([7; 12], true)), None);
         for n in 0..100u8 {
-            demux.handle_sent(1, &stun_request_with_id("x:aaaa", [n; 12]));
-            demux.handle_sent(1, &stun_request_with_id("x:aaaa", [n; 12]));
+            demux.handle_sent(1, b, &stun_request_with_id("x:aaaa", [n; 12]));
+            demux.handle_sent(1, b, &stun_request_with_id("x:aaaa", [n; 12]));
         }
         assert_eq!(demux.requests.len(), MAX_REQUESTS_PER_KEY);
         assert_eq!(demux.route(b, &stun_response([99; 12], true)), Some(1));
-        assert_eq!(demux.route(a, &stun_response([0; 12], true)), None);
+        assert_eq!(demux.route(b, &[0x80; 20]), Some(1));
+        demux.remove(1);
+        demux.register("aaaa".to_owned(), 1);
+        demux.handle_sent(1, b, &stun_request_with_id("x:aaaa", [5; 12]));
+        assert_eq!(demux.route(b, &stun_response([0; 12], true)), None);
+    }
+
+    /// A participant sees the IDs of the checks its own connection sends it. Answering one of
+    /// them with a present client's address forged as the source, again and again, must not
+    /// move that address: the check did not go there.
+    #[test]
+    fn an_answer_from_where_the_check_did_not_go_moves_nothing() {
+        let mut demux = two_connections();
+        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let forger: SocketAddr = "198.51.100.7:7000".parse().unwrap();
+        assert_eq!(demux.route(client, &stun_request("aaaa:x")), Some(1));
+        demux.handle_destination(1, client);
+        assert_eq!(demux.route(forger, &stun_request("bbbb:y")), Some(2));
+        demux.handle_destination(2, forger);
+        demux.handle_sent(2, forger, &stun_request_with_id("y:bbbb", [6; 12]));
+        for _ in 0..3 {
+            assert_eq!(demux.route(client, &stun_response([6; 12], true)), Some(1));
+            assert_eq!(
+                demux.route(client, &[0x80; 20]),
+                Some(1),
+                "still the client's"
+            );
+        }
+        // Its own answer, from its own address, is its connection's as ever.
+        assert_eq!(demux.route(forger, &stun_response([6; 12], true)), Some(2));
+        assert_eq!(demux.route(client, &[0x80; 20]), Some(1));
     }
 
     /// A client goes without a word (its connection kept for a resume) and its NAT gives the
@@ -465,20 +509,20 @@ mod tests {
         let nat: SocketAddr = "192.0.2.1:5000".parse().unwrap();
         assert_eq!(demux.route(nat, &stun_request("aaaa:x")), Some(1));
         demux.handle_destination(1, nat);
-        demux.handle_sent(1, &stun_request_with_id("x:aaaa", [1; 12]));
+        demux.handle_sent(1, nat, &stun_request_with_id("x:aaaa", [1; 12]));
         assert_eq!(demux.route(nat, &stun_response([1; 12], true)), Some(1));
         // The new client's check, and its refusal of the old connection's consent check.
         assert_eq!(demux.route(nat, &stun_request("bbbb:y")), Some(2));
-        demux.handle_sent(1, &stun_request_with_id("x:aaaa", [3; 12]));
+        demux.handle_sent(1, nat, &stun_request_with_id("x:aaaa", [3; 12]));
         assert_eq!(demux.route(nat, &stun_response([3; 12], false)), Some(1));
         assert_eq!(demux.route(nat, &[0x80; 20]), Some(1));
         // Its connection checks back; the answer moves the address, media included.
-        demux.handle_sent(2, &stun_request_with_id("y:bbbb", [2; 12]));
+        demux.handle_sent(2, nat, &stun_request_with_id("y:bbbb", [2; 12]));
         assert_eq!(demux.route(nat, &stun_response([2; 12], true)), Some(2));
         assert_eq!(demux.route(nat, &[0x80; 20]), Some(2));
         assert_eq!(demux.route(nat, &stun_request("bbbb:y")), Some(2));
         // Had the old client been there after all, its answer would take the address back.
-        demux.handle_sent(1, &stun_request_with_id("x:aaaa", [4; 12]));
+        demux.handle_sent(1, nat, &stun_request_with_id("x:aaaa", [4; 12]));
         assert_eq!(demux.route(nat, &stun_response([4; 12], true)), Some(1));
         assert_eq!(demux.route(nat, &[0x80; 20]), Some(1));
     }

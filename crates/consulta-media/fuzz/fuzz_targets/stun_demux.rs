@@ -16,11 +16,12 @@ fuzz_target!(|data: &[u8]| {
         let first = chunk.first().copied().unwrap_or(0);
         let port = 1000 + u16::from(first % 8);
         let from = SocketAddr::from(([127, 0, 0, 1], port));
-        // Some chunks are what a connection sends (its binding requests are remembered), and
-        // some set where it sends.
+        // Some chunks are what a connection sends to `from` (its binding requests are
+        // remembered), and some set where it sends; which connection, by the chunk's length.
+        let key = 1 + u8::from(chunk.len() % 2 == 1);
         match first % 5 {
-            0 => demux.handle_sent(1 + (first >> 7), chunk),
-            1 => demux.handle_destination(1 + (first >> 7), from),
+            0 => demux.handle_sent(key, from, chunk),
+            1 => demux.handle_destination(key, from),
             _ => {}
         }
         let routed = demux.route(from, chunk);

@@ -44,6 +44,8 @@ struct World {
     clients: Vec<Client>,
     now: Instant,
     core_events: Vec<CoreEvent>,
+    /// The STUN binding requests the router sent: where to, and their transaction IDs.
+    checks: Vec<(SocketAddr, [u8; 12])>,
 }
 
 impl World {
@@ -56,6 +58,7 @@ impl World {
             clients: Vec::new(),
             now: Instant::now(),
             core_events: Vec::new(),
+            checks: Vec::new(),
         }
     }
 
@@ -94,6 +97,9 @@ impl World {
             let mut moved = false;
             while let Some(t) = self.router.poll_transmit() {
                 moved = true;
+                if let Some(id) = binding_request_id(&t.contents) {
+                    self.checks.push((t.destination, id));
+                }
                 for c in &mut self.clients {
                     if t.destination == c.publisher_addr {
                         let _ = c.publisher.handle_receive(self.now, sfu, &t.contents);
@@ -805,6 +811,52 @@ fn a_subscriber_starts_at_a_key_frame_it_can_use() {
         w.router.stats().rtp_write_errors,
         0,
         "nothing written too early"
+    );
+}
+
+/// The transaction ID of a STUN binding request (RFC 5389 §6: type 0x0001, the magic cookie).
+fn binding_request_id(datagram: &[u8]) -> Option<[u8; 12]> {
+    let header = datagram.get(..20)?;
+    (header[..2] == [0, 1] && header[4..8] == [0x21, 0x12, 0xA4, 0x42])
+        .then(|| header[8..20].try_into().unwrap())
+}
+
+/// A participant answers every check its own connection sends it, with a present client's
+/// address forged as the source (it sees those checks' transaction IDs, not the client's). The
+/// client's media keeps reaching its connection, every packet of it.
+#[test]
+fn a_participant_answering_its_own_checks_from_a_clients_address_takes_nothing() {
+    let mut w = World::new();
+    let client = w.join(1, "PA_client");
+    let camera = w.publish_video(client, "camera", "cid-cam", "TR_cam", 0xC1);
+    w.negotiate_publisher(0, 1);
+    w.run_until("the client connected", |w| w.clients[0].connected);
+    let forger = w.join(2, "PA_forger");
+    w.publish_video(forger, "camera", "cid-cam", "TR_forger", 0xF0);
+    w.negotiate_publisher(1, 1);
+    w.run_until("the forger connected", |w| w.clients[1].connected);
+    let (client, forger) = (w.clients[0].publisher_addr, w.clients[1].publisher_addr);
+    let rtp_before = w.router.stats().rtp_in;
+    let mut seq = 100u16;
+    let mut forged = 0;
+    for _ in 0..200 {
+        for (_, id) in w.checks.iter().filter(|(to, _)| *to == forger) {
+            // A success response header (0x0101) with the check's ID.
+            let mut answer = vec![0x01, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+            answer.extend_from_slice(id);
+            w.router.handle_datagram(w.now, client, &answer);
+            forged += 1;
+        }
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert!(
+        forged >= 100,
+        "the forger saw its connection's checks: {forged}"
+    );
+    assert_eq!(
+        w.router.stats().rtp_in - rtp_before,
+        200,
+        "every packet of the client's reached its connection"
     );
 }
 
