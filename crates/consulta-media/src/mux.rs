@@ -26,8 +26,10 @@ const MAX_REQUESTS_PER_KEY: usize = 32;
 /// What a STUN header says of a datagram, for routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stun {
-    /// A binding request (or any other non-response message): routed by its USERNAME.
+    /// A request: routed by its USERNAME, dropped without a known one.
     Request,
+    /// An indication (no answer expected, no integrity in ICE's use): routed by address.
+    Indication,
     /// A response, success or error, to the request with this transaction ID.
     Response {
         success: bool,
@@ -54,6 +56,7 @@ fn stun_kind(datagram: &[u8]) -> Option<Stun> {
             success: false,
             transaction,
         },
+        0b01 => Stun::Indication,
         _ => Stun::Request,
     })
 }
@@ -109,18 +112,23 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
 /// - an error answer from there goes to the connection that asked and binds nothing (a new client
 ///   at a reused NAT port refuses the old connection's checks);
 /// - an answer from anywhere else, or to no request remembered, goes by address;
-/// - STUN naming a connection binds its source address to it, unless another connection sends
-///   to that address: then the message still reaches the connection it names, whose answer and
-///   check (`rtc` checks back an address its request came from) go to the address, and only the
-///   client there can answer. A new client at a departed client's NAT port so gets it at once; a
-///   participant forging a present client's address gets nothing;
-/// - everything else (DTLS, SRTP, SRTCP) goes by address.
+/// - a request naming a connection binds its source address to it if no connection holds the
+///   address; if one does, the request still reaches the connection it names, whose answer and
+///   check (`rtc` checks back an address a request came from, or checks it with its other pairs
+///   while connecting) go to the address, where only the client there can answer. A new client at
+///   a departed client's NAT port so gets it at once, and a participant forging a present
+///   client's address gets nothing. Where the holder last sent does not matter: that is any
+///   address it answered or checked, which a forger can steer;
+/// - a request naming no known connection is dropped: `rtc` would refuse it, but answers some
+///   (an ICE role conflict) before it checks who sent them;
+/// - everything else (indications, DTLS, SRTP, SRTCP) goes by address.
 #[derive(Debug)]
 pub struct Demux<K> {
     by_ufrag: HashMap<String, K>,
     by_addr: HashMap<SocketAddr, K>,
     addrs: HashMap<K, Vec<SocketAddr>>,
-    /// Where each connection last sent (its selected candidate pair's remote address).
+    /// Where each connection last sent: its selected pair's remote address once connected, any
+    /// address it answered or checked before (or since, steered by a forged request).
     destinations: HashMap<K, SocketAddr>,
     /// The connection that sent each binding request still remembered, and where it went.
     requests: HashMap<[u8; 12], (K, SocketAddr)>,
@@ -214,18 +222,13 @@ impl<K: Copy + Eq + Hash> Demux<K> {
                 Some(key)
             }
             Some(Stun::Request) => {
-                let Some(&key) = stun_local_ufrag(datagram).and_then(|u| self.by_ufrag.get(u))
-                else {
-                    return self.by_addr.get(&from).copied();
-                };
-                match self.by_addr.get(&from) {
-                    Some(bound) if *bound == key => {}
-                    Some(other) if self.destinations.get(other) == Some(&from) => {}
-                    _ => self.bind(from, key),
+                let &key = stun_local_ufrag(datagram).and_then(|u| self.by_ufrag.get(u))?;
+                if !self.by_addr.contains_key(&from) {
+                    self.bind(from, key);
                 }
                 Some(key)
             }
-            None => self.by_addr.get(&from).copied(),
+            Some(Stun::Indication) | None => self.by_addr.get(&from).copied(),
         }
     }
 
@@ -332,11 +335,18 @@ mod tests {
         assert_eq!(demux.route(b, &stun_request("bbbb:y")), Some(2));
         assert_eq!(demux.route(a, &[0x80; 20]), Some(1));
         assert_eq!(demux.route(b, &[22; 20]), Some(2));
+        // A request naming nobody known is dropped; an indication goes by address.
         assert_eq!(
             demux.route(a, &stun_request("zzzz:x")),
-            Some(1),
+            None,
             "unknown ufrag"
         );
+        let mut no_username = stun_request("aaaa:x");
+        no_username.truncate(20);
+        no_username[2..4].copy_from_slice(&[0, 0]);
+        assert_eq!(demux.route(a, &no_username), None, "no USERNAME");
+        no_username[1] = 0x11;
+        assert_eq!(demux.route(a, &no_username), Some(1), "an indication");
         demux.remove(1);
         assert_eq!(demux.route(a, &[0x80; 20]), None);
         assert_eq!(demux.route(b, &[0x80; 20]), Some(2));
@@ -525,5 +535,26 @@ mod tests {
         demux.handle_sent(1, nat, &stun_request_with_id("x:aaaa", [4; 12]));
         assert_eq!(demux.route(nat, &stun_response([4; 12], true)), Some(1));
         assert_eq!(demux.route(nat, &[0x80; 20]), Some(1));
+    }
+
+    /// However the connection holding an address is steered to send elsewhere (a forged request
+    /// from its client's other address makes `rtc` answer there), a request naming another
+    /// connection never moves the address: only an answer from it does.
+    #[test]
+    fn where_the_holder_last_sent_does_not_matter() {
+        let mut demux = two_connections();
+        let client: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+        let second: SocketAddr = "10.1.1.1:5000".parse().unwrap();
+        assert_eq!(demux.route(client, &stun_request("aaaa:x")), Some(1));
+        assert_eq!(demux.route(second, &stun_request("aaaa:x")), Some(1));
+        demux.handle_destination(1, client);
+        demux.handle_destination(1, second);
+        assert_eq!(demux.route(client, &stun_request("bbbb:y")), Some(2));
+        assert_eq!(
+            demux.route(client, &[0x80; 20]),
+            Some(1),
+            "still the client's"
+        );
+        assert_eq!(demux.route(second, &[0x80; 20]), Some(1));
     }
 }

@@ -25,9 +25,10 @@ fuzz_target!(|data: &[u8]| {
             _ => {}
         }
         let routed = demux.route(from, chunk);
-        // A request (not a response: the class's high bit is the first byte's lowest) naming a
-        // known connection reaches it, wherever it comes from.
-        if first & 0x01 == 0
+        // A request (class 0b00: bit 8 of the type is the first byte's lowest, bit 4 is in the
+        // second byte) naming a known connection reaches it, wherever it comes from.
+        let request = first & 0x01 == 0 && chunk.get(1).is_some_and(|b| b & 0x10 == 0);
+        if request
             && let Some(ufrag) = stun_local_ufrag(chunk)
         {
             let expected = match ufrag {

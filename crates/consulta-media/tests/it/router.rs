@@ -46,6 +46,8 @@ struct World {
     core_events: Vec<CoreEvent>,
     /// The STUN binding requests the router sent: where to, and their transaction IDs.
     checks: Vec<(SocketAddr, [u8; 12])>,
+    /// The last binding request client 0's publisher sent.
+    client0_check: Vec<u8>,
 }
 
 impl World {
@@ -59,6 +61,7 @@ impl World {
             now: Instant::now(),
             core_events: Vec::new(),
             checks: Vec::new(),
+            client0_check: Vec::new(),
         }
     }
 
@@ -126,6 +129,12 @@ impl World {
                                 self.drop_rtp -= 1;
                                 continue;
                             }
+                        }
+                        if i == 0
+                            && from == c.publisher_addr
+                            && binding_request_id(&t.contents).is_some()
+                        {
+                            self.client0_check = t.contents.to_vec();
                         }
                         self.router.handle_datagram(self.now, from, &t.contents);
                     }
@@ -245,23 +254,28 @@ impl World {
             ),
         );
         self.exchange();
-        let answer = self
-            .core_events
+        let answer = self.publisher_answer(i);
+        self.clients[i]
+            .publisher
+            .accept_answer(answer.sdp, self.now)
+            .unwrap();
+        answer.id
+    }
+
+    /// The router's latest answer to client `i`'s publisher offer.
+    fn publisher_answer(&self, i: usize) -> SessionDescription {
+        let sid = &self.clients[i].sid;
+        self.core_events
             .iter()
             .rev()
             .find_map(|e| match e {
                 CoreEvent::PublisherAnswer {
                     participant,
                     answer,
-                } if *participant == sid => Some(answer.clone()),
+                } if participant == sid => Some(answer.clone()),
                 _ => None,
             })
-            .expect("publisher answer");
-        self.clients[i]
-            .publisher
-            .accept_answer(answer.sdp, self.now)
-            .unwrap();
-        answer.id
+            .expect("publisher answer")
     }
 
     /// Client `i` adds a VP8 track to its publisher connection and the core announces it as
@@ -821,25 +835,65 @@ fn binding_request_id(datagram: &[u8]) -> Option<[u8; 12]> {
         .then(|| header[8..20].try_into().unwrap())
 }
 
+/// Client 0 (the client) and client 1 (a hostile participant) connect their publishers, each
+/// with a camera; returns the client's camera and the ufrag of the forger's connection.
+fn a_client_and_a_forger() -> (World, LocalTrack, String) {
+    let mut w = World::new();
+    let client = w.join(1, "PA_client");
+    let camera = w.publish_video(client, "camera", "cid-cam", "TR_cam", 0xC1);
+    w.negotiate_publisher(client, 1);
+    w.run_until("the client connected", |w| w.clients[0].connected);
+    let forger = w.join(2, "PA_forger");
+    w.publish_video(forger, "camera", "cid-cam", "TR_forger", 0xF0);
+    w.negotiate_publisher(forger, 1);
+    w.run_until("the forger connected", |w| w.clients[1].connected);
+    let ufrag = ufrag(&w.publisher_answer(forger).sdp);
+    (w, camera, ufrag)
+}
+
+/// A STUN binding request with `attributes` (type, value) and no integrity, as a forger can make
+/// without anyone's password.
+fn forged_request(attributes: &[(u16, &[u8])], id: u8) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (kind, value) in attributes {
+        body.extend_from_slice(&kind.to_be_bytes());
+        body.extend_from_slice(&u16::try_from(value.len()).unwrap().to_be_bytes());
+        body.extend_from_slice(value);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+    }
+    let mut message = vec![0, 1];
+    message.extend_from_slice(&u16::try_from(body.len()).unwrap().to_be_bytes());
+    message.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    message.extend_from_slice(&[id; 12]);
+    message.extend_from_slice(&body);
+    message
+}
+
+/// Client 0 sends 200 VP8 packets, `forge` running before each; returns how many its
+/// connection received.
+fn client_packets_received_while(
+    w: &mut World,
+    camera: LocalTrack,
+    mut forge: impl FnMut(&mut World),
+) -> u64 {
+    let rtp_before = w.router.stats().rtp_in;
+    let mut seq = 100u16;
+    for _ in 0..200 {
+        forge(w);
+        send_vp8(w, camera, &mut seq, false);
+    }
+    w.router.stats().rtp_in - rtp_before
+}
+
 /// A participant answers every check its own connection sends it, with a present client's
 /// address forged as the source (it sees those checks' transaction IDs, not the client's). The
 /// client's media keeps reaching its connection, every packet of it.
 #[test]
 fn a_participant_answering_its_own_checks_from_a_clients_address_takes_nothing() {
-    let mut w = World::new();
-    let client = w.join(1, "PA_client");
-    let camera = w.publish_video(client, "camera", "cid-cam", "TR_cam", 0xC1);
-    w.negotiate_publisher(0, 1);
-    w.run_until("the client connected", |w| w.clients[0].connected);
-    let forger = w.join(2, "PA_forger");
-    w.publish_video(forger, "camera", "cid-cam", "TR_forger", 0xF0);
-    w.negotiate_publisher(1, 1);
-    w.run_until("the forger connected", |w| w.clients[1].connected);
+    let (mut w, camera, _) = a_client_and_a_forger();
     let (client, forger) = (w.clients[0].publisher_addr, w.clients[1].publisher_addr);
-    let rtp_before = w.router.stats().rtp_in;
-    let mut seq = 100u16;
     let mut forged = 0;
-    for _ in 0..200 {
+    let received = client_packets_received_while(&mut w, camera, |w| {
         for (_, id) in w.checks.iter().filter(|(to, _)| *to == forger) {
             // A success response header (0x0101) with the check's ID.
             let mut answer = vec![0x01, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
@@ -847,15 +901,42 @@ fn a_participant_answering_its_own_checks_from_a_clients_address_takes_nothing()
             w.router.handle_datagram(w.now, client, &answer);
             forged += 1;
         }
-        send_vp8(&mut w, camera, &mut seq, false);
-    }
+    });
     assert!(
         forged >= 100,
         "the forger saw its connection's checks: {forged}"
     );
     assert_eq!(
-        w.router.stats().rtp_in - rtp_before,
-        200,
+        received, 200,
+        "every packet of the client's reached its connection"
+    );
+}
+
+/// The client is also reachable at a second address (dual stack, a LAN and a public address).
+/// A participant steers the client's connection to send there (a request without USERNAME
+/// raising an ICE role conflict, which `rtc` answers before it checks the sender), and claims the
+/// client's first address with requests naming its own connection. Neither takes anything.
+#[test]
+fn a_participant_steering_where_a_clients_connection_sends_takes_nothing() {
+    let (mut w, camera, forger_ufrag) = a_client_and_a_forger();
+    let client = w.clients[0].publisher_addr;
+    let second: SocketAddr = "10.0.9.9:5000".parse().unwrap();
+    // The client's own check from its second address (as its browser sends from every
+    // candidate).
+    let check = w.client0_check.clone();
+    assert!(!check.is_empty(), "the client checked");
+    w.router.handle_datagram(w.now, second, &check);
+    w.exchange();
+    // ICE-CONTROLLED with the largest tie-breaker, and a USERNAME naming the forger's connection.
+    let conflict = forged_request(&[(0x8029, &[0xff; 8])], 0x43);
+    let username = format!("{forger_ufrag}:zz");
+    let claim = forged_request(&[(0x0006, username.as_bytes())], 0x44);
+    let received = client_packets_received_while(&mut w, camera, |w| {
+        w.router.handle_datagram(w.now, second, &conflict);
+        w.router.handle_datagram(w.now, client, &claim);
+    });
+    assert_eq!(
+        received, 200,
         "every packet of the client's reached its connection"
     );
 }
