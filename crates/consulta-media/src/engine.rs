@@ -143,6 +143,9 @@ pub struct RouterStats {
     pub streams_paused: u64,
     /// RTP datagrams dropped by [`MediaConfig::police_downlink_bps`] (tests).
     pub policed: u64,
+    /// Datagrams other than STUN not sent because another connection's client answered from
+    /// their destination ([`crate::mux::Demux::held_by_another`]).
+    pub displaced: u64,
     /// Data packets relayed (per receiver).
     pub data_relayed: u64,
     /// Data packets dropped (malformed, too big, no permission).
@@ -1234,6 +1237,12 @@ impl Router {
             }
             self.demux
                 .handle_sent(id, transmit.destination, &transmit.contents);
+            if self.demux.held_by_another(id, transmit.destination)
+                && !crate::mux::is_stun(&transmit.contents)
+            {
+                self.stats.displaced += 1;
+                continue;
+            }
             self.transmits.push_back(transmit);
         }
         let next = peer.pc.poll_timeout();

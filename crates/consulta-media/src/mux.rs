@@ -61,6 +61,11 @@ fn stun_kind(datagram: &[u8]) -> Option<Stun> {
     })
 }
 
+/// Whether `datagram` is STUN (RFC 7983: first byte 0..=3; the magic cookie).
+pub fn is_stun(datagram: &[u8]) -> bool {
+    stun_kind(datagram).is_some()
+}
+
 /// The transaction ID of `datagram` if it is a STUN binding request.
 fn binding_request_id(datagram: &[u8]) -> Option<[u8; 12]> {
     let header = datagram.first_chunk::<20>()?;
@@ -183,6 +188,14 @@ impl<K: Copy + Eq + Hash> Demux<K> {
         }
         sent.push_back(id);
         self.requests.insert(id, (key, to));
+    }
+
+    /// Whether a connection other than `key` holds the address `to`. Then its client answered
+    /// that connection's check from there, so `key`'s client is gone from it (a NAT gave its port
+    /// to someone else), and `key`'s DTLS and media would only load the newcomer's link; its STUN
+    /// may still go, for its checks to find its client elsewhere.
+    pub fn held_by_another(&self, key: K, to: SocketAddr) -> bool {
+        self.by_addr.get(&to).is_some_and(|holder| *holder != key)
     }
 
     /// Forgets `key`: its ufrags, addresses and requests.

@@ -236,6 +236,12 @@ pub fn metrics_text(
         stats.datagrams_unrouted,
     );
     metric(
+        "datagrams_displaced_total",
+        "counter",
+        "UDP datagrams (not STUN) not sent to an address another connection's client answered from.",
+        stats.displaced,
+    );
+    metric(
         "bytes_in_total",
         "counter",
         "UDP bytes received.",
