@@ -618,12 +618,12 @@ impl Router {
         let Some(id) = p.subscriber else {
             return;
         };
-        p.sub.restart_ice = true;
-        p.sub.needs_offer = true;
         if !p.sub.offer_outstanding {
-            self.maybe_offer(now, sid);
+            self.restart_subscriber_ice(now, sid);
             return;
         }
+        p.sub.restart_ice = true;
+        p.sub.needs_offer = true;
         match self.peers.get(&id).map(|peer| peer.pc.local_sdp()) {
             Some(Ok(sdp)) => self
                 .events
@@ -632,6 +632,19 @@ impl Router {
                 tracing::warn!(%error, participant = %sid, "outstanding offer lost");
             }
             None => {}
+        }
+    }
+
+    /// Offers the participant's subscriber connection an ICE restart: at once, or after the
+    /// answer to the offer still out.
+    fn restart_subscriber_ice(&mut self, now: Instant, sid: &ParticipantSid) {
+        let Some(p) = self.participants.get_mut(sid) else {
+            return;
+        };
+        p.sub.restart_ice = true;
+        p.sub.needs_offer = true;
+        if !p.sub.offer_outstanding {
+            self.maybe_offer(now, sid);
         }
     }
 
@@ -658,8 +671,11 @@ impl Router {
             Side::Publisher => MediaDirection::ReceiveOnly,
             Side::Subscriber => MediaDirection::SendOnly,
         };
+        // A participant is gone when its signalling says so (leave, ping timeout), never by ICE:
+        // a client back after a long outage resumes and restarts ICE on this connection.
         let config = MediaConfig {
             direction,
+            ice_fails: false,
             ..self.config
         };
         let pc = match MediaPeer::with_config(self.local_addr, config, now) {
@@ -1273,6 +1289,12 @@ impl Router {
                     && let Some(peer) = self.peers.get_mut(&id)
                 {
                     peer.secured = true;
+                }
+                if state == PeerState::Disconnected && side == Side::Subscriber {
+                    // Nothing from the client's address for 5 s while its signalling is up: its
+                    // NAT may have given it a new port, which `rtc`, controlling this
+                    // connection's ICE, answers but never moves to. A restart finds it.
+                    self.restart_subscriber_ice(now, owner);
                 }
                 if state == PeerState::Connected
                     && let Some(p) = self.participants.get_mut(owner)

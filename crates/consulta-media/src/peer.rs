@@ -449,6 +449,12 @@ pub struct MediaConfig {
     /// How long after each subscriber connection is made [`MediaConfig::police_downlink_bps`]
     /// applies (a link that recovers); `None`, the default: for as long as it lasts.
     pub police_downlink_for: Option<std::time::Duration>,
+    /// Let ICE give the connection up as failed after 30 s without a word from the remote side
+    /// (`rtc`'s default). Failing drops the connection's local candidates for good, so no later
+    /// ICE restart can connect it again. The SFU's router turns it off: its participants'
+    /// signalling decides when they are gone, and a client back after a long outage restarts
+    /// ICE on a resume. Default: true.
+    pub ice_fails: bool,
 }
 
 impl Default for MediaConfig {
@@ -461,6 +467,7 @@ impl Default for MediaConfig {
             congestion_control: true,
             police_downlink_bps: 0,
             police_downlink_for: None,
+            ice_fails: true,
         }
     }
 }
@@ -651,6 +658,11 @@ impl MediaPeer {
         if config.srtp_gcm_only {
             setting_engine = setting_engine
                 .with_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
+        }
+        if !config.ice_fails {
+            // A zero failed timeout never fails (rtc-ice); `None` keeps the other defaults.
+            setting_engine =
+                setting_engine.with_ice_timeouts(None, Some(std::time::Duration::ZERO), None);
         }
         let setting_engine = setting_engine
             // Measured with Chromium 156: the DTLS role does not change which profile wins (the

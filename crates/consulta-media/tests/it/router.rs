@@ -48,6 +48,8 @@ struct World {
     checks: Vec<(SocketAddr, [u8; 12])>,
     /// The last binding request client 0's publisher sent.
     client0_check: Vec<u8>,
+    /// Addresses whose datagrams are lost both ways (a network gone; signalling still works).
+    cut: Vec<SocketAddr>,
 }
 
 impl World {
@@ -62,6 +64,7 @@ impl World {
             core_events: Vec::new(),
             checks: Vec::new(),
             client0_check: Vec::new(),
+            cut: Vec::new(),
         }
     }
 
@@ -100,6 +103,9 @@ impl World {
             let mut moved = false;
             while let Some(t) = self.router.poll_transmit() {
                 moved = true;
+                if self.cut.contains(&t.destination) {
+                    continue;
+                }
                 if let Some(id) = binding_request_id(&t.contents) {
                     self.checks.push((t.destination, id));
                 }
@@ -118,6 +124,9 @@ impl World {
                 ] {
                     while let Some(t) = peer.poll_transmit() {
                         moved = true;
+                        if self.cut.contains(&from) {
+                            continue;
+                        }
                         // RTP (not RTCP: payload types 64-95 after the marker bit) from client 0.
                         let rtp = t.contents.first().is_some_and(|b| b >> 6 == 2)
                             && t.contents
@@ -624,6 +633,119 @@ fn a_resume_offers_again_what_was_unanswered_then_restarts_ice() {
     assert_ne!(ufrag(&offers[4].sdp), ufrag(&offers[3].sdp));
 }
 
+/// Bob's network is gone for 40 s while his signalling stays (he answers every offer, as
+/// livekit-client does), then he resumes: the router's ICE restart connects his subscriber
+/// connection again. `rtc` gives ICE up after 30 s without a word and then has no candidate left
+/// to restart with, so the router never lets it.
+#[test]
+fn a_resume_after_a_long_outage_connects_again() {
+    let mut w = World::new();
+    let bob = w.join(2, "PA_bob");
+    let bob_sid = w.clients[bob].sid.clone();
+    // Bob's side re-gathers on an ICE restart, as a browser does (`rtc` would not after failing).
+    let config = MediaConfig {
+        ice_fails: false,
+        ..MediaConfig::default()
+    };
+    let addr = w.clients[bob].subscriber_addr;
+    w.clients[bob].subscriber = MediaPeer::with_config(addr, config, w.now).unwrap();
+    w.needs_offer(bob);
+    w.answer_latest(bob);
+    w.run_until("bob's subscriber connection up", |w| {
+        subscriber_connected(w, 0)
+    });
+    let mut answered = w.offers_for(&bob_sid).len();
+    let mut answer_offers = |w: &mut World| {
+        w.exchange();
+        if w.offers_for(&bob_sid).len() > answered {
+            answered = w.offers_for(&bob_sid).len();
+            w.answer_latest(bob);
+        }
+        w.step();
+    };
+    w.cut.push(addr);
+    let left = w.now;
+    while w.now - left < Duration::from_secs(40) {
+        answer_offers(&mut w);
+    }
+    w.cut.clear();
+    w.clients[bob].received.clear();
+    w.router
+        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
+    let back = w.now;
+    while !subscriber_connected(&w, 0) {
+        assert!(
+            w.now - back < Duration::from_secs(10),
+            "bob's subscriber connection not up again"
+        );
+        answer_offers(&mut w);
+    }
+}
+
+/// Alice (client 0) connected, publishing a camera (`TR_cam`); Bob (client 1) joined.
+fn alice_with_a_camera_and_bob() -> (World, LocalTrack) {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    w.join(2, "PA_bob");
+    let camera = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
+    w.negotiate_publisher(alice, 1);
+    w.run_until("alice connected", |w| w.clients[0].connected);
+    (w, camera)
+}
+
+/// Bob's NAT gives his subscriber connection a new public port mid-call. `rtc`, controlling that
+/// connection's ICE, answers his checks from there but keeps sending to the old port; once it has
+/// heard nothing on the old one for 5 s, the router restarts ICE, and Alice's camera reaches him
+/// again.
+#[test]
+fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
+    let (mut w, camera) = alice_with_a_camera_and_bob();
+    let (alice, bob) = (0, 1);
+    let bob_sid = w.clients[bob].sid.clone();
+    w.subscribe(bob, alice, "TR_cam");
+    w.needs_offer(bob);
+    w.answer_latest(bob);
+    w.run_until("bob's subscriber connection up", |w| {
+        subscriber_connected(w, 1)
+    });
+    let mut seq = 1u16;
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    let bob_rtp = |w: &World| {
+        w.clients[1]
+            .received
+            .iter()
+            .filter(|e| matches!(e, MediaEvent::Rtp(_)))
+            .count()
+    };
+    assert!(bob_rtp(&w) > 0, "bob got the camera");
+
+    let offers = w.offers_for(&bob_sid).len();
+    w.clients[bob].subscriber_addr = "10.0.1.2:6001".parse().unwrap();
+    let moved = w.now;
+    while w.offers_for(&bob_sid).len() == offers {
+        assert!(
+            w.now - moved < Duration::from_secs(10),
+            "no ICE restart offered"
+        );
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    let restart = w.offers_for(&bob_sid).pop().unwrap();
+    assert_ne!(
+        ufrag(&restart.sdp),
+        ufrag(&w.offers_for(&bob_sid)[offers - 1].sdp)
+    );
+    w.answer_latest(bob);
+    let before = bob_rtp(&w);
+    for _ in 0..50 {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    assert!(
+        bob_rtp(&w) > before,
+        "the camera reached bob at his new port"
+    );
+}
+
 /// An answer the subscriber connection refuses (a client bug, a mangled frame) is followed by a
 /// fresh offer: the offer's tracks forward nothing until an answer is taken.
 #[test]
@@ -771,12 +893,8 @@ fn deltas_then_keyframe(w: &mut World, local: LocalTrack, seq: &mut u16) {
 /// once the subscriber can take it.
 #[test]
 fn a_subscriber_starts_at_a_key_frame_it_can_use() {
-    let mut w = World::new();
-    let alice = w.join(1, "PA_alice");
-    let bob = w.join(2, "PA_bob");
-    let camera = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
-    w.negotiate_publisher(alice, 1);
-    w.run_until("alice connected", |w| w.clients[0].connected);
+    let (mut w, camera) = alice_with_a_camera_and_bob();
+    let (alice, bob) = (0, 1);
 
     // Bob's first offer carries the camera. A key frame reaches the router as he answers, before
     // his connection is up; then delta frames, until the router asks for a key frame.
