@@ -122,6 +122,9 @@ pub struct RouterStats {
     pub rtx_unwrapped: u64,
     /// Signalling connections resumed (each restarts ICE on the subscriber connection).
     pub resumes: u64,
+    /// Publisher connections that heard nothing from their client's address for 5 s (each asks
+    /// the client to resume, which restarts their ICE).
+    pub publishers_quiet: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
@@ -611,27 +614,27 @@ impl Router {
     /// An offer still unanswered went out on the dropped connection and is sent again as it was;
     /// the ICE restart follows it.
     fn resumed(&mut self, now: Instant, sid: &ParticipantSid) {
-        let Some(p) = self.participants.get_mut(sid) else {
+        let Some(p) = self.participants.get(sid) else {
             return;
         };
         self.stats.resumes += 1;
         let Some(id) = p.subscriber else {
             return;
         };
-        if !p.sub.offer_outstanding {
-            self.restart_subscriber_ice(now, sid);
-            return;
-        }
-        p.sub.restart_ice = true;
-        p.sub.needs_offer = true;
-        match self.peers.get(&id).map(|peer| peer.pc.local_sdp()) {
-            Some(Ok(sdp)) => self
-                .events
-                .push_back(subscriber_offer(sid, sdp, p.sub.next_offer_id)),
-            Some(Err(error)) => {
+        let outstanding = p.sub.offer_outstanding.then_some(p.sub.next_offer_id);
+        self.restart_subscriber_ice(now, sid);
+        // The offer still out may never have reached the client: again, as it was.
+        match (
+            outstanding,
+            self.peers.get(&id).map(|peer| peer.pc.local_sdp()),
+        ) {
+            (Some(offer_id), Some(Ok(sdp))) => {
+                self.events.push_back(subscriber_offer(sid, sdp, offer_id));
+            }
+            (Some(_), Some(Err(error))) => {
                 tracing::warn!(%error, participant = %sid, "outstanding offer lost");
             }
-            None => {}
+            _ => {}
         }
     }
 
@@ -1290,11 +1293,20 @@ impl Router {
                 {
                     peer.secured = true;
                 }
-                if state == PeerState::Disconnected && side == Side::Subscriber {
+                if state == PeerState::Disconnected {
                     // Nothing from the client's address for 5 s while its signalling is up: its
-                    // NAT may have given it a new port, which `rtc`, controlling this
-                    // connection's ICE, answers but never moves to. A restart finds it.
-                    self.restart_subscriber_ice(now, owner);
+                    // NAT may have given it a new port, which `rtc` answers but never moves to,
+                    // in either ICE role. A restart finds it: the router's own on the subscriber
+                    // connection, the client's (asked for through a resume) on the publisher.
+                    match side {
+                        Side::Subscriber => self.restart_subscriber_ice(now, owner),
+                        Side::Publisher => {
+                            self.stats.publishers_quiet += 1;
+                            self.events.push_back(CoreEvent::PublisherDisconnected {
+                                participant: owner.clone(),
+                            });
+                        }
+                    }
                 }
                 if state == PeerState::Connected
                     && let Some(p) = self.participants.get_mut(owner)

@@ -332,6 +332,12 @@ pub fn metrics_text(
         stats.resumes,
     );
     metric(
+        "publisher_connections_quiet_total",
+        "counter",
+        "Publisher connections that heard nothing from their client's address for 5 s while its signalling was up; each asks the client to resume, restarting their ICE.",
+        stats.publishers_quiet,
+    );
+    metric(
         "data_packets_relayed_total",
         "counter",
         "Data packets relayed (per receiver).",

@@ -26,6 +26,7 @@ use crate::dynacast::{self, Dynacast};
 use crate::forward::Quality;
 use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
 use crate::media::{MediaEngine, MediaEvent, TrackSettings};
+pub use livekit_protocol::leave_request::Action as LeaveAction;
 
 /// The server version advertised in `server_info.version` and `server_version`; without one,
 /// livekit-client refuses the server (§5 item 1), and RPC wants ≥ 1.8.0.
@@ -504,7 +505,10 @@ impl<M: MediaEngine> Sfu<M> {
             tracing::info!(room = %name, conn = %old, "duplicate identity: closing the older session");
             self.send(
                 old,
-                leave(livekit_protocol::DisconnectReason::DuplicateIdentity, false),
+                leave(
+                    livekit_protocol::DisconnectReason::DuplicateIdentity,
+                    LeaveAction::Disconnect,
+                ),
             );
             self.remove_participant(
                 now,
@@ -762,7 +766,10 @@ impl<M: MediaEngine> Sfu<M> {
             if self.conns.remove(&p.conn).is_some() {
                 self.send(
                     p.conn,
-                    leave(livekit_protocol::DisconnectReason::ServerShutdown, true),
+                    leave(
+                        livekit_protocol::DisconnectReason::ServerShutdown,
+                        LeaveAction::Reconnect,
+                    ),
                 );
                 self.out.push_back(Output::Close { conn: p.conn });
                 told += 1;
@@ -930,6 +937,23 @@ impl<M: MediaEngine> Sfu<M> {
                 });
                 if let Some(info) = info {
                     self.broadcast_update(&room, &participant, info);
+                }
+            }
+            MediaEvent::PublisherDisconnected { participant } => {
+                // A client whose socket is gone resumes anyway, and that resume restarts ICE; a
+                // `leave` kept for it would only make it resume twice.
+                if let Some(conn) = self
+                    .conn_of(&participant)
+                    .filter(|conn| !self.dropped.contains_key(conn))
+                {
+                    tracing::info!(participant = %participant, "publisher connection quiet: asking for a resume");
+                    self.send(
+                        conn,
+                        leave(
+                            livekit_protocol::DisconnectReason::MediaFailure,
+                            LeaveAction::Resume,
+                        ),
+                    );
                 }
             }
             MediaEvent::TrackEnded { participant, track } => {
@@ -1578,20 +1602,15 @@ fn departures_to_repeat(
         .collect()
 }
 
-/// A `leave` for `reason`: with `reconnect`, the client joins again at once (action RECONNECT);
-/// without, it is disconnected for good.
+/// A `leave` for `reason`: with [`LeaveAction::Reconnect`] the client joins again at once, with
+/// [`LeaveAction::Resume`] it resumes its session on a new socket (restarting ICE), with
+/// [`LeaveAction::Disconnect`] it is disconnected for good.
 pub fn leave(
     reason: livekit_protocol::DisconnectReason,
-    reconnect: bool,
+    action: LeaveAction,
 ) -> signal_response::Message {
-    use livekit_protocol::leave_request::Action;
-    let action = if reconnect {
-        Action::Reconnect
-    } else {
-        Action::Disconnect
-    };
     signal_response::Message::Leave(LeaveRequest {
-        can_reconnect: reconnect,
+        can_reconnect: action != LeaveAction::Disconnect,
         reason: reason.into(),
         action: action.into(),
         regions: None,
@@ -2158,6 +2177,64 @@ mod tests {
         assert!(w.media_calls().iter().any(|c| c.starts_with("left ")));
     }
 
+    /// The engine hears nothing at the address Alice's publisher PC sends to: she is asked to
+    /// resume (the one way to make her client restart that PC's ICE) and keeps her session; the
+    /// others hear nothing of it. With her socket gone she is told nothing, now or on her resume.
+    #[test]
+    fn a_quiet_publisher_connection_asks_its_client_to_resume() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let alice_sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        let (bob, _) = w.join("bob");
+        w.drain();
+        w.media_calls();
+
+        w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
+            participant: alice_sid.clone(),
+        });
+        let resume = leave(
+            livekit_protocol::DisconnectReason::MediaFailure,
+            LeaveAction::Resume,
+        );
+        assert_eq!(
+            w.drain_all(),
+            vec![Output::Send {
+                conn: alice,
+                message: Box::new(SignalResponse {
+                    message: Some(resume.clone()),
+                }),
+            }]
+        );
+        let signal_response::Message::Leave(sent) = &resume else {
+            unreachable!()
+        };
+        assert!(sent.can_reconnect);
+        assert_eq!(w.media_calls(), Vec::<String>::new(), "her media stays");
+        let resumed = w.resume("alice", alice_sid.as_str()).unwrap();
+        let sent = w.drain();
+        assert!(
+            sent.iter().all(|(c, _)| *c != bob),
+            "bob is told nothing: {sent:?}"
+        );
+        assert!(
+            matches!(sent.first(), Some((c, signal_response::Message::Reconnect(_))) if *c == resumed)
+        );
+
+        // Her socket drops; the engine reports the same before she resumes.
+        w.sfu.handle_disconnect(w.now, resumed);
+        w.drain();
+        w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
+            participant: alice_sid.clone(),
+        });
+        assert_eq!(w.drain_all(), vec![]);
+        let again = w.resume("alice", alice_sid.as_str()).unwrap();
+        let sent = w.drain();
+        assert!(
+            !sent.iter().any(|(c, m)| *c == again && *m == resume),
+            "no leave kept for her: {sent:?}"
+        );
+    }
+
     #[test]
     fn a_dropped_socket_resumes_the_same_session_until_its_ping_timeout() {
         let mut w = World::new();
@@ -2290,7 +2367,7 @@ mod tests {
             message: Box::new(SignalResponse {
                 message: Some(leave(
                     livekit_protocol::DisconnectReason::ServerShutdown,
-                    true,
+                    LeaveAction::Reconnect,
                 )),
             }),
         };

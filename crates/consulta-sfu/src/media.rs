@@ -144,6 +144,16 @@ pub enum MediaEvent {
         /// The changes.
         speakers: Vec<livekit_protocol::SpeakerInfo>,
     },
+    /// Nothing came for 5 s from the address the participant's publisher PC sends to, while its
+    /// signalling is up: its NAT may have given it a new port. Media from there still arrives,
+    /// but the SFU's RTCP (key-frame requests, NACKs, congestion feedback) and data-channel
+    /// acknowledgements go on to the old port until the client restarts that PC's ICE, which
+    /// only the client, its offerer, can do: ask it to resume (livekit-client restarts ICE on a
+    /// resume).
+    PublisherDisconnected {
+        /// Whose PC.
+        participant: ParticipantSid,
+    },
     /// The publisher stopped sending a track: its offer no longer sends it (livekit-client's
     /// `unpublishTrack` sends no signal message, it only renegotiates).
     TrackEnded {

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
 use crate::auth::{self, ApiKeys, JoinGrant};
-use crate::core::{JoinError, JoinOptions, Output, Sfu, SfuConfig};
+use crate::core::{JoinError, JoinOptions, LeaveAction, Output, Sfu, SfuConfig};
 use crate::ids::{ConnId, RoomName};
 use crate::media::{MediaEngine, MediaEvent};
 use crate::signal::{self, MAX_REQUEST_BYTES, RateLimiter};
@@ -405,9 +405,9 @@ async fn get_rtc(
         .on_upgrade(move |socket| run_socket(server, socket, grant, options, resume, counted))
 }
 
-fn leave_frame(reason: livekit_protocol::DisconnectReason, reconnect: bool) -> Vec<u8> {
+fn leave_frame(reason: livekit_protocol::DisconnectReason, action: LeaveAction) -> Vec<u8> {
     signal::encode_response(&SignalResponse {
-        message: Some(crate::core::leave(reason, reconnect)),
+        message: Some(crate::core::leave(reason, action)),
     })
 }
 
@@ -437,19 +437,21 @@ async fn run_socket(
         Ok(conn) => conn,
         Err(error) => {
             use livekit_protocol::DisconnectReason;
-            let (reason, reconnect) = match error {
+            let (reason, action) = match error {
                 // Nothing to resume (it left or timed out): a full rejoin (spec §2.11).
                 JoinError::NoSession => {
                     tracing::info!("nothing to resume; asking for a full rejoin");
-                    (DisconnectReason::StateMismatch, true)
+                    (DisconnectReason::StateMismatch, LeaveAction::Reconnect)
                 }
-                JoinError::ShuttingDown => (DisconnectReason::ServerShutdown, true),
+                JoinError::ShuttingDown => {
+                    (DisconnectReason::ServerShutdown, LeaveAction::Reconnect)
+                }
                 error => {
                     tracing::info!(%error, "join refused after upgrade");
-                    (DisconnectReason::JoinFailure, false)
+                    (DisconnectReason::JoinFailure, LeaveAction::Disconnect)
                 }
             };
-            let frame = leave_frame(reason, reconnect);
+            let frame = leave_frame(reason, action);
             let _ = timeout(send_timeout, socket.send(Message::Binary(frame.into()))).await;
             let _ = timeout(send_timeout, socket.close()).await;
             return;

@@ -238,18 +238,23 @@ impl World {
     /// Client `i`'s publisher connection offers (numbered `id`) and takes the router's answer;
     /// returns the id the answer echoed.
     fn negotiate_publisher(&mut self, i: usize, id: u32) -> u32 {
-        self.negotiate_publisher_with(i, id, |sdp| sdp)
+        self.negotiate_publisher_with(i, id, false, |sdp| sdp)
     }
 
-    /// [`World::negotiate_publisher`], with the offer's SDP passed through `edit` on its way.
+    /// [`World::negotiate_publisher`], restarting ICE if `restart_ice`, with the offer's SDP
+    /// passed through `edit` on its way.
     fn negotiate_publisher_with(
         &mut self,
         i: usize,
         id: u32,
+        restart_ice: bool,
         edit: impl FnOnce(String) -> String,
     ) -> u32 {
         let sid = self.clients[i].sid.clone();
-        let sdp = edit(self.clients[i].publisher.create_offer(self.now).unwrap());
+        let offer = self.clients[i]
+            .publisher
+            .create_offer_with(self.now, restart_ice);
+        let sdp = edit(offer.unwrap());
         self.router.handle_command(
             self.now,
             Command::PublisherOffer(
@@ -693,15 +698,11 @@ fn alice_with_a_camera_and_bob() -> (World, LocalTrack) {
     (w, camera)
 }
 
-/// Bob's NAT gives his subscriber connection a new public port mid-call. `rtc`, controlling that
-/// connection's ICE, answers his checks from there but keeps sending to the old port; once it has
-/// heard nothing on the old one for 5 s, the router restarts ICE, and Alice's camera reaches him
-/// again.
-#[test]
-fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
+/// [`alice_with_a_camera_and_bob`], Bob subscribed to the camera and receiving it; returns the
+/// next sequence number of the camera.
+fn alice_sending_her_camera_to_bob() -> (World, LocalTrack, u16) {
     let (mut w, camera) = alice_with_a_camera_and_bob();
     let (alice, bob) = (0, 1);
-    let bob_sid = w.clients[bob].sid.clone();
     w.subscribe(bob, alice, "TR_cam");
     w.needs_offer(bob);
     w.answer_latest(bob);
@@ -710,6 +711,18 @@ fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
     });
     let mut seq = 1u16;
     deltas_then_keyframe(&mut w, camera, &mut seq);
+    (w, camera, seq)
+}
+
+/// Bob's NAT gives his subscriber connection a new public port mid-call. `rtc`, controlling that
+/// connection's ICE, answers his checks from there but keeps sending to the old port; once it has
+/// heard nothing on the old one for 5 s, the router restarts ICE, and Alice's camera reaches him
+/// again.
+#[test]
+fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let bob = 1;
+    let bob_sid = w.clients[bob].sid.clone();
     let bob_rtp = |w: &World| {
         w.clients[1]
             .received
@@ -744,6 +757,75 @@ fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
         bob_rtp(&w) > before,
         "the camera reached bob at his new port"
     );
+}
+
+/// Alice's NAT gives her publisher connection a new public port mid-call. Her camera still comes
+/// (her checks name the connection and claim the new port), but `rtc`, controlled on that
+/// connection, keeps the pair it selected: the router's RTCP (key-frame requests, NACKs, reports)
+/// goes to the old port, and only an ICE restart by Alice, the offerer, moves it. Once the old
+/// port has been quiet for 5 s the router says so, once; the core then asks her client to resume,
+/// which restarts that ICE, and the router's NACKs reach her at the new port.
+#[test]
+fn a_publisher_whose_nat_port_changed_is_asked_to_restart_its_ice() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let alice = 0;
+    let alice_sid = w.clients[alice].sid.clone();
+    let quiet = |w: &World| {
+        w.core_events
+            .iter()
+            .filter(|e| matches!(e, CoreEvent::PublisherDisconnected { participant } if *participant == alice_sid))
+            .count()
+    };
+    // A lost packet is asked for again (the NACK reaches her).
+    let nacked_after_a_loss = |w: &mut World, seq: &mut u16| {
+        let nacks = w.clients[0].publisher_nacks_seen;
+        (w.drop_after, w.drop_rtp) = (w.rtp_seen + 2, 1);
+        for _ in 0..30 {
+            send_vp8(w, camera, seq, false);
+        }
+        w.clients[0].publisher_nacks_seen > nacks
+    };
+    assert!(
+        nacked_after_a_loss(&mut w, &mut seq),
+        "nacks reach alice before"
+    );
+    assert_eq!(quiet(&w), 0);
+
+    w.clients[alice].publisher_addr = "10.0.1.1:6000".parse().unwrap();
+    let moved = w.now;
+    while quiet(&w) == 0 {
+        assert!(
+            w.now - moved < Duration::from_secs(10),
+            "the router said nothing"
+        );
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert!(
+        !nacked_after_a_loss(&mut w, &mut seq),
+        "nacks reached the new port without a restart"
+    );
+    let forwarded = w.router.stats().rtp_forwarded;
+    while w.now - moved < Duration::from_secs(20) {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert!(
+        w.router.stats().rtp_forwarded > forwarded,
+        "her camera still comes"
+    );
+    assert_eq!(quiet(&w), 1, "said once");
+    assert_eq!(w.router.stats().publishers_quiet, 1);
+
+    // Her client resumes and restarts its publisher connection's ICE.
+    w.router
+        .handle_command(w.now, Command::Resumed(alice_sid.clone()));
+    w.clients[alice].connected = false;
+    w.negotiate_publisher_with(alice, 2, true, |sdp| sdp);
+    w.run_until("alice connected again", |w| w.clients[0].connected);
+    assert!(
+        nacked_after_a_loss(&mut w, &mut seq),
+        "nacks reach alice at her new port"
+    );
+    assert_eq!(quiet(&w), 1);
 }
 
 /// An answer the subscriber connection refuses (a client bug, a mangled frame) is followed by a
@@ -1108,7 +1190,7 @@ fn connect_from_a_vanished_clients_ports(with_candidates: bool) -> Duration {
             .map(|l| format!("{l}\r\n"))
             .collect()
     };
-    w.negotiate_publisher_with(0, 1, edit);
+    w.negotiate_publisher_with(0, 1, false, edit);
     w.needs_offer(0);
     w.answer_latest_with(0, edit);
     w.run_until("the second client connected", |w| {
