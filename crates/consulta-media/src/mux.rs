@@ -40,7 +40,7 @@ enum Stun {
 /// Reads a STUN header (RFC 5389 §6; RFC 7983's first-byte rule), if `datagram` starts with one.
 fn stun_kind(datagram: &[u8]) -> Option<Stun> {
     let header = datagram.first_chunk::<20>()?;
-    if header[0] & 0xC0 != 0 || header[4..8] != MAGIC_COOKIE {
+    if header[0] > 3 || header[4..8] != MAGIC_COOKIE {
         return None;
     }
     // The class is in bits 8 and 4 of the message type: 0b10 success, 0b11 error response.
@@ -452,6 +452,14 @@ mod tests {
         for not_stun in [&[22u8; 40][..], &[0x80; 40], &request[..19]] {
             assert_eq!(stun_kind(not_stun), None);
             assert_eq!(binding_request_id(not_stun), None);
+        }
+        // RFC 7983 gives STUN first bytes 0-3 alone: a DTLS record (20-63) or ZRTP (16-19) whose
+        // epoch and sequence number spell the magic cookie is still not STUN.
+        for first in [16, 20, 22, 63] {
+            let mut record = [0u8; 40];
+            record[0] = first;
+            record[4..8].copy_from_slice(&MAGIC_COOKIE);
+            assert_eq!(stun_kind(&record), None, "first byte {first}");
         }
     }
 
