@@ -27,7 +27,7 @@ const LK = window.LivekitClient;
 const log = [];
 let room;
 const note = (kind, detail) => log.push({ at: Date.now(), kind, ...detail });
-window.join = async (url, token, passphrase) => {
+window.join = async (url, token, passphrase, hideCandidates) => {
   const options = { adaptiveStream: true, dynacast: true };
   if (passphrase) {
     // Element Call's per-participant E2EE: the SFU only ever sees ciphertext frames.
@@ -36,6 +36,8 @@ window.join = async (url, token, passphrase) => {
     options.e2ee = { keyProvider, worker: new Worker('/livekit-client.e2ee.worker.js') };
   }
   room = new LK.Room(options);
+  // Behind the test's NAT: the SFU must know this page only by the address the NAT gives it.
+  if (hideCandidates) room.engine.client.sendIceCandidate = async () => {};
   room.on(LK.RoomEvent.EncryptionError, (e) => note('encryption_error', { error: String(e) }));
   room.on(LK.RoomEvent.ParticipantEncryptionStatusChanged, (enabled, p) => note('encryption_status', { identity: p?.identity, enabled }));
   if (passphrase) await room.setE2EEEnabled(true);
@@ -360,8 +362,9 @@ try {
     await bob.evaluate(() => window.leave());
     throw 'done';
   };
-  result.alice_sid = await alice.evaluate(([u, t, k]) => window.join(u, t, k), [wsUrl, tokens.alice, passphrase]);
-  result.bob_sid = await bob.evaluate(([u, t, k]) => window.join(u, t, k), [wsUrl, tokens.bob, passphrase]);
+  const natted = mode === 'nat';
+  result.alice_sid = await alice.evaluate(([u, t, k, n]) => window.join(u, t, k, n), [wsUrl, tokens.alice, passphrase, natted]);
+  result.bob_sid = await bob.evaluate(([u, t, k, n]) => window.join(u, t, k, n), [wsUrl, tokens.bob, passphrase, natted]);
   step('joined');
   result.alice_published = await alice.evaluate(() => window.publish());
   result.bob_published = await bob.evaluate(() => window.publish());
@@ -455,13 +458,14 @@ try {
     await bob.evaluate(() => window.leave());
     throw 'done';
   }
+  // Frames decoded so far each way.
+  const seen = async () => ({
+    alice_sees_bob: frames(video(await alice.evaluate(() => window.remoteStats()), 'bob')),
+    bob_sees_alice: frames(video(await bob.evaluate(() => window.remoteStats()), 'alice')),
+  });
   if (mode === 'resume') {
     // Alice's signalling socket drops. Her client resumes the same session on a new socket: both
     // her PeerConnections restart ICE, and the call goes on without either side leaving.
-    const seen = async () => ({
-      alice_sees_bob: frames(video(await alice.evaluate(() => window.remoteStats()), 'bob')),
-      bob_sees_alice: frames(video(await bob.evaluate(() => window.remoteStats()), 'alice')),
-    });
     result.ufrags_before = await alice.evaluate(() => window.iceUfrags());
     result.frames_before = await seen();
     // Reliable data from before the drop and from during the resume reaches Bob once each. One
@@ -481,6 +485,35 @@ try {
     result.resume_window = { start, end: await seen() };
     result.alice_held_back = await alice.evaluate(() => window.heldBack ?? null);
     result.alice_sid_after = await alice.evaluate(() => room.localParticipant.sid);
+    await finish();
+  }
+  if (mode === 'nat') {
+    // The NAT in front of both pages gives each a new port. The SFU asks both clients to resume
+    // (their publisher connections' ICE is theirs to restart) and restarts their subscriber
+    // connections' ICE; the call goes on, and Carol, who comes afterwards, gets both cameras.
+    result.ufrags_before = await alice.evaluate(() => window.iceUfrags());
+    console.log('LIVEKIT_NAT_REBIND');
+    await new Promise((resolve) => process.stdin.once('data', resolve));
+    process.stdin.destroy(); // or it keeps this process alive after the scenario
+    const rebound = Date.now();
+    step('new ports');
+    const resumed = (p) => until(p, () => window.events(), (e) => e.some((x) => x.kind === 'resumed'), 30000);
+    await Promise.all([resumed(alice), resumed(bob)]);
+    result.rebind_to_resume_ms = Date.now() - rebound;
+    step('resumed');
+    const was = result.ufrags_before;
+    const restarted = (u) => ['publisher', 'subscriber'].every((pc) => u[pc].local !== was[pc].local && u[pc].remote !== was[pc].remote);
+    result.ufrags_after = await until(alice, () => window.iceUfrags(), restarted, 10000);
+    const start = await seen();
+    await sleep(8000);
+    result.rebind_window = { start, end: await seen() };
+    const carol = await open('carol');
+    await carol.evaluate(([u, t]) => window.join(u, t, undefined, true), [wsUrl, tokens.carol]);
+    const bothCameras = (s) => frames(video(s, 'alice')) >= 30 && frames(video(s, 'bob')) >= 30;
+    const carolStats = await until(carol, () => window.remoteStats(), bothCameras, 20000);
+    result.carol_sees_alice = video(carolStats, 'alice') ?? null;
+    result.carol_sees_bob = video(carolStats, 'bob') ?? null;
+    await carol.evaluate(() => window.leave());
     await finish();
   }
   if (mode === 'restart') {

@@ -1291,7 +1291,15 @@ impl Router {
                 if state == PeerState::Connected
                     && let Some(peer) = self.peers.get_mut(&id)
                 {
-                    peer.secured = true;
+                    // Connected again: after an ICE restart (a resume, a NAT's new port) or a
+                    // path that was quiet for 5 s. What was sent meanwhile may be lost.
+                    let again = std::mem::replace(&mut peer.secured, true);
+                    if again
+                        && side == Side::Subscriber
+                        && let Some(p) = self.participants.get_mut(owner)
+                    {
+                        p.sub.allocator.handle_reconnected(now);
+                    }
                 }
                 if state == PeerState::Disconnected {
                     // Nothing from the client's address for 5 s while its signalling is up: its

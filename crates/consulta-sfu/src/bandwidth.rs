@@ -124,6 +124,13 @@ pub const LOSS_LOW: u8 = 5;
 /// until the new one's key frame.
 pub const LOSS_SETTLE: Duration = Duration::from_millis(1_500);
 
+/// Receiver reports this soon after the subscriber's connection came back from an outage (an ICE
+/// restart on a resume or after a NAT gave the client a new port, a path quiet for 5 s) are
+/// ignored. The first report after it counts what was sent into the outage as lost (44-57 % in
+/// the Chromium NAT test), which says nothing of the link now, and taken as loss it paused the
+/// video for 8 s of hold once the call was back. Browsers report video about once a second.
+pub const OUTAGE_SETTLE: Duration = Duration::from_secs(3);
+
 /// A loss cap is taken off what was sent at most this long ago: a report covers about a second,
 /// and the layers may have been lowered since.
 const SENT_MEMORY: Duration = Duration::from_secs(2);
@@ -633,6 +640,8 @@ pub struct Allocator {
     loss_cap: Option<u64>,
     /// When the layers sent were last lowered.
     lowered_at: Option<Instant>,
+    /// When the subscriber's connection last came back from an outage.
+    back_at: Option<Instant>,
     /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
     caps: Vec<(u64, Option<Quality>)>,
     /// The tracks visible at the last poll. Outside a wait, a track whose tile asks for no more
@@ -661,6 +670,7 @@ impl Default for Allocator {
             spent_peak: (0, None),
             loss_cap: None,
             lowered_at: None,
+            back_at: None,
             caps: Vec::new(),
             shown: Vec::new(),
             waiting: Vec::new(),
@@ -684,17 +694,23 @@ impl Allocator {
         self.estimate = Some(estimate);
     }
 
+    /// The subscriber's connection is back from an outage at `now` (see [`OUTAGE_SETTLE`]).
+    pub fn handle_reconnected(&mut self, now: Instant) {
+        self.back_at = Some(now);
+    }
+
     /// The loss one of the subscriber's receiver reports states for a video stream it receives
     /// (`fraction_lost`, in 256ths), arriving at `now`. A report within [`LOSS_SETTLE`] of a drop
-    /// is ignored: it covers time before the lower layers took over.
+    /// is ignored: it covers time before the lower layers took over; so is one within
+    /// [`OUTAGE_SETTLE`] of the connection coming back: it covers the outage.
     pub fn handle_loss_at(&mut self, now: Instant, fraction_lost: u8) {
         let Some(estimate) = self.estimate else {
             return;
         };
-        if self
-            .lowered_at
-            .is_some_and(|at| now.saturating_duration_since(at) < LOSS_SETTLE)
-        {
+        let within = |at: Option<Instant>, settle| {
+            at.is_some_and(|at| now.saturating_duration_since(at) < settle)
+        };
+        if within(self.lowered_at, LOSS_SETTLE) || within(self.back_at, OUTAGE_SETTLE) {
             return;
         }
         if fraction_lost > LOSS_HIGH {
@@ -1418,6 +1434,30 @@ mod tests {
         }
         assert_eq!(allocator.loss_cap, None);
         assert_eq!(allocator.poll_caps(at(60), 1, &tracks), vec![Some(High)]);
+    }
+
+    /// The first reports after an outage count what was sent into it as lost: ignored for
+    /// `OUTAGE_SETTLE`, then loss counts again.
+    #[test]
+    fn reports_covering_an_outage_change_nothing() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let tracks = [camera(Some(High))];
+        let mut allocator = on_720p_at_3_mbit(start);
+        allocator.handle_reconnected(at(10_000));
+        allocator.handle_loss_at(at(10_900), 146);
+        allocator.handle_audio_loss_at(at(12_000), 146);
+        assert_eq!(
+            allocator.poll_caps(at(12_000), 1, &tracks),
+            vec![Some(High)]
+        );
+        assert_eq!(allocator.loss_cap, None);
+        allocator.handle_loss_at(at(13_000), 146);
+        assert_eq!(
+            allocator.poll_caps(at(13_000), 1, &tracks),
+            vec![Some(Medium)]
+        );
+        assert!(allocator.loss_cap.is_some());
     }
 
     #[test]

@@ -4,8 +4,11 @@
 //! sound and a data packet arrive; a token for another room is refused. Fails, never skips, when
 //! the browser or the Node modules are missing: `tests/run` installs both.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consulta_media::node::{NodeConfig, SfuNode};
@@ -141,13 +144,16 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
             .exists(),
         "tests/browser/node_modules is missing: run tests/run, or `npm ci` in tests/browser"
     );
+    // The `nat` scenario puts a NAT between the pages and the node, which advertises the NAT's
+    // address as its own.
+    let behind_nat = mode == "nat";
     let config = NodeConfig {
         shell: ShellConfig {
             keys: ApiKeys::new().with(KEY, ApiSecret::new(SECRET)),
             ..ShellConfig::default()
         },
         media,
-        ..NodeConfig::default()
+        advertised_ip: behind_nat.then_some(Nat::PUBLIC),
     };
     let browser = crate::CPU_HEAVY.lock().await;
     let mut node = start_node(
@@ -156,6 +162,11 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
         UdpSocket::bind("127.0.0.1:0").await.unwrap(),
     )
     .await;
+    let nat = if behind_nat {
+        Some(Nat::start(node.udp_addr()).await)
+    } else {
+        None
+    };
 
     let scenario = serde_json::json!({
         "tokens": {
@@ -207,6 +218,11 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
                 )
                 .await;
                 stdin.write_all(b"restarted\n").await.unwrap();
+            }
+            // The scenario asks the NAT to give every client a new port.
+            if line == "LIVEKIT_NAT_REBIND" {
+                nat.as_ref().expect("a NAT").rebind();
+                stdin.write_all(b"rebound\n").await.unwrap();
             }
         }
         node
@@ -495,6 +511,159 @@ async fn livekit_client_end_to_end_encrypted_media_passes_through() {
 /// restarted paths. Before, the SFU told every client not to resume, and a dropped socket cost a
 /// full rejoin: both sides saw the other leave and come back, and every track was published and
 /// subscribed again.
+/// ICE restarted on both of Alice's connections: every ufrag changed (`ufrags_before`,
+/// `ufrags_after`).
+fn assert_ice_restarted(result: &Value) {
+    let (before, after) = (&result["ufrags_before"], &result["ufrags_after"]);
+    for pc in ["publisher", "subscriber"] {
+        for end in ["local", "remote"] {
+            let (old, new) = (&before[pc][end], &after[pc][end]);
+            assert!(
+                old.as_str().is_some_and(|u| !u.is_empty()) && old != new,
+                "{pc} {end} ufrag restarted: {before} → {after}"
+            );
+        }
+    }
+}
+
+/// Video decoded both ways over a `window` of 8 s (`start`, `end`) at 100 frames or more (of up
+/// to 240).
+fn assert_call_goes_on(window: &Value) {
+    eprintln!("frames decoded over 8 s: {window}");
+    for way in ["alice_sees_bob", "bob_sees_alice"] {
+        let decoded =
+            window["end"][way].as_i64().unwrap_or(0) - window["start"][way].as_i64().unwrap_or(0);
+        assert!(decoded >= 100, "{way}: {decoded} frames in 8 s: {window}");
+    }
+}
+
+/// A NAT, as a carrier's is, in front of every page: the node advertises [`Nat::PUBLIC`] with its
+/// own port, where the NAT takes each client's datagrams and sends them on to the node from a
+/// port of its own per client address (on `127.0.0.3`), and what the node sends to that port back
+/// to the client. [`Nat::rebind`] forgets every mapping, so that each client goes on from a new
+/// port, as a NAT does when its mapping times out or the carrier moves the phone.
+struct Nat {
+    rebind: tokio::sync::mpsc::UnboundedSender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Nat {
+    const PUBLIC: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
+    async fn start(node: std::net::SocketAddr) -> Self {
+        let public = Arc::new(
+            UdpSocket::bind((Self::PUBLIC, node.port()))
+                .await
+                .expect("the NAT takes the node's port on 127.0.0.2"),
+        );
+        let (rebind, mut rebinds) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(async move {
+            // Client address → the NAT's socket for it, and the task relaying the node's answers.
+            let mut mappings: HashMap<_, (Arc<UdpSocket>, tokio::task::JoinHandle<()>)> =
+                HashMap::new();
+            let mut buf = vec![0u8; 2048];
+            loop {
+                tokio::select! {
+                    received = public.recv_from(&mut buf) => {
+                        let Ok((n, client)) = received else { continue };
+                        let outside = match mappings.entry(client) {
+                            Entry::Occupied(mapping) => mapping.get().0.clone(),
+                            Entry::Vacant(slot) => {
+                                let outside =
+                                    Arc::new(UdpSocket::bind("127.0.0.3:0").await.unwrap());
+                                let back = tokio::spawn(Self::answer(
+                                    outside.clone(),
+                                    public.clone(),
+                                    node,
+                                    client,
+                                ));
+                                slot.insert((outside.clone(), back));
+                                outside
+                            }
+                        };
+                        let _ = outside.send_to(&buf[..n], node).await;
+                    }
+                    Some(()) = rebinds.recv() => {
+                        for (_, (_, back)) in mappings.drain() {
+                            back.abort();
+                        }
+                    }
+                }
+            }
+        });
+        Self { rebind, task }
+    }
+
+    /// Relays what `node` sends to the NAT's `outside` port back to `client`, from `public`.
+    async fn answer(
+        outside: Arc<UdpSocket>,
+        public: Arc<UdpSocket>,
+        node: std::net::SocketAddr,
+        client: std::net::SocketAddr,
+    ) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            if let Ok((n, sender)) = outside.recv_from(&mut buf).await
+                && sender == node
+            {
+                let _ = public.send_to(&buf[..n], client).await;
+            }
+        }
+    }
+
+    fn rebind(&self) {
+        self.rebind.send(()).expect("the NAT runs");
+    }
+}
+
+impl Drop for Nat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Both clients' NAT gives them new ports mid-call (common on mobile carriers). The node hears
+/// nothing more at the old ones: on each subscriber connection it restarts ICE itself, and it asks
+/// each client to resume (`leave`, RESUME), which restarts the publisher connection's ICE, the
+/// client's to restart. The call goes on both ways, and a newcomer gets both cameras, which
+/// takes the node's key-frame requests reaching the publishers at their new ports. The pages
+/// signal no candidates of their own here, so that every datagram crosses the NAT (their host
+/// addresses are reachable on this machine, as a NATed phone's are not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_media_survives_a_nat_giving_new_ports() {
+    log_bandwidth_decisions();
+    let (node, result) = run_scenario("nat").await;
+    let metrics = settled_metrics(&node).await;
+    for who in ["alice", "bob"] {
+        let events = event_kinds(&result, &format!("{who}_events"));
+        eprintln!("{who}'s events: {events:?}");
+        assert!(
+            events.iter().any(|k| k == "resumed") && !events.iter().any(|k| k == "restarting"),
+            "{who}'s client was asked to resume, and did: {events:?}"
+        );
+    }
+    eprintln!(
+        "ice ufrags: {} → {}; resumed {} ms after the new ports",
+        result["ufrags_before"], result["ufrags_after"], result["rebind_to_resume_ms"]
+    );
+    assert_ice_restarted(&result);
+    assert_call_goes_on(&result["rebind_window"]);
+    for (who, stats) in [
+        ("alice", &result["carol_sees_alice"]),
+        ("bob", &result["carol_sees_bob"]),
+    ] {
+        assert!(
+            frames(stats) >= 30,
+            "carol, joining after the new ports, sees {who}: {stats}"
+        );
+    }
+    assert!(
+        metric(&metrics, "publisher_connections_quiet_total") >= 2,
+        "{metrics}"
+    );
+    assert!(metric(&metrics, "resumes_total") >= 2, "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
     let (node, result) = run_scenario_with("resume", MediaConfig::default()).await;
@@ -524,23 +693,9 @@ async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
     // ICE restarted on both of her connections: every ufrag changed.
     let (before, after) = (&result["ufrags_before"], &result["ufrags_after"]);
     eprintln!("ice ufrags: {before} → {after}");
-    for pc in ["publisher", "subscriber"] {
-        for end in ["local", "remote"] {
-            let (old, new) = (&before[pc][end], &after[pc][end]);
-            assert!(
-                old.as_str().is_some_and(|u| !u.is_empty()) && old != new,
-                "{pc} {end} ufrag restarted: {before} → {after}"
-            );
-        }
-    }
-    // And the call goes on over the new paths, both ways (8 s at up to 30 fps).
-    let window = &result["resume_window"];
-    eprintln!("frames decoded over the 8 s after the resume: {window}");
-    for way in ["alice_sees_bob", "bob_sees_alice"] {
-        let decoded =
-            window["end"][way].as_i64().unwrap_or(0) - window["start"][way].as_i64().unwrap_or(0);
-        assert!(decoded >= 100, "{way}: {decoded} frames in 8 s: {window}");
-    }
+    assert_ice_restarted(&result);
+    // And the call goes on over the new paths, both ways.
+    assert_call_goes_on(&result["resume_window"]);
     assert!(metric(&metrics, "resumes_total") >= 1, "{metrics}");
     // Reliable data: what Alice sent before the drop, and what her client held back while it
     // resumed (sent again from the `last_message_seq` the SFU reported), reach Bob once each.
