@@ -257,11 +257,12 @@ window.sendWhenResuming = (text) => {
     window.heldBack = room.engine.dataChannels.reliable.messageBuffer.getUnsent().length;
   });
 };
-// The ICE ufrags of both PeerConnections' descriptions (they change when ICE restarts).
+// The ICE ufrags of both PeerConnections' descriptions (they change when ICE restarts), and
+// their connection states.
 window.iceUfrags = () => {
   const manager = room.engine.pcManager;
   const ufrag = (description) => (description?.sdp.match(/a=ice-ufrag:([^\\s]+)/) ?? [])[1] ?? '';
-  const of = (transport) => ({ local: ufrag(transport?.pc.localDescription), remote: ufrag(transport?.pc.remoteDescription) });
+  const of = (transport) => ({ local: ufrag(transport?.pc.localDescription), remote: ufrag(transport?.pc.remoteDescription), state: transport?.pc.connectionState });
   return { publisher: of(manager.publisher), subscriber: of(manager.subscriber) };
 };
 // Resizes the tiles of a participant's camera: adaptive stream tells the SFU, which picks a layer.
@@ -492,6 +493,7 @@ try {
     // (their publisher connections' ICE is theirs to restart) and restarts their subscriber
     // connections' ICE; the call goes on, and Carol, who comes afterwards, gets both cameras.
     result.ufrags_before = await alice.evaluate(() => window.iceUfrags());
+    const bobWas = await bob.evaluate(() => window.iceUfrags());
     console.log('LIVEKIT_NAT_REBIND');
     await new Promise((resolve) => process.stdin.once('data', resolve));
     process.stdin.destroy(); // or it keeps this process alive after the scenario
@@ -501,10 +503,19 @@ try {
     await Promise.all([resumed(alice), resumed(bob)]);
     result.rebind_to_resume_ms = Date.now() - rebound;
     step('resumed');
-    const was = result.ufrags_before;
-    const restarted = (u) => ['publisher', 'subscriber'].every((pc) => u[pc].local !== was[pc].local && u[pc].remote !== was[pc].remote);
-    result.ufrags_after = await until(alice, () => window.iceUfrags(), restarted, 10000);
-    const start = await seen();
+    // Restarted, and connected on the new credentials.
+    const restarted = (was) => (u) => ['publisher', 'subscriber'].every((pc) => u[pc].local !== was[pc].local && u[pc].remote !== was[pc].remote && u[pc].state === 'connected');
+    result.ufrags_after = await until(alice, () => window.iceUfrags(), restarted(result.ufrags_before), 10000);
+    await until(bob, () => window.iceUfrags(), restarted(bobWas), 10000);
+    // Video flowing again both ways (10 frames each), then an 8 s window of it.
+    const connected = await seen();
+    let start = connected;
+    const flowing = (f) => f.alice_sees_bob >= connected.alice_sees_bob + 10 && f.bob_sees_alice >= connected.bob_sees_alice + 10;
+    while (!flowing(start) && Date.now() - rebound < 30000) {
+      await sleep(250);
+      start = await seen();
+    }
+    result.rebind_to_video_ms = Date.now() - rebound;
     await sleep(8000);
     result.rebind_window = { start, end: await seen() };
     const carol = await open('carol');

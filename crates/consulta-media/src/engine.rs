@@ -52,6 +52,9 @@ const MAX_SSRCS_PER_TRACK: usize = 16;
 const DESCRIPTOR_MAX: usize = 6;
 /// How often active-speaker changes are looked for.
 const SPEAKER_TICK: Duration = Duration::from_millis(300);
+/// A resume this soon after the subscriber connection connected again restarts no ICE: the
+/// connection's path is that fresh (see [`Router::resumed`]).
+const JUST_RECONNECTED: Duration = Duration::from_secs(10);
 
 /// A call from the signalling core.
 #[derive(Debug)]
@@ -276,6 +279,8 @@ struct SubscriberState {
     needs_offer: bool,
     /// The next offer restarts ICE (after a resume).
     restart_ice: bool,
+    /// When the connection last connected again (after an ICE restart, or a path quiet for 5 s).
+    reconnected_at: Option<Instant>,
     next_offer_id: u32,
     settings: HashMap<TrackSid, TrackSettings>,
     /// Which layers fit the connection's estimated bandwidth.
@@ -612,7 +617,8 @@ impl Router {
 
     /// The participant's client resumed its signalling ([`MediaEngine::participant_resumed`]).
     /// An offer still unanswered went out on the dropped connection and is sent again as it was;
-    /// the ICE restart follows it.
+    /// the ICE restart follows it, unless the connection connected again within
+    /// [`JUST_RECONNECTED`].
     fn resumed(&mut self, now: Instant, sid: &ParticipantSid) {
         let Some(p) = self.participants.get(sid) else {
             return;
@@ -622,7 +628,16 @@ impl Router {
             return;
         };
         let outstanding = p.sub.offer_outstanding.then_some(p.sub.next_offer_id);
-        self.restart_subscriber_ice(now, sid);
+        // Connected again just now (the router's own restart, once the old port went quiet, found
+        // the client's new one a moment before it resumed): another restart would only interrupt
+        // the media again.
+        let just_reconnected = p
+            .sub
+            .reconnected_at
+            .is_some_and(|at| now.saturating_duration_since(at) < JUST_RECONNECTED);
+        if !just_reconnected {
+            self.restart_subscriber_ice(now, sid);
+        }
         // The offer still out may never have reached the client: again, as it was.
         match (
             outstanding,
@@ -1299,6 +1314,7 @@ impl Router {
                         && let Some(p) = self.participants.get_mut(owner)
                     {
                         p.sub.allocator.handle_reconnected(now);
+                        p.sub.reconnected_at = Some(now);
                     }
                 }
                 if state == PeerState::Disconnected {

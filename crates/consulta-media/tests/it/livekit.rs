@@ -643,8 +643,11 @@ async fn livekit_client_media_survives_a_nat_giving_new_ports() {
         );
     }
     eprintln!(
-        "ice ufrags: {} → {}; resumed {} ms after the new ports",
-        result["ufrags_before"], result["ufrags_after"], result["rebind_to_resume_ms"]
+        "ice ufrags: {} → {}; resumed {} ms after the new ports, video flowing both ways after {} ms",
+        result["ufrags_before"],
+        result["ufrags_after"],
+        result["rebind_to_resume_ms"],
+        result["rebind_to_video_ms"]
     );
     assert_ice_restarted(&result);
     assert_call_goes_on(&result["rebind_window"]);

@@ -757,6 +757,21 @@ fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
         bob_rtp(&w) > before,
         "the camera reached bob at his new port"
     );
+    // His client resumes a moment later (the router asked it to, for his publisher connection):
+    // his subscriber connection, connected again just now, is not restarted once more.
+    let offers = w.offers_for(&bob_sid).len();
+    w.router
+        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
+    w.exchange();
+    assert_eq!(w.offers_for(&bob_sid).len(), offers, "no second restart");
+    // A resume later on restarts it, as ever.
+    for _ in 0..600 {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    w.router
+        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
+    w.exchange();
+    assert_eq!(w.offers_for(&bob_sid).len(), offers + 1, "restarted");
 }
 
 /// Alice's NAT gives her publisher connection a new public port mid-call. Her camera still comes
