@@ -52,8 +52,8 @@ const MAX_SSRCS_PER_TRACK: usize = 16;
 const DESCRIPTOR_MAX: usize = 6;
 /// How often active-speaker changes are looked for.
 const SPEAKER_TICK: Duration = Duration::from_millis(300);
-/// A resume this soon after the subscriber connection connected again restarts no ICE: the
-/// connection's path is that fresh (see [`Router::resumed`]).
+/// A resume the router asked for this soon after the subscriber connection connected again
+/// restarts no ICE there: the connection's path is that fresh (see [`Router::resumed`]).
 const JUST_RECONNECTED: Duration = Duration::from_secs(10);
 
 /// A call from the signalling core.
@@ -123,10 +123,11 @@ pub struct RouterStats {
     pub rtx_in: u64,
     /// Of those, unwrapped onto their primary stream and offered to the subscribers.
     pub rtx_unwrapped: u64,
-    /// Signalling connections resumed (each restarts ICE on the subscriber connection).
+    /// Signalling connections resumed (each restarts ICE on the subscriber connection, but one
+    /// the router asked for while its own restart there runs or just connected).
     pub resumes: u64,
-    /// Publisher connections that heard nothing from their client's address for 5 s (each asks
-    /// the client to resume, which restarts their ICE).
+    /// Publisher connections that heard nothing from their client's address for 5 s (the core
+    /// asks the client to resume, which restarts their ICE, if its socket is up).
     pub publishers_quiet: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
@@ -281,6 +282,8 @@ struct SubscriberState {
     restart_ice: bool,
     /// When the connection last connected again (after an ICE restart, or a path quiet for 5 s).
     reconnected_at: Option<Instant>,
+    /// An ICE restart was offered and the connection has not connected since.
+    restart_in_flight: bool,
     next_offer_id: u32,
     settings: HashMap<TrackSid, TrackSettings>,
     /// Which layers fit the connection's estimated bandwidth.
@@ -297,6 +300,9 @@ struct Participant {
     publisher: Option<PeerId>,
     subscriber: Option<PeerId>,
     connected: bool,
+    /// Its publisher connection turned quiet and the core was told (which asks the client to
+    /// resume); the next resume may be the answer.
+    resume_asked: bool,
     sub: SubscriberState,
     /// `cid` (msid track id) → published track.
     cids: HashMap<String, TrackSid>,
@@ -558,6 +564,7 @@ impl Router {
                         publisher: None,
                         subscriber: None,
                         connected: false,
+                        resume_asked: false,
                         sub: SubscriberState::default(),
                         cids: HashMap::new(),
                         offered: BTreeMap::new(),
@@ -617,25 +624,26 @@ impl Router {
 
     /// The participant's client resumed its signalling ([`MediaEngine::participant_resumed`]).
     /// An offer still unanswered went out on the dropped connection and is sent again as it was;
-    /// the ICE restart follows it, unless the connection connected again within
-    /// [`JUST_RECONNECTED`].
+    /// the ICE restart follows it, unless the router asked for this resume and its own restart of
+    /// the connection is under way or connected within [`JUST_RECONNECTED`].
     fn resumed(&mut self, now: Instant, sid: &ParticipantSid) {
-        let Some(p) = self.participants.get(sid) else {
+        let Some(p) = self.participants.get_mut(sid) else {
             return;
         };
         self.stats.resumes += 1;
+        let asked = std::mem::take(&mut p.resume_asked);
         let Some(id) = p.subscriber else {
             return;
         };
         let outstanding = p.sub.offer_outstanding.then_some(p.sub.next_offer_id);
-        // Connected again just now (the router's own restart, once the old port went quiet, found
-        // the client's new one a moment before it resumed): another restart would only interrupt
-        // the media again.
-        let just_reconnected = p
-            .sub
-            .reconnected_at
-            .is_some_and(|at| now.saturating_duration_since(at) < JUST_RECONNECTED);
-        if !just_reconnected {
+        // The resume the router asked for when the publisher connection went quiet, while the
+        // router's own restart of this connection (the same quiet, on the same NAT) is under way
+        // or has just connected: another restart would only interrupt the media again.
+        let restarted = p.sub.restart_in_flight
+            || p.sub
+                .reconnected_at
+                .is_some_and(|at| now.saturating_duration_since(at) < JUST_RECONNECTED);
+        if !(asked && restarted) {
             self.restart_subscriber_ice(now, sid);
         }
         // The offer still out may never have reached the client: again, as it was.
@@ -914,6 +922,7 @@ impl Router {
                 if let Some(p) = self.participants.get_mut(sid) {
                     p.sub.offer_outstanding = true;
                     p.sub.needs_offer = false;
+                    p.sub.restart_in_flight |= restart_ice;
                     p.sub.restart_ice = false;
                     p.sub.next_offer_id = p.sub.next_offer_id.wrapping_add(1);
                     self.events
@@ -1309,12 +1318,14 @@ impl Router {
                     // Connected again: after an ICE restart (a resume, a NAT's new port) or a
                     // path that was quiet for 5 s. What was sent meanwhile may be lost.
                     let again = std::mem::replace(&mut peer.secured, true);
-                    if again
-                        && side == Side::Subscriber
+                    if side == Side::Subscriber
                         && let Some(p) = self.participants.get_mut(owner)
                     {
-                        p.sub.allocator.handle_reconnected(now);
-                        p.sub.reconnected_at = Some(now);
+                        p.sub.restart_in_flight = false;
+                        if again {
+                            p.sub.allocator.handle_reconnected(now);
+                            p.sub.reconnected_at = Some(now);
+                        }
                     }
                 }
                 if state == PeerState::Disconnected {
@@ -1325,6 +1336,9 @@ impl Router {
                     match side {
                         Side::Subscriber => self.restart_subscriber_ice(now, owner),
                         Side::Publisher => {
+                            if let Some(p) = self.participants.get_mut(owner) {
+                                p.resume_asked = true;
+                            }
                             self.stats.publishers_quiet += 1;
                             self.events.push_back(CoreEvent::PublisherDisconnected {
                                 participant: owner.clone(),

@@ -79,8 +79,8 @@ fn binding_request_id(datagram: &[u8]) -> Option<[u8; 12]> {
 /// one. Never panics, whatever the bytes.
 pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     let header = datagram.get(..20)?;
-    // STUN messages start with two zero bits (RFC 7983 demultiplexing) and carry the cookie.
-    if header.first()? & 0xC0 != 0 || header.get(4..8)? != MAGIC_COOKIE {
+    // STUN messages start with a byte of 0-3 (RFC 7983 demultiplexing) and carry the cookie.
+    if *header.first()? > 3 || header.get(4..8)? != MAGIC_COOKIE {
         return None;
     }
     let length = usize::from(u16::from_be_bytes([*header.get(2)?, *header.get(3)?]));

@@ -328,13 +328,13 @@ pub fn metrics_text(
     metric(
         "resumes_total",
         "counter",
-        "Signalling connections resumed after a drop (the session kept; ICE restarted).",
+        "Signalling connections resumed (the session kept): after a drop, or asked for by the SFU when a publisher connection went quiet.",
         stats.resumes,
     );
     metric(
         "publisher_connections_quiet_total",
         "counter",
-        "Publisher connections that heard nothing from their client's address for 5 s while its signalling was up; each asks the client to resume, restarting their ICE.",
+        "Publisher connections that heard nothing from their client's address for 5 s; a client whose signalling is up is asked to resume, restarting their ICE.",
         stats.publishers_quiet,
     );
     metric(

@@ -32,6 +32,10 @@ pub use livekit_protocol::leave_request::Action as LeaveAction;
 /// livekit-client refuses the server (§5 item 1), and RPC wants ≥ 1.8.0.
 pub const SERVER_VERSION: &str = "1.9.0";
 
+/// The first client protocol version that reads a `leave`'s action (RESUME, RECONNECT,
+/// DISCONNECT); older ones read only `can_reconnect`, as "join again".
+const LEAVE_ACTIONS_SINCE: i32 = 13;
+
 /// The signalling protocol version the server speaks.
 pub const PROTOCOL_VERSION: i32 = 16;
 
@@ -208,6 +212,8 @@ struct Participant {
     cids: BTreeMap<String, TrackSid>,
     last_seen: Instant,
     auto_subscribe: bool,
+    /// The protocol version its client joined with.
+    protocol: i32,
     /// Tracks (of others) this participant receives.
     subscriptions: BTreeSet<TrackSid>,
     /// Per-track wishes from `track_setting`, kept even before the subscription exists.
@@ -558,6 +564,7 @@ impl<M: MediaEngine> Sfu<M> {
             cids: BTreeMap::new(),
             last_seen: now,
             auto_subscribe: options.auto_subscribe,
+            protocol: options.protocol,
             subscriptions: BTreeSet::new(),
             settings: HashMap::new(),
             renewal,
@@ -941,11 +948,18 @@ impl<M: MediaEngine> Sfu<M> {
             }
             MediaEvent::PublisherDisconnected { participant } => {
                 // A client whose socket is gone resumes anyway, and that resume restarts ICE; a
-                // `leave` kept for it would only make it resume twice.
-                if let Some(conn) = self
-                    .conn_of(&participant)
-                    .filter(|conn| !self.dropped.contains_key(conn))
-                {
+                // `leave` kept for it would only make it resume twice. A client older than leave
+                // actions would take it as "join again" and leave the call for a moment; it
+                // restarts ICE itself once its connection fails.
+                let asked = self
+                    .rooms
+                    .values()
+                    .find_map(|r| r.participants.get(&participant))
+                    .filter(|p| {
+                        p.protocol >= LEAVE_ACTIONS_SINCE && !self.dropped.contains_key(&p.conn)
+                    })
+                    .map(|p| p.conn);
+                if let Some(conn) = asked {
                     tracing::info!(participant = %participant, "publisher connection quiet: asking for a resume");
                     self.send(
                         conn,
@@ -2179,7 +2193,8 @@ mod tests {
 
     /// The engine hears nothing at the address Alice's publisher PC sends to: she is asked to
     /// resume (the one way to make her client restart that PC's ICE) and keeps her session; the
-    /// others hear nothing of it. With her socket gone she is told nothing, now or on her resume.
+    /// others hear nothing of it. With her socket gone she is told nothing, now or on her resume;
+    /// nor is a client too old for leave actions.
     #[test]
     fn a_quiet_publisher_connection_asks_its_client_to_resume() {
         let mut w = World::new();
@@ -2233,6 +2248,32 @@ mod tests {
             !sent.iter().any(|(c, m)| *c == again && *m == resume),
             "no leave kept for her: {sent:?}"
         );
+
+        // A client older than leave actions would read it as "join again": it is told nothing.
+        let old = w
+            .sfu
+            .handle_join(
+                w.now,
+                grant("carol", "room"),
+                JoinOptions {
+                    protocol: LEAVE_ACTIONS_SINCE - 1,
+                    ..JoinOptions::default()
+                },
+            )
+            .unwrap();
+        let carol = w
+            .drain()
+            .into_iter()
+            .find_map(|(c, m)| match m {
+                signal_response::Message::Join(j) if c == old => j.participant,
+                _ => None,
+            })
+            .expect("carol joined")
+            .sid;
+        w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
+            participant: ParticipantSid::parse(&carol).unwrap(),
+        });
+        assert_eq!(w.drain_all(), vec![]);
     }
 
     #[test]

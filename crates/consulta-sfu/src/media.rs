@@ -87,8 +87,9 @@ pub trait MediaEngine: fmt::Debug + Send {
     fn needs_subscriber_offer(&mut self, participant: &ParticipantSid);
     /// The client of `participant` resumed its signalling on a new connection: its network may
     /// have changed. Restart ICE on its subscriber PC with a new offer (the client restarts its
-    /// publisher PC's own), and offer again what an outstanding offer carried, which it may never
-    /// have received.
+    /// publisher PC's own), unless the engine asked for this resume while restarting that PC
+    /// itself, and offer again what an outstanding offer carried, which it may never have
+    /// received.
     fn participant_resumed(&mut self, participant: &ParticipantSid);
     /// The `sequence` of the last reliable data packet relayed from `participant` (0: none). A
     /// resume reports it as `last_message_seq`: the client drops what it buffered up to it and

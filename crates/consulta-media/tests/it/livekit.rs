@@ -503,14 +503,6 @@ async fn livekit_client_end_to_end_encrypted_media_passes_through() {
     }
 }
 
-/// A dropped signalling socket (livekit-client's own simulation: it closes the WebSocket and
-/// reconnects): Alice's client resumes the same session instead of joining afresh. The SFU keeps
-/// her while her socket is gone, answers her `reconnect=1` join with a `reconnect` response, and
-/// both her PeerConnections restart ICE (she offers the publisher's restart, the SFU the
-/// subscriber's). Neither side sees the other leave, and video flows both ways afterwards on the
-/// restarted paths. Before, the SFU told every client not to resume, and a dropped socket cost a
-/// full rejoin: both sides saw the other leave and come back, and every track was published and
-/// subscribed again.
 /// ICE restarted on both of Alice's connections: every ufrag changed (`ufrags_before`,
 /// `ufrags_after`).
 fn assert_ice_restarted(result: &Value) {
@@ -667,6 +659,14 @@ async fn livekit_client_media_survives_a_nat_giving_new_ports() {
     assert!(metric(&metrics, "resumes_total") >= 2, "{metrics}");
 }
 
+/// A dropped signalling socket (livekit-client's own simulation: it closes the WebSocket and
+/// reconnects): Alice's client resumes the same session instead of joining afresh. The SFU keeps
+/// her while her socket is gone, answers her `reconnect=1` join with a `reconnect` response, and
+/// both her PeerConnections restart ICE (she offers the publisher's restart, the SFU the
+/// subscriber's). Neither side sees the other leave, and video flows both ways afterwards on the
+/// restarted paths. Before, the SFU told every client not to resume, and a dropped socket cost a
+/// full rejoin: both sides saw the other leave and come back, and every track was published and
+/// subscribed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_dropped_signalling_socket_resumes_the_session() {
     let (node, result) = run_scenario_with("resume", MediaConfig::default()).await;

@@ -757,21 +757,71 @@ fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
         bob_rtp(&w) > before,
         "the camera reached bob at his new port"
     );
-    // His client resumes a moment later (the router asked it to, for his publisher connection):
-    // his subscriber connection, connected again just now, is not restarted once more.
-    let offers = w.offers_for(&bob_sid).len();
-    w.router
-        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
-    w.exchange();
-    assert_eq!(w.offers_for(&bob_sid).len(), offers, "no second restart");
-    // A resume later on restarts it, as ever.
-    for _ in 0..600 {
+}
+
+/// Bob's NAT gives both his connections new ports mid-call. Both go quiet: the router restarts
+/// his subscriber connection's ICE and asks for his resume (for his publisher connection). That
+/// resume restarts nothing more on the subscriber connection while the router's own restart is
+/// under way (the offer still out is sent again as it was), nor just after it connected; a resume
+/// the router did not ask for restarts it as ever.
+#[test]
+fn a_resume_asked_for_while_the_routers_own_restart_runs_restarts_nothing_more() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let bob = 1;
+    let bob_sid = w.clients[bob].sid.clone();
+    w.publish_video(bob, "camera", "cid-bobcam", "TR_bobcam", 0xB0B);
+    w.negotiate_publisher(bob, 1);
+    w.run_until("bob's publisher connection up", |w| w.clients[1].connected);
+    let asked = |w: &World| {
+        w.core_events.iter().any(
+            |e| matches!(e, CoreEvent::PublisherDisconnected { participant } if *participant == bob_sid),
+        )
+    };
+    let restarts = |w: &World| {
+        let mut ufrags: Vec<String> = w
+            .offers_for(&bob_sid)
+            .iter()
+            .map(|o| ufrag(&o.sdp))
+            .collect();
+        ufrags.dedup();
+        ufrags.len()
+    };
+    let before = restarts(&w);
+    w.clients[bob].subscriber_addr = "10.0.1.2:6001".parse().unwrap();
+    w.clients[bob].publisher_addr = "10.0.1.2:6000".parse().unwrap();
+    let moved = w.now;
+    while !(asked(&w) && restarts(&w) > before) {
+        assert!(w.now - moved < Duration::from_secs(10), "nothing done");
         send_vp8(&mut w, camera, &mut seq, false);
     }
+    assert_eq!(restarts(&w), before + 1);
+    let offers = w.offers_for(&bob_sid);
+    let restart = offers.last().unwrap().clone();
+
+    // His client resumes before answering the restart: the offer comes again, as it was.
     w.router
         .handle_command(w.now, Command::Resumed(bob_sid.clone()));
     w.exchange();
-    assert_eq!(w.offers_for(&bob_sid).len(), offers + 1, "restarted");
+    let again = w.offers_for(&bob_sid);
+    assert_eq!(again.len(), offers.len() + 1);
+    assert_eq!(again.last(), Some(&restart));
+    w.answer_latest(bob);
+    w.exchange();
+    w.clients[bob].connected = false;
+    w.negotiate_publisher_with(bob, 2, true, |sdp| sdp);
+    w.run_until("bob's publisher connection up again", |w| {
+        w.clients[1].connected
+    });
+    for _ in 0..50 {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert_eq!(restarts(&w), before + 1, "one restart in all");
+
+    // A resume the router did not ask for restarts it.
+    w.router
+        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
+    w.exchange();
+    assert_eq!(restarts(&w), before + 2);
 }
 
 /// Alice's NAT gives her publisher connection a new public port mid-call. Her camera still comes
