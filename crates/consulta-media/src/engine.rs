@@ -280,8 +280,6 @@ struct SubscriberState {
     needs_offer: bool,
     /// The next offer restarts ICE (after a resume).
     restart_ice: bool,
-    /// When the connection last connected again (after an ICE restart, or a path quiet for 5 s).
-    reconnected_at: Option<Instant>,
     /// An ICE restart was offered and the connection has not connected since.
     restart_in_flight: bool,
     next_offer_id: u32,
@@ -641,7 +639,8 @@ impl Router {
         // or has just connected: another restart would only interrupt the media again.
         let restarted = p.sub.restart_in_flight
             || p.sub
-                .reconnected_at
+                .allocator
+                .reconnected_at()
                 .is_some_and(|at| now.saturating_duration_since(at) < JUST_RECONNECTED);
         if !(asked && restarted) {
             self.restart_subscriber_ice(now, sid);
@@ -1324,7 +1323,6 @@ impl Router {
                         p.sub.restart_in_flight = false;
                         if again {
                             p.sub.allocator.handle_reconnected(now);
-                            p.sub.reconnected_at = Some(now);
                         }
                     }
                 }

@@ -699,6 +699,11 @@ impl Allocator {
         self.back_at = Some(now);
     }
 
+    /// When the subscriber's connection last came back from an outage.
+    pub fn reconnected_at(&self) -> Option<Instant> {
+        self.back_at
+    }
+
     /// The loss one of the subscriber's receiver reports states for a video stream it receives
     /// (`fraction_lost`, in 256ths), arriving at `now`. A report within [`LOSS_SETTLE`] of a drop
     /// is ignored: it covers time before the lower layers took over; so is one within

@@ -1803,9 +1803,13 @@ mod tests {
         }
 
         fn join(&mut self, identity: &str) -> (ConnId, JoinResponse) {
+            self.join_with(identity, JoinOptions::default())
+        }
+
+        fn join_with(&mut self, identity: &str, options: JoinOptions) -> (ConnId, JoinResponse) {
             let conn = self
                 .sfu
-                .handle_join(self.now, grant(identity, "room"), JoinOptions::default())
+                .handle_join(self.now, grant(identity, "room"), options)
                 .unwrap();
             let join = self
                 .drain()
@@ -2250,26 +2254,14 @@ mod tests {
         );
 
         // A client older than leave actions would read it as "join again": it is told nothing.
-        let old = w
-            .sfu
-            .handle_join(
-                w.now,
-                grant("carol", "room"),
-                JoinOptions {
-                    protocol: LEAVE_ACTIONS_SINCE - 1,
-                    ..JoinOptions::default()
-                },
-            )
-            .unwrap();
-        let carol = w
-            .drain()
-            .into_iter()
-            .find_map(|(c, m)| match m {
-                signal_response::Message::Join(j) if c == old => j.participant,
-                _ => None,
-            })
-            .expect("carol joined")
-            .sid;
+        let (_, old) = w.join_with(
+            "carol",
+            JoinOptions {
+                protocol: LEAVE_ACTIONS_SINCE - 1,
+                ..JoinOptions::default()
+            },
+        );
+        let carol = old.participant.expect("carol joined").sid;
         w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
             participant: ParticipantSid::parse(&carol).unwrap(),
         });
