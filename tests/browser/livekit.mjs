@@ -274,6 +274,19 @@ window.resizeTile = (identity, width, height) => {
     }
   }
 };
+// The local ports of both connections' selected candidate pairs: behind a NAT, the NAT's ports for
+// the page (the node's answers to its checks name them).
+window.localPorts = async () => {
+  const ports = [];
+  for (const transport of [room.engine.pcManager.publisher, room.engine.pcManager.subscriber]) {
+    const stats = await transport.pc.getStats();
+    stats.forEach((s) => {
+      const local = s.type === 'transport' && stats.get(stats.get(s.selectedCandidatePairId)?.localCandidateId);
+      if (local) ports.push(local.port);
+    });
+  }
+  return ports;
+};
 window.leave = async () => { await room.disconnect(); };
 window.tryJoin = async (url, token) => {
   const r = new LK.Room();
@@ -363,7 +376,7 @@ try {
     await bob.evaluate(() => window.leave());
     throw 'done';
   };
-  const natted = mode === 'nat';
+  const natted = mode === 'nat' || mode === 'hiccup';
   result.alice_sid = await alice.evaluate(([u, t, k, n]) => window.join(u, t, k, n), [wsUrl, tokens.alice, passphrase, natted]);
   result.bob_sid = await bob.evaluate(([u, t, k, n]) => window.join(u, t, k, n), [wsUrl, tokens.bob, passphrase, natted]);
   step('joined');
@@ -464,6 +477,46 @@ try {
     alice_sees_bob: frames(video(await alice.evaluate(() => window.remoteStats()), 'bob')),
     bob_sees_alice: frames(video(await bob.evaluate(() => window.remoteStats()), 'alice')),
   });
+  if (mode === 'hiccup') {
+    // The network under one page goes for 2 s (a Wi-Fi hand-over, a lift's doors): nothing
+    // crosses the NAT to or from it, too short for either side's ICE to call the path lost. First
+    // Bob's, then Alice's. When it is back, the first reports count what was sent into the gap as
+    // lost: the subscriber's own outage, or its publisher's that the SFU passed on. Neither is
+    // congestion, and neither may hold the video down in the seconds after.
+    const view = async () => {
+      const [a, b] = [video(await alice.evaluate(() => window.remoteStats()), 'bob'), video(await bob.evaluate(() => window.remoteStats()), 'alice')];
+      return { at: Date.now(), alice_sees_bob: { frames: frames(a), width: a?.frameWidth ?? 0 }, bob_sees_alice: { frames: frames(b), width: b?.frameWidth ?? 0 } };
+    };
+    // Replies from the harness, one line each.
+    const replies = [];
+    process.stdin.on('data', (chunk) => replies.push(...chunk.toString().split('\n').filter((l) => l)));
+    const ask = async (line) => {
+      console.log(line);
+      while (replies.length === 0) await sleep(20);
+      return replies.shift();
+    };
+    const samples = async (ms) => {
+      const out = [];
+      const from = Date.now();
+      while (Date.now() - from < ms) { out.push(await view()); await sleep(500); }
+      return out.map((v) => ({ ...v, at: v.at - from }));
+    };
+    await until(alice, () => window.remoteStats(), (s) => frames(video(s, 'bob')) >= 30, 30000);
+    await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= 30, 30000);
+    await sleep(5000); // both estimates up from their start
+    result.hiccups = [];
+    for (const [who, page] of [['bob', bob], ['alice', alice]]) {
+      const before = await samples(3000);
+      const ports = await page.evaluate(() => window.localPorts());
+      await ask(`LIVEKIT_NAT_CUT ${ports.join(',')}`);
+      await sleep(2000);
+      await ask('LIVEKIT_NAT_MEND');
+      step(`${who}'s network back`);
+      result.hiccups.push({ who, ports, before, after: await samples(10000) });
+    }
+    process.stdin.destroy(); // or it keeps this process alive after the scenario
+    await finish();
+  }
   if (mode === 'resume') {
     // Alice's signalling socket drops. Her client resumes the same session on a new socket: both
     // her PeerConnections restart ICE, and the call goes on without either side leaving.

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use consulta_sfu::bandwidth::{Allocator, RateMeter, ReportHeads, VideoDemand, announced_bitrates};
+use consulta_sfu::bandwidth::{
+    Allocator, RateMeter, ReportHeads, VideoDemand, announced_bitrates, loss_net_of_skipped,
+};
 use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
 use consulta_sfu::forward::loss::ReceiveWindow;
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
@@ -129,6 +131,10 @@ pub struct RouterStats {
     /// Publisher connections that heard nothing from their client's address for 5 s (the core
     /// asks the client to resume, which restarts their ICE, if its socket is up).
     pub publishers_quiet: u64,
+    /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
+    /// (`consulta_sfu::bandwidth::OUTAGE_GAP`): short outages, the loss they caused not taken for
+    /// congestion.
+    pub subscriber_outages: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
@@ -256,6 +262,9 @@ struct Down {
     /// for the SSRC and drops the packets; forwarding starts only once it answered and its
     /// connection is secured, so that the key frame it starts with is one it can use.
     answered: bool,
+    /// The sequence numbers sent to the subscriber, and those skipped (lost before the SFU), which
+    /// its receiver reports count as lost.
+    sent: ReceiveWindow,
 }
 
 #[derive(Debug, Default)]
@@ -536,10 +545,23 @@ impl Router {
             self.stats.datagrams_unrouted += 1;
             return;
         };
-        if let Some(peer) = self.peers.get_mut(&id)
-            && let Err(error) = peer.pc.handle_receive(now, from, datagram)
-        {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if let Err(error) = peer.pc.handle_receive(now, from, datagram) {
             tracing::trace!(%error, "datagram rejected");
+        }
+        // A subscriber's connection heard from: the end of a gap in its feedback (an outage).
+        if peer.side == Side::Subscriber
+            && let Some(p) = self.participants.get_mut(peer.owner.as_ref())
+            && p.sub.allocator.handle_heard(now)
+        {
+            tracing::debug!(
+                target: "consulta_media::bandwidth",
+                participant = %peer.owner,
+                "subscriber connection heard from again after an outage"
+            );
+            self.stats.subscriber_outages += 1;
         }
         self.drain(id, now);
     }
@@ -1005,6 +1027,7 @@ impl Router {
                             forward,
                             told_paused: false,
                             answered: false,
+                            sent: ReceiveWindow::default(),
                         },
                     );
                 }
@@ -1569,6 +1592,8 @@ impl Router {
             match peer.pc.write_rtp(down.local, packet, mime, now) {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;
+                    down.sent.handle_sequence(seq);
+                    p.sub.allocator.handle_sent(now);
                     touched.push(sub_peer);
                 }
                 Err(_) => self.stats.rtp_write_errors += 1,
@@ -1721,7 +1746,34 @@ impl Router {
             .retain(|ssrc| sending.values().any(|down| down.local.ssrc() == ssrc));
         let mut fresh = Vec::with_capacity(ours.len());
         for (kind, fraction, ssrc, head) in ours {
-            if p.sub.report_heads.advanced(ssrc, head) {
+            let from = p.sub.report_heads.head(ssrc);
+            if !p.sub.report_heads.advanced(ssrc, head) {
+                continue;
+            }
+            // What the SFU never sent in the interval was lost before it.
+            let skipped = from.map_or(0, |from| {
+                sending
+                    .values()
+                    .find(|down| down.local.ssrc() == ssrc)
+                    .map_or(0, |down| {
+                        down.sent.missing_between(from as u16, head as u16)
+                    })
+            });
+            let expected = from.map_or(0, |from| head.wrapping_sub(from));
+            let net = loss_net_of_skipped(fraction, expected, u32::from(skipped));
+            if skipped > 0 {
+                tracing::debug!(
+                    target: "consulta_media::bandwidth",
+                    participant = %sub,
+                    ssrc,
+                    expected,
+                    skipped,
+                    stated = fraction,
+                    ?net,
+                    "report block net of what the SFU never sent (loss in 256ths)"
+                );
+            }
+            if let Some(fraction) = net {
                 fresh.push((kind == MediaKind::Video, fraction));
             }
         }

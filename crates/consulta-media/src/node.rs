@@ -338,6 +338,12 @@ pub fn metrics_text(
         stats.publishers_quiet,
     );
     metric(
+        "subscriber_outages_total",
+        "counter",
+        "Subscriber connections heard from again after media sent to them went unanswered for 1 s (a short outage: the loss reported for it is not taken for congestion).",
+        stats.subscriber_outages,
+    );
+    metric(
         "data_packets_relayed_total",
         "counter",
         "Data packets relayed (per receiver).",

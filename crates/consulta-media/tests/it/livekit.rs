@@ -4,11 +4,11 @@
 //! sound and a data packet arrive; a token for another room is refused. Fails, never skips, when
 //! the browser or the Node modules are missing: `tests/run` installs both.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use consulta_media::node::{NodeConfig, SfuNode};
@@ -146,7 +146,7 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
     );
     // The `nat` scenario puts a NAT between the pages and the node, which advertises the NAT's
     // address as its own.
-    let behind_nat = mode == "nat";
+    let behind_nat = mode == "nat" || mode == "hiccup";
     let config = NodeConfig {
         shell: ShellConfig {
             keys: ApiKeys::new().with(KEY, ApiSecret::new(SECRET)),
@@ -223,6 +223,16 @@ async fn run_scenario_with(mode: &str, media: MediaConfig) -> (SfuNode, Value) {
             if line == "LIVEKIT_NAT_REBIND" {
                 nat.as_ref().expect("a NAT").rebind();
                 stdin.write_all(b"rebound\n").await.unwrap();
+            }
+            // The scenario cuts the network under some clients' ports, or mends it.
+            let cut = if let Some(ports) = line.strip_prefix("LIVEKIT_NAT_CUT ") {
+                Some(ports.split(',').filter_map(|p| p.parse().ok()).collect())
+            } else {
+                (line == "LIVEKIT_NAT_MEND").then(HashSet::new)
+            };
+            if let Some(cut) = cut {
+                *nat.as_ref().expect("a NAT").cut.lock().unwrap() = cut;
+                stdin.write_all(b"done\n").await.unwrap();
             }
         }
         node
@@ -533,9 +543,12 @@ fn assert_call_goes_on(window: &Value) {
 /// own port, where the NAT takes each client's datagrams and sends them on to the node from a
 /// port of its own per client address (on `127.0.0.3`), and what the node sends to that port back
 /// to the client. [`Nat::rebind`] forgets every mapping, so that each client goes on from a new
-/// port, as a NAT does when its mapping times out or the carrier moves the phone.
+/// port, as a NAT does when its mapping times out or the carrier moves the phone. While
+/// Nothing crosses it to or from a client whose NAT port is in [`Nat::cut`] (the network under
+/// that client is gone).
 struct Nat {
     rebind: tokio::sync::mpsc::UnboundedSender<()>,
+    cut: Arc<Mutex<HashSet<u16>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -549,6 +562,8 @@ impl Nat {
                 .expect("the NAT takes the node's port on 127.0.0.2"),
         );
         let (rebind, mut rebinds) = tokio::sync::mpsc::unbounded_channel();
+        let cut = Arc::new(Mutex::new(HashSet::new()));
+        let cut_here = cut.clone();
         let task = tokio::spawn(async move {
             // Client address → the NAT's socket for it, and the task relaying the node's answers.
             let mut mappings: HashMap<_, (Arc<UdpSocket>, tokio::task::JoinHandle<()>)> =
@@ -568,12 +583,15 @@ impl Nat {
                                     public.clone(),
                                     node,
                                     client,
+                                    cut_here.clone(),
                                 ));
                                 slot.insert((outside.clone(), back));
                                 outside
                             }
                         };
-                        let _ = outside.send_to(&buf[..n], node).await;
+                        if !Self::is_cut(&cut_here, &outside) {
+                            let _ = outside.send_to(&buf[..n], node).await;
+                        }
                     }
                     Some(()) = rebinds.recv() => {
                         for (_, (_, back)) in mappings.drain() {
@@ -583,7 +601,7 @@ impl Nat {
                 }
             }
         });
-        Self { rebind, task }
+        Self { rebind, cut, task }
     }
 
     /// Relays what `node` sends to the NAT's `outside` port back to `client`, from `public`.
@@ -592,15 +610,25 @@ impl Nat {
         public: Arc<UdpSocket>,
         node: std::net::SocketAddr,
         client: std::net::SocketAddr,
+        cut: Arc<Mutex<HashSet<u16>>>,
     ) {
         let mut buf = vec![0u8; 2048];
         loop {
             if let Ok((n, sender)) = outside.recv_from(&mut buf).await
                 && sender == node
+                && !Self::is_cut(&cut, &outside)
             {
                 let _ = public.send_to(&buf[..n], client).await;
             }
         }
+    }
+
+    /// Whether the network under the client that `outside` serves is cut. A page knows its NAT
+    /// port (the node's checks tell it: its selected local candidate), not its own address.
+    fn is_cut(cut: &Mutex<HashSet<u16>>, outside: &UdpSocket) -> bool {
+        outside
+            .local_addr()
+            .is_ok_and(|a| cut.lock().unwrap().contains(&a.port()))
     }
 
     fn rebind(&self) {
@@ -612,6 +640,62 @@ impl Drop for Nat {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// The network under one client goes for 2 s, too short for ICE to call the path lost: first
+/// Bob's, then Alice's (a Wi-Fi hand-over, a lift). When it is back, the first receiver reports
+/// count what was sent into the gap as lost, both the client's own (the SFU sent into its outage)
+/// and the other's (its publisher's outage, whose gap the SFU passed on). Neither is congestion:
+/// each side goes on at the layer it had. Before, one of them was held a layer down (640 → 320
+/// pixels wide) for 8-9 s after each gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
+    log_bandwidth_decisions();
+    let (node, result) = run_scenario("hiccup").await;
+    let metrics = settled_metrics(&node).await;
+    let hiccups = result["hiccups"].as_array().expect("hiccups");
+    assert_eq!(hiccups.len(), 2, "{result}");
+    for hiccup in hiccups {
+        let who = hiccup["who"].as_str().unwrap_or_default();
+        let samples = |key: &str| hiccup[key].as_array().cloned().unwrap_or_default();
+        let (before, after) = (samples("before"), samples("after"));
+        for view in ["alice_sees_bob", "bob_sees_alice"] {
+            let widths = |s: &[Value]| -> Vec<i64> {
+                s.iter()
+                    .map(|v| v[view]["width"].as_i64().unwrap_or(0))
+                    .collect()
+            };
+            let frames_in = |s: &[Value]| {
+                let at =
+                    |v: Option<&Value>| v.map_or(0, |v| v[view]["frames"].as_i64().unwrap_or(0));
+                at(s.last()) - at(s.first())
+            };
+            let (was, is) = (widths(&before), widths(&after));
+            eprintln!(
+                "{who}'s network gone 2 s: {view} {was:?} before, {is:?} after ({} frames in {} ms)",
+                frames_in(&after),
+                after.last().map_or(0, |v| v["at"].as_i64().unwrap_or(0))
+            );
+            let width = was.iter().copied().max().unwrap_or(0);
+            assert!(
+                width > 0 && was.iter().all(|w| *w == width),
+                "{view} steady before: {was:?}"
+            );
+            assert!(
+                is.iter().all(|w| *w >= width),
+                "{view} kept its layer after {who}'s network came back: {was:?} → {is:?}"
+            );
+            assert!(
+                frames_in(&after) >= 150,
+                "{view} kept decoding (10 s at 20 fps): {after:?}"
+            );
+        }
+    }
+    // Each client's own outage was seen as one; the other side's loss as passed on.
+    assert!(
+        metric(&metrics, "subscriber_outages_total") >= 2,
+        "{metrics}"
+    );
 }
 
 /// Both clients' NAT gives them new ports mid-call (common on mobile carriers). The node hears

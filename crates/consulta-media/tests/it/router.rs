@@ -759,6 +759,31 @@ fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
     );
 }
 
+/// Media sent to a subscriber whose network is gone for 2 s, too short for ICE to notice, makes an
+/// outage once its connection is heard from again (the loss its next report states is not
+/// congestion: `consulta_sfu::bandwidth::OUTAGE_GAP`). Media it answers as it comes makes none.
+#[test]
+fn a_subscriber_heard_from_again_after_media_went_unanswered_ends_an_outage() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let outages = |w: &World| w.router.stats().subscriber_outages;
+    let send_for = |w: &mut World, seq: &mut u16, secs: u64| {
+        let from = w.now;
+        while w.now - from < Duration::from_secs(secs) {
+            send_vp8(w, camera, seq, false);
+        }
+    };
+    send_for(&mut w, &mut seq, 3);
+    assert_eq!(outages(&w), 0, "bob answers as the media comes");
+    w.cut.push(w.clients[1].subscriber_addr);
+    send_for(&mut w, &mut seq, 2);
+    assert_eq!(outages(&w), 0, "nothing heard yet");
+    w.cut.clear();
+    send_for(&mut w, &mut seq, 2);
+    assert_eq!(outages(&w), 1, "heard from again");
+    send_for(&mut w, &mut seq, 3);
+    assert_eq!(outages(&w), 1);
+}
+
 /// Bob's NAT gives both his connections new ports mid-call. Both go quiet: the router restarts
 /// his subscriber connection's ICE and asks for his resume (for his publisher connection). That
 /// resume restarts nothing more on the subscriber connection while the router's own restart is

@@ -102,6 +102,29 @@ impl ReceiveWindow {
         gap
     }
 
+    /// How many of the sequence numbers after `from` up to `to` are still in the window without
+    /// having arrived (numbers older than the window are not known, and not counted). Used on what
+    /// an SFU sent a subscriber: the numbers it skipped, whose loss happened before it.
+    pub fn missing_between(&self, from: u16, to: u16) -> u16 {
+        let Some(newest) = self.newest else {
+            return 0;
+        };
+        let span = to.wrapping_sub(from);
+        if span >= RESTART_DISTANCE {
+            return 0;
+        }
+        (1..=span)
+            .map(|n| from.wrapping_add(n))
+            .filter(|&seq| newest.wrapping_sub(seq) < WINDOW)
+            .filter(|&seq| {
+                let (word, bit) = slot(seq);
+                let counted = self.counted.get(word).is_some_and(|c| c & bit != 0);
+                let arrived = self.arrived.get(word).is_some_and(|a| a & bit != 0);
+                counted && !arrived
+            })
+            .count() as u16
+    }
+
     /// Moves the window `ahead` numbers on from `newest`; returns the numbers that left it
     /// unreceived.
     fn advance(&mut self, newest: u16, ahead: u16) -> u64 {
@@ -143,6 +166,28 @@ impl ReceiveWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_numbers_missing_between_two_reports_are_counted_within_the_window() {
+        let mut window = ReceiveWindow::default();
+        // 100..=110 sent, 111..=140 skipped, 141..=150 sent, 120 late.
+        feed(&mut window, (100..=110).chain(141..=150).chain([120]));
+        assert_eq!(window.missing_between(99, 150), 29);
+        assert_eq!(window.missing_between(105, 115), 5);
+        assert_eq!(window.missing_between(141, 150), 0);
+        assert_eq!(window.missing_between(150, 150), 0);
+        // Before the first number sent, nothing is known.
+        assert_eq!(window.missing_between(50, 100), 0);
+        // Across the wrap.
+        let mut window = ReceiveWindow::default();
+        feed(&mut window, [65_530, 65_531, 2, 3]);
+        assert_eq!(window.missing_between(65_529, 3), 6);
+        // Older than the window: not known.
+        let mut window = ReceiveWindow::default();
+        feed(&mut window, (0..10).chain(20..2000));
+        assert_eq!(window.missing_between(0, 1999), 0);
+        assert_eq!(ReceiveWindow::default().missing_between(0, 10), 0);
+    }
 
     /// Feeds `seqs`; returns the loss counted and the late packets.
     fn feed(window: &mut ReceiveWindow, seqs: impl IntoIterator<Item = u16>) -> (u64, u64) {
