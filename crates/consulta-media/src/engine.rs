@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use consulta_sfu::bandwidth::{
-    Allocator, RateMeter, ReportHeads, VideoDemand, announced_bitrates, loss_net_of_skipped,
+    Allocator, RateMeter, ReportBlock, ReportHeads, VideoDemand, announced_bitrates,
+    loss_net_of_skipped,
 };
 use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
-use consulta_sfu::forward::loss::ReceiveWindow;
+use consulta_sfu::forward::loss::{ReceiveWindow, SkippedNumbers};
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::{MediaEngine, MediaEvent as CoreEvent, TrackSettings};
@@ -132,9 +133,12 @@ pub struct RouterStats {
     /// asks the client to resume, which restarts their ICE, if its socket is up).
     pub publishers_quiet: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
-    /// (`consulta_sfu::bandwidth::OUTAGE_GAP`): short outages, the loss they caused not taken for
-    /// congestion.
+    /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken
+    /// for congestion.
     pub subscriber_outages: u64,
+    /// Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent
+    /// (lost before it, on the publisher's side).
+    pub reports_net_of_skipped: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
@@ -252,6 +256,18 @@ fn is_rtp(datagram: &[u8]) -> bool {
 }
 
 /// One track forwarded to one subscriber.
+/// What one receiver report block says of one of the SFU's streams.
+#[derive(Debug, Clone, Copy)]
+struct ReceptionBlock {
+    ssrc: u32,
+    /// The loss since the receiver's last block, in 256ths.
+    fraction: u8,
+    /// The extended highest sequence number received.
+    head: u32,
+    /// The cumulative number of packets lost (24 bits).
+    total_lost: u32,
+}
+
 #[derive(Debug)]
 struct Down {
     local: LocalTrack,
@@ -262,9 +278,9 @@ struct Down {
     /// for the SSRC and drops the packets; forwarding starts only once it answered and its
     /// connection is secured, so that the key frame it starts with is one it can use.
     answered: bool,
-    /// The sequence numbers sent to the subscriber, and those skipped (lost before the SFU), which
+    /// The sequence numbers skipped in what went to the subscriber (lost before the SFU), which
     /// its receiver reports count as lost.
-    sent: ReceiveWindow,
+    skipped: SkippedNumbers,
 }
 
 #[derive(Debug, Default)]
@@ -548,11 +564,18 @@ impl Router {
         let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
-        if let Err(error) = peer.pc.handle_receive(now, from, datagram) {
-            tracing::trace!(%error, "datagram rejected");
-        }
-        // A subscriber's connection heard from: the end of a gap in its feedback (an outage).
-        if peer.side == Side::Subscriber
+        let accepted = match peer.pc.handle_receive(now, from, datagram) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::trace!(%error, "datagram rejected");
+                false
+            }
+        };
+        // A subscriber's connection heard from where its media goes: the end of a gap in its
+        // feedback (an outage). From elsewhere (a NAT's new port) the media still goes nowhere.
+        if accepted
+            && peer.destination == Some(from)
+            && peer.side == Side::Subscriber
             && let Some(p) = self.participants.get_mut(peer.owner.as_ref())
             && p.sub.allocator.handle_heard(now)
         {
@@ -1027,7 +1050,7 @@ impl Router {
                             forward,
                             told_paused: false,
                             answered: false,
-                            sent: ReceiveWindow::default(),
+                            skipped: SkippedNumbers::default(),
                         },
                     );
                 }
@@ -1592,7 +1615,7 @@ impl Router {
             match peer.pc.write_rtp(down.local, packet, mime, now) {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;
-                    down.sent.handle_sequence(seq);
+                    down.skipped.handle_sent(seq);
                     p.sub.allocator.handle_sent(now);
                     touched.push(sub_peer);
                 }
@@ -1684,11 +1707,12 @@ impl Router {
             } else if any.is::<TransportLayerNack>() {
                 self.stats.nacks_in += 1;
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                losses.extend(
-                    rr.reports
-                        .iter()
-                        .map(|r| (r.ssrc, r.fraction_lost, r.last_sequence_number)),
-                );
+                losses.extend(rr.reports.iter().map(|r| ReceptionBlock {
+                    ssrc: r.ssrc,
+                    fraction: r.fraction_lost,
+                    head: r.last_sequence_number,
+                    total_lost: r.total_lost,
+                }));
             }
         }
         if !losses.is_empty() {
@@ -1696,7 +1720,7 @@ impl Router {
                 target: "consulta_media::bandwidth",
                 participant = %sub,
                 ?losses,
-                "receiver report (ssrc, loss in 256ths, highest sequence number)"
+                "receiver report (loss in 256ths, extended highest sequence number)"
             );
             self.subscriber_loss(sub, &losses, now);
         }
@@ -1722,9 +1746,9 @@ impl Router {
 
     /// Loss a subscriber's receiver reports state for the video it receives: the second bandwidth
     /// signal ([`consulta_sfu::bandwidth`]).
-    /// Each block is (SSRC, fraction lost, extended highest sequence number); only blocks about
-    /// the SFU's own streams that received something since the last block count ([`ReportHeads`]).
-    fn subscriber_loss(&mut self, sub: &ParticipantSid, losses: &[(u32, u8, u32)], now: Instant) {
+    /// Only blocks about the SFU's own streams that received something since the last block count
+    /// ([`ReportHeads`]), net of the numbers the SFU skipped ([`loss_net_of_skipped`]).
+    fn subscriber_loss(&mut self, sub: &ParticipantSid, losses: &[ReceptionBlock], now: Instant) {
         let Some(p) = self.participants.get_mut(sub) else {
             return;
         };
@@ -1736,39 +1760,45 @@ impl Router {
                     .flatten()
             })
         };
-        let ours: Vec<(MediaKind, u8, u32, u32)> = losses
+        let ours: Vec<(MediaKind, ReceptionBlock)> = losses
             .iter()
-            .filter_map(|&(ssrc, fraction, head)| Some((kind_of(ssrc)?, fraction, ssrc, head)))
+            .filter_map(|block| Some((kind_of(block.ssrc)?, *block)))
             .collect();
         let sending = &p.sub.sending;
         p.sub
             .report_heads
             .retain(|ssrc| sending.values().any(|down| down.local.ssrc() == ssrc));
         let mut fresh = Vec::with_capacity(ours.len());
-        for (kind, fraction, ssrc, head) in ours {
-            let from = p.sub.report_heads.head(ssrc);
-            if !p.sub.report_heads.advanced(ssrc, head) {
+        for (kind, block) in ours {
+            let covered = p
+                .sub
+                .report_heads
+                .advanced(block.ssrc, block.head, block.total_lost);
+            if !covered.counts() {
                 continue;
             }
             // What the SFU never sent in the interval was lost before it.
-            let skipped = from.map_or(0, |from| {
-                sending
-                    .values()
-                    .find(|down| down.local.ssrc() == ssrc)
+            let skipped = match covered {
+                ReportBlock::Since { from, .. } => p
+                    .sub
+                    .sending
+                    .values_mut()
+                    .find(|down| down.local.ssrc() == block.ssrc)
                     .map_or(0, |down| {
-                        down.sent.missing_between(from as u16, head as u16)
-                    })
-            });
-            let expected = from.map_or(0, |from| head.wrapping_sub(from));
-            let net = loss_net_of_skipped(fraction, expected, u32::from(skipped));
+                        down.skipped.skipped_between(from as u16, block.head as u16)
+                    }),
+                _ => 0,
+            };
+            let net = loss_net_of_skipped(block.fraction, covered, skipped);
             if skipped > 0 {
+                self.stats.reports_net_of_skipped += 1;
                 tracing::debug!(
                     target: "consulta_media::bandwidth",
                     participant = %sub,
-                    ssrc,
-                    expected,
+                    ssrc = block.ssrc,
+                    ?covered,
                     skipped,
-                    stated = fraction,
+                    stated = block.fraction,
                     ?net,
                     "report block net of what the SFU never sent (loss in 256ths)"
                 );

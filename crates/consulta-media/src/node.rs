@@ -340,8 +340,14 @@ pub fn metrics_text(
     metric(
         "subscriber_outages_total",
         "counter",
-        "Subscriber connections heard from again after media sent to them went unanswered for 1 s (a short outage: the loss reported for it is not taken for congestion).",
+        "Subscriber connections heard from again after media sent to them went unanswered for 1 s or more (an outage: the loss reported for it is not taken for congestion).",
         stats.subscriber_outages,
+    );
+    metric(
+        "loss_reports_net_of_skipped_total",
+        "counter",
+        "Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent (lost before it, on the publisher's side).",
+        stats.reports_net_of_skipped,
     );
     metric(
         "data_packets_relayed_total",

@@ -139,6 +139,13 @@ pub const OUTAGE_SETTLE: Duration = Duration::from_secs(3);
 /// report state 63 % lost, and the video was held a layer down for 9 s after it.
 pub const OUTAGE_GAP: Duration = Duration::from_secs(1);
 
+/// A silence is an outage only on a connection that answered this often within [`OUTAGE_GAP`]
+/// before it began: one that sends transport-wide feedback (4-20 times a second). A connection
+/// without it (no bandwidth estimation, or a client that does not negotiate it) is heard from
+/// only with its receiver reports and consent checks, about once a second, and its ordinary
+/// silences would each end an "outage" and hide the report that ends them.
+pub const BRISK_ANSWERS: usize = 4;
+
 /// A loss cap is taken off what was sent at most this long ago: a report covers about a second,
 /// and the layers may have been lowered since.
 const SENT_MEMORY: Duration = Duration::from_secs(2);
@@ -559,41 +566,74 @@ fn one_step(
 /// Most streams [`ReportHeads`] keeps: a subscriber's tracks, with room for renegotiations.
 const MAX_REPORTED_STREAMS: usize = 64;
 
-/// Which receiver report blocks say something: the extended highest sequence number each one
-/// stated last, by SSRC. A browser goes on reporting a stream for a while after its last packet
-/// (libwebrtc for 8 s), stating 0 % loss of nothing. Such a block would read as "the video gets
-/// through": it would lift a loss cap, confirm a floor, and keep the audio's reports from standing
-/// in for a paused video's. A block counts only when its stream received something new since the
-/// last block about it.
+/// Which receiver report blocks say something: the extended highest sequence number and the
+/// cumulative loss each one stated last, by SSRC. A browser goes on reporting a stream for a while
+/// after its last packet (libwebrtc for 8 s), stating 0 % loss of nothing. Such a block would read
+/// as "the video gets through": it would lift a loss cap, confirm a floor, and keep the audio's
+/// reports from standing in for a paused video's. A block counts only when its stream received
+/// something new since the last block about it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReportHeads {
-    heads: Vec<(u32, u32)>,
+    /// (SSRC, extended highest sequence number, cumulative number of packets lost).
+    heads: Vec<(u32, u32, u32)>,
+}
+
+/// What a receiver report block covers, next to the last block about its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportBlock {
+    /// Its stream received nothing since the last block: it says nothing.
+    Stale,
+    /// The first block about its stream, or one whose head went back (a reused SSRC counts its
+    /// wraps from 0 again): nothing to compare it with.
+    First,
+    /// The sequence numbers since the last block's head up to its own (`from`, `expected` after
+    /// it), and how many of them were lost by the cumulative count. Unlike the block's fraction,
+    /// which covers the time since the last block the receiver sent, this covers exactly those
+    /// numbers, whether or not a block was lost on the way.
+    Since {
+        /// The last block's head (extended highest sequence number).
+        from: u32,
+        /// The numbers after `from` up to this block's head.
+        expected: u32,
+        /// How many of them were lost (negative with duplicates).
+        lost: i32,
+    },
+}
+
+impl ReportBlock {
+    /// Whether the block says something about the link.
+    pub fn counts(self) -> bool {
+        self != ReportBlock::Stale
+    }
 }
 
 impl ReportHeads {
-    /// Whether a block about `ssrc` stating `head` (its extended highest sequence number) covers
-    /// packets the last block about it did not; remembers `head`. Only the SFU's own SSRCs should
-    /// be passed: at most [`MAX_REPORTED_STREAMS`] are kept, and past that the oldest is dropped.
-    pub fn advanced(&mut self, ssrc: u32, head: u32) -> bool {
-        if let Some(entry) = self.heads.iter_mut().find(|(s, _)| *s == ssrc) {
+    /// What a block about `ssrc` stating `head` (its extended highest sequence number) and
+    /// `total_lost` (its cumulative loss, 24 bits) covers since the last block about it; remembers
+    /// both. Only the SFU's own SSRCs should be passed: at most [`MAX_REPORTED_STREAMS`] are kept,
+    /// and past that the oldest is dropped.
+    pub fn advanced(&mut self, ssrc: u32, head: u32, total_lost: u32) -> ReportBlock {
+        if let Some(entry) = self.heads.iter_mut().find(|(s, _, _)| *s == ssrc) {
+            let (_, from, lost_before) = std::mem::replace(entry, (ssrc, head, total_lost));
             // Changed, not greater: when the SFU reuses a retired SSRC for a new track, the
             // browser's new receiver counts its wraps from 0 again, so the head can go down.
-            let advanced = entry.1 != head;
-            entry.1 = head;
-            return advanced;
+            let expected = head.wrapping_sub(from);
+            return match expected {
+                0 => ReportBlock::Stale,
+                1..0x8000_0000 => ReportBlock::Since {
+                    from,
+                    expected,
+                    // The 24-bit signed difference.
+                    lost: (((total_lost.wrapping_sub(lost_before) & 0xFF_FFFF) << 8) as i32) >> 8,
+                },
+                _ => ReportBlock::First,
+            };
         }
         if self.heads.len() >= MAX_REPORTED_STREAMS {
             self.heads.remove(0);
         }
-        self.heads.push((ssrc, head));
-        true
-    }
-
-    /// The extended highest sequence number the last block about `ssrc` stated.
-    pub fn head(&self, ssrc: u32) -> Option<u32> {
-        self.heads
-            .iter()
-            .find_map(|&(s, head)| (s == ssrc).then_some(head))
+        self.heads.push((ssrc, head, total_lost));
+        ReportBlock::First
     }
 
     /// Forgets the streams `sent` no longer names (tracks the SFU stopped sending). A browser keeps
@@ -601,24 +641,27 @@ impl ReportHeads {
     /// passed to [`advanced`](Self::advanced). If the SSRC is reused for a new track, its first block
     /// counts, as the new receiver's first is news.
     pub fn retain(&mut self, sent: impl Fn(u32) -> bool) {
-        self.heads.retain(|&(ssrc, _)| sent(ssrc));
+        self.heads.retain(|&(ssrc, _, _)| sent(ssrc));
     }
 }
 
-/// The loss a receiver report block states, net of what the SFU never sent: `fraction_lost`
-/// (256ths) of the `expected` sequence numbers since the block before, of which the SFU skipped
-/// `skipped`. Those were lost before the SFU, on the publisher's side, and are passed on as gaps so
-/// that a late retransmission can still fill them; the subscriber counts them lost, and they say
-/// nothing of its link. A publisher's 2 s outage had its subscriber report 65 % lost, which held
-/// the video a layer down for 8 s (the Chromium hiccup test). `None` when nothing in the interval
-/// was sent: the block says nothing of the link either.
-pub fn loss_net_of_skipped(fraction_lost: u8, expected: u32, skipped: u32) -> Option<u8> {
+/// The loss a receiver report block states (`stated`, 256ths), net of the `skipped` sequence
+/// numbers the SFU never sent in the interval `block` covers. Those were lost before the SFU, on
+/// the publisher's side, and are passed on as gaps so that a late retransmission can still fill
+/// them; the subscriber counts them lost, and they say nothing of its link. A publisher's 2 s
+/// outage had its subscriber report 56-65 % lost, which held the video a layer down for 8 s (the
+/// Chromium hiccup test). The net loss comes from the block's cumulative count, which covers
+/// exactly the interval's numbers. `None` when nothing in the interval was sent: the block says
+/// nothing of the link either.
+pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> Option<u8> {
+    let ReportBlock::Since { expected, lost, .. } = block else {
+        return Some(stated);
+    };
     if skipped == 0 {
-        return Some(fraction_lost);
+        return Some(stated);
     }
-    let sent = u64::from(expected.checked_sub(skipped).filter(|&sent| sent > 0)?);
-    let lost = u64::from(fraction_lost) * u64::from(expected) / 256;
-    let net = lost.saturating_sub(u64::from(skipped));
+    let sent = i64::from(expected.checked_sub(skipped).filter(|&sent| sent > 0)?);
+    let net = (i64::from(lost) - i64::from(skipped)).clamp(0, sent);
     Some(u8::try_from(net * 256 / sent).unwrap_or(u8::MAX))
 }
 
@@ -679,6 +722,8 @@ pub struct Allocator {
     reconnected_at: Option<Instant>,
     /// The first media sent to the subscriber since its connection was last heard from.
     unheard_since: Option<Instant>,
+    /// The last [`BRISK_ANSWERS`] times it was heard from, the latest first.
+    heard: [Option<Instant>; BRISK_ANSWERS],
     /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
     caps: Vec<(u64, Option<Quality>)>,
     /// The tracks visible at the last poll. Outside a wait, a track whose tile asks for no more
@@ -710,6 +755,7 @@ impl Default for Allocator {
             back_at: None,
             reconnected_at: None,
             unheard_since: None,
+            heard: [None; BRISK_ANSWERS],
             caps: Vec::new(),
             shown: Vec::new(),
             waiting: Vec::new(),
@@ -751,12 +797,17 @@ impl Allocator {
     }
 
     /// Something came from the subscriber's connection at `now`: after media went unanswered for
-    /// [`OUTAGE_GAP`], the end of an outage (returns true).
+    /// [`OUTAGE_GAP`] on a connection that had been answering briskly ([`BRISK_ANSWERS`]), the
+    /// end of an outage (returns true).
     pub fn handle_heard(&mut self, now: Instant) -> bool {
-        let outage = self
-            .unheard_since
-            .take()
-            .is_some_and(|since| now.saturating_duration_since(since) >= OUTAGE_GAP);
+        let outage = self.unheard_since.take().is_some_and(|since| {
+            let brisk = self.heard.iter().all(|heard| {
+                heard.is_some_and(|at| since.saturating_duration_since(at) < OUTAGE_GAP)
+            });
+            brisk && now.saturating_duration_since(since) >= OUTAGE_GAP
+        });
+        self.heard.rotate_right(1);
+        self.heard[0] = Some(now);
         if outage {
             self.back_at = Some(now);
         }
@@ -1526,46 +1577,79 @@ mod tests {
 
     #[test]
     fn loss_the_sfu_passed_on_is_not_the_subscribers() {
-        // Nothing skipped: the report as it is.
-        assert_eq!(loss_net_of_skipped(40, 100, 0), Some(40));
-        assert_eq!(loss_net_of_skipped(40, 0, 0), Some(40));
-        // 65 % of 200 lost, 130 of them never sent: nothing lost on the way to the subscriber.
-        assert_eq!(loss_net_of_skipped(166, 200, 130), Some(0));
-        // 50 % of 200 lost, 50 never sent: 50 of the 150 sent lost (a third).
-        assert_eq!(loss_net_of_skipped(128, 200, 50), Some(85));
+        let since = |expected, lost| ReportBlock::Since {
+            from: 1_000,
+            expected,
+            lost,
+        };
+        // Nothing skipped, or nothing to compare with: the block as it is.
+        assert_eq!(loss_net_of_skipped(40, since(100, 16), 0), Some(40));
+        assert_eq!(loss_net_of_skipped(40, ReportBlock::First, 30), Some(40));
+        // 130 of 200 lost, all of them never sent: nothing lost on the way to the subscriber,
+        // whatever the fraction says (it may cover a shorter time, after a lost block).
+        assert_eq!(loss_net_of_skipped(166, since(200, 130), 130), Some(0));
+        assert_eq!(loss_net_of_skipped(0, since(200, 130), 130), Some(0));
+        // 100 of 200 lost, 50 never sent: 50 of the 150 sent lost (a third).
+        assert_eq!(loss_net_of_skipped(128, since(200, 100), 50), Some(85));
+        // Duplicates make the count go down: no loss, not less than none.
+        assert_eq!(loss_net_of_skipped(0, since(200, -3), 50), Some(0));
         // All skipped: the block says nothing.
-        assert_eq!(loss_net_of_skipped(255, 100, 100), None);
-        assert_eq!(loss_net_of_skipped(255, 10, 100), None);
+        assert_eq!(loss_net_of_skipped(255, since(100, 100), 100), None);
+        assert_eq!(loss_net_of_skipped(255, since(10, 10), 100), None);
     }
 
-    /// Media unanswered for `OUTAGE_GAP` is an outage when the connection is heard again; a
-    /// shorter silence, or one while nothing was sent, is not.
+    /// Media unanswered for `OUTAGE_GAP` on a connection that answered briskly before is an
+    /// outage when the connection is heard again; a shorter silence, one while nothing was sent,
+    /// or one on a connection heard from only now and then, is not.
     #[test]
     fn a_gap_in_what_the_subscriber_sends_back_is_an_outage() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let tracks = [camera(Some(High))];
-        let lossy_report_after = |sent: &[u64], heard: u64| {
+        // Media and answers every `every` ms up to 10 s (transport-wide feedback: 100 ms).
+        let answering_every = |every: usize| {
             let mut allocator = on_720p_at_3_mbit(start);
+            for ms in (9_000..10_000).step_by(every) {
+                allocator.handle_sent(at(ms as u64));
+                assert!(!allocator.handle_heard(at(ms as u64 + 20)));
+            }
+            allocator
+        };
+        let lossy_report_after = |mut allocator: Allocator, sent: &[u64], heard: u64| {
             for &ms in sent {
                 allocator.handle_sent(at(ms));
             }
             let outage = allocator.handle_heard(at(heard));
-            assert_eq!(outage, heard - sent.first().unwrap_or(&heard) >= 1_000);
             allocator.handle_loss_at(at(heard + 900), 162);
-            allocator.poll_caps(at(heard + 900), 1, &tracks)
+            (outage, allocator.poll_caps(at(heard + 900), 1, &tracks))
         };
+        let kept = (true, vec![Some(High)]);
+        let lowered = (false, vec![Some(Medium)]);
         // Sent from 10 s on, nothing back until 12 s: the report that follows is ignored.
+        let sent = [10_000, 10_500, 11_900];
         assert_eq!(
-            lossy_report_after(&[10_000, 10_500, 11_900], 12_000),
-            vec![Some(High)]
+            lossy_report_after(answering_every(100), &sent, 12_000),
+            kept
         );
         // Heard 900 ms after sending: loss, as before.
-        assert_eq!(lossy_report_after(&[10_000], 10_900), vec![Some(Medium)]);
+        assert_eq!(
+            lossy_report_after(answering_every(100), &[10_000], 10_900),
+            lowered
+        );
         // Heard after a long silence, but nothing was sent in it: loss.
-        assert_eq!(lossy_report_after(&[], 12_000), vec![Some(Medium)]);
+        assert_eq!(
+            lossy_report_after(answering_every(100), &[], 12_000),
+            lowered
+        );
+        // A connection heard from once a second (no transport-wide feedback): its silences are
+        // ordinary, and the report ending one counts.
+        assert_eq!(
+            lossy_report_after(answering_every(500), &sent, 12_000),
+            lowered
+        );
+        assert!(!lossy_report_after(Allocator::default(), &sent, 12_000).0);
         // Each hearing starts the count again.
-        let mut allocator = on_720p_at_3_mbit(start);
+        let mut allocator = answering_every(100);
         for ms in (10_000..13_000).step_by(250) {
             allocator.handle_sent(at(ms));
             assert!(!allocator.handle_heard(at(ms + 200)));
@@ -2031,18 +2115,22 @@ mod tests {
     #[test]
     fn a_report_block_counts_only_when_its_stream_received_something_new() {
         let mut heads = ReportHeads::default();
-        assert!(heads.advanced(1, 100), "the first block about a stream");
-        assert!(heads.advanced(2, 7), "another stream's");
-        assert!(!heads.advanced(1, 100), "nothing arrived since");
-        assert!(heads.advanced(1, 160));
-        assert!(!heads.advanced(1, 160));
-        assert!(!heads.advanced(2, 7));
+        let mut counts = |ssrc, head| heads.advanced(ssrc, head, 0).counts();
+        assert!(counts(1, 100), "the first block about a stream");
+        assert!(counts(2, 7), "another stream's");
+        assert!(!counts(1, 100), "nothing arrived since");
+        assert!(counts(1, 160));
+        assert!(!counts(1, 160));
+        assert!(!counts(2, 7));
         // Bounded: the oldest stream is forgotten.
         for ssrc in 10..10 + MAX_REPORTED_STREAMS as u32 {
-            heads.advanced(ssrc, 1);
+            counts(ssrc, 1);
         }
         assert_eq!(heads.heads.len(), MAX_REPORTED_STREAMS);
-        assert!(heads.advanced(1, 160), "forgotten, so new again");
+        assert!(
+            heads.advanced(1, 160, 0).counts(),
+            "forgotten, so new again"
+        );
         // Streams no longer sent are forgotten; those still sent keep their heads.
         heads.retain(|ssrc| ssrc == 1 || ssrc == 10);
         assert_eq!(
@@ -2050,8 +2138,43 @@ mod tests {
             1,
             "10 was the oldest, dropped by the bound: {heads:?}"
         );
-        assert!(!heads.advanced(1, 160), "kept");
-        assert!(heads.advanced(11, 1), "forgotten, so new again");
+        assert!(!heads.advanced(1, 160, 0).counts(), "kept");
+        assert!(heads.advanced(11, 1, 0).counts(), "forgotten, so new again");
+    }
+
+    #[test]
+    fn a_report_block_covers_the_numbers_since_the_last_one_whatever_came_between() {
+        let mut heads = ReportHeads::default();
+        assert_eq!(heads.advanced(7, 65_530, 3), ReportBlock::First);
+        // Across a wrap of the 16-bit numbers (the head is extended).
+        assert_eq!(
+            heads.advanced(7, 65_536 + 70, 50),
+            ReportBlock::Since {
+                from: 65_530,
+                expected: 76,
+                lost: 47
+            }
+        );
+        // The 24-bit cumulative count going down (duplicates), and wrapping.
+        assert_eq!(
+            heads.advanced(7, 65_536 + 80, 40),
+            ReportBlock::Since {
+                from: 65_606,
+                expected: 10,
+                lost: -10
+            }
+        );
+        heads.advanced(8, 100, 0xFF_FFFE);
+        assert_eq!(
+            heads.advanced(8, 110, 1),
+            ReportBlock::Since {
+                from: 100,
+                expected: 10,
+                lost: 3
+            }
+        );
+        // A head going back (a reused SSRC's new receiver): nothing to compare with.
+        assert_eq!(heads.advanced(8, 5, 0), ReportBlock::First);
     }
 
     #[test]

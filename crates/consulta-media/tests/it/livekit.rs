@@ -453,6 +453,9 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
     assert!(value("plis_sent_total") > 0, "{metrics}");
     assert!(value("data_packets_relayed_total") >= 1, "{metrics}");
     assert_eq!(value("rooms"), 1, "{metrics}");
+    // Nothing here went quiet: Chromium answers what it receives with transport-wide feedback
+    // many times a second, so no silence of a second (an outage) was seen.
+    assert_eq!(value("subscriber_outages_total"), 0, "{metrics}");
     // Sequence numbers stayed continuous across the three switches: a broken mapping shows up
     // as hundreds of "lost" packets. (A loaded machine drops a few datagrams on loopback; those
     // the SFU also counts as lost on the way in.)
@@ -543,9 +546,9 @@ fn assert_call_goes_on(window: &Value) {
 /// own port, where the NAT takes each client's datagrams and sends them on to the node from a
 /// port of its own per client address (on `127.0.0.3`), and what the node sends to that port back
 /// to the client. [`Nat::rebind`] forgets every mapping, so that each client goes on from a new
-/// port, as a NAT does when its mapping times out or the carrier moves the phone. While
-/// Nothing crosses it to or from a client whose NAT port is in [`Nat::cut`] (the network under
-/// that client is gone).
+/// port, as a NAT does when its mapping times out or the carrier moves the phone. Nothing crosses
+/// it to or from a client whose NAT port is in [`Nat::cut`] (the network under that client is
+/// gone).
 struct Nat {
     rebind: tokio::sync::mpsc::UnboundedSender<()>,
     cut: Arc<Mutex<HashSet<u16>>>,
@@ -657,6 +660,14 @@ async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
     assert_eq!(hiccups.len(), 2, "{result}");
     for hiccup in hiccups {
         let who = hiccup["who"].as_str().unwrap_or_default();
+        // Both of the client's connections were cut, not one.
+        let ports: HashSet<u64> = hiccup["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .collect();
+        assert_eq!(ports.len(), 2, "{who}'s two NAT ports: {}", hiccup["ports"]);
         let samples = |key: &str| hiccup[key].as_array().cloned().unwrap_or_default();
         let (before, after) = (samples("before"), samples("after"));
         for view in ["alice_sees_bob", "bob_sees_alice"] {
@@ -681,8 +692,11 @@ async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
                 width > 0 && was.iter().all(|w| *w == width),
                 "{view} steady before: {was:?}"
             );
+            // Samples are 0.5 s apart: the browsers' own adaptation may take a layer down for a
+            // moment; the SFU's hold took it down for 8-9 s (16-18 samples).
+            let lower = is.iter().filter(|w| **w < width).count();
             assert!(
-                is.iter().all(|w| *w >= width),
+                lower <= 3,
                 "{view} kept its layer after {who}'s network came back: {was:?} → {is:?}"
             );
             assert!(
@@ -691,9 +705,19 @@ async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
             );
         }
     }
-    // Each client's own outage was seen as one; the other side's loss as passed on.
+    // Each client's own outage was seen as one, and the reports of the other side's gap were
+    // taken net of it.
+    eprintln!(
+        "outages {}, reports netted {}",
+        metric(&metrics, "subscriber_outages_total"),
+        metric(&metrics, "loss_reports_net_of_skipped_total")
+    );
     assert!(
         metric(&metrics, "subscriber_outages_total") >= 2,
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "loss_reports_net_of_skipped_total") >= 2,
         "{metrics}"
     );
 }

@@ -784,6 +784,75 @@ fn a_subscriber_heard_from_again_after_media_went_unanswered_ends_an_outage() {
     assert_eq!(outages(&w), 1);
 }
 
+/// A gap the publisher left (numbers the SFU never received, and no retransmission fills)
+/// reaches Bob as numbers the SFU skipped: his receiver reports count them lost, and the router
+/// takes their loss net of them (`consulta_sfu::bandwidth::loss_net_of_skipped`). On Alice's
+/// microphone: the test clients, as the router's own connections, report on audio only
+/// (`VideoReportFilter`).
+#[test]
+fn numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports() {
+    let mut w = World::new();
+    let (alice, bob) = (w.join(1, "PA_alice"), w.join(2, "PA_bob"));
+    let microphone = w.clients[alice]
+        .publisher
+        .add_local_track(
+            MediaKind::Audio,
+            "audio/opus",
+            "microphone",
+            "cid-mic",
+            0xA0D10,
+        )
+        .unwrap();
+    let publisher = w.clients[alice].sid.clone();
+    let track = TrackInfo {
+        sid: "TR_mic".to_owned(),
+        r#type: TrackType::Audio.into(),
+        mime_type: "audio/opus".to_owned(),
+        ..TrackInfo::default()
+    };
+    w.router.handle_command(
+        w.now,
+        Command::TrackPublished(publisher, "cid-mic".to_owned(), Box::new(track)),
+    );
+    w.negotiate_publisher(alice, 1);
+    w.run_until("alice connected", |w| w.clients[0].connected);
+    w.subscribe(bob, alice, "TR_mic");
+    w.needs_offer(bob);
+    w.answer_latest(bob);
+    w.run_until("bob's subscriber connection up", |w| {
+        subscriber_connected(w, 1)
+    });
+    let send_for = |w: &mut World, seq: &mut u16, secs: u64| {
+        let from = w.now;
+        while w.now - from < Duration::from_secs(secs) {
+            let packet = Packet {
+                header: Header {
+                    version: 2,
+                    payload_type: 111,
+                    sequence_number: *seq,
+                    timestamp: 960 * u32::from(*seq),
+                    ssrc: 1,
+                    ..Default::default()
+                },
+                payload: vec![0xFC; 80].into(),
+            };
+            w.clients[0]
+                .publisher
+                .write_rtp(microphone, packet, "audio/opus", w.now)
+                .unwrap();
+            *seq = seq.wrapping_add(1);
+            w.step();
+        }
+    };
+    let netted = |w: &World| w.router.stats().reports_net_of_skipped;
+    let mut seq = 1;
+    send_for(&mut w, &mut seq, 3);
+    assert_eq!(netted(&w), 0, "nothing skipped");
+    seq += 100;
+    send_for(&mut w, &mut seq, 3);
+    assert!(netted(&w) >= 1, "bob's report of the gap was netted");
+}
+
 /// Bob's NAT gives both his connections new ports mid-call. Both go quiet: the router restarts
 /// his subscriber connection's ICE and asks for his resume (for his publisher connection). That
 /// resume restarts nothing more on the subscriber connection while the router's own restart is

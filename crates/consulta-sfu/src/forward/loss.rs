@@ -102,29 +102,6 @@ impl ReceiveWindow {
         gap
     }
 
-    /// How many of the sequence numbers after `from` up to `to` are still in the window without
-    /// having arrived (numbers older than the window are not known, and not counted). Used on what
-    /// an SFU sent a subscriber: the numbers it skipped, whose loss happened before it.
-    pub fn missing_between(&self, from: u16, to: u16) -> u16 {
-        let Some(newest) = self.newest else {
-            return 0;
-        };
-        let span = to.wrapping_sub(from);
-        if span >= RESTART_DISTANCE {
-            return 0;
-        }
-        (1..=span)
-            .map(|n| from.wrapping_add(n))
-            .filter(|&seq| newest.wrapping_sub(seq) < WINDOW)
-            .filter(|&seq| {
-                let (word, bit) = slot(seq);
-                let counted = self.counted.get(word).is_some_and(|c| c & bit != 0);
-                let arrived = self.arrived.get(word).is_some_and(|a| a & bit != 0);
-                counted && !arrived
-            })
-            .count() as u16
-    }
-
     /// Moves the window `ahead` numbers on from `newest`; returns the numbers that left it
     /// unreceived.
     fn advance(&mut self, newest: u16, ahead: u16) -> u64 {
@@ -163,33 +140,135 @@ impl ReceiveWindow {
     }
 }
 
+/// Most runs [`SkippedNumbers`] keeps; past that the oldest is forgotten.
+const MAX_RUNS: usize = 16;
+
+/// The sequence numbers a sender skipped in what it sent, as runs (first, length): an SFU's
+/// subscriber stream carries the gaps its publisher left, so that a late retransmission can
+/// still fill them, and the subscriber's receiver reports count them lost. They were lost before
+/// the SFU, and say nothing of the subscriber's link. Runs of any length are kept (a publisher's
+/// outage of seconds is hundreds of numbers), at most [`MAX_RUNS`] of them; a number sent late
+/// shortens or splits its run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SkippedNumbers {
+    newest: Option<u16>,
+    runs: Vec<(u16, u16)>,
+}
+
+impl SkippedNumbers {
+    /// Takes the sequence number of one packet sent.
+    pub fn handle_sent(&mut self, seq: u16) {
+        let Some(newest) = self.newest else {
+            self.newest = Some(seq);
+            return;
+        };
+        let ahead = seq.wrapping_sub(newest);
+        if ahead == 0 {
+            return;
+        }
+        if ahead < 0x8000 {
+            if ahead > 1 {
+                if self.runs.len() >= MAX_RUNS {
+                    self.runs.remove(0);
+                }
+                self.runs.push((newest.wrapping_add(1), ahead - 1));
+            }
+            self.newest = Some(seq);
+            return;
+        }
+        // Behind the newest: a late number fills its place in a run.
+        let Some(i) = self
+            .runs
+            .iter()
+            .position(|&(first, len)| seq.wrapping_sub(first) < len)
+        else {
+            return;
+        };
+        let Some(run) = self.runs.get_mut(i) else {
+            return;
+        };
+        let (first, len) = *run;
+        let offset = seq.wrapping_sub(first);
+        let before = (first, offset);
+        let after = (seq.wrapping_add(1), len - offset - 1);
+        match (before.1, after.1) {
+            (0, 0) => {
+                self.runs.remove(i);
+            }
+            (0, _) => *run = after,
+            (_, 0) => *run = before,
+            _ => {
+                *run = before;
+                if self.runs.len() < MAX_RUNS {
+                    self.runs.insert(i + 1, after);
+                }
+            }
+        }
+    }
+
+    /// How many of the numbers after `from` up to `to` (a receiver report's interval) were
+    /// skipped; forgets the runs that end by `to`, which a later report (from `to` on) does not
+    /// cover. An interval going back, or longer than half the number space, counts nothing.
+    pub fn skipped_between(&mut self, from: u16, to: u16) -> u32 {
+        let span = i32::from(to.wrapping_sub(from));
+        if span == 0 || span >= 0x8000 {
+            return 0;
+        }
+        let mut skipped = 0;
+        self.runs.retain(|&(first, len)| {
+            // Offsets from `from`: the interval is 1..=span.
+            let start = i32::from(first.wrapping_sub(from) as i16);
+            let end = start + i32::from(len) - 1;
+            let overlap = end.min(span) - start.max(1) + 1;
+            skipped += overlap.max(0) as u32;
+            end > span
+        });
+        skipped
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_numbers_missing_between_two_reports_are_counted_within_the_window() {
-        let mut window = ReceiveWindow::default();
-        // 100..=110 sent, 111..=140 skipped, 141..=150 sent, 120 late.
-        feed(&mut window, (100..=110).chain(141..=150).chain([120]));
-        assert_eq!(window.missing_between(99, 150), 29);
-        assert_eq!(window.missing_between(105, 115), 5);
-        assert_eq!(window.missing_between(141, 150), 0);
-        assert_eq!(window.missing_between(150, 150), 0);
-        // Before the first number sent, nothing is known.
-        assert_eq!(window.missing_between(50, 100), 0);
-        // Across the wrap.
-        let mut window = ReceiveWindow::default();
-        feed(&mut window, [65_530, 65_531, 2, 3]);
-        assert_eq!(window.missing_between(65_529, 3), 6);
-        // Older than the window: not known.
-        let mut window = ReceiveWindow::default();
-        feed(&mut window, (0..10).chain(20..2000));
-        assert_eq!(window.missing_between(0, 1999), 0);
-        assert_eq!(ReceiveWindow::default().missing_between(0, 10), 0);
+    /// Feeds what was sent; returns the numbers skipped in each report interval in turn.
+    fn skipped(sent: impl IntoIterator<Item = u16>, reports: &[(u16, u16)]) -> Vec<u32> {
+        let mut numbers = SkippedNumbers::default();
+        sent.into_iter().for_each(|s| numbers.handle_sent(s));
+        reports
+            .iter()
+            .map(|&(from, to)| numbers.skipped_between(from, to))
+            .collect()
     }
 
-    /// Feeds `seqs`; returns the loss counted and the late packets.
+    #[test]
+    fn the_numbers_skipped_in_a_report_interval_are_counted_once() {
+        // 100..=110 sent, 111..=140 skipped, 141..=150 sent, 120 late.
+        let sent = || (100..=110).chain(141..=150).chain([120]);
+        assert_eq!(skipped(sent(), &[(99, 150)]), [29]);
+        assert_eq!(skipped(sent(), &[(105, 115), (115, 150)]), [5, 24]);
+        assert_eq!(skipped(sent(), &[(105, 125), (125, 150)]), [14, 15]);
+        // An interval that covers the same numbers again (a report going back) counts them no
+        // more; nor does an empty one.
+        assert_eq!(
+            skipped(sent(), &[(99, 150), (99, 150), (150, 150)]),
+            [29, 0, 0]
+        );
+        assert_eq!(skipped(sent(), &[(150, 99)]), [0]);
+        // Across the wrap.
+        assert_eq!(skipped([65_530, 65_531, 2, 3], &[(65_529, 3)]), [6]);
+        // A long gap counts whole (a publisher gone for seconds), whatever came after it.
+        let long = (0..10).chain(1010..3000);
+        assert_eq!(skipped(long, &[(0, 2999)]), [1000]);
+        // Late numbers at a run's ends and in its middle.
+        let filled = [0, 10, 1, 9, 5];
+        assert_eq!(skipped(filled, &[(0, 10)]), [6]);
+        // The oldest runs go past 16.
+        let sparse = (0..40u16).map(|n| n * 2);
+        assert_eq!(skipped(sparse, &[(0, 78)]), [MAX_RUNS as u32]);
+    }
+
+    /// Feeds `seqs`; returns the loss counted and the late packets.    /// Feeds `seqs`; returns the loss counted and the late packets.
     fn feed(window: &mut ReceiveWindow, seqs: impl IntoIterator<Item = u16>) -> (u64, u64) {
         seqs.into_iter()
             .map(|s| window.handle_sequence(s))
