@@ -134,11 +134,14 @@ pub struct RouterStats {
     pub publishers_quiet: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken
-    /// for congestion.
+    /// for congestion. Only connections with transport-wide feedback (bandwidth estimation on)
+    /// answer briskly enough to tell.
     pub subscriber_outages: u64,
     /// Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent
     /// (lost before it, on the publisher's side).
     pub reports_net_of_skipped: u64,
+    /// The packets those blocks counted lost that were lost before the SFU.
+    pub loss_before_sfu: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
@@ -255,7 +258,6 @@ fn is_rtp(datagram: &[u8]) -> bool {
     matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second))
 }
 
-/// One track forwarded to one subscriber.
 /// What one receiver report block says of one of the SFU's streams.
 #[derive(Debug, Clone, Copy)]
 struct ReceptionBlock {
@@ -268,6 +270,7 @@ struct ReceptionBlock {
     total_lost: u32,
 }
 
+/// One track forwarded to one subscriber.
 #[derive(Debug)]
 struct Down {
     local: LocalTrack,
@@ -1039,6 +1042,8 @@ impl Router {
                     let mut forward = DownTrack::new(config);
                     if let Some((_, previous)) = &reused {
                         forward.continue_after(previous);
+                        // The browser's new receiver counts afresh: its first block is news.
+                        p.sub.report_heads.forget(ssrc);
                     }
                     if let Some(settings) = p.sub.settings.get(track) {
                         forward.handle_track_settings(settings, &published.info);
@@ -1779,19 +1784,25 @@ impl Router {
             }
             // What the SFU never sent in the interval was lost before it.
             let skipped = match covered {
-                ReportBlock::Since { from, .. } => p
+                ReportBlock::Since { from, expected, .. } => p
                     .sub
                     .sending
                     .values_mut()
                     .find(|down| down.local.ssrc() == block.ssrc)
                     .map_or(0, |down| {
-                        down.skipped.skipped_between(from as u16, block.head as u16)
+                        down.skipped
+                            .skipped_between(from as u16, block.head as u16, expected)
                     }),
                 _ => 0,
             };
             let net = loss_net_of_skipped(block.fraction, covered, skipped);
-            if skipped > 0 {
+            let netted = match covered {
+                ReportBlock::Since { lost, .. } if i64::from(lost) >= i64::from(skipped) => skipped,
+                _ => 0,
+            };
+            if netted > 0 {
                 self.stats.reports_net_of_skipped += 1;
+                self.stats.loss_before_sfu += u64::from(netted);
                 tracing::debug!(
                     target: "consulta_media::bandwidth",
                     participant = %sub,

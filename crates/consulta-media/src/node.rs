@@ -340,7 +340,7 @@ pub fn metrics_text(
     metric(
         "subscriber_outages_total",
         "counter",
-        "Subscriber connections heard from again after media sent to them went unanswered for 1 s or more (an outage: the loss reported for it is not taken for congestion).",
+        "Subscriber connections heard from again after media sent to them went unanswered for 1 s or more (an outage: the loss reported for it is not taken for congestion). Needs transport-wide feedback (bandwidth estimation on).",
         stats.subscriber_outages,
     );
     metric(
@@ -348,6 +348,12 @@ pub fn metrics_text(
         "counter",
         "Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent (lost before it, on the publisher's side).",
         stats.reports_net_of_skipped,
+    );
+    metric(
+        "loss_before_sfu_packets_total",
+        "counter",
+        "Packets subscribers' receiver reports counted lost that were lost before the SFU (numbers it never sent), left out of their loss.",
+        stats.loss_before_sfu,
     );
     metric(
         "data_packets_relayed_total",

@@ -636,6 +636,11 @@ impl ReportHeads {
         ReportBlock::First
     }
 
+    /// Forgets `ssrc`: a reused SSRC's new receiver counts afresh, and its first block is news.
+    pub fn forget(&mut self, ssrc: u32) {
+        self.heads.retain(|&(s, _, _)| s != ssrc);
+    }
+
     /// Forgets the streams `sent` no longer names (tracks the SFU stopped sending). A browser keeps
     /// reporting a removed stream for a while; those blocks are not the SFU's any more and are not
     /// passed to [`advanced`](Self::advanced). If the SSRC is reused for a new track, its first block
@@ -651,8 +656,9 @@ impl ReportHeads {
 /// them; the subscriber counts them lost, and they say nothing of its link. A publisher's 2 s
 /// outage had its subscriber report 56-65 % lost, which held the video a layer down for 8 s (the
 /// Chromium hiccup test). The net loss comes from the block's cumulative count, which covers
-/// exactly the interval's numbers. `None` when nothing in the interval was sent: the block says
-/// nothing of the link either.
+/// exactly the interval's numbers. A receiver that counted fewer lost than were skipped did not
+/// count the gap at all (a jump it took for a new stream): its count is the link's. `None` when
+/// nothing in the interval was sent: the block says nothing of the link either.
 pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> Option<u8> {
     let ReportBlock::Since { expected, lost, .. } = block else {
         return Some(stated);
@@ -661,7 +667,15 @@ pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> Opti
         return Some(stated);
     }
     let sent = i64::from(expected.checked_sub(skipped).filter(|&sent| sent > 0)?);
-    let net = (i64::from(lost) - i64::from(skipped)).clamp(0, sent);
+    let (lost, skipped) = (i64::from(lost), i64::from(skipped));
+    // Fewer lost than skipped: the receiver did not count the gap (libwebrtc takes a jump of more
+    // than 50 numbers of Opus, 450 of video, for a new stream), and what it counted is the link's.
+    let net = if lost >= skipped {
+        lost - skipped
+    } else {
+        lost
+    }
+    .clamp(0, sent);
     Some(u8::try_from(net * 256 / sent).unwrap_or(u8::MAX))
 }
 
@@ -1591,7 +1605,9 @@ mod tests {
         assert_eq!(loss_net_of_skipped(0, since(200, 130), 130), Some(0));
         // 100 of 200 lost, 50 never sent: 50 of the 150 sent lost (a third).
         assert_eq!(loss_net_of_skipped(128, since(200, 100), 50), Some(85));
-        // Duplicates make the count go down: no loss, not less than none.
+        // Fewer lost than skipped: the receiver took the gap for a new stream and counted only
+        // the link's loss (20 of 150 sent); duplicates can make the count go down, not below none.
+        assert_eq!(loss_net_of_skipped(26, since(200, 20), 50), Some(34));
         assert_eq!(loss_net_of_skipped(0, since(200, -3), 50), Some(0));
         // All skipped: the block says nothing.
         assert_eq!(loss_net_of_skipped(255, since(100, 100), 100), None);
@@ -1609,7 +1625,7 @@ mod tests {
         // Media and answers every `every` ms up to 10 s (transport-wide feedback: 100 ms).
         let answering_every = |every: usize| {
             let mut allocator = on_720p_at_3_mbit(start);
-            for ms in (9_000..10_000).step_by(every) {
+            for ms in (5_000..10_000).step_by(every) {
                 allocator.handle_sent(at(ms as u64));
                 assert!(!allocator.handle_heard(at(ms as u64 + 20)));
             }
@@ -1641,11 +1657,16 @@ mod tests {
             lossy_report_after(answering_every(100), &[], 12_000),
             lowered
         );
-        // A connection heard from once a second (no transport-wide feedback): its silences are
-        // ordinary, and the report ending one counts.
+        // A connection heard from every 500 ms or less often (no transport-wide feedback: reports
+        // and consent checks): its silences are ordinary, and the report ending one counts.
+        // Every 200 ms is brisk enough (4 answers within the second before the silence).
         assert_eq!(
             lossy_report_after(answering_every(500), &sent, 12_000),
             lowered
+        );
+        assert_eq!(
+            lossy_report_after(answering_every(200), &sent, 12_000),
+            kept
         );
         assert!(!lossy_report_after(Allocator::default(), &sent, 12_000).0);
         // Each hearing starts the count again.
@@ -2175,6 +2196,9 @@ mod tests {
         );
         // A head going back (a reused SSRC's new receiver): nothing to compare with.
         assert_eq!(heads.advanced(8, 5, 0), ReportBlock::First);
+        // Forgotten when the SSRC is reused: its next block is the first.
+        heads.forget(8);
+        assert_eq!(heads.advanced(8, 900, 0), ReportBlock::First);
     }
 
     #[test]

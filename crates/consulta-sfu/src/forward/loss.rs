@@ -174,6 +174,10 @@ impl SkippedNumbers {
                 self.runs.push((newest.wrapping_add(1), ahead - 1));
             }
             self.newest = Some(seq);
+            // Runs that ended half the number space ago would alias into later intervals.
+            self.runs.retain(|&(first, len)| {
+                seq.wrapping_sub(first.wrapping_add(len).wrapping_sub(1)) < 0x8000
+            });
             return;
         }
         // Behind the newest: a late number fills its place in a run.
@@ -199,17 +203,24 @@ impl SkippedNumbers {
             (_, 0) => *run = before,
             _ => {
                 *run = before;
-                if self.runs.len() < MAX_RUNS {
-                    self.runs.insert(i + 1, after);
+                self.runs.insert(i + 1, after);
+                if self.runs.len() > MAX_RUNS {
+                    self.runs.remove(0);
                 }
             }
         }
     }
 
-    /// How many of the numbers after `from` up to `to` (a receiver report's interval) were
-    /// skipped; forgets the runs that end by `to`, which a later report (from `to` on) does not
-    /// cover. An interval going back, or longer than half the number space, counts nothing.
-    pub fn skipped_between(&mut self, from: u16, to: u16) -> u32 {
+    /// How many of the numbers after `from` up to `to` (a receiver report's interval, `expected`
+    /// numbers long in the extended numbering) were skipped; forgets the runs that end by `to`,
+    /// which a later report (from `to` on) does not cover. An interval of half the number space
+    /// or more covers every run kept (none is older than that), and forgets them all.
+    pub fn skipped_between(&mut self, from: u16, to: u16, expected: u32) -> u32 {
+        if expected >= 0x8000 {
+            let all = self.runs.iter().map(|&(_, len)| u32::from(len)).sum();
+            self.runs.clear();
+            return all;
+        }
         let span = i32::from(to.wrapping_sub(from));
         if span == 0 || span >= 0x8000 {
             return 0;
@@ -237,7 +248,7 @@ mod tests {
         sent.into_iter().for_each(|s| numbers.handle_sent(s));
         reports
             .iter()
-            .map(|&(from, to)| numbers.skipped_between(from, to))
+            .map(|&(from, to)| numbers.skipped_between(from, to, u32::from(to.wrapping_sub(from))))
             .collect()
     }
 
@@ -254,7 +265,6 @@ mod tests {
             skipped(sent(), &[(99, 150), (99, 150), (150, 150)]),
             [29, 0, 0]
         );
-        assert_eq!(skipped(sent(), &[(150, 99)]), [0]);
         // Across the wrap.
         assert_eq!(skipped([65_530, 65_531, 2, 3], &[(65_529, 3)]), [6]);
         // A long gap counts whole (a publisher gone for seconds), whatever came after it.
@@ -263,12 +273,27 @@ mod tests {
         // Late numbers at a run's ends and in its middle.
         let filled = [0, 10, 1, 9, 5];
         assert_eq!(skipped(filled, &[(0, 10)]), [6]);
-        // The oldest runs go past 16.
+        // The oldest runs go past 16, also when a late number splits a run.
         let sparse = (0..40u16).map(|n| n * 2);
         assert_eq!(skipped(sparse, &[(0, 78)]), [MAX_RUNS as u32]);
+        let split = (0..17u16).map(|n| n * 10).chain([5]);
+        assert_eq!(skipped(split, &[(0, 160)]), [4 + 15 * 9]);
+        // Runs from half the number space ago are gone; a longer interval counts all that is
+        // left and forgets it.
+        let mut numbers = SkippedNumbers::default();
+        (0..10)
+            .chain(20..40_000)
+            .for_each(|s| numbers.handle_sent(s));
+        assert_eq!(numbers.skipped_between(0, 39_999, 39_999), 0);
+        let mut numbers = SkippedNumbers::default();
+        (0..10)
+            .chain(20..30_000)
+            .for_each(|s| numbers.handle_sent(s));
+        assert_eq!(numbers.skipped_between(0, 29_999, 70_000), 10);
+        assert_eq!(numbers.skipped_between(0, 29_999, 29_999), 0);
     }
 
-    /// Feeds `seqs`; returns the loss counted and the late packets.    /// Feeds `seqs`; returns the loss counted and the late packets.
+    /// Feeds `seqs`; returns the loss counted and the late packets.
     fn feed(window: &mut ReceiveWindow, seqs: impl IntoIterator<Item = u16>) -> (u64, u64) {
         seqs.into_iter()
             .map(|s| window.handle_sequence(s))
