@@ -1796,13 +1796,9 @@ impl Router {
                 _ => 0,
             };
             let net = loss_net_of_skipped(block.fraction, covered, skipped);
-            let netted = match covered {
-                ReportBlock::Since { lost, .. } if i64::from(lost) >= i64::from(skipped) => skipped,
-                _ => 0,
-            };
-            if netted > 0 {
+            if net.before_sfu > 0 {
                 self.stats.reports_net_of_skipped += 1;
-                self.stats.loss_before_sfu += u64::from(netted);
+                self.stats.loss_before_sfu += u64::from(net.before_sfu);
                 tracing::debug!(
                     target: "consulta_media::bandwidth",
                     participant = %sub,
@@ -1814,7 +1810,7 @@ impl Router {
                     "report block net of what the SFU never sent (loss in 256ths)"
                 );
             }
-            if let Some(fraction) = net {
+            if let Some(fraction) = net.fraction {
                 fresh.push((kind == MediaKind::Video, fraction));
             }
         }

@@ -650,6 +650,16 @@ impl ReportHeads {
     }
 }
 
+/// A report block's loss net of what the SFU never sent ([`loss_net_of_skipped`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetLoss {
+    /// The loss on the way to the subscriber, in 256ths; `None` when nothing in the block's
+    /// interval was sent: it says nothing of the link.
+    pub fraction: Option<u8>,
+    /// The packets the block counted lost that were lost before the SFU.
+    pub before_sfu: u32,
+}
+
 /// The loss a receiver report block states (`stated`, 256ths), net of the `skipped` sequence
 /// numbers the SFU never sent in the interval `block` covers. Those were lost before the SFU, on
 /// the publisher's side, and are passed on as gaps so that a late retransmission can still fill
@@ -657,26 +667,36 @@ impl ReportHeads {
 /// outage had its subscriber report 56-65 % lost, which held the video a layer down for 8 s (the
 /// Chromium hiccup test). The net loss comes from the block's cumulative count, which covers
 /// exactly the interval's numbers. A receiver that counted fewer lost than were skipped did not
-/// count the gap at all (a jump it took for a new stream): its count is the link's. `None` when
-/// nothing in the interval was sent: the block says nothing of the link either.
-pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> Option<u8> {
+/// count the gap at all (libwebrtc takes a jump of more than 50 numbers of Opus, or 450 of
+/// video, for a new stream): its count is the link's.
+pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> NetLoss {
+    let as_stated = NetLoss {
+        fraction: Some(stated),
+        before_sfu: 0,
+    };
     let ReportBlock::Since { expected, lost, .. } = block else {
-        return Some(stated);
+        return as_stated;
     };
     if skipped == 0 {
-        return Some(stated);
+        return as_stated;
     }
-    let sent = i64::from(expected.checked_sub(skipped).filter(|&sent| sent > 0)?);
-    let (lost, skipped) = (i64::from(lost), i64::from(skipped));
-    // Fewer lost than skipped: the receiver did not count the gap (libwebrtc takes a jump of more
-    // than 50 numbers of Opus, 450 of video, for a new stream), and what it counted is the link's.
-    let net = if lost >= skipped {
-        lost - skipped
+    let before_sfu = if i64::from(lost) >= i64::from(skipped) {
+        skipped
     } else {
-        lost
+        0
+    };
+    let fraction = expected
+        .checked_sub(skipped)
+        .filter(|&sent| sent > 0)
+        .map(|sent| {
+            let sent = i64::from(sent);
+            let net = (i64::from(lost) - i64::from(before_sfu)).clamp(0, sent);
+            u8::try_from(net * 256 / sent).unwrap_or(u8::MAX)
+        });
+    NetLoss {
+        fraction,
+        before_sfu,
     }
-    .clamp(0, sent);
-    Some(u8::try_from(net * 256 / sent).unwrap_or(u8::MAX))
 }
 
 /// A track visible at the last poll, as [`Allocator::poll_caps`] left it.
@@ -1596,22 +1616,26 @@ mod tests {
             expected,
             lost,
         };
+        let net = |stated, block, skipped| {
+            let net = loss_net_of_skipped(stated, block, skipped);
+            (net.fraction, net.before_sfu)
+        };
         // Nothing skipped, or nothing to compare with: the block as it is.
-        assert_eq!(loss_net_of_skipped(40, since(100, 16), 0), Some(40));
-        assert_eq!(loss_net_of_skipped(40, ReportBlock::First, 30), Some(40));
+        assert_eq!(net(40, since(100, 16), 0), (Some(40), 0));
+        assert_eq!(net(40, ReportBlock::First, 30), (Some(40), 0));
         // 130 of 200 lost, all of them never sent: nothing lost on the way to the subscriber,
         // whatever the fraction says (it may cover a shorter time, after a lost block).
-        assert_eq!(loss_net_of_skipped(166, since(200, 130), 130), Some(0));
-        assert_eq!(loss_net_of_skipped(0, since(200, 130), 130), Some(0));
+        assert_eq!(net(166, since(200, 130), 130), (Some(0), 130));
+        assert_eq!(net(0, since(200, 130), 130), (Some(0), 130));
         // 100 of 200 lost, 50 never sent: 50 of the 150 sent lost (a third).
-        assert_eq!(loss_net_of_skipped(128, since(200, 100), 50), Some(85));
+        assert_eq!(net(128, since(200, 100), 50), (Some(85), 50));
         // Fewer lost than skipped: the receiver took the gap for a new stream and counted only
         // the link's loss (20 of 150 sent); duplicates can make the count go down, not below none.
-        assert_eq!(loss_net_of_skipped(26, since(200, 20), 50), Some(34));
-        assert_eq!(loss_net_of_skipped(0, since(200, -3), 50), Some(0));
-        // All skipped: the block says nothing.
-        assert_eq!(loss_net_of_skipped(255, since(100, 100), 100), None);
-        assert_eq!(loss_net_of_skipped(255, since(10, 10), 100), None);
+        assert_eq!(net(26, since(200, 20), 50), (Some(34), 0));
+        assert_eq!(net(0, since(200, -3), 50), (Some(0), 0));
+        // All skipped: the block says nothing of the link.
+        assert_eq!(net(255, since(100, 100), 100), (None, 100));
+        assert_eq!(net(255, since(10, 10), 100), (None, 0));
     }
 
     /// Media unanswered for `OUTAGE_GAP` on a connection that answered briskly before is an
