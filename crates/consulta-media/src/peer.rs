@@ -584,6 +584,17 @@ impl MediaPeer {
         config: MediaConfig,
         now: Instant,
     ) -> Result<Self, Error> {
+        Self::with_crypto(local_addr, config, None, now)
+    }
+
+    /// Like [`with_config`](Self::with_config), with the cryptography (DTLS, SRTP, ICE's
+    /// message integrity, randomness) from `crypto` instead of `rtc`'s default provider (ring).
+    pub fn with_crypto(
+        local_addr: SocketAddr,
+        config: MediaConfig,
+        crypto: Option<std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>>,
+        now: Instant,
+    ) -> Result<Self, Error> {
         let mut media_engine = MediaEngine::default();
         register_codecs(&mut media_engine)?;
         configure_simulcast_extension_headers(&mut media_engine)?;
@@ -658,6 +669,9 @@ impl MediaPeer {
         if config.srtp_gcm_only {
             setting_engine = setting_engine
                 .with_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
+        }
+        if let Some(crypto) = crypto {
+            setting_engine = setting_engine.with_crypto_provider(crypto);
         }
         if !config.ice_fails {
             // A zero failed timeout never fails (rtc-ice); `None` keeps the other defaults.

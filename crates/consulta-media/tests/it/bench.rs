@@ -90,10 +90,13 @@ fn sfu_bench_churn_recycles_the_residents_m_lines() {
     );
 }
 
-/// The in-memory pipeline measurement, a phase at a time and interleaved: both settings (with and
-/// without congestion control) connect, carry every packet (the run fails otherwise) and report a cost per packet.
+/// The in-memory pipeline measurement, a phase at a time and interleaved: every setting (`rtc`'s
+/// write path with and without congestion control, and the bench sealing with the connection's
+/// own keys, read through `rtc`'s crypto provider) connects, carries every packet (the run fails
+/// otherwise: for the own keys, the receiving `rtc` must open every packet) and reports a cost per
+/// packet.
 #[test]
-fn sfu_bench_pipeline_reports_both_settings() {
+fn sfu_bench_pipeline_reports_every_setting() {
     for order in [None, Some("--interleave")] {
         let mut args = vec![
             "pipeline",
@@ -116,7 +119,11 @@ fn sfu_bench_pipeline_reports_both_settings() {
             "pipeline {args:?} failed: {}",
             output.status
         );
-        for setting in ["no congestion control", "congestion control"] {
+        for setting in [
+            "no congestion control",
+            "congestion control",
+            "own keys, no rtc write path",
+        ] {
             let line = stdout
                 .lines()
                 .find(|l| l.starts_with(setting))

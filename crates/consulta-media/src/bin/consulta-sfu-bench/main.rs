@@ -17,6 +17,7 @@
 mod client;
 mod ideal;
 mod janus;
+mod keytap;
 mod media;
 mod pipeline;
 mod stamp;
@@ -87,7 +88,8 @@ enum Internal {
     Ideal,
     /// Time `rtc`'s per-packet pipeline in one process (two peers connected in memory, no
     /// sockets): write, read and timer cost per packet on the one-way connections the SFU runs,
-    /// with and without congestion control on the sending side.
+    /// with and without congestion control on the sending side, and with the bench sealing the
+    /// sender's packets itself with the connection's own keys instead of `rtc`'s write path.
     Pipeline {
         /// Packets per round.
         #[arg(long, default_value_t = 20_000)]

@@ -10,9 +10,13 @@
 //! - **timers**: both sides' timers every 500 packets (reports, NACK checks) and the RTCP they
 //!   send each other, among it the receiver's TWCC feedback and the sender's estimate from it.
 //!
-//! Both settings run one-way connections, as the SFU does; they differ in whether the sender
-//! estimates the bandwidth (`MediaConfig::congestion_control`: TWCC sequence numbers, a send
-//! history and GCC).
+//! Every setting runs one-way connections, as the SFU does. The first two differ in whether the
+//! sender estimates the bandwidth (`MediaConfig::congestion_control`: TWCC sequence numbers, a
+//! send history and GCC). The third bypasses `rtc`'s write path: the bench seals each packet
+//! itself with the connection's own SRTP keys, read through `rtc`'s crypto-provider interface
+//! ([`KeyTap`]), and hands the datagram to the receiving `rtc`, which must take every one in.
+//! It is the floor of what forwarding outside `rtc`'s write path could cost per copy (no NACK
+//! history, sender-report counts or transport-wide numbers, which that path would still need).
 //!
 //! By default each pair writes 500 packets and then reads them, one phase at a time;
 //! `--interleave` reads each packet as soon as it is written, as a node handles one datagram after
@@ -31,12 +35,79 @@ use consulta_media::rtp::{Header, Packet};
 use consulta_media::{
     LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer, PeerState,
 };
+use rtc::crypto::providers::RingCrypto;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::srtp::context::Context as SrtpContext;
+use rtc::srtp::protection_profile::ProtectionProfile;
+
+use crate::keytap::KeyTap;
 
 /// Packets per timed batch; timers (RTCP reports, NACK checks) run between batches.
 const BATCH: u32 = 500;
 /// Simulated time between packets: 1 000 packets/s, a 1 Mbit/s stream.
 const PACKET_INTERVAL: Duration = Duration::from_millis(1);
 const PAYLOAD_BYTES: usize = 1_100;
+/// SRTP_AEAD_AES_128_GCM (RFC 7714 §12): 16-byte master keys, 12-byte master salts.
+const GCM_KEY_BYTES: usize = 16;
+const GCM_SALT_BYTES: usize = 12;
+
+/// Who seals the sender's packets.
+#[derive(Clone, Copy)]
+enum Sealer {
+    /// `rtc`'s write path (`write_rtp`, `poll_transmit`): interceptors, SRTP, its handlers.
+    Rtc { congestion_control: bool },
+    /// The bench, with the connection's own SRTP keys: marshal and seal only.
+    OwnKeys,
+}
+
+/// The sender's own sealing: its SRTP context, and the header `rtc` writes on the track (payload
+/// type, SSRC), learnt from the first packet `rtc` sealed.
+struct OwnSeal {
+    context: SrtpContext,
+    header: Header,
+}
+
+impl OwnSeal {
+    /// Keys the context from what `tap` kept, checks them by opening a datagram `rtc` sealed
+    /// with the same keys, and keeps that packet's header.
+    fn from_sealed(tap: &KeyTap, sealed: &[u8]) -> anyhow::Result<Self> {
+        // RFC 5764 §4.2: client key, server key, client salt, server salt. The sender offers,
+        // and the receiver answers as DTLS server (`MediaPeer`'s rule), so the sender is the
+        // client and its writes use the client's halves.
+        let material = tap
+            .keying_material(2 * (GCM_KEY_BYTES + GCM_SALT_BYTES))
+            .context("no DTLS-SRTP keying material was seen")?;
+        let key = material.get(..GCM_KEY_BYTES).context("keying material")?;
+        let salt = material
+            .get(2 * GCM_KEY_BYTES..2 * GCM_KEY_BYTES + GCM_SALT_BYTES)
+            .context("keying material")?;
+        let context = || {
+            SrtpContext::new(
+                key,
+                salt,
+                ProtectionProfile::AeadAes128Gcm,
+                None,
+                None,
+                &RingCrypto,
+            )
+            .context("srtp context")
+        };
+        let plain = context()?
+            .decrypt_rtp(sealed)
+            .context("the kept keys do not open what rtc sealed")?;
+        let header = Packet::unmarshal(&mut &plain[..])?.header;
+        Ok(Self {
+            context: context()?,
+            header,
+        })
+    }
+
+    fn seal(&mut self, mut packet: Packet) -> anyhow::Result<bytes::BytesMut> {
+        packet.header.payload_type = self.header.payload_type;
+        packet.header.ssrc = self.header.ssrc;
+        Ok(self.context.encrypt_rtp(&packet.marshal()?)?)
+    }
+}
 
 /// A connected sender and receiver.
 struct Pair {
@@ -45,12 +116,20 @@ struct Pair {
     sender_addr: SocketAddr,
     receiver_addr: SocketAddr,
     track: LocalTrack,
+    own_seal: Option<OwnSeal>,
     now: Instant,
     received: u64,
 }
 
 impl Pair {
-    fn connect(congestion_control: bool) -> anyhow::Result<Self> {
+    fn connect(sealer: Sealer) -> anyhow::Result<Self> {
+        let congestion_control = matches!(
+            sealer,
+            Sealer::Rtc {
+                congestion_control: true
+            }
+        );
+        let tap = matches!(sealer, Sealer::OwnKeys).then(KeyTap::new);
         let now = Instant::now();
         let sender_addr: SocketAddr = "10.0.0.1:4000".parse()?;
         let receiver_addr: SocketAddr = "10.0.0.2:5000".parse()?;
@@ -59,8 +138,13 @@ impl Pair {
             congestion_control,
             ..MediaConfig::default()
         };
-        let mut sender =
-            MediaPeer::with_config(sender_addr, config(MediaDirection::SendOnly), now)?;
+        let mut sender = MediaPeer::with_crypto(
+            sender_addr,
+            config(MediaDirection::SendOnly),
+            tap.clone()
+                .map(|tap| tap as std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>),
+            now,
+        )?;
         let mut receiver =
             MediaPeer::with_config(receiver_addr, config(MediaDirection::ReceiveOnly), now)?;
         let track =
@@ -74,6 +158,7 @@ impl Pair {
             sender_addr,
             receiver_addr,
             track,
+            own_seal: None,
             now,
             received: 0,
         };
@@ -92,6 +177,23 @@ impl Pair {
             pair.now = next.clamp(pair.now, pair.now + Duration::from_millis(50));
             pair.sender.handle_timeout(pair.now)?;
             pair.receiver.handle_timeout(pair.now)?;
+        }
+        if let Some(tap) = tap {
+            // One packet through `rtc`, numbered just before the rounds' first (they start at 1
+            // for this setting), to learn its header and check the kept keys.
+            pair.sender.write_rtp(
+                pair.track,
+                vp8_packet(0, &bytes::Bytes::new()),
+                "video/VP8",
+                pair.now,
+            )?;
+            let sealed = pair
+                .sender
+                .poll_transmit()
+                .context("rtc sent nothing for the first packet")?
+                .contents;
+            pair.own_seal = Some(OwnSeal::from_sealed(&tap, &sealed)?);
+            pair.take_in(&sealed)?;
         }
         Ok(pair)
     }
@@ -178,19 +280,9 @@ fn send_round(
         let packets: Vec<(usize, Packet)> = (sent..sent + batch)
             .flat_map(|i| (0..pairs.len()).map(move |p| (p, i)))
             .map(|(p, i)| {
-                let packet = Packet {
-                    header: Header {
-                        version: 2,
-                        marker: i % 10 == 9,
-                        payload_type: 96,
-                        sequence_number: first.wrapping_add(i) as u16,
-                        timestamp: first.wrapping_add(i) / 10 * 3_000,
-                        ssrc: 1,
-                        ..Default::default()
-                    },
-                    payload: payload.clone(),
-                };
-                (p, packet)
+                // The own-keys setting's first packet went through `rtc` when it connected.
+                let own = pairs.get(p).is_some_and(|pair| pair.own_seal.is_some());
+                (p, vp8_packet(first + i + u32::from(own), &payload))
             })
             .collect();
         let start = Instant::now();
@@ -198,6 +290,15 @@ fn send_round(
             let Some(pair) = pairs.get_mut(p) else {
                 continue;
             };
+            if let Some(own_seal) = &mut pair.own_seal {
+                let sealed = own_seal.seal(packet)?;
+                if interleave {
+                    pair.take_in(&sealed)?;
+                } else {
+                    datagrams.push((p, sealed));
+                }
+                continue;
+            }
             pair.sender
                 .write_rtp(pair.track, packet, "video/VP8", pair.now)?;
             while let Some(t) = pair.sender.poll_transmit() {
@@ -227,6 +328,22 @@ fn send_round(
     Ok((write, read, timers))
 }
 
+/// The `number`th packet of the bench's VP8 stream: a frame every 10 packets.
+fn vp8_packet(number: u32, payload: &bytes::Bytes) -> Packet {
+    Packet {
+        header: Header {
+            version: 2,
+            marker: number % 10 == 9,
+            payload_type: 96,
+            sequence_number: number as u16,
+            timestamp: number / 10 * 3_000,
+            ssrc: 1,
+            ..Default::default()
+        },
+        payload: payload.clone(),
+    }
+}
+
 /// One setting's rounds, in nanoseconds per packet.
 #[derive(Default)]
 struct Rounds {
@@ -244,17 +361,28 @@ fn median(values: &mut [f64]) -> f64 {
 /// `connections` connected pairs, and prints the medians.
 pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> anyhow::Result<()> {
     let settings = [
-        ("no congestion control", false),
-        ("congestion control (as the SFU)", true),
+        (
+            "no congestion control",
+            Sealer::Rtc {
+                congestion_control: false,
+            },
+        ),
+        (
+            "congestion control (as the SFU)",
+            Sealer::Rtc {
+                congestion_control: true,
+            },
+        ),
+        ("own keys, no rtc write path", Sealer::OwnKeys),
     ];
     let connections = connections.max(1);
     let per_pair = (packets / connections).max(1);
     let packets = per_pair * connections;
     let mut sets = settings
         .iter()
-        .map(|(_, congestion_control)| {
+        .map(|(_, sealer)| {
             (0..connections)
-                .map(|_| Pair::connect(*congestion_control))
+                .map(|_| Pair::connect(*sealer))
                 .collect::<anyhow::Result<Vec<_>>>()
         })
         .collect::<anyhow::Result<Vec<_>>>()
@@ -307,8 +435,12 @@ pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> any
             println!("{name:<32} {write:>14.0} {read:>14.0} {timers:>14.0} {sum:>14.0}");
         }
     }
-    if let [without, with] = sums[..] {
+    if let [without, with, own] = sums[..] {
         println!("with / without congestion control: {:.3}", with / without);
+        println!(
+            "own keys / congestion control (the SFU's setting): {:.3}",
+            own / with
+        );
     }
     Ok(())
 }

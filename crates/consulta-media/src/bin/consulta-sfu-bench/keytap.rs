@@ -1,0 +1,201 @@
+//! The DTLS-SRTP keys of a connection `rtc` set up, read through its public crypto-provider
+//! interface, so that the bench can seal packets for that connection without `rtc`'s write path.
+//!
+//! `rtc` keeps its SRTP contexts and its DTLS exporter to itself, but it takes its cryptography
+//! from a provider the application may supply (`SettingEngineBuilder::with_crypto_provider`).
+//! [`KeyTap`] is such a provider: it hands every operation to ring's provider and keeps a copy of
+//! the one output it wants, the DTLS-SRTP keying material (RFC 5764 §4.2). DTLS derives it with the
+//! TLS PRF (RFC 5246 §5): P_SHA256 over the master secret, seeded with the exporter label
+//! `EXTRACTOR-dtls_srtp` and both randoms. Each output block is an HMAC over `A(i) ‖ seed`, so
+//! the tap keeps the output of every two-part HMAC whose second part is that seed, and starts
+//! again at `A(1) = HMAC(seed)`, the first step of each derivation.
+//!
+//! This is a measuring instrument: it depends on how `rtc` 0.21 calls its provider (one HMAC per
+//! PRF step, the seed passed as its own part), and the bench checks every packet it seals arrives
+//! through the receiving `rtc`, so a change there voids the run instead of skewing it.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rtc::crypto::providers::RingProvider;
+use rtc::crypto::{
+    ActiveKeyExchange, AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, CbcAlgorithm, CbcCipher,
+    CryptoAlgorithm, CryptoError, HashAlgorithm, HmacAlgorithm, KeyExchangeAlgorithm, Mac,
+    PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher,
+    StreamCipherAlgorithm,
+};
+
+/// RFC 5764 §4.2: the exporter label of DTLS-SRTP.
+const DTLS_SRTP_LABEL: &[u8] = b"EXTRACTOR-dtls_srtp";
+
+/// The keying material `rtc` exported last, as the PRF produced it (whole 32-byte blocks: the
+/// exporter uses a prefix of it).
+#[derive(Default)]
+struct Exported(Mutex<Vec<u8>>);
+
+impl Exported {
+    fn with<T>(&self, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A crypto provider (ring's) that remembers the DTLS-SRTP keying material.
+pub struct KeyTap {
+    random: rtc::crypto::providers::RingRandom,
+    crypto: TapCrypto,
+}
+
+impl KeyTap {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            random: rtc::crypto::providers::RingRandom,
+            crypto: TapCrypto {
+                ring: RingProvider::new(),
+                exported: Arc::default(),
+            },
+        })
+    }
+
+    /// The first `len` bytes of the keying material exported last, once there is that much.
+    pub fn keying_material(&self, len: usize) -> Option<Vec<u8>> {
+        self.crypto
+            .exported
+            .with(|material| material.get(..len).map(<[u8]>::to_vec))
+    }
+}
+
+impl RTCCryptoProvider for KeyTap {
+    fn name(&self) -> &'static str {
+        "ring, keying material kept (consulta-sfu-bench)"
+    }
+
+    fn crypto(&self) -> &dyn RTCCrypto {
+        &self.crypto
+    }
+
+    fn random(&self) -> &dyn RTCRandom {
+        &self.random
+    }
+}
+
+struct TapCrypto {
+    ring: RingProvider,
+    exported: Arc<Exported>,
+}
+
+impl TapCrypto {
+    fn ring(&self) -> &dyn RTCCrypto {
+        self.ring.crypto()
+    }
+}
+
+impl RTCCrypto for TapCrypto {
+    fn supports(&self, algorithm: CryptoAlgorithm) -> bool {
+        self.ring().supports(algorithm)
+    }
+
+    fn hash(&self, algorithm: HashAlgorithm, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.ring().hash(algorithm, data)
+    }
+
+    fn block_encrypt(
+        &self,
+        algorithm: BlockCipherAlgorithm,
+        key: &[u8],
+        block: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        self.ring().block_encrypt(algorithm, key, block)
+    }
+
+    fn new_hmac(&self, algorithm: HmacAlgorithm, key: &[u8]) -> Result<Box<dyn Mac>, CryptoError> {
+        Ok(Box::new(TapMac {
+            inner: self.ring().new_hmac(algorithm, key)?,
+            exported: self.exported.clone(),
+        }))
+    }
+
+    fn new_stream_cipher(
+        &self,
+        algorithm: StreamCipherAlgorithm,
+        key: &[u8],
+    ) -> Result<Box<dyn StreamCipher>, CryptoError> {
+        self.ring().new_stream_cipher(algorithm, key)
+    }
+
+    fn new_aead(
+        &self,
+        algorithm: AeadAlgorithm,
+        key: &[u8],
+    ) -> Result<Box<dyn AeadCipher>, CryptoError> {
+        self.ring().new_aead(algorithm, key)
+    }
+
+    fn new_cbc(
+        &self,
+        algorithm: CbcAlgorithm,
+        key: &[u8],
+    ) -> Result<Box<dyn CbcCipher>, CryptoError> {
+        self.ring().new_cbc(algorithm, key)
+    }
+
+    fn start_key_exchange(
+        &self,
+        algorithm: KeyExchangeAlgorithm,
+    ) -> Result<Box<dyn ActiveKeyExchange>, CryptoError> {
+        self.ring().start_key_exchange(algorithm)
+    }
+
+    fn generate_signing_key(
+        &self,
+        scheme: SignatureScheme,
+    ) -> Result<Arc<dyn SigningKey>, CryptoError> {
+        self.ring().generate_signing_key(scheme)
+    }
+
+    fn import_signing_key(
+        &self,
+        scheme: SignatureScheme,
+        pkcs8_der: &[u8],
+    ) -> Result<Arc<dyn SigningKey>, CryptoError> {
+        self.ring().import_signing_key(scheme, pkcs8_der)
+    }
+
+    fn verify_signature(
+        &self,
+        scheme: SignatureScheme,
+        public_key: PublicKey<'_>,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), CryptoError> {
+        self.ring()
+            .verify_signature(scheme, public_key, message, signature)
+    }
+}
+
+struct TapMac {
+    inner: Box<dyn Mac>,
+    exported: Arc<Exported>,
+}
+
+impl Mac for TapMac {
+    fn output_len(&self) -> usize {
+        self.inner.output_len()
+    }
+
+    fn sign(&mut self, input: &[&[u8]], output: &mut [u8]) -> Result<(), CryptoError> {
+        self.inner.sign(input, output)?;
+        match input {
+            // A(1) = HMAC(seed): a new derivation begins.
+            [seed] if seed.starts_with(DTLS_SRTP_LABEL) => self.exported.with(Vec::clear),
+            // HMAC(A(i) ‖ seed): the next block of keying material.
+            [_, seed] if seed.starts_with(DTLS_SRTP_LABEL) => self
+                .exported
+                .with(|material| material.extend_from_slice(output)),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn verify(&mut self, input: &[&[u8]], expected: &[u8]) -> Result<(), CryptoError> {
+        self.inner.verify(input, expected)
+    }
+}
