@@ -152,7 +152,7 @@ pub struct RouterStats {
     pub plis_in: u64,
     /// Full intra requests (FIR) received from subscribers.
     pub firs_in: u64,
-    /// NACK packets received from subscribers (answered by `rtc`'s NACK responder).
+    /// NACK packets received from subscribers (answered by the connection's `resend::Resender`).
     pub nacks_in: u64,
     /// Bandwidth estimates received for subscriber connections.
     pub bandwidth_estimates: u64,

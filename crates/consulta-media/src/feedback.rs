@@ -5,7 +5,7 @@
 //! a browser's PLI about a track we send never reaches us (found with Chromium and reproduced in
 //! `tests/it/loopback.rs`). An SFU must relay keyframe requests to the publisher, so this interceptor
 //! marks compound packets that contain a PLI or FIR. Receiver/sender reports, NACK and TWCC stay
-//! with `rtc`'s own interceptors (NACK is answered from the responder's buffer) unless the
+//! with the interceptors (NACK is answered by `resend::Resender` from its buffer) unless the
 //! application asks for all of it ([`RtcpDelivery::All`]).
 //!
 //! The same interceptor picks up the congestion controller's estimate, which `rtc` hands on only as
@@ -33,7 +33,7 @@ pub(crate) const SLOT: usize = 14_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RtcpDelivery {
     /// Compound packets that contain a PLI, FIR or NACK: what an SFU relays to the publisher or
-    /// counts (NACKs are answered by `rtc`'s responder first); on a connection that estimates its
+    /// counts (NACKs are answered by `resend::Resender` first); on a connection that estimates its
     /// bandwidth, also those with a receiver report.
     #[default]
     KeyframeRequests,

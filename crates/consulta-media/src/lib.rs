@@ -12,9 +12,11 @@ pub mod config;
 pub mod echo;
 pub mod engine;
 mod feedback;
+pub mod keytap;
 pub mod mux;
 pub mod node;
 pub mod peer;
+mod resend;
 pub mod shell;
 
 pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};

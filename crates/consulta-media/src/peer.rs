@@ -15,8 +15,8 @@ use bytes::BytesMut;
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackGeneratorBuilder, NackResponderBuilder,
-    ReceiverReportBuilder, SenderReportBuilder, Slot, TwccReceiverBuilder, TwccSenderBuilder,
+    CongestionControlBuilder, Gcc, NackGeneratorBuilder, ReceiverReportBuilder,
+    SenderReportBuilder, Slot, TwccReceiverBuilder, TwccSenderBuilder,
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -78,7 +78,7 @@ pub enum Error {
 /// any number).
 const MAX_EARLY_CANDIDATES: usize = 32;
 
-/// Packets of each outgoing video stream kept to answer NACKs (a power of two, as `rtc` wants):
+/// Packets of each outgoing video stream kept to answer NACKs (`resend::Resender`):
 /// ≈0.5 s of a 1.2 Mbit/s camera (124 packets/s), ≈0.25 s of a 2.5 Mbit/s one. That is at least
 /// Janus's floor (200 ms), enough for the first NACK at any usable round trip and a second one
 /// below ≈150 ms, and a repair arriving later than that is useless to a real-time decoder anyway.
@@ -314,8 +314,9 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// responder also carry no transport-wide sequence number, and its repair numbering restarts when
 /// a reused SSRC is bound again.
 /// Without RTX, browsers resend a NACKed packet on its own SSRC. `rtc` receives it, the generator
-/// counts it, and the router forwards it as a late packet. The SFU's own NACK responder does the
-/// same towards subscribers.
+/// counts it, and the router forwards it as a late packet. The SFU's own NACK responder
+/// (`resend::Resender`) does the same towards subscribers, with each packet exactly as it first
+/// left, so that its SRTP nonce covers one plaintext only.
 fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
     for (codec, kind) in sfu_codecs() {
         media_engine.register_codec(codec, kind)?;
@@ -490,7 +491,8 @@ pub const MAX_ESTIMATE_BPS: f64 = 50_000_000.0;
 /// Every packet passes every interceptor in `rtc`'s chain, each of which queues it and hands it on,
 /// whether or not it has anything to do with the packet. A one-way connection therefore runs only
 /// the interceptors of its direction: receiving, the NACK generator, receiver reports and TWCC
-/// feedback; sending, the NACK responder, sender reports and the keyframe-request delivery. That
+/// feedback; sending, the NACK responder (`resend::Resender`), sender reports and the
+/// keyframe-request delivery. That
 /// takes 7–18 % off `rtc`'s per-packet pipeline measured in memory (`consulta-sfu-bench pipeline`);
 /// on a node, where `rtc` is about half of a packet's cost, it is within the end-to-end runs'
 /// noise (docs/benchmarks.md).
@@ -618,8 +620,8 @@ impl MediaPeer {
         if direction.sends() {
             registry = registry
                 .with(
-                    Slot::NackResponder,
-                    NackResponderBuilder::new().with_size(NACK_HISTORY).build(),
+                    crate::resend::SLOT.into(),
+                    crate::resend::Resender::new(NACK_HISTORY),
                 )
                 .with(Slot::SenderReport, SenderReportBuilder::new().build());
         }

@@ -13,6 +13,7 @@ mod livekit;
 mod loopback;
 mod router;
 mod rtx;
+mod srtp;
 
 /// Tests that load the cores (Chromium with its pages, the benchmark's SFU and load generator)
 /// run one at a time: on two cores, Chromium's CPU adaptation drops simulcast layers otherwise.

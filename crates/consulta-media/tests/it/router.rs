@@ -1,9 +1,19 @@
 //! The SFU's media router with client peer connections in memory, in simulated time (no sockets,
 //! no sleeping): join, publish, subscribe, renegotiation with one outstanding offer, forwarding,
 //! leave.
+//!
+//! In every test, each RTP packet the router sends a subscriber is opened with the connection's
+//! keys (both ends derive the same DTLS-SRTP keying material; the client's side is read through
+//! `consulta_media::keytap`), and a packet index sealed twice with different plaintexts fails the
+//! test at once: AES-GCM must never reuse a nonce (`SrtpWatch`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use consulta_media::keytap::KeyTap;
 
 use consulta_media::engine::{Command, Router};
 use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -27,6 +37,8 @@ struct Client {
     publisher_addr: SocketAddr,
     subscriber: MediaPeer,
     subscriber_addr: SocketAddr,
+    /// The subscriber connection's cryptography, keeping its DTLS-SRTP keying material.
+    subscriber_keys: Arc<KeyTap>,
     received: Vec<MediaEvent>,
     connected: bool,
     publisher_pli_seen: bool,
@@ -50,6 +62,82 @@ struct World {
     client0_check: Vec<u8>,
     /// Addresses whose datagrams are lost both ways (a network gone; signalling still works).
     cut: Vec<SocketAddr>,
+    srtp: SrtpWatch,
+}
+
+/// Every RTP packet the router sealed for a subscriber, opened, by packet index: the same index
+/// must never carry two plaintexts (one AES-GCM nonce per index, RFC 7714 §8.1).
+#[derive(Default)]
+struct SrtpWatch {
+    /// (subscriber address, SSRC) → a context with the router's keys for it (no replay window:
+    /// it opens resends too), and the highest packet index seen.
+    streams: HashMap<(SocketAddr, u32), (rtc::srtp::context::Context, u64)>,
+    /// (subscriber address, SSRC, packet index) → plaintext.
+    sealed: HashMap<(SocketAddr, u32, u64), Bytes>,
+    /// RTP packets opened, and those sent again with the same bytes (NACK answers).
+    opened: usize,
+    resent: usize,
+}
+
+impl SrtpWatch {
+    /// Opens `datagram`, sent by the router to the subscriber connection at `to` whose keying
+    /// material `keys` kept, and records it by index; panics on a nonce used for two plaintexts.
+    fn watch(&mut self, to: SocketAddr, keys: &KeyTap, datagram: &[u8]) {
+        let rtp = datagram.first().is_some_and(|b| b >> 6 == 2)
+            && datagram
+                .get(1)
+                .is_some_and(|b| !(64..96).contains(&(b & 0x7f)));
+        if !rtp || datagram.len() < 12 {
+            return;
+        }
+        let ssrc = u32::from_be_bytes(datagram[8..12].try_into().unwrap());
+        let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+        let known = self
+            .streams
+            .get_mut(&(to, ssrc))
+            .and_then(|(context, last)| Some((context.decrypt_rtp(datagram).ok()?, *last)));
+        let (plain, last) = match known {
+            Some(opened) => opened,
+            None => {
+                // New stream, or new keys: the router's half opens its packets.
+                let Some(halves) = keys.aes128_gcm_keys() else {
+                    return;
+                };
+                let Some((context, plain)) = halves.iter().find_map(|keys| {
+                    let mut context = keys.context().unwrap();
+                    let plain = context.decrypt_rtp(datagram).ok()?;
+                    Some((context, plain))
+                }) else {
+                    return;
+                };
+                self.sealed.retain(|(t, s, _), _| (*t, *s) != (to, ssrc));
+                self.streams.insert((to, ssrc), (context, u64::from(seq)));
+                (plain, u64::from(seq))
+            }
+        };
+        let plain = plain.freeze();
+        // The index nearest the highest seen (RFC 3711 §3.3.1).
+        let index = [-1i64, 0, 1]
+            .iter()
+            .map(|roc| ((last >> 16) as i64 + roc).max(0) as u64 * 65_536 + u64::from(seq))
+            .min_by_key(|i| i.abs_diff(last))
+            .unwrap();
+        if let Some((_, highest)) = self.streams.get_mut(&(to, ssrc)) {
+            *highest = (*highest).max(index);
+        }
+        self.opened += 1;
+        match self.sealed.get(&(to, ssrc, index)) {
+            Some(first) if *first != plain => panic!(
+                "the router sealed packet index {index} of SSRC {ssrc:#x} to {to} twice with \
+                 different plaintexts: a reused AES-GCM nonce\n first: {first:02x?}\n again: \
+                 {plain:02x?}"
+            ),
+            Some(_) => self.resent += 1,
+            None => {
+                self.sealed.insert((to, ssrc, index), plain);
+            }
+        }
+    }
 }
 
 impl World {
@@ -65,6 +153,7 @@ impl World {
             checks: Vec::new(),
             client0_check: Vec::new(),
             cut: Vec::new(),
+            srtp: SrtpWatch::default(),
         }
     }
 
@@ -81,12 +170,20 @@ impl World {
                 can_publish_data: true,
             },
         );
+        let subscriber_keys = KeyTap::new();
         self.clients.push(Client {
             sid,
             publisher: MediaPeer::new(publisher_addr, self.now).unwrap(),
             publisher_addr,
-            subscriber: MediaPeer::new(subscriber_addr, self.now).unwrap(),
+            subscriber: MediaPeer::with_crypto(
+                subscriber_addr,
+                MediaConfig::default(),
+                Some(subscriber_keys.clone()),
+                self.now,
+            )
+            .unwrap(),
             subscriber_addr,
+            subscriber_keys,
             received: Vec::new(),
             connected: false,
             publisher_pli_seen: false,
@@ -113,6 +210,8 @@ impl World {
                     if t.destination == c.publisher_addr {
                         let _ = c.publisher.handle_receive(self.now, sfu, &t.contents);
                     } else if t.destination == c.subscriber_addr {
+                        self.srtp
+                            .watch(t.destination, &c.subscriber_keys, &t.contents);
                         let _ = c.subscriber.handle_receive(self.now, sfu, &t.contents);
                     }
                 }
@@ -547,6 +646,15 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
     let after: Vec<u16> = bob_rtp(&w).split_off(25);
     let expected: Vec<u16> = (1..=7).map(|n| last.wrapping_add(n)).collect();
     assert_eq!(after, expected, "from the keyframe on, numbered on");
+    // Every packet sent to Bob was opened with his connection's keys, and those his connection
+    // asked for again (the two that came late) went out as they first did: `SrtpWatch` fails the
+    // test at once on an index sealed over another plaintext.
+    assert!(
+        w.srtp.opened >= 32 && w.srtp.resent >= 1,
+        "opened {}, sent again {}",
+        w.srtp.opened,
+        w.srtp.resent
+    );
 
     // Unpublishing renegotiates Bob; Alice leaving frees everything of hers.
     w.router
@@ -653,7 +761,14 @@ fn a_resume_after_a_long_outage_connects_again() {
         ..MediaConfig::default()
     };
     let addr = w.clients[bob].subscriber_addr;
-    w.clients[bob].subscriber = MediaPeer::with_config(addr, config, w.now).unwrap();
+    w.clients[bob].subscriber_keys = KeyTap::new();
+    w.clients[bob].subscriber = MediaPeer::with_crypto(
+        addr,
+        config,
+        Some(w.clients[bob].subscriber_keys.clone()),
+        w.now,
+    )
+    .unwrap();
     w.needs_offer(bob);
     w.answer_latest(bob);
     w.run_until("bob's subscriber connection up", |w| {

@@ -17,7 +17,6 @@
 mod client;
 mod ideal;
 mod janus;
-mod keytap;
 mod media;
 mod pipeline;
 mod stamp;

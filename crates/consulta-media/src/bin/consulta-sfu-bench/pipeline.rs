@@ -35,21 +35,16 @@ use consulta_media::rtp::{Header, Packet};
 use consulta_media::{
     LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer, PeerState,
 };
-use rtc::crypto::providers::RingCrypto;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::context::Context as SrtpContext;
-use rtc::srtp::protection_profile::ProtectionProfile;
 
-use crate::keytap::KeyTap;
+use consulta_media::keytap::KeyTap;
 
 /// Packets per timed batch; timers (RTCP reports, NACK checks) run between batches.
 const BATCH: u32 = 500;
 /// Simulated time between packets: 1 000 packets/s, a 1 Mbit/s stream.
 const PACKET_INTERVAL: Duration = Duration::from_millis(1);
 const PAYLOAD_BYTES: usize = 1_100;
-/// SRTP_AEAD_AES_128_GCM (RFC 7714 §12): 16-byte master keys, 12-byte master salts.
-const GCM_KEY_BYTES: usize = 16;
-const GCM_SALT_BYTES: usize = 12;
 
 /// Who seals the sender's packets.
 #[derive(Clone, Copy)]
@@ -71,27 +66,12 @@ impl OwnSeal {
     /// Keys the context from what `tap` kept, checks them by opening a datagram `rtc` sealed
     /// with the same keys, and keeps that packet's header.
     fn from_sealed(tap: &KeyTap, sealed: &[u8]) -> anyhow::Result<Self> {
-        // RFC 5764 §4.2: client key, server key, client salt, server salt. The sender offers,
-        // and the receiver answers as DTLS server (`MediaPeer`'s rule), so the sender is the
-        // client and its writes use the client's halves.
-        let material = tap
-            .keying_material(2 * (GCM_KEY_BYTES + GCM_SALT_BYTES))
+        // The sender offers, and the receiver answers as DTLS server (`MediaPeer`'s rule), so
+        // the sender is the client and its writes use the client's keys.
+        let [client, _server] = tap
+            .aes128_gcm_keys()
             .context("no DTLS-SRTP keying material was seen")?;
-        let key = material.get(..GCM_KEY_BYTES).context("keying material")?;
-        let salt = material
-            .get(2 * GCM_KEY_BYTES..2 * GCM_KEY_BYTES + GCM_SALT_BYTES)
-            .context("keying material")?;
-        let context = || {
-            SrtpContext::new(
-                key,
-                salt,
-                ProtectionProfile::AeadAes128Gcm,
-                None,
-                None,
-                &RingCrypto,
-            )
-            .context("srtp context")
-        };
+        let context = || client.context().context("srtp context");
         let plain = context()?
             .decrypt_rtp(sealed)
             .context("the kept keys do not open what rtc sealed")?;

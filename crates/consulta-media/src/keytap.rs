@@ -1,5 +1,7 @@
 //! The DTLS-SRTP keys of a connection `rtc` set up, read through its public crypto-provider
-//! interface, so that the bench can seal packets for that connection without `rtc`'s write path.
+//! interface: an instrument for tests and benchmarks, which use it to open what a connection sent
+//! (tests/it/srtp.rs, and `SrtpWatch` in the router tests) and to seal packets for it without
+//! `rtc`'s write path (`consulta-sfu-bench pipeline`). Nothing in the SFU's own media path uses it.
 //!
 //! `rtc` keeps its SRTP contexts and its DTLS exporter to itself, but it takes its cryptography
 //! from a provider the application may supply (`SettingEngineBuilder::with_crypto_provider`).
@@ -10,9 +12,9 @@
 //! the tap keeps the output of every two-part HMAC whose second part is that seed, and starts
 //! again at `A(1) = HMAC(seed)`, the first step of each derivation.
 //!
-//! This is a measuring instrument: it depends on how `rtc` 0.21 calls its provider (one HMAC per
-//! PRF step, the seed passed as its own part), and the bench checks every packet it seals arrives
-//! through the receiving `rtc`, so a change there voids the run instead of skewing it.
+//! It depends on how `rtc` 0.21 calls its provider (one HMAC per PRF step, the seed passed as its
+//! own part). Its users check the keys against what `rtc` itself sealed, so a change there fails
+//! them instead of skewing them.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -45,6 +47,7 @@ pub struct KeyTap {
 }
 
 impl KeyTap {
+    /// A provider to give one connection (`MediaPeer::with_crypto`).
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             random: rtc::crypto::providers::RingRandom,
@@ -60,6 +63,62 @@ impl KeyTap {
         self.crypto
             .exported
             .with(|material| material.get(..len).map(<[u8]>::to_vec))
+    }
+
+    /// The DTLS client's and the DTLS server's SRTP master keys, for SRTP_AEAD_AES_128_GCM (RFC
+    /// 5764 §4.2: the material is client key, server key, client salt, server salt).
+    pub fn aes128_gcm_keys(&self) -> Option<[MasterKeys; 2]> {
+        const KEY: usize = 16;
+        const SALT: usize = 12;
+        let material = self.keying_material(2 * (KEY + SALT))?;
+        let (keys, salts) = material.split_at(2 * KEY);
+        let (client_key, server_key) = keys.split_at(KEY);
+        let (client_salt, server_salt) = salts.split_at(SALT);
+        Some([
+            MasterKeys {
+                key: client_key.to_vec(),
+                salt: client_salt.to_vec(),
+            },
+            MasterKeys {
+                key: server_key.to_vec(),
+                salt: server_salt.to_vec(),
+            },
+        ])
+    }
+}
+
+/// One side's SRTP master key and salt.
+pub struct MasterKeys {
+    key: Vec<u8>,
+    salt: Vec<u8>,
+}
+
+impl MasterKeys {
+    /// An SRTP_AEAD_AES_128_GCM context with these keys and no replay window (so that it opens
+    /// a packet sent again, too).
+    pub fn context(&self) -> Result<rtc::srtp::context::Context, rtc::shared::error::Error> {
+        rtc::srtp::context::Context::new(
+            &self.key,
+            &self.salt,
+            rtc::srtp::protection_profile::ProtectionProfile::AeadAes128Gcm,
+            None,
+            None,
+            &rtc::crypto::providers::RingCrypto,
+        )
+    }
+}
+
+impl std::fmt::Debug for MasterKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        f.debug_struct("MasterKeys").finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for KeyTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys.
+        f.debug_struct("KeyTap").finish_non_exhaustive()
     }
 }
 
