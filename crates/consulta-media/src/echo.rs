@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::peer::{
     Error, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState, RtcpDelivery,
+    SrtpProfiles,
 };
 use crate::shell;
 
@@ -295,9 +296,12 @@ async fn post_offer(State(state): State<AppState>, offer: String) -> Response {
 async fn start_echo(state: &AppState, offer: String) -> Result<String, Error> {
     let socket = UdpSocket::bind(SocketAddr::new(state.udp_ip, 0)).await?;
     let now = Instant::now();
-    // All RTCP, so the stats show what the browser reports; the echo acts only on PLI/FIR.
+    // All RTCP, so the stats show what the browser reports; the echo acts only on PLI/FIR. The
+    // connection takes the browser's media, so AES-CM, as the SFU's publisher connections
+    // (`SrtpProfiles`).
     let config = MediaConfig {
         rtcp_delivery: RtcpDelivery::All,
+        srtp: SrtpProfiles::AesCmSha1,
         ..MediaConfig::default()
     };
     let mut peer = MediaPeer::with_config(socket.local_addr()?, config, now)?;

@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, watch};
 use crate::mux::Demux;
 use crate::peer::{
     DataChannel, Error, LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer,
-    Mid, PeerState, Transmit,
+    Mid, PeerState, SrtpProfiles, Transmit,
 };
 
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
@@ -744,10 +744,17 @@ impl Router {
             Side::Publisher => MediaDirection::ReceiveOnly,
             Side::Subscriber => MediaDirection::SendOnly,
         };
+        // Browsers resend a NACKed packet under its own SRTP index with another transport-wide
+        // number, which GCM cannot take; what the router sends is sealed once per index.
+        let srtp = match side {
+            Side::Publisher => SrtpProfiles::AesCmSha1,
+            Side::Subscriber => SrtpProfiles::Gcm,
+        };
         // A participant is gone when its signalling says so (leave, ping timeout), never by ICE:
         // a client back after a long outage resumes and restarts ICE on this connection.
         let config = MediaConfig {
             direction,
+            srtp,
             ice_fails: false,
             ..self.config
         };

@@ -25,6 +25,7 @@ use rtc::crypto::{
     PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher,
     StreamCipherAlgorithm,
 };
+use rtc::srtp::protection_profile::ProtectionProfile;
 
 /// RFC 5764 §4.2: the exporter label of DTLS-SRTP.
 const DTLS_SRTP_LABEL: &[u8] = b"EXTRACTOR-dtls_srtp";
@@ -65,42 +66,43 @@ impl KeyTap {
             .with(|material| material.get(..len).map(<[u8]>::to_vec))
     }
 
-    /// The DTLS client's and the DTLS server's SRTP master keys, for SRTP_AEAD_AES_128_GCM (RFC
-    /// 5764 §4.2: the material is client key, server key, client salt, server salt).
+    /// The DTLS client's and the DTLS server's SRTP master keys for `profile` (RFC 5764 §4.2:
+    /// the material is client key, server key, client salt, server salt).
+    pub fn keys(&self, profile: ProtectionProfile) -> Option<[MasterKeys; 2]> {
+        let (key, salt) = (profile.key_len(), profile.salt_len());
+        let material = self.keying_material(2 * (key + salt))?;
+        let (keys, salts) = material.split_at(2 * key);
+        let (client_key, server_key) = keys.split_at(key);
+        let (client_salt, server_salt) = salts.split_at(salt);
+        let side = |key: &[u8], salt: &[u8]| MasterKeys {
+            profile,
+            key: key.to_vec(),
+            salt: salt.to_vec(),
+        };
+        Some([side(client_key, client_salt), side(server_key, server_salt)])
+    }
+
+    /// [`keys`](Self::keys) for SRTP_AEAD_AES_128_GCM, what the SFU sends with.
     pub fn aes128_gcm_keys(&self) -> Option<[MasterKeys; 2]> {
-        const KEY: usize = 16;
-        const SALT: usize = 12;
-        let material = self.keying_material(2 * (KEY + SALT))?;
-        let (keys, salts) = material.split_at(2 * KEY);
-        let (client_key, server_key) = keys.split_at(KEY);
-        let (client_salt, server_salt) = salts.split_at(SALT);
-        Some([
-            MasterKeys {
-                key: client_key.to_vec(),
-                salt: client_salt.to_vec(),
-            },
-            MasterKeys {
-                key: server_key.to_vec(),
-                salt: server_salt.to_vec(),
-            },
-        ])
+        self.keys(ProtectionProfile::AeadAes128Gcm)
     }
 }
 
-/// One side's SRTP master key and salt.
+/// One side's SRTP master key and salt, for one protection profile.
 pub struct MasterKeys {
+    profile: ProtectionProfile,
     key: Vec<u8>,
     salt: Vec<u8>,
 }
 
 impl MasterKeys {
-    /// An SRTP_AEAD_AES_128_GCM context with these keys and no replay window (so that it opens
-    /// a packet sent again, too).
+    /// An SRTP context with these keys and no replay window (so that it opens a packet sent
+    /// again, too).
     pub fn context(&self) -> Result<rtc::srtp::context::Context, rtc::shared::error::Error> {
         rtc::srtp::context::Context::new(
             &self.key,
             &self.salt,
-            rtc::srtp::protection_profile::ProtectionProfile::AeadAes128Gcm,
+            self.profile,
             None,
             None,
             &rtc::crypto::providers::RingCrypto,

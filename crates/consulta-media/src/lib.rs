@@ -22,6 +22,6 @@ pub mod shell;
 pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};
 pub use peer::{
     Error, IncomingRtp, IncomingTrack, LocalTrack, MediaConfig, MediaDirection, MediaEvent,
-    MediaKind, MediaPeer, Mid, PeerState, Rid, RtcpDelivery, Transmit,
+    MediaKind, MediaPeer, Mid, PeerState, Rid, RtcpDelivery, SrtpProfiles, Transmit,
 };
 pub use rtc::{rtcp, rtp};

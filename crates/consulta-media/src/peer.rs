@@ -422,11 +422,10 @@ fn sdp_ufrag(sdp: &str) -> Option<String> {
 /// Settings for a [`MediaPeer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MediaConfig {
-    /// Offer only SRTP_AEAD_AES_128_GCM in DTLS-SRTP. With the default list (GCM first, then
-    /// AES-CM + HMAC-SHA1) Chromium ends up on AES_CM_128_HMAC_SHA1_80, which costs several times
-    /// more per packet (docs/SFU-MEDIA.md, sfu-performance.md). Chromium, Firefox and Safari all
-    /// support GCM; a client that does not fails the DTLS handshake. Default: true.
-    pub srtp_gcm_only: bool,
+    /// Which SRTP protection profiles the connection's DTLS-SRTP offers (see [`SrtpProfiles`]).
+    /// Default: both GCM and AES-CM. The SFU's router chooses per connection, whatever a node's
+    /// configuration says: AES-CM where browsers send media, GCM where it does.
+    pub srtp: SrtpProfiles,
     /// Which inbound RTCP reaches [`MediaEvent::Rtcp`]: by default only keyframe requests, since
     /// `rtc`'s interceptors consume the rest (see the `feedback` module).
     pub rtcp_delivery: RtcpDelivery,
@@ -458,10 +457,47 @@ pub struct MediaConfig {
     pub ice_fails: bool,
 }
 
+/// The SRTP protection profiles a connection offers in DTLS-SRTP (RFC 5764).
+///
+/// SRTP takes its nonce from the stream's SSRC and packet index, so a packet sent again under its
+/// own sequence number reuses it. With AES-GCM that is safe only if the bytes are the same: two
+/// different plaintexts under one GCM nonce give away the authentication key, and with it the
+/// power to forge packets. Browsers resend a NACKed packet that way when no RTX is negotiated (the
+/// SFU negotiates none, see `register_codecs`), each time with a new transport-wide sequence number
+/// in its header: measured with Chromium 156 (SECURITY.md). AES-CM with HMAC-SHA1 is not broken
+/// by that (the payload is the same, the header is only authenticated, and HMAC is a PRF), so the
+/// connections that receive browsers' media use it, and GCM, about 6 times cheaper per packet
+/// (sfu-performance.md), is kept for the connections the SFU sends on, where every index is sealed
+/// over one plaintext only (`resend::Resender`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpProfiles {
+    /// SRTP_AEAD_AES_128_GCM only: where every packet index is sealed once (what the SFU sends).
+    Gcm,
+    /// SRTP_AES128_CM_HMAC_SHA1_80 only: where a packet may come again under its index with other
+    /// header bytes (what browsers send without RTX).
+    AesCmSha1,
+    /// SRTP_AEAD_AES_128_GCM, then SRTP_AES128_CM_HMAC_SHA1_80: whichever the other side takes
+    /// (Chromium takes AES-CM when it may).
+    #[default]
+    Both,
+}
+
+impl SrtpProfiles {
+    fn offered(self) -> Vec<SrtpProtectionProfile> {
+        let gcm = SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm;
+        let cm = SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80;
+        match self {
+            Self::Gcm => vec![gcm],
+            Self::AesCmSha1 => vec![cm],
+            Self::Both => vec![gcm, cm],
+        }
+    }
+}
+
 impl Default for MediaConfig {
     fn default() -> Self {
         Self {
-            srtp_gcm_only: true,
+            srtp: SrtpProfiles::default(),
             rtcp_delivery: RtcpDelivery::default(),
             drop_rtp_every: 0,
             direction: MediaDirection::default(),
@@ -575,7 +611,7 @@ impl MediaPeer {
     /// (host) ICE candidate. Registers the default codecs (Opus, VP8, VP9, H264, AV1...), header
     /// extensions and interceptors (NACK, RTCP reports, TWCC).
     ///
-    /// Uses [`MediaConfig::default`]: SRTP with AEAD-AES-128-GCM only.
+    /// Uses [`MediaConfig::default`]: SRTP with AEAD-AES-128-GCM or AES-CM with HMAC-SHA1.
     pub fn new(local_addr: SocketAddr, now: Instant) -> Result<Self, Error> {
         Self::with_config(local_addr, MediaConfig::default(), now)
     }
@@ -668,10 +704,7 @@ impl MediaPeer {
         let mut setting_engine = SettingEngineBuilder::new().with_sctp_max_message_size(
             SctpMaxMessageSize::Bounded(consulta_sfu::data::SCTP_MAX_MESSAGE_BYTES as u32),
         );
-        if config.srtp_gcm_only {
-            setting_engine = setting_engine
-                .with_srtp_protection_profiles(vec![SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm]);
-        }
+        setting_engine = setting_engine.with_srtp_protection_profiles(config.srtp.offered());
         if let Some(crypto) = crypto {
             setting_engine = setting_engine.with_crypto_provider(crypto);
         }

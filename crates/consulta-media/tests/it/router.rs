@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use consulta_media::keytap::KeyTap;
+use rtc::srtp::protection_profile::ProtectionProfile;
 
 use consulta_media::engine::{Command, Router};
 use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -35,6 +36,8 @@ struct Client {
     sid: ParticipantSid,
     publisher: MediaPeer,
     publisher_addr: SocketAddr,
+    /// The publisher connection's cryptography, keeping its DTLS-SRTP keying material.
+    publisher_keys: Arc<KeyTap>,
     subscriber: MediaPeer,
     subscriber_addr: SocketAddr,
     /// The subscriber connection's cryptography, keeping its DTLS-SRTP keying material.
@@ -60,6 +63,8 @@ struct World {
     checks: Vec<(SocketAddr, [u8; 12])>,
     /// The last binding request client 0's publisher sent.
     client0_check: Vec<u8>,
+    /// The last RTP datagram client 0's publisher sent.
+    client0_rtp: Vec<u8>,
     /// Addresses whose datagrams are lost both ways (a network gone; signalling still works).
     cut: Vec<SocketAddr>,
     srtp: SrtpWatch,
@@ -152,6 +157,7 @@ impl World {
             core_events: Vec::new(),
             checks: Vec::new(),
             client0_check: Vec::new(),
+            client0_rtp: Vec::new(),
             cut: Vec::new(),
             srtp: SrtpWatch::default(),
         }
@@ -170,11 +176,18 @@ impl World {
                 can_publish_data: true,
             },
         );
-        let subscriber_keys = KeyTap::new();
+        let (publisher_keys, subscriber_keys) = (KeyTap::new(), KeyTap::new());
         self.clients.push(Client {
             sid,
-            publisher: MediaPeer::new(publisher_addr, self.now).unwrap(),
+            publisher: MediaPeer::with_crypto(
+                publisher_addr,
+                MediaConfig::default(),
+                Some(publisher_keys.clone()),
+                self.now,
+            )
+            .unwrap(),
             publisher_addr,
+            publisher_keys,
             subscriber: MediaPeer::with_crypto(
                 subscriber_addr,
                 MediaConfig::default(),
@@ -233,6 +246,7 @@ impl World {
                                 .is_some_and(|b| !(64..96).contains(&(b & 0x7f)));
                         if i == 0 && from == c.publisher_addr && rtp {
                             self.rtp_seen += 1;
+                            self.client0_rtp = t.contents.to_vec();
                             if self.rtp_seen > self.drop_after && self.drop_rtp > 0 {
                                 self.drop_rtp -= 1;
                                 continue;
@@ -872,6 +886,29 @@ fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
         bob_rtp(&w) > before,
         "the camera reached bob at his new port"
     );
+}
+
+/// What a publisher sends reaches the router under AES-CM with HMAC-SHA1, though the client
+/// offers GCM first, as browsers do: a browser resends a NACKed packet under its own SRTP index
+/// with another transport-wide sequence number (measured with Chromium: SECURITY.md), which under
+/// GCM would seal two plaintexts with one nonce. What the router sends goes under GCM (`SrtpWatch`
+/// opens it).
+#[test]
+fn a_publisher_sends_to_the_router_under_aes_cm() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    send_vp8(&mut w, camera, &mut seq, false);
+    let datagram = w.client0_rtp.clone();
+    let opens = |profile| {
+        w.clients[0]
+            .publisher_keys
+            .keys(profile)
+            .expect("alice's connection exported its keys")
+            .iter()
+            .any(|keys| keys.context().unwrap().decrypt_rtp(&datagram).is_ok())
+    };
+    assert!(opens(ProtectionProfile::Aes128CmHmacSha1_80));
+    assert!(!opens(ProtectionProfile::AeadAes128Gcm));
+    assert!(w.srtp.opened > 0, "the router sent bob GCM");
 }
 
 /// Media sent to a subscriber whose network is gone for 2 s, too short for ICE to notice, makes an

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use consulta_media::keytap::{KeyTap, MasterKeys};
 use consulta_media::rtp::{Header, Packet};
-use consulta_media::{MediaConfig, MediaDirection, MediaKind, MediaPeer, PeerState};
+use consulta_media::{MediaConfig, MediaDirection, MediaKind, MediaPeer, PeerState, SrtpProfiles};
 
 /// The packet the network loses on its first way.
 const LOST: u16 = 20;
@@ -31,7 +31,7 @@ fn is_rtcp(datagram: &[u8]) -> bool {
     datagram.get(1).is_some_and(|pt| (192..=223).contains(pt))
 }
 
-/// A subscriber connection as the router makes it (sending only, bandwidth estimation on) sends
+/// A subscriber connection as the router makes it (sending only, GCM, bandwidth estimation on) sends
 /// 40 VP8 packets to a receiving `rtc`; the network loses packet 20 once. The receiver asks for it
 /// (NACK), the sender resends it, and every packet number the sender sealed more than once must
 /// have been the same plaintext each time.
@@ -45,6 +45,7 @@ fn a_packet_sent_again_is_sealed_as_it_was_the_first_time() {
         sender_addr,
         MediaConfig {
             direction: MediaDirection::SendOnly,
+            srtp: SrtpProfiles::Gcm,
             ..MediaConfig::default()
         },
         Some(tap.clone()),

@@ -1,5 +1,7 @@
-//! The idealised forwarder of `sfu-performance.md`: recv → SRTP AES-128-GCM open → K × GCM seal →
-//! send, with no RTP logic, no ICE and no DTLS. Its SRTP contexts (webrtc-rs `rtc::srtp`, the
+//! The idealised forwarder of `sfu-performance.md`: recv → SRTP open → K × AES-128-GCM seal →
+//! send, with no RTP logic, no ICE and no DTLS. It opens AES-CM with HMAC-SHA1 and seals GCM, as
+//! the SFU's publisher and subscriber connections do (`SrtpProfiles`; before 2026-12-04 both were
+//! GCM). Its SRTP contexts (webrtc-rs `rtc::srtp`, the
 //! SFU's own implementation) are keyed with a fixed master key instead of a DTLS handshake; that
 //! changes setup, not the per-packet work measured.
 //!
@@ -25,13 +27,29 @@ use tokio::sync::watch;
 use crate::media::{OutPacket, Recorder, Source};
 
 const MASTER_KEY: [u8; 16] = *b"consulta-bench-k";
-const MASTER_SALT: [u8; 12] = *b"bench-salt12";
+const GCM_SALT: [u8; 12] = *b"bench-salt12";
+const CM_SALT: [u8; 14] = *b"bench-salt-14b";
 const SUBSCRIBE: &[u8; 4] = b"SUB!";
 
-fn context() -> anyhow::Result<Context> {
+/// What publishers send with, as to the SFU's publisher connections: AES-CM with HMAC-SHA1
+/// (`SrtpProfiles::AesCmSha1`).
+fn inbound_context() -> anyhow::Result<Context> {
     Context::new(
         &MASTER_KEY,
-        &MASTER_SALT,
+        &CM_SALT,
+        ProtectionProfile::Aes128CmHmacSha1_80,
+        None,
+        None,
+        &RingCrypto,
+    )
+    .context("srtp context")
+}
+
+/// What sinks receive, as from the SFU's subscriber connections: AES-128-GCM.
+fn outbound_context() -> anyhow::Result<Context> {
+    Context::new(
+        &MASTER_KEY,
+        &GCM_SALT,
         ProtectionProfile::AeadAes128Gcm,
         None,
         None,
@@ -52,7 +70,7 @@ pub fn serve() -> anyhow::Result<()> {
         println!("IDEAL udp={}", socket.local_addr()?);
     }
     std::io::Write::flush(&mut std::io::stdout())?;
-    let mut inbound = context()?;
+    let mut inbound = inbound_context()?;
     let mut subscribers: HashMap<u32, Vec<(SocketAddr, Context)>> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -63,7 +81,7 @@ pub fn serve() -> anyhow::Result<()> {
             subscribers
                 .entry(ssrc)
                 .or_default()
-                .push((from, context()?));
+                .push((from, outbound_context()?));
             continue;
         }
         let Ok(plain) = inbound.decrypt_rtp(datagram) else {
@@ -117,7 +135,7 @@ pub async fn drive(
         let mut stop = stop.clone();
         let sink = u32::try_from(sink_index)?;
         tasks.push(tokio::task::spawn_local(async move {
-            let mut inbound = context()?;
+            let mut inbound = outbound_context()?;
             let mut buf = vec![0u8; 2048];
             loop {
                 tokio::select! {
@@ -160,7 +178,7 @@ pub async fn drive(
         .collect();
     let mut stop = stop.clone();
     tasks.push(tokio::task::spawn_local(async move {
-        let mut outbound = context()?;
+        let mut outbound = inbound_context()?;
         let mut out: Vec<OutPacket> = Vec::new();
         loop {
             let deadline = sources.iter().map(Source::due).min().unwrap_or(now);

@@ -2,7 +2,8 @@
 //!
 //! The SFU node runs in its own process pinned to one core (`taskset -c 1`); this process (pinned
 //! to core 0) runs synthetic participants that are real WebRTC peers (webrtc-rs `rtc`: ICE, DTLS,
-//! SRTP-GCM) speaking LiveKit v0 signalling over WebSocket, so the SFU's whole path is measured.
+//! SRTP: AES-CM/HMAC-SHA1 from publishers, GCM to subscribers, as the router negotiates) speaking
+//! LiveKit v0 signalling over WebSocket, so the SFU's whole path is measured.
 //! Publishers send paced Opus and VP8 RTP whose payloads carry (stream, sequence, send time);
 //! subscribers count what arrives, the gaps and the one-way latency on one monotonic clock. The
 //! SFU's CPU comes from /proc/<pid>/stat, its memory from /proc/<pid>/status. An idealised
@@ -62,7 +63,7 @@ const CYCLE_LIMIT: Duration = Duration::from_secs(20);
 #[command(
     name = "consulta-sfu-bench",
     about = "Benchmarks the Consulta SFU with synthetic WebRTC clients (LiveKit v0 signalling, \
-             ICE/DTLS/SRTP-GCM) against an idealised forwarder measured in the same run",
+             ICE/DTLS/SRTP) against an idealised forwarder measured in the same run",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -785,7 +786,7 @@ async fn stepped(
             }
         }
         println!(
-            "idealised forwarder (fixed-key SRTP-GCM via rtc::srtp, no DTLS; same streams as the SFU's last step, same core):"
+            "idealised forwarder (fixed-key SRTP via rtc::srtp: AES-CM/HMAC-SHA1 in, GCM out; no DTLS; same streams as the SFU's last step, same core):"
         );
         print_row(&ideal);
         print_socket_latency(&ideal);

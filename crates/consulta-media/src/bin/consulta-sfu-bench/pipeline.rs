@@ -34,6 +34,7 @@ use anyhow::{Context as _, bail};
 use consulta_media::rtp::{Header, Packet};
 use consulta_media::{
     LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer, PeerState,
+    SrtpProfiles,
 };
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::context::Context as SrtpContext;
@@ -115,6 +116,8 @@ impl Pair {
         let receiver_addr: SocketAddr = "10.0.0.2:5000".parse()?;
         let config = |direction| MediaConfig {
             direction,
+            // As the router's subscriber connections: what the SFU sends is sealed with GCM.
+            srtp: SrtpProfiles::Gcm,
             congestion_control,
             ..MediaConfig::default()
         };
