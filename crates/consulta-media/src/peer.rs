@@ -466,9 +466,9 @@ pub struct MediaConfig {
 /// SFU negotiates none, see `register_codecs`), each time with a new transport-wide sequence number
 /// in its header: measured with Chromium 156 (SECURITY.md). AES-CM with HMAC-SHA1 is not broken
 /// by that (the payload is the same, the header is only authenticated, and HMAC is a PRF), so the
-/// connections that receive browsers' media use it, and GCM, about 6 times cheaper per packet
-/// (sfu-performance.md), is kept for the connections the SFU sends on, where every index is sealed
-/// over one plaintext only (`resend::Resender`).
+/// connections that receive browsers' media use it, and GCM, 2–3 times cheaper per packet in
+/// `rtc::srtp` here (docs/benchmarks.md), is kept for the connections the SFU sends on, where every
+/// index is sealed over one plaintext only (`resend::Resender`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SrtpProfiles {
     /// SRTP_AEAD_AES_128_GCM only: where every packet index is sealed once (what the SFU sends).

@@ -35,6 +35,8 @@ const MAX_STREAMS: usize = 32;
 /// The last packets sent on one stream, by sequence number.
 struct Sent {
     slots: Vec<Option<rtc::rtp::Packet>>,
+    /// The highest sequence number kept (in RTP's wrapping order).
+    newest: Option<u16>,
 }
 
 impl Sent {
@@ -44,12 +46,26 @@ impl Sent {
     }
 
     fn keep(&mut self, packet: &rtc::rtp::Packet) {
-        if let Some(slot) = self.slot(packet.header.sequence_number) {
+        let seq = packet.header.sequence_number;
+        if self
+            .newest
+            .is_none_or(|newest| seq.wrapping_sub(newest) < 0x8000)
+        {
+            self.newest = Some(seq);
+        }
+        if let Some(slot) = self.slot(seq) {
             *slot = Some(packet.clone());
         }
     }
 
+    /// The packet numbered `seq`, if it is among the last `slots.len()` numbers sent. An older
+    /// one could be sealed under the next rollover counter (SRTP guesses the index from the
+    /// newest number), an index the stream will use again.
     fn get(&mut self, seq: u16) -> Option<rtc::rtp::Packet> {
+        let behind = usize::from(self.newest?.wrapping_sub(seq));
+        if behind >= self.slots.len() {
+            return None;
+        }
         self.slot(seq)?
             .as_ref()
             .filter(|p| p.header.sequence_number == seq)
@@ -151,6 +167,7 @@ impl Interceptor for Resender {
         if nack && self.streams.len() < MAX_STREAMS {
             self.streams.entry(info.ssrc).or_insert_with(|| Sent {
                 slots: vec![None; self.size],
+                newest: None,
             });
         }
     }
@@ -266,6 +283,11 @@ mod tests {
         assert!(resent(&mut resender).is_empty());
         resender.handle_read(nack(1, 7, 0)).unwrap();
         assert_eq!(resent(&mut resender), vec![(1, 7, vec![0; 3])]);
+        // Numbering jumps ahead: 7 still sits in its slot, but is now too far behind to send.
+        resender.handle_write(rtp(1, 20_004, 0)).unwrap();
+        let _ = std::iter::from_fn(|| resender.poll_write()).count();
+        resender.handle_read(nack(1, 7, 0)).unwrap();
+        assert!(resent(&mut resender).is_empty(), "older than the history");
         resender.unbind_local_stream(&stream(1, true));
         resender.handle_read(nack(1, 7, 0)).unwrap();
         assert!(

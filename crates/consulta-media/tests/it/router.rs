@@ -213,6 +213,15 @@ impl World {
             let mut moved = false;
             while let Some(t) = self.router.poll_transmit() {
                 moved = true;
+                // What a cut network loses was still sealed, and an on-path attacker sees it.
+                if let Some(c) = self
+                    .clients
+                    .iter()
+                    .find(|c| c.subscriber_addr == t.destination)
+                {
+                    self.srtp
+                        .watch(t.destination, &c.subscriber_keys, &t.contents);
+                }
                 if self.cut.contains(&t.destination) {
                     continue;
                 }
@@ -223,8 +232,6 @@ impl World {
                     if t.destination == c.publisher_addr {
                         let _ = c.publisher.handle_receive(self.now, sfu, &t.contents);
                     } else if t.destination == c.subscriber_addr {
-                        self.srtp
-                            .watch(t.destination, &c.subscriber_keys, &t.contents);
                         let _ = c.subscriber.handle_receive(self.now, sfu, &t.contents);
                     }
                 }
