@@ -140,10 +140,26 @@ async fn chromium_simulcast_layers_arrive_tagged_with_their_rid() {
         .collect();
     rids.sort_unstable();
     rids.dedup();
+    // Every layer Chromium sent arrived tagged with its rid. Chromium starts its top layer only
+    // once its bandwidth estimate and CPU allow, which on a loaded 2-core machine can take longer
+    // than the run (seen once in CI: `f` never encoded); at least two layers must come.
+    let mut sent: Vec<&str> = ["f", "h", "q"]
+        .into_iter()
+        .filter(|rid| {
+            browser["outbound"][*rid]["packetsSent"]
+                .as_u64()
+                .unwrap_or(0)
+                > 0
+        })
+        .collect();
+    sent.sort_unstable();
+    assert!(
+        sent.len() >= 2,
+        "Chromium sent fewer than two layers: {browser:#}"
+    );
     assert_eq!(
-        rids,
-        ["f", "h", "q"],
-        "all three layers, each with its rid: {:?}",
+        rids, sent,
+        "every layer sent arrived, each with its rid: {:?}",
         session.streams
     );
     assert!(session.rtp_echoed > 0, "server echoed nothing");
