@@ -712,8 +712,7 @@ async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
             );
         }
     }
-    // Each client's own outage was seen as one, and reports of the other side's gap were taken
-    // net of it.
+    // Each client's own outage was seen as one.
     eprintln!(
         "outages {}, reports netted {} ({} packets lost before the SFU)",
         metric(&metrics, "subscriber_outages_total"),
@@ -724,12 +723,13 @@ async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
         metric(&metrics, "subscriber_outages_total") >= 2,
         "{metrics}"
     );
-    // A gap passed on shows in the reports once or twice: after a gap the forwarder may also
-    // start a new mapping at a key frame (its numbering continuous, nothing skipped).
-    assert!(
-        metric(&metrics, "loss_reports_net_of_skipped_total") >= 1,
-        "{metrics}"
-    );
+    // How many reports were taken net of the publisher's gap is not asserted here: the router
+    // test `numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports` checks
+    // the exact count. With Chromium it may be none: with a busy loop on the other core, one run
+    // had no number of either publisher's missing at the SFU after the gaps (0 packets lost
+    // before the SFU: repaired, or never sent), and after a gap the forwarder may start a new
+    // mapping at a key frame, its numbering continuous. Had a gap passed on been taken for
+    // congestion, the widths above would show the hold.
 }
 
 /// Both clients' NAT gives them new ports mid-call (common on mobile carriers). The node hears
