@@ -318,6 +318,32 @@ struct SubscriberState {
     report_heads: ReportHeads,
 }
 
+impl SubscriberState {
+    /// Whether one of the connection's streams, sent, being removed or kept for reuse, has
+    /// `ssrc`. Two streams under one SSRC would share SRTP's packet index, so GCM's nonce, over
+    /// different packets.
+    fn sends_as(&self, ssrc: u32) -> bool {
+        self.sending.values().any(|down| down.local.ssrc() == ssrc)
+            || self
+                .retired
+                .iter()
+                .chain(&self.retiring)
+                .any(|(local, _)| local.ssrc() == ssrc)
+    }
+}
+
+/// The next SSRC from the router's generator (a full-period linear congruential one, odd values)
+/// that `taken` does not refuse.
+fn fresh_ssrc(seed: &mut u32, taken: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        *seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        let ssrc = *seed | 1;
+        if !taken(ssrc) {
+            return ssrc;
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Participant {
     room: RoomName,
@@ -1026,13 +1052,7 @@ impl Router {
                 .map(|i| p.sub.retired.swap_remove(i));
             let ssrc = match &reused {
                 Some((local, _)) => local.ssrc(),
-                None => {
-                    self.ssrc_seed = self
-                        .ssrc_seed
-                        .wrapping_mul(1_103_515_245)
-                        .wrapping_add(12345);
-                    self.ssrc_seed | 1
-                }
+                None => fresh_ssrc(&mut self.ssrc_seed, |ssrc| p.sub.sends_as(ssrc)),
             };
             let stream_id = format!("{publisher}|{track}");
             match peer.pc.add_local_track(
@@ -2133,5 +2153,27 @@ where
                 router.handle_timeout(Instant::now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_ssrc_is_one_the_connection_does_not_send_as() {
+        // From this state the generator's next two values differ only in their lowest bit, so
+        // both draws come out as the same odd SSRC.
+        let start = 974_961_809;
+        let mut seed = start;
+        let first = fresh_ssrc(&mut seed, |_| false);
+        assert_eq!(first, 685_156_343);
+        assert_eq!(fresh_ssrc(&mut seed, |_| false), first);
+        // With the connection's SSRCs taken, the second draw moves on to another.
+        let mut seed = start;
+        let first = fresh_ssrc(&mut seed, |_| false);
+        let second = fresh_ssrc(&mut seed, |ssrc| ssrc == first);
+        assert_ne!(second, first);
+        assert_eq!(second % 2, 1);
     }
 }

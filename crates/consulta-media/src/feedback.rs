@@ -14,7 +14,6 @@
 //! application too: their loss fractions are the SFU's second bandwidth signal (see
 //! `consulta_sfu::bandwidth`).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -25,6 +24,8 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
+
+use crate::belt::Belt;
 
 /// Application-most slot: after the jitter buffer (13_000), so the chain has done its work first.
 pub(crate) const SLOT: usize = 14_000;
@@ -48,8 +49,7 @@ pub(crate) struct KeyframeRequestDelivery {
     delivery: RtcpDelivery,
     /// The latest estimate in bits per second, when the connection estimates.
     estimate: Option<Arc<AtomicU64>>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
+    belt: Belt,
 }
 
 impl KeyframeRequestDelivery {
@@ -76,8 +76,8 @@ impl std::fmt::Debug for KeyframeRequestDelivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyframeRequestDelivery")
             .field("delivery", &self.delivery)
-            .field("reads", &self.reads.len())
-            .field("writes", &self.writes.len())
+            .field("estimate", &self.estimate)
+            .field("belt", &self.belt)
             .finish()
     }
 }
@@ -115,21 +115,21 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
         {
             msg.message.add(Attribute::DeliverToApplication);
         }
-        self.reads.push_back(msg);
+        self.belt.read(msg);
         Ok(())
     }
 
     fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
+        self.belt.next_read()
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.writes.push_back(msg);
+        self.belt.write(msg);
         Ok(())
     }
 
     fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
+        self.belt.next_write()
     }
 }
 
@@ -169,8 +169,7 @@ const MAX_AUDIO_STREAMS: usize = 16;
 #[derive(Default)]
 pub(crate) struct VideoReportFilter {
     audio: Vec<u32>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
+    belt: Belt,
 }
 
 impl std::fmt::Debug for VideoReportFilter {
@@ -189,12 +188,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for VideoReportFilter {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.reads.push_back(msg);
+        self.belt.read(msg);
         Ok(())
     }
 
     fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
+        self.belt.next_read()
     }
 
     fn handle_write(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
@@ -209,12 +208,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for VideoReportFilter {
                 }
             }
         }
-        self.writes.push_back(msg);
+        self.belt.write(msg);
         Ok(())
     }
 
     fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
+        self.belt.next_write()
     }
 }
 

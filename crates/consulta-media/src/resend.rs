@@ -14,7 +14,7 @@
 //! to the very same bytes. It still passes the congestion controller's send history (slot 1 000),
 //! as `rtc`'s responder's retransmissions do.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use rtc::interceptor::{
@@ -23,6 +23,8 @@ use rtc::interceptor::{
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
+
+use crate::belt::Belt;
 
 /// Between the congestion controller's send history (1 000) and the TWCC sender (2 000): writes
 /// reach it numbered, and what it sends again is still recorded.
@@ -78,8 +80,7 @@ impl Sent {
 pub(crate) struct Resender {
     size: usize,
     streams: HashMap<u32, Sent>,
-    reads: VecDeque<TaggedPacket>,
-    writes: VecDeque<TaggedPacket>,
+    belt: Belt,
 }
 
 impl Resender {
@@ -87,8 +88,7 @@ impl Resender {
         Self {
             size: usize::from(size.max(1)),
             streams: HashMap::new(),
-            reads: VecDeque::new(),
-            writes: VecDeque::new(),
+            belt: Belt::default(),
         }
     }
 
@@ -99,7 +99,7 @@ impl Resender {
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
                 if let Some(packet) = sent.get(seq) {
-                    self.writes.push_back(TaggedPacket {
+                    self.belt.write(TaggedPacket {
                         now,
                         transport: TransportContext::default(),
                         message: AttributedPacket::new(Packet::Rtp(packet))
@@ -135,12 +135,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Resender {
                 }
             }
         }
-        self.reads.push_back(msg);
+        self.belt.read(msg);
         Ok(())
     }
 
     fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.reads.pop_front()
+        self.belt.next_read()
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
@@ -149,12 +149,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Resender {
         {
             sent.keep(packet);
         }
-        self.writes.push_back(msg);
+        self.belt.write(msg);
         Ok(())
     }
 
     fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.writes.pop_front()
+        self.belt.next_write()
     }
 }
 
