@@ -943,6 +943,59 @@ fn a_subscriber_heard_from_again_after_media_went_unanswered_ends_an_outage() {
     assert_eq!(outages(&w), 1);
 }
 
+/// An outage ends only when the subscriber is heard from where its media goes. Bob's network
+/// goes for 1.5 s and comes back behind a new NAT port: the camera still goes to the old one,
+/// unanswered, while his checks come from the new one. Those do not end the outage (the media
+/// still reaches nobody); once the router's ICE restart moves the media to the new port and he
+/// is heard from there, it ends. Counting any address fails the first assertion.
+#[test]
+fn a_subscriber_heard_only_from_a_new_port_is_still_in_an_outage() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let bob = 1;
+    let bob_sid = w.clients[bob].sid.clone();
+    let outages = |w: &World| w.router.stats().subscriber_outages;
+    let from = w.now;
+    while w.now - from < Duration::from_secs(2) {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert_eq!(outages(&w), 0, "bob answers as the media comes");
+
+    let offers = w.offers_for(&bob_sid).len();
+    let new_port: SocketAddr = "10.0.1.2:6001".parse().unwrap();
+    w.clients[bob].subscriber_addr = new_port;
+    // Nothing at all for 1.5 s, then his datagrams from the new port: each of those, from a
+    // connection that had been answering briskly, would end an outage if any address counted.
+    w.cut.push(new_port);
+    let moved = w.now;
+    while w.now - moved < Duration::from_millis(1_500) {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    w.cut.clear();
+    while w.offers_for(&bob_sid).len() == offers {
+        assert!(
+            w.now - moved < Duration::from_secs(10),
+            "no ICE restart offered"
+        );
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert_eq!(
+        outages(&w),
+        0,
+        "bob's datagrams from his new port do not end the outage"
+    );
+
+    w.answer_latest(bob);
+    let restarted = w.now;
+    while outages(&w) == 0 {
+        assert!(
+            w.now - restarted < Duration::from_secs(5),
+            "no outage ended after the restart"
+        );
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert_eq!(outages(&w), 1);
+}
+
 /// A gap the publisher left (numbers the SFU never received, and no retransmission fills)
 /// reaches Bob as numbers the SFU skipped: his receiver reports count them lost, and the router
 /// takes their loss net of them (`consulta_sfu::bandwidth::loss_net_of_skipped`). On Alice's
