@@ -144,6 +144,8 @@ pub struct RouterStats {
     pub loss_before_sfu: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
+    /// Of those, sealed by the router's own write path (`MediaConfig::own_write_path`).
+    pub rtp_sealed_here: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
     pub rtp_write_errors: u64,
     /// Keyframe requests (PLI) sent to publishers.
@@ -1647,6 +1649,9 @@ impl Router {
             match peer.pc.write_rtp(down.local, packet, mime, now) {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;
+                    if peer.pc.seals_itself() {
+                        self.stats.rtp_sealed_here += 1;
+                    }
                     down.skipped.handle_sent(seq);
                     p.sub.allocator.handle_sent(now);
                     touched.push(sub_peer);

@@ -1,7 +1,8 @@
 //! The DTLS-SRTP keys of a connection `rtc` set up, read through its public crypto-provider
-//! interface: an instrument for tests and benchmarks, which use it to open what a connection sent
+//! interface. The own write path (`send::OwnWrite`) seals with them, after checking them against
+//! an SRTCP packet `rtc` sealed; tests and benchmarks use them to open what a connection sent
 //! (tests/it/srtp.rs, and `SrtpWatch` in the router tests) and to seal packets for it without
-//! `rtc`'s write path (`consulta-sfu-bench pipeline`). Nothing in the SFU's own media path uses it.
+//! `rtc`'s write path (`consulta-sfu-bench pipeline`).
 //!
 //! `rtc` keeps its SRTP contexts and its DTLS exporter to itself, but it takes its cryptography
 //! from a provider the application may supply (`SettingEngineBuilder::with_crypto_provider`).
@@ -126,7 +127,7 @@ impl std::fmt::Debug for KeyTap {
 
 impl RTCCryptoProvider for KeyTap {
     fn name(&self) -> &'static str {
-        "ring, keying material kept (consulta-sfu-bench)"
+        "ring, DTLS-SRTP keying material kept"
     }
 
     fn crypto(&self) -> &dyn RTCCrypto {

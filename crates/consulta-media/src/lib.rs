@@ -18,6 +18,7 @@ pub mod mux;
 pub mod node;
 pub mod peer;
 mod resend;
+mod send;
 pub mod shell;
 
 pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};

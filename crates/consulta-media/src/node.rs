@@ -278,6 +278,12 @@ pub fn metrics_text(
         stats.rtp_forwarded,
     );
     metric(
+        "rtp_packets_sealed_here_total",
+        "counter",
+        "Of the RTP packets written to subscribers, those the SFU sealed itself (own write path, on connections without bandwidth estimation).",
+        stats.rtp_sealed_here,
+    );
+    metric(
         "rtp_write_errors_total",
         "counter",
         "RTP packets a subscriber connection refused.",

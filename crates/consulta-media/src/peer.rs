@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
@@ -35,6 +35,7 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -137,6 +138,14 @@ pub enum MediaKind {
 }
 
 impl MediaKind {
+    /// The RTP clock rate of the SFU's codecs of this kind (RFC 7741 for VP8, 7587 for Opus).
+    fn clock_rate(self) -> u32 {
+        match self {
+            Self::Video => 90_000,
+            Self::Audio => 48_000,
+        }
+    }
+
     fn from_rtc(kind: RtpCodecKind) -> Option<Self> {
         match kind {
             RtpCodecKind::Audio => Some(Self::Audio),
@@ -192,7 +201,7 @@ pub struct Transmit {
     /// Where to send it.
     pub destination: SocketAddr,
     /// The datagram.
-    pub contents: BytesMut,
+    pub contents: Bytes,
 }
 
 /// A remote track (or one simulcast layer of it) that started to arrive.
@@ -455,6 +464,11 @@ pub struct MediaConfig {
     /// signalling decides when they are gone, and a client back after a long outage restarts
     /// ICE on a resume. Default: true.
     pub ice_fails: bool,
+    /// Seal and send the RTP the connection sends itself (`send::OwnWrite`) instead of through
+    /// `rtc`'s write path, on connections that send without bandwidth estimation
+    /// ([`MediaConfig::congestion_control`] off; with it, `rtc`'s path stays until the own path
+    /// numbers and estimates too). Default: true.
+    pub own_write_path: bool,
 }
 
 /// The SRTP protection profiles a connection offers in DTLS-SRTP (RFC 5764).
@@ -505,6 +519,7 @@ impl Default for MediaConfig {
             police_downlink_bps: 0,
             police_downlink_for: None,
             ice_fails: true,
+            own_write_path: true,
         }
     }
 }
@@ -580,6 +595,13 @@ pub struct MediaPeer {
     estimate: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
     /// The estimate last reported as [`MediaEvent::TargetBitrate`].
     last_estimate: u64,
+    /// The own write path ([`MediaConfig::own_write_path`]), where it applies.
+    own: Option<crate::send::OwnWrite>,
+    /// Datagrams taken out of `rtc` early (to check the own path's keys), to hand out first.
+    taken: std::collections::VecDeque<Transmit>,
+    /// Where `rtc` last sent something other than a STUN check (checks go to every candidate
+    /// pair; SRTCP and DTLS to the selected one): where the own path's datagrams go.
+    selected: Option<SocketAddr>,
 }
 
 /// What [`IncomingRtp`] says about the packets of one SSRC.
@@ -641,6 +663,18 @@ impl MediaPeer {
         // and `nack pli` feedback. TWCC's extension and feedback are negotiated either way: its
         // interceptor only answers media that arrives.
         let direction = config.direction;
+        // The own write path needs the connection's keys: its provider keeps them.
+        let own_keys = (direction.sends()
+            && !config.congestion_control
+            && config.own_write_path
+            && crypto.is_none())
+        .then(crate::keytap::KeyTap::new);
+        let crypto =
+            match &own_keys {
+                Some(keys) => Some(std::sync::Arc::clone(keys)
+                    as std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>),
+                None => crypto,
+            };
         let mut registry = rtc::interceptor::Registry::new();
         let estimate = (direction.sends() && config.congestion_control)
             .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)));
@@ -654,12 +688,14 @@ impl MediaPeer {
             );
         }
         if direction.sends() {
-            registry = registry
-                .with(
-                    crate::resend::SLOT.into(),
-                    crate::resend::Resender::new(NACK_HISTORY),
-                )
-                .with(Slot::SenderReport, SenderReportBuilder::new().build());
+            registry = registry.with(
+                crate::resend::SLOT.into(),
+                crate::resend::Resender::new(NACK_HISTORY),
+            );
+            // The own write path reports on what it sends (and on what `rtc` sent before it).
+            if own_keys.is_none() {
+                registry = registry.with(Slot::SenderReport, SenderReportBuilder::new().build());
+            }
         }
         if estimate.is_some() {
             // No pacer: the SFU forwards what publishers send as it arrives, and the estimate is
@@ -737,6 +773,9 @@ impl MediaPeer {
             incoming: HashMap::new(),
             estimate,
             last_estimate: 0,
+            own: own_keys.map(crate::send::OwnWrite::new),
+            taken: std::collections::VecDeque::new(),
+            selected: None,
         })
     }
 
@@ -809,6 +848,9 @@ impl MediaPeer {
     pub fn remove_local_track(&mut self, track: LocalTrack) -> Result<(), Error> {
         self.pc.remove_track(track.sender)?;
         self.payload_types.remove(&track.sender);
+        if let Some(own) = &mut self.own {
+            own.pause_reports(track.ssrc);
+        }
         Ok(())
     }
 
@@ -879,6 +921,9 @@ impl MediaPeer {
             });
         if let Some(mut transceiver) = transceiver.and_then(|id| self.pc.rtp_transceiver(id)) {
             transceiver.set_codec_preferences(Vec::new())?;
+        }
+        if let Some(own) = &mut self.own {
+            own.add_stream(ssrc, kind.clock_rate());
         }
         Ok(LocalTrack { sender, ssrc })
     }
@@ -963,21 +1008,90 @@ impl MediaPeer {
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         self.pc.handle_timeout(now)?;
+        self.write_reports(now, false)?;
         Ok(())
     }
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.pc.poll_write().map(|out| Transmit {
+        if let Some(transmit) = self.taken.pop_front() {
+            return Some(transmit);
+        }
+        if let Some(transmit) = self.take_from_rtc() {
+            return Some(transmit);
+        }
+        let own = self.own.as_mut()?;
+        let destination = self.selected?;
+        own.poll_datagram().map(|contents| Transmit {
+            source: self.local_addr,
+            destination,
+            contents,
+        })
+    }
+
+    /// The next datagram `rtc` sends, shown to the own write path's key check.
+    fn take_from_rtc(&mut self) -> Option<Transmit> {
+        let out = self.pc.poll_write()?;
+        if !crate::mux::is_stun(&out.message) {
+            self.selected = Some(out.transport.peer_addr);
+        }
+        if let Some(own) = &mut self.own {
+            own.check(&out.message);
+        }
+        Some(Transmit {
             source: out.transport.local_addr,
             destination: out.transport.peer_addr,
-            contents: out.message,
+            contents: out.message.freeze(),
         })
+    }
+
+    /// Writes the own write path's sender reports through `rtc` (which seals SRTCP), when due or
+    /// when `force`d.
+    fn write_reports(&mut self, now: Instant, force: bool) -> Result<(), Error> {
+        let Some(own) = &mut self.own else {
+            return Ok(());
+        };
+        let reports = own.reports(now, force);
+        if reports.is_empty() {
+            return Ok(());
+        }
+        // Any of the connection's senders carries them (RTCP goes to the connection).
+        let senders: Vec<RTCRtpSenderId> = self.pc.get_senders().collect();
+        let Some(id) = senders
+            .into_iter()
+            .find(|id| self.pc.rtp_sender(*id).is_some())
+        else {
+            return Ok(());
+        };
+        let Some(mut sender) = self.pc.rtp_sender(id) else {
+            return Ok(());
+        };
+        let packets = reports
+            .into_iter()
+            .map(|r| Box::new(r) as Box<dyn rtc::rtcp::Packet>)
+            .collect();
+        sender.write_rtcp(now, packets)?;
+        Ok(())
+    }
+
+    /// Whether the connection seals what it sends itself ([`MediaConfig::own_write_path`], its
+    /// keys checked), not through `rtc`'s write path.
+    pub fn seals_itself(&self) -> bool {
+        self.own
+            .as_ref()
+            .is_some_and(crate::send::OwnWrite::sealing)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.pc.poll_timeout()
+        let own = self
+            .own
+            .as_ref()
+            .and_then(crate::send::OwnWrite::poll_timeout);
+        match (self.pc.poll_timeout(), own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next event: state changes and track openings first, then media in arrival order.
@@ -988,7 +1102,15 @@ impl MediaPeer {
         while let Some(event) = self.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
-                    return Some(MediaEvent::StateChanged(PeerState::from_rtc(state)));
+                    let state = PeerState::from_rtc(state);
+                    if state == PeerState::Connected
+                        && let Some(own) = &mut self.own
+                    {
+                        // Connected again (an ICE restart): the selected pair may have changed,
+                        // and only what `rtc` sends tells where it goes now.
+                        own.report_soon();
+                    }
+                    return Some(MediaEvent::StateChanged(state));
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     let mid = self.mid_of(init.receiver_id);
@@ -1034,6 +1156,14 @@ impl MediaPeer {
                     return Some(self.tag_rtp(&track_id, packet));
                 }
                 RTCMessage::RtcpPacket(track_id, packets) => {
+                    if let Some(own) = &mut self.own {
+                        for nack in packets
+                            .iter()
+                            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+                        {
+                            own.resend(nack);
+                        }
+                    }
                     let mid = self
                         .remote_tracks
                         .get(&track_id)
@@ -1167,6 +1297,38 @@ impl MediaPeer {
         // numbers) relative to it, and a stale value makes the extension block's length wrong, so
         // every receiver drops the packet.
         packet.header.extensions_padding = 0;
+        if let Some(own) = &mut self.own {
+            own.count(now, &packet);
+            if own.take_report_soon() {
+                // Through `rtc`, to the selected pair: `selected` follows it before the packet
+                // below is handed out.
+                self.write_reports(now, true)?;
+            }
+            if let Some(own) = &mut self.own
+                && own.wants_check()
+            {
+                // A sender report through `rtc`, whose SRTCP tells which keys are ours.
+                let written = self.write_reports(now, true);
+                while let Some(transmit) = self.take_from_rtc() {
+                    self.taken.push_back(transmit);
+                }
+                if let Err(error) = written {
+                    tracing::debug!(%error, "the key check's report was not written");
+                    if let Some(own) = &mut self.own {
+                        own.check_again();
+                    }
+                }
+            }
+            if let Some(own) = &mut self.own
+                && own.seal(&packet)?
+            {
+                return Ok(());
+            }
+        }
+        let mut sender = self
+            .pc
+            .rtp_sender(track.sender)
+            .ok_or(Error::UnknownTrack)?;
         sender.write_rtp(now, packet)?;
         Ok(())
     }

@@ -43,11 +43,16 @@ struct Sent {
 
 impl Sent {
     fn slot(&mut self, seq: u16) -> Option<&mut Option<rtc::rtp::Packet>> {
-        let len = self.slots.len();
+        let len = self.slots.len().max(1);
         self.slots.get_mut(usize::from(seq) % len)
     }
 
-    fn keep(&mut self, packet: &rtc::rtp::Packet) {
+    fn keep(&mut self, packet: &rtc::rtp::Packet, size: usize) {
+        if self.slots.is_empty() {
+            // At the first packet: a connection whose packets take another path (the own write
+            // path, `send`) never needs them.
+            self.slots = vec![None; size];
+        }
         let seq = packet.header.sequence_number;
         if self
             .newest
@@ -147,7 +152,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Resender {
         if let Packet::Rtp(packet) = &msg.message.packet
             && let Some(sent) = self.streams.get_mut(&packet.header.ssrc)
         {
-            sent.keep(packet);
+            sent.keep(packet, self.size);
         }
         self.belt.write(msg);
         Ok(())
@@ -166,7 +171,7 @@ impl Interceptor for Resender {
             .any(|fb| fb.typ == "nack" && fb.parameter.is_empty());
         if nack && self.streams.len() < MAX_STREAMS {
             self.streams.entry(info.ssrc).or_insert_with(|| Sent {
-                slots: vec![None; self.size],
+                slots: Vec::new(),
                 newest: None,
             });
         }

@@ -122,6 +122,7 @@ fn sfu_bench_pipeline_reports_every_setting() {
         for setting in [
             "no congestion control",
             "congestion control",
+            "MediaPeer's own write path",
             "own keys, no rtc write path",
         ] {
             let line = stdout

@@ -923,9 +923,36 @@ fn camera_log(result: &Value, who: &str) -> Vec<String> {
 /// answers from its send history. Without either repair Bob would lose ≈4-8 % of Alice's video.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_loss_is_repaired_both_ways_with_nacks() {
+    let metrics = loss_is_repaired(MediaConfig::default()).await;
+    assert_eq!(metric(&metrics, "rtp_packets_sealed_here_total"), 0);
+}
+
+/// The same on the SFU's own write path (`MediaConfig::own_write_path`, on connections without
+/// bandwidth estimation): Chromium opens what the SFU sealed itself, its NACKs are answered with
+/// the datagrams as they first left, and its video decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_loss_is_repaired_both_ways_on_the_own_write_path() {
+    let metrics = loss_is_repaired(MediaConfig {
+        congestion_control: false,
+        ..MediaConfig::default()
+    })
+    .await;
+    let (sealed, forwarded) = (
+        metric(&metrics, "rtp_packets_sealed_here_total"),
+        metric(&metrics, "rtp_packets_forwarded_total"),
+    );
+    assert!(
+        sealed > 0 && sealed == forwarded,
+        "every forwarded packet sealed by the SFU: {sealed} of {forwarded}"
+    );
+}
+
+/// [`livekit_client_loss_is_repaired_both_ways_with_nacks`] with `media` (its drop rate set
+/// here); returns the node's metrics.
+async fn loss_is_repaired(media: MediaConfig) -> String {
     let media = MediaConfig {
         drop_rtp_every: 25,
-        ..MediaConfig::default()
+        ..media
     };
     let (node, result) = run_scenario_with("loss", media).await;
     let metrics = settled_metrics(&node).await;
@@ -975,6 +1002,7 @@ async fn livekit_client_loss_is_repaired_both_ways_with_nacks() {
         frames(end) >= frames(start) + 100,
         "and kept decoding (8 s at up to 30 fps): {start} → {end}"
     );
+    metrics
 }
 
 /// A weak downlink: the SFU polices what it sends each subscriber to 600 kbit/s, which carries

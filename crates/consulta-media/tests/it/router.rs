@@ -16,8 +16,9 @@ use bytes::Bytes;
 use consulta_media::keytap::KeyTap;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
-use consulta_media::engine::{Command, Router};
+use consulta_media::engine::{Command, Router, RouterStats};
 use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use consulta_media::rtcp::sender_report::SenderReport;
 use consulta_media::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use consulta_media::rtp::{Header, Packet};
 use consulta_media::{LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState};
@@ -82,6 +83,8 @@ struct SrtpWatch {
     /// RTP packets opened, and those sent again with the same bytes (NACK answers).
     opened: usize,
     resent: usize,
+    /// The sender reports the router sent subscribers (SRTCP, opened with the same keys).
+    reports: Vec<SenderReport>,
 }
 
 impl SrtpWatch {
@@ -92,6 +95,21 @@ impl SrtpWatch {
             && datagram
                 .get(1)
                 .is_some_and(|b| !(64..96).contains(&(b & 0x7f)));
+        let rtcp = datagram.first().is_some_and(|b| b >> 6 == 2)
+            && datagram.get(1).is_some_and(|b| (200..=206).contains(b));
+        if rtcp && let Some(halves) = keys.aes128_gcm_keys() {
+            let plain = halves
+                .iter()
+                .find_map(|keys| keys.context().unwrap().decrypt_rtcp(datagram).ok());
+            if let Some(plain) = plain {
+                let packets = rtc::rtcp::packet::unmarshal(&mut &plain[..]).unwrap_or_default();
+                self.reports.extend(
+                    packets
+                        .iter()
+                        .filter_map(|p| p.as_any().downcast_ref::<SenderReport>().cloned()),
+                );
+            }
+        }
         if !rtp || datagram.len() < 12 {
             return;
         }
@@ -147,11 +165,16 @@ impl SrtpWatch {
 
 impl World {
     fn new() -> Self {
+        Self::with_config(MediaConfig::default())
+    }
+
+    /// A world whose router's connections take `config`.
+    fn with_config(config: MediaConfig) -> Self {
         Self {
             drop_rtp: 0,
             drop_after: 0,
             rtp_seen: 0,
-            router: Router::new(SFU.parse().unwrap(), MediaConfig::default()),
+            router: Router::new(SFU.parse().unwrap(), config),
             clients: Vec::new(),
             now: Instant::now(),
             core_events: Vec::new(),
@@ -507,9 +530,37 @@ fn vp8(seq: u16, timestamp: u32, keyframe: bool) -> Packet {
     }
 }
 
+/// The router's connections without bandwidth estimation, which take the own write path
+/// (`MediaConfig::own_write_path`, on by default).
+fn own_write_path() -> MediaConfig {
+    MediaConfig {
+        congestion_control: false,
+        ..MediaConfig::default()
+    }
+}
+
 #[test]
 fn publish_subscribe_renegotiate_forward_and_leave() {
-    let mut w = World::new();
+    forward_and_leave(MediaConfig::default());
+}
+
+/// The same on the router's own write path (`MediaConfig::own_write_path`, which serves
+/// connections without bandwidth estimation): every packet to Bob sealed by the router itself,
+/// the two Bob asks for again sent as they first left, and sender reports on what it sent.
+#[test]
+fn publish_subscribe_renegotiate_forward_and_leave_on_the_own_write_path() {
+    let stats = forward_and_leave(own_write_path());
+    assert_eq!(
+        stats.rtp_sealed_here, stats.rtp_forwarded,
+        "every packet to Bob was sealed by the router itself: {stats:?}"
+    );
+}
+
+/// Alice publishes a camera and Bob subscribes; the router forwards it (repairing two losses),
+/// pauses it while muted, and frees everything once both leave. Returns the router's counters
+/// from before they left.
+fn forward_and_leave(config: MediaConfig) -> RouterStats {
+    let mut w = World::with_config(config);
     let alice = w.join(1, "PA_alice");
     let bob = w.join(2, "PA_bob");
     let (alice_sid, bob_sid) = (w.clients[alice].sid.clone(), w.clients[bob].sid.clone());
@@ -676,6 +727,25 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
         w.srtp.opened,
         w.srtp.resent
     );
+    // Bob's connection reports on the camera it sends him, once a second: one report came after
+    // the first 25 packets (a report at the first packet alone would not do).
+    let camera_ssrc = w.clients[bob]
+        .received
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::Rtp(rtp) => Some(rtp.packet.header.ssrc),
+            _ => None,
+        })
+        .expect("bob got the camera");
+    assert!(
+        w.srtp
+            .reports
+            .iter()
+            .any(|r| r.ssrc == camera_ssrc && r.packet_count >= 25 && r.octet_count > 0),
+        "a sender report on the camera: {:?}",
+        w.srtp.reports
+    );
+    let stats = w.router.stats();
 
     // Unpublishing renegotiates Bob; Alice leaving frees everything of hers.
     w.router
@@ -685,6 +755,7 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
     w.router.handle_command(w.now, Command::Left(alice_sid));
     w.router.handle_command(w.now, Command::Left(bob_sid));
     assert_eq!(w.router.participant_count(), 0);
+    stats
 }
 
 /// The `a=ice-ufrag` of an SDP.
@@ -825,7 +896,12 @@ fn a_resume_after_a_long_outage_connects_again() {
 
 /// Alice (client 0) connected, publishing a camera (`TR_cam`); Bob (client 1) joined.
 fn alice_with_a_camera_and_bob() -> (World, LocalTrack) {
-    let mut w = World::new();
+    alice_with_a_camera_and_bob_with(MediaConfig::default())
+}
+
+/// [`alice_with_a_camera_and_bob`], the router's connections taking `config`.
+fn alice_with_a_camera_and_bob_with(config: MediaConfig) -> (World, LocalTrack) {
+    let mut w = World::with_config(config);
     let alice = w.join(1, "PA_alice");
     w.join(2, "PA_bob");
     let camera = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
@@ -837,7 +913,12 @@ fn alice_with_a_camera_and_bob() -> (World, LocalTrack) {
 /// [`alice_with_a_camera_and_bob`], Bob subscribed to the camera and receiving it; returns the
 /// next sequence number of the camera.
 fn alice_sending_her_camera_to_bob() -> (World, LocalTrack, u16) {
-    let (mut w, camera) = alice_with_a_camera_and_bob();
+    alice_sending_her_camera_to_bob_with(MediaConfig::default())
+}
+
+/// [`alice_sending_her_camera_to_bob`], the router's connections taking `config`.
+fn alice_sending_her_camera_to_bob_with(config: MediaConfig) -> (World, LocalTrack, u16) {
+    let (mut w, camera) = alice_with_a_camera_and_bob_with(config);
     let (alice, bob) = (0, 1);
     w.subscribe(bob, alice, "TR_cam");
     w.needs_offer(bob);
@@ -856,7 +937,19 @@ fn alice_sending_her_camera_to_bob() -> (World, LocalTrack, u16) {
 /// again.
 #[test]
 fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
-    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    nat_port_changed(MediaConfig::default());
+}
+
+/// The same on the own write path: its datagrams follow the connection's new selected pair
+/// after the restart (a report through `rtc` shows where that is).
+#[test]
+fn a_subscriber_whose_nat_port_changed_gets_its_media_again_on_the_own_write_path() {
+    let stats = nat_port_changed(own_write_path());
+    assert_eq!(stats.rtp_sealed_here, stats.rtp_forwarded, "{stats:?}");
+}
+
+fn nat_port_changed(config: MediaConfig) -> RouterStats {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob_with(config);
     let bob = 1;
     let bob_sid = w.clients[bob].sid.clone();
     let bob_rtp = |w: &World| {
@@ -893,6 +986,7 @@ fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
         bob_rtp(&w) > before,
         "the camera reached bob at his new port"
     );
+    w.router.stats()
 }
 
 /// What a publisher sends reaches the router under AES-CM with HMAC-SHA1, though the client

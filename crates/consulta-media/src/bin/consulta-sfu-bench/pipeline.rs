@@ -52,6 +52,9 @@ const PAYLOAD_BYTES: usize = 1_100;
 enum Sealer {
     /// `rtc`'s write path (`write_rtp`, `poll_transmit`): interceptors, SRTP, its handlers.
     Rtc { congestion_control: bool },
+    /// `MediaPeer`'s own write path (`MediaConfig::own_write_path`, without congestion control):
+    /// `write_rtp` seals, `poll_transmit` hands the datagram out.
+    OwnPath,
     /// The bench, with the connection's own SRTP keys: marshal and seal only.
     OwnKeys,
 }
@@ -119,6 +122,7 @@ impl Pair {
             // As the router's subscriber connections: what the SFU sends is sealed with GCM.
             srtp: SrtpProfiles::Gcm,
             congestion_control,
+            own_write_path: matches!(sealer, Sealer::OwnPath),
             ..MediaConfig::default()
         };
         let mut sender = MediaPeer::with_crypto(
@@ -255,7 +259,7 @@ fn send_round(
     let mut read = Duration::ZERO;
     let mut timers = Duration::ZERO;
     let payload = bytes::Bytes::from(vec![0x5a; PAYLOAD_BYTES]);
-    let mut datagrams: Vec<(usize, bytes::BytesMut)> = Vec::new();
+    let mut datagrams: Vec<(usize, bytes::Bytes)> = Vec::new();
     let mut sent = 0u32;
     while sent < count {
         let batch = BATCH.min(count - sent);
@@ -278,7 +282,7 @@ fn send_round(
                 if interleave {
                     pair.take_in(&sealed)?;
                 } else {
-                    datagrams.push((p, sealed));
+                    datagrams.push((p, sealed.freeze()));
                 }
                 continue;
             }
@@ -340,7 +344,7 @@ fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Measures both settings in `rounds` alternating rounds of `packets` packets each, spread over
+/// Measures every setting in `rounds` alternating rounds of `packets` packets each, spread over
 /// `connections` connected pairs, and prints the medians.
 pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> anyhow::Result<()> {
     let settings = [
@@ -356,6 +360,7 @@ pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> any
                 congestion_control: true,
             },
         ),
+        ("MediaPeer's own write path", Sealer::OwnPath),
         ("own keys, no rtc write path", Sealer::OwnKeys),
     ];
     let connections = connections.max(1);
@@ -418,8 +423,12 @@ pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> any
             println!("{name:<32} {write:>14.0} {read:>14.0} {timers:>14.0} {sum:>14.0}");
         }
     }
-    if let [without, with, own] = sums[..] {
+    if let [without, with, path, own] = sums[..] {
         println!("with / without congestion control: {:.3}", with / without);
+        println!(
+            "MediaPeer's own write path / rtc's without congestion control: {:.3}",
+            path / without
+        );
         println!(
             "own keys / congestion control (the SFU's setting): {:.3}",
             own / with
