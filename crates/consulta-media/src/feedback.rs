@@ -22,6 +22,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
@@ -49,6 +50,8 @@ pub(crate) struct KeyframeRequestDelivery {
     delivery: RtcpDelivery,
     /// The latest estimate in bits per second, when the connection estimates.
     estimate: Option<Arc<AtomicU64>>,
+    /// Transport-wide feedback reaches the application too (the own write path estimates).
+    transport_feedback: bool,
     belt: Belt,
 }
 
@@ -59,6 +62,12 @@ impl KeyframeRequestDelivery {
             estimate,
             ..Self::default()
         }
+    }
+
+    /// Delivers transport-wide feedback (TWCC) to the application too.
+    pub(crate) fn with_transport_feedback(mut self) -> Self {
+        self.transport_feedback = true;
+        self
     }
 }
 
@@ -109,6 +118,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestDelivery {
         if let Packet::Rtcp(packets) = &msg.message.packet
             && (self.delivery == RtcpDelivery::All
                 || packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+                || (self.transport_feedback
+                    && packets.iter().any(|p| p.as_any().is::<TransportLayerCc>()))
                 || (self.estimate.is_some()
                     && packets.iter().any(|p| p.as_any().is::<ReceiverReport>())))
             && !msg.message.has(&Attribute::DeliverToApplication)

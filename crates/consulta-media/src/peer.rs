@@ -35,6 +35,7 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -464,10 +465,10 @@ pub struct MediaConfig {
     /// signalling decides when they are gone, and a client back after a long outage restarts
     /// ICE on a resume. Default: true.
     pub ice_fails: bool,
-    /// Seal and send the RTP the connection sends itself (`send::OwnWrite`) instead of through
-    /// `rtc`'s write path, on connections that send without bandwidth estimation
-    /// ([`MediaConfig::congestion_control`] off; with it, `rtc`'s path stays until the own path
-    /// numbers and estimates too). Default: true.
+    /// Number, seal and send the RTP the connection sends itself (`send::OwnWrite`) instead of
+    /// through `rtc`'s write path, and estimate the bandwidth from the remote's feedback itself
+    /// (with `rtc`'s GCC) where [`MediaConfig::congestion_control`] is on. Off, or where the
+    /// connection's keys fail their check, `rtc`'s path carries the media. Default: true.
     pub own_write_path: bool,
 }
 
@@ -586,7 +587,7 @@ pub struct MediaPeer {
     /// The payload type each local track sends its codec with, as last negotiated. Looking it up
     /// in `rtc` clones the sender's whole parameter set, once per packet; this is emptied by
     /// every offer/answer.
-    payload_types: HashMap<RTCRtpSenderId, (String, u8)>,
+    payload_types: HashMap<RTCRtpSenderId, (String, u8, Option<u8>)>,
     /// How each incoming SSRC's packets are tagged, as last looked up: the lookup clones the
     /// receiver's whole parameter set, once per packet. Emptied by every offer/answer.
     incoming: HashMap<u32, IncomingTag>,
@@ -599,6 +600,8 @@ pub struct MediaPeer {
     own: Option<crate::send::OwnWrite>,
     /// Datagrams taken out of `rtc` early (to check the own path's keys), to hand out first.
     taken: std::collections::VecDeque<Transmit>,
+    /// The latest `now` the connection was given: what was read then is handled as of then.
+    now: Instant,
     /// Where `rtc` last sent something other than a STUN check (checks go to every candidate
     /// pair; SRTCP and DTLS to the selected one): where the own path's datagrams go.
     selected: Option<SocketAddr>,
@@ -664,11 +667,8 @@ impl MediaPeer {
         // interceptor only answers media that arrives.
         let direction = config.direction;
         // The own write path needs the connection's keys: its provider keeps them.
-        let own_keys = (direction.sends()
-            && !config.congestion_control
-            && config.own_write_path
-            && crypto.is_none())
-        .then(crate::keytap::KeyTap::new);
+        let own_keys = (direction.sends() && config.own_write_path && crypto.is_none())
+            .then(crate::keytap::KeyTap::new);
         let crypto =
             match &own_keys {
                 Some(keys) => Some(std::sync::Arc::clone(keys)
@@ -679,13 +679,14 @@ impl MediaPeer {
         let estimate = (direction.sends() && config.congestion_control)
             .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)));
         if direction.sends() || config.rtcp_delivery == RtcpDelivery::All {
-            registry = registry.with(
-                crate::feedback::SLOT.into(),
-                crate::feedback::KeyframeRequestDelivery::new(
-                    config.rtcp_delivery,
-                    estimate.clone(),
-                ),
+            let mut delivery = crate::feedback::KeyframeRequestDelivery::new(
+                config.rtcp_delivery,
+                estimate.clone(),
             );
+            if own_keys.is_some() && estimate.is_some() {
+                delivery = delivery.with_transport_feedback();
+            }
+            registry = registry.with(crate::feedback::SLOT.into(), delivery);
         }
         if direction.sends() {
             registry = registry.with(
@@ -697,7 +698,8 @@ impl MediaPeer {
                 registry = registry.with(Slot::SenderReport, SenderReportBuilder::new().build());
             }
         }
-        if estimate.is_some() {
+        // The own write path numbers and estimates itself.
+        if estimate.is_some() && own_keys.is_none() {
             // No pacer: the SFU forwards what publishers send as it arrives, and the estimate is
             // applied by choosing layers (`consulta_sfu::bandwidth`), not by queueing packets.
             registry = registry
@@ -773,7 +775,17 @@ impl MediaPeer {
             incoming: HashMap::new(),
             estimate,
             last_estimate: 0,
-            own: own_keys.map(crate::send::OwnWrite::new),
+            own: own_keys.map(|keys| {
+                let estimation = config.congestion_control.then(|| {
+                    crate::send::Estimation::new(
+                        INITIAL_ESTIMATE_BPS,
+                        MIN_ESTIMATE_BPS,
+                        MAX_ESTIMATE_BPS,
+                    )
+                });
+                crate::send::OwnWrite::new(keys, estimation)
+            }),
+            now,
             taken: std::collections::VecDeque::new(),
             selected: None,
         })
@@ -994,6 +1006,13 @@ impl MediaPeer {
             },
             message: BytesMut::from(datagram),
         })?;
+        self.now = now;
+        self.note_estimate();
+        Ok(())
+    }
+
+    /// Queues [`MediaEvent::TargetBitrate`] when the estimate changed.
+    fn note_estimate(&mut self) {
         if let Some(estimate) = &self.estimate {
             let bps = estimate.load(std::sync::atomic::Ordering::Relaxed);
             if bps != self.last_estimate {
@@ -1001,13 +1020,16 @@ impl MediaPeer {
                 self.pending.push_back(MediaEvent::TargetBitrate(bps));
             }
         }
-        Ok(())
     }
 
     /// Lets timers fire (ICE checks, DTLS retransmits, RTCP reports...). Call at or after
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         self.pc.handle_timeout(now)?;
+        self.now = now;
+        if let Some(own) = &mut self.own {
+            own.handle_timeout(now);
+        }
         self.write_reports(now, false)?;
         Ok(())
     }
@@ -1157,11 +1179,20 @@ impl MediaPeer {
                 }
                 RTCMessage::RtcpPacket(track_id, packets) => {
                     if let Some(own) = &mut self.own {
-                        for nack in packets
-                            .iter()
-                            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
-                        {
-                            own.resend(nack);
+                        let mut estimate = None;
+                        for packet in &packets {
+                            let any = packet.as_any();
+                            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                                own.resend(self.now, nack);
+                            } else if let Some(feedback) = any.downcast_ref::<TransportLayerCc>() {
+                                estimate = own.feedback(self.now, feedback).or(estimate);
+                            }
+                        }
+                        if let (Some(bps), Some(shared)) = (estimate, &self.estimate) {
+                            // Where the feedback interceptor leaves `rtc`'s estimate: reported
+                            // as it would be.
+                            shared.store(bps, std::sync::atomic::Ordering::Relaxed);
+                            self.note_estimate();
                         }
                     }
                     let mid = self
@@ -1272,20 +1303,26 @@ impl MediaPeer {
             .pc
             .rtp_sender(track.sender)
             .ok_or(Error::UnknownTrack)?;
-        let payload_type = match self.payload_types.get(&track.sender) {
-            Some((mime, pt)) if mime.eq_ignore_ascii_case(mime_type) => *pt,
+        self.now = now;
+        let (payload_type, twcc_id) = match self.payload_types.get(&track.sender) {
+            Some((mime, pt, twcc)) if mime.eq_ignore_ascii_case(mime_type) => (*pt, *twcc),
             _ => {
-                let pt = sender
-                    .get_parameters()
-                    .rtp_parameters
+                let parameters = &sender.get_parameters().rtp_parameters;
+                let pt = parameters
                     .codecs
                     .iter()
                     .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
                     .map(|c| c.payload_type)
                     .ok_or_else(|| Error::CodecNotNegotiated(mime_type.to_owned()))?;
+                // The transport-wide sequence number's extension, as negotiated on this leg.
+                let twcc = parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+                    .and_then(|e| u8::try_from(e.id).ok());
                 self.payload_types
-                    .insert(track.sender, (mime_type.to_owned(), pt));
-                pt
+                    .insert(track.sender, (mime_type.to_owned(), pt, twcc));
+                (pt, twcc)
             }
         };
         packet.header.ssrc = track.ssrc;
@@ -1320,7 +1357,7 @@ impl MediaPeer {
                 }
             }
             if let Some(own) = &mut self.own
-                && own.seal(&packet)?
+                && own.seal(now, &mut packet, twcc_id)?
             {
                 return Ok(());
             }

@@ -4,16 +4,19 @@
 //! SRTP and ICE handlers). That path cost 3.1–6.5 µs a packet where sealing alone costs 0.6–0.9
 //! (`consulta-sfu-bench pipeline`, docs/benchmarks.md).
 //!
-//! What `rtc`'s chain did for these packets is done here:
+//! What `rtc`'s chain did for these packets is done here, with `rtc`'s public parts:
+//! - **bandwidth estimation** ([`Estimation`], where [`MediaConfig::congestion_control`] is on):
+//!   each packet gets the connection's next transport-wide sequence number and is recorded as it
+//!   leaves (`rtc::interceptor::History`); the remote's feedback is matched against the record
+//!   (`convert_twcc`) and drives `rtc`'s GCC, as its TWCC sender and congestion controller did
+//!   (they are left out of the chain);
 //! - **sender reports** (RFC 3550 §6.4.1), once a second, written through `rtc` (which seals
 //!   SRTCP) for every stream that sent: `rtc`'s own report interceptor is left out of the chain,
 //!   since it no longer sees the packets;
 //! - **NACK answers**: the last [`HISTORY`] datagrams of each stream are kept as sealed, and a
 //!   NACK names which to send again, byte for byte: one SRTP index, one plaintext
-//!   (SECURITY.md).
-//!
-//! Bandwidth estimation is not done here yet (transport-wide numbers, the send history, GCC), so
-//! this path serves connections without it ([`MediaConfig::congestion_control`] off).
+//!   (SECURITY.md). A resend is recorded in the send history again under its number, as
+//!   `resend::Resender`'s were.
 //!
 //! **The keys** come from [`KeyTap`], the connection's crypto provider, which keeps the
 //! DTLS-SRTP keying material `rtc` exports. That depends on how `rtc` 0.21 calls its provider, so
@@ -30,8 +33,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rtc::interceptor::{BandwidthEstimator, Gcc, History, convert_twcc};
 use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp::extension::transport_cc_extension::TransportCcExtension;
 use rtc::shared::marshal::Marshal;
 use rtc::shared::time::SystemInstant;
 use rtc::srtp::context::Context;
@@ -47,6 +53,30 @@ const MAX_STREAMS: usize = 32;
 
 /// How often each stream's sender report goes out (`rtc`'s report interceptor: 1 s).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a packet no feedback mentioned stays in the send history (`rtc`'s congestion
+/// controller: 2 s).
+const PRUNE_HORIZON: Duration = Duration::from_secs(2);
+
+/// Bandwidth estimation over transport-wide feedback, as `rtc`'s TWCC sender and congestion
+/// controller did: every packet numbered (one counter per connection) and recorded as it leaves,
+/// the remote's feedback matched against the record, and GCC's estimate from the result.
+pub(crate) struct Estimation {
+    next_number: u16,
+    history: History,
+    gcc: Gcc,
+}
+
+impl Estimation {
+    /// GCC starting at `initial`, kept within `min..=max` (bits per second).
+    pub(crate) fn new(initial: f64, min: f64, max: f64) -> Self {
+        Self {
+            next_number: 0,
+            history: History::new(),
+            gcc: Gcc::new(initial, min, max),
+        }
+    }
+}
 
 /// Where the connection's own sealing stands.
 enum Seal {
@@ -70,7 +100,16 @@ struct Stream {
     /// The RTP timestamp of the newest frame and when its first packet left.
     frame: Option<(u32, Instant)>,
     /// The last datagrams sealed here, by sequence number modulo [`HISTORY`].
-    sent: Vec<Option<(u16, Bytes)>>,
+    sent: Vec<Option<Sent>>,
+}
+
+/// A datagram as it left.
+#[derive(Clone)]
+struct Sent {
+    seq: u16,
+    datagram: Bytes,
+    /// Its transport-wide number and its size before sealing, when the connection estimates.
+    numbered: Option<(u16, usize)>,
 }
 
 /// The own write path of one connection (see the module's text).
@@ -85,11 +124,14 @@ pub(crate) struct OwnWrite {
     next_report: Option<Instant>,
     /// Reports go out with the next packet (the connection connected again).
     report_soon: bool,
+    estimation: Option<Estimation>,
 }
 
 impl OwnWrite {
-    pub(crate) fn new(keys: Arc<KeyTap>) -> Self {
+    /// With `estimation`, it numbers packets and estimates the bandwidth from the feedback.
+    pub(crate) fn new(keys: Arc<KeyTap>, estimation: Option<Estimation>) -> Self {
         Self {
+            estimation,
             keys,
             seal: Seal::Unchecked,
             streams: Vec::new(),
@@ -216,41 +258,98 @@ impl OwnWrite {
     }
 
     /// Seals `packet` and queues it, when the keys are checked (`Ok(false)` otherwise: `rtc`'s
-    /// path takes it).
+    /// path takes it). When the connection estimates, the packet first gets its transport-wide
+    /// number under the negotiated extension `twcc_id`, and is recorded as it leaves at `now`.
     pub(crate) fn seal(
         &mut self,
-        packet: &rtc::rtp::Packet,
+        now: Instant,
+        packet: &mut rtc::rtp::Packet,
+        twcc_id: Option<u8>,
     ) -> Result<bool, rtc::shared::error::Error> {
         let Seal::Sealing(context) = &mut self.seal else {
             return Ok(false);
         };
+        let mut numbered = None;
+        if let Some(estimation) = &mut self.estimation
+            && let Some(id) = twcc_id
+        {
+            let number = estimation.next_number;
+            estimation.next_number = number.wrapping_add(1);
+            let extension = TransportCcExtension {
+                transport_sequence: number,
+            }
+            .marshal()?;
+            packet.header.set_extension(id, extension.freeze())?;
+            numbered = Some(number);
+        }
         let plain = packet.marshal()?;
         let sealed = context.encrypt_rtp(&plain)?.freeze();
-        let seq = packet.header.sequence_number;
-        if let Some(stream) = self
-            .streams
-            .iter_mut()
-            .find(|s| s.ssrc == packet.header.ssrc)
+        let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
+        let numbered = numbered.map(|number| (number, plain.len()));
+        if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
+            estimation
+                .history
+                .add_outgoing(ssrc, seq, true, number, size, now);
+        }
+        if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc)
             && let Some(slot) = stream.sent.get_mut(usize::from(seq) % HISTORY)
         {
-            *slot = Some((seq, sealed.clone()));
+            *slot = Some(Sent {
+                seq,
+                datagram: sealed.clone(),
+                numbered,
+            });
         }
         self.out.push_back(sealed);
         Ok(true)
     }
 
-    /// Queues again, as they first left, the datagrams `nack` names that are still kept.
-    pub(crate) fn resend(&mut self, nack: &TransportLayerNack) -> usize {
+    /// Transport-wide feedback from the remote at `now`: the estimate it leads to, when it
+    /// changed.
+    pub(crate) fn feedback(&mut self, now: Instant, feedback: &TransportLayerCc) -> Option<u64> {
+        let estimation = self.estimation.as_mut()?;
+        let before = estimation.gcc.target_bitrate();
+        for acknowledgement in convert_twcc(feedback) {
+            estimation.history.on_twcc_feedback(now, acknowledgement);
+        }
+        let reports = estimation.history.take_reports();
+        estimation.gcc.on_reports(now, &reports);
+        let after = estimation.gcc.target_bitrate();
+        // A float cast saturates: NaN becomes 0 and infinity the largest value.
+        (after != before).then_some(after as u64)
+    }
+
+    /// Lets the estimator's timers run and forgets packets no feedback mentioned in time.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if let Some(estimation) = &mut self.estimation {
+            estimation
+                .history
+                .prune_before(now.checked_sub(PRUNE_HORIZON).unwrap_or(now));
+            estimation.gcc.handle_timeout(now);
+        }
+    }
+
+    /// Queues again, as they first left, the datagrams `nack` names that are still kept. Each
+    /// is recorded in the send history again under its transport-wide number (as `rtc`'s
+    /// congestion controller saw the resender's; SFU-MEDIA.md, "Loss").
+    pub(crate) fn resend(&mut self, now: Instant, nack: &TransportLayerNack) -> usize {
         let Some(stream) = self.streams.iter().find(|s| s.ssrc == nack.media_ssrc) else {
             return 0;
         };
         let mut resent = 0;
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                if let Some(Some((kept, datagram))) = stream.sent.get(usize::from(seq) % HISTORY)
-                    && *kept == seq
+                if let Some(Some(sent)) = stream.sent.get(usize::from(seq) % HISTORY)
+                    && sent.seq == seq
                 {
-                    self.out.push_back(datagram.clone());
+                    if let (Some(estimation), Some((number, size))) =
+                        (&mut self.estimation, sent.numbered)
+                    {
+                        estimation
+                            .history
+                            .add_outgoing(stream.ssrc, seq, true, number, size, now);
+                    }
+                    self.out.push_back(sent.datagram.clone());
                     resent += 1;
                 }
             }
@@ -263,9 +362,13 @@ impl OwnWrite {
         self.out.pop_front()
     }
 
-    /// When the next sender reports are due.
+    /// When the next sender reports are due, or the estimator wants to run.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.next_report
+        let estimator = self.estimation.as_ref().and_then(|e| e.gcc.poll_timeout());
+        match (self.next_report, estimator) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The sender reports due at `now` (every stream that sent; all of them when `force`).
@@ -330,7 +433,7 @@ mod tests {
     #[test]
     fn reports_count_what_was_sent_and_extrapolate_the_rtp_clock() {
         let start = Instant::now();
-        let mut own = OwnWrite::new(KeyTap::new());
+        let mut own = OwnWrite::new(KeyTap::new(), None);
         own.add_stream(7, 90_000);
         own.add_stream(8, 48_000);
         // Two packets of one frame, then the next frame 100 ms later; stream 8 never sends.
@@ -367,11 +470,14 @@ mod tests {
 
     #[test]
     fn nothing_is_sealed_before_the_keys_are_checked() {
-        let mut own = OwnWrite::new(KeyTap::new());
+        let mut own = OwnWrite::new(KeyTap::new(), None);
         own.add_stream(7, 90_000);
         // No DTLS handshake: no keying material, so no check to make.
         assert!(!own.wants_check());
-        assert!(!own.seal(&packet(7, 1, 0, 10)).unwrap());
+        assert!(
+            !own.seal(Instant::now(), &mut packet(7, 1, 0, 10), Some(3))
+                .unwrap()
+        );
         own.check(&[0x80, 200, 0, 6]);
         assert!(!own.sealing());
         assert_eq!(own.poll_datagram(), None);

@@ -120,9 +120,9 @@ fn sfu_bench_pipeline_reports_every_setting() {
             output.status
         );
         for setting in [
-            "no congestion control",
-            "congestion control",
-            "MediaPeer's own write path",
+            "rtc, no congestion control",
+            "rtc, congestion control",
+            "MediaPeer's own path (the SFU)",
             "own keys, no rtc write path",
         ] {
             let line = stdout

@@ -530,30 +530,47 @@ fn vp8(seq: u16, timestamp: u32, keyframe: bool) -> Packet {
     }
 }
 
-/// The router's connections without bandwidth estimation, which take the own write path
-/// (`MediaConfig::own_write_path`, on by default).
-fn own_write_path() -> MediaConfig {
+/// The router's connections without bandwidth estimation.
+fn without_estimation() -> MediaConfig {
     MediaConfig {
         congestion_control: false,
         ..MediaConfig::default()
     }
 }
 
-#[test]
-fn publish_subscribe_renegotiate_forward_and_leave() {
-    forward_and_leave(MediaConfig::default());
+/// The router's connections on `rtc`'s write path (what a connection whose key check failed
+/// keeps).
+fn rtcs_write_path() -> MediaConfig {
+    MediaConfig {
+        own_write_path: false,
+        ..MediaConfig::default()
+    }
 }
 
-/// The same on the router's own write path (`MediaConfig::own_write_path`, which serves
-/// connections without bandwidth estimation): every packet to Bob sealed by the router itself,
-/// the two Bob asks for again sent as they first left, and sender reports on what it sent.
+/// On the router's own write path (`MediaConfig::own_write_path`, the default): every packet to
+/// Bob numbered and sealed by the router itself, the two Bob asks for again sent as they first
+/// left, and sender reports on what it sent.
 #[test]
-fn publish_subscribe_renegotiate_forward_and_leave_on_the_own_write_path() {
-    let stats = forward_and_leave(own_write_path());
+fn publish_subscribe_renegotiate_forward_and_leave() {
+    let stats = forward_and_leave(MediaConfig::default());
     assert_eq!(
         stats.rtp_sealed_here, stats.rtp_forwarded,
         "every packet to Bob was sealed by the router itself: {stats:?}"
     );
+}
+
+/// The same without bandwidth estimation (no transport-wide numbers).
+#[test]
+fn publish_subscribe_renegotiate_forward_and_leave_without_estimation() {
+    let stats = forward_and_leave(without_estimation());
+    assert_eq!(stats.rtp_sealed_here, stats.rtp_forwarded, "{stats:?}");
+}
+
+/// The same on `rtc`'s write path.
+#[test]
+fn publish_subscribe_renegotiate_forward_and_leave_on_rtcs_write_path() {
+    let stats = forward_and_leave(rtcs_write_path());
+    assert_eq!(stats.rtp_sealed_here, 0, "{stats:?}");
 }
 
 /// Alice publishes a camera and Bob subscribes; the router forwards it (repairing two losses),
@@ -935,17 +952,20 @@ fn alice_sending_her_camera_to_bob_with(config: MediaConfig) -> (World, LocalTra
 /// connection's ICE, answers his checks from there but keeps sending to the old port; once it has
 /// heard nothing on the old one for 5 s, the router restarts ICE, and Alice's camera reaches him
 /// again.
-#[test]
-fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
-    nat_port_changed(MediaConfig::default());
-}
-
-/// The same on the own write path: its datagrams follow the connection's new selected pair
+///
+/// On the own write path (the default) its datagrams follow the connection's new selected pair
 /// after the restart (a report through `rtc` shows where that is).
 #[test]
-fn a_subscriber_whose_nat_port_changed_gets_its_media_again_on_the_own_write_path() {
-    let stats = nat_port_changed(own_write_path());
+fn a_subscriber_whose_nat_port_changed_gets_its_media_again() {
+    let stats = nat_port_changed(MediaConfig::default());
     assert_eq!(stats.rtp_sealed_here, stats.rtp_forwarded, "{stats:?}");
+}
+
+/// The same on `rtc`'s write path.
+#[test]
+fn a_subscriber_whose_nat_port_changed_gets_its_media_again_on_rtcs_write_path() {
+    let stats = nat_port_changed(rtcs_write_path());
+    assert_eq!(stats.rtp_sealed_here, 0, "{stats:?}");
 }
 
 fn nat_port_changed(config: MediaConfig) -> RouterStats {

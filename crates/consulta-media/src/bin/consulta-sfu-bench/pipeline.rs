@@ -52,8 +52,8 @@ const PAYLOAD_BYTES: usize = 1_100;
 enum Sealer {
     /// `rtc`'s write path (`write_rtp`, `poll_transmit`): interceptors, SRTP, its handlers.
     Rtc { congestion_control: bool },
-    /// `MediaPeer`'s own write path (`MediaConfig::own_write_path`, without congestion control):
-    /// `write_rtp` seals, `poll_transmit` hands the datagram out.
+    /// `MediaPeer`'s own write path (`MediaConfig::own_write_path`, with bandwidth estimation, as
+    /// the SFU): `write_rtp` numbers, records and seals, `poll_transmit` hands the datagram out.
     OwnPath,
     /// The bench, with the connection's own SRTP keys: marshal and seal only.
     OwnKeys,
@@ -111,7 +111,7 @@ impl Pair {
             sealer,
             Sealer::Rtc {
                 congestion_control: true
-            }
+            } | Sealer::OwnPath
         );
         let tap = matches!(sealer, Sealer::OwnKeys).then(KeyTap::new);
         let now = Instant::now();
@@ -349,18 +349,18 @@ fn median(values: &mut [f64]) -> f64 {
 pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> anyhow::Result<()> {
     let settings = [
         (
-            "no congestion control",
+            "rtc, no congestion control",
             Sealer::Rtc {
                 congestion_control: false,
             },
         ),
         (
-            "congestion control (as the SFU)",
+            "rtc, congestion control",
             Sealer::Rtc {
                 congestion_control: true,
             },
         ),
-        ("MediaPeer's own write path", Sealer::OwnPath),
+        ("MediaPeer's own path (the SFU)", Sealer::OwnPath),
         ("own keys, no rtc write path", Sealer::OwnKeys),
     ];
     let connections = connections.max(1);
@@ -426,11 +426,11 @@ pub fn run(packets: u32, rounds: u32, connections: u32, interleave: bool) -> any
     if let [without, with, path, own] = sums[..] {
         println!("with / without congestion control: {:.3}", with / without);
         println!(
-            "MediaPeer's own write path / rtc's without congestion control: {:.3}",
-            path / without
+            "MediaPeer's own path / rtc's, both with congestion control: {:.3}",
+            path / with
         );
         println!(
-            "own keys / congestion control (the SFU's setting): {:.3}",
+            "own keys (seal only) / rtc with congestion control: {:.3}",
             own / with
         );
     }
