@@ -8,6 +8,9 @@
 //! with the interceptors (NACK is answered by `resend::Resender` from its buffer) unless the
 //! application asks for all of it ([`RtcpDelivery::All`]).
 //!
+//! On a connection whose own write path (`send`) estimates the bandwidth, transport-wide feedback
+//! reaches the application too: that path runs GCC itself.
+//!
 //! The same interceptor picks up the congestion controller's estimate, which `rtc` hands on only as
 //! an attribute of the feedback packet that changed it (`Attribute::TargetBitrateChanged`), and
 //! leaves it where its connection reads it. On such a connection receiver reports reach the
@@ -35,8 +38,9 @@ pub(crate) const SLOT: usize = 14_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RtcpDelivery {
     /// Compound packets that contain a PLI, FIR or NACK: what an SFU relays to the publisher or
-    /// counts (NACKs are answered by `resend::Resender` first); on a connection that estimates its
-    /// bandwidth, also those with a receiver report.
+    /// counts (NACKs are answered by `resend::Resender` first, or by the own write path); on a
+    /// connection that estimates its bandwidth, also those with a receiver report, and on one
+    /// whose own write path estimates, those with transport-wide feedback.
     #[default]
     KeyframeRequests,
     /// Every inbound compound packet (reports, NACK, TWCC too), after `rtc`'s interceptors used it.

@@ -280,7 +280,7 @@ pub fn metrics_text(
     metric(
         "rtp_packets_sealed_here_total",
         "counter",
-        "Of the RTP packets written to subscribers, those the SFU sealed itself (own write path, on connections without bandwidth estimation).",
+        "Of the RTP packets written to subscribers, those the SFU numbered and sealed itself (its own write path; the rest went through rtc after a failed key check).",
         stats.rtp_sealed_here,
     );
     metric(

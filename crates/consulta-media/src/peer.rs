@@ -59,6 +59,10 @@ pub enum Error {
     /// A local track handle that does not belong to this peer connection.
     #[error("unknown local track")]
     UnknownTrack,
+    /// The own write path has not checked the connection's SRTP keys yet (`send::OwnWrite`): the
+    /// packet is dropped, as `rtc` drops what is written before its DTLS handshake.
+    #[error("the connection's SRTP keys are not checked yet")]
+    KeysUnchecked,
     /// The local track's sender negotiated no codec with this MIME type.
     #[error("codec {0} not negotiated on the local track")]
     CodecNotNegotiated(String),
@@ -600,8 +604,6 @@ pub struct MediaPeer {
     own: Option<crate::send::OwnWrite>,
     /// Datagrams taken out of `rtc` early (to check the own path's keys), to hand out first.
     taken: std::collections::VecDeque<Transmit>,
-    /// The latest `now` the connection was given: what was read then is handled as of then.
-    now: Instant,
     /// Where `rtc` last sent something other than a STUN check (checks go to every candidate
     /// pair; SRTCP and DTLS to the selected one): where the own path's datagrams go.
     selected: Option<SocketAddr>,
@@ -785,7 +787,6 @@ impl MediaPeer {
                 });
                 crate::send::OwnWrite::new(keys, estimation)
             }),
-            now,
             taken: std::collections::VecDeque::new(),
             selected: None,
         })
@@ -1006,7 +1007,15 @@ impl MediaPeer {
             },
             message: BytesMut::from(datagram),
         })?;
-        self.now = now;
+        // Media or RTCP from an address the own path does not send to: the remote moved to
+        // another pair without an ICE restart (a phone between networks). A report through `rtc`
+        // with the next packet shows where `rtc` sends now.
+        if let Some(own) = &mut self.own
+            && self.selected.is_some_and(|selected| selected != from)
+            && !crate::mux::is_stun(datagram)
+        {
+            own.report_soon();
+        }
         self.note_estimate();
         Ok(())
     }
@@ -1026,7 +1035,6 @@ impl MediaPeer {
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         self.pc.handle_timeout(now)?;
-        self.now = now;
         if let Some(own) = &mut self.own {
             own.handle_timeout(now);
         }
@@ -1077,7 +1085,20 @@ impl MediaPeer {
         if reports.is_empty() {
             return Ok(());
         }
-        // Any of the connection's senders carries them (RTCP goes to the connection).
+        let packets = reports
+            .into_iter()
+            .map(|r| Box::new(r) as Box<dyn rtc::rtcp::Packet>)
+            .collect();
+        self.write_rtcp(now, packets)
+    }
+
+    /// Writes RTCP through `rtc` (which seals SRTCP) on any of the connection's senders: RTCP goes
+    /// to the connection.
+    fn write_rtcp(
+        &mut self,
+        now: Instant,
+        packets: Vec<Box<dyn rtc::rtcp::Packet>>,
+    ) -> Result<(), Error> {
         let senders: Vec<RTCRtpSenderId> = self.pc.get_senders().collect();
         let Some(id) = senders
             .into_iter()
@@ -1088,10 +1109,6 @@ impl MediaPeer {
         let Some(mut sender) = self.pc.rtp_sender(id) else {
             return Ok(());
         };
-        let packets = reports
-            .into_iter()
-            .map(|r| Box::new(r) as Box<dyn rtc::rtcp::Packet>)
-            .collect();
         sender.write_rtcp(now, packets)?;
         Ok(())
     }
@@ -1183,9 +1200,9 @@ impl MediaPeer {
                         for packet in &packets {
                             let any = packet.as_any();
                             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                                own.resend(self.now, nack);
+                                own.resend(read.now, nack);
                             } else if let Some(feedback) = any.downcast_ref::<TransportLayerCc>() {
-                                estimate = own.feedback(self.now, feedback).or(estimate);
+                                estimate = own.feedback(read.now, feedback).or(estimate);
                             }
                         }
                         if let (Some(bps), Some(shared)) = (estimate, &self.estimate) {
@@ -1303,7 +1320,6 @@ impl MediaPeer {
             .pc
             .rtp_sender(track.sender)
             .ok_or(Error::UnknownTrack)?;
-        self.now = now;
         let (payload_type, twcc_id) = match self.payload_types.get(&track.sender) {
             Some((mime, pt, twcc)) if mime.eq_ignore_ascii_case(mime_type) => (*pt, *twcc),
             _ => {
@@ -1344,22 +1360,32 @@ impl MediaPeer {
             if let Some(own) = &mut self.own
                 && own.wants_check()
             {
-                // A sender report through `rtc`, whose SRTCP tells which keys are ours.
-                let written = self.write_reports(now, true);
+                // A sender report on this packet's stream through `rtc`, whose SRTCP tells which
+                // keys are ours.
+                let report = own.check_report(now, &packet);
+                let written = self.write_rtcp(now, vec![Box::new(report)]);
                 while let Some(transmit) = self.take_from_rtc() {
                     self.taken.push_back(transmit);
                 }
                 if let Err(error) = written {
                     tracing::debug!(%error, "the key check's report was not written");
-                    if let Some(own) = &mut self.own {
-                        own.check_again();
-                    }
+                }
+                if let Some(own) = &mut self.own {
+                    // Not settled (nothing `rtc` sent opened or failed): the next packet tries
+                    // again.
+                    own.check_again();
                 }
             }
             if let Some(own) = &mut self.own
-                && own.seal(now, &mut packet, twcc_id)?
+                && !own.refused()
             {
-                return Ok(());
+                // Sealed here, or dropped until the keys are checked: `rtc` never seals RTP on a
+                // connection the own path may seal on, so one context numbers each stream.
+                return if own.seal(now, &mut packet, twcc_id)? {
+                    Ok(())
+                } else {
+                    Err(Error::KeysUnchecked)
+                };
             }
         }
         let mut sender = self

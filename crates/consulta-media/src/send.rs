@@ -20,11 +20,12 @@
 //!
 //! **The keys** come from [`KeyTap`], the connection's crypto provider, which keeps the
 //! DTLS-SRTP keying material `rtc` exports. That depends on how `rtc` 0.21 calls its provider, so
-//! they are checked before use: at the first packet, a sender report is written through `rtc`,
-//! and the one candidate (the DTLS client's or server's half, under the GCM or the AES-CM
-//! layout) that opens the SRTCP `rtc` sealed it with is the connection's own. If none does, the
-//! connection keeps `rtc`'s write path for good (and a warning is logged). Until the check,
-//! packets take `rtc`'s path too; the check is made with the first one.
+//! they are checked before use: at the first packet, a sender report on its stream is written
+//! through `rtc`, and the one candidate (the DTLS client's or server's half, under the GCM or the
+//! AES-CM layout) that opens the SRTCP `rtc` sealed it with is the connection's own. If none does,
+//! the connection keeps `rtc`'s write path for good (and a warning is logged). Until the check
+//! settles (the first packet settles it), packets are dropped: `rtc` never seals RTP on a
+//! connection the own path may seal on, so each stream has one SRTP context.
 //!
 //! [`MediaConfig::congestion_control`]: crate::MediaConfig::congestion_control
 
@@ -161,6 +162,8 @@ impl OwnWrite {
     pub(crate) fn pause_reports(&mut self, ssrc: u32) {
         if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
             stream.frame = None;
+            // Its browser no longer has the track: nothing to answer a NACK for.
+            stream.sent.iter_mut().for_each(|slot| *slot = None);
         }
     }
 
@@ -201,7 +204,31 @@ impl OwnWrite {
         true
     }
 
-    /// The report that was to check the keys was not written: the next packet tries again.
+    /// The keys were checked and refused: `rtc`'s path carries the connection's media.
+    pub(crate) fn refused(&self) -> bool {
+        matches!(self.seal, Seal::Refused)
+    }
+
+    /// A sender report on `packet`'s stream, to write through `rtc` for the key check: its
+    /// counters if the stream is tracked, none otherwise (its SSRC is all the check needs).
+    pub(crate) fn check_report(&self, now: Instant, packet: &rtc::rtp::Packet) -> SenderReport {
+        let ssrc = packet.header.ssrc;
+        let stream = self.streams.iter().find(|s| s.ssrc == ssrc);
+        SenderReport {
+            ssrc,
+            ntp_time: self
+                .baseline
+                .unwrap_or_else(|| SystemInstant::now(now))
+                .ntp(now),
+            rtp_time: packet.header.timestamp,
+            packet_count: stream.map_or(0, |s| s.packets),
+            octet_count: stream.map_or(0, |s| s.octets),
+            ..SenderReport::default()
+        }
+    }
+
+    /// The check's report went out and nothing `rtc` sent settled it (or it was not written): the
+    /// next packet tries again.
     pub(crate) fn check_again(&mut self) {
         if matches!(self.seal, Seal::Checking(_)) {
             self.seal = Seal::Unchecked;
@@ -339,6 +366,10 @@ impl OwnWrite {
         let mut resent = 0;
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
+                // At most the history once per NACK, however often it names a number.
+                if resent >= HISTORY {
+                    return resent;
+                }
                 if let Some(Some(sent)) = stream.sent.get(usize::from(seq) % HISTORY)
                     && sent.seq == seq
                 {
@@ -420,6 +451,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
     use super::*;
+    use rtc::shared::marshal::Unmarshal;
 
     fn packet(ssrc: u32, seq: u16, timestamp: u32, payload: usize) -> rtc::rtp::Packet {
         let mut packet = rtc::rtp::Packet::default();
@@ -466,6 +498,67 @@ mod tests {
         own.count(at, &packet(7, 4, 20_000, 100));
         let reports = own.reports(at, true);
         assert_eq!((reports[0].packet_count, reports[0].rtp_time), (4, 20_000));
+    }
+
+    /// An `OwnWrite` sealing with fixed keys, and a context with the same keys to open what it
+    /// sealed.
+    fn sealing(estimation: Option<Estimation>) -> (OwnWrite, Context) {
+        let context = || {
+            Context::new(
+                &[7; 16],
+                &[9; 12],
+                ProtectionProfile::AeadAes128Gcm,
+                None,
+                None,
+                &rtc::crypto::providers::RingCrypto,
+            )
+            .unwrap()
+        };
+        let mut own = OwnWrite::new(KeyTap::new(), estimation);
+        own.seal = Seal::Sealing(Box::new(context()));
+        own.add_stream(7, 90_000);
+        (own, context())
+    }
+
+    #[test]
+    fn packets_are_numbered_sealed_and_sent_again_as_they_left() {
+        let (mut own, mut open) = sealing(Some(Estimation::new(1e6, 1e5, 1e7)));
+        let now = Instant::now();
+        let mut first = Vec::new();
+        for seq in 100..110u16 {
+            assert!(own.seal(now, &mut packet(7, seq, 0, 50), Some(5)).unwrap());
+            first.push(own.poll_datagram().unwrap());
+        }
+        // Each carries the next transport-wide number under the negotiated id, and opens.
+        for (i, datagram) in first.iter().enumerate() {
+            let plain = open.decrypt_rtp(datagram).unwrap();
+            let header = rtc::rtp::Packet::unmarshal(&mut &plain[..]).unwrap().header;
+            let mut number = header.get_extension(5).unwrap();
+            let number = TransportCcExtension::unmarshal(&mut number).unwrap();
+            assert_eq!(usize::from(number.transport_sequence), i);
+        }
+        // A NACK for 102 and 104 (bitmap bit 1): the very datagrams, again.
+        let nack = |lost_packets| TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 7,
+            nacks: vec![
+                rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair {
+                    packet_id: 102,
+                    lost_packets,
+                },
+            ],
+        };
+        assert_eq!(own.resend(now, &nack(0b10)), 2);
+        assert_eq!(own.poll_datagram().as_ref(), Some(&first[2]));
+        assert_eq!(own.poll_datagram().as_ref(), Some(&first[4]));
+        // However often a NACK names numbers, at most the history once.
+        let mut many = nack(0);
+        many.nacks = vec![many.nacks[0]; 1_000];
+        assert_eq!(own.resend(now, &many), HISTORY);
+        while own.poll_datagram().is_some() {}
+        // A removed track's datagrams are let go.
+        own.pause_reports(7);
+        assert_eq!(own.resend(now, &nack(0)), 0);
     }
 
     #[test]
