@@ -695,7 +695,7 @@ impl MediaPeer {
                 crate::resend::SLOT.into(),
                 crate::resend::Resender::new(NACK_HISTORY),
             );
-            // The own write path reports on what it sends (and on what `rtc` sent before it).
+            // The own write path reports on what it sends; `rtc`'s reports would not see it.
             if own_keys.is_none() {
                 registry = registry.with(Slot::SenderReport, SenderReportBuilder::new().build());
             }
