@@ -576,7 +576,7 @@ impl MediaDirection {
 
 /// One server-side peer connection on one UDP socket.
 pub struct MediaPeer {
-    pc: RTCPeerConnection,
+    rtc: RTCPeerConnection,
     local_addr: SocketAddr,
     /// `rtc` names incoming media by its track id; an SFU needs the receiver and the mid.
     remote_tracks: HashMap<String, RemoteTrack>,
@@ -607,6 +607,79 @@ pub struct MediaPeer {
     /// Where `rtc` last sent something other than a STUN check (checks go to every candidate
     /// pair; SRTCP and DTLS to the selected one): where the own path's datagrams go.
     selected: Option<SocketAddr>,
+    /// How far `rtc` was polled since it was last called ([`Polled`]).
+    polled: Polled,
+}
+
+/// How far a connection's `rtc` was polled since anything was last handed to it (a datagram, a
+/// timer, a packet or report to write, a change of description or tracks).
+///
+/// Polling `rtc` walks its whole pipeline: every handler's queues for events and reads, for
+/// datagrams, and for timers. On the own write path a forwarded packet never enters `rtc`, yet the
+/// router polled its subscriber connection's `rtc` three times for each one, to find nothing new.
+/// So once `rtc` was polled empty twice in a row, in the order the router polls (events and reads,
+/// then datagrams, then its timer), it is not polled again until something is handed to it, and
+/// its timer is remembered. Twice: a sweep can queue something inside `rtc` that only the next
+/// sweep brings out (a handler's event raised while it takes a write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Polled {
+    /// Sweeps that found nothing, since something was handed to `rtc` or came out of it.
+    empty_sweeps: u8,
+    /// How far the current sweep got without finding anything.
+    stage: Stage,
+    /// `rtc`'s timer, once it is not polled.
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Start,
+    /// Events and reads came out empty.
+    Read,
+    /// Then datagrams.
+    Written,
+}
+
+/// Sweeps that must find nothing before `rtc` is left unpolled (see [`Polled`]).
+const EMPTY_SWEEPS: u8 = 2;
+
+impl Polled {
+    const BUSY: Self = Self {
+        empty_sweeps: 0,
+        stage: Stage::Start,
+        deadline: None,
+    };
+
+    /// Whether `rtc` has nothing new to give.
+    fn quiet(&self) -> bool {
+        self.empty_sweeps >= EMPTY_SWEEPS
+    }
+
+    /// Something came out of `rtc`: the sweeps start over.
+    fn found(&mut self) {
+        *self = Self::BUSY;
+    }
+
+    /// Events and reads came out empty.
+    fn read(&mut self) {
+        self.stage = Stage::Read;
+    }
+
+    /// Datagrams came out empty.
+    fn written(&mut self) {
+        if self.stage == Stage::Read {
+            self.stage = Stage::Written;
+        }
+    }
+
+    /// The timer was polled (`deadline`), which ends a sweep.
+    fn timed(&mut self, deadline: Option<Instant>) {
+        if self.stage == Stage::Written {
+            self.empty_sweeps += 1;
+            self.deadline = deadline;
+        }
+        self.stage = Stage::Start;
+    }
 }
 
 /// What [`IncomingRtp`] says about the packets of one SSRC.
@@ -766,7 +839,8 @@ impl MediaPeer {
             .build(now)?;
         add_host_candidate(&mut pc, local_addr)?;
         Ok(Self {
-            pc,
+            rtc: pc,
+            polled: Polled::BUSY,
             local_addr,
             remote_tracks: HashMap::new(),
             ssrc_receivers: HashMap::new(),
@@ -792,10 +866,16 @@ impl MediaPeer {
         })
     }
 
+    /// `rtc`, to hand something to: it is polled again.
+    fn pc(&mut self) -> &mut RTCPeerConnection {
+        self.polled = Polled::BUSY;
+        &mut self.rtc
+    }
+
     /// The local ICE username fragment (for demultiplexing a shared UDP port), once a local
     /// description exists.
     pub fn local_ufrag(&self) -> Option<String> {
-        self.pc.local_description().and_then(|d| sdp_ufrag(&d.sdp))
+        self.rtc.local_description().and_then(|d| sdp_ufrag(&d.sdp))
     }
 
     /// Adds a trickled remote candidate (`RTCIceCandidateInit` JSON). Candidates that arrive
@@ -803,19 +883,19 @@ impl MediaPeer {
     pub fn add_remote_candidate(&mut self, candidate_init: &str) -> Result<(), Error> {
         let init: RTCIceCandidateInit =
             serde_json::from_str(candidate_init).map_err(|_| Error::BadCandidate)?;
-        if self.pc.remote_description().is_none() {
+        if self.rtc.remote_description().is_none() {
             if self.early_candidates.len() < MAX_EARLY_CANDIDATES {
                 self.early_candidates.push(init);
             }
             return Ok(());
         }
-        self.pc.add_remote_candidate(init)?;
+        self.pc().add_remote_candidate(init)?;
         Ok(())
     }
 
     fn apply_early_candidates(&mut self) {
         for init in std::mem::take(&mut self.early_candidates) {
-            if let Err(error) = self.pc.add_remote_candidate(init) {
+            if let Err(error) = self.pc().add_remote_candidate(init) {
                 // mDNS (`.local`) host candidates cannot be resolved here; the browser's checks
                 // still reach us and become peer-reflexive candidates.
                 tracing::debug!(%error, "remote candidate ignored");
@@ -831,7 +911,7 @@ impl MediaPeer {
         ordered: bool,
         max_retransmits: Option<u16>,
     ) -> Result<DataChannel, Error> {
-        let channel = self.pc.create_data_channel(
+        let channel = self.pc().create_data_channel(
             label,
             Some(RTCDataChannelInit {
                 ordered,
@@ -850,7 +930,7 @@ impl MediaPeer {
         now: Instant,
     ) -> Result<(), Error> {
         let mut channel = self
-            .pc
+            .pc()
             .data_channel(channel.0)
             .ok_or(Error::UnknownDataChannel)?;
         channel.send(now, data)?;
@@ -859,7 +939,7 @@ impl MediaPeer {
 
     /// Stops sending `track` (its m-line becomes inactive at the next negotiation).
     pub fn remove_local_track(&mut self, track: LocalTrack) -> Result<(), Error> {
-        self.pc.remove_track(track.sender)?;
+        self.pc().remove_track(track.sender)?;
         self.payload_types.remove(&track.sender);
         if let Some(own) = &mut self.own {
             own.pause_reports(track.ssrc);
@@ -915,7 +995,7 @@ impl MediaPeer {
                 ..Default::default()
             }],
         );
-        let sender = self.pc.add_track(track)?;
+        let sender = self.pc().add_track(track)?;
         // `rtc` narrows a new transceiver's codec list to the track's codec, and keeps that list
         // when it reuses the transceiver for a later track, which may carry another codec. Worse,
         // once an answer has named only that codec, `rtc`'s media engine keeps only the
@@ -923,16 +1003,16 @@ impl MediaPeer {
         // be added at all. So every m-line offers all the SFU's codecs of its kind (an empty
         // list means those); it costs ≈70 KiB per 1:1 room in SDP copies.
         let transceiver = self
-            .pc
+            .pc()
             .get_transceivers()
             .collect::<Vec<_>>()
             .into_iter()
             .find(|&id| {
-                self.pc
+                self.pc()
                     .rtp_transceiver(id)
                     .is_some_and(|t| t.sender() == Some(sender))
             });
-        if let Some(mut transceiver) = transceiver.and_then(|id| self.pc.rtp_transceiver(id)) {
+        if let Some(mut transceiver) = transceiver.and_then(|id| self.pc().rtp_transceiver(id)) {
             transceiver.set_codec_preferences(Vec::new())?;
         }
         if let Some(own) = &mut self.own {
@@ -946,11 +1026,11 @@ impl MediaPeer {
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.payload_types.clear();
         self.incoming.clear();
-        self.pc
+        self.pc()
             .set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
         self.apply_early_candidates();
-        let answer = self.pc.create_answer(None)?;
-        self.pc.set_local_description(now, answer)?;
+        let answer = self.pc().create_answer(None)?;
+        self.pc().set_local_description(now, answer)?;
         self.local_sdp()
     }
 
@@ -965,10 +1045,10 @@ impl MediaPeer {
         use rtc::peer_connection::configuration::RTCOfferOptions;
 
         let options = restart_ice.then_some(RTCOfferOptions { ice_restart: true });
-        let offer = self.pc.create_offer(options)?;
+        let offer = self.pc().create_offer(options)?;
         self.payload_types.clear();
         self.incoming.clear();
-        self.pc.set_local_description(now, offer)?;
+        self.pc().set_local_description(now, offer)?;
         self.local_sdp()
     }
 
@@ -976,7 +1056,7 @@ impl MediaPeer {
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
         self.payload_types.clear();
         self.incoming.clear();
-        self.pc
+        self.pc()
             .set_remote_description(now, RTCSessionDescription::answer(answer_sdp)?)?;
         self.apply_early_candidates();
         Ok(())
@@ -984,7 +1064,7 @@ impl MediaPeer {
 
     /// The local description: while an offer is unanswered, that offer.
     pub fn local_sdp(&self) -> Result<String, Error> {
-        self.pc
+        self.rtc
             .local_description()
             .map(|d| d.sdp)
             .ok_or(Error::NoLocalDescription)
@@ -997,10 +1077,11 @@ impl MediaPeer {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), Error> {
-        self.pc.handle_read(TaggedBytesMut {
+        let local_addr = self.local_addr;
+        self.pc().handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local_addr,
+                local_addr,
                 peer_addr: from,
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
@@ -1034,7 +1115,7 @@ impl MediaPeer {
     /// Lets timers fire (ICE checks, DTLS retransmits, RTCP reports...). Call at or after
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        self.pc.handle_timeout(now)?;
+        self.pc().handle_timeout(now)?;
         if let Some(own) = &mut self.own {
             own.handle_timeout(now);
         }
@@ -1047,8 +1128,12 @@ impl MediaPeer {
         if let Some(transmit) = self.taken.pop_front() {
             return Some(transmit);
         }
-        if let Some(transmit) = self.take_from_rtc() {
-            return Some(transmit);
+        if !self.polled.quiet() {
+            if let Some(transmit) = self.take_from_rtc() {
+                self.polled.found();
+                return Some(transmit);
+            }
+            self.polled.written();
         }
         let own = self.own.as_mut()?;
         let destination = self.selected?;
@@ -1061,7 +1146,7 @@ impl MediaPeer {
 
     /// The next datagram `rtc` sends, shown to the own write path's key check.
     fn take_from_rtc(&mut self) -> Option<Transmit> {
-        let out = self.pc.poll_write()?;
+        let out = self.rtc.poll_write()?;
         if !crate::mux::is_stun(&out.message) {
             self.selected = Some(out.transport.peer_addr);
         }
@@ -1099,14 +1184,14 @@ impl MediaPeer {
         now: Instant,
         packets: Vec<Box<dyn rtc::rtcp::Packet>>,
     ) -> Result<(), Error> {
-        let senders: Vec<RTCRtpSenderId> = self.pc.get_senders().collect();
+        let senders: Vec<RTCRtpSenderId> = self.pc().get_senders().collect();
         let Some(id) = senders
             .into_iter()
-            .find(|id| self.pc.rtp_sender(*id).is_some())
+            .find(|id| self.pc().rtp_sender(*id).is_some())
         else {
             return Ok(());
         };
-        let Some(mut sender) = self.pc.rtp_sender(id) else {
+        let Some(mut sender) = self.pc().rtp_sender(id) else {
             return Ok(());
         };
         sender.write_rtcp(now, packets)?;
@@ -1127,7 +1212,14 @@ impl MediaPeer {
             .own
             .as_ref()
             .and_then(crate::send::OwnWrite::poll_timeout);
-        match (self.pc.poll_timeout(), own) {
+        let rtc = if self.polled.quiet() {
+            self.polled.deadline
+        } else {
+            let deadline = self.rtc.poll_timeout();
+            self.polled.timed(deadline);
+            deadline
+        };
+        match (rtc, own) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -1138,7 +1230,20 @@ impl MediaPeer {
         if let Some(event) = self.pending.pop_front() {
             return Some(event);
         }
-        while let Some(event) = self.pc.poll_event() {
+        if self.polled.quiet() {
+            return None;
+        }
+        let event = self.poll_rtc_event();
+        match event {
+            Some(_) => self.polled.found(),
+            None => self.polled.read(),
+        }
+        event
+    }
+
+    /// The next event out of `rtc` (see [`poll_event`](Self::poll_event)).
+    fn poll_rtc_event(&mut self) -> Option<MediaEvent> {
+        while let Some(event) = self.rtc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     let state = PeerState::from_rtc(state);
@@ -1164,7 +1269,7 @@ impl MediaPeer {
                         self.ssrc_receivers.insert(init.ssrc, init.receiver_id);
                     }
                     let kind = self
-                        .pc
+                        .pc()
                         .rtp_receiver(init.receiver_id)
                         .and_then(|r| MediaKind::from_rtc(r.track().kind()));
                     return Some(MediaEvent::TrackOpened(IncomingTrack {
@@ -1177,7 +1282,7 @@ impl MediaPeer {
                 }
                 RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
                     let label = self
-                        .pc
+                        .pc()
                         .data_channel(id)
                         .map(|c| c.label().to_owned())
                         .unwrap_or_default();
@@ -1189,7 +1294,7 @@ impl MediaPeer {
                 _ => {}
             }
         }
-        while let Some(read) = self.pc.poll_read() {
+        while let Some(read) = self.rtc.poll_read() {
             match read.message {
                 RTCMessage::RtpPacket(track_id, packet) => {
                     return Some(self.tag_rtp(&track_id, packet));
@@ -1231,9 +1336,9 @@ impl MediaPeer {
     }
 
     fn mid_of(&mut self, receiver: RTCRtpReceiverId) -> Option<Mid> {
-        let ids: Vec<_> = self.pc.get_transceivers().collect();
+        let ids: Vec<_> = self.pc().get_transceivers().collect();
         ids.into_iter().find_map(|id| {
-            let transceiver = self.pc.rtp_transceiver(id)?;
+            let transceiver = self.pc().rtp_transceiver(id)?;
             if transceiver.receiver() == Some(receiver) {
                 transceiver.mid().clone().map(Mid)
             } else {
@@ -1292,7 +1397,7 @@ impl MediaPeer {
         };
         self.ssrc_receivers.entry(ssrc).or_insert(remote.receiver);
         tag.mid = remote.mid;
-        if let Some(mut receiver) = self.pc.rtp_receiver(remote.receiver) {
+        if let Some(mut receiver) = self.pc().rtp_receiver(remote.receiver) {
             tag.rid = receiver.track().rid(ssrc).cloned().map(Rid);
             tag.kind = MediaKind::from_rtc(receiver.track().kind());
             tag.mime_type = receiver
@@ -1316,13 +1421,15 @@ impl MediaPeer {
         mime_type: &str,
         now: Instant,
     ) -> Result<(), Error> {
-        let mut sender = self
-            .pc
-            .rtp_sender(track.sender)
-            .ok_or(Error::UnknownTrack)?;
+        // Kept only for live senders (a removed track's entry goes with it): a hit needs no
+        // lookup in `rtc`, which would count as handing it something (see `Polled`).
         let (payload_type, twcc_id) = match self.payload_types.get(&track.sender) {
             Some((mime, pt, twcc)) if mime.eq_ignore_ascii_case(mime_type) => (*pt, *twcc),
             _ => {
+                let mut sender = self
+                    .pc()
+                    .rtp_sender(track.sender)
+                    .ok_or(Error::UnknownTrack)?;
                 let parameters = &sender.get_parameters().rtp_parameters;
                 let pt = parameters
                     .codecs
@@ -1389,7 +1496,7 @@ impl MediaPeer {
             }
         }
         let mut sender = self
-            .pc
+            .pc()
             .rtp_sender(track.sender)
             .ok_or(Error::UnknownTrack)?;
         sender.write_rtp(now, packet)?;
@@ -1403,7 +1510,7 @@ impl MediaPeer {
             .get(&ssrc)
             .ok_or(Error::UnknownSsrc(ssrc))?;
         let mut receiver = self
-            .pc
+            .pc()
             .rtp_receiver(receiver)
             .ok_or(Error::UnknownSsrc(ssrc))?;
         receiver.write_rtcp(
@@ -1418,7 +1525,51 @@ impl MediaPeer {
 
     /// Closes the connection (sends DTLS close_notify where it can).
     pub fn close(&mut self) -> Result<(), Error> {
-        self.pc.close()?;
+        self.pc().close()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One sweep as the router makes it: events and reads, datagrams, timer; `found` says where
+    /// something came out.
+    fn sweep(polled: &mut Polled, found: Option<Stage>, deadline: Option<Instant>) {
+        match found {
+            Some(Stage::Start) => polled.found(),
+            _ => polled.read(),
+        }
+        match found {
+            Some(Stage::Read) => polled.found(),
+            _ => polled.written(),
+        }
+        polled.timed(deadline);
+    }
+
+    #[test]
+    fn rtc_is_left_unpolled_only_after_two_empty_sweeps_in_order() {
+        let at = Some(Instant::now());
+        let mut polled = Polled::BUSY;
+        sweep(&mut polled, None, at);
+        assert!(!polled.quiet(), "one empty sweep may have queued something");
+        sweep(&mut polled, Some(Stage::Read), at);
+        assert!(
+            !polled.quiet(),
+            "a datagram came out: the count starts over"
+        );
+        sweep(&mut polled, None, at);
+        sweep(&mut polled, Some(Stage::Start), at);
+        assert!(!polled.quiet(), "an event came out");
+        // Datagrams polled before events and reads: not a sweep.
+        polled.written();
+        polled.read();
+        polled.timed(at);
+        sweep(&mut polled, None, at);
+        assert!(!polled.quiet());
+        sweep(&mut polled, None, at);
+        assert!(polled.quiet());
+        assert_eq!(polled.deadline, at, "its timer is remembered");
     }
 }

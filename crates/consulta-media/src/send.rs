@@ -49,8 +49,9 @@ use crate::keytap::KeyTap;
 /// How many datagrams of each stream are kept for NACKs (as `resend::Resender` keeps packets).
 pub(crate) const HISTORY: usize = 64;
 
-/// Most streams one connection reports on and keeps datagrams for.
-const MAX_STREAMS: usize = 32;
+/// Most streams one connection reports on and keeps datagrams for at once (8 tracks from each of 8
+/// others). A stream whose track was removed gives its place to a new one when all are taken.
+const MAX_STREAMS: usize = 64;
 
 /// How often each stream's sender report goes out (`rtc`'s report interceptor: 1 s).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -102,6 +103,34 @@ struct Stream {
     frame: Option<(u32, Instant)>,
     /// The last datagrams sealed here, by sequence number modulo [`HISTORY`].
     sent: Vec<Option<Sent>>,
+    /// Its track was removed (the router may reuse the SSRC for another).
+    removed: bool,
+}
+
+impl Stream {
+    fn new(ssrc: u32, clock_rate: u32) -> Self {
+        Self {
+            ssrc,
+            clock_rate,
+            packets: 0,
+            octets: 0,
+            frame: None,
+            sent: vec![None; HISTORY],
+            removed: false,
+        }
+    }
+
+    /// Its report, at `ntp_time` on the wall clock and `rtp_time` on its own.
+    fn report(&self, ntp_time: u64, rtp_time: u32) -> SenderReport {
+        SenderReport {
+            ssrc: self.ssrc,
+            ntp_time,
+            rtp_time,
+            packet_count: self.packets,
+            octet_count: self.octets,
+            ..SenderReport::default()
+        }
+    }
 }
 
 /// A datagram as it left.
@@ -144,24 +173,30 @@ impl OwnWrite {
     }
 
     /// A local stream, sending with `clock_rate` (its counters continue when an SSRC is reused).
+    /// When [`MAX_STREAMS`] are kept, a removed one makes room; with none removed, the new stream
+    /// goes without reports and NACK answers.
     pub(crate) fn add_stream(&mut self, ssrc: u32, clock_rate: u32) {
-        if self.streams.len() < MAX_STREAMS && !self.streams.iter().any(|s| s.ssrc == ssrc) {
-            self.streams.push(Stream {
-                ssrc,
-                clock_rate,
-                packets: 0,
-                octets: 0,
-                frame: None,
-                sent: vec![None; HISTORY],
-            });
+        if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
+            stream.removed = false;
+            stream.clock_rate = clock_rate;
+        } else if self.streams.len() < MAX_STREAMS {
+            self.streams.push(Stream::new(ssrc, clock_rate));
+        } else if let Some(place) = self.streams.iter_mut().find(|s| s.removed) {
+            *place = Stream::new(ssrc, clock_rate);
+        } else {
+            tracing::warn!(
+                "a connection sends more than {MAX_STREAMS} streams: a new one goes without \
+                 sender reports and NACK answers"
+            );
         }
     }
 
     /// The stream `ssrc` stopped (its track removed): no more reports on it until it sends again
-    /// (a reused SSRC continues its counters).
+    /// (a reused SSRC continues its counters), and its place may go to a new stream.
     pub(crate) fn pause_reports(&mut self, ssrc: u32) {
         if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc) {
             stream.frame = None;
+            stream.removed = true;
             // Its browser no longer has the track: nothing to answer a NACK for.
             stream.sent.iter_mut().for_each(|slot| *slot = None);
         }
@@ -213,17 +248,18 @@ impl OwnWrite {
     /// counters if the stream is tracked, none otherwise (its SSRC is all the check needs).
     pub(crate) fn check_report(&self, now: Instant, packet: &rtc::rtp::Packet) -> SenderReport {
         let ssrc = packet.header.ssrc;
-        let stream = self.streams.iter().find(|s| s.ssrc == ssrc);
-        SenderReport {
-            ssrc,
-            ntp_time: self
-                .baseline
-                .unwrap_or_else(|| SystemInstant::now(now))
-                .ntp(now),
-            rtp_time: packet.header.timestamp,
-            packet_count: stream.map_or(0, |s| s.packets),
-            octet_count: stream.map_or(0, |s| s.octets),
-            ..SenderReport::default()
+        let ntp_time = self
+            .baseline
+            .unwrap_or_else(|| SystemInstant::now(now))
+            .ntp(now);
+        match self.streams.iter().find(|s| s.ssrc == ssrc) {
+            Some(stream) => stream.report(ntp_time, packet.header.timestamp),
+            None => SenderReport {
+                ssrc,
+                ntp_time,
+                rtp_time: packet.header.timestamp,
+                ..SenderReport::default()
+            },
         }
     }
 
@@ -416,14 +452,8 @@ impl OwnWrite {
             .filter_map(|s| {
                 let (timestamp, at) = s.frame?;
                 let elapsed = now.saturating_duration_since(at).as_secs_f64();
-                Some(SenderReport {
-                    ssrc: s.ssrc,
-                    ntp_time: baseline.ntp(now),
-                    rtp_time: timestamp.wrapping_add((elapsed * f64::from(s.clock_rate)) as u32),
-                    packet_count: s.packets,
-                    octet_count: s.octets,
-                    ..SenderReport::default()
-                })
+                let ticks = (elapsed * f64::from(s.clock_rate)) as u32;
+                Some(s.report(baseline.ntp(now), timestamp.wrapping_add(ticks)))
             })
             .collect()
     }
@@ -559,6 +589,50 @@ mod tests {
         // A removed track's datagrams are let go.
         own.pause_reports(7);
         assert_eq!(own.resend(now, &nack(0)), 0);
+    }
+
+    #[test]
+    fn a_removed_stream_makes_room_for_a_new_one() {
+        let (mut own, _) = sealing(None);
+        let now = Instant::now();
+        // Stream 7 and more up to the limit: the one past them goes unanswered.
+        for ssrc in 100..99 + MAX_STREAMS as u32 {
+            own.add_stream(ssrc, 90_000);
+        }
+        let nack = |media_ssrc| TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc,
+            nacks: vec![
+                rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair {
+                    packet_id: 1,
+                    lost_packets: 0,
+                },
+            ],
+        };
+        let sent_and_resent = |own: &mut OwnWrite, ssrc| {
+            own.count(now, &packet(ssrc, 1, 0, 10));
+            assert!(own.seal(now, &mut packet(ssrc, 1, 0, 10), None).unwrap());
+            while own.poll_datagram().is_some() {}
+            own.resend(now, &nack(ssrc))
+        };
+        let past = 1_000;
+        own.add_stream(past, 90_000);
+        assert_eq!(sent_and_resent(&mut own, past), 0, "all places taken");
+        // Stream 7's track is removed: the next new stream takes its place.
+        own.pause_reports(7);
+        own.add_stream(past + 1, 90_000);
+        assert_eq!(sent_and_resent(&mut own, past + 1), 1);
+        assert!(own.reports(now, true).iter().any(|r| r.ssrc == past + 1));
+        // A removed stream whose SSRC comes back keeps its place and its counters.
+        assert_eq!(sent_and_resent(&mut own, 100), 1);
+        own.pause_reports(100);
+        own.add_stream(100, 90_000);
+        own.add_stream(past + 2, 90_000);
+        assert_eq!(sent_and_resent(&mut own, past + 2), 0, "100 is back");
+        assert_eq!(sent_and_resent(&mut own, 100), 1);
+        let report = own.reports(now, true);
+        let report = report.iter().find(|r| r.ssrc == 100).unwrap();
+        assert_eq!(report.packet_count, 2);
     }
 
     #[test]
