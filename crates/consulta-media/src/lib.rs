@@ -19,6 +19,7 @@ pub mod node;
 pub mod peer;
 mod resend;
 mod send;
+mod send_log;
 pub mod shell;
 
 pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};

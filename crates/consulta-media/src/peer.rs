@@ -609,6 +609,8 @@ pub struct MediaPeer {
     selected: Option<SocketAddr>,
     /// How far `rtc` was polled since it was last called ([`Polled`]).
     polled: Polled,
+    /// The connection connected once (its DTLS handshake is done).
+    connected: bool,
 }
 
 /// How far a connection's `rtc` was polled since anything was last handed to it (a datagram, a
@@ -841,6 +843,7 @@ impl MediaPeer {
         Ok(Self {
             rtc: pc,
             polled: Polled::BUSY,
+            connected: false,
             local_addr,
             remote_tracks: HashMap::new(),
             ssrc_receivers: HashMap::new(),
@@ -1247,6 +1250,7 @@ impl MediaPeer {
             match event {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     let state = PeerState::from_rtc(state);
+                    self.connected |= state == PeerState::Connected;
                     if state == PeerState::Connected
                         && let Some(own) = &mut self.own
                     {
@@ -1465,7 +1469,7 @@ impl MediaPeer {
                 self.write_reports(now, true)?;
             }
             if let Some(own) = &mut self.own
-                && own.wants_check()
+                && own.wants_check(self.connected)
             {
                 // A sender report on this packet's stream through `rtc`, whose SRTCP tells which
                 // keys are ours.

@@ -7,7 +7,8 @@
 //! What `rtc`'s chain did for these packets is done here, with `rtc`'s public parts:
 //! - **bandwidth estimation** ([`Estimation`], where [`MediaConfig::congestion_control`] is on):
 //!   each packet gets the connection's next transport-wide sequence number and is recorded as it
-//!   leaves (`rtc::interceptor::History`); the remote's feedback is matched against the record
+//!   leaves ([`SendLog`], what `rtc::interceptor::History` kept, without its hash maps); the
+//!   remote's feedback is matched against the record
 //!   (`convert_twcc`) and drives `rtc`'s GCC, as its TWCC sender and congestion controller did
 //!   (they are left out of the chain);
 //! - **sender reports** (RFC 3550 §6.4.1), once a second, written through `rtc` (which seals
@@ -34,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rtc::interceptor::{BandwidthEstimator, Gcc, History, convert_twcc};
+use rtc::interceptor::{BandwidthEstimator, Gcc, convert_twcc};
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -45,6 +46,7 @@ use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::keytap::KeyTap;
+use crate::send_log::SendLog;
 
 /// How many datagrams of each stream are kept for NACKs (as `resend::Resender` keeps packets).
 pub(crate) const HISTORY: usize = 64;
@@ -65,7 +67,7 @@ const PRUNE_HORIZON: Duration = Duration::from_secs(2);
 /// the remote's feedback matched against the record, and GCC's estimate from the result.
 pub(crate) struct Estimation {
     next_number: u16,
-    history: History,
+    history: SendLog,
     gcc: Gcc,
 }
 
@@ -74,7 +76,7 @@ impl Estimation {
     pub(crate) fn new(initial: f64, min: f64, max: f64) -> Self {
         Self {
             next_number: 0,
-            history: History::new(),
+            history: SendLog::default(),
             gcc: Gcc::new(initial, min, max),
         }
     }
@@ -216,8 +218,10 @@ impl OwnWrite {
 
     /// Whether the keys must be checked now: they were exported and nothing checked them yet.
     /// The caller then writes [`reports`](Self::reports) through `rtc` and shows what `rtc` sends
-    /// to [`check`](Self::check).
-    pub(crate) fn wants_check(&mut self) -> bool {
+    /// to [`check`](Self::check). Once the connection `connected`, its DTLS handshake exported
+    /// the keys: none in the tap then means it missed them (`rtc` derived them another way), and
+    /// they are refused, so that `rtc`'s path carries the media rather than nothing.
+    pub(crate) fn wants_check(&mut self, connected: bool) -> bool {
         if !matches!(self.seal, Seal::Unchecked) {
             return false;
         }
@@ -233,6 +237,13 @@ impl OwnWrite {
             }
         }
         if candidates.is_empty() {
+            if connected {
+                tracing::warn!(
+                    "the connection's SRTP keys were not seen as DTLS exported them: rtc's write \
+                     path stays"
+                );
+                self.seal = Seal::Refused;
+            }
             return false;
         }
         self.seal = Seal::Checking(candidates);
@@ -350,9 +361,7 @@ impl OwnWrite {
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         let numbered = numbered.map(|number| (number, plain.len()));
         if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
-            estimation
-                .history
-                .add_outgoing(ssrc, seq, true, number, size, now);
+            estimation.history.add(ssrc, seq, number, size, now);
         }
         if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc)
             && let Some(slot) = stream.sent.get_mut(usize::from(seq) % HISTORY)
@@ -373,7 +382,7 @@ impl OwnWrite {
         let estimation = self.estimation.as_mut()?;
         let before = estimation.gcc.target_bitrate();
         for acknowledgement in convert_twcc(feedback) {
-            estimation.history.on_twcc_feedback(now, acknowledgement);
+            estimation.history.acknowledge(acknowledgement);
         }
         let reports = estimation.history.take_reports();
         estimation.gcc.on_reports(now, &reports);
@@ -412,9 +421,7 @@ impl OwnWrite {
                     if let (Some(estimation), Some((number, size))) =
                         (&mut self.estimation, sent.numbered)
                     {
-                        estimation
-                            .history
-                            .add_outgoing(stream.ssrc, seq, true, number, size, now);
+                        estimation.history.add(stream.ssrc, seq, number, size, now);
                     }
                     self.out.push_back(sent.datagram.clone());
                     resent += 1;
@@ -640,7 +647,8 @@ mod tests {
         let mut own = OwnWrite::new(KeyTap::new(), None);
         own.add_stream(7, 90_000);
         // No DTLS handshake: no keying material, so no check to make.
-        assert!(!own.wants_check());
+        assert!(!own.wants_check(false));
+        assert!(!own.refused());
         assert!(
             !own.seal(Instant::now(), &mut packet(7, 1, 0, 10), Some(3))
                 .unwrap()
@@ -648,5 +656,13 @@ mod tests {
         own.check(&[0x80, 200, 0, 6]);
         assert!(!own.sealing());
         assert_eq!(own.poll_datagram(), None);
+        // Connected, and still no keys in the tap: `rtc`'s path, for good.
+        assert!(!own.wants_check(true));
+        assert!(own.refused());
+        assert!(!own.wants_check(true));
+        assert!(
+            !own.seal(Instant::now(), &mut packet(7, 2, 0, 10), Some(3))
+                .unwrap()
+        );
     }
 }
