@@ -240,7 +240,7 @@ impl OwnWrite {
             if connected {
                 tracing::warn!(
                     "the connection's SRTP keys were not seen as DTLS exported them: rtc's write \
-                     path stays"
+                     path stays, without bandwidth estimation"
                 );
                 self.seal = Seal::Refused;
             }
@@ -300,7 +300,8 @@ impl OwnWrite {
             Some(i) => Seal::Sealing(Box::new(candidates.swap_remove(i))),
             None => {
                 tracing::warn!(
-                    "the connection's SRTP keys opened nothing rtc sealed: rtc's write path stays"
+                    "the connection's SRTP keys opened nothing rtc sealed: rtc's write path stays, \
+                     without bandwidth estimation"
                 );
                 Seal::Refused
             }

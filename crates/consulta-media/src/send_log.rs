@@ -12,7 +12,8 @@
 //! order, the ones never acknowledged as lost; what no feedback mentioned in time is forgotten. One
 //! difference: a resend (a NACK's answer, sent again under its first transport-wide number) stays
 //! matched to its number after the first sending was reported, where `History` unindexed the number
-//! with the first sending and took the resend's feedback for an unknown packet's.
+//! with the first sending and took the resend's feedback for an unknown packet's. And one more: a
+//! packet sent again more than [`RESEND_REACH`] numbers after its own is not recorded.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -20,9 +21,13 @@ use std::time::Instant;
 use rtc::interceptor::{Acknowledgement, PacketReport};
 use rtc::rtcp::transport_feedbacks::cc_feedback_report::Ecn;
 
-/// The furthest a transport-wide number is taken to be ahead of the oldest one indexed (half the
-/// number space); one further is taken to be behind it, from before the window.
-const AHEAD: usize = 1 << 15;
+/// How far behind the newest number a packet sent again may be and still be recorded: a NACK names
+/// packets of the last few hundred milliseconds, and feedback on anything older than this has
+/// long come (4 s at 1 000 packets a second). It also bounds how far a resend stretches the index.
+const RESEND_REACH: u16 = 4_096;
+
+/// Numbers this far ahead of the newest, or further, are taken for earlier ones (half the space).
+const AHEAD: u16 = 1 << 15;
 
 /// Records of sent packets, matched with transport-wide feedback.
 #[derive(Debug, Default)]
@@ -33,6 +38,8 @@ pub(crate) struct SendLog {
     /// The newest record's id for each transport-wide number from `first_number`.
     by_number: VecDeque<Option<u64>>,
     first_number: u16,
+    /// The newest number a packet left under for the first time.
+    newest: Option<u16>,
     /// The newest id acknowledged as arrived.
     highest_arrived: Option<u64>,
     /// The oldest id not reported yet.
@@ -50,6 +57,22 @@ impl SendLog {
         size: usize,
         departure: Instant,
     ) {
+        let fresh = match self.newest {
+            None => true,
+            Some(newest) => {
+                let ahead = number.wrapping_sub(newest);
+                if ahead == 0 || ahead >= AHEAD {
+                    // Sent again (a NACK's answer) under its first number.
+                    if newest.wrapping_sub(number) >= RESEND_REACH {
+                        // Not recorded at all: unindexed, it would only come out as a loss.
+                        return;
+                    }
+                    false
+                } else {
+                    true
+                }
+            }
+        };
         let id = self.first_id + self.records.len() as u64;
         self.records.push_back(Some(PacketReport {
             ssrc,
@@ -63,20 +86,32 @@ impl SendLog {
             arrival: None,
             ecn: Ecn::NotEct,
         }));
-        if self.by_number.is_empty() {
-            self.first_number = number;
+        if fresh {
+            if self.newest.is_none() {
+                self.first_number = number;
+            }
+            self.newest = Some(number);
         }
+        // The index covers `first_number` up to the newest number (empty once everything was
+        // reported, `first_number` then one past the newest). A fresh number extends it at the back,
+        // an earlier one sits inside it or, its first sending reported, before its front.
         let offset = usize::from(number.wrapping_sub(self.first_number));
-        if offset >= AHEAD {
-            // Older than anything indexed: its feedback cannot be matched (`History` would have
-            // forgotten it as well).
-            return;
-        }
-        if offset >= self.by_number.len() {
-            self.by_number.resize(offset + 1, None);
-        }
-        if let Some(slot) = self.by_number.get_mut(offset) {
-            *slot = Some(id);
+        if fresh || offset < self.by_number.len() {
+            if offset >= self.by_number.len() {
+                self.by_number.resize(offset + 1, None);
+            }
+            if let Some(slot) = self.by_number.get_mut(offset) {
+                *slot = Some(id);
+            }
+        } else {
+            let back = self.first_number.wrapping_sub(number);
+            for _ in 0..back {
+                self.by_number.push_front(None);
+            }
+            self.first_number = number;
+            if let Some(slot) = self.by_number.front_mut() {
+                *slot = Some(id);
+            }
         }
     }
 
@@ -275,6 +310,54 @@ mod tests {
         log.acknowledge(arrived(0, 70));
         log.acknowledge(arrived(40_000, 70));
         assert!(log.take_reports().is_empty());
+    }
+
+    /// A resend after its first sending was reported, while later packets are in flight, is
+    /// matched too (review helper-45: it was neither indexed nor forgotten, so it came out lost).
+    #[test]
+    fn a_resend_behind_what_was_reported_is_matched() {
+        let start = Instant::now();
+        let mut log = SendLog::default();
+        for n in 0..5u16 {
+            log.add(7, 100 + n, n, 500, start);
+        }
+        log.acknowledge(arrived(2, 10));
+        assert_eq!(log.take_reports().len(), 3, "0 and 1 lost, 2 arrived");
+        // 3 and 4 are in flight; 1 is sent again, then 5.
+        let later = start + Duration::from_millis(40);
+        log.add(7, 101, 1, 500, later);
+        log.add(7, 105, 5, 500, later);
+        log.acknowledge(arrived(1, 50));
+        log.acknowledge(arrived(5, 51));
+        let reports = log.take_reports();
+        let seen: Vec<(u16, bool)> = reports
+            .iter()
+            .map(|r| (r.rtp_sequence_number, r.arrived))
+            .collect();
+        assert_eq!(seen, [(103, false), (104, false), (101, true), (105, true)]);
+    }
+
+    /// A packet sent again long after its number (a NACK for something old) is not recorded: its
+    /// feedback came long ago, and it neither comes out as a loss nor stretches the index.
+    #[test]
+    fn a_resend_from_long_ago_is_not_recorded() {
+        let start = Instant::now();
+        let mut log = SendLog::default();
+        for n in 0..6_000u16 {
+            log.add(7, n, n, 500, start);
+            log.acknowledge(arrived(n, 1));
+            assert_eq!(log.take_reports().len(), 1);
+        }
+        log.add(7, 10, 10, 500, start);
+        log.add(7, 6_000, 6_000, 500, start);
+        log.acknowledge(arrived(6_000, 2));
+        let reports = log.take_reports();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].rtp_sequence_number, 6_000);
+        assert!(log.by_number.len() <= 1, "{}", log.by_number.len());
+        // Within reach, and before everything indexed: indexed from its number on.
+        log.add(7, 5_990, 5_990, 500, start);
+        assert_eq!(log.by_number.len(), 11);
     }
 
     /// Nothing acknowledged: the log is forgotten from the front as it ages, and holds nothing
