@@ -622,7 +622,8 @@ pub struct MediaPeer {
 /// So once `rtc` was polled empty twice in a row, in the order the router polls (events and reads,
 /// then datagrams, then its timer), it is not polled again until something is handed to it, and
 /// its timer is remembered. Twice: a sweep can queue something inside `rtc` that only the next
-/// sweep brings out (a handler's event raised while it takes a write).
+/// sweep brings out (a handler's event raised while it takes a write). Debug builds, which every
+/// test runs, poll `rtc` anyway while it is left alone and fail if anything comes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Polled {
     /// Sweeps that found nothing, since something was handed to `rtc` or came out of it.
@@ -1137,6 +1138,12 @@ impl MediaPeer {
                 return Some(transmit);
             }
             self.polled.written();
+        } else {
+            // Debug builds (every test) check that `rtc` really has nothing (see `Polled`).
+            debug_assert!(
+                self.rtc.poll_write().is_none(),
+                "rtc had a datagram while left unpolled"
+            );
         }
         let own = self.own.as_mut()?;
         let destination = self.selected?;
@@ -1216,6 +1223,11 @@ impl MediaPeer {
             .as_ref()
             .and_then(crate::send::OwnWrite::poll_timeout);
         let rtc = if self.polled.quiet() {
+            debug_assert_eq!(
+                self.rtc.poll_timeout(),
+                self.polled.deadline,
+                "rtc's timer moved while it was left unpolled"
+            );
             self.polled.deadline
         } else {
             let deadline = self.rtc.poll_timeout();
@@ -1234,6 +1246,10 @@ impl MediaPeer {
             return Some(event);
         }
         if self.polled.quiet() {
+            debug_assert!(
+                self.rtc.poll_event().is_none() && self.rtc.poll_read().is_none(),
+                "rtc had an event or a read while left unpolled"
+            );
             return None;
         }
         let event = self.poll_rtc_event();
