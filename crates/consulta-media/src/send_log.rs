@@ -210,6 +210,15 @@ mod tests {
         Acknowledgement::received(number, Some(Duration::from_millis(at_ms)), Ecn::NotEct)
     }
 
+    /// A log of packets of stream 7 under `numbers`, sequence number 100 + number, sent at `at`.
+    fn sent(numbers: std::ops::Range<u16>, at: Instant) -> SendLog {
+        let mut log = SendLog::default();
+        for n in numbers {
+            log.add(7, 100 + n, n, 500, at);
+        }
+        log
+    }
+
     /// A small deterministic generator (xorshift), for reproducible sequences.
     struct Dice(u64);
 
@@ -284,10 +293,7 @@ mod tests {
     #[test]
     fn a_resend_is_matched_under_its_first_number() {
         let start = Instant::now();
-        let mut log = SendLog::default();
-        for n in 0..3u16 {
-            log.add(7, 100 + n, n, 500, start);
-        }
+        let mut log = sent(0..3, start);
         log.acknowledge(arrived(2, 10));
         let reports = log.take_reports();
         assert_eq!(
@@ -317,10 +323,7 @@ mod tests {
     #[test]
     fn a_resend_behind_what_was_reported_is_matched() {
         let start = Instant::now();
-        let mut log = SendLog::default();
-        for n in 0..5u16 {
-            log.add(7, 100 + n, n, 500, start);
-        }
+        let mut log = sent(0..5, start);
         log.acknowledge(arrived(2, 10));
         assert_eq!(log.take_reports().len(), 3, "0 and 1 lost, 2 arrived");
         // 3 and 4 are in flight; 1 is sent again, then 5.
