@@ -116,6 +116,8 @@ pub struct RouterStats {
     pub bytes_out: u64,
     /// RTP packets received from publishers.
     pub rtp_in: u64,
+    /// Of those, opened by the router's own read path (`MediaConfig::own_read_path`).
+    pub rtp_opened_here: u64,
     /// RTP packets publishers sent that never arrived: counted once too old to still come
     /// ([`consulta_sfu::forward::loss`]); a late or repaired packet is not loss.
     pub rtp_lost_in: u64,
@@ -1454,6 +1456,7 @@ impl Router {
             }
             MediaEvent::Rtp(rtp) => {
                 self.stats.rtp_in += 1;
+                self.stats.rtp_opened_here += u64::from(rtp.opened_here);
                 self.forward_rtp(owner, *rtp, now, touched);
             }
             MediaEvent::Rtcp { packets, .. } => {

@@ -17,6 +17,8 @@ pub mod keytap;
 pub mod mux;
 pub mod node;
 pub mod peer;
+mod read;
+mod receive;
 mod resend;
 mod send;
 mod send_log;

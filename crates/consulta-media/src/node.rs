@@ -272,6 +272,12 @@ pub fn metrics_text(
         stats.rtp_late_in,
     );
     metric(
+        "rtp_packets_opened_here_total",
+        "counter",
+        "Of the RTP packets received from publishers, those the SFU opened itself (its own read path, which takes a video stream over once rtc has opened its first packets).",
+        stats.rtp_opened_here,
+    );
+    metric(
         "rtp_packets_forwarded_total",
         "counter",
         "RTP packets written to subscribers.",

@@ -15,8 +15,8 @@ use bytes::{Bytes, BytesMut};
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
-    CongestionControlBuilder, Gcc, NackGeneratorBuilder, ReceiverReportBuilder,
-    SenderReportBuilder, Slot, TwccReceiverBuilder, TwccSenderBuilder,
+    CongestionControlBuilder, Gcc, ReceiverReportBuilder, SenderReportBuilder, Slot,
+    TwccSenderBuilder,
 };
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -92,12 +92,6 @@ const MAX_EARLY_CANDIDATES: usize = 32;
 /// ≈75 KiB per subscribed video stream (128 entries made a 1:1 room cost ≈1.1 MiB, past its
 /// 1 MiB budget; `rtc`'s default of 1024 would keep ≈1.2 MB per stream).
 const NACK_HISTORY: u16 = 64;
-
-/// How often one missing incoming packet is NACKed (every 100 ms). `rtc`'s default has no cap:
-/// with RTX negotiated the generator never saw the repairs (see `register_codecs`), and at 4 %
-/// loss 12 104 of the 19 699 packets Chromium's camera sent were retransmissions. Without RTX it
-/// sees them, and the cap only bounds the asks for a packet that is gone for good.
-const MAX_NACKS_PER_PACKET: u16 = 3;
 
 /// An SDP media section identifier (`a=mid`), as negotiated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -243,6 +237,8 @@ pub struct IncomingRtp {
     pub audio_level: Option<u8>,
     /// The packet itself (header and payload).
     pub packet: rtc::rtp::Packet,
+    /// Opened by the own read path ([`MediaConfig::own_read_path`]), not by `rtc`.
+    pub opened_here: bool,
 }
 
 /// A data channel of this peer connection.
@@ -474,6 +470,10 @@ pub struct MediaConfig {
     /// (with `rtc`'s GCC) where [`MediaConfig::congestion_control`] is on. Off, or where the
     /// connection's keys fail their check, `rtc`'s path carries the media. Default: true.
     pub own_write_path: bool,
+    /// Open the video the connection receives itself (`read::OwnRead`) once `rtc` has opened a
+    /// stream's first packets, instead of passing every datagram through `rtc`'s read path. Off,
+    /// or where no key opens them, `rtc`'s path opens everything. Default: true.
+    pub own_read_path: bool,
 }
 
 /// The SRTP protection profiles a connection offers in DTLS-SRTP (RFC 5764).
@@ -525,6 +525,7 @@ impl Default for MediaConfig {
             police_downlink_for: None,
             ice_fails: true,
             own_write_path: true,
+            own_read_path: true,
         }
     }
 }
@@ -607,6 +608,10 @@ pub struct MediaPeer {
     /// Where `rtc` last sent something other than a STUN check (checks go to every candidate
     /// pair; SRTCP and DTLS to the selected one): where the own path's datagrams go.
     selected: Option<SocketAddr>,
+    /// Transport-wide feedback and NACKs about what arrives, on connections that receive.
+    receive: Option<crate::receive::ReceiveFeedback>,
+    /// The own read path ([`MediaConfig::own_read_path`]), where it applies.
+    read: Option<crate::read::OwnRead<IncomingTag>>,
     /// How far `rtc` was polled since it was last called ([`Polled`]).
     polled: Polled,
     /// The connection connected once (its DTLS handshake is done).
@@ -687,13 +692,38 @@ impl Polled {
 
 /// What [`IncomingRtp`] says about the packets of one SSRC.
 #[derive(Debug, Clone)]
-struct IncomingTag {
+pub(crate) struct IncomingTag {
     track_id: String,
     payload_type: u8,
     mid: Option<Mid>,
     rid: Option<Rid>,
     kind: Option<MediaKind>,
     mime_type: Option<String>,
+}
+
+impl IncomingTag {
+    /// What the connection's reports make of the stream's packets.
+    fn noted(&self) -> crate::receive::Noted {
+        use crate::receive::Noted;
+        match self.kind {
+            Some(MediaKind::Video) => Noted::Video,
+            Some(MediaKind::Audio) => {
+                Noted::Audio(self.mime_type.as_deref().map_or(0, audio_clock_rate))
+            }
+            None => Noted::Other,
+        }
+    }
+}
+
+/// The RTP clock rate of an audio codec the SFU may negotiate, by MIME type (0 if unknown).
+fn audio_clock_rate(mime_type: &str) -> u32 {
+    if mime_type
+        .eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS)
+    {
+        48_000
+    } else {
+        0
+    }
 }
 
 /// SSRCs whose tags are kept per connection (simulcast layers of a few tracks); past this the
@@ -744,9 +774,10 @@ impl MediaPeer {
         // and `nack pli` feedback. TWCC's extension and feedback are negotiated either way: its
         // interceptor only answers media that arrives.
         let direction = config.direction;
-        // The own write path needs the connection's keys: its provider keeps them.
-        let own_keys = (direction.sends() && config.own_write_path && crypto.is_none())
-            .then(crate::keytap::KeyTap::new);
+        // The own write and read paths need the connection's keys: its provider keeps them.
+        let own_write = direction.sends() && config.own_write_path && crypto.is_none();
+        let own_read = direction.receives() && config.own_read_path && crypto.is_none();
+        let own_keys = (own_write || own_read).then(crate::keytap::KeyTap::new);
         let crypto =
             match &own_keys {
                 Some(keys) => Some(std::sync::Arc::clone(keys)
@@ -761,7 +792,7 @@ impl MediaPeer {
                 config.rtcp_delivery,
                 estimate.clone(),
             );
-            if own_keys.is_some() && estimate.is_some() {
+            if own_write && estimate.is_some() {
                 delivery = delivery.with_transport_feedback();
             }
             registry = registry.with(crate::feedback::SLOT.into(), delivery);
@@ -772,12 +803,12 @@ impl MediaPeer {
                 crate::resend::Resender::new(NACK_HISTORY),
             );
             // The own write path reports on what it sends; `rtc`'s reports would not see it.
-            if own_keys.is_none() {
+            if !own_write {
                 registry = registry.with(Slot::SenderReport, SenderReportBuilder::new().build());
             }
         }
         // The own write path numbers and estimates itself.
-        if estimate.is_some() && own_keys.is_none() {
+        if estimate.is_some() && !own_write {
             // No pacer: the SFU forwards what publishers send as it arrives, and the estimate is
             // applied by choosing layers (`consulta_sfu::bandwidth`), not by queueing packets.
             registry = registry
@@ -792,18 +823,13 @@ impl MediaPeer {
                     .build(),
                 );
         }
-        // Negotiates TWCC (its extension and feedback); its interceptor is added below, where
-        // media arrives.
+        // Negotiates TWCC (its extension and feedback); `receive::ReceiveFeedback` answers it.
         let _ = configure_twcc_receiver_only(rtc::interceptor::Registry::new(), &mut media_engine)?;
-        if direction.receives() {
+        // Transport-wide feedback and NACKs are `receive::ReceiveFeedback`'s, which sees what
+        // the own read path opens too; so are the receiver reports where that path may open
+        // audio (it takes the sender reports they refer to out of the SRTCP it opens too).
+        if direction.receives() && !own_read {
             registry = registry
-                .with(Slot::TwccReceiver, TwccReceiverBuilder::new().build())
-                .with(
-                    Slot::NackGenerator,
-                    NackGeneratorBuilder::new()
-                        .with_max_nacks_per_packet(MAX_NACKS_PER_PACKET)
-                        .build(),
-                )
                 .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
                 .with(
                     crate::feedback::REPORT_FILTER_SLOT.into(),
@@ -843,6 +869,9 @@ impl MediaPeer {
         add_host_candidate(&mut pc, local_addr)?;
         Ok(Self {
             rtc: pc,
+            receive: direction
+                .receives()
+                .then(|| crate::receive::ReceiveFeedback::new(own_read)),
             polled: Polled::BUSY,
             connected: false,
             local_addr,
@@ -855,7 +884,11 @@ impl MediaPeer {
             incoming: HashMap::new(),
             estimate,
             last_estimate: 0,
-            own: own_keys.map(|keys| {
+            read: own_keys
+                .as_ref()
+                .filter(|_| own_read)
+                .map(|keys| crate::read::OwnRead::new(std::sync::Arc::clone(keys))),
+            own: own_keys.filter(|_| own_write).map(|keys| {
                 let estimation = config.congestion_control.then(|| {
                     crate::send::Estimation::new(
                         INITIAL_ESTIMATE_BPS,
@@ -1028,6 +1061,7 @@ impl MediaPeer {
     /// Applies the remote offer and returns the local answer's SDP (with the host candidate).
     pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
+        self.negotiated(&offer_sdp);
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
@@ -1050,6 +1084,7 @@ impl MediaPeer {
 
         let options = restart_ice.then_some(RTCOfferOptions { ice_restart: true });
         let offer = self.pc().create_offer(options)?;
+        self.negotiated(&offer.sdp);
         self.payload_types.clear();
         self.incoming.clear();
         self.pc().set_local_description(now, offer)?;
@@ -1058,12 +1093,20 @@ impl MediaPeer {
 
     /// Applies the remote answer to our offer.
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
+        self.negotiated(&answer_sdp);
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
             .set_remote_description(now, RTCSessionDescription::answer(answer_sdp)?)?;
         self.apply_early_candidates();
         Ok(())
+    }
+
+    /// Takes what the receive side needs from a description either side made.
+    fn negotiated(&mut self, sdp: &str) {
+        if let Some(receive) = &mut self.receive {
+            receive.set_transport_cc(extmap_id(sdp, rtc::sdp::extmap::TRANSPORT_CC_URI));
+        }
     }
 
     /// The local description: while an offer is unanswered, that offer.
@@ -1081,6 +1124,10 @@ impl MediaPeer {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), Error> {
+        if self.open_itself(now, from, datagram) {
+            return Ok(());
+        }
+        self.note_sender_reports(now, from, datagram);
         let local_addr = self.local_addr;
         self.pc().handle_read(TaggedBytesMut {
             now,
@@ -1105,6 +1152,73 @@ impl MediaPeer {
         Ok(())
     }
 
+    /// Opens `datagram` on the own read path if it is RTP of a stream adopted there, from where
+    /// `rtc` sends (the selected pair), and queues it as [`MediaEvent::Rtp`].
+    fn open_itself(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(read) = &mut self.read else {
+            return false;
+        };
+        if self.selected != Some(from) {
+            return false;
+        }
+        let Some(opened) = read.open(now, datagram) else {
+            return false;
+        };
+        let packet = opened.packet;
+        let mut tag = opened.tag;
+        if tag.payload_type != packet.header.payload_type {
+            tag = self.look_up_tag(
+                &tag.track_id,
+                packet.header.ssrc,
+                packet.header.payload_type,
+            );
+            if let Some(read) = &mut self.read {
+                read.retag(packet.header.ssrc, tag.clone());
+            }
+        }
+        if let Some(receive) = &mut self.receive {
+            receive.note(now, &packet.header, tag.noted());
+        }
+        let audio_level = self.audio_level(&tag, &packet.header);
+        self.pending
+            .push_back(MediaEvent::Rtp(Box::new(IncomingRtp {
+                track_id: tag.track_id,
+                mid: tag.mid,
+                rid: tag.rid,
+                ssrc: packet.header.ssrc,
+                kind: tag.kind,
+                mime_type: tag.mime_type,
+                audio_level,
+                packet,
+                opened_here: true,
+            })));
+        true
+    }
+
+    /// Takes the sender reports the receiver reports refer to out of SRTCP from the remote, where
+    /// the own read path has the keys to open it (`rtc` then handles the datagram as ever).
+    fn note_sender_reports(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        let (Some(read), Some(receive)) = (&mut self.read, &mut self.receive) else {
+            return;
+        };
+        if self.selected != Some(from) {
+            return;
+        }
+        for (ssrc, ntp_time) in read.sender_reports(datagram) {
+            receive.sender_report(ssrc, ntp_time, now);
+        }
+    }
+
+    /// The RFC 6464 level of an audio packet that carries one.
+    fn audio_level(&self, tag: &IncomingTag, header: &rtc::rtp::Header) -> Option<u8> {
+        if tag.kind == Some(MediaKind::Video) {
+            return None;
+        }
+        self.audio_level_id
+            .and_then(|id| header.get_extension(id))
+            .and_then(|value| value.first().map(|b| b & 0x7f))
+    }
+
     /// Queues [`MediaEvent::TargetBitrate`] when the estimate changed.
     fn note_estimate(&mut self) {
         if let Some(estimate) = &self.estimate {
@@ -1124,6 +1238,29 @@ impl MediaPeer {
             own.handle_timeout(now);
         }
         self.write_reports(now, false)?;
+        self.write_feedback(now)?;
+        Ok(())
+    }
+
+    /// Writes the transport-wide feedback and NACKs due through `rtc`, on any receiver: RTCP
+    /// goes to the connection.
+    fn write_feedback(&mut self, now: Instant) -> Result<(), Error> {
+        let Some(receive) = &mut self.receive else {
+            return Ok(());
+        };
+        if receive.poll_timeout().is_none_or(|at| at > now) {
+            return Ok(());
+        }
+        let packets = receive.due(now);
+        let Some(id) = self.remote_tracks.values().next().map(|t| t.receiver) else {
+            return Ok(());
+        };
+        if packets.is_empty() {
+            return Ok(());
+        }
+        if let Some(mut receiver) = self.pc().rtp_receiver(id) {
+            receiver.write_rtcp(now, packets)?;
+        }
         Ok(())
     }
 
@@ -1218,10 +1355,17 @@ impl MediaPeer {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let own = self
-            .own
-            .as_ref()
-            .and_then(crate::send::OwnWrite::poll_timeout);
+        let own = [
+            self.own
+                .as_ref()
+                .and_then(crate::send::OwnWrite::poll_timeout),
+            self.receive
+                .as_ref()
+                .and_then(crate::receive::ReceiveFeedback::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let rtc = if self.polled.quiet() {
             debug_assert_eq!(
                 self.rtc.poll_timeout(),
@@ -1317,7 +1461,7 @@ impl MediaPeer {
         while let Some(read) = self.rtc.poll_read() {
             match read.message {
                 RTCMessage::RtpPacket(track_id, packet) => {
-                    return Some(self.tag_rtp(&track_id, packet));
+                    return Some(self.tag_rtp(read.now, &track_id, packet));
                 }
                 RTCMessage::RtcpPacket(track_id, packets) => {
                     if let Some(own) = &mut self.own {
@@ -1367,7 +1511,7 @@ impl MediaPeer {
         })
     }
 
-    fn tag_rtp(&mut self, track_id: &str, packet: rtc::rtp::Packet) -> MediaEvent {
+    fn tag_rtp(&mut self, at: Instant, track_id: &str, packet: rtc::rtp::Packet) -> MediaEvent {
         let ssrc = packet.header.ssrc;
         let pt = packet.header.payload_type;
         let audio_level = self
@@ -1391,6 +1535,18 @@ impl MediaPeer {
                 tag
             }
         };
+        let noted = tag.noted();
+        if let Some(receive) = &mut self.receive {
+            receive.note(at, &packet.header, noted);
+        }
+        // The stream's next packets may be opened on the own read path, once `rtc` has bound it
+        // to its track (it tagged it with one).
+        if noted != crate::receive::Noted::Other
+            && self.remote_tracks.contains_key(&tag.track_id)
+            && let Some(read) = &mut self.read
+        {
+            read.offer(at, ssrc, packet.header.sequence_number, tag.clone());
+        }
         MediaEvent::Rtp(Box::new(IncomingRtp {
             track_id: tag.track_id,
             mid: tag.mid,
@@ -1400,6 +1556,7 @@ impl MediaPeer {
             mime_type: tag.mime_type,
             audio_level,
             packet,
+            opened_here: false,
         }))
     }
 

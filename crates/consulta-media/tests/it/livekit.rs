@@ -934,17 +934,30 @@ async fn livekit_client_loss_is_repaired_both_ways_with_nacks() {
         sealed > 0 && sealed == forwarded,
         "every forwarded packet sealed by the SFU: {sealed} of {forwarded}"
     );
+    // And on its own read path (`MediaConfig::own_read_path`): Alice's video, but for each
+    // stream's first packets and what came while it was being handed over, was opened by the
+    // SFU, whose own NACKs and transport-wide feedback went back to her.
+    let (opened, received) = (
+        metric(&metrics, "rtp_packets_opened_here_total"),
+        metric(&metrics, "rtp_packets_in_total"),
+    );
+    assert!(
+        opened * 10 > received * 6,
+        "most of what Alice sent (her video) opened by the SFU: {opened} of {received}"
+    );
 }
 
-/// The same on `rtc`'s write path (what a connection whose key check failed keeps).
+/// The same on `rtc`'s write and read paths (what a connection whose keys were refused keeps).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn livekit_client_loss_is_repaired_both_ways_on_rtcs_write_path() {
+async fn livekit_client_loss_is_repaired_both_ways_on_rtcs_paths() {
     let metrics = loss_is_repaired(MediaConfig {
         own_write_path: false,
+        own_read_path: false,
         ..MediaConfig::default()
     })
     .await;
     assert_eq!(metric(&metrics, "rtp_packets_sealed_here_total"), 0);
+    assert_eq!(metric(&metrics, "rtp_packets_opened_here_total"), 0);
 }
 
 /// [`livekit_client_loss_is_repaired_both_ways_with_nacks`] with `media` (its drop rate set

@@ -564,7 +564,9 @@ fn rtcs_write_path() -> MediaConfig {
 
 /// On the router's own write path (`MediaConfig::own_write_path`, the default): every packet to
 /// Bob numbered and sealed by the router itself, the two Bob asks for again sent as they first
-/// left, and sender reports on what it sent.
+/// left, and sender reports on what it sent. And on its own read path
+/// (`MediaConfig::own_read_path`, the default): `rtc` opened the first packet of Alice's camera,
+/// the router every later one, the two it NACKed itself included.
 #[test]
 fn publish_subscribe_renegotiate_forward_and_leave() {
     let stats = forward_and_leave(MediaConfig::default());
@@ -572,6 +574,22 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
         stats.rtp_sealed_here, stats.rtp_forwarded,
         "every packet to Bob was sealed by the router itself: {stats:?}"
     );
+    assert_eq!(
+        stats.rtp_opened_here + 1,
+        stats.rtp_in,
+        "all of Alice's packets but the first opened by the router itself: {stats:?}"
+    );
+}
+
+/// The same on `rtc`'s read path.
+#[test]
+fn publish_subscribe_renegotiate_forward_and_leave_on_rtcs_read_path() {
+    let stats = forward_and_leave(MediaConfig {
+        own_read_path: false,
+        ..MediaConfig::default()
+    });
+    assert_eq!(stats.rtp_opened_here, 0, "{stats:?}");
+    assert_eq!(stats.rtp_sealed_here, stats.rtp_forwarded, "{stats:?}");
 }
 
 /// The same without bandwidth estimation (no transport-wide numbers).
@@ -952,13 +970,7 @@ fn alice_sending_her_camera_to_bob() -> (World, LocalTrack, u16) {
 /// [`alice_sending_her_camera_to_bob`], the router's connections taking `config`.
 fn alice_sending_her_camera_to_bob_with(config: MediaConfig) -> (World, LocalTrack, u16) {
     let (mut w, camera) = alice_with_a_camera_and_bob_with(config);
-    let (alice, bob) = (0, 1);
-    w.subscribe(bob, alice, "TR_cam");
-    w.needs_offer(bob);
-    w.answer_latest(bob);
-    w.run_until("bob's subscriber connection up", |w| {
-        subscriber_connected(w, 1)
-    });
+    subscribe_and_connect(&mut w, 1, 0, "TR_cam");
     let mut seq = 1u16;
     deltas_then_keyframe(&mut w, camera, &mut seq);
     (w, camera, seq)
@@ -1023,6 +1035,89 @@ fn nat_port_changed(config: MediaConfig) -> RouterStats {
         "the camera reached bob at his new port"
     );
     w.router.stats()
+}
+
+/// Alice's camera, once the router opens it itself (`MediaConfig::own_read_path`), stays with the
+/// router when she renegotiates (a screen share published), though `rtc` forgets at each
+/// renegotiation which SSRC carries which track (docs/SFU-MEDIA.md, finding 7), and across the
+/// wrap of its sequence numbers.
+#[test]
+fn a_camera_opened_by_the_router_keeps_coming_through_a_renegotiation_and_a_wrap() {
+    let (mut w, camera) = alice_with_a_camera_and_bob();
+    let (alice, bob) = (0, 1);
+    subscribe_and_connect(&mut w, bob, alice, "TR_cam");
+    // Packet `n` of the camera: its number wraps, its timestamp goes on (`send_vp8` derives the
+    // timestamp from the number).
+    let n = std::cell::Cell::new(65_500u32);
+    let mut send = |w: &mut World, keyframe: bool| {
+        let packet = vp8(n.get() as u16, 3000 * n.get(), keyframe);
+        w.clients[alice]
+            .publisher
+            .write_rtp(camera, packet, "video/VP8", w.now)
+            .unwrap();
+        n.set(n.get() + 1);
+        w.step();
+    };
+    let key_frame_when_asked = |w: &mut World, send: &mut dyn FnMut(&mut World, bool)| {
+        w.clients[alice].publisher_pli_seen = false;
+        for _ in 0..20 {
+            let asked = w.clients[alice].publisher_pli_seen;
+            send(w, asked);
+            if asked {
+                break;
+            }
+        }
+        for _ in 0..5 {
+            send(w, false);
+        }
+        for _ in 0..20 {
+            w.step();
+        }
+    };
+    key_frame_when_asked(&mut w, &mut send);
+    let bob_rtp = |w: &World| {
+        w.clients[bob]
+            .received
+            .iter()
+            .filter(|e| matches!(e, MediaEvent::Rtp(_)))
+            .count()
+    };
+    let (before, opened_before) = (bob_rtp(&w), w.router.stats().rtp_opened_here);
+    assert!(before > 0 && opened_before > 0, "{:?}", w.router.stats());
+
+    w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C4EE);
+    w.negotiate_publisher(alice, 2);
+    for _ in 0..60 {
+        send(&mut w, false);
+    }
+    for _ in 0..20 {
+        w.step();
+    }
+    assert!(n.get() > 65_536 + 20, "the numbers wrapped within the 60");
+    let stats = w.router.stats();
+    assert_eq!(
+        stats.rtp_opened_here - opened_before,
+        60,
+        "every packet after the renegotiation opened by the router: {stats:?}"
+    );
+    assert_eq!(bob_rtp(&w) - before, 60, "and forwarded to bob");
+
+    // Carol subscribes now: the router asks Alice for a key frame on the camera (its SSRC still
+    // leads to its receiver), and Carol gets it.
+    let carol = w.join(3, "PA_carol");
+    subscribe_and_connect(&mut w, carol, alice, "TR_cam");
+    key_frame_when_asked(&mut w, &mut send);
+    assert!(
+        w.clients[alice].publisher_pli_seen,
+        "alice was asked for a key frame"
+    );
+    assert!(
+        w.clients[carol]
+            .received
+            .iter()
+            .any(|e| matches!(e, MediaEvent::Rtp(rtp) if is_keyframe(&rtp.packet))),
+        "carol got the key frame"
+    );
 }
 
 /// What a publisher sends reaches the router under AES-CM with HMAC-SHA1, though the client
@@ -1660,6 +1755,17 @@ fn subscriber_connected(w: &World, i: usize) -> bool {
         .received
         .iter()
         .any(|e| matches!(e, MediaEvent::StateChanged(PeerState::Connected)))
+}
+
+/// Client `sub` subscribes to client `publisher`'s `track`, answers the offer and connects its
+/// subscriber connection.
+fn subscribe_and_connect(w: &mut World, sub: usize, publisher: usize, track: &str) {
+    w.subscribe(sub, publisher, track);
+    w.needs_offer(sub);
+    w.answer_latest(sub);
+    w.run_until("the subscriber connection up", |w| {
+        subscriber_connected(w, sub)
+    });
 }
 
 /// Client 0 connects its publisher from 10.0.1.1:5000 and its subscriber from 10.0.1.1:5001,
