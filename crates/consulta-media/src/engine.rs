@@ -13,6 +13,8 @@
 //! at most one offer outstanding; changes made meanwhile are folded into the next offer.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use crate::FastMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -361,7 +363,7 @@ struct Participant {
     resume_asked: bool,
     sub: SubscriberState,
     /// `cid` (msid track id) → published track.
-    cids: HashMap<String, TrackSid>,
+    cids: FastMap<String, TrackSid>,
     /// The published tracks its last publisher offer sent, by mid → cid: one missing from the
     /// next offer was unpublished.
     offered: BTreeMap<String, String>,
@@ -391,7 +393,7 @@ struct Published {
     /// Incoming SSRCs (one per simulcast layer) and their layer.
     ssrcs: BTreeMap<u32, Quality>,
     /// Which recent sequence numbers arrived, per incoming SSRC (for loss counting).
-    received: HashMap<u32, ReceiveWindow>,
+    received: FastMap<u32, ReceiveWindow>,
     subscribers: BTreeSet<ParticipantSid>,
     last_keyframe_request: HashMap<u32, Instant>,
     /// What each layer arrives at (bytes on the wire, roughly: payload plus headers).
@@ -451,19 +453,19 @@ impl ReliableSequences {
 pub struct Router {
     local_addr: SocketAddr,
     config: MediaConfig,
-    participants: HashMap<ParticipantSid, Participant>,
+    participants: FastMap<ParticipantSid, Participant>,
     /// Boxed: a `Peer` holds a whole `rtc` connection (≈9 KB inline), and a table of them kept
     /// every spare slot at that size (2.3 MB for 160 connections, heaptrack, S1).
-    peers: HashMap<PeerId, Box<Peer>>,
+    peers: FastMap<PeerId, Box<Peer>>,
     next_peer: u32,
     demux: Demux<PeerId>,
-    tracks: HashMap<TrackSid, Published>,
+    tracks: FastMap<TrackSid, Published>,
     deadlines: BTreeSet<(Instant, PeerId)>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<CoreEvent>,
     ssrc_seed: u32,
     stats: RouterStats,
-    speakers: HashMap<RoomName, ActiveSpeakers>,
+    speakers: FastMap<RoomName, ActiveSpeakers>,
     next_speaker_tick: Option<Instant>,
     /// A subscriber's copy of the payload being forwarded (reused, so no allocation per packet).
     scratch: Vec<u8>,
@@ -481,17 +483,17 @@ impl Router {
         Self {
             local_addr,
             config,
-            participants: HashMap::new(),
-            peers: HashMap::new(),
+            participants: FastMap::default(),
+            peers: FastMap::default(),
             next_peer: 1,
             demux: Demux::default(),
-            tracks: HashMap::new(),
+            tracks: FastMap::default(),
             deadlines: BTreeSet::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             ssrc_seed: rand::random(),
             stats: RouterStats::default(),
-            speakers: HashMap::new(),
+            speakers: FastMap::default(),
             next_speaker_tick: None,
             scratch: Vec::with_capacity(1500),
             injected: [0; 2],
@@ -642,7 +644,7 @@ impl Router {
                         connected: false,
                         resume_asked: false,
                         sub: SubscriberState::default(),
-                        cids: HashMap::new(),
+                        cids: FastMap::default(),
                         offered: BTreeMap::new(),
                     },
                 );
@@ -1130,7 +1132,7 @@ impl Router {
                 mime: None,
                 info,
                 ssrcs: BTreeMap::new(),
-                received: HashMap::new(),
+                received: FastMap::default(),
                 subscribers: BTreeSet::new(),
                 last_keyframe_request: HashMap::new(),
                 rates: Default::default(),
@@ -1517,11 +1519,16 @@ impl Router {
         // Only the microphone speaks: a shared tab's sound does not make its sharer the speaker.
         let microphone = published.info.source == i32::from(TrackSource::Microphone);
         if let Some(level) = rtp.audio_level.filter(|_| microphone && !muted) {
-            let room = p.room.clone();
-            self.speakers
-                .entry(room)
-                .or_insert_with(|| ActiveSpeakers::new(SpeakerConfig::default()))
-                .handle_audio_level(publisher, level, now);
+            // Looked up before it is made: the room's name is not copied per packet.
+            if !self.speakers.contains_key(&p.room) {
+                self.speakers.insert(
+                    p.room.clone(),
+                    ActiveSpeakers::new(SpeakerConfig::default()),
+                );
+            }
+            if let Some(speakers) = self.speakers.get_mut(&p.room) {
+                speakers.handle_audio_level(publisher, level, now);
+            }
             self.next_speaker_tick.get_or_insert(now + SPEAKER_TICK);
         }
         let is_rtx = rtp

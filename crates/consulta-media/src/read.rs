@@ -18,7 +18,6 @@
 //! candidate pair), so that ICE decides where media may come from. Transport-wide feedback, NACKs
 //! and receiver reports are `receive::ReceiveFeedback`'s, which notes the packets of both paths.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,7 +67,7 @@ pub(crate) struct OwnRead<T> {
     open: Keys,
     /// Offered and adopted streams (each with how its packets are tagged, as `rtc` tagged its
     /// first ones), by SSRC.
-    streams: HashMap<u32, Stream<T>>,
+    streams: crate::FastMap<u32, Stream<T>>,
 }
 
 /// A packet the own read path opened, with its stream's tag.
@@ -82,7 +81,7 @@ impl<T: Clone> OwnRead<T> {
         Self {
             keys,
             open: Keys::Unknown(0),
-            streams: HashMap::new(),
+            streams: crate::FastMap::default(),
         }
     }
 

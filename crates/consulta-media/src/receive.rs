@@ -17,7 +17,7 @@
 //! Chromium from tagging it with its `mid` and `rid`, which `rtc` needs to bind it again after a
 //! renegotiation (docs/SFU-MEDIA.md, finding 7). Opus adapts its loss protection to them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
@@ -356,9 +356,9 @@ pub(crate) struct ReceiveFeedback {
     arrivals: Arrivals,
     /// The SSRC of the newest packet with a transport-wide number (a report names one).
     media_ssrc: u32,
-    gaps: HashMap<u32, Gaps>,
+    gaps: crate::FastMap<u32, Gaps>,
     /// Audio streams reported on, when the connection makes its receiver reports here.
-    receptions: Option<HashMap<u32, Reception>>,
+    receptions: Option<crate::FastMap<u32, Reception>>,
     next_report: Option<Instant>,
     next_nacks: Option<Instant>,
     next_receiver_report: Option<Instant>,
@@ -373,8 +373,8 @@ impl ReceiveFeedback {
             transport_cc: None,
             arrivals: Arrivals::default(),
             media_ssrc: 0,
-            gaps: HashMap::new(),
-            receptions: receiver_reports.then(HashMap::new),
+            gaps: crate::FastMap::default(),
+            receptions: receiver_reports.then(crate::FastMap::default),
             next_report: None,
             next_nacks: None,
             next_receiver_report: None,
