@@ -111,6 +111,25 @@ impl MasterKeys {
     }
 }
 
+impl MasterKeys {
+    /// An SRTP context with these keys that refuses a packet seen before, or older than `window`
+    /// packets behind the newest, as `rtc`'s context for what the remote sends does (its default
+    /// window: 64), SRTP and SRTCP alike.
+    pub fn context_with_replay_window(
+        &self,
+        window: usize,
+    ) -> Result<rtc::srtp::context::Context, rtc::shared::error::Error> {
+        rtc::srtp::context::Context::new(
+            &self.key,
+            &self.salt,
+            self.profile,
+            Some(rtc::srtp::option::srtp_replay_protection(window)),
+            Some(rtc::srtp::option::srtcp_replay_protection(window)),
+            &rtc::crypto::providers::RingCrypto,
+        )
+    }
+}
+
 impl std::fmt::Debug for MasterKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the keys.

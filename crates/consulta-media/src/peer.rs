@@ -1161,8 +1161,10 @@ impl MediaPeer {
         if self.selected != Some(from) {
             return false;
         }
-        let Some(opened) = read.open(now, datagram) else {
-            return false;
+        let opened = match read.open(now, datagram) {
+            crate::read::Read::Opened(opened) => opened,
+            crate::read::Read::Replayed => return true,
+            crate::read::Read::Rtc => return false,
         };
         let packet = opened.packet;
         let mut tag = opened.tag;
@@ -1233,13 +1235,17 @@ impl MediaPeer {
     /// Lets timers fire (ICE checks, DTLS retransmits, RTCP reports...). Call at or after
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
-        self.pc().handle_timeout(now)?;
+        // Every timer is served, whatever fails: one left in the past would be polled again
+        // at once, for ever.
+        let rtc = self.pc().handle_timeout(now);
         if let Some(own) = &mut self.own {
             own.handle_timeout(now);
         }
-        self.write_reports(now, false)?;
-        self.write_feedback(now)?;
-        Ok(())
+        let reports = self.write_reports(now, false);
+        let feedback = self.write_feedback(now);
+        rtc?;
+        reports?;
+        feedback
     }
 
     /// Writes the transport-wide feedback and NACKs due through `rtc`, on any receiver: RTCP
@@ -1252,14 +1258,23 @@ impl MediaPeer {
             return Ok(());
         }
         let packets = receive.due(now);
-        let Some(id) = self.remote_tracks.values().next().map(|t| t.receiver) else {
-            return Ok(());
-        };
         if packets.is_empty() {
             return Ok(());
         }
-        if let Some(mut receiver) = self.pc().rtp_receiver(id) {
-            receiver.write_rtcp(now, packets)?;
+        // A receiver whose transceiver still runs (a removed track's is stopped).
+        let receivers: Vec<RTCRtpReceiverId> =
+            self.remote_tracks.values().map(|t| t.receiver).collect();
+        let Some(id) = receivers
+            .into_iter()
+            .find(|id| self.pc().rtp_receiver(*id).is_some())
+        else {
+            return Ok(());
+        };
+        // One datagram each: `rtc` makes one compound packet of what one call writes.
+        for packet in packets {
+            if let Some(mut receiver) = self.pc().rtp_receiver(id) {
+                receiver.write_rtcp(now, vec![packet])?;
+            }
         }
         Ok(())
     }

@@ -10,8 +10,8 @@
 //! SRTP contexts' rollover counters out of step). From then on the SSRC stays here, renegotiations
 //! included: `rtc` forgets its layers' SSRCs at each one (finding 7), and its SRTP context, which
 //! no longer sees the stream, would guess a stale rollover counter once the stream passed 65 536
-//! packets, so handing the SSRC back would freeze the camera. So a stream is handed back only if
-//! its packets stop opening here (new keys), and then everything `rtc` opens is offered again.
+//! packets, so handing the SSRC back would freeze the camera. A packet that does not open here
+//! (a forged one) goes to `rtc`, which drops it too; a replayed one is dropped here.
 //!
 //! RTCP, STUN and DTLS go to `rtc` as before (the sender reports in RTCP are read here too, for the
 //! receiver reports); so does a packet from anywhere but the address `rtc` sends to (the selected
@@ -27,16 +27,20 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::keytap::KeyTap;
 
-/// Streams opened here per connection at most (simulcast layers of a few tracks); past it the one
-/// that was quiet longest goes back to `rtc`.
+/// Streams offered or opened here per connection at most (simulcast layers of a few tracks).
+/// Past it, a stream not opened here yet, or one quiet for [`QUIET`], gives its place to a new
+/// one; if there is none, the new one stays with `rtc`. An adopted stream that still sends keeps
+/// its place: given back to `rtc`, whose context has not seen it since, it could freeze.
 const MAX_STREAMS: usize = 32;
+const QUIET: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Packets of a stream in a row that must fail to open here, with none opened for
-/// [`FAILING_FOR`], before everything goes back to `rtc`; and packets the key search may fail on.
-/// Both: a forged packet from the remote's address fails too, and must not be able to turn the
-/// path off while the real ones open.
-const MAX_FAILURES: u32 = 8;
-const FAILING_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// Offered packets the key search may fail to open before the path is given up for the
+/// connection (`rtc` opening everything then).
+const MAX_KEY_MISSES: u32 = 8;
+
+/// The replay windows of the own context: `rtc`'s for its remote context (64 packets each for
+/// SRTP and SRTCP), so a repair arriving later than that is refused as before.
+const REPLAY_WINDOW: usize = 64;
 
 /// What the connection opens with.
 enum Keys {
@@ -47,17 +51,19 @@ enum Keys {
     /// replaced: it keeps each SSRC's rollover counter, so a stream offered again later (its place
     /// given away meanwhile) opens with the right one.
     Opening(Box<Context>),
-    /// No candidate opened offered packets, or the found keys stopped opening them: everything
-    /// stays with `rtc`.
+    /// No candidate opened offered packets: everything stays with `rtc`.
     Refused,
 }
 
 struct Stream<T> {
     tag: T,
-    /// The last packet was opened here; before, the newest sequence number `rtc` opened.
+    /// Its packets are opened here; before, the newest sequence number `rtc` opened.
     adopted: bool,
     last_seq: u16,
-    failures: u32,
+    /// `rtc` opened packets on both sides of a wrap of the sequence number before the stream
+    /// was adopted: its rollover counter is past what a fresh context assumes, so it stays
+    /// `rtc`'s.
+    wrapped: bool,
     last_seen: Instant,
 }
 
@@ -76,6 +82,18 @@ pub(crate) struct Opened<T> {
     pub(crate) packet: rtc::rtp::Packet,
 }
 
+/// What the own read path made of a datagram.
+pub(crate) enum Read<T> {
+    /// It opened it.
+    Opened(Opened<T>),
+    /// A packet of a stream opened here, seen before (a replay or a network duplicate): dropped,
+    /// as `rtc`'s replay window drops it.
+    Replayed,
+    /// `rtc`'s to handle: not RTP of a stream here, or it did not open (a forged packet, which
+    /// `rtc` drops too).
+    Rtc,
+}
+
 impl<T: Clone> OwnRead<T> {
     pub(crate) fn new(keys: Arc<KeyTap>) -> Self {
         Self {
@@ -85,21 +103,34 @@ impl<T: Clone> OwnRead<T> {
         }
     }
 
-    /// `rtc` opened a video packet of `ssrc` numbered `seq`, tagged `tag`: the stream's next
-    /// packet may be opened here.
+    /// `rtc` opened a packet of `ssrc` numbered `seq` and tagged it `tag`: the stream's next
+    /// packet may be opened here. A stream already opened here keeps its place and takes the tag.
     pub(crate) fn offer(&mut self, now: Instant, ssrc: u32, seq: u16, tag: T) {
         if matches!(self.open, Keys::Refused) {
             return;
         }
-        if !self.streams.contains_key(&ssrc) && self.streams.len() >= MAX_STREAMS {
-            let quietest = self
+        if let Some(stream) = self.streams.get_mut(&ssrc) {
+            if !stream.adopted {
+                // Numbers run on from what `rtc` opened last; a smaller one is a wrap (or a packet
+                // reordered across one, which is as unsafe to guess).
+                stream.wrapped |= seq < stream.last_seq;
+                stream.last_seq = seq;
+            }
+            stream.tag = tag;
+            stream.last_seen = now;
+            return;
+        }
+        if self.streams.len() >= MAX_STREAMS {
+            let replaceable = self
                 .streams
                 .iter()
+                .filter(|(_, s)| !s.adopted || now.saturating_duration_since(s.last_seen) >= QUIET)
                 .min_by_key(|(_, s)| s.last_seen)
                 .map(|(&ssrc, _)| ssrc);
-            if let Some(quietest) = quietest {
-                self.streams.remove(&quietest);
-            }
+            let Some(replaceable) = replaceable else {
+                return;
+            };
+            self.streams.remove(&replaceable);
         }
         self.streams.insert(
             ssrc,
@@ -107,70 +138,66 @@ impl<T: Clone> OwnRead<T> {
                 tag,
                 adopted: false,
                 last_seq: seq,
-                failures: 0,
+                wrapped: false,
                 last_seen: now,
             },
         );
     }
 
-    /// Opens `datagram` if it is RTP of a stream offered or adopted here: `None` means it is
-    /// `rtc`'s to handle.
-    pub(crate) fn open(&mut self, now: Instant, datagram: &[u8]) -> Option<Opened<T>> {
+    /// Opens `datagram` if it is RTP of a stream offered or adopted here.
+    pub(crate) fn open(&mut self, now: Instant, datagram: &[u8]) -> Read<T> {
         // RFC 7983 and RFC 5761: RTP, not RTCP.
         let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
-            return None;
+            return Read::Rtc;
         };
         if (192..=223).contains(&second) {
-            return None;
+            return Read::Rtc;
         }
         let ssrc = u32::from_be_bytes([a, b, c, d]);
         let seq = u16::from_be_bytes([s0, s1]);
-        let stream = self.streams.get_mut(&ssrc)?;
-        // Ahead of what `rtc` opened, without a wrap in between.
-        if !stream.adopted && seq <= stream.last_seq {
-            return None;
+        let Some(stream) = self.streams.get_mut(&ssrc) else {
+            return Read::Rtc;
+        };
+        // Ahead of what `rtc` opened, with no wrap since it first did.
+        if !stream.adopted && (stream.wrapped || seq <= stream.last_seq) {
+            return Read::Rtc;
         }
         let opened = match &mut self.open {
-            Keys::Refused => return None,
-            Keys::Opening(context) => context.decrypt_rtp(datagram).ok(),
+            Keys::Refused => return Read::Rtc,
+            Keys::Opening(context) => context.decrypt_rtp(datagram),
             Keys::Unknown(misses) => match find_keys(&self.keys, datagram) {
                 Some((context, plain)) => {
                     self.open = Keys::Opening(Box::new(context));
-                    Some(plain)
+                    Ok(plain)
                 }
                 None => {
                     *misses += 1;
-                    if *misses >= MAX_FAILURES {
+                    if *misses >= MAX_KEY_MISSES {
                         tracing::warn!(
                             "no SRTP keys seen as DTLS exported them open the remote's media: \
                              rtc's read path stays"
                         );
-                        self.refuse();
+                        self.open = Keys::Refused;
+                        self.streams.clear();
                     }
-                    return None;
+                    return Read::Rtc;
                 }
             },
         };
-        let packet = opened.and_then(|plain| rtc::rtp::Packet::unmarshal(&mut plain.freeze()).ok());
-        let Some(packet) = packet else {
-            stream.failures += 1;
-            if stream.failures >= MAX_FAILURES
-                && now.duration_since(stream.last_seen) >= FAILING_FOR
-            {
-                tracing::warn!(
-                    ssrc,
-                    "incoming media stopped opening with the connection's SRTP keys: rtc's read \
-                     path takes it back"
-                );
-                self.refuse();
+        let plain = match opened {
+            Ok(plain) => plain,
+            Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..)) if stream.adopted => {
+                return Read::Replayed;
             }
-            return None;
+            Err(_) => return Read::Rtc,
+        };
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut plain.freeze()) else {
+            return Read::Rtc;
         };
         stream.adopted = true;
-        stream.failures = 0;
         stream.last_seq = seq;
         stream.last_seen = now;
-        Some(Opened {
+        Read::Opened(Opened {
             tag: stream.tag.clone(),
             packet,
         })
@@ -205,11 +232,6 @@ impl<T: Clone> OwnRead<T> {
             stream.tag = tag;
         }
     }
-
-    fn refuse(&mut self) {
-        self.open = Keys::Refused;
-        self.streams.clear();
-    }
 }
 
 /// The candidate keys (either side's, under either profile the connection may have negotiated)
@@ -222,7 +244,7 @@ fn find_keys(keys: &KeyTap, datagram: &[u8]) -> Option<(Context, bytes::BytesMut
     .into_iter()
     .filter_map(|profile| keys.keys(profile))
     .flatten()
-    .filter_map(|side| side.context().ok())
+    .filter_map(|side| side.context_with_replay_window(REPLAY_WINDOW).ok())
     .find_map(|mut context| {
         let plain = context.decrypt_rtp(datagram).ok()?;
         Some((context, plain))

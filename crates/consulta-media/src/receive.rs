@@ -56,7 +56,10 @@ const MAX_PENDING: usize = 8192;
 
 /// Numbers one report covers at most, and the received ones among them: a report stays well under
 /// a datagram (a delta is 1–2 bytes).
-const MAX_RECEIVED_PER_REPORT: usize = 400;
+const MAX_RECEIVED_PER_REPORT: usize = 250;
+
+/// How far behind the next report's start a late packet still moves it back.
+const LATE_REACH: i64 = 256;
 
 /// Lost numbers reported before the first received one, at most (one run-length chunk holds 8 191).
 const MAX_LOST_RUN: i64 = 8191;
@@ -93,6 +96,10 @@ struct Arrivals {
     numbers: Unwrapper,
     /// Arrival in µs since `epoch`, by unwrapped number.
     pending: BTreeMap<i64, i64>,
+    /// Arrivals reported already, the last [`LATE_REACH`] numbers' worth: a packet that comes
+    /// after the report that covered its number (as lost) moves the next report's start back to
+    /// it, and these are reported again with it, as libwebrtc's receiver does.
+    reported: BTreeMap<i64, i64>,
     /// The first number the next report covers (the one after the last reported).
     next: Option<i64>,
     epoch: Option<Instant>,
@@ -104,14 +111,20 @@ impl Arrivals {
     fn record(&mut self, number: u16, at: Instant) {
         let epoch = *self.epoch.get_or_insert(at);
         let number = self.numbers.unwrap(number);
-        if self.next.is_some_and(|next| number < next) {
-            // Reported as lost already.
-            return;
+        let micros = i64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(0);
+        if let Some(next) = self.next.filter(|&next| number < next) {
+            // Reported as lost already. Within reach, the next report starts again from it;
+            // once reported as received, a number stays so.
+            if next - number > LATE_REACH || self.reported.contains_key(&number) {
+                return;
+            }
+            let again = self.reported.split_off(&number);
+            self.pending.extend(again);
+            self.next = Some(number);
         }
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_first();
         }
-        let micros = i64::try_from(at.saturating_duration_since(epoch).as_micros()).unwrap_or(0);
         self.pending.entry(number).or_insert(micros);
     }
 
@@ -156,7 +169,10 @@ impl Arrivals {
             end = number + 1;
         }
         // The first received number always fits (its delta is under 64 ms), so `end > base`.
-        self.pending.retain(|&number, _| number >= end);
+        let rest = self.pending.split_off(&end);
+        self.reported
+            .extend(std::mem::replace(&mut self.pending, rest));
+        self.reported = self.reported.split_off(&(end - LATE_REACH));
         self.next = Some(end);
         let count = self.reports;
         self.reports = self.reports.wrapping_add(1);
@@ -524,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn every_number_is_reported_once_with_its_arrival() {
+    fn every_number_is_reported_with_its_arrival_late_ones_again() {
         let epoch = Instant::now();
         let mut arrivals = Arrivals::default();
         // Numbers wrap past 65 535; every 9th is lost, pairs are swapped now and then, and there
@@ -564,8 +580,12 @@ mod tests {
         }
         reported.extend(arrivals.reports(1, 2));
 
-        let mut expected_base = None;
-        let mut seen = BTreeMap::new();
+        // Arrivals count from the first.
+        let first_at = *truth.values().min().expect("arrivals");
+        // The last word on each number; a report may start before where the previous one ended
+        // (a late packet), never after it.
+        let mut last_word: BTreeMap<i64, Option<Duration>> = BTreeMap::new();
+        let mut previous_end: Option<i64> = None;
         for report in &reported {
             let (parsed, acks) = read_back(report);
             assert_eq!(parsed, *report, "the report survives the wire");
@@ -574,45 +594,40 @@ mod tests {
                 usize::from(report.packet_status_count),
                 "no padding is read as packets"
             );
-            if let Some(base) = expected_base {
-                assert_eq!(
-                    report.base_sequence_number, base,
-                    "reports follow each other"
-                );
-            }
-            expected_base = Some(
-                report
-                    .base_sequence_number
-                    .wrapping_add(report.packet_status_count),
-            );
+            let mut end = None;
             for (number, arrival) in acks {
                 // Unwrap against the numbers sent.
                 let unwrapped = (65_000..70_000)
                     .find(|n| *n as u16 == number)
                     .expect("a number sent");
-                assert!(
-                    seen.insert(unwrapped, arrival).is_none(),
-                    "{unwrapped} reported twice"
-                );
-            }
-        }
-        // Arrivals count from the first.
-        let first_at = *truth.values().min().expect("arrivals");
-        let mut late = 0;
-        for (number, arrival) in &seen {
-            match (truth.get(number), arrival) {
-                (Some(&at), Some(reported)) => {
-                    let error = reported.as_micros() as i64 - (at - first_at);
-                    assert!(error.abs() <= 125, "{number}: off by {error} µs");
+                if end.is_none() {
+                    assert!(
+                        previous_end.is_none_or(|e| unwrapped <= e),
+                        "no number skipped: {unwrapped} after {previous_end:?}"
+                    );
                 }
-                (None, None) => {}
-                // A number that arrived after the report that covered it went out.
-                (Some(_), None) => late += 1,
-                (None, Some(_)) => panic!("{number} reported but never received"),
+                end = Some(unwrapped + 1);
+                match (truth.get(&unwrapped), arrival) {
+                    (Some(&at), Some(reported)) => {
+                        let error = reported.as_micros() as i64 - (at - first_at);
+                        assert!(error.abs() <= 125, "{unwrapped}: off by {error} µs");
+                    }
+                    (_, None) => assert!(
+                        last_word.get(&unwrapped).is_none_or(Option::is_none),
+                        "{unwrapped} reported received, then lost"
+                    ),
+                    (None, Some(_)) => panic!("{unwrapped} reported but never received"),
+                }
+                last_word.insert(unwrapped, arrival);
             }
+            previous_end = end.max(previous_end);
         }
-        assert_eq!(seen.len(), 5_000, "every number is reported");
-        assert!(late < 40, "{late} reported lost that arrived late");
+        assert_eq!(last_word.len(), 5_000, "every number is reported");
+        let late = last_word
+            .iter()
+            .filter(|(n, arrival)| truth.contains_key(n) && arrival.is_none())
+            .count();
+        assert_eq!(late, 0, "{late} that came late never reported received");
         assert!(
             reported.len() > 2,
             "the pause split the reports: {}",
@@ -621,25 +636,32 @@ mod tests {
     }
 
     #[test]
-    fn a_long_loss_is_one_run_and_a_late_packet_is_not_reported_again() {
+    fn a_long_loss_is_one_run_and_a_late_packet_is_reported_with_what_followed_it() {
         let epoch = Instant::now();
         let mut arrivals = Arrivals::default();
         arrivals.record(10, epoch);
         let first = arrivals.reports(1, 2);
         assert_eq!(first.len(), 1);
+        // 9 comes after the report on 10; then 3 000.
         arrivals.record(9, epoch + Duration::from_millis(5));
         arrivals.record(3_000, epoch + Duration::from_millis(20));
         let second = arrivals.reports(1, 2);
-        assert_eq!(second.len(), 1, "9 was reported on (as lost) already");
+        assert_eq!(second.len(), 1);
         let report = &second[0];
-        assert_eq!(report.base_sequence_number, 11);
-        assert_eq!(report.packet_status_count, 3_000 - 11 + 1);
-        assert_eq!(
-            report.packet_chunks.len(),
-            2,
-            "a run of losses, then one packet"
-        );
+        assert_eq!(report.base_sequence_number, 9, "from the late one");
+        assert_eq!(report.packet_status_count, 3_000 - 9 + 1);
+        let (_, acks) = read_back(report);
+        let received: Vec<u16> = acks
+            .iter()
+            .filter(|(_, arrival)| arrival.is_some())
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(received, vec![9, 10, 3_000], "10 again, with its arrival");
         assert!(arrivals.reports(1, 2).is_empty(), "nothing new");
+        // A packet from further back than the reach, or one reported received, is not.
+        arrivals.record(9, epoch + Duration::from_millis(30));
+        arrivals.record(2_000, epoch + Duration::from_millis(30));
+        assert!(arrivals.reports(1, 2).is_empty());
     }
 
     fn header(ssrc: u32, sequence_number: u16) -> rtc::rtp::Header {

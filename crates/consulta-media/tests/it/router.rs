@@ -1000,13 +1000,7 @@ fn nat_port_changed(config: MediaConfig) -> RouterStats {
     let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob_with(config);
     let bob = 1;
     let bob_sid = w.clients[bob].sid.clone();
-    let bob_rtp = |w: &World| {
-        w.clients[1]
-            .received
-            .iter()
-            .filter(|e| matches!(e, MediaEvent::Rtp(_)))
-            .count()
-    };
+    let bob_rtp = |w: &World| rtp_received(w, 1);
     assert!(bob_rtp(&w) > 0, "bob got the camera");
 
     let offers = w.offers_for(&bob_sid).len();
@@ -1075,13 +1069,7 @@ fn a_camera_opened_by_the_router_keeps_coming_through_a_renegotiation_and_a_wrap
         }
     };
     key_frame_when_asked(&mut w, &mut send);
-    let bob_rtp = |w: &World| {
-        w.clients[bob]
-            .received
-            .iter()
-            .filter(|e| matches!(e, MediaEvent::Rtp(_)))
-            .count()
-    };
+    let bob_rtp = |w: &World| rtp_received(w, bob);
     let (before, opened_before) = (bob_rtp(&w), w.router.stats().rtp_opened_here);
     assert!(before > 0 && opened_before > 0, "{:?}", w.router.stats());
 
@@ -1118,6 +1106,39 @@ fn a_camera_opened_by_the_router_keeps_coming_through_a_renegotiation_and_a_wrap
             .any(|e| matches!(e, MediaEvent::Rtp(rtp) if is_keyframe(&rtp.packet))),
         "carol got the key frame"
     );
+}
+
+/// On the own read path a packet of Alice's camera sent again as it was (a replay, or the
+/// network's duplicate) is dropped, as `rtc`'s replay window drops it, and one that does not
+/// authenticate (forged, or corrupted on the way) goes nowhere either; the camera's later packets
+/// are still opened by the router.
+#[test]
+fn a_replayed_or_forged_packet_of_a_stream_opened_by_the_router_is_dropped() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let alice = w.clients[0].publisher_addr;
+    let bob_rtp = |w: &World| rtp_received(w, 1);
+    send_vp8(&mut w, camera, &mut seq, false);
+    let (received, stats) = (bob_rtp(&w), w.router.stats());
+    assert!(stats.rtp_opened_here > 0, "{stats:?}");
+    let replay = w.client0_rtp.clone();
+    let mut forged = replay.clone();
+    if let Some(last) = forged.last_mut() {
+        *last ^= 0x55;
+    }
+    for datagram in [&replay, &forged, &replay] {
+        w.router.handle_datagram(w.now, alice, datagram);
+        w.step();
+    }
+    let after = w.router.stats();
+    assert_eq!(
+        (after.rtp_in, bob_rtp(&w)),
+        (stats.rtp_in, received),
+        "nothing taken in or forwarded: {after:?}"
+    );
+    send_vp8(&mut w, camera, &mut seq, false);
+    let last = w.router.stats();
+    assert_eq!(last.rtp_opened_here, stats.rtp_opened_here + 1, "{last:?}");
+    assert_eq!(bob_rtp(&w), received + 1);
 }
 
 /// What a publisher sends reaches the router under AES-CM with HMAC-SHA1, though the client
@@ -1747,6 +1768,15 @@ fn a_participant_steering_where_a_clients_connection_sends_takes_nothing() {
         received, 200,
         "every packet of the client's reached its connection"
     );
+}
+
+/// How many RTP packets client `i` received.
+fn rtp_received(w: &World, i: usize) -> usize {
+    w.clients[i]
+        .received
+        .iter()
+        .filter(|e| matches!(e, MediaEvent::Rtp(_)))
+        .count()
 }
 
 /// Whether client `i`'s subscriber connection is up.
