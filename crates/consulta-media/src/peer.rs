@@ -547,9 +547,10 @@ pub const MAX_ESTIMATE_BPS: f64 = 50_000_000.0;
 ///
 /// Every packet passes every interceptor in `rtc`'s chain, each of which queues it and hands it on,
 /// whether or not it has anything to do with the packet. A one-way connection therefore runs only
-/// the interceptors of its direction: receiving, the NACK generator, receiver reports and TWCC
-/// feedback; sending, the NACK responder (`resend::Resender`), sender reports and the
-/// keyframe-request delivery. That
+/// the interceptors of its direction: receiving, the receiver reports where the own read path is
+/// off (TWCC feedback and NACKs, and receiver reports where it is on, are
+/// `receive::ReceiveFeedback`'s); sending, the NACK responder (`resend::Resender`), sender reports
+/// and the keyframe-request delivery. That
 /// takes 7–18 % off `rtc`'s per-packet pipeline measured in memory (`consulta-sfu-bench pipeline`);
 /// on a node, where `rtc` is about half of a packet's cost, it is within the end-to-end runs'
 /// noise (docs/benchmarks.md).
