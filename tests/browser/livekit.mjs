@@ -175,6 +175,19 @@ window.microphoneReports = async () => {
   (await pub.track.sender.getStats()).forEach((s) => { if (s.type === 'remote-inbound-rtp') reports += 1; });
   return reports;
 };
+// Round trips the browser measured from the SFU's receiver reports about the microphone (their
+// LSR and DLSR fields echo its sender reports): how many, and the last, in seconds.
+window.microphoneRoundTrip = async () => {
+  const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Microphone);
+  const out = { measurements: 0, rtt: null };
+  (await pub.track.sender.getStats()).forEach((s) => {
+    if (s.type === 'remote-inbound-rtp') {
+      out.measurements += s.roundTripTimeMeasurements ?? 0;
+      out.rtt = s.roundTripTime ?? out.rtt;
+    }
+  });
+  return out;
+};
 // Which of the camera's simulcast encodings the browser is sending (dynacast pauses the others).
 window.cameraLayers = () => {
   const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
@@ -436,6 +449,8 @@ try {
   // RTCP reports from the SFU: receiver reports on Alice's publisher connection, sender reports on
   // Bob's subscriber connection.
   result.alice_microphone_reports = await until(alice, () => window.microphoneReports(), (n) => n > 0, 10000);
+  // Libwebrtc sends audio's sender reports every few seconds; a round trip needs one answered.
+  result.alice_microphone_round_trip = await until(alice, () => window.microphoneRoundTrip(), (r) => r.measurements > 0, 15000);
   result.alice_camera_reports = await alice.evaluate(() => window.cameraSent());
   result.bob_sender_reports = await until(bob, () => window.remoteStats(), (s) => (audio(s, 'alice')?.senderReports ?? 0) > 0, 10000)
     .then((s) => ({ audio: audio(s, 'alice')?.senderReports ?? 0, video: video(s, 'alice')?.senderReports ?? 0 }));

@@ -285,14 +285,25 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
     // None about her camera: without them her browser keeps tagging its layers with `mid` and
     // `rid`, which `rtc` needs again after each renegotiation (`feedback::VideoReportFilter`).
     eprintln!(
-        "reports: alice's microphone {}, camera {}, bob's sender reports {}",
+        "reports: alice's microphone {} (round trip {}), camera {}, bob's sender reports {}",
         result["alice_microphone_reports"],
+        result["alice_microphone_round_trip"],
         result["alice_camera_reports"],
         result["bob_sender_reports"]
     );
     assert!(
         result["alice_microphone_reports"].as_u64().unwrap_or(0) >= 1,
         "receiver reports about her microphone reached alice: {result}"
+    );
+    // Their LSR and DLSR (the SFU's own receiver reports, `receive::ReceiveFeedback`) echo her
+    // sender reports: her browser measures the round trip from them, a few ms on loopback.
+    let round_trip = &result["alice_microphone_round_trip"];
+    assert!(
+        round_trip["measurements"].as_u64().unwrap_or(0) >= 1
+            && round_trip["rtt"]
+                .as_f64()
+                .is_some_and(|rtt| (0.0..0.5).contains(&rtt)),
+        "alice's browser measured the round trip from the SFU's receiver reports: {round_trip}"
     );
     assert_eq!(
         result["alice_camera_reports"]["receiverReports"], 0,
