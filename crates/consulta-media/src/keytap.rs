@@ -109,9 +109,7 @@ impl MasterKeys {
             &rtc::crypto::providers::RingCrypto,
         )
     }
-}
 
-impl MasterKeys {
     /// An SRTP context with these keys that refuses a packet seen before, or older than `window`
     /// packets behind the newest, as `rtc`'s context for what the remote sends does (its default
     /// window: 64), SRTP and SRTCP alike.
@@ -127,6 +125,18 @@ impl MasterKeys {
             Some(rtc::srtp::option::srtcp_replay_protection(window)),
             &rtc::crypto::providers::RingCrypto,
         )
+    }
+}
+
+#[cfg(test)]
+impl MasterKeys {
+    /// Keys made up by a test.
+    pub(crate) fn for_tests(profile: ProtectionProfile, key: &[u8], salt: &[u8]) -> Self {
+        Self {
+            profile,
+            key: key.to_vec(),
+            salt: salt.to_vec(),
+        }
     }
 }
 

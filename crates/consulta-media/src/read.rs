@@ -250,3 +250,137 @@ fn find_keys(keys: &KeyTap, datagram: &[u8]) -> Option<(Context, bytes::BytesMut
         Some((context, plain))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keytap::MasterKeys;
+    use rtc::shared::marshal::Marshal;
+
+    fn keys() -> MasterKeys {
+        MasterKeys::for_tests(ProtectionProfile::Aes128CmHmacSha1_80, &[7; 16], &[9; 14])
+    }
+
+    /// A read path that found `keys()` already (as after its first offered packet).
+    fn read_path() -> OwnRead<&'static str> {
+        let mut read = OwnRead::new(KeyTap::new());
+        let context = keys()
+            .context_with_replay_window(REPLAY_WINDOW)
+            .expect("a context");
+        read.open = Keys::Opening(Box::new(context));
+        read
+    }
+
+    /// The remote side: seals packets under `keys()`.
+    struct Sender(Context);
+
+    impl Sender {
+        fn new() -> Self {
+            Self(keys().context().expect("a context"))
+        }
+
+        fn seal(&mut self, ssrc: u32, seq: u16) -> Vec<u8> {
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    ssrc,
+                    sequence_number: seq,
+                    payload_type: 96,
+                    ..Default::default()
+                },
+                payload: bytes::Bytes::from_static(b"payload"),
+            };
+            let plain = packet.marshal().expect("marshals");
+            self.0.encrypt_rtp(&plain).expect("seals").to_vec()
+        }
+    }
+
+    fn opened(read: &mut OwnRead<&'static str>, at: Instant, datagram: &[u8]) -> Option<u16> {
+        match read.open(at, datagram) {
+            Read::Opened(o) => Some(o.packet.header.sequence_number),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_stream_is_opened_here_from_the_packet_after_the_one_rtc_opened() {
+        let (mut read, mut sender, now) = (read_path(), Sender::new(), Instant::now());
+        let first = sender.seal(1, 100);
+        let second = sender.seal(1, 101);
+        assert!(matches!(read.open(now, &second), Read::Rtc), "not offered");
+        read.offer(now, 1, 100, "camera");
+        assert!(matches!(read.open(now, &first), Read::Rtc), "rtc's already");
+        assert_eq!(opened(&mut read, now, &second), Some(101));
+        // Adopted: from now on, out of order too; a replay is dropped here; a forged packet goes
+        // to rtc and changes nothing.
+        let (third, fourth) = (sender.seal(1, 102), sender.seal(1, 103));
+        assert_eq!(opened(&mut read, now, &fourth), Some(103));
+        assert_eq!(opened(&mut read, now, &third), Some(102));
+        assert!(matches!(read.open(now, &third), Read::Replayed));
+        let mut forged = sender.seal(1, 104);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(matches!(read.open(now, &forged), Read::Rtc));
+        assert_eq!(opened(&mut read, now, &sender.seal(1, 105)), Some(105));
+    }
+
+    #[test]
+    fn a_stream_rtc_saw_wrap_before_it_was_adopted_stays_with_rtc() {
+        let (mut read, mut sender, now) = (read_path(), Sender::new(), Instant::now());
+        // `rtc` opened 65 535 and then 0 (the counter went to 1), and its offers said so before
+        // the own path took a packet.
+        let _ = (sender.seal(2, 65_535), sender.seal(2, 0));
+        read.offer(now, 2, 65_535, "camera");
+        read.offer(now, 2, 0, "camera");
+        assert!(matches!(read.open(now, &sender.seal(2, 1)), Read::Rtc));
+        // Its packets are not even tried: while the keys are still to be found, they would count
+        // as misses and turn the path off for the whole connection (a tap without keys here).
+        let mut searching = OwnRead::new(KeyTap::new());
+        searching.offer(now, 2, 65_535, "camera");
+        searching.offer(now, 2, 0, "camera");
+        for seq in 1..=MAX_KEY_MISSES as u16 {
+            assert!(matches!(
+                searching.open(now, &sender.seal(2, seq)),
+                Read::Rtc
+            ));
+        }
+        assert!(matches!(searching.open, Keys::Unknown(0)), "nothing tried");
+        searching.offer(now, 4, 10, "microphone");
+        for seq in 11..11 + MAX_KEY_MISSES as u16 {
+            let _ = searching.open(now, &sender.seal(4, seq));
+        }
+        assert!(matches!(searching.open, Keys::Refused), "misses counted");
+        // One that wraps after it was adopted is the own context's to follow.
+        let _ = sender.seal(3, 65_534);
+        read.offer(now, 3, 65_534, "screen");
+        for seq in [65_535, 0, 1] {
+            assert_eq!(opened(&mut read, now, &sender.seal(3, seq)), Some(seq));
+        }
+    }
+
+    #[test]
+    fn a_stream_that_still_sends_keeps_its_place() {
+        let (mut read, mut sender, start) = (read_path(), Sender::new(), Instant::now());
+        for ssrc in 0..MAX_STREAMS as u32 {
+            let _ = sender.seal(ssrc, 10);
+            read.offer(start, ssrc, 10, "layer");
+            assert_eq!(opened(&mut read, start, &sender.seal(ssrc, 11)), Some(11));
+        }
+        // A new stream while all send: it stays with rtc.
+        let late = start + QUIET / 2;
+        let _ = sender.seal(99, 10);
+        read.offer(late, 99, 10, "new");
+        assert!(matches!(read.open(late, &sender.seal(99, 11)), Read::Rtc));
+        // Once one has been quiet long enough, it gives its place.
+        for ssrc in 1..MAX_STREAMS as u32 {
+            assert_eq!(opened(&mut read, late, &sender.seal(ssrc, 12)), Some(12));
+        }
+        let later = start + QUIET;
+        read.offer(later, 99, 11, "new");
+        assert_eq!(opened(&mut read, later, &sender.seal(99, 12)), Some(12));
+        assert!(
+            matches!(read.open(later, &sender.seal(0, 12)), Read::Rtc),
+            "0's gone"
+        );
+    }
+}
