@@ -708,22 +708,10 @@ impl IncomingTag {
         use crate::receive::Noted;
         match self.kind {
             Some(MediaKind::Video) => Noted::Video,
-            Some(MediaKind::Audio) => {
-                Noted::Audio(self.mime_type.as_deref().map_or(0, audio_clock_rate))
-            }
+            // Opus is the one audio codec the SFU negotiates (`sfu_codecs`).
+            Some(kind @ MediaKind::Audio) => Noted::Audio(kind.clock_rate()),
             None => Noted::Other,
         }
-    }
-}
-
-/// The RTP clock rate of an audio codec the SFU may negotiate, by MIME type (0 if unknown).
-fn audio_clock_rate(mime_type: &str) -> u32 {
-    if mime_type
-        .eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS)
-    {
-        48_000
-    } else {
-        0
     }
 }
 
