@@ -366,7 +366,7 @@ struct Participant {
     cids: FastMap<String, TrackSid>,
     /// The published tracks its last publisher offer sent, by mid → cid: one missing from the
     /// next offer was unpublished.
-    offered: BTreeMap<String, String>,
+    offered: FastMap<String, String>,
 }
 
 impl Participant {
@@ -645,7 +645,7 @@ impl Router {
                         resume_asked: false,
                         sub: SubscriberState::default(),
                         cids: FastMap::default(),
-                        offered: BTreeMap::new(),
+                        offered: FastMap::default(),
                     },
                 );
             }

@@ -162,10 +162,18 @@ impl<T: Clone> OwnRead<T> {
         if !stream.adopted && (stream.wrapped || seq <= stream.last_seq) {
             return Read::Rtc;
         }
+        // The header is read once, from a copy the packet's extensions then point into (read from
+        // a slice, each extension would be copied, and `decrypt_rtp` reads the header again).
+        let sealed = bytes::Bytes::copy_from_slice(datagram);
+        let mut cursor = sealed.clone();
+        let Ok(header) = rtc::rtp::Header::unmarshal(&mut cursor) else {
+            return Read::Rtc;
+        };
+        let header_len = sealed.len() - cursor.len();
         let opened = match &mut self.open {
             Keys::Refused => return Read::Rtc,
-            Keys::Opening(context) => context.decrypt_rtp(datagram),
-            Keys::Unknown(misses) => match find_keys(&self.keys, datagram) {
+            Keys::Opening(context) => context.decrypt_rtp_with_header(&sealed, &header),
+            Keys::Unknown(misses) => match find_keys(&self.keys, &sealed, &header) {
                 Some((context, plain)) => {
                     self.open = Keys::Opening(Box::new(context));
                     Ok(plain)
@@ -191,7 +199,7 @@ impl<T: Clone> OwnRead<T> {
             }
             Err(_) => return Read::Rtc,
         };
-        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut plain.freeze()) else {
+        let Some(packet) = packet_of(header, header_len, plain.freeze()) else {
             return Read::Rtc;
         };
         stream.adopted = true;
@@ -234,9 +242,30 @@ impl<T: Clone> OwnRead<T> {
     }
 }
 
+/// The packet `plain` is, given its header read from the sealed datagram and that header's length
+/// there: what `rtp::Packet::unmarshal` makes of it (the payload without its padding), without
+/// reading the header again.
+fn packet_of(
+    header: rtc::rtp::Header,
+    header_len: usize,
+    plain: bytes::Bytes,
+) -> Option<rtc::rtp::Packet> {
+    let mut payload = plain.get(header_len..).map(|_| plain.slice(header_len..))?;
+    if header.padding {
+        let padding = usize::from(*payload.last()?);
+        let kept = payload.len().checked_sub(padding)?;
+        payload.truncate(kept);
+    }
+    Some(rtc::rtp::Packet { header, payload })
+}
+
 /// The candidate keys (either side's, under either profile the connection may have negotiated)
-/// that open `datagram`, with what they opened.
-fn find_keys(keys: &KeyTap, datagram: &[u8]) -> Option<(Context, bytes::BytesMut)> {
+/// that open `datagram` (whose header is `header`), with what they opened.
+fn find_keys(
+    keys: &KeyTap,
+    datagram: &[u8],
+    header: &rtc::rtp::Header,
+) -> Option<(Context, bytes::BytesMut)> {
     [
         ProtectionProfile::Aes128CmHmacSha1_80,
         ProtectionProfile::AeadAes128Gcm,
@@ -246,7 +275,7 @@ fn find_keys(keys: &KeyTap, datagram: &[u8]) -> Option<(Context, bytes::BytesMut
     .flatten()
     .filter_map(|side| side.context_with_replay_window(REPLAY_WINDOW).ok())
     .find_map(|mut context| {
-        let plain = context.decrypt_rtp(datagram).ok()?;
+        let plain = context.decrypt_rtp_with_header(datagram, header).ok()?;
         Some((context, plain))
     })
 }
@@ -255,7 +284,7 @@ fn find_keys(keys: &KeyTap, datagram: &[u8]) -> Option<(Context, bytes::BytesMut
 mod tests {
     use super::*;
     use crate::keytap::MasterKeys;
-    use rtc::shared::marshal::Marshal;
+    use rtc::shared::marshal::{Marshal, MarshalSize};
 
     fn keys() -> MasterKeys {
         MasterKeys::for_tests(ProtectionProfile::Aes128CmHmacSha1_80, &[7; 16], &[9; 14])
@@ -322,6 +351,45 @@ mod tests {
         forged[last] ^= 1;
         assert!(matches!(read.open(now, &forged), Read::Rtc));
         assert_eq!(opened(&mut read, now, &sender.seal(1, 105)), Some(105));
+    }
+
+    #[test]
+    fn a_packet_with_extensions_and_padding_opens_to_what_rtp_reads_from_it() {
+        let (mut read, mut sender, now) = (read_path(), Sender::new(), Instant::now());
+        let _ = sender.seal(5, 1);
+        read.offer(now, 5, 1, "camera");
+        let mut header = rtc::rtp::Header {
+            version: 2,
+            ssrc: 5,
+            sequence_number: 2,
+            payload_type: 96,
+            padding: true,
+            ..Default::default()
+        };
+        for (id, value) in [(1, &b"0"[..]), (3, b"abc"), (10, b"0123456789")] {
+            header
+                .set_extension(id, bytes::Bytes::from_static(value))
+                .expect("an extension");
+        }
+        let packet = rtc::rtp::Packet {
+            header,
+            payload: bytes::Bytes::from_static(b"a payload of 19 b"),
+        };
+        let plain = packet.marshal().expect("marshals");
+        assert!(plain.len() > packet.header.marshal_size() + packet.payload.len());
+        let sealed = sender.0.encrypt_rtp(&plain).expect("seals");
+        let Read::Opened(opened) = read.open(now, &sealed) else {
+            panic!("not opened here");
+        };
+        let expected = rtc::rtp::Packet::unmarshal(&mut &plain[..]).expect("reads");
+        assert_eq!(opened.packet, expected);
+        assert_eq!(opened.packet.payload, packet.payload);
+        // Padding longer than the payload: not a packet, and `rtc` has it.
+        let mut bad = plain.to_vec();
+        *bad.last_mut().expect("bytes") = 255;
+        bad[3] = 3; // the next sequence number, not a replay
+        let sealed = sender.0.encrypt_rtp(&bad).expect("seals");
+        assert!(matches!(read.open(now, &sealed), Read::Rtc));
     }
 
     #[test]

@@ -139,7 +139,10 @@ impl Stream {
 #[derive(Clone)]
 struct Sent {
     seq: u16,
-    datagram: Bytes,
+    /// A copy, in a buffer the slot keeps for the packet that takes its place next: sharing the
+    /// datagram with the send queue cost an allocation per packet, and a free of memory gone
+    /// cold by the time the slot was overwritten.
+    datagram: Vec<u8>,
     /// Its transport-wide number and its size before sealing, when the connection estimates.
     numbered: Option<(u16, usize)>,
 }
@@ -358,7 +361,10 @@ impl OwnWrite {
             numbered = Some(number);
         }
         let plain = packet.marshal()?;
-        let sealed = context.encrypt_rtp(&plain)?.freeze();
+        // With the header at hand: `encrypt_rtp` would read it again, copying each extension.
+        let sealed = context
+            .encrypt_rtp_with_header(&plain, &packet.header)?
+            .freeze();
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         let numbered = numbered.map(|number| (number, plain.len()));
         if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
@@ -367,11 +373,21 @@ impl OwnWrite {
         if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc)
             && let Some(slot) = stream.sent.get_mut(usize::from(seq) % HISTORY)
         {
-            *slot = Some(Sent {
-                seq,
-                datagram: sealed.clone(),
-                numbered,
-            });
+            match slot {
+                Some(kept) => {
+                    kept.seq = seq;
+                    kept.numbered = numbered;
+                    kept.datagram.clear();
+                    kept.datagram.extend_from_slice(&sealed);
+                }
+                None => {
+                    *slot = Some(Sent {
+                        seq,
+                        datagram: sealed.to_vec(),
+                        numbered,
+                    });
+                }
+            }
         }
         self.out.push_back(sealed);
         Ok(true)
@@ -424,7 +440,7 @@ impl OwnWrite {
                     {
                         estimation.history.add(stream.ssrc, seq, number, size, now);
                     }
-                    self.out.push_back(sent.datagram.clone());
+                    self.out.push_back(Bytes::copy_from_slice(&sent.datagram));
                     resent += 1;
                 }
             }

@@ -4,12 +4,16 @@
 //! unpacks stream ids (spec `matrixrtc-livekit.md` §2.8, §5 item 5).
 
 use std::fmt;
+use std::sync::Arc;
 
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
+        ///
+        /// Shared, not copied: the SFU names tracks and participants in several maps and with
+        /// every media packet it forwards.
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// The id as sent on the wire.
@@ -42,21 +46,21 @@ string_id!(
 impl RoomName {
     /// `None` for an empty name.
     pub fn parse(name: &str) -> Option<Self> {
-        (!name.is_empty()).then(|| Self(name.to_owned()))
+        (!name.is_empty()).then(|| Self(name.into()))
     }
 }
 
 impl ParticipantSid {
     /// Accepts only `PA_…`.
     pub fn parse(sid: &str) -> Option<Self> {
-        sid.starts_with("PA_").then(|| Self(sid.to_owned()))
+        sid.starts_with("PA_").then(|| Self(sid.into()))
     }
 }
 
 impl TrackSid {
     /// Accepts only `TR_…`.
     pub fn parse(sid: &str) -> Option<Self> {
-        sid.starts_with("TR_").then(|| Self(sid.to_owned()))
+        sid.starts_with("TR_").then(|| Self(sid.into()))
     }
 }
 
@@ -95,10 +99,10 @@ impl SidGen {
     }
 
     pub(crate) fn participant(&mut self) -> ParticipantSid {
-        ParticipantSid(format!("PA_{:012x}", self.next() >> 16))
+        ParticipantSid(format!("PA_{:012x}", self.next() >> 16).into())
     }
 
     pub(crate) fn track(&mut self) -> TrackSid {
-        TrackSid(format!("TR_{:012x}", self.next() >> 16))
+        TrackSid(format!("TR_{:012x}", self.next() >> 16).into())
     }
 }
