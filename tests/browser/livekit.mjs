@@ -153,7 +153,7 @@ window.remoteStats = async () => {
 // The local camera's outbound streams (one per simulcast layer), summed.
 window.cameraSent = async () => {
   const pub = room.localParticipant.getTrackPublication(LK.Track.Source.Camera);
-  const total = { packetsSent: 0, nackCount: 0, retransmittedPacketsSent: 0, layers: 0, receiverReports: 0 };
+  const total = { packetsSent: 0, nackCount: 0, retransmittedPacketsSent: 0, layers: 0, receiverReports: 0, framesEncoded: {} };
   const stats = await pub.track.sender.getStats();
   stats.forEach((s) => {
     if (s.type === 'remote-inbound-rtp') {
@@ -164,6 +164,7 @@ window.cameraSent = async () => {
       total.packetsSent += s.packetsSent ?? 0;
       total.nackCount += s.nackCount ?? 0;
       total.retransmittedPacketsSent += s.retransmittedPacketsSent ?? 0;
+      total.framesEncoded[s.rid ?? s.ssrc] = s.framesEncoded ?? 0;
     }
   });
   return total;
@@ -461,6 +462,7 @@ try {
     await until(bob, () => window.remoteStats(), nacked, 20000);
     await until(alice, () => window.cameraSent(), (c) => c.retransmittedPacketsSent >= 5, 20000);
     const start = video(await bob.evaluate(() => window.remoteStats()), 'alice');
+    result.alice_camera_sent_before = await alice.evaluate(() => window.cameraSent());
     await sleep(8000);
     result.loss_window = { start, end: video(await bob.evaluate(() => window.remoteStats()), 'alice') };
     result.alice_camera_sent = await alice.evaluate(() => window.cameraSent());

@@ -162,18 +162,16 @@ impl<T: Clone> OwnRead<T> {
         if !stream.adopted && (stream.wrapped || seq <= stream.last_seq) {
             return Read::Rtc;
         }
-        // The header is read once, from a copy the packet's extensions then point into (read from
-        // a slice, each extension would be copied, and `decrypt_rtp` reads the header again).
-        let sealed = bytes::Bytes::copy_from_slice(datagram);
-        let mut cursor = sealed.clone();
+        // The header is read once (`decrypt_rtp` would read it, and the packet read it again).
+        let mut cursor = datagram;
         let Ok(header) = rtc::rtp::Header::unmarshal(&mut cursor) else {
             return Read::Rtc;
         };
-        let header_len = sealed.len() - cursor.len();
+        let header_len = datagram.len() - cursor.len();
         let opened = match &mut self.open {
             Keys::Refused => return Read::Rtc,
-            Keys::Opening(context) => context.decrypt_rtp_with_header(&sealed, &header),
-            Keys::Unknown(misses) => match find_keys(&self.keys, &sealed, &header) {
+            Keys::Opening(context) => context.decrypt_rtp_with_header(datagram, &header),
+            Keys::Unknown(misses) => match find_keys(&self.keys, datagram, &header) {
                 Some((context, plain)) => {
                     self.open = Keys::Opening(Box::new(context));
                     Ok(plain)

@@ -40,7 +40,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp::extension::transport_cc_extension::TransportCcExtension;
-use rtc::shared::marshal::Marshal;
+use rtc::shared::marshal::{Marshal, MarshalSize};
 use rtc::shared::time::SystemInstant;
 use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
@@ -160,6 +160,9 @@ pub(crate) struct OwnWrite {
     /// Reports go out with the next packet (the connection connected again).
     report_soon: bool,
     estimation: Option<Estimation>,
+    /// Where each packet is laid out before sealing (kept: a video packet is past the sizes the
+    /// allocator reuses cheaply).
+    plain: Vec<u8>,
 }
 
 impl OwnWrite {
@@ -174,6 +177,7 @@ impl OwnWrite {
             baseline: None,
             next_report: None,
             report_soon: false,
+            plain: Vec::new(),
         }
     }
 
@@ -360,10 +364,12 @@ impl OwnWrite {
             packet.header.set_extension(id, extension.freeze())?;
             numbered = Some(number);
         }
-        let plain = packet.marshal()?;
+        self.plain.resize(packet.marshal_size(), 0);
+        let written = packet.marshal_to(&mut self.plain)?;
+        let plain = self.plain.get(..written).unwrap_or_default();
         // With the header at hand: `encrypt_rtp` would read it again, copying each extension.
         let sealed = context
-            .encrypt_rtp_with_header(&plain, &packet.header)?
+            .encrypt_rtp_with_header(plain, &packet.header)?
             .freeze();
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         let numbered = numbered.map(|number| (number, plain.len()));

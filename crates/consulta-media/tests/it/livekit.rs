@@ -1022,9 +1022,26 @@ async fn loss_is_repaired(media: MediaConfig) -> String {
         lost * 100 < received * 4,
         "bob lost {lost} of {received} of alice's video packets in 8 s despite repair (≥ 4 %)"
     );
+    // And kept decoding: two thirds of the frames Alice's camera made meanwhile at least (a
+    // layer's; they all run at her frame rate), and 5 fps. Measured alone: 137 of 160 and 144
+    // of 161. Against a fixed count, this failed once under the whole suite's load, when her
+    // camera made ≈11 frames a second (87 decoded where 100 were asked).
+    let before = &result["alice_camera_sent_before"];
+    let encoded = sent["framesEncoded"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(layer, n)| {
+            n.as_i64().unwrap_or(0) - before["framesEncoded"][layer].as_i64().unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0);
+    let decoded = i64::try_from(frames(end).saturating_sub(frames(start))).unwrap_or(0);
+    eprintln!("bob decoded {decoded} frames; alice encoded {encoded} per layer");
     assert!(
-        frames(end) >= frames(start) + 100,
-        "and kept decoding (8 s at up to 30 fps): {start} → {end}"
+        decoded >= 40 && decoded * 3 >= encoded * 2,
+        "bob decoded {decoded} frames of alice's in 8 s, of {encoded} per layer she encoded: \
+         {before} → {sent}; {start} → {end}"
     );
     metrics
 }
