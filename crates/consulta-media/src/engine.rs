@@ -367,6 +367,10 @@ struct Participant {
     /// The published tracks its last publisher offer sent, by mid → cid: one missing from the
     /// next offer was unpublished.
     offered: FastMap<String, String>,
+    /// What [`track_of`](Self::track_of) found for each incoming SSRC, so that a media packet
+    /// costs one lookup by number instead of two by string. Emptied whenever `cids` or `offered`
+    /// change (a stream keeps its m-line and track between publisher offers).
+    resolved: FastMap<u32, TrackSid>,
 }
 
 impl Participant {
@@ -380,7 +384,30 @@ impl Participant {
             .map_or(track_id, String::as_str);
         self.cids.get(cid)
     }
+
+    /// [`track_of`](Self::track_of) for a media packet of stream `ssrc`, remembered.
+    fn track_of_stream(
+        &mut self,
+        ssrc: u32,
+        mid: Option<&Mid>,
+        track_id: &str,
+    ) -> Option<TrackSid> {
+        if let Some(track) = self.resolved.get(&ssrc) {
+            return Some(track.clone());
+        }
+        let track = self.track_of(mid, track_id)?.clone();
+        if self.resolved.len() >= MAX_RESOLVED_STREAMS {
+            // A publisher cycling SSRCs must not grow it.
+            self.resolved.clear();
+        }
+        self.resolved.insert(ssrc, track.clone());
+        Some(track)
+    }
 }
+
+/// Incoming streams per participant whose track is remembered (simulcast layers and their
+/// repair streams of a few tracks).
+const MAX_RESOLVED_STREAMS: usize = 64;
 
 #[derive(Debug)]
 struct Published {
@@ -646,6 +673,7 @@ impl Router {
                         sub: SubscriberState::default(),
                         cids: FastMap::default(),
                         offered: FastMap::default(),
+                        resolved: FastMap::default(),
                     },
                 );
             }
@@ -880,6 +908,7 @@ impl Router {
             .into_iter()
             .filter(|(_, cid)| p.cids.contains_key(cid))
             .collect();
+        p.resolved.clear();
         for track in ended {
             self.events.push_back(CoreEvent::TrackEnded {
                 participant: sid.clone(),
@@ -1108,6 +1137,7 @@ impl Router {
             return;
         };
         p.cids.insert(cid, track.clone());
+        p.resolved.clear();
         for codec in &info.codecs {
             if !codec.cid.is_empty() {
                 p.cids.insert(codec.cid.clone(), track.clone());
@@ -1149,6 +1179,7 @@ impl Router {
             p.cids.retain(|_, t| t != track);
             let cids = &p.cids;
             p.offered.retain(|_, cid| cids.contains_key(cid));
+            p.resolved.clear();
         }
         for p in self.participants.values_mut() {
             p.sub.settings.remove(track);
@@ -1503,10 +1534,10 @@ impl Router {
         now: Instant,
         touched: &mut Vec<PeerId>,
     ) {
-        let Some(p) = self.participants.get(publisher) else {
+        let Some(p) = self.participants.get_mut(publisher) else {
             return;
         };
-        let Some(track) = p.track_of(rtp.mid.as_ref(), &rtp.track_id).cloned() else {
+        let Some(track) = p.track_of_stream(rtp.ssrc, rtp.mid.as_ref(), &rtp.track_id) else {
             return;
         };
         let Some(published) = self.tracks.get_mut(&track) else {
@@ -2119,6 +2150,10 @@ where
 {
     let mut buf = vec![0u8; 2048];
     let mut published_at = Instant::now();
+    // One timer, moved when the router's next deadline moves: a new one each turn of the loop
+    // was registered with tokio's timer wheel and taken out again for every datagram.
+    let timer = tokio::time::sleep(Duration::from_secs(1));
+    tokio::pin!(timer);
     loop {
         if published_at.elapsed() >= Duration::from_secs(1) {
             published_at = Instant::now();
@@ -2131,6 +2166,10 @@ where
         let deadline = router
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
@@ -2147,7 +2186,7 @@ where
                 Some((at, command)) => router.handle_command(at.max(Instant::now()), command),
                 None => return Ok(()),
             },
-            () = tokio::time::sleep_until(deadline.into()) => {
+            () = &mut timer => {
                 router.handle_timeout(Instant::now());
             }
             received = socket.recv_from(&mut buf) => {
