@@ -2215,6 +2215,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_track_remembered_for_a_stream_follows_unpublish_and_publish() {
+        let mut router = Router::new(
+            "127.0.0.1:7882".parse().expect("an address"),
+            MediaConfig::default(),
+        );
+        let now = Instant::now();
+        let alice = ParticipantSid::parse("PA_alice").expect("a sid");
+        router.handle_command(
+            now,
+            Command::Joined {
+                room: RoomName::parse("room").expect("a name"),
+                participant: alice.clone(),
+                identity: "alice".into(),
+                can_publish_data: true,
+            },
+        );
+        let publish = |router: &mut Router, sid: &str| {
+            let info = TrackInfo {
+                sid: sid.into(),
+                ..TrackInfo::default()
+            };
+            router.handle_command(
+                now,
+                Command::TrackPublished(alice.clone(), "camera".into(), Box::new(info)),
+            );
+        };
+        let track_of = |router: &mut Router| {
+            router
+                .participants
+                .get_mut(&alice)
+                .and_then(|p| p.track_of_stream(5, None, "camera"))
+                .map(|t| t.as_str().to_owned())
+        };
+        publish(&mut router, "TR_first");
+        assert_eq!(track_of(&mut router).as_deref(), Some("TR_first"));
+        let first = TrackSid::parse("TR_first").expect("a sid");
+        router.handle_command(now, Command::TrackUnpublished(alice.clone(), first));
+        assert_eq!(track_of(&mut router), None, "unpublished");
+        // The same stream (a sender keeps its SSRC) on the track published next under its cid.
+        publish(&mut router, "TR_second");
+        assert_eq!(track_of(&mut router).as_deref(), Some("TR_second"));
+    }
+
+    #[test]
     fn a_fresh_ssrc_is_one_the_connection_does_not_send_as() {
         // From this state the generator's next two values differ only in their lowest bit, so
         // both draws come out as the same odd SSRC.
