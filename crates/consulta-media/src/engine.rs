@@ -120,6 +120,9 @@ pub struct RouterStats {
     pub rtp_in: u64,
     /// Of those, opened by the router's own read path (`MediaConfig::own_read_path`).
     pub rtp_opened_here: u64,
+    /// Datagrams of transport-wide feedback from subscribers that the own write path opened and
+    /// read itself, without `rtc` (`MediaPeer::take_feedback_opened_here`).
+    pub feedback_opened_here: u64,
     /// RTP packets publishers sent that never arrived: counted once too old to still come
     /// ([`consulta_sfu::forward::loss`]); a late or repaired packet is not loss.
     pub rtp_lost_in: u64,
@@ -633,6 +636,7 @@ impl Router {
                 false
             }
         };
+        self.stats.feedback_opened_here += peer.pc.take_feedback_opened_here();
         // A subscriber's connection heard from where its media goes: the end of a gap in its
         // feedback (an outage). From elsewhere (a NAT's new port) the media still goes nowhere.
         if accepted

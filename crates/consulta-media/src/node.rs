@@ -278,6 +278,12 @@ pub fn metrics_text(
         stats.rtp_opened_here,
     );
     metric(
+        "rtcp_feedback_opened_here_total",
+        "counter",
+        "Datagrams of transport-wide feedback from subscribers that the SFU opened and read itself (its own write path's estimator), without rtc's handlers.",
+        stats.feedback_opened_here,
+    );
+    metric(
         "rtp_packets_forwarded_total",
         "counter",
         "RTP packets written to subscribers.",

@@ -617,6 +617,11 @@ pub struct MediaPeer {
     polled: Polled,
     /// The connection connected once (its DTLS handshake is done).
     connected: bool,
+    /// Every inbound RTCP packet is an event ([`RtcpDelivery::All`]).
+    rtcp_to_application: bool,
+    /// Datagrams of transport-wide feedback opened here since [`take_feedback_opened_here`]
+    /// (Self::take_feedback_opened_here) was last called.
+    feedback_opened_here: u64,
 }
 
 /// How far a connection's `rtc` was polled since anything was last handed to it (a datagram, a
@@ -863,6 +868,8 @@ impl MediaPeer {
                 .then(|| crate::receive::ReceiveFeedback::new(own_read)),
             polled: Polled::BUSY,
             connected: false,
+            rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
+            feedback_opened_here: 0,
             local_addr,
             remote_tracks: HashMap::new(),
             ssrc_receivers: HashMap::new(),
@@ -1113,7 +1120,7 @@ impl MediaPeer {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), Error> {
-        if self.open_itself(now, from, datagram) {
+        if self.open_itself(now, from, datagram) || self.take_feedback(now, from, datagram) {
             return Ok(());
         }
         self.note_sender_reports(now, from, datagram);
@@ -1184,6 +1191,54 @@ impl MediaPeer {
                 opened_here: true,
             })));
         true
+    }
+
+    /// Takes transport-wide feedback from the remote to the own write path's estimator, when the
+    /// datagram (SRTCP from the selected pair) carries nothing else. A subscriber's browser sends
+    /// about ten such reports a second; they no longer walk `rtc`'s handlers, which see only the
+    /// other RTCP (receiver reports, NACKs, keyframe requests) and the consent checks, enough for
+    /// its view of the connection's liveness. Anything else, or what does not open, goes to `rtc`;
+    /// a replay is dropped.
+    fn take_feedback(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+        let Some(own) = &mut self.own else {
+            return false;
+        };
+        if self.selected != Some(from)
+            || !matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second))
+        {
+            return false;
+        }
+        let packets = match own.open_rtcp(datagram) {
+            crate::send::OpenedRtcp::Opened(packets) => packets,
+            // Perhaps feedback taken here the first time, which `rtc` never saw.
+            crate::send::OpenedRtcp::Replayed => return true,
+            crate::send::OpenedRtcp::Not => return false,
+        };
+        if packets.is_empty() || !packets.iter().all(|p| p.as_any().is::<TransportLayerCc>()) {
+            return false;
+        }
+        let mut estimate = None;
+        for feedback in packets
+            .iter()
+            .filter_map(|p| p.as_any().downcast_ref::<TransportLayerCc>())
+        {
+            estimate = own.feedback(now, feedback).or(estimate);
+        }
+        if let (Some(bps), Some(shared)) = (estimate, &self.estimate) {
+            shared.store(bps, std::sync::atomic::Ordering::Relaxed);
+            self.note_estimate();
+        }
+        self.feedback_opened_here += 1;
+        if self.rtcp_to_application {
+            self.pending
+                .push_back(MediaEvent::Rtcp { mid: None, packets });
+        }
+        true
+    }
+
+    /// How many datagrams of transport-wide feedback were opened here since the last call.
+    pub fn take_feedback_opened_here(&mut self) -> u64 {
+        std::mem::take(&mut self.feedback_opened_here)
     }
 
     /// Takes the sender reports the receiver reports refer to out of SRTCP from the remote, where

@@ -55,6 +55,10 @@ pub(crate) const HISTORY: usize = 64;
 /// others). A stream whose track was removed gives its place to a new one when all are taken.
 const MAX_STREAMS: usize = 64;
 
+/// The replay window for the remote's SRTCP: `rtc`'s (64), so that what it would refuse is
+/// refused here too.
+const REPLAY_WINDOW: usize = 64;
+
 /// How often each stream's sender report goes out (`rtc`'s report interceptor: 1 s).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -86,12 +90,24 @@ impl Estimation {
 enum Seal {
     /// No keys checked yet.
     Unchecked,
-    /// A sender report went through `rtc`; the candidate contexts wait for its SRTCP.
-    Checking(Vec<Context>),
+    /// A sender report went through `rtc`; the candidate contexts wait for its SRTCP (each with
+    /// its profile and which half of the keys it is).
+    Checking(Vec<(Context, ProtectionProfile, usize)>),
     /// The connection's own sending context.
     Sealing(Box<Context>),
     /// No candidate opened what `rtc` sealed: `rtc`'s write path stays.
     Refused,
+}
+
+/// What [`OwnWrite::open_rtcp`] made of a datagram.
+pub(crate) enum OpenedRtcp {
+    /// Authenticated, first seen: its packets.
+    Opened(Vec<Box<dyn rtc::rtcp::Packet>>),
+    /// Authenticated before, or older than the replay window (64, as `rtc`'s): to be dropped,
+    /// since `rtc`, which may not have seen it the first time, would take it.
+    Replayed,
+    /// No keys yet, or it does not open.
+    Not,
 }
 
 /// One stream the connection sends.
@@ -163,6 +179,9 @@ pub(crate) struct OwnWrite {
     /// Where each packet is laid out before sealing (kept: a video packet is past the sizes the
     /// allocator reuses cheaply).
     plain: Vec<u8>,
+    /// The remote's half of the keys, once the check found the connection's own: it opens the
+    /// remote's SRTCP ([`open_rtcp`](Self::open_rtcp)).
+    remote: Option<Box<Context>>,
 }
 
 impl OwnWrite {
@@ -178,6 +197,7 @@ impl OwnWrite {
             next_report: None,
             report_soon: false,
             plain: Vec::new(),
+            remote: None,
         }
     }
 
@@ -237,9 +257,9 @@ impl OwnWrite {
             ProtectionProfile::AeadAes128Gcm,
             ProtectionProfile::Aes128CmHmacSha1_80,
         ] {
-            for keys in self.keys.keys(profile).into_iter().flatten() {
+            for (half, keys) in self.keys.keys(profile).into_iter().flatten().enumerate() {
                 if let Ok(context) = keys.context() {
-                    candidates.push(context);
+                    candidates.push((context, profile, half));
                 }
             }
         }
@@ -302,9 +322,19 @@ impl OwnWrite {
         }
         let opened = candidates
             .iter_mut()
-            .position(|c| c.decrypt_rtcp(datagram).is_ok());
+            .position(|(c, _, _)| c.decrypt_rtcp(datagram).is_ok());
         self.seal = match opened {
-            Some(i) => Seal::Sealing(Box::new(candidates.swap_remove(i))),
+            Some(i) => {
+                let (context, profile, half) = candidates.swap_remove(i);
+                // The other half of the same keys is the remote's: what it sends opens with it.
+                self.remote = self
+                    .keys
+                    .keys(profile)
+                    .and_then(|keys| keys.into_iter().nth(1 - half))
+                    .and_then(|keys| keys.context_with_replay_window(REPLAY_WINDOW).ok())
+                    .map(Box::new);
+                Seal::Sealing(Box::new(context))
+            }
             None => {
                 tracing::warn!(
                     "the connection's SRTP keys opened nothing rtc sealed: rtc's write path stays, \
@@ -313,6 +343,19 @@ impl OwnWrite {
                 Seal::Refused
             }
         };
+    }
+
+    /// Opens `datagram`, SRTCP from the remote, with the remote's half of the keys.
+    pub(crate) fn open_rtcp(&mut self, datagram: &[u8]) -> OpenedRtcp {
+        let Some(remote) = self.remote.as_mut() else {
+            return OpenedRtcp::Not;
+        };
+        match remote.decrypt_rtcp(datagram) {
+            Ok(plain) => rtc::rtcp::packet::unmarshal(&mut plain.freeze())
+                .map_or(OpenedRtcp::Not, OpenedRtcp::Opened),
+            Err(rtc::shared::error::Error::SrtcpSsrcDuplicated(..)) => OpenedRtcp::Replayed,
+            Err(_) => OpenedRtcp::Not,
+        }
     }
 
     /// Whether the keys were checked and it seals.
@@ -578,6 +621,44 @@ mod tests {
         own.seal = Seal::Sealing(Box::new(context()));
         own.add_stream(7, 90_000);
         (own, context())
+    }
+
+    #[test]
+    fn the_remotes_rtcp_opens_once_and_a_replay_or_forgery_does_not() {
+        let keys = || {
+            crate::keytap::MasterKeys::for_tests(
+                ProtectionProfile::Aes128CmHmacSha1_80,
+                &[3; 16],
+                &[4; 14],
+            )
+        };
+        let mut own = OwnWrite::new(KeyTap::new(), None);
+        let report = rtc::rtcp::receiver_report::ReceiverReport {
+            ssrc: 11,
+            ..Default::default()
+        };
+        let plain = report.marshal().unwrap();
+        let mut remote = keys().context().unwrap();
+        let sealed = remote.encrypt_rtcp(&plain).unwrap();
+        assert!(
+            matches!(own.open_rtcp(&sealed), OpenedRtcp::Not),
+            "no keys yet"
+        );
+        own.remote = Some(Box::new(
+            keys().context_with_replay_window(REPLAY_WINDOW).unwrap(),
+        ));
+        let OpenedRtcp::Opened(packets) = own.open_rtcp(&sealed) else {
+            panic!("not opened");
+        };
+        let opened = packets[0]
+            .as_any()
+            .downcast_ref::<rtc::rtcp::receiver_report::ReceiverReport>()
+            .unwrap();
+        assert_eq!(opened.ssrc, 11);
+        assert!(matches!(own.open_rtcp(&sealed), OpenedRtcp::Replayed));
+        let mut forged = remote.encrypt_rtcp(&plain).unwrap().to_vec();
+        forged[8] ^= 1;
+        assert!(matches!(own.open_rtcp(&forged), OpenedRtcp::Not));
     }
 
     #[test]

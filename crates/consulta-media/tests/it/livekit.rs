@@ -1114,6 +1114,9 @@ async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
         .count();
     assert_eq!(stalls, 0, "no 3 s freeze: {last:?}");
     assert!(value("bandwidth_estimates_total") >= 10, "{metrics}");
+    // From Bob's browser's transport-wide feedback, which the SFU's own write path opened and
+    // read itself (about ten datagrams a second over the test's 24 s and more).
+    assert!(value("rtcp_feedback_opened_here_total") >= 100, "{metrics}");
     assert!(value("layer_caps_lowered_total") >= 1, "{metrics}");
 }
 

@@ -579,6 +579,8 @@ fn publish_subscribe_renegotiate_forward_and_leave() {
         stats.rtp_in,
         "all of Alice's packets but the first opened by the router itself: {stats:?}"
     );
+    // Bob's transport-wide feedback read by the router's own write path, not by `rtc`.
+    assert!(stats.feedback_opened_here > 0, "{stats:?}");
 }
 
 /// The same on `rtc`'s read path.
@@ -597,6 +599,10 @@ fn publish_subscribe_renegotiate_forward_and_leave_on_rtcs_read_path() {
 fn publish_subscribe_renegotiate_forward_and_leave_without_estimation() {
     let stats = forward_and_leave(without_estimation());
     assert_eq!(stats.rtp_sealed_here, stats.rtp_forwarded, "{stats:?}");
+    assert_eq!(
+        stats.feedback_opened_here, 0,
+        "no feedback asked for: {stats:?}"
+    );
 }
 
 /// The same on `rtc`'s write path.
