@@ -195,8 +195,9 @@ enum Side {
 
 #[derive(Debug)]
 struct Peer {
-    /// Shared, so that handling each of its events does not copy the sid.
-    owner: Arc<ParticipantSid>,
+    /// Its participant (a sid is a shared string: handling each event counts a reference, next
+    /// to the string the participant is then looked up by).
+    owner: ParticipantSid,
     side: Side,
     pc: MediaPeer,
     deadline: Option<Instant>,
@@ -642,7 +643,7 @@ impl Router {
         if accepted
             && peer.destination == Some(from)
             && peer.side == Side::Subscriber
-            && let Some(p) = self.participants.get_mut(peer.owner.as_ref())
+            && let Some(p) = self.participants.get_mut(&peer.owner)
             && p.sub.allocator.handle_heard(now)
         {
             tracing::debug!(
@@ -834,7 +835,7 @@ impl Router {
         self.peers.insert(
             id,
             Box::new(Peer {
-                owner: Arc::new(owner.clone()),
+                owner: owner.clone(),
                 side,
                 pc,
                 deadline: None,
@@ -1368,7 +1369,7 @@ impl Router {
                 let Some(event) = peer.pc.poll_event() else {
                     break;
                 };
-                let owner = Arc::clone(&peer.owner);
+                let owner = peer.owner.clone();
                 let side = peer.side;
                 self.handle_peer_event(current, &owner, side, event, now, &mut touched);
             }
