@@ -619,6 +619,10 @@ pub struct MediaPeer {
     connected: bool,
     /// Every inbound RTCP packet is an event ([`RtcpDelivery::All`]).
     rtcp_to_application: bool,
+    /// The connection offers only SRTP_AES128_CM_HMAC_SHA1_80, whose SRTCP `rtc` takes without
+    /// checking the authentication tag when its E flag says it is not encrypted: such datagrams
+    /// are dropped before `rtc` sees them (WebRTC always encrypts SRTCP).
+    aes_cm_only: bool,
     /// Datagrams of transport-wide feedback opened here since [`take_feedback_opened_here`]
     /// (Self::take_feedback_opened_here) was last called.
     feedback_opened_here: u64,
@@ -718,6 +722,20 @@ impl IncomingTag {
             None => Noted::Other,
         }
     }
+}
+
+/// Whether `datagram` is SRTCP (RFC 7983, RFC 5761) laid out for AES-CM (RFC 3711: the E flag
+/// and index, then a 10-byte tag) whose E flag is clear: sent unencrypted, which `rtc`'s AES-CM
+/// cipher returns without checking its tag.
+fn unencrypted_aes_cm_srtcp(datagram: &[u8]) -> bool {
+    let srtcp = matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second));
+    srtcp
+        && datagram
+            .len()
+            .checked_sub(14)
+            .filter(|&at| at >= 8)
+            .and_then(|at| datagram.get(at))
+            .is_some_and(|flag| flag >> 7 == 0)
 }
 
 /// SSRCs whose tags are kept per connection (simulcast layers of a few tracks); past this the
@@ -869,6 +887,7 @@ impl MediaPeer {
             polled: Polled::BUSY,
             connected: false,
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
+            aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
             feedback_opened_here: 0,
             local_addr,
             remote_tracks: HashMap::new(),
@@ -1120,8 +1139,14 @@ impl MediaPeer {
         from: SocketAddr,
         datagram: &[u8],
     ) -> Result<(), Error> {
-        if self.open_itself(now, from, datagram) || self.take_feedback(now, from, datagram) {
+        if self.open_itself(now, from, datagram) {
             return Ok(());
+        }
+        if self.aes_cm_only && unencrypted_aes_cm_srtcp(datagram) {
+            return Err(rtc::shared::error::Error::ErrFailedToVerifyAuthTag.into());
+        }
+        if let Some(taken) = self.take_feedback(now, from, datagram) {
+            return taken;
         }
         self.note_sender_reports(now, from, datagram);
         let local_addr = self.local_addr;
@@ -1197,25 +1222,28 @@ impl MediaPeer {
     /// datagram (SRTCP from the selected pair) carries nothing else. A subscriber's browser sends
     /// about ten such reports a second; they no longer walk `rtc`'s handlers, which see only the
     /// other RTCP (receiver reports, NACKs, keyframe requests) and the consent checks, enough for
-    /// its view of the connection's liveness. Anything else, or what does not open, goes to `rtc`;
-    /// a replay is dropped.
-    fn take_feedback(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
-        let Some(own) = &mut self.own else {
-            return false;
-        };
+    /// its view of the connection's liveness. `None` when the datagram is `rtc`'s to handle:
+    /// anything else, or what does not authenticate. A replay, or SRTCP sent unencrypted (which
+    /// `rtc`'s AES-CM cipher would take without checking its tag), is dropped with an error.
+    fn take_feedback(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+    ) -> Option<Result<(), Error>> {
+        let own = self.own.as_mut()?;
         if self.selected != Some(from)
             || !matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second))
         {
-            return false;
+            return None;
         }
         let packets = match own.open_rtcp(datagram) {
             crate::send::OpenedRtcp::Opened(packets) => packets,
-            // Perhaps feedback taken here the first time, which `rtc` never saw.
-            crate::send::OpenedRtcp::Replayed => return true,
-            crate::send::OpenedRtcp::Not => return false,
+            crate::send::OpenedRtcp::Refused(error) => return Some(Err(error.into())),
+            crate::send::OpenedRtcp::Not => return None,
         };
         if packets.is_empty() || !packets.iter().all(|p| p.as_any().is::<TransportLayerCc>()) {
-            return false;
+            return None;
         }
         let mut estimate = None;
         for feedback in packets
@@ -1233,7 +1261,7 @@ impl MediaPeer {
             self.pending
                 .push_back(MediaEvent::Rtcp { mid: None, packets });
         }
-        true
+        Some(Ok(()))
     }
 
     /// How many datagrams of transport-wide feedback were opened here since the last call.
@@ -1769,6 +1797,36 @@ impl MediaPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unencrypted_aes_cm_srtcp_is_told_apart() {
+        use rtc::shared::marshal::Marshal;
+        let mut context = crate::keytap::MasterKeys::for_tests(
+            rtc::srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
+            &[1; 16],
+            &[2; 14],
+        )
+        .context()
+        .expect("a context");
+        let report = rtc::rtcp::receiver_report::ReceiverReport {
+            ssrc: 5,
+            ..Default::default()
+        }
+        .marshal()
+        .expect("marshals");
+        let mut sealed = context.encrypt_rtcp(&report).expect("seals").to_vec();
+        assert!(!unencrypted_aes_cm_srtcp(&sealed));
+        let flag = sealed.len() - 14;
+        sealed[flag] &= 0x7f;
+        assert!(unencrypted_aes_cm_srtcp(&sealed));
+        // `rtc` would have taken it: the reason for the check.
+        assert!(context.decrypt_rtcp(&sealed).is_ok());
+        // RTP, and what is too short to be SRTCP, are not.
+        assert!(!unencrypted_aes_cm_srtcp(&[
+            0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+        ]));
+        assert!(!unencrypted_aes_cm_srtcp(&[0x80, 201, 0, 1, 0, 0, 0, 0]));
+    }
 
     /// One sweep as the router makes it: events and reads, datagrams, timer; `found` says where
     /// something came out.

@@ -55,9 +55,13 @@ pub(crate) const HISTORY: usize = 64;
 /// others). A stream whose track was removed gives its place to a new one when all are taken.
 const MAX_STREAMS: usize = 64;
 
-/// The replay window for the remote's SRTCP: `rtc`'s (64), so that what it would refuse is
-/// refused here too.
-const REPLAY_WINDOW: usize = 64;
+/// The replay window for the remote's SRTCP, in packets: `rtc`'s (64), so that what it would
+/// refuse is refused here too.
+const REPLAY_WINDOW: u32 = 64;
+
+/// SSRCs whose SRTCP replay windows a connection keeps (the remote's reporting SSRCs: one or two
+/// from a browser); past it, the least recent gives its place.
+const MAX_RTCP_SENDERS: usize = 8;
 
 /// How often each stream's sender report goes out (`rtc`'s report interceptor: 1 s).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -103,11 +107,57 @@ enum Seal {
 pub(crate) enum OpenedRtcp {
     /// Authenticated, first seen: its packets.
     Opened(Vec<Box<dyn rtc::rtcp::Packet>>),
-    /// Authenticated before, or older than the replay window (64, as `rtc`'s): to be dropped,
-    /// since `rtc`, which may not have seen it the first time, would take it.
-    Replayed,
-    /// No keys yet, or it does not open.
+    /// To be dropped, for the reason given: authenticated before, or older than the replay
+    /// window (`rtc`, which may not have seen it the first time, would take it); or not
+    /// encrypted, which WebRTC never sends and `rtc`'s AES-CM cipher takes without checking its
+    /// authentication tag.
+    Refused(rtc::shared::error::Error),
+    /// No keys yet, or it does not authenticate: `rtc`'s to refuse.
     Not,
+}
+
+/// Which SRTCP indexes of one sender were taken: the newest, and the 63 before it as bits.
+/// Moved only by authenticated packets, so a forged one cannot make the genuine ones look old.
+#[derive(Clone, Copy)]
+struct RtcpWindow {
+    newest: u32,
+    seen: u64,
+    last_used: u64,
+}
+
+impl RtcpWindow {
+    /// Takes `index` if it is new and not too old.
+    fn take(&mut self, index: u32) -> bool {
+        if index > self.newest {
+            let ahead = index - self.newest;
+            self.seen = if ahead >= REPLAY_WINDOW {
+                0
+            } else {
+                self.seen << ahead
+            };
+            self.seen |= 1;
+            self.newest = index;
+            return true;
+        }
+        let behind = self.newest - index;
+        if behind >= REPLAY_WINDOW {
+            return false;
+        }
+        let bit = 1u64 << behind;
+        let new = self.seen & bit == 0;
+        self.seen |= bit;
+        new
+    }
+}
+
+/// The remote's half of a connection's keys, for the SRTCP it sends.
+struct RemoteRtcp {
+    /// Without a replay window of its own: `rtc`'s moves before a packet is authenticated.
+    context: Box<Context>,
+    profile: ProtectionProfile,
+    windows: crate::FastMap<u32, RtcpWindow>,
+    /// Packets taken, for which window was used last.
+    taken: u64,
 }
 
 /// One stream the connection sends.
@@ -181,7 +231,7 @@ pub(crate) struct OwnWrite {
     plain: Vec<u8>,
     /// The remote's half of the keys, once the check found the connection's own: it opens the
     /// remote's SRTCP ([`open_rtcp`](Self::open_rtcp)).
-    remote: Option<Box<Context>>,
+    remote: Option<RemoteRtcp>,
 }
 
 impl OwnWrite {
@@ -331,8 +381,13 @@ impl OwnWrite {
                     .keys
                     .keys(profile)
                     .and_then(|keys| keys.into_iter().nth(1 - half))
-                    .and_then(|keys| keys.context_with_replay_window(REPLAY_WINDOW).ok())
-                    .map(Box::new);
+                    .and_then(|keys| keys.context().ok())
+                    .map(|context| RemoteRtcp {
+                        context: Box::new(context),
+                        profile,
+                        windows: crate::FastMap::default(),
+                        taken: 0,
+                    });
                 Seal::Sealing(Box::new(context))
             }
             None => {
@@ -347,15 +402,58 @@ impl OwnWrite {
 
     /// Opens `datagram`, SRTCP from the remote, with the remote's half of the keys.
     pub(crate) fn open_rtcp(&mut self, datagram: &[u8]) -> OpenedRtcp {
+        use rtc::shared::error::Error;
         let Some(remote) = self.remote.as_mut() else {
             return OpenedRtcp::Not;
         };
-        match remote.decrypt_rtcp(datagram) {
-            Ok(plain) => rtc::rtcp::packet::unmarshal(&mut plain.freeze())
-                .map_or(OpenedRtcp::Not, OpenedRtcp::Opened),
-            Err(rtc::shared::error::Error::SrtcpSsrcDuplicated(..)) => OpenedRtcp::Replayed,
-            Err(_) => OpenedRtcp::Not,
+        // The E flag and the index: the last 4 bytes under GCM (RFC 7714), before the 10-byte
+        // authentication tag under AES-CM (RFC 3711).
+        let trailer_at = match remote.profile {
+            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => 4,
+            _ => 14,
+        };
+        let word = |at: usize| {
+            datagram
+                .get(at..at.checked_add(4)?)
+                .and_then(|w| <[u8; 4]>::try_from(w).ok())
+                .map(u32::from_be_bytes)
+        };
+        let (Some(ssrc), Some(trailer)) = (
+            word(4),
+            datagram.len().checked_sub(trailer_at).and_then(word),
+        ) else {
+            return OpenedRtcp::Not;
+        };
+        if trailer >> 31 == 0 {
+            return OpenedRtcp::Refused(Error::ErrFailedToVerifyAuthTag);
         }
+        let Ok(plain) = remote.context.decrypt_rtcp(datagram) else {
+            return OpenedRtcp::Not;
+        };
+        let index = trailer & 0x7fff_ffff;
+        remote.taken += 1;
+        let taken = remote.taken;
+        if !remote.windows.contains_key(&ssrc) && remote.windows.len() >= MAX_RTCP_SENDERS {
+            let least_recent = remote
+                .windows
+                .iter()
+                .min_by_key(|(_, w)| w.last_used)
+                .map(|(&ssrc, _)| ssrc);
+            if let Some(least_recent) = least_recent {
+                remote.windows.remove(&least_recent);
+            }
+        }
+        let window = remote.windows.entry(ssrc).or_insert(RtcpWindow {
+            newest: index,
+            seen: 0,
+            last_used: taken,
+        });
+        window.last_used = taken;
+        if !window.take(index) {
+            return OpenedRtcp::Refused(Error::SrtcpSsrcDuplicated(ssrc, index as usize));
+        }
+        rtc::rtcp::packet::unmarshal(&mut plain.freeze())
+            .map_or(OpenedRtcp::Not, OpenedRtcp::Opened)
     }
 
     /// Whether the keys were checked and it seals.
@@ -407,13 +505,20 @@ impl OwnWrite {
             packet.header.set_extension(id, extension.freeze())?;
             numbered = Some(number);
         }
-        self.plain.resize(packet.marshal_size(), 0);
+        let size = packet.marshal_size();
+        self.plain.resize(size, 0);
         let written = packet.marshal_to(&mut self.plain)?;
         let plain = self.plain.get(..written).unwrap_or_default();
         // With the header at hand: `encrypt_rtp` would read it again, copying each extension.
-        let sealed = context
-            .encrypt_rtp_with_header(plain, &packet.header)?
-            .freeze();
+        // The cipher starts at the header's own idea of its size, which counts a stale
+        // `extensions_padding` that `marshal_to` does not write (`write_rtp` clears it): if the
+        // two disagree, the header is read back from what was written.
+        let sealed = if written == size {
+            context.encrypt_rtp_with_header(plain, &packet.header)?
+        } else {
+            context.encrypt_rtp(plain)?
+        }
+        .freeze();
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
         let numbered = numbered.map(|number| (number, plain.len()));
         if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
@@ -625,40 +730,97 @@ mod tests {
 
     #[test]
     fn the_remotes_rtcp_opens_once_and_a_replay_or_forgery_does_not() {
-        let keys = || {
-            crate::keytap::MasterKeys::for_tests(
-                ProtectionProfile::Aes128CmHmacSha1_80,
-                &[3; 16],
-                &[4; 14],
-            )
-        };
-        let mut own = OwnWrite::new(KeyTap::new(), None);
-        let report = rtc::rtcp::receiver_report::ReceiverReport {
-            ssrc: 11,
-            ..Default::default()
-        };
-        let plain = report.marshal().unwrap();
-        let mut remote = keys().context().unwrap();
-        let sealed = remote.encrypt_rtcp(&plain).unwrap();
-        assert!(
-            matches!(own.open_rtcp(&sealed), OpenedRtcp::Not),
-            "no keys yet"
-        );
-        own.remote = Some(Box::new(
-            keys().context_with_replay_window(REPLAY_WINDOW).unwrap(),
-        ));
-        let OpenedRtcp::Opened(packets) = own.open_rtcp(&sealed) else {
-            panic!("not opened");
-        };
-        let opened = packets[0]
-            .as_any()
-            .downcast_ref::<rtc::rtcp::receiver_report::ReceiverReport>()
+        for (profile, gcm) in [
+            (ProtectionProfile::Aes128CmHmacSha1_80, false),
+            (ProtectionProfile::AeadAes128Gcm, true),
+        ] {
+            let keys = || {
+                crate::keytap::MasterKeys::for_tests(
+                    profile,
+                    &[3; 16],
+                    &vec![4; profile.salt_len()],
+                )
+            };
+            let mut own = OwnWrite::new(KeyTap::new(), None);
+            let report = |ssrc| {
+                rtc::rtcp::receiver_report::ReceiverReport {
+                    ssrc,
+                    ..Default::default()
+                }
+                .marshal()
+                .unwrap()
+            };
+            let mut remote = keys().context().unwrap();
+            let sealed: Vec<Vec<u8>> = (0..70)
+                .map(|_| remote.encrypt_rtcp(&report(11)).unwrap().to_vec())
+                .collect();
+            assert!(
+                matches!(own.open_rtcp(&sealed[0]), OpenedRtcp::Not),
+                "no keys yet"
+            );
+            own.remote = Some(RemoteRtcp {
+                context: Box::new(keys().context().unwrap()),
+                profile,
+                windows: crate::FastMap::default(),
+                taken: 0,
+            });
+            // A forged packet far ahead moves nothing: the genuine ones still open.
+            let mut forged = sealed[69].clone();
+            let tag_byte = forged.len() - if gcm { 5 } else { 1 };
+            forged[tag_byte] ^= 1;
+            assert!(
+                matches!(own.open_rtcp(&forged), OpenedRtcp::Not),
+                "{profile:?}"
+            );
+            let OpenedRtcp::Opened(packets) = own.open_rtcp(&sealed[1]) else {
+                panic!("not opened under {profile:?}");
+            };
+            let opened = packets[0]
+                .as_any()
+                .downcast_ref::<rtc::rtcp::receiver_report::ReceiverReport>()
+                .unwrap();
+            assert_eq!(opened.ssrc, 11);
+            assert!(
+                matches!(own.open_rtcp(&sealed[1]), OpenedRtcp::Refused(_)),
+                "a replay"
+            );
+            assert!(
+                matches!(own.open_rtcp(&sealed[0]), OpenedRtcp::Opened(_)),
+                "late, new"
+            );
+            assert!(matches!(own.open_rtcp(&sealed[67]), OpenedRtcp::Opened(_)));
+            assert!(
+                matches!(own.open_rtcp(&sealed[2]), OpenedRtcp::Refused(_)),
+                "older than the window"
+            );
+            // Sent unencrypted (the E flag cleared): refused whatever its tag.
+            let mut clear = sealed[68].clone();
+            let flag = clear.len() - if gcm { 4 } else { 14 };
+            clear[flag] &= 0x7f;
+            assert!(
+                matches!(own.open_rtcp(&clear), OpenedRtcp::Refused(_)),
+                "{profile:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_with_stale_extension_padding_is_sealed_as_written() {
+        let (mut own, mut open) = sealing(None);
+        let mut stale = packet(7, 1, 0, 50);
+        stale
+            .header
+            .set_extension(3, Bytes::from_static(b"ab"))
             .unwrap();
-        assert_eq!(opened.ssrc, 11);
-        assert!(matches!(own.open_rtcp(&sealed), OpenedRtcp::Replayed));
-        let mut forged = remote.encrypt_rtcp(&plain).unwrap().to_vec();
-        forged[8] ^= 1;
-        assert!(matches!(own.open_rtcp(&forged), OpenedRtcp::Not));
+        stale.header.extensions_padding = 4;
+        assert!(own.seal(Instant::now(), &mut stale, None).unwrap());
+        let datagram = own.poll_datagram().unwrap();
+        let plain = open.decrypt_rtp(&datagram).unwrap();
+        let opened = rtc::rtp::Packet::unmarshal(&mut &plain[..]).unwrap();
+        assert_eq!(
+            opened.payload, stale.payload,
+            "the payload, whole and in the clear"
+        );
     }
 
     #[test]
