@@ -61,6 +61,24 @@ fn stun_kind(datagram: &[u8]) -> Option<Stun> {
     })
 }
 
+/// Whether `datagram` is RTCP (or SRTCP): RFC 7983's first byte 128..=191 for RTP and RTCP, and
+/// RFC 5761's packet types 192..=223 for RTCP.
+pub(crate) fn is_rtcp(datagram: &[u8]) -> bool {
+    matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second))
+}
+
+/// The word of SRTCP `datagram` that holds its E flag (the top bit) and its index: the last 4
+/// bytes before an authentication tag of `tag_len` bytes (10 for AES-CM, RFC 3711; none after it
+/// for GCM, RFC 7714), when the datagram is long enough to hold an RTCP header before it.
+pub(crate) fn srtcp_trailer(datagram: &[u8], tag_len: usize) -> Option<u32> {
+    let at = datagram
+        .len()
+        .checked_sub(tag_len + 4)
+        .filter(|&at| at >= 8)?;
+    let word: [u8; 4] = datagram.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(word))
+}
+
 /// Whether `datagram` is STUN (RFC 7983: first byte 0..=3; the magic cookie).
 pub fn is_stun(datagram: &[u8]) -> bool {
     stun_kind(datagram).is_some()

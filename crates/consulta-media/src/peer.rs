@@ -728,14 +728,8 @@ impl IncomingTag {
 /// and index, then a 10-byte tag) whose E flag is clear: sent unencrypted, which `rtc`'s AES-CM
 /// cipher returns without checking its tag.
 fn unencrypted_aes_cm_srtcp(datagram: &[u8]) -> bool {
-    let srtcp = matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second));
-    srtcp
-        && datagram
-            .len()
-            .checked_sub(14)
-            .filter(|&at| at >= 8)
-            .and_then(|at| datagram.get(at))
-            .is_some_and(|flag| flag >> 7 == 0)
+    crate::mux::is_rtcp(datagram)
+        && crate::mux::srtcp_trailer(datagram, 10).is_some_and(|word| word >> 31 == 0)
 }
 
 /// SSRCs whose tags are kept per connection (simulcast layers of a few tracks); past this the
@@ -1232,9 +1226,7 @@ impl MediaPeer {
         datagram: &[u8],
     ) -> Option<Result<(), Error>> {
         let own = self.own.as_mut()?;
-        if self.selected != Some(from)
-            || !matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second))
-        {
+        if self.selected != Some(from) || !crate::mux::is_rtcp(datagram) {
             return None;
         }
         let packets = match own.open_rtcp(datagram) {

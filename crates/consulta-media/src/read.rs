@@ -215,7 +215,7 @@ impl<T: Clone> OwnRead<T> {
         let Keys::Opening(context) = &mut self.open else {
             return Vec::new();
         };
-        if !matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second)) {
+        if !crate::mux::is_rtcp(datagram) {
             return Vec::new();
         }
         let Ok(plain) = context.decrypt_rtcp(datagram) else {

@@ -366,8 +366,7 @@ impl OwnWrite {
         let Seal::Checking(candidates) = &mut self.seal else {
             return;
         };
-        let rtcp = matches!(datagram, [128..=191, second, ..] if (192..=223).contains(second));
-        if !rtcp {
+        if !crate::mux::is_rtcp(datagram) {
             return;
         }
         let opened = candidates
@@ -406,24 +405,17 @@ impl OwnWrite {
         let Some(remote) = self.remote.as_mut() else {
             return OpenedRtcp::Not;
         };
-        // The E flag and the index: the last 4 bytes under GCM (RFC 7714), before the 10-byte
-        // authentication tag under AES-CM (RFC 3711).
-        let trailer_at = match remote.profile {
-            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => 4,
-            _ => 14,
+        let tag_len = match remote.profile {
+            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => 0,
+            _ => 10,
         };
-        let word = |at: usize| {
-            datagram
-                .get(at..at.checked_add(4)?)
-                .and_then(|w| <[u8; 4]>::try_from(w).ok())
-                .map(u32::from_be_bytes)
-        };
-        let (Some(ssrc), Some(trailer)) = (
-            word(4),
-            datagram.len().checked_sub(trailer_at).and_then(word),
+        let (Some(&[a, b, c, d]), Some(trailer)) = (
+            datagram.get(4..8),
+            crate::mux::srtcp_trailer(datagram, tag_len),
         ) else {
             return OpenedRtcp::Not;
         };
+        let ssrc = u32::from_be_bytes([a, b, c, d]);
         if trailer >> 31 == 0 {
             return OpenedRtcp::Refused(Error::ErrFailedToVerifyAuthTag);
         }
