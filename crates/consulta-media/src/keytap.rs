@@ -75,11 +75,7 @@ impl KeyTap {
         let (keys, salts) = material.split_at(2 * key);
         let (client_key, server_key) = keys.split_at(key);
         let (client_salt, server_salt) = salts.split_at(salt);
-        let side = |key: &[u8], salt: &[u8]| MasterKeys {
-            profile,
-            key: key.to_vec(),
-            salt: salt.to_vec(),
-        };
+        let side = |key: &[u8], salt: &[u8]| MasterKeys::new(profile, key, salt);
         Some([side(client_key, client_salt), side(server_key, server_salt)])
     }
 
@@ -97,6 +93,30 @@ pub struct MasterKeys {
 }
 
 impl MasterKeys {
+    /// Keys given (tests and benchmarks make them up).
+    pub fn new(profile: ProtectionProfile, key: &[u8], salt: &[u8]) -> Self {
+        Self {
+            profile,
+            key: key.to_vec(),
+            salt: salt.to_vec(),
+        }
+    }
+
+    /// The protection profile the keys are for.
+    pub fn profile(&self) -> ProtectionProfile {
+        self.profile
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The master salt.
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
     /// An SRTP context with these keys and no replay window (so that it opens a packet sent
     /// again, too).
     pub fn context(&self) -> Result<rtc::srtp::context::Context, rtc::shared::error::Error> {
@@ -125,18 +145,6 @@ impl MasterKeys {
             Some(rtc::srtp::option::srtcp_replay_protection(window)),
             &rtc::crypto::providers::RingCrypto,
         )
-    }
-}
-
-#[cfg(test)]
-impl MasterKeys {
-    /// Keys made up by a test.
-    pub(crate) fn for_tests(profile: ProtectionProfile, key: &[u8], salt: &[u8]) -> Self {
-        Self {
-            profile,
-            key: key.to_vec(),
-            salt: salt.to_vec(),
-        }
     }
 }
 

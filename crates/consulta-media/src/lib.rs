@@ -23,6 +23,7 @@ mod resend;
 mod send;
 mod send_log;
 pub mod shell;
+pub mod srtp;
 
 pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};
 pub use peer::{

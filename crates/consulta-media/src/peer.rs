@@ -1793,7 +1793,7 @@ mod tests {
     #[test]
     fn unencrypted_aes_cm_srtcp_is_told_apart() {
         use rtc::shared::marshal::Marshal;
-        let mut context = crate::keytap::MasterKeys::for_tests(
+        let mut context = crate::keytap::MasterKeys::new(
             rtc::srtp::protection_profile::ProtectionProfile::Aes128CmHmacSha1_80,
             &[1; 16],
             &[2; 14],

@@ -26,6 +26,7 @@ use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::keytap::KeyTap;
+use crate::srtp::RtpCrypto;
 
 /// Streams offered or opened here per connection at most (simulcast layers of a few tracks).
 /// Past it, a stream not opened here yet, or one quiet for [`QUIET`], gives its place to a new
@@ -38,8 +39,9 @@ const QUIET: std::time::Duration = std::time::Duration::from_secs(5);
 /// connection (`rtc` opening everything then).
 const MAX_KEY_MISSES: u32 = 8;
 
-/// The replay windows of the own context: `rtc`'s for its remote context (64 packets each for
-/// SRTP and SRTCP), so a repair arriving later than that is refused as before.
+/// The replay window of `rtc`'s context for the sender reports: `rtc`'s for its remote context,
+/// as the own SRTP's for media (`srtp`, 64 packets), so a repair arriving later than that is
+/// refused as before.
 const REPLAY_WINDOW: usize = 64;
 
 /// What the connection opens with.
@@ -47,10 +49,11 @@ enum Keys {
     /// Not found yet: the next offered stream's packet tries the candidates. The count is of
     /// packets none opened.
     Unknown(u32),
-    /// The remote side's keys, found by which candidate opened a packet. The context is never
-    /// replaced: it keeps each SSRC's rollover counter, so a stream offered again later (its place
-    /// given away meanwhile) opens with the right one.
-    Opening(Box<Context>),
+    /// The remote side's keys, found by which candidate opened a packet: the own SRTP for its
+    /// media, `rtc`'s context for its RTCP (the sender reports). The media's is never replaced:
+    /// it keeps each SSRC's rollover counter, so a stream offered again later (its place given
+    /// away meanwhile) opens with the right one.
+    Opening(Box<RtpCrypto>, Box<Context>),
     /// No candidate opened offered packets: everything stays with `rtc`.
     Refused,
 }
@@ -170,10 +173,10 @@ impl<T: Clone> OwnRead<T> {
         let header_len = datagram.len() - cursor.len();
         let opened = match &mut self.open {
             Keys::Refused => return Read::Rtc,
-            Keys::Opening(context) => context.decrypt_rtp_with_header(datagram, &header),
-            Keys::Unknown(misses) => match find_keys(&self.keys, datagram, &header) {
-                Some((context, plain)) => {
-                    self.open = Keys::Opening(Box::new(context));
+            Keys::Opening(crypto, _) => crypto.open(datagram, header_len, ssrc, seq),
+            Keys::Unknown(misses) => match find_keys(&self.keys, datagram, header_len, ssrc, seq) {
+                Some((crypto, rtcp, plain)) => {
+                    self.open = Keys::Opening(Box::new(crypto), Box::new(rtcp));
                     Ok(plain)
                 }
                 None => {
@@ -212,7 +215,7 @@ impl<T: Clone> OwnRead<T> {
     /// The sender reports (SSRC and NTP time) in `datagram`, if it is SRTCP that opens with the
     /// keys found.
     pub(crate) fn sender_reports(&mut self, datagram: &[u8]) -> Vec<(u32, u64)> {
-        let Keys::Opening(context) = &mut self.open else {
+        let Keys::Opening(_, context) = &mut self.open else {
             return Vec::new();
         };
         if !crate::mux::is_rtcp(datagram) {
@@ -258,12 +261,15 @@ fn packet_of(
 }
 
 /// The candidate keys (either side's, under either profile the connection may have negotiated)
-/// that open `datagram` (whose header is `header`), with what they opened.
+/// that open `datagram` (packet `seq` of `ssrc`, its header `header_len` bytes long), with what
+/// they opened and `rtc`'s context for the same side's RTCP.
 fn find_keys(
     keys: &KeyTap,
     datagram: &[u8],
-    header: &rtc::rtp::Header,
-) -> Option<(Context, bytes::BytesMut)> {
+    header_len: usize,
+    ssrc: u32,
+    seq: u16,
+) -> Option<(RtpCrypto, Context, bytes::BytesMut)> {
     [
         ProtectionProfile::Aes128CmHmacSha1_80,
         ProtectionProfile::AeadAes128Gcm,
@@ -271,10 +277,11 @@ fn find_keys(
     .into_iter()
     .filter_map(|profile| keys.keys(profile))
     .flatten()
-    .filter_map(|side| side.context_with_replay_window(REPLAY_WINDOW).ok())
-    .find_map(|mut context| {
-        let plain = context.decrypt_rtp_with_header(datagram, header).ok()?;
-        Some((context, plain))
+    .find_map(|side| {
+        let mut crypto = RtpCrypto::new(&side, true).ok()?;
+        let plain = crypto.open(datagram, header_len, ssrc, seq).ok()?;
+        let rtcp = side.context_with_replay_window(REPLAY_WINDOW).ok()?;
+        Some((crypto, rtcp, plain))
     })
 }
 
@@ -285,7 +292,7 @@ mod tests {
     use rtc::shared::marshal::{Marshal, MarshalSize};
 
     fn keys() -> MasterKeys {
-        MasterKeys::for_tests(ProtectionProfile::Aes128CmHmacSha1_80, &[7; 16], &[9; 14])
+        MasterKeys::new(ProtectionProfile::Aes128CmHmacSha1_80, &[7; 16], &[9; 14])
     }
 
     /// A read path that found `keys()` already (as after its first offered packet).
@@ -294,7 +301,8 @@ mod tests {
         let context = keys()
             .context_with_replay_window(REPLAY_WINDOW)
             .expect("a context");
-        read.open = Keys::Opening(Box::new(context));
+        let crypto = RtpCrypto::new(&keys(), true).expect("keys");
+        read.open = Keys::Opening(Box::new(crypto), Box::new(context));
         read
     }
 

@@ -47,6 +47,7 @@ use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::keytap::KeyTap;
 use crate::send_log::SendLog;
+use crate::srtp::{ReplayWindow, RtpCrypto};
 
 /// How many datagrams of each stream are kept for NACKs (as `resend::Resender` keeps packets).
 pub(crate) const HISTORY: usize = 64;
@@ -54,10 +55,6 @@ pub(crate) const HISTORY: usize = 64;
 /// Most streams one connection reports on and keeps datagrams for at once (8 tracks from each of 8
 /// others). A stream whose track was removed gives its place to a new one when all are taken.
 const MAX_STREAMS: usize = 64;
-
-/// The replay window for the remote's SRTCP, in packets: `rtc`'s (64), so that what it would
-/// refuse is refused here too.
-const REPLAY_WINDOW: u32 = 64;
 
 /// SSRCs whose SRTCP replay windows a connection keeps (the remote's reporting SSRCs: one or two
 /// from a browser); past it, the least recent gives its place.
@@ -97,8 +94,8 @@ enum Seal {
     /// A sender report went through `rtc`; the candidate contexts wait for its SRTCP (each with
     /// its profile and which half of the keys it is).
     Checking(Vec<(Context, ProtectionProfile, usize)>),
-    /// The connection's own sending context.
-    Sealing(Box<Context>),
+    /// The connection's own SRTP for what it sends.
+    Sealing(Box<RtpCrypto>),
     /// No candidate opened what `rtc` sealed: `rtc`'s write path stays.
     Refused,
 }
@@ -116,37 +113,22 @@ pub(crate) enum OpenedRtcp {
     Not,
 }
 
-/// Which SRTCP indexes of one sender were taken: the newest, and the 63 before it as bits.
-/// Moved only by authenticated packets, so a forged one cannot make the genuine ones look old.
+/// Which SRTCP indexes of one sender were taken, and when the window was used last.
 #[derive(Clone, Copy)]
 struct RtcpWindow {
-    newest: u32,
-    seen: u64,
+    window: ReplayWindow,
     last_used: u64,
 }
 
 impl RtcpWindow {
     /// Takes `index` if it is new and not too old.
     fn take(&mut self, index: u32) -> bool {
-        if index > self.newest {
-            let ahead = index - self.newest;
-            self.seen = if ahead >= REPLAY_WINDOW {
-                0
-            } else {
-                self.seen << ahead
-            };
-            self.seen |= 1;
-            self.newest = index;
-            return true;
-        }
-        let behind = self.newest - index;
-        if behind >= REPLAY_WINDOW {
+        let index = u64::from(index);
+        if self.window.replayed(index) {
             return false;
         }
-        let bit = 1u64 << behind;
-        let new = self.seen & bit == 0;
-        self.seen |= bit;
-        new
+        self.window.take(index);
+        true
     }
 }
 
@@ -226,9 +208,6 @@ pub(crate) struct OwnWrite {
     /// Reports go out with the next packet (the connection connected again).
     report_soon: bool,
     estimation: Option<Estimation>,
-    /// Where each packet is laid out before sealing (kept: a video packet is past the sizes the
-    /// allocator reuses cheaply).
-    plain: Vec<u8>,
     /// The remote's half of the keys, once the check found the connection's own: it opens the
     /// remote's SRTCP ([`open_rtcp`](Self::open_rtcp)).
     remote: Option<RemoteRtcp>,
@@ -246,7 +225,6 @@ impl OwnWrite {
             baseline: None,
             next_report: None,
             report_soon: false,
-            plain: Vec::new(),
             remote: None,
         }
     }
@@ -372,9 +350,17 @@ impl OwnWrite {
         let opened = candidates
             .iter_mut()
             .position(|(c, _, _)| c.decrypt_rtcp(datagram).is_ok());
-        self.seal = match opened {
-            Some(i) => {
-                let (context, profile, half) = candidates.swap_remove(i);
+        let found = opened
+            .map(|i| candidates.swap_remove(i))
+            .and_then(|(_, profile, half)| {
+                let keys = self.keys.keys(profile)?;
+                let [first, second] = &keys;
+                let own = if half == 0 { first } else { second };
+                let crypto = RtpCrypto::new(own, false).ok()?;
+                Some((crypto, profile, half))
+            });
+        self.seal = match found {
+            Some((crypto, profile, half)) => {
                 // The other half of the same keys is the remote's: what it sends opens with it.
                 self.remote = self
                     .keys
@@ -387,7 +373,7 @@ impl OwnWrite {
                         windows: crate::FastMap::default(),
                         taken: 0,
                     });
-                Seal::Sealing(Box::new(context))
+                Seal::Sealing(Box::new(crypto))
             }
             None => {
                 tracing::warn!(
@@ -436,8 +422,7 @@ impl OwnWrite {
             }
         }
         let window = remote.windows.entry(ssrc).or_insert(RtcpWindow {
-            newest: index,
-            seen: 0,
+            window: ReplayWindow::at(u64::from(index)),
             last_used: taken,
         });
         window.last_used = taken;
@@ -481,7 +466,7 @@ impl OwnWrite {
         packet: &mut rtc::rtp::Packet,
         twcc_id: Option<u8>,
     ) -> Result<bool, rtc::shared::error::Error> {
-        let Seal::Sealing(context) = &mut self.seal else {
+        let Seal::Sealing(crypto) = &mut self.seal else {
             return Ok(false);
         };
         let mut numbered = None;
@@ -497,22 +482,25 @@ impl OwnWrite {
             packet.header.set_extension(id, extension.freeze())?;
             numbered = Some(number);
         }
+        // Laid out where it is sealed and sent from, with room for the tag (exactly: a full
+        // vector becomes `Bytes` without another allocation). The header's length is read from
+        // what was written: the header's own idea of its size counts a stale
+        // `extensions_padding` that `marshal_to` does not write.
         let size = packet.marshal_size();
-        self.plain.resize(size, 0);
-        let written = packet.marshal_to(&mut self.plain)?;
-        let plain = self.plain.get(..written).unwrap_or_default();
-        // With the header at hand: `encrypt_rtp` would read it again, copying each extension.
-        // The cipher starts at the header's own idea of its size, which counts a stale
-        // `extensions_padding` that `marshal_to` does not write (`write_rtp` clears it): if the
-        // two disagree, the header is read back from what was written.
-        let sealed = if written == size {
-            context.encrypt_rtp_with_header(plain, &packet.header)?
-        } else {
-            context.encrypt_rtp(plain)?
-        }
-        .freeze();
+        let mut datagram = Vec::with_capacity(size + crypto.tag_len());
+        datagram.resize(size, 0);
+        let written = packet.marshal_to(&mut datagram)?;
+        datagram.truncate(written);
+        let header_len =
+            crate::srtp::header_len(&datagram).ok_or(rtc::shared::error::Error::ErrTooShortRtp)?;
+        crypto.seal(
+            &mut datagram,
+            header_len,
+            packet.header.ssrc,
+            packet.header.sequence_number,
+        )?;
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
-        let numbered = numbered.map(|number| (number, plain.len()));
+        let numbered = numbered.map(|number| (number, written));
         if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
             estimation.history.add(ssrc, seq, number, size, now);
         }
@@ -524,18 +512,18 @@ impl OwnWrite {
                     kept.seq = seq;
                     kept.numbered = numbered;
                     kept.datagram.clear();
-                    kept.datagram.extend_from_slice(&sealed);
+                    kept.datagram.extend_from_slice(&datagram);
                 }
                 None => {
                     *slot = Some(Sent {
                         seq,
-                        datagram: sealed.to_vec(),
+                        datagram: datagram.clone(),
                         numbered,
                     });
                 }
             }
         }
-        self.out.push_back(sealed);
+        self.out.push_back(Bytes::from(datagram));
         Ok(true)
     }
 
@@ -651,6 +639,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
     use super::*;
+    use crate::keytap::MasterKeys;
     use rtc::shared::marshal::Unmarshal;
 
     fn packet(ssrc: u32, seq: u16, timestamp: u32, payload: usize) -> rtc::rtp::Packet {
@@ -715,7 +704,8 @@ mod tests {
             .unwrap()
         };
         let mut own = OwnWrite::new(KeyTap::new(), estimation);
-        own.seal = Seal::Sealing(Box::new(context()));
+        let keys = MasterKeys::new(ProtectionProfile::AeadAes128Gcm, &[7; 16], &[9; 12]);
+        own.seal = Seal::Sealing(Box::new(RtpCrypto::new(&keys, false).unwrap()));
         own.add_stream(7, 90_000);
         (own, context())
     }
@@ -726,13 +716,7 @@ mod tests {
             (ProtectionProfile::Aes128CmHmacSha1_80, false),
             (ProtectionProfile::AeadAes128Gcm, true),
         ] {
-            let keys = || {
-                crate::keytap::MasterKeys::for_tests(
-                    profile,
-                    &[3; 16],
-                    &vec![4; profile.salt_len()],
-                )
-            };
+            let keys = || MasterKeys::new(profile, &[3; 16], &vec![4; profile.salt_len()]);
             let mut own = OwnWrite::new(KeyTap::new(), None);
             let report = |ssrc| {
                 rtc::rtcp::receiver_report::ReceiverReport {

@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use bytes::BytesMut;
+use consulta_media::keytap::MasterKeys;
 use consulta_media::rtp::{Header, Packet};
+use consulta_media::srtp::{RtpCrypto, header_len};
 use rtc::crypto::providers::RingCrypto;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::srtp::context::Context;
@@ -70,8 +72,12 @@ pub fn serve() -> anyhow::Result<()> {
         println!("IDEAL udp={}", socket.local_addr()?);
     }
     std::io::Write::flush(&mut std::io::stdout())?;
-    let mut inbound = inbound_context()?;
-    let mut subscribers: HashMap<u32, Vec<(SocketAddr, Context)>> = HashMap::new();
+    // The node's own SRTP (`consulta_media::srtp`), as its read and write paths open and seal.
+    let own = |profile: ProtectionProfile, salt: &[u8]| {
+        RtpCrypto::new(&MasterKeys::new(profile, &MASTER_KEY, salt), false).context("srtp keys")
+    };
+    let mut inbound = own(ProtectionProfile::Aes128CmHmacSha1_80, &CM_SALT)?;
+    let mut subscribers: HashMap<u32, Vec<(SocketAddr, RtpCrypto)>> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     loop {
         let (len, from) = socket.recv_from(&mut buf)?;
@@ -81,21 +87,27 @@ pub fn serve() -> anyhow::Result<()> {
             subscribers
                 .entry(ssrc)
                 .or_default()
-                .push((from, outbound_context()?));
+                .push((from, own(ProtectionProfile::AeadAes128Gcm, &GCM_SALT)?));
             continue;
         }
-        let Ok(plain) = inbound.decrypt_rtp(datagram) else {
+        let (Some(&[s0, s1]), Some(&[a, b, c, d]), Some(header_len)) = (
+            datagram.get(2..4),
+            datagram.get(8..12),
+            header_len(datagram),
+        ) else {
             continue;
         };
-        let Some(ssrc) = plain
-            .get(8..12)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_be_bytes)
-        else {
+        let (seq, ssrc) = (
+            u16::from_be_bytes([s0, s1]),
+            u32::from_be_bytes([a, b, c, d]),
+        );
+        let Ok(plain) = inbound.open(datagram, header_len, ssrc, seq) else {
             continue;
         };
         for (to, outbound) in subscribers.get_mut(&ssrc).into_iter().flatten() {
-            if let Ok(sealed) = outbound.encrypt_rtp(&plain) {
+            let mut sealed = Vec::with_capacity(plain.len() + outbound.tag_len());
+            sealed.extend_from_slice(&plain);
+            if outbound.seal(&mut sealed, header_len, ssrc, seq).is_ok() {
                 let _ = socket.send_to(&sealed, *to);
             }
         }

@@ -20,6 +20,7 @@ mod ideal;
 mod janus;
 mod media;
 mod pipeline;
+mod srtp;
 mod stamp;
 
 use std::cell::RefCell;
@@ -86,6 +87,19 @@ enum Internal {
     },
     /// (internal) Run the idealised forwarder and print its address.
     Ideal,
+    /// Time opening and sealing one video packet with `rtc`'s SRTP context and with the own one
+    /// the node's media paths use, under both profiles, in one thread without sockets.
+    Srtp {
+        /// Packets per round.
+        #[arg(long, default_value_t = 50_000)]
+        packets: u32,
+        /// Measured rounds (alternating; the median is reported).
+        #[arg(long, default_value_t = 9)]
+        rounds: u32,
+        /// Streams (SSRCs) the packets are spread over.
+        #[arg(long, default_value_t = 4)]
+        streams: u32,
+    },
     /// Time `rtc`'s per-packet pipeline in one process (two peers connected in memory, no
     /// sockets): write, read and timer cost per packet on the one-way connections the SFU runs,
     /// with and without congestion control on the sending side, and with the bench sealing the
@@ -209,6 +223,11 @@ fn main() -> anyhow::Result<()> {
             connections,
             interleave,
         }) => pipeline::run(packets, rounds, connections, interleave),
+        Some(Internal::Srtp {
+            packets,
+            rounds,
+            streams,
+        }) => srtp::run(packets, rounds, streams),
         None => {
             if cli.run.janus
                 && let Some(status) = janus::reexec_in_namespace()?
