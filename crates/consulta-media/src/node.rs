@@ -20,17 +20,19 @@ use crate::peer::{Error, MediaConfig};
 /// The kernel caps the request at `net.core.rmem_max`/`wmem_max`.
 pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 
-/// Sends every IPv4 datagram of `udp` with the don't-fragment bit (`IP_PMTUDISC_DO`): a packet
-/// too large for the path is refused (`EMSGSIZE`, counted as a send error) instead of being cut
-/// into fragments, which a receiver loses whole when one fragment is lost and which NATs often
-/// drop. Media packets stay under 1 300 bytes. Linux also gives a datagram that may not be
-/// fragmented the IP identification 0; without the bit it draws one per datagram from a hash
-/// table shared by all CPUs, 1.6 % of the node's time forwarding 1:1 rooms (docs/benchmarks.md,
-/// "Own SRTP").
+/// Sends every IPv4 datagram of `udp` with the don't-fragment bit, ignoring the path MTU that
+/// ICMP reports (`IP_PMTUDISC_PROBE`): media is never cut into fragments, which a receiver loses
+/// whole when one fragment is lost and which NATs often drop, and a packet too large for a hop is
+/// dropped there (media packets stay under 1 300 bytes). `IP_PMTUDISC_DO` would also refuse to
+/// send what exceeds a path MTU learnt from ICMP, which anyone can forge for a client's address
+/// (down to 552 bytes for ten minutes by Linux's defaults): that client's video would stop.
+/// Linux gives a datagram that may not be fragmented the IP identification 0; without the bit it
+/// draws one per datagram from a hash table shared by all CPUs, 1.6 % of the node's time
+/// forwarding 1:1 rooms (docs/benchmarks.md, "Own SRTP").
 fn set_dont_fragment(udp: &UdpSocket) -> std::io::Result<()> {
     use nix::libc;
     use std::os::fd::AsRawFd;
-    let value: libc::c_int = libc::IP_PMTUDISC_DO;
+    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
     #[allow(
         unsafe_code,
         reason = "setsockopt with an int option on a socket this node owns; neither socket2 nor \

@@ -1300,8 +1300,15 @@ impl MediaPeer {
     /// [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Error> {
         // Every timer is served, whatever fails: one left in the past would be polled again
-        // at once, for ever.
-        let rtc = self.pc().handle_timeout(now);
+        // at once, for ever. `rtc` only when its own timer is due (or unknown, while it is
+        // polled): most wake-ups are the own paths' (feedback every 100 ms), and handing `rtc`
+        // a timeout walks its handlers and interceptors and has it polled again twice.
+        let rtc_due = !self.polled.quiet() || self.polled.deadline.is_some_and(|at| at <= now);
+        let rtc = if rtc_due {
+            self.pc().handle_timeout(now)
+        } else {
+            Ok(())
+        };
         if let Some(own) = &mut self.own {
             own.handle_timeout(now);
         }

@@ -171,27 +171,39 @@ impl<T: Clone> OwnRead<T> {
             return Read::Rtc;
         };
         let header_len = datagram.len() - cursor.len();
+        // Taking a stream over from `rtc`: what it opened counts as taken here too, or a replay
+        // of one of its last 64 packets would be taken (and sealed again to the subscribers).
+        let through = (!stream.adopted).then_some(stream.last_seq);
         let opened = match &mut self.open {
             Keys::Refused => return Read::Rtc,
-            Keys::Opening(crypto, _) => crypto.open(datagram, header_len, ssrc, seq),
-            Keys::Unknown(misses) => match find_keys(&self.keys, datagram, header_len, ssrc, seq) {
-                Some((crypto, rtcp, plain)) => {
-                    self.open = Keys::Opening(Box::new(crypto), Box::new(rtcp));
-                    Ok(plain)
-                }
-                None => {
-                    *misses += 1;
-                    if *misses >= MAX_KEY_MISSES {
-                        tracing::warn!(
-                            "no SRTP keys seen as DTLS exported them open the remote's media: \
-                             rtc's read path stays"
-                        );
-                        self.open = Keys::Refused;
-                        self.streams.clear();
-                    }
+            Keys::Opening(crypto, _) => {
+                if let Some(through) = through
+                    && crypto.taken_through(ssrc, through).is_err()
+                {
                     return Read::Rtc;
                 }
-            },
+                crypto.open(datagram, header_len, ssrc, seq)
+            }
+            Keys::Unknown(misses) => {
+                match find_keys(&self.keys, datagram, header_len, ssrc, (seq, through)) {
+                    Some((crypto, rtcp, plain)) => {
+                        self.open = Keys::Opening(Box::new(crypto), Box::new(rtcp));
+                        Ok(plain)
+                    }
+                    None => {
+                        *misses += 1;
+                        if *misses >= MAX_KEY_MISSES {
+                            tracing::warn!(
+                                "no SRTP keys seen as DTLS exported them open the remote's media: \
+                             rtc's read path stays"
+                            );
+                            self.open = Keys::Refused;
+                            self.streams.clear();
+                        }
+                        return Read::Rtc;
+                    }
+                }
+            }
         };
         let plain = match opened {
             Ok(plain) => plain,
@@ -261,14 +273,15 @@ fn packet_of(
 }
 
 /// The candidate keys (either side's, under either profile the connection may have negotiated)
-/// that open `datagram` (packet `seq` of `ssrc`, its header `header_len` bytes long), with what
-/// they opened and `rtc`'s context for the same side's RTCP.
+/// that open `datagram` (packet `seq` of `ssrc`, its header `header_len` bytes long; `rtc` opened
+/// the stream's packets through `through`), with what they opened and `rtc`'s context for the
+/// same side's RTCP.
 fn find_keys(
     keys: &KeyTap,
     datagram: &[u8],
     header_len: usize,
     ssrc: u32,
-    seq: u16,
+    (seq, through): (u16, Option<u16>),
 ) -> Option<(RtpCrypto, Context, bytes::BytesMut)> {
     [
         ProtectionProfile::Aes128CmHmacSha1_80,
@@ -279,6 +292,9 @@ fn find_keys(
     .flatten()
     .find_map(|side| {
         let mut crypto = RtpCrypto::new(&side, true).ok()?;
+        if let Some(through) = through {
+            crypto.taken_through(ssrc, through).ok()?;
+        }
         let plain = crypto.open(datagram, header_len, ssrc, seq).ok()?;
         let rtcp = side.context_with_replay_window(REPLAY_WINDOW).ok()?;
         Some((crypto, rtcp, plain))
@@ -346,6 +362,8 @@ mod tests {
         read.offer(now, 1, 100, "camera");
         assert!(matches!(read.open(now, &first), Read::Rtc), "rtc's already");
         assert_eq!(opened(&mut read, now, &second), Some(101));
+        // What `rtc` opened before counts as taken here: a replay of it is dropped.
+        assert!(matches!(read.open(now, &first), Read::Replayed));
         // Adopted: from now on, out of order too; a replay is dropped here; a forged packet goes
         // to rtc and changes nothing.
         let (third, fourth) = (sender.seal(1, 102), sender.seal(1, 103));

@@ -848,21 +848,25 @@ mod tests {
         for ssrc in 100..99 + MAX_STREAMS as u32 {
             own.add_stream(ssrc, 90_000);
         }
-        let nack = |media_ssrc| TransportLayerNack {
+        let nack = |media_ssrc, packet_id| TransportLayerNack {
             sender_ssrc: 1,
             media_ssrc,
             nacks: vec![
                 rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair {
-                    packet_id: 1,
+                    packet_id,
                     lost_packets: 0,
                 },
             ],
         };
-        let sent_and_resent = |own: &mut OwnWrite, ssrc| {
-            own.count(now, &packet(ssrc, 1, 0, 10));
-            assert!(own.seal(now, &mut packet(ssrc, 1, 0, 10), None).unwrap());
+        // A reused SSRC continues its numbering (an index is never sealed twice).
+        let mut next_seq = crate::FastMap::<u32, u16>::default();
+        let mut sent_and_resent = |own: &mut OwnWrite, ssrc| {
+            let seq = next_seq.entry(ssrc).or_insert(0);
+            *seq += 1;
+            own.count(now, &packet(ssrc, *seq, 0, 10));
+            assert!(own.seal(now, &mut packet(ssrc, *seq, 0, 10), None).unwrap());
             while own.poll_datagram().is_some() {}
-            own.resend(now, &nack(ssrc))
+            own.resend(now, &nack(ssrc, *seq))
         };
         let past = 1_000;
         own.add_stream(past, 90_000);

@@ -3,17 +3,18 @@
 //! here: SRTP_AES128_CM_HMAC_SHA1_80 (RFC 3711) and SRTP_AEAD_AES_128_GCM (RFC 7714).
 //!
 //! `rtc`'s SRTP context does the same, and its cipher is what these are checked against (the
-//! tests below, and every router and browser test through the own paths). It was a fifth of the
-//! media loop's own time forwarding 1:1 rooms (docs/benchmarks.md, "Own SRTP"): per packet it
-//! looked the stream up in a SipHash map (twice), expanded the AES key schedule again, keyed a
-//! new HMAC (two SHA-1 blocks of the 20 a video packet takes), copied the packet into a buffer of
-//! its own and moved a replay window kept as a vector of words. Here the keys are scheduled once
-//! per connection, the HMAC's keyed state is cloned, the window is one 64-bit word, and the
-//! packet is sealed where it was laid out.
+//! tests below, and every router and browser test through the own paths). Forwarding 1:1 rooms,
+//! opening and sealing with it took about 15 % of the node's time, a third of that in the
+//! context rather than the cipher (docs/benchmarks.md, "Own SRTP"): per packet it looked the
+//! stream up in a SipHash map (twice), expanded the AES key schedule again, keyed a new HMAC (two
+//! SHA-1 blocks of the 20 a video packet takes), copied the packet into a buffer of its own and
+//! moved a replay window kept as a vector of words. Here the keys are scheduled once per
+//! connection, the HMAC's keyed state is cloned, the window is one 64-bit word, and the packet is
+//! sealed where it was laid out.
 //!
 //! Unlike `rtc`'s, the replay window and the rollover counter move only for a packet that
-//! authenticated (RFC 3711 §3.3.2), and the counter follows the highest index seen (RFC 3711
-//! §3.3.1), not the last one.
+//! authenticated (RFC 3711 §3.3.2), the counter follows the highest index seen (RFC 3711
+//! §3.3.1), not the last one, and the sealing side refuses an index it sealed before.
 
 use aes::Aes128;
 use aes::cipher::generic_array::GenericArray;
@@ -41,10 +42,6 @@ const GCM_TAG_LEN: usize = 16;
 /// remote's SRTCP (`send`): `rtc`'s default for what a remote sends, so that what it would refuse
 /// is refused here too.
 const REPLAY_WINDOW: u64 = 64;
-
-/// Streams a context follows at most; past it, the one that moved least recently is forgotten
-/// (its next packet starts it again, as a new stream would).
-const MAX_STREAMS: usize = 64;
 
 /// AES blocks of keystream made per call: enough for the AES-NI backend to interleave.
 const KEYSTREAM_BLOCKS: usize = 16;
@@ -103,27 +100,32 @@ impl ReplayWindow {
             };
             self.seen |= 1;
             self.newest = index;
-        } else if let Some(bit) = 1u64.checked_shl((self.newest - index) as u32) {
+        } else if let Some(bit) = u32::try_from(self.newest - index)
+            .ok()
+            .and_then(|behind| 1u64.checked_shl(behind))
+        {
             self.seen |= bit;
         }
     }
-}
 
-/// One stream's place: its highest index taken (RFC 3711 §3.3.1's ROC and s_l together) and
-/// which before it were taken too.
-#[derive(Clone, Copy)]
-struct Place {
-    ssrc: u32,
-    window: ReplayWindow,
-    /// When the place last moved, in packets taken by the context: which to forget first.
-    moved: u64,
-}
+    /// Records every index up to `index` as taken (what another context opened before this one
+    /// took over the stream).
+    fn take_through(&mut self, index: u64) {
+        if index >= self.newest {
+            self.newest = index;
+            self.seen = u64::MAX;
+        } else if let Some(taken) = u32::try_from(self.newest - index)
+            .ok()
+            .and_then(|behind| u64::MAX.checked_shl(behind))
+        {
+            self.seen |= taken;
+        }
+    }
 
-impl Place {
     /// The 48-bit index of `seq`: the one nearest the newest (RFC 3711 §3.3.1). At the start of
     /// the stream's first rollover period a number far ahead counts as ahead, as `rtc`'s does.
     fn index_of(&self, seq: u16) -> Result<u64, Error> {
-        let newest = self.window.newest;
+        let newest = self.newest;
         let same = (newest & !0xffff) | u64::from(seq);
         if same > newest && same - newest > 0x8000 && newest >= 0x1_0000 {
             Ok(same - 0x1_0000)
@@ -143,11 +145,15 @@ impl Place {
 /// One direction's SRTP for RTP: a connection's half of the DTLS-SRTP keys.
 pub struct RtpCrypto {
     cipher: Cipher,
-    places: Vec<Place>,
-    /// Whether [`open`](Self::open) refuses a packet taken before (what the remote sends);
-    /// sealing never repeats an index, so the sending side keeps no window.
+    /// Each stream's highest index taken (RFC 3711 §3.3.1's ROC and s_l together) and which
+    /// before it were taken too. Never forgotten: a stream that came back to a fresh place would
+    /// start its rollover counter at 0 again, which for a sealing context means the same indexes
+    /// sealed again over other packets. Only packets that authenticated (or were sealed) make a
+    /// place, as many as `rtc`'s context would keep.
+    places: crate::FastMap<u32, ReplayWindow>,
+    /// Whether [`open`](Self::open) refuses a packet taken before (what the remote sends).
+    /// [`seal`](Self::seal) always does.
     replay: bool,
-    taken: u64,
 }
 
 impl RtpCrypto {
@@ -187,9 +193,8 @@ impl RtpCrypto {
         };
         Ok(Self {
             cipher,
-            places: Vec::new(),
+            places: crate::FastMap::default(),
             replay,
-            taken: 0,
         })
     }
 
@@ -201,36 +206,39 @@ impl RtpCrypto {
         }
     }
 
-    /// The index `seq` of `ssrc` has, and where the stream's place is (`None`: a new stream,
-    /// whose first packet's index is its sequence number, RFC 3711 §3.3.1).
-    fn locate(&self, ssrc: u32, seq: u16) -> Result<(u64, Option<usize>), Error> {
-        match self.places.iter().enumerate().find(|(_, p)| p.ssrc == ssrc) {
-            Some((at, place)) => Ok((place.index_of(seq)?, Some(at))),
-            None => Ok((u64::from(seq), None)),
+    /// The index `seq` of `ssrc` has, and whether it was taken before or is older than the window
+    /// (a new stream's first packet's index is its sequence number, RFC 3711 §3.3.1).
+    fn locate(&self, ssrc: u32, seq: u16) -> Result<(u64, bool), Error> {
+        match self.places.get(&ssrc) {
+            Some(window) => {
+                let index = window.index_of(seq)?;
+                Ok((index, window.replayed(index)))
+            }
+            None => Ok((u64::from(seq), false)),
         }
     }
 
     /// Records that `index` of `ssrc` was taken.
-    fn take(&mut self, ssrc: u32, index: u64, at: Option<usize>) {
-        self.taken += 1;
-        let moved = self.taken;
-        if let Some(place) = at.and_then(|at| self.places.get_mut(at)) {
-            place.window.take(index);
-            place.moved = moved;
-            return;
-        }
-        let mut window = ReplayWindow::at(index);
-        window.take(index);
-        let place = Place {
-            ssrc,
-            window,
-            moved,
+    fn take(&mut self, ssrc: u32, index: u64) {
+        self.places
+            .entry(ssrc)
+            .or_insert_with(|| ReplayWindow::at(index))
+            .take(index);
+    }
+
+    /// Counts every packet of `ssrc` up to `seq` as taken: another context (`rtc`'s) opened
+    /// them before this one takes the stream over. Its numbers must not have wrapped since its
+    /// first packet, which is what a fresh place assumes (`read::OwnRead` checks).
+    pub fn taken_through(&mut self, ssrc: u32, seq: u16) -> Result<(), Error> {
+        let index = match self.places.get(&ssrc) {
+            Some(window) => window.index_of(seq)?,
+            None => u64::from(seq),
         };
-        if self.places.len() < MAX_STREAMS {
-            self.places.push(place);
-        } else if let Some(oldest) = self.places.iter_mut().min_by_key(|p| p.moved) {
-            *oldest = place;
-        }
+        self.places
+            .entry(ssrc)
+            .or_insert_with(|| ReplayWindow::at(index))
+            .take_through(index);
+        Ok(())
     }
 
     /// Opens `datagram`, an SRTP packet of `ssrc` numbered `seq` whose header (CSRCs and
@@ -254,11 +262,8 @@ impl RtpCrypto {
             .checked_sub(self.tag_len())
             .filter(|&len| len >= header_len)
             .ok_or(Error::ErrTooShortRtp)?;
-        let (index, at) = self.locate(ssrc, seq)?;
-        if self.replay
-            && let Some(place) = at.and_then(|at| self.places.get(at))
-            && place.window.replayed(index)
-        {
+        let (index, replayed) = self.locate(ssrc, seq)?;
+        if self.replay && replayed {
             return Err(Error::SrtpSsrcDuplicated(ssrc, seq));
         }
         let roc = (index >> 16) as u32;
@@ -292,7 +297,7 @@ impl RtpCrypto {
                 .map_err(|_| Error::ErrFailedToVerifyAuthTag)?;
             }
         }
-        self.take(ssrc, index, at);
+        self.take(ssrc, index);
         Ok(plain)
     }
 
@@ -300,6 +305,7 @@ impl RtpCrypto {
     /// `header_len` bytes, where it lies: the payload is encrypted and the tag appended.
     ///
     /// # Errors
+    /// `SrtpSsrcDuplicated` for an index sealed before or older than the window;
     /// `ErrExceededMaxPackets` past 2^48 packets of the stream; `ErrTooShortRtp` when
     /// `header_len` is past the packet's end. Nothing is sealed then.
     pub fn seal(
@@ -312,7 +318,12 @@ impl RtpCrypto {
         if header_len > packet.len() {
             return Err(Error::ErrTooShortRtp);
         }
-        let (index, at) = self.locate(ssrc, seq)?;
+        let (index, replayed) = self.locate(ssrc, seq)?;
+        // The forwarder never seals an index twice (a NACK is answered with the datagram as it
+        // left): one sealed again would be a GCM nonce used twice. Refused whatever the cause.
+        if replayed {
+            return Err(Error::SrtpSsrcDuplicated(ssrc, seq));
+        }
         let roc = (index >> 16) as u32;
         match &self.cipher {
             Cipher::AesCm { aes, salt, auth } => {
@@ -336,7 +347,7 @@ impl RtpCrypto {
                 packet.extend_from_slice(tag.as_ref());
             }
         }
-        self.take(ssrc, index, at);
+        self.take(ssrc, index);
         Ok(())
     }
 }
@@ -658,17 +669,13 @@ mod tests {
                 Err(Error::ErrTooShortRtp)
             ));
             assert_eq!(opener.places.len(), 1);
-            assert_eq!(opener.places[0].window.newest, 102);
+            assert_eq!(opener.places[&5].newest, 102);
         }
     }
 
     #[test]
     fn the_rollover_counter_follows_the_highest_index() {
-        let place = |newest: u64| Place {
-            ssrc: 1,
-            window: ReplayWindow::at(newest),
-            moved: 0,
-        };
+        let place = |newest: u64| ReplayWindow::at(newest);
         // Early in the first period a number far ahead is ahead.
         assert_eq!(place(100).index_of(40_000).unwrap(), 40_000);
         // Late in a period, a small number is in the next one; early in one, a large number is
@@ -688,6 +695,14 @@ mod tests {
             place(0x2_0000 + 40_000).index_of(7_232).unwrap(),
             0x2_0000 + 7_232
         );
+        assert_eq!(
+            place(0x2_0000 + 7_232).index_of(40_000).unwrap(),
+            0x2_0000 + 40_000
+        );
+        assert_eq!(
+            place(0x2_0000 + 7_231).index_of(40_000).unwrap(),
+            0x1_0000 + 40_000
+        );
         // The last index under one key.
         assert!(matches!(
             place((1 << 48) - 10).index_of(5),
@@ -696,15 +711,71 @@ mod tests {
     }
 
     #[test]
-    fn a_context_follows_a_bounded_number_of_streams() {
+    fn a_sealing_context_never_forgets_a_stream_nor_seals_an_index_twice() {
         let profile = ProtectionProfile::AeadAes128Gcm;
         let mut sealer = RtpCrypto::new(&keys(profile), false).unwrap();
-        for ssrc in 0..(MAX_STREAMS as u32 + 10) {
-            let mut plain = packet(ssrc, 1, 10, false);
-            sealer.seal(&mut plain, 12, ssrc, 1).unwrap();
+        let mut reference = keys(profile).context().unwrap();
+        let mut seal_both = |sealer: &mut RtpCrypto, ssrc: u32, seq: u16| {
+            let plain = packet(ssrc, seq, 50, false);
+            let mut here = plain.clone();
+            sealer.seal(&mut here, 12, ssrc, seq).map(|()| {
+                let there = reference.encrypt_rtp(&plain).unwrap();
+                assert_eq!(here, there.as_ref(), "{ssrc} {seq}");
+            })
+        };
+        // A stream across a wrap, with a hundred others sealed between its packets: its
+        // rollover counter stays 1, as `rtc`'s context has it.
+        for (n, seq) in (65_530..=65_535).chain(0..6).enumerate() {
+            seal_both(&mut sealer, 7, seq).unwrap();
+            for other in 0..100 {
+                seal_both(&mut sealer, 1_000 + other, n as u16).unwrap();
+            }
         }
-        assert_eq!(sealer.places.len(), MAX_STREAMS);
-        // The ones forgotten were the least recently moved.
-        assert!(sealer.places.iter().all(|p| p.ssrc >= 10));
+        assert_eq!(sealer.places.len(), 101);
+        // The same index again, or one older than the window: refused, nothing sealed.
+        let mut again = packet(7, 3, 50, false);
+        assert!(matches!(
+            sealer.seal(&mut again, 12, 7, 3),
+            Err(Error::SrtpSsrcDuplicated(7, 3))
+        ));
+        assert_eq!(again, packet(7, 3, 50, false));
+        let mut sealer = RtpCrypto::new(&keys(profile), false).unwrap();
+        let mut plain = packet(7, 100, 50, false);
+        sealer.seal(&mut plain, 12, 7, 100).unwrap();
+        let mut old = packet(7, 36, 50, false);
+        assert!(sealer.seal(&mut old, 12, 7, 36).is_err());
+        let mut late = packet(7, 37, 50, false);
+        assert!(sealer.seal(&mut late, 12, 7, 37).is_ok());
+    }
+
+    #[test]
+    fn what_another_context_opened_counts_as_taken() {
+        let profile = ProtectionProfile::Aes128CmHmacSha1_80;
+        let mut sender = keys(profile).context().unwrap();
+        let sealed: Vec<_> = (0..20u16)
+            .map(|seq| {
+                sender
+                    .encrypt_rtp(&packet(5, 500 + seq, 80, false))
+                    .unwrap()
+            })
+            .collect();
+        // `rtc` opened 500..=509; the own context takes the stream over from 510 on.
+        let mut opener = RtpCrypto::new(&keys(profile), true).unwrap();
+        opener.taken_through(5, 509).unwrap();
+        for seq in [503u16, 509] {
+            assert!(matches!(
+                opener.open(&sealed[usize::from(seq - 500)], 12, 5, seq),
+                Err(Error::SrtpSsrcDuplicated(..))
+            ));
+        }
+        assert!(opener.open(&sealed[10], 12, 5, 510).is_ok());
+        // A stream it knows already: everything up to the number counts as taken too.
+        opener.taken_through(5, 515).unwrap();
+        assert!(opener.open(&sealed[14], 12, 5, 514).is_err());
+        assert!(opener.open(&sealed[16], 12, 5, 516).is_ok());
+        // An older number than the newest takes nothing away.
+        opener.taken_through(5, 512).unwrap();
+        assert!(opener.open(&sealed[17], 12, 5, 517).is_ok());
+        assert!(opener.open(&sealed[16], 12, 5, 516).is_err());
     }
 }
