@@ -805,7 +805,7 @@ async fn stepped(
             }
         }
         println!(
-            "idealised forwarder (fixed-key SRTP via rtc::srtp: AES-CM/HMAC-SHA1 in, GCM out; no DTLS; same streams as the SFU's last step, same core):"
+            "idealised forwarder (fixed-key SRTP via the node's own, consulta_media::srtp: AES-CM/HMAC-SHA1 in, GCM out; no DTLS; same streams as the SFU's last step, same core):"
         );
         print_row(&ideal);
         print_socket_latency(&ideal);
