@@ -1168,13 +1168,16 @@ impl MediaPeer {
     }
 
     /// Opens `datagram` on the own read path if it is RTP of a stream adopted there, from where
-    /// `rtc` sends (the selected pair), and queues it as [`MediaEvent::Rtp`].
+    /// `rtc` sends (the selected pair), and queues it as [`MediaEvent::Rtp`]. Whether it was
+    /// taken care of: opened, or dropped as a packet taken before.
     fn open_itself(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
         let Some(read) = &mut self.read else {
             return false;
         };
         if self.selected != Some(from) {
-            return false;
+            // `rtc`'s, unless it is a copy of a packet taken here: `rtc`'s context has not seen
+            // an adopted stream since, and would take it.
+            return read.replayed(datagram);
         }
         let opened = match read.open(now, datagram) {
             crate::read::Read::Opened(opened) => opened,
@@ -1721,6 +1724,7 @@ impl MediaPeer {
         // every receiver drops the packet.
         packet.header.extensions_padding = 0;
         if let Some(own) = &mut self.own {
+            own.check_seal(&packet)?;
             own.count(now, &packet);
             if own.take_report_soon() {
                 // Through `rtc`, to the selected pair: `selected` follows it before the packet

@@ -60,9 +60,11 @@ enum Keys {
 
 struct Stream<T> {
     tag: T,
-    /// Its packets are opened here; before, the newest sequence number `rtc` opened.
+    /// Its packets are opened here; before, the newest sequence number `rtc` opened, and which
+    /// of the 63 before it it opened too (bit n: `last_seq` − n).
     adopted: bool,
     last_seq: u16,
+    opened: u64,
     /// `rtc` opened packets on both sides of a wrap of the sequence number before the stream
     /// was adopted: its rollover counter is past what a fresh context assumes, so it stays
     /// `rtc`'s.
@@ -117,7 +119,13 @@ impl<T: Clone> OwnRead<T> {
                 // Numbers run on from what `rtc` opened last; a smaller one is a wrap (or a packet
                 // reordered across one, which is as unsafe to guess).
                 stream.wrapped |= seq < stream.last_seq;
+                let ahead = u32::from(seq.wrapping_sub(stream.last_seq));
+                stream.opened = stream.opened.checked_shl(ahead).unwrap_or(0) | 1;
                 stream.last_seq = seq;
+            } else if let Keys::Opening(crypto, _) = &mut self.open {
+                // `rtc` opened a packet of a stream opened here (from another address than the
+                // selected pair): it is taken here too, so a copy of it is not.
+                let _ = crypto.taken(ssrc, seq, 1);
             }
             stream.tag = tag;
             stream.last_seen = now;
@@ -141,6 +149,7 @@ impl<T: Clone> OwnRead<T> {
                 tag,
                 adopted: false,
                 last_seq: seq,
+                opened: 1,
                 wrapped: false,
                 last_seen: now,
             },
@@ -173,19 +182,20 @@ impl<T: Clone> OwnRead<T> {
         let header_len = datagram.len() - cursor.len();
         // Taking a stream over from `rtc`: what it opened counts as taken here too, or a replay
         // of one of its last 64 packets would be taken (and sealed again to the subscribers).
-        let through = (!stream.adopted).then_some(stream.last_seq);
+        // Only those: a late repair of one it never saw is still welcome.
+        let opened_by_rtc = (!stream.adopted).then_some((stream.last_seq, stream.opened));
         let opened = match &mut self.open {
             Keys::Refused => return Read::Rtc,
             Keys::Opening(crypto, _) => {
-                if let Some(through) = through
-                    && crypto.taken_through(ssrc, through).is_err()
+                if let Some((newest, seen)) = opened_by_rtc
+                    && crypto.taken(ssrc, newest, seen).is_err()
                 {
                     return Read::Rtc;
                 }
                 crypto.open(datagram, header_len, ssrc, seq)
             }
             Keys::Unknown(misses) => {
-                match find_keys(&self.keys, datagram, header_len, ssrc, (seq, through)) {
+                match find_keys(&self.keys, datagram, header_len, ssrc, (seq, opened_by_rtc)) {
                     Some((crypto, rtcp, plain)) => {
                         self.open = Keys::Opening(Box::new(crypto), Box::new(rtcp));
                         Ok(plain)
@@ -207,7 +217,9 @@ impl<T: Clone> OwnRead<T> {
         };
         let plain = match opened {
             Ok(plain) => plain,
-            Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..)) if stream.adopted => {
+            // Taken here before (an adopted stream's, or one `rtc` opened): never `rtc`'s, whose
+            // context has not seen it since.
+            Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..)) => {
                 return Read::Replayed;
             }
             Err(_) => return Read::Rtc,
@@ -247,6 +259,27 @@ impl<T: Clone> OwnRead<T> {
             .collect()
     }
 
+    /// Whether `datagram` is RTP of a stream opened here that this path took before (or that is
+    /// older than its window): it is dropped rather than handed to `rtc`, whose context has not
+    /// seen the stream since. For datagrams from elsewhere than the selected pair.
+    pub(crate) fn replayed(&self, datagram: &[u8]) -> bool {
+        let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
+            return false;
+        };
+        if (192..=223).contains(&second) {
+            return false;
+        }
+        let ssrc = u32::from_be_bytes([a, b, c, d]);
+        let Keys::Opening(crypto, _) = &self.open else {
+            return false;
+        };
+        self.streams.get(&ssrc).is_some_and(|s| s.adopted)
+            && matches!(
+                crypto.check(ssrc, u16::from_be_bytes([s0, s1])),
+                Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..))
+            )
+    }
+
     /// The stream's packets came with another payload type: its tag is `tag` from now on.
     pub(crate) fn retag(&mut self, ssrc: u32, tag: T) {
         if let Some(stream) = self.streams.get_mut(&ssrc) {
@@ -273,15 +306,15 @@ fn packet_of(
 }
 
 /// The candidate keys (either side's, under either profile the connection may have negotiated)
-/// that open `datagram` (packet `seq` of `ssrc`, its header `header_len` bytes long; `rtc` opened
-/// the stream's packets through `through`), with what they opened and `rtc`'s context for the
-/// same side's RTCP.
+/// that open `datagram` (packet `seq` of `ssrc`, its header `header_len` bytes long; the packets
+/// `rtc` opened as [`RtpCrypto::taken`] takes them), with what they opened and `rtc`'s context for
+/// the same side's RTCP.
 fn find_keys(
     keys: &KeyTap,
     datagram: &[u8],
     header_len: usize,
     ssrc: u32,
-    (seq, through): (u16, Option<u16>),
+    (seq, opened_by_rtc): (u16, Option<(u16, u64)>),
 ) -> Option<(RtpCrypto, Context, bytes::BytesMut)> {
     [
         ProtectionProfile::Aes128CmHmacSha1_80,
@@ -292,8 +325,8 @@ fn find_keys(
     .flatten()
     .find_map(|side| {
         let mut crypto = RtpCrypto::new(&side, true).ok()?;
-        if let Some(through) = through {
-            crypto.taken_through(ssrc, through).ok()?;
+        if let Some((newest, seen)) = opened_by_rtc {
+            crypto.taken(ssrc, newest, seen).ok()?;
         }
         let plain = crypto.open(datagram, header_len, ssrc, seq).ok()?;
         let rtcp = side.context_with_replay_window(REPLAY_WINDOW).ok()?;
@@ -375,6 +408,30 @@ mod tests {
         forged[last] ^= 1;
         assert!(matches!(read.open(now, &forged), Read::Rtc));
         assert_eq!(opened(&mut read, now, &sender.seal(1, 105)), Some(105));
+    }
+
+    #[test]
+    fn only_what_rtc_opened_counts_as_taken_and_copies_of_it_stay_out_of_rtc() {
+        let (mut read, mut sender, now) = (read_path(), Sender::new(), Instant::now());
+        let sealed: Vec<Vec<u8>> = (0..8).map(|n| sender.seal(1, 200 + n)).collect();
+        // `rtc` opened 200, 201 and 203; 202 was lost on the way.
+        for seq in [200, 201, 203] {
+            read.offer(now, 1, seq, "camera");
+        }
+        assert_eq!(opened(&mut read, now, &sealed[4]), Some(204));
+        assert!(matches!(read.open(now, &sealed[1]), Read::Replayed));
+        assert!(matches!(read.open(now, &sealed[3]), Read::Replayed));
+        // The repair of the lost one, late, is still taken.
+        assert_eq!(opened(&mut read, now, &sealed[2]), Some(202));
+        // `rtc` opened one more (from another address): a copy of it is not opened here.
+        read.offer(now, 1, 205, "camera");
+        assert!(matches!(read.open(now, &sealed[5]), Read::Replayed));
+        // From elsewhere than the selected pair, a copy of what was taken is not `rtc`'s either;
+        // a new packet is.
+        assert!(read.replayed(&sealed[4]));
+        assert!(read.replayed(&sealed[0]));
+        assert!(!read.replayed(&sealed[6]));
+        assert_eq!(opened(&mut read, now, &sealed[6]), Some(206));
     }
 
     #[test]

@@ -433,6 +433,21 @@ impl OwnWrite {
             .map_or(OpenedRtcp::Not, OpenedRtcp::Opened)
     }
 
+    /// Whether the sealing context would refuse `packet` (a copy of one sealed before, one too
+    /// old, a stream too many): asked before the packet is counted and numbered, so a refused one
+    /// leaves no gap in the transport-wide numbers for the remote to report as a loss.
+    pub(crate) fn check_seal(
+        &self,
+        packet: &rtc::rtp::Packet,
+    ) -> Result<(), rtc::shared::error::Error> {
+        match &self.seal {
+            Seal::Sealing(crypto) => {
+                crypto.check(packet.header.ssrc, packet.header.sequence_number)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the keys were checked and it seals.
     pub(crate) fn sealing(&self) -> bool {
         matches!(self.seal, Seal::Sealing(_))
@@ -816,6 +831,9 @@ mod tests {
             let number = TransportCcExtension::unmarshal(&mut number).unwrap();
             assert_eq!(usize::from(number.transport_sequence), i);
         }
+        // A copy of a packet sealed before is refused before it is counted or numbered.
+        assert!(own.check_seal(&packet(7, 105, 0, 50)).is_err());
+        assert!(own.check_seal(&packet(7, 110, 0, 50)).is_ok());
         // A NACK for 102 and 104 (bitmap bit 1): the very datagrams, again.
         let nack = |lost_packets| TransportLayerNack {
             sender_ssrc: 1,

@@ -43,6 +43,11 @@ const GCM_TAG_LEN: usize = 16;
 /// is refused here too.
 const REPLAY_WINDOW: u64 = 64;
 
+/// Streams a context follows at most. Past it a new stream is refused (`TooManySources`): the
+/// read path leaves it with `rtc`, and the router reuses its SSRCs, so a subscriber connection
+/// has as many as it receives tracks at once. None is ever forgotten (see `places`).
+const MAX_STREAMS: usize = 256;
+
 /// AES blocks of keystream made per call: enough for the AES-NI backend to interleave.
 const KEYSTREAM_BLOCKS: usize = 16;
 
@@ -108,20 +113,6 @@ impl ReplayWindow {
         }
     }
 
-    /// Records every index up to `index` as taken (what another context opened before this one
-    /// took over the stream).
-    fn take_through(&mut self, index: u64) {
-        if index >= self.newest {
-            self.newest = index;
-            self.seen = u64::MAX;
-        } else if let Some(taken) = u32::try_from(self.newest - index)
-            .ok()
-            .and_then(|behind| u64::MAX.checked_shl(behind))
-        {
-            self.seen |= taken;
-        }
-    }
-
     /// The 48-bit index of `seq`: the one nearest the newest (RFC 3711 §3.3.1). At the start of
     /// the stream's first rollover period a number far ahead counts as ahead, as `rtc`'s does.
     fn index_of(&self, seq: u16) -> Result<u64, Error> {
@@ -149,9 +140,10 @@ pub struct RtpCrypto {
     /// before it were taken too. Never forgotten: a stream that came back to a fresh place would
     /// start its rollover counter at 0 again, which for a sealing context means the same indexes
     /// sealed again over other packets. Only packets that authenticated (or were sealed) make a
-    /// place, as many as `rtc`'s context would keep. A vector searched in order: a connection has
-    /// a few streams, and one allocation is one cache miss where a map's control bytes and bucket
-    /// were two (a map was 1.3 % of the node's time at S1 80 rooms).
+    /// place, or ones `rtc` opened ([`taken`](Self::taken)); [`MAX_STREAMS`] at most. A vector
+    /// searched once per packet: a connection has a few streams, and one allocation is one cache
+    /// miss where a map's control bytes and bucket were two (a map was 1.3 % of the node's time
+    /// at S1 80 rooms).
     places: Vec<(u32, ReplayWindow)>,
     /// Whether [`open`](Self::open) refuses a packet taken before (what the remote sends).
     /// [`seal`](Self::seal) always does.
@@ -208,14 +200,29 @@ impl RtpCrypto {
         }
     }
 
-    /// The window of `ssrc`, if it has one.
-    fn window(&self, ssrc: u32) -> Option<&ReplayWindow> {
-        self.places.iter().find(|(s, _)| *s == ssrc).map(|(_, w)| w)
+    /// Where packet `seq` of `ssrc` stands: its index, the stream's place (`None`: a new stream,
+    /// whose first packet's index is its sequence number, RFC 3711 §3.3.1), and whether the index
+    /// was taken before or is older than the window.
+    ///
+    /// # Errors
+    /// `TooManySources` for a new stream past [`MAX_STREAMS`]; `ErrExceededMaxPackets` past
+    /// 2^48 packets of the stream.
+    fn locate(&self, ssrc: u32, seq: u16) -> Result<(u64, Option<usize>, bool), Error> {
+        let at = self.places.iter().position(|(s, _)| *s == ssrc);
+        match at.and_then(|at| self.places.get(at)) {
+            Some((_, window)) => {
+                let index = window.index_of(seq)?;
+                Ok((index, at, window.replayed(index)))
+            }
+            None if self.places.len() >= MAX_STREAMS => Err(Error::TooManySources),
+            None => Ok((u64::from(seq), None, false)),
+        }
     }
 
-    /// The window of `ssrc`, made at `index` if it has none (always `Some`).
-    fn window_mut(&mut self, ssrc: u32, index: u64) -> Option<&mut ReplayWindow> {
-        match self.places.iter().position(|(s, _)| *s == ssrc) {
+    /// The window at `at` (from [`locate`](Self::locate), nothing added since), or a new one for
+    /// `ssrc` at `index`.
+    fn window_at(&mut self, ssrc: u32, at: Option<usize>, index: u64) -> Option<&mut ReplayWindow> {
+        match at {
             Some(at) => self.places.get_mut(at).map(|(_, w)| w),
             None => {
                 self.places.push((ssrc, ReplayWindow::at(index)));
@@ -224,28 +231,33 @@ impl RtpCrypto {
         }
     }
 
-    /// The index `seq` of `ssrc` has, and whether it was taken before or is older than the window
-    /// (a new stream's first packet's index is its sequence number, RFC 3711 §3.3.1).
-    fn locate(&self, ssrc: u32, seq: u16) -> Result<(u64, bool), Error> {
-        match self.window(ssrc) {
-            Some(window) => {
-                let index = window.index_of(seq)?;
-                Ok((index, window.replayed(index)))
-            }
-            None => Ok((u64::from(seq), false)),
+    /// Whether packet `seq` of `ssrc` would be opened or sealed: `Ok` unless it is a replay, too
+    /// old, or a stream too many. Nothing moves.
+    ///
+    /// # Errors
+    /// As [`seal`](Self::seal) would refuse the packet before sealing it.
+    pub fn check(&self, ssrc: u32, seq: u16) -> Result<(), Error> {
+        match self.locate(ssrc, seq)? {
+            (_, _, true) => Err(Error::SrtpSsrcDuplicated(ssrc, seq)),
+            _ => Ok(()),
         }
     }
 
-    /// Counts every packet of `ssrc` up to `seq` as taken: another context (`rtc`'s) opened
-    /// them before this one takes the stream over. Its numbers must not have wrapped since its
-    /// first packet, which is what a fresh place assumes (`read::OwnRead` checks).
-    pub fn taken_through(&mut self, ssrc: u32, seq: u16) -> Result<(), Error> {
-        let index = match self.window(ssrc) {
-            Some(window) => window.index_of(seq)?,
-            None => u64::from(seq),
-        };
-        if let Some(window) = self.window_mut(ssrc, index) {
-            window.take_through(index);
+    /// Counts packets of `ssrc` as taken that another context (`rtc`'s) opened: `newest` and,
+    /// for each bit n of `seen`, the packet n before it. For a stream not known here its numbers
+    /// must not have wrapped since its first packet, which is what a new place assumes
+    /// (`read::OwnRead` checks).
+    ///
+    /// # Errors
+    /// As [`locate`](Self::locate); nothing moves then.
+    pub fn taken(&mut self, ssrc: u32, newest: u16, seen: u64) -> Result<(), Error> {
+        let (index, at, _) = self.locate(ssrc, newest)?;
+        if let Some(window) = self.window_at(ssrc, at, index) {
+            for behind in (0..64u64).filter(|n| (seen >> n) & 1 == 1) {
+                if let Some(taken) = index.checked_sub(behind) {
+                    window.take(taken);
+                }
+            }
         }
         Ok(())
     }
@@ -258,7 +270,8 @@ impl RtpCrypto {
     /// # Errors
     /// `SrtpSsrcDuplicated` for a packet taken before or older than the window (when the context
     /// keeps one); `ErrFailedToVerifyAuthTag` for one that does not authenticate, `ErrTooShortRtp`
-    /// for one too short to hold its header and tag. Nothing moves then.
+    /// for one too short to hold its header and tag, `TooManySources` for a new stream past
+    /// [`MAX_STREAMS`]. Nothing moves then.
     pub fn open(
         &mut self,
         datagram: &[u8],
@@ -271,7 +284,7 @@ impl RtpCrypto {
             .checked_sub(self.tag_len())
             .filter(|&len| len >= header_len)
             .ok_or(Error::ErrTooShortRtp)?;
-        let (index, replayed) = self.locate(ssrc, seq)?;
+        let (index, at, replayed) = self.locate(ssrc, seq)?;
         if self.replay && replayed {
             return Err(Error::SrtpSsrcDuplicated(ssrc, seq));
         }
@@ -306,7 +319,7 @@ impl RtpCrypto {
                 .map_err(|_| Error::ErrFailedToVerifyAuthTag)?;
             }
         }
-        if let Some(window) = self.window_mut(ssrc, index) {
+        if let Some(window) = self.window_at(ssrc, at, index) {
             window.take(index);
         }
         Ok(plain)
@@ -316,8 +329,9 @@ impl RtpCrypto {
     /// `header_len` bytes, where it lies: the payload is encrypted and the tag appended.
     ///
     /// # Errors
-    /// `SrtpSsrcDuplicated` for an index sealed before or older than the window;
-    /// `ErrExceededMaxPackets` past 2^48 packets of the stream; `ErrTooShortRtp` when
+    /// `SrtpSsrcDuplicated` for an index sealed before or 64 or more behind the newest;
+    /// `TooManySources` for a new stream past [`MAX_STREAMS`]; `ErrExceededMaxPackets` past 2^48
+    /// packets of the stream; `ErrTooShortRtp` when
     /// `header_len` is past the packet's end. Nothing is sealed then.
     pub fn seal(
         &mut self,
@@ -329,7 +343,7 @@ impl RtpCrypto {
         if header_len > packet.len() {
             return Err(Error::ErrTooShortRtp);
         }
-        let (index, replayed) = self.locate(ssrc, seq)?;
+        let (index, at, replayed) = self.locate(ssrc, seq)?;
         // The forwarder never seals an index twice (a NACK is answered with the datagram as it
         // left): one sealed again would be a GCM nonce used twice. Refused whatever the cause.
         if replayed {
@@ -358,7 +372,7 @@ impl RtpCrypto {
                 packet.extend_from_slice(tag.as_ref());
             }
         }
-        if let Some(window) = self.window_mut(ssrc, index) {
+        if let Some(window) = self.window_at(ssrc, at, index) {
             window.take(index);
         }
         Ok(())
@@ -682,7 +696,10 @@ mod tests {
                 Err(Error::ErrTooShortRtp)
             ));
             assert_eq!(opener.places.len(), 1);
-            assert_eq!(opener.window(5).map(|w| w.newest), Some(102));
+            assert_eq!(
+                opener.places.first().map(|(s, w)| (*s, w.newest)),
+                Some((5, 102))
+            );
         }
     }
 
@@ -772,23 +789,47 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        // `rtc` opened 500..=509; the own context takes the stream over from 510 on.
+        let at = |seq: u16| &sealed[usize::from(seq - 500)];
+        // `rtc` opened 500..=509 but 505 (lost); the own context takes the stream over.
         let mut opener = RtpCrypto::new(&keys(profile), true).unwrap();
-        opener.taken_through(5, 509).unwrap();
+        let seen = 0b11_1110_1111; // 509 is bit 0, 505 bit 4.
+        opener.taken(5, 509, seen).unwrap();
         for seq in [503u16, 509] {
             assert!(matches!(
-                opener.open(&sealed[usize::from(seq - 500)], 12, 5, seq),
+                opener.open(at(seq), 12, 5, seq),
                 Err(Error::SrtpSsrcDuplicated(..))
             ));
         }
-        assert!(opener.open(&sealed[10], 12, 5, 510).is_ok());
-        // A stream it knows already: everything up to the number counts as taken too.
-        opener.taken_through(5, 515).unwrap();
-        assert!(opener.open(&sealed[14], 12, 5, 514).is_err());
-        assert!(opener.open(&sealed[16], 12, 5, 516).is_ok());
-        // An older number than the newest takes nothing away.
-        opener.taken_through(5, 512).unwrap();
-        assert!(opener.open(&sealed[17], 12, 5, 517).is_ok());
-        assert!(opener.open(&sealed[16], 12, 5, 516).is_err());
+        assert!(opener.open(at(510), 12, 5, 510).is_ok());
+        // The repair of the lost one, late: taken.
+        assert!(opener.open(at(505), 12, 5, 505).is_ok());
+        // A stream it knows: one more `rtc` opened (from another address) counts too.
+        opener.taken(5, 514, 1).unwrap();
+        assert!(opener.open(at(514), 12, 5, 514).is_err());
+        assert!(opener.open(at(513), 12, 5, 513).is_ok());
+        assert!(opener.open(at(515), 12, 5, 515).is_ok());
+        // Nothing is checked or moved by `check`.
+        assert!(opener.check(5, 516).is_ok());
+        assert!(opener.check(5, 515).is_err());
+        assert!(opener.open(at(516), 12, 5, 516).is_ok());
+    }
+
+    #[test]
+    fn a_context_refuses_a_stream_past_its_bound_and_keeps_the_others() {
+        let profile = ProtectionProfile::AeadAes128Gcm;
+        let mut sealer = RtpCrypto::new(&keys(profile), false).unwrap();
+        for ssrc in 0..MAX_STREAMS as u32 {
+            let mut plain = packet(ssrc, 1, 10, false);
+            sealer.seal(&mut plain, 12, ssrc, 1).unwrap();
+        }
+        let mut plain = packet(9_999, 1, 10, false);
+        assert!(matches!(
+            sealer.seal(&mut plain, 12, 9_999, 1),
+            Err(Error::TooManySources)
+        ));
+        assert_eq!(plain, packet(9_999, 1, 10, false), "nothing sealed");
+        let mut plain = packet(0, 2, 10, false);
+        assert!(sealer.seal(&mut plain, 12, 0, 2).is_ok());
+        assert_eq!(sealer.places.len(), MAX_STREAMS);
     }
 }
