@@ -137,7 +137,7 @@ impl Echo {
                 }
             }
             MediaEvent::Rtp(rtp) => {
-                if rtp.kind != Some(MediaKind::Video) {
+                if rtp.tag.kind != Some(MediaKind::Video) {
                     return;
                 }
                 let since = self.ms_since_start(now);
@@ -147,8 +147,8 @@ impl Echo {
                     stats.first_rtp_after_ms.get_or_insert(since);
                     let stream = format!(
                         "{}/{}/{}",
-                        rtp.mid.as_ref().map_or("-", |m| m.as_str()),
-                        rtp.rid.as_ref().map_or("-", |r| r.as_str()),
+                        rtp.tag.mid.as_ref().map_or("-", |m| m.as_str()),
+                        rtp.tag.rid.as_ref().map_or("-", |r| r.as_str()),
                         rtp.ssrc
                     );
                     if !stats.streams.contains(&stream) {
@@ -162,7 +162,7 @@ impl Echo {
                 if !self.last_keyframe_request.contains_key(&rtp.ssrc) {
                     self.request_keyframe(peer, rtp.ssrc, now);
                 }
-                let Some(mime) = rtp.mime_type.clone() else {
+                let Some(mime) = rtp.tag.mime_type.clone() else {
                     lock(&self.stats).echo_errors += 1;
                     return;
                 };

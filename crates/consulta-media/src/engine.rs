@@ -263,6 +263,33 @@ fn track_key(track: &TrackSid) -> u64 {
     hasher.finish()
 }
 
+/// The copy of a publisher's packet (its header `from`) that goes to one subscriber, numbered
+/// `seq` and stamped `timestamp` there. The publisher's header extensions stay behind (their ids
+/// and values belong to its leg, and `write_rtp` drops them): not copying them saves an
+/// allocation per copy.
+fn forwarded(
+    from: &rtc::rtp::Header,
+    seq: u16,
+    timestamp: u32,
+    marker: bool,
+    payload: bytes::Bytes,
+) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::Header {
+            version: from.version,
+            padding: from.padding,
+            marker,
+            payload_type: from.payload_type,
+            sequence_number: seq,
+            timestamp,
+            ssrc: from.ssrc,
+            csrc: from.csrc.clone(),
+            ..rtc::rtp::Header::default()
+        },
+        payload,
+    }
+}
+
 /// RFC 7983: RTP and RTCP start with 128..=191; RTCP packet types are 192..=223.
 fn is_rtp(datagram: &[u8]) -> bool {
     matches!(datagram, [128..=191, second, ..] if !(192..=223).contains(second))
@@ -1495,7 +1522,7 @@ impl Router {
             MediaEvent::Rtp(rtp) => {
                 self.stats.rtp_in += 1;
                 self.stats.rtp_opened_here += u64::from(rtp.opened_here);
-                self.forward_rtp(owner, *rtp, now, touched);
+                self.forward_rtp(owner, rtp, now, touched);
             }
             MediaEvent::Rtcp { packets, .. } => {
                 if side == Side::Subscriber {
@@ -1542,7 +1569,8 @@ impl Router {
         let Some(p) = self.participants.get_mut(publisher) else {
             return;
         };
-        let Some(track) = p.track_of_stream(rtp.ssrc, rtp.mid.as_ref(), &rtp.track_id) else {
+        let Some(track) = p.track_of_stream(rtp.ssrc, rtp.tag.mid.as_ref(), &rtp.tag.track_id)
+        else {
             return;
         };
         let Some(published) = self.tracks.get_mut(&track) else {
@@ -1568,10 +1596,13 @@ impl Router {
             self.next_speaker_tick.get_or_insert(now + SPEAKER_TICK);
         }
         let is_rtx = rtp
+            .tag
             .mime_type
             .as_deref()
             .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"));
         let mut rtp = rtp;
+        // A retransmission goes out under its primary stream's codec.
+        let mut primary_mime = None;
         if is_rtx {
             // A retransmission on the publisher's repair stream (RFC 4588): the original sequence
             // number leads the payload. Unwrapped onto its primary stream it goes through the
@@ -1579,7 +1610,7 @@ impl Router {
             // repaired for every subscriber.
             self.stats.rtx_in += 1;
             published.ssrcs.remove(&rtp.ssrc);
-            let primary = match Quality::from_rid(rtp.rid.as_ref().map(|r| r.as_str())) {
+            let primary = match Quality::from_rid(rtp.tag.rid.as_ref().map(|r| r.as_str())) {
                 Some(quality) => published
                     .ssrcs
                     .iter()
@@ -1602,15 +1633,15 @@ impl Router {
             rtp.packet.header.sequence_number = osn;
             rtp.packet.header.ssrc = primary;
             rtp.ssrc = primary;
-            rtp.mime_type = Some(mime);
+            primary_mime = Some(mime);
             self.stats.rtx_unwrapped += 1;
         } else if published.mime.is_none() {
-            published.mime = rtp.mime_type.clone();
+            published.mime = rtp.tag.mime_type.clone();
         }
         let quality = match published.ssrcs.get(&rtp.ssrc) {
             Some(quality) => *quality,
             None => {
-                let quality = Quality::from_rid(rtp.rid.as_ref().map(|r| r.as_str()))
+                let quality = Quality::from_rid(rtp.tag.rid.as_ref().map(|r| r.as_str()))
                     .unwrap_or(Quality::High);
                 if published.ssrcs.len() < MAX_SSRCS_PER_TRACK {
                     published.ssrcs.insert(rtp.ssrc, quality);
@@ -1638,9 +1669,13 @@ impl Router {
         if muted {
             return;
         }
-        let mime = rtp.mime_type.as_deref().unwrap_or_default();
+        let mime = primary_mime
+            .as_deref()
+            .or(rtp.tag.mime_type.as_deref())
+            .unwrap_or_default();
         let mut requests: Vec<(Quality, Option<u32>)> = Vec::new();
-        for sub in &published.subscribers {
+        let copies = published.subscribers.len();
+        for (n, sub) in published.subscribers.iter().enumerate() {
             let Some(p) = self.participants.get_mut(sub) else {
                 continue;
             };
@@ -1684,14 +1719,17 @@ impl Router {
             else {
                 continue;
             };
-            let mut packet = rtp.packet.clone();
-            packet.header.sequence_number = seq;
-            packet.header.timestamp = timestamp;
-            packet.header.marker = marker;
             let head = self.scratch.len().min(DESCRIPTOR_MAX);
-            if self.scratch.get(..head) != packet.payload.get(..head) {
-                packet.payload = bytes::Bytes::copy_from_slice(&self.scratch);
-            }
+            let payload = if self.scratch.get(..head) != rtp.packet.payload.get(..head) {
+                bytes::Bytes::copy_from_slice(&self.scratch)
+            } else if n + 1 == copies {
+                // The last copy takes the payload: a first clone of it would allocate the count
+                // it is shared under, for nothing in a 1:1 room.
+                std::mem::take(&mut rtp.packet.payload)
+            } else {
+                rtp.packet.payload.clone()
+            };
+            let packet = forwarded(&rtp.packet.header, seq, timestamp, marker, payload);
             match peer.pc.write_rtp(down.local, packet, mime, now) {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -221,18 +222,10 @@ pub struct IncomingTrack {
 /// One decrypted RTP packet from the remote peer.
 #[derive(Debug, Clone)]
 pub struct IncomingRtp {
-    /// The sender's track id (the second part of `a=msid`; livekit-client's `cid`).
-    pub track_id: String,
-    /// The m-line it arrived on.
-    pub mid: Option<Mid>,
-    /// The simulcast layer, when the sender uses rids.
-    pub rid: Option<Rid>,
+    /// What the connection knows of the packet's stream (shared by all its packets).
+    pub tag: Arc<StreamTag>,
     /// The packet's SSRC.
     pub ssrc: u32,
-    /// Audio or video.
-    pub kind: Option<MediaKind>,
-    /// The codec's MIME type (e.g. `video/VP8`) from the negotiated payload type.
-    pub mime_type: Option<String>,
     /// The RFC 6464 audio level (0 = loudest, 127 = silence) when the sender included one.
     pub audio_level: Option<u8>,
     /// The packet itself (header and payload).
@@ -253,7 +246,7 @@ pub enum MediaEvent {
     /// A remote track (or simulcast layer) opened.
     TrackOpened(IncomingTrack),
     /// An RTP packet arrived.
-    Rtp(Box<IncomingRtp>),
+    Rtp(IncomingRtp),
     /// Inbound RTCP arrived: by default only compound packets carrying a keyframe request (PLI or
     /// FIR), and none on a [`MediaDirection::ReceiveOnly`] connection; with
     /// [`RtcpDelivery::All`] every one. `rtc`'s interceptors have seen it first.
@@ -596,10 +589,10 @@ pub struct MediaPeer {
     payload_types: HashMap<RTCRtpSenderId, (String, u8, Option<u8>)>,
     /// How each incoming SSRC's packets are tagged, as last looked up: the lookup clones the
     /// receiver's whole parameter set, once per packet. Emptied by every offer/answer.
-    incoming: HashMap<u32, IncomingTag>,
+    incoming: HashMap<u32, Arc<StreamTag>>,
     /// Where the feedback interceptor leaves the congestion controller's estimate (bits per
     /// second, 0 before the first), on connections that estimate.
-    estimate: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
+    estimate: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The estimate last reported as [`MediaEvent::TargetBitrate`].
     last_estimate: u64,
     /// The own write path ([`MediaConfig::own_write_path`]), where it applies.
@@ -612,7 +605,7 @@ pub struct MediaPeer {
     /// Transport-wide feedback and NACKs about what arrives, on connections that receive.
     receive: Option<crate::receive::ReceiveFeedback>,
     /// The own read path ([`MediaConfig::own_read_path`]), where it applies.
-    read: Option<crate::read::OwnRead<IncomingTag>>,
+    read: Option<crate::read::OwnRead<Arc<StreamTag>>>,
     /// How far `rtc` was polled since it was last called ([`Polled`]).
     polled: Polled,
     /// The connection connected once (its DTLS handshake is done).
@@ -700,18 +693,26 @@ impl Polled {
     }
 }
 
-/// What [`IncomingRtp`] says about the packets of one SSRC.
+/// What the connection knows of one incoming SSRC's stream, as [`IncomingRtp::tag`]. Looked up
+/// once per stream (and again when its payload type changes) and shared by its packets: copying
+/// its strings per packet was three allocations each.
 #[derive(Debug, Clone)]
-pub(crate) struct IncomingTag {
-    track_id: String,
+pub struct StreamTag {
+    /// The sender's track id (the second part of `a=msid`; livekit-client's `cid`).
+    pub track_id: String,
+    /// The m-line it arrives on.
+    pub mid: Option<Mid>,
+    /// The simulcast layer, when the sender uses rids.
+    pub rid: Option<Rid>,
+    /// Audio or video.
+    pub kind: Option<MediaKind>,
+    /// The codec's MIME type (e.g. `video/VP8`) from the negotiated payload type.
+    pub mime_type: Option<String>,
+    /// The payload type the rest was looked up for.
     payload_type: u8,
-    mid: Option<Mid>,
-    rid: Option<Rid>,
-    kind: Option<MediaKind>,
-    mime_type: Option<String>,
 }
 
-impl IncomingTag {
+impl StreamTag {
     /// What the connection's reports make of the stream's packets.
     fn noted(&self) -> crate::receive::Noted {
         use crate::receive::Noted;
@@ -769,7 +770,7 @@ impl MediaPeer {
     pub fn with_crypto(
         local_addr: SocketAddr,
         config: MediaConfig,
-        crypto: Option<std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>>,
+        crypto: Option<Arc<dyn rtc::crypto::RTCCryptoProvider>>,
         now: Instant,
     ) -> Result<Self, Error> {
         let mut media_engine = MediaEngine::default();
@@ -784,15 +785,13 @@ impl MediaPeer {
         let own_write = direction.sends() && config.own_write_path && crypto.is_none();
         let own_read = direction.receives() && config.own_read_path && crypto.is_none();
         let own_keys = (own_write || own_read).then(crate::keytap::KeyTap::new);
-        let crypto =
-            match &own_keys {
-                Some(keys) => Some(std::sync::Arc::clone(keys)
-                    as std::sync::Arc<dyn rtc::crypto::RTCCryptoProvider>),
-                None => crypto,
-            };
+        let crypto = match &own_keys {
+            Some(keys) => Some(Arc::clone(keys) as Arc<dyn rtc::crypto::RTCCryptoProvider>),
+            None => crypto,
+        };
         let mut registry = rtc::interceptor::Registry::new();
         let estimate = (direction.sends() && config.congestion_control)
-            .then(|| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)));
+            .then(|| Arc::new(std::sync::atomic::AtomicU64::new(0)));
         if direction.sends() || config.rtcp_delivery == RtcpDelivery::All {
             let mut delivery = crate::feedback::KeyframeRequestDelivery::new(
                 config.rtcp_delivery,
@@ -896,7 +895,7 @@ impl MediaPeer {
             read: own_keys
                 .as_ref()
                 .filter(|_| own_read)
-                .map(|keys| crate::read::OwnRead::new(std::sync::Arc::clone(keys))),
+                .map(|keys| crate::read::OwnRead::new(Arc::clone(keys))),
             own: own_keys.filter(|_| own_write).map(|keys| {
                 let estimation = config.congestion_control.then(|| {
                     crate::send::Estimation::new(
@@ -1181,7 +1180,7 @@ impl MediaPeer {
         }
         let opened = match read.open(now, datagram) {
             crate::read::Read::Opened(opened) => opened,
-            crate::read::Read::Replayed => return true,
+            crate::read::Read::Dropped => return true,
             crate::read::Read::Rtc => return false,
         };
         let packet = opened.packet;
@@ -1200,18 +1199,13 @@ impl MediaPeer {
             receive.note(now, &packet.header, tag.noted());
         }
         let audio_level = self.audio_level(&tag, &packet.header);
-        self.pending
-            .push_back(MediaEvent::Rtp(Box::new(IncomingRtp {
-                track_id: tag.track_id,
-                mid: tag.mid,
-                rid: tag.rid,
-                ssrc: packet.header.ssrc,
-                kind: tag.kind,
-                mime_type: tag.mime_type,
-                audio_level,
-                packet,
-                opened_here: true,
-            })));
+        self.pending.push_back(MediaEvent::Rtp(IncomingRtp {
+            tag,
+            ssrc: packet.header.ssrc,
+            audio_level,
+            packet,
+            opened_here: true,
+        }));
         true
     }
 
@@ -1279,7 +1273,7 @@ impl MediaPeer {
     }
 
     /// The RFC 6464 level of an audio packet that carries one.
-    fn audio_level(&self, tag: &IncomingTag, header: &rtc::rtp::Header) -> Option<u8> {
+    fn audio_level(&self, tag: &StreamTag, header: &rtc::rtp::Header) -> Option<u8> {
         if tag.kind == Some(MediaKind::Video) {
             return None;
         }
@@ -1636,21 +1630,17 @@ impl MediaPeer {
         {
             read.offer(at, ssrc, packet.header.sequence_number, tag.clone());
         }
-        MediaEvent::Rtp(Box::new(IncomingRtp {
-            track_id: tag.track_id,
-            mid: tag.mid,
-            rid: tag.rid,
+        MediaEvent::Rtp(IncomingRtp {
+            tag,
             ssrc,
-            kind: tag.kind,
-            mime_type: tag.mime_type,
             audio_level,
             packet,
             opened_here: false,
-        }))
+        })
     }
 
-    fn look_up_tag(&mut self, track_id: &str, ssrc: u32, pt: u8) -> IncomingTag {
-        let mut tag = IncomingTag {
+    fn look_up_tag(&mut self, track_id: &str, ssrc: u32, pt: u8) -> Arc<StreamTag> {
+        let mut tag = StreamTag {
             track_id: track_id.to_owned(),
             payload_type: pt,
             mid: None,
@@ -1659,7 +1649,7 @@ impl MediaPeer {
             mime_type: None,
         };
         let Some(remote) = self.remote_tracks.get(track_id).cloned() else {
-            return tag;
+            return Arc::new(tag);
         };
         self.ssrc_receivers.entry(ssrc).or_insert(remote.receiver);
         tag.mid = remote.mid;
@@ -1674,7 +1664,7 @@ impl MediaPeer {
                 .find(|c| c.payload_type == pt)
                 .map(|c| c.rtp_codec.mime_type.clone());
         }
-        tag
+        Arc::new(tag)
     }
 
     /// Sends `packet` on a local track: sets the track's SSRC and the payload type the remote peer

@@ -91,9 +91,11 @@ pub(crate) struct Opened<T> {
 pub(crate) enum Read<T> {
     /// It opened it.
     Opened(Opened<T>),
-    /// A packet of a stream opened here, seen before (a replay or a network duplicate): dropped,
-    /// as `rtc`'s replay window drops it.
-    Replayed,
+    /// Dropped here, never `rtc`'s: a packet of a stream opened here that was seen before (a
+    /// replay or a network duplicate), as `rtc`'s replay window drops it, or one that opened but
+    /// is not a packet (its header extensions or padding do not parse: its sender's garbage,
+    /// whose index is taken).
+    Dropped,
     /// `rtc`'s to handle: not RTP of a stream here, or it did not open (a forged packet, which
     /// `rtc` drops too).
     Rtc,
@@ -174,12 +176,10 @@ impl<T: Clone> OwnRead<T> {
         if !stream.adopted && (stream.wrapped || seq <= stream.last_seq) {
             return Read::Rtc;
         }
-        // The header is read once (`decrypt_rtp` would read it, and the packet read it again).
-        let mut cursor = datagram;
-        let Ok(header) = rtc::rtp::Header::unmarshal(&mut cursor) else {
+        // The header is parsed from the opened packet, whose buffer its extensions then share.
+        let Some(header_len) = crate::srtp::header_len(datagram) else {
             return Read::Rtc;
         };
-        let header_len = datagram.len() - cursor.len();
         // Taking a stream over from `rtc`: what it opened counts as taken here too, or a replay
         // of one of its last 64 packets would be taken (and sealed again to the subscribers).
         // Only those: a late repair of one it never saw is still welcome.
@@ -220,12 +220,12 @@ impl<T: Clone> OwnRead<T> {
             // Taken here before (an adopted stream's, or one `rtc` opened): never `rtc`'s, whose
             // context has not seen it since.
             Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..)) => {
-                return Read::Replayed;
+                return Read::Dropped;
             }
             Err(_) => return Read::Rtc,
         };
-        let Some(packet) = packet_of(header, header_len, plain.freeze()) else {
-            return Read::Rtc;
+        let Some(packet) = packet_of(plain.freeze()) else {
+            return Read::Dropped;
         };
         stream.adopted = true;
         stream.last_seq = seq;
@@ -288,15 +288,13 @@ impl<T: Clone> OwnRead<T> {
     }
 }
 
-/// The packet `plain` is, given its header read from the sealed datagram and that header's length
-/// there: what `rtp::Packet::unmarshal` makes of it (the payload without its padding), without
-/// reading the header again.
-fn packet_of(
-    header: rtc::rtp::Header,
-    header_len: usize,
-    plain: bytes::Bytes,
-) -> Option<rtc::rtp::Packet> {
-    let mut payload = plain.get(header_len..).map(|_| plain.slice(header_len..))?;
+/// The packet `plain` (an opened datagram, header and payload) is: what `rtp::Packet::unmarshal`
+/// makes of it (the payload without its padding). `None` if its header does not parse.
+fn packet_of(plain: bytes::Bytes) -> Option<rtc::rtp::Packet> {
+    // Read from `Bytes`, the extensions' values and the payload are views of `plain`: one shared
+    // count for all of them, where reading from a slice allocated a copy of each extension.
+    let mut payload = plain;
+    let header = rtc::rtp::Header::unmarshal(&mut payload).ok()?;
     if header.padding {
         let padding = usize::from(*payload.last()?);
         let kept = payload.len().checked_sub(padding)?;
@@ -396,13 +394,13 @@ mod tests {
         assert!(matches!(read.open(now, &first), Read::Rtc), "rtc's already");
         assert_eq!(opened(&mut read, now, &second), Some(101));
         // What `rtc` opened before counts as taken here: a replay of it is dropped.
-        assert!(matches!(read.open(now, &first), Read::Replayed));
+        assert!(matches!(read.open(now, &first), Read::Dropped));
         // Adopted: from now on, out of order too; a replay is dropped here; a forged packet goes
         // to rtc and changes nothing.
         let (third, fourth) = (sender.seal(1, 102), sender.seal(1, 103));
         assert_eq!(opened(&mut read, now, &fourth), Some(103));
         assert_eq!(opened(&mut read, now, &third), Some(102));
-        assert!(matches!(read.open(now, &third), Read::Replayed));
+        assert!(matches!(read.open(now, &third), Read::Dropped));
         let mut forged = sender.seal(1, 104);
         let last = forged.len() - 1;
         forged[last] ^= 1;
@@ -419,13 +417,13 @@ mod tests {
             read.offer(now, 1, seq, "camera");
         }
         assert_eq!(opened(&mut read, now, &sealed[4]), Some(204));
-        assert!(matches!(read.open(now, &sealed[1]), Read::Replayed));
-        assert!(matches!(read.open(now, &sealed[3]), Read::Replayed));
+        assert!(matches!(read.open(now, &sealed[1]), Read::Dropped));
+        assert!(matches!(read.open(now, &sealed[3]), Read::Dropped));
         // The repair of the lost one, late, is still taken.
         assert_eq!(opened(&mut read, now, &sealed[2]), Some(202));
         // `rtc` opened one more (from another address): a copy of it is not opened here.
         read.offer(now, 1, 205, "camera");
-        assert!(matches!(read.open(now, &sealed[5]), Read::Replayed));
+        assert!(matches!(read.open(now, &sealed[5]), Read::Dropped));
         // From elsewhere than the selected pair, a copy of what was taken is not `rtc`'s either;
         // a new packet is.
         assert!(read.replayed(&sealed[4]));
@@ -465,12 +463,12 @@ mod tests {
         let expected = rtc::rtp::Packet::unmarshal(&mut &plain[..]).expect("reads");
         assert_eq!(opened.packet, expected);
         assert_eq!(opened.packet.payload, packet.payload);
-        // Padding longer than the payload: not a packet, and `rtc` has it.
+        // Padding longer than the payload: authentic, so its index is taken, but not a packet.
         let mut bad = plain.to_vec();
         *bad.last_mut().expect("bytes") = 255;
         bad[3] = 3; // the next sequence number, not a replay
         let sealed = sender.0.encrypt_rtp(&bad).expect("seals");
-        assert!(matches!(read.open(now, &sealed), Read::Rtc));
+        assert!(matches!(read.open(now, &sealed), Read::Dropped));
     }
 
     #[test]

@@ -490,24 +490,13 @@ impl OwnWrite {
         {
             let number = estimation.next_number;
             estimation.next_number = number.wrapping_add(1);
-            let extension = TransportCcExtension {
-                transport_sequence: number,
-            }
-            .marshal()?;
-            packet.header.set_extension(id, extension.freeze())?;
-            numbered = Some(number);
+            numbered = Some((id, number));
         }
-        // Laid out where it is sealed and sent from, with room for the tag (exactly: a full
-        // vector becomes `Bytes` without another allocation). The header's length is read from
-        // what was written: the header's own idea of its size counts a stale
-        // `extensions_padding` that `marshal_to` does not write.
-        let size = packet.marshal_size();
-        let mut datagram = Vec::with_capacity(size + crypto.tag_len());
-        datagram.resize(size, 0);
-        let written = packet.marshal_to(&mut datagram)?;
-        datagram.truncate(written);
-        let header_len =
-            crate::srtp::header_len(&datagram).ok_or(rtc::shared::error::Error::ErrTooShortRtp)?;
+        let (mut datagram, header_len) = match lay_out(packet, numbered, crypto.tag_len()) {
+            Some(laid_out) => laid_out,
+            None => marshal_for_sealing(packet, numbered, crypto.tag_len())?,
+        };
+        let written = datagram.len();
         crypto.seal(
             &mut datagram,
             header_len,
@@ -515,7 +504,7 @@ impl OwnWrite {
             packet.header.sequence_number,
         )?;
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
-        let numbered = numbered.map(|number| (number, written));
+        let numbered = numbered.map(|(_, number)| (number, written));
         if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
             estimation.history.add(ssrc, seq, number, size, now);
         }
@@ -649,6 +638,80 @@ impl std::fmt::Debug for OwnWrite {
     }
 }
 
+/// `packet` laid out as RTP in a vector with room for an SRTP tag of `tag_len` bytes after it
+/// (exactly: a full vector becomes `Bytes` without another allocation), and the length of its
+/// header. Its one header extension is the transport-wide sequence number when `twcc` (the
+/// negotiated id, the number) is given, in the one-byte form (RFC 8285 §4.2), as `rtc` writes it.
+/// `None` for what this does not lay out: a packet that still carries other extensions, more
+/// than 15 CSRCs, or an id the one-byte form cannot hold ([`marshal_for_sealing`] takes those).
+/// `rtc`'s marshalling needs the number as a header extension first: two allocations a packet.
+fn lay_out(
+    packet: &rtc::rtp::Packet,
+    twcc: Option<(u8, u16)>,
+    tag_len: usize,
+) -> Option<(Vec<u8>, usize)> {
+    let header = &packet.header;
+    let csrcs = u8::try_from(header.csrc.len()).ok().filter(|n| *n <= 15)?;
+    if !header.extensions.is_empty() || twcc.is_some_and(|(id, _)| !(1..=14).contains(&id)) {
+        return None;
+    }
+    // As `rtc` pads: to a multiple of four bytes, by four when the payload already is one.
+    let padding = if header.padding {
+        4 - packet.payload.len() % 4
+    } else {
+        0
+    };
+    let header_len = 12 + 4 * usize::from(csrcs) + if twcc.is_some() { 8 } else { 0 };
+    let mut datagram = Vec::with_capacity(header_len + packet.payload.len() + padding + tag_len);
+    datagram.push(
+        header.version << 6 | u8::from(header.padding) << 5 | u8::from(twcc.is_some()) << 4 | csrcs,
+    );
+    datagram.push(u8::from(header.marker) << 7 | header.payload_type);
+    datagram.extend_from_slice(&header.sequence_number.to_be_bytes());
+    datagram.extend_from_slice(&header.timestamp.to_be_bytes());
+    datagram.extend_from_slice(&header.ssrc.to_be_bytes());
+    for csrc in &header.csrc {
+        datagram.extend_from_slice(&csrc.to_be_bytes());
+    }
+    if let Some((id, number)) = twcc {
+        // The one-byte profile, one word of elements: the id with a length of 2 (written as 1),
+        // the number, a byte of padding.
+        let [high, low] = number.to_be_bytes();
+        datagram.extend_from_slice(&[0xbe, 0xde, 0, 1, id << 4 | 1, high, low, 0]);
+    }
+    datagram.extend_from_slice(&packet.payload);
+    if let Some(last) = padding.checked_sub(1) {
+        datagram.resize(datagram.len() + last, 0);
+        datagram.push(padding as u8);
+    }
+    Some((datagram, header_len))
+}
+
+/// What [`lay_out`] does, through `rtc`'s marshalling, for any packet.
+fn marshal_for_sealing(
+    packet: &mut rtc::rtp::Packet,
+    twcc: Option<(u8, u16)>,
+    tag_len: usize,
+) -> Result<(Vec<u8>, usize), rtc::shared::error::Error> {
+    if let Some((id, number)) = twcc {
+        let extension = TransportCcExtension {
+            transport_sequence: number,
+        }
+        .marshal()?;
+        packet.header.set_extension(id, extension.freeze())?;
+    }
+    // The header's length is read from what was written: the header's own idea of its size
+    // counts a stale `extensions_padding` that `marshal_to` does not write.
+    let size = packet.marshal_size();
+    let mut datagram = Vec::with_capacity(size + tag_len);
+    datagram.resize(size, 0);
+    let written = packet.marshal_to(&mut datagram)?;
+    datagram.truncate(written);
+    let header_len =
+        crate::srtp::header_len(&datagram).ok_or(rtc::shared::error::Error::ErrTooShortRtp)?;
+    Ok((datagram, header_len))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -664,6 +727,67 @@ mod tests {
         packet.header.timestamp = timestamp;
         packet.payload = Bytes::from(vec![0; payload]);
         packet
+    }
+
+    #[test]
+    fn packets_are_laid_out_byte_for_byte_as_rtc_marshals_them() {
+        let mut cases = 0;
+        for payload_len in [0, 1, 2, 3, 4, 5, 1_180] {
+            for csrcs in [0, 1, 15] {
+                for padding in [false, true] {
+                    for twcc in [None, Some((1, 0)), Some((5, 0xbeef)), Some((14, 65_535))] {
+                        let mut packet = packet(0x1234_5678, 65_535, 0xdead_beef, 0);
+                        packet.header.version = 2;
+                        packet.header.marker = payload_len % 2 == 1;
+                        packet.header.payload_type = 111;
+                        packet.header.padding = padding;
+                        packet.header.csrc = (0..csrcs).map(|n| 1_000 + n).collect();
+                        packet.payload = (0..payload_len).map(|n| n as u8).collect();
+                        let (laid_out, header_len) = lay_out(&packet, twcc, 16).unwrap();
+                        let (marshalled, rtc_header_len) =
+                            marshal_for_sealing(&mut packet, twcc, 16).unwrap();
+                        assert_eq!(
+                            laid_out, marshalled,
+                            "{payload_len} {csrcs} {padding} {twcc:?}"
+                        );
+                        assert_eq!(header_len, rtc_header_len);
+                        assert_eq!(laid_out.capacity(), laid_out.len() + 16, "room for the tag");
+                        // It reads back as the packet it was, numbered.
+                        let read = rtc::rtp::Packet::unmarshal(&mut laid_out.as_slice()).unwrap();
+                        assert_eq!(read.payload, packet.payload);
+                        assert_eq!(read.header.csrc, packet.header.csrc);
+                        if let Some((id, number)) = twcc {
+                            let value = read.header.get_extension(id).unwrap();
+                            assert_eq!(value.as_ref(), number.to_be_bytes());
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 7 * 3 * 2 * 4);
+    }
+
+    #[test]
+    fn what_the_own_layout_does_not_cover_goes_to_rtcs_marshalling() {
+        let mut with_extension = packet(1, 2, 3, 10);
+        with_extension
+            .header
+            .set_extension(3, Bytes::from_static(&[9]))
+            .unwrap();
+        assert!(lay_out(&with_extension, None, 16).is_none());
+        let plain = packet(1, 2, 3, 10);
+        assert!(
+            lay_out(&plain, Some((15, 1)), 16).is_none(),
+            "two-byte form"
+        );
+        assert!(
+            lay_out(&plain, Some((0, 1)), 16).is_none(),
+            "id 0 is padding"
+        );
+        let mut many = packet(1, 2, 3, 10);
+        many.header.csrc = vec![7; 16];
+        assert!(lay_out(&many, None, 16).is_none());
     }
 
     #[test]

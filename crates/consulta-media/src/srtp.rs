@@ -300,9 +300,9 @@ impl RtpCrypto {
                 mac.update(&roc.to_be_bytes());
                 mac.verify_truncated_left(tag)
                     .map_err(|_| Error::ErrFailedToVerifyAuthTag)?;
-                plain.resize(sealed_len, 0);
-                let out = plain.get_mut(header_len..).unwrap_or_default();
-                keystream_xor(aes, aes_cm_iv(*salt, ssrc, index), payload, out);
+                plain.extend_from_slice(payload);
+                let data = plain.get_mut(header_len..).unwrap_or_default();
+                keystream_xor(aes, aes_cm_iv(*salt, ssrc, index), data);
             }
             Cipher::Gcm { key, salt } => {
                 let tag =
@@ -353,7 +353,7 @@ impl RtpCrypto {
         match &self.cipher {
             Cipher::AesCm { aes, salt, auth } => {
                 let (_, payload) = packet.split_at_mut(header_len);
-                keystream_xor_in_place(aes, aes_cm_iv(*salt, ssrc, index), payload);
+                keystream_xor(aes, aes_cm_iv(*salt, ssrc, index), payload);
                 let mut mac = auth.as_ref().clone();
                 mac.update(packet);
                 mac.update(&roc.to_be_bytes());
@@ -413,7 +413,7 @@ pub fn header_len(packet: &[u8]) -> Option<usize> {
 fn derive<const N: usize>(master: &Aes128, master_salt: u128, label: u8) -> [u8; N] {
     let iv = master_salt ^ (u128::from(label) << 64);
     let mut out = [0u8; N];
-    keystream_xor_in_place(master, iv, &mut out);
+    keystream_xor(master, iv, &mut out);
     out
 }
 
@@ -455,20 +455,8 @@ fn keystream(aes: &Aes128, iv: u128, start: usize, blocks: &mut [Block]) {
     aes.encrypt_blocks(blocks);
 }
 
-/// `out` = `input` XOR AES-CM's keystream from `iv` (the two of the same length).
-fn keystream_xor(aes: &Aes128, iv: u128, input: &[u8], out: &mut [u8]) {
-    let mut blocks = [Block::default(); KEYSTREAM_BLOCKS];
-    let chunk = 16 * KEYSTREAM_BLOCKS;
-    for (n, (input, out)) in input.chunks(chunk).zip(out.chunks_mut(chunk)).enumerate() {
-        keystream(aes, iv, n * KEYSTREAM_BLOCKS, &mut blocks);
-        for ((input, out), key) in input.chunks(16).zip(out.chunks_mut(16)).zip(&blocks) {
-            xor_block(input, out, key);
-        }
-    }
-}
-
 /// `data` XORed in place with AES-CM's keystream from `iv`.
-fn keystream_xor_in_place(aes: &Aes128, iv: u128, data: &mut [u8]) {
+fn keystream_xor(aes: &Aes128, iv: u128, data: &mut [u8]) {
     let mut blocks = [Block::default(); KEYSTREAM_BLOCKS];
     for (n, data) in data.chunks_mut(16 * KEYSTREAM_BLOCKS).enumerate() {
         keystream(aes, iv, n * KEYSTREAM_BLOCKS, &mut blocks);
@@ -483,25 +471,6 @@ fn keystream_xor_in_place(aes: &Aes128, iv: u128, data: &mut [u8]) {
                         *d ^= k;
                     }
                 }
-            }
-        }
-    }
-}
-
-/// `out` = `input` XOR `key`, 16 bytes at a time as one word (a byte at a time for a last,
-/// shorter block).
-fn xor_block(input: &[u8], out: &mut [u8], key: &Block) {
-    let key: [u8; 16] = (*key).into();
-    match (
-        <[u8; 16]>::try_from(input),
-        <&mut [u8; 16]>::try_from(&mut *out),
-    ) {
-        (Ok(input), Ok(out)) => {
-            *out = (u128::from_ne_bytes(input) ^ u128::from_ne_bytes(key)).to_ne_bytes();
-        }
-        _ => {
-            for ((o, i), k) in out.iter_mut().zip(input).zip(key) {
-                *o = i ^ k;
             }
         }
     }

@@ -13,7 +13,7 @@ fn rtp_events(events: &[MediaEvent]) -> Vec<&IncomingRtp> {
     events
         .iter()
         .filter_map(|e| match e {
-            MediaEvent::Rtp(rtp) => Some(&**rtp),
+            MediaEvent::Rtp(rtp) => Some(rtp),
             _ => None,
         })
         .collect()
@@ -174,10 +174,10 @@ fn server_offer_connects_and_carries_rtp_tagged_with_mid_and_pli_back() {
     assert_eq!(received.len(), 20, "every packet arrives, decrypted");
     let first = received[0];
     assert_eq!(first.ssrc, 0x1111);
-    assert_eq!(first.mid.as_ref().map(|m| m.as_str()), Some("0"));
-    assert_eq!(first.rid, None);
-    assert_eq!(first.kind, Some(MediaKind::Video));
-    assert_eq!(first.mime_type.as_deref(), Some("video/VP8"));
+    assert_eq!(first.tag.mid.as_ref().map(|m| m.as_str()), Some("0"));
+    assert_eq!(first.tag.rid, None);
+    assert_eq!(first.tag.kind, Some(MediaKind::Video));
+    assert_eq!(first.tag.mime_type.as_deref(), Some("video/VP8"));
     assert_eq!(first.packet.header.sequence_number, 100);
     assert_eq!(first.packet.payload.len(), 202);
 
@@ -348,7 +348,7 @@ fn a_reused_transceiver_offers_and_sends_the_new_tracks_codec() {
     let received = rtp_events(&net.b.events);
     assert_eq!(received.len(), 10, "the VP9 track's packets arrive");
     assert_eq!(received[0].ssrc, 0x3333);
-    assert_eq!(received[0].mime_type.as_deref(), Some("video/VP9"));
+    assert_eq!(received[0].tag.mime_type.as_deref(), Some("video/VP9"));
 }
 
 /// The SFU negotiates no RTX on any connection, sending or receiving (`register_codecs` in peer.rs

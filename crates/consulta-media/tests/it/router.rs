@@ -1624,7 +1624,7 @@ fn a_subscriber_starts_at_a_key_frame_it_can_use() {
             .received
             .iter()
             .filter_map(|e| match e {
-                MediaEvent::Rtp(rtp) if rtp.track_id == track => Some(rtp.packet.clone()),
+                MediaEvent::Rtp(rtp) if rtp.tag.track_id == track => Some(rtp.packet.clone()),
                 _ => None,
             })
             .collect()
