@@ -1168,7 +1168,8 @@ impl MediaPeer {
 
     /// Opens `datagram` on the own read path if it is RTP of a stream adopted there, from where
     /// `rtc` sends (the selected pair), and queues it as [`MediaEvent::Rtp`]. Whether it was
-    /// taken care of: opened, or dropped as a packet taken before.
+    /// taken care of: opened, or dropped (a packet taken before, or one that opened but does not
+    /// parse).
     fn open_itself(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
         let Some(read) = &mut self.read else {
             return false;

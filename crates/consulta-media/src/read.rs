@@ -224,7 +224,7 @@ impl<T: Clone> OwnRead<T> {
             }
             Err(_) => return Read::Rtc,
         };
-        let Some(packet) = packet_of(plain.freeze()) else {
+        let Some(packet) = packet_of(plain.freeze(), header_len) else {
             return Read::Dropped;
         };
         stream.adopted = true;
@@ -288,13 +288,23 @@ impl<T: Clone> OwnRead<T> {
     }
 }
 
-/// The packet `plain` (an opened datagram, header and payload) is: what `rtp::Packet::unmarshal`
-/// makes of it (the payload without its padding). `None` if its header does not parse.
-fn packet_of(plain: bytes::Bytes) -> Option<rtc::rtp::Packet> {
+/// The packet `plain` (an opened datagram, header and payload, the header `header_len` bytes
+/// long by its CSRC count and extension length) is: what `rtp::Packet::unmarshal` makes of it
+/// (the payload without its padding), with the payload after the whole extension block. `rtc`
+/// stops reading extensions at the reserved id 15 (the rest of the block then read as payload),
+/// and takes an element longer than its block from the payload: `None` for the second, and for a
+/// header or padding that does not parse.
+fn packet_of(plain: bytes::Bytes, header_len: usize) -> Option<rtc::rtp::Packet> {
     // Read from `Bytes`, the extensions' values and the payload are views of `plain`: one shared
     // count for all of them, where reading from a slice allocated a copy of each extension.
+    let len = plain.len();
     let mut payload = plain;
     let header = rtc::rtp::Header::unmarshal(&mut payload).ok()?;
+    let unread = header_len.checked_sub(len - payload.len())?;
+    if payload.len() < unread {
+        return None;
+    }
+    bytes::Buf::advance(&mut payload, unread);
     if header.padding {
         let padding = usize::from(*payload.last()?);
         let kept = payload.len().checked_sub(padding)?;
@@ -469,6 +479,43 @@ mod tests {
         bad[3] = 3; // the next sequence number, not a replay
         let sealed = sender.0.encrypt_rtp(&bad).expect("seals");
         assert!(matches!(read.open(now, &sealed), Read::Dropped));
+    }
+
+    #[test]
+    fn the_payload_starts_after_the_whole_extension_block() {
+        let (mut read, mut sender, now) = (read_path(), Sender::new(), Instant::now());
+        let _ = sender.seal(5, 1);
+        read.offer(now, 5, 1, "camera");
+        let mut crypto = RtpCrypto::new(&keys(), false).expect("keys");
+        let mut seal = |seq: u16, block: &[u8]| {
+            let [high, low] = seq.to_be_bytes();
+            let mut datagram = vec![0x90, 96, high, low, 0, 0, 0, 1, 0, 0, 0, 5];
+            datagram.extend_from_slice(block);
+            let header_len = datagram.len();
+            datagram.extend_from_slice(b"the payload");
+            crypto
+                .seal(&mut datagram, header_len, 5, seq)
+                .expect("sealed");
+            datagram
+        };
+        // The reserved id 15 ends the elements (RFC 8285 §4.2), not the block: `rtc` stops
+        // reading there, and the payload still starts after the block's two words.
+        let ended = seal(2, &[0xbe, 0xde, 0, 2, 0x10, 42, 0xf0, 1, 2, 3, 4, 5]);
+        let Read::Opened(ended) = read.open(now, &ended) else {
+            panic!("not opened here");
+        };
+        assert_eq!(ended.packet.payload.as_ref(), b"the payload");
+        assert_eq!(
+            ended.packet.header.get_extension(1).as_deref(),
+            Some(&[42][..])
+        );
+        // An element of 16 bytes in a block of one word: `rtc` would read it from the payload.
+        let overlong = seal(3, &[0xbe, 0xde, 0, 1, 0x1f, 0, 0, 0]);
+        assert!(matches!(read.open(now, &overlong), Read::Dropped));
+        // Taken all the same: a copy is a replay.
+        assert!(matches!(read.open(now, &overlong), Read::Dropped));
+        let next = seal(4, &[0xbe, 0xde, 0, 1, 0x10, 7, 0, 0]);
+        assert_eq!(opened(&mut read, now, &next), Some(4));
     }
 
     #[test]

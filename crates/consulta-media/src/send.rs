@@ -642,8 +642,9 @@ impl std::fmt::Debug for OwnWrite {
 /// (exactly: a full vector becomes `Bytes` without another allocation), and the length of its
 /// header. Its one header extension is the transport-wide sequence number when `twcc` (the
 /// negotiated id, the number) is given, in the one-byte form (RFC 8285 §4.2), as `rtc` writes it.
-/// `None` for what this does not lay out: a packet that still carries other extensions, more
-/// than 15 CSRCs, or an id the one-byte form cannot hold ([`marshal_for_sealing`] takes those).
+/// `None` for what this does not lay out: a packet that still carries other extensions (or says
+/// it does), more than 15 CSRCs, or an id outside the one-byte form's 1..=14
+/// ([`marshal_for_sealing`] takes those; the SFU picks the id from that range).
 /// `rtc`'s marshalling needs the number as a header extension first: two allocations a packet.
 fn lay_out(
     packet: &rtc::rtp::Packet,
@@ -652,7 +653,11 @@ fn lay_out(
 ) -> Option<(Vec<u8>, usize)> {
     let header = &packet.header;
     let csrcs = u8::try_from(header.csrc.len()).ok().filter(|n| *n <= 15)?;
-    if !header.extensions.is_empty() || twcc.is_some_and(|(id, _)| !(1..=14).contains(&id)) {
+    if header.extension
+        || !header.extensions.is_empty()
+        || header.extensions_padding != 0
+        || twcc.is_some_and(|(id, _)| !(1..=14).contains(&id))
+    {
         return None;
     }
     // As `rtc` pads: to a multiple of four bytes, by four when the payload already is one.
@@ -779,7 +784,7 @@ mod tests {
         let plain = packet(1, 2, 3, 10);
         assert!(
             lay_out(&plain, Some((15, 1)), 16).is_none(),
-            "two-byte form"
+            "15 ends the elements"
         );
         assert!(
             lay_out(&plain, Some((0, 1)), 16).is_none(),
@@ -788,6 +793,12 @@ mod tests {
         let mut many = packet(1, 2, 3, 10);
         many.header.csrc = vec![7; 16];
         assert!(lay_out(&many, None, 16).is_none());
+        let mut flagged = packet(1, 2, 3, 10);
+        flagged.header.extension = true;
+        assert!(
+            lay_out(&flagged, None, 16).is_none(),
+            "an empty block rtc writes"
+        );
     }
 
     #[test]
