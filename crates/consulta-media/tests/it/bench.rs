@@ -64,6 +64,47 @@ fn sfu_bench_one_room_forwards_everything() {
     }
 }
 
+/// `--compare-with` runs the scenario against both builds' nodes (here the same build, as another
+/// executable path) in the order A B B A, and sums up each step.
+#[test]
+fn sfu_bench_compares_two_builds_in_the_order_a_b_b_a() {
+    let exe = env!("CARGO_BIN_EXE_consulta-sfu-bench");
+    let _cores = crate::CPU_HEAVY.blocking_lock();
+    let output = std::process::Command::new(exe)
+        .args(["--scenarios", "s1", "--s1-rooms", "1", "--warmup-secs", "1"])
+        .args(["--duration-secs", "2", "--compare-rounds", "1", "--no-pin"])
+        .args(["--compare-with", exe])
+        .output()
+        .expect("the bench binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "compare failed: {}", output.status);
+    let runs: Vec<(&str, f64)> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("round 1 "))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let build = words.next()?;
+            let _step = words.next()?;
+            Some((build, words.next()?.parse().ok()?))
+        })
+        .collect();
+    let order: Vec<&str> = runs.iter().map(|(build, _)| *build).collect();
+    assert_eq!(order, ["A", "B", "B", "A"]);
+    assert!(runs.iter().all(|(_, pps)| *pps > 0.0), "{runs:?}");
+    let summary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("mean S1-1 "))
+        .expect("a summary of the step");
+    let ratio: f64 = summary
+        .split_whitespace()
+        .nth(2)
+        .and_then(|r| r.parse().ok())
+        .expect("B / A");
+    let (a, b) = (runs[0].1 + runs[3].1, runs[1].1 + runs[2].1);
+    assert!((ratio - b / a).abs() < 0.001, "{summary}: {b} / {a}");
+}
+
 /// A short S5: every churning participant leaves at once (none is kept for a resume until its
 /// ping timeout), so the resident's subscriber connection recycles its m-lines: the data
 /// channel's plus two per joiner in flight (17 in every run so far), with room for two joiners

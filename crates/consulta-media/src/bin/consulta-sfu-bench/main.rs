@@ -200,6 +200,115 @@ struct RunArgs {
     /// Also print each scenario's results as one `BENCH_JSON {...}` line.
     #[arg(long)]
     json: bool,
+    /// The executable whose internal `node` subcommand runs the SFU: another build of this bench
+    /// (by default this one).
+    #[arg(long)]
+    node_exe: Option<std::path::PathBuf>,
+    /// Compare two builds of the node under this one load generator: the scenarios (s1 to s4)
+    /// run against this executable's node (A) and this other build's (B) in the order A B B A,
+    /// `--compare-rounds` times, without the idealised forwarder. Prints each run's packets per
+    /// core, the means per step, and each round's B pair against its A pair: the machine's speed
+    /// drifts over minutes, and the order cancels a drift that is even over a round.
+    #[arg(long)]
+    compare_with: Option<std::path::PathBuf>,
+    /// Rounds of `--compare-with`.
+    #[arg(long, default_value_t = 3)]
+    compare_rounds: u32,
+}
+
+/// The steps of one scenario, for `--compare-with`.
+async fn scenario_rows(bench: &mut Bench, scenario: &str) -> anyhow::Result<Vec<Row>> {
+    match scenario {
+        "s1" => s1(bench).await,
+        "s2" => s2(bench).await,
+        "s3" => s3(bench).await,
+        "s4" => s4(bench).await,
+        other => bail!("--compare-with takes s1, s2, s3 and s4, not {other}"),
+    }
+}
+
+/// `--compare-with`: see [`RunArgs::compare_with`].
+async fn compare(args: RunArgs) -> anyhow::Result<()> {
+    let builds = [
+        std::env::current_exe()?,
+        args.compare_with
+            .clone()
+            .context("a build to compare with")?,
+    ];
+    println!(
+        "consulta-sfu-bench: A = {}, B = {}; {} rounds of A B B A; loadavg {}",
+        builds[0].display(),
+        builds[1].display(),
+        args.compare_rounds,
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    // Per step: each round's packets per core, summed per build.
+    let mut steps: Vec<(String, Vec<[f64; 2]>)> = Vec::new();
+    for round in 0..args.compare_rounds {
+        for build in [0, 1, 1, 0] {
+            let mut run_args = args.clone();
+            run_args.compare_with = None;
+            run_args.no_ideal = true;
+            run_args.json = false;
+            run_args.node_exe = builds.get(build).cloned();
+            let mut bench = Bench::new(run_args);
+            for scenario in &args.scenarios {
+                for row in scenario_rows(&mut bench, scenario).await? {
+                    let name = ["A", "B"].get(build).copied().unwrap_or_default();
+                    println!(
+                        "round {} {name} {} {:.0}",
+                        round + 1,
+                        row.label,
+                        row.out_pps_per_core
+                    );
+                    let index = match steps.iter().position(|(label, _)| *label == row.label) {
+                        Some(index) => index,
+                        None => {
+                            steps.push((row.label.clone(), Vec::new()));
+                            steps.len() - 1
+                        }
+                    };
+                    if let Some((_, rounds)) = steps.get_mut(index) {
+                        rounds.resize(rounds.len().max(round as usize + 1), [0.0; 2]);
+                        if let Some(sums) = rounds.get_mut(round as usize)
+                            && let Some(sum) = sums.get_mut(build)
+                        {
+                            *sum += row.out_pps_per_core;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("means: step, A, B, B / A of the means, each round's B pair / A pair");
+    for (label, rounds) in &steps {
+        let mean = |build: usize| {
+            rounds
+                .iter()
+                .filter_map(|sums| sums.get(build))
+                .sum::<f64>()
+                / (2.0 * rounds.len().max(1) as f64)
+        };
+        let ratios: Vec<String> = rounds
+            .iter()
+            .map(|[a, b]| {
+                if *a > 0.0 {
+                    format!("{:.3}", b / a)
+                } else {
+                    "-".to_owned()
+                }
+            })
+            .collect();
+        let (a, b) = (mean(0), mean(1));
+        println!(
+            "mean {label:<10} {a:>9.0} {b:>10.0} {:>8.3}   {}",
+            if a > 0.0 { b / a } else { 0.0 },
+            ratios.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -304,7 +413,10 @@ struct Proc {
 
 impl Proc {
     fn spawn(mode: &str, args: &RunArgs) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()?.into_os_string();
+        let exe = match (&args.node_exe, mode) {
+            (Some(exe), "node") => exe.clone().into_os_string(),
+            _ => std::env::current_exe()?.into_os_string(),
+        };
         let mut argv: Vec<std::ffi::OsString> = Vec::new();
         if !args.no_pin {
             argv.extend([
@@ -1131,6 +1243,9 @@ async fn s5(bench: &mut Bench) -> anyhow::Result<serde_json::Value> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if args.compare_with.is_some() {
+        return compare(args).await;
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "consulta-sfu-bench: SFU on core {}, generator on core {}{}; warm-up {} s, window {} s; loadavg {}",
