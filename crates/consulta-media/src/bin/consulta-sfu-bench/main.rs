@@ -216,14 +216,16 @@ struct RunArgs {
     compare_rounds: u32,
 }
 
-/// The steps of one scenario, for `--compare-with`.
+/// The steps of one stepped scenario (s1 to s4; s5 has no steps).
 async fn scenario_rows(bench: &mut Bench, scenario: &str) -> anyhow::Result<Vec<Row>> {
     match scenario {
         "s1" => s1(bench).await,
         "s2" => s2(bench).await,
         "s3" => s3(bench).await,
         "s4" => s4(bench).await,
-        other => bail!("--compare-with takes s1, s2, s3 and s4, not {other}"),
+        other => {
+            bail!("unknown scenario {other} (s1, s2, s3, s4, s5; --compare-with takes s1 to s4)")
+        }
     }
 }
 
@@ -263,20 +265,17 @@ async fn compare(args: RunArgs) -> anyhow::Result<()> {
                         row.label,
                         row.out_pps_per_core
                     );
-                    let index = match steps.iter().position(|(label, _)| *label == row.label) {
-                        Some(index) => index,
-                        None => {
-                            steps.push((row.label.clone(), Vec::new()));
-                            steps.len() - 1
-                        }
-                    };
-                    if let Some((_, rounds)) = steps.get_mut(index) {
-                        rounds.resize(rounds.len().max(round as usize + 1), [0.0; 2]);
-                        if let Some(sums) = rounds.get_mut(round as usize)
-                            && let Some(sum) = sums.get_mut(build)
-                        {
-                            *sum += row.out_pps_per_core;
-                        }
+                    if !steps.iter().any(|(label, _)| *label == row.label) {
+                        let rounds = vec![[0.0; 2]; args.compare_rounds as usize];
+                        steps.push((row.label.clone(), rounds));
+                    }
+                    if let Some(sum) = steps
+                        .iter_mut()
+                        .find(|(label, _)| *label == row.label)
+                        .and_then(|(_, rounds)| rounds.get_mut(round as usize))
+                        .and_then(|sums| sums.get_mut(build))
+                    {
+                        *sum += row.out_pps_per_core;
                     }
                 }
             }
@@ -1267,20 +1266,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut failures = 0;
     for scenario in &args.scenarios {
         let result = match scenario.as_str() {
-            "s1" => s1(&mut bench)
-                .await
-                .map(|rows| serde_json::json!({ "rows": rows })),
-            "s2" => s2(&mut bench)
-                .await
-                .map(|rows| serde_json::json!({ "rows": rows })),
-            "s3" => s3(&mut bench)
-                .await
-                .map(|rows| serde_json::json!({ "rows": rows })),
-            "s4" => s4(&mut bench)
-                .await
-                .map(|rows| serde_json::json!({ "rows": rows })),
             "s5" => s5(&mut bench).await,
-            other => bail!("unknown scenario {other} (s1, s2, s3, s4, s5)"),
+            stepped => scenario_rows(&mut bench, stepped)
+                .await
+                .map(|rows| serde_json::json!({ "rows": rows })),
         };
         match result {
             Ok(value) => {
