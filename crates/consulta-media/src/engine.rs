@@ -131,8 +131,12 @@ pub struct RouterStats {
     pub rtp_late_in: u64,
     /// Retransmissions (RTX) received from publishers.
     pub rtx_in: u64,
-    /// Of those, unwrapped onto their primary stream and offered to the subscribers.
+    /// Of those, unwrapped onto their primary stream and offered to the subscribers: the
+    /// packet had not come (copies sent as bandwidth probes are not).
     pub rtx_unwrapped: u64,
+    /// Publisher connections made under SRTP's AES-GCM (their client's offer resends on RTX);
+    /// the rest take AES-CM with HMAC-SHA1.
+    pub publishers_gcm: u64,
     /// Signalling connections resumed (each restarts ICE on the subscriber connection, but one
     /// the router asked for while its own restart there runs or just connected).
     pub resumes: u64,
@@ -830,15 +834,33 @@ impl Router {
         self.next_speaker_tick = (!self.speakers.is_empty()).then_some(now + SPEAKER_TICK);
     }
 
-    fn new_peer(&mut self, owner: &ParticipantSid, side: Side, now: Instant) -> Option<PeerId> {
+    /// A new peer connection for `owner`'s `side`; a publisher's takes `offer`, its client's
+    /// first offer, into account.
+    fn new_peer(
+        &mut self,
+        owner: &ParticipantSid,
+        side: Side,
+        offer: Option<&str>,
+        now: Instant,
+    ) -> Option<PeerId> {
         // LiveKit's v0 connections each carry media one way.
         let direction = match side {
             Side::Publisher => MediaDirection::ReceiveOnly,
             Side::Subscriber => MediaDirection::SendOnly,
         };
-        // Browsers resend a NACKed packet under its own SRTP index with another transport-wide
-        // number, which GCM cannot take; what the router sends is sealed once per index.
+        // Without RTX, browsers resend a NACKed packet under its own SRTP index with another
+        // transport-wide number, which GCM cannot take; with RTX they resend on the repair
+        // stream, under an index of its own. So a publisher takes GCM when its offer resends on
+        // RTX (and its connection NACKs no m-line that does not: `MediaPeer`); what the router
+        // sends is sealed once per index.
         let srtp = match side {
+            // The repair streams are opened on the own read path (`MediaConfig::rtx`).
+            Side::Publisher
+                if self.config.own_read_path
+                    && offer.is_some_and(crate::peer::video_resends_on_rtx) =>
+            {
+                SrtpProfiles::Gcm
+            }
             Side::Publisher => SrtpProfiles::AesCmSha1,
             Side::Subscriber => SrtpProfiles::Gcm,
         };
@@ -848,6 +870,7 @@ impl Router {
             direction,
             srtp,
             ice_fails: false,
+            rtx: side == Side::Publisher,
             ..self.config
         };
         let pc = match MediaPeer::with_config(self.local_addr, config, now) {
@@ -857,6 +880,9 @@ impl Router {
                 return None;
             }
         };
+        if side == Side::Publisher && srtp == SrtpProfiles::Gcm {
+            self.stats.publishers_gcm += 1;
+        }
         let id = PeerId(self.next_peer);
         self.next_peer = self.next_peer.wrapping_add(1).max(1);
         self.peers.insert(
@@ -889,7 +915,7 @@ impl Router {
         let id = match existing {
             Some(id) => id,
             None => {
-                let Some(id) = self.new_peer(sid, Side::Publisher, now) else {
+                let Some(id) = self.new_peer(sid, Side::Publisher, Some(&offer.sdp), now) else {
                     return;
                 };
                 if let Some(p) = self.participants.get_mut(sid) {
@@ -1030,7 +1056,7 @@ impl Router {
         let id = match p.subscriber {
             Some(id) => id,
             None => {
-                let Some(id) = self.new_peer(sid, Side::Subscriber, now) else {
+                let Some(id) = self.new_peer(sid, Side::Subscriber, None, now) else {
                     return;
                 };
                 let Some(peer) = self.peers.get_mut(&id) else {
@@ -1634,7 +1660,6 @@ impl Router {
             rtp.packet.header.ssrc = primary;
             rtp.ssrc = primary;
             primary_mime = Some(mime);
-            self.stats.rtx_unwrapped += 1;
         } else if published.mime.is_none() {
             published.mime = rtp.tag.mime_type.clone();
         }
@@ -1649,9 +1674,6 @@ impl Router {
                 quality
             }
         };
-        if !muted && let Some(meter) = published.rates.get_mut(quality.index()) {
-            meter.handle_packet(now, rtp.packet.payload.len() + PACKET_OVERHEAD);
-        }
         let seq = rtp.packet.header.sequence_number;
         if !published.received.contains_key(&rtp.ssrc)
             && published.received.len() >= MAX_SSRCS_PER_TRACK
@@ -1666,8 +1688,23 @@ impl Router {
             .handle_sequence(seq);
         self.stats.rtp_lost_in += arrival.lost;
         self.stats.rtp_late_in += u64::from(arrival.late);
+        if arrival.repeat {
+            // A copy of a packet that came already (or one too old to tell). The SRTP replay
+            // windows drop copies under one index, so this is a retransmission: libwebrtc
+            // probes the link with copies of sent packets on its repair streams, which arrive
+            // unwrapped (here, or by `rtc` for a repair stream declared by SSRC). Each
+            // subscriber had the packet or passed it (the sealing side would refuse its number
+            // twice), and it is no part of the layer's rate.
+            return;
+        }
+        if primary_mime.is_some() {
+            self.stats.rtx_unwrapped += 1;
+        }
         if muted {
             return;
+        }
+        if let Some(meter) = published.rates.get_mut(quality.index()) {
+            meter.handle_packet(now, rtp.packet.payload.len() + PACKET_OVERHEAD);
         }
         let mime = primary_mime
             .as_deref()

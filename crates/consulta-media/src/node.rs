@@ -313,6 +313,24 @@ pub fn metrics_text(
         stats.rtp_late_in,
     );
     metric(
+        "rtp_retransmissions_in_total",
+        "counter",
+        "RTX packets (RFC 4588) received from publishers: retransmissions on a repair stream, and the bandwidth probes browsers send there.",
+        stats.rtx_in,
+    );
+    metric(
+        "rtp_retransmissions_unwrapped_total",
+        "counter",
+        "Of the RTX packets received, those unwrapped onto the stream they repair and offered to its subscribers (a copy of a packet that came already, as browsers send to probe the link, is not).",
+        stats.rtx_unwrapped,
+    );
+    metric(
+        "publisher_connections_gcm_total",
+        "counter",
+        "Publisher connections made under SRTP with AES-GCM, because their client's offer resends lost video on RTX streams; the others use AES-CM with HMAC-SHA1.",
+        stats.publishers_gcm,
+    );
+    metric(
         "rtp_packets_opened_here_total",
         "counter",
         "Of the RTP packets received from publishers, those the SFU opened itself (its own read path, which takes a video stream over once rtc has opened its first packets).",

@@ -305,26 +305,97 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// every m-line listed them all and every transceiver kept copies, ≈2.4 KB of SDP per m-line and
 /// a fifth of the memory of a 1:1 room (heaptrack, S1).
 ///
-/// No RTX (RFC 4588), for limits of `rtc` 0.21 measured with Chromium (docs/SFU-MEDIA.md, "Loss");
-/// the failing cases are tests in `tests/it/rtx.rs`, but for the last two, read in `rtc`'s code.
-/// From a simulcast publisher, `rtc` does not bind the repair streams to its interceptors
-/// (`bind_by_rid` skips packets carrying `repaired-rtp-stream-id`: "TODO … rrid"), and its NACK
-/// generator counts only packets on a stream's own SSRC, so it never saw the repairs and kept
-/// asking: Alice's retransmissions were 8.4 % of what she sent, against 0.6 %. Towards
-/// subscribers the repairs do arrive, but Chromium reports the video in a receiver report whose
-/// first block is about the repair stream, and `rtc` drops an RTCP packet whose first SSRC is no
-/// track's: the allocator went 13-14 s without a report about the video. RTX packets from `rtc`'s
+/// RTX (RFC 4588) only where [`MediaConfig::rtx`] asks for it: on an SFU's publisher connections,
+/// for limits of `rtc` 0.21 measured with Chromium (docs/SFU-MEDIA.md, "Loss"; the failing cases
+/// are tests in `tests/it/rtx.rs`, but for the last two, read in `rtc`'s code). From a simulcast
+/// publisher, `rtc` does not bind the repair streams to its interceptors (`bind_by_rid` skips
+/// packets carrying `repaired-rtp-stream-id`: "TODO … rrid"), so the own read path opens them
+/// itself (`read::OwnRead`) and `receive::ReceiveFeedback` counts their repairs (`rtc`'s NACK
+/// generator counted only packets on a stream's own SSRC, never saw the repairs and kept asking:
+/// Alice's retransmissions were 8.4 % of what she sent, against 0.6 %). Towards subscribers there
+/// is none: the repairs do arrive, but Chromium reports the video in a receiver report whose first
+/// block is about the repair stream, and `rtc` drops an RTCP packet whose first SSRC is no track's
+/// (the allocator went 13-14 s without a report about the video); RTX packets from `rtc`'s
 /// responder also carry no transport-wide sequence number, and its repair numbering restarts when
-/// a reused SSRC is bound again.
-/// Without RTX, browsers resend a NACKed packet on its own SSRC. `rtc` receives it, the generator
-/// counts it, and the router forwards it as a late packet. The SFU's own NACK responder
-/// (`resend::Resender`) does the same towards subscribers, with each packet exactly as it first
-/// left, so that its SRTP nonce covers one plaintext only.
-fn register_codecs(media_engine: &mut MediaEngine) -> Result<(), Error> {
-    for (codec, kind) in sfu_codecs() {
+/// a reused SSRC is bound again. The SFU's own NACK responder (`resend::Resender`) resends on the
+/// stream's own SSRC instead, each packet exactly as it first left, so that its SRTP nonce covers
+/// one plaintext only.
+fn register_codecs(media_engine: &mut MediaEngine, rtx: bool) -> Result<(), Error> {
+    let codecs = sfu_codecs();
+    let repairs = if rtx { rtx_codecs(&codecs) } else { Vec::new() };
+    for (codec, kind) in codecs.into_iter().chain(repairs) {
         media_engine.register_codec(codec, kind)?;
     }
     Ok(())
+}
+
+/// An RTX format (RFC 4588) for each video codec of `codecs`, at the payload type after it, as
+/// Chromium numbers them (VP8 96 and its RTX 97; `rtc` maps the offer's numbers either way).
+fn rtx_codecs(
+    codecs: &[(RTCRtpCodecParameters, RtpCodecKind)],
+) -> Vec<(RTCRtpCodecParameters, RtpCodecKind)> {
+    use rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX;
+    codecs
+        .iter()
+        .filter(|(_, kind)| *kind == RtpCodecKind::Video)
+        .map(|(codec, kind)| {
+            let repair = RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: MIME_TYPE_RTX.to_owned(),
+                    clock_rate: codec.rtp_codec.clock_rate,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={}", codec.payload_type),
+                    rtcp_feedback: Vec::new(),
+                },
+                payload_type: codec.payload_type.wrapping_add(1),
+            };
+            (repair, *kind)
+        })
+        .collect()
+}
+
+/// Each video m-section of `sdp` that is not rejected (port 0): its mid, and the payload types
+/// of its RTX formats (`a=rtpmap:<pt> rtx/<clock rate>`).
+fn video_sections(sdp: &str) -> Vec<(Option<&str>, Vec<u8>)> {
+    let mut sections = Vec::new();
+    let mut current: Option<(Option<&str>, Vec<u8>)> = None;
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(media) = line.strip_prefix("m=") {
+            sections.extend(current.take());
+            let mut fields = media.split_whitespace();
+            let video = fields.next() == Some("video");
+            let rejected = fields.next().is_some_and(|port| port == "0");
+            current = (video && !rejected).then(|| (None, Vec::new()));
+            continue;
+        }
+        let Some((mid, repairs)) = &mut current else {
+            continue;
+        };
+        if let Some(value) = line.strip_prefix("a=mid:") {
+            *mid = Some(value);
+        } else if let Some((pt, format)) = line
+            .strip_prefix("a=rtpmap:")
+            .and_then(|rest| rest.split_once(' '))
+            && format
+                .get(..4)
+                .is_some_and(|f| f.eq_ignore_ascii_case("rtx/"))
+            && let Ok(pt) = pt.parse()
+        {
+            repairs.push(pt);
+        }
+    }
+    sections.extend(current);
+    sections
+}
+
+/// Whether a sender whose offer is `sdp` resends lost video on RTX streams (RFC 4588): every
+/// video m-section it sends on offers an RTX format. A browser without RTX resends a packet under
+/// its own SRTP index, with other header bytes (SECURITY.md), which AES-GCM cannot take: the
+/// SFU's router lets a publisher's connection use GCM only where this holds.
+pub fn video_resends_on_rtx(sdp: &str) -> bool {
+    video_sections(sdp)
+        .iter()
+        .all(|(_, repairs)| !repairs.is_empty())
 }
 
 /// The codec table [`register_codecs`] registers.
@@ -467,6 +538,15 @@ pub struct MediaConfig {
     /// stream's first packets, instead of passing every datagram through `rtc`'s read path. Off,
     /// or where no key opens them, `rtc`'s path opens everything. Default: true.
     pub own_read_path: bool,
+    /// Negotiate RTX (RFC 4588) for each video codec. On a connection that only receives (an
+    /// SFU's publisher connection), for the remote side to resend on, where the own read path is
+    /// on: it opens a simulcast sender's repair streams, which `rtc` does not deliver
+    /// (docs/SFU-MEDIA.md, "Loss"), and unwrapping them is the router's. The router sets it on
+    /// publisher connections, whatever a node's configuration says, and on no subscriber
+    /// connection (`register_codecs`). On a connection that sends (a test or bench client), RTX
+    /// is only offered, as browsers offer it: its resender still resends on the stream's own
+    /// SSRC, with the bytes it first sent. Default: false.
+    pub rtx: bool,
 }
 
 /// The SRTP protection profiles a connection offers in DTLS-SRTP (RFC 5764).
@@ -474,13 +554,13 @@ pub struct MediaConfig {
 /// SRTP takes its nonce from the stream's SSRC and packet index, so a packet sent again under its
 /// own sequence number reuses it. With AES-GCM that is safe only if the bytes are the same: two
 /// different plaintexts under one GCM nonce give away the authentication key, and with it the
-/// power to forge packets. Browsers resend a NACKed packet that way when no RTX is negotiated (the
-/// SFU negotiates none, see `register_codecs`), each time with a new transport-wide sequence number
-/// in its header: measured with Chromium 156 (SECURITY.md). AES-CM with HMAC-SHA1 is not broken
-/// by that (the payload is the same, the header is only authenticated, and HMAC is a PRF), so the
-/// connections that receive browsers' media use it, and GCM, 2–3 times cheaper per packet in
-/// `rtc::srtp` here (docs/benchmarks.md), is kept for the connections the SFU sends on, where every
-/// index is sealed over one plaintext only (`resend::Resender`).
+/// power to forge packets. Browsers resend a NACKed packet that way when no RTX is negotiated,
+/// each time with a new transport-wide sequence number in its header: measured with Chromium 156
+/// (SECURITY.md). AES-CM with HMAC-SHA1 is not broken by that (the payload is the same, the
+/// header is only authenticated, and HMAC is a PRF), so the connections that receive a browser's
+/// media use it unless the browser resends on RTX ([`video_resends_on_rtx`]). GCM, 2–3 times
+/// cheaper per packet, is kept for the connections the SFU sends on, where every index is sealed
+/// over one plaintext only (`resend::Resender`), and for publishers that resend on RTX.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SrtpProfiles {
     /// SRTP_AEAD_AES_128_GCM only: where every packet index is sealed once (what the SFU sends).
@@ -519,6 +599,7 @@ impl Default for MediaConfig {
             ice_fails: true,
             own_write_path: true,
             own_read_path: true,
+            rtx: false,
         }
     }
 }
@@ -606,6 +687,14 @@ pub struct MediaPeer {
     receive: Option<crate::receive::ReceiveFeedback>,
     /// The own read path ([`MediaConfig::own_read_path`]), where it applies.
     read: Option<crate::read::OwnRead<Arc<StreamTag>>>,
+    /// RTX is registered ([`MediaConfig::rtx`]).
+    rtx: bool,
+    /// The connection takes only SRTP_AEAD_AES_128_GCM: a video stream is NACKed only where its
+    /// m-line negotiated RTX, so that no packet is resent under its own SRTP index (GCM's nonce
+    /// over other header bytes).
+    nacks_need_rtx: bool,
+    /// The video m-lines that negotiated RTX, as the last description said.
+    rtx_mids: Vec<Mid>,
     /// How far `rtc` was polled since it was last called ([`Polled`]).
     polled: Polled,
     /// The connection connected once (its DTLS handshake is done).
@@ -713,6 +802,13 @@ pub struct StreamTag {
 }
 
 impl StreamTag {
+    /// Whether the stream carries retransmissions of another (RTX, RFC 4588).
+    pub fn is_repair(&self) -> bool {
+        self.mime_type.as_deref().is_some_and(|m| {
+            m.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX)
+        })
+    }
+
     /// What the connection's reports make of the stream's packets.
     fn noted(&self) -> crate::receive::Noted {
         use crate::receive::Noted;
@@ -722,6 +818,32 @@ impl StreamTag {
             Some(kind @ MediaKind::Audio) => Noted::Audio(kind.clock_rate()),
             None => Noted::Other,
         }
+    }
+}
+
+impl crate::read::Layer for Arc<StreamTag> {
+    fn layer(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.mid.as_ref().map(Mid::as_str),
+            self.rid.as_ref().map(Rid::as_str),
+        )
+    }
+
+    fn is_repair(&self) -> bool {
+        StreamTag::is_repair(self)
+    }
+
+    fn repair(&self, payload_type: u8) -> Self {
+        Arc::new(StreamTag {
+            track_id: self.track_id.clone(),
+            mid: self.mid.clone(),
+            rid: self.rid.clone(),
+            kind: Some(MediaKind::Video),
+            mime_type: Some(
+                rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX.to_owned(),
+            ),
+            payload_type,
+        })
     }
 }
 
@@ -774,16 +896,18 @@ impl MediaPeer {
         now: Instant,
     ) -> Result<Self, Error> {
         let mut media_engine = MediaEngine::default();
-        register_codecs(&mut media_engine)?;
+        let direction = config.direction;
+        // The own write and read paths need the connection's keys: its provider keeps them.
+        let own_write = direction.sends() && config.own_write_path && crypto.is_none();
+        let own_read = direction.receives() && config.own_read_path && crypto.is_none();
+        // Repair streams are opened on the own read path only.
+        let rtx = config.rtx && (direction != MediaDirection::ReceiveOnly || own_read);
+        register_codecs(&mut media_engine, rtx)?;
         configure_simulcast_extension_headers(&mut media_engine)?;
         // `rtc`'s default chain (`register_default_interceptors`) but for the two NACK ends, for
         // the direction the media flows (see `MediaDirection`); the codecs already carry the `nack`
         // and `nack pli` feedback. TWCC's extension and feedback are negotiated either way: its
         // interceptor only answers media that arrives.
-        let direction = config.direction;
-        // The own write and read paths need the connection's keys: its provider keeps them.
-        let own_write = direction.sends() && config.own_write_path && crypto.is_none();
-        let own_read = direction.receives() && config.own_read_path && crypto.is_none();
         let own_keys = (own_write || own_read).then(crate::keytap::KeyTap::new);
         let crypto = match &own_keys {
             Some(keys) => Some(Arc::clone(keys) as Arc<dyn rtc::crypto::RTCCryptoProvider>),
@@ -878,6 +1002,9 @@ impl MediaPeer {
                 .receives()
                 .then(|| crate::receive::ReceiveFeedback::new(own_read)),
             polled: Polled::BUSY,
+            rtx,
+            nacks_need_rtx: config.srtp == SrtpProfiles::Gcm,
+            rtx_mids: Vec::new(),
             connected: false,
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
@@ -1115,6 +1242,72 @@ impl MediaPeer {
         if let Some(receive) = &mut self.receive {
             receive.set_transport_cc(extmap_id(sdp, rtc::sdp::extmap::TRANSPORT_CC_URI));
         }
+        let sections = if self.rtx {
+            video_sections(sdp)
+        } else {
+            Vec::new()
+        };
+        self.rtx_mids = sections
+            .iter()
+            .filter(|(_, repairs)| !repairs.is_empty())
+            .filter_map(|(mid, _)| mid.map(|m| Mid(m.to_owned())))
+            .collect();
+        if let Some(read) = &mut self.read {
+            let mut payload_types: Vec<u8> = sections
+                .into_iter()
+                .flat_map(|(_, repairs)| repairs)
+                .collect();
+            payload_types.sort_unstable();
+            payload_types.dedup();
+            read.set_repair_names(crate::read::RepairNames {
+                mid: extmap_id(sdp, rtc::sdp::extmap::SDES_MID_URI),
+                repaired_rid: extmap_id(sdp, rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI),
+                payload_types,
+            });
+        }
+    }
+
+    /// Notes an authenticated incoming packet (tagged `tag`) for the connection's feedback: a
+    /// retransmission on a repair stream fills its layer's gap; a video stream is NACKed unless
+    /// that could make its sender resend under a GCM nonce it used (`nacks_need_rtx`).
+    fn note_received(&mut self, at: Instant, packet: &rtc::rtp::Packet, tag: &StreamTag) {
+        use crate::receive::Noted;
+        let Some(receive) = &mut self.receive else {
+            return;
+        };
+        if tag.is_repair() {
+            receive.note(at, &packet.header, Noted::Other);
+            let layer = |t: &Arc<StreamTag>| {
+                !t.is_repair() && t.track_id == tag.track_id && t.rid == tag.rid
+            };
+            let ssrc = self
+                .read
+                .as_ref()
+                .and_then(|r| r.layer_ssrc(layer))
+                .or_else(|| {
+                    self.incoming
+                        .iter()
+                        .find(|(_, t)| layer(t))
+                        .map(|(&ssrc, _)| ssrc)
+                });
+            if let (Some(ssrc), Some(original)) = (ssrc, packet.payload.first_chunk::<2>()) {
+                receive.repaired(ssrc, u16::from_be_bytes(*original));
+            }
+            return;
+        }
+        let noted = match tag.noted() {
+            Noted::Video
+                if self.nacks_need_rtx
+                    && !tag
+                        .mid
+                        .as_ref()
+                        .is_some_and(|mid| self.rtx_mids.contains(mid)) =>
+            {
+                Noted::Other
+            }
+            noted => noted,
+        };
+        receive.note(at, &packet.header, noted);
     }
 
     /// The local description: while an offer is unanswered, that offer.
@@ -1187,18 +1380,21 @@ impl MediaPeer {
         let packet = opened.packet;
         let mut tag = opened.tag;
         if tag.payload_type != packet.header.payload_type {
-            tag = self.look_up_tag(
-                &tag.track_id,
-                packet.header.ssrc,
-                packet.header.payload_type,
-            );
+            tag = if tag.is_repair() {
+                // A repair stream's tag names its layer, which `rtc` does not know.
+                crate::read::Layer::repair(&tag, packet.header.payload_type)
+            } else {
+                self.look_up_tag(
+                    &tag.track_id,
+                    packet.header.ssrc,
+                    packet.header.payload_type,
+                )
+            };
             if let Some(read) = &mut self.read {
                 read.retag(packet.header.ssrc, tag.clone());
             }
         }
-        if let Some(receive) = &mut self.receive {
-            receive.note(now, &packet.header, tag.noted());
-        }
+        self.note_received(now, &packet, &tag);
         let audio_level = self.audio_level(&tag, &packet.header);
         self.pending.push_back(MediaEvent::Rtp(IncomingRtp {
             tag,
@@ -1620,9 +1816,7 @@ impl MediaPeer {
             }
         };
         let noted = tag.noted();
-        if let Some(receive) = &mut self.receive {
-            receive.note(at, &packet.header, noted);
-        }
+        self.note_received(at, &packet, &tag);
         // The stream's next packets may be opened on the own read path, once `rtc` has bound it
         // to its track (it tagged it with one).
         if noted != crate::receive::Noted::Other
@@ -1791,6 +1985,61 @@ impl MediaPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offer_resends_on_rtx_when_every_video_section_it_sends_on_offers_it() {
+        let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n";
+        let video = |mid: &str, port: u16, rtx: bool| {
+            let mut section = format!(
+                "m=video {port} UDP/TLS/RTP/SAVPF 96 97\r\na=mid:{mid}\r\na=rtpmap:96 VP8/90000\r\n"
+            );
+            if rtx {
+                section += "a=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n";
+            }
+            section
+        };
+        let session = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
+        let sdp = format!(
+            "{session}{audio}{}{}",
+            video("1", 9, true),
+            video("2", 9, true)
+        );
+        assert!(video_resends_on_rtx(&sdp));
+        assert_eq!(
+            video_sections(&sdp),
+            vec![(Some("1"), vec![97]), (Some("2"), vec![97])]
+        );
+        // One video section without RTX: its resends would reuse SRTP indexes.
+        let sdp = format!(
+            "{session}{audio}{}{}",
+            video("1", 9, true),
+            video("2", 9, false)
+        );
+        assert!(!video_resends_on_rtx(&sdp));
+        // A rejected one does not count; audio alone never resends.
+        let sdp = format!(
+            "{session}{audio}{}{}",
+            video("1", 9, true),
+            video("2", 0, false)
+        );
+        assert!(video_resends_on_rtx(&sdp));
+        assert!(video_resends_on_rtx(&format!("{session}{audio}")));
+        // The RTX formats registered for the answer: one per video codec, after it.
+        let repairs: Vec<(u8, String)> = rtx_codecs(&sfu_codecs())
+            .into_iter()
+            .map(|(c, _)| (c.payload_type, c.rtp_codec.sdp_fmtp_line))
+            .collect();
+        assert_eq!(
+            repairs,
+            [
+                (97, "apt=96"),
+                (99, "apt=98"),
+                (126, "apt=125"),
+                (42, "apt=41")
+            ]
+            .map(|(pt, apt)| (pt, apt.to_owned()))
+        );
+    }
 
     #[test]
     fn unencrypted_aes_cm_srtcp_is_told_apart() {

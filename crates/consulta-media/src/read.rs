@@ -13,6 +13,12 @@
 //! packets, so handing the SSRC back would freeze the camera. A packet that does not open here
 //! (a forged one) goes to `rtc`, which drops it too; a replayed one is dropped here.
 //!
+//! A simulcast publisher's retransmissions (RFC 4588) come on repair streams that `rtc` never
+//! delivers (it skips packets naming their layer by `repaired-rtp-stream-id`; docs/SFU-MEDIA.md,
+//! "Loss"). Those are opened here from their first packet: one from the selected pair on an SSRC
+//! not known here, with a negotiated RTX payload type and the `mid` and repaired rid of a layer
+//! stream known here, becomes that layer's repair stream ([`Layer::repair`]).
+//!
 //! RTCP, STUN and DTLS go to `rtc` as before (the sender reports in RTCP are read here too, for the
 //! receiver reports); so does a packet from anywhere but the address `rtc` sends to (the selected
 //! candidate pair), so that ICE decides where media may come from. Transport-wide feedback, NACKs
@@ -58,6 +64,26 @@ enum Keys {
     Refused,
 }
 
+/// How the read path sees a stream's tag.
+pub(crate) trait Layer: Clone {
+    /// The m-line (`mid`) and simulcast layer (`rid`) the stream carries.
+    fn layer(&self) -> (Option<&str>, Option<&str>);
+    /// Whether it is a repair stream (RTX) rather than a layer's own.
+    fn is_repair(&self) -> bool;
+    /// The tag of a repair stream of this layer whose packets have payload type `payload_type`.
+    fn repair(&self, payload_type: u8) -> Self;
+}
+
+/// What names a publisher's repair streams, as the last description negotiated it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RepairNames {
+    /// The ids of the `mid` and `repaired-rtp-stream-id` header extensions.
+    pub(crate) mid: Option<u8>,
+    pub(crate) repaired_rid: Option<u8>,
+    /// The RTX payload types (`a=rtpmap:<pt> rtx/90000`).
+    pub(crate) payload_types: Vec<u8>,
+}
+
 struct Stream<T> {
     tag: T,
     /// Its packets are opened here; before, the newest sequence number `rtc` opened, and which
@@ -79,6 +105,7 @@ pub(crate) struct OwnRead<T> {
     /// Offered and adopted streams (each with how its packets are tagged, as `rtc` tagged its
     /// first ones), by SSRC.
     streams: crate::FastMap<u32, Stream<T>>,
+    repairs: RepairNames,
 }
 
 /// A packet the own read path opened, with its stream's tag.
@@ -101,13 +128,48 @@ pub(crate) enum Read<T> {
     Rtc,
 }
 
-impl<T: Clone> OwnRead<T> {
+impl<T: Layer> OwnRead<T> {
     pub(crate) fn new(keys: Arc<KeyTap>) -> Self {
         Self {
             keys,
             open: Keys::Unknown(0),
             streams: crate::FastMap::default(),
+            repairs: RepairNames::default(),
         }
+    }
+
+    /// What names repair streams from now on (a description was negotiated).
+    pub(crate) fn set_repair_names(&mut self, names: RepairNames) {
+        self.repairs = names;
+    }
+
+    /// The SSRC of the layer stream (not a repair stream) whose tag `is_layer` picks, the most
+    /// recently heard if several are.
+    pub(crate) fn layer_ssrc(&self, is_layer: impl Fn(&T) -> bool) -> Option<u32> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| !s.tag.is_repair() && is_layer(&s.tag))
+            .max_by_key(|(_, s)| s.last_seen)
+            .map(|(&ssrc, _)| ssrc)
+    }
+
+    /// Makes room for one more stream: past [`MAX_STREAMS`], the least recently heard of those
+    /// not opened here yet or quiet for [`QUIET`] goes. Whether there is room.
+    fn make_room(&mut self, now: Instant) -> bool {
+        if self.streams.len() < MAX_STREAMS {
+            return true;
+        }
+        let replaceable = self
+            .streams
+            .iter()
+            .filter(|(_, s)| !s.adopted || now.saturating_duration_since(s.last_seen) >= QUIET)
+            .min_by_key(|(_, s)| s.last_seen)
+            .map(|(&ssrc, _)| ssrc);
+        let Some(replaceable) = replaceable else {
+            return false;
+        };
+        self.streams.remove(&replaceable);
+        true
     }
 
     /// `rtc` opened a packet of `ssrc` numbered `seq` and tagged it `tag`: the stream's next
@@ -133,17 +195,8 @@ impl<T: Clone> OwnRead<T> {
             stream.last_seen = now;
             return;
         }
-        if self.streams.len() >= MAX_STREAMS {
-            let replaceable = self
-                .streams
-                .iter()
-                .filter(|(_, s)| !s.adopted || now.saturating_duration_since(s.last_seen) >= QUIET)
-                .min_by_key(|(_, s)| s.last_seen)
-                .map(|(&ssrc, _)| ssrc);
-            let Some(replaceable) = replaceable else {
-                return;
-            };
-            self.streams.remove(&replaceable);
+        if !self.make_room(now) {
+            return;
         }
         self.streams.insert(
             ssrc,
@@ -170,7 +223,7 @@ impl<T: Clone> OwnRead<T> {
         let ssrc = u32::from_be_bytes([a, b, c, d]);
         let seq = u16::from_be_bytes([s0, s1]);
         let Some(stream) = self.streams.get_mut(&ssrc) else {
-            return Read::Rtc;
+            return self.open_repair(now, datagram, ssrc, seq);
         };
         // Ahead of what `rtc` opened, with no wrap since it first did.
         if !stream.adopted && (stream.wrapped || seq <= stream.last_seq) {
@@ -234,6 +287,70 @@ impl<T: Clone> OwnRead<T> {
             tag: stream.tag.clone(),
             packet,
         })
+    }
+
+    /// Opens `datagram` (packet `seq` of `ssrc`, a stream not known here) as the first packet of
+    /// a repair stream: it has an RTX payload type and names a layer stream known here by its
+    /// `mid` and repaired rid. It is tagged as that layer's repair stream from then on.
+    fn open_repair(&mut self, now: Instant, datagram: &[u8], ssrc: u32, seq: u16) -> Read<T> {
+        let (Some(mid_id), Some(rrid_id)) = (self.repairs.mid, self.repairs.repaired_rid) else {
+            return Read::Rtc;
+        };
+        let payload_type = datagram.get(1).map_or(0, |b| b & 0x7f);
+        if !self.repairs.payload_types.contains(&payload_type) {
+            return Read::Rtc;
+        }
+        let Some(header_len) = crate::srtp::header_len(datagram) else {
+            return Read::Rtc;
+        };
+        // Read before the packet is opened, to choose: the header is authenticated with the
+        // rest, so what it names is the sender's once the packet opens below.
+        let Some(header) = datagram
+            .get(..header_len)
+            .and_then(|mut header| rtc::rtp::Header::unmarshal(&mut header).ok())
+        else {
+            return Read::Rtc;
+        };
+        let (Some(mid), Some(rid)) = (header.get_extension(mid_id), header.get_extension(rrid_id))
+        else {
+            return Read::Rtc;
+        };
+        let Some(layer) = self
+            .layer_ssrc(|tag| {
+                let (tag_mid, tag_rid) = tag.layer();
+                tag_mid.is_some_and(|m| m.as_bytes() == mid.as_ref())
+                    && tag_rid.is_some_and(|r| r.as_bytes() == rid.as_ref())
+            })
+            .and_then(|layer| self.streams.get(&layer))
+            .map(|layer| layer.tag.repair(payload_type))
+        else {
+            return Read::Rtc;
+        };
+        let Keys::Opening(crypto, _) = &mut self.open else {
+            return Read::Rtc;
+        };
+        let plain = match crypto.open(datagram, header_len, ssrc, seq) {
+            Ok(plain) => plain,
+            Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..)) => return Read::Dropped,
+            Err(_) => return Read::Rtc,
+        };
+        let Some(packet) = packet_of(plain.freeze(), header_len) else {
+            return Read::Dropped;
+        };
+        if self.make_room(now) {
+            self.streams.insert(
+                ssrc,
+                Stream {
+                    tag: layer.clone(),
+                    adopted: true,
+                    last_seq: seq,
+                    opened: 1,
+                    wrapped: false,
+                    last_seen: now,
+                },
+            );
+        }
+        Read::Opened(Opened { tag: layer, packet })
     }
 
     /// The sender reports (SSRC and NTP time) in `datagram`, if it is SRTCP that opens with the
@@ -348,12 +465,40 @@ mod tests {
     use crate::keytap::MasterKeys;
     use rtc::shared::marshal::{Marshal, MarshalSize};
 
+    impl Layer for &'static str {
+        fn layer(&self) -> (Option<&str>, Option<&str>) {
+            (None, None)
+        }
+        fn is_repair(&self) -> bool {
+            false
+        }
+        fn repair(&self, _: u8) -> Self {
+            self
+        }
+    }
+
+    /// A tag with a layer: mid, rid, and the payload type of a repair stream.
+    #[derive(Debug, Clone, PartialEq)]
+    struct Tag(&'static str, &'static str, Option<u8>);
+
+    impl Layer for Tag {
+        fn layer(&self) -> (Option<&str>, Option<&str>) {
+            (Some(self.0), Some(self.1))
+        }
+        fn is_repair(&self) -> bool {
+            self.2.is_some()
+        }
+        fn repair(&self, payload_type: u8) -> Self {
+            Self(self.0, self.1, Some(payload_type))
+        }
+    }
+
     fn keys() -> MasterKeys {
         MasterKeys::new(ProtectionProfile::Aes128CmHmacSha1_80, &[7; 16], &[9; 14])
     }
 
     /// A read path that found `keys()` already (as after its first offered packet).
-    fn read_path() -> OwnRead<&'static str> {
+    fn read_path<T: Layer>() -> OwnRead<T> {
         let mut read = OwnRead::new(KeyTap::new());
         let context = keys()
             .context_with_replay_window(REPLAY_WINDOW)
@@ -372,26 +517,111 @@ mod tests {
         }
 
         fn seal(&mut self, ssrc: u32, seq: u16) -> Vec<u8> {
+            self.seal_with(ssrc, seq, 96, &[], b"payload")
+        }
+
+        /// Packet `seq` of `ssrc` with payload type `pt`, header extensions `(id, value)` and
+        /// `payload`.
+        fn seal_with(
+            &mut self,
+            ssrc: u32,
+            seq: u16,
+            pt: u8,
+            extensions: &[(u8, &'static [u8])],
+            payload: &'static [u8],
+        ) -> Vec<u8> {
+            let mut header = rtc::rtp::Header {
+                version: 2,
+                ssrc,
+                sequence_number: seq,
+                payload_type: pt,
+                ..Default::default()
+            };
+            for &(id, value) in extensions {
+                header
+                    .set_extension(id, bytes::Bytes::from_static(value))
+                    .expect("an extension");
+            }
             let packet = rtc::rtp::Packet {
-                header: rtc::rtp::Header {
-                    version: 2,
-                    ssrc,
-                    sequence_number: seq,
-                    payload_type: 96,
-                    ..Default::default()
-                },
-                payload: bytes::Bytes::from_static(b"payload"),
+                header,
+                payload: bytes::Bytes::from_static(payload),
             };
             let plain = packet.marshal().expect("marshals");
             self.0.encrypt_rtp(&plain).expect("seals").to_vec()
         }
     }
 
-    fn opened(read: &mut OwnRead<&'static str>, at: Instant, datagram: &[u8]) -> Option<u16> {
+    fn opened<T: Layer>(read: &mut OwnRead<T>, at: Instant, datagram: &[u8]) -> Option<u16> {
         match read.open(at, datagram) {
             Read::Opened(o) => Some(o.packet.header.sequence_number),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_repair_stream_naming_a_layer_known_here_is_opened_as_its_repair() {
+        let (mut read, mut sender, now) = (read_path::<Tag>(), Sender::new(), Instant::now());
+        // `rtc` delivered layer `f` of mid 1 (SSRC 10) and layer `h` (SSRC 11); both adopted.
+        for (ssrc, rid) in [(10, "f"), (11, "h")] {
+            let _ = sender.seal(ssrc, 100);
+            read.offer(now, ssrc, 100, Tag("1", rid, None));
+            assert_eq!(opened(&mut read, now, &sender.seal(ssrc, 101)), Some(101));
+        }
+        let (mid, rrid) = (4, 10);
+        let repair = |sender: &mut Sender, seq, pt, names: &[(u8, &'static [u8])]| {
+            // The original sequence number, 100, leads the payload (RFC 4588 §4).
+            sender.seal_with(20, seq, pt, names, &[0, 100, 1, 2, 3])
+        };
+        let layer_f: &[(u8, &'static [u8])] = &[(mid, b"1"), (rrid, b"f")];
+        let first = repair(&mut sender, 5000, 97, layer_f);
+        // Before a description named the repair streams: `rtc`'s.
+        assert!(matches!(read.open(now, &first), Read::Rtc));
+        read.set_repair_names(RepairNames {
+            mid: Some(mid),
+            repaired_rid: Some(rrid),
+            payload_types: vec![97, 99],
+        });
+        let Read::Opened(o) = read.open(now, &first) else {
+            panic!("a repair of layer f not opened here");
+        };
+        assert_eq!(o.tag, Tag("1", "f", Some(97)));
+        assert_eq!(o.packet.payload.as_ref(), &[0, 100, 1, 2, 3]);
+        assert_eq!(
+            read.layer_ssrc(|t| t.1 == "f"),
+            Some(10),
+            "the layer, not its repairs"
+        );
+        // Known from then on, tagged as it was first, whether the packet names its layer or not.
+        let Read::Opened(o) = read.open(now, &repair(&mut sender, 5001, 97, &[])) else {
+            panic!("the repair stream's next packet not opened here");
+        };
+        assert_eq!(o.tag, Tag("1", "f", Some(97)));
+        // A copy is dropped; a forged packet is `rtc`'s.
+        assert!(matches!(read.open(now, &first), Read::Dropped));
+        let mut forged = repair(&mut sender, 5002, 97, &[]);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(matches!(read.open(now, &forged), Read::Rtc));
+        // Not a repair stream here: a layer not known here, another mid, a payload type that is
+        // not RTX, or one naming no layer.
+        let mut on = |ssrc, pt, names: &[(u8, &'static [u8])]| {
+            let datagram = sender.seal_with(ssrc, 1, pt, names, &[0, 1]);
+            read.open(now, &datagram)
+        };
+        assert!(matches!(
+            on(21, 97, &[(mid, b"1"), (rrid, b"q")]),
+            Read::Rtc
+        ));
+        assert!(matches!(
+            on(22, 97, &[(mid, b"2"), (rrid, b"f")]),
+            Read::Rtc
+        ));
+        assert!(matches!(on(23, 96, layer_f), Read::Rtc));
+        assert!(matches!(on(24, 99, &[(mid, b"1")]), Read::Rtc));
+        let Read::Opened(o) = on(25, 99, &[(mid, b"1"), (rrid, b"h")]) else {
+            panic!("a repair of layer h not opened here");
+        };
+        assert_eq!(o.tag, Tag("1", "h", Some(99)));
     }
 
     #[test]

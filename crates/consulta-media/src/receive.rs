@@ -78,11 +78,16 @@ struct Unwrapper {
 }
 
 impl Unwrapper {
-    fn unwrap(&mut self, number: u16) -> i64 {
-        let unwrapped = match self.newest {
+    /// The count `number` stands for, nearest the newest so far, without taking it.
+    fn peek(&self, number: u16) -> i64 {
+        match self.newest {
             None => i64::from(number),
             Some(newest) => newest + i64::from(number.wrapping_sub(newest as u16) as i16),
-        };
+        }
+    }
+
+    fn unwrap(&mut self, number: u16) -> i64 {
+        let unwrapped = self.peek(number);
         if self.newest.is_none_or(|newest| unwrapped > newest) {
             self.newest = Some(unwrapped);
         }
@@ -251,6 +256,13 @@ impl Gaps {
         }
         self.newest = Some(number);
         self.missing = self.missing.split_off(&(number - NACK_REACH));
+    }
+
+    /// `number` came as a retransmission on a repair stream: it is missing no more. A number
+    /// ahead of the newest is not taken from a repair (only the stream's own packets move it).
+    fn repaired(&mut self, number: u16) {
+        let number = self.numbers.peek(number);
+        self.missing.remove(&number);
     }
 
     /// The numbers to NACK now; each counts one more NACK, and one that had its last is dropped.
@@ -461,6 +473,16 @@ impl ReceiveFeedback {
                 receptions.insert(header.ssrc, Reception::new(at, header, clock_rate));
             }
             Noted::Audio(_) | Noted::Other => {}
+        }
+    }
+
+    /// A retransmission on a repair stream (RTX, RFC 4588) carried packet `number` of the video
+    /// stream `ssrc`: it is NACKed no more. (The retransmission itself is noted as
+    /// [`Noted::Other`]: its transport-wide number is reported, and its own SSRC has no gaps to
+    /// ask for.)
+    pub(crate) fn repaired(&mut self, ssrc: u32, number: u16) {
+        if let Some(gaps) = self.gaps.get_mut(&ssrc) {
+            gaps.repaired(number);
         }
     }
 
@@ -712,6 +734,27 @@ mod tests {
         feedback.note(tick(4), &header(7, 3 + 600), Noted::Video);
         assert!(nacked(&feedback.due(tick(5))).is_empty());
         assert_eq!(feedback.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_gap_a_retransmission_repaired_is_nacked_no_more() {
+        let start = Instant::now();
+        let mut feedback = ReceiveFeedback::new(false);
+        for seq in [65_533, 65_534, 1, 2] {
+            feedback.note(start, &header(7, seq), Noted::Video);
+        }
+        let tick = |n: u32| start + NACK_INTERVAL * n;
+        assert_eq!(nacked(&feedback.due(tick(1))), vec![vec![65_535, 0]]);
+        // 0 comes on the repair stream (its own SSRC, 9, and number): the layer's gap is filled,
+        // and the repair stream has none of its own.
+        feedback.note(tick(1), &header(9, 500), Noted::Other);
+        feedback.repaired(7, 0);
+        // A repair of a number the stream never reached, or of another stream, changes nothing.
+        feedback.repaired(7, 10);
+        feedback.repaired(8, 65_535);
+        assert_eq!(nacked(&feedback.due(tick(2))), vec![vec![65_535]]);
+        feedback.note(tick(2), &header(7, 3), Noted::Video);
+        assert_eq!(nacked(&feedback.due(tick(3))), vec![vec![65_535]]);
     }
 
     #[test]

@@ -956,6 +956,16 @@ async fn livekit_client_loss_is_repaired_both_ways_with_nacks() {
         opened * 10 > received * 6,
         "most of what Alice sent (her video) opened by the SFU: {opened} of {received}"
     );
+    // Both publishers' offers resend on RTX, so their connections took AES-GCM; Alice's repairs
+    // came on her layers' repair streams, which the own read path opened and the router
+    // unwrapped onto the layers they repair.
+    assert_eq!(
+        metric(&metrics, "publisher_connections_gcm_total"),
+        2,
+        "{metrics}"
+    );
+    let unwrapped = metric(&metrics, "rtp_retransmissions_unwrapped_total");
+    assert!(unwrapped >= 5, "alice's repairs came as RTX: {metrics}");
 }
 
 /// The same on `rtc`'s write and read paths (what a connection whose keys were refused keeps).
@@ -969,6 +979,10 @@ async fn livekit_client_loss_is_repaired_both_ways_on_rtcs_paths() {
     .await;
     assert_eq!(metric(&metrics, "rtp_packets_sealed_here_total"), 0);
     assert_eq!(metric(&metrics, "rtp_packets_opened_here_total"), 0);
+    // No RTX without the own read path (`rtc` drops a simulcast layer's repairs): AES-CM, and
+    // Alice resent on her layers' own SSRCs.
+    assert_eq!(metric(&metrics, "publisher_connections_gcm_total"), 0);
+    assert_eq!(metric(&metrics, "rtp_retransmissions_in_total"), 0);
 }
 
 /// [`livekit_client_loss_is_repaired_both_ways_with_nacks`] with `media` (its drop rate set
@@ -988,18 +1002,20 @@ async fn loss_is_repaired(media: MediaConfig) -> String {
     let count = |v: &Value, key: &str| v[key].as_i64().unwrap_or(0);
     let (received, lost) = loss_window(&result);
     eprintln!(
-        "bob: {received} received, {lost} lost in the window; SFU: {} NACKs in, {} lost in, {} late in; alice {}",
+        "bob: {received} received, {lost} lost in the window; SFU: {} NACKs in, {} lost in, {} late in, {} RTX in, {} unwrapped; alice {}",
         value("nacks_received_total"),
         value("rtp_packets_lost_in_total"),
         value("rtp_packets_late_in_total"),
+        value("rtp_retransmissions_in_total"),
+        value("rtp_retransmissions_unwrapped_total"),
         result["alice_camera_sent"],
     );
     assert!(received > 300, "alice's video kept flowing to bob: {end}");
     // Downstream: bob NACKed the SFU's drops, and they were resent.
     assert!(count(end, "nackCount") >= 5, "bob sent NACKs: {end}");
     assert!(value("nacks_received_total") >= 5, "{metrics}");
-    // Upstream: the SFU NACKed alice and she resent, on the packets' own SSRC (no RTX: see
-    // `register_codecs`), bounded: at most a few resends per packet the SFU dropped.
+    // Upstream: the SFU NACKed alice and she resent (on RTX, on the own read path; on the
+    // packets' own SSRC without it), bounded: at most a few resends per packet the SFU dropped.
     let sent = &result["alice_camera_sent"];
     assert!(
         count(sent, "nackCount") >= 5,

@@ -354,7 +354,7 @@ fn a_reused_transceiver_offers_and_sends_the_new_tracks_codec() {
 /// The SFU negotiates no RTX on any connection, sending or receiving (`register_codecs` in peer.rs
 /// says why; tests/it/rtx.rs has the failing cases).
 #[test]
-fn no_connection_offers_rtx() {
+fn a_connection_offers_rtx_only_when_asked() {
     use consulta_media::{MediaConfig, MediaDirection};
 
     let now = Instant::now();
@@ -375,5 +375,21 @@ fn no_connection_offers_rtx() {
         assert!(offer.contains("VP8/90000"), "{direction:?}: {offer}");
         assert!(!offer.contains("rtx/"), "{direction:?}: {offer}");
         assert!(!offer.contains("ssrc-group"), "{direction:?}: {offer}");
+        // Asked for, RTX is offered for each video codec, but where the connection receives
+        // without its own read path, which opens the repair streams.
+        for own_read_path in [true, false] {
+            let config = MediaConfig {
+                rtx: true,
+                own_read_path,
+                ..config
+            };
+            let mut peer = MediaPeer::with_config(addr, config, now).unwrap();
+            peer.add_local_track(MediaKind::Video, "video/VP8", "s", "camera", 0x2223)
+                .unwrap();
+            let offer = peer.create_offer(now).unwrap();
+            let offered = offer.contains("rtx/90000") && offer.contains("apt=96");
+            let expected = own_read_path || direction != MediaDirection::ReceiveOnly;
+            assert_eq!(offered, expected, "{direction:?}, {own_read_path}: {offer}");
+        }
     }
 }

@@ -47,6 +47,8 @@ struct Client {
     connected: bool,
     publisher_pli_seen: bool,
     publisher_nacks_seen: usize,
+    /// The media SSRC of each NACK the publisher got.
+    publisher_nacked: Vec<u32>,
     /// Labels of the publisher connection's data channels once open.
     publisher_channels_open: Vec<String>,
 }
@@ -202,6 +204,11 @@ impl World {
     }
 
     fn join(&mut self, n: u8, sid: &str) -> usize {
+        self.join_with(n, sid, MediaConfig::default())
+    }
+
+    /// [`join`](Self::join), the client's publisher connection taking `publisher`.
+    fn join_with(&mut self, n: u8, sid: &str, publisher: MediaConfig) -> usize {
         let publisher_addr: SocketAddr = format!("10.0.1.{n}:5000").parse().unwrap();
         let subscriber_addr: SocketAddr = format!("10.0.1.{n}:5001").parse().unwrap();
         let sid = ParticipantSid::parse(sid).unwrap();
@@ -219,7 +226,7 @@ impl World {
             sid,
             publisher: MediaPeer::with_crypto(
                 publisher_addr,
-                MediaConfig::default(),
+                publisher,
                 Some(publisher_keys.clone()),
                 self.now,
             )
@@ -239,6 +246,7 @@ impl World {
             connected: false,
             publisher_pli_seen: false,
             publisher_nacks_seen: 0,
+            publisher_nacked: Vec::new(),
             publisher_channels_open: Vec::new(),
         });
         self.clients.len() - 1
@@ -323,8 +331,9 @@ impl World {
                                 if any.is::<PictureLossIndication>() {
                                     c.publisher_pli_seen = true;
                                 }
-                                if any.is::<TransportLayerNack>() {
+                                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                     c.publisher_nacks_seen += 1;
+                                    c.publisher_nacked.push(nack.media_ssrc);
                                 }
                             }
                         }
@@ -1147,27 +1156,138 @@ fn a_replayed_or_forged_packet_of_a_stream_opened_by_the_router_is_dropped() {
     assert_eq!(bob_rtp(&w), received + 1);
 }
 
-/// What a publisher sends reaches the router under AES-CM with HMAC-SHA1, though the client
-/// offers GCM first, as browsers do: a browser resends a NACKed packet under its own SRTP index
-/// with another transport-wide sequence number (measured with Chromium: SECURITY.md), which under
-/// GCM would seal two plaintexts with one nonce. What the router sends goes under GCM (`SrtpWatch`
-/// opens it).
+/// What a publisher whose offer has no RTX sends reaches the router under AES-CM with HMAC-SHA1,
+/// though the client offers GCM first, as browsers do: without RTX a browser resends a NACKed
+/// packet under its own SRTP index with another transport-wide sequence number (measured with
+/// Chromium: SECURITY.md), which under GCM would seal two plaintexts with one nonce. What the
+/// router sends goes under GCM (`SrtpWatch` opens it).
 #[test]
 fn a_publisher_sends_to_the_router_under_aes_cm() {
     let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
     send_vp8(&mut w, camera, &mut seq, false);
-    let datagram = w.client0_rtp.clone();
-    let opens = |profile| {
-        w.clients[0]
-            .publisher_keys
-            .keys(profile)
-            .expect("alice's connection exported its keys")
-            .iter()
-            .any(|keys| keys.context().unwrap().decrypt_rtp(&datagram).is_ok())
-    };
+    let opens = |profile| alice_sent_under(&w, profile);
     assert!(opens(ProtectionProfile::Aes128CmHmacSha1_80));
     assert!(!opens(ProtectionProfile::AeadAes128Gcm));
     assert!(w.srtp.opened > 0, "the router sent bob GCM");
+}
+
+/// Whether the last RTP datagram client 0's publisher sent opens with its connection's keys
+/// under `profile`.
+fn alice_sent_under(w: &World, profile: ProtectionProfile) -> bool {
+    w.clients[0]
+        .publisher_keys
+        .keys(profile)
+        .expect("alice's connection exported its keys")
+        .iter()
+        .any(|keys| keys.context().unwrap().decrypt_rtp(&w.client0_rtp).is_ok())
+}
+
+/// A publisher whose offer resends video on RTX, as browsers' offers do, sends to the router under
+/// AES-GCM: its repairs come on the repair stream, under SRTP indexes of their own, and the router
+/// answers with RTX. Its camera still reaches Bob, and a packet lost on the way is still NACKed
+/// (the test client resends it on its own SSRC, with the bytes it first sent).
+#[test]
+fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
+    let mut w = World::new();
+    let rtx = MediaConfig {
+        rtx: true,
+        ..MediaConfig::default()
+    };
+    let alice = w.join_with(1, "PA_alice", rtx);
+    w.join(2, "PA_bob");
+    let camera = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
+    w.negotiate_publisher(alice, 1);
+    w.run_until("alice connected", |w| w.clients[0].connected);
+    subscribe_and_connect(&mut w, 1, 0, "TR_cam");
+    let mut seq = 1u16;
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    let answer = w.publisher_answer(alice).sdp;
+    assert!(
+        answer.contains("rtx/90000"),
+        "the router's answer: {answer}"
+    );
+    send_vp8(&mut w, camera, &mut seq, false);
+    let opens = |profile| alice_sent_under(&w, profile);
+    assert!(opens(ProtectionProfile::AeadAes128Gcm));
+    assert!(!opens(ProtectionProfile::Aes128CmHmacSha1_80));
+    assert_eq!(w.router.stats().publishers_gcm, 1);
+    let received = w.clients[1].received.len();
+    let nacks = w.clients[0].publisher_nacks_seen;
+    (w.drop_after, w.drop_rtp) = (w.rtp_seen + 2, 1);
+    for _ in 0..30 {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert!(w.clients[0].publisher_nacks_seen > nacks, "the loss NACKed");
+    assert!(
+        w.clients[1].received.len() >= received + 29,
+        "bob got the camera"
+    );
+
+    // A later offer adds a video m-line without RTX (no browser's would): its resends would
+    // come under their own SRTP index, so its losses are not NACKed on this GCM connection.
+    let screen = w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C2EE);
+    w.negotiate_publisher_with(alice, 2, false, without_rtx_in_the_last_video_section);
+    // (`rtc`'s answer lists RTX in that section all the same: what the client offered is what
+    // the connection goes by.)
+    let send_both = |w: &mut World, seq: &mut u16, screen_seq: &mut u16| {
+        send_vp8(w, camera, seq, false);
+        send_vp8(w, screen, screen_seq, *screen_seq == 1);
+    };
+    let mut screen_seq = 1u16;
+    for _ in 0..10 {
+        send_both(&mut w, &mut seq, &mut screen_seq);
+    }
+    w.clients[0].publisher_nacked.clear();
+    // Two datagrams lost: one of each track.
+    (w.drop_after, w.drop_rtp) = (w.rtp_seen + 2, 2);
+    for _ in 0..30 {
+        send_both(&mut w, &mut seq, &mut screen_seq);
+    }
+    let nacked = &w.clients[0].publisher_nacked;
+    assert!(
+        nacked.contains(&0xA11CE),
+        "the camera's loss NACKed: {nacked:x?}"
+    );
+    assert!(
+        !nacked.contains(&0x5C2EE),
+        "the screen's loss not NACKed: {nacked:x?}"
+    );
+}
+
+/// `sdp` with the RTX formats of its last video section taken out.
+fn without_rtx_in_the_last_video_section(sdp: String) -> String {
+    let at = sdp.rfind("m=video").expect("a video section");
+    let (head, last) = sdp.split_at(at);
+    let repairs: Vec<String> = last
+        .lines()
+        .filter_map(|line| line.strip_prefix("a=rtpmap:"))
+        .filter(|rest| rest.contains(" rtx/"))
+        .filter_map(|rest| rest.split(' ').next().map(str::to_owned))
+        .collect();
+    assert!(!repairs.is_empty(), "the offer had RTX to take out: {sdp}");
+    let mut out = head.to_owned();
+    for line in last.split_inclusive("\r\n") {
+        let names_repair = |prefix: &str| {
+            repairs
+                .iter()
+                .any(|pt| line.starts_with(&format!("{prefix}{pt} ")))
+        };
+        if names_repair("a=rtpmap:") || names_repair("a=fmtp:") || names_repair("a=rtcp-fb:") {
+            continue;
+        }
+        if line.starts_with("m=video") {
+            let kept: Vec<&str> = line
+                .trim_end()
+                .split(' ')
+                .filter(|field| !repairs.iter().any(|pt| pt == field))
+                .collect();
+            out += &kept.join(" ");
+            out += "\r\n";
+            continue;
+        }
+        out += line;
+    }
+    out
 }
 
 /// Media sent to a subscriber whose network is gone for 2 s, too short for ICE to notice, makes an

@@ -222,6 +222,9 @@ fn one_way(direction: MediaDirection) -> MediaConfig {
         // use for an estimate; the node still estimates towards every subscriber, which answers
         // with TWCC feedback as a browser does.
         congestion_control: false,
+        // The publisher offers RTX, as browsers do (a node then takes its media under AES-GCM);
+        // it resends on the stream's own SSRC all the same, with the bytes it first sent.
+        rtx: direction == MediaDirection::SendOnly,
         ..MediaConfig::default()
     }
 }
