@@ -297,8 +297,8 @@ async fn start_echo(state: &AppState, offer: String) -> Result<String, Error> {
     let socket = UdpSocket::bind(SocketAddr::new(state.udp_ip, 0)).await?;
     let now = Instant::now();
     // All RTCP, so the stats show what the browser reports; the echo acts only on PLI/FIR. The
-    // connection takes the browser's media, so AES-CM, as the SFU's publisher connections
-    // (`SrtpProfiles`).
+    // connection takes the browser's media and negotiates no RTX, so AES-CM, as the SFU's
+    // publisher connections whose client offers no RTX (`SrtpProfiles`).
     let config = MediaConfig {
         rtcp_delivery: RtcpDelivery::All,
         srtp: SrtpProfiles::AesCmSha1,

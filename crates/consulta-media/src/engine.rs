@@ -131,8 +131,9 @@ pub struct RouterStats {
     pub rtp_late_in: u64,
     /// Retransmissions (RTX) received from publishers.
     pub rtx_in: u64,
-    /// Of those, unwrapped onto their primary stream and offered to the subscribers: the
-    /// packet had not come (copies sent as bandwidth probes are not).
+    /// Of those, unwrapped onto their primary stream with a packet it had not had (copies sent
+    /// as bandwidth probes are not counted), and offered to the subscribers unless the track is
+    /// muted.
     pub rtx_unwrapped: u64,
     /// Publisher connections made under SRTP's AES-GCM (their client's offer resends on RTX);
     /// the rest take AES-CM with HMAC-SHA1.
@@ -1621,11 +1622,7 @@ impl Router {
             }
             self.next_speaker_tick.get_or_insert(now + SPEAKER_TICK);
         }
-        let is_rtx = rtp
-            .tag
-            .mime_type
-            .as_deref()
-            .is_some_and(|m| m.len() >= 4 && m[m.len() - 4..].eq_ignore_ascii_case("/rtx"));
+        let is_rtx = rtp.tag.is_repair();
         let mut rtp = rtp;
         // A retransmission goes out under its primary stream's codec.
         let mut primary_mime = None;

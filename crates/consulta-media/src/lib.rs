@@ -37,3 +37,4 @@ pub use rtc::{rtcp, rtp};
 /// SipHash was 3–4 % of the node's time in 1:1 rooms. The keys are the SFU's own ids, SSRCs in
 /// maps bounded per connection or track, and room names from tokens the SFU's keys signed.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

@@ -321,7 +321,7 @@ pub fn metrics_text(
     metric(
         "rtp_retransmissions_unwrapped_total",
         "counter",
-        "Of the RTX packets received, those unwrapped onto the stream they repair and offered to its subscribers (a copy of a packet that came already, as browsers send to probe the link, is not).",
+        "Of the RTX packets received, those unwrapped onto the stream they repair with a packet it had not had (a copy of a packet that came already, as browsers send to probe the link, is not counted).",
         stats.rtx_unwrapped,
     );
     metric(

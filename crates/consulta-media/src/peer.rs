@@ -354,25 +354,47 @@ fn rtx_codecs(
         .collect()
 }
 
-/// Each video m-section of `sdp` that is not rejected (port 0): its mid, and the payload types
-/// of its RTX formats (`a=rtpmap:<pt> rtx/<clock rate>`).
-fn video_sections(sdp: &str) -> Vec<(Option<&str>, Vec<u8>)> {
+/// One video m-section of an SDP, as far as RTX goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VideoSection {
+    mid: Option<String>,
+    /// The payload types of its RTX formats (`a=rtpmap:<pt> rtx/<clock rate>`).
+    repairs: Vec<u8>,
+}
+
+/// Each video m-section of `sdp` that is not rejected: port 0 without `a=bundle-only` (RFC 8843
+/// gives a bundled section port 0 with it).
+fn video_sections(sdp: &str) -> Vec<VideoSection> {
     let mut sections = Vec::new();
-    let mut current: Option<(Option<&str>, Vec<u8>)> = None;
+    // The section being read, and whether its port was 0.
+    let mut current: Option<(VideoSection, bool)> = None;
+    let mut finish = |current: Option<(VideoSection, bool)>| {
+        if let Some((section, false)) = current {
+            sections.push(section);
+        }
+    };
     for line in sdp.lines().map(str::trim_end) {
         if let Some(media) = line.strip_prefix("m=") {
-            sections.extend(current.take());
+            finish(current.take());
             let mut fields = media.split_whitespace();
             let video = fields.next() == Some("video");
-            let rejected = fields.next().is_some_and(|port| port == "0");
-            current = (video && !rejected).then(|| (None, Vec::new()));
+            let port_zero = fields.next().is_some_and(|port| port == "0");
+            current = video.then(|| {
+                let section = VideoSection {
+                    mid: None,
+                    repairs: Vec::new(),
+                };
+                (section, port_zero)
+            });
             continue;
         }
-        let Some((mid, repairs)) = &mut current else {
+        let Some((section, port_zero)) = &mut current else {
             continue;
         };
         if let Some(value) = line.strip_prefix("a=mid:") {
-            *mid = Some(value);
+            section.mid = Some(value.to_owned());
+        } else if line == "a=bundle-only" {
+            *port_zero = false;
         } else if let Some((pt, format)) = line
             .strip_prefix("a=rtpmap:")
             .and_then(|rest| rest.split_once(' '))
@@ -381,21 +403,23 @@ fn video_sections(sdp: &str) -> Vec<(Option<&str>, Vec<u8>)> {
                 .is_some_and(|f| f.eq_ignore_ascii_case("rtx/"))
             && let Ok(pt) = pt.parse()
         {
-            repairs.push(pt);
+            section.repairs.push(pt);
         }
     }
-    sections.extend(current);
+    finish(current);
     sections
 }
 
 /// Whether a sender whose offer is `sdp` resends lost video on RTX streams (RFC 4588): every
-/// video m-section it sends on offers an RTX format. A browser without RTX resends a packet under
-/// its own SRTP index, with other header bytes (SECURITY.md), which AES-GCM cannot take: the
-/// SFU's router lets a publisher's connection use GCM only where this holds.
+/// video m-section of the offer (whatever its direction) offers an RTX format. A browser without
+/// RTX resends a packet under its own SRTP index, with other header bytes (SECURITY.md), which
+/// AES-GCM cannot take: the SFU's router lets a publisher's connection use GCM only where this
+/// holds, and the connection NACKs only the m-lines both sides gave RTX
+/// (`MediaPeer::repairs_negotiated`).
 pub fn video_resends_on_rtx(sdp: &str) -> bool {
     video_sections(sdp)
         .iter()
-        .all(|(_, repairs)| !repairs.is_empty())
+        .all(|section| !section.repairs.is_empty())
 }
 
 /// The codec table [`register_codecs`] registers.
@@ -693,8 +717,8 @@ pub struct MediaPeer {
     /// m-line negotiated RTX, so that no packet is resent under its own SRTP index (GCM's nonce
     /// over other header bytes).
     nacks_need_rtx: bool,
-    /// The video m-lines that negotiated RTX, as the last description said.
-    rtx_mids: Vec<Mid>,
+    /// The video m-lines to whose RTX formats both the last offer and its answer agreed.
+    rtx_mids: crate::FastSet<Mid>,
     /// How far `rtc` was polled since it was last called ([`Polled`]).
     polled: Polled,
     /// The connection connected once (its DTLS handshake is done).
@@ -799,14 +823,14 @@ pub struct StreamTag {
     pub mime_type: Option<String>,
     /// The payload type the rest was looked up for.
     payload_type: u8,
+    /// The MIME type is RTX's ([`StreamTag::is_repair`]), looked at once.
+    repair: bool,
 }
 
 impl StreamTag {
     /// Whether the stream carries retransmissions of another (RTX, RFC 4588).
     pub fn is_repair(&self) -> bool {
-        self.mime_type.as_deref().is_some_and(|m| {
-            m.eq_ignore_ascii_case(rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX)
-        })
+        self.repair
     }
 
     /// What the connection's reports make of the stream's packets.
@@ -843,6 +867,7 @@ impl crate::read::Layer for Arc<StreamTag> {
                 rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX.to_owned(),
             ),
             payload_type,
+            repair: true,
         })
     }
 }
@@ -1004,7 +1029,7 @@ impl MediaPeer {
             polled: Polled::BUSY,
             rtx,
             nacks_need_rtx: config.srtp == SrtpProfiles::Gcm,
-            rtx_mids: Vec::new(),
+            rtx_mids: crate::FastSet::default(),
             connected: false,
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
@@ -1197,6 +1222,7 @@ impl MediaPeer {
     pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
+        let offered = video_sections(&offer_sdp);
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
@@ -1204,7 +1230,9 @@ impl MediaPeer {
         self.apply_early_candidates();
         let answer = self.pc().create_answer(None)?;
         self.pc().set_local_description(now, answer)?;
-        self.local_sdp()
+        let answer = self.local_sdp()?;
+        self.repairs_negotiated(&offered, &answer);
+        Ok(answer)
     }
 
     /// Creates and applies a local offer and returns its SDP (with the host candidate).
@@ -1229,11 +1257,16 @@ impl MediaPeer {
     /// Applies the remote answer to our offer.
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
         self.negotiated(&answer_sdp);
+        let offered = self
+            .local_sdp()
+            .map(|offer| video_sections(&offer))
+            .unwrap_or_default();
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
-            .set_remote_description(now, RTCSessionDescription::answer(answer_sdp)?)?;
+            .set_remote_description(now, RTCSessionDescription::answer(answer_sdp.clone())?)?;
         self.apply_early_candidates();
+        self.repairs_negotiated(&offered, &answer_sdp);
         Ok(())
     }
 
@@ -1242,26 +1275,51 @@ impl MediaPeer {
         if let Some(receive) = &mut self.receive {
             receive.set_transport_cc(extmap_id(sdp, rtc::sdp::extmap::TRANSPORT_CC_URI));
         }
-        let sections = if self.rtx {
-            video_sections(sdp)
+    }
+
+    /// Takes what an applied offer (its video sections, `offered`) and its `answer` agreed on
+    /// about RTX: which m-lines resend on it (and so may be NACKed on a GCM connection), and what
+    /// names the remote's repair streams (the answer's payload types and extension ids, which the
+    /// sender uses). `rtc` may answer RTX where the offer had none, or the reverse (it takes its
+    /// answer's video codecs from the first video m-line it negotiated): only what both say counts.
+    fn repairs_negotiated(&mut self, offered: &[VideoSection], answer: &str) {
+        let answered = if self.rtx {
+            video_sections(answer)
         } else {
             Vec::new()
         };
-        self.rtx_mids = sections
+        let agreed: Vec<&VideoSection> = answered
             .iter()
-            .filter(|(_, repairs)| !repairs.is_empty())
-            .filter_map(|(mid, _)| mid.map(|m| Mid(m.to_owned())))
+            .filter(|section| {
+                !section.repairs.is_empty()
+                    && offered
+                        .iter()
+                        .any(|o| o.mid == section.mid && !o.repairs.is_empty())
+            })
             .collect();
+        let mids: crate::FastSet<Mid> = agreed
+            .iter()
+            .filter_map(|section| section.mid.clone().map(Mid))
+            .collect();
+        if mids != self.rtx_mids {
+            // A gap noted on an m-line that may not be NACKed any more is not asked for either.
+            if self.nacks_need_rtx
+                && let Some(receive) = &mut self.receive
+            {
+                receive.forget_gaps();
+            }
+            self.rtx_mids = mids;
+        }
         if let Some(read) = &mut self.read {
-            let mut payload_types: Vec<u8> = sections
-                .into_iter()
-                .flat_map(|(_, repairs)| repairs)
+            let mut payload_types: Vec<u8> = agreed
+                .iter()
+                .flat_map(|section| section.repairs.iter().copied())
                 .collect();
             payload_types.sort_unstable();
             payload_types.dedup();
             read.set_repair_names(crate::read::RepairNames {
-                mid: extmap_id(sdp, rtc::sdp::extmap::SDES_MID_URI),
-                repaired_rid: extmap_id(sdp, rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI),
+                mid: extmap_id(answer, rtc::sdp::extmap::SDES_MID_URI),
+                repaired_rid: extmap_id(answer, rtc::sdp::extmap::SDES_REPAIR_RTP_STREAM_ID_URI),
                 payload_types,
             });
         }
@@ -1295,19 +1353,11 @@ impl MediaPeer {
             }
             return;
         }
-        let noted = match tag.noted() {
-            Noted::Video
-                if self.nacks_need_rtx
-                    && !tag
-                        .mid
-                        .as_ref()
-                        .is_some_and(|mid| self.rtx_mids.contains(mid)) =>
-            {
-                Noted::Other
-            }
-            noted => noted,
-        };
-        receive.note(at, &packet.header, noted);
+        // Asked at a stream's first packet, and again once the m-lines agreed on change
+        // (`repairs_negotiated` has the gaps forgotten).
+        let (gated, rtx_mids) = (self.nacks_need_rtx, &self.rtx_mids);
+        let nack = || !gated || tag.mid.as_ref().is_some_and(|mid| rtx_mids.contains(mid));
+        receive.note_gated(at, &packet.header, tag.noted(), nack);
     }
 
     /// The local description: while an offer is unanswered, that offer.
@@ -1381,7 +1431,16 @@ impl MediaPeer {
         let mut tag = opened.tag;
         if tag.payload_type != packet.header.payload_type {
             tag = if tag.is_repair() {
-                // A repair stream's tag names its layer, which `rtc` does not know.
+                // A repair stream's tag names its layer, which `rtc` does not know. A packet on
+                // it that is no retransmission (a payload type not negotiated for RTX) is
+                // dropped: its start would be read as the number it repairs.
+                if !self
+                    .read
+                    .as_ref()
+                    .is_some_and(|read| read.repairs_with(packet.header.payload_type))
+                {
+                    return true;
+                }
                 crate::read::Layer::repair(&tag, packet.header.payload_type)
             } else {
                 self.look_up_tag(
@@ -1842,6 +1901,7 @@ impl MediaPeer {
             rid: None,
             kind: None,
             mime_type: None,
+            repair: false,
         };
         let Some(remote) = self.remote_tracks.get(track_id).cloned() else {
             return Arc::new(tag);
@@ -1858,6 +1918,11 @@ impl MediaPeer {
                 .iter()
                 .find(|c| c.payload_type == pt)
                 .map(|c| c.rtp_codec.mime_type.clone());
+            tag.repair = tag.mime_type.as_deref().is_some_and(|m| {
+                m.eq_ignore_ascii_case(
+                    rtc::peer_connection::configuration::media_engine::MIME_TYPE_RTX,
+                )
+            });
         }
         Arc::new(tag)
     }
@@ -1987,7 +2052,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_offer_resends_on_rtx_when_every_video_section_it_sends_on_offers_it() {
+    fn an_offer_resends_on_rtx_when_every_video_section_offers_it() {
         let audio = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=rtpmap:111 opus/48000/2\r\n";
         let video = |mid: &str, port: u16, rtx: bool| {
             let mut section = format!(
@@ -2005,10 +2070,11 @@ mod tests {
             video("2", 9, true)
         );
         assert!(video_resends_on_rtx(&sdp));
-        assert_eq!(
-            video_sections(&sdp),
-            vec![(Some("1"), vec![97]), (Some("2"), vec![97])]
-        );
+        let section = |mid: &str| VideoSection {
+            mid: Some(mid.to_owned()),
+            repairs: vec![97],
+        };
+        assert_eq!(video_sections(&sdp), vec![section("1"), section("2")]);
         // One video section without RTX: its resends would reuse SRTP indexes.
         let sdp = format!(
             "{session}{audio}{}{}",
@@ -2016,13 +2082,17 @@ mod tests {
             video("2", 9, false)
         );
         assert!(!video_resends_on_rtx(&sdp));
-        // A rejected one does not count; audio alone never resends.
+        // A rejected one does not count; a bundled one (port 0 too) does; audio alone never
+        // resends.
         let sdp = format!(
             "{session}{audio}{}{}",
             video("1", 9, true),
             video("2", 0, false)
         );
         assert!(video_resends_on_rtx(&sdp));
+        let bundled = video("2", 0, false) + "a=bundle-only\r\n";
+        let sdp = format!("{session}{audio}{}{bundled}", video("1", 9, true));
+        assert!(!video_resends_on_rtx(&sdp));
         assert!(video_resends_on_rtx(&format!("{session}{audio}")));
         // The RTX formats registered for the answer: one per video codec, after it.
         let repairs: Vec<(u8, String)> = rtx_codecs(&sfu_codecs())

@@ -143,6 +143,11 @@ impl<T: Layer> OwnRead<T> {
         self.repairs = names;
     }
 
+    /// Whether `payload_type` is one the remote's repair streams are negotiated to carry.
+    pub(crate) fn repairs_with(&self, payload_type: u8) -> bool {
+        self.repairs.payload_types.contains(&payload_type)
+    }
+
     /// The SSRC of the layer stream (not a repair stream) whose tag `is_layer` picks, the most
     /// recently heard if several are.
     pub(crate) fn layer_ssrc(&self, is_layer: impl Fn(&T) -> bool) -> Option<u32> {
@@ -153,8 +158,10 @@ impl<T: Layer> OwnRead<T> {
             .map(|(&ssrc, _)| ssrc)
     }
 
-    /// Makes room for one more stream: past [`MAX_STREAMS`], the least recently heard of those
-    /// not opened here yet or quiet for [`QUIET`] goes. Whether there is room.
+    /// Makes room for one more stream: past [`MAX_STREAMS`], a repair stream goes first (its
+    /// packets name their layer, so it is opened here again from its next one, its SRTP state
+    /// kept), else the least recently heard of those not opened here yet or quiet for [`QUIET`].
+    /// Whether there is room.
     fn make_room(&mut self, now: Instant) -> bool {
         if self.streams.len() < MAX_STREAMS {
             return true;
@@ -162,8 +169,12 @@ impl<T: Layer> OwnRead<T> {
         let replaceable = self
             .streams
             .iter()
-            .filter(|(_, s)| !s.adopted || now.saturating_duration_since(s.last_seen) >= QUIET)
-            .min_by_key(|(_, s)| s.last_seen)
+            .filter(|(_, s)| {
+                s.tag.is_repair()
+                    || !s.adopted
+                    || now.saturating_duration_since(s.last_seen) >= QUIET
+            })
+            .min_by_key(|(_, s)| (!s.tag.is_repair(), s.last_seen))
             .map(|(&ssrc, _)| ssrc);
         let Some(replaceable) = replaceable else {
             return false;
@@ -622,6 +633,42 @@ mod tests {
             panic!("a repair of layer h not opened here");
         };
         assert_eq!(o.tag, Tag("1", "h", Some(99)));
+    }
+
+    #[test]
+    fn a_repair_stream_gives_its_place_first_and_is_opened_again_from_its_next_packet() {
+        let (mut read, mut sender, now) = (read_path::<Tag>(), Sender::new(), Instant::now());
+        read.set_repair_names(RepairNames {
+            mid: Some(4),
+            repaired_rid: Some(10),
+            payload_types: vec![97],
+        });
+        let layer_f: &[(u8, &'static [u8])] = &[(4, b"1"), (10, b"f")];
+        let _ = sender.seal(1, 10);
+        read.offer(now, 1, 10, Tag("1", "f", None));
+        assert_eq!(opened(&mut read, now, &sender.seal(1, 11)), Some(11));
+        let repair = sender.seal_with(2, 500, 97, layer_f, &[0, 9]);
+        assert!(matches!(read.open(now, &repair), Read::Opened(_)));
+        // The other places taken by streams that still send.
+        for ssrc in 3..=MAX_STREAMS as u32 {
+            let _ = sender.seal(ssrc, 10);
+            read.offer(now, ssrc, 10, Tag("9", "q", None));
+            assert_eq!(opened(&mut read, now, &sender.seal(ssrc, 11)), Some(11));
+        }
+        // A new layer takes the repair stream's place, not a sending layer's.
+        let _ = sender.seal(100, 10);
+        read.offer(now, 100, 10, Tag("2", "f", None));
+        assert_eq!(opened(&mut read, now, &sender.seal(100, 11)), Some(11));
+        assert_eq!(opened(&mut read, now, &sender.seal(3, 12)), Some(12));
+        // The repair stream's next packet names its layer: opened here again, as its repair.
+        // (All places are taken by sending layers now: it is opened, not kept.)
+        let Read::Opened(o) = read.open(now, &sender.seal_with(2, 501, 97, layer_f, &[0, 8]))
+        else {
+            panic!("the repair stream's next packet not opened");
+        };
+        assert_eq!(o.tag, Tag("1", "f", Some(97)));
+        // Its copy is still a copy: the SRTP state of the stream was kept.
+        assert!(matches!(read.open(now, &repair), Read::Dropped));
     }
 
     #[test]

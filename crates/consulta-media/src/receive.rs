@@ -43,9 +43,10 @@ const MAX_REPORT_BLOCKS: usize = 31;
 
 /// How often one missing packet is NACKed at most (every 100 ms). `rtc`'s generator has no cap by
 /// default: with RTX negotiated it never saw the repairs (see `peer::register_codecs`), and at 4 %
-/// loss 12 104 of the 19 699 packets Chromium's camera sent were retransmissions. Without RTX the
-/// repairs come on the stream's own SSRC and fill the gaps, and the cap only bounds the asks for
-/// a packet that is gone for good.
+/// loss 12 104 of the 19 699 packets Chromium's camera sent were retransmissions. Here a repair
+/// fills its gap whether it comes on the stream's own SSRC or on RTX
+/// ([`ReceiveFeedback::repaired`]), and the cap only bounds the asks for a packet that is gone for
+/// good.
 pub(crate) const MAX_NACKS: u8 = 3;
 
 /// How far behind a stream's newest packet a gap is still NACKed (`rtc`'s receive log: 512).
@@ -232,13 +233,25 @@ fn chunks(symbols: &[SymbolTypeTcc]) -> Vec<PacketStatusChunk> {
 /// The numbers missing from one stream, with the NACKs each has had.
 #[derive(Debug, Default)]
 struct Gaps {
+    /// The stream may be NACKed (decided at its first packet): else no gap is kept.
+    nack: bool,
     numbers: Unwrapper,
     newest: Option<i64>,
     missing: BTreeMap<i64, u8>,
 }
 
 impl Gaps {
+    fn new(nack: bool) -> Self {
+        Self {
+            nack,
+            ..Self::default()
+        }
+    }
+
     fn note(&mut self, number: u16) {
+        if !self.nack {
+            return;
+        }
         let number = self.numbers.unwrap(number);
         let Some(newest) = self.newest else {
             self.newest = Some(number);
@@ -424,6 +437,18 @@ impl ReceiveFeedback {
 
     /// A packet (authenticated) arrived `at`.
     pub(crate) fn note(&mut self, at: Instant, header: &rtc::rtp::Header, noted: Noted) {
+        self.note_gated(at, header, noted, || true);
+    }
+
+    /// [`note`](Self::note), where a video stream's gaps are NACKed only if `nack` says so at its
+    /// first packet (asked once per stream, and again after [`forget_gaps`](Self::forget_gaps)).
+    pub(crate) fn note_gated(
+        &mut self,
+        at: Instant,
+        header: &rtc::rtp::Header,
+        noted: Noted,
+        nack: impl FnOnce() -> bool,
+    ) {
         if self.receptions.is_some() {
             // Reports go out each second from the first packet on, with blocks or without, as
             // `rtc`'s generator (and a browser) sends them.
@@ -449,7 +474,7 @@ impl ReceiveFeedback {
                 }
                 self.gaps
                     .entry(header.ssrc)
-                    .or_default()
+                    .or_insert_with(|| Gaps::new(nack()))
                     .note(header.sequence_number);
                 self.next_nacks.get_or_insert(at + NACK_INTERVAL);
             }
@@ -484,6 +509,11 @@ impl ReceiveFeedback {
         if let Some(gaps) = self.gaps.get_mut(&ssrc) {
             gaps.repaired(number);
         }
+    }
+
+    /// Forgets every gap noted so far: none is NACKed until packets show new ones.
+    pub(crate) fn forget_gaps(&mut self) {
+        self.gaps.clear();
     }
 
     /// When [`due`](Self::due) has something to give.

@@ -1,7 +1,8 @@
 //! Answers a NACK with the packet exactly as it first left, transport-wide sequence number
 //! included, so that SRTP seals it to the same bytes.
 //!
-//! The SFU negotiates no RTX (see `register_codecs`), so a packet asked for again goes out under
+//! The SFU negotiates no RTX towards subscribers (see `register_codecs`), so a packet asked for
+//! again goes out under
 //! its own SSRC and sequence number: the same SRTP packet index, hence the same AES-GCM nonce
 //! (RFC 7714 §8.1). `rtc`'s own NACK responder sits application-ward of the TWCC sender, so each
 //! retransmission it makes is given a new transport-wide number on its way out: the same nonce over

@@ -115,7 +115,7 @@ async fn chromium_decodes_its_own_video_echoed_by_rtc() {
     );
     assert_eq!(
         browser["srtpCipher"], "SRTP_AES128_CM_HMAC_SHA1_80",
-        "Chromium takes the AES-CM-only answer the SFU's publisher connections give"
+        "Chromium takes the AES-CM-only answer of a connection without RTX"
     );
     let frames = browser["framesDecoded"].as_u64().unwrap_or(0);
     assert!(

@@ -351,8 +351,10 @@ fn a_reused_transceiver_offers_and_sends_the_new_tracks_codec() {
     assert_eq!(received[0].tag.mime_type.as_deref(), Some("video/VP9"));
 }
 
-/// The SFU negotiates no RTX on any connection, sending or receiving (`register_codecs` in peer.rs
-/// says why; tests/it/rtx.rs has the failing cases).
+/// No connection negotiates RTX unless asked (`MediaConfig::rtx`, which the router sets on its
+/// publisher connections only: `register_codecs` in peer.rs says why; tests/it/rtx.rs has the
+/// failing cases); asked, one that receives needs its own read path, which opens the repair
+/// streams.
 #[test]
 fn a_connection_offers_rtx_only_when_asked() {
     use consulta_media::{MediaConfig, MediaDirection};

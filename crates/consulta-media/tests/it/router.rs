@@ -1188,20 +1188,8 @@ fn alice_sent_under(w: &World, profile: ProtectionProfile) -> bool {
 /// (the test client resends it on its own SSRC, with the bytes it first sent).
 #[test]
 fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
-    let mut w = World::new();
-    let rtx = MediaConfig {
-        rtx: true,
-        ..MediaConfig::default()
-    };
-    let alice = w.join_with(1, "PA_alice", rtx);
-    w.join(2, "PA_bob");
-    let camera = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
-    w.negotiate_publisher(alice, 1);
-    w.run_until("alice connected", |w| w.clients[0].connected);
-    subscribe_and_connect(&mut w, 1, 0, "TR_cam");
-    let mut seq = 1u16;
-    deltas_then_keyframe(&mut w, camera, &mut seq);
-    let answer = w.publisher_answer(alice).sdp;
+    let (mut w, camera, mut seq) = alice_resending_on_rtx_sending_her_camera_to_bob();
+    let answer = w.publisher_answer(0).sdp;
     assert!(
         answer.contains("rtx/90000"),
         "the router's answer: {answer}"
@@ -1222,13 +1210,49 @@ fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
         w.clients[1].received.len() >= received + 29,
         "bob got the camera"
     );
+}
 
-    // A later offer adds a video m-line without RTX (no browser's would): its resends would
-    // come under their own SRTP index, so its losses are not NACKed on this GCM connection.
-    let screen = w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C2EE);
-    w.negotiate_publisher_with(alice, 2, false, without_rtx_in_the_last_video_section);
-    // (`rtc`'s answer lists RTX in that section all the same: what the client offered is what
-    // the connection goes by.)
+/// On a GCM publisher connection, a video m-line whose offer has no RTX (no browser's lacks it)
+/// is not NACKed: its resends would come under their own SRTP index. Alice's second offer adds a
+/// screen share; with its RTX taken out of the offer, a loss on it is not NACKed, while one on
+/// her camera is. The control: the same offer with RTX left in gets both NACKed.
+#[test]
+fn a_gcm_publisher_connection_nacks_no_m_line_offered_without_rtx() {
+    let (camera, screen) = (0xA11CE, 0x5C2EE);
+    let nacked = screen_shared_with_a_loss_on_each_track(without_rtx_in_the_last_video_section);
+    assert!(nacked.contains(&camera), "the camera's loss: {nacked:x?}");
+    assert!(!nacked.contains(&screen), "the screen's loss: {nacked:x?}");
+    let nacked = screen_shared_with_a_loss_on_each_track(|sdp| sdp);
+    assert!(nacked.contains(&camera), "the camera's loss: {nacked:x?}");
+    assert!(nacked.contains(&screen), "the screen's loss: {nacked:x?}");
+}
+
+/// [`alice_sending_her_camera_to_bob`], Alice's publisher connection offering RTX (under GCM).
+fn alice_resending_on_rtx_sending_her_camera_to_bob() -> (World, LocalTrack, u16) {
+    let mut w = World::new();
+    let rtx = MediaConfig {
+        rtx: true,
+        ..MediaConfig::default()
+    };
+    let alice = w.join_with(1, "PA_alice", rtx);
+    w.join(2, "PA_bob");
+    let camera = w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
+    w.negotiate_publisher(alice, 1);
+    w.run_until("alice connected", |w| w.clients[0].connected);
+    subscribe_and_connect(&mut w, 1, 0, "TR_cam");
+    let mut seq = 1u16;
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    (w, camera, seq)
+}
+
+/// Alice (offering RTX) adds a screen share with a second offer passed through `edit`, sends
+/// both tracks, and one datagram of each is lost: the SSRCs of the NACKs she gets.
+fn screen_shared_with_a_loss_on_each_track(edit: impl FnOnce(String) -> String) -> Vec<u32> {
+    let (mut w, camera, mut seq) = alice_resending_on_rtx_sending_her_camera_to_bob();
+    let screen = w.publish_video(0, "screen", "cid-screen", "TR_screen", 0x5C2EE);
+    // (`rtc` answers each video section with the codecs it negotiated for the first, RTX
+    // included, whatever the offer said there: what both say is what the connection goes by.)
+    w.negotiate_publisher_with(0, 2, false, edit);
     let send_both = |w: &mut World, seq: &mut u16, screen_seq: &mut u16| {
         send_vp8(w, camera, seq, false);
         send_vp8(w, screen, screen_seq, *screen_seq == 1);
@@ -1238,20 +1262,12 @@ fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
         send_both(&mut w, &mut seq, &mut screen_seq);
     }
     w.clients[0].publisher_nacked.clear();
-    // Two datagrams lost: one of each track.
+    // Two datagrams in a row lost: one of each track.
     (w.drop_after, w.drop_rtp) = (w.rtp_seen + 2, 2);
     for _ in 0..30 {
         send_both(&mut w, &mut seq, &mut screen_seq);
     }
-    let nacked = &w.clients[0].publisher_nacked;
-    assert!(
-        nacked.contains(&0xA11CE),
-        "the camera's loss NACKed: {nacked:x?}"
-    );
-    assert!(
-        !nacked.contains(&0x5C2EE),
-        "the screen's loss not NACKed: {nacked:x?}"
-    );
+    std::mem::take(&mut w.clients[0].publisher_nacked)
 }
 
 /// `sdp` with the RTX formats of its last video section taken out.

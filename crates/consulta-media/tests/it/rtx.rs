@@ -1,5 +1,6 @@
 //! RTX (RFC 4588) at the level of webrtc-rs `rtc` itself: the failing cases behind the SFU
-//! negotiating no RTX (docs/SFU-MEDIA.md, "Loss").
+//! negotiating no RTX towards subscribers, and opening publishers' repair streams on its own
+//! read path rather than `rtc`'s (docs/SFU-MEDIA.md, "Loss").
 //!
 //! A browser publishing simulcast declares no SSRCs, only rids; it names the layer a retransmission
 //! repairs with the `repaired-rtp-stream-id` header extension (RFC 8852) on the RTX stream. `rtc`

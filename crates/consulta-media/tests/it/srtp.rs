@@ -3,7 +3,7 @@
 //!
 //! AES-GCM must never seal two different plaintexts under one nonce. SRTP's nonce is the stream's
 //! SSRC and packet index (RFC 7714 §8.1), so a packet sent again under its own SSRC and sequence
-//! number, as the SFU's NACK answers are (it negotiates no RTX), must be the same bytes. With
+//! number, as the SFU's NACK answers are (it negotiates no RTX towards subscribers), must be the same bytes. With
 //! `rtc`'s own NACK responder it was not: the TWCC sender, wire-ward of that responder, gave the
 //! resend a new transport-wide number (0x1f where the first copy had 0x14). The SFU answers NACKs
 //! with `resend::Resender`, below the TWCC sender. The router tests check the same of everything

@@ -66,12 +66,13 @@ impl ReceiveWindow {
             };
         }
         if behind < RESTART_DISTANCE {
-            let late = behind < WINDOW && self.take(seq);
-            return Arrival {
-                late,
-                repeat: !late,
-                ..Arrival::default()
-            };
+            if behind >= WINDOW {
+                return Arrival {
+                    repeat: true,
+                    ..Arrival::default()
+                };
+            }
+            return self.take(seq);
         }
         self.restart(seq);
         Arrival::default()
@@ -90,16 +91,24 @@ impl ReceiveWindow {
         }
     }
 
-    /// Marks `seq` (in the window) arrived; whether it filled a gap.
-    fn take(&mut self, seq: u16) -> bool {
+    /// Marks `seq` (in the window, behind the newest) arrived: it filled a gap, or it had come
+    /// already. One older than the stream's first packet (or its restart) is neither: it is
+    /// counted from now on, as arrived.
+    fn take(&mut self, seq: u16) -> Arrival {
         let (word, bit) = slot(seq);
-        let (Some(arrived), Some(counted)) = (self.arrived.get_mut(word), self.counted.get(word))
+        let (Some(arrived), Some(counted)) =
+            (self.arrived.get_mut(word), self.counted.get_mut(word))
         else {
-            return false;
+            return Arrival::default();
         };
-        let gap = counted & bit != 0 && *arrived & bit == 0;
+        let (had, was_counted) = (*arrived & bit != 0, *counted & bit != 0);
         *arrived |= bit;
-        gap
+        *counted |= bit;
+        Arrival {
+            late: was_counted && !had,
+            repeat: was_counted && had,
+            ..Arrival::default()
+        }
     }
 
     /// Moves the window `ahead` numbers on from `newest`; returns the numbers that left it
@@ -326,6 +335,17 @@ mod tests {
         let mut w = ReceiveWindow::default();
         assert_eq!(feed(&mut w, (0..5).chain(6..WINDOW + 300)), (1, 0));
         assert!(w.handle_sequence(5).repeat);
+    }
+
+    #[test]
+    fn a_packet_from_before_the_first_is_neither_late_nor_a_repeat() {
+        // 100 came first; 98, reordered around it (a key frame's first packets), came after.
+        let mut w = ReceiveWindow::default();
+        feed(&mut w, [100, 101]);
+        assert_eq!(w.handle_sequence(98), Arrival::default());
+        assert!(w.handle_sequence(98).repeat, "its copy is a repeat");
+        // 99 never came, and is no loss: it was before the first packet.
+        assert_eq!(feed(&mut w, 102..102 + WINDOW), (0, 0));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The idealised forwarder of `sfu-performance.md`: recv → SRTP open → K × AES-128-GCM seal →
-//! send, with no RTP logic, no ICE and no DTLS. It opens AES-CM with HMAC-SHA1 and seals GCM, as
-//! the SFU's publisher and subscriber connections do (`SrtpProfiles`; before 2026-12-04 both were
-//! GCM). Its SRTP contexts (webrtc-rs `rtc::srtp`, the
+//! send, with no RTP logic, no ICE and no DTLS. It opens and seals GCM, as the SFU's publisher
+//! connections (whose clients resend on RTX, as the bench's publishers and browsers do) and
+//! subscriber connections do (`SrtpProfiles`; from 2026-12-04 to 2026-12-05 it opened AES-CM
+//! with HMAC-SHA1, as publisher connections then did). Its SRTP contexts (webrtc-rs `rtc::srtp`, the
 //! SFU's own implementation) are keyed with a fixed master key instead of a DTLS handshake; that
 //! changes setup, not the per-packet work measured.
 //!
@@ -30,16 +31,15 @@ use crate::media::{OutPacket, Recorder, Source};
 
 const MASTER_KEY: [u8; 16] = *b"consulta-bench-k";
 const GCM_SALT: [u8; 12] = *b"bench-salt12";
-const CM_SALT: [u8; 14] = *b"bench-salt-14b";
 const SUBSCRIBE: &[u8; 4] = b"SUB!";
 
-/// What publishers send with, as to the SFU's publisher connections: AES-CM with HMAC-SHA1
-/// (`SrtpProfiles::AesCmSha1`).
+/// What publishers send with, as to the SFU's publisher connections when they offer RTX:
+/// AES-128-GCM.
 fn inbound_context() -> anyhow::Result<Context> {
     Context::new(
         &MASTER_KEY,
-        &CM_SALT,
-        ProtectionProfile::Aes128CmHmacSha1_80,
+        &GCM_SALT,
+        ProtectionProfile::AeadAes128Gcm,
         None,
         None,
         &RingCrypto,
@@ -76,7 +76,7 @@ pub fn serve() -> anyhow::Result<()> {
     let own = |profile: ProtectionProfile, salt: &[u8]| {
         RtpCrypto::new(&MasterKeys::new(profile, &MASTER_KEY, salt), false).context("srtp keys")
     };
-    let mut inbound = own(ProtectionProfile::Aes128CmHmacSha1_80, &CM_SALT)?;
+    let mut inbound = own(ProtectionProfile::AeadAes128Gcm, &GCM_SALT)?;
     let mut subscribers: HashMap<u32, Vec<(SocketAddr, RtpCrypto)>> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     loop {

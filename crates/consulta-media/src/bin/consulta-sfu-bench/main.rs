@@ -2,7 +2,8 @@
 //!
 //! The SFU node runs in its own process pinned to one core (`taskset -c 1`); this process (pinned
 //! to core 0) runs synthetic participants that are real WebRTC peers (webrtc-rs `rtc`: ICE, DTLS,
-//! SRTP: AES-CM/HMAC-SHA1 from publishers, GCM to subscribers, as the router negotiates) speaking
+//! SRTP: GCM both ways, as the router negotiates with publishers that offer RTX, as these and
+//! browsers do) speaking
 //! LiveKit v0 signalling over WebSocket, so the SFU's whole path is measured.
 //! Publishers send paced Opus and VP8 RTP whose payloads carry (stream, sequence, send time);
 //! subscribers count what arrives, the gaps and the one-way latency on one monotonic clock. The
@@ -916,7 +917,7 @@ async fn stepped(
             }
         }
         println!(
-            "idealised forwarder (fixed-key SRTP via the node's own, consulta_media::srtp: AES-CM/HMAC-SHA1 in, GCM out; no DTLS; same streams as the SFU's last step, same core):"
+            "idealised forwarder (fixed-key SRTP via the node's own, consulta_media::srtp: GCM in and out; no DTLS; same streams as the SFU's last step, same core):"
         );
         print_row(&ideal);
         print_socket_latency(&ideal);
