@@ -355,16 +355,35 @@ fn rtx_codecs(
 }
 
 /// One video m-section of an SDP, as far as RTX goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct VideoSection {
     mid: Option<String>,
-    /// The payload types of its RTX formats (`a=rtpmap:<pt> rtx/<clock rate>`).
+    /// Its formats of the video codecs the SFU forwards (VP8, VP9, H.264, AV1).
+    media: Vec<u8>,
+    /// Its RTX formats (`a=rtpmap:<pt> rtx/<clock rate>`).
     repairs: Vec<u8>,
+    /// Which format each RTX format repairs (`a=fmtp:<pt> apt=<pt>`), as (RTX, repaired).
+    apts: Vec<(u8, u8)>,
+}
+
+impl VideoSection {
+    /// Whether its sender resends on RTX whichever codec it sends: every format of a codec the
+    /// SFU forwards has an RTX format repairing it. (libwebrtc gives a stream RTX only where
+    /// its codec has an RTX format, and resends on the stream's own SSRC otherwise.)
+    fn resends_on_rtx(&self) -> bool {
+        !self.repairs.is_empty()
+            && self.media.iter().all(|pt| {
+                self.apts
+                    .iter()
+                    .any(|(rtx, apt)| apt == pt && self.repairs.contains(rtx))
+            })
+    }
 }
 
 /// Each video m-section of `sdp` that is not rejected: port 0 without `a=bundle-only` (RFC 8843
 /// gives a bundled section port 0 with it).
 fn video_sections(sdp: &str) -> Vec<VideoSection> {
+    const FORWARDED: [&str; 4] = ["VP8", "VP9", "H264", "AV1"];
     let mut sections = Vec::new();
     // The section being read, and whether its port was 0.
     let mut current: Option<(VideoSection, bool)> = None;
@@ -379,13 +398,7 @@ fn video_sections(sdp: &str) -> Vec<VideoSection> {
             let mut fields = media.split_whitespace();
             let video = fields.next() == Some("video");
             let port_zero = fields.next().is_some_and(|port| port == "0");
-            current = video.then(|| {
-                let section = VideoSection {
-                    mid: None,
-                    repairs: Vec::new(),
-                };
-                (section, port_zero)
-            });
+            current = video.then(|| (VideoSection::default(), port_zero));
             continue;
         }
         let Some((section, port_zero)) = &mut current else {
@@ -398,28 +411,38 @@ fn video_sections(sdp: &str) -> Vec<VideoSection> {
         } else if let Some((pt, format)) = line
             .strip_prefix("a=rtpmap:")
             .and_then(|rest| rest.split_once(' '))
-            && format
-                .get(..4)
-                .is_some_and(|f| f.eq_ignore_ascii_case("rtx/"))
-            && let Ok(pt) = pt.parse()
+            && let Ok(pt) = pt.parse::<u8>()
         {
-            section.repairs.push(pt);
+            let name = format.split('/').next().unwrap_or_default();
+            if name.eq_ignore_ascii_case("rtx") {
+                section.repairs.push(pt);
+            } else if FORWARDED.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+                section.media.push(pt);
+            }
+        } else if let Some((pt, parameters)) = line
+            .strip_prefix("a=fmtp:")
+            .and_then(|rest| rest.split_once(' '))
+            && let Ok(pt) = pt.parse::<u8>()
+            && let Some(apt) = parameters
+                .split(';')
+                .find_map(|p| p.trim().strip_prefix("apt="))
+                .and_then(|apt| apt.parse::<u8>().ok())
+        {
+            section.apts.push((pt, apt));
         }
     }
     finish(current);
     sections
 }
 
-/// Whether a sender whose offer is `sdp` resends lost video on RTX streams (RFC 4588): every
-/// video m-section of the offer (whatever its direction) offers an RTX format. A browser without
-/// RTX resends a packet under its own SRTP index, with other header bytes (SECURITY.md), which
-/// AES-GCM cannot take: the SFU's router lets a publisher's connection use GCM only where this
-/// holds, and the connection NACKs only the m-lines both sides gave RTX
-/// (`MediaPeer::repairs_negotiated`).
+/// Whether a sender whose offer is `sdp` resends lost video on RTX streams (RFC 4588): in every
+/// video m-section of the offer (whatever its direction), every format of a codec the SFU
+/// forwards has an RTX format. A browser without RTX resends a packet under its own SRTP index,
+/// with other header bytes (SECURITY.md), which AES-GCM cannot take: the SFU's router lets a
+/// publisher's connection use GCM only where this holds, and the connection NACKs only the
+/// m-lines both sides gave RTX so (`MediaPeer::repairs_negotiated`).
 pub fn video_resends_on_rtx(sdp: &str) -> bool {
-    video_sections(sdp)
-        .iter()
-        .all(|section| !section.repairs.is_empty())
+    video_sections(sdp).iter().all(VideoSection::resends_on_rtx)
 }
 
 /// The codec table [`register_codecs`] registers.
@@ -719,6 +742,8 @@ pub struct MediaPeer {
     nacks_need_rtx: bool,
     /// The video m-lines to whose RTX formats both the last offer and its answer agreed.
     rtx_mids: crate::FastSet<Mid>,
+    /// The video m-lines ever negotiated without that agreement: they never join `rtx_mids`.
+    unrepaired_mids: crate::FastSet<Mid>,
     /// How far `rtc` was polled since it was last called ([`Polled`]).
     polled: Polled,
     /// The connection connected once (its DTLS handshake is done).
@@ -1030,6 +1055,7 @@ impl MediaPeer {
             rtx,
             nacks_need_rtx: config.srtp == SrtpProfiles::Gcm,
             rtx_mids: crate::FastSet::default(),
+            unrepaired_mids: crate::FastSet::default(),
             connected: false,
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
@@ -1288,27 +1314,31 @@ impl MediaPeer {
         } else {
             Vec::new()
         };
-        let agreed: Vec<&VideoSection> = answered
-            .iter()
-            .filter(|section| {
-                !section.repairs.is_empty()
+        let (agreed, unagreed): (Vec<&VideoSection>, Vec<&VideoSection>) =
+            answered.iter().partition(|section| {
+                section.resends_on_rtx()
                     && offered
                         .iter()
-                        .any(|o| o.mid == section.mid && !o.repairs.is_empty())
-            })
-            .collect();
-        let mids: crate::FastSet<Mid> = agreed
+                        .any(|o| o.mid == section.mid && o.resends_on_rtx())
+            });
+        // An m-line negotiated once without RTX never joins: its sender may still send as
+        // before until it has applied the answer.
+        self.unrepaired_mids.extend(
+            unagreed
+                .iter()
+                .filter_map(|section| section.mid.clone().map(Mid)),
+        );
+        self.rtx_mids = agreed
             .iter()
             .filter_map(|section| section.mid.clone().map(Mid))
+            .filter(|mid| !self.unrepaired_mids.contains(mid))
             .collect();
-        if mids != self.rtx_mids {
-            // A gap noted on an m-line that may not be NACKed any more is not asked for either.
-            if self.nacks_need_rtx
-                && let Some(receive) = &mut self.receive
-            {
-                receive.forget_gaps();
-            }
-            self.rtx_mids = mids;
+        // The gate is asked once per stream: after a description, again (a stream may have
+        // moved to another m-line); at most one round of NACKs is skipped.
+        if self.nacks_need_rtx
+            && let Some(receive) = &mut self.receive
+        {
+            receive.forget_gaps();
         }
         if let Some(read) = &mut self.read {
             let mut payload_types: Vec<u8> = agreed
@@ -2072,9 +2102,20 @@ mod tests {
         assert!(video_resends_on_rtx(&sdp));
         let section = |mid: &str| VideoSection {
             mid: Some(mid.to_owned()),
+            media: vec![96],
             repairs: vec![97],
+            apts: vec![(97, 96)],
         };
         assert_eq!(video_sections(&sdp), vec![section("1"), section("2")]);
+        // RTX for one codec but not another the SFU forwards: a stream of the second would be
+        // resent on its own SSRC. (Formats the SFU does not forward, FEC here, do not count.)
+        let h264 = "m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 118\r\na=mid:3\r\n\
+            a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+            a=rtpmap:102 H264/90000\r\na=rtpmap:118 ulpfec/90000\r\n";
+        assert!(!video_resends_on_rtx(&format!("{session}{h264}")));
+        let paired =
+            h264.to_owned() + "a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102;rtx-time=3000\r\n";
+        assert!(video_resends_on_rtx(&format!("{session}{paired}")));
         // One video section without RTX: its resends would reuse SRTP indexes.
         let sdp = format!(
             "{session}{audio}{}{}",

@@ -1219,12 +1219,22 @@ fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
 #[test]
 fn a_gcm_publisher_connection_nacks_no_m_line_offered_without_rtx() {
     let (camera, screen) = (0xA11CE, 0x5C2EE);
-    let nacked = screen_shared_with_a_loss_on_each_track(without_rtx_in_the_last_video_section);
+    let nacked = screen_shared_with_a_loss_on_each_track(&[without_rtx_in_the_last_video_section]);
     assert!(nacked.contains(&camera), "the camera's loss: {nacked:x?}");
     assert!(!nacked.contains(&screen), "the screen's loss: {nacked:x?}");
-    let nacked = screen_shared_with_a_loss_on_each_track(|sdp| sdp);
+    let nacked = screen_shared_with_a_loss_on_each_track(&[unedited]);
     assert!(nacked.contains(&camera), "the camera's loss: {nacked:x?}");
     assert!(nacked.contains(&screen), "the screen's loss: {nacked:x?}");
+    // An m-line negotiated once without RTX is not NACKed after a later offer gives it RTX: its
+    // sender may send as before until it has applied the answer.
+    let nacked =
+        screen_shared_with_a_loss_on_each_track(&[without_rtx_in_the_last_video_section, unedited]);
+    assert!(nacked.contains(&camera), "the camera's loss: {nacked:x?}");
+    assert!(!nacked.contains(&screen), "the screen's loss: {nacked:x?}");
+}
+
+fn unedited(sdp: String) -> String {
+    sdp
 }
 
 /// [`alice_sending_her_camera_to_bob`], Alice's publisher connection offering RTX (under GCM).
@@ -1245,14 +1255,16 @@ fn alice_resending_on_rtx_sending_her_camera_to_bob() -> (World, LocalTrack, u16
     (w, camera, seq)
 }
 
-/// Alice (offering RTX) adds a screen share with a second offer passed through `edit`, sends
-/// both tracks, and one datagram of each is lost: the SSRCs of the NACKs she gets.
-fn screen_shared_with_a_loss_on_each_track(edit: impl FnOnce(String) -> String) -> Vec<u32> {
+/// Alice (offering RTX) adds a screen share, with one more offer passed through each of `edits`
+/// in turn, sends both tracks, and one datagram of each is lost: the SSRCs of the NACKs she gets.
+fn screen_shared_with_a_loss_on_each_track(edits: &[fn(String) -> String]) -> Vec<u32> {
     let (mut w, camera, mut seq) = alice_resending_on_rtx_sending_her_camera_to_bob();
     let screen = w.publish_video(0, "screen", "cid-screen", "TR_screen", 0x5C2EE);
     // (`rtc` answers each video section with the codecs it negotiated for the first, RTX
     // included, whatever the offer said there: what both say is what the connection goes by.)
-    w.negotiate_publisher_with(0, 2, false, edit);
+    for (id, edit) in (2..).zip(edits) {
+        w.negotiate_publisher_with(0, id, false, edit);
+    }
     let send_both = |w: &mut World, seq: &mut u16, screen_seq: &mut u16| {
         send_vp8(w, camera, seq, false);
         send_vp8(w, screen, screen_seq, *screen_seq == 1);
