@@ -1633,15 +1633,19 @@ impl Router {
             // repaired for every subscriber.
             self.stats.rtx_in += 1;
             published.ssrcs.remove(&rtp.ssrc);
-            let primary = match Quality::from_rid(rtp.tag.rid.as_ref().map(|r| r.as_str())) {
-                Some(quality) => published
-                    .ssrcs
-                    .iter()
-                    .find(|(_, q)| **q == quality)
-                    .map(|(s, _)| *s),
-                None if published.ssrcs.len() == 1 => published.ssrcs.keys().next().copied(),
-                None => None,
-            };
+            // The layer the connection saw it repair; else the first of the track's streams
+            // with its rid (a layer whose SSRC changed may leave a stale one).
+            let primary = rtp.repairs.or_else(|| {
+                match Quality::from_rid(rtp.tag.rid.as_ref().map(|r| r.as_str())) {
+                    Some(quality) => published
+                        .ssrcs
+                        .iter()
+                        .find(|(_, q)| **q == quality)
+                        .map(|(s, _)| *s),
+                    None if published.ssrcs.len() == 1 => published.ssrcs.keys().next().copied(),
+                    None => None,
+                }
+            });
             let (Some(primary), Some(mime), Some(osn)) = (
                 primary,
                 published.mime.clone(),

@@ -232,6 +232,9 @@ pub struct IncomingRtp {
     pub packet: rtc::rtp::Packet,
     /// Opened by the own read path ([`MediaConfig::own_read_path`]), not by `rtc`.
     pub opened_here: bool,
+    /// On a repair stream ([`StreamTag::is_repair`]): the SSRC of the layer stream it repairs,
+    /// where the connection knows it (the stream of the same track and rid it opened last).
+    pub repairs: Option<u32>,
 }
 
 /// A data channel of this peer connection.
@@ -1358,13 +1361,15 @@ impl MediaPeer {
     /// Notes an authenticated incoming packet (tagged `tag`) for the connection's feedback: a
     /// retransmission on a repair stream fills its layer's gap; a video stream is NACKed unless
     /// that could make its sender resend under a GCM nonce it used (`nacks_need_rtx`).
-    fn note_received(&mut self, at: Instant, packet: &rtc::rtp::Packet, tag: &StreamTag) {
+    /// On a repair stream, returns the SSRC of the layer it repairs, where known.
+    fn note_received(
+        &mut self,
+        at: Instant,
+        packet: &rtc::rtp::Packet,
+        tag: &StreamTag,
+    ) -> Option<u32> {
         use crate::receive::Noted;
-        let Some(receive) = &mut self.receive else {
-            return;
-        };
         if tag.is_repair() {
-            receive.note(at, &packet.header, Noted::Other);
             let layer = |t: &Arc<StreamTag>| {
                 !t.is_repair() && t.track_id == tag.track_id && t.rid == tag.rid
             };
@@ -1378,16 +1383,21 @@ impl MediaPeer {
                         .find(|(_, t)| layer(t))
                         .map(|(&ssrc, _)| ssrc)
                 });
-            if let (Some(ssrc), Some(original)) = (ssrc, packet.payload.first_chunk::<2>()) {
-                receive.repaired(ssrc, u16::from_be_bytes(*original));
+            if let Some(receive) = &mut self.receive {
+                receive.note(at, &packet.header, Noted::Other);
+                if let (Some(ssrc), Some(original)) = (ssrc, packet.payload.first_chunk::<2>()) {
+                    receive.repaired(ssrc, u16::from_be_bytes(*original));
+                }
             }
-            return;
+            return ssrc;
         }
+        let receive = self.receive.as_mut()?;
         // Asked at a stream's first packet, and again once the m-lines agreed on change
         // (`repairs_negotiated` has the gaps forgotten).
         let (gated, rtx_mids) = (self.nacks_need_rtx, &self.rtx_mids);
         let nack = || !gated || tag.mid.as_ref().is_some_and(|mid| rtx_mids.contains(mid));
         receive.note_gated(at, &packet.header, tag.noted(), nack);
+        None
     }
 
     /// The local description: while an offer is unanswered, that offer.
@@ -1483,7 +1493,7 @@ impl MediaPeer {
                 read.retag(packet.header.ssrc, tag.clone());
             }
         }
-        self.note_received(now, &packet, &tag);
+        let repairs = self.note_received(now, &packet, &tag);
         let audio_level = self.audio_level(&tag, &packet.header);
         self.pending.push_back(MediaEvent::Rtp(IncomingRtp {
             tag,
@@ -1491,6 +1501,7 @@ impl MediaPeer {
             audio_level,
             packet,
             opened_here: true,
+            repairs,
         }));
         true
     }
@@ -1905,7 +1916,7 @@ impl MediaPeer {
             }
         };
         let noted = tag.noted();
-        self.note_received(at, &packet, &tag);
+        let repairs = self.note_received(at, &packet, &tag);
         // The stream's next packets may be opened on the own read path, once `rtc` has bound it
         // to its track (it tagged it with one).
         if noted != crate::receive::Noted::Other
@@ -1920,6 +1931,7 @@ impl MediaPeer {
             audio_level,
             packet,
             opened_here: false,
+            repairs,
         })
     }
 
