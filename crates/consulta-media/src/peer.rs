@@ -1251,7 +1251,12 @@ impl MediaPeer {
     pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
-        let offered = video_sections(&offer_sdp);
+        // Only a connection with RTX registered has repair streams to name.
+        let offered = if self.rtx {
+            video_sections(&offer_sdp)
+        } else {
+            Vec::new()
+        };
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
@@ -1286,10 +1291,13 @@ impl MediaPeer {
     /// Applies the remote answer to our offer.
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
         self.negotiated(&answer_sdp);
-        let offered = self
-            .local_sdp()
-            .map(|offer| video_sections(&offer))
-            .unwrap_or_default();
+        let offered = if self.rtx {
+            self.local_sdp()
+                .map(|offer| video_sections(&offer))
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
