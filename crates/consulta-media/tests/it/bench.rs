@@ -51,6 +51,16 @@ fn sfu_bench_one_room_forwards_everything() {
             row["p99_us"].as_f64().unwrap() > 0.0,
             "{label}: latency measured"
         );
+        // How often the forwarding process was put on its core: at least once a second while it
+        // forwarded hundreds of packets a second, and never more than once per datagram in and
+        // out plus its timers (here, a few per packet would mean it spun).
+        if std::path::Path::new("/proc/self/schedstat").exists() {
+            let runs = row["sfu_runs_per_s"].as_f64().unwrap();
+            assert!(
+                runs >= 1.0 && runs < 4.0 * pps,
+                "{label}: {runs} runs/s for {pps} packets/s"
+            );
+        }
         // Every packet reaches the sink's socket before the sink has read and decrypted it, so
         // each quantile to the socket is below the same quantile at the sink.
         for q in ["p50_us", "p99_us", "p999_us"] {

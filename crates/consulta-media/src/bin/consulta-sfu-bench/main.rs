@@ -476,27 +476,38 @@ impl Drop for Proc {
 /// CPU time of every thread of `pid`, in seconds: the scheduler's nanosecond counters
 /// (`/proc/<pid>/task/*/schedstat`), else utime + stime in clock ticks.
 fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let mut total_ns = 0u64;
-    let mut threads = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for task in tasks.flatten() {
-            let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
-                continue;
-            };
-            if let Some(ns) = schedstat
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-            {
-                total_ns += ns;
-                threads += 1;
-            }
+    match schedstat(pid) {
+        Some((ns, _)) => Ok(ns as f64 / 1e9),
+        None => stat_cpu_secs(pid),
+    }
+}
+
+/// How many times the threads of `pid` were put on a CPU (`schedstat`'s third field): each
+/// wake-up from a wait counts once (and a preemption, which the node's pinned core hardly has).
+/// `None` without schedstat.
+fn times_run(pid: u32) -> Option<u64> {
+    schedstat(pid).map(|(_, runs)| runs)
+}
+
+/// The sums over the threads of `pid` of their `/proc/<pid>/task/*/schedstat`: nanoseconds on a
+/// CPU, and times put on one. `None` if no thread has it.
+fn schedstat(pid: u32) -> Option<(u64, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = None;
+    for task in tasks.flatten() {
+        let Ok(schedstat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = schedstat.split_whitespace().map(|v| v.parse::<u64>().ok());
+        if let (Some(Some(ns)), Some(_), Some(Some(runs))) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            let (total_ns, total_runs) = total.get_or_insert((0, 0));
+            *total_ns += ns;
+            *total_runs += runs;
         }
     }
-    if threads > 0 {
-        return Ok(total_ns as f64 / 1e9);
-    }
-    stat_cpu_secs(pid)
+    total
 }
 
 /// utime + stime of `pid`, in seconds (10 ms resolution).
@@ -542,6 +553,18 @@ fn token(identity: &str, room: &str) -> anyhow::Result<String> {
     Ok(mint(&claims, &ApiSecret::new(SECRET))?)
 }
 
+/// What one measurement window saw.
+#[derive(Debug)]
+struct Window {
+    stats: WindowStats,
+    /// CPU seconds of the SFU's process and of the generator's.
+    sfu_cpu: f64,
+    generator_cpu: f64,
+    /// Times the SFU's threads were put on a CPU (see [`times_run`]).
+    sfu_runs: Option<u64>,
+    elapsed: Duration,
+}
+
 /// One measured step.
 #[derive(Debug, Clone, Serialize)]
 struct Row {
@@ -571,6 +594,9 @@ struct Row {
     keyframe_requests_per_s: f64,
     rss_per_session_kib: f64,
     generator_cpu_percent: f64,
+    /// How often the SFU's threads were put on its core, per second: mostly wake-ups for
+    /// datagrams, each of which costs the node a switch in and out whatever it then handles.
+    sfu_runs_per_s: Option<f64>,
     ratio_to_ideal: Option<f64>,
     #[serde(skip)]
     topology: Topology,
@@ -732,27 +758,39 @@ impl Bench {
     }
 
     /// Warms up, then measures one window against process `pid`.
-    async fn measure(&self, pid: u32) -> anyhow::Result<(WindowStats, f64, f64, Duration)> {
+    async fn measure(&self, pid: u32) -> anyhow::Result<Window> {
         tokio::time::sleep(Duration::from_secs_f64(self.args.warmup_secs)).await;
         let me = std::process::id();
-        let (sfu0, gen0) = (cpu_secs(pid)?, cpu_secs(me)?);
+        let (sfu0, gen0, runs0) = (cpu_secs(pid)?, cpu_secs(me)?, times_run(pid));
         let start = Instant::now();
         self.recorder.borrow_mut().start_window();
         tokio::time::sleep(Duration::from_secs_f64(self.args.duration_secs)).await;
         let stats = self.recorder.borrow_mut().end_window();
         let elapsed = start.elapsed();
-        let (sfu1, gen1) = (cpu_secs(pid)?, cpu_secs(me)?);
-        Ok((stats, sfu1 - sfu0, gen1 - gen0, elapsed))
+        let (sfu1, gen1, runs1) = (cpu_secs(pid)?, cpu_secs(me)?, times_run(pid));
+        Ok(Window {
+            stats,
+            sfu_cpu: sfu1 - sfu0,
+            generator_cpu: gen1 - gen0,
+            sfu_runs: runs0.zip(runs1).map(|(a, b)| b.saturating_sub(a)),
+            elapsed,
+        })
     }
 
     fn row(
         label: String,
         sessions: u32,
-        m: (WindowStats, f64, f64, Duration),
+        m: Window,
         rss_per_session_kib: f64,
         topology: Topology,
     ) -> Row {
-        let (stats, sfu_cpu, gen_cpu, elapsed) = m;
+        let Window {
+            stats,
+            sfu_cpu,
+            generator_cpu: gen_cpu,
+            sfu_runs,
+            elapsed,
+        } = m;
         let secs = elapsed.as_secs_f64();
         let out_pps = stats.received as f64 / secs;
         let cpu = sfu_cpu / secs;
@@ -784,6 +822,7 @@ impl Bench {
             keyframe_requests_per_s: stats.keyframe_requests as f64 / secs,
             rss_per_session_kib,
             generator_cpu_percent: 100.0 * gen_cpu / secs,
+            sfu_runs_per_s: sfu_runs.map(|runs| runs as f64 / secs),
             ratio_to_ideal: None,
             topology,
         }
@@ -840,7 +879,7 @@ fn print_header(session: &str) {
     );
 }
 
-/// The row's latency to the sinks' sockets, under its table line.
+/// The row's latency to the sinks' sockets, and how often the SFU woke, under its table line.
 fn print_socket_latency(row: &Row) {
     println!(
         "  latency to the sinks' sockets (kernel receive stamps): p50 {:.3} / p99 {:.3} / p99.9 {:.3} ms",
@@ -848,6 +887,12 @@ fn print_socket_latency(row: &Row) {
         row.socket_p99_us / 1000.0,
         row.socket_p999_us / 1000.0,
     );
+    if let Some(runs) = row.sfu_runs_per_s.filter(|runs| *runs > 0.0) {
+        println!(
+            "  the forwarding process was put on its core {runs:.0} times/s: {:.1} packets out per wake-up",
+            row.out_pps / runs
+        );
+    }
 }
 
 fn print_row(row: &Row) {

@@ -16,7 +16,7 @@ const AUDIO_PAYLOAD: usize = 80;
 /// TOC byte: config 15 (hybrid, fullband, 20 ms), mono, one frame (RFC 6716 §3.1).
 const OPUS_TOC: u8 = 15 << 3;
 /// VP8 at 30 frames/s.
-const VIDEO_PERIOD: Duration = Duration::from_nanos(33_333_333);
+pub const VIDEO_PERIOD: Duration = Duration::from_nanos(33_333_333);
 /// Delta frames: 4 packets of 1180 B payload ≈ 1.13 Mbit/s; keyframes are 4× larger.
 const VIDEO_PACKETS_DELTA: usize = 4;
 const VIDEO_PACKETS_KEY: usize = 16;
