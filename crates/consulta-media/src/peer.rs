@@ -386,7 +386,7 @@ impl VideoSection {
 /// Each video m-section of `sdp` that is not rejected: port 0 without `a=bundle-only` (RFC 8843
 /// gives a bundled section port 0 with it).
 fn video_sections(sdp: &str) -> Vec<VideoSection> {
-    const FORWARDED: [&str; 4] = ["VP8", "VP9", "H264", "AV1"];
+    use consulta_sfu::forward::Codec;
     let mut sections = Vec::new();
     // The section being read, and whether its port was 0.
     let mut current: Option<(VideoSection, bool)> = None;
@@ -419,7 +419,10 @@ fn video_sections(sdp: &str) -> Vec<VideoSection> {
             let name = format.split('/').next().unwrap_or_default();
             if name.eq_ignore_ascii_case("rtx") {
                 section.repairs.push(pt);
-            } else if FORWARDED.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+            } else if matches!(
+                Codec::from_mime(&format!("video/{name}")),
+                Some(Codec::Vp8 | Codec::Vp9 | Codec::H264 | Codec::Av1)
+            ) {
                 section.media.push(pt);
             }
         } else if let Some((pt, parameters)) = line
@@ -1251,12 +1254,7 @@ impl MediaPeer {
     pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
-        // Only a connection with RTX registered has repair streams to name.
-        let offered = if self.rtx {
-            video_sections(&offer_sdp)
-        } else {
-            Vec::new()
-        };
+        let offered = self.rtx_sections(&offer_sdp);
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
@@ -1293,7 +1291,7 @@ impl MediaPeer {
         self.negotiated(&answer_sdp);
         let offered = if self.rtx {
             self.local_sdp()
-                .map(|offer| video_sections(&offer))
+                .map(|offer| self.rtx_sections(&offer))
                 .unwrap_or_default()
         } else {
             Vec::new()
@@ -1305,6 +1303,16 @@ impl MediaPeer {
         self.apply_early_candidates();
         self.repairs_negotiated(&offered, &answer_sdp);
         Ok(())
+    }
+
+    /// The video sections of `sdp`, on a connection with RTX registered; none otherwise (only
+    /// such a connection has repair streams to name).
+    fn rtx_sections(&self, sdp: &str) -> Vec<VideoSection> {
+        if self.rtx {
+            video_sections(sdp)
+        } else {
+            Vec::new()
+        }
     }
 
     /// Takes what the receive side needs from a description either side made.
@@ -1320,11 +1328,7 @@ impl MediaPeer {
     /// sender uses). `rtc` may answer RTX where the offer had none, or the reverse (it takes its
     /// answer's video codecs from the first video m-line it negotiated): only what both say counts.
     fn repairs_negotiated(&mut self, offered: &[VideoSection], answer: &str) {
-        let answered = if self.rtx {
-            video_sections(answer)
-        } else {
-            Vec::new()
-        };
+        let answered = self.rtx_sections(answer);
         let (agreed, unagreed): (Vec<&VideoSection>, Vec<&VideoSection>) =
             answered.iter().partition(|section| {
                 section.resends_on_rtx()

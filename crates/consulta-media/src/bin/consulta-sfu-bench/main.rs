@@ -473,20 +473,15 @@ impl Drop for Proc {
     }
 }
 
-/// CPU time of every thread of `pid`, in seconds: the scheduler's nanosecond counters
-/// (`/proc/<pid>/task/*/schedstat`), else utime + stime in clock ticks.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+/// CPU time of every thread of `pid`, in seconds, and how many times they were put on a CPU:
+/// the scheduler's counters (`/proc/<pid>/task/*/schedstat`: nanoseconds, and its third field,
+/// which counts each wake-up from a wait once, and a preemption, which the node's pinned core
+/// hardly has); without them, utime + stime in clock ticks and no count.
+fn cpu_usage(pid: u32) -> anyhow::Result<(f64, Option<u64>)> {
     match schedstat(pid) {
-        Some((ns, _)) => Ok(ns as f64 / 1e9),
-        None => stat_cpu_secs(pid),
+        Some((ns, runs)) => Ok((ns as f64 / 1e9, Some(runs))),
+        None => Ok((stat_cpu_secs(pid)?, None)),
     }
-}
-
-/// How many times the threads of `pid` were put on a CPU (`schedstat`'s third field): each
-/// wake-up from a wait counts once (and a preemption, which the node's pinned core hardly has).
-/// `None` without schedstat.
-fn times_run(pid: u32) -> Option<u64> {
-    schedstat(pid).map(|(_, runs)| runs)
 }
 
 /// The sums over the threads of `pid` of their `/proc/<pid>/task/*/schedstat`: nanoseconds on a
@@ -560,7 +555,7 @@ struct Window {
     /// CPU seconds of the SFU's process and of the generator's.
     sfu_cpu: f64,
     generator_cpu: f64,
-    /// Times the SFU's threads were put on a CPU (see [`times_run`]).
+    /// Times the SFU's threads were put on a CPU (see [`cpu_usage`]).
     sfu_runs: Option<u64>,
     elapsed: Duration,
 }
@@ -761,13 +756,13 @@ impl Bench {
     async fn measure(&self, pid: u32) -> anyhow::Result<Window> {
         tokio::time::sleep(Duration::from_secs_f64(self.args.warmup_secs)).await;
         let me = std::process::id();
-        let (sfu0, gen0, runs0) = (cpu_secs(pid)?, cpu_secs(me)?, times_run(pid));
+        let ((sfu0, runs0), (gen0, _)) = (cpu_usage(pid)?, cpu_usage(me)?);
         let start = Instant::now();
         self.recorder.borrow_mut().start_window();
         tokio::time::sleep(Duration::from_secs_f64(self.args.duration_secs)).await;
         let stats = self.recorder.borrow_mut().end_window();
         let elapsed = start.elapsed();
-        let (sfu1, gen1, runs1) = (cpu_secs(pid)?, cpu_secs(me)?, times_run(pid));
+        let ((sfu1, runs1), (gen1, _)) = (cpu_usage(pid)?, cpu_usage(me)?);
         Ok(Window {
             stats,
             sfu_cpu: sfu1 - sfu0,
