@@ -310,6 +310,10 @@ struct ReceptionBlock {
     head: u32,
     /// The cumulative number of packets lost (24 bits).
     total_lost: u32,
+    /// The middle 32 bits of the NTP time of the last sender report it had on the stream (0: none).
+    last_sender_report: u32,
+    /// The time since, in 1/65536 s.
+    delay: u32,
 }
 
 /// One track forwarded to one subscriber.
@@ -1855,6 +1859,7 @@ impl Router {
     ) {
         let mut asked = Vec::new();
         let mut losses = Vec::new();
+        let mut nacked = 0;
         for packet in packets {
             let any = packet.as_any();
             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
@@ -1863,16 +1868,28 @@ impl Router {
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 self.stats.firs_in += 1;
                 asked.extend(fir.fir.iter().map(|e| e.ssrc));
-            } else if any.is::<TransportLayerNack>() {
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 self.stats.nacks_in += 1;
+                nacked += nack
+                    .nacks
+                    .iter()
+                    .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
+                    .sum::<u64>();
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                 losses.extend(rr.reports.iter().map(|r| ReceptionBlock {
                     ssrc: r.ssrc,
                     fraction: r.fraction_lost,
                     head: r.last_sequence_number,
                     total_lost: r.total_lost,
+                    last_sender_report: r.last_sender_report,
+                    delay: r.delay,
                 }));
             }
+        }
+        if nacked > 0
+            && let Some(p) = self.participants.get_mut(sub)
+        {
+            p.sub.allocator.handle_nacked(nacked);
         }
         if !losses.is_empty() {
             tracing::debug!(
@@ -1911,6 +1928,20 @@ impl Router {
         let Some(p) = self.participants.get_mut(sub) else {
             return;
         };
+        // The round trip the report gives, for the queue on the way ([`QUEUE_TOLERANCE`]); the
+        // blocks about the SFU's other streams name other sender reports on the same path.
+        let round_trip = p
+            .subscriber
+            .and_then(|id| self.peers.get(&id))
+            .and_then(|peer| {
+                losses
+                    .iter()
+                    .filter_map(|b| peer.pc.round_trip(now, b.last_sender_report, b.delay))
+                    .min()
+            });
+        if let Some(round_trip) = round_trip {
+            p.sub.allocator.handle_round_trip(now, round_trip);
+        }
         let tracks = &self.tracks;
         let kind_of = |ssrc: u32| {
             p.sub.sending.iter().find_map(|(track, down)| {
@@ -1972,6 +2003,7 @@ impl Router {
             target: "consulta_media::bandwidth",
             participant = %sub,
             counted = ?fresh,
+            ?round_trip,
             "report blocks counted (video?, loss in 256ths)"
         );
         let worst = |of_video: bool| {

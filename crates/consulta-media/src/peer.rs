@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
@@ -575,7 +575,7 @@ pub struct MediaConfig {
     pub police_downlink_bps: u64,
     /// How long after each subscriber connection is made [`MediaConfig::police_downlink_bps`]
     /// applies (a link that recovers); `None`, the default: for as long as it lasts.
-    pub police_downlink_for: Option<std::time::Duration>,
+    pub police_downlink_for: Option<Duration>,
     /// Let ICE give the connection up as failed after 30 s without a word from the remote side
     /// (`rtc`'s default). Failing drops the connection's local candidates for good, so no later
     /// ICE restart can connect it again. The SFU's router turns it off: its participants'
@@ -1037,8 +1037,7 @@ impl MediaPeer {
         }
         if !config.ice_fails {
             // A zero failed timeout never fails (rtc-ice); `None` keeps the other defaults.
-            setting_engine =
-                setting_engine.with_ice_timeouts(None, Some(std::time::Duration::ZERO), None);
+            setting_engine = setting_engine.with_ice_timeouts(None, Some(Duration::ZERO), None);
         }
         let setting_engine = setting_engine
             // Measured with Chromium 156: the DTLS role does not change which profile wins (the
@@ -1743,6 +1742,21 @@ impl MediaPeer {
         self.own
             .as_ref()
             .is_some_and(crate::send::OwnWrite::sealing)
+    }
+
+    /// The round trip a receiver report block arriving at `now` gives, from the sender report it
+    /// names (`last_sender_report`) and the delay since (`delay`, in 1/65536 s): only where the
+    /// connection seals what it sends itself, whose own reports' clock is known here.
+    pub fn round_trip(
+        &self,
+        now: Instant,
+        last_sender_report: u32,
+        delay: u32,
+    ) -> Option<Duration> {
+        self.own
+            .as_ref()
+            .filter(|own| own.sealing())?
+            .round_trip(now, last_sender_report, delay)
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.

@@ -600,6 +600,26 @@ impl OwnWrite {
         }
     }
 
+    /// The round trip a receiver report arriving at `now` gives: it names the last of this
+    /// connection's sender reports it had (`last_sender_report`, the middle 32 bits of its NTP
+    /// time) and the delay since (`delay`, in 1/65536 s). `None` before any report went, for a
+    /// block naming none, and for one that gives less than nothing or more than a minute (not one
+    /// of these reports).
+    pub(crate) fn round_trip(
+        &self,
+        now: Instant,
+        last_sender_report: u32,
+        delay: u32,
+    ) -> Option<Duration> {
+        let baseline = self.baseline?;
+        if last_sender_report == 0 {
+            return None;
+        }
+        let compact = (baseline.ntp(now) >> 16) as u32;
+        let units = compact.wrapping_sub(last_sender_report).wrapping_sub(delay);
+        (units <= 60 << 16).then(|| Duration::from_micros((u64::from(units) * 1_000_000) >> 16))
+    }
+
     /// The sender reports due at `now` (every stream that sent; all of them when `force`).
     pub(crate) fn reports(&mut self, now: Instant, force: bool) -> Vec<SenderReport> {
         if !force && self.next_report.is_none_or(|at| at > now) {
@@ -1063,5 +1083,22 @@ mod tests {
             !own.seal(Instant::now(), &mut packet(7, 2, 0, 10), Some(3))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn a_receiver_report_gives_the_round_trip_from_the_sender_report_it_names() {
+        let sent = Instant::now();
+        let mut own = OwnWrite::new(KeyTap::new(), None);
+        assert_eq!(own.round_trip(sent, 1, 0), None, "no report sent yet");
+        own.baseline = Some(SystemInstant::now(sent));
+        let named = (own.baseline.unwrap().ntp(sent) >> 16) as u32;
+        // Back 80 ms after the report went, 30 ms of it spent at the receiver (1 966 / 65 536 s).
+        let back = sent + Duration::from_millis(80);
+        let trip = own.round_trip(back, named, 1_966).unwrap();
+        let ms = trip.as_secs_f64() * 1e3;
+        assert!((49.9..50.1).contains(&ms), "{trip:?}");
+        // A block naming no report, or a delay longer than the time since, gives nothing.
+        assert_eq!(own.round_trip(back, 0, 1_966), None);
+        assert_eq!(own.round_trip(back, named, 65_536 / 10), None);
     }
 }

@@ -106,12 +106,31 @@ pub const STILL_RISING: Duration = Duration::from_secs(2);
 /// kbit/s on a 600 kbit/s link that carried the middle layer without loss, in the weak-downlink
 /// Chromium test). Browsers report about once a second, one report per stream they receive.
 ///
-/// A report is weak evidence in three ways, so a confirmation counts for little else: a report
-/// with more loss (about any of the subscriber's video streams) withdraws it for as long; an
-/// estimate below half of what the floor keeps is believed anyway (a link whose deep buffer fills
-/// loses nothing while the estimate falls on delay, and a layer repaired by retransmissions reports
-/// little loss while using more than its rate); and the floor's [`FLOOR_LIMIT`] still applies.
+/// A report is weak evidence in three ways, so a confirmation counts for little else:
+/// - a link whose deep buffer fills loses nothing while it queues: a report counts only while the
+///   round trip it gives is within [`QUEUE_TOLERANCE`] of the least;
+/// - a layer repaired by retransmissions reports little loss while the link loses it: a report
+///   counts only if the subscriber asked for fewer resends than [`LOSS_LOW`] of what was sent
+///   since its last report;
+/// - a report with more loss (about any of the subscriber's video streams), or one failing either
+///   test, withdraws the confirmation for as long.
+///
+/// A connection whose reports give no round trip (no sender report of the SFU's reached it yet)
+/// cannot tell a filling queue, so there an estimate below half of what the floor keeps is
+/// believed anyway. The floor's [`FLOOR_LIMIT`] applies either way.
 pub const CONFIRMED_FOR: Duration = Duration::from_secs(3);
+
+/// A report without loss confirms a floor only while the round trip it gives (from the last
+/// sender report it names and the delay since) is at most this above the least of the last
+/// 20–30 s ([`ROUND_TRIP_BUCKET`]). A deep buffer that fills loses nothing for seconds, but its
+/// queue shows in the round trip at once: sent at 1.5 times what the link carries, it grows by a
+/// third of a second each second. The tolerance is above the swings of a Wi-Fi hop.
+pub const QUEUE_TOLERANCE: Duration = Duration::from_millis(100);
+
+/// The least round trip is kept per bucket of this length, the last three of them: long enough to
+/// span a floor's [`FLOOR_LIMIT`] from a queue that began with it, short enough to follow a path
+/// that changed.
+pub const ROUND_TRIP_BUCKET: Duration = Duration::from_secs(10);
 
 /// A receiver report stating more loss than this (fraction of 256: 10 %) lowers the budget.
 pub const LOSS_HIGH: u8 = 26;
@@ -173,6 +192,9 @@ struct Floor {
     rose_at: Instant,
     /// When a receiver report last said the video sent gets through ([`CONFIRMED_FOR`]).
     confirmed_at: Option<Instant>,
+    /// Whether that report's round trip showed no queue. Without one, an estimate below half of
+    /// what the floor keeps is believed anyway.
+    timed: bool,
     /// When a receiver report last stated more loss than that, about any video stream.
     doubted_at: Option<Instant>,
 }
@@ -188,6 +210,7 @@ impl Floor {
             last: 0,
             rose_at: now,
             confirmed_at: None,
+            timed: false,
             doubted_at: None,
         }
     }
@@ -208,6 +231,7 @@ impl Floor {
             last: estimate,
             rose_at: now,
             confirmed_at: None,
+            timed: false,
             doubted_at: None,
         }
     }
@@ -224,8 +248,9 @@ impl Floor {
     /// Whether the floor still stands at `estimate`: for [`RECOVERY_WITHIN`]; then while the
     /// estimate is recovering, up to [`FAILED_RAISE_GRACE`]; then while it also keeps climbing,
     /// up to [`FLOOR_LIMIT`]. Up to that limit it also stands while the subscriber's reports
-    /// confirm it ([`CONFIRMED_FOR`]) and the estimate is at least half of `kept`, what the floor
-    /// keeps of what is sent. It matters only while the estimate is below it.
+    /// confirm it ([`CONFIRMED_FOR`]); if the last one gave no round trip, only while the estimate
+    /// is at least half of `kept`, what the floor keeps of what is sent. It matters only while the
+    /// estimate is below it.
     fn stands(&mut self, now: Instant, estimate: u64, kept: u64) -> bool {
         self.low = self.low.min(estimate);
         let fell = estimate < self.last;
@@ -241,10 +266,51 @@ impl Floor {
         };
         let confirmed = recent(self.confirmed_at)
             && !recent(self.doubted_at)
-            && estimate.saturating_mul(2) >= kept;
+            && (self.timed || estimate.saturating_mul(2) >= kept);
         age < RECOVERY_WITHIN
             || (age < FLOOR_LIMIT
                 && (confirmed || (recovering && (age < FAILED_RAISE_GRACE || climbing))))
+    }
+}
+
+/// The subscriber's round trips from its receiver reports: the least over the last 20–30 s, and how
+/// far the latest lies above it ([`QUEUE_TOLERANCE`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RoundTrips {
+    /// The least of each of the last three buckets of [`ROUND_TRIP_BUCKET`], the current first.
+    least: [Option<Duration>; 3],
+    /// When the current bucket began.
+    bucket_since: Option<Instant>,
+    /// How far the latest lay above the least, until a report about video takes it.
+    pending: Option<Duration>,
+}
+
+impl RoundTrips {
+    /// A round trip measured at `now`.
+    fn add(&mut self, now: Instant, round_trip: Duration) {
+        let since = *self.bucket_since.get_or_insert(now);
+        let passed = now.saturating_duration_since(since);
+        if passed >= ROUND_TRIP_BUCKET * 3 {
+            self.least = [None; 3];
+            self.bucket_since = Some(now);
+        } else {
+            while now.saturating_duration_since(self.bucket_since.unwrap_or(now))
+                >= ROUND_TRIP_BUCKET
+            {
+                self.least.rotate_right(1);
+                self.least[0] = None;
+                self.bucket_since = self.bucket_since.map(|at| at + ROUND_TRIP_BUCKET);
+            }
+        }
+        self.least[0] = Some(self.least[0].map_or(round_trip, |least| least.min(round_trip)));
+        let least = self
+            .least
+            .iter()
+            .flatten()
+            .min()
+            .copied()
+            .unwrap_or(round_trip);
+        self.pending = Some(round_trip.saturating_sub(least));
     }
 }
 
@@ -758,6 +824,12 @@ pub struct Allocator {
     unheard_since: Option<Instant>,
     /// The last [`BRISK_ANSWERS`] times it was heard from, the latest first.
     heard: [Option<Instant>; BRISK_ANSWERS],
+    /// Its round trips, from its receiver reports.
+    round_trips: RoundTrips,
+    /// Media packets sent to it, and sequence numbers it asked to be resent, since its last
+    /// receiver report about video.
+    sent_since_report: u64,
+    nacked_since_report: u64,
     /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
     caps: Vec<(u64, Option<Quality>)>,
     /// The tracks visible at the last poll. Outside a wait, a track whose tile asks for no more
@@ -790,6 +862,9 @@ impl Default for Allocator {
             reconnected_at: None,
             unheard_since: None,
             heard: [None; BRISK_ANSWERS],
+            round_trips: RoundTrips::default(),
+            sent_since_report: 0,
+            nacked_since_report: 0,
             caps: Vec::new(),
             shown: Vec::new(),
             waiting: Vec::new(),
@@ -825,9 +900,22 @@ impl Allocator {
         self.reconnected_at
     }
 
-    /// Media went to the subscriber at `now`.
+    /// A media packet went to the subscriber at `now`.
     pub fn handle_sent(&mut self, now: Instant) {
         self.unheard_since.get_or_insert(now);
+        self.sent_since_report = self.sent_since_report.saturating_add(1);
+    }
+
+    /// The subscriber asked for `count` sequence numbers to be resent (NACK).
+    pub fn handle_nacked(&mut self, count: u64) {
+        self.nacked_since_report = self.nacked_since_report.saturating_add(count);
+    }
+
+    /// A receiver report arriving at `now` gave `round_trip` (from the last sender report it
+    /// names and the delay since). Pass it before the report's loss ([`handle_loss_at`]
+    /// (Self::handle_loss_at)), which takes it ([`QUEUE_TOLERANCE`]).
+    pub fn handle_round_trip(&mut self, now: Instant, round_trip: Duration) {
+        self.round_trips.add(now, round_trip);
     }
 
     /// Something came from the subscriber's connection at `now`: after media went unanswered for
@@ -853,6 +941,9 @@ impl Allocator {
     /// is ignored: it covers time before the lower layers took over; so is one within
     /// [`OUTAGE_SETTLE`] of the connection coming back: it covers the outage.
     pub fn handle_loss_at(&mut self, now: Instant, fraction_lost: u8) {
+        let queue = self.round_trips.pending.take();
+        let sent = std::mem::take(&mut self.sent_since_report);
+        let nacked = std::mem::take(&mut self.nacked_since_report);
         let Some(estimate) = self.estimate else {
             return;
         };
@@ -872,10 +963,14 @@ impl Allocator {
             self.floor = Some(Floor::after_loss(now, sent, fraction_lost));
             return;
         }
-        // What is sent under a floor gets through, or does not quite.
+        // What is sent under a floor gets through, or does not quite: queued in a filling buffer,
+        // or repaired by resends, it reports no loss either.
         if let Some(floor) = &mut self.floor {
-            if fraction_lost < LOSS_LOW {
+            let queued = queue.is_some_and(|queue| queue > QUEUE_TOLERANCE);
+            let repaired = nacked.saturating_mul(256) > sent.saturating_mul(u64::from(LOSS_LOW));
+            if fraction_lost < LOSS_LOW && !queued && !repaired {
                 floor.confirmed_at = Some(now);
+                floor.timed = queue.is_some();
             } else {
                 floor.doubted_at = Some(now);
             }
@@ -1892,8 +1987,8 @@ mod tests {
         // believed. One such report (another stream's, say) outweighs clean ones for 3 s.
         assert_eq!(fallen([15; 3], 354_000).1, Some(Low));
         assert_eq!(fallen([0, 15, 0], 354_000).1, Some(Low));
-        // An estimate below half of what the floor keeps (514 kbit/s with the audio) is believed
-        // whatever the reports say.
+        // Reports that give no round trip cannot show a filling queue: an estimate below half of
+        // what the floor keeps (514 kbit/s with the audio) is believed whatever they say.
         assert_eq!(fallen([0; 3], 230_000).1, Some(Low));
         // Nor do reports that stopped coming confirm anything.
         let (mut allocator, _) = fallen([0; 3], 354_000);
@@ -1902,6 +1997,89 @@ mod tests {
             allocator.poll_caps(at(6_800) + CONFIRMED_FOR, 1, &tracks),
             vec![Some(Low)]
         );
+    }
+
+    /// With round trips, the reports tell a filling queue themselves, and a floor they confirm
+    /// stands however far GCC falls. Traced in a CI run of the weak-downlink Chromium test
+    /// (2026-12-05): after a failed 720p try GCC fell to 121.5 kbit/s on the 600 kbit/s link
+    /// while Bob's reports said the 360p layer the floor kept arrived whole; below half of it,
+    /// the estimate was believed, and Bob's video paused for the last 6.7 s of the test.
+    #[test]
+    fn reports_with_a_steady_round_trip_keep_a_floor_however_far_gcc_falls() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let tracks = [camera(Some(High))];
+        // As in the test above, with the reports at 5.8, 6.3 and 6.8 s stating no loss, each giving
+        // a round trip (`trips`, in ms; the least before is 20 ms) and coming after 100 packets
+        // sent of which the subscriber asked for `nacked` to be resent.
+        let fallen = |trips: [u64; 3], nacked: u64, estimate: u64| {
+            let mut allocator = Allocator::default();
+            allocator.handle_round_trip(at(0), Duration::from_millis(20));
+            allocator.handle_estimate(900_000);
+            assert_eq!(allocator.poll_caps(at(0), 1, &tracks), vec![Some(Medium)]);
+            allocator.handle_estimate(3_000_000);
+            assert_eq!(allocator.poll_caps(at(1_000), 1, &tracks), vec![Some(High)]);
+            allocator.handle_loss_at(at(4_000), 88);
+            for (ms, estimate) in [(4_000, 1_500_000), (5_500, 700_000)] {
+                allocator.handle_estimate(estimate);
+                assert_eq!(allocator.poll_caps(at(ms), 1, &tracks), vec![Some(Medium)]);
+            }
+            for (ms, trip) in [5_800, 6_300, 6_800].into_iter().zip(trips) {
+                for _ in 0..100 {
+                    allocator.handle_sent(at(ms - 100));
+                }
+                allocator.handle_nacked(nacked);
+                allocator.handle_round_trip(at(ms), Duration::from_millis(trip));
+                allocator.handle_loss_at(at(ms), 0);
+            }
+            allocator.handle_estimate(estimate);
+            let caps = allocator.poll_caps(at(7_100), 1, &tracks);
+            (allocator, caps[0])
+        };
+        // No queue and nothing resent: the layer that worked stands at a fifth of what it needs,
+        // and while such reports keep coming, until GCC has climbed back under it.
+        let (mut allocator, cap) = fallen([20, 23, 21], 0, 121_500);
+        assert_eq!(cap, Some(Medium));
+        for (ms, estimate) in [(7_300, 150_000), (7_800, 190_000), (8_300, 240_000)] {
+            allocator.handle_round_trip(at(ms), Duration::from_millis(22));
+            allocator.handle_loss_at(at(ms), 0);
+            allocator.handle_estimate(estimate);
+            assert_eq!(
+                allocator.poll_caps(at(ms), 1, &tracks),
+                vec![Some(Medium)],
+                "{ms}"
+            );
+        }
+        // A queue growing by a tenth of a second or more confirms nothing, and withdraws what the
+        // clean reports before it confirmed: the estimate is believed.
+        assert_eq!(fallen([20, 80, 140], 0, 230_000).1, Some(Low));
+        assert_eq!(fallen([20, 140, 21], 0, 230_000).1, Some(Low));
+        // Nor does a report after resends of more than 2 % of what was sent (3 of 100): loss
+        // repaired in time is no loss to the receiver's count.
+        assert_eq!(fallen([20, 21, 20], 3, 230_000).1, Some(Low));
+        assert_eq!(fallen([20, 21, 20], 1, 230_000).1, Some(Medium));
+    }
+
+    #[test]
+    fn the_least_round_trip_is_of_the_last_twenty_to_thirty_seconds() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let ms = Duration::from_millis;
+        let mut trips = RoundTrips::default();
+        trips.add(at(0), ms(20));
+        assert_eq!(trips.pending.take(), Some(ms(0)));
+        trips.add(at(15), ms(50));
+        assert_eq!(trips.pending.take(), Some(ms(30)));
+        trips.add(at(25), ms(50));
+        assert_eq!(trips.pending, Some(ms(30)));
+        // The bucket of 0–10 s goes at 30 s.
+        trips.add(at(31), ms(50));
+        assert_eq!(trips.pending, Some(ms(0)));
+        // After a silence longer than all three buckets, nothing before it counts.
+        trips.add(at(100), ms(70));
+        assert_eq!(trips.pending, Some(ms(0)));
+        trips.add(at(101), ms(90));
+        assert_eq!(trips.pending, Some(ms(20)));
     }
 
     /// A floor keeps the layer that worked at its bitrate now, which an encoder ramping up may
