@@ -76,7 +76,11 @@ pub fn serve() -> anyhow::Result<()> {
     let own = |profile: ProtectionProfile, salt: &[u8]| {
         RtpCrypto::new(&MasterKeys::new(profile, &MASTER_KEY, salt), false).context("srtp keys")
     };
-    let mut inbound = own(ProtectionProfile::AeadAes128Gcm, &GCM_SALT)?;
+    // One inbound context per stream, as each SFU publisher connection has its own for its few
+    // streams. One for all of them took at most 256 streams (`consulta_media::srtp`'s limit per
+    // connection) and looked each packet's stream up among them: at S1 with 80 rooms 64 of the
+    // 320 streams were refused until 2026-12-05, and their packets cost a read and nothing else.
+    let mut inbound: HashMap<u32, RtpCrypto> = HashMap::new();
     let mut subscribers: HashMap<u32, Vec<(SocketAddr, RtpCrypto)>> = HashMap::new();
     let mut buf = vec![0u8; 2048];
     loop {
@@ -101,6 +105,12 @@ pub fn serve() -> anyhow::Result<()> {
             u16::from_be_bytes([s0, s1]),
             u32::from_be_bytes([a, b, c, d]),
         );
+        let inbound = match inbound.entry(ssrc) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(own(ProtectionProfile::AeadAes128Gcm, &GCM_SALT)?)
+            }
+        };
         let Ok(plain) = inbound.open(datagram, header_len, ssrc, seq) else {
             continue;
         };

@@ -293,7 +293,7 @@ impl Signalling for Janus {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static("janus-protocol"),
         );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        let mut ws = crate::client::connect(request)
             .await
             .context("janus connect")?;
         let created = Self::call(&mut ws, json!({ "janus": "create" }), "create").await?;
