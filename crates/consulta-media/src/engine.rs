@@ -1716,6 +1716,7 @@ impl Router {
             .or(rtp.tag.mime_type.as_deref())
             .unwrap_or_default();
         let mut requests: Vec<(Quality, Option<u32>)> = Vec::new();
+        let video = published.kind == MediaKind::Video;
         let copies = published.subscribers.len();
         for (n, sub) in published.subscribers.iter().enumerate() {
             let Some(p) = self.participants.get_mut(sub) else {
@@ -1779,7 +1780,7 @@ impl Router {
                         self.stats.rtp_sealed_here += 1;
                     }
                     down.skipped.handle_sent(seq);
-                    p.sub.allocator.handle_sent(now);
+                    p.sub.allocator.handle_sent(now, video);
                     touched.push(sub_peer);
                 }
                 Err(_) => self.stats.rtp_write_errors += 1,
@@ -1859,7 +1860,6 @@ impl Router {
     ) {
         let mut asked = Vec::new();
         let mut losses = Vec::new();
-        let mut nacked = 0;
         for packet in packets {
             let any = packet.as_any();
             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
@@ -1868,13 +1868,8 @@ impl Router {
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 self.stats.firs_in += 1;
                 asked.extend(fir.fir.iter().map(|e| e.ssrc));
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+            } else if any.is::<TransportLayerNack>() {
                 self.stats.nacks_in += 1;
-                nacked += nack
-                    .nacks
-                    .iter()
-                    .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
-                    .sum::<u64>();
             } else if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                 losses.extend(rr.reports.iter().map(|r| ReceptionBlock {
                     ssrc: r.ssrc,
@@ -1886,10 +1881,17 @@ impl Router {
                 }));
             }
         }
-        if nacked > 0
+        // What the connection resent for the NACKs in these packets (before they came here).
+        let resent = self
+            .participants
+            .get(sub)
+            .and_then(|p| p.subscriber)
+            .and_then(|id| self.peers.get_mut(&id))
+            .map_or(0, |peer| peer.pc.take_resent());
+        if resent > 0
             && let Some(p) = self.participants.get_mut(sub)
         {
-            p.sub.allocator.handle_nacked(nacked);
+            p.sub.allocator.handle_resent(now, resent);
         }
         if !losses.is_empty() {
             tracing::debug!(

@@ -731,6 +731,8 @@ pub struct MediaPeer {
     last_estimate: u64,
     /// The own write path ([`MediaConfig::own_write_path`]), where it applies.
     own: Option<crate::send::OwnWrite>,
+    /// What it resent for NACKs, until [`take_resent`](Self::take_resent).
+    resent: u64,
     /// Datagrams taken out of `rtc` early (to check the own path's keys), to hand out first.
     taken: std::collections::VecDeque<Transmit>,
     /// Where `rtc` last sent something other than a STUN check (checks go to every candidate
@@ -1089,6 +1091,7 @@ impl MediaPeer {
                 });
                 crate::send::OwnWrite::new(keys, estimation)
             }),
+            resent: 0,
             taken: std::collections::VecDeque::new(),
             selected: None,
         })
@@ -1744,6 +1747,11 @@ impl MediaPeer {
             .is_some_and(crate::send::OwnWrite::sealing)
     }
 
+    /// The packets the own write path resent for NACKs since the last call.
+    pub fn take_resent(&mut self) -> u64 {
+        std::mem::take(&mut self.resent)
+    }
+
     /// The round trip a receiver report block arriving at `now` gives, from the sender report it
     /// names (`last_sender_report`) and the delay since (`delay`, in 1/65536 s): only where the
     /// connection seals what it sends itself, whose own reports' clock is known here.
@@ -1875,7 +1883,8 @@ impl MediaPeer {
                         for packet in &packets {
                             let any = packet.as_any();
                             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                                own.resend(read.now, nack);
+                                let resent = own.resend(read.now, nack) as u64;
+                                self.resent = self.resent.saturating_add(resent);
                             } else if let Some(feedback) = any.downcast_ref::<TransportLayerCc>() {
                                 estimate = own.feedback(read.now, feedback).or(estimate);
                             }

@@ -106,25 +106,32 @@ pub const STILL_RISING: Duration = Duration::from_secs(2);
 /// kbit/s on a 600 kbit/s link that carried the middle layer without loss, in the weak-downlink
 /// Chromium test). Browsers report about once a second, one report per stream they receive.
 ///
-/// A report is weak evidence in three ways, so a confirmation counts for little else:
-/// - a link whose deep buffer fills loses nothing while it queues: a report counts only while the
-///   round trip it gives is within [`QUEUE_TOLERANCE`] of the least;
-/// - a layer repaired by retransmissions reports little loss while the link loses it: a report
-///   counts only if the subscriber asked for fewer resends than [`LOSS_LOW`] of what was sent
-///   since its last report;
-/// - a report with more loss (about any of the subscriber's video streams), or one failing either
-///   test, withdraws the confirmation for as long.
+/// A report is weak evidence, so a confirmation counts for little else. A report with more loss
+/// (about any of the subscriber's video streams) withdraws it for as long. And an estimate below
+/// half of what the floor keeps is believed anyway, unless the report also shows that the link
+/// is neither queueing nor repairing what the report counts as received:
+/// - a link whose deep buffer fills loses nothing while it queues: the round trip the report
+///   gives must be within [`QUEUE_TOLERANCE`] of the least;
+/// - a layer repaired by resends reports little loss while the link loses it: the SFU must have
+///   resent at most [`LOSS_LOW`] of the video it sent over the last 1–2 s ([`REPAIR_BUCKET`]).
 ///
-/// A connection whose reports give no round trip (no sender report of the SFU's reached it yet)
-/// cannot tell a filling queue, so there an estimate below half of what the floor keeps is
-/// believed anyway. The floor's [`FLOOR_LIMIT`] applies either way.
+/// Without a round trip (a connection whose sender reports `rtc` writes, or none of the SFU's
+/// reached it yet) the half bound applies. The floor's [`FLOOR_LIMIT`] applies either way.
 pub const CONFIRMED_FOR: Duration = Duration::from_secs(3);
 
-/// A report without loss confirms a floor only while the round trip it gives (from the last
-/// sender report it names and the delay since) is at most this above the least of the last
-/// 20–30 s ([`ROUND_TRIP_BUCKET`]). A deep buffer that fills loses nothing for seconds, but its
-/// queue shows in the round trip at once: sent at 1.5 times what the link carries, it grows by a
-/// third of a second each second. The tolerance is above the swings of a Wi-Fi hop.
+/// Video packets sent to a subscriber, and packets resent to it, are counted per bucket of this
+/// length, over the current and the last ([`CONFIRMED_FOR`]'s test for repairs). A browser
+/// sends each NACK with a receiver report, so counting from one report to the next would take
+/// the share over a few tenths of a second ending on a loss.
+pub const REPAIR_BUCKET: Duration = Duration::from_secs(1);
+
+/// A report without loss lifts the half bound on a floor only while the round trip it gives
+/// (from the last sender report it names and the delay since) is at most this above the least of
+/// the last 20–30 s ([`ROUND_TRIP_BUCKET`]). A deep buffer that fills loses nothing for seconds,
+/// but its queue shows in the round trip at once: sent at 1.5 times what the link carries, it
+/// grows by a third of a second each second. The tolerance is above the swings of a Wi-Fi hop.
+/// A report that shows a queue still confirms the floor as one without a round trip does (a
+/// queue draining after a failed raise shows too).
 pub const QUEUE_TOLERANCE: Duration = Duration::from_millis(100);
 
 /// The least round trip is kept per bucket of this length, the last three of them: long enough to
@@ -192,8 +199,8 @@ struct Floor {
     rose_at: Instant,
     /// When a receiver report last said the video sent gets through ([`CONFIRMED_FOR`]).
     confirmed_at: Option<Instant>,
-    /// Whether that report's round trip showed no queue. Without one, an estimate below half of
-    /// what the floor keeps is believed anyway.
+    /// Whether that report's round trip showed no queue and little was resent. Otherwise an
+    /// estimate below half of what the floor keeps is believed anyway.
     timed: bool,
     /// When a receiver report last stated more loss than that, about any video stream.
     doubted_at: Option<Instant>,
@@ -281,8 +288,9 @@ struct RoundTrips {
     least: [Option<Duration>; 3],
     /// When the current bucket began.
     bucket_since: Option<Instant>,
-    /// How far the latest lay above the least, until a report about video takes it.
-    pending: Option<Duration>,
+    /// How far the latest lay above the least, and when it came: the report about video that
+    /// arrives then takes it.
+    pending: Option<(Instant, Duration)>,
 }
 
 impl RoundTrips {
@@ -310,7 +318,53 @@ impl RoundTrips {
             .min()
             .copied()
             .unwrap_or(round_trip);
-        self.pending = Some(round_trip.saturating_sub(least));
+        self.pending = Some((now, round_trip.saturating_sub(least)));
+    }
+
+    /// The queue the round trip measured at `now` showed, if one was.
+    fn take_queue(&mut self, now: Instant) -> Option<Duration> {
+        self.pending
+            .take()
+            .filter(|(at, _)| *at == now)
+            .map(|(_, queue)| queue)
+    }
+}
+
+/// Video packets sent to a subscriber and packets resent to it, in two buckets of
+/// [`REPAIR_BUCKET`]: the current first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Repairs {
+    /// (video packets sent, packets resent).
+    buckets: [(u64, u64); 2],
+    /// When the current bucket began.
+    since: Option<Instant>,
+}
+
+impl Repairs {
+    /// The current bucket at `now`.
+    fn bucket(&mut self, now: Instant) -> &mut (u64, u64) {
+        let since = *self.since.get_or_insert(now);
+        let passed = now.saturating_duration_since(since);
+        if passed >= REPAIR_BUCKET * 2 {
+            self.buckets = [(0, 0); 2];
+            self.since = Some(now);
+        } else if passed >= REPAIR_BUCKET {
+            self.buckets = [(0, 0), self.buckets[0]];
+            self.since = Some(since + REPAIR_BUCKET);
+        }
+        &mut self.buckets[0]
+    }
+
+    /// Whether more than [`LOSS_LOW`] of the video sent over the last 1–2 s was resent, at `now`.
+    fn heavy(&mut self, now: Instant) -> bool {
+        self.bucket(now);
+        let (sent, resent) = self
+            .buckets
+            .iter()
+            .fold((0u64, 0u64), |(s, r), (sent, resent)| {
+                (s.saturating_add(*sent), r.saturating_add(*resent))
+            });
+        resent.saturating_mul(256) > sent.saturating_mul(u64::from(LOSS_LOW))
     }
 }
 
@@ -826,10 +880,8 @@ pub struct Allocator {
     heard: [Option<Instant>; BRISK_ANSWERS],
     /// Its round trips, from its receiver reports.
     round_trips: RoundTrips,
-    /// Media packets sent to it, and sequence numbers it asked to be resent, since its last
-    /// receiver report about video.
-    sent_since_report: u64,
-    nacked_since_report: u64,
+    /// The video sent to it and what was resent.
+    repairs: Repairs,
     /// The caps of the last poll by [`VideoDemand::id`]; `None` for a paused or hidden track.
     caps: Vec<(u64, Option<Quality>)>,
     /// The tracks visible at the last poll. Outside a wait, a track whose tile asks for no more
@@ -863,8 +915,7 @@ impl Default for Allocator {
             unheard_since: None,
             heard: [None; BRISK_ANSWERS],
             round_trips: RoundTrips::default(),
-            sent_since_report: 0,
-            nacked_since_report: 0,
+            repairs: Repairs::default(),
             caps: Vec::new(),
             shown: Vec::new(),
             waiting: Vec::new(),
@@ -900,20 +951,24 @@ impl Allocator {
         self.reconnected_at
     }
 
-    /// A media packet went to the subscriber at `now`.
-    pub fn handle_sent(&mut self, now: Instant) {
+    /// A media packet (`video` or not) went to the subscriber at `now`.
+    pub fn handle_sent(&mut self, now: Instant, video: bool) {
         self.unheard_since.get_or_insert(now);
-        self.sent_since_report = self.sent_since_report.saturating_add(1);
+        if video {
+            let bucket = self.repairs.bucket(now);
+            bucket.0 = bucket.0.saturating_add(1);
+        }
     }
 
-    /// The subscriber asked for `count` sequence numbers to be resent (NACK).
-    pub fn handle_nacked(&mut self, count: u64) {
-        self.nacked_since_report = self.nacked_since_report.saturating_add(count);
+    /// `count` packets were resent to the subscriber at `now`, as it asked (NACK).
+    pub fn handle_resent(&mut self, now: Instant, count: u64) {
+        let bucket = self.repairs.bucket(now);
+        bucket.1 = bucket.1.saturating_add(count);
     }
 
     /// A receiver report arriving at `now` gave `round_trip` (from the last sender report it
-    /// names and the delay since). Pass it before the report's loss ([`handle_loss_at`]
-    /// (Self::handle_loss_at)), which takes it ([`QUEUE_TOLERANCE`]).
+    /// names and the delay since). Pass it before the report's loss, with the same `now`
+    /// ([`handle_loss_at`](Self::handle_loss_at), [`QUEUE_TOLERANCE`]).
     pub fn handle_round_trip(&mut self, now: Instant, round_trip: Duration) {
         self.round_trips.add(now, round_trip);
     }
@@ -941,9 +996,7 @@ impl Allocator {
     /// is ignored: it covers time before the lower layers took over; so is one within
     /// [`OUTAGE_SETTLE`] of the connection coming back: it covers the outage.
     pub fn handle_loss_at(&mut self, now: Instant, fraction_lost: u8) {
-        let queue = self.round_trips.pending.take();
-        let sent = std::mem::take(&mut self.sent_since_report);
-        let nacked = std::mem::take(&mut self.nacked_since_report);
+        let queue = self.round_trips.take_queue(now);
         let Some(estimate) = self.estimate else {
             return;
         };
@@ -963,16 +1016,18 @@ impl Allocator {
             self.floor = Some(Floor::after_loss(now, sent, fraction_lost));
             return;
         }
-        // What is sent under a floor gets through, or does not quite: queued in a filling buffer,
-        // or repaired by resends, it reports no loss either.
-        if let Some(floor) = &mut self.floor {
-            let queued = queue.is_some_and(|queue| queue > QUEUE_TOLERANCE);
-            let repaired = nacked.saturating_mul(256) > sent.saturating_mul(u64::from(LOSS_LOW));
-            if fraction_lost < LOSS_LOW && !queued && !repaired {
-                floor.confirmed_at = Some(now);
-                floor.timed = queue.is_some();
-            } else {
-                floor.doubted_at = Some(now);
+        // What is sent under a floor gets through, or does not quite. Queued in a filling
+        // buffer, or repaired by resends, it reports no loss either: then the half bound stands.
+        if self.floor.is_some() {
+            let clear =
+                queue.is_some_and(|queue| queue <= QUEUE_TOLERANCE) && !self.repairs.heavy(now);
+            if let Some(floor) = &mut self.floor {
+                if fraction_lost < LOSS_LOW {
+                    floor.confirmed_at = Some(now);
+                    floor.timed = clear;
+                } else {
+                    floor.doubted_at = Some(now);
+                }
             }
         }
         if fraction_lost < LOSS_LOW
@@ -1745,14 +1800,14 @@ mod tests {
         let answering_every = |every: usize| {
             let mut allocator = on_720p_at_3_mbit(start);
             for ms in (5_000..10_000).step_by(every) {
-                allocator.handle_sent(at(ms as u64));
+                allocator.handle_sent(at(ms as u64), true);
                 assert!(!allocator.handle_heard(at(ms as u64 + 20)));
             }
             allocator
         };
         let lossy_report_after = |mut allocator: Allocator, sent: &[u64], heard: u64| {
             for &ms in sent {
-                allocator.handle_sent(at(ms));
+                allocator.handle_sent(at(ms), true);
             }
             let outage = allocator.handle_heard(at(heard));
             allocator.handle_loss_at(at(heard + 900), 162);
@@ -1791,7 +1846,7 @@ mod tests {
         // Each hearing starts the count again.
         let mut allocator = answering_every(100);
         for ms in (10_000..13_000).step_by(250) {
-            allocator.handle_sent(at(ms));
+            allocator.handle_sent(at(ms), true);
             assert!(!allocator.handle_heard(at(ms + 200)));
         }
         allocator.handle_loss_at(at(13_100), 162);
@@ -2010,9 +2065,9 @@ mod tests {
         let at = |ms: u64| start + Duration::from_millis(ms);
         let tracks = [camera(Some(High))];
         // As in the test above, with the reports at 5.8, 6.3 and 6.8 s stating no loss, each giving
-        // a round trip (`trips`, in ms; the least before is 20 ms) and coming after 100 packets
-        // sent of which the subscriber asked for `nacked` to be resent.
-        let fallen = |trips: [u64; 3], nacked: u64, estimate: u64| {
+        // a round trip (`trips`, in ms; the least before is 20 ms) and coming after 100 video
+        // packets sent and `resent` resent.
+        let fallen = |trips: [u64; 3], resent: u64, estimate: u64| {
             let mut allocator = Allocator::default();
             allocator.handle_round_trip(at(0), Duration::from_millis(20));
             allocator.handle_estimate(900_000);
@@ -2026,9 +2081,9 @@ mod tests {
             }
             for (ms, trip) in [5_800, 6_300, 6_800].into_iter().zip(trips) {
                 for _ in 0..100 {
-                    allocator.handle_sent(at(ms - 100));
+                    allocator.handle_sent(at(ms - 100), true);
                 }
-                allocator.handle_nacked(nacked);
+                allocator.handle_resent(at(ms), resent);
                 allocator.handle_round_trip(at(ms), Duration::from_millis(trip));
                 allocator.handle_loss_at(at(ms), 0);
             }
@@ -2050,14 +2105,41 @@ mod tests {
                 "{ms}"
             );
         }
-        // A queue growing by a tenth of a second or more confirms nothing, and withdraws what the
-        // clean reports before it confirmed: the estimate is believed.
+        // A queue more than a tenth of a second above the least: the report confirms the floor
+        // only as one without a round trip does, while the estimate is at least half of what it
+        // keeps. The next report without a queue lifts that again.
         assert_eq!(fallen([20, 80, 140], 0, 230_000).1, Some(Low));
-        assert_eq!(fallen([20, 140, 21], 0, 230_000).1, Some(Low));
-        // Nor does a report after resends of more than 2 % of what was sent (3 of 100): loss
-        // repaired in time is no loss to the receiver's count.
+        assert_eq!(fallen([20, 80, 140], 0, 354_000).1, Some(Medium));
+        assert_eq!(fallen([20, 140, 21], 0, 230_000).1, Some(Medium));
+        // So after resends of more than 2 % of the video sent over the last 1–2 s (9 of 300):
+        // loss repaired in time is no loss to the receiver's count. 1 % (3 of 300) is not.
         assert_eq!(fallen([20, 21, 20], 3, 230_000).1, Some(Low));
+        assert_eq!(fallen([20, 21, 20], 3, 354_000).1, Some(Medium));
         assert_eq!(fallen([20, 21, 20], 1, 230_000).1, Some(Medium));
+    }
+
+    /// Resends are weighed against the video sent over the last 1–2 s, not since the last report:
+    /// a browser sends each NACK with a receiver report, a few tenths of a second after the one
+    /// before.
+    #[test]
+    fn resends_are_a_share_of_the_video_sent_over_a_second_or_two() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut repairs = Repairs::default();
+        // 100 video packets a second for 2 s, one of them lost and resent at 1.9 s.
+        for ms in (0..2_000).step_by(10) {
+            repairs.bucket(at(ms)).0 += 1;
+        }
+        repairs.bucket(at(1_900)).1 += 1;
+        assert!(!repairs.heavy(at(1_950)));
+        // Three more within the second: 4 of ≈200 (2 %) is more than `LOSS_LOW` (5/256).
+        repairs.bucket(at(1_960)).1 += 3;
+        assert!(repairs.heavy(at(1_970)));
+        // A second later the first bucket is gone and the resends with the second.
+        assert!(!repairs.heavy(at(4_100)));
+        // Resends with nothing sent are all repair.
+        repairs.bucket(at(4_200)).1 += 1;
+        assert!(repairs.heavy(at(4_200)));
     }
 
     #[test]
@@ -2067,19 +2149,23 @@ mod tests {
         let ms = Duration::from_millis;
         let mut trips = RoundTrips::default();
         trips.add(at(0), ms(20));
-        assert_eq!(trips.pending.take(), Some(ms(0)));
+        assert_eq!(trips.take_queue(at(0)), Some(ms(0)));
         trips.add(at(15), ms(50));
-        assert_eq!(trips.pending.take(), Some(ms(30)));
+        assert_eq!(trips.take_queue(at(15)), Some(ms(30)));
+        // Taken once, and only by a report arriving with it.
+        assert_eq!(trips.take_queue(at(15)), None);
         trips.add(at(25), ms(50));
-        assert_eq!(trips.pending, Some(ms(30)));
+        assert_eq!(trips.take_queue(at(26)), None);
+        trips.add(at(29), ms(50));
+        assert_eq!(trips.take_queue(at(29)), Some(ms(30)));
         // The bucket of 0–10 s goes at 30 s.
-        trips.add(at(31), ms(50));
-        assert_eq!(trips.pending, Some(ms(0)));
+        trips.add(at(30), ms(50));
+        assert_eq!(trips.take_queue(at(30)), Some(ms(0)));
         // After a silence longer than all three buckets, nothing before it counts.
         trips.add(at(100), ms(70));
-        assert_eq!(trips.pending, Some(ms(0)));
+        assert_eq!(trips.take_queue(at(100)), Some(ms(0)));
         trips.add(at(101), ms(90));
-        assert_eq!(trips.pending, Some(ms(20)));
+        assert_eq!(trips.take_queue(at(101)), Some(ms(20)));
     }
 
     /// A floor keeps the layer that worked at its bitrate now, which an encoder ramping up may
