@@ -1018,16 +1018,13 @@ impl Allocator {
         }
         // What is sent under a floor gets through, or does not quite. Queued in a filling
         // buffer, or repaired by resends, it reports no loss either: then the half bound stands.
-        if self.floor.is_some() {
-            let clear =
-                queue.is_some_and(|queue| queue <= QUEUE_TOLERANCE) && !self.repairs.heavy(now);
-            if let Some(floor) = &mut self.floor {
-                if fraction_lost < LOSS_LOW {
-                    floor.confirmed_at = Some(now);
-                    floor.timed = clear;
-                } else {
-                    floor.doubted_at = Some(now);
-                }
+        if let Some(floor) = &mut self.floor {
+            if fraction_lost < LOSS_LOW {
+                floor.confirmed_at = Some(now);
+                floor.timed =
+                    queue.is_some_and(|queue| queue <= QUEUE_TOLERANCE) && !self.repairs.heavy(now);
+            } else {
+                floor.doubted_at = Some(now);
             }
         }
         if fraction_lost < LOSS_LOW
