@@ -13,6 +13,7 @@ pub mod config;
 pub mod echo;
 pub mod engine;
 mod feedback;
+mod handshake;
 pub mod keytap;
 pub mod mux;
 pub mod node;

@@ -30,7 +30,7 @@ use rtc::peer_connection::configuration::setting_engine::{
 use rtc::peer_connection::event::{RTCDataChannelEvent, RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate, RTCIceCandidateInit,
 };
@@ -756,6 +756,11 @@ pub struct MediaPeer {
     polled: Polled,
     /// The connection connected once (its DTLS handshake is done).
     connected: bool,
+    /// ICE has a working pair now (a connection still connecting past it is in DTLS).
+    ice_connected: bool,
+    /// The DTLS handshake's flights, to send this side's last one again when the peer repeats
+    /// its own ([`crate::handshake`]); `None` once connected.
+    flights: Option<crate::handshake::Flights>,
     /// Every inbound RTCP packet is an event ([`RtcpDelivery::All`]).
     rtcp_to_application: bool,
     /// The connection offers only SRTP_AES128_CM_HMAC_SHA1_80, whose SRTCP `rtc` takes without
@@ -1064,6 +1069,8 @@ impl MediaPeer {
             rtx_mids: crate::FastSet::default(),
             unrepaired_mids: crate::FastSet::default(),
             connected: false,
+            ice_connected: false,
+            flights: Some(crate::handshake::Flights::default()),
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
             feedback_opened_here: 0,
@@ -1439,8 +1446,12 @@ impl MediaPeer {
             return taken;
         }
         self.note_sender_reports(now, from, datagram);
+        let repeat = self
+            .flights
+            .as_mut()
+            .is_some_and(|flights| flights.received(datagram));
         let local_addr = self.local_addr;
-        self.pc().handle_read(TaggedBytesMut {
+        let read = self.pc().handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
                 local_addr,
@@ -1449,7 +1460,11 @@ impl MediaPeer {
                 transport_protocol: TransportProtocol::UDP,
             },
             message: BytesMut::from(datagram),
-        })?;
+        });
+        if repeat {
+            self.answer_repeated_flight(now, from);
+        }
+        read?;
         // Media or RTCP from an address the own path does not send to: the remote moved to
         // another pair without an ICE restart (a phone between networks). A report through `rtc`
         // with the next packet shows where `rtc` sends now.
@@ -1461,6 +1476,33 @@ impl MediaPeer {
         }
         self.note_estimate();
         Ok(())
+    }
+
+    /// The peer sent its last handshake flight again, so it lacks this side's: unless `rtc`
+    /// answered, this side's last flight goes again ([`crate::handshake`]).
+    fn answer_repeated_flight(&mut self, now: Instant, from: SocketAddr) {
+        let mut answered = false;
+        while let Some(transmit) = self.take_from_rtc() {
+            answered |= crate::handshake::is_dtls(&transmit.contents);
+            self.taken.push_back(transmit);
+        }
+        let Some(flights) = self.flights.as_mut().filter(|_| !answered) else {
+            return;
+        };
+        let flight = flights.resend(now);
+        if !flight.is_empty() {
+            tracing::debug!(
+                datagrams = flight.len(),
+                "DTLS handshake: the peer repeated its flight, ours goes again"
+            );
+        }
+        for contents in flight {
+            self.taken.push_back(Transmit {
+                source: self.local_addr,
+                destination: from,
+                contents: contents.clone(),
+            });
+        }
     }
 
     /// Opens `datagram` on the own read path if it is RTP of a stream adopted there, from where
@@ -1694,10 +1736,14 @@ impl MediaPeer {
         if let Some(own) = &mut self.own {
             own.check(&out.message);
         }
+        let contents = out.message.freeze();
+        if let Some(flights) = &mut self.flights {
+            flights.sent(&contents);
+        }
         Some(Transmit {
             source: out.transport.local_addr,
             destination: out.transport.peer_addr,
-            contents: out.message.freeze(),
+            contents,
         })
     }
 
@@ -1767,6 +1813,12 @@ impl MediaPeer {
             .round_trip(now, last_sender_report, delay)
     }
 
+    /// Whether ICE has a working candidate pair, as the events polled so far said: a connection
+    /// still [`PeerState::Connecting`] with one is in its DTLS handshake.
+    pub fn ice_connected(&self) -> bool {
+        self.ice_connected
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let own = [
@@ -1825,6 +1877,9 @@ impl MediaPeer {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     let state = PeerState::from_rtc(state);
                     self.connected |= state == PeerState::Connected;
+                    if self.connected {
+                        self.flights = None;
+                    }
                     if state == PeerState::Connected
                         && let Some(own) = &mut self.own
                     {
@@ -1857,6 +1912,12 @@ impl MediaPeer {
                         ssrc: init.ssrc,
                         kind,
                     }));
+                }
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                    self.ice_connected = matches!(
+                        state,
+                        RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                    );
                 }
                 RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
                     let label = self

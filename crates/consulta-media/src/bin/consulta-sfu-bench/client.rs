@@ -27,7 +27,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::media::{OutPacket, Recorder, Source};
+use crate::media::{OutPacket, Progress, Recorder, Source};
 use crate::stamp::Received;
 
 const PING_INTERVAL: Duration = Duration::from_secs(5);
@@ -91,6 +91,8 @@ pub struct Peers {
     pub tracks: Vec<Track>,
     /// The most m-lines a subscriber offer had, and that offer's size in bytes.
     pub largest_offer: (usize, usize),
+    /// How far the set-up got, copied to the recorder when it changes.
+    pub progress: Progress,
 }
 
 impl Peers {
@@ -98,6 +100,8 @@ impl Peers {
     pub fn answer_subscriber(&mut self, offer: String, now: Instant) -> anyhow::Result<String> {
         let mlines = offer.matches("\nm=").count();
         self.largest_offer = self.largest_offer.max((mlines, offer.len()));
+        self.progress.offers += 1;
+        self.progress.offer_mlines = mlines;
         Ok(self.subscriber.accept_offer(offer, now)?)
     }
 }
@@ -273,7 +277,16 @@ async fn run_with<S: Signalling>(
         )?,
         tracks: Vec::new(),
         largest_offer: (0, 0),
+        progress: Progress {
+            publish: spec.publish,
+            ports: (
+                pub_socket.local_addr()?.port(),
+                sub_socket.local_addr()?.port(),
+            ),
+            ..Progress::default()
+        },
     };
+    let mut noted = Progress::default();
     if let Some((audio, video)) = spec.publish {
         let stream_id = format!("bench-{}", spec.sink);
         for (kind, stream, mime) in [
@@ -312,6 +325,9 @@ async fn run_with<S: Signalling>(
     loop {
         // Events out of both peer connections.
         while let Some(event) = peers.publisher.poll_event() {
+            if let MediaEvent::StateChanged(state) = event {
+                peers.progress.publisher = Some(state);
+            }
             match event {
                 MediaEvent::StateChanged(PeerState::Connected) => sending = true,
                 MediaEvent::StateChanged(PeerState::Failed | PeerState::Closed) => {
@@ -347,8 +363,16 @@ async fn run_with<S: Signalling>(
                 MediaEvent::StateChanged(PeerState::Failed) => {
                     bail!("subscriber connection failed")
                 }
+                MediaEvent::StateChanged(state) => peers.progress.subscriber = Some(state),
+                MediaEvent::TrackOpened(_) => peers.progress.tracks_opened += 1,
                 _ => {}
             }
+        }
+        peers.progress.publisher_ice = peers.publisher.ice_connected();
+        peers.progress.subscriber_ice = peers.subscriber.ice_connected();
+        if peers.progress != noted {
+            noted = peers.progress;
+            recorder.borrow_mut().progress.insert(spec.sink, noted);
         }
         flush(&mut peers.publisher, &pub_socket).await;
         flush(&mut peers.subscriber, &sub_socket).await;
@@ -489,6 +513,7 @@ impl Signalling for LiveKit {
         use signal_response::Message as M;
         match response.message {
             Some(M::Join(_)) => {
+                peers.progress.joined = true;
                 for t in &peers.tracks {
                     let video = t.source.is_video();
                     let cid = format!("TR_bench{}", t.source.stream);
@@ -519,6 +544,7 @@ impl Signalling for LiveKit {
             }
             Some(M::TrackPublished(_)) => {
                 self.published += 1;
+                peers.progress.published = self.published;
                 if self.published == peers.tracks.len() && !self.offered {
                     self.offered = true;
                     let sdp = peers.publisher.create_offer(now)?;
@@ -534,7 +560,10 @@ impl Signalling for LiveKit {
                     .await?;
                 }
             }
-            Some(M::Answer(answer)) => peers.publisher.accept_answer(answer.sdp, now)?,
+            Some(M::Answer(answer)) => {
+                peers.publisher.accept_answer(answer.sdp, now)?;
+                peers.progress.answered = true;
+            }
             Some(M::Offer(offer)) => {
                 let sdp = peers.answer_subscriber(offer.sdp, now)?;
                 send_livekit(

@@ -387,6 +387,9 @@ impl Signalling for Janus {
         let sender = at(&event, "/sender").as_u64();
         let sdp = at(&event, "/jsep/sdp").as_str().map(str::to_owned);
         if sender == Some(self.publisher) {
+            if at(data, "/videoroom") == "joined" {
+                peers.progress.joined = true;
+            }
             if at(data, "/videoroom") == "joined" && !peers.tracks.is_empty() {
                 let offer = peers.publisher.create_offer(now)?;
                 let handle = self.publisher;
@@ -400,6 +403,7 @@ impl Signalling for Janus {
             }
             if let Some(answer) = sdp {
                 peers.publisher.accept_answer(answer, now)?;
+                peers.progress.answered = true;
             }
             self.learn_feeds(data);
         } else if sender == Some(self.subscriber)

@@ -719,32 +719,51 @@ impl Bench {
             pace_video: self.args.pace_video,
         };
         let recorder = self.recorder.clone();
+        recorder.borrow_mut().progress.insert(
+            sink,
+            media::Progress {
+                publish,
+                ..media::Progress::default()
+            },
+        );
         let stop = self.stop.subscribe();
         self.tasks.push(tokio::task::spawn_local(async move {
             let result = if leave_after_media {
-                tokio::time::timeout(CYCLE_LIMIT, client::run(spec, recorder, stop))
+                tokio::time::timeout(CYCLE_LIMIT, client::run(spec, recorder.clone(), stop))
                     .await
                     .unwrap_or_else(|_| Err(anyhow::anyhow!("no media within {CYCLE_LIMIT:?}")))
             } else {
-                client::run(spec, recorder, stop).await
+                client::run(spec, recorder.clone(), stop).await
             };
             if let Err(error) = &result {
                 tracing::warn!(%error, sink, "participant failed");
             }
+            recorder
+                .borrow_mut()
+                .progress
+                .entry(sink)
+                .or_default()
+                .ended = true;
             result
         }));
         Ok((sink, publish))
     }
 
-    /// Waits until `flows` (sink, stream) pairs delivered media, or gives up after `limit`.
-    async fn wait_flows(&self, flows: usize, limit: Duration) -> bool {
+    /// Waits until every (sink, stream) pair of `topology` delivered media, or gives up after
+    /// `limit` and names the pairs without, with how far their participants' set-up got.
+    async fn wait_flows(&self, topology: &Topology, limit: Duration) -> bool {
         let start = Instant::now();
+        let flows: usize = topology.sinks.iter().map(Vec::len).sum();
         while self.recorder.borrow().flows() < flows {
             if start.elapsed() > limit {
+                let recorder = self.recorder.borrow();
                 println!(
                     "  warning: only {} of {flows} flows carry media after {limit:?}",
-                    self.recorder.borrow().flows()
+                    recorder.flows()
                 );
+                for line in media::describe_dark_flows(&recorder, topology) {
+                    println!("    {line}");
+                }
                 return false;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -835,8 +854,7 @@ impl Bench {
             self.stop.subscribe(),
         )
         .await?;
-        let flows: usize = topology.sinks.iter().map(Vec::len).sum();
-        self.wait_flows(flows, Duration::from_secs(10)).await;
+        self.wait_flows(topology, Duration::from_secs(10)).await;
         let m = self.measure(forwarder.pid()).await?;
         let _ = self.stop.send(true);
         for task in tasks {
@@ -1002,10 +1020,9 @@ async fn stepped_on(
     for &step in steps {
         grow(bench, server.addr(), current, step, &mut topology)?;
         current = step;
-        let flows: usize = topology.sinks.iter().map(Vec::len).sum();
         let setup = Instant::now();
         let complete = bench
-            .wait_flows(flows, Duration::from_secs(20 + u64::from(step) / 4))
+            .wait_flows(&topology, Duration::from_secs(20 + u64::from(step) / 4))
             .await;
         tracing::info!(step, setup = ?setup.elapsed(), complete, "step set up");
         let m = bench.measure(server.pid()).await?;

@@ -274,6 +274,33 @@ struct StreamRx {
     missing: std::collections::HashSet<u32>,
 }
 
+/// How far one participant's set-up got: what a flow that never carried media is named with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Its streams (audio, video), when it publishes.
+    pub publish: Option<(u32, u32)>,
+    /// The server accepted the join.
+    pub joined: bool,
+    /// `track_published` answers received.
+    pub published: usize,
+    /// The answer to its publisher offer was applied.
+    pub answered: bool,
+    pub publisher: Option<consulta_media::PeerState>,
+    pub subscriber: Option<consulta_media::PeerState>,
+    /// The local UDP ports of its two connections.
+    pub ports: (u16, u16),
+    /// ICE has a working pair on each (a connection connecting past it is in DTLS).
+    pub publisher_ice: bool,
+    pub subscriber_ice: bool,
+    /// Subscriber offers answered, and the m-lines of the last one.
+    pub offers: u32,
+    pub offer_mlines: usize,
+    /// Remote tracks (or layers) the subscriber connection opened.
+    pub tracks_opened: u32,
+    /// The signalling socket ended, or the task failed.
+    pub ended: bool,
+}
+
 /// Gaps remembered per flow, so that a packet resent after a NACK counts as repaired.
 const MAX_MISSING: usize = 1024;
 
@@ -302,6 +329,8 @@ pub struct Recorder {
     flows: std::collections::HashSet<(u32, u32)>,
     /// The newest sequence number each (sink, stream) has delivered, windows or not.
     newest: HashMap<(u32, u32), u32>,
+    /// Each participant's set-up, by sink.
+    pub progress: HashMap<u32, Progress>,
 }
 
 /// One window's results at the sinks.
@@ -366,6 +395,7 @@ impl Recorder {
             keyframe_requests: 0,
             flows: std::collections::HashSet::new(),
             newest: HashMap::new(),
+            progress: HashMap::new(),
         }
     }
 
@@ -463,6 +493,11 @@ impl Recorder {
         self.flows.len()
     }
 
+    /// Whether sink `sink` has had media of `stream`.
+    pub fn has_flow(&self, sink: u32, stream: u32) -> bool {
+        self.flows.contains(&(sink, stream))
+    }
+
     /// Starts a measurement window.
     pub fn start_window(&mut self) {
         self.measuring = true;
@@ -530,6 +565,79 @@ fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
     matches!(payload, [first, 0x80, _, _, tag, ..] if first & 0x90 == 0x90 && first & 0x07 == 0 && tag & 0x01 == 0)
 }
 
+/// Individual dark flows named before the rest are only counted.
+const DARK_FLOWS_LISTED: usize = 12;
+
+/// Names the (sink, stream) pairs of `topology` that have not carried media, each with how far
+/// its receiving participant's and its publisher's set-up got, then counts them by that.
+pub fn describe_dark_flows(recorder: &Recorder, topology: &crate::ideal::Topology) -> Vec<String> {
+    let publisher_of = |stream: u32| {
+        recorder
+            .progress
+            .iter()
+            .find(|(_, p)| p.publish.is_some_and(|(a, v)| stream == a || stream == v))
+            .map(|(&sink, p)| (sink, *p))
+    };
+    let mut lines = Vec::new();
+    let mut tally: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut dark = 0;
+    for (sink, streams) in (0u32..).zip(&topology.sinks) {
+        for &stream in streams {
+            if recorder.has_flow(sink, stream) {
+                continue;
+            }
+            dark += 1;
+            let video = topology
+                .streams
+                .iter()
+                .any(|&(s, is_video)| s == stream && is_video);
+            let receiver = recorder.progress.get(&sink).copied().unwrap_or_default();
+            let others = streams
+                .iter()
+                .filter(|&&s| s != stream && !recorder.has_flow(sink, s))
+                .count();
+            let (from, publisher) = publisher_of(stream).unzip();
+            let why = format!(
+                "receiver: subscriber {:?} (ICE {}), {} offers ({} m-lines), {} tracks opened{}; publisher: {}",
+                receiver.subscriber,
+                if receiver.subscriber_ice {
+                    "up"
+                } else {
+                    "down"
+                },
+                receiver.offers,
+                receiver.offer_mlines,
+                receiver.tracks_opened,
+                if receiver.ended { ", ended" } else { "" },
+                publisher.map_or("unknown".to_owned(), |p| format!(
+                    "{:?} (ICE {}), joined {}, {} published, answered {}{}",
+                    p.publisher,
+                    if p.publisher_ice { "up" } else { "down" },
+                    p.joined,
+                    p.published,
+                    p.answered,
+                    if p.ended { ", ended" } else { "" }
+                )),
+            );
+            if lines.len() < DARK_FLOWS_LISTED {
+                lines.push(format!(
+                    "sink {sink} (subscriber port {}) lacks {} stream {stream} of sink {} (publisher port {}; {others} more of the sink's streams dark) — {why}",
+                    receiver.ports.1,
+                    if video { "video" } else { "audio" },
+                    from.map_or("?".to_owned(), |s| s.to_string()),
+                    publisher.map_or(0, |p| p.ports.0),
+                ));
+            }
+            *tally.entry(why).or_default() += 1;
+        }
+    }
+    if dark > DARK_FLOWS_LISTED {
+        lines.push(format!("all {dark}, by how far set-up got:"));
+        lines.extend(tally.into_iter().map(|(why, n)| format!("{n:>5} × {why}")));
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,5 +684,76 @@ mod tests {
         assert!(seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)));
         let frames = 200 / 33 + 1;
         assert!(sent.len() >= VIDEO_PACKETS_KEY + (frames - 2) * VIDEO_PACKETS_DELTA);
+    }
+
+    #[test]
+    fn dark_flows_are_named_with_both_ends_set_up_and_counted_past_the_list() {
+        use consulta_media::PeerState;
+        // One room: sink 0 publishes streams 0 and 1, sink 1 streams 2 and 3.
+        let topology = crate::ideal::Topology {
+            streams: vec![(0, false), (1, true), (2, false), (3, true)],
+            sinks: vec![vec![2, 3], vec![0, 1]],
+        };
+        let mut recorder = Recorder::new(Instant::now());
+        recorder.flows.extend([(0, 2), (0, 3)]);
+        let up = Progress {
+            joined: true,
+            published: 2,
+            answered: true,
+            publisher: Some(PeerState::Connected),
+            subscriber: Some(PeerState::Connected),
+            publisher_ice: true,
+            subscriber_ice: true,
+            offers: 1,
+            offer_mlines: 3,
+            ..Progress::default()
+        };
+        recorder.progress.insert(
+            0,
+            Progress {
+                publish: Some((0, 1)),
+                publisher: Some(PeerState::Connecting),
+                ports: (4000, 4001),
+                ..up
+            },
+        );
+        recorder.progress.insert(
+            1,
+            Progress {
+                publish: Some((2, 3)),
+                ports: (5000, 5001),
+                ..up
+            },
+        );
+        let lines = describe_dark_flows(&recorder, &topology);
+        assert_eq!(lines.len(), 2, "{lines:#?}");
+        assert!(
+            lines[0].starts_with(
+                "sink 1 (subscriber port 5001) lacks audio stream 0 of sink 0 (publisher port 4000; 1 more of the sink's streams dark)"
+            ),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("lacks video stream 1 of sink 0"));
+        let publisher =
+            "publisher: Some(Connecting) (ICE up), joined true, 2 published, answered true";
+        assert!(lines.iter().all(|l| l.ends_with(publisher)), "{lines:#?}");
+        // Past the list, they are counted by how far set-up got.
+        let many = crate::ideal::Topology {
+            streams: topology.streams.clone(),
+            sinks: vec![vec![0, 1]; 2 * DARK_FLOWS_LISTED],
+        };
+        let lines = describe_dark_flows(&recorder, &many);
+        // Sinks 0 and 1 as above, 22 more that never reported (listed first: "None" < "Some").
+        assert_eq!(lines.len(), DARK_FLOWS_LISTED + 3, "{lines:#?}");
+        assert_eq!(lines[DARK_FLOWS_LISTED], "all 48, by how far set-up got:");
+        assert!(
+            lines[DARK_FLOWS_LISTED + 1]
+                .starts_with("   44 × receiver: subscriber None (ICE down)")
+        );
+        assert!(
+            lines[DARK_FLOWS_LISTED + 2]
+                .starts_with("    4 × receiver: subscriber Some(Connected)")
+        );
     }
 }
