@@ -144,6 +144,9 @@ pub struct RouterStats {
     /// Publisher connections that heard nothing from their client's address for 5 s (the core
     /// asks the client to resume, which restarts their ICE, if its socket is up).
     pub publishers_quiet: u64,
+    /// Connections whose DTLS handshake gave up (the peer never answered a flight sent eight
+    /// times): the client's own timeout then has it join again.
+    pub handshakes_failed: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken
     /// for congestion. Only connections with transport-wide feedback (bandwidth estimation on)
@@ -1503,6 +1506,10 @@ impl Router {
                             p.sub.allocator.handle_reconnected(now);
                         }
                     }
+                }
+                if state == PeerState::Failed {
+                    tracing::info!(participant = %owner, ?side, "DTLS handshake failed");
+                    self.stats.handshakes_failed += 1;
                 }
                 if state == PeerState::Disconnected {
                     // Nothing from the client's address for 5 s while its signalling is up: its

@@ -415,6 +415,12 @@ pub fn metrics_text(
         stats.publishers_quiet,
     );
     metric(
+        "handshakes_failed_total",
+        "counter",
+        "Peer connections whose DTLS handshake gave up, the client not answering a flight sent eight times (over 8 s); livekit-client then joins again on its own timeout.",
+        stats.handshakes_failed,
+    );
+    metric(
         "subscriber_outages_total",
         "counter",
         "Subscriber connections heard from again after media sent to them went unanswered for 1 s or more (an outage: the loss reported for it is not taken for congestion). Needs transport-wide feedback (bandwidth estimation on).",

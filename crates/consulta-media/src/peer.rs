@@ -1659,6 +1659,16 @@ impl MediaPeer {
         } else {
             Ok(())
         };
+        if matches!(rtc, Err(rtc::shared::error::Error::ErrInvalidFsmTransition))
+            && !self.connected
+            && self.flights.take().is_some()
+        {
+            // `rtc-dtls` sent its flight for the last time and gave up (its handshake state
+            // "errored"), but `rtc` leaves the connection "connecting" for good.
+            tracing::debug!("DTLS handshake given up: the connection failed");
+            self.pending
+                .push_back(MediaEvent::StateChanged(PeerState::Failed));
+        }
         if let Some(own) = &mut self.own {
             own.handle_timeout(now);
         }

@@ -30,9 +30,9 @@ struct Net {
     a: Side,
     b: Side,
     now: Instant,
-    /// A DTLS datagram the link loses: (from `a`, its index among the DTLS datagrams that side
-    /// sent).
-    lose: Option<(bool, usize)>,
+    /// The DTLS datagrams the link loses: (from `a`, their indexes among the DTLS datagrams that
+    /// side sent).
+    lose: Option<(bool, std::ops::Range<usize>)>,
     /// DTLS datagrams sent by `a` and by `b` so far.
     dtls_sent: [usize; 2],
     /// The link's one-way delay (none: each datagram arrives as it is sent).
@@ -88,7 +88,9 @@ impl Net {
                     let lost = is_dtls(&t.contents) && {
                         let count = &mut self.dtls_sent[usize::from(!from_a)];
                         *count += 1;
-                        self.lose == Some((from_a, *count - 1))
+                        self.lose
+                            .as_ref()
+                            .is_some_and(|(a, lost)| *a == from_a && lost.contains(&(*count - 1)))
                     };
                     if lost {
                         continue;
@@ -273,7 +275,7 @@ fn a_connection_comes_up_whichever_dtls_datagram_is_lost() {
     for (from_a, count) in [(true, sent[0]), (false, sent[1])] {
         for index in 0..count {
             let mut net = Net::new();
-            net.lose = Some((from_a, index));
+            net.lose = Some((from_a, index..index + 1));
             // A real link's delay: a repeat of the peer's flight then arrives with, or before,
             // this side's own resend timer (both run 1 s from the same exchange).
             net.delay = Duration::from_millis(20);
@@ -496,5 +498,29 @@ fn a_connection_offers_rtx_only_when_asked() {
             let expected = own_read_path || direction != MediaDirection::ReceiveOnly;
             assert_eq!(offered, expected, "{direction:?}, {own_read_path}: {offer}");
         }
+    }
+}
+
+/// A peer that goes silent in the middle of the DTLS handshake: once `rtc` has sent its flight
+/// for the last time, the connection says it failed, instead of "connecting" for good.
+#[test]
+fn a_handshake_the_peer_abandons_ends_in_a_failed_connection() {
+    for from_a in [true, false] {
+        let mut net = Net::new();
+        // Everything after the first DTLS datagram of one side is lost.
+        net.lose = Some((from_a, 1..usize::MAX));
+        net.delay = Duration::from_millis(20);
+        negotiate(&mut net);
+        let failed = |side: &Side| {
+            side.events
+                .iter()
+                .any(|e| matches!(e, MediaEvent::StateChanged(PeerState::Failed)))
+        };
+        let took = net.run_until(Duration::from_secs(20), |n| failed(&n.a) || failed(&n.b));
+        eprintln!(
+            "the {} went silent: a connection failed after {took:?}",
+            if from_a { "offerer" } else { "answerer" }
+        );
+        assert!(!Net::connected(&net.a) && !Net::connected(&net.b));
     }
 }
