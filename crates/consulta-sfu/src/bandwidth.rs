@@ -202,6 +202,8 @@ struct Floor {
     /// Whether that report's round trip showed no queue and little was resent. Otherwise an
     /// estimate below half of what the floor keeps is believed anyway.
     timed: bool,
+    /// It stood at the last poll only thanks to `timed` (for a debug event when that starts).
+    held_by_timing: bool,
     /// When a receiver report last stated more loss than that, about any video stream.
     doubted_at: Option<Instant>,
 }
@@ -218,6 +220,7 @@ impl Floor {
             rose_at: now,
             confirmed_at: None,
             timed: false,
+            held_by_timing: false,
             doubted_at: None,
         }
     }
@@ -239,6 +242,7 @@ impl Floor {
             rose_at: now,
             confirmed_at: None,
             timed: false,
+            held_by_timing: false,
             doubted_at: None,
         }
     }
@@ -271,12 +275,25 @@ impl Floor {
         let recent = |at: Option<Instant>| {
             at.is_some_and(|at| now.saturating_duration_since(at) < CONFIRMED_FOR)
         };
-        let confirmed = recent(self.confirmed_at)
-            && !recent(self.doubted_at)
-            && (self.timed || estimate.saturating_mul(2) >= kept);
-        age < RECOVERY_WITHIN
+        let above_half = estimate.saturating_mul(2) >= kept;
+        let confirmed =
+            recent(self.confirmed_at) && !recent(self.doubted_at) && (self.timed || above_half);
+        let stands = age < RECOVERY_WITHIN
             || (age < FLOOR_LIMIT
-                && (confirmed || (recovering && (age < FAILED_RAISE_GRACE || climbing))))
+                && (confirmed || (recovering && (age < FAILED_RAISE_GRACE || climbing))));
+        let by_timing = stands
+            && !above_half
+            && age >= RECOVERY_WITHIN
+            && !(recovering && (age < FAILED_RAISE_GRACE || climbing));
+        if by_timing && !self.held_by_timing {
+            tracing::debug!(
+                estimate,
+                kept,
+                "estimate below half of what the floor keeps, which stands: its reports show no queue and few resends"
+            );
+        }
+        self.held_by_timing = by_timing;
+        stands
     }
 }
 
