@@ -144,8 +144,8 @@ pub struct RouterStats {
     /// Publisher connections that heard nothing from their client's address for 5 s (the core
     /// asks the client to resume, which restarts their ICE, if its socket is up).
     pub publishers_quiet: u64,
-    /// Connections whose DTLS handshake gave up (the peer never answered a flight sent eight
-    /// times): the client's own timeout then has it join again.
+    /// Connections whose DTLS handshake gave up (the peer did not answer a flight sent eight
+    /// times, or sent nothing new for 15 s): the client's own timeout then has it join again.
     pub handshakes_failed: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken

@@ -28,31 +28,43 @@ const HANDSHAKE: u8 = 22;
 const RECORD_HEADER: usize = 13;
 /// A handshake message header: type, length, message sequence, fragment offset and length.
 const MESSAGE_HEADER: usize = 12;
+/// The highest message sequence a DTLS 1.2 handshake reaches is about 10; a message numbered
+/// above this is not read (a forged one would otherwise make every later one look old).
+const MAX_MESSAGE_SEQUENCE: u16 = 32;
 /// The least time between two resends of one flight: a peer repeating faster (or a forged
 /// repeat) does not make this side send more than one flight in this time.
 const RESEND_GAP: Duration = Duration::from_millis(250);
 /// The most datagrams a flight is kept in (a server's flight with a certificate chain is a few).
 const MAX_FLIGHT_DATAGRAMS: usize = 8;
+/// How long a handshake may go without a new message from the peer before it counts as failed.
+/// `rtc-dtls` gives up after sending a flight eight times, a second apart, but only while it
+/// waits with its timer running: a server that sent its HelloVerifyRequest (which it never sends
+/// again), or whose timer a repeat stopped, waits for good.
+pub(crate) const HANDSHAKE_STALL: Duration = Duration::from_secs(15);
 
 /// Whether `datagram` is DTLS (RFC 7983's demultiplexing: first byte 20 to 63).
 pub(crate) fn is_dtls(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|b| (20..=63).contains(b))
 }
 
-/// What a received datagram carries of the handshake.
+/// How far into the handshake a message fragment reaches: its message sequence, then where the
+/// fragment ends in the message. A flight split over datagrams moves it on with each datagram.
+type Reach = (u16, u32);
+
+/// What a datagram carries of the handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Carries {
     /// No plaintext handshake message.
     Nothing,
-    /// Handshake messages, the highest message sequence among them; `sealed` when records of a
-    /// later epoch came with them (a Finished), which are new whatever the numbers say.
-    Messages { highest: u16, sealed: bool },
+    /// Handshake messages, the furthest reach among them; `sealed` when records of a later epoch
+    /// came with them (a Finished), which are new whatever the numbers say.
+    Messages { reach: Reach, sealed: bool },
 }
 
 /// Reads the handshake messages of the epoch-0 records of `datagram`.
 fn carries(datagram: &[u8]) -> Carries {
     let mut rest = datagram;
-    let mut highest: Option<u16> = None;
+    let mut furthest: Option<Reach> = None;
     let mut sealed = false;
     while let Some(header) = rest.first_chunk::<RECORD_HEADER>() {
         let kind = header[0];
@@ -76,17 +88,21 @@ fn carries(datagram: &[u8]) -> Carries {
         let mut messages = body;
         while let Some(message) = messages.first_chunk::<MESSAGE_HEADER>() {
             let sequence = u16::from_be_bytes([message[4], message[5]]);
-            let fragment = usize::from(message[9]) << 16
-                | usize::from(message[10]) << 8
-                | usize::from(message[11]);
-            highest = Some(highest.map_or(sequence, |h| h.max(sequence)));
-            messages = messages
-                .get(MESSAGE_HEADER + fragment..)
+            let u24 = |[a, b, c]: [u8; 3]| u32::from_be_bytes([0, a, b, c]);
+            let offset = u24([message[6], message[7], message[8]]);
+            let fragment = u24([message[9], message[10], message[11]]);
+            if sequence <= MAX_MESSAGE_SEQUENCE {
+                let reach = (sequence, offset.saturating_add(fragment));
+                furthest = Some(furthest.map_or(reach, |f| f.max(reach)));
+            }
+            messages = usize::try_from(fragment)
+                .ok()
+                .and_then(|fragment| messages.get(MESSAGE_HEADER + fragment..))
                 .unwrap_or_default();
         }
     }
-    highest.map_or(Carries::Nothing, |highest| Carries::Messages {
-        highest,
+    furthest.map_or(Carries::Nothing, |reach| Carries::Messages {
+        reach,
         sealed,
     })
 }
@@ -95,35 +111,36 @@ fn carries(datagram: &[u8]) -> Carries {
 /// last flight. Dropped once the connection is up.
 #[derive(Debug, Default)]
 pub(crate) struct Flights {
-    /// One above the highest message sequence the peer has sent.
-    peer_next: u16,
-    /// One above the highest message sequence this side has sent.
-    own_next: u16,
+    /// How far the peer's messages have reached.
+    peer_reach: Option<Reach>,
+    /// How far this side's have.
+    own_reach: Option<Reach>,
     /// This side's datagrams since the peer last sent a new message: its last flight.
     last_flight: Vec<Bytes>,
     /// When that flight last went again.
     resent_at: Option<Instant>,
+    /// When the peer last sent a new message.
+    progress_at: Option<Instant>,
 }
 
 impl Flights {
-    /// A datagram arrived: whether it only repeats handshake messages the peer sent before. A
-    /// datagram with a new message starts this side's next flight.
-    pub(crate) fn received(&mut self, datagram: &[u8]) -> bool {
+    /// A datagram arrived at `now`: whether it only repeats handshake messages the peer sent
+    /// before. A datagram with a new message starts this side's next flight.
+    pub(crate) fn received(&mut self, now: Instant, datagram: &[u8]) -> bool {
         if !is_dtls(datagram) {
             return false;
         }
-        match carries(datagram) {
-            Carries::Nothing => false,
-            Carries::Messages { highest, sealed } => {
-                if !sealed && highest < self.peer_next {
-                    return true;
-                }
-                self.peer_next = self.peer_next.max(highest.saturating_add(1));
-                self.last_flight.clear();
-                self.resent_at = None;
-                false
-            }
+        let Carries::Messages { reach, sealed } = carries(datagram) else {
+            return false;
+        };
+        if !sealed && self.peer_reach.is_some_and(|peer| reach <= peer) {
+            return true;
         }
+        self.peer_reach = Some(self.peer_reach.map_or(reach, |peer| peer.max(reach)));
+        self.last_flight.clear();
+        self.resent_at = None;
+        self.progress_at = Some(now);
+        false
     }
 
     /// This side sent `datagram`. A flight `rtc` sends again on its own timer is not kept twice.
@@ -131,11 +148,11 @@ impl Flights {
         if !is_dtls(datagram) {
             return;
         }
-        if let Carries::Messages { highest, .. } = carries(datagram) {
-            if highest < self.own_next {
+        if let Carries::Messages { reach, .. } = carries(datagram) {
+            if self.own_reach.is_some_and(|own| reach <= own) {
                 return;
             }
-            self.own_next = highest.saturating_add(1);
+            self.own_reach = Some(reach);
         }
         if self.last_flight.len() < MAX_FLIGHT_DATAGRAMS {
             self.last_flight.push(datagram.clone());
@@ -145,14 +162,21 @@ impl Flights {
     /// The peer repeated its flight and `rtc` answered nothing: this side's last flight, to send
     /// again, unless it went again less than [`RESEND_GAP`] ago.
     pub(crate) fn resend(&mut self, now: Instant) -> &[Bytes] {
-        if self
-            .resent_at
-            .is_some_and(|at| now.saturating_duration_since(at) < RESEND_GAP)
+        if self.last_flight.is_empty()
+            || self
+                .resent_at
+                .is_some_and(|at| now.saturating_duration_since(at) < RESEND_GAP)
         {
             return &[];
         }
         self.resent_at = Some(now);
         &self.last_flight
+    }
+
+    /// When the handshake counts as failed if the peer sends nothing new ([`HANDSHAKE_STALL`]):
+    /// from its first message on.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.progress_at.map(|at| at + HANDSHAKE_STALL)
     }
 }
 
@@ -160,14 +184,15 @@ impl Flights {
 mod tests {
     use super::*;
 
-    /// One epoch-0 record holding handshake messages with these sequence numbers (10-byte bodies).
-    fn record(kind: u8, epoch: u16, sequences: &[u16]) -> Vec<u8> {
+    /// One record of `epoch` holding handshake messages, each given as (message sequence,
+    /// fragment offset), with 10-byte fragments.
+    fn fragments(kind: u8, epoch: u16, messages: &[(u16, u32)]) -> Vec<u8> {
         let mut body = Vec::new();
-        for &sequence in sequences {
+        for &(sequence, offset) in messages {
             body.push(1); // message type
-            body.extend_from_slice(&[0, 0, 10]); // length
+            body.extend_from_slice(&[0, 0, 40]); // length of the whole message
             body.extend_from_slice(&sequence.to_be_bytes());
-            body.extend_from_slice(&[0, 0, 0]); // fragment offset
+            body.extend_from_slice(&offset.to_be_bytes()[1..]);
             body.extend_from_slice(&[0, 0, 10]); // fragment length
             body.extend_from_slice(&[0xAA; 10]);
         }
@@ -179,6 +204,12 @@ mod tests {
         out
     }
 
+    /// A record with whole messages of these sequence numbers (first fragments, for this test).
+    fn record(kind: u8, epoch: u16, sequences: &[u16]) -> Vec<u8> {
+        let messages: Vec<(u16, u32)> = sequences.iter().map(|&s| (s, 0)).collect();
+        fragments(kind, epoch, &messages)
+    }
+
     #[test]
     fn messages_are_read_across_records_and_later_epochs_count_as_new() {
         let mut datagram = record(HANDSHAKE, 0, &[1, 2]);
@@ -186,7 +217,7 @@ mod tests {
         assert_eq!(
             carries(&datagram),
             Carries::Messages {
-                highest: 4,
+                reach: (4, 10),
                 sealed: false
             }
         );
@@ -196,11 +227,24 @@ mod tests {
         assert_eq!(
             carries(&datagram),
             Carries::Messages {
-                highest: 4,
+                reach: (4, 10),
                 sealed: true
             }
         );
         assert_eq!(carries(&record(21, 0, &[])), Carries::Nothing, "an alert");
+        // A fragment further into a message reaches further.
+        assert_eq!(
+            carries(&fragments(HANDSHAKE, 0, &[(2, 30)])),
+            Carries::Messages {
+                reach: (2, 40),
+                sealed: false
+            }
+        );
+        // A message numbered past any handshake's is not read.
+        assert_eq!(
+            carries(&record(HANDSHAKE, 0, &[u16::MAX])),
+            Carries::Nothing
+        );
         // Cut short: what is whole is read, the rest ignored.
         let whole = record(HANDSHAKE, 0, &[5]);
         assert_eq!(
@@ -215,51 +259,68 @@ mod tests {
     fn a_repeat_of_the_peers_flight_gives_this_sides_last_flight_once_a_gap() {
         let now = Instant::now();
         let mut flights = Flights::default();
+        assert_eq!(flights.deadline(), None, "nothing from the peer yet");
         // The client's ClientHello (0), our HelloVerifyRequest.
-        assert!(!flights.received(&record(HANDSHAKE, 0, &[0])));
+        assert!(!flights.received(now, &record(HANDSHAKE, 0, &[0])));
+        assert_eq!(flights.deadline(), Some(now + HANDSHAKE_STALL));
         flights.sent(&Bytes::from(record(HANDSHAKE, 0, &[0])));
         // Its ClientHello with the cookie (1): new, so our next flight starts.
-        assert!(!flights.received(&record(HANDSHAKE, 0, &[1])));
-        let flight =
-            [record(HANDSHAKE, 0, &[1, 2]), record(HANDSHAKE, 0, &[3, 4])].map(Bytes::from);
+        let later = now + Duration::from_millis(40);
+        assert!(!flights.received(later, &record(HANDSHAKE, 0, &[1])));
+        assert_eq!(flights.deadline(), Some(later + HANDSHAKE_STALL));
+        // Nothing to send again yet, and the first resend is not held back by that.
+        assert!(flights.resend(later).is_empty());
+        // A flight over two datagrams, the second only the rest of a message.
+        let flight = [
+            fragments(HANDSHAKE, 0, &[(1, 0), (2, 0)]),
+            fragments(HANDSHAKE, 0, &[(2, 10)]),
+        ]
+        .map(Bytes::from);
         for datagram in &flight {
             flights.sent(datagram);
         }
         // STUN and media are not DTLS, and are not kept; nor is `rtc`'s own resend of the flight.
         flights.sent(&Bytes::from_static(&[0, 1, 0, 0]));
         flights.sent(&Bytes::from_static(&[0x80, 96]));
-        flights.sent(&Bytes::from(record(HANDSHAKE, 0, &[3, 4])));
+        for datagram in &flight {
+            flights.sent(datagram);
+        }
         // The same ClientHello again: a repeat, and our flight goes again, all of it.
-        assert!(flights.received(&record(HANDSHAKE, 0, &[1])));
-        assert_eq!(flights.resend(now), &flight);
+        assert!(flights.received(later, &record(HANDSHAKE, 0, &[1])));
+        assert_eq!(flights.resend(later), &flight);
+        assert_eq!(
+            flights.deadline(),
+            Some(later + HANDSHAKE_STALL),
+            "a repeat is no progress"
+        );
         // Not again within the gap, again after it.
-        assert!(flights.resend(now + RESEND_GAP / 2).is_empty());
-        assert_eq!(flights.resend(now + RESEND_GAP), &flight);
+        assert!(flights.resend(later + RESEND_GAP / 2).is_empty());
+        assert_eq!(flights.resend(later + RESEND_GAP), &flight);
+        // A forged message numbered far ahead is not read, and changes nothing.
+        assert!(!flights.received(later, &record(HANDSHAKE, 0, &[u16::MAX])));
+        assert!(flights.received(later, &record(HANDSHAKE, 0, &[1])));
         // The peer's next flight is new, sealed part and all, and our next flight starts.
         let mut next = record(HANDSHAKE, 0, &[2, 3]);
         next.extend(record(CHANGE_CIPHER_SPEC, 0, &[]));
         next.extend(record(HANDSHAKE, 1, &[0]));
-        assert!(!flights.received(&next));
-        assert!(flights.resend(now + RESEND_GAP * 3).is_empty());
+        assert!(!flights.received(later, &next));
+        assert!(flights.resend(later + RESEND_GAP * 3).is_empty());
         // A repeat of that flight, Finished and all, is not told from a new one; `rtc`'s own
         // handling of a completed handshake answers it.
-        assert!(!flights.received(&next));
+        assert!(!flights.received(later, &next));
         // Media is never a repeat.
-        assert!(!flights.received(&[0x80, 96, 0, 1]));
+        assert!(!flights.received(later, &[0x80, 96, 0, 1]));
     }
 
     #[test]
     fn a_flight_is_kept_in_a_bounded_number_of_datagrams() {
         let mut flights = Flights::default();
-        assert!(!flights.received(&record(HANDSHAKE, 0, &[0])));
-        for sequence in 0..3 * MAX_FLIGHT_DATAGRAMS {
-            flights.sent(&Bytes::from(record(
-                HANDSHAKE,
-                0,
-                &[u16::try_from(sequence).unwrap()],
-            )));
+        let now = Instant::now();
+        assert!(!flights.received(now, &record(HANDSHAKE, 0, &[0])));
+        for sequence in 0..=MAX_MESSAGE_SEQUENCE {
+            flights.sent(&Bytes::from(record(HANDSHAKE, 0, &[sequence])));
         }
-        assert!(flights.received(&record(HANDSHAKE, 0, &[0])));
-        assert_eq!(flights.resend(Instant::now()).len(), MAX_FLIGHT_DATAGRAMS);
+        assert!(flights.received(now, &record(HANDSHAKE, 0, &[0])));
+        assert_eq!(flights.resend(now).len(), MAX_FLIGHT_DATAGRAMS);
     }
 }

@@ -1449,7 +1449,7 @@ impl MediaPeer {
         let repeat = self
             .flights
             .as_mut()
-            .is_some_and(|flights| flights.received(datagram));
+            .is_some_and(|flights| flights.received(now, datagram));
         let local_addr = self.local_addr;
         let read = self.pc().handle_read(TaggedBytesMut {
             now,
@@ -1479,14 +1479,19 @@ impl MediaPeer {
     }
 
     /// The peer sent its last handshake flight again, so it lacks this side's: unless `rtc`
-    /// answered, this side's last flight goes again ([`crate::handshake`]).
+    /// answered, this side's last flight goes again ([`crate::handshake`]), where `rtc` sends
+    /// (a repeat from any other address, which `rtc` reads all the same, gets nothing).
     fn answer_repeated_flight(&mut self, now: Instant, from: SocketAddr) {
         let mut answered = false;
         while let Some(transmit) = self.take_from_rtc() {
             answered |= crate::handshake::is_dtls(&transmit.contents);
             self.taken.push_back(transmit);
         }
-        let Some(flights) = self.flights.as_mut().filter(|_| !answered) else {
+        let Some(flights) = self
+            .flights
+            .as_mut()
+            .filter(|_| !answered && self.selected == Some(from))
+        else {
             return;
         };
         let flight = flights.resend(now);
@@ -1659,13 +1664,17 @@ impl MediaPeer {
         } else {
             Ok(())
         };
-        if matches!(rtc, Err(rtc::shared::error::Error::ErrInvalidFsmTransition))
-            && !self.connected
-            && self.flights.take().is_some()
-        {
-            // `rtc-dtls` sent its flight for the last time and gave up (its handshake state
-            // "errored"), but `rtc` leaves the connection "connecting" for good.
-            tracing::debug!("DTLS handshake given up: the connection failed");
+        // `rtc-dtls` sent its flight for the last time and gave up (its handshake state
+        // "errored"), or the peer sent nothing new for `HANDSHAKE_STALL`; `rtc` would leave the
+        // connection "connecting" for good.
+        let gave_up = matches!(rtc, Err(rtc::shared::error::Error::ErrInvalidFsmTransition));
+        let stalled = self
+            .flights
+            .as_ref()
+            .and_then(crate::handshake::Flights::deadline)
+            .is_some_and(|at| at <= now);
+        if (gave_up || stalled) && !self.connected && self.flights.take().is_some() {
+            tracing::debug!(gave_up, stalled, "DTLS handshake failed");
             self.pending
                 .push_back(MediaEvent::StateChanged(PeerState::Failed));
         }
@@ -1838,6 +1847,9 @@ impl MediaPeer {
             self.receive
                 .as_ref()
                 .and_then(crate::receive::ReceiveFeedback::poll_timeout),
+            self.flights
+                .as_ref()
+                .and_then(crate::handshake::Flights::deadline),
         ]
         .into_iter()
         .flatten()
