@@ -11,23 +11,94 @@ macro_rules! string_id {
         $(#[$doc])*
         ///
         /// Shared, not copied: the SFU names tracks and participants in several maps and with
-        /// every media packet it forwards.
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(Arc<str>);
+        /// every media packet it forwards. Its first 16 bytes are also kept inline
+        /// ([`IdKey`]), so that comparing, ordering and hashing ids of up to 16 bytes (every sid
+        /// the SFU makes) never reads the shared text, a cache miss per id on the forwarding path.
+        #[derive(Clone)]
+        pub struct $name {
+            text: Arc<str>,
+            key: IdKey,
+        }
 
         impl $name {
+            fn new(text: Arc<str>) -> Self {
+                Self {
+                    key: IdKey::of(&text),
+                    text,
+                }
+            }
+
             /// The id as sent on the wire.
             pub fn as_str(&self) -> &str {
-                &self.0
+                &self.text
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.write_str(&self.text)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.text).finish()
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.key == other.key
+                    && self.text.len() == other.text.len()
+                    && (self.text.len() <= IdKey::BYTES
+                        || Arc::ptr_eq(&self.text, &other.text)
+                        || self.text == other.text)
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                // Equal ids have equal keys.
+                self.key.hash(state);
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            /// The order of the text, byte by byte ([`IdKey`]).
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.key
+                    .cmp(&other.key)
+                    .then_with(|| self.text.cmp(&other.text))
             }
         }
     };
+}
+
+/// An id's first [`IdKey::BYTES`] bytes as one big-endian number, the rest zero. Ordered by it
+/// first and then by the text, ids are ordered as their texts are: where two keys differ, the
+/// first byte that differs decides both, and a zero of padding stands for a text that ended, which
+/// comes first. Two texts of the same length up to [`IdKey::BYTES`] with equal keys are equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct IdKey(u128);
+
+impl IdKey {
+    const BYTES: usize = 16;
+
+    fn of(text: &str) -> Self {
+        let mut bytes = [0u8; Self::BYTES];
+        for (slot, byte) in bytes.iter_mut().zip(text.bytes()) {
+            *slot = byte;
+        }
+        Self(u128::from_be_bytes(bytes))
+    }
 }
 
 string_id!(
@@ -46,21 +117,21 @@ string_id!(
 impl RoomName {
     /// `None` for an empty name.
     pub fn parse(name: &str) -> Option<Self> {
-        (!name.is_empty()).then(|| Self(name.into()))
+        (!name.is_empty()).then(|| Self::new(name.into()))
     }
 }
 
 impl ParticipantSid {
     /// Accepts only `PA_…`.
     pub fn parse(sid: &str) -> Option<Self> {
-        sid.starts_with("PA_").then(|| Self(sid.into()))
+        sid.starts_with("PA_").then(|| Self::new(sid.into()))
     }
 }
 
 impl TrackSid {
     /// Accepts only `TR_…`.
     pub fn parse(sid: &str) -> Option<Self> {
-        sid.starts_with("TR_").then(|| Self(sid.into()))
+        sid.starts_with("TR_").then(|| Self::new(sid.into()))
     }
 }
 
@@ -99,10 +170,53 @@ impl SidGen {
     }
 
     pub(crate) fn participant(&mut self) -> ParticipantSid {
-        ParticipantSid(format!("PA_{:012x}", self.next() >> 16).into())
+        ParticipantSid::new(format!("PA_{:012x}", self.next() >> 16).into())
     }
 
     pub(crate) fn track(&mut self) -> TrackSid {
-        TrackSid(format!("TR_{:012x}", self.next() >> 16).into())
+        TrackSid::new(format!("TR_{:012x}", self.next() >> 16).into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ids compare, order and hash as their texts do, whatever their lengths and bytes: shorter
+    /// and longer than the inline key, prefixes of each other, with zero bytes, sharing the key's
+    /// bytes and differing after them.
+    #[test]
+    fn ids_compare_order_and_hash_as_their_texts() {
+        use std::hash::BuildHasher as _;
+        let texts = [
+            "",
+            "a",
+            "a\0",
+            "a\0\0",
+            "ab",
+            "TR_0123456789ab",
+            "TR_0123456789ac",
+            "TR_0123456789a",
+            "TR_0123456789abc",
+            "TR_0123456789abcd",
+            "TR_0123456789abcde",
+            "TR_0123456789abcdf",
+            "TR_0123456789abcdefXYZ",
+            "TR_0123456789abcdefXYA",
+            "PA_\u{e9}t\u{e9}",
+            "\u{ff}",
+        ];
+        let hasher = std::collections::hash_map::RandomState::new();
+        for a in texts {
+            for b in texts {
+                // Separate allocations, so that no comparison is settled by sharing one.
+                let (x, y) = (RoomName::new(a.into()), RoomName::new(b.into()));
+                assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} against {b:?}");
+                assert_eq!(x == y, a == b, "{a:?} against {b:?}");
+                if a == b {
+                    assert_eq!(hasher.hash_one(&x), hasher.hash_one(&y), "{a:?}");
+                }
+            }
+        }
     }
 }
