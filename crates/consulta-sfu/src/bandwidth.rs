@@ -150,12 +150,17 @@ pub const LOSS_LOW: u8 = 5;
 /// until the new one's key frame.
 pub const LOSS_SETTLE: Duration = Duration::from_millis(1_500);
 
-/// How long after a lowering the video sent and resent is not weighed ([`Allocator::handle_resent`]):
+/// How long after a floor began (a failed raise, a report of heavy loss) the video sent and resent
+/// is not weighed ([`Allocator::handle_resent`]):
 /// a layer given up stays in the resend history (64 packets a stream) until the kept layer's
 /// packets have taken its places, a second or two at 360p after the switch, which waits for
 /// that layer's key frame; and browsers ask again for what is still missing. The floor stands
 /// that long anyway ([`RECOVERY_WITHIN`]).
 pub const REPAIRS_SETTLE: Duration = RECOVERY_WITHIN;
+
+/// The fewest video packets resends are weighed against ([`REPAIRS_SETTLE`]): a resend history's
+/// worth, 1.6 s of 360p.
+pub const REPAIRS_MIN_SENT: u64 = 64;
 
 /// Receiver reports this soon after the subscriber's connection came back from an outage (an ICE
 /// restart on a resume or after a NAT gave the client a new port, a path quiet for 5 s) are
@@ -379,7 +384,9 @@ impl Repairs {
         &mut self.buckets[0]
     }
 
-    /// Whether more than [`LOSS_LOW`] of the video sent over the last 1–2 s was resent, at `now`.
+    /// Whether more than [`LOSS_LOW`] of the video sent over the last 1–2 s was resent, at `now`,
+    /// counting at least [`REPAIRS_MIN_SENT`] sent: one resend alone is never heavy (a report
+    /// just after [`REPAIRS_SETTLE`] comes with a second's video or less).
     fn heavy(&mut self, now: Instant) -> bool {
         self.bucket(now);
         let (sent, resent) = self
@@ -388,7 +395,10 @@ impl Repairs {
             .fold((0u64, 0u64), |(s, r), (sent, resent)| {
                 (s.saturating_add(*sent), r.saturating_add(*resent))
             });
-        resent.saturating_mul(256) > sent.saturating_mul(u64::from(LOSS_LOW))
+        resent.saturating_mul(256)
+            > sent
+                .max(REPAIRS_MIN_SENT)
+                .saturating_mul(u64::from(LOSS_LOW))
     }
 }
 
@@ -985,7 +995,7 @@ impl Allocator {
     }
 
     /// `count` packets were resent to the subscriber at `now`, as it asked (NACK). Not counted
-    /// for [`REPAIRS_SETTLE`] after a lowering: those repair what the layer given up lost, and
+    /// for [`REPAIRS_SETTLE`] after a floor began: those repair what the layer given up lost, and
     /// say nothing of the one kept (traced in a CI run of the weak-downlink Chromium test,
     /// 2026-12-05: 38 of 46 video packets resent 1.4–2.4 s after a failed 720p try kept the
     /// clean reports that followed from holding the 360p floor, GCC fell to 172 kbit/s and
@@ -997,10 +1007,12 @@ impl Allocator {
         }
     }
 
-    /// Whether a layer was lowered less than [`REPAIRS_SETTLE`] before `now`.
+    /// Whether a floor began less than [`REPAIRS_SETTLE`] before `now` (after a failed raise or
+    /// a report of heavy loss: not a tile that shrank).
     fn settling(&self, now: Instant) -> bool {
-        self.lowered_at
-            .is_some_and(|at| now.saturating_duration_since(at) < REPAIRS_SETTLE)
+        self.floor
+            .as_ref()
+            .is_some_and(|floor| now.saturating_duration_since(floor.since) < REPAIRS_SETTLE)
     }
 
     /// A receiver report arriving at `now` gave `round_trip` (from the last sender report it
@@ -1051,6 +1063,8 @@ impl Allocator {
             // GCC falls by half the loss at each of the browser's feedback reports, ≈10 a second,
             // far below what got through; the report is fresher evidence than any floor before it.
             self.floor = Some(Floor::after_loss(now, sent, fraction_lost));
+            // What was sent and resent before is of the layers given up (see `handle_resent`).
+            self.repairs = Repairs::default();
             return;
         }
         // What is sent under a floor gets through, or does not quite. Queued in a filling
@@ -1203,6 +1217,7 @@ impl Allocator {
                         strict,
                     );
                     self.floor = Some(floor);
+                    self.repairs = Repairs::default();
                 }
                 // A drop while still waiting after the last one (the end of a grace) keeps the wait.
                 self.hold = if failed {
@@ -1249,8 +1264,6 @@ impl Allocator {
         // A layer lowered, not a bitrate measured lower (which happens every second or so).
         if caps.iter().zip(&sent).any(|(new, old)| new < old) {
             self.lowered_at = Some(now);
-            // What was sent and resent before is of the layers given up (see `handle_resent`).
-            self.repairs = Repairs::default();
         }
         let (peak, since) = self.spent_peak;
         if spent >= peak || since.is_none_or(|t| now.saturating_duration_since(t) > SENT_MEMORY) {
@@ -2199,7 +2212,29 @@ mod tests {
         // Resent once that has settled, with the layer kept: repair the reports do not show, so
         // below half of what the floor keeps the estimate is believed, as before.
         assert_eq!(run(7_000, &[7_500, 8_000], 8_100), None);
+        // The same without resends: the floor stands.
         assert_eq!(run(9_000, &[7_500, 8_000], 8_100), Some(Medium));
+    }
+
+    /// Only a floor's beginning settles the resends: a tile that shrinks (a layer lowered for no
+    /// want of bandwidth) does not put the resend check off.
+    #[test]
+    fn a_shrunk_tile_does_not_settle_the_resends() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(at(0), 1, &[camera(Some(High))]),
+            vec![Some(High)]
+        );
+        assert_eq!(
+            allocator.poll_caps(at(1_000), 1, &[camera(Some(Low))]),
+            vec![Some(Low)]
+        );
+        assert!(!allocator.settling(at(1_100)));
+        allocator.handle_resent(at(1_100), 5);
+        assert!(allocator.repairs.heavy(at(1_100)), "counted");
     }
 
     /// Resends are weighed against the video sent over the last 1–2 s, not since the last report:
@@ -2221,9 +2256,11 @@ mod tests {
         assert!(repairs.heavy(at(1_970)));
         // A second later the first bucket is gone and the resends with the second.
         assert!(!repairs.heavy(at(4_100)));
-        // Resends with nothing sent are all repair.
+        // One resend is never heavy; two with nothing sent are all repair.
         repairs.bucket(at(4_200)).1 += 1;
-        assert!(repairs.heavy(at(4_200)));
+        assert!(!repairs.heavy(at(4_200)));
+        repairs.bucket(at(4_300)).1 += 1;
+        assert!(repairs.heavy(at(4_300)));
     }
 
     #[test]
