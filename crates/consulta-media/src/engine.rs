@@ -145,7 +145,7 @@ pub struct RouterStats {
     /// asks the client to resume, which restarts their ICE, if its socket is up).
     pub publishers_quiet: u64,
     /// Connections whose DTLS handshake gave up (the peer did not answer a flight sent eight
-    /// times, or sent nothing new for 15 s): the client's own timeout then has it join again.
+    /// times, or sent nothing new for 15 s): the core asks the client to join again.
     pub handshakes_failed: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken
@@ -1510,6 +1510,9 @@ impl Router {
                 if state == PeerState::Failed {
                     tracing::info!(participant = %owner, ?side, "DTLS handshake failed");
                     self.stats.handshakes_failed += 1;
+                    self.events.push_back(CoreEvent::ConnectionFailed {
+                        participant: owner.clone(),
+                    });
                 }
                 if state == PeerState::Disconnected {
                     // Nothing from the client's address for 5 s while its signalling is up: its

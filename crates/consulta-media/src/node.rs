@@ -417,7 +417,7 @@ pub fn metrics_text(
     metric(
         "handshakes_failed_total",
         "counter",
-        "Peer connections whose DTLS handshake gave up: the client did not answer a flight sent eight times (over 8 s), or sent nothing new for 15 s. livekit-client then joins again on its own timeout.",
+        "Peer connections whose DTLS handshake gave up: the client did not answer a flight sent eight times (over 8 s), or sent nothing new for 15 s. The client is asked to join again.",
         stats.handshakes_failed,
     );
     metric(

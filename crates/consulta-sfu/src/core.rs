@@ -970,6 +970,26 @@ impl<M: MediaEngine> Sfu<M> {
                     );
                 }
             }
+            MediaEvent::ConnectionFailed { participant } => {
+                // Any client takes the `leave` as "join again", older ones too; one whose socket
+                // is gone joins again when its own connection fails.
+                let conn = self
+                    .rooms
+                    .values()
+                    .find_map(|r| r.participants.get(&participant))
+                    .filter(|p| !self.dropped.contains_key(&p.conn))
+                    .map(|p| p.conn);
+                if let Some(conn) = conn {
+                    tracing::info!(participant = %participant, "a peer connection failed: asking the client to join again");
+                    self.send(
+                        conn,
+                        leave(
+                            livekit_protocol::DisconnectReason::MediaFailure,
+                            LeaveAction::Reconnect,
+                        ),
+                    );
+                }
+            }
             MediaEvent::TrackEnded { participant, track } => {
                 tracing::info!(participant = %participant, %track, "track ended by its publisher");
                 self.unpublish_track(&participant, &track);
@@ -2264,6 +2284,47 @@ mod tests {
         let carol = old.participant.expect("carol joined").sid;
         w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
             participant: ParticipantSid::parse(&carol).unwrap(),
+        });
+        assert_eq!(w.drain_all(), vec![]);
+    }
+
+    /// A peer connection whose DTLS handshake failed cannot be mended by a resume: the client is
+    /// asked to join again (a client too old for leave actions reads any `leave` so), unless its
+    /// socket is gone. Nobody else hears of it.
+    #[test]
+    fn a_failed_connection_asks_its_client_to_join_again() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let alice_sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        let (_bob, _) = w.join("bob");
+        w.drain();
+        w.media_calls();
+        w.sfu.handle_media_event(MediaEvent::ConnectionFailed {
+            participant: alice_sid.clone(),
+        });
+        let rejoin = leave(
+            livekit_protocol::DisconnectReason::MediaFailure,
+            LeaveAction::Reconnect,
+        );
+        assert_eq!(
+            w.drain_all(),
+            vec![Output::Send {
+                conn: alice,
+                message: Box::new(SignalResponse {
+                    message: Some(rejoin),
+                }),
+            }]
+        );
+        assert_eq!(
+            w.media_calls(),
+            Vec::<String>::new(),
+            "her media stays until she goes"
+        );
+        // With her socket gone she is told nothing.
+        w.sfu.handle_disconnect(w.now, alice);
+        w.drain();
+        w.sfu.handle_media_event(MediaEvent::ConnectionFailed {
+            participant: alice_sid,
         });
         assert_eq!(w.drain_all(), vec![]);
     }

@@ -155,6 +155,13 @@ pub enum MediaEvent {
         /// Whose PC.
         participant: ParticipantSid,
     },
+    /// One of the participant's peer connections never came up: its DTLS handshake failed (the
+    /// client stopped answering, or a path passes ICE but not DTLS). Neither a resume nor an ICE
+    /// restart redoes a handshake: the client has to join again, with new connections.
+    ConnectionFailed {
+        /// Whose connection.
+        participant: ParticipantSid,
+    },
     /// The publisher stopped sending a track: its offer no longer sends it (livekit-client's
     /// `unpublishTrack` sends no signal message, it only renegotiates).
     TrackEnded {
