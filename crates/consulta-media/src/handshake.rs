@@ -6,16 +6,17 @@
 //! this side's flight is lost, the peer sends its own previous flight again; the repeat stops this
 //! side's timer and completes nothing; nothing is sent any more. The peer repeats until it gives
 //! up, and the connection stays "connecting" for good: ICE up, no media. A join storm on the
-//! benchmark machine lost such flights to full socket buffers in a third of its runs
+//! benchmark machine lost such flights to full socket buffers in 14 of 32 runs
 //! (`docs/benchmarks.md`, "Flows missing after a join storm"), and a lossy mobile link loses them
 //! too.
 //!
 //! The RFC's answer is also the cure: a peer that repeats its previous flight has not had ours, so
 //! ours goes again. [`Flights`] remembers the datagrams of this side's last flight and tells a
-//! repeat of the peer's from new handshake messages, by their message sequence numbers. When
-//! `rtc` answers a repeat with nothing, the connection sends its last flight again itself, as it
-//! went: a peer that has none of its records takes them all, and one that had them drops the
-//! copies as replays.
+//! repeat of the peer's from new handshake messages, by how far their messages reach (message
+//! sequence, then fragment). When `rtc` answers a repeat with nothing, the connection sends its
+//! last flight again itself, as it went: a peer that has none of its records takes them all, and
+//! one that had them drops the copies as replays. A handshake the peer abandons ends, so that
+//! the connection can say it failed: [`Flights::deadline`] ([`HANDSHAKE_STALL`]).
 
 use std::time::{Duration, Instant};
 
