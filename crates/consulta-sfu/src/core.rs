@@ -952,12 +952,8 @@ impl<M: MediaEngine> Sfu<M> {
                 // actions would take it as "join again" and leave the call for a moment; it
                 // restarts ICE itself once its connection fails.
                 let asked = self
-                    .rooms
-                    .values()
-                    .find_map(|r| r.participants.get(&participant))
-                    .filter(|p| {
-                        p.protocol >= LEAVE_ACTIONS_SINCE && !self.dropped.contains_key(&p.conn)
-                    })
+                    .reachable(&participant)
+                    .filter(|p| p.protocol >= LEAVE_ACTIONS_SINCE)
                     .map(|p| p.conn);
                 if let Some(conn) = asked {
                     tracing::info!(participant = %participant, "publisher connection quiet: asking for a resume");
@@ -973,12 +969,7 @@ impl<M: MediaEngine> Sfu<M> {
             MediaEvent::ConnectionFailed { participant } => {
                 // Any client takes the `leave` as "join again", older ones too; one whose socket
                 // is gone joins again when its own connection fails.
-                let conn = self
-                    .rooms
-                    .values()
-                    .find_map(|r| r.participants.get(&participant))
-                    .filter(|p| !self.dropped.contains_key(&p.conn))
-                    .map(|p| p.conn);
+                let conn = self.reachable(&participant).map(|p| p.conn);
                 if let Some(conn) = conn {
                     tracing::info!(participant = %participant, "a peer connection failed: asking the client to join again");
                     self.send(
@@ -1547,6 +1538,14 @@ impl<M: MediaEngine> Sfu<M> {
                 }),
             );
         }
+    }
+
+    /// `participant`, if its signalling socket is up (it can be told something).
+    fn reachable(&self, participant: &ParticipantSid) -> Option<&Participant> {
+        self.rooms
+            .values()
+            .find_map(|r| r.participants.get(participant))
+            .filter(|p| !self.dropped.contains_key(&p.conn))
     }
 
     fn send(&mut self, conn: ConnId, message: signal_response::Message) {
