@@ -53,8 +53,6 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// Incoming streams remembered per track: three simulcast layers and their RTX streams, with
 /// room for a codec change; a publisher cycling SSRCs gets no more.
 const MAX_SSRCS_PER_TRACK: usize = 16;
-/// The longest VP8 payload descriptor (RFC 7741: 1 + 1 + 2 + 1 + 1 bytes): all a forwarder rewrites.
-const DESCRIPTOR_MAX: usize = 6;
 /// How often active-speaker changes are looked for.
 const SPEAKER_TICK: Duration = Duration::from_millis(300);
 /// A resume the router asked for this soon after the subscriber connection connected again
@@ -537,8 +535,6 @@ pub struct Router {
     stats: RouterStats,
     speakers: FastMap<RoomName, ActiveSpeakers>,
     next_speaker_tick: Option<Instant>,
-    /// A subscriber's copy of the payload being forwarded (reused, so no allocation per packet).
-    scratch: Vec<u8>,
     /// RTP datagrams seen in and out, for [`MediaConfig::drop_rtp_every`].
     injected: [u32; 2],
     /// The connections one datagram's handling touched (kept to reuse its allocation).
@@ -565,7 +561,6 @@ impl Router {
             stats: RouterStats::default(),
             speakers: FastMap::default(),
             next_speaker_tick: None,
-            scratch: Vec::with_capacity(1500),
             injected: [0; 2],
             touched: Vec::new(),
             reliable_sequences: ReliableSequences::default(),
@@ -608,6 +603,11 @@ impl Router {
             transmit = self.transmits.pop_front()?;
         }
         Some(transmit)
+    }
+
+    /// Datagrams waiting for [`Router::poll_transmit`].
+    pub fn queued(&self) -> usize {
+        self.transmits.len()
     }
 
     /// The socket took a datagram of `bytes` from [`Router::poll_transmit`].
@@ -1746,10 +1746,6 @@ impl Router {
                 // then, once the subscriber can receive.
                 continue;
             }
-            // The forwarder may rewrite the VP8 descriptor in place: it works on a scratch copy,
-            // and a new buffer is made only when the descriptor changed.
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&rtp.packet.payload);
             let decision = down.forward.handle_packet(
                 IncomingPacket {
                     quality,
@@ -1757,7 +1753,7 @@ impl Router {
                     seq,
                     timestamp: rtp.packet.header.timestamp,
                     marker: rtp.packet.header.marker,
-                    payload: &mut self.scratch,
+                    payload: &rtp.packet.payload,
                 },
                 now,
             );
@@ -1768,19 +1764,23 @@ impl Router {
                 seq,
                 timestamp,
                 marker,
+                head,
             } = decision
             else {
                 continue;
             };
-            let head = self.scratch.len().min(DESCRIPTOR_MAX);
-            let payload = if self.scratch.get(..head) != rtp.packet.payload.get(..head) {
-                bytes::Bytes::copy_from_slice(&self.scratch)
-            } else if n + 1 == copies {
+            let payload = match head {
+                // This subscriber's VP8 descriptor continues across its layer switches: its own
+                // copy.
+                Some(head) => {
+                    let mut copy = BytesMut::from(rtp.packet.payload.as_ref());
+                    head.apply(&mut copy);
+                    copy.freeze()
+                }
                 // The last copy takes the payload: a first clone of it would allocate the count
                 // it is shared under, for nothing in a 1:1 room.
-                std::mem::take(&mut rtp.packet.payload)
-            } else {
-                rtp.packet.payload.clone()
+                None if n + 1 == copies => std::mem::take(&mut rtp.packet.payload),
+                None => rtp.packet.payload.clone(),
             };
             let packet = forwarded(&rtp.packet.header, seq, timestamp, marker, payload);
             match peer.pc.write_rtp(down.local, packet, mime, now) {
@@ -2240,20 +2240,45 @@ fn subscriber_offer(sid: &ParticipantSid, sdp: String, id: u32) -> CoreEvent {
     }
 }
 
-/// Datagrams read per wake-up (each one's output is sent before the next is read).
+/// Datagrams read per wake-up at most, so that timers and commands are not kept waiting.
 const RECV_BATCH: usize = 64;
 
-/// Sends everything the router has queued.
-async fn send_queued(router: &mut Router, socket: &UdpSocket) {
-    while let Some(transmit) = router.poll_transmit() {
-        match socket
-            .send_to(&transmit.contents, transmit.destination)
-            .await
+/// Datagrams queued at which the loop sends them before it reads on: in a burst (a keyframe)
+/// the first packets' copies do not wait for the whole read, and a fan-out's copies leave in
+/// batches as they are made. Everything left is sent once the read is handled.
+const SEND_AT: usize = 16;
+
+/// Sends everything the router has queued, [`batch::BATCH`] datagrams a system call.
+async fn send_queued(router: &mut Router, socket: &UdpSocket, outbox: &mut Vec<Transmit>) {
+    loop {
+        while outbox.len() < crate::batch::BATCH
+            && let Some(transmit) = router.poll_transmit()
         {
-            Ok(sent) => router.handle_sent(sent),
-            Err(error) => {
+            outbox.push(transmit);
+        }
+        if outbox.is_empty() {
+            return;
+        }
+        match crate::batch::send(socket, outbox) {
+            Ok(sent) if sent > 0 => {
+                for transmit in outbox.drain(..sent.min(outbox.len())) {
+                    router.handle_sent(transmit.contents.len());
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                if let Err(error) = socket.writable().await {
+                    tracing::debug!(%error, "udp socket not writable");
+                    return;
+                }
+            }
+            // The first datagram was refused (or, never seen, none was taken): it goes, the
+            // rest are tried again.
+            failed => {
                 router.handle_send_error();
-                tracing::debug!(%error, destination = %transmit.destination, "udp send failed");
+                let first = outbox.remove(0);
+                if let Err(error) = failed {
+                    tracing::debug!(%error, destination = %first.destination, "udp send failed");
+                }
             }
         }
     }
@@ -2273,7 +2298,8 @@ pub async fn run<F>(
 where
     F: FnMut(CoreEvent),
 {
-    let mut buf = vec![0u8; 2048];
+    let mut inbox = crate::batch::Inbox::new();
+    let mut outbox = Vec::with_capacity(crate::batch::BATCH);
     let mut published_at = Instant::now();
     // One timer, moved when the router's next deadline moves: a new one each turn of the loop
     // was registered with tokio's timer wheel and taken out again for every datagram.
@@ -2284,7 +2310,7 @@ where
             published_at = Instant::now();
             stats.send_replace(router.stats());
         }
-        send_queued(&mut router, &socket).await;
+        send_queued(&mut router, &socket, &mut outbox).await;
         while let Some(event) = router.poll_event() {
             on_event(event);
         }
@@ -2303,7 +2329,7 @@ where
                     while let Ok((at, command)) = commands.try_recv() {
                         router.handle_command(at.max(Instant::now()), command);
                     }
-                    send_queued(&mut router, &socket).await;
+                    send_queued(&mut router, &socket, &mut outbox).await;
                     return Ok(());
                 }
             }
@@ -2314,21 +2340,27 @@ where
             () = &mut timer => {
                 router.handle_timeout(Instant::now());
             }
-            received = socket.recv_from(&mut buf) => {
-                let mut next = Some(received?);
+            readable = socket.readable() => {
+                readable?;
                 let mut read = 0;
-                while let Some((len, from)) = next {
-                    router.handle_datagram(Instant::now(), from, buf.get(..len).unwrap_or_default());
-                    // A packet's copies leave before the next packet is read: in a burst (a
-                    // keyframe) the first packet does not wait for the whole batch.
-                    send_queued(&mut router, &socket).await;
-                    read += 1;
-                    next = if read < RECV_BATCH {
-                        socket.try_recv_from(&mut buf).ok()
-                    } else {
-                        None
+                while read < RECV_BATCH {
+                    let count = match inbox.receive(&socket) {
+                        Ok(count) => count,
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(error) => return Err(error.into()),
                     };
+                    for (from, datagram) in inbox.datagrams() {
+                        router.handle_datagram(Instant::now(), from, datagram);
+                        if router.queued() >= SEND_AT {
+                            send_queued(&mut router, &socket, &mut outbox).await;
+                        }
+                    }
+                    read += count.max(1);
+                    if count < crate::batch::BATCH {
+                        break;
+                    }
                 }
+                send_queued(&mut router, &socket, &mut outbox).await;
                 router.handle_timeout(Instant::now());
             }
         }

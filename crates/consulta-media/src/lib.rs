@@ -8,6 +8,7 @@
 //!
 //! See `docs/SFU-MEDIA.md` for what was proven with Chromium and the measured numbers.
 
+mod batch;
 mod belt;
 pub mod config;
 pub mod echo;

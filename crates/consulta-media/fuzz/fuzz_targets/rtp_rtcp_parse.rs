@@ -16,7 +16,6 @@ fuzz_target!(|data: &[u8]| {
         let mut config = DownTrackConfig::new(Codec::Vp8);
         config.simulcast = true;
         let mut down = DownTrack::new(config);
-        let mut payload = packet.payload.to_vec();
         let now = Instant::now();
         for (i, quality) in [Quality::Low, Quality::High, Quality::Medium].into_iter().enumerate() {
             let _ = down.handle_packet(
@@ -26,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
                     seq: packet.header.sequence_number,
                     timestamp: packet.header.timestamp,
                     marker: packet.header.marker,
-                    payload: &mut payload,
+                    payload: &packet.payload,
                 },
                 now + Duration::from_millis(i as u64 * 400),
             );

@@ -89,15 +89,23 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(after.keyframe, before.keyframe);
                     assert_eq!(after.len, before.len);
                     assert_eq!(vp8::Descriptor::parse(&copy), Some(after));
+                    // The forwarder's way: the same rewrite, as a head over a shared payload.
+                    let (told, head) = vp8::rewritten(&payload, id, tl0).expect("parsed");
+                    assert_eq!(told, after);
+                    let mut applied = payload.clone();
+                    if let Some(head) = head {
+                        head.apply(&mut applied);
+                    }
+                    assert_eq!(applied, copy);
                     if let Some(p) = after.picture_id {
                         assert_eq!(p.value(), id & p.mask());
                     }
                 } else {
                     assert!(vp8::rewrite(&mut copy, id, tl0).is_none());
+                    assert!(vp8::rewritten(&payload, id, tl0).is_none());
                     assert_eq!(copy, payload);
                 }
 
-                let len = payload.len();
                 let f = dt.handle_packet(
                     IncomingPacket {
                         quality,
@@ -105,13 +113,20 @@ fuzz_target!(|data: &[u8]| {
                         seq,
                         timestamp,
                         marker: op & 0x80 != 0,
-                        payload: &mut payload,
+                        payload: &payload,
                     },
                     now,
                 );
-                assert_eq!(payload.len(), len);
-                if let Forward::Send { .. } = f {
+                if let Forward::Send { head, .. } = f {
                     assert!(dt.current().is_some());
+                    if let Some(head) = head {
+                        let before = payload.clone();
+                        head.apply(&mut payload);
+                        assert_eq!(payload.len(), before.len());
+                        assert_ne!(payload, before, "a head is named only for a change");
+                        let after = vp8::Descriptor::parse(&payload).expect("a rewrite parses");
+                        assert_eq!(Some(after.len), vp8::Descriptor::parse(&before).map(|d| d.len));
+                    }
                 }
             }
         }

@@ -20,7 +20,8 @@
 //!   plus the wall time elapsed since, at the clock rate, and at least
 //!   [`DownTrackConfig::min_timestamp_step`] (one frame at 30 fps, or 20 ms of audio), because
 //!   layers have independent RTP timestamp bases.
-//! - VP8 PictureID and TL0PICIDX run on from the last values sent, in place.
+//! - VP8 PictureID and TL0PICIDX run on from the last values sent: the descriptor a subscriber
+//!   gets, where it differs, comes back with the decision (the payload itself is shared).
 //! - Paused (the subscriber hid the tile, or the bandwidth cap is `None`: not even the lowest layer
 //!   fits the subscriber's link) drops everything; resuming is a new mapping at the next
 //!   key frame.
@@ -94,14 +95,16 @@ pub struct IncomingPacket<'a> {
     pub timestamp: u32,
     /// RTP marker bit.
     pub marker: bool,
-    /// The RTP payload, this subscriber's copy: the VP8 descriptor is rewritten in place.
-    pub payload: &'a mut [u8],
+    /// The RTP payload as the publisher sent it, shared by every subscriber: what this one's copy
+    /// changes comes back in [`Forward::Send`]'s `head`.
+    pub payload: &'a [u8],
 }
 
 /// What to do with one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Forward {
-    /// Send it with these header fields (and the payload as rewritten).
+    /// Send it with these header fields, and the payload with its first bytes replaced by `head`
+    /// where that is given.
     Send {
         /// Outgoing sequence number.
         seq: u16,
@@ -109,6 +112,11 @@ pub enum Forward {
         timestamp: u32,
         /// Marker bit, unchanged.
         marker: bool,
+        /// The VP8 payload descriptor as this subscriber gets it, when it differs from the
+        /// publisher's (its PictureID and TL0PICIDX continue across layer switches). `None`: the
+        /// payload goes as it came, so the subscribers of a packet can share one buffer and
+        /// nothing is copied for them.
+        head: Option<vp8::Head>,
     },
     /// Do not send it.
     Drop(DropReason),
@@ -358,8 +366,8 @@ impl DownTrack {
         self.stats
     }
 
-    /// Decides what to do with one incoming packet, and rewrites its VP8 descriptor in place when
-    /// it is forwarded.
+    /// Decides what to do with one incoming packet, and, when it is forwarded with a VP8
+    /// descriptor other than the publisher's, which.
     pub fn handle_packet(&mut self, packet: IncomingPacket<'_>, now: Instant) -> Forward {
         let layer = self.layers.get_mut(packet.quality);
         layer.last_seen = Some(now);
@@ -549,6 +557,7 @@ impl DownTrack {
 
         let mut picture_id = None;
         let mut tl0_pic_idx = None;
+        let mut head = None;
         if self.config.codec == Codec::Vp8
             && let Some(d) = vp8::Descriptor::parse(packet.payload)
         {
@@ -556,9 +565,10 @@ impl DownTrack {
                 .picture_id
                 .map_or(0, |p| p.value().wrapping_add(m.picture_id_offset));
             let tl0 = d.tl0_pic_idx.map_or(0, |t| t.wrapping_add(m.tl0_offset));
-            if let Some(d) = vp8::rewrite(packet.payload, id, tl0) {
+            if let Some((d, changed)) = vp8::rewritten(packet.payload, id, tl0) {
                 picture_id = d.picture_id.map(|p| p.value());
                 tl0_pic_idx = d.tl0_pic_idx;
+                head = changed;
             }
         }
 
@@ -584,6 +594,7 @@ impl DownTrack {
             seq,
             timestamp,
             marker: packet.marker,
+            head,
         }
     }
 }
@@ -705,11 +716,20 @@ mod tests {
                     seq: p.seq,
                     timestamp: p.ts,
                     marker: p.marker,
-                    payload: &mut payload,
+                    payload: &p.payload,
                 },
                 self.now,
             );
-            if let Forward::Send { seq, timestamp, .. } = f {
+            if let Forward::Send {
+                seq,
+                timestamp,
+                head,
+                ..
+            } = f
+            {
+                if let Some(head) = head {
+                    head.apply(&mut payload);
+                }
                 assert_eq!(payload.len(), p.payload.len());
                 let d = Descriptor::parse(&payload).unwrap();
                 self.out.push(Out {
@@ -1310,7 +1330,6 @@ mod tests {
 
     /// Feeds the Opus packet `seq`, the `i`th of its 20 ms frames since `t0`, on SSRC 9.
     fn opus_packet(dt: &mut DownTrack, t0: Instant, seq: u16, i: u32) -> Forward {
-        let mut payload = [0x78, 0x01, 0x02];
         dt.handle_packet(
             IncomingPacket {
                 quality: Quality::High,
@@ -1318,7 +1337,7 @@ mod tests {
                 seq,
                 timestamp: 960 * i,
                 marker: false,
-                payload: &mut payload,
+                payload: &[0x78, 0x01, 0x02],
             },
             t0 + Duration::from_millis(20) * i,
         )
@@ -1401,7 +1420,6 @@ mod tests {
         let t0 = Instant::now();
         let mut sent = Vec::new();
         let send = |sent: &mut Vec<(u16, u32)>, dt: &mut DownTrack, i: u32, now: Instant| {
-            let mut payload = [0x78, 0x01, 0x02];
             let f = dt.handle_packet(
                 IncomingPacket {
                     quality: Quality::High,
@@ -1409,12 +1427,18 @@ mod tests {
                     seq: 65_530u16.wrapping_add(i as u16),
                     timestamp: 960 * i,
                     marker: false,
-                    payload: &mut payload,
+                    payload: &[0x78, 0x01, 0x02],
                 },
                 now,
             );
-            assert_eq!(payload, [0x78, 0x01, 0x02], "audio payload untouched");
-            if let Forward::Send { seq, timestamp, .. } = f {
+            if let Forward::Send {
+                seq,
+                timestamp,
+                head,
+                ..
+            } = f
+            {
+                assert_eq!(head, None, "audio payload untouched");
                 sent.push((seq, timestamp));
             }
             f

@@ -7,7 +7,8 @@
 //! back (see `docs/SFU.md`, "Forwarding decisions").
 //!
 //! - [`Codec`] and [`is_keyframe`]: what a packet is.
-//! - [`vp8`]: the VP8 payload descriptor, parsed and rewritten in place.
+//! - [`vp8`]: the VP8 payload descriptor, parsed and rewritten (in place, or as a subscriber's
+//!   head over a shared payload).
 //! - [`h264`]: H.264 key frame detection.
 //! - [`Quality`], [`quality_for_dimensions`]: simulcast layers and LiveKit's layer choice.
 //! - [`DownTrack`]: one subscriber's view of one track: drop or forward, and the rewritten fields.

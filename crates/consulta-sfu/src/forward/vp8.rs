@@ -162,6 +162,58 @@ pub fn rewrite(payload: &mut [u8], picture_id: u16, tl0_pic_idx: u8) -> Option<D
     Some(d)
 }
 
+/// The longest payload descriptor (RFC 7741 §4.2: 1 + 1 + 2 + 1 + 1 bytes), all that
+/// [`rewrite`] may change.
+pub const DESCRIPTOR_MAX: usize = 6;
+
+/// A rewritten payload descriptor: the first bytes of one subscriber's copy of a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    bytes: [u8; DESCRIPTOR_MAX],
+    len: u8,
+}
+
+impl Head {
+    /// The descriptor's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    /// Writes the descriptor over the start of `payload` (the one it was made from, or a copy).
+    pub fn apply(&self, payload: &mut [u8]) {
+        if let Some(start) = payload.get_mut(..usize::from(self.len)) {
+            start.copy_from_slice(self.bytes());
+        }
+    }
+}
+
+/// What [`rewrite`] would make of `payload`'s descriptor, without touching the payload: the
+/// descriptor as rewritten, and its bytes where they differ from the payload's (`None`: the
+/// payload can go as it is). `None` if it does not parse.
+pub fn rewritten(
+    payload: &[u8],
+    picture_id: u16,
+    tl0_pic_idx: u8,
+) -> Option<(Descriptor, Option<Head>)> {
+    // The descriptor and the VP8 header byte after it, which the parse wants.
+    let mut start = [0; DESCRIPTOR_MAX + 1];
+    let taken = payload.len().min(start.len());
+    let start = start.get_mut(..taken)?;
+    start.copy_from_slice(payload.get(..taken)?);
+    let d = rewrite(start, picture_id, tl0_pic_idx)?;
+    let head = (start.get(..d.len) != payload.get(..d.len)).then(|| {
+        let mut bytes = [0; DESCRIPTOR_MAX];
+        for (to, from) in bytes.iter_mut().zip(start.iter().take(d.len)) {
+            *to = *from;
+        }
+        Head {
+            bytes,
+            len: d.len as u8,
+        }
+    });
+    Some((d, head))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     #![allow(
@@ -274,5 +326,48 @@ pub(crate) mod tests {
         let mut truncated = vec![0x90, 0x80];
         assert!(rewrite(&mut truncated, 1, 1).is_none());
         assert_eq!(truncated, vec![0x90, 0x80]);
+    }
+
+    /// What `rewritten` says, applied to a copy, is what `rewrite` makes of the payload in place,
+    /// for every descriptor shape, and it names no bytes when nothing changes.
+    #[test]
+    fn the_rewritten_head_is_the_rewrite_in_place() {
+        let mut payloads = vec![
+            vec![0x10, 0x10, 0x02],
+            vec![0x90, 0x30, 0b1010_0000, 0x10, 0x01],
+            vec![0x90, 0x10, 0b1010_0000, 0x10],
+            vec![0x90, 0x80],
+        ];
+        for long in [true, false] {
+            for tl0 in [true, false] {
+                for key in [true, false] {
+                    payloads.push(packet(long, 0x1234, 7, tl0, key));
+                }
+            }
+        }
+        // The longest descriptor: I (15 bits), L and T/K, then the header byte and nothing more.
+        payloads.push(vec![0x90, 0xf0, 0x92, 0x34, 7, 0x40, 0x10]);
+        for payload in &payloads {
+            for n in 0..=payload.len() {
+                let payload = &payload[..n];
+                for (id, tl0) in [(0x1234, 7), (0x0034, 7), (0x1234, 8), (0x7fff, 255), (5, 0)] {
+                    let mut in_place = payload.to_vec();
+                    let expected = rewrite(&mut in_place, id, tl0);
+                    let got = rewritten(payload, id, tl0);
+                    assert_eq!(got.map(|(d, _)| d), expected, "{payload:02x?} {id} {tl0}");
+                    let Some((_, head)) = got else { continue };
+                    let mut copy = payload.to_vec();
+                    match head {
+                        Some(head) => {
+                            assert!(head.bytes().len() <= DESCRIPTOR_MAX);
+                            head.apply(&mut copy);
+                            assert_ne!(copy, payload, "a head is named only for a change");
+                        }
+                        None => assert_eq!(in_place, payload, "no head, no change"),
+                    }
+                    assert_eq!(copy, in_place, "{payload:02x?} {id} {tl0}");
+                }
+            }
+        }
     }
 }
