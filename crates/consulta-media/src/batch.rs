@@ -25,8 +25,8 @@ const DATAGRAM_MAX: usize = 2048;
 /// Buffers for one batch of incoming datagrams, reused.
 pub(crate) struct Inbox {
     data: Vec<u8>,
-    /// Each datagram read: its length and sender.
-    read: Vec<(usize, SocketAddr)>,
+    /// Each datagram read: the chunk of `data` it is in, its length and its sender.
+    read: Vec<(usize, usize, SocketAddr)>,
 }
 
 impl Inbox {
@@ -39,10 +39,10 @@ impl Inbox {
 
     /// The datagrams the last [`receive`](Self::receive) read, in order, with their senders.
     pub(crate) fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        self.data
-            .chunks(DATAGRAM_MAX)
-            .zip(&self.read)
-            .map(|(buffer, &(len, from))| (from, buffer.get(..len).unwrap_or_default()))
+        self.read.iter().map(|&(index, len, from)| {
+            let start = index * DATAGRAM_MAX;
+            (from, self.data.get(start..start + len).unwrap_or_default())
+        })
     }
 
     /// Reads what the socket holds, up to [`BATCH`] datagrams, without waiting: how many.
@@ -70,99 +70,123 @@ pub(crate) fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> 
 }
 
 #[cfg(target_os = "linux")]
+#[allow(
+    unsafe_code,
+    reason = "recvmmsg and sendmmsg on the node's own socket, with headers that point into \
+              buffers this function holds; neither std nor socket2 offers them, and nix's \
+              wrappers read address storage the kernel never wrote (uninitialised memory) when \
+              they count what was sent or read"
+)]
 mod sys {
-    use std::io::{self, IoSlice, IoSliceMut};
-    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::io;
+    use std::net::SocketAddr;
     use std::os::fd::AsRawFd;
 
-    use nix::sys::socket::{
-        ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
-    };
+    use nix::libc;
+    use socket2::{SockAddr, SockAddrStorage};
     use tokio::net::UdpSocket;
 
     use super::{BATCH, DATAGRAM_MAX};
     use crate::peer::Transmit;
 
-    thread_local! {
-        /// The kernel's headers for one batch sent, made once per thread: each call sets every
-        /// field it uses (the datagram, its address and the address's length). Reading gets its
-        /// own per call, since the kernel writes the sender's address length into them.
-        static SEND_HEADERS: std::cell::RefCell<Option<MultiHeaders<SockaddrStorage>>> =
-            const { std::cell::RefCell::new(None) };
-    }
-
-    fn with_send_headers<R>(
-        f: impl FnOnce(&mut MultiHeaders<SockaddrStorage>) -> io::Result<R>,
-    ) -> io::Result<R> {
-        SEND_HEADERS.with(|cell| {
-            let mut cell = cell.borrow_mut();
-            let headers = cell.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
-            f(headers)
-        })
-    }
-
-    fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
-        if let Some(v4) = address.as_sockaddr_in() {
-            return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
-        }
-        address
-            .as_sockaddr_in6()
-            .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+    /// Headers for `BATCH` messages, all zero: no address, no data, no control data.
+    fn empty_headers() -> [libc::mmsghdr; BATCH] {
+        // SAFETY: `mmsghdr` is plain data (pointers, lengths, flags), for which all zeros is a
+        // valid value: null pointers with zero lengths.
+        unsafe { std::mem::zeroed() }
     }
 
     pub(super) fn receive(
         socket: &UdpSocket,
         data: &mut [u8],
-        read: &mut Vec<(usize, SocketAddr)>,
+        read: &mut Vec<(usize, usize, SocketAddr)>,
     ) -> io::Result<()> {
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
+        let mut addresses: [SockAddrStorage; BATCH] =
+            std::array::from_fn(|_| SockAddrStorage::zeroed());
         let mut buffers = data.chunks_mut(DATAGRAM_MAX);
-        let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
-            std::array::from_fn(|_| [IoSliceMut::new(buffers.next().unwrap_or_default())]);
-        let received = recvmmsg(
-            socket.as_raw_fd(),
-            &mut headers,
-            slices.iter_mut(),
-            MsgFlags::MSG_DONTWAIT,
-            None,
-        )?;
-        for message in received {
+        let mut slices: [libc::iovec; BATCH] = std::array::from_fn(|_| {
+            let buffer = buffers.next().unwrap_or_default();
+            libc::iovec {
+                iov_base: buffer.as_mut_ptr().cast(),
+                iov_len: buffer.len(),
+            }
+        });
+        let mut headers = empty_headers();
+        for ((header, slice), address) in headers.iter_mut().zip(&mut slices).zip(&mut addresses) {
+            header.msg_hdr.msg_name = std::ptr::from_mut(address).cast();
+            header.msg_hdr.msg_namelen = address.size_of();
+            header.msg_hdr.msg_iov = slice;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the descriptor is open for the borrow of `socket`. Each of the `BATCH` headers
+        // points at one live iovec for a distinct `DATAGRAM_MAX`-byte chunk of `data` (or an
+        // empty one) and at one live, zeroed address storage of the length it gives; all of them
+        // outlive the call, which writes only within those lengths.
+        let count = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let count = usize::try_from(count).map_err(|_| io::Error::last_os_error())?;
+        for (index, (header, address)) in headers.iter().zip(addresses).take(count).enumerate() {
+            let len = usize::try_from(header.msg_len)
+                .unwrap_or(0)
+                .min(DATAGRAM_MAX);
+            // SAFETY: the storage was zeroed whole before the call, which wrote the sender's
+            // address into its first `msg_namelen` bytes: every byte the address reads is
+            // initialised.
+            let address = unsafe { SockAddr::new(address, header.msg_hdr.msg_namelen) };
             // A datagram without an IP sender cannot be answered: skipped, as `recv_from` would
             // have failed on it.
-            if let Some(from) = message.address.as_ref().and_then(socket_addr) {
-                read.push((message.bytes, from));
+            if let Some(from) = address.as_socket() {
+                read.push((index, len, from));
             }
         }
         Ok(())
     }
 
     pub(super) fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
-        let count = queue.len().min(BATCH);
-        if count == 0 {
+        let queue = queue.get(..queue.len().min(BATCH)).unwrap_or_default();
+        if queue.is_empty() {
             return Ok(0);
         }
-        let slices: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
-            [IoSlice::new(
-                queue.get(i).map_or(&[][..], |transmit| &transmit.contents),
-            )]
+        let addresses: [Option<SockAddr>; BATCH] =
+            std::array::from_fn(|i| queue.get(i).map(|t| SockAddr::from(t.destination)));
+        let mut slices: [libc::iovec; BATCH] = std::array::from_fn(|i| match queue.get(i) {
+            Some(transmit) => libc::iovec {
+                // Only read by `sendmmsg`.
+                iov_base: transmit.contents.as_ptr().cast_mut().cast(),
+                iov_len: transmit.contents.len(),
+            },
+            None => libc::iovec {
+                iov_base: std::ptr::null_mut(),
+                iov_len: 0,
+            },
         });
-        let addresses: [Option<SockaddrStorage>; BATCH] = std::array::from_fn(|i| {
-            queue
-                .get(i)
-                .map(|transmit| SockaddrStorage::from(transmit.destination))
-        });
-        let addresses = addresses.get(..count).unwrap_or_default();
-        with_send_headers(|headers| {
-            let sent = sendmmsg(
+        let mut headers = empty_headers();
+        for ((header, slice), address) in headers.iter_mut().zip(&mut slices).zip(&addresses) {
+            let Some(address) = address else { break };
+            header.msg_hdr.msg_name = address.as_ptr().cast_mut().cast();
+            header.msg_hdr.msg_namelen = address.len();
+            header.msg_hdr.msg_iov = slice;
+            header.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the descriptor is open for the borrow of `socket`. The first `queue.len()`
+        // headers each point at one live iovec over a datagram of `queue` and at one live
+        // address of the length they give; the kernel only reads them, during the call.
+        let sent = unsafe {
+            libc::sendmmsg(
                 socket.as_raw_fd(),
-                headers,
-                slices.iter().take(count),
-                addresses,
-                [] as [ControlMessage<'_>; 0],
-                MsgFlags::MSG_DONTWAIT,
-            )?;
-            Ok(sent.count())
-        })
+                headers.as_mut_ptr(),
+                queue.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
     }
 }
 
@@ -176,14 +200,21 @@ mod sys {
     use super::DATAGRAM_MAX;
     use crate::peer::Transmit;
 
+    /// Up to a batch, one `recv_from` each, until the socket is empty.
     pub(super) fn receive(
         socket: &UdpSocket,
         data: &mut [u8],
-        read: &mut Vec<(usize, SocketAddr)>,
+        read: &mut Vec<(usize, usize, SocketAddr)>,
     ) -> io::Result<()> {
-        let buffer = data.get_mut(..DATAGRAM_MAX).unwrap_or_default();
-        let (len, from) = socket.try_recv_from(buffer)?;
-        read.push((len, from));
+        for (index, buffer) in data.chunks_mut(DATAGRAM_MAX).enumerate() {
+            match socket.try_recv_from(buffer) {
+                Ok((len, from)) => read.push((index, len, from)),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock && !read.is_empty() => {
+                    break;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         Ok(())
     }
 
@@ -287,6 +318,32 @@ mod tests {
             let wanted: Vec<String> = expected.iter().map(|n| format!("datagram {n}")).collect();
             assert_eq!(texts, wanted);
         }
+    }
+
+    /// A dual-stack socket sends one batch to an IPv4 and an IPv6 address, and each receiver
+    /// reads the datagram with the sender's address in its own family.
+    #[tokio::test]
+    async fn ipv4_and_ipv6_addresses_go_and_come_back_whole() {
+        let sender = UdpSocket::bind("[::]:0").await.unwrap();
+        let port = sender.local_addr().unwrap().port();
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let v6 = UdpSocket::bind("[::1]:0").await.unwrap();
+        let queue = [
+            transmit(&sender, v4.local_addr().unwrap(), 4),
+            transmit(&sender, v6.local_addr().unwrap(), 6),
+        ];
+        sender.writable().await.unwrap();
+        let mut sent = 0;
+        while sent < queue.len() {
+            sent += send(&sender, &queue[sent..]).unwrap();
+        }
+        let mut inbox = Inbox::new();
+        let got = read_all(&mut inbox, &v4, 1).await;
+        let expected: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        assert_eq!(got, [(expected, b"datagram 4".to_vec())]);
+        let got = read_all(&mut inbox, &v6, 1).await;
+        let expected: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+        assert_eq!(got, [(expected, b"datagram 6".to_vec())]);
     }
 
     /// A datagram the kernel refuses (an IPv6 destination for an IPv4 socket) stops a batch
