@@ -45,7 +45,8 @@ impl Inbox {
         })
     }
 
-    /// Reads what the socket holds, up to [`BATCH`] datagrams, without waiting: how many.
+    /// Reads what the socket holds, up to [`BATCH`] datagrams, without waiting: how many the
+    /// socket gave ([`datagrams`](Self::datagrams) leaves out any without an IP sender).
     ///
     /// # Errors
     /// `WouldBlock` when nothing is there (tokio then waits for readiness anew); the socket's
@@ -55,8 +56,7 @@ impl Inbox {
         let (data, read) = (&mut self.data, &mut self.read);
         socket.try_io(tokio::io::Interest::READABLE, || {
             sys::receive(socket, data, read)
-        })?;
-        Ok(self.read.len())
+        })
     }
 }
 
@@ -100,7 +100,7 @@ mod sys {
         socket: &UdpSocket,
         data: &mut [u8],
         read: &mut Vec<(usize, usize, SocketAddr)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
         let mut addresses: [SockAddrStorage; BATCH] =
             std::array::from_fn(|_| SockAddrStorage::zeroed());
         let mut buffers = data.chunks_mut(DATAGRAM_MAX);
@@ -127,7 +127,8 @@ mod sys {
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
                 BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                // `c_int` on glibc, `c_uint` on musl.
+                libc::MSG_DONTWAIT as _,
                 std::ptr::null_mut(),
             )
         };
@@ -146,7 +147,7 @@ mod sys {
                 read.push((index, len, from));
             }
         }
-        Ok(())
+        Ok(count)
     }
 
     pub(super) fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
@@ -183,7 +184,8 @@ mod sys {
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
                 queue.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
+                // `c_int` on glibc, `c_uint` on musl.
+                libc::MSG_DONTWAIT as _,
             )
         };
         usize::try_from(sent).map_err(|_| io::Error::last_os_error())
@@ -205,7 +207,7 @@ mod sys {
         socket: &UdpSocket,
         data: &mut [u8],
         read: &mut Vec<(usize, usize, SocketAddr)>,
-    ) -> io::Result<()> {
+    ) -> io::Result<usize> {
         for (index, buffer) in data.chunks_mut(DATAGRAM_MAX).enumerate() {
             match socket.try_recv_from(buffer) {
                 Ok((len, from)) => read.push((index, len, from)),
@@ -215,7 +217,7 @@ mod sys {
                 Err(error) => return Err(error),
             }
         }
-        Ok(())
+        Ok(read.len())
     }
 
     pub(super) fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
