@@ -96,6 +96,20 @@ mod sys {
         unsafe { std::mem::zeroed() }
     }
 
+    /// Points `header` at one buffer (`slice`) and at an address of `name_len` bytes at `name`.
+    /// Nothing is dereferenced here: the caller keeps all three alive for its call.
+    fn point(
+        header: &mut libc::mmsghdr,
+        slice: &mut libc::iovec,
+        name: *mut libc::c_void,
+        name_len: libc::socklen_t,
+    ) {
+        header.msg_hdr.msg_name = name;
+        header.msg_hdr.msg_namelen = name_len;
+        header.msg_hdr.msg_iov = slice;
+        header.msg_hdr.msg_iovlen = 1;
+    }
+
     pub(super) fn receive(
         socket: &UdpSocket,
         data: &mut [u8],
@@ -113,10 +127,8 @@ mod sys {
         });
         let mut headers = empty_headers();
         for ((header, slice), address) in headers.iter_mut().zip(&mut slices).zip(&mut addresses) {
-            header.msg_hdr.msg_name = std::ptr::from_mut(address).cast();
-            header.msg_hdr.msg_namelen = address.size_of();
-            header.msg_hdr.msg_iov = slice;
-            header.msg_hdr.msg_iovlen = 1;
+            let len = address.size_of();
+            point(header, slice, std::ptr::from_mut(address).cast(), len);
         }
         // SAFETY: the descriptor is open for the borrow of `socket`. Each of the `BATCH` headers
         // points at one live iovec for a distinct `DATAGRAM_MAX`-byte chunk of `data` (or an
@@ -171,10 +183,12 @@ mod sys {
         let mut headers = empty_headers();
         for ((header, slice), address) in headers.iter_mut().zip(&mut slices).zip(&addresses) {
             let Some(address) = address else { break };
-            header.msg_hdr.msg_name = address.as_ptr().cast_mut().cast();
-            header.msg_hdr.msg_namelen = address.len();
-            header.msg_hdr.msg_iov = slice;
-            header.msg_hdr.msg_iovlen = 1;
+            point(
+                header,
+                slice,
+                address.as_ptr().cast_mut().cast(),
+                address.len(),
+            );
         }
         // SAFETY: the descriptor is open for the borrow of `socket`. The first `queue.len()`
         // headers each point at one live iovec over a datagram of `queue` and at one live
