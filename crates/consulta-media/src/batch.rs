@@ -7,6 +7,11 @@
 //! host attaches to system calls (docs/benchmarks.md, "Datagrams by the batch"). The kernel's work
 //! per datagram (the UDP send path and the delivery into the receiver's socket) stays.
 //!
+//! Where the kernel takes them (Linux 4.18 on), consecutive datagrams of one size to one address
+//! leave as one segmented message (UDP GSO: the `UDP_SEGMENT` control message), which the kernel
+//! takes through its UDP and IP layers once and cuts into the datagrams at the end: a video
+//! frame's packets to one subscriber. Receivers see the datagrams as they were.
+//!
 //! Elsewhere than Linux a batch is one datagram (`recv_from` and `send_to`).
 
 use std::io;
@@ -60,13 +65,132 @@ impl Inbox {
     }
 }
 
-/// Sends the first of `queue` (up to [`BATCH`]) without waiting: how many the kernel took, in
-/// order. An error is the first datagram's: the ones before it were sent by an earlier call.
-///
-/// # Errors
-/// `WouldBlock` when the socket's buffer is full; the first datagram's error otherwise.
-pub(crate) fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
-    socket.try_io(tokio::io::Interest::WRITABLE, || sys::send(socket, queue))
+/// Datagrams of one segmented message at most: a whole batch.
+const SEGMENTS_MAX: usize = BATCH;
+
+/// Bytes of one segmented message at most: what one UDP datagram can carry over IPv6, less its
+/// headers, with room to spare.
+const SEGMENTED_BYTES_MAX: usize = 60_000;
+
+/// Sends datagrams on one socket, and knows whether its kernel takes segmented messages.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    segments: bool,
+}
+
+impl Sender {
+    /// For `socket`: segmented messages where its kernel knows them.
+    pub(crate) fn new(socket: &UdpSocket) -> Self {
+        Self {
+            segments: sys::takes_segments(socket),
+        }
+    }
+
+    /// For `socket`, one datagram a message, whatever the kernel takes.
+    #[cfg(test)]
+    pub(crate) fn unsegmented() -> Self {
+        Self { segments: false }
+    }
+
+    /// Whether consecutive datagrams of one size to one address leave as one message.
+    pub(crate) fn segments(&self) -> bool {
+        self.segments
+    }
+
+    /// Sends the first of `queue` (up to [`BATCH`]) without waiting: how many datagrams the
+    /// kernel took, in order. An error is the first datagram's, or its message's: the ones
+    /// before it were sent by an earlier call.
+    ///
+    /// When the kernel refuses a segmented message, the call is made again with one datagram a
+    /// message. If the first datagram then goes, segmenting was what it refused (the route may
+    /// lack what it needs: a device that cannot compute checksums, an MTU below a datagram), and
+    /// it is off for good; if not, the error is that datagram's.
+    ///
+    /// # Errors
+    /// `WouldBlock` when the socket's buffer is full; the first datagram's error otherwise.
+    pub(crate) fn send(&mut self, socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
+        let mut groups = Groups::new();
+        groups.split(queue, self.segments);
+        let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
+            sys::send(socket, queue, &groups)
+        });
+        let segmented = groups.sizes().first().is_some_and(|&(count, _)| count > 1);
+        match sent {
+            Err(error) if segmented && error.kind() != io::ErrorKind::WouldBlock => {
+                groups.split(queue, false);
+                let again = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                    sys::send(socket, queue, &groups)
+                });
+                if matches!(again, Ok(sent) if sent > 0) {
+                    tracing::info!(%error, "segmented UDP sends refused: one datagram a message from now on");
+                    self.segments = false;
+                }
+                again
+            }
+            sent => sent,
+        }
+    }
+}
+
+/// How the first [`BATCH`] datagrams of a queue go out: consecutive runs, each one message.
+#[derive(Debug)]
+pub(crate) struct Groups {
+    /// Per message: how many datagrams, and the size of each but the last (which may be
+    /// shorter).
+    sizes: [(usize, usize); BATCH],
+    len: usize,
+}
+
+impl Groups {
+    pub(crate) fn new() -> Self {
+        Self {
+            sizes: [(0, 0); BATCH],
+            len: 0,
+        }
+    }
+
+    /// The messages, in order.
+    pub(crate) fn sizes(&self) -> &[(usize, usize)] {
+        self.sizes.get(..self.len).unwrap_or_default()
+    }
+
+    /// Splits the first [`BATCH`] datagrams of `queue` into messages. With `segments`, a message
+    /// takes the datagrams after its first while they go to the same address and are as long
+    /// as the first; one shorter ends it, as the kernel cuts the last segment short. Empty
+    /// datagrams go alone.
+    pub(crate) fn split(&mut self, queue: &[Transmit], segments: bool) {
+        let queue = queue.get(..queue.len().min(BATCH)).unwrap_or_default();
+        self.len = 0;
+        let mut rest = queue;
+        while let Some((first, after)) = rest.split_first() {
+            let size = first.contents.len();
+            let mut count = 1;
+            let mut bytes = size;
+            if segments && size > 0 {
+                for next in after {
+                    let len = next.contents.len();
+                    if next.destination != first.destination
+                        || len == 0
+                        || len > size
+                        || count == SEGMENTS_MAX
+                        || bytes + len > SEGMENTED_BYTES_MAX
+                    {
+                        break;
+                    }
+                    count += 1;
+                    bytes += len;
+                    if len < size {
+                        break;
+                    }
+                }
+            }
+            if let Some(slot) = self.sizes.get_mut(self.len) {
+                *slot = (count, size);
+                self.len += 1;
+            }
+            rest = rest.get(count..).unwrap_or_default();
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -86,7 +210,7 @@ mod sys {
     use socket2::{SockAddr, SockAddrStorage};
     use tokio::net::UdpSocket;
 
-    use super::{BATCH, DATAGRAM_MAX};
+    use super::{BATCH, DATAGRAM_MAX, Groups};
     use crate::peer::Transmit;
 
     /// Headers for `BATCH` messages, all zero: no address, no data, no control data.
@@ -96,18 +220,75 @@ mod sys {
         unsafe { std::mem::zeroed() }
     }
 
-    /// Points `header` at one buffer (`slice`) and at an address of `name_len` bytes at `name`.
-    /// Nothing is dereferenced here: the caller keeps all three alive for its call.
+    /// Points `header` at `iov_len` buffers from `iov` and at an address of `name_len` bytes at
+    /// `name`. Nothing is dereferenced here: the caller keeps them alive for its call.
     fn point(
         header: &mut libc::mmsghdr,
-        slice: &mut libc::iovec,
+        iov: *mut libc::iovec,
+        iov_len: usize,
         name: *mut libc::c_void,
         name_len: libc::socklen_t,
     ) {
         header.msg_hdr.msg_name = name;
         header.msg_hdr.msg_namelen = name_len;
-        header.msg_hdr.msg_iov = slice;
-        header.msg_hdr.msg_iovlen = 1;
+        header.msg_hdr.msg_iov = iov;
+        // `size_t` on glibc, `c_int` on musl; at most `BATCH`, so the cast keeps it.
+        header.msg_hdr.msg_iovlen = iov_len as _;
+    }
+
+    /// Room for one control message: a `UDP_SEGMENT` header and its two-byte segment size.
+    // SAFETY: `CMSG_SPACE` only computes a length.
+    const CONTROL_LEN: usize =
+        unsafe { libc::CMSG_SPACE(size_of::<u16>() as libc::c_uint) } as usize;
+
+    /// One message's control data, aligned as `cmsghdr` needs.
+    #[derive(Clone, Copy)]
+    #[repr(C, align(8))]
+    struct Control([u8; CONTROL_LEN]);
+
+    /// Has `header` (already pointed at its datagrams) ask the kernel to cut it into segments of
+    /// `size` bytes, with its control data in `control`.
+    fn segment(header: &mut libc::mmsghdr, control: &mut Control, size: usize) {
+        let Ok(size) = u16::try_from(size) else {
+            return;
+        };
+        header.msg_hdr.msg_control = std::ptr::from_mut(control).cast();
+        // `size_t` on glibc, `socklen_t` on musl.
+        header.msg_hdr.msg_controllen = CONTROL_LEN as _;
+        // SAFETY: `msg_control` points at `CONTROL_LEN` zeroed, aligned bytes that live as long
+        // as `control`, which is room for one header with two bytes of data
+        // (`CMSG_SPACE(2)`): `CMSG_FIRSTHDR` returns its start (non-null, as the length is
+        // nonzero), and `CMSG_DATA` a pointer inside it, written unaligned.
+        unsafe {
+            let message = libc::CMSG_FIRSTHDR(&raw const header.msg_hdr);
+            if message.is_null() {
+                return;
+            }
+            (*message).cmsg_level = libc::SOL_UDP;
+            (*message).cmsg_type = libc::UDP_SEGMENT;
+            (*message).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as libc::c_uint) as _;
+            libc::CMSG_DATA(message).cast::<u16>().write_unaligned(size);
+        }
+    }
+
+    /// Whether the kernel knows segmented sends (Linux 4.18 on): the socket's default segment
+    /// size can be read. An older kernel would ignore the control message and send a message's
+    /// datagrams as one.
+    pub(super) fn takes_segments(socket: &UdpSocket) -> bool {
+        let mut value: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the descriptor is open for the borrow of `socket`; the kernel writes at most
+        // `len` bytes into `value`, which is that long and lives across the call.
+        let result = unsafe {
+            libc::getsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                std::ptr::from_mut(&mut value).cast(),
+                &raw mut len,
+            )
+        };
+        result == 0
     }
 
     pub(super) fn receive(
@@ -128,7 +309,7 @@ mod sys {
         let mut headers = empty_headers();
         for ((header, slice), address) in headers.iter_mut().zip(&mut slices).zip(&mut addresses) {
             let len = address.size_of();
-            point(header, slice, std::ptr::from_mut(address).cast(), len);
+            point(header, slice, 1, std::ptr::from_mut(address).cast(), len);
         }
         // SAFETY: the descriptor is open for the borrow of `socket`. Each of the `BATCH` headers
         // points at one live iovec for a distinct `DATAGRAM_MAX`-byte chunk of `data` (or an
@@ -162,13 +343,16 @@ mod sys {
         Ok(count)
     }
 
-    pub(super) fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
+    pub(super) fn send(
+        socket: &UdpSocket,
+        queue: &[Transmit],
+        groups: &Groups,
+    ) -> io::Result<usize> {
         let queue = queue.get(..queue.len().min(BATCH)).unwrap_or_default();
-        if queue.is_empty() {
+        let sizes = groups.sizes();
+        if sizes.is_empty() || sizes.iter().map(|&(count, _)| count).sum::<usize>() > queue.len() {
             return Ok(0);
         }
-        let addresses: [Option<SockAddr>; BATCH] =
-            std::array::from_fn(|i| queue.get(i).map(|t| SockAddr::from(t.destination)));
         let mut slices: [libc::iovec; BATCH] = std::array::from_fn(|i| match queue.get(i) {
             Some(transmit) => libc::iovec {
                 // Only read by `sendmmsg`.
@@ -180,29 +364,60 @@ mod sys {
                 iov_len: 0,
             },
         });
+        // Each message's first datagram, whose address it goes to.
+        let mut firsts = [0; BATCH];
+        let mut next = 0;
+        for (first, &(count, _)) in firsts.iter_mut().zip(sizes) {
+            *first = next;
+            next += count;
+        }
+        let addresses: [Option<SockAddr>; BATCH] = std::array::from_fn(|k| {
+            sizes
+                .get(k)
+                .and_then(|_| queue.get(firsts.get(k).copied().unwrap_or(usize::MAX)))
+                .map(|t| SockAddr::from(t.destination))
+        });
+        let mut controls = [Control([0; CONTROL_LEN]); BATCH];
         let mut headers = empty_headers();
-        for ((header, slice), address) in headers.iter_mut().zip(&mut slices).zip(&addresses) {
+        let all = slices.as_mut_ptr();
+        for ((((header, address), control), &first), &(count, size)) in headers
+            .iter_mut()
+            .zip(&addresses)
+            .zip(&mut controls)
+            .zip(&firsts)
+            .zip(sizes)
+        {
             let Some(address) = address else { break };
+            // `first + count` is at most `queue.len()`, itself at most `BATCH` (checked above):
+            // the message's iovecs are within `slices`.
+            let iov = all.wrapping_add(first);
             point(
                 header,
-                slice,
+                iov,
+                count,
                 address.as_ptr().cast_mut().cast(),
                 address.len(),
             );
+            if count > 1 {
+                segment(header, control, size);
+            }
         }
-        // SAFETY: the descriptor is open for the borrow of `socket`. The first `queue.len()`
-        // headers each point at one live iovec over a datagram of `queue` and at one live
-        // address of the length they give; the kernel only reads them, during the call.
+        // SAFETY: the descriptor is open for the borrow of `socket`. The first `sizes.len()`
+        // headers each point at `count` consecutive live iovecs over datagrams of `queue`
+        // (within `slices`, as the counts sum to at most `queue.len()`), at one live address of
+        // the length they give, and at no control data or at one live `Control` of the length
+        // they give; the kernel only reads them, during the call.
         let sent = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
                 headers.as_mut_ptr(),
-                queue.len() as libc::c_uint,
+                sizes.len() as libc::c_uint,
                 // `c_int` on glibc, `c_uint` on musl.
                 libc::MSG_DONTWAIT as _,
             )
         };
-        usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+        let sent = usize::try_from(sent).map_err(|_| io::Error::last_os_error())?;
+        Ok(sizes.iter().take(sent).map(|&(count, _)| count).sum())
     }
 }
 
@@ -213,7 +428,7 @@ mod sys {
 
     use tokio::net::UdpSocket;
 
-    use super::DATAGRAM_MAX;
+    use super::{DATAGRAM_MAX, Groups};
     use crate::peer::Transmit;
 
     /// Up to a batch, one `recv_from` each, until the socket is empty.
@@ -234,7 +449,16 @@ mod sys {
         Ok(read.len())
     }
 
-    pub(super) fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
+    /// No segmented sends here.
+    pub(super) fn takes_segments(_socket: &UdpSocket) -> bool {
+        false
+    }
+
+    pub(super) fn send(
+        socket: &UdpSocket,
+        queue: &[Transmit],
+        _groups: &Groups,
+    ) -> io::Result<usize> {
         match queue.first() {
             Some(transmit) => socket
                 .try_send_to(&transmit.contents, transmit.destination)
@@ -255,6 +479,11 @@ mod tests {
     use tokio::net::UdpSocket;
 
     use super::*;
+
+    /// One call of a sender for `socket` that segments where the kernel can.
+    fn send(socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
+        Sender::new(socket).send(socket, queue)
+    }
 
     fn transmit(from: &UdpSocket, to: SocketAddr, n: usize) -> Transmit {
         Transmit {
@@ -334,6 +563,156 @@ mod tests {
             let wanted: Vec<String> = expected.iter().map(|n| format!("datagram {n}")).collect();
             assert_eq!(texts, wanted);
         }
+    }
+
+    /// A datagram of `len` bytes, each `n`.
+    fn sized(to: SocketAddr, n: u8, len: usize) -> Transmit {
+        Transmit {
+            source: "127.0.0.1:9".parse().unwrap(),
+            destination: to,
+            contents: Bytes::from(vec![n; len]),
+        }
+    }
+
+    /// Messages are runs of datagrams to one address, as long as the first or one shorter last,
+    /// within a batch; without segments each datagram is a message.
+    #[test]
+    fn a_message_is_a_run_of_equal_datagrams_to_one_address() {
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:1".parse().unwrap(),
+            "127.0.0.1:2".parse().unwrap(),
+        );
+        let lens = [
+            (a, 1200),
+            (a, 1200),
+            (a, 1200),
+            (a, 900), // shorter: ends the run
+            (a, 900),
+            (a, 1000), // longer than the run's first: a new one
+            (b, 1000), // another address
+            (b, 0),    // empty: alone
+            (b, 0),
+            (b, 50),
+        ];
+        let queue: Vec<Transmit> = lens
+            .iter()
+            .enumerate()
+            .map(|(n, &(to, len))| sized(to, n as u8, len))
+            .collect();
+        let mut groups = Groups::new();
+        groups.split(&queue, true);
+        assert_eq!(
+            groups.sizes(),
+            [
+                (4, 1200),
+                (1, 900),
+                (1, 1000),
+                (1, 1000),
+                (1, 0),
+                (1, 0),
+                (1, 50)
+            ]
+        );
+        groups.split(&queue, false);
+        assert_eq!(groups.sizes().len(), queue.len());
+        assert!(groups.sizes().iter().all(|&(count, _)| count == 1));
+        // Never more than a batch, nor more bytes than one message carries.
+        let long: Vec<Transmit> = (0..BATCH + 8).map(|n| sized(a, n as u8, 1200)).collect();
+        groups.split(&long, true);
+        assert_eq!(groups.sizes(), [(BATCH, 1200)]);
+        let big: Vec<Transmit> = (0..BATCH).map(|n| sized(a, n as u8, 2000)).collect();
+        groups.split(&big, true);
+        assert_eq!(groups.sizes(), [(30, 2000), (2, 2000)]);
+    }
+
+    /// A video frame's packets to one subscriber and two to another leave in one call, as two
+    /// messages where the kernel segments; each receiver reads every datagram whole, in order,
+    /// the last shorter one too. The same without segments.
+    #[tokio::test]
+    async fn a_run_to_one_address_arrives_as_its_datagrams() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let one = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let two = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (to_one, to_two) = (one.local_addr().unwrap(), two.local_addr().unwrap());
+        let queue = [
+            sized(to_one, 0, 1216),
+            sized(to_one, 1, 1216),
+            sized(to_one, 2, 1216),
+            sized(to_one, 3, 700),
+            sized(to_two, 4, 1216),
+            sized(to_two, 5, 1216),
+        ];
+        for mut sender in [Sender::new(&socket), Sender::unsegmented()] {
+            if cfg!(target_os = "linux") && sender.segments() {
+                let mut groups = Groups::new();
+                groups.split(&queue, true);
+                assert_eq!(groups.sizes(), [(4, 1216), (2, 1216)]);
+            }
+            socket.writable().await.unwrap();
+            let mut sent = sender.send(&socket, &queue).unwrap();
+            if cfg!(target_os = "linux") {
+                assert_eq!(sent, queue.len(), "one call");
+            }
+            while sent < queue.len() {
+                sent += sender.send(&socket, &queue[sent..]).unwrap();
+            }
+            let mut inbox = Inbox::new();
+            for (receiver, wanted) in [(&one, &queue[..4]), (&two, &queue[4..])] {
+                let got = read_all(&mut inbox, receiver, wanted.len()).await;
+                let got: Vec<Vec<u8>> = got
+                    .into_iter()
+                    .map(|(from, data)| {
+                        assert_eq!(from, socket.local_addr().unwrap());
+                        data
+                    })
+                    .collect();
+                let wanted: Vec<Vec<u8>> = wanted.iter().map(|t| t.contents.to_vec()).collect();
+                assert_eq!(got, wanted);
+            }
+        }
+        if cfg!(target_os = "linux") {
+            assert!(Sender::new(&socket).segments(), "Linux 4.18 on segments");
+        }
+    }
+
+    /// A kernel that refuses segmented messages (here: a socket without UDP checksums) gets the
+    /// same datagrams one a message, in the same call, and segmenting stays off; a destination
+    /// refused either way is the call's error, and segmenting stays on.
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn refused_segments_turn_segmenting_off_and_lose_nothing() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = receiver.local_addr().unwrap();
+        let nowhere: SocketAddr = "[::1]:9".parse().unwrap();
+        socket.writable().await.unwrap();
+
+        let mut sender = Sender::new(&socket);
+        assert!(sender.segments());
+        let refused = [
+            sized(nowhere, 0, 100),
+            sized(nowhere, 1, 100),
+            sized(to, 2, 100),
+        ];
+        sender
+            .send(&socket, &refused)
+            .expect_err("no IPv6 from an IPv4 socket");
+        assert!(
+            sender.segments(),
+            "the destination was refused, not the segments"
+        );
+
+        // No UDP checksums on what it sends (`SO_NO_CHECK`): the kernel then refuses segmented
+        // messages, and still sends datagrams one a message.
+        crate::node::set_int_option(&socket, nix::libc::SOL_SOCKET, nix::libc::SO_NO_CHECK, 1)
+            .unwrap();
+        let queue = [sized(to, 3, 100), sized(to, 4, 100), sized(to, 5, 60)];
+        assert_eq!(sender.send(&socket, &queue).unwrap(), 3);
+        assert!(!sender.segments());
+        let got = read_all(&mut Inbox::new(), &receiver, 3).await;
+        let got: Vec<Vec<u8>> = got.into_iter().map(|(_, data)| data).collect();
+        let wanted: Vec<Vec<u8>> = queue.iter().map(|t| t.contents.to_vec()).collect();
+        assert_eq!(got, wanted);
     }
 
     /// A dual-stack socket sends one batch to an IPv4 and an IPv6 address, and each receiver

@@ -2249,7 +2249,12 @@ const RECV_BATCH: usize = 64;
 const SEND_AT: usize = 16;
 
 /// Sends everything the router has queued, [`batch::BATCH`] datagrams a system call.
-async fn send_queued(router: &mut Router, socket: &UdpSocket, outbox: &mut Vec<Transmit>) {
+async fn send_queued(
+    router: &mut Router,
+    socket: &UdpSocket,
+    sender: &mut crate::batch::Sender,
+    outbox: &mut Vec<Transmit>,
+) {
     loop {
         while outbox.len() < crate::batch::BATCH
             && let Some(transmit) = router.poll_transmit()
@@ -2259,7 +2264,7 @@ async fn send_queued(router: &mut Router, socket: &UdpSocket, outbox: &mut Vec<T
         if outbox.is_empty() {
             return;
         }
-        match crate::batch::send(socket, outbox) {
+        match sender.send(socket, outbox) {
             Ok(sent) if sent > 0 => {
                 for transmit in outbox.drain(..sent.min(outbox.len())) {
                     router.handle_sent(transmit.contents.len());
@@ -2271,8 +2276,8 @@ async fn send_queued(router: &mut Router, socket: &UdpSocket, outbox: &mut Vec<T
                     return;
                 }
             }
-            // The first datagram was refused (or, never seen, none was taken): it goes, the
-            // rest are tried again.
+            // The first datagram (or its segmented message) was refused, or, never seen, none
+            // was taken: it goes, the rest are tried again.
             failed => {
                 router.handle_send_error();
                 let first = outbox.remove(0);
@@ -2300,6 +2305,8 @@ where
 {
     let mut inbox = crate::batch::Inbox::new();
     let mut outbox = Vec::with_capacity(crate::batch::BATCH);
+    let mut sender = crate::batch::Sender::new(&socket);
+    tracing::debug!(segments = sender.segments(), "media socket sends");
     let mut published_at = Instant::now();
     // One timer, moved when the router's next deadline moves: a new one each turn of the loop
     // was registered with tokio's timer wheel and taken out again for every datagram.
@@ -2310,7 +2317,7 @@ where
             published_at = Instant::now();
             stats.send_replace(router.stats());
         }
-        send_queued(&mut router, &socket, &mut outbox).await;
+        send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
         while let Some(event) = router.poll_event() {
             on_event(event);
         }
@@ -2329,7 +2336,7 @@ where
                     while let Ok((at, command)) = commands.try_recv() {
                         router.handle_command(at.max(Instant::now()), command);
                     }
-                    send_queued(&mut router, &socket, &mut outbox).await;
+                    send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
                     return Ok(());
                 }
             }
@@ -2352,7 +2359,7 @@ where
                     for (from, datagram) in inbox.datagrams() {
                         router.handle_datagram(Instant::now(), from, datagram);
                         if router.queued() >= SEND_AT {
-                            send_queued(&mut router, &socket, &mut outbox).await;
+                            send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
                         }
                     }
                     read += count.max(1);
@@ -2360,7 +2367,7 @@ where
                         break;
                     }
                 }
-                send_queued(&mut router, &socket, &mut outbox).await;
+                send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
                 router.handle_timeout(Instant::now());
             }
         }

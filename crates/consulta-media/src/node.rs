@@ -30,21 +30,35 @@ pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// draws one per datagram from a hash table shared by all CPUs, 1.6 % of the node's time
 /// forwarding 1:1 rooms (docs/benchmarks.md, "Own SRTP").
 fn set_dont_fragment(udp: &UdpSocket) -> std::io::Result<()> {
+    set_int_option(
+        udp,
+        nix::libc::IPPROTO_IP,
+        nix::libc::IP_MTU_DISCOVER,
+        nix::libc::IP_PMTUDISC_PROBE,
+    )
+}
+
+/// Sets an int-valued option (`level`, `name`) of `socket`, one that neither socket2 nor nix
+/// offers.
+pub(crate) fn set_int_option(
+    socket: &impl std::os::fd::AsRawFd,
+    level: nix::libc::c_int,
+    name: nix::libc::c_int,
+    value: nix::libc::c_int,
+) -> std::io::Result<()> {
     use nix::libc;
-    use std::os::fd::AsRawFd;
-    let value: libc::c_int = libc::IP_PMTUDISC_PROBE;
     #[allow(
         unsafe_code,
         reason = "setsockopt with an int option on a socket this node owns; neither socket2 nor \
-                  nix offers IP_MTU_DISCOVER"
+                  nix offers the options it is used for"
     )]
-    // SAFETY: the descriptor is open for the borrow of `udp`; the option value is a live c_int
-    // whose size is the length passed.
+    // SAFETY: the descriptor is open for the borrow of `socket`; the option value is a live
+    // c_int whose size is the length passed.
     let rc = unsafe {
         libc::setsockopt(
-            udp.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
+            socket.as_raw_fd(),
+            level,
+            name,
             std::ptr::from_ref(&value).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
