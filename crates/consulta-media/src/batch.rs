@@ -65,17 +65,23 @@ impl Inbox {
     }
 }
 
-/// Datagrams of one segmented message at most: a whole batch.
-const SEGMENTS_MAX: usize = BATCH;
-
 /// Bytes of one segmented message at most: what one UDP datagram can carry over IPv6, less its
 /// headers, with room to spare.
 const SEGMENTED_BYTES_MAX: usize = 60_000;
 
-/// Sends datagrams on one socket, and knows whether its kernel takes segmented messages.
+/// Destinations whose segmented messages the kernel refused, at most: past them, segmenting is
+/// off for the socket.
+const REFUSED_MAX: usize = 16;
+
+/// Sends datagrams on one socket, and knows whether its kernel takes segmented messages, and to
+/// where not.
 #[derive(Debug)]
 pub(crate) struct Sender {
     segments: bool,
+    /// Where a segmented message was refused while single datagrams went (a route whose MTU is
+    /// below a datagram and its headers, or whose device cannot compute checksums): each
+    /// datagram its own message there.
+    refused: Vec<SocketAddr>,
 }
 
 impl Sender {
@@ -83,13 +89,17 @@ impl Sender {
     pub(crate) fn new(socket: &UdpSocket) -> Self {
         Self {
             segments: sys::takes_segments(socket),
+            refused: Vec::new(),
         }
     }
 
     /// For `socket`, one datagram a message, whatever the kernel takes.
     #[cfg(test)]
     pub(crate) fn unsegmented() -> Self {
-        Self { segments: false }
+        Self {
+            segments: false,
+            refused: Vec::new(),
+        }
     }
 
     /// Whether consecutive datagrams of one size to one address leave as one message.
@@ -97,37 +107,49 @@ impl Sender {
         self.segments
     }
 
+    /// Whether datagrams to `to` may leave as one message.
+    fn segments_to(&self, to: SocketAddr) -> bool {
+        self.segments && !self.refused.contains(&to)
+    }
+
     /// Sends the first of `queue` (up to [`BATCH`]) without waiting: how many datagrams the
     /// kernel took, in order. An error is the first datagram's, or its message's: the ones
     /// before it were sent by an earlier call.
     ///
-    /// When the kernel refuses a segmented message, the call is made again with one datagram a
-    /// message. If the first datagram then goes, segmenting was what it refused (the route may
-    /// lack what it needs: a device that cannot compute checksums, an MTU below a datagram), and
-    /// it is off for good; if not, the error is that datagram's.
+    /// When the kernel refuses a segmented message with one of the errors its checks of
+    /// segmenting give (before anything is sent: `EINVAL`, `EMSGSIZE`, `EIO`), the call is made
+    /// again with that message's datagrams one a message. If the first then goes, segmenting was
+    /// what was refused, on that route: its destination gets single datagrams from then on (past
+    /// [`REFUSED_MAX`] such destinations, every one does). If not, the error is that datagram's.
     ///
     /// # Errors
     /// `WouldBlock` when the socket's buffer is full; the first datagram's error otherwise.
     pub(crate) fn send(&mut self, socket: &UdpSocket, queue: &[Transmit]) -> io::Result<usize> {
         let mut groups = Groups::new();
-        groups.split(queue, self.segments);
+        groups.split(queue, |to| self.segments_to(to));
         let sent = socket.try_io(tokio::io::Interest::WRITABLE, || {
             sys::send(socket, queue, &groups)
         });
+        let first = queue.first().map(|t| t.destination);
         let segmented = groups.sizes().first().is_some_and(|&(count, _)| count > 1);
-        match sent {
-            Err(error) if segmented && error.kind() != io::ErrorKind::WouldBlock => {
-                groups.split(queue, false);
+        match (sent, first) {
+            (Err(error), Some(to)) if segmented && sys::refuses_segments(&error) => {
+                groups.split(queue, |other| other != to && self.segments_to(other));
                 let again = socket.try_io(tokio::io::Interest::WRITABLE, || {
                     sys::send(socket, queue, &groups)
                 });
                 if matches!(again, Ok(sent) if sent > 0) {
-                    tracing::info!(%error, "segmented UDP sends refused: one datagram a message from now on");
-                    self.segments = false;
+                    if self.refused.len() < REFUSED_MAX {
+                        tracing::debug!(%error, destination = %to, "segmented UDP sends refused on one route");
+                        self.refused.push(to);
+                    } else {
+                        tracing::info!(%error, "segmented UDP sends refused on many routes: one datagram a message from now on");
+                        self.segments = false;
+                    }
                 }
                 again
             }
-            sent => sent,
+            (sent, _) => sent,
         }
     }
 }
@@ -136,8 +158,8 @@ impl Sender {
 #[derive(Debug)]
 pub(crate) struct Groups {
     /// Per message: how many datagrams, and the size of each but the last (which may be
-    /// shorter).
-    sizes: [(usize, usize); BATCH],
+    /// shorter; the size is that of a lone datagram's too, as far as it fits).
+    sizes: [(usize, u16); BATCH],
     len: usize,
 }
 
@@ -150,42 +172,47 @@ impl Groups {
     }
 
     /// The messages, in order.
-    pub(crate) fn sizes(&self) -> &[(usize, usize)] {
+    pub(crate) fn sizes(&self) -> &[(usize, u16)] {
         self.sizes.get(..self.len).unwrap_or_default()
     }
 
-    /// Splits the first [`BATCH`] datagrams of `queue` into messages. With `segments`, a message
-    /// takes the datagrams after its first while they go to the same address and are as long
-    /// as the first; one shorter ends it, as the kernel cuts the last segment short. Empty
-    /// datagrams go alone.
-    pub(crate) fn split(&mut self, queue: &[Transmit], segments: bool) {
+    /// Splits the first [`BATCH`] datagrams of `queue` into messages. Where `segments` allows
+    /// it for their address, a message takes the datagrams after its first while they go to the
+    /// same address and are as long as the first; one shorter ends it, as the kernel cuts the
+    /// last segment short. Empty datagrams, and any longer than a segment can be, go alone.
+    pub(crate) fn split(&mut self, queue: &[Transmit], segments: impl Fn(SocketAddr) -> bool) {
         let queue = queue.get(..queue.len().min(BATCH)).unwrap_or_default();
         self.len = 0;
         let mut rest = queue;
         while let Some((first, after)) = rest.split_first() {
-            let size = first.contents.len();
+            let len = first.contents.len();
+            let size = u16::try_from(len).ok().filter(|&size| size > 0);
             let mut count = 1;
-            let mut bytes = size;
-            if segments && size > 0 {
+            if let Some(size) = size
+                && segments(first.destination)
+            {
+                let mut bytes = len;
                 for next in after {
-                    let len = next.contents.len();
+                    let next_len = next.contents.len();
                     if next.destination != first.destination
-                        || len == 0
-                        || len > size
-                        || count == SEGMENTS_MAX
-                        || bytes + len > SEGMENTED_BYTES_MAX
+                        || next_len == 0
+                        || next_len > len
+                        || bytes + next_len > SEGMENTED_BYTES_MAX
                     {
                         break;
                     }
                     count += 1;
-                    bytes += len;
-                    if len < size {
+                    bytes += next_len;
+                    if next_len < len {
                         break;
                     }
                 }
-            }
-            if let Some(slot) = self.sizes.get_mut(self.len) {
-                *slot = (count, size);
+                if let Some(slot) = self.sizes.get_mut(self.len) {
+                    *slot = (count, size);
+                    self.len += 1;
+                }
+            } else if let Some(slot) = self.sizes.get_mut(self.len) {
+                *slot = (1, size.unwrap_or(0));
                 self.len += 1;
             }
             rest = rest.get(count..).unwrap_or_default();
@@ -246,29 +273,37 @@ mod sys {
     #[repr(C, align(8))]
     struct Control([u8; CONTROL_LEN]);
 
+    // One header with two bytes of data fits: `CMSG_FIRSTHDR` finds it.
+    const _: () = assert!(CONTROL_LEN >= size_of::<libc::cmsghdr>() + size_of::<u16>());
+
     /// Has `header` (already pointed at its datagrams) ask the kernel to cut it into segments of
     /// `size` bytes, with its control data in `control`.
-    fn segment(header: &mut libc::mmsghdr, control: &mut Control, size: usize) {
-        let Ok(size) = u16::try_from(size) else {
-            return;
-        };
+    fn segment(header: &mut libc::mmsghdr, control: &mut Control, size: u16) {
         header.msg_hdr.msg_control = std::ptr::from_mut(control).cast();
         // `size_t` on glibc, `socklen_t` on musl.
         header.msg_hdr.msg_controllen = CONTROL_LEN as _;
         // SAFETY: `msg_control` points at `CONTROL_LEN` zeroed, aligned bytes that live as long
-        // as `control`, which is room for one header with two bytes of data
-        // (`CMSG_SPACE(2)`): `CMSG_FIRSTHDR` returns its start (non-null, as the length is
-        // nonzero), and `CMSG_DATA` a pointer inside it, written unaligned.
+        // as `control`, room for one header with two bytes of data (asserted above):
+        // `CMSG_FIRSTHDR` returns its start, non-null as the length is nonzero, and `CMSG_DATA`
+        // a pointer inside it, written unaligned.
         unsafe {
             let message = libc::CMSG_FIRSTHDR(&raw const header.msg_hdr);
-            if message.is_null() {
-                return;
-            }
             (*message).cmsg_level = libc::SOL_UDP;
             (*message).cmsg_type = libc::UDP_SEGMENT;
             (*message).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as libc::c_uint) as _;
             libc::CMSG_DATA(message).cast::<u16>().write_unaligned(size);
         }
+    }
+
+    /// Whether `error` is one the kernel's checks of a segmented message give, before anything
+    /// of it is sent: a segment longer than the route's MTU allows (`EMSGSIZE` since Linux 6.x,
+    /// `EINVAL` before), too many segments or no checksums (`EINVAL`), a route through IPsec or
+    /// a device that cannot compute checksums (`EIO`).
+    pub(super) fn refuses_segments(error: &io::Error) -> bool {
+        matches!(
+            error.raw_os_error(),
+            Some(libc::EINVAL | libc::EMSGSIZE | libc::EIO)
+        )
     }
 
     /// Whether the kernel knows segmented sends (Linux 4.18 on): the socket's default segment
@@ -350,7 +385,11 @@ mod sys {
     ) -> io::Result<usize> {
         let queue = queue.get(..queue.len().min(BATCH)).unwrap_or_default();
         let sizes = groups.sizes();
-        if sizes.is_empty() || sizes.iter().map(|&(count, _)| count).sum::<usize>() > queue.len() {
+        if sizes.iter().map(|&(count, _)| count).sum::<usize>() > queue.len() {
+            debug_assert!(false, "messages split from another queue");
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        if sizes.is_empty() {
             return Ok(0);
         }
         let mut slices: [libc::iovec; BATCH] = std::array::from_fn(|i| match queue.get(i) {
@@ -451,6 +490,11 @@ mod sys {
 
     /// No segmented sends here.
     pub(super) fn takes_segments(_socket: &UdpSocket) -> bool {
+        false
+    }
+
+    /// Nothing is segmented here.
+    pub(super) fn refuses_segments(_error: &io::Error) -> bool {
         false
     }
 
@@ -600,7 +644,7 @@ mod tests {
             .map(|(n, &(to, len))| sized(to, n as u8, len))
             .collect();
         let mut groups = Groups::new();
-        groups.split(&queue, true);
+        groups.split(&queue, |_| true);
         assert_eq!(
             groups.sizes(),
             [
@@ -613,15 +657,17 @@ mod tests {
                 (1, 50)
             ]
         );
-        groups.split(&queue, false);
+        groups.split(&queue, |_| false);
         assert_eq!(groups.sizes().len(), queue.len());
         assert!(groups.sizes().iter().all(|&(count, _)| count == 1));
         // Never more than a batch, nor more bytes than one message carries.
         let long: Vec<Transmit> = (0..BATCH + 8).map(|n| sized(a, n as u8, 1200)).collect();
-        groups.split(&long, true);
+        groups.split(&long, |_| true);
         assert_eq!(groups.sizes(), [(BATCH, 1200)]);
+        groups.split(&long, |to| to != a);
+        assert_eq!(groups.sizes(), [(1, 1200); BATCH]);
         let big: Vec<Transmit> = (0..BATCH).map(|n| sized(a, n as u8, 2000)).collect();
-        groups.split(&big, true);
+        groups.split(&big, |_| true);
         assert_eq!(groups.sizes(), [(30, 2000), (2, 2000)]);
     }
 
@@ -645,13 +691,17 @@ mod tests {
         for mut sender in [Sender::new(&socket), Sender::unsegmented()] {
             if cfg!(target_os = "linux") && sender.segments() {
                 let mut groups = Groups::new();
-                groups.split(&queue, true);
+                groups.split(&queue, |_| true);
                 assert_eq!(groups.sizes(), [(4, 1216), (2, 1216)]);
             }
             socket.writable().await.unwrap();
             let mut sent = sender.send(&socket, &queue).unwrap();
             if cfg!(target_os = "linux") {
                 assert_eq!(sent, queue.len(), "one call");
+            }
+            if sender.segments() {
+                // Not refused and sent again one a message: segmented.
+                assert!(sender.segments_to(to_one) && sender.segments_to(to_two));
             }
             while sent < queue.len() {
                 sent += sender.send(&socket, &queue[sent..]).unwrap();
@@ -675,15 +725,19 @@ mod tests {
         }
     }
 
-    /// A kernel that refuses segmented messages (here: a socket without UDP checksums) gets the
-    /// same datagrams one a message, in the same call, and segmenting stays off; a destination
-    /// refused either way is the call's error, and segmenting stays on.
+    /// A route that refuses segmented messages (here: a socket without UDP checksums) gets the
+    /// same datagrams one a message, in the same call, and from then on; past `REFUSED_MAX`
+    /// such routes segmenting is off. A destination refused either way is the call's error, and
+    /// segmenting stays on for it.
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn refused_segments_turn_segmenting_off_and_lose_nothing() {
+    async fn refused_segments_go_one_a_message_and_lose_nothing() {
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let to = receiver.local_addr().unwrap();
+        let mut receivers = Vec::new();
+        for _ in 0..=REFUSED_MAX {
+            receivers.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        }
+        let to = receivers[0].local_addr().unwrap();
         let nowhere: SocketAddr = "[::1]:9".parse().unwrap();
         socket.writable().await.unwrap();
 
@@ -698,7 +752,7 @@ mod tests {
             .send(&socket, &refused)
             .expect_err("no IPv6 from an IPv4 socket");
         assert!(
-            sender.segments(),
+            sender.segments_to(nowhere),
             "the destination was refused, not the segments"
         );
 
@@ -708,11 +762,29 @@ mod tests {
             .unwrap();
         let queue = [sized(to, 3, 100), sized(to, 4, 100), sized(to, 5, 60)];
         assert_eq!(sender.send(&socket, &queue).unwrap(), 3);
-        assert!(!sender.segments());
-        let got = read_all(&mut Inbox::new(), &receiver, 3).await;
+        assert!(sender.segments() && !sender.segments_to(to));
+        assert_eq!(
+            sender.send(&socket, &queue).unwrap(),
+            3,
+            "no error the second time"
+        );
+        let got = read_all(&mut Inbox::new(), &receivers[0], 6).await;
         let got: Vec<Vec<u8>> = got.into_iter().map(|(_, data)| data).collect();
-        let wanted: Vec<Vec<u8>> = queue.iter().map(|t| t.contents.to_vec()).collect();
+        let wanted: Vec<Vec<u8>> = queue
+            .iter()
+            .chain(&queue)
+            .map(|t| t.contents.to_vec())
+            .collect();
         assert_eq!(got, wanted);
+
+        for (n, receiver) in receivers.iter().enumerate().skip(1) {
+            let to = receiver.local_addr().unwrap();
+            let pair = [sized(to, 6, 100), sized(to, 7, 100)];
+            assert_eq!(sender.send(&socket, &pair).unwrap(), 2);
+            assert_eq!(sender.segments(), n < REFUSED_MAX, "after {n} more routes");
+            let got = read_all(&mut Inbox::new(), receiver, 2).await;
+            assert_eq!(got.len(), 2);
+        }
     }
 
     /// A dual-stack socket sends one batch to an IPv4 and an IPv6 address, and each receiver

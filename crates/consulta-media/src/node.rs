@@ -29,12 +29,29 @@ pub const UDP_BUFFER_BYTES: usize = 4 << 20;
 /// Linux gives a datagram that may not be fragmented the IP identification 0; without the bit it
 /// draws one per datagram from a hash table shared by all CPUs, 1.6 % of the node's time
 /// forwarding 1:1 rooms (docs/benchmarks.md, "Own SRTP").
-fn set_dont_fragment(udp: &UdpSocket) -> std::io::Result<()> {
+/// On an IPv6 socket the same holds for IPv6 (`IPV6_PMTUDISC_PROBE`; the kernel does not
+/// fragment then, and a Packet Too Big message, as forgeable, does not shrink what it sends),
+/// and for IPv4 where the socket is dual-stack.
+fn set_dont_fragment(udp: &impl std::os::fd::AsRawFd, ipv6: bool) -> std::io::Result<()> {
+    use nix::libc;
+    let ipv4 = set_int_option(
+        udp,
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    );
+    if !ipv6 {
+        return ipv4;
+    }
+    if let Err(error) = ipv4 {
+        // An IPv6-only socket has no IPv4 side.
+        tracing::debug!(%error, "no IPv4 don't-fragment bit on the IPv6 media socket");
+    }
     set_int_option(
         udp,
-        nix::libc::IPPROTO_IP,
-        nix::libc::IP_MTU_DISCOVER,
-        nix::libc::IP_PMTUDISC_PROBE,
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        libc::IPV6_PMTUDISC_PROBE,
     )
 }
 
@@ -65,6 +82,35 @@ pub(crate) fn set_int_option(
     };
     if rc == 0 {
         Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// An int-valued option (`level`, `name`) of `socket`.
+#[cfg(test)]
+fn int_option(
+    socket: &impl std::os::fd::AsRawFd,
+    level: nix::libc::c_int,
+    name: nix::libc::c_int,
+) -> std::io::Result<nix::libc::c_int> {
+    use nix::libc;
+    let mut value: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    #[allow(unsafe_code, reason = "getsockopt of an int option, in tests")]
+    // SAFETY: the descriptor is open for the borrow of `socket`; the kernel writes at most `len`
+    // bytes into `value`, which is that long and lives across the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_mut(&mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
     } else {
         Err(std::io::Error::last_os_error())
     }
@@ -125,9 +171,7 @@ impl SfuNode {
             );
         }
         let udp_addr = udp.local_addr()?;
-        if udp_addr.is_ipv4()
-            && let Err(error) = set_dont_fragment(&udp)
-        {
+        if let Err(error) = set_dont_fragment(&udp, udp_addr.is_ipv6()) {
             tracing::warn!(%error, "could not set the don't-fragment bit on the media socket");
         }
         let advertised = SocketAddr::new(
@@ -590,5 +634,42 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(alive(), before, "tasks left running after the shutdown");
+    }
+
+    /// IPv4, IPv6 and dual-stack media sockets all send with the don't-fragment bit and ignore
+    /// the path MTU that ICMP reports, for each IP version they carry.
+    #[test]
+    fn media_sockets_never_fragment_over_either_ip_version() {
+        use nix::libc;
+        let v4 = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_dont_fragment(&v4, false).unwrap();
+        assert_eq!(
+            int_option(&v4, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap(),
+            libc::IP_PMTUDISC_PROBE
+        );
+        let dual = std::net::UdpSocket::bind("[::]:0").unwrap();
+        let v6_only = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        v6_only.set_only_v6(true).unwrap();
+        v6_only
+            .bind(&"[::1]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        set_dont_fragment(&dual, true).unwrap();
+        set_dont_fragment(&v6_only, true).unwrap();
+        for ipv6 in [
+            int_option(&dual, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+            int_option(&v6_only, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+        ] {
+            assert_eq!(ipv6.unwrap(), libc::IPV6_PMTUDISC_PROBE);
+        }
+        assert_eq!(
+            int_option(&dual, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER).unwrap(),
+            libc::IP_PMTUDISC_PROBE,
+            "the dual-stack socket's IPv4 side too"
+        );
     }
 }
