@@ -115,6 +115,17 @@ const VIDEO_DARK = [0x0f, 0x3a, 0x2e];
 const BUNDLE = new URL('./node_modules/matrix-widget-api/dist/api.min.js', import.meta.url);
 const slotOf = (id) => `.appt[data-id="${id}"]`;
 
+// A page opens on the clinic's current week. The test books for tomorrow, which on the clinic's
+// Sunday is next week's Monday: then a person goes on a week with "Next week". Each day of the week
+// on show has a heading `#day-<date>`.
+async function weekOf(page, date) {
+  await page.locator('#week section.day').first().waitFor();
+  if ((await page.locator(`#week #day-${date}`).count()) === 0) {
+    await page.locator('#next').click();
+  }
+  await page.locator(`#week #day-${date}`).waitFor();
+}
+
 try {
   // ---- The doctor. ----
   const doctor = await open(cfg.doctorLink, 'doctor');
@@ -173,6 +184,7 @@ try {
   // ---- The patient, in dark mode as Element would ask. ----
   const patient = await open(cfg.patientLink, 'patient');
   await ready(patient);
+  await weekOf(patient, cfg.date);
   const patientSlot = patient.locator(slotOf(id));
   await patientSlot.waitFor();
   result.patientSlotText = await patientSlot.innerText();
@@ -233,6 +245,7 @@ try {
   result.widgetWho = await frame.locator('#who').textContent();
   result.widgetOpenIdAsked = await host.evaluate(() => window.openIdAsked || 0);
   result.widgetTheme = await frame.locator('html').getAttribute('data-theme');
+  await weekOf(frame, cfg.date);
   const widgetSlot = frame.locator(slotOf(id));
   await widgetSlot.scrollIntoViewIfNeeded();
   result.widgetSlotText = await widgetSlot.innerText();
@@ -245,6 +258,7 @@ try {
   // ---- Back to the doctor: move the appointment half an hour, then cancel it. ----
   await doctor.bringToFront();
   await doctor.click('#view-week');
+  await weekOf(doctor, cfg.date);
   await doctor.click(`${slotOf(id)} button:has-text("Reschedule")`);
   await doctor.waitForSelector('#editor[open]');
   result.rescheduleTitle = await doctor.textContent('#editor-title');
