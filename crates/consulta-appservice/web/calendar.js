@@ -18,6 +18,10 @@
     editing: null,
     cancelling: null,
     lastBooked: null,
+    // Renders started: one whose answer comes after a later one's started is dropped, or a
+    // quick "Next week" after another change would show one week's appointments under another's
+    // days.
+    renders: 0,
   };
 
   // ---- Theme: Element passes its theme; otherwise follow the system. ----
@@ -226,19 +230,24 @@
     week.hidden = !weekView;
     agenda.hidden = weekView;
     $('zone').textContent = `Times are the clinic's (${state.me.time_zone}).`;
+    state.renders += 1;
+    const thisRender = state.renders;
     if (weekView) {
-      const end = addDays(state.weekStart, 7);
-      const data = await call(`appointments?from=${state.weekStart}T00:00&to=${end}T00:00`);
-      $('range').textContent = `Week of ${dayLabel(state.weekStart, true)}`;
+      const weekStart = state.weekStart;
+      const end = addDays(weekStart, 7);
+      const data = await call(`appointments?from=${weekStart}T00:00&to=${end}T00:00`);
+      if (thisRender !== state.renders) return;
+      $('range').textContent = `Week of ${dayLabel(weekStart, true)}`;
       const days = [];
       for (let i = 0; i < 7; i += 1) {
-        const iso = addDays(state.weekStart, i);
+        const iso = addDays(weekStart, i);
         days.push(dayBlock(iso, data.appointments.filter((a) => localDate(a) === iso), 'h3'));
       }
       week.replaceChildren(...days);
       announce(`${data.appointments.length} appointment${data.appointments.length === 1 ? '' : 's'} this week.`);
     } else {
       const data = await call('appointments/next?limit=50');
+      if (thisRender !== state.renders) return;
       $('range').textContent = 'Coming up';
       const byDay = new Map();
       for (const a of data.appointments) {

@@ -306,10 +306,52 @@ mod sys {
         )
     }
 
-    /// Whether the kernel knows segmented sends (Linux 4.18 on): the socket's default segment
-    /// size can be read. An older kernel would ignore the control message and send a message's
-    /// datagrams as one.
+    /// Whether the kernel knows segmented sends (Linux 4.18 on) and cuts them as asked: the
+    /// socket's default segment size can be read, and [two segments arrive as two
+    /// datagrams](segments_arrive_apart). An older kernel would ignore the control message and
+    /// send a message's datagrams as one; so might a layer that stands in for Linux's sockets.
     pub(super) fn takes_segments(socket: &UdpSocket) -> bool {
+        knows_segments(socket) && segments_arrive_apart()
+    }
+
+    /// Sends one message of two segments from one loopback socket of its own to another, and
+    /// reads them back: two datagrams, whole and in order, or not segmented. On loopback they
+    /// are in the receiver's queue when the send returns; a read waits 200 ms at most, once, at
+    /// start, only where something is wrong.
+    pub(super) fn segments_arrive_apart() -> bool {
+        let bind = || std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0));
+        let (Ok(from), Ok(to)) = (bind(), bind()) else {
+            return false;
+        };
+        let (Ok(source), Ok(destination)) = (from.local_addr(), to.local_addr()) else {
+            return false;
+        };
+        if to
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .is_err()
+        {
+            return false;
+        }
+        let segments: [&'static [u8]; 2] = [b"first", b"other"];
+        let queue = segments.map(|contents| Transmit {
+            source,
+            destination,
+            contents: bytes::Bytes::from_static(contents),
+        });
+        let mut groups = Groups::new();
+        groups.split(&queue, |_| true);
+        if groups.sizes() != [(2, 5)] || !matches!(send(&from, &queue, &groups), Ok(2)) {
+            return false;
+        }
+        let mut buffer = [0; 16];
+        segments.iter().all(|segment| {
+            matches!(to.recv(&mut buffer), Ok(len) if buffer.get(..len) == Some(*segment))
+        })
+    }
+
+    /// Whether the kernel knows the `UDP_SEGMENT` option: the socket's default segment size can
+    /// be read.
+    fn knows_segments(socket: &UdpSocket) -> bool {
         let mut value: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         // SAFETY: the descriptor is open for the borrow of `socket`; the kernel writes at most
@@ -379,7 +421,7 @@ mod sys {
     }
 
     pub(super) fn send(
-        socket: &UdpSocket,
+        socket: &impl AsRawFd,
         queue: &[Transmit],
         groups: &Groups,
     ) -> io::Result<usize> {
@@ -785,6 +827,13 @@ mod tests {
             let got = read_all(&mut Inbox::new(), receiver, 2).await;
             assert_eq!(got.len(), 2);
         }
+    }
+
+    /// The start-up check of segmenting finds that the kernel cuts a message as asked.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_kernel_cuts_segmented_messages_as_asked() {
+        assert!(sys::segments_arrive_apart());
     }
 
     /// A dual-stack socket sends one batch to an IPv4 and an IPv6 address, and each receiver
