@@ -188,9 +188,7 @@ impl Groups {
             let len = first.contents.len();
             let size = u16::try_from(len).ok().filter(|&size| size > 0);
             let mut count = 1;
-            if let Some(size) = size
-                && segments(first.destination)
-            {
+            if size.is_some() && segments(first.destination) {
                 let mut bytes = len;
                 for next in after {
                     let next_len = next.contents.len();
@@ -207,12 +205,9 @@ impl Groups {
                         break;
                     }
                 }
-                if let Some(slot) = self.sizes.get_mut(self.len) {
-                    *slot = (count, size);
-                    self.len += 1;
-                }
-            } else if let Some(slot) = self.sizes.get_mut(self.len) {
-                *slot = (1, size.unwrap_or(0));
+            }
+            if let Some(slot) = self.sizes.get_mut(self.len) {
+                *slot = (count, size.unwrap_or(0));
                 self.len += 1;
             }
             rest = rest.get(count..).unwrap_or_default();
@@ -352,20 +347,7 @@ mod sys {
     /// Whether the kernel knows the `UDP_SEGMENT` option: the socket's default segment size can
     /// be read.
     fn knows_segments(socket: &UdpSocket) -> bool {
-        let mut value: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: the descriptor is open for the borrow of `socket`; the kernel writes at most
-        // `len` bytes into `value`, which is that long and lives across the call.
-        let result = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                std::ptr::from_mut(&mut value).cast(),
-                &raw mut len,
-            )
-        };
-        result == 0
+        crate::node::int_option(socket, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok()
     }
 
     pub(super) fn receive(
@@ -445,30 +427,22 @@ mod sys {
                 iov_len: 0,
             },
         });
-        // Each message's first datagram, whose address it goes to.
-        let mut firsts = [0; BATCH];
-        let mut next = 0;
-        for (first, &(count, _)) in firsts.iter_mut().zip(sizes) {
-            *first = next;
-            next += count;
-        }
-        let addresses: [Option<SockAddr>; BATCH] = std::array::from_fn(|k| {
-            sizes
-                .get(k)
-                .and_then(|_| queue.get(firsts.get(k).copied().unwrap_or(usize::MAX)))
-                .map(|t| SockAddr::from(t.destination))
-        });
+        let mut addresses: [Option<SockAddr>; BATCH] = std::array::from_fn(|_| None);
         let mut controls = [Control([0; CONTROL_LEN]); BATCH];
         let mut headers = empty_headers();
         let all = slices.as_mut_ptr();
-        for ((((header, address), control), &first), &(count, size)) in headers
+        // The index of each message's first datagram, whose address it goes to.
+        let mut first = 0;
+        for (((header, address), control), &(count, size)) in headers
             .iter_mut()
-            .zip(&addresses)
+            .zip(&mut addresses)
             .zip(&mut controls)
-            .zip(&firsts)
             .zip(sizes)
         {
-            let Some(address) = address else { break };
+            let Some(transmit) = queue.get(first) else {
+                break;
+            };
+            let address = address.insert(SockAddr::from(transmit.destination));
             // `first + count` is at most `queue.len()`, itself at most `BATCH` (checked above):
             // the message's iovecs are within `slices`.
             let iov = all.wrapping_add(first);
@@ -482,6 +456,7 @@ mod sys {
             if count > 1 {
                 segment(header, control, size);
             }
+            first += count;
         }
         // SAFETY: the descriptor is open for the borrow of `socket`. The first `sizes.len()`
         // headers each point at `count` consecutive live iovecs over datagrams of `queue`

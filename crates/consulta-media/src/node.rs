@@ -88,8 +88,7 @@ pub(crate) fn set_int_option(
 }
 
 /// An int-valued option (`level`, `name`) of `socket`.
-#[cfg(test)]
-fn int_option(
+pub(crate) fn int_option(
     socket: &impl std::os::fd::AsRawFd,
     level: nix::libc::c_int,
     name: nix::libc::c_int,
@@ -97,7 +96,11 @@ fn int_option(
     use nix::libc;
     let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    #[allow(unsafe_code, reason = "getsockopt of an int option, in tests")]
+    #[allow(
+        unsafe_code,
+        reason = "getsockopt of an int option on a socket this node owns; neither socket2 nor nix \
+                  offers the options it is used for"
+    )]
     // SAFETY: the descriptor is open for the borrow of `socket`; the kernel writes at most `len`
     // bytes into `value`, which is that long and lives across the call.
     let rc = unsafe {
