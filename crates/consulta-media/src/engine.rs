@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, watch};
 use crate::mux::Demux;
 use crate::peer::{
     DataChannel, Error, LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer,
-    Mid, PeerState, SrtpProfiles, Transmit,
+    Mid, PeerState, SrtpProfiles, StreamTag, Transmit,
 };
 
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
@@ -470,6 +470,58 @@ struct Published {
     muted: bool,
 }
 
+/// A packet to forward whose subscribers' copies are not made yet: its publisher's side is
+/// handled (loss counted, layer known, rate metered).
+#[derive(Debug)]
+struct Fanout {
+    track: TrackSid,
+    quality: Quality,
+    ssrc: u32,
+    packet: rtc::rtp::Packet,
+    /// The stream's tag, for its MIME type.
+    tag: Arc<StreamTag>,
+    /// An unwrapped retransmission's: its primary stream's MIME type.
+    primary_mime: Option<String>,
+}
+
+impl Fanouts {
+    /// Whether copies are left to make.
+    fn remain(&self) -> bool {
+        self.next < self.subscribers.len() || self.end < self.packets.len()
+    }
+}
+
+impl Fanout {
+    fn mime(&self) -> &str {
+        self.primary_mime
+            .as_deref()
+            .or(self.tag.mime_type.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// What a read brought to forward, and how far its copies are made.
+///
+/// Copies are made subscriber by subscriber over each track's packets of the read, not packet by
+/// packet over the subscribers: one subscriber's state is looked up once for all of them and is
+/// still in the cache for the next, and a burst's copies to one subscriber leave as one run to one
+/// address, which the socket sends as one segmented message ([`crate::batch`]).
+#[derive(Debug, Default)]
+struct Fanouts {
+    /// In arrival order until the read ends; then grouped by track, in arrival order within each.
+    packets: Vec<Fanout>,
+    /// A read is under way: copies wait for its end ([`Router::begin_read`]).
+    reading: bool,
+    /// `packets` are grouped.
+    grouped: bool,
+    /// The packets whose copies are being made, `packets[start..end]`: one track's.
+    start: usize,
+    end: usize,
+    /// Their track's subscribers, and the next one to copy to.
+    subscribers: Vec<ParticipantSid>,
+    next: usize,
+}
+
 /// Bytes a forwarded packet adds to its payload on the wire: IPv4 and UDP (28), the RTP header
 /// with its extensions (≈20) and the SRTP tag (16).
 const PACKET_OVERHEAD: usize = 64;
@@ -539,6 +591,8 @@ pub struct Router {
     injected: [u32; 2],
     /// The connections one datagram's handling touched (kept to reuse its allocation).
     touched: Vec<PeerId>,
+    /// Packets whose subscribers' copies are still to be made ([`Router::fan_out`]).
+    fanouts: Fanouts,
     reliable_sequences: ReliableSequences,
 }
 
@@ -563,6 +617,7 @@ impl Router {
             next_speaker_tick: None,
             injected: [0; 2],
             touched: Vec::new(),
+            fanouts: Fanouts::default(),
             reliable_sequences: ReliableSequences::default(),
         }
     }
@@ -1417,12 +1472,23 @@ impl Router {
     }
 
     /// Takes every event out of connection `id` and acts on it, then queues its datagrams and
-    /// re-arms its timer. Forwarding marks subscriber connections, which are drained in turn.
+    /// re-arms its timer. Forwarding marks subscriber connections, which are drained in turn;
+    /// outside a read, the copies of what it forwards are made here.
     fn drain(&mut self, id: PeerId, now: Instant) {
         // Reused between datagrams: this runs once per packet.
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
         touched.push(id);
+        self.settle(&mut touched, now);
+        self.touched = touched;
+        if !self.fanouts.reading {
+            while self.fan_out_one(now) {}
+        }
+    }
+
+    /// Acts on every event of the connections in `touched` (which acting on them may add to),
+    /// then queues their datagrams and re-arms their timers.
+    fn settle(&mut self, touched: &mut Vec<PeerId>, now: Instant) {
         let mut index = 0;
         while let Some(&current) = touched.get(index) {
             index += 1;
@@ -1432,15 +1498,14 @@ impl Router {
                 };
                 let owner = peer.owner.clone();
                 let side = peer.side;
-                self.handle_peer_event(current, &owner, side, event, now, &mut touched);
+                self.handle_peer_event(current, &owner, side, event, now, touched);
             }
         }
         touched.sort_unstable();
         touched.dedup();
-        for &id in &touched {
+        for &id in touched.iter() {
             self.flush(id, now);
         }
-        self.touched = touched;
     }
 
     fn flush(&mut self, id: PeerId, now: Instant) {
@@ -1563,7 +1628,7 @@ impl Router {
             MediaEvent::Rtp(rtp) => {
                 self.stats.rtp_in += 1;
                 self.stats.rtp_opened_here += u64::from(rtp.opened_here);
-                self.forward_rtp(owner, rtp, now, touched);
+                self.forward_rtp(owner, rtp, now);
             }
             MediaEvent::Rtcp { packets, .. } => {
                 if side == Side::Subscriber {
@@ -1605,7 +1670,6 @@ impl Router {
         publisher: &ParticipantSid,
         rtp: crate::peer::IncomingRtp,
         now: Instant,
-        touched: &mut Vec<PeerId>,
     ) {
         let Some(p) = self.participants.get_mut(publisher) else {
             return;
@@ -1721,39 +1785,148 @@ impl Router {
         if let Some(meter) = published.rates.get_mut(quality.index()) {
             meter.handle_packet(now, rtp.packet.payload.len() + PACKET_OVERHEAD);
         }
-        let mime = primary_mime
-            .as_deref()
-            .or(rtp.tag.mime_type.as_deref())
-            .unwrap_or_default();
-        let mut requests: Vec<(Quality, Option<u32>)> = Vec::new();
-        let video = published.kind == MediaKind::Video;
-        let copies = published.subscribers.len();
-        for (n, sub) in published.subscribers.iter().enumerate() {
-            let Some(p) = self.participants.get_mut(sub) else {
-                continue;
-            };
-            let Some(sub_peer) = p.subscriber else {
-                continue;
-            };
-            let Some(down) = p.sub.sending.get_mut(&track) else {
-                continue;
-            };
-            let Some(peer) = self.peers.get_mut(&sub_peer) else {
-                continue;
-            };
-            if !down.answered || !peer.secured {
-                // The forwarder does not see the packet: it starts, at a key frame it asks for
-                // then, once the subscriber can receive.
-                continue;
+        self.fanouts.packets.push(Fanout {
+            track,
+            quality,
+            ssrc: rtp.ssrc,
+            packet: rtp.packet,
+            tag: rtp.tag,
+            primary_mime,
+        });
+    }
+
+    /// A read of datagrams begins: the copies of the packets it brings are made once it ends,
+    /// through [`Router::fan_out`], which the caller calls until it returns false. Outside a
+    /// read they are made as each datagram is handled.
+    pub fn begin_read(&mut self) {
+        self.fanouts.reading = true;
+    }
+
+    /// Makes the copies of what the read brought, subscriber by subscriber, until `queued`
+    /// datagrams wait for [`Router::poll_transmit`]; so the caller can send them before the next
+    /// are made. Whether copies remain; when none do, the read has ended.
+    pub fn fan_out(&mut self, now: Instant, queued: usize) -> bool {
+        loop {
+            if self.transmits.len() >= queued && self.fanouts.remain() {
+                return true;
             }
+            if !self.fan_out_one(now) {
+                return false;
+            }
+        }
+    }
+
+    /// Makes one subscriber's copies of one track's packets, then queues what that touched sends.
+    /// False when none were left to make (the read has ended).
+    fn fan_out_one(&mut self, now: Instant) -> bool {
+        let fanouts = &mut self.fanouts;
+        if !fanouts.grouped {
+            // Stable: each track's packets stay in arrival order.
+            fanouts.packets.sort_by(|a, b| a.track.cmp(&b.track));
+            fanouts.grouped = true;
+            fanouts.start = 0;
+            fanouts.end = 0;
+        }
+        while fanouts.next >= fanouts.subscribers.len() {
+            // The next track's packets.
+            fanouts.start = fanouts.end;
+            fanouts.subscribers.clear();
+            fanouts.next = 0;
+            let Some(first) = fanouts.packets.get(fanouts.start) else {
+                fanouts.packets.clear();
+                fanouts.reading = false;
+                fanouts.grouped = false;
+                fanouts.start = 0;
+                fanouts.end = 0;
+                return false;
+            };
+            let track = first.track.clone();
+            fanouts.end = fanouts.start
+                + fanouts
+                    .packets
+                    .iter()
+                    .skip(fanouts.start)
+                    .take_while(|f| f.track == track)
+                    .count();
+            if let Some(published) = self.tracks.get(&track) {
+                fanouts
+                    .subscribers
+                    .extend(published.subscribers.iter().cloned());
+            }
+        }
+        let Some(sub) = fanouts.subscribers.get(fanouts.next).cloned() else {
+            return true;
+        };
+        fanouts.next += 1;
+        let last = fanouts.next == fanouts.subscribers.len();
+        let (start, end) = (fanouts.start, fanouts.end);
+        let mut packets = std::mem::take(&mut fanouts.packets);
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.clear();
+        let requests = packets
+            .get_mut(start..end)
+            .map(|run| self.copy_to(&sub, run, last, now, &mut touched))
+            .unwrap_or_default();
+        // Anything pushed meanwhile (nothing copies while copying) goes after this read's.
+        packets.append(&mut self.fanouts.packets);
+        self.fanouts.packets = packets;
+        self.settle(&mut touched, now);
+        self.touched = touched;
+        if let Some(track) = self.fanouts.packets.get(start).map(|f| f.track.clone()) {
+            for (quality, ssrc) in requests {
+                self.request_keyframe(&track, quality, ssrc, now);
+            }
+        }
+        true
+    }
+
+    /// Makes subscriber `sub`'s copies of `packets` (one track's, in arrival order), the `last`
+    /// of the track's subscribers, which takes their payloads. The connection it wrote to goes
+    /// into `touched`. The keyframes its forwarder asks for.
+    fn copy_to(
+        &mut self,
+        sub: &ParticipantSid,
+        packets: &mut [Fanout],
+        last: bool,
+        now: Instant,
+        touched: &mut Vec<PeerId>,
+    ) -> Vec<(Quality, Option<u32>)> {
+        let mut requests = Vec::new();
+        let Some(first) = packets.first() else {
+            return requests;
+        };
+        let video = self
+            .tracks
+            .get(&first.track)
+            .is_some_and(|t| t.kind == MediaKind::Video);
+        let Some(p) = self.participants.get_mut(sub) else {
+            return requests;
+        };
+        let Some(sub_peer) = p.subscriber else {
+            return requests;
+        };
+        let Some(down) = p.sub.sending.get_mut(&first.track) else {
+            return requests;
+        };
+        let Some(peer) = self.peers.get_mut(&sub_peer) else {
+            return requests;
+        };
+        if !down.answered || !peer.secured {
+            // The forwarder does not see the packets: it starts, at a key frame it asks for
+            // then, once the subscriber can receive.
+            return requests;
+        }
+        let mut wrote = false;
+        for fanout in packets {
+            let header = &fanout.packet.header;
             let decision = down.forward.handle_packet(
                 IncomingPacket {
-                    quality,
-                    ssrc: rtp.ssrc,
-                    seq,
-                    timestamp: rtp.packet.header.timestamp,
-                    marker: rtp.packet.header.marker,
-                    payload: &rtp.packet.payload,
+                    quality: fanout.quality,
+                    ssrc: fanout.ssrc,
+                    seq: header.sequence_number,
+                    timestamp: header.timestamp,
+                    marker: header.marker,
+                    payload: &fanout.packet.payload,
                 },
                 now,
             );
@@ -1773,17 +1946,17 @@ impl Router {
                 // This subscriber's VP8 descriptor continues across its layer switches: its own
                 // copy.
                 Some(head) => {
-                    let mut copy = BytesMut::from(rtp.packet.payload.as_ref());
+                    let mut copy = BytesMut::from(fanout.packet.payload.as_ref());
                     head.apply(&mut copy);
                     copy.freeze()
                 }
                 // The last copy takes the payload: a first clone of it would allocate the count
                 // it is shared under, for nothing in a 1:1 room.
-                None if n + 1 == copies => std::mem::take(&mut rtp.packet.payload),
-                None => rtp.packet.payload.clone(),
+                None if last => std::mem::take(&mut fanout.packet.payload),
+                None => fanout.packet.payload.clone(),
             };
-            let packet = forwarded(&rtp.packet.header, seq, timestamp, marker, payload);
-            match peer.pc.write_rtp(down.local, packet, mime, now) {
+            let packet = forwarded(&fanout.packet.header, seq, timestamp, marker, payload);
+            match peer.pc.write_rtp(down.local, packet, fanout.mime(), now) {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;
                     if peer.pc.seals_itself() {
@@ -1791,14 +1964,15 @@ impl Router {
                     }
                     down.skipped.handle_sent(seq);
                     p.sub.allocator.handle_sent(now, video);
-                    touched.push(sub_peer);
+                    wrote = true;
                 }
                 Err(_) => self.stats.rtp_write_errors += 1,
             }
         }
-        for (quality, ssrc) in requests {
-            self.request_keyframe(&track, quality, ssrc, now);
+        if wrote {
+            touched.push(sub_peer);
         }
+        requests
     }
 
     /// Asks the publisher of `track` for a keyframe of layer `quality` (of stream `ssrc` when
@@ -2243,9 +2417,9 @@ fn subscriber_offer(sid: &ParticipantSid, sdp: String, id: u32) -> CoreEvent {
 /// Datagrams read per wake-up at most, so that timers and commands are not kept waiting.
 const RECV_BATCH: usize = 64;
 
-/// Datagrams queued at which the loop sends them before it reads on: in a burst (a keyframe)
-/// the first packets' copies do not wait for the whole read, and a fan-out's copies leave in
-/// batches as they are made. Everything left is sent once the read is handled.
+/// Datagrams queued at which the loop sends them before it makes more copies: a read's copies
+/// (a keyframe's to a hundred subscribers) leave in batches as they are made, not all at its
+/// end. Everything left is sent once the read is handled.
 const SEND_AT: usize = 16;
 
 /// Sends everything the router has queued, [`batch::BATCH`] datagrams a system call.
@@ -2356,11 +2530,14 @@ where
                         Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(error) => return Err(error.into()),
                     };
+                    // The copies of what one call read are made once it is handled, subscriber
+                    // by subscriber, and leave in batches as they are made.
+                    router.begin_read();
                     for (from, datagram) in inbox.datagrams() {
                         router.handle_datagram(Instant::now(), from, datagram);
-                        if router.queued() >= SEND_AT {
-                            send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
-                        }
+                    }
+                    while router.fan_out(Instant::now(), SEND_AT) {
+                        send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
                     }
                     read += count.max(1);
                     if count < crate::batch::BATCH {

@@ -97,10 +97,7 @@ impl SrtpWatch {
     /// Opens `datagram`, sent by the router to the subscriber connection at `to` whose keying
     /// material `keys` kept, and records it by index; panics on a nonce used for two plaintexts.
     fn watch(&mut self, to: SocketAddr, keys: &KeyTap, datagram: &[u8]) {
-        let rtp = datagram.first().is_some_and(|b| b >> 6 == 2)
-            && datagram
-                .get(1)
-                .is_some_and(|b| !(64..96).contains(&(b & 0x7f)));
+        let rtp = is_rtp(datagram);
         let rtcp = datagram.first().is_some_and(|b| b >> 6 == 2)
             && datagram.get(1).is_some_and(|b| (200..=206).contains(b));
         if rtcp && let Some(halves) = keys.aes128_gcm_keys() {
@@ -292,11 +289,8 @@ impl World {
                         if self.cut.contains(&from) {
                             continue;
                         }
-                        // RTP (not RTCP: payload types 64-95 after the marker bit) from client 0.
-                        let rtp = t.contents.first().is_some_and(|b| b >> 6 == 2)
-                            && t.contents
-                                .get(1)
-                                .is_some_and(|b| !(64..96).contains(&(b & 0x7f)));
+                        // RTP from client 0.
+                        let rtp = is_rtp(&t.contents);
                         if i == 0 && from == c.publisher_addr && rtp {
                             self.rtp_seen += 1;
                             self.client0_rtp = t.contents.to_vec();
@@ -745,16 +739,7 @@ fn forward_and_leave(config: MediaConfig) -> RouterStats {
 
     // Muted by Alice: nothing reaches Bob. Unmuted: Bob's stream starts again at a keyframe, its
     // numbering going on from the last packet he got.
-    let bob_rtp = |w: &World| -> Vec<u16> {
-        w.clients[bob]
-            .received
-            .iter()
-            .filter_map(|e| match e {
-                MediaEvent::Rtp(rtp) => Some(rtp.packet.header.sequence_number),
-                _ => None,
-            })
-            .collect()
-    };
+    let bob_rtp = |w: &World| rtp_sequences(w, bob);
     let last = *sorted.last().unwrap();
     let send = |w: &mut World, from: u16, keyframe_at: u16| {
         for i in from..from + 10 {
@@ -1809,6 +1794,122 @@ fn a_subscriber_starts_at_a_key_frame_it_can_use() {
         0,
         "nothing written too early"
     );
+}
+
+/// The sequence numbers of the RTP packets client `i` received, in order.
+fn rtp_sequences(w: &World, i: usize) -> Vec<u16> {
+    w.clients[i]
+        .received
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Rtp(rtp) => Some(rtp.packet.header.sequence_number),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `datagram` is RTP (not RTCP: payload types 64-95 after the marker bit).
+fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b >> 6 == 2)
+        && datagram
+            .get(1)
+            .is_some_and(|b| !(64..96).contains(&(b & 0x7f)))
+}
+
+/// The copies of what one read of the socket brought are made once the read ends, subscriber
+/// by subscriber: each subscriber's copies of a frame leave together, in the order the packets
+/// came (one run to one address, which the socket sends as one segmented message), and the
+/// caller can send between subscribers.
+#[test]
+fn a_reads_copies_leave_subscriber_by_subscriber() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let (alice, bob) = (0, 1);
+    let carol = w.join(3, "PA_carol");
+    subscribe_and_connect(&mut w, carol, alice, "TR_cam");
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    let before = [rtp_sequences(&w, bob).len(), rtp_sequences(&w, carol).len()];
+    assert!(before.iter().all(|&n| n > 0), "both receive: {before:?}");
+
+    // A frame of four packets, read together.
+    for _ in 0..4 {
+        let packet = vp8(seq, 90_000, false);
+        w.clients[alice]
+            .publisher
+            .write_rtp(camera, packet, "video/VP8", w.now)
+            .unwrap();
+        seq = seq.wrapping_add(1);
+    }
+    let from = w.clients[alice].publisher_addr;
+    let mut read = Vec::new();
+    while let Some(t) = w.clients[alice].publisher.poll_transmit() {
+        read.push(t.contents);
+    }
+    assert_eq!(read.iter().filter(|d| is_rtp(d)).count(), 4);
+    w.router.begin_read();
+    for datagram in &read {
+        w.router.handle_datagram(w.now, from, datagram);
+    }
+    let subscribers = [
+        w.clients[bob].subscriber_addr,
+        w.clients[carol].subscriber_addr,
+    ];
+    let mut copies = Vec::new();
+    while let Some(t) = w.router.poll_transmit() {
+        copies.push(t);
+    }
+    assert!(
+        !copies
+            .iter()
+            .any(|t| subscribers.contains(&t.destination) && is_rtp(&t.contents)),
+        "no copy is made while the read goes on"
+    );
+
+    // Copies until one datagram waits: one subscriber's, then the other's.
+    let mut runs = Vec::new();
+    loop {
+        let more = w.router.fan_out(w.now, 1);
+        let mut run = Vec::new();
+        while let Some(t) = w.router.poll_transmit() {
+            if is_rtp(&t.contents) {
+                run.push(t.destination);
+            }
+            copies.push(t);
+        }
+        runs.push(run);
+        if !more {
+            break;
+        }
+    }
+    let runs: Vec<_> = runs.into_iter().filter(|r| !r.is_empty()).collect();
+    assert_eq!(runs.len(), 2, "one run per subscriber: {runs:?}");
+    for run in &runs {
+        assert_eq!(run.len(), 4, "the frame's four copies together: {runs:?}");
+        assert!(run.iter().all(|&to| to == run[0]));
+    }
+    assert_ne!(runs[0][0], runs[1][0]);
+    assert!(!w.router.fan_out(w.now, 1), "nothing is left");
+
+    // Each opens its four, in order.
+    let sfu: SocketAddr = SFU.parse().unwrap();
+    for t in &copies {
+        for c in &mut w.clients {
+            if t.destination == c.subscriber_addr {
+                let _ = c.subscriber.handle_receive(w.now, sfu, &t.contents);
+            } else if t.destination == c.publisher_addr {
+                let _ = c.publisher.handle_receive(w.now, sfu, &t.contents);
+            }
+        }
+    }
+    w.exchange();
+    for (i, client) in [bob, carol].into_iter().enumerate() {
+        let got = rtp_sequences(&w, client);
+        let new = &got[before[i]..];
+        assert_eq!(new.len(), 4, "client {client}: {new:?}");
+        assert!(
+            new.windows(2).all(|p| p[1] == p[0].wrapping_add(1)),
+            "client {client} in order: {new:?}"
+        );
+    }
 }
 
 /// The transaction ID of a STUN binding request (RFC 5389 §6: type 0x0001, the magic cookie).
