@@ -475,6 +475,10 @@ struct Published {
 #[derive(Debug)]
 struct Fanout {
     track: TrackSid,
+    /// Where its track's first packet of the read is in [`Fanouts::packets`]: tracks take their
+    /// turns in the order they first came (an audio packet does not wait behind a key frame of a
+    /// track that came after it).
+    turn: usize,
     quality: Quality,
     ssrc: u32,
     packet: rtc::rtp::Packet,
@@ -1785,8 +1789,14 @@ impl Router {
         if let Some(meter) = published.rates.get_mut(quality.index()) {
             meter.handle_packet(now, rtp.packet.payload.len() + PACKET_OVERHEAD);
         }
-        self.fanouts.packets.push(Fanout {
+        let packets = &mut self.fanouts.packets;
+        let turn = packets
+            .iter()
+            .position(|f| f.track == track)
+            .unwrap_or(packets.len());
+        packets.push(Fanout {
             track,
+            turn,
             quality,
             ssrc: rtp.ssrc,
             packet: rtp.packet,
@@ -1799,6 +1809,10 @@ impl Router {
     /// through [`Router::fan_out`], which the caller calls until it returns false. Outside a
     /// read they are made as each datagram is handled.
     pub fn begin_read(&mut self) {
+        debug_assert!(
+            self.fanouts.packets.is_empty(),
+            "the last read's copies were not all made"
+        );
         self.fanouts.reading = true;
     }
 
@@ -1807,11 +1821,12 @@ impl Router {
     /// are made. Whether copies remain; when none do, the read has ended.
     pub fn fan_out(&mut self, now: Instant, queued: usize) -> bool {
         loop {
-            if self.transmits.len() >= queued && self.fanouts.remain() {
-                return true;
-            }
+            // One subscriber's copies at least: a caller that cannot send still gets to the end.
             if !self.fan_out_one(now) {
                 return false;
+            }
+            if self.transmits.len() >= queued && self.fanouts.remain() {
+                return true;
             }
         }
     }
@@ -1822,7 +1837,7 @@ impl Router {
         let fanouts = &mut self.fanouts;
         if !fanouts.grouped {
             // Stable: each track's packets stay in arrival order.
-            fanouts.packets.sort_by(|a, b| a.track.cmp(&b.track));
+            fanouts.packets.sort_by_key(|f| f.turn);
             fanouts.grouped = true;
             fanouts.start = 0;
             fanouts.end = 0;
@@ -1860,6 +1875,9 @@ impl Router {
         fanouts.next += 1;
         let last = fanouts.next == fanouts.subscribers.len();
         let (start, end) = (fanouts.start, fanouts.end);
+        let Some(track) = fanouts.packets.get(start).map(|f| f.track.clone()) else {
+            return true;
+        };
         let mut packets = std::mem::take(&mut fanouts.packets);
         let mut touched = std::mem::take(&mut self.touched);
         touched.clear();
@@ -1872,10 +1890,8 @@ impl Router {
         self.fanouts.packets = packets;
         self.settle(&mut touched, now);
         self.touched = touched;
-        if let Some(track) = self.fanouts.packets.get(start).map(|f| f.track.clone()) {
-            for (quality, ssrc) in requests {
-                self.request_keyframe(&track, quality, ssrc, now);
-            }
+        for (quality, ssrc) in requests {
+            self.request_keyframe(&track, quality, ssrc, now);
         }
         true
     }
@@ -2539,12 +2555,13 @@ where
                     while router.fan_out(Instant::now(), SEND_AT) {
                         send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
                     }
+                    // The last subscribers' copies do not wait for the next call's handling.
+                    send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
                     read += count.max(1);
                     if count < crate::batch::BATCH {
                         break;
                     }
                 }
-                send_queued(&mut router, &socket, &mut sender, &mut outbox).await;
                 router.handle_timeout(Instant::now());
             }
         }

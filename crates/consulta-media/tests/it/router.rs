@@ -1816,10 +1816,11 @@ fn is_rtp(datagram: &[u8]) -> bool {
             .is_some_and(|b| !(64..96).contains(&(b & 0x7f)))
 }
 
-/// The copies of what one read of the socket brought are made once the read ends, subscriber
-/// by subscriber: each subscriber's copies of a frame leave together, in the order the packets
-/// came (one run to one address, which the socket sends as one segmented message), and the
-/// caller can send between subscribers.
+/// The copies of what one read of the socket brought are made once the read ends, track by
+/// track in the order each track's first packet came, subscriber by subscriber: each
+/// subscriber's copies of a frame leave together, in the order the packets came (one run to one
+/// address, which the socket sends as one segmented message), and the caller can send between
+/// subscribers.
 #[test]
 fn a_reads_copies_leave_subscriber_by_subscriber() {
     let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
@@ -1827,32 +1828,57 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
     let carol = w.join(3, "PA_carol");
     subscribe_and_connect(&mut w, carol, alice, "TR_cam");
     deltas_then_keyframe(&mut w, camera, &mut seq);
-    let before = [rtp_sequences(&w, bob).len(), rtp_sequences(&w, carol).len()];
-    assert!(before.iter().all(|&n| n > 0), "both receive: {before:?}");
+    // A screen share, whose sid sorts after the camera's.
+    let screen = w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C2EE);
+    w.negotiate_publisher(alice, 2);
+    for sub in [bob, carol] {
+        w.subscribe(sub, alice, "TR_screen");
+        w.needs_offer(sub);
+        w.answer_latest(sub);
+        w.exchange();
+    }
+    let mut screen_seq = 1000u16;
+    deltas_then_keyframe(&mut w, screen, &mut screen_seq);
+    let before = [
+        w.clients[bob].received.len(),
+        w.clients[carol].received.len(),
+    ];
 
-    // A frame of four packets, read together.
-    for _ in 0..4 {
-        let packet = vp8(seq, 90_000, false);
+    // Read together: the screen's first packet, then the camera's frame of four with the
+    // screen's second among them. Each payload is marked with its place in the read.
+    let mut sent = Vec::new();
+    for place in 0..6u8 {
+        let on_screen = place.is_multiple_of(3);
+        let (track, seq) = if on_screen {
+            (screen, &mut screen_seq)
+        } else {
+            (camera, &mut seq)
+        };
+        let mut packet = vp8(*seq, 3000 * u32::from(*seq), false);
+        let mut payload = packet.payload.to_vec();
+        payload[2] = place;
+        packet.payload = payload.into();
+        sent.push(packet.payload.clone());
         w.clients[alice]
             .publisher
-            .write_rtp(camera, packet, "video/VP8", w.now)
+            .write_rtp(track, packet, "video/VP8", w.now)
             .unwrap();
-        seq = seq.wrapping_add(1);
+        *seq = seq.wrapping_add(1);
     }
     let from = w.clients[alice].publisher_addr;
     let mut read = Vec::new();
     while let Some(t) = w.clients[alice].publisher.poll_transmit() {
         read.push(t.contents);
     }
-    assert_eq!(read.iter().filter(|d| is_rtp(d)).count(), 4);
+    assert_eq!(read.iter().filter(|d| is_rtp(d)).count(), 6);
     w.router.begin_read();
     for datagram in &read {
         w.router.handle_datagram(w.now, from, datagram);
     }
-    let subscribers = [
+    let (bob_addr, carol_addr) = (
         w.clients[bob].subscriber_addr,
         w.clients[carol].subscriber_addr,
-    ];
+    );
     let mut copies = Vec::new();
     while let Some(t) = w.router.poll_transmit() {
         copies.push(t);
@@ -1860,11 +1886,12 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
     assert!(
         !copies
             .iter()
-            .any(|t| subscribers.contains(&t.destination) && is_rtp(&t.contents)),
+            .any(|t| [bob_addr, carol_addr].contains(&t.destination) && is_rtp(&t.contents)),
         "no copy is made while the read goes on"
     );
 
-    // Copies until one datagram waits: one subscriber's, then the other's.
+    // Copies until one datagram waits: one subscriber's of one track at a time, the screen's
+    // first (its first packet came first).
     let mut runs = Vec::new();
     loop {
         let more = w.router.fan_out(w.now, 1);
@@ -1881,15 +1908,19 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
         }
     }
     let runs: Vec<_> = runs.into_iter().filter(|r| !r.is_empty()).collect();
-    assert_eq!(runs.len(), 2, "one run per subscriber: {runs:?}");
-    for run in &runs {
-        assert_eq!(run.len(), 4, "the frame's four copies together: {runs:?}");
-        assert!(run.iter().all(|&to| to == run[0]));
-    }
-    assert_ne!(runs[0][0], runs[1][0]);
+    assert_eq!(
+        runs,
+        vec![
+            vec![bob_addr; 2],
+            vec![carol_addr; 2],
+            vec![bob_addr; 4],
+            vec![carol_addr; 4]
+        ],
+        "one run per subscriber and track"
+    );
     assert!(!w.router.fan_out(w.now, 1), "nothing is left");
 
-    // Each opens its four, in order.
+    // Each opens its six whole: the screen's two, then the camera's four, each in order.
     let sfu: SocketAddr = SFU.parse().unwrap();
     for t in &copies {
         for c in &mut w.clients {
@@ -1902,12 +1933,30 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
     }
     w.exchange();
     for (i, client) in [bob, carol].into_iter().enumerate() {
-        let got = rtp_sequences(&w, client);
-        let new = &got[before[i]..];
-        assert_eq!(new.len(), 4, "client {client}: {new:?}");
+        let got: Vec<(String, Bytes)> = w.clients[client].received[before[i]..]
+            .iter()
+            .filter_map(|e| match e {
+                MediaEvent::Rtp(rtp) => {
+                    Some((rtp.tag.track_id.clone(), rtp.packet.payload.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let want: Vec<(String, Bytes)> = [0, 3, 1, 2, 4, 5]
+            .into_iter()
+            .map(|place: usize| {
+                let track = if place.is_multiple_of(3) {
+                    "TR_screen"
+                } else {
+                    "TR_cam"
+                };
+                (track.to_owned(), sent[place].clone())
+            })
+            .collect();
         assert!(
-            new.windows(2).all(|p| p[1] == p[0].wrapping_add(1)),
-            "client {client} in order: {new:?}"
+            got == want,
+            "client {client} got {:?}",
+            got.iter().map(|(t, p)| (t, p.get(2))).collect::<Vec<_>>()
         );
     }
 }
