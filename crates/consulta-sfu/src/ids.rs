@@ -72,11 +72,23 @@ macro_rules! string_id {
         }
 
         impl Ord for $name {
-            /// The order of the text, byte by byte ([`IdKey`]).
+            /// The order of the text, byte by byte ([`IdKey`]). Equal keys of ids up to
+            /// [`IdKey::BYTES`] long are settled by their lengths, which the handle keeps: a map
+            /// lookup that finds its key does not read the shared text (a cache miss, and a
+            /// `memcmp`, per copy of a packet in a fan-out).
             fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                self.key
-                    .cmp(&other.key)
-                    .then_with(|| self.text.cmp(&other.text))
+                self.key.cmp(&other.key).then_with(|| {
+                    let (a, b) = (self.text.len(), other.text.len());
+                    if a <= IdKey::BYTES && b <= IdKey::BYTES {
+                        // Equal keys: the shorter text is the longer one's start, followed by
+                        // zero bytes only.
+                        a.cmp(&b)
+                    } else if Arc::ptr_eq(&self.text, &other.text) {
+                        std::cmp::Ordering::Equal
+                    } else {
+                        self.text.cmp(&other.text)
+                    }
+                })
             }
         }
     };
