@@ -488,13 +488,6 @@ struct Fanout {
     primary_mime: Option<String>,
 }
 
-impl Fanouts {
-    /// Whether copies are left to make.
-    fn remain(&self) -> bool {
-        self.next < self.subscribers.len() || self.end < self.packets.len()
-    }
-}
-
 impl Fanout {
     fn mime(&self) -> &str {
         self.primary_mime
@@ -524,6 +517,13 @@ struct Fanouts {
     /// Their track's subscribers, and the next one to copy to.
     subscribers: Vec<ParticipantSid>,
     next: usize,
+}
+
+impl Fanouts {
+    /// Whether copies are left to make.
+    fn remain(&self) -> bool {
+        self.next < self.subscribers.len() || self.end < self.packets.len()
+    }
 }
 
 /// Bytes a forwarded packet adds to its payload on the wire: IPv4 and UDP (28), the RTP header
