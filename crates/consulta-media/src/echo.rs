@@ -166,7 +166,7 @@ impl Echo {
                     lock(&self.stats).echo_errors += 1;
                     return;
                 };
-                match peer.write_rtp(self.track, rtp.packet, &mime, now) {
+                match peer.write_rtp(self.track, rtp.packet, &mime, crate::Keep::Copy, now) {
                     Ok(()) => lock(&self.stats).rtp_echoed += 1,
                     Err(error) => {
                         tracing::debug!(%error, "echo write failed");

@@ -43,8 +43,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::mux::Demux;
 use crate::peer::{
-    DataChannel, Error, LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind, MediaPeer,
-    Mid, PeerState, SrtpProfiles, StreamTag, Transmit,
+    DataChannel, Error, Keep, LocalTrack, MediaConfig, MediaDirection, MediaEvent, MediaKind,
+    MediaPeer, Mid, PeerState, SrtpProfiles, StreamTag, Transmit,
 };
 
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
@@ -1874,6 +1874,7 @@ impl Router {
         };
         fanouts.next += 1;
         let last = fanouts.next == fanouts.subscribers.len();
+        let shared = fanouts.subscribers.len() > 1;
         let (start, end) = (fanouts.start, fanouts.end);
         let Some(track) = fanouts.packets.get(start).map(|f| f.track.clone()) else {
             return true;
@@ -1883,7 +1884,7 @@ impl Router {
         touched.clear();
         let requests = packets
             .get_mut(start..end)
-            .map(|run| self.copy_to(&sub, run, last, now, &mut touched))
+            .map(|run| self.copy_to(&sub, run, (last, shared), now, &mut touched))
             .unwrap_or_default();
         // Anything pushed meanwhile (nothing copies while copying) goes after this read's.
         packets.append(&mut self.fanouts.packets);
@@ -1897,13 +1898,13 @@ impl Router {
     }
 
     /// Makes subscriber `sub`'s copies of `packets` (one track's, in arrival order), the `last`
-    /// of the track's subscribers, which takes their payloads. The connection it wrote to goes
-    /// into `touched`. The keyframes its forwarder asks for.
+    /// of the track's subscribers, which takes their payloads; `shared` when there are others.
+    /// The connection it wrote to goes into `touched`. The keyframes its forwarder asks for.
     fn copy_to(
         &mut self,
         sub: &ParticipantSid,
         packets: &mut [Fanout],
-        last: bool,
+        (last, shared): (bool, bool),
         now: Instant,
         touched: &mut Vec<PeerId>,
     ) -> Vec<(Quality, Option<u32>)> {
@@ -1958,6 +1959,7 @@ impl Router {
             else {
                 continue;
             };
+            let own_head = head.is_some();
             let payload = match head {
                 // This subscriber's VP8 descriptor continues across its layer switches: its own
                 // copy.
@@ -1972,7 +1974,17 @@ impl Router {
                 None => fanout.packet.payload.clone(),
             };
             let packet = forwarded(&fanout.packet.header, seq, timestamp, marker, payload);
-            match peer.pc.write_rtp(down.local, packet, fanout.mime(), now) {
+            // Its payload, when shared with other subscribers' copies, is what the NACK history
+            // keeps.
+            let keep = if shared && !own_head {
+                Keep::Parts
+            } else {
+                Keep::Copy
+            };
+            match peer
+                .pc
+                .write_rtp(down.local, packet, fanout.mime(), keep, now)
+            {
                 Ok(()) => {
                     self.stats.rtp_forwarded += 1;
                     if peer.pc.seals_itself() {

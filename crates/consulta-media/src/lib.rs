@@ -29,7 +29,7 @@ pub mod srtp;
 
 pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};
 pub use peer::{
-    Error, IncomingRtp, IncomingTrack, LocalTrack, MediaConfig, MediaDirection, MediaEvent,
+    Error, IncomingRtp, IncomingTrack, Keep, LocalTrack, MediaConfig, MediaDirection, MediaEvent,
     MediaKind, MediaPeer, Mid, PeerState, Rid, RtcpDelivery, SrtpProfiles, StreamTag, Transmit,
 };
 pub use rtc::{rtcp, rtp};

@@ -278,6 +278,19 @@ pub enum MediaEvent {
     TargetBitrate(u64),
 }
 
+/// How the NACK history of a connection that seals its own RTP keeps a packet it sent (send.rs,
+/// `Kept`), for when the remote asks for it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// A copy of the datagram, in a buffer the history reuses: for a payload no other connection
+    /// shares (a 1:1 room's), which would otherwise be held, gone cold, until its slot is
+    /// taken again.
+    Copy,
+    /// The packet's header fields and its payload, shared with the other subscribers' copies of
+    /// it, sealed again on a NACK: no per-subscriber copy of the datagram in a fan-out.
+    Parts,
+}
+
 /// A track this side sends (created with [`MediaPeer::add_local_track`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalTrack {
@@ -2090,11 +2103,15 @@ impl MediaPeer {
     /// Sends `packet` on a local track: sets the track's SSRC and the payload type the remote peer
     /// negotiated for `mime_type` on that m-line, and drops header extensions (their ids and values
     /// belonged to the leg the packet came in on).
+    ///
+    /// `keep` says how the NACK history keeps the datagram, where this connection seals its own
+    /// ([`Keep`]).
     pub fn write_rtp(
         &mut self,
         track: LocalTrack,
         mut packet: rtc::rtp::Packet,
         mime_type: &str,
+        keep: Keep,
         now: Instant,
     ) -> Result<(), Error> {
         // Kept only for live senders (a removed track's entry goes with it): a hit needs no
@@ -2165,7 +2182,7 @@ impl MediaPeer {
             {
                 // Sealed here, or dropped until the keys are checked: `rtc` never seals RTP on a
                 // connection the own path may seal on, so one context numbers each stream.
-                return if own.seal(now, &mut packet, twcc_id)? {
+                return if own.seal(now, &mut packet, twcc_id, keep)? {
                     Ok(())
                 } else {
                     Err(Error::KeysUnchecked)

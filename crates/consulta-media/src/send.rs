@@ -14,10 +14,12 @@
 //! - **sender reports** (RFC 3550 §6.4.1), once a second, written through `rtc` (which seals
 //!   SRTCP) for every stream that sent: `rtc`'s own report interceptor is left out of the chain,
 //!   since it no longer sees the packets;
-//! - **NACK answers**: the last [`HISTORY`] datagrams of each stream are kept as sealed, and a
-//!   NACK names which to send again, byte for byte: one SRTP index, one plaintext
-//!   (SECURITY.md). A resend is recorded in the send history again under its number, as
-//!   `resend::Resender`'s were.
+//! - **NACK answers**: the last [`HISTORY`] datagrams of each stream are kept, and a NACK names
+//!   which to send again, byte for byte: one SRTP index, one plaintext (SECURITY.md). As the
+//!   caller asks ([`Keep`](crate::Keep)): a copy of the datagram, or the packet's header fields
+//!   and its payload shared with other subscribers' copies, sealed again on a NACK and sent only
+//!   if its tag is the one it left with ([`RtpCrypto::reseal`]). A resend is recorded in the send
+//!   history again under its number, as `resend::Resender`'s were.
 //!
 //! **The keys** come from [`KeyTap`], the connection's crypto provider, which keeps the
 //! DTLS-SRTP keying material `rtc` exports. That depends on how `rtc` 0.21 calls its provider, so
@@ -183,16 +185,43 @@ impl Stream {
     }
 }
 
-/// A datagram as it left.
+/// A datagram as it left, kept for NACKs.
 #[derive(Clone)]
 struct Sent {
     seq: u16,
-    /// A copy, in a buffer the slot keeps for the packet that takes its place next: sharing the
-    /// datagram with the send queue cost an allocation per packet, and a free of memory gone
-    /// cold by the time the slot was overwritten.
-    datagram: Vec<u8>,
+    kept: Kept,
     /// Its transport-wide number and its size before sealing, when the connection estimates.
     numbered: Option<(u16, usize)>,
+}
+
+/// How a [`Sent`] datagram is made again.
+#[derive(Clone)]
+enum Kept {
+    /// What [`lay_out`] wrote it from, to be laid out and sealed again at its index
+    /// ([`RtpCrypto::reseal`], which keeps it only if its tag is the one it left with). The
+    /// payload is the forwarded packet's, shared with every other subscriber of it and with the
+    /// send queue: a copy of each sealed datagram was a write of ≈1.2 KB into memory gone cold
+    /// since the slot's last packet, per packet and subscriber.
+    Plain(Plain),
+    /// A copy of the datagram, for packets [`lay_out`] does not write (CSRCs, other
+    /// extensions), in a buffer the slot keeps for the next such packet.
+    Copy(Vec<u8>),
+}
+
+/// The parts of a packet [`lay_out`] wrote its datagram from, and how it was sealed.
+#[derive(Clone)]
+struct Plain {
+    version: u8,
+    padding: bool,
+    marker: bool,
+    payload_type: u8,
+    timestamp: u32,
+    payload: Bytes,
+    /// The transport-wide number's extension id, when it carried one.
+    twcc_id: Option<u8>,
+    /// Its SRTP index, and its tag.
+    index: u64,
+    tag: [u8; 16],
 }
 
 /// The own write path of one connection (see the module's text).
@@ -480,6 +509,7 @@ impl OwnWrite {
         now: Instant,
         packet: &mut rtc::rtp::Packet,
         twcc_id: Option<u8>,
+        keep: crate::Keep,
     ) -> Result<bool, rtc::shared::error::Error> {
         let Seal::Sealing(crypto) = &mut self.seal else {
             return Ok(false);
@@ -492,18 +522,17 @@ impl OwnWrite {
             estimation.next_number = number.wrapping_add(1);
             numbered = Some((id, number));
         }
-        let (mut datagram, header_len) = match lay_out(packet, numbered, crypto.tag_len()) {
+        let laid_out = lay_out(packet, numbered, crypto.tag_len());
+        let again =
+            keep == crate::Keep::Parts && laid_out.is_some() && packet.header.csrc.is_empty();
+        let (mut datagram, header_len) = match laid_out {
             Some(laid_out) => laid_out,
             None => marshal_for_sealing(packet, numbered, crypto.tag_len())?,
         };
         let written = datagram.len();
-        crypto.seal(
-            &mut datagram,
-            header_len,
-            packet.header.ssrc,
-            packet.header.sequence_number,
-        )?;
         let (ssrc, seq) = (packet.header.ssrc, packet.header.sequence_number);
+        let index = crypto.seal(&mut datagram, header_len, ssrc, seq)?;
+        let twcc_id = numbered.map(|(id, _)| id);
         let numbered = numbered.map(|(_, number)| (number, written));
         if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
             estimation.history.add(ssrc, seq, number, size, now);
@@ -511,21 +540,38 @@ impl OwnWrite {
         if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc)
             && let Some(slot) = stream.sent.get_mut(usize::from(seq) % HISTORY)
         {
-            match slot {
-                Some(kept) => {
-                    kept.seq = seq;
-                    kept.numbered = numbered;
-                    kept.datagram.clear();
-                    kept.datagram.extend_from_slice(&datagram);
+            let kept = if again {
+                let mut tag = [0; 16];
+                let sealed = datagram.get(written..).unwrap_or_default();
+                if let Some(place) = tag.get_mut(..sealed.len()) {
+                    place.copy_from_slice(sealed);
                 }
-                None => {
-                    *slot = Some(Sent {
-                        seq,
-                        datagram: datagram.clone(),
-                        numbered,
-                    });
-                }
-            }
+                let header = &packet.header;
+                Kept::Plain(Plain {
+                    version: header.version,
+                    padding: header.padding,
+                    marker: header.marker,
+                    payload_type: header.payload_type,
+                    timestamp: header.timestamp,
+                    payload: packet.payload.clone(),
+                    twcc_id,
+                    index,
+                    tag,
+                })
+            } else {
+                let mut copy = match slot.take().map(|sent| sent.kept) {
+                    Some(Kept::Copy(buffer)) => buffer,
+                    _ => Vec::new(),
+                };
+                copy.clear();
+                copy.extend_from_slice(&datagram);
+                Kept::Copy(copy)
+            };
+            *slot = Some(Sent {
+                seq,
+                kept,
+                numbered,
+            });
         }
         self.out.push_back(Bytes::from(datagram));
         Ok(true)
@@ -560,6 +606,9 @@ impl OwnWrite {
     /// is recorded in the send history again under its transport-wide number (as `rtc`'s
     /// congestion controller saw the resender's; SFU-MEDIA.md, "Loss").
     pub(crate) fn resend(&mut self, now: Instant, nack: &TransportLayerNack) -> usize {
+        let Seal::Sealing(crypto) = &self.seal else {
+            return 0;
+        };
         let Some(stream) = self.streams.iter().find(|s| s.ssrc == nack.media_ssrc) else {
             return 0;
         };
@@ -570,17 +619,22 @@ impl OwnWrite {
                 if resent >= HISTORY {
                     return resent;
                 }
-                if let Some(Some(sent)) = stream.sent.get(usize::from(seq) % HISTORY)
-                    && sent.seq == seq
-                {
-                    if let (Some(estimation), Some((number, size))) =
-                        (&mut self.estimation, sent.numbered)
-                    {
-                        estimation.history.add(stream.ssrc, seq, number, size, now);
-                    }
-                    self.out.push_back(Bytes::copy_from_slice(&sent.datagram));
-                    resent += 1;
+                let Some(Some(sent)) = stream.sent.get(usize::from(seq) % HISTORY) else {
+                    continue;
+                };
+                if sent.seq != seq {
+                    continue;
                 }
+                let Some(datagram) = again(crypto, stream.ssrc, sent) else {
+                    continue;
+                };
+                if let (Some(estimation), Some((number, size))) =
+                    (&mut self.estimation, sent.numbered)
+                {
+                    estimation.history.add(stream.ssrc, seq, number, size, now);
+                }
+                self.out.push_back(datagram);
+                resent += 1;
             }
         }
         resent
@@ -655,6 +709,39 @@ impl std::fmt::Debug for OwnWrite {
             .field("streams", &self.streams.len())
             .field("out", &self.out.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// The datagram `sent` left as on stream `ssrc`, made again: laid out and sealed at its index,
+/// and kept only if it is the same (see [`Kept`]).
+fn again(crypto: &RtpCrypto, ssrc: u32, sent: &Sent) -> Option<Bytes> {
+    let plain = match &sent.kept {
+        Kept::Copy(datagram) => return Some(Bytes::copy_from_slice(datagram)),
+        Kept::Plain(plain) => plain,
+    };
+    let packet = rtc::rtp::Packet {
+        header: rtc::rtp::Header {
+            version: plain.version,
+            padding: plain.padding,
+            marker: plain.marker,
+            payload_type: plain.payload_type,
+            sequence_number: sent.seq,
+            timestamp: plain.timestamp,
+            ssrc,
+            ..Default::default()
+        },
+        payload: plain.payload.clone(),
+    };
+    let twcc = plain.twcc_id.zip(sent.numbered.map(|(number, _)| number));
+    let (mut datagram, header_len) = lay_out(&packet, twcc, crypto.tag_len())?;
+    let tag = plain.tag.get(..crypto.tag_len())?;
+    match crypto.reseal(&mut datagram, header_len, ssrc, plain.index, tag) {
+        Ok(()) => Some(Bytes::from(datagram)),
+        Err(error) => {
+            // Never expected: the parts kept are the ones the datagram was laid out from.
+            tracing::warn!(%error, ssrc, seq = sent.seq, "a NACKed packet did not seal again as it left");
+            None
+        }
     }
 }
 
@@ -742,6 +829,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
     use super::*;
+    use crate::Keep;
     use crate::keytap::MasterKeys;
     use rtc::shared::marshal::Unmarshal;
 
@@ -959,7 +1047,10 @@ mod tests {
             .set_extension(3, Bytes::from_static(b"ab"))
             .unwrap();
         stale.header.extensions_padding = 4;
-        assert!(own.seal(Instant::now(), &mut stale, None).unwrap());
+        assert!(
+            own.seal(Instant::now(), &mut stale, None, Keep::Copy)
+                .unwrap()
+        );
         let datagram = own.poll_datagram().unwrap();
         let plain = open.decrypt_rtp(&datagram).unwrap();
         let opened = rtc::rtp::Packet::unmarshal(&mut &plain[..]).unwrap();
@@ -975,7 +1066,18 @@ mod tests {
         let now = Instant::now();
         let mut first = Vec::new();
         for seq in 100..110u16 {
-            assert!(own.seal(now, &mut packet(7, seq, 0, 50), Some(5)).unwrap());
+            let mut sent = packet(7, seq, 3_000 * u32::from(seq), 50);
+            sent.header.version = 2;
+            sent.header.payload_type = 96;
+            sent.header.marker = seq % 2 == 1;
+            sent.payload = (0..50).map(|n| n ^ seq as u8).collect();
+            // Kept as its parts and sealed again (102), or kept as a copy (104: CSRCs, which
+            // the history does not keep as parts); 103 is padded.
+            sent.header.padding = seq == 103;
+            if seq == 104 {
+                sent.header.csrc = vec![11, 12];
+            }
+            assert!(own.seal(now, &mut sent, Some(5), Keep::Parts).unwrap());
             first.push(own.poll_datagram().unwrap());
         }
         // Each carries the next transport-wide number under the negotiated id, and opens.
@@ -1003,6 +1105,10 @@ mod tests {
         assert_eq!(own.resend(now, &nack(0b10)), 2);
         assert_eq!(own.poll_datagram().as_ref(), Some(&first[2]));
         assert_eq!(own.poll_datagram().as_ref(), Some(&first[4]));
+        assert_eq!(own.resend(now, &nack(0b111_1111)), 8);
+        for sent in &first[2..10] {
+            assert_eq!(own.poll_datagram().as_ref(), Some(sent));
+        }
         // However often a NACK names numbers, at most the history once.
         let mut many = nack(0);
         many.nacks = vec![many.nacks[0]; 1_000];
@@ -1037,7 +1143,10 @@ mod tests {
             let seq = next_seq.entry(ssrc).or_insert(0);
             *seq += 1;
             own.count(now, &packet(ssrc, *seq, 0, 10));
-            assert!(own.seal(now, &mut packet(ssrc, *seq, 0, 10), None).unwrap());
+            assert!(
+                own.seal(now, &mut packet(ssrc, *seq, 0, 10), None, Keep::Copy)
+                    .unwrap()
+            );
             while own.poll_datagram().is_some() {}
             own.resend(now, &nack(ssrc, *seq))
         };
@@ -1069,8 +1178,13 @@ mod tests {
         assert!(!own.wants_check(false));
         assert!(!own.refused());
         assert!(
-            !own.seal(Instant::now(), &mut packet(7, 1, 0, 10), Some(3))
-                .unwrap()
+            !own.seal(
+                Instant::now(),
+                &mut packet(7, 1, 0, 10),
+                Some(3),
+                Keep::Copy
+            )
+            .unwrap()
         );
         own.check(&[0x80, 200, 0, 6]);
         assert!(!own.sealing());
@@ -1080,8 +1194,13 @@ mod tests {
         assert!(own.refused());
         assert!(!own.wants_check(true));
         assert!(
-            !own.seal(Instant::now(), &mut packet(7, 2, 0, 10), Some(3))
-                .unwrap()
+            !own.seal(
+                Instant::now(),
+                &mut packet(7, 2, 0, 10),
+                Some(3),
+                Keep::Copy
+            )
+            .unwrap()
         );
     }
 

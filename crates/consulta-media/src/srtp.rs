@@ -326,7 +326,8 @@ impl RtpCrypto {
     }
 
     /// Seals `packet`, a plain RTP packet of `ssrc` numbered `seq` whose header takes its first
-    /// `header_len` bytes, where it lies: the payload is encrypted and the tag appended.
+    /// `header_len` bytes, where it lies: the payload is encrypted and the tag appended. Returns
+    /// the index it was sealed at (for [`reseal`](Self::reseal)).
     ///
     /// # Errors
     /// `SrtpSsrcDuplicated` for an index sealed before or 64 or more behind the newest;
@@ -339,16 +340,77 @@ impl RtpCrypto {
         header_len: usize,
         ssrc: u32,
         seq: u16,
-    ) -> Result<(), Error> {
+    ) -> Result<u64, Error> {
         if header_len > packet.len() {
             return Err(Error::ErrTooShortRtp);
         }
         let (index, at, replayed) = self.locate(ssrc, seq)?;
-        // The forwarder never seals an index twice (a NACK is answered with the datagram as it
-        // left): one sealed again would be a GCM nonce used twice. Refused whatever the cause.
+        // The forwarder never seals an index over another plaintext: that would be a GCM nonce
+        // used twice. A NACK's answer is sealed again only through `reseal`, which checks that
+        // the result is the datagram that left. Refused whatever the cause.
         if replayed {
             return Err(Error::SrtpSsrcDuplicated(ssrc, seq));
         }
+        self.encrypt(packet, header_len, ssrc, index)?;
+        if let Some(window) = self.window_at(ssrc, at, index) {
+            window.take(index);
+        }
+        Ok(index)
+    }
+
+    /// Seals `packet` again at `index`, where [`seal`](Self::seal) sealed it before, as the NACK
+    /// history does instead of keeping each datagram. Sealing the same header and payload at the
+    /// same index gives the same datagram, byte for byte, so nothing new is revealed; the result
+    /// is kept only if its tag is `tag`, the one the datagram left with, which it is not for any
+    /// other header or payload.
+    ///
+    /// # Errors
+    /// `ErrFailedToVerifyAuthTag` when the tag differs; `SrtpSsrcDuplicated` for an index this
+    /// context never came to; `ErrTooShortRtp` as for [`seal`](Self::seal). `packet` is emptied
+    /// then, so that nothing sealed differently can be sent by mistake.
+    pub fn reseal(
+        &self,
+        packet: &mut Vec<u8>,
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+        tag: &[u8],
+    ) -> Result<(), Error> {
+        let mut resealed = || {
+            if header_len > packet.len() {
+                return Err(Error::ErrTooShortRtp);
+            }
+            let reached = self
+                .places
+                .iter()
+                .find(|(s, _)| *s == ssrc)
+                .is_some_and(|(_, window)| window.replayed(index));
+            if !reached {
+                return Err(Error::SrtpSsrcDuplicated(ssrc, index as u16));
+            }
+            let plain = packet.len();
+            self.encrypt(packet, header_len, ssrc, index)?;
+            if packet.get(plain..) == Some(tag) {
+                Ok(())
+            } else {
+                Err(Error::ErrFailedToVerifyAuthTag)
+            }
+        };
+        let resealed = resealed();
+        if resealed.is_err() {
+            packet.clear();
+        }
+        resealed
+    }
+
+    /// Encrypts `packet`'s payload at `index` where it lies and appends the tag.
+    fn encrypt(
+        &self,
+        packet: &mut Vec<u8>,
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Result<(), Error> {
         let roc = (index >> 16) as u32;
         match &self.cipher {
             Cipher::AesCm { aes, salt, auth } => {
@@ -371,9 +433,6 @@ impl RtpCrypto {
                     .map_err(|_| Error::ErrExceededMaxPackets)?;
                 packet.extend_from_slice(tag.as_ref());
             }
-        }
-        if let Some(window) = self.window_at(ssrc, at, index) {
-            window.take(index);
         }
         Ok(())
     }
@@ -717,7 +776,7 @@ mod tests {
         let mut seal_both = |sealer: &mut RtpCrypto, ssrc: u32, seq: u16| {
             let plain = packet(ssrc, seq, 50, false);
             let mut here = plain.clone();
-            sealer.seal(&mut here, 12, ssrc, seq).map(|()| {
+            sealer.seal(&mut here, 12, ssrc, seq).map(|_| {
                 let there = reference.encrypt_rtp(&plain).unwrap();
                 assert_eq!(here, there.as_ref(), "{ssrc} {seq}");
             })
@@ -745,6 +804,58 @@ mod tests {
         assert!(sealer.seal(&mut old, 12, 7, 36).is_err());
         let mut late = packet(7, 37, 50, false);
         assert!(sealer.seal(&mut late, 12, 7, 37).is_ok());
+    }
+
+    #[test]
+    fn a_packet_sealed_again_is_the_datagram_that_left_or_nothing() {
+        for profile in [
+            ProtectionProfile::AeadAes128Gcm,
+            ProtectionProfile::Aes128CmHmacSha1_80,
+        ] {
+            let mut sealer = RtpCrypto::new(&keys(profile), false).unwrap();
+            let tag_len = sealer.tag_len();
+            // Across a wrap, so that the rollover counter is part of what must match.
+            let mut left = Vec::new();
+            for seq in (65_533..=65_535).chain(0..3) {
+                let mut datagram = packet(9, seq, 60, false);
+                let index = sealer.seal(&mut datagram, 12, 9, seq).unwrap();
+                left.push((seq, index, datagram));
+            }
+            for (seq, index, datagram) in &left {
+                let tag = &datagram[datagram.len() - tag_len..];
+                let mut again = packet(9, *seq, 60, false);
+                sealer.reseal(&mut again, 12, 9, *index, tag).unwrap();
+                assert_eq!(&again, datagram, "{profile:?} {seq}");
+                // Another payload, or the same one at another index: not the same tag, so
+                // nothing is kept.
+                let mut other = packet(9, *seq, 60, false);
+                other[20] ^= 1;
+                assert!(matches!(
+                    sealer.reseal(&mut other, 12, 9, *index, tag),
+                    Err(Error::ErrFailedToVerifyAuthTag)
+                ));
+                assert!(other.is_empty());
+                let mut elsewhere = packet(9, *seq, 60, false);
+                assert!(
+                    sealer
+                        .reseal(&mut elsewhere, 12, 9, index ^ 0x1_0000, tag)
+                        .is_err()
+                );
+                assert!(elsewhere.is_empty());
+            }
+            // An index the stream never reached, and a stream never sealed: refused, emptied.
+            let (_, newest, datagram) = left.last().unwrap();
+            let tag = &datagram[datagram.len() - tag_len..];
+            let mut ahead = packet(9, 3, 60, false);
+            assert!(matches!(
+                sealer.reseal(&mut ahead, 12, 9, newest + 1, tag),
+                Err(Error::SrtpSsrcDuplicated(..))
+            ));
+            assert!(ahead.is_empty());
+            let mut unknown = packet(10, 2, 60, false);
+            assert!(sealer.reseal(&mut unknown, 12, 10, 2, tag).is_err());
+            assert!(unknown.is_empty());
+        }
     }
 
     #[test]

@@ -227,7 +227,13 @@ fn server_offer_connects_and_carries_rtp_tagged_with_mid_and_pli_back() {
         let packet = vp8_packet(100 + i, 3000 * u32::from(i), i == 0);
         net.a
             .peer
-            .write_rtp(track, packet, "video/VP8", net.now)
+            .write_rtp(
+                track,
+                packet,
+                "video/VP8",
+                consulta_media::Keep::Copy,
+                net.now,
+            )
             .unwrap();
         net.step(Duration::from_millis(33));
     }
@@ -355,7 +361,13 @@ fn echo_returns_every_packet_on_its_own_ssrc_and_asks_for_a_keyframe() {
         let packet = vp8_packet(500 + i, 3000 * u32::from(i), i == 0);
         net.b
             .peer
-            .write_rtp(client_track, packet, "video/VP8", net.now)
+            .write_rtp(
+                client_track,
+                packet,
+                "video/VP8",
+                consulta_media::Keep::Copy,
+                net.now,
+            )
             .unwrap();
         net.step(Duration::from_millis(33));
         feed(&mut net, &mut echo);
@@ -460,7 +472,13 @@ fn a_reused_transceiver_offers_and_sends_the_new_tracks_codec() {
         packet.payload = vec![if i == 0 { 0x08 } else { 0x48 }, 0, 0, 0].into();
         net.a
             .peer
-            .write_rtp(vp9, packet, "video/VP9", net.now)
+            .write_rtp(
+                vp9,
+                packet,
+                "video/VP9",
+                consulta_media::Keep::Copy,
+                net.now,
+            )
             .unwrap();
         net.step(Duration::from_millis(33));
     }

@@ -70,6 +70,9 @@ struct World {
     client0_rtp: Vec<u8>,
     /// Addresses whose datagrams are lost both ways (a network gone; signalling still works).
     cut: Vec<SocketAddr>,
+    /// RTP datagrams the router sends to this address that are lost: this many more, after
+    /// letting this many through.
+    lose_to: Option<(SocketAddr, usize, usize)>,
     srtp: SrtpWatch,
 }
 
@@ -196,6 +199,7 @@ impl World {
             client0_check: Vec::new(),
             client0_rtp: Vec::new(),
             cut: Vec::new(),
+            lose_to: None,
             srtp: SrtpWatch::default(),
         }
     }
@@ -267,6 +271,17 @@ impl World {
                 }
                 if self.cut.contains(&t.destination) {
                     continue;
+                }
+                if let Some((to, pass, lose)) = &mut self.lose_to
+                    && *to == t.destination
+                    && is_rtp(&t.contents)
+                {
+                    if *pass > 0 {
+                        *pass -= 1;
+                    } else if *lose > 0 {
+                        *lose -= 1;
+                        continue;
+                    }
                 }
                 if let Some(id) = binding_request_id(&t.contents) {
                     self.checks.push((t.destination, id));
@@ -680,6 +695,7 @@ fn forward_and_leave(config: MediaConfig) -> RouterStats {
                 local,
                 vp8(500 + i, 3000 * u32::from(i), i == 5 || i == 20),
                 "video/VP8",
+                consulta_media::Keep::Copy,
                 w.now,
             )
             .unwrap();
@@ -749,6 +765,7 @@ fn forward_and_leave(config: MediaConfig) -> RouterStats {
                     local,
                     vp8(500 + i, 3000 * u32::from(i), i == keyframe_at),
                     "video/VP8",
+                    consulta_media::Keep::Copy,
                     w.now,
                 )
                 .unwrap();
@@ -1047,7 +1064,13 @@ fn a_camera_opened_by_the_router_keeps_coming_through_a_renegotiation_and_a_wrap
         let packet = vp8(n.get() as u16, 3000 * n.get(), keyframe);
         w.clients[alice]
             .publisher
-            .write_rtp(camera, packet, "video/VP8", w.now)
+            .write_rtp(
+                camera,
+                packet,
+                "video/VP8",
+                consulta_media::Keep::Copy,
+                w.now,
+            )
             .unwrap();
         n.set(n.get() + 1);
         w.step();
@@ -1435,7 +1458,13 @@ fn numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports() 
             };
             w.clients[0]
                 .publisher
-                .write_rtp(microphone, packet, "audio/opus", w.now)
+                .write_rtp(
+                    microphone,
+                    packet,
+                    "audio/opus",
+                    consulta_media::Keep::Copy,
+                    w.now,
+                )
                 .unwrap();
             *seq = seq.wrapping_add(1);
             w.step();
@@ -1705,7 +1734,13 @@ fn send_vp8(w: &mut World, local: LocalTrack, seq: &mut u16, keyframe: bool) {
     let packet = vp8(*seq, 3000 * u32::from(*seq), keyframe);
     w.clients[0]
         .publisher
-        .write_rtp(local, packet, "video/VP8", w.now)
+        .write_rtp(
+            local,
+            packet,
+            "video/VP8",
+            consulta_media::Keep::Copy,
+            w.now,
+        )
         .unwrap();
     *seq = seq.wrapping_add(1);
     w.step();
@@ -1861,7 +1896,13 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
         sent.push(packet.payload.clone());
         w.clients[alice]
             .publisher
-            .write_rtp(track, packet, "video/VP8", w.now)
+            .write_rtp(
+                track,
+                packet,
+                "video/VP8",
+                consulta_media::Keep::Copy,
+                w.now,
+            )
             .unwrap();
         *seq = seq.wrapping_add(1);
     }
@@ -1959,6 +2000,45 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
             got.iter().map(|(t, p)| (t, p.get(2))).collect::<Vec<_>>()
         );
     }
+}
+
+/// In a fan-out, the NACK history keeps each copy's header fields and the payload the copies
+/// share, not its sealed datagram (`Keep::Parts`): two of the camera's copies lost on the way to
+/// Bob are sealed again when his connection asks for them, and reach him as they first left
+/// (`SrtpWatch` counts a datagram sent again with the same bytes, and fails the test on an
+/// index sealed over another plaintext). Carol, who lost nothing, gets every packet in order.
+#[test]
+fn a_fan_out_copy_lost_on_the_way_is_sent_again_as_it_left() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let (alice, bob) = (0, 1);
+    let carol = w.join(3, "PA_carol");
+    subscribe_and_connect(&mut w, carol, alice, "TR_cam");
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    let before = [rtp_sequences(&w, bob).len(), rtp_sequences(&w, carol).len()];
+    let resent = w.srtp.resent;
+    w.lose_to = Some((w.clients[bob].subscriber_addr, 5, 2));
+    for _ in 0..30 {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    for _ in 0..50 {
+        w.step();
+    }
+    let [bob_got, carol_got] = [bob, carol].map(|i| rtp_sequences(&w, i).split_off(before[i - 1]));
+    let in_order = |got: &[u16]| got.windows(2).all(|p| p[1] == p[0].wrapping_add(1));
+    assert_eq!(carol_got.len(), 30, "{carol_got:?}");
+    assert!(in_order(&carol_got), "{carol_got:?}");
+    assert_eq!(bob_got.len(), 30, "the lost two came late: {bob_got:?}");
+    assert!(!in_order(&bob_got), "{bob_got:?}");
+    let mut sorted = bob_got.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, carol_got, "the same packets, none missing");
+    assert_eq!(w.lose_to.map(|(_, _, lose)| lose), Some(0));
+    assert!(
+        w.srtp.resent >= resent + 2 && w.srtp.unopened == 0,
+        "sent again {}, not opened {}",
+        w.srtp.resent - resent,
+        w.srtp.unopened
+    );
 }
 
 /// The transaction ID of a STUN binding request (RFC 5389 §6: type 0x0001, the magic cookie).

@@ -140,7 +140,9 @@ fn a_packet_sent_again_is_sealed_as_it_was_the_first_time() {
             },
             payload: Bytes::from(vec![0x10, 0, 0, 0, 0, 0, number as u8]),
         };
-        sender.write_rtp(track, packet, "video/VP8", now).unwrap();
+        sender
+            .write_rtp(track, packet, "video/VP8", consulta_media::Keep::Copy, now)
+            .unwrap();
         step(&mut sender, &mut receiver, now, &mut connected);
         now += Duration::from_millis(10);
         sender.handle_timeout(now).unwrap();

@@ -463,7 +463,7 @@ async fn run_with<S: Signalling>(
                                 },
                                 payload: p.payload,
                             };
-                            peers.publisher.write_rtp(t.local, packet, t.mime, now)?;
+                            peers.publisher.write_rtp(t.local, packet, t.mime, consulta_media::Keep::Copy, now)?;
                         }
                     }
                 }

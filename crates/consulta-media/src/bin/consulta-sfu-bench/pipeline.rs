@@ -172,6 +172,7 @@ impl Pair {
                 pair.track,
                 vp8_packet(0, &bytes::Bytes::new()),
                 "video/VP8",
+                consulta_media::Keep::Copy,
                 pair.now,
             )?;
             let sealed = pair
@@ -286,8 +287,13 @@ fn send_round(
                 }
                 continue;
             }
-            pair.sender
-                .write_rtp(pair.track, packet, "video/VP8", pair.now)?;
+            pair.sender.write_rtp(
+                pair.track,
+                packet,
+                "video/VP8",
+                consulta_media::Keep::Copy,
+                pair.now,
+            )?;
             while let Some(t) = pair.sender.poll_transmit() {
                 if interleave {
                     pair.take_in(&t.contents)?;
