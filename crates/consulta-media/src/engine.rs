@@ -159,6 +159,9 @@ pub struct RouterStats {
     pub rtp_forwarded: u64,
     /// Of those, sealed by the router's own write path (`MediaConfig::own_write_path`).
     pub rtp_sealed_here: u64,
+    /// NACK answers to subscribers that were sealed again from the header fields and shared
+    /// payload their history kept (`Keep::Parts`), not sent from a copy of the datagram.
+    pub nack_answers_sealed_again: u64,
     /// RTP packets a subscriber's connection refused (not negotiated yet, closed).
     pub rtp_write_errors: u64,
     /// Keyframe requests (PLI) sent to publishers.
@@ -470,6 +473,15 @@ struct Published {
     muted: bool,
 }
 
+/// Subscribers a track needs before the NACK history keeps its packets' payloads, shared with
+/// the other copies, instead of copies of the datagrams (`Keep::Parts`, from each packet's second
+/// copy on). A payload kept that way holds the publisher's buffer until the history's slot is
+/// taken again: the read path then gets its buffers from memory gone cold. That cost 11 % in 1:1
+/// rooms (every packet kept as parts) and 5 % in rooms of four (two copies of three), where it
+/// saved 6–10 % with 100 subscribers (docs/benchmarks.md, "The NACK history shared in
+/// fan-outs").
+const SHARED_HISTORY_FROM: usize = 8;
+
 /// A packet to forward whose subscribers' copies are not made yet: its publisher's side is
 /// handled (loss counted, layer known, rate metered).
 #[derive(Debug)]
@@ -486,6 +498,8 @@ struct Fanout {
     tag: Arc<StreamTag>,
     /// An unwrapped retransmission's: its primary stream's MIME type.
     primary_mime: Option<String>,
+    /// Copies made so far that share its payload (their VP8 descriptor not rewritten).
+    sharing: u32,
 }
 
 impl Fanout {
@@ -1802,6 +1816,7 @@ impl Router {
             packet: rtp.packet,
             tag: rtp.tag,
             primary_mime,
+            sharing: 0,
         });
     }
 
@@ -1874,7 +1889,7 @@ impl Router {
         };
         fanouts.next += 1;
         let last = fanouts.next == fanouts.subscribers.len();
-        let shared = fanouts.subscribers.len() > 1;
+        let crowd = fanouts.subscribers.len() >= SHARED_HISTORY_FROM;
         let (start, end) = (fanouts.start, fanouts.end);
         let Some(track) = fanouts.packets.get(start).map(|f| f.track.clone()) else {
             return true;
@@ -1884,7 +1899,7 @@ impl Router {
         touched.clear();
         let requests = packets
             .get_mut(start..end)
-            .map(|run| self.copy_to(&sub, run, (last, shared), now, &mut touched))
+            .map(|run| self.copy_to(&sub, run, (last, crowd), now, &mut touched))
             .unwrap_or_default();
         // Anything pushed meanwhile (nothing copies while copying) goes after this read's.
         packets.append(&mut self.fanouts.packets);
@@ -1898,13 +1913,14 @@ impl Router {
     }
 
     /// Makes subscriber `sub`'s copies of `packets` (one track's, in arrival order), the `last`
-    /// of the track's subscribers, which takes their payloads; `shared` when there are others.
-    /// The connection it wrote to goes into `touched`. The keyframes its forwarder asks for.
+    /// of the track's subscribers, which takes their payloads; `crowd` when the track has at
+    /// least [`SHARED_HISTORY_FROM`] subscribers. The connection it wrote to goes into `touched`.
+    /// The keyframes its forwarder asks for.
     fn copy_to(
         &mut self,
         sub: &ParticipantSid,
         packets: &mut [Fanout],
-        (last, shared): (bool, bool),
+        (last, crowd): (bool, bool),
         now: Instant,
         touched: &mut Vec<PeerId>,
     ) -> Vec<(Quality, Option<u32>)> {
@@ -1974,9 +1990,10 @@ impl Router {
                 None => fanout.packet.payload.clone(),
             };
             let packet = forwarded(&fanout.packet.header, seq, timestamp, marker, payload);
-            // Its payload, when shared with other subscribers' copies, is what the NACK history
-            // keeps.
-            let keep = if shared && !own_head {
+            // The NACK history keeps the payload where an earlier copy shares it already and
+            // the track has a crowd of subscribers, and a copy of the datagram otherwise (see
+            // `SHARED_HISTORY_FROM`).
+            let keep = if crowd && fanout.sharing > 0 && !own_head {
                 Keep::Parts
             } else {
                 Keep::Copy
@@ -1991,6 +2008,9 @@ impl Router {
                         self.stats.rtp_sealed_here += 1;
                     }
                     down.skipped.handle_sent(seq);
+                    if !own_head {
+                        fanout.sharing += 1;
+                    }
                     p.sub.allocator.handle_sent(now, video);
                     wrote = true;
                 }
@@ -2094,12 +2114,15 @@ impl Router {
             }
         }
         // What the connection resent for the NACKs in these packets (before they came here).
-        let resent = self
+        let (resent, resealed) = self
             .participants
             .get(sub)
             .and_then(|p| p.subscriber)
             .and_then(|id| self.peers.get_mut(&id))
-            .map_or(0, |peer| peer.pc.take_resent());
+            .map_or((0, 0), |peer| {
+                (peer.pc.take_resent(), peer.pc.take_resealed())
+            });
+        self.stats.nack_answers_sealed_again += resealed;
         if resent > 0
             && let Some(p) = self.participants.get_mut(sub)
         {

@@ -416,6 +416,12 @@ pub fn metrics_text(
         stats.rtp_sealed_here,
     );
     metric(
+        "rtp_nack_answers_sealed_again_total",
+        "counter",
+        "NACK answers to subscribers sealed again from the header fields and the payload their history kept where other subscribers share it (the same bytes as the datagram that left, checked by its tag), rather than sent from a copy.",
+        stats.nack_answers_sealed_again,
+    );
+    metric(
         "rtp_write_errors_total",
         "counter",
         "RTP packets a subscriber connection refused.",

@@ -746,6 +746,8 @@ pub struct MediaPeer {
     own: Option<crate::send::OwnWrite>,
     /// What it resent for NACKs, until [`take_resent`](Self::take_resent).
     resent: u64,
+    /// Of that, what was sealed again, until [`take_resealed`](Self::take_resealed).
+    resealed: u64,
     /// Datagrams taken out of `rtc` early (to check the own path's keys), to hand out first.
     taken: std::collections::VecDeque<Transmit>,
     /// Where `rtc` last sent something other than a STUN check (checks go to every candidate
@@ -1112,6 +1114,7 @@ impl MediaPeer {
                 crate::send::OwnWrite::new(keys, estimation)
             }),
             resent: 0,
+            resealed: 0,
             taken: std::collections::VecDeque::new(),
             selected: None,
         })
@@ -1830,6 +1833,12 @@ impl MediaPeer {
         std::mem::take(&mut self.resent)
     }
 
+    /// Of those, the ones sealed again from the parts the history kept ([`Keep::Parts`]),
+    /// since the last call.
+    pub fn take_resealed(&mut self) -> u64 {
+        std::mem::take(&mut self.resealed)
+    }
+
     /// The round trip a receiver report block arriving at `now` gives, from the sender report it
     /// names (`last_sender_report`) and the delay since (`delay`, in 1/65536 s): only where the
     /// connection seals what it sends itself, whose own reports' clock is known here.
@@ -1981,6 +1990,7 @@ impl MediaPeer {
                             if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                 let resent = own.resend(read.now, nack) as u64;
                                 self.resent = self.resent.saturating_add(resent);
+                                self.resealed = self.resealed.saturating_add(own.take_resealed());
                             } else if let Some(feedback) = any.downcast_ref::<TransportLayerCc>() {
                                 estimate = own.feedback(read.now, feedback).or(estimate);
                             }

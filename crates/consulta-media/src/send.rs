@@ -240,6 +240,9 @@ pub(crate) struct OwnWrite {
     /// The remote's half of the keys, once the check found the connection's own: it opens the
     /// remote's SRTCP ([`open_rtcp`](Self::open_rtcp)).
     remote: Option<RemoteRtcp>,
+    /// NACK answers sealed again from the parts kept (not copies), since the last
+    /// [`take_resealed`](Self::take_resealed).
+    resealed: u64,
 }
 
 impl OwnWrite {
@@ -255,6 +258,7 @@ impl OwnWrite {
             next_report: None,
             report_soon: false,
             remote: None,
+            resealed: 0,
         }
     }
 
@@ -612,11 +616,11 @@ impl OwnWrite {
         let Some(stream) = self.streams.iter().find(|s| s.ssrc == nack.media_ssrc) else {
             return 0;
         };
-        let mut resent = 0;
+        let (mut tried, mut resent) = (0, 0);
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
                 // At most the history once per NACK, however often it names a number.
-                if resent >= HISTORY {
+                if tried >= HISTORY {
                     return resent;
                 }
                 let Some(Some(sent)) = stream.sent.get(usize::from(seq) % HISTORY) else {
@@ -625,8 +629,23 @@ impl OwnWrite {
                 if sent.seq != seq {
                     continue;
                 }
-                let Some(datagram) = again(crypto, stream.ssrc, sent) else {
-                    continue;
+                tried += 1;
+                let datagram = match &sent.kept {
+                    Kept::Copy(datagram) => Bytes::copy_from_slice(datagram),
+                    Kept::Plain(plain) => {
+                        match again(crypto, stream.ssrc, sent.seq, plain, sent.numbered) {
+                            Ok(datagram) => {
+                                self.resealed += 1;
+                                datagram
+                            }
+                            Err(error) => {
+                                // Never expected: the parts kept are the ones the datagram was laid
+                                // out from. Once per NACK.
+                                tracing::warn!(%error, ssrc = stream.ssrc, seq, "a NACKed packet did not seal again as it left");
+                                return resent;
+                            }
+                        }
+                    }
                 };
                 if let (Some(estimation), Some((number, size))) =
                     (&mut self.estimation, sent.numbered)
@@ -638,6 +657,11 @@ impl OwnWrite {
             }
         }
         resent
+    }
+
+    /// How many NACK answers were sealed again from the parts kept since the last call.
+    pub(crate) fn take_resealed(&mut self) -> u64 {
+        std::mem::take(&mut self.resealed)
     }
 
     /// The next sealed datagram to send.
@@ -712,37 +736,38 @@ impl std::fmt::Debug for OwnWrite {
     }
 }
 
-/// The datagram `sent` left as on stream `ssrc`, made again: laid out and sealed at its index,
-/// and kept only if it is the same (see [`Kept`]).
-fn again(crypto: &RtpCrypto, ssrc: u32, sent: &Sent) -> Option<Bytes> {
-    let plain = match &sent.kept {
-        Kept::Copy(datagram) => return Some(Bytes::copy_from_slice(datagram)),
-        Kept::Plain(plain) => plain,
-    };
+/// The datagram packet `seq` of stream `ssrc` left as, made again from the parts `plain` kept
+/// and its transport-wide number (`numbered`): laid out and sealed at its index, and kept only
+/// if it is the same (see [`Kept`]).
+fn again(
+    crypto: &RtpCrypto,
+    ssrc: u32,
+    seq: u16,
+    plain: &Plain,
+    numbered: Option<(u16, usize)>,
+) -> Result<Bytes, rtc::shared::error::Error> {
     let packet = rtc::rtp::Packet {
         header: rtc::rtp::Header {
             version: plain.version,
             padding: plain.padding,
             marker: plain.marker,
             payload_type: plain.payload_type,
-            sequence_number: sent.seq,
+            sequence_number: seq,
             timestamp: plain.timestamp,
             ssrc,
             ..Default::default()
         },
         payload: plain.payload.clone(),
     };
-    let twcc = plain.twcc_id.zip(sent.numbered.map(|(number, _)| number));
-    let (mut datagram, header_len) = lay_out(&packet, twcc, crypto.tag_len())?;
-    let tag = plain.tag.get(..crypto.tag_len())?;
-    match crypto.reseal(&mut datagram, header_len, ssrc, plain.index, tag) {
-        Ok(()) => Some(Bytes::from(datagram)),
-        Err(error) => {
-            // Never expected: the parts kept are the ones the datagram was laid out from.
-            tracing::warn!(%error, ssrc, seq = sent.seq, "a NACKed packet did not seal again as it left");
-            None
-        }
-    }
+    let twcc = plain.twcc_id.zip(numbered.map(|(number, _)| number));
+    let (mut datagram, header_len) = lay_out(&packet, twcc, crypto.tag_len())
+        .ok_or(rtc::shared::error::Error::ErrTooShortRtp)?;
+    let tag = plain
+        .tag
+        .get(..crypto.tag_len())
+        .ok_or(rtc::shared::error::Error::ErrFailedToVerifyAuthTag)?;
+    crypto.reseal(&mut datagram, header_len, ssrc, plain.index, tag)?;
+    Ok(Bytes::from(datagram))
 }
 
 /// `packet` laid out as RTP in a vector with room for an SRTP tag of `tag_len` bytes after it
@@ -950,11 +975,23 @@ mod tests {
     /// An `OwnWrite` sealing with fixed keys, and a context with the same keys to open what it
     /// sealed.
     fn sealing(estimation: Option<Estimation>) -> (OwnWrite, Context) {
+        sealing_under(ProtectionProfile::AeadAes128Gcm, estimation)
+    }
+
+    /// [`sealing`] under `profile`.
+    fn sealing_under(
+        profile: ProtectionProfile,
+        estimation: Option<Estimation>,
+    ) -> (OwnWrite, Context) {
+        let salt: &[u8] = match profile {
+            ProtectionProfile::AeadAes128Gcm => &[9; 12],
+            _ => &[9; 14],
+        };
         let context = || {
             Context::new(
                 &[7; 16],
-                &[9; 12],
-                ProtectionProfile::AeadAes128Gcm,
+                salt,
+                profile,
                 None,
                 None,
                 &rtc::crypto::providers::RingCrypto,
@@ -962,7 +999,7 @@ mod tests {
             .unwrap()
         };
         let mut own = OwnWrite::new(KeyTap::new(), estimation);
-        let keys = MasterKeys::new(ProtectionProfile::AeadAes128Gcm, &[7; 16], &[9; 12]);
+        let keys = MasterKeys::new(profile, &[7; 16], salt);
         own.seal = Seal::Sealing(Box::new(RtpCrypto::new(&keys, false).unwrap()));
         own.add_stream(7, 90_000);
         (own, context())
@@ -1062,7 +1099,16 @@ mod tests {
 
     #[test]
     fn packets_are_numbered_sealed_and_sent_again_as_they_left() {
-        let (mut own, mut open) = sealing(Some(Estimation::new(1e6, 1e5, 1e7)));
+        for profile in [
+            ProtectionProfile::AeadAes128Gcm,
+            ProtectionProfile::Aes128CmHmacSha1_80,
+        ] {
+            numbered_sealed_and_sent_again(profile);
+        }
+    }
+
+    fn numbered_sealed_and_sent_again(profile: ProtectionProfile) {
+        let (mut own, mut open) = sealing_under(profile, Some(Estimation::new(1e6, 1e5, 1e7)));
         let now = Instant::now();
         let mut first = Vec::new();
         for seq in 100..110u16 {
@@ -1071,15 +1117,25 @@ mod tests {
             sent.header.payload_type = 96;
             sent.header.marker = seq % 2 == 1;
             sent.payload = (0..50).map(|n| n ^ seq as u8).collect();
-            // Kept as its parts and sealed again (102), or kept as a copy (104: CSRCs, which
-            // the history does not keep as parts); 103 is padded.
+            // Kept as its parts and sealed again (from 102 on; 103 padded), or kept as a copy
+            // (100 and 101, as asked; 104, whose CSRCs the history keeps no parts for).
             sent.header.padding = seq == 103;
             if seq == 104 {
                 sent.header.csrc = vec![11, 12];
             }
-            assert!(own.seal(now, &mut sent, Some(5), Keep::Parts).unwrap());
+            let keep = if seq < 102 { Keep::Copy } else { Keep::Parts };
+            assert!(own.seal(now, &mut sent, Some(5), keep).unwrap());
             first.push(own.poll_datagram().unwrap());
         }
+        let kept = |own: &OwnWrite, seq: u16| {
+            own.streams[0].sent[usize::from(seq) % HISTORY]
+                .as_ref()
+                .map(|sent| matches!(sent.kept, Kept::Plain(_)))
+        };
+        let parts: Vec<_> = (100..110)
+            .filter(|seq| kept(&own, *seq) == Some(true))
+            .collect();
+        assert_eq!(parts, [102, 103, 105, 106, 107, 108, 109], "{profile:?}");
         // Each carries the next transport-wide number under the negotiated id, and opens.
         for (i, datagram) in first.iter().enumerate() {
             let plain = open.decrypt_rtp(datagram).unwrap();
@@ -1105,10 +1161,12 @@ mod tests {
         assert_eq!(own.resend(now, &nack(0b10)), 2);
         assert_eq!(own.poll_datagram().as_ref(), Some(&first[2]));
         assert_eq!(own.poll_datagram().as_ref(), Some(&first[4]));
+        assert_eq!(own.take_resealed(), 1, "102 sealed again, 104 copied");
         assert_eq!(own.resend(now, &nack(0b111_1111)), 8);
         for sent in &first[2..10] {
-            assert_eq!(own.poll_datagram().as_ref(), Some(sent));
+            assert_eq!(own.poll_datagram().as_ref(), Some(sent), "{profile:?}");
         }
+        assert_eq!(own.take_resealed(), 7);
         // However often a NACK names numbers, at most the history once.
         let mut many = nack(0);
         many.nacks = vec![many.nacks[0]; 1_000];

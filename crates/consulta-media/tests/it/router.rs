@@ -2002,21 +2002,26 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
     }
 }
 
-/// In a fan-out, the NACK history keeps each copy's header fields and the payload the copies
-/// share, not its sealed datagram (`Keep::Parts`): two of the camera's copies lost on the way to
-/// Bob are sealed again when his connection asks for them, and reach him as they first left
-/// (`SrtpWatch` counts a datagram sent again with the same bytes, and fails the test on an
-/// index sealed over another plaintext). Carol, who lost nothing, gets every packet in order.
+/// In a fan-out to a crowd (eight subscribers here), the NACK history keeps a copy's header fields
+/// and the payload it shares with an earlier subscriber's copy, not its sealed datagram
+/// (`Keep::Parts`): two of the camera's copies lost on the way to Carol, whose copies come after
+/// Bob's, are sealed again when her connection asks for them, and reach her as they first left
+/// (`SrtpWatch` counts a datagram sent again with the same bytes, and fails the test on an index
+/// sealed over another plaintext). Bob, who lost nothing, gets every packet in order.
 #[test]
 fn a_fan_out_copy_lost_on_the_way_is_sent_again_as_it_left() {
     let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
     let (alice, bob) = (0, 1);
     let carol = w.join(3, "PA_carol");
     subscribe_and_connect(&mut w, carol, alice, "TR_cam");
+    for n in 4..10u8 {
+        let more = w.join(n, &format!("PA_more{n}"));
+        subscribe_and_connect(&mut w, more, alice, "TR_cam");
+    }
     deltas_then_keyframe(&mut w, camera, &mut seq);
     let before = [rtp_sequences(&w, bob).len(), rtp_sequences(&w, carol).len()];
-    let resent = w.srtp.resent;
-    w.lose_to = Some((w.clients[bob].subscriber_addr, 5, 2));
+    let (resent, resealed) = (w.srtp.resent, w.router.stats().nack_answers_sealed_again);
+    w.lose_to = Some((w.clients[carol].subscriber_addr, 5, 2));
     for _ in 0..30 {
         send_vp8(&mut w, camera, &mut seq, false);
     }
@@ -2025,17 +2030,18 @@ fn a_fan_out_copy_lost_on_the_way_is_sent_again_as_it_left() {
     }
     let [bob_got, carol_got] = [bob, carol].map(|i| rtp_sequences(&w, i).split_off(before[i - 1]));
     let in_order = |got: &[u16]| got.windows(2).all(|p| p[1] == p[0].wrapping_add(1));
-    assert_eq!(carol_got.len(), 30, "{carol_got:?}");
-    assert!(in_order(&carol_got), "{carol_got:?}");
-    assert_eq!(bob_got.len(), 30, "the lost two came late: {bob_got:?}");
-    assert!(!in_order(&bob_got), "{bob_got:?}");
-    let mut sorted = bob_got.clone();
+    assert_eq!(bob_got.len(), 30, "{bob_got:?}");
+    assert!(in_order(&bob_got), "{bob_got:?}");
+    assert_eq!(carol_got.len(), 30, "the lost two came late: {carol_got:?}");
+    assert!(!in_order(&carol_got), "{carol_got:?}");
+    let mut sorted = carol_got.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, carol_got, "the same packets, none missing");
+    assert_eq!(sorted, bob_got, "the same packets, none missing");
     assert_eq!(w.lose_to.map(|(_, _, lose)| lose), Some(0));
+    let resealed = w.router.stats().nack_answers_sealed_again - resealed;
     assert!(
-        w.srtp.resent >= resent + 2 && w.srtp.unopened == 0,
-        "sent again {}, not opened {}",
+        resealed >= 2 && w.srtp.resent >= resent + 2 && w.srtp.unopened == 0,
+        "sealed again {resealed}, sent again {}, not opened {}",
         w.srtp.resent - resent,
         w.srtp.unopened
     );
