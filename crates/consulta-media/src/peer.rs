@@ -283,8 +283,8 @@ pub enum MediaEvent {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Keep {
     /// A copy of the datagram, in a buffer the history reuses: for a payload no other connection
-    /// shares (a 1:1 room's), which would otherwise be held, gone cold, until its slot is
-    /// taken again.
+    /// shares (a 1:1 room's) or few do, which kept as parts would hold the publisher's buffer,
+    /// gone cold, until its slot is taken again (the router's choice: `SHARED_HISTORY_FROM`).
     Copy,
     /// The packet's header fields and its payload, shared with the other subscribers' copies of
     /// it, sealed again on a NACK: no per-subscriber copy of the datagram in a fan-out.

@@ -198,13 +198,15 @@ struct Sent {
 #[derive(Clone)]
 enum Kept {
     /// What [`lay_out`] wrote it from, to be laid out and sealed again at its index
-    /// ([`RtpCrypto::reseal`], which keeps it only if its tag is the one it left with). The
-    /// payload is the forwarded packet's, shared with every other subscriber of it and with the
-    /// send queue: a copy of each sealed datagram was a write of ≈1.2 KB into memory gone cold
-    /// since the slot's last packet, per packet and subscriber.
+    /// ([`RtpCrypto::reseal`], which keeps it only if its tag is the one it left with), as the
+    /// caller asks ([`Keep::Parts`](crate::Keep::Parts): large fan-outs). The payload is the
+    /// forwarded packet's, shared with the other subscribers' copies: a copy of each sealed
+    /// datagram was a write of ≈1.2 KB into memory gone cold since the slot's last packet, per
+    /// packet and subscriber.
     Plain(Plain),
-    /// A copy of the datagram, for packets [`lay_out`] does not write (CSRCs, other
-    /// extensions), in a buffer the slot keeps for the next such packet.
+    /// A copy of the datagram, in a buffer the slot keeps for the next copy: as the caller asks
+    /// ([`Keep::Copy`](crate::Keep::Copy): 1:1 rooms, small groups), and for packets [`lay_out`]
+    /// does not write (CSRCs, other extensions).
     Copy(Vec<u8>),
 }
 
