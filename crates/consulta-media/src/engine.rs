@@ -478,8 +478,9 @@ struct Published {
 /// copy on). A payload kept that way holds the publisher's buffer until the history's slot is
 /// taken again: the read path then gets its buffers from memory gone cold. That cost 11 % in 1:1
 /// rooms (every packet kept as parts) and 5 % in rooms of four (two copies of three), where it
-/// saved 6–10 % with 100 subscribers (docs/benchmarks.md, "The NACK history shared in
-/// fan-outs").
+/// saved 4–13 % with 100 subscribers (docs/benchmarks.md, "The NACK history shared in
+/// fan-outs"). The count is the track's subscribers, not those on the packet's simulcast layer:
+/// where a crowd splits over layers, a layer two of them take pays that cost.
 const SHARED_HISTORY_FROM: usize = 8;
 
 /// A packet to forward whose subscribers' copies are not made yet: its publisher's side is

@@ -53,6 +53,7 @@ use crate::srtp::{ReplayWindow, RtpCrypto};
 
 /// How many datagrams of each stream are kept for NACKs (as `resend::Resender` keeps packets).
 pub(crate) const HISTORY: usize = 64;
+const _: () = assert!(HISTORY <= 64, "a NACK's answered slots are a u64's bits");
 
 /// Most streams one connection reports on and keeps datagrams for at once (8 tracks from each of 8
 /// others). A stream whose track was removed gives its place to a new one when all are taken.
@@ -205,8 +206,9 @@ enum Kept {
     /// packet and subscriber.
     Plain(Plain),
     /// A copy of the datagram, in a buffer the slot keeps for the next copy: as the caller asks
-    /// ([`Keep::Copy`](crate::Keep::Copy): 1:1 rooms, small groups), and for packets [`lay_out`]
-    /// does not write (CSRCs, other extensions).
+    /// ([`Keep::Copy`](crate::Keep::Copy): 1:1 rooms and small groups, and in large fan-outs
+    /// each packet's first copy and copies whose VP8 descriptor was rewritten), and for packets
+    /// [`Plain`] cannot describe (CSRCs) or [`lay_out`] does not write (other extensions).
     Copy(Vec<u8>),
 }
 
@@ -618,20 +620,20 @@ impl OwnWrite {
         let Some(stream) = self.streams.iter().find(|s| s.ssrc == nack.media_ssrc) else {
             return 0;
         };
-        let (mut tried, mut resent) = (0, 0);
+        // Each slot at most once per NACK, however often it names a number: the history once at
+        // most (`HISTORY` is 64).
+        let (mut answered, mut resent) = (0u64, 0);
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                // At most the history once per NACK, however often it names a number.
-                if tried >= HISTORY {
-                    return resent;
-                }
-                let Some(Some(sent)) = stream.sent.get(usize::from(seq) % HISTORY) else {
+                let slot = usize::from(seq) % HISTORY;
+                let bit = 1u64 << slot;
+                let Some(Some(sent)) = stream.sent.get(slot) else {
                     continue;
                 };
-                if sent.seq != seq {
+                if sent.seq != seq || answered & bit != 0 {
                     continue;
                 }
-                tried += 1;
+                answered |= bit;
                 let datagram = match &sent.kept {
                     Kept::Copy(datagram) => Bytes::copy_from_slice(datagram),
                     Kept::Plain(plain) => {
@@ -1169,11 +1171,25 @@ mod tests {
             assert_eq!(own.poll_datagram().as_ref(), Some(sent), "{profile:?}");
         }
         assert_eq!(own.take_resealed(), 7);
-        // However often a NACK names numbers, at most the history once.
-        let mut many = nack(0);
+        // However often a NACK names a number, it is answered once.
+        let mut many = nack(0b11);
         many.nacks = vec![many.nacks[0]; 1_000];
-        assert_eq!(own.resend(now, &many), HISTORY);
+        assert_eq!(own.resend(now, &many), 3);
         while own.poll_datagram().is_some() {}
+        assert_eq!(own.take_resealed(), 2, "102 and 103; 104 copied");
+        // Parts that would not seal again as the datagram left (here, a timestamp that is not
+        // the one sealed): nothing is sent for it, and that NACK ends there.
+        if let Some(Some(Sent {
+            kept: Kept::Plain(plain),
+            ..
+        })) = own.streams[0].sent.get_mut(103 % HISTORY)
+        {
+            plain.timestamp ^= 1;
+        }
+        assert_eq!(own.resend(now, &nack(0b111)), 1, "102 only");
+        assert_eq!(own.poll_datagram().as_ref(), Some(&first[2]));
+        assert_eq!(own.poll_datagram(), None);
+        assert_eq!(own.take_resealed(), 1);
         // A removed track's datagrams are let go.
         own.pause_reports(7);
         assert_eq!(own.resend(now, &nack(0)), 0);
