@@ -993,6 +993,24 @@ fn alice_sending_her_camera_to_bob_with(config: MediaConfig) -> (World, LocalTra
     (w, camera, seq)
 }
 
+/// [`alice_sending_her_camera_to_bob`], with Carol (client 2) and `others` more subscribers
+/// (clients 3 on) taking the camera too, from a key frame on; returns the next sequence number of
+/// the camera.
+fn alice_sending_her_camera_to_bob_carol_and(others: u8) -> (World, LocalTrack, u16) {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    for n in 3..4 + others {
+        let sid = if n == 3 {
+            "PA_carol".to_owned()
+        } else {
+            format!("PA_more{n}")
+        };
+        let subscriber = w.join(n, &sid);
+        subscribe_and_connect(&mut w, subscriber, 0, "TR_cam");
+    }
+    deltas_then_keyframe(&mut w, camera, &mut seq);
+    (w, camera, seq)
+}
+
 /// Bob's NAT gives his subscriber connection a new public port mid-call. `rtc`, controlling that
 /// connection's ICE, answers his checks from there but keeps sending to the old port; once it has
 /// heard nothing on the old one for 5 s, the router restarts ICE, and Alice's camera reaches him
@@ -1858,11 +1876,8 @@ fn is_rtp(datagram: &[u8]) -> bool {
 /// subscribers.
 #[test]
 fn a_reads_copies_leave_subscriber_by_subscriber() {
-    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
-    let (alice, bob) = (0, 1);
-    let carol = w.join(3, "PA_carol");
-    subscribe_and_connect(&mut w, carol, alice, "TR_cam");
-    deltas_then_keyframe(&mut w, camera, &mut seq);
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob_carol_and(0);
+    let (alice, bob, carol) = (0, 1, 2);
     // A screen share, whose sid sorts after the camera's.
     let screen = w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C2EE);
     w.negotiate_publisher(alice, 2);
@@ -2010,15 +2025,8 @@ fn a_reads_copies_leave_subscriber_by_subscriber() {
 /// sealed over another plaintext). Bob, who lost nothing, gets every packet in order.
 #[test]
 fn a_fan_out_copy_lost_on_the_way_is_sent_again_as_it_left() {
-    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
-    let (alice, bob) = (0, 1);
-    let carol = w.join(3, "PA_carol");
-    subscribe_and_connect(&mut w, carol, alice, "TR_cam");
-    for n in 4..10u8 {
-        let more = w.join(n, &format!("PA_more{n}"));
-        subscribe_and_connect(&mut w, more, alice, "TR_cam");
-    }
-    deltas_then_keyframe(&mut w, camera, &mut seq);
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob_carol_and(6);
+    let (bob, carol) = (1, 2);
     let before = [rtp_sequences(&w, bob).len(), rtp_sequences(&w, carol).len()];
     let (resent, resealed) = (w.srtp.resent, w.router.stats().nack_answers_sealed_again);
     w.lose_to = Some((w.clients[carol].subscriber_addr, 5, 2));
