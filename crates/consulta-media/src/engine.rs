@@ -188,6 +188,9 @@ pub struct RouterStats {
     pub data_relayed: u64,
     /// Data packets dropped (malformed, too big, no permission).
     pub data_dropped: u64,
+    /// Data packets not relayed to a receiver whose channel had a megabyte unacknowledged (per
+    /// receiver).
+    pub data_backlogged: u64,
     /// Reliable data packets not relayed because they are numbered at or below the last one
     /// relayed from their sender: sent again after a resume, or out of order.
     pub data_repeats: u64,
@@ -2329,9 +2332,13 @@ impl Router {
             let Some(&channel) = peer.open_channels.get(kind.label()) else {
                 continue;
             };
-            if peer.pc.send_data(channel, bytes.clone(), now).is_ok() {
-                self.stats.data_relayed += 1;
-                touched.push(id);
+            match peer.pc.send_data(channel, bytes.clone(), now) {
+                Ok(()) => {
+                    self.stats.data_relayed += 1;
+                    touched.push(id);
+                }
+                Err(Error::DataBacklogged) => self.stats.data_backlogged += 1,
+                Err(error) => tracing::debug!(%error, "data packet not relayed"),
             }
         }
     }

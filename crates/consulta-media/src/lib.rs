@@ -29,8 +29,9 @@ pub mod srtp;
 
 pub use feedback::{RTCP_DELIVERY_SLOT, rtcp_delivery};
 pub use peer::{
-    Error, IncomingRtp, IncomingTrack, Keep, LocalTrack, MediaConfig, MediaDirection, MediaEvent,
-    MediaKind, MediaPeer, Mid, PeerState, Rid, RtcpDelivery, SrtpProfiles, StreamTag, Transmit,
+    DataChannel, Error, IncomingRtp, IncomingTrack, Keep, LocalTrack, MediaConfig, MediaDirection,
+    MediaEvent, MediaKind, MediaPeer, Mid, PeerState, Rid, RtcpDelivery, SrtpProfiles, StreamTag,
+    Transmit,
 };
 pub use rtc::{rtcp, rtp};
 

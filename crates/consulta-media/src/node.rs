@@ -518,6 +518,12 @@ pub fn metrics_text(
         stats.data_dropped,
     );
     metric(
+        "data_packets_backlogged_total",
+        "counter",
+        "Data packets not relayed to a receiver whose data channel had a megabyte unacknowledged (per receiver).",
+        stats.data_backlogged,
+    );
+    metric(
         "data_packets_repeated_total",
         "counter",
         "Reliable data packets not relayed because they were numbered at or below the last one relayed from their sender (sent again after a resume, or out of order).",

@@ -73,17 +73,50 @@ pub enum Error {
     /// A trickled candidate that is not `RTCIceCandidateInit` JSON.
     #[error("malformed ICE candidate")]
     BadCandidate,
+    /// A remote description with more media sections than [`MAX_MEDIA_SECTIONS`], or an answer
+    /// with more than the offer.
+    #[error("too many media sections: {0}")]
+    TooManySections(usize),
+    /// A trickled candidate past [`MAX_REMOTE_CANDIDATES`] for the remote's ICE credentials.
+    #[error("too many ICE candidates")]
+    TooManyCandidates,
     /// A data channel handle that does not belong to this peer connection.
     #[error("unknown data channel")]
     UnknownDataChannel,
+    /// A data channel with [`DATA_QUEUE_MAX`] bytes or more unacknowledged: the message is not
+    /// queued.
+    #[error("data channel backlogged")]
+    DataBacklogged,
     /// Socket I/O in the shell.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// Bytes a data channel may have sent or queued unacknowledged before it takes no more messages
+/// (`rtc`'s count, which SCTP lowers as the remote acknowledges). The SFU relays each
+/// participant's data to everyone in the room; a receiver whose link is slow, or whose client
+/// holds its SCTP window shut, would otherwise have a sender's flood queued for it without bound.
+/// A megabyte is over a thousand chat messages, or seconds of a busy data track.
+const DATA_QUEUE_MAX: usize = 1 << 20;
+
 /// Remote candidates kept before the remote description at most (a hostile client could send
 /// any number).
 const MAX_EARLY_CANDIDATES: usize = 32;
+
+/// Media sections (`m=` lines) a remote offer may have. A publisher has a section per track it
+/// sends (the core allows 8 at once) and one for data; a client that keeps a section for every
+/// track it ever published (an unpublished track's transceiver is not stopped, so its section is
+/// not reused) adds one per screen share in a long call. Each section becomes a transceiver that
+/// every later negotiation goes through, and an offer of 256 KiB could hold thousands.
+const MAX_MEDIA_SECTIONS: usize = 128;
+
+/// Remote candidates taken for one set of the remote's ICE credentials (one ufrag: an ICE restart
+/// clears `rtc`'s list and starts a new count), those kept before the remote description
+/// included. A browser trickles a few per network interface and per STUN or TURN server, a
+/// handful to a few dozen. Each one is kept in a list `rtc` searches whole for every new one,
+/// paired with the local candidates and checked: without a bound a client could have the SFU
+/// send connectivity checks to any number of addresses it names.
+const MAX_REMOTE_CANDIDATES: usize = 64;
 
 /// Packets of each outgoing video stream kept to answer NACKs (`resend::Resender`):
 /// ≈0.5 s of a 1.2 Mbit/s camera (124 packets/s), ≈0.25 s of a 2.5 Mbit/s one. That is at least
@@ -553,6 +586,11 @@ pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
 }
 
 /// The ICE username fragment an SDP declares.
+/// How many media sections `sdp` has.
+fn media_sections(sdp: &str) -> usize {
+    sdp.lines().filter(|line| line.starts_with("m=")).count()
+}
+
 fn sdp_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
@@ -728,6 +766,9 @@ pub struct MediaPeer {
     pending: std::collections::VecDeque<MediaEvent>,
     /// Remote ICE candidates that arrived before the remote description.
     early_candidates: Vec<RTCIceCandidateInit>,
+    /// The remote ICE ufrag the candidates taken since are for, and how many were taken
+    /// ([`MAX_REMOTE_CANDIDATES`]).
+    remote_candidates: (Option<String>, usize),
     /// The negotiated id of the audio-level extension on incoming audio.
     audio_level_id: Option<u8>,
     /// The payload type each local track sends its codec with, as last negotiated. Looking it up
@@ -1094,6 +1135,7 @@ impl MediaPeer {
             ssrc_receivers: HashMap::new(),
             pending: Default::default(),
             early_candidates: Vec::new(),
+            remote_candidates: (None, 0),
             audio_level_id: None,
             payload_types: HashMap::new(),
             incoming: HashMap::new(),
@@ -1143,13 +1185,30 @@ impl MediaPeer {
             }
             return Ok(());
         }
+        self.take_remote_candidate(init)
+    }
+
+    /// Hands `init` to `rtc`, within [`MAX_REMOTE_CANDIDATES`] for the remote description's ICE
+    /// credentials.
+    fn take_remote_candidate(&mut self, init: RTCIceCandidateInit) -> Result<(), Error> {
+        let ufrag = self
+            .rtc
+            .remote_description()
+            .and_then(|description| sdp_ufrag(&description.sdp));
+        if self.remote_candidates.0 != ufrag {
+            self.remote_candidates = (ufrag, 0);
+        }
+        if self.remote_candidates.1 >= MAX_REMOTE_CANDIDATES {
+            return Err(Error::TooManyCandidates);
+        }
+        self.remote_candidates.1 += 1;
         self.pc().add_remote_candidate(init)?;
         Ok(())
     }
 
     fn apply_early_candidates(&mut self) {
         for init in std::mem::take(&mut self.early_candidates) {
-            if let Err(error) = self.pc().add_remote_candidate(init) {
+            if let Err(error) = self.take_remote_candidate(init) {
                 // mDNS (`.local`) host candidates cannot be resolved here; the browser's checks
                 // still reach us and become peer-reflexive candidates.
                 tracing::debug!(%error, "remote candidate ignored");
@@ -1187,6 +1246,9 @@ impl MediaPeer {
             .pc()
             .data_channel(channel.0)
             .ok_or(Error::UnknownDataChannel)?;
+        if channel.outstanding_bytes() >= DATA_QUEUE_MAX {
+            return Err(Error::DataBacklogged);
+        }
         channel.send(now, data)?;
         Ok(())
     }
@@ -1277,6 +1339,10 @@ impl MediaPeer {
 
     /// Applies the remote offer and returns the local answer's SDP (with the host candidate).
     pub fn accept_offer(&mut self, offer_sdp: String, now: Instant) -> Result<String, Error> {
+        let sections = media_sections(&offer_sdp);
+        if sections > MAX_MEDIA_SECTIONS {
+            return Err(Error::TooManySections(sections));
+        }
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
         let offered = self.rtx_sections(&offer_sdp);
@@ -1313,6 +1379,14 @@ impl MediaPeer {
 
     /// Applies the remote answer to our offer.
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
+        let sections = media_sections(&answer_sdp);
+        let offered = self
+            .rtc
+            .local_description()
+            .map_or(0, |offer| media_sections(&offer.sdp));
+        if sections > offered {
+            return Err(Error::TooManySections(sections));
+        }
         self.negotiated(&answer_sdp);
         let offered = if self.rtx {
             self.local_sdp()
@@ -1974,6 +2048,7 @@ impl MediaPeer {
                         label,
                     });
                 }
+
                 _ => {}
             }
         }

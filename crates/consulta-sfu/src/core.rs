@@ -234,8 +234,8 @@ const MAX_TRACKS: usize = 8;
 const MAX_LAYERS: usize = 4;
 const MAX_CODECS: usize = 4;
 
-/// Longest `cid`, `name`, `stream` or codec name of a track, in bytes: each is sent to everyone
-/// in the room with every update of its publisher.
+/// Longest `cid`, `name`, `stream`, codec name or layer `rid` of a track, in bytes: each is sent
+/// to everyone in the room with every update of its publisher.
 const MAX_TRACK_TEXT: usize = 256;
 
 /// Most audio features a track may list (LiveKit defines six).
@@ -687,7 +687,16 @@ impl<M: MediaEngine> Sfu<M> {
                     fps: setting.fps,
                     quality: quality.and_then(|q| Quality::try_from(q).ok()),
                 };
-                for track in setting.track_sids.iter().filter_map(|t| TrackSid::parse(t)) {
+                // Each track once: a frame naming one sid thousands of times would queue as
+                // many changes for the media loop every room shares.
+                let mut tracks: Vec<TrackSid> = setting
+                    .track_sids
+                    .iter()
+                    .filter_map(|t| TrackSid::parse(t))
+                    .collect();
+                tracks.sort_unstable();
+                tracks.dedup();
+                for track in tracks {
                     // Settings are kept per track: only for tracks of the room, or a client
                     // naming made-up sids would grow them without bound.
                     if self
@@ -1679,8 +1688,9 @@ fn secs_i32(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
 
-/// `canPublishSources` entries are lower-case names.
-/// What makes `add` larger than a client ever needs, if anything.
+/// What makes `add` larger than a client ever needs, if anything. Every text it names that is
+/// sent on to the room is bounded: a track's info goes to everyone at each update of its
+/// publisher (a `mute` is one), so one client's long texts would be copied to every socket.
 fn oversized(add: &livekit_protocol::AddTrackRequest) -> Option<&'static str> {
     if add.layers.len() > MAX_LAYERS {
         Some("layers")
@@ -1691,6 +1701,7 @@ fn oversized(add: &livekit_protocol::AddTrackRequest) -> Option<&'static str> {
     } else if [&add.cid, &add.name, &add.stream]
         .into_iter()
         .chain(add.simulcast_codecs.iter().flat_map(|c| [&c.codec, &c.cid]))
+        .chain(add.layers.iter().map(|layer| &layer.rid))
         .any(|text| text.len() > MAX_TRACK_TEXT)
     {
         Some("text field")
@@ -1699,6 +1710,7 @@ fn oversized(add: &livekit_protocol::AddTrackRequest) -> Option<&'static str> {
     }
 }
 
+/// `canPublishSources` entries are lower-case names.
 fn source_from_grant(name: &str) -> Option<TrackSource> {
     match name {
         "camera" => Some(TrackSource::Camera),
@@ -2841,6 +2853,15 @@ mod tests {
             with(&|a| a.name = "n".repeat(MAX_TRACK_TEXT + 1)),
             with(&|a| a.cid = "c".repeat(MAX_TRACK_TEXT + 1)),
             with(&|a| a.simulcast_codecs[0].codec = "v".repeat(MAX_TRACK_TEXT + 1)),
+            with(&|a| a.stream = "s".repeat(MAX_TRACK_TEXT + 1)),
+            // A layer's rid is copied into the track and into each codec: four of 64 KiB each
+            // made a track's info of over a megabyte, sent to the room at every mute.
+            with(&|a| {
+                a.layers = vec![livekit_protocol::VideoLayer {
+                    rid: "r".repeat(MAX_TRACK_TEXT + 1),
+                    ..Default::default()
+                }];
+            }),
             with(&|a| a.audio_features = vec![0; MAX_AUDIO_FEATURES + 1]),
         ];
         for add in refused {
@@ -2886,7 +2907,7 @@ mod tests {
     }
 
     #[test]
-    fn settings_for_tracks_that_do_not_exist_are_not_kept() {
+    fn settings_are_kept_for_tracks_of_the_room_only_and_each_changes_once() {
         let mut w = World::new();
         let (alice, _) = w.join("alice");
         let (bob, _) = w.join("bob");
@@ -2895,10 +2916,14 @@ mod tests {
         let real = updates_for(&sent, bob)[0].tracks[0].sid.clone();
         w.media_calls();
         let made_up: Vec<String> = (0..1000).map(|n| format!("TR_made_up_{n}")).collect();
+        // The real one named many times is changed once.
         w.request(
             bob,
             signal_request::Message::TrackSetting(UpdateTrackSettings {
-                track_sids: made_up.into_iter().chain([real.clone()]).collect(),
+                track_sids: made_up
+                    .into_iter()
+                    .chain(std::iter::repeat_n(real.clone(), 1000))
+                    .collect(),
                 width: 320,
                 height: 180,
                 ..UpdateTrackSettings::default()

@@ -506,8 +506,15 @@ async fn run_socket(
                     tracing::debug!(%conn, %error, "signalling read failed");
                     break;
                 }
-                // Text (protobuf JSON) framing is not supported; control frames need nothing.
-                Some(Ok(_)) => {}
+                // Text (protobuf JSON) framing is not supported, and pings are answered by the
+                // socket; each still takes a read (and an answer), so each counts.
+                Some(Ok(_)) => {
+                    if server.take_budget(conn, &mut limiter).is_err() {
+                        kicked = true;
+                        let _ = timeout(send_timeout, sink.close()).await;
+                        break;
+                    }
+                }
             },
         }
     }
@@ -546,7 +553,7 @@ async fn read_what_is_left(
         match message {
             Message::Binary(bytes) => server.handle_frame(conn, limiter, &bytes)?,
             Message::Close(_) => return Ok(()),
-            _ => {}
+            _ => server.take_budget(conn, limiter)?,
         }
     }
 }
@@ -563,13 +570,19 @@ impl SfuServer {
         limiter: &mut RateLimiter,
         bytes: &[u8],
     ) -> Result<(), RateExceeded> {
-        if limiter.check(Instant::now()).is_err() {
-            tracing::info!(%conn, "signal rate limit exceeded, closing");
-            return Err(RateExceeded);
-        }
+        self.take_budget(conn, limiter)?;
         match signal::decode_request(bytes) {
             Ok(request) => self.handle_request(conn, request),
             Err(e) => tracing::debug!(%conn, error = %e, "undecodable signal frame"),
+        }
+        Ok(())
+    }
+
+    /// Counts one frame from `conn` against its budget: an error once it sent too many.
+    fn take_budget(&self, conn: ConnId, limiter: &mut RateLimiter) -> Result<(), RateExceeded> {
+        if limiter.check(Instant::now()).is_err() {
+            tracing::info!(%conn, "signal rate limit exceeded, closing");
+            return Err(RateExceeded);
         }
         Ok(())
     }

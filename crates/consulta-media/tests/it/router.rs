@@ -21,7 +21,9 @@ use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLos
 use consulta_media::rtcp::sender_report::SenderReport;
 use consulta_media::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use consulta_media::rtp::{Header, Packet};
-use consulta_media::{LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState};
+use consulta_media::{
+    DataChannel, LocalTrack, MediaConfig, MediaEvent, MediaKind, MediaPeer, PeerState,
+};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
 use consulta_sfu::media::MediaEvent as CoreEvent;
 use livekit_protocol::{
@@ -1011,6 +1013,111 @@ fn alice_sending_her_camera_to_bob_carol_and(others: u8) -> (World, LocalTrack, 
     (w, camera, seq)
 }
 
+/// A client trickles far more candidates than any browser has: here 100 addresses of a network
+/// that is not its own, to its publisher connection while that connection is still checking
+/// paths (its real address cut off meanwhile, so checking goes on for seconds). The router takes
+/// 64 of them for the connection's ICE credentials and sends checks to no more addresses than
+/// those.
+#[test]
+fn a_client_naming_endless_candidates_has_the_router_check_64_at_most() {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
+    let real = w.clients[alice].publisher_addr;
+    w.cut.push(real);
+    w.negotiate_publisher(alice, 1);
+    let named = |n: u32| -> SocketAddr {
+        format!("10.9.{}.{}:4000", n / 200, n % 200 + 1)
+            .parse()
+            .unwrap()
+    };
+    let sid = w.clients[alice].sid.clone();
+    for n in 0..100 {
+        let to = named(n);
+        let init = serde_json::json!({
+            "candidate": format!("candidate:{n} 1 udp 2122260223 {} {} typ host", to.ip(), to.port()),
+            "sdpMid": "0",
+            "sdpMLineIndex": 0,
+        });
+        w.router.handle_command(
+            w.now,
+            Command::Candidate(
+                sid.clone(),
+                livekit_protocol::SignalTarget::Publisher,
+                init.to_string(),
+            ),
+        );
+    }
+    let start = w.now;
+    while w.now - start < Duration::from_secs(8) {
+        w.step();
+    }
+    let checked: std::collections::HashSet<SocketAddr> = w
+        .checks
+        .iter()
+        .map(|(to, _)| *to)
+        .filter(|to| (0..100).any(|n| named(n) == *to))
+        .collect();
+    assert!(
+        !checked.is_empty() && checked.len() <= 64,
+        "{} addresses checked",
+        checked.len()
+    );
+    // Without the bound, all 100 (checked by raising it).
+}
+
+/// An offer with more media sections than any client needs (129: the client's video section and
+/// 128 copies of it under mids of their own) is refused before `rtc` makes a transceiver of any,
+/// and nothing answers it; the client's next offer, as it made it, is answered and connects.
+#[test]
+fn an_offer_of_too_many_media_sections_is_refused_and_the_next_answered() {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
+    let mut swollen = None;
+    w.negotiate_publisher_with(alice, 1, false, |offer| {
+        let at = offer.find("m=video").unwrap();
+        let length = offer[at + 1..]
+            .find("\r\nm=")
+            .map_or(offer.len() - at, |n| n + 3);
+        let section = &offer[at..at + length];
+        let mid = section
+            .lines()
+            .find_map(|line| line.strip_prefix("a=mid:"))
+            .unwrap();
+        let mut sdp = offer.clone();
+        for n in 0..128 {
+            sdp += &section.replace(&format!("a=mid:{mid}\r\n"), &format!("a=mid:x{n}\r\n"));
+        }
+        swollen = Some(sdp);
+        offer
+    });
+    w.run_until("alice connected", |w| w.clients[0].connected);
+    let answers = |w: &World| {
+        w.core_events
+            .iter()
+            .filter(|e| matches!(e, CoreEvent::PublisherAnswer { .. }))
+            .count()
+    };
+    let before = answers(&w);
+    let sid = w.clients[alice].sid.clone();
+    w.router.handle_command(
+        w.now,
+        Command::PublisherOffer(
+            sid,
+            SessionDescription {
+                r#type: "offer".into(),
+                sdp: swollen.unwrap(),
+                id: 2,
+                ..SessionDescription::default()
+            },
+        ),
+    );
+    w.exchange();
+    assert_eq!(answers(&w), before, "not answered");
+    assert_eq!(w.negotiate_publisher(alice, 3), 3);
+}
+
 /// Bob's NAT gives his subscriber connection a new public port mid-call. `rtc`, controlling that
 /// connection's ICE, answers his checks from there but keeps sending to the old port; once it has
 /// heard nothing on the old one for 5 s, the router restarts ICE, and Alice's camera reaches him
@@ -1675,51 +1782,20 @@ fn a_refused_subscriber_answer_is_followed_by_a_fresh_offer() {
 /// numbered packet once, and keeps the last number for the next resume.
 #[test]
 fn reliable_data_is_relayed_once_and_its_last_sequence_kept() {
-    let mut w = World::new();
-    let alice = w.join(1, "PA_alice");
-    let bob = w.join(2, "PA_bob");
+    let (mut w, channel) = alice_with_a_reliable_channel_to_bob();
+    let (alice, bob) = (0, 1);
     let (alice_sid, bob_sid) = (w.clients[alice].sid.clone(), w.clients[bob].sid.clone());
-    w.needs_offer(bob);
-    w.answer_latest(bob);
-    let channel = w.clients[alice]
-        .publisher
-        .create_data_channel("_reliable", true, None)
-        .unwrap();
-    w.negotiate_publisher(alice, 1);
-    w.run_until("both reliable channels open", |w| {
-        w.clients[0]
-            .publisher_channels_open
-            .contains(&"_reliable".to_owned())
-            && w.clients[1].received.iter().any(
-                |e| matches!(e, MediaEvent::DataChannelOpen { label, .. } if label == "_reliable"),
-            )
-    });
 
     // Sequence 2 comes twice, as a resume can bring it: first over the kept association, then
     // sent again by the client.
     for sequence in [1, 2, 2, 3] {
-        let packet = DataPacket {
-            sequence,
-            value: Some(data_packet::Value::User(UserPacket {
-                payload: format!("message {sequence}").into_bytes(),
-                ..UserPacket::default()
-            })),
-            ..DataPacket::default()
-        };
-        w.clients[alice]
-            .publisher
-            .send_data(channel, packet.encode_to_vec().as_slice().into(), w.now)
-            .unwrap();
+        let payload = format!("message {sequence}").into_bytes();
+        send_user_data(&mut w, channel, sequence, payload);
         w.step();
     }
     let relayed = |w: &World| -> Vec<(u32, String)> {
-        w.clients[1]
-            .received
-            .iter()
-            .filter_map(|e| match e {
-                MediaEvent::Data { data, .. } => DataPacket::decode(&data[..]).ok(),
-                _ => None,
-            })
+        data_received(w, bob)
+            .into_iter()
             .map(|p| (p.sequence, p.participant_sid))
             .collect()
     };
@@ -1739,6 +1815,100 @@ fn reliable_data_is_relayed_once_and_its_last_sequence_kept() {
     w.router
         .handle_command(w.now, Command::Left(alice_sid.clone()));
     assert_eq!(sequences.last(&alice_sid), 0, "forgotten with her");
+}
+
+/// Alice (client 0) with a reliable data channel on her publisher connection, and Bob (client 1),
+/// whose subscriber connection has the router's, both open.
+fn alice_with_a_reliable_channel_to_bob() -> (World, DataChannel) {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    let bob = w.join(2, "PA_bob");
+    w.needs_offer(bob);
+    w.answer_latest(bob);
+    let channel = w.clients[alice]
+        .publisher
+        .create_data_channel("_reliable", true, None)
+        .unwrap();
+    w.negotiate_publisher(alice, 1);
+    w.run_until("both reliable channels open", |w| {
+        w.clients[0]
+            .publisher_channels_open
+            .contains(&"_reliable".to_owned())
+            && w.clients[1].received.iter().any(
+                |e| matches!(e, MediaEvent::DataChannelOpen { label, .. } if label == "_reliable"),
+            )
+    });
+    (w, channel)
+}
+
+/// Client 0 sends a user packet numbered `sequence` with `payload` on `channel`.
+fn send_user_data(w: &mut World, channel: DataChannel, sequence: u32, payload: Vec<u8>) {
+    let packet = DataPacket {
+        sequence,
+        value: Some(data_packet::Value::User(UserPacket {
+            payload,
+            ..UserPacket::default()
+        })),
+        ..DataPacket::default()
+    };
+    w.clients[0]
+        .publisher
+        .send_data(channel, packet.encode_to_vec().as_slice().into(), w.now)
+        .unwrap();
+}
+
+/// The data packets client `i` received, in order.
+fn data_received(w: &World, i: usize) -> Vec<DataPacket> {
+    w.clients[i]
+        .received
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Data { data, .. } => DataPacket::decode(&data[..]).ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Bob's link goes quiet (nothing he sends arrives, nothing reaches him) while Alice sends 200
+/// reliable data packets of 12 KB: the router queues a megabyte of them for him, not all 2.4 MB,
+/// and counts the rest as backlogged. Once his link is back and his client has acknowledged the
+/// queue, he has each queued packet once, in order, and Alice's next packets reach him again.
+#[test]
+fn data_for_a_receiver_that_acknowledges_nothing_queues_a_megabyte_at_most() {
+    let (mut w, channel) = alice_with_a_reliable_channel_to_bob();
+    let bob = 1;
+    let send = |w: &mut World, sequence: u32| {
+        send_user_data(w, channel, sequence, vec![sequence as u8; 12_000]);
+    };
+    let bob_link = w.clients[bob].subscriber_addr;
+    w.cut.push(bob_link);
+    for sequence in 1..=200 {
+        send(&mut w, sequence);
+        if sequence % 10 == 0 {
+            w.step();
+        }
+    }
+    let stats = w.router.stats();
+    // About 1 MiB of 12 KB packets, each with its framing.
+    assert!(
+        (80..=95).contains(&stats.data_relayed),
+        "{} queued",
+        stats.data_relayed
+    );
+    assert_eq!(stats.data_relayed + stats.data_backlogged, 200);
+    w.cut.clear();
+    let received =
+        |w: &World| -> Vec<u32> { data_received(w, bob).iter().map(|p| p.sequence).collect() };
+    let queued = stats.data_relayed as usize;
+    w.run_until("bob has the queue", |w| received(w).len() >= queued);
+    for _ in 0..50 {
+        w.step();
+    }
+    let got = received(&w);
+    assert_eq!(got, (1..=queued as u32).collect::<Vec<_>>());
+    send(&mut w, 201);
+    w.exchange();
+    w.run_until("bob has the next one", |w| received(w).last() == Some(&201));
 }
 
 /// The VP8 key frame flag of a packet from [`vp8`] (its one-byte descriptor, then the payload

@@ -354,6 +354,46 @@ async fn oversized_frames_close_only_that_connection() {
         .await;
 }
 
+/// A client sending frames faster than its budget (100 at once, 50 a second) is dropped at once,
+/// not kept for a resume, and the room is told: whether its frames are requests (pings here) or
+/// text frames, which the SFU does not read. The others are served throughout.
+#[tokio::test]
+async fn a_client_flooding_its_signalling_is_dropped_at_once_and_the_room_told() {
+    let addr = start().await;
+    let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
+    for (identity, text) in [("@bob:hs:DEV", false), ("@carol:hs:DEV", true)] {
+        let (mut flooder, join) = Client::join(addr, identity).await;
+        let sid = join.participant.unwrap().sid;
+        assert_eq!(alice.next_update().await.sid, sid);
+        for n in 0..300 {
+            let frame = if text {
+                Message::Text(format!("{{\"ping\": {n}}}").into())
+            } else {
+                Message::Binary(
+                    signal::encode_request(&SignalRequest {
+                        message: Some(signal_request::Message::Ping(n)),
+                    })
+                    .into(),
+                )
+            };
+            // Sends may fail once the server hung up.
+            if flooder.ws.send(frame).await.is_err() {
+                break;
+            }
+        }
+        while flooder.recv().await.is_some() {}
+        // Gone at once: well within the 5 s `next_update` waits, where a dropped socket is kept
+        // for its ping timeout.
+        let gone = alice.next_update().await;
+        assert_eq!(gone.sid, sid, "{identity}");
+        assert_eq!(gone.state, participant_info::State::Disconnected as i32);
+    }
+    alice.send(signal_request::Message::Ping(7)).await;
+    alice
+        .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
+        .await;
+}
+
 impl Client {
     /// A participant whose every update is large (≈5 KB of metadata in its token), with a
     /// microphone to toggle: each toggle is an update sent to everyone. Returns the track's sid.
