@@ -59,6 +59,29 @@ pub enum JoinError {
     /// The node is shutting down ([`Sfu::shut_down`]).
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The identity joined or resumed in this room more often than [`JOIN_BURST`] at once and
+    /// one per [`JOIN_REFILL`] after.
+    #[error("too many joins for this identity; try again in a minute")]
+    TooManyJoins,
+}
+
+/// Joins and resumes one identity may make in one room at once, and how often it gets one more
+/// after. Each costs the media loop every room shares a pair of peer connections (a resume, an
+/// ICE restart) and tells the room's others; a token is valid for its lifetime and each socket
+/// has its own frame budget, so without this a participant could join and leave in a loop. A
+/// client joins once and resumes after each network change (livekit-client tries up to ten
+/// times, most of which fail before they reach the server).
+pub const JOIN_BURST: u32 = 10;
+pub const JOIN_REFILL: Duration = Duration::from_secs(6);
+
+/// Identities whose join budgets are kept, at most, before the full ones are forgotten.
+const MAX_JOIN_BUDGETS: usize = 4096;
+
+/// One identity's joins and resumes in one room ([`JOIN_BURST`]).
+#[derive(Debug)]
+struct JoinBudget {
+    limiter: crate::signal::RateLimiter,
+    last: Instant,
 }
 
 /// Tunables, with LiveKit's defaults. Its `Debug` output leaves out TURN credentials.
@@ -382,6 +405,8 @@ pub struct Sfu<M> {
     keys: ApiKeys,
     /// [`Sfu::shut_down`] ran: no one joins or resumes any more.
     shut_down: bool,
+    /// Joins and resumes by room and identity ([`JOIN_BURST`]).
+    join_budgets: HashMap<(RoomName, String), JoinBudget>,
 }
 
 impl<M> std::fmt::Debug for Sfu<M> {
@@ -413,7 +438,35 @@ impl<M: MediaEngine> Sfu<M> {
             out: VecDeque::new(),
             keys: ApiKeys::new(),
             shut_down: false,
+            join_budgets: HashMap::new(),
         }
+    }
+
+    /// Takes one of `identity`'s joins in `room` at `now` ([`JOIN_BURST`]).
+    fn take_join(
+        &mut self,
+        now: Instant,
+        room: &RoomName,
+        identity: &str,
+    ) -> Result<(), JoinError> {
+        if self.join_budgets.len() >= MAX_JOIN_BUDGETS {
+            // Those untouched long enough to be full again are as good as new.
+            let full = JOIN_REFILL.saturating_mul(JOIN_BURST);
+            self.join_budgets
+                .retain(|_, budget| now.saturating_duration_since(budget.last) < full);
+        }
+        let budget = self
+            .join_budgets
+            .entry((room.clone(), identity.to_owned()))
+            .or_insert_with(|| JoinBudget {
+                limiter: crate::signal::RateLimiter::refilled_every(JOIN_BURST, JOIN_REFILL),
+                last: now,
+            });
+        budget.last = now;
+        budget
+            .limiter
+            .check(now)
+            .map_err(|_| JoinError::TooManyJoins)
     }
 
     /// Keys to sign renewed tokens with (each participant's with the key of its own token).
@@ -499,6 +552,7 @@ impl<M: MediaEngine> Sfu<M> {
         options: JoinOptions,
     ) -> Result<ConnId, JoinError> {
         let name = self.check_join(&grant)?;
+        self.take_join(now, &name, &grant.identity)?;
         self.create_room(now, name.clone());
 
         let duplicate = self.rooms.get(&name).and_then(|room| {
@@ -824,6 +878,14 @@ impl<M: MediaEngine> Sfu<M> {
             return Err(JoinError::ShuttingDown);
         }
         let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
+        let resumable = self.rooms.get(&name).is_some_and(|room| {
+            ParticipantSid::parse(sid)
+                .and_then(|sid| room.participants.get(&sid))
+                .is_some_and(|p| p.identity == grant.identity)
+        });
+        if resumable {
+            self.take_join(now, &name, &grant.identity)?;
+        }
         let conn = ConnId(self.next_conn);
         let kept = self.departures_kept();
         let room = self.rooms.get_mut(&name).ok_or(JoinError::NoSession)?;
@@ -2596,6 +2658,54 @@ mod tests {
         }
         w.drain();
         assert_eq!(w.resume("alice", &alice_sid), Err(JoinError::NoSession));
+    }
+
+    /// A participant joining and leaving in a loop with one valid token: each time a pair of
+    /// peer connections and an update to the room. Past its budget its joins and resumes are
+    /// refused, before anything is created or anyone told; others join as before, and a joined
+    /// participant's budget comes back with time.
+    #[test]
+    fn an_identity_joining_in_a_loop_is_refused_past_its_budget() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        for _ in 0..JOIN_BURST {
+            let (bob, _) = w.join("bob");
+            w.request(bob, signal_request::Message::Leave(LeaveRequest::default()));
+            w.drain();
+        }
+        let again = w
+            .sfu
+            .handle_join(w.now, grant("bob", "room"), JoinOptions::default());
+        assert_eq!(again, Err(JoinError::TooManyJoins));
+        assert!(w.drain().is_empty(), "nobody told");
+        assert_eq!(
+            w.sfu
+                .rooms
+                .values()
+                .map(|r| r.participants.len())
+                .sum::<usize>(),
+            1
+        );
+        w.join("carol");
+        // One more after a refill; then a resume of that session counts as a join too.
+        w.now += JOIN_REFILL;
+        let (bob, join) = w.join("bob");
+        let bob_sid = join.participant.unwrap().sid;
+        w.sfu.handle_disconnect(w.now, bob);
+        assert_eq!(w.resume("bob", &bob_sid), Err(JoinError::TooManyJoins));
+        w.now += JOIN_REFILL;
+        assert!(w.resume("bob", &bob_sid).is_ok());
+        // Alice, joined once, resumes at will within her own budget.
+        w.sfu.handle_disconnect(w.now, alice);
+        let alice_sid = w
+            .sfu
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .find(|p| p.identity == "alice")
+            .map(|p| p.sid.to_string())
+            .unwrap();
+        assert!(w.resume("alice", &alice_sid).is_ok());
     }
 
     #[test]

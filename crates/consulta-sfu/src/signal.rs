@@ -6,7 +6,7 @@
 //! panics: frames above [`MAX_REQUEST_BYTES`] are refused before decoding, and [`RateLimiter`]
 //! bounds how many frames a connection may send.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
@@ -100,6 +100,16 @@ impl RateLimiter {
         Self {
             burst: f64::from(burst),
             per_second: f64::from(per_second),
+            tokens: f64::from(burst),
+            last: None,
+        }
+    }
+
+    /// A full bucket of `burst`, refilled by one every `every`.
+    pub fn refilled_every(burst: u32, every: Duration) -> Self {
+        Self {
+            burst: f64::from(burst),
+            per_second: 1.0 / every.as_secs_f64().max(f64::MIN_POSITIVE),
             tokens: f64::from(burst),
             last: None,
         }
