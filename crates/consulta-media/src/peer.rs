@@ -6,7 +6,7 @@
 //! is tagged with its SSRC, the m-line's mid and the simulcast rid, and packets written to a local
 //! track get that track's SSRC and negotiated payload type.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,12 +110,13 @@ const MAX_EARLY_CANDIDATES: usize = 32;
 /// every later negotiation goes through, and an offer of 256 KiB could hold thousands.
 const MAX_MEDIA_SECTIONS: usize = 128;
 
-/// Remote candidates taken for one set of the remote's ICE credentials (one ufrag: an ICE restart
-/// clears `rtc`'s list and starts a new count), those kept before the remote description
-/// included. A browser trickles a few per network interface and per STUN or TURN server, a
-/// handful to a few dozen. Each one is kept in a list `rtc` searches whole for every new one,
-/// paired with the local candidates and checked: without a bound a client could have the SFU
-/// send connectivity checks to any number of addresses it names.
+/// Distinct remote candidates a connection takes while its ICE runs, trickled (those kept before
+/// the remote description included) or written into remote descriptions; an ICE restart (a
+/// remote offer with new credentials, or the SFU's own) makes `rtc` forget them and starts again.
+/// A browser trickles a few per network interface and per STUN or TURN server, a handful to a
+/// few dozen. Each one is kept in a list `rtc` searches whole for every new one, paired with the
+/// local candidates and checked: without a bound a client could have the SFU send connectivity
+/// checks to any number of addresses it names. A description that would pass it is refused.
 const MAX_REMOTE_CANDIDATES: usize = 64;
 
 /// Packets of each outgoing video stream kept to answer NACKs (`resend::Resender`):
@@ -585,16 +586,91 @@ pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
     })
 }
 
-/// The ICE username fragment an SDP declares.
 /// How many media sections `sdp` has.
 fn media_sections(sdp: &str) -> usize {
     sdp.lines().filter(|line| line.starts_with("m=")).count()
 }
 
+/// The ICE credentials (ufrag, password) `rtc` takes from a remote description: the session's,
+/// or else those of the first section not marked inactive, or else the first inactive one's
+/// (`rtc`'s `extract_ice_details`; a remote offer that changes them restarts its ICE).
+fn ice_credentials(sdp: &str) -> (Option<String>, Option<String>) {
+    #[derive(Default)]
+    struct Section {
+        ufrag: Option<String>,
+        pwd: Option<String>,
+        inactive: bool,
+    }
+    let mut sections = vec![Section::default()];
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            sections.push(Section::default());
+        }
+        let Some(section) = sections.last_mut() else {
+            continue;
+        };
+        if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+            section.ufrag.get_or_insert_with(|| ufrag.to_owned());
+        } else if let Some(pwd) = line.strip_prefix("a=ice-pwd:") {
+            section.pwd.get_or_insert_with(|| pwd.to_owned());
+        } else if line == "a=inactive" {
+            section.inactive = true;
+        }
+    }
+    let mut sections = sections.into_iter();
+    let session = sections.next().unwrap_or_default();
+    let (active, inactive): (Vec<Section>, Vec<Section>) = sections.partition(|s| !s.inactive);
+    let pick = |field: fn(&Section) -> Option<&String>| {
+        field(&session)
+            .or_else(|| active.iter().find_map(field))
+            .or_else(|| inactive.first().and_then(field))
+            .cloned()
+    };
+    (pick(|s| s.ufrag.as_ref()), pick(|s| s.pwd.as_ref()))
+}
+
+/// The candidates written into `sdp`, as the text after `a=`.
+fn sdp_candidates(sdp: &str) -> impl Iterator<Item = &str> {
+    sdp.lines()
+        .map(str::trim_end)
+        .filter_map(|line| line.strip_prefix("a="))
+        .filter(|attribute| attribute.starts_with("candidate:"))
+}
+
+/// The ICE username fragment an SDP declares.
 fn sdp_ufrag(sdp: &str) -> Option<String> {
     sdp.lines()
         .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
         .map(str::to_owned)
+}
+
+/// The remote candidates `rtc` holds, as far as [`MAX_REMOTE_CANDIDATES`] needs to know.
+#[derive(Debug, Default)]
+struct RemoteCandidates {
+    /// The ICE credentials of the last remote offer `rtc` took.
+    credentials: (Option<String>, Option<String>),
+    /// The candidates given since `rtc`'s ICE last started, trickled or written into a remote
+    /// description, as their text: `rtc` keeps a candidate given twice once, so a client that
+    /// writes its candidates into every offer does not use up the bound.
+    taken: HashSet<String>,
+}
+
+impl RemoteCandidates {
+    /// The candidates `sdp` adds (to none, when it `restart`s ICE): an error if they would take
+    /// the connection past [`MAX_REMOTE_CANDIDATES`].
+    fn in_sdp(&self, sdp: &str, restart: bool) -> Result<Vec<String>, Error> {
+        let mut new: Vec<String> = sdp_candidates(sdp)
+            .filter(|text| restart || !self.taken.contains(*text))
+            .map(str::to_owned)
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        let kept = if restart { 0 } else { self.taken.len() };
+        if kept + new.len() > MAX_REMOTE_CANDIDATES {
+            return Err(Error::TooManyCandidates);
+        }
+        Ok(new)
+    }
 }
 
 /// Settings for a [`MediaPeer`].
@@ -766,9 +842,8 @@ pub struct MediaPeer {
     pending: std::collections::VecDeque<MediaEvent>,
     /// Remote ICE candidates that arrived before the remote description.
     early_candidates: Vec<RTCIceCandidateInit>,
-    /// The remote ICE ufrag the candidates taken since are for, and how many were taken
-    /// ([`MAX_REMOTE_CANDIDATES`]).
-    remote_candidates: (Option<String>, usize),
+    /// The remote candidates `rtc` holds ([`MAX_REMOTE_CANDIDATES`]).
+    remote_candidates: RemoteCandidates,
     /// The negotiated id of the audio-level extension on incoming audio.
     audio_level_id: Option<u8>,
     /// The payload type each local track sends its codec with, as last negotiated. Looking it up
@@ -1135,7 +1210,7 @@ impl MediaPeer {
             ssrc_receivers: HashMap::new(),
             pending: Default::default(),
             early_candidates: Vec::new(),
-            remote_candidates: (None, 0),
+            remote_candidates: RemoteCandidates::default(),
             audio_level_id: None,
             payload_types: HashMap::new(),
             incoming: HashMap::new(),
@@ -1188,20 +1263,16 @@ impl MediaPeer {
         self.take_remote_candidate(init)
     }
 
-    /// Hands `init` to `rtc`, within [`MAX_REMOTE_CANDIDATES`] for the remote description's ICE
-    /// credentials.
+    /// Hands `init` to `rtc`, within [`MAX_REMOTE_CANDIDATES`].
     fn take_remote_candidate(&mut self, init: RTCIceCandidateInit) -> Result<(), Error> {
-        let ufrag = self
-            .rtc
-            .remote_description()
-            .and_then(|description| sdp_ufrag(&description.sdp));
-        if self.remote_candidates.0 != ufrag {
-            self.remote_candidates = (ufrag, 0);
+        let text = init.candidate.trim();
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        if !self.remote_candidates.taken.contains(text) {
+            if self.remote_candidates.taken.len() >= MAX_REMOTE_CANDIDATES {
+                return Err(Error::TooManyCandidates);
+            }
+            self.remote_candidates.taken.insert(text.to_owned());
         }
-        if self.remote_candidates.1 >= MAX_REMOTE_CANDIDATES {
-            return Err(Error::TooManyCandidates);
-        }
-        self.remote_candidates.1 += 1;
         self.pc().add_remote_candidate(init)?;
         Ok(())
     }
@@ -1343,6 +1414,10 @@ impl MediaPeer {
         if sections > MAX_MEDIA_SECTIONS {
             return Err(Error::TooManySections(sections));
         }
+        let credentials = ice_credentials(&offer_sdp);
+        // New credentials restart `rtc`'s ICE, which forgets the remote's candidates.
+        let restart = credentials != self.remote_candidates.credentials;
+        let candidates = self.remote_candidates.in_sdp(&offer_sdp, restart)?;
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
         let offered = self.rtx_sections(&offer_sdp);
@@ -1350,6 +1425,13 @@ impl MediaPeer {
         self.incoming.clear();
         self.pc()
             .set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+        if restart {
+            self.remote_candidates = RemoteCandidates {
+                credentials,
+                taken: HashSet::new(),
+            };
+        }
+        self.remote_candidates.taken.extend(candidates);
         self.apply_early_candidates();
         let answer = self.pc().create_answer(None)?;
         self.pc().set_local_description(now, answer)?;
@@ -1374,6 +1456,10 @@ impl MediaPeer {
         self.payload_types.clear();
         self.incoming.clear();
         self.pc().set_local_description(now, offer)?;
+        if restart_ice {
+            // `rtc` restarted its ICE and forgot the remote's candidates.
+            self.remote_candidates.taken.clear();
+        }
         self.local_sdp()
     }
 
@@ -1387,6 +1473,8 @@ impl MediaPeer {
         if sections > offered {
             return Err(Error::TooManySections(sections));
         }
+        // An answer's new credentials do not restart `rtc`'s ICE: its candidates add up.
+        let candidates = self.remote_candidates.in_sdp(&answer_sdp, false)?;
         self.negotiated(&answer_sdp);
         let offered = if self.rtx {
             self.local_sdp()
@@ -1399,6 +1487,7 @@ impl MediaPeer {
         self.incoming.clear();
         self.pc()
             .set_remote_description(now, RTCSessionDescription::answer(answer_sdp.clone())?)?;
+        self.remote_candidates.taken.extend(candidates);
         self.apply_early_candidates();
         self.repairs_negotiated(&offered, &answer_sdp);
         Ok(())
@@ -2048,7 +2137,6 @@ impl MediaPeer {
                         label,
                     });
                 }
-
                 _ => {}
             }
         }
@@ -2382,6 +2470,28 @@ mod tests {
             ]
             .map(|(pt, apt)| (pt, apt.to_owned()))
         );
+    }
+
+    #[test]
+    fn ice_credentials_are_read_where_rtc_reads_them() {
+        let some = |s: &str| Some(s.to_owned());
+        let session = "v=0\r\na=ice-ufrag:S\r\na=ice-pwd:s\r\n\
+            m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:A\r\na=ice-pwd:a\r\n";
+        assert_eq!(ice_credentials(session), (some("S"), some("s")));
+        // Without the session's: the first section not inactive, else the first inactive one.
+        let sections = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\n\
+            a=ice-ufrag:I\r\na=ice-pwd:i\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n\
+            a=ice-ufrag:V\r\na=ice-pwd:v\r\n";
+        assert_eq!(ice_credentials(sections), (some("V"), some("v")));
+        let inactive = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=inactive\r\n\
+            a=ice-ufrag:I\r\na=ice-pwd:i\r\n";
+        assert_eq!(ice_credentials(inactive), (some("I"), some("i")));
+        assert_eq!(ice_credentials("v=0\r\n"), (None, None));
+        let candidates: Vec<&str> = sdp_candidates(
+            "m=audio 9 X 0\r\na=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\na=end-of-candidates\r\n",
+        )
+        .collect();
+        assert_eq!(candidates, ["candidate:1 1 udp 1 10.0.0.1 9 typ host"]);
     }
 
     #[test]

@@ -74,8 +74,9 @@ pub enum JoinError {
 pub const JOIN_BURST: u32 = 10;
 pub const JOIN_REFILL: Duration = Duration::from_secs(6);
 
-/// Identities whose join budgets are kept, at most, before the full ones are forgotten.
-const MAX_JOIN_BUDGETS: usize = 4096;
+/// Join budgets kept before those full again are forgotten; past it, they are looked through
+/// each time their number has doubled (so a join costs the same on average however many came).
+const JOIN_BUDGETS_PRUNED_FROM: usize = 4096;
 
 /// One identity's joins and resumes in one room ([`JOIN_BURST`]).
 #[derive(Debug)]
@@ -405,8 +406,10 @@ pub struct Sfu<M> {
     keys: ApiKeys,
     /// [`Sfu::shut_down`] ran: no one joins or resumes any more.
     shut_down: bool,
-    /// Joins and resumes by room and identity ([`JOIN_BURST`]).
+    /// Joins and resumes by room and identity ([`JOIN_BURST`]), and how many there may be before
+    /// the full ones are forgotten ([`JOIN_BUDGETS_PRUNED_FROM`]).
     join_budgets: HashMap<(RoomName, String), JoinBudget>,
+    prune_join_budgets_at: usize,
 }
 
 impl<M> std::fmt::Debug for Sfu<M> {
@@ -439,6 +442,7 @@ impl<M: MediaEngine> Sfu<M> {
             keys: ApiKeys::new(),
             shut_down: false,
             join_budgets: HashMap::new(),
+            prune_join_budgets_at: JOIN_BUDGETS_PRUNED_FROM,
         }
     }
 
@@ -449,11 +453,14 @@ impl<M: MediaEngine> Sfu<M> {
         room: &RoomName,
         identity: &str,
     ) -> Result<(), JoinError> {
-        if self.join_budgets.len() >= MAX_JOIN_BUDGETS {
-            // Those untouched long enough to be full again are as good as new.
+        if self.join_budgets.len() >= self.prune_join_budgets_at {
+            // Those untouched long enough to be full again are as good as new. The map holds at
+            // most the (room, identity) pairs that joined in the last minute, doubled.
             let full = JOIN_REFILL.saturating_mul(JOIN_BURST);
             self.join_budgets
                 .retain(|_, budget| now.saturating_duration_since(budget.last) < full);
+            self.prune_join_budgets_at =
+                JOIN_BUDGETS_PRUNED_FROM.max(self.join_budgets.len().saturating_mul(2));
         }
         let budget = self
             .join_budgets
@@ -2706,6 +2713,34 @@ mod tests {
             .map(|p| p.sid.to_string())
             .unwrap();
         assert!(w.resume("alice", &alice_sid).is_ok());
+    }
+
+    #[test]
+    fn join_budgets_full_again_are_forgotten() {
+        let mut w = World::new();
+        let room = RoomName::parse("room").unwrap();
+        let many = JOIN_BUDGETS_PRUNED_FROM + 100;
+        for n in 0..many {
+            w.sfu.take_join(w.now, &room, &format!("id{n}")).unwrap();
+        }
+        assert_eq!(
+            w.sfu.join_budgets.len(),
+            many,
+            "all of the last minute kept"
+        );
+        assert_eq!(w.sfu.prune_join_budgets_at, 2 * JOIN_BUDGETS_PRUNED_FROM);
+        // A minute on, every one is full again: once the map reaches the mark they are forgotten.
+        w.now += JOIN_REFILL * JOIN_BURST;
+        for n in 0..JOIN_BUDGETS_PRUNED_FROM {
+            w.sfu.take_join(w.now, &room, &format!("later{n}")).unwrap();
+        }
+        assert_eq!(w.sfu.join_budgets.len(), JOIN_BUDGETS_PRUNED_FROM);
+        assert!(
+            w.sfu
+                .join_budgets
+                .keys()
+                .all(|(_, id)| id.starts_with("later"))
+        );
     }
 
     #[test]

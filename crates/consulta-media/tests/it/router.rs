@@ -428,15 +428,25 @@ impl World {
         restart_ice: bool,
         edit: impl FnOnce(String) -> String,
     ) -> u32 {
-        let sid = self.clients[i].sid.clone();
         let offer = self.clients[i]
             .publisher
             .create_offer_with(self.now, restart_ice);
-        let sdp = edit(offer.unwrap());
+        self.offer_publisher(i, edit(offer.unwrap()), id);
+        let answer = self.publisher_answer(i);
+        self.clients[i]
+            .publisher
+            .accept_answer(answer.sdp, self.now)
+            .unwrap();
+        answer.id
+    }
+
+    /// Hands the router client `i`'s publisher offer `sdp`, numbered `id`, and lets it answer.
+    fn offer_publisher(&mut self, i: usize, sdp: String, id: u32) {
+        let sid = self.clients[i].sid.clone();
         self.router.handle_command(
             self.now,
             Command::PublisherOffer(
-                sid.clone(),
+                sid,
                 SessionDescription {
                     r#type: "offer".into(),
                     sdp,
@@ -446,12 +456,14 @@ impl World {
             ),
         );
         self.exchange();
-        let answer = self.publisher_answer(i);
-        self.clients[i]
-            .publisher
-            .accept_answer(answer.sdp, self.now)
-            .unwrap();
-        answer.id
+    }
+
+    /// How many publisher answers the router gave, to anyone.
+    fn publisher_answers(&self) -> usize {
+        self.core_events
+            .iter()
+            .filter(|e| matches!(e, CoreEvent::PublisherAnswer { .. }))
+            .count()
     }
 
     /// The router's latest answer to client `i`'s publisher offer.
@@ -1066,6 +1078,56 @@ fn a_client_naming_endless_candidates_has_the_router_check_64_at_most() {
     // Without the bound, all 100 (checked by raising it).
 }
 
+/// Candidates written into a client's offers count too, each once however often it is written
+/// (as a client that does not trickle writes them into every offer), and an offer that would take
+/// the connection past 64 is refused and not answered; an ICE restart starts the count again.
+#[test]
+fn candidates_written_into_offers_count_once_and_an_offer_past_the_bound_is_refused() {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    w.publish_video(alice, "camera", "cid-cam", "TR_cam", 0xA11CE);
+    let written = |offer: String, from: u32, count: u32| {
+        let lines: String = (from..from + count)
+            .map(|n| {
+                format!(
+                    "a=candidate:{n} 1 udp 2122260223 10.8.{}.{} 4000 typ host\r\n",
+                    n / 200,
+                    n % 200 + 1
+                )
+            })
+            .collect();
+        let at = offer.find("a=mid:").unwrap();
+        format!("{}{lines}{}", &offer[..at], &offer[at..])
+    };
+    // The same ten in each of five offers: ten taken.
+    for id in 1..=5 {
+        w.negotiate_publisher_with(alice, id, false, |offer| written(offer, 0, 10));
+    }
+    w.run_until("alice connected", |w| w.clients[0].connected);
+    // Taken: the ten, and the client's own (its offers carry its host candidate). Written
+    // again with 54 or 55 more: 65 is past the bound, 64 is not.
+    let before = w.publisher_answers();
+    let sdp = w.clients[alice].publisher.create_offer(w.now).unwrap();
+    let own = u32::try_from(sdp.matches("a=candidate:").count()).unwrap();
+    assert!(own >= 1);
+    w.offer_publisher(alice, written(sdp.clone(), 0, 65 - own), 6);
+    assert_eq!(
+        w.publisher_answers(),
+        before,
+        "past the bound: not answered"
+    );
+    w.offer_publisher(alice, written(sdp, 0, 64 - own), 7);
+    assert_eq!(w.publisher_answers(), before + 1, "up to it: answered");
+    let answer = w.publisher_answer(alice);
+    w.clients[alice]
+        .publisher
+        .accept_answer(answer.sdp, w.now)
+        .unwrap();
+    // An ICE restart forgets them: as many new ones are taken again.
+    w.negotiate_publisher_with(alice, 8, true, |offer| written(offer, 100, 64 - own));
+    assert_eq!(w.publisher_answer(alice).id, 8);
+}
+
 /// An offer with more media sections than any client needs (129: the client's video section and
 /// 128 copies of it under mids of their own) is refused before `rtc` makes a transceiver of any,
 /// and nothing answers it; the client's next offer, as it made it, is answered and connects.
@@ -1093,28 +1155,9 @@ fn an_offer_of_too_many_media_sections_is_refused_and_the_next_answered() {
         offer
     });
     w.run_until("alice connected", |w| w.clients[0].connected);
-    let answers = |w: &World| {
-        w.core_events
-            .iter()
-            .filter(|e| matches!(e, CoreEvent::PublisherAnswer { .. }))
-            .count()
-    };
-    let before = answers(&w);
-    let sid = w.clients[alice].sid.clone();
-    w.router.handle_command(
-        w.now,
-        Command::PublisherOffer(
-            sid,
-            SessionDescription {
-                r#type: "offer".into(),
-                sdp: swollen.unwrap(),
-                id: 2,
-                ..SessionDescription::default()
-            },
-        ),
-    );
-    w.exchange();
-    assert_eq!(answers(&w), before, "not answered");
+    let before = w.publisher_answers();
+    w.offer_publisher(alice, swollen.unwrap(), 2);
+    assert_eq!(w.publisher_answers(), before, "not answered");
     assert_eq!(w.negotiate_publisher(alice, 3), 3);
 }
 
