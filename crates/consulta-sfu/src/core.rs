@@ -526,13 +526,20 @@ impl<M: MediaEngine> Sfu<M> {
         self.rooms.contains_key(room)
     }
 
-    /// Checks that `grant` could join now, without changing anything (for `/rtc/validate` and
-    /// before the WebSocket upgrade).
-    pub fn check_join(&self, grant: &JoinGrant) -> Result<RoomName, JoinError> {
+    /// Checks that `grant` could join at `now`, without changing anything (for `/rtc/validate`
+    /// and before the WebSocket upgrade): its identity's join budget included, so that a client
+    /// past it learns why before it connects.
+    pub fn check_join(&self, now: Instant, grant: &JoinGrant) -> Result<RoomName, JoinError> {
         if self.shut_down {
             return Err(JoinError::ShuttingDown);
         }
         let name = RoomName::parse(grant.room()).ok_or(JoinError::InvalidRoom)?;
+        let budget = self
+            .join_budgets
+            .get(&(name.clone(), grant.identity.clone()));
+        if budget.is_some_and(|budget| !budget.limiter.would_admit(now)) {
+            return Err(JoinError::TooManyJoins);
+        }
         match self.rooms.get(&name) {
             None if !grant.video.room_create => Err(JoinError::RoomNotFound),
             Some(room)
@@ -558,7 +565,7 @@ impl<M: MediaEngine> Sfu<M> {
         grant: JoinGrant,
         options: JoinOptions,
     ) -> Result<ConnId, JoinError> {
-        let name = self.check_join(&grant)?;
+        let name = self.check_join(now, &grant)?;
         self.take_join(now, &name, &grant.identity)?;
         self.create_room(now, name.clone());
 

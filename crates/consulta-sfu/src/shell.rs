@@ -284,7 +284,7 @@ impl SfuServer {
             tracing::info!(error = %e, "access token refused");
             Refusal(StatusCode::UNAUTHORIZED, e.to_string())
         })?;
-        match self.lock().core.check_join(&grant) {
+        match self.lock().core.check_join(Instant::now(), &grant) {
             Ok(_) => Ok(grant),
             Err(JoinError::RoomNotFound) => Err(Refusal(
                 StatusCode::NOT_FOUND,
@@ -293,6 +293,10 @@ impl SfuServer {
             Err(JoinError::ShuttingDown) => Err(Refusal(
                 StatusCode::SERVICE_UNAVAILABLE,
                 JoinError::ShuttingDown.to_string(),
+            )),
+            Err(JoinError::TooManyJoins) => Err(Refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                JoinError::TooManyJoins.to_string(),
             )),
             Err(e) => Err(Refusal(StatusCode::FORBIDDEN, e.to_string())),
         }

@@ -115,12 +115,25 @@ impl RateLimiter {
         }
     }
 
+    /// Whether [`check`](Self::check) at `now` would take a token, without taking it.
+    pub fn would_admit(&self, now: Instant) -> bool {
+        self.tokens_at(now) >= 1.0
+    }
+
+    /// The tokens the bucket holds at `now`.
+    fn tokens_at(&self, now: Instant) -> f64 {
+        match self.last {
+            Some(last) => {
+                let elapsed = now.saturating_duration_since(last);
+                (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst)
+            }
+            None => self.tokens,
+        }
+    }
+
     /// Takes one frame's token at `now`; `Err` when the budget is spent.
     pub fn check(&mut self, now: Instant) -> Result<(), SignalError> {
-        if let Some(last) = self.last {
-            let elapsed = now.saturating_duration_since(last);
-            self.tokens = (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst);
-        }
+        self.tokens = self.tokens_at(now);
         self.last = Some(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;

@@ -262,6 +262,41 @@ async fn tokens_for_another_room_or_badly_signed_are_refused() {
     }
 }
 
+/// An identity that joined and left as often as its budget allows is refused its next join with
+/// 429 and the reason, at `/rtc/validate` (where livekit-client learns why a socket failed) and at
+/// the WebSocket itself, before anything is created; another identity joins as before.
+#[tokio::test]
+async fn an_identity_past_its_join_budget_is_told_why_before_it_connects() {
+    let addr = start().await;
+    let (mut alice, _) = Client::join(addr, "@alice:hs:DEV").await;
+    for _ in 0..consulta_sfu::core::JOIN_BURST {
+        let (mut bob, _) = Client::join(addr, "@bob:hs:DEV").await;
+        bob.send(signal_request::Message::Leave(
+            livekit_protocol::LeaveRequest::default(),
+        ))
+        .await;
+        while bob.recv().await.is_some() {}
+    }
+    let bob = token("@bob:hs:DEV", ROOM);
+    let (status, head, body) = http_get(addr, &format!("/rtc/validate?access_token={bob}")).await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        body,
+        "too many joins for this identity; try again in a minute"
+    );
+    assert!(head.contains("access-control-allow-origin: *"));
+    assert_eq!(
+        http_status(Client::connect(addr, &bob).await.err().unwrap()),
+        429
+    );
+    let (_, carol) = Client::join(addr, "@carol:hs:DEV").await;
+    assert_eq!(carol.other_participants.len(), 1, "alice; bob is gone");
+    alice.send(signal_request::Message::Ping(7)).await;
+    alice
+        .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
+        .await;
+}
+
 #[tokio::test]
 async fn duplicate_identity_kicks_the_first_session() {
     let addr = start().await;
