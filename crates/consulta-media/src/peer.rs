@@ -591,7 +591,7 @@ fn media_sections(sdp: &str) -> usize {
     sdp.lines().filter(|line| line.starts_with("m=")).count()
 }
 
-/// The ICE credentials (ufrag, password) `rtc` takes from a remote description: the session's,
+/// The ICE credentials (ufrag, password) `rtc` takes from a description: the session's,
 /// or else those of the first section not marked inactive, or else the first inactive one's
 /// (`rtc`'s `extract_ice_details`; a remote offer that changes them restarts its ICE).
 fn ice_credentials(sdp: &str) -> (Option<String>, Option<String>) {
@@ -635,13 +635,6 @@ fn sdp_candidates(sdp: &str) -> impl Iterator<Item = &str> {
         .map(str::trim_end)
         .filter_map(|line| line.strip_prefix("a="))
         .filter(|attribute| attribute.starts_with("candidate:"))
-}
-
-/// The ICE username fragment an SDP declares.
-fn sdp_ufrag(sdp: &str) -> Option<String> {
-    sdp.lines()
-        .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
-        .map(str::to_owned)
 }
 
 /// The remote candidates `rtc` holds, as far as [`MAX_REMOTE_CANDIDATES`] needs to know.
@@ -1246,7 +1239,9 @@ impl MediaPeer {
     /// The local ICE username fragment (for demultiplexing a shared UDP port), once a local
     /// description exists.
     pub fn local_ufrag(&self) -> Option<String> {
-        self.rtc.local_description().and_then(|d| sdp_ufrag(&d.sdp))
+        self.rtc
+            .local_description()
+            .and_then(|d| ice_credentials(&d.sdp).0)
     }
 
     /// Adds a trickled remote candidate (`RTCIceCandidateInit` JSON). Candidates that arrive
@@ -1466,11 +1461,11 @@ impl MediaPeer {
     /// Applies the remote answer to our offer.
     pub fn accept_answer(&mut self, answer_sdp: String, now: Instant) -> Result<(), Error> {
         let sections = media_sections(&answer_sdp);
-        let offered = self
+        let offered_sections = self
             .rtc
             .local_description()
             .map_or(0, |offer| media_sections(&offer.sdp));
-        if sections > offered {
+        if sections > offered_sections {
             return Err(Error::TooManySections(sections));
         }
         // An answer's new credentials do not restart `rtc`'s ICE: its candidates add up.

@@ -26,6 +26,7 @@ use crate::dynacast::{self, Dynacast};
 use crate::forward::Quality;
 use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
 use crate::media::{MediaEngine, MediaEvent, TrackSettings};
+use crate::signal::RateLimiter;
 pub use livekit_protocol::leave_request::Action as LeaveAction;
 
 /// The server version advertised in `server_info.version` and `server_version`; without one,
@@ -77,13 +78,6 @@ pub const JOIN_REFILL: Duration = Duration::from_secs(6);
 /// Join budgets kept before those full again are forgotten; past it, they are looked through
 /// each time their number has doubled (so a join costs the same on average however many came).
 const JOIN_BUDGETS_PRUNED_FROM: usize = 4096;
-
-/// One identity's joins and resumes in one room ([`JOIN_BURST`]).
-#[derive(Debug)]
-struct JoinBudget {
-    limiter: crate::signal::RateLimiter,
-    last: Instant,
-}
 
 /// Tunables, with LiveKit's defaults. Its `Debug` output leaves out TURN credentials.
 #[derive(Clone)]
@@ -408,7 +402,7 @@ pub struct Sfu<M> {
     shut_down: bool,
     /// Joins and resumes by room and identity ([`JOIN_BURST`]), and how many there may be before
     /// the full ones are forgotten ([`JOIN_BUDGETS_PRUNED_FROM`]).
-    join_budgets: HashMap<(RoomName, String), JoinBudget>,
+    join_budgets: HashMap<(RoomName, String), RateLimiter>,
     prune_join_budgets_at: usize,
 }
 
@@ -454,24 +448,15 @@ impl<M: MediaEngine> Sfu<M> {
         identity: &str,
     ) -> Result<(), JoinError> {
         if self.join_budgets.len() >= self.prune_join_budgets_at {
-            // Those untouched long enough to be full again are as good as new. The map holds at
-            // most the (room, identity) pairs that joined in the last minute, doubled.
-            let full = JOIN_REFILL.saturating_mul(JOIN_BURST);
-            self.join_budgets
-                .retain(|_, budget| now.saturating_duration_since(budget.last) < full);
+            // Those full again are as good as new. The map holds at most the (room, identity)
+            // pairs that joined in the last minute, doubled.
+            self.join_budgets.retain(|_, budget| !budget.is_full(now));
             self.prune_join_budgets_at =
                 JOIN_BUDGETS_PRUNED_FROM.max(self.join_budgets.len().saturating_mul(2));
         }
-        let budget = self
-            .join_budgets
+        self.join_budgets
             .entry((room.clone(), identity.to_owned()))
-            .or_insert_with(|| JoinBudget {
-                limiter: crate::signal::RateLimiter::refilled_every(JOIN_BURST, JOIN_REFILL),
-                last: now,
-            });
-        budget.last = now;
-        budget
-            .limiter
+            .or_insert_with(|| RateLimiter::refilled_every(JOIN_BURST, JOIN_REFILL))
             .check(now)
             .map_err(|_| JoinError::TooManyJoins)
     }
@@ -537,7 +522,7 @@ impl<M: MediaEngine> Sfu<M> {
         let budget = self
             .join_budgets
             .get(&(name.clone(), grant.identity.clone()));
-        if budget.is_some_and(|budget| !budget.limiter.would_admit(now)) {
+        if budget.is_some_and(|budget| !budget.would_admit(now)) {
             return Err(JoinError::TooManyJoins);
         }
         match self.rooms.get(&name) {

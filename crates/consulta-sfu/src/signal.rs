@@ -120,6 +120,11 @@ impl RateLimiter {
         self.tokens_at(now) >= 1.0
     }
 
+    /// Whether the bucket is full again at `now`: as good as a new one.
+    pub fn is_full(&self, now: Instant) -> bool {
+        self.tokens_at(now) >= self.burst
+    }
+
     /// The tokens the bucket holds at `now`.
     fn tokens_at(&self, now: Instant) -> f64 {
         match self.last {
