@@ -1839,8 +1839,13 @@ impl MediaPeer {
             Ok(())
         };
         // `rtc-dtls` sent its flight for the last time and gave up (its handshake state
-        // "errored"), or the peer sent nothing new for `HANDSHAKE_STALL`; `rtc` would leave the
-        // connection "connecting" for good.
+        // "errored"), or the peer sent nothing new for `HANDSHAKE_STALL` (nothing at all since
+        // ICE came up); `rtc` would leave the connection "connecting" for good.
+        if self.ice_connected
+            && let Some(flights) = &mut self.flights
+        {
+            flights.ice_connected(now);
+        }
         let gave_up = matches!(rtc, Err(rtc::shared::error::Error::ErrInvalidFsmTransition));
         let stalled = self
             .flights

@@ -72,6 +72,9 @@ struct World {
     client0_rtp: Vec<u8>,
     /// Addresses whose datagrams are lost both ways (a network gone; signalling still works).
     cut: Vec<SocketAddr>,
+    /// Client addresses whose DTLS datagrams are lost on the way to the router, while their
+    /// ICE checks and everything the router sends pass (a middlebox passing STUN only).
+    no_dtls_from: Vec<SocketAddr>,
     /// RTP datagrams the router sends to this address that are lost: this many more, after
     /// letting this many through.
     lose_to: Option<(SocketAddr, usize, usize)>,
@@ -201,6 +204,7 @@ impl World {
             client0_check: Vec::new(),
             client0_rtp: Vec::new(),
             cut: Vec::new(),
+            no_dtls_from: Vec::new(),
             lose_to: None,
             srtp: SrtpWatch::default(),
         }
@@ -303,7 +307,9 @@ impl World {
                 ] {
                     while let Some(t) = peer.poll_transmit() {
                         moved = true;
-                        if self.cut.contains(&from) {
+                        if self.cut.contains(&from)
+                            || (self.no_dtls_from.contains(&from) && is_dtls(&t.contents))
+                        {
                             continue;
                         }
                         // RTP from client 0.
@@ -977,6 +983,61 @@ fn a_resume_after_a_long_outage_connects_again() {
 }
 
 /// Alice (client 0) connected, publishing a camera (`TR_cam`); Bob (client 1) joined.
+/// A client whose DTLS never reaches the router (its ICE checks do) is a connection that cannot
+/// come up: the router's side ends in a failed connection, counts it, and tells the core, which
+/// asks the client to join again (`core` tests); Bob, beside it, connects as usual.
+#[test]
+fn a_publisher_whose_handshake_never_arrives_is_reported_failed_to_the_core() {
+    let mut w = World::new();
+    let alice = w.join(1, "PA_alice");
+    let bob = w.join(2, "PA_bob");
+    let alice_addr = w.clients[alice].publisher_addr;
+    w.no_dtls_from.push(alice_addr);
+    w.publish_video(alice, "camera", "cid-alice", "TR_alice", 0xA11CE);
+    w.publish_video(bob, "camera", "cid-bob", "TR_bob", 0xB0B);
+    w.negotiate_publisher(alice, 1);
+    w.negotiate_publisher(bob, 1);
+    w.run_until("bob connected", |w| w.clients[bob].connected);
+    let start = w.now;
+    let failed = |w: &World| {
+        w.core_events.iter().any(|e| {
+            matches!(e, CoreEvent::ConnectionFailed { participant }
+                if participant.as_str() == "PA_alice")
+        })
+    };
+    while !failed(&w) {
+        assert!(
+            w.now - start < Duration::from_secs(20),
+            "alice's connection not reported failed within 20 s of simulated time"
+        );
+        w.step();
+    }
+    let took = w.now - start;
+    // ICE came up: the failure is the handshake's, not a path's.
+    assert!(
+        w.checks.iter().any(|(to, _)| *to == alice_addr),
+        "the router never checked alice's address"
+    );
+    assert!(!w.clients[alice].connected, "alice connected without DTLS");
+    assert_eq!(w.router.stats().handshakes_failed, 1, "counted once");
+    // Not at once: a handshake gets 15 s from ICE coming up before it counts as stalled.
+    assert!(
+        took >= Duration::from_secs(10),
+        "failed after {took:?}: sooner than a handshake is given"
+    );
+    // Reported once, and about alice only.
+    let reports: Vec<_> = w
+        .core_events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::ConnectionFailed { participant } => Some(participant.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reports, ["PA_alice"]);
+    assert!(w.clients[bob].connected);
+}
+
 fn alice_with_a_camera_and_bob() -> (World, LocalTrack) {
     alice_with_a_camera_and_bob_with(MediaConfig::default())
 }
@@ -2075,6 +2136,11 @@ fn rtp_sequences(w: &World, i: usize) -> Vec<u16> {
 }
 
 /// Whether `datagram` is RTP (not RTCP: payload types 64-95 after the marker bit).
+/// Whether `datagram` is a DTLS record (RFC 7983: a first byte from 20 to 63).
+fn is_dtls(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| (20..=63).contains(b))
+}
+
 fn is_rtp(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|b| b >> 6 == 2)
         && datagram
