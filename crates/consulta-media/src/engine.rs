@@ -47,6 +47,11 @@ use crate::peer::{
     MediaPeer, Mid, PeerState, SrtpProfiles, StreamTag, Transmit,
 };
 
+/// How long a subscriber offer may go unanswered before the client is asked to join again, as
+/// LiveKit's server gives a negotiation (its `negotiationFailedTimeout`). A browser answers in
+/// well under a second.
+pub const OFFER_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
 /// switches in between share the one that comes).
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -145,6 +150,9 @@ pub struct RouterStats {
     /// Connections whose DTLS handshake gave up (the peer did not answer a flight sent eight
     /// times, or sent nothing new for 15 s): the core asks the client to join again.
     pub handshakes_failed: u64,
+    /// Subscriber offers left unanswered for [`OFFER_ANSWER_TIMEOUT`]: the core asks the client
+    /// to join again.
+    pub offers_unanswered: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken
     /// for congestion. Only connections with transport-wide feedback (bandwidth estimation on)
@@ -357,6 +365,9 @@ struct SubscriberState {
     retiring: Vec<(LocalTrack, DownTrack)>,
     /// An offer is out and unanswered.
     offer_outstanding: bool,
+    /// When the outstanding offer counts as refused if still unanswered
+    /// ([`OFFER_ANSWER_TIMEOUT`]); taken once it has.
+    offer_deadline: Option<Instant>,
     /// Something changed since the outstanding offer.
     needs_offer: bool,
     /// The next offer restarts ICE (after a resume).
@@ -609,6 +620,8 @@ pub struct Router {
     stats: RouterStats,
     speakers: FastMap<RoomName, ActiveSpeakers>,
     next_speaker_tick: Option<Instant>,
+    /// The earliest [`OFFER_ANSWER_TIMEOUT`] of an outstanding subscriber offer, or earlier.
+    next_offer_check: Option<Instant>,
     /// RTP datagrams seen in and out, for [`MediaConfig::drop_rtp_every`].
     injected: [u32; 2],
     /// The connections one datagram's handling touched (kept to reuse its allocation).
@@ -637,6 +650,7 @@ impl Router {
             stats: RouterStats::default(),
             speakers: FastMap::default(),
             next_speaker_tick: None,
+            next_offer_check: None,
             injected: [0; 2],
             touched: Vec::new(),
             fanouts: Fanouts::default(),
@@ -706,16 +720,19 @@ impl Router {
     /// When [`handle_timeout`](Self::handle_timeout) must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let peers = self.deadlines.first().map(|(t, _)| *t);
-        match (peers, self.next_speaker_tick) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [peers, self.next_speaker_tick, self.next_offer_check]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Lets every connection whose timer is due run it.
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.next_speaker_tick.is_some_and(|t| t <= now) {
             self.speaker_tick(now);
+        }
+        if self.next_offer_check.is_some_and(|t| t <= now) {
+            self.check_offers(now);
         }
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
@@ -881,11 +898,50 @@ impl Router {
         ) {
             (Some(offer_id), Some(Ok(sdp))) => {
                 self.events.push_back(subscriber_offer(sid, sdp, offer_id));
+                self.offer_sent(now, sid);
             }
             (Some(_), Some(Err(error))) => {
                 tracing::warn!(%error, participant = %sid, "outstanding offer lost");
             }
             _ => {}
+        }
+    }
+
+    /// Subscriber offers out for [`OFFER_ANSWER_TIMEOUT`] unanswered: the client could not apply
+    /// them (livekit-client sends no answer and starts no reconnect when applying an offer
+    /// fails), and every later change and ICE restart of the connection waits behind them. Each
+    /// such client is asked to join again, once per offer: the offer stays out, and an answer
+    /// that comes late still applies.
+    fn check_offers(&mut self, now: Instant) {
+        let mut unanswered = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (sid, p) in &mut self.participants {
+            match p.sub.offer_deadline {
+                Some(at) if at <= now => {
+                    p.sub.offer_deadline = None;
+                    unanswered.push(sid.clone());
+                }
+                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.next_offer_check = next;
+        for participant in unanswered {
+            tracing::info!(%participant, "subscriber offer unanswered: the client is asked to join again");
+            self.stats.offers_unanswered += 1;
+            self.events
+                .push_back(CoreEvent::ConnectionFailed { participant });
+        }
+    }
+
+    /// The subscriber offer out for `sid`, sent (or sent again) at `now`, counts as refused at
+    /// [`OFFER_ANSWER_TIMEOUT`] from now.
+    fn offer_sent(&mut self, now: Instant, sid: &ParticipantSid) {
+        let deadline = now + OFFER_ANSWER_TIMEOUT;
+        if let Some(p) = self.participants.get_mut(sid) {
+            p.sub.offer_deadline = Some(deadline);
+            self.next_offer_check =
+                Some(self.next_offer_check.map_or(deadline, |n| n.min(deadline)));
         }
     }
 
@@ -1092,6 +1148,7 @@ impl Router {
         };
         if let Some(p) = self.participants.get_mut(sid) {
             p.sub.offer_outstanding = false;
+            p.sub.offer_deadline = None;
             // A refused answer leaves the offer's tracks unanswered, and they forward nothing
             // until an answer is taken: the client gets a fresh offer to answer.
             p.sub.needs_offer |= !accepted;
@@ -1185,6 +1242,7 @@ impl Router {
                     p.sub.next_offer_id = p.sub.next_offer_id.wrapping_add(1);
                     self.events
                         .push_back(subscriber_offer(sid, sdp, p.sub.next_offer_id));
+                    self.offer_sent(now, sid);
                 }
             }
             Err(error) => tracing::warn!(%error, participant = %sid, "subscriber offer failed"),

@@ -488,6 +488,12 @@ pub fn metrics_text(
         stats.handshakes_failed,
     );
     metric(
+        "subscriber_offers_unanswered_total",
+        "counter",
+        "Subscriber offers left unanswered for 15 s (the client could not apply them, and every later change of its subscriber connection waits behind them). The client is asked to join again.",
+        stats.offers_unanswered,
+    );
+    metric(
         "subscriber_outages_total",
         "counter",
         "Subscriber connections heard from again after media sent to them went unanswered for 1 s or more (an outage: the loss reported for it is not taken for congestion). Needs transport-wide feedback (bandwidth estimation on).",

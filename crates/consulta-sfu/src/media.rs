@@ -156,8 +156,10 @@ pub enum MediaEvent {
         participant: ParticipantSid,
     },
     /// One of the participant's peer connections never came up: its DTLS handshake failed (the
-    /// client stopped answering, or a path passes ICE but not DTLS). Neither a resume nor an ICE
-    /// restart redoes a handshake: the client has to join again, with new connections.
+    /// client stopped answering, or a path passes ICE but not DTLS). Or its subscriber
+    /// connection can no longer be renegotiated: an offer went unanswered for 15 s (the client
+    /// could not apply it). Neither a resume nor an ICE restart redoes a handshake or unblocks a
+    /// negotiation: the client has to join again, with new connections.
     ConnectionFailed {
         /// Whose connection.
         participant: ParticipantSid,

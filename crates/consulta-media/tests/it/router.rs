@@ -16,7 +16,7 @@ use bytes::Bytes;
 use consulta_media::keytap::KeyTap;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
-use consulta_media::engine::{Command, Router, RouterStats};
+use consulta_media::engine::{Command, OFFER_ANSWER_TIMEOUT, Router, RouterStats};
 use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use consulta_media::rtcp::sender_report::SenderReport;
 use consulta_media::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -1026,16 +1026,95 @@ fn a_publisher_whose_handshake_never_arrives_is_reported_failed_to_the_core() {
         "failed after {took:?}: sooner than a handshake is given"
     );
     // Reported once, and about alice only.
-    let reports: Vec<_> = w
-        .core_events
+    assert_eq!(connections_failed(&w), ["PA_alice"]);
+    assert!(w.clients[bob].connected);
+}
+
+/// Whose failed connections the router reported to the core, in order.
+fn connections_failed(w: &World) -> Vec<String> {
+    w.core_events
         .iter()
         .filter_map(|e| match e {
             CoreEvent::ConnectionFailed { participant } => Some(participant.as_str().to_owned()),
             _ => None,
         })
-        .collect();
-    assert_eq!(reports, ["PA_alice"]);
-    assert!(w.clients[bob].connected);
+        .collect()
+}
+
+/// Steps the world until `at`.
+fn step_until(w: &mut World, at: Instant) {
+    while w.now < at {
+        w.step();
+    }
+}
+
+/// Bob's client cannot apply the router's offer of Alice's screen share and sends no answer
+/// (livekit-client then starts no reconnect), and every later change of his subscriber
+/// connection waits behind that offer: 15 s on, the core is told, once, so that it asks him to
+/// join again. A resume sends the offer again and gives it its time again; an answer that comes
+/// late still applies, and what waited is offered next.
+#[test]
+fn a_subscriber_offer_left_unanswered_has_the_client_asked_to_join_again() {
+    let (mut w, _camera, _seq) = alice_sending_her_camera_to_bob();
+    let (alice, bob) = (0, 1);
+    let bob_sid = w.clients[bob].sid.clone();
+    w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C2EE);
+    w.negotiate_publisher(alice, 2);
+    w.subscribe(bob, alice, "TR_screen");
+    w.needs_offer(bob);
+    let offers = w.offers_for(&bob_sid).len();
+    let sent = w.now;
+    let margin = Duration::from_millis(500);
+    step_until(&mut w, sent + OFFER_ANSWER_TIMEOUT - margin);
+    assert!(
+        connections_failed(&w).is_empty(),
+        "told before the offer's time was up"
+    );
+    step_until(&mut w, sent + OFFER_ANSWER_TIMEOUT + margin);
+    assert_eq!(connections_failed(&w), ["PA_bob"]);
+    assert_eq!(w.router.stats().offers_unanswered, 1);
+    // Once per offer; a change meanwhile still waits behind it.
+    w.needs_offer(bob);
+    step_until(&mut w, sent + OFFER_ANSWER_TIMEOUT * 3);
+    assert_eq!(
+        connections_failed(&w).len(),
+        1,
+        "told again for the same offer"
+    );
+    assert_eq!(w.offers_for(&bob_sid).len(), offers);
+
+    // A resume: the same offer again, with its time again.
+    w.router
+        .handle_command(w.now, Command::Resumed(bob_sid.clone()));
+    w.exchange();
+    let resent = w.now;
+    let again = w.offers_for(&bob_sid);
+    assert_eq!(again.len(), offers + 1, "the offer again");
+    assert_eq!(again[offers].id, again[offers - 1].id);
+    step_until(&mut w, resent + OFFER_ANSWER_TIMEOUT - margin);
+    assert_eq!(
+        connections_failed(&w).len(),
+        1,
+        "the offer sent again has its time again"
+    );
+    step_until(&mut w, resent + OFFER_ANSWER_TIMEOUT + margin);
+    assert_eq!(connections_failed(&w), ["PA_bob", "PA_bob"]);
+
+    // A late answer applies, and the ICE restart the resume asked for follows; answered in
+    // time, it is not counted.
+    w.answer_latest(bob);
+    w.exchange();
+    assert_eq!(
+        w.offers_for(&bob_sid).len(),
+        offers + 2,
+        "the restart after the late answer"
+    );
+    w.answer_latest(bob);
+    let answered = w.now;
+    step_until(&mut w, answered + OFFER_ANSWER_TIMEOUT * 2);
+    assert_eq!(connections_failed(&w).len(), 2, "an answered offer counted");
+    assert_eq!(w.router.stats().offers_unanswered, 2);
+    assert!(subscriber_connected(&w, bob));
 }
 
 fn alice_with_a_camera_and_bob() -> (World, LocalTrack) {
