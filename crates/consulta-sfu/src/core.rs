@@ -917,7 +917,14 @@ impl<M: MediaEngine> Sfu<M> {
                 Some(dynacast::quality_update(t, state.current()))
             })
             .collect();
-        let others = room.others_than(&sid);
+        // Everyone as they are now, itself too: livekit-client sets a track's mute again when
+        // its own info says otherwise (`LocalParticipant.updateInfo`), which is how a mute that
+        // went to the dropped socket reaches the server (the others go on seeing it as it was,
+        // and hearing nothing or everything, until then).
+        let mut everyone = room.others_than(&sid);
+        if let Some(me) = room.participants.get(&sid) {
+            everyone.insert(0, me.info());
+        }
         let departures = departures_to_repeat(room, &missed, gave_up.checked_sub(kept));
         // The server may not have seen the old socket go yet.
         if self.conns.remove(&old).is_some() {
@@ -937,9 +944,9 @@ impl<M: MediaEngine> Sfu<M> {
         );
         // What it was sent while its socket was gone, in order (departures, layers to send, track
         // states, publish confirmations); the departures it may have missed before the server saw
-        // the socket drop; then everyone as they are now, which also covers the other updates
-        // that went to the old socket (livekit-client ignores a participant version it already
-        // has).
+        // the socket drop; then everyone as they are now, itself first, which also covers the
+        // other updates that went to the old socket (livekit-client ignores a participant version
+        // older than the one it has).
         for message in missed {
             self.send(conn, message);
         }
@@ -951,14 +958,12 @@ impl<M: MediaEngine> Sfu<M> {
                 }),
             );
         }
-        if !others.is_empty() {
-            self.send(
-                conn,
-                signal_response::Message::Update(ParticipantUpdate {
-                    participants: others,
-                }),
-            );
-        }
+        self.send(
+            conn,
+            signal_response::Message::Update(ParticipantUpdate {
+                participants: everyone,
+            }),
+        );
         for update in layers {
             self.send(
                 conn,
@@ -2463,7 +2468,8 @@ mod tests {
             livekit_protocol::ClientConfigSetting::Enabled as i32
         );
         assert_eq!(reconnect.last_message_seq, 7);
-        // What she missed, in order: bob's track, carol's coming and going; then everyone now.
+        // What she missed, in order: bob's track, carol's coming and going; then everyone now,
+        // herself first.
         let missed: Vec<(String, i32, usize)> = updates_for(&sent, resumed)
             .iter()
             .map(|p| (p.identity.clone(), p.state, p.tracks.len()))
@@ -2478,6 +2484,11 @@ mod tests {
                 ("bob".to_owned(), joined, 1),
                 ("carol".to_owned(), joined, 0),
                 ("carol".to_owned(), gone, 0),
+                (
+                    "alice".to_owned(),
+                    participant_info::State::Active as i32,
+                    1
+                ),
                 ("bob".to_owned(), joined, 1),
             ]
         );
@@ -2617,9 +2628,10 @@ mod tests {
             .map(|p| (p.identity.as_str(), p.sid.as_str()))
             .collect();
         now.sort_unstable();
-        assert_eq!(now.len(), 2);
-        assert_eq!(now[0].0, "bob");
-        assert_eq!(now[1], ("dave", dave_sid.as_str()));
+        assert_eq!(now.len(), 3);
+        assert_eq!(now[0], ("alice", alice_sid.as_str()));
+        assert_eq!(now[1].0, "bob");
+        assert_eq!(now[2], ("dave", dave_sid.as_str()));
         assert!(everyone.participants.iter().all(|p| p.state != gone));
     }
 
@@ -3180,6 +3192,57 @@ mod tests {
         assert_eq!(layer_updates(&w.drain(), alice), [[true, true, true]]);
         let resumed = w.resume("alice", &join.participant.unwrap().sid).unwrap();
         assert_eq!(layer_updates(&w.drain(), resumed), [[true, true, true]]);
+    }
+
+    /// Alice mutes her camera while her socket is already dead: the request never arrives, and
+    /// Bob goes on seeing the camera on. livekit-client sets a track's mute again when its own
+    /// info says otherwise, so the resume tells Alice her own info, with the track as the
+    /// server has it and a version her client takes.
+    #[test]
+    fn a_resume_tells_the_client_its_own_info_so_a_lost_mute_is_set_again() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let me = join.participant.unwrap();
+        w.request(alice, add_video("cam-1"));
+        let sent = w.drain();
+        let (_, bobs) = w.join("bob");
+        let camera = bobs
+            .other_participants
+            .iter()
+            .find(|p| p.identity == "alice")
+            .and_then(|p| p.tracks.first().cloned())
+            .expect("bob knows alice's camera");
+        assert!(!camera.muted);
+        // Her mute is lost with the socket (nothing reaches the server); the server never sent
+        // her her own info since the join.
+        let sent = [sent, w.drain()].concat();
+        assert!(
+            updates_for(&sent, alice)
+                .iter()
+                .all(|p| p.identity != "alice")
+        );
+
+        let resumed = w.resume("alice", &me.sid).unwrap();
+        let sent = w.drain();
+        let own: Vec<ParticipantInfo> = updates_for(&sent, resumed)
+            .into_iter()
+            .filter(|p| p.identity == "alice")
+            .collect();
+        let [own] = own.as_slice() else {
+            panic!("her own info once: {own:?}");
+        };
+        assert_eq!(own.sid, me.sid);
+        assert!(own.version >= me.version, "a version her client would drop");
+        let tracks: Vec<(&str, bool)> = own
+            .tracks
+            .iter()
+            .map(|t| (t.sid.as_str(), t.muted))
+            .collect();
+        assert_eq!(
+            tracks,
+            [(camera.sid.as_str(), false)],
+            "the camera as the server has it"
+        );
     }
 
     #[test]

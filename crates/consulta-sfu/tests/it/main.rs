@@ -649,7 +649,20 @@ async fn a_dropped_socket_resumes_its_session() {
         }
         other => panic!("expected a reconnect response, got {other:?}"),
     }
-    assert_eq!(alice.next_update().await.identity, "@bob:hs:DEV");
+    // Everyone as they are now, herself first (her client sets a mute lost with the socket
+    // again from it).
+    let everyone: Vec<(String, String)> = alice
+        .recv_until(|m| match m {
+            signal_response::Message::Update(u) => Some(u.participants),
+            _ => None,
+        })
+        .await
+        .into_iter()
+        .map(|p| (p.identity, p.sid))
+        .collect();
+    assert_eq!(everyone.len(), 2, "{everyone:?}");
+    assert_eq!(everyone[0], ("@alice:hs:DEV".to_owned(), alice_sid.clone()));
+    assert_eq!(everyone[1].0, "@bob:hs:DEV");
     // Past the ping timeout of the dropped socket, bob has heard nothing of her going: she is
     // the same participant, pinging on her new connection.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
