@@ -901,7 +901,11 @@ impl Router {
                 self.offer_sent(now, sid);
             }
             (Some(_), Some(Err(error))) => {
-                tracing::warn!(%error, participant = %sid, "outstanding offer lost");
+                // Nothing to send again, and nothing to answer: only a new connection helps.
+                tracing::warn!(%error, participant = %sid, "outstanding offer lost: the client is asked to join again");
+                self.events.push_back(CoreEvent::ConnectionFailed {
+                    participant: sid.clone(),
+                });
             }
             _ => {}
         }

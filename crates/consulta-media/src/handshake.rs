@@ -174,15 +174,15 @@ impl Flights {
         &self.last_flight
     }
 
-    /// ICE has a working pair at `now`: the handshake may begin, and if the peer never sends a
-    /// message it counts as stalled from here (a DTLS server waits for a ClientHello that may
-    /// never come, and `rtc` would wait for good).
+    /// ICE came up (or up again, after a restart or a lost path) at `now`: the handshake may
+    /// go on, and if the peer sends nothing new it counts as stalled from here (a DTLS server
+    /// waits for a ClientHello that may never come, and `rtc` would wait for good).
     pub(crate) fn ice_connected(&mut self, now: Instant) {
-        self.progress_at.get_or_insert(now);
+        self.progress_at = Some(self.progress_at.map_or(now, |at| at.max(now)));
     }
 
     /// When the handshake counts as failed if the peer sends nothing new ([`HANDSHAKE_STALL`]):
-    /// from its first message on, or from ICE coming up if it never sent one.
+    /// from its last new message or ICE last coming up, whichever was later.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.progress_at.map(|at| at + HANDSHAKE_STALL)
     }
@@ -321,19 +321,20 @@ mod tests {
     }
 
     #[test]
-    fn a_handshake_the_peer_never_begins_stalls_from_ice_coming_up() {
+    fn a_handshake_the_peer_never_begins_stalls_from_ice_last_coming_up() {
         let now = Instant::now();
         let mut flights = Flights::default();
         flights.ice_connected(now);
         assert_eq!(flights.deadline(), Some(now + HANDSHAKE_STALL));
-        // Told again later (at each timeout while ICE is up): the clock does not restart.
-        flights.ice_connected(now + Duration::from_secs(5));
-        assert_eq!(flights.deadline(), Some(now + HANDSHAKE_STALL));
-        // The peer's first message moves it on, and ICE being up does not take it back.
+        // Up again later (an ICE restart, a path back): the peer gets its time again there.
+        let again = now + Duration::from_secs(5);
+        flights.ice_connected(again);
+        assert_eq!(flights.deadline(), Some(again + HANDSHAKE_STALL));
+        // The peer's first message moves it on, and a stale "up" does not take it back.
         let later = now + Duration::from_secs(6);
         assert!(!flights.received(later, &record(HANDSHAKE, 0, &[0])));
         assert_eq!(flights.deadline(), Some(later + HANDSHAKE_STALL));
-        flights.ice_connected(later + Duration::from_secs(1));
+        flights.ice_connected(again);
         assert_eq!(flights.deadline(), Some(later + HANDSHAKE_STALL));
     }
 

@@ -882,6 +882,9 @@ pub struct MediaPeer {
     connected: bool,
     /// ICE has a working pair now (a connection still connecting past it is in DTLS).
     ice_connected: bool,
+    /// ICE came up (again) since the last [`handle_timeout`](Self::handle_timeout), which
+    /// starts the handshake's stall clock again (`handshake::Flights::ice_connected`).
+    ice_came_up: bool,
     /// The DTLS handshake's flights, to send this side's last one again when the peer repeats
     /// its own ([`crate::handshake`]); `None` once connected.
     flights: Option<crate::handshake::Flights>,
@@ -1194,6 +1197,7 @@ impl MediaPeer {
             unrepaired_mids: crate::FastSet::default(),
             connected: false,
             ice_connected: false,
+            ice_came_up: false,
             flights: Some(crate::handshake::Flights::default()),
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
@@ -1841,7 +1845,7 @@ impl MediaPeer {
         // `rtc-dtls` sent its flight for the last time and gave up (its handshake state
         // "errored"), or the peer sent nothing new for `HANDSHAKE_STALL` (nothing at all since
         // ICE came up); `rtc` would leave the connection "connecting" for good.
-        if self.ice_connected
+        if std::mem::take(&mut self.ice_came_up)
             && let Some(flights) = &mut self.flights
         {
             flights.ice_connected(now);
@@ -2121,10 +2125,12 @@ impl MediaPeer {
                     }));
                 }
                 RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(state) => {
+                    let was = self.ice_connected;
                     self.ice_connected = matches!(
                         state,
                         RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
                     );
+                    self.ice_came_up |= self.ice_connected && !was;
                 }
                 RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnOpen(id)) => {
                     let label = self
