@@ -23,7 +23,7 @@ use livekit_protocol::{
 
 use crate::auth::{ApiKeys, JoinGrant};
 use crate::dynacast::{self, Dynacast};
-use crate::forward::Quality;
+use crate::forward::{Codec, Quality};
 use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
 use crate::media::{MediaEngine, MediaEvent, TrackSettings};
 use crate::signal::RateLimiter;
@@ -1238,6 +1238,11 @@ impl<M: MediaEngine> Sfu<M> {
         } else {
             "audio"
         };
+        // Only codecs the SFU negotiates and forwards: livekit-client publishes with the first
+        // codec `track_published` names ("falling back to server selected codec"), so a codec
+        // asked for that the SFU does not take (H.265, say) becomes the next one asked for, or
+        // VP8. Named as asked, the answer would settle on another codec while the forwarders
+        // waited for key frames of the one announced, for good.
         let mut codecs: Vec<SimulcastCodecInfo> = add
             .simulcast_codecs
             .iter()
@@ -1248,6 +1253,7 @@ impl<M: MediaEngine> Sfu<M> {
                 layers: add.layers.clone(),
                 ..SimulcastCodecInfo::default()
             })
+            .filter(|c| forwarded(kind, &c.mime_type))
             .collect();
         if codecs.is_empty() {
             // Pin the codecs Element Call uses when the client leaves the choice to us.
@@ -1734,6 +1740,16 @@ fn client_configuration() -> ClientConfiguration {
     }
 }
 
+/// Whether the SFU negotiates and forwards `mime` on a track of `kind` (`audio` or `video`): the
+/// codecs whose key frames and descriptors it reads (`forward::Codec`), which are those the
+/// media engine registers.
+fn forwarded(kind: &str, mime: &str) -> bool {
+    Codec::from_mime(mime).is_some_and(|codec| {
+        !matches!(codec, Codec::OtherAudio | Codec::OtherVideo)
+            && codec.is_video() == (kind == "video")
+    })
+}
+
 /// `vp8` → `video/VP8`, the spelling LiveKit uses in TrackInfo.
 fn mime(kind: &str, codec: &str) -> String {
     let (kind, codec) = codec.split_once('/').unwrap_or((kind, codec));
@@ -1949,6 +1965,18 @@ mod tests {
             std::iter::from_fn(|| self.sfu.poll_output()).collect()
         }
 
+        /// The track of the first `track_published` sent since the last drain (the rest of what
+        /// was sent is dropped).
+        fn published_track(&mut self) -> TrackInfo {
+            self.drain()
+                .into_iter()
+                .find_map(|(_, m)| match m {
+                    signal_response::Message::TrackPublished(t) => t.track,
+                    _ => None,
+                })
+                .expect("a track published")
+        }
+
         fn media_calls(&mut self) -> Vec<String> {
             std::mem::take(&mut self.sfu.media_mut().calls)
         }
@@ -1984,6 +2012,48 @@ mod tests {
             }],
             ..AddTrackRequest::default()
         })
+    }
+
+    /// A camera asked for in codecs the SFU does not forward is confirmed in the next codec
+    /// asked for that it does, or in VP8: livekit-client publishes with the first codec
+    /// `track_published` names. Codecs it forwards are kept as asked, backup and all.
+    #[test]
+    fn a_codec_the_sfu_does_not_forward_is_published_as_one_it_does() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let mut published = |cid: &str, asked: &[&str]| -> Vec<String> {
+            let Some(signal_request::Message::AddTrack(mut add)) = Some(add_video(cid)) else {
+                unreachable!()
+            };
+            add.simulcast_codecs = asked
+                .iter()
+                .enumerate()
+                .map(|(i, codec)| livekit_protocol::SimulcastCodec {
+                    codec: (*codec).to_owned(),
+                    cid: if i == 0 {
+                        cid.to_owned()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                })
+                .collect();
+            w.request(alice, signal_request::Message::AddTrack(add));
+            let track = w.published_track();
+            assert_eq!(
+                Some(&track.mime_type),
+                track.codecs.first().map(|c| &c.mime_type)
+            );
+            track.codecs.into_iter().map(|c| c.mime_type).collect()
+        };
+        assert_eq!(published("a", &["h265"]), ["video/VP8"]);
+        assert_eq!(published("b", &["h265", "vp9"]), ["video/VP9"]);
+        assert_eq!(published("c", &["av1", "vp8"]), ["video/AV1", "video/VP8"]);
+        assert_eq!(
+            published("d", &["opus"]),
+            ["video/VP8"],
+            "an audio codec on a camera"
+        );
     }
 
     #[test]
@@ -2104,6 +2174,12 @@ mod tests {
         );
         assert_eq!(track.codecs[0].mime_type, "video/VP8");
         assert_eq!(mime("audio", "Opus"), "audio/opus");
+        assert!(forwarded("video", "video/AV1") && forwarded("audio", "audio/opus"));
+        assert!(!forwarded("video", "video/H265") && !forwarded("audio", "audio/red"));
+        assert!(
+            !forwarded("audio", "video/VP8"),
+            "a video codec on an audio track"
+        );
         assert_eq!(track.stream, "camera");
         let to_bob = updates_for(&sent, bob);
         assert_eq!(to_bob.len(), 1);
@@ -3250,14 +3326,7 @@ mod tests {
         let mut w = World::new();
         let (alice, _) = w.join("alice");
         w.request(alice, add_video("cam-1"));
-        let track = w
-            .drain()
-            .into_iter()
-            .find_map(|(_, m)| match m {
-                signal_response::Message::TrackPublished(t) => t.track,
-                _ => None,
-            })
-            .unwrap();
+        let track = w.published_track();
         // Alone: every layer goes off once that has held for the delay, and not before.
         w.advance(1);
         w.sfu.handle_timeout(w.now);
