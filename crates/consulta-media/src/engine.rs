@@ -52,6 +52,13 @@ use crate::peer::{
 /// well under a second.
 pub const OFFER_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// How long a published track may go without any publisher offer carrying it before it counts
+/// as never coming and is ended. livekit-client sends its offer for a track right after
+/// `track_published` reaches it, and gives the publication up, sending nothing, when that has
+/// not come in 10 s (a confirmation written to a half-open socket, or replayed on a resume too
+/// late); the others would keep a track that never carries media.
+pub const UNOFFERED_TRACK_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
 /// switches in between share the one that comes).
 const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
@@ -153,6 +160,8 @@ pub struct RouterStats {
     /// Subscriber offers left unanswered for [`OFFER_ANSWER_TIMEOUT`]: the core asks the client
     /// to join again.
     pub offers_unanswered: u64,
+    /// Published tracks no publisher offer carried within [`UNOFFERED_TRACK_TIMEOUT`]: ended.
+    pub tracks_never_offered: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken
     /// for congestion. Only connections with transport-wide feedback (bandwidth estimation on)
@@ -429,6 +438,9 @@ struct Participant {
     /// costs one lookup by number instead of two by string. Emptied whenever `cids` or `offered`
     /// change (a stream keeps its m-line and track between publisher offers).
     resolved: FastMap<u32, TrackSid>,
+    /// Published tracks no publisher offer has carried yet, and when they count as never
+    /// coming ([`UNOFFERED_TRACK_TIMEOUT`]).
+    unoffered: Vec<(TrackSid, Instant)>,
 }
 
 impl Participant {
@@ -620,8 +632,9 @@ pub struct Router {
     stats: RouterStats,
     speakers: FastMap<RoomName, ActiveSpeakers>,
     next_speaker_tick: Option<Instant>,
-    /// The earliest [`OFFER_ANSWER_TIMEOUT`] of an outstanding subscriber offer, or earlier.
-    next_offer_check: Option<Instant>,
+    /// The earliest [`OFFER_ANSWER_TIMEOUT`] of an outstanding subscriber offer or
+    /// [`UNOFFERED_TRACK_TIMEOUT`] of a published track, or earlier.
+    next_negotiation_check: Option<Instant>,
     /// RTP datagrams seen in and out, for [`MediaConfig::drop_rtp_every`].
     injected: [u32; 2],
     /// The connections one datagram's handling touched (kept to reuse its allocation).
@@ -650,7 +663,7 @@ impl Router {
             stats: RouterStats::default(),
             speakers: FastMap::default(),
             next_speaker_tick: None,
-            next_offer_check: None,
+            next_negotiation_check: None,
             injected: [0; 2],
             touched: Vec::new(),
             fanouts: Fanouts::default(),
@@ -720,7 +733,7 @@ impl Router {
     /// When [`handle_timeout`](Self::handle_timeout) must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let peers = self.deadlines.first().map(|(t, _)| *t);
-        [peers, self.next_speaker_tick, self.next_offer_check]
+        [peers, self.next_speaker_tick, self.next_negotiation_check]
             .into_iter()
             .flatten()
             .min()
@@ -731,8 +744,8 @@ impl Router {
         if self.next_speaker_tick.is_some_and(|t| t <= now) {
             self.speaker_tick(now);
         }
-        if self.next_offer_check.is_some_and(|t| t <= now) {
-            self.check_offers(now);
+        if self.next_negotiation_check.is_some_and(|t| t <= now) {
+            self.check_negotiations(now);
         }
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
@@ -812,6 +825,7 @@ impl Router {
                         cids: FastMap::default(),
                         offered: FastMap::default(),
                         resolved: FastMap::default(),
+                        unoffered: Vec::new(),
                     },
                 );
             }
@@ -832,7 +846,9 @@ impl Router {
                     tracing::debug!(%error, participant = %sid, "remote candidate refused");
                 }
             }
-            Command::TrackPublished(sid, cid, info) => self.track_published(&sid, cid, *info),
+            Command::TrackPublished(sid, cid, info) => {
+                self.track_published(now, &sid, cid, *info);
+            }
             Command::TrackUnpublished(_, track) => self.track_unpublished(now, &track),
             Command::Subscribe(sub, publisher, track) => {
                 if let Some(p) = self.participants.get_mut(&sub) {
@@ -915,21 +931,39 @@ impl Router {
     /// them (livekit-client sends no answer and starts no reconnect when applying an offer
     /// fails), and every later change and ICE restart of the connection waits behind them. Each
     /// such client is asked to join again, once per offer: the offer stays out, and an answer
-    /// that comes late still applies.
-    fn check_offers(&mut self, now: Instant) {
+    /// that comes late still applies. And published tracks no offer carried in
+    /// [`UNOFFERED_TRACK_TIMEOUT`]: their publication was given up, and they end.
+    fn check_negotiations(&mut self, now: Instant) {
         let mut unanswered = Vec::new();
+        let mut never_offered = Vec::new();
         let mut next: Option<Instant> = None;
+        let mut wait = |at: Instant| next = Some(next.map_or(at, |n: Instant| n.min(at)));
         for (sid, p) in &mut self.participants {
             match p.sub.offer_deadline {
                 Some(at) if at <= now => {
                     p.sub.offer_deadline = None;
                     unanswered.push(sid.clone());
                 }
-                Some(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                Some(at) => wait(at),
                 None => {}
             }
+            p.unoffered.retain(|(track, at)| {
+                if *at <= now {
+                    never_offered.push((sid.clone(), track.clone()));
+                    false
+                } else {
+                    wait(*at);
+                    true
+                }
+            });
         }
-        self.next_offer_check = next;
+        self.next_negotiation_check = next;
+        for (participant, track) in never_offered {
+            tracing::info!(%participant, %track, "a track no offer carried in time has ended");
+            self.stats.tracks_never_offered += 1;
+            self.events
+                .push_back(CoreEvent::TrackEnded { participant, track });
+        }
         for participant in unanswered {
             tracing::info!(%participant, "subscriber offer unanswered: the client is asked to join again");
             self.stats.offers_unanswered += 1;
@@ -944,9 +978,16 @@ impl Router {
         let deadline = now + OFFER_ANSWER_TIMEOUT;
         if let Some(p) = self.participants.get_mut(sid) {
             p.sub.offer_deadline = Some(deadline);
-            self.next_offer_check =
-                Some(self.next_offer_check.map_or(deadline, |n| n.min(deadline)));
+            self.check_negotiations_by(deadline);
         }
+    }
+
+    /// [`check_negotiations`](Self::check_negotiations) runs at `deadline` at the latest.
+    fn check_negotiations_by(&mut self, deadline: Instant) {
+        self.next_negotiation_check = Some(
+            self.next_negotiation_check
+                .map_or(deadline, |n| n.min(deadline)),
+        );
     }
 
     /// Offers the participant's subscriber connection an ICE restart: at once, or after the
@@ -1111,6 +1152,12 @@ impl Router {
             .into_iter()
             .filter(|(_, cid)| p.cids.contains_key(cid))
             .collect();
+        let carried: BTreeSet<&TrackSid> = p
+            .offered
+            .values()
+            .filter_map(|cid| p.cids.get(cid))
+            .collect();
+        p.unoffered.retain(|(track, _)| !carried.contains(track));
         p.resolved.clear();
         for track in ended {
             self.events.push_back(CoreEvent::TrackEnded {
@@ -1334,13 +1381,21 @@ impl Router {
         }
     }
 
-    fn track_published(&mut self, sid: &ParticipantSid, cid: String, info: TrackInfo) {
+    fn track_published(
+        &mut self,
+        now: Instant,
+        sid: &ParticipantSid,
+        cid: String,
+        info: TrackInfo,
+    ) {
         let Some(track) = TrackSid::parse(&info.sid) else {
             return;
         };
         let Some(p) = self.participants.get_mut(sid) else {
             return;
         };
+        let deadline = now + UNOFFERED_TRACK_TIMEOUT;
+        p.unoffered.push((track.clone(), deadline));
         p.cids.insert(cid, track.clone());
         p.resolved.clear();
         for codec in &info.codecs {
@@ -1374,6 +1429,7 @@ impl Router {
                 muted,
             },
         );
+        self.check_negotiations_by(deadline);
     }
 
     fn track_unpublished(&mut self, now: Instant, track: &TrackSid) {
@@ -1385,6 +1441,7 @@ impl Router {
             let cids = &p.cids;
             p.offered.retain(|_, cid| cids.contains_key(cid));
             p.resolved.clear();
+            p.unoffered.retain(|(t, _)| t != track);
         }
         for p in self.participants.values_mut() {
             p.sub.settings.remove(track);

@@ -494,6 +494,12 @@ pub fn metrics_text(
         stats.offers_unanswered,
     );
     metric(
+        "tracks_never_offered_total",
+        "counter",
+        "Published tracks no publisher offer carried within 20 s of add_track (the client gave the publication up, for example when track_published went to a dead socket): ended, so that the others do not keep a track that never carries media.",
+        stats.tracks_never_offered,
+    );
+    metric(
         "subscriber_outages_total",
         "counter",
         "Subscriber connections heard from again after media sent to them went unanswered for 1 s or more (an outage: the loss reported for it is not taken for congestion). Needs transport-wide feedback (bandwidth estimation on).",

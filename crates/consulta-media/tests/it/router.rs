@@ -16,7 +16,9 @@ use bytes::Bytes;
 use consulta_media::keytap::KeyTap;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
-use consulta_media::engine::{Command, OFFER_ANSWER_TIMEOUT, Router, RouterStats};
+use consulta_media::engine::{
+    Command, OFFER_ANSWER_TIMEOUT, Router, RouterStats, UNOFFERED_TRACK_TIMEOUT,
+};
 use consulta_media::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use consulta_media::rtcp::sender_report::SenderReport;
 use consulta_media::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
@@ -1039,6 +1041,55 @@ fn connections_failed(w: &World) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// The tracks the router reported ended, in order.
+fn tracks_ended(w: &World) -> Vec<String> {
+    w.core_events
+        .iter()
+        .filter_map(|e| match e {
+            CoreEvent::TrackEnded { track, .. } => Some(track.as_str().to_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Alice's client gave up publishing a second camera (its `track_published` went to a dead
+/// socket), so no offer ever carries it: 20 s after it was announced the router ends it, and the
+/// core tells the others, who would otherwise keep a track that never carries media. A track an
+/// offer carried is not ended so, nor is one unpublished in time.
+#[test]
+fn a_track_no_offer_carries_is_ended_once_its_time_is_up() {
+    let (mut w, _camera) = alice_with_a_camera_and_bob();
+    let alice = 0;
+    let alice_sid = w.clients[alice].sid.clone();
+    let announced = w.now;
+    for (cid, sid) in [("cid-ghost", "TR_ghost"), ("cid-gone", "TR_gone")] {
+        w.router.handle_command(
+            w.now,
+            Command::TrackPublished(
+                alice_sid.clone(),
+                cid.into(),
+                Box::new(video_track(sid, cid)),
+            ),
+        );
+    }
+    // A screen share announced at the same time, and offered.
+    w.publish_video(alice, "screen", "cid-screen", "TR_screen", 0x5C2EE);
+    w.negotiate_publisher(alice, 2);
+    step_until(&mut w, announced + Duration::from_secs(1));
+    w.router.handle_command(
+        w.now,
+        Command::TrackUnpublished(alice_sid.clone(), TrackSid::parse("TR_gone").unwrap()),
+    );
+    let margin = Duration::from_millis(500);
+    step_until(&mut w, announced + UNOFFERED_TRACK_TIMEOUT - margin);
+    assert!(tracks_ended(&w).is_empty(), "ended before its time");
+    step_until(&mut w, announced + UNOFFERED_TRACK_TIMEOUT + margin);
+    assert_eq!(tracks_ended(&w), ["TR_ghost"]);
+    assert_eq!(w.router.stats().tracks_never_offered, 1);
+    step_until(&mut w, announced + UNOFFERED_TRACK_TIMEOUT * 3);
+    assert_eq!(tracks_ended(&w), ["TR_ghost"], "ended once");
 }
 
 /// Steps the world until `at`.
