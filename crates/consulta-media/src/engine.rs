@@ -56,8 +56,10 @@ pub const OFFER_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// as never coming and is ended. livekit-client sends its offer for a track right after
 /// `track_published` reaches it, and gives the publication up, sending nothing, when that has
 /// not come in 10 s (a confirmation written to a half-open socket, or replayed on a resume too
-/// late); the others would keep a track that never carries media.
-pub const UNOFFERED_TRACK_TIMEOUT: Duration = Duration::from_secs(20);
+/// late); the others would keep a track that never carries media. A client that had it in time
+/// may still take its negotiation's 15 s (`peerConnectionTimeout`) to offer: 10 + 15 s, and a
+/// margin (review helper-67).
+pub const UNOFFERED_TRACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
 /// switches in between share the one that comes).

@@ -496,7 +496,7 @@ pub fn metrics_text(
     metric(
         "tracks_never_offered_total",
         "counter",
-        "Published tracks no publisher offer carried within 20 s of add_track (the client gave the publication up, for example when track_published went to a dead socket): ended, so that the others do not keep a track that never carries media.",
+        "Published tracks no publisher offer carried within 30 s of add_track (the client gave the publication up, for example when track_published went to a dead socket): ended, so that the others do not keep a track that never carries media.",
         stats.tracks_never_offered,
     );
     metric(

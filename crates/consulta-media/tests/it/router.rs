@@ -1055,7 +1055,7 @@ fn tracks_ended(w: &World) -> Vec<String> {
 }
 
 /// Alice's client gave up publishing a second camera (its `track_published` went to a dead
-/// socket), so no offer ever carries it: 20 s after it was announced the router ends it, and the
+/// socket), so no offer ever carries it: 30 s after it was announced the router ends it, and the
 /// core tells the others, who would otherwise keep a track that never carries media. A track an
 /// offer carried is not ended so, nor is one unpublished in time.
 #[test]
