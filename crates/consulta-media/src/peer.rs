@@ -1843,8 +1843,8 @@ impl MediaPeer {
             Ok(())
         };
         // `rtc-dtls` sent its flight for the last time and gave up (its handshake state
-        // "errored"), or the peer sent nothing new for `HANDSHAKE_STALL` (nothing at all since
-        // ICE came up); `rtc` would leave the connection "connecting" for good.
+        // "errored"), or the peer sent nothing new for `HANDSHAKE_STALL` since its last message
+        // or ICE last came up; `rtc` would leave the connection "connecting" for good.
         if std::mem::take(&mut self.ice_came_up)
             && let Some(flights) = &mut self.flights
         {

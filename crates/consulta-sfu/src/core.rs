@@ -1997,7 +1997,12 @@ mod tests {
     }
 
     fn add_video(cid: &str) -> signal_request::Message {
-        signal_request::Message::AddTrack(AddTrackRequest {
+        signal_request::Message::AddTrack(video_request(cid))
+    }
+
+    /// A camera's `add_track` as livekit-client sends it, VP8 asked for.
+    fn video_request(cid: &str) -> AddTrackRequest {
+        AddTrackRequest {
             cid: cid.to_owned(),
             name: "camera".to_owned(),
             r#type: TrackType::Video.into(),
@@ -2011,7 +2016,7 @@ mod tests {
                 ..Default::default()
             }],
             ..AddTrackRequest::default()
-        })
+        }
     }
 
     /// A camera asked for in codecs the SFU does not forward is confirmed in the next codec
@@ -2022,9 +2027,7 @@ mod tests {
         let mut w = World::new();
         let (alice, _) = w.join("alice");
         let mut published = |cid: &str, asked: &[&str]| -> Vec<String> {
-            let Some(signal_request::Message::AddTrack(mut add)) = Some(add_video(cid)) else {
-                unreachable!()
-            };
+            let mut add = video_request(cid);
             add.simulcast_codecs = asked
                 .iter()
                 .enumerate()
