@@ -28,7 +28,9 @@ use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
 use consulta_sfu::forward::loss::{ReceiveWindow, SkippedNumbers};
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
-use consulta_sfu::media::{MediaEngine, MediaEvent as CoreEvent, TrackSettings};
+use consulta_sfu::media::{
+    MAX_ANSWERS_REFUSED, MediaEngine, MediaEvent as CoreEvent, TrackSettings,
+};
 use consulta_sfu::speakers::{ActiveSpeakers, SpeakerConfig};
 use livekit_protocol::{
     SessionDescription, SignalTarget, StreamState, StreamStateInfo, TrackInfo, TrackSource,
@@ -164,6 +166,10 @@ pub struct RouterStats {
     pub offers_unanswered: u64,
     /// Published tracks no publisher offer carried within [`UNOFFERED_TRACK_TIMEOUT`]: ended.
     pub tracks_never_offered: u64,
+    /// Publisher offers refused, and subscriber answers refused
+    /// [`consulta_sfu::media::MAX_ANSWERS_REFUSED`] times in a row: the participant is reported
+    /// (the core asks the client to join again, and ends a second such session of the identity).
+    pub negotiations_refused: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken
     /// for congestion. Only connections with transport-wide feedback (bandwidth estimation on)
@@ -381,6 +387,8 @@ struct SubscriberState {
     offer_deadline: Option<Instant>,
     /// Something changed since the outstanding offer.
     needs_offer: bool,
+    /// Answers refused since the last one taken.
+    answers_refused: u32,
     /// The next offer restarts ICE (after a resume).
     restart_ice: bool,
     /// An ICE restart was offered and the connection has not connected since.
@@ -1132,7 +1140,13 @@ impl Router {
                     },
                 });
             }
-            Err(error) => tracing::info!(%error, participant = %sid, "publisher offer refused"),
+            Err(error) => {
+                tracing::info!(%error, participant = %sid, "publisher offer refused");
+                self.stats.negotiations_refused += 1;
+                self.events.push_back(CoreEvent::NegotiationRefused {
+                    participant: sid.clone(),
+                });
+            }
         }
         self.drain(id, now);
     }
@@ -1202,9 +1216,23 @@ impl Router {
         if let Some(p) = self.participants.get_mut(sid) {
             p.sub.offer_outstanding = false;
             p.sub.offer_deadline = None;
+            p.sub.answers_refused = if accepted {
+                0
+            } else {
+                p.sub.answers_refused.saturating_add(1)
+            };
+            let given_up = p.sub.answers_refused >= MAX_ANSWERS_REFUSED;
             // A refused answer leaves the offer's tracks unanswered, and they forward nothing
-            // until an answer is taken: the client gets a fresh offer to answer.
-            p.sub.needs_offer |= !accepted;
+            // until an answer is taken: the client gets a fresh offer to answer, unless its
+            // answers keep being refused.
+            p.sub.needs_offer |= !accepted && !given_up;
+            if given_up {
+                p.sub.answers_refused = 0;
+                self.stats.negotiations_refused += 1;
+                self.events.push_back(CoreEvent::NegotiationRefused {
+                    participant: sid.clone(),
+                });
+            }
             if accepted {
                 let retiring = std::mem::take(&mut p.sub.retiring);
                 p.sub.retired.extend(retiring);

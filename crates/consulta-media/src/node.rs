@@ -500,6 +500,12 @@ pub fn metrics_text(
         stats.tracks_never_offered,
     );
     metric(
+        "negotiations_refused_total",
+        "counter",
+        "Publisher offers the SFU refused (past its limits on media sections or candidates, or not applicable), and subscriber answers refused 3 times in a row. The client is asked to join again; a second such session of the identity in the room within 10 minutes is ended.",
+        stats.negotiations_refused,
+    );
+    metric(
         "subscriber_outages_total",
         "counter",
         "Subscriber connections heard from again after media sent to them went unanswered for 1 s or more (an outage: the loss reported for it is not taken for congestion). Needs transport-wide feedback (bandwidth estimation on).",

@@ -75,6 +75,12 @@ pub enum JoinError {
 pub const JOIN_BURST: u32 = 10;
 pub const JOIN_REFILL: Duration = Duration::from_secs(6);
 
+/// How long a session ended by a refused negotiation is remembered for its (room, identity)
+/// ([`MediaEvent::NegotiationRefused`]): the first is asked to join again, since new connections
+/// clear what a renegotiation may have confused; a second one within this time is ended, since
+/// its client offers what the SFU cannot take again and again.
+pub const REFUSALS_REMEMBERED: Duration = Duration::from_secs(600);
+
 /// Join budgets kept before those full again are forgotten; past it, they are looked through
 /// each time their number has doubled (so a join costs the same on average however many came).
 const JOIN_BUDGETS_PRUNED_FROM: usize = 4096;
@@ -404,6 +410,9 @@ pub struct Sfu<M> {
     /// the full ones are forgotten ([`JOIN_BUDGETS_PRUNED_FROM`]).
     join_budgets: HashMap<(RoomName, String), RateLimiter>,
     prune_join_budgets_at: usize,
+    /// When each (room, identity) last had a negotiation refused, for
+    /// [`REFUSALS_REMEMBERED`].
+    refusals: HashMap<(RoomName, String), Instant>,
 }
 
 impl<M> std::fmt::Debug for Sfu<M> {
@@ -437,6 +446,7 @@ impl<M: MediaEngine> Sfu<M> {
             shut_down: false,
             join_budgets: HashMap::new(),
             prune_join_budgets_at: JOIN_BUDGETS_PRUNED_FROM,
+            refusals: HashMap::new(),
         }
     }
 
@@ -974,8 +984,8 @@ impl<M: MediaEngine> Sfu<M> {
         Ok(conn)
     }
 
-    /// Something from the media engine.
-    pub fn handle_media_event(&mut self, event: MediaEvent) {
+    /// Something from the media engine, at `now`.
+    pub fn handle_media_event(&mut self, now: Instant, event: MediaEvent) {
         match event {
             MediaEvent::PublisherAnswer {
                 participant,
@@ -1055,6 +1065,9 @@ impl<M: MediaEngine> Sfu<M> {
                         ),
                     );
                 }
+            }
+            MediaEvent::NegotiationRefused { participant } => {
+                self.negotiation_refused(now, &participant);
             }
             MediaEvent::TrackEnded { participant, track } => {
                 tracing::info!(participant = %participant, %track, "track ended by its publisher");
@@ -1665,6 +1678,60 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
+    /// `sid`'s client sent a description the media engine refused. The first time for its
+    /// identity in the room it is asked to join again (new connections, whose first negotiation
+    /// has nothing left over to conflict with). Again within [`REFUSALS_REMEMBERED`], its session
+    /// is ended with `MEDIA_FAILURE`: livekit-client then tells its user the call failed,
+    /// where otherwise it would resume and offer the same, with a "reconnecting" banner every
+    /// 15 s and its camera reaching no one.
+    fn negotiation_refused(&mut self, now: Instant, sid: &ParticipantSid) {
+        let Some((room, conn, identity)) = self.rooms.values().find_map(|r| {
+            let p = r.participants.get(sid)?;
+            Some((r.name.clone(), p.conn, p.identity.clone()))
+        }) else {
+            return;
+        };
+        self.refusals
+            .retain(|_, at| now.saturating_duration_since(*at) < REFUSALS_REMEMBERED);
+        let again = self
+            .refusals
+            .insert((room.clone(), identity), now)
+            .is_some();
+        let live = self.conns.contains_key(&conn) && !self.dropped.contains_key(&conn);
+        if !again {
+            if live {
+                tracing::info!(%room, participant = %sid, "negotiation refused: asking the client to join again");
+                self.send(
+                    conn,
+                    leave(
+                        livekit_protocol::DisconnectReason::MediaFailure,
+                        LeaveAction::Reconnect,
+                    ),
+                );
+            }
+            return;
+        }
+        tracing::warn!(%room, participant = %sid, "negotiation refused again: ending the session");
+        if live {
+            self.send(
+                conn,
+                leave(
+                    livekit_protocol::DisconnectReason::MediaFailure,
+                    LeaveAction::Disconnect,
+                ),
+            );
+        }
+        self.remove_participant(
+            now,
+            &room,
+            sid,
+            livekit_protocol::DisconnectReason::MediaFailure,
+        );
+        if live {
+            self.out.push_back(Output::Close { conn });
+        }
+    }
+
     /// The room of `sid` and its connection (which may have dropped).
     fn room_and_conn_of(&self, sid: &ParticipantSid) -> Option<(RoomName, ConnId)> {
         self.rooms
@@ -1952,13 +2019,7 @@ mod tests {
 
         /// Sent messages; closes appear as `None` messages on a `(conn, Leave)`-free channel.
         fn drain(&mut self) -> Vec<(ConnId, signal_response::Message)> {
-            self.drain_all()
-                .into_iter()
-                .filter_map(|o| match o {
-                    Output::Send { conn, message } => Some((conn, message.message.unwrap())),
-                    Output::Close { .. } => None,
-                })
-                .collect()
+            sent_of(self.drain_all())
         }
 
         fn drain_all(&mut self) -> Vec<Output> {
@@ -1980,6 +2041,16 @@ mod tests {
         fn media_calls(&mut self) -> Vec<String> {
             std::mem::take(&mut self.sfu.media_mut().calls)
         }
+    }
+
+    /// The messages among `out`, with their connections (closes left out).
+    fn sent_of(out: Vec<Output>) -> Vec<(ConnId, signal_response::Message)> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, message } => Some((conn, message.message.unwrap())),
+                Output::Close { .. } => None,
+            })
+            .collect()
     }
 
     fn updates_for(
@@ -2323,13 +2394,7 @@ mod tests {
         );
         let out = w.drain_all();
         assert!(out.contains(&Output::Close { conn: alice }));
-        let sent: Vec<_> = out
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Send { conn, message } => Some((conn, message.message.unwrap())),
-                Output::Close { .. } => None,
-            })
-            .collect();
+        let sent = sent_of(out);
         for other in [bob, carol] {
             let update = &updates_for(&sent, other)[0];
             assert_eq!(update.state, participant_info::State::Disconnected as i32);
@@ -2384,9 +2449,12 @@ mod tests {
         w.drain();
         w.media_calls();
 
-        w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
-            participant: alice_sid.clone(),
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::PublisherDisconnected {
+                participant: alice_sid.clone(),
+            },
+        );
         let resume = leave(
             livekit_protocol::DisconnectReason::MediaFailure,
             LeaveAction::Resume,
@@ -2418,9 +2486,12 @@ mod tests {
         // Her socket drops; the engine reports the same before she resumes.
         w.sfu.handle_disconnect(w.now, resumed);
         w.drain();
-        w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
-            participant: alice_sid.clone(),
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::PublisherDisconnected {
+                participant: alice_sid.clone(),
+            },
+        );
         assert_eq!(w.drain_all(), vec![]);
         let again = w.resume("alice", alice_sid.as_str()).unwrap();
         let sent = w.drain();
@@ -2438,9 +2509,12 @@ mod tests {
             },
         );
         let carol = old.participant.expect("carol joined").sid;
-        w.sfu.handle_media_event(MediaEvent::PublisherDisconnected {
-            participant: ParticipantSid::parse(&carol).unwrap(),
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::PublisherDisconnected {
+                participant: ParticipantSid::parse(&carol).unwrap(),
+            },
+        );
         assert_eq!(w.drain_all(), vec![]);
     }
 
@@ -2455,9 +2529,12 @@ mod tests {
         let (_bob, _) = w.join("bob");
         w.drain();
         w.media_calls();
-        w.sfu.handle_media_event(MediaEvent::ConnectionFailed {
-            participant: alice_sid.clone(),
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::ConnectionFailed {
+                participant: alice_sid.clone(),
+            },
+        );
         let rejoin = leave(
             livekit_protocol::DisconnectReason::MediaFailure,
             LeaveAction::Reconnect,
@@ -2479,10 +2556,102 @@ mod tests {
         // With her socket gone she is told nothing.
         w.sfu.handle_disconnect(w.now, alice);
         w.drain();
-        w.sfu.handle_media_event(MediaEvent::ConnectionFailed {
-            participant: alice_sid,
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::ConnectionFailed {
+                participant: alice_sid,
+            },
+        );
         assert_eq!(w.drain_all(), vec![]);
+    }
+
+    /// A refused negotiation asks the client to join again the first time; a second within
+    /// [`REFUSALS_REMEMBERED`] for the same identity in the room ends its session with
+    /// `MEDIA_FAILURE`, the room told; past that time it is a first again.
+    #[test]
+    fn a_negotiation_refused_twice_ends_the_session_and_once_asks_for_a_rejoin() {
+        let mut w = World::new();
+        let sid_of =
+            |join: JoinResponse| ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
+        let (alice, join) = w.join("alice");
+        let alice_sid = sid_of(join);
+        let (bob, join) = w.join("bob");
+        let bob_sid = sid_of(join);
+        w.drain();
+        w.media_calls();
+        let refused = |w: &mut World, participant: &ParticipantSid| {
+            let now = w.now;
+            w.sfu.handle_media_event(
+                now,
+                MediaEvent::NegotiationRefused {
+                    participant: participant.clone(),
+                },
+            );
+            w.drain_all()
+        };
+        let told = |conn, action| Output::Send {
+            conn,
+            message: Box::new(SignalResponse {
+                message: Some(leave(
+                    livekit_protocol::DisconnectReason::MediaFailure,
+                    action,
+                )),
+            }),
+        };
+        assert_eq!(
+            refused(&mut w, &alice_sid),
+            vec![told(alice, LeaveAction::Reconnect)]
+        );
+        assert_eq!(
+            w.media_calls(),
+            Vec::<String>::new(),
+            "she stays until she goes"
+        );
+
+        // She joins again (the older session closed as a duplicate), and is refused again.
+        w.advance(60);
+        let (again, join) = w.join("alice");
+        let again_sid = sid_of(join);
+        w.drain();
+        w.media_calls();
+        let out = refused(&mut w, &again_sid);
+        assert_eq!(out[0], told(again, LeaveAction::Disconnect));
+        assert!(out.contains(&Output::Close { conn: again }));
+        let sent = sent_of(out);
+        let update = &updates_for(&sent, bob)[0];
+        assert_eq!(update.sid, again_sid.to_string());
+        assert_eq!(update.state, participant_info::State::Disconnected as i32);
+        assert_eq!(
+            update.disconnect_reason,
+            livekit_protocol::DisconnectReason::MediaFailure as i32
+        );
+        assert!(
+            w.media_calls().contains(&format!("left {again_sid}")),
+            "her connections are closed"
+        );
+        assert_eq!(w.sfu.counts(), (1, 1), "Bob stays");
+        // An event about a participant who is gone changes nothing.
+        assert_eq!(refused(&mut w, &again_sid), vec![]);
+
+        // Bob's first refusal is his own: he is asked to join again. Alice, back after the
+        // memory of hers has passed, is too.
+        assert_eq!(
+            refused(&mut w, &bob_sid),
+            vec![told(bob, LeaveAction::Reconnect)]
+        );
+        w.now += REFUSALS_REMEMBERED;
+        let (third, join) = w.join("alice");
+        let third_sid = sid_of(join);
+        w.drain();
+        assert_eq!(
+            refused(&mut w, &third_sid),
+            vec![told(third, LeaveAction::Reconnect)]
+        );
+        // With her socket gone she is told nothing; refused again, her session ends all the same.
+        w.sfu.handle_disconnect(w.now, third);
+        w.drain();
+        assert_eq!(refused(&mut w, &third_sid).len(), 1, "Bob is told she left");
+        assert_eq!(w.sfu.counts(), (1, 1));
     }
 
     #[test]
@@ -2505,9 +2674,12 @@ mod tests {
             signal_request::Message::Leave(LeaveRequest::default()),
         );
         // Her media connected meanwhile too: the others are told she is active.
-        w.sfu.handle_media_event(MediaEvent::Connected {
-            participant: ParticipantSid::parse(&alice_sid).unwrap(),
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::Connected {
+                participant: ParticipantSid::parse(&alice_sid).unwrap(),
+            },
+        );
         let sent = w.drain();
         assert!(
             sent.iter().all(|(c, _)| *c != alice),
@@ -2865,13 +3037,7 @@ mod tests {
             first_join.participant.unwrap().sid
         );
         // Bob saw the old session leave and the new one arrive.
-        let sent: Vec<_> = out
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Send { conn, message } => Some((conn, message.message.unwrap())),
-                Output::Close { .. } => None,
-            })
-            .collect();
+        let sent = sent_of(out);
         let to_bob = updates_for(&sent, bob);
         assert_eq!(to_bob.len(), 2);
         assert_eq!(
@@ -2929,18 +3095,24 @@ mod tests {
             }),
         );
         assert_eq!(w.media_calls(), vec![format!("publisher_offer {sid} 3")]);
-        w.sfu.handle_media_event(MediaEvent::PublisherAnswer {
-            participant: sid.clone(),
-            answer: SessionDescription {
-                r#type: "answer".into(),
-                sdp: "v=0".into(),
-                id: 3,
-                ..SessionDescription::default()
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::PublisherAnswer {
+                participant: sid.clone(),
+                answer: SessionDescription {
+                    r#type: "answer".into(),
+                    sdp: "v=0".into(),
+                    id: 3,
+                    ..SessionDescription::default()
+                },
             },
-        });
-        w.sfu.handle_media_event(MediaEvent::Connected {
-            participant: sid.clone(),
-        });
+        );
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::Connected {
+                participant: sid.clone(),
+            },
+        );
         let sent = w.drain();
         assert!(
             matches!(&sent[0], (c, signal_response::Message::Answer(a)) if *c == alice && a.id == 3)
@@ -2957,14 +3129,17 @@ mod tests {
         w.drain();
         let room = RoomName::parse(&join.room.unwrap().name).unwrap();
         let sid = join.participant.unwrap().sid;
-        w.sfu.handle_media_event(MediaEvent::SpeakersChanged {
-            room,
-            speakers: vec![livekit_protocol::SpeakerInfo {
-                sid: sid.clone(),
-                level: 0.8,
-                active: true,
-            }],
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::SpeakersChanged {
+                room,
+                speakers: vec![livekit_protocol::SpeakerInfo {
+                    sid: sid.clone(),
+                    level: 0.8,
+                    active: true,
+                }],
+            },
+        );
         let sent = w.drain();
         for conn in [alice, bob] {
             assert!(
@@ -2974,10 +3149,13 @@ mod tests {
                 "{conn} told: {sent:?}"
             );
         }
-        w.sfu.handle_media_event(MediaEvent::SpeakersChanged {
-            room: RoomName::parse("elsewhere").unwrap(),
-            speakers: Vec::new(),
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::SpeakersChanged {
+                room: RoomName::parse("elsewhere").unwrap(),
+                speakers: Vec::new(),
+            },
+        );
         assert!(w.drain().is_empty(), "no one in another room is told");
     }
 
@@ -2994,10 +3172,13 @@ mod tests {
             track_sid: "TR_camera".into(),
             state: livekit_protocol::StreamState::Paused as i32,
         };
-        w.sfu.handle_media_event(MediaEvent::StreamStates {
-            participant: bob_sid,
-            states: vec![state.clone()],
-        });
+        w.sfu.handle_media_event(
+            w.now,
+            MediaEvent::StreamStates {
+                participant: bob_sid,
+                states: vec![state.clone()],
+            },
+        );
         let sent = w.drain();
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert!(

@@ -164,6 +164,15 @@ pub enum MediaEvent {
         /// Whose connection.
         participant: ParticipantSid,
     },
+    /// The participant's client sent a description the SFU cannot take: a publisher offer it
+    /// refused (past its limits on media sections or candidates, or one `rtc` cannot apply), or
+    /// [`MAX_ANSWERS_REFUSED`] subscriber answers in a row it refused. livekit-client sends no
+    /// error of its own: it waits out its negotiation timeout (15 s) and resumes, and its resume
+    /// offers the same again, for good, its camera or screen never reaching anyone.
+    NegotiationRefused {
+        /// Whose connection.
+        participant: ParticipantSid,
+    },
     /// The publisher stopped sending a track: its offer no longer sends it (livekit-client's
     /// `unpublishTrack` sends no signal message, it only renegotiates).
     TrackEnded {
@@ -173,6 +182,11 @@ pub enum MediaEvent {
         track: TrackSid,
     },
 }
+
+/// Subscriber answers refused in a row before the participant is reported
+/// ([`MediaEvent::NegotiationRefused`]): each refusal is followed by a fresh offer, and a client
+/// whose answers are always refused would otherwise loop offer and refusal for good.
+pub const MAX_ANSWERS_REFUSED: u32 = 3;
 
 /// The tracks an SDP offer sends, by the mid of their media section: the track id is `a=msid`'s
 /// second part (livekit-client's `cid`). Only sections that are not rejected (port 0) and whose

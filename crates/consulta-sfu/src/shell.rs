@@ -206,7 +206,7 @@ impl SfuServer {
     /// Feeds an event from the media engine.
     pub fn handle_media_event(&self, event: MediaEvent) {
         let mut hub = self.lock();
-        hub.core.handle_media_event(event);
+        hub.core.handle_media_event(Instant::now(), event);
         hub.pump();
     }
 

@@ -1034,12 +1034,25 @@ fn a_publisher_whose_handshake_never_arrives_is_reported_failed_to_the_core() {
 
 /// Whose failed connections the router reported to the core, in order.
 fn connections_failed(w: &World) -> Vec<String> {
+    reported(w, |e| match e {
+        CoreEvent::ConnectionFailed { participant } => Some(participant),
+        _ => None,
+    })
+}
+
+/// Whose refused negotiations the router reported to the core, in order.
+fn negotiations_refused(w: &World) -> Vec<String> {
+    reported(w, |e| match e {
+        CoreEvent::NegotiationRefused { participant } => Some(participant),
+        _ => None,
+    })
+}
+
+/// The participants of the events `which` picks, in order.
+fn reported(w: &World, which: impl Fn(&CoreEvent) -> Option<&ParticipantSid>) -> Vec<String> {
     w.core_events
         .iter()
-        .filter_map(|e| match e {
-            CoreEvent::ConnectionFailed { participant } => Some(participant.as_str().to_owned()),
-            _ => None,
-        })
+        .filter_map(|e| which(e).map(|p| p.as_str().to_owned()))
         .collect()
 }
 
@@ -1349,7 +1362,9 @@ fn an_offer_of_too_many_media_sections_is_refused_and_the_next_answered() {
     let before = w.publisher_answers();
     w.offer_publisher(alice, swollen.unwrap(), 2);
     assert_eq!(w.publisher_answers(), before, "not answered");
+    assert_eq!(negotiations_refused(&w), ["PA_alice"], "but reported");
     assert_eq!(w.negotiate_publisher(alice, 3), 3);
+    assert_eq!(w.router.stats().negotiations_refused, 1);
 }
 
 /// Bob's NAT gives his subscriber connection a new public port mid-call. `rtc`, controlling that
@@ -1978,30 +1993,38 @@ fn a_publisher_whose_nat_port_changed_is_asked_to_restart_its_ice() {
 }
 
 /// An answer the subscriber connection refuses (a client bug, a mangled frame) is followed by a
-/// fresh offer: the offer's tracks forward nothing until an answer is taken.
+/// fresh offer: the offer's tracks forward nothing until an answer is taken. Refused
+/// `MAX_ANSWERS_REFUSED` (3) times in a row, the router offers no more and reports the
+/// participant to the core; an answer taken in between starts the count again.
 #[test]
-fn a_refused_subscriber_answer_is_followed_by_a_fresh_offer() {
+fn a_refused_subscriber_answer_is_followed_by_a_fresh_offer_up_to_three_in_a_row() {
     let mut w = World::new();
     let bob = w.join(2, "PA_bob");
     let bob_sid = w.clients[bob].sid.clone();
     w.needs_offer(bob);
+    let refuse = |w: &mut World| {
+        let latest = w.offers_for(&bob_sid).pop().expect("an offer");
+        w.router.handle_command(
+            w.now,
+            Command::SubscriberAnswer(
+                bob_sid.clone(),
+                SessionDescription {
+                    r#type: "answer".into(),
+                    sdp: "v=0\r\nnot an answer\r\n".into(),
+                    id: latest.id,
+                    ..SessionDescription::default()
+                },
+            ),
+        );
+        w.exchange();
+    };
     let first = w.offers_for(&bob_sid);
-    w.router.handle_command(
-        w.now,
-        Command::SubscriberAnswer(
-            bob_sid.clone(),
-            SessionDescription {
-                r#type: "answer".into(),
-                sdp: "v=0\r\nnot an answer\r\n".into(),
-                id: first[0].id,
-                ..SessionDescription::default()
-            },
-        ),
-    );
-    w.exchange();
+    refuse(&mut w);
     let offers = w.offers_for(&bob_sid);
     assert_eq!(offers.len(), 2, "a fresh offer after the refusal");
     assert_eq!(offers[1].id, first[0].id + 1);
+    refuse(&mut w);
+    assert_eq!(w.offers_for(&bob_sid).len(), 3, "and after the second");
     w.answer_latest(bob);
     w.run_until("bob's subscriber connection up", |w| {
         w.clients[0]
@@ -2009,6 +2032,21 @@ fn a_refused_subscriber_answer_is_followed_by_a_fresh_offer() {
             .iter()
             .any(|e| matches!(e, MediaEvent::StateChanged(PeerState::Connected)))
     });
+    assert_eq!(negotiations_refused(&w), Vec::<String>::new());
+
+    // Taken once, two more refusals are not yet three in a row; the third is.
+    w.needs_offer(bob);
+    assert_eq!(w.offers_for(&bob_sid).len(), 4);
+    for n in 1..=3 {
+        refuse(&mut w);
+        let expected = if n < 3 { 4 + n } else { 6 };
+        assert_eq!(w.offers_for(&bob_sid).len(), expected, "after refusal {n}");
+    }
+    assert_eq!(negotiations_refused(&w), ["PA_bob"]);
+    assert_eq!(w.router.stats().negotiations_refused, 1);
+    // Its connection is not left blocked: the next change is offered.
+    w.needs_offer(bob);
+    assert_eq!(w.offers_for(&bob_sid).len(), 7);
 }
 
 /// Reliable data after a resume: the client sends again what followed the `last_message_seq` it
