@@ -168,7 +168,8 @@ pub struct RouterStats {
     pub tracks_never_offered: u64,
     /// Publisher offers refused, and subscriber answers refused
     /// [`consulta_sfu::media::MAX_ANSWERS_REFUSED`] times in a row: the participant is reported
-    /// (the core asks the client to join again, and ends a second such session of the identity).
+    /// (the core asks the client to join again, and ends the session it joins with if that is
+    /// refused too).
     pub negotiations_refused: u64,
     /// Subscriber connections heard from again after media sent to them went unanswered for 1 s
     /// or more (`consulta_sfu::bandwidth::OUTAGE_GAP`): outages, the loss they caused not taken

@@ -502,7 +502,7 @@ pub fn metrics_text(
     metric(
         "negotiations_refused_total",
         "counter",
-        "Publisher offers the SFU refused (past its limits on media sections or candidates, or not applicable), and subscriber answers refused 3 times in a row. The client is asked to join again; a second such session of the identity in the room within 10 minutes is ended.",
+        "Publisher offers the SFU refused (past its limit on media sections, or not applicable), and subscriber answers refused 3 times in a row. The client is asked to join again; if the session it joins with is refused too within 2 minutes, that session is ended (MEDIA_FAILURE).",
         stats.negotiations_refused,
     );
     metric(

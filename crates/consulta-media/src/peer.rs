@@ -116,7 +116,9 @@ const MAX_MEDIA_SECTIONS: usize = 128;
 /// A browser trickles a few per network interface and per STUN or TURN server, a handful to a
 /// few dozen. Each one is kept in a list `rtc` searches whole for every new one, paired with the
 /// local candidates and checked: without a bound a client could have the SFU send connectivity
-/// checks to any number of addresses it names. A description that would pass it is refused.
+/// checks to any number of addresses it names. A trickled candidate past it is ignored, and so
+/// are those a description names past it (its other lines apply): ICE runs on the first 64.
+/// Counted by what names a path ([`candidate_key`]), not by text.
 const MAX_REMOTE_CANDIDATES: usize = 64;
 
 /// Packets of each outgoing video stream kept to answer NACKs (`resend::Resender`):
@@ -629,12 +631,37 @@ fn ice_credentials(sdp: &str) -> (Option<String>, Option<String>) {
     (pick(|s| s.ufrag.as_ref()), pick(|s| s.pwd.as_ref()))
 }
 
-/// The candidates written into `sdp`, as the text after `a=`.
-fn sdp_candidates(sdp: &str) -> impl Iterator<Item = &str> {
-    sdp.lines()
-        .map(str::trim_end)
-        .filter_map(|line| line.strip_prefix("a="))
-        .filter(|attribute| attribute.starts_with("candidate:"))
+/// What tells a remote candidate (`candidate:…`, the text after `a=`) from the others `rtc`
+/// holds: its transport, address, port and type, with its related address and TCP type, as
+/// `rtc` compares them. Not its text: libwebrtc writes ` ufrag …` after a candidate it trickles
+/// and leaves it out of the same candidate copied into its later descriptions, and the
+/// foundation and priority name no path. Text of another shape is its own key.
+fn candidate_key(attribute: &str) -> String {
+    let fields: Vec<&str> = attribute.split_ascii_whitespace().collect();
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type> ...
+    let [_, _, transport, _, address, port, typ, kind, rest @ ..] = fields.as_slice() else {
+        return attribute.to_owned();
+    };
+    if !typ.eq_ignore_ascii_case("typ") {
+        return attribute.to_owned();
+    }
+    let mut key = format!(
+        "{} {} {port} {}",
+        transport.to_ascii_lowercase(),
+        address.to_ascii_lowercase(),
+        kind.to_ascii_lowercase()
+    );
+    for pair in rest.chunks(2) {
+        if let [name, value] = pair
+            && ["raddr", "rport", "tcptype"].contains(name)
+        {
+            key.push(' ');
+            key.push_str(name);
+            key.push(' ');
+            key.push_str(&value.to_ascii_lowercase());
+        }
+    }
+    key
 }
 
 /// The remote candidates `rtc` holds, as far as [`MAX_REMOTE_CANDIDATES`] needs to know.
@@ -643,26 +670,55 @@ struct RemoteCandidates {
     /// The ICE credentials of the last remote offer `rtc` took.
     credentials: (Option<String>, Option<String>),
     /// The candidates given since `rtc`'s ICE last started, trickled or written into a remote
-    /// description, as their text: `rtc` keeps a candidate given twice once, so a client that
-    /// writes its candidates into every offer does not use up the bound.
+    /// description, by [`candidate_key`]: `rtc` keeps a candidate given twice once, so a client
+    /// that writes its candidates into every offer does not use up the bound.
     taken: HashSet<String>,
 }
 
 impl RemoteCandidates {
-    /// The candidates `sdp` adds (to none, when it `restart`s ICE): an error if they would take
-    /// the connection past [`MAX_REMOTE_CANDIDATES`].
-    fn in_sdp(&self, sdp: &str, restart: bool) -> Result<Vec<String>, Error> {
-        let mut new: Vec<String> = sdp_candidates(sdp)
-            .filter(|text| restart || !self.taken.contains(*text))
-            .map(str::to_owned)
-            .collect();
-        new.sort_unstable();
-        new.dedup();
-        let kept = if restart { 0 } else { self.taken.len() };
-        if kept + new.len() > MAX_REMOTE_CANDIDATES {
-            return Err(Error::TooManyCandidates);
+    /// The candidates `sdp` adds (to none, when it `restart`s ICE) as far as
+    /// [`MAX_REMOTE_CANDIDATES`] allows, and, if it names more, `sdp` without their lines.
+    fn in_sdp(&self, sdp: &str, restart: bool) -> (Vec<String>, Option<String>) {
+        let mut room =
+            MAX_REMOTE_CANDIDATES.saturating_sub(if restart { 0 } else { self.taken.len() });
+        let mut new = HashSet::new();
+        let mut left_out = false;
+        let mut kept = String::with_capacity(sdp.len());
+        for line in sdp.split_inclusive('\n') {
+            let candidate = line
+                .trim_end()
+                .strip_prefix("a=")
+                .filter(|attribute| attribute.starts_with("candidate:"));
+            if let Some(attribute) = candidate {
+                let key = candidate_key(attribute);
+                let known = (!restart && self.taken.contains(&key)) || new.contains(&key);
+                if !known {
+                    if room == 0 {
+                        left_out = true;
+                        continue;
+                    }
+                    room -= 1;
+                    new.insert(key);
+                }
+            }
+            kept.push_str(line);
         }
-        Ok(new)
+        (new.into_iter().collect(), left_out.then_some(kept))
+    }
+
+    /// [`RemoteCandidates::in_sdp`] on a remote description: its candidates past the bound are
+    /// left out (logged).
+    fn within_bound(&self, sdp: String, restart: bool) -> (Vec<String>, String) {
+        match self.in_sdp(&sdp, restart) {
+            (new, Some(kept)) => {
+                tracing::info!(
+                    taken = MAX_REMOTE_CANDIDATES,
+                    "remote description names too many candidates: those past the bound left out"
+                );
+                (new, kept)
+            }
+            (new, None) => (new, sdp),
+        }
     }
 }
 
@@ -1265,12 +1321,12 @@ impl MediaPeer {
     /// Hands `init` to `rtc`, within [`MAX_REMOTE_CANDIDATES`].
     fn take_remote_candidate(&mut self, init: RTCIceCandidateInit) -> Result<(), Error> {
         let text = init.candidate.trim();
-        let text = text.strip_prefix("a=").unwrap_or(text);
-        if !self.remote_candidates.taken.contains(text) {
+        let key = candidate_key(text.strip_prefix("a=").unwrap_or(text));
+        if !self.remote_candidates.taken.contains(&key) {
             if self.remote_candidates.taken.len() >= MAX_REMOTE_CANDIDATES {
                 return Err(Error::TooManyCandidates);
             }
-            self.remote_candidates.taken.insert(text.to_owned());
+            self.remote_candidates.taken.insert(key);
         }
         self.pc().add_remote_candidate(init)?;
         Ok(())
@@ -1416,7 +1472,7 @@ impl MediaPeer {
         let credentials = ice_credentials(&offer_sdp);
         // New credentials restart `rtc`'s ICE, which forgets the remote's candidates.
         let restart = credentials != self.remote_candidates.credentials;
-        let candidates = self.remote_candidates.in_sdp(&offer_sdp, restart)?;
+        let (candidates, offer_sdp) = self.remote_candidates.within_bound(offer_sdp, restart);
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
         let offered = self.rtx_sections(&offer_sdp);
@@ -1473,7 +1529,7 @@ impl MediaPeer {
             return Err(Error::TooManySections(sections));
         }
         // An answer's new credentials do not restart `rtc`'s ICE: its candidates add up.
-        let candidates = self.remote_candidates.in_sdp(&answer_sdp, false)?;
+        let (candidates, answer_sdp) = self.remote_candidates.within_bound(answer_sdp, false);
         self.negotiated(&answer_sdp);
         let offered = if self.rtx {
             self.local_sdp()
@@ -2493,11 +2549,68 @@ mod tests {
             a=ice-ufrag:I\r\na=ice-pwd:i\r\n";
         assert_eq!(ice_credentials(inactive), (some("I"), some("i")));
         assert_eq!(ice_credentials("v=0\r\n"), (None, None));
-        let candidates: Vec<&str> = sdp_candidates(
-            "m=audio 9 X 0\r\na=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\na=end-of-candidates\r\n",
-        )
-        .collect();
-        assert_eq!(candidates, ["candidate:1 1 udp 1 10.0.0.1 9 typ host"]);
+    }
+
+    /// libwebrtc trickles a candidate with ` ufrag …` after it and copies it into its later
+    /// descriptions without: one candidate, counted once. Another port, type or related address
+    /// is another; text of another shape is its own.
+    #[test]
+    fn a_candidate_is_known_by_its_path_not_its_text() {
+        let trickled = "candidate:842163049 1 udp 1677729535 203.0.113.7 50012 typ srflx \
+            raddr 192.168.1.20 rport 50012 generation 0 ufrag Wq3L network-cost 10";
+        let written = "candidate:842163049 1 udp 1677729535 203.0.113.7 50012 typ srflx \
+            raddr 192.168.1.20 rport 50012 generation 0 network-cost 10";
+        assert_eq!(candidate_key(trickled), candidate_key(written));
+        assert_eq!(
+            candidate_key(written),
+            "udp 203.0.113.7 50012 srflx raddr 192.168.1.20 rport 50012"
+        );
+        assert_eq!(
+            candidate_key("candidate:1 1 UDP 9 10.0.0.1 9 typ host"),
+            candidate_key("candidate:2 1 udp 7 10.0.0.1 9 typ host"),
+            "foundation, priority and the transport's case name no path"
+        );
+        for other in [
+            "candidate:1 1 udp 1 203.0.113.7 50013 typ srflx raddr 192.168.1.20 rport 50012",
+            "candidate:1 1 udp 1 203.0.113.7 50012 typ relay raddr 192.168.1.20 rport 50012",
+            "candidate:1 1 udp 1 203.0.113.7 50012 typ srflx raddr 192.168.1.21 rport 50012",
+        ] {
+            assert_ne!(candidate_key(other), candidate_key(written), "{other}");
+        }
+        assert_eq!(candidate_key("candidate:junk"), "candidate:junk");
+    }
+
+    /// A description's candidates past the bound are left out, its other lines kept; those
+    /// already taken, or written twice, count once; an ICE restart counts from none.
+    #[test]
+    fn a_description_naming_too_many_candidates_has_those_past_the_bound_left_out() {
+        let line = |n: usize| {
+            format!(
+                "a=candidate:{n} 1 udp 2122260223 10.8.{}.{} 4000 typ host\r\n",
+                n / 200,
+                n % 200 + 1
+            )
+        };
+        let sdp = |range: std::ops::Range<usize>| {
+            let mut sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n".to_owned();
+            for n in range {
+                sdp += &line(n);
+            }
+            sdp + "a=end-of-candidates\r\n"
+        };
+        let mut taken = RemoteCandidates::default();
+        let (new, kept) = taken.in_sdp(&sdp(0..10), false);
+        assert_eq!((new.len(), kept), (10, None), "within the bound: as it was");
+        taken.taken.extend(new);
+        // The ten again, written twice over, with 60 more: 54 fit.
+        let twice = sdp(0..70) + &line(3) + &line(40);
+        let (new, kept) = taken.in_sdp(&twice, false);
+        assert_eq!(new.len(), MAX_REMOTE_CANDIDATES - 10);
+        let kept = kept.expect("some left out");
+        assert_eq!(kept, sdp(0..64) + &line(3) + &line(40));
+        // An ICE restart forgets what was taken.
+        let (new, kept) = taken.in_sdp(&sdp(100..164), true);
+        assert_eq!((new.len(), kept), (MAX_REMOTE_CANDIDATES, None));
     }
 
     #[test]

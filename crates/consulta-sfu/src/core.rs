@@ -75,11 +75,13 @@ pub enum JoinError {
 pub const JOIN_BURST: u32 = 10;
 pub const JOIN_REFILL: Duration = Duration::from_secs(6);
 
-/// How long a session ended by a refused negotiation is remembered for its (room, identity)
-/// ([`MediaEvent::NegotiationRefused`]): the first is asked to join again, since new connections
-/// clear what a renegotiation may have confused; a second one within this time is ended, since
-/// its client offers what the SFU cannot take again and again.
-pub const REFUSALS_REMEMBERED: Duration = Duration::from_secs(600);
+/// How long a refused negotiation ([`MediaEvent::NegotiationRefused`]) is remembered for its
+/// (room, identity). The session it came from is asked to join again, since new connections
+/// clear what a renegotiation may have confused. A later session of the identity refused within
+/// this time is ended: its client offers what the SFU cannot take again (livekit-client
+/// republishes every track a few seconds after joining again). Short enough that two unrelated
+/// refusals are not taken for one.
+pub const REFUSALS_REMEMBERED: Duration = Duration::from_secs(120);
 
 /// Join budgets kept before those full again are forgotten; past it, they are looked through
 /// each time their number has doubled (so a join costs the same on average however many came).
@@ -410,9 +412,9 @@ pub struct Sfu<M> {
     /// the full ones are forgotten ([`JOIN_BUDGETS_PRUNED_FROM`]).
     join_budgets: HashMap<(RoomName, String), RateLimiter>,
     prune_join_budgets_at: usize,
-    /// When each (room, identity) last had a negotiation refused, for
+    /// Which session of each (room, identity) last had a negotiation refused, and when, for
     /// [`REFUSALS_REMEMBERED`].
-    refusals: HashMap<(RoomName, String), Instant>,
+    refusals: HashMap<(RoomName, String), (ParticipantSid, Instant)>,
 }
 
 impl<M> std::fmt::Debug for Sfu<M> {
@@ -1111,6 +1113,7 @@ impl<M: MediaEngine> Sfu<M> {
     /// Time has passed: drop silent participants and expired empty rooms.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.renew_tokens(now);
+        self.forget_refusals(now);
         let silent: Vec<(RoomName, ParticipantSid, ConnId)> = self
             .rooms
             .values()
@@ -1678,12 +1681,12 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
-    /// `sid`'s client sent a description the media engine refused. The first time for its
-    /// identity in the room it is asked to join again (new connections, whose first negotiation
-    /// has nothing left over to conflict with). Again within [`REFUSALS_REMEMBERED`], its session
-    /// is ended with `MEDIA_FAILURE`: livekit-client then tells its user the call failed,
-    /// where otherwise it would resume and offer the same, with a "reconnecting" banner every
-    /// 15 s and its camera reaching no one.
+    /// `sid`'s client sent a description the media engine refused. It is asked to join again
+    /// (new connections, whose first negotiation has nothing left over to conflict with; kept
+    /// for its resume if its socket is gone). If an earlier session of its identity in the room
+    /// was refused within [`REFUSALS_REMEMBERED`], its session is ended with `MEDIA_FAILURE`
+    /// instead: livekit-client then reports the call failed, where otherwise it would join
+    /// again and offer the same every 15 s (its negotiation timeout), its camera reaching no one.
     fn negotiation_refused(&mut self, now: Instant, sid: &ParticipantSid) {
         let Some((room, conn, identity)) = self.rooms.values().find_map(|r| {
             let p = r.participants.get(sid)?;
@@ -1691,27 +1694,24 @@ impl<M: MediaEngine> Sfu<M> {
         }) else {
             return;
         };
-        self.refusals
-            .retain(|_, at| now.saturating_duration_since(*at) < REFUSALS_REMEMBERED);
-        let again = self
+        self.forget_refusals(now);
+        let earlier = self
             .refusals
-            .insert((room.clone(), identity), now)
-            .is_some();
-        let live = self.conns.contains_key(&conn) && !self.dropped.contains_key(&conn);
-        if !again {
-            if live {
-                tracing::info!(%room, participant = %sid, "negotiation refused: asking the client to join again");
-                self.send(
-                    conn,
-                    leave(
-                        livekit_protocol::DisconnectReason::MediaFailure,
-                        LeaveAction::Reconnect,
-                    ),
-                );
-            }
+            .insert((room.clone(), identity), (sid.clone(), now))
+            .is_some_and(|(refused, _)| refused != *sid);
+        if !earlier {
+            tracing::info!(%room, participant = %sid, "negotiation refused: asking the client to join again");
+            self.send(
+                conn,
+                leave(
+                    livekit_protocol::DisconnectReason::MediaFailure,
+                    LeaveAction::Reconnect,
+                ),
+            );
             return;
         }
-        tracing::warn!(%room, participant = %sid, "negotiation refused again: ending the session");
+        tracing::warn!(%room, participant = %sid, "negotiation refused again after joining again: ending the session");
+        let live = self.conns.contains_key(&conn) && !self.dropped.contains_key(&conn);
         if live {
             self.send(
                 conn,
@@ -1729,6 +1729,14 @@ impl<M: MediaEngine> Sfu<M> {
         );
         if live {
             self.out.push_back(Output::Close { conn });
+        }
+    }
+
+    /// Drops the refusals older than [`REFUSALS_REMEMBERED`].
+    fn forget_refusals(&mut self, now: Instant) {
+        if !self.refusals.is_empty() {
+            self.refusals
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < REFUSALS_REMEMBERED);
         }
     }
 
@@ -2565,11 +2573,13 @@ mod tests {
         assert_eq!(w.drain_all(), vec![]);
     }
 
-    /// A refused negotiation asks the client to join again the first time; a second within
-    /// [`REFUSALS_REMEMBERED`] for the same identity in the room ends its session with
-    /// `MEDIA_FAILURE`, the room told; past that time it is a first again.
+    /// A refused negotiation asks the client to join again, as often as its session is refused.
+    /// Refused again in the session it joined with within [`REFUSALS_REMEMBERED`], its session
+    /// is ended with `MEDIA_FAILURE`, the room told. Another identity, or the same one once that
+    /// time has passed, is asked to join again; a client whose socket is gone is told on its
+    /// resume.
     #[test]
-    fn a_negotiation_refused_twice_ends_the_session_and_once_asks_for_a_rejoin() {
+    fn a_negotiation_refused_asks_for_a_rejoin_and_refused_again_after_it_ends_the_session() {
         let mut w = World::new();
         let sid_of =
             |join: JoinResponse| ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
@@ -2598,10 +2608,13 @@ mod tests {
                 )),
             }),
         };
-        assert_eq!(
-            refused(&mut w, &alice_sid),
-            vec![told(alice, LeaveAction::Reconnect)]
-        );
+        for _ in 0..2 {
+            assert_eq!(
+                refused(&mut w, &alice_sid),
+                vec![told(alice, LeaveAction::Reconnect)],
+                "her session, refused before she joined again"
+            );
+        }
         assert_eq!(
             w.media_calls(),
             Vec::<String>::new(),
@@ -2640,18 +2653,23 @@ mod tests {
             vec![told(bob, LeaveAction::Reconnect)]
         );
         w.now += REFUSALS_REMEMBERED;
+        w.sfu.handle_timeout(w.now);
+        assert!(
+            w.sfu.refusals.is_empty(),
+            "forgotten once their time has passed"
+        );
         let (third, join) = w.join("alice");
         let third_sid = sid_of(join);
         w.drain();
-        assert_eq!(
-            refused(&mut w, &third_sid),
-            vec![told(third, LeaveAction::Reconnect)]
-        );
-        // With her socket gone she is told nothing; refused again, her session ends all the same.
+        // Her socket gone, the request is kept for her resume.
         w.sfu.handle_disconnect(w.now, third);
-        w.drain();
-        assert_eq!(refused(&mut w, &third_sid).len(), 1, "Bob is told she left");
-        assert_eq!(w.sfu.counts(), (1, 1));
+        assert_eq!(refused(&mut w, &third_sid), vec![]);
+        let resumed = w.resume("alice", third_sid.as_str()).unwrap();
+        let rejoin = leave(
+            livekit_protocol::DisconnectReason::MediaFailure,
+            LeaveAction::Reconnect,
+        );
+        assert!(w.drain().contains(&(resumed, rejoin)), "told on her resume");
     }
 
     #[test]

@@ -165,10 +165,10 @@ pub enum MediaEvent {
         participant: ParticipantSid,
     },
     /// The participant's client sent a description the SFU cannot take: a publisher offer it
-    /// refused (past its limits on media sections or candidates, or one `rtc` cannot apply), or
-    /// [`MAX_ANSWERS_REFUSED`] subscriber answers in a row it refused. livekit-client sends no
-    /// error of its own: it waits out its negotiation timeout (15 s) and resumes, and its resume
-    /// offers the same again, for good, its camera or screen never reaching anyone.
+    /// refused (past its limit on media sections, or one `rtc` cannot apply), or
+    /// [`MAX_ANSWERS_REFUSED`] subscriber answers in a row it refused. Unanswered, livekit-client
+    /// waits out its negotiation timeout (15 s) and then joins again (2.17 on; earlier versions
+    /// resume), offering the same again, for good, its camera or screen reaching no one.
     NegotiationRefused {
         /// Whose connection.
         participant: ParticipantSid,
