@@ -1327,9 +1327,54 @@ fn candidates_written_into_offers_count_once_and_those_past_the_bound_are_left_o
         .publisher
         .accept_answer(answer.sdp, w.now)
         .unwrap();
-    // An ICE restart forgets them: as many new ones are taken again.
+    // An ICE restart forgets them: as many new ones are taken again, and no more. With the
+    // client's real address cut, the restarted ICE checks what it took for seconds: 64 at most
+    // of the 70 named (written first, they fill the bound before the client's own).
+    w.cut.push(w.clients[alice].publisher_addr);
     w.negotiate_publisher_with(alice, 7, true, |offer| written(offer, 100, 70));
     assert_eq!(w.publisher_answer(alice).id, 7);
+    // One trickled now finds the bound full.
+    let trickled: SocketAddr = "10.7.0.1:4000".parse().unwrap();
+    let init = serde_json::json!({
+        "candidate": format!("candidate:7 1 udp 2122260223 {} {} typ host", trickled.ip(), trickled.port()),
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+    });
+    let sid = w.clients[alice].sid.clone();
+    w.router.handle_command(
+        w.now,
+        Command::Candidate(
+            sid,
+            livekit_protocol::SignalTarget::Publisher,
+            init.to_string(),
+        ),
+    );
+    let start = w.now;
+    while w.now - start < Duration::from_secs(8) {
+        w.step();
+    }
+    assert!(
+        w.checks.iter().all(|(to, _)| *to != trickled),
+        "a candidate past the bound is not checked"
+    );
+    let named: std::collections::HashSet<SocketAddr> = (100..170)
+        .map(|n: u32| {
+            format!("10.8.{}.{}:4000", n / 200, n % 200 + 1)
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    let checked: std::collections::HashSet<SocketAddr> = w
+        .checks
+        .iter()
+        .map(|(to, _)| *to)
+        .filter(|to| named.contains(to))
+        .collect();
+    assert!(
+        (60..=64).contains(&checked.len()),
+        "{} of the named addresses checked",
+        checked.len()
+    );
     assert_eq!(negotiations_refused(&w), Vec::<String>::new());
 }
 
