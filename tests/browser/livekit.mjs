@@ -84,6 +84,7 @@ window.publish = async () => {
   return room.localParticipant.getTrackPublications().map((p) => ({ source: p.source, sid: p.trackSid, simulcast: p.simulcasted }));
 };
 window.setCamera = async (on) => { await room.localParticipant.setCameraEnabled(on); };
+window.setMicrophone = async (on) => { await room.localParticipant.setMicrophoneEnabled(on); };
 window.shareScreen = async (withAudio) => {
   // A canvas stream published as a screen share (headless Chromium has no screen to capture).
   const canvas = document.createElement('canvas');
@@ -397,7 +398,7 @@ try {
   result.alice_published = await alice.evaluate(() => window.publish());
   result.bob_published = await bob.evaluate(() => window.publish());
   step('published');
-  if (mode === 'starved' || mode === 'starved_share') {
+  if (mode === 'starved' || mode === 'starved_share' || mode === 'starved_muted') {
     // The SFU polices what it sends each subscriber to less than Alice's audio and her smallest
     // layer need together, for a while after each subscriber connection is made. Her video must
     // pause for Bob (and livekit-client be told) so that her voice gets through whole, then come
@@ -428,9 +429,17 @@ try {
         }
         if (sharing !== undefined && samples.length - sharing >= 10) break;
       } else {
-        // Done once the video has been back for 8 s in a row after a pause.
+        if (mode === 'starved_muted' && result.mic_muted_at === undefined && v?.streamState === 'paused') {
+          // Alice mutes her microphone while her video is paused for Bob: he then receives
+          // nothing from her, and the SFU must still find out when his link has recovered.
+          result.mic_muted_at = samples.length - 1;
+          await alice.evaluate(() => window.setMicrophone(false));
+        }
+        // Done once the video has been back for 8 s in a row after a pause (with the microphone
+        // muted, and after the 20 s the link is policed).
         const paused = samples.findLastIndex((x) => x.state === 'paused');
-        if (paused >= 0 && samples.length - 1 - paused >= 8) break;
+        const late = mode !== 'starved_muted' || Date.now() - started >= 32000;
+        if (paused >= 0 && samples.length - 1 - paused >= 8 && late) break;
       }
       await sleep(1000);
     }

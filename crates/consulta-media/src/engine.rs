@@ -356,6 +356,8 @@ struct Down {
     forward: DownTrack,
     /// What the subscriber was last told (`stream_state_update`): paused for bandwidth or not.
     told_paused: bool,
+    /// It was told a state at least once.
+    told_any: bool,
     /// The subscriber answered the offer that carries it. Before that its browser has no receiver
     /// for the SSRC and drops the packets; forwarding starts only once it answered and its
     /// connection is secured, so that the key frame it starts with is one it can use.
@@ -879,7 +881,7 @@ impl Router {
                     t.subscribers.remove(&sub);
                 }
             }
-            Command::Muted(track, muted) => self.track_muted(&track, muted),
+            Command::Muted(track, muted) => self.track_muted(now, &track, muted),
             Command::Settings(sub, track, settings) => {
                 self.track_settings(now, &sub, track, settings)
             }
@@ -935,6 +937,40 @@ impl Router {
                 });
             }
             _ => {}
+        }
+        // The last state told may have gone to a socket already dead (half-open), which no
+        // outbox keeps, and livekit-client would show the track paused, or active, for good.
+        self.repeat_stream_states(sid, |down| down.told_any && down.answered);
+    }
+
+    /// The states `sid` was told of the tracks `which` picks (`stream_state_update`), said again
+    /// as they are now. livekit-client takes a state it already has as nothing new.
+    fn repeat_stream_states(&mut self, sid: &ParticipantSid, which: fn(&Down) -> bool) {
+        let Some(p) = self.participants.get(sid) else {
+            return;
+        };
+        let states: Vec<StreamStateInfo> = p
+            .sub
+            .sending
+            .iter()
+            .filter(|(_, down)| which(down))
+            .filter_map(|(track, down)| {
+                Some(StreamStateInfo {
+                    participant_sid: self.tracks.get(track)?.publisher.to_string(),
+                    track_sid: track.to_string(),
+                    state: if down.told_paused {
+                        StreamState::Paused
+                    } else {
+                        StreamState::Active
+                    } as i32,
+                })
+            })
+            .collect();
+        if !states.is_empty() {
+            self.events.push_back(CoreEvent::StreamStates {
+                participant: sid.clone(),
+                states,
+            });
         }
     }
 
@@ -1242,28 +1278,12 @@ impl Router {
                 for down in p.sub.sending.values_mut() {
                     down.answered = true;
                 }
-                // livekit-client drops a state for a track it does not have yet, and it has the
-                // tracks of an offer once it answers: the pauses are said again.
-                let states: Vec<StreamStateInfo> = p
-                    .sub
-                    .sending
-                    .iter()
-                    .filter(|(_, down)| down.told_paused)
-                    .filter_map(|(track, _)| {
-                        Some(StreamStateInfo {
-                            participant_sid: self.tracks.get(track)?.publisher.to_string(),
-                            track_sid: track.to_string(),
-                            state: StreamState::Paused as i32,
-                        })
-                    })
-                    .collect();
-                if !states.is_empty() {
-                    self.events.push_back(CoreEvent::StreamStates {
-                        participant: sid.clone(),
-                        states,
-                    });
-                }
             }
+        }
+        // livekit-client drops a state for a track it does not have yet, and it has the tracks
+        // of an offer once it answers: the pauses are said again.
+        if accepted {
+            self.repeat_stream_states(sid, |down| down.told_paused);
         }
         self.drain(id, now);
         self.maybe_offer(now, sid);
@@ -1399,6 +1419,7 @@ impl Router {
                             local,
                             forward,
                             told_paused: false,
+                            told_any: false,
                             answered: false,
                             skipped: SkippedNumbers::default(),
                         },
@@ -1488,13 +1509,26 @@ impl Router {
 
     /// A muted track is not forwarded ([`Self::forward_rtp`]). Unmuted, each subscriber's stream
     /// starts again at a key frame, as after a pause: what the publisher sends first may be the
-    /// middle of a picture whose start nobody received.
-    fn track_muted(&mut self, track: &TrackSid, muted: bool) {
+    /// middle of a picture whose start nobody received. A microphone muted or unmuted changes
+    /// what its subscribers' allocations count as audio received ([`Self::allocate`]).
+    fn track_muted(&mut self, now: Instant, track: &TrackSid, muted: bool) {
         let Some(published) = self.tracks.get_mut(track) else {
             return;
         };
         let was = std::mem::replace(&mut published.muted, muted);
-        if muted || !was {
+        if was == muted {
+            return;
+        }
+        if published.kind == MediaKind::Audio {
+            let subscribers: Vec<ParticipantSid> = published.subscribers.iter().cloned().collect();
+            for sub in &subscribers {
+                self.allocate(sub, now);
+            }
+        }
+        let Some(published) = self.tracks.get(track) else {
+            return;
+        };
+        if muted {
             return;
         }
         for sub in &published.subscribers {
@@ -1547,8 +1581,10 @@ impl Router {
             let Some(published) = self.tracks.get(track) else {
                 continue;
             };
+            // A muted microphone sends nothing: it is no audio received, which keeps the
+            // feedback that moves the estimate coming ([`consulta_sfu::bandwidth`]).
             if published.kind == MediaKind::Audio {
-                audio += 1;
+                audio += usize::from(!published.muted);
                 continue;
             }
             let mut bitrates = announced_bitrates(&published.info);
@@ -1566,7 +1602,7 @@ impl Router {
             });
             downs.push((
                 &mut down.forward,
-                &mut down.told_paused,
+                (&mut down.told_paused, &mut down.told_any),
                 &published.publisher,
                 track,
             ));
@@ -1587,7 +1623,9 @@ impl Router {
             );
         }
         let mut states = Vec::new();
-        for ((forward, told_paused, publisher, track), cap) in downs.into_iter().zip(caps) {
+        for ((forward, (told_paused, told_any), publisher, track), cap) in
+            downs.into_iter().zip(caps)
+        {
             // The caps never exceed what the tiles ask for: only a cap below that is bandwidth's.
             if cap < forward.cap() && cap < Some(forward.target()) {
                 self.stats.layer_caps_lowered += 1;
@@ -1597,6 +1635,7 @@ impl Router {
             let paused = cap.is_none();
             if !forward.is_paused() && paused != *told_paused {
                 *told_paused = paused;
+                *told_any = true;
                 if paused {
                     self.stats.streams_paused += 1;
                 }
@@ -2807,6 +2846,103 @@ mod tests {
         // The same stream (a sender keeps its SSRC) on the track published next under its cid.
         publish(&mut router, "TR_second");
         assert_eq!(track_of(&mut router).as_deref(), Some("TR_second"));
+    }
+
+    /// The stream states a router's events told `sub`, in order: (track, paused).
+    fn states_told(router: &mut Router, sub: &ParticipantSid) -> Vec<(String, bool)> {
+        std::iter::from_fn(|| router.poll_event())
+            .filter_map(|event| match event {
+                CoreEvent::StreamStates {
+                    participant,
+                    states,
+                } if participant == *sub => Some(states),
+                _ => None,
+            })
+            .flatten()
+            .map(|s| (s.track_sid, s.state == StreamState::Paused as i32))
+            .collect()
+    }
+
+    /// Review helper-70. A camera paused for Bob's weak link must come back once the link
+    /// recovers, and only feedback on what he is sent says so. With Alice's microphone muted he
+    /// is sent no audio: the allocation must count none (and so keep the camera's lowest layer
+    /// as the probe), and must run again when she mutes, not wait for an estimate that no
+    /// longer comes. On his resume he is told each state again as it is now: the last may have
+    /// gone to a socket already dead.
+    #[test]
+    fn a_muted_microphone_is_no_audio_received_and_a_resume_repeats_the_stream_states() {
+        let mut router = Router::new(
+            "127.0.0.1:7882".parse().expect("an address"),
+            MediaConfig::default(),
+        );
+        let now = Instant::now();
+        let sid = |s: &str| ParticipantSid::parse(s).expect("a sid");
+        let (alice, bob) = (sid("PA_alice"), sid("PA_bob"));
+        for (who, identity) in [(&alice, "alice"), (&bob, "bob")] {
+            router.handle_command(
+                now,
+                Command::Joined {
+                    room: RoomName::parse("room").expect("a name"),
+                    participant: who.clone(),
+                    identity: identity.into(),
+                    can_publish_data: true,
+                },
+            );
+        }
+        let camera = TrackInfo {
+            sid: "TR_cam".into(),
+            r#type: TrackType::Video.into(),
+            mime_type: "video/VP8".into(),
+            width: 640,
+            height: 360,
+            ..TrackInfo::default()
+        };
+        let mic = TrackInfo {
+            sid: "TR_mic".into(),
+            r#type: TrackType::Audio.into(),
+            mime_type: "audio/opus".into(),
+            ..TrackInfo::default()
+        };
+        for (cid, info) in [("cam", camera), ("mic", mic)] {
+            let track = TrackSid::parse(&info.sid).expect("a sid");
+            router.handle_command(
+                now,
+                Command::TrackPublished(alice.clone(), cid.into(), Box::new(info)),
+            );
+            router.handle_command(now, Command::Subscribe(bob.clone(), alice.clone(), track));
+        }
+        router.handle_command(now, Command::NeedsOffer(bob.clone()));
+        let p = router.participants.get_mut(&bob).expect("bob");
+        assert_eq!(p.sub.sending.len(), 2, "both offered");
+        for down in p.sub.sending.values_mut() {
+            down.answered = true;
+        }
+        // Too little for her voice and her smallest picture together: the camera pauses.
+        p.sub.allocator.handle_estimate(150_000);
+        router.allocate(&bob, now);
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), true)]
+        );
+        // She mutes: he is sent no audio, and the camera's lowest layer is kept as the probe.
+        let mic = TrackSid::parse("TR_mic").expect("a sid");
+        router.handle_command(now, Command::Muted(mic.clone(), true));
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), false)]
+        );
+        // Unmuted, the budget is the audio's again.
+        router.handle_command(now, Command::Muted(mic, false));
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), true)]
+        );
+        // His resume: told again as it is now.
+        router.handle_command(now, Command::Resumed(bob.clone()));
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), true)]
+        );
     }
 
     #[test]

@@ -92,7 +92,8 @@ const JOIN_BUDGETS_PRUNED_FROM: usize = 4096;
 pub struct SfuConfig {
     /// Seconds between client pings (JoinResponse `ping_interval`).
     pub ping_interval: Duration,
-    /// Silence after which a participant is dropped (JoinResponse `ping_timeout`).
+    /// Silence after which a participant's socket is taken for dead (JoinResponse `ping_timeout`):
+    /// closed, the participant kept for a resume for [`RESUME_GRACE`] more.
     pub ping_timeout: Duration,
     /// How long an empty room lives.
     pub empty_timeout: Duration,
@@ -267,14 +268,24 @@ const MAX_TRACK_TEXT: usize = 256;
 /// Most audio features a track may list (LiveKit defines six).
 const MAX_AUDIO_FEATURES: usize = 8;
 
-/// Most messages kept for a participant whose socket dropped. Its ping timeout (15 s) ends the
-/// wait; a busy room sends a few a second. Past it the session cannot be resumed, and the client
+/// Most messages kept for a participant whose socket dropped. Its ping timeout and
+/// [`RESUME_GRACE`] (25 s) end the wait; a busy room sends a few a second. Past it the session cannot be resumed, and the client
 /// joins afresh.
 const MAX_OUTBOX: usize = 512;
 
 /// How long livekit-client's first five reconnection attempts can take: 0, 0.3, 1.2, 2.7 and
 /// 4.8 s apart, each stretched by up to half again at random (`DefaultReconnectPolicy`).
 const RESUME_BACKOFF: Duration = Duration::from_secs(15);
+
+/// How long a participant silent for its ping timeout is still kept for a resume. A socket that
+/// went half-open (a NAT or firewall forgot it, Wi-Fi stalled) is noticed by both ends at the
+/// same moment: the server counts the ping timeout from the client's last ping, and the client
+/// from the pong to it. Removed then, the session was gone by the time the client's resume came
+/// (a new socket, TLS, the upgrade), and the client had to join afresh: the others saw it leave
+/// and come back, and its connections and keys started over (review helper-71). This covers
+/// livekit-client's first three attempts (0, 0.3 and 1.2 s apart, with their jitter, and each
+/// connection's set-up), at the cost of a participant really gone being seen to leave 10 s later.
+pub const RESUME_GRACE: Duration = Duration::from_secs(10);
 
 /// Most departures a room keeps for resumes ([`Room::departures`]). A consultation sees a few; a
 /// room whose churn outran this over one ping timeout (S5 runs ≈20 departures a second) might
@@ -812,11 +823,11 @@ impl<M: MediaEngine> Sfu<M> {
 
     /// The WebSocket of `conn` is gone without a `leave`. The participant stays, its media
     /// flowing, until it resumes on a new connection ([`Sfu::handle_resume`]) or its ping timeout
-    /// passes ([`Sfu::handle_timeout`]; others then see it DISCONNECTED): a phone that changes
-    /// networks or a proxy that drops an idle socket costs the call nothing.
+    /// and [`RESUME_GRACE`] pass ([`Sfu::handle_timeout`]; others then see it DISCONNECTED): a
+    /// phone that changes networks or a proxy that drops an idle socket costs the call nothing.
     pub fn handle_disconnect(&mut self, now: Instant, conn: ConnId) {
         if let Some((room, sid)) = self.conns.remove(&conn) {
-            tracing::info!(%room, participant = %sid, %conn, "signal connection closed; kept for a resume until its ping timeout");
+            tracing::info!(%room, participant = %sid, %conn, "signal connection closed; kept for a resume");
             if let Some(p) = self.participant_mut(&room, &sid) {
                 p.outbox = Some(Outbox {
                     since: Some(now),
@@ -1110,19 +1121,32 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
-    /// Time has passed: drop silent participants and expired empty rooms.
+    /// Time has passed: close the sockets of participants silent for their ping timeout (kept
+    /// for a resume, as after a drop), remove those silent for [`RESUME_GRACE`] more, and close
+    /// expired empty rooms.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.renew_tokens(now);
         self.forget_refusals(now);
-        let silent: Vec<(RoomName, ParticipantSid, ConnId)> = self
-            .rooms
-            .values()
-            .flat_map(|r| r.participants.values().map(move |p| (r, p)))
-            .filter(|(_, p)| now.saturating_duration_since(p.last_seen) > self.config.ping_timeout)
-            .map(|(r, p)| (r.name.clone(), p.sid.clone(), p.conn))
-            .collect();
+        let (timeout, gone) = (self.config.ping_timeout, self.removed_after());
+        let mut silent = Vec::new();
+        let mut half_open = Vec::new();
+        for room in self.rooms.values() {
+            for p in room.participants.values() {
+                let quiet = now.saturating_duration_since(p.last_seen);
+                if quiet > gone {
+                    silent.push((room.name.clone(), p.sid.clone(), p.conn));
+                } else if quiet > timeout && self.conns.contains_key(&p.conn) {
+                    half_open.push((room.name.clone(), p.sid.clone(), p.conn));
+                }
+            }
+        }
+        for (room, sid, conn) in half_open {
+            tracing::info!(%room, participant = %sid, %conn, "ping timeout: socket closed; kept for a resume");
+            self.handle_disconnect(now, conn);
+            self.out.push_back(Output::Close { conn });
+        }
         for (room, sid, conn) in silent {
-            tracing::info!(%room, participant = %sid, %conn, "ping timeout");
+            tracing::info!(%room, participant = %sid, %conn, "ping timeout and no resume");
             self.remove_participant(
                 now,
                 &room,
@@ -1163,7 +1187,14 @@ impl<M: MediaEngine> Sfu<M> {
             .rooms
             .values()
             .flat_map(|r| r.participants.values())
-            .map(|p| p.last_seen + self.config.ping_timeout);
+            .map(|p| {
+                let wait = if self.conns.contains_key(&p.conn) {
+                    self.config.ping_timeout
+                } else {
+                    self.removed_after()
+                };
+                p.last_seen + wait
+            });
         let rooms = self
             .rooms
             .values()
@@ -1573,8 +1604,8 @@ impl<M: MediaEngine> Sfu<M> {
         let mut info = p.info();
         info.disconnect_reason = reason.into();
         if !p.hidden() {
-            // A dropped participant stays at most its ping timeout: no resume looks back further.
-            let kept_since = now.checked_sub(self.departures_kept() + self.config.ping_timeout);
+            // A dropped participant stays at most `removed_after`: no resume looks back further.
+            let kept_since = now.checked_sub(self.departures_kept() + self.removed_after());
             if let Some(room) = self.rooms.get_mut(&room_name) {
                 let log = &mut room.departures;
                 while log.len() >= MAX_DEPARTURES
@@ -1615,7 +1646,21 @@ impl<M: MediaEngine> Sfu<M> {
         self.config.ping_timeout + self.config.ping_interval + RESUME_BACKOFF
     }
 
+    /// Silence after which a participant is removed: its ping timeout and [`RESUME_GRACE`].
+    fn removed_after(&self) -> Duration {
+        self.config.ping_timeout + RESUME_GRACE
+    }
+
+    /// Tells everyone in `room` but `about` of `about`'s `info`; nothing of a hidden participant,
+    /// whose tracks' changes (an unpublish by the SFU) would otherwise announce it, and leave it
+    /// with the others for good, since its departure is not told (review helper-71).
     fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
+        if self
+            .participant_mut(room, about)
+            .is_some_and(|p| p.hidden())
+        {
+            return;
+        }
         let targets: Vec<ConnId> = self
             .rooms
             .get(room)
@@ -2428,8 +2473,8 @@ mod tests {
         w.sfu.handle_disconnect(w.now, bob);
         w.request(bob, signal_request::Message::Ping(1));
         assert!(w.drain_all().is_empty());
-        // Once its ping timeout passes, the others see it gone.
-        for _ in 0..4 {
+        // Once its ping timeout and the grace for a resume pass, the others see it gone.
+        for _ in 0..7 {
             w.advance(4);
             w.request(carol, signal_request::Message::Ping(1));
             w.sfu.handle_timeout(w.now);
@@ -3065,27 +3110,47 @@ mod tests {
         assert_eq!(to_bob[1].state, participant_info::State::Joined as i32);
     }
 
+    /// A participant silent for its ping timeout has its socket closed and is kept for a resume
+    /// for [`RESUME_GRACE`] more, as after a drop; silent that long too, it is removed. Empty,
+    /// the room closes after its empty timeout.
     #[test]
     fn silent_participants_time_out_and_empty_rooms_close() {
         let mut w = World::new();
-        let (alice, _) = w.join("alice");
+        let start = w.now;
+        let (alice, join) = w.join("alice");
+        let alice_sid = join.participant.unwrap().sid;
         let (bob, _) = w.join("bob");
         w.drain();
-        assert_eq!(w.sfu.poll_timeout(), Some(w.now + Duration::from_secs(15)));
+        assert_eq!(w.sfu.poll_timeout(), Some(start + Duration::from_secs(15)));
         w.advance(10);
         w.request(bob, signal_request::Message::Ping(1));
+        w.drain();
         w.advance(6);
         w.sfu.handle_timeout(w.now);
         let out = w.drain_all();
-        assert!(out.contains(&Output::Close { conn: alice }));
-        assert!(!out.contains(&Output::Close { conn: bob }));
+        assert_eq!(
+            out,
+            vec![Output::Close { conn: alice }],
+            "bob is told nothing"
+        );
+        assert_eq!(w.sfu.counts(), (1, 2));
+        // Next: Alice's grace ends at 25 s, Bob's ping timeout at 25 s too.
+        assert_eq!(w.sfu.poll_timeout(), Some(start + Duration::from_secs(25)));
         w.sfu.handle_disconnect(w.now, bob);
-        // Kept for a resume until its ping timeout (its last ping was at 10 s).
+        w.advance(9);
         w.sfu.handle_timeout(w.now);
-        assert_eq!(w.sfu.counts(), (1, 1));
+        assert_eq!(w.sfu.counts(), (1, 2), "both kept at 25 s");
+        w.advance(1);
+        w.sfu.handle_timeout(w.now);
+        assert_eq!(w.sfu.counts(), (1, 1), "alice gone at 26 s");
+        assert_eq!(w.resume("alice", &alice_sid), Err(JoinError::NoSession));
         w.advance(10);
         w.sfu.handle_timeout(w.now);
-        assert_eq!(w.sfu.counts(), (1, 0));
+        assert_eq!(
+            w.sfu.counts(),
+            (1, 0),
+            "bob, last heard at 10 s, gone at 36 s"
+        );
         let room = RoomName::parse("room").unwrap();
         w.advance(299);
         w.sfu.handle_timeout(w.now);
@@ -3093,6 +3158,51 @@ mod tests {
         w.advance(2);
         w.sfu.handle_timeout(w.now);
         assert!(!w.sfu.has_room(&room));
+    }
+
+    /// A socket gone half-open: the server hears nothing from Alice's client from her last ping
+    /// on, and her client, counting its own timeout from the pong to that ping, gives up on the
+    /// socket just after the server's ping timeout, then resumes on a new one (review helper-71).
+    /// She is still there to resume, Bob having seen nothing; what the room said meanwhile is
+    /// kept for her.
+    #[test]
+    fn a_half_open_socket_is_closed_at_its_ping_timeout_and_its_session_resumed() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let alice_sid = join.participant.unwrap().sid;
+        let (bob, _) = w.join("bob");
+        w.request(alice, signal_request::Message::Ping(1));
+        w.drain();
+        // Bob pings every second; the server's timer runs every half second.
+        for tick in 1..=31 {
+            w.now += Duration::from_millis(500);
+            if tick % 2 == 0 {
+                w.request(bob, signal_request::Message::Ping(1));
+            }
+            w.sfu.handle_timeout(w.now);
+        }
+        let out = w.drain_all();
+        assert!(
+            out.contains(&Output::Close { conn: alice }),
+            "her socket is closed"
+        );
+        let sent = sent_of(out);
+        assert!(
+            updates_for(&sent, bob).is_empty(),
+            "bob sees nothing: {sent:?}"
+        );
+        // Bob publishes meanwhile: kept for her.
+        w.request(bob, add_video("bobcam"));
+        w.drain();
+        w.advance(2);
+        let resumed = w.resume("alice", &alice_sid).expect("her session is there");
+        let sent = w.drain();
+        assert!(
+            updates_for(&sent, resumed)
+                .iter()
+                .any(|p| p.identity == "bob" && !p.tracks.is_empty()),
+            "she hears of bob's camera: {sent:?}"
+        );
     }
 
     #[test]
@@ -3369,13 +3479,22 @@ mod tests {
         let (alice, _) = w.join("alice");
         let mut ghost = grant("ghost", "room");
         ghost.video.hidden = true;
-        w.sfu
+        let ghost = w
+            .sfu
             .handle_join(w.now, ghost, JoinOptions::default())
             .unwrap();
         let sent = w.drain();
         assert!(updates_for(&sent, alice).is_empty());
         let (_, bob) = w.join("bob");
         assert_eq!(bob.other_participants.len(), 1);
+        // A track of its own, and the SFU ending it: still nothing said of it.
+        w.request(ghost, add_video("cam"));
+        let track = w.published_track();
+        let ghost_sid = w.sfu.conns[&ghost].1.clone();
+        w.sfu
+            .unpublish_track(&ghost_sid, &TrackSid::parse(&track.sid).unwrap());
+        let sent = w.drain();
+        assert!(updates_for(&sent, alice).is_empty(), "{sent:?}");
     }
 
     #[test]

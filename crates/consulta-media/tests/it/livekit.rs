@@ -1136,6 +1136,27 @@ async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
     assert!(value("layer_caps_lowered_total") >= 1, "{metrics}");
 }
 
+/// Runs the page's scenario `mode` with every subscriber connection's downlink policed to
+/// 150 kbit/s (for `policed_for`, or throughout): the node, what Bob sampled of Alice's media
+/// each second (printed), and the whole result.
+async fn run_starved(mode: &str, policed_for: Option<Duration>) -> (SfuNode, Vec<Value>, Value) {
+    log_bandwidth_decisions();
+    let media = MediaConfig {
+        police_downlink_bps: 150_000,
+        police_downlink_for: policed_for,
+        ..MediaConfig::default()
+    };
+    let (node, result) = run_scenario_with(mode, media).await;
+    let samples = result["starved_samples"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for s in &samples {
+        eprintln!("{s}");
+    }
+    (node, samples, result)
+}
+
 /// A downlink too weak for any video: for the first 20 s of each subscriber connection the SFU
 /// polices what it sends to 150 kbit/s, less than Alice's audio (≈50–70 kbit/s on the wire) and her
 /// smallest layer (≈150 kbit/s) need together. Sent anyway, the video would take a third of the
@@ -1144,22 +1165,9 @@ async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
 /// through whole; when the link recovers, her video must come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() {
-    log_bandwidth_decisions();
-    let media = MediaConfig {
-        police_downlink_bps: 150_000,
-        police_downlink_for: Some(Duration::from_secs(20)),
-        ..MediaConfig::default()
-    };
-    let (node, result) = run_scenario_with("starved", media).await;
+    let (node, samples, result) = run_starved("starved", Some(Duration::from_secs(20))).await;
     let metrics = settled_metrics(&node).await;
     let value = |name: &str| metric(&metrics, name);
-    let samples = result["starved_samples"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for s in &samples {
-        eprintln!("{s}");
-    }
     eprintln!(
         "SFU: {} streams paused, {} caps lowered",
         value("streams_paused_total"),
@@ -1232,6 +1240,52 @@ async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() 
     assert!(value("streams_paused_total") >= 1, "{metrics}");
 }
 
+/// A paused video must come back when the link recovers even if nothing else reaches the
+/// subscriber meanwhile: Alice mutes her microphone once her camera is paused for Bob (policed to
+/// 150 kbit/s for 20 s), so no audio of hers reaches him either. The SFU's estimate only moves
+/// with feedback on what it sends; counting her muted microphone as audio he receives, it sent
+/// him nothing at all, heard nothing back, and kept her camera paused for good (review
+/// helper-70: paused from 4 s to the end of an 80 s run). A subscriber receiving no audio keeps
+/// the lowest layer of its largest tile, the probe that tells when the link has recovered: her
+/// camera comes back at once at its lowest layer (the policed link carries it with no audio
+/// beside it, with some loss), and decodes at full rate once the link recovers. The run ends
+/// 8 s after the last pause and 32 s after its start at the earliest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_a_paused_video_comes_back_while_the_other_microphone_is_muted() {
+    let (_node, samples, result) =
+        run_starved("starved_muted", Some(Duration::from_secs(20))).await;
+    let paused = |s: &Value| s["state"] == "paused";
+    let muted_at = result["mic_muted_at"].as_u64();
+    assert!(
+        muted_at.is_some_and(|i| i <= 15),
+        "alice's video paused for bob, and she muted, within 15 s: {samples:?}"
+    );
+    let muted_events = result["bob_events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "muted" && e["identity"] == "alice")
+        .count();
+    assert!(
+        muted_events >= 1,
+        "bob saw her mute: {}",
+        result["bob_events"]
+    );
+    let states: Vec<&str> = samples
+        .iter()
+        .map(|s| s["state"].as_str().unwrap_or(""))
+        .collect();
+    let tail = &samples[samples.len().saturating_sub(8)..];
+    assert!(
+        tail.len() == 8 && !tail.iter().any(paused),
+        "alice's video resumed for 8 s once bob's link recovered, her microphone muted; \
+         states second by second: {states:?}"
+    );
+    let field = |s: &Value, key: &str| s[key].as_i64().unwrap_or(0);
+    let decoded = field(&tail[7], "frames") - field(&tail[0], "frames");
+    assert!(decoded >= 60, "and decodes again: {decoded} frames in 7 s");
+}
+
 /// A track published while a subscriber's link is too weak for video: Alice shares her screen
 /// once her camera is paused for Bob (policed to 150 kbit/s throughout). The share is paused for
 /// him from the start, and his livekit-client must know it. It drops a state for a track it does
@@ -1240,20 +1294,8 @@ async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() 
 /// active while nothing came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_track_published_to_a_starved_link_arrives_paused() {
-    log_bandwidth_decisions();
-    let media = MediaConfig {
-        police_downlink_bps: 150_000,
-        ..MediaConfig::default()
-    };
-    let (node, result) = run_scenario_with("starved_share", media).await;
+    let (node, samples, _) = run_starved("starved_share", None).await;
     let metrics = settled_metrics(&node).await;
-    let samples = result["starved_samples"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for s in &samples {
-        eprintln!("{s}");
-    }
     assert!(
         samples.iter().any(|s| s["state"] == "paused"),
         "alice's camera paused for bob first: {samples:?}"
