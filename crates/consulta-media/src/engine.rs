@@ -1509,8 +1509,8 @@ impl Router {
 
     /// A muted track is not forwarded ([`Self::forward_rtp`]). Unmuted, each subscriber's stream
     /// starts again at a key frame, as after a pause: what the publisher sends first may be the
-    /// middle of a picture whose start nobody received. A microphone muted or unmuted changes
-    /// what its subscribers' allocations count as audio received ([`Self::allocate`]).
+    /// middle of a picture whose start nobody received. Either way its subscribers' allocations
+    /// change: a muted track is nothing received ([`Self::allocate`]).
     fn track_muted(&mut self, now: Instant, track: &TrackSid, muted: bool) {
         let Some(published) = self.tracks.get_mut(track) else {
             return;
@@ -1519,32 +1519,26 @@ impl Router {
         if was == muted {
             return;
         }
-        if published.kind == MediaKind::Audio {
-            let subscribers: Vec<ParticipantSid> = published.subscribers.iter().cloned().collect();
+        let subscribers: Vec<ParticipantSid> = published.subscribers.iter().cloned().collect();
+        if !muted {
             for sub in &subscribers {
-                self.allocate(sub, now);
+                let Some(p) = self.participants.get_mut(sub) else {
+                    continue;
+                };
+                let Some(down) = p.sub.sending.get_mut(track) else {
+                    continue;
+                };
+                down.forward.set_paused(true);
+                match p.sub.settings.get(track) {
+                    Some(settings) => down
+                        .forward
+                        .handle_track_settings(settings, &published.info),
+                    None => down.forward.set_paused(false),
+                }
             }
         }
-        let Some(published) = self.tracks.get(track) else {
-            return;
-        };
-        if muted {
-            return;
-        }
-        for sub in &published.subscribers {
-            let Some(p) = self.participants.get_mut(sub) else {
-                continue;
-            };
-            let Some(down) = p.sub.sending.get_mut(track) else {
-                continue;
-            };
-            down.forward.set_paused(true);
-            match p.sub.settings.get(track) {
-                Some(settings) => down
-                    .forward
-                    .handle_track_settings(settings, &published.info),
-                None => down.forward.set_paused(false),
-            }
+        for sub in &subscribers {
+            self.allocate(sub, now);
         }
     }
 
@@ -1581,10 +1575,14 @@ impl Router {
             let Some(published) = self.tracks.get(track) else {
                 continue;
             };
-            // A muted microphone sends nothing: it is no audio received, which keeps the
-            // feedback that moves the estimate coming ([`consulta_sfu::bandwidth`]).
+            // What is not forwarded (a muted track, one the subscriber switched off, one it has
+            // not answered yet) reaches no one: a microphone so is no audio received, and a
+            // camera so is no tile to send, as if hidden. The estimate only moves with feedback
+            // on what is sent ([`consulta_sfu::bandwidth`]): counted, they left a subscriber
+            // sent nothing at all, its paused video paused for good (review helper-70, -72).
+            let forwarded = !published.muted && down.answered && !down.forward.is_paused();
             if published.kind == MediaKind::Audio {
-                audio += usize::from(!published.muted);
+                audio += usize::from(forwarded);
                 continue;
             }
             let mut bitrates = announced_bitrates(&published.info);
@@ -1595,7 +1593,8 @@ impl Router {
             }
             demands.push(VideoDemand {
                 id: track_key(track),
-                wanted: (!down.forward.is_paused()).then(|| down.forward.target()),
+                wanted: (!published.muted && !down.forward.is_paused())
+                    .then(|| down.forward.target()),
                 simulcast: down.forward.config().simulcast,
                 bitrates,
                 receiving: down.forward.current(),
@@ -1603,7 +1602,7 @@ impl Router {
             downs.push((
                 &mut down.forward,
                 (&mut down.told_paused, &mut down.told_any),
-                &published.publisher,
+                (&published.publisher, published.muted),
                 track,
             ));
         }
@@ -1623,7 +1622,7 @@ impl Router {
             );
         }
         let mut states = Vec::new();
-        for ((forward, (told_paused, told_any), publisher, track), cap) in
+        for ((forward, (told_paused, told_any), (publisher, muted), track), cap) in
             downs.into_iter().zip(caps)
         {
             // The caps never exceed what the tiles ask for: only a cap below that is bandwidth's.
@@ -1631,9 +1630,10 @@ impl Router {
                 self.stats.layer_caps_lowered += 1;
                 tracing::debug!(participant = %sub, ?cap, budget = ?p.sub.allocator.budget(), "layer capped for bandwidth");
             }
-            // A hidden tile is sent nothing whatever its cap: its state is told once it shows.
+            // A hidden tile, or a muted track, is sent nothing whatever its cap: its state is
+            // told once it shows, or is unmuted.
             let paused = cap.is_none();
-            if !forward.is_paused() && paused != *told_paused {
+            if !forward.is_paused() && !muted && paused != *told_paused {
                 *told_paused = paused;
                 *told_any = true;
                 if paused {
@@ -2863,14 +2863,9 @@ mod tests {
             .collect()
     }
 
-    /// Review helper-70. A camera paused for Bob's weak link must come back once the link
-    /// recovers, and only feedback on what he is sent says so. With Alice's microphone muted he
-    /// is sent no audio: the allocation must count none (and so keep the camera's lowest layer
-    /// as the probe), and must run again when she mutes, not wait for an estimate that no
-    /// longer comes. On his resume he is told each state again as it is now: the last may have
-    /// gone to a socket already dead.
-    #[test]
-    fn a_muted_microphone_is_no_audio_received_and_a_resume_repeats_the_stream_states() {
+    /// A router where Bob has subscribed to Alice's `tracks` (cid, info) and answered the offer
+    /// that carries them, at `now`; Bob's sid.
+    fn bob_receiving_alice(tracks: Vec<(&str, TrackInfo)>) -> (Router, Instant, ParticipantSid) {
         let mut router = Router::new(
             "127.0.0.1:7882".parse().expect("an address"),
             MediaConfig::default(),
@@ -2889,21 +2884,7 @@ mod tests {
                 },
             );
         }
-        let camera = TrackInfo {
-            sid: "TR_cam".into(),
-            r#type: TrackType::Video.into(),
-            mime_type: "video/VP8".into(),
-            width: 640,
-            height: 360,
-            ..TrackInfo::default()
-        };
-        let mic = TrackInfo {
-            sid: "TR_mic".into(),
-            r#type: TrackType::Audio.into(),
-            mime_type: "audio/opus".into(),
-            ..TrackInfo::default()
-        };
-        for (cid, info) in [("cam", camera), ("mic", mic)] {
+        for (cid, info) in tracks {
             let track = TrackSid::parse(&info.sid).expect("a sid");
             router.handle_command(
                 now,
@@ -2913,10 +2894,42 @@ mod tests {
         }
         router.handle_command(now, Command::NeedsOffer(bob.clone()));
         let p = router.participants.get_mut(&bob).expect("bob");
-        assert_eq!(p.sub.sending.len(), 2, "both offered");
         for down in p.sub.sending.values_mut() {
             down.answered = true;
         }
+        (router, now, bob)
+    }
+
+    /// A VP8 track of 640 by 360.
+    fn video(sid: &str) -> TrackInfo {
+        TrackInfo {
+            sid: sid.into(),
+            r#type: TrackType::Video.into(),
+            mime_type: "video/VP8".into(),
+            width: 640,
+            height: 360,
+            ..TrackInfo::default()
+        }
+    }
+
+    /// Review helper-70. A camera paused for Bob's weak link must come back once the link
+    /// recovers, and only feedback on what he is sent says so. With Alice's microphone muted he
+    /// is sent no audio: the allocation must count none (and so keep the camera's lowest layer
+    /// as the probe), and must run again when she mutes, not wait for an estimate that no
+    /// longer comes. On his resume he is told each state again as it is now: the last may have
+    /// gone to a socket already dead.
+    #[test]
+    fn a_muted_microphone_is_no_audio_received_and_a_resume_repeats_the_stream_states() {
+        let mic = TrackInfo {
+            sid: "TR_mic".into(),
+            r#type: TrackType::Audio.into(),
+            mime_type: "audio/opus".into(),
+            ..TrackInfo::default()
+        };
+        let (mut router, now, bob) =
+            bob_receiving_alice(vec![("cam", video("TR_cam")), ("mic", mic)]);
+        let p = router.participants.get_mut(&bob).expect("bob");
+        assert_eq!(p.sub.sending.len(), 2, "both offered");
         // Too little for her voice and her smallest picture together: the camera pauses.
         p.sub.allocator.handle_estimate(150_000);
         router.allocate(&bob, now);
@@ -2932,7 +2945,7 @@ mod tests {
             [("TR_cam".to_owned(), false)]
         );
         // Unmuted, the budget is the audio's again.
-        router.handle_command(now, Command::Muted(mic, false));
+        router.handle_command(now, Command::Muted(mic.clone(), false));
         assert_eq!(
             states_told(&mut router, &bob),
             [("TR_cam".to_owned(), true)]
@@ -2942,6 +2955,54 @@ mod tests {
         assert_eq!(
             states_told(&mut router, &bob),
             [("TR_cam".to_owned(), true)]
+        );
+        // Audio he switched off is no audio received either (review helper-72).
+        let off = TrackSettings {
+            disabled: true,
+            ..TrackSettings::default()
+        };
+        router.handle_command(now, Command::Settings(bob.clone(), mic, off));
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), false)]
+        );
+    }
+
+    /// A muted camera is no tile to send (review helper-72): with Alice's camera and screen share
+    /// on a link too weak for either, the one that kept the lowest layer as the probe is muted,
+    /// and the other takes it; nothing is said of the muted one.
+    #[test]
+    fn a_muted_camera_leaves_the_probe_to_a_track_that_is_sent() {
+        let (mut router, now, bob) =
+            bob_receiving_alice(vec![("cam", video("TR_cam")), ("share", video("TR_share"))]);
+        let p = router.participants.get_mut(&bob).expect("bob");
+        p.sub.allocator.handle_estimate(50_000);
+        router.allocate(&bob, now);
+        let caps = |router: &Router| -> Vec<(String, bool)> {
+            router.participants[&bob]
+                .sub
+                .sending
+                .iter()
+                .map(|(track, down)| (track.to_string(), down.forward.cap().is_some()))
+                .collect()
+        };
+        let sent: Vec<String> = caps(&router)
+            .into_iter()
+            .filter_map(|(track, sent)| sent.then_some(track))
+            .collect();
+        assert_eq!(sent.len(), 1, "one kept as the probe: {:?}", caps(&router));
+        let other = if sent[0] == "TR_cam" {
+            "TR_share"
+        } else {
+            "TR_cam"
+        };
+        assert_eq!(states_told(&mut router, &bob), [(other.to_owned(), true)]);
+        let probe = TrackSid::parse(&sent[0]).expect("a sid");
+        router.handle_command(now, Command::Muted(probe, true));
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [(other.to_owned(), false)],
+            "the other takes the probe; nothing said of the muted one"
         );
     }
 

@@ -269,8 +269,8 @@ const MAX_TRACK_TEXT: usize = 256;
 const MAX_AUDIO_FEATURES: usize = 8;
 
 /// Most messages kept for a participant whose socket dropped. Its ping timeout and
-/// [`RESUME_GRACE`] (25 s) end the wait; a busy room sends a few a second. Past it the session cannot be resumed, and the client
-/// joins afresh.
+/// [`RESUME_GRACE`] (25 s) end the wait; a busy room sends a few a second. Past it the session
+/// cannot be resumed, and the client joins afresh.
 const MAX_OUTBOX: usize = 512;
 
 /// How long livekit-client's first five reconnection attempts can take: 0, 0.3, 1.2, 2.7 and
@@ -288,8 +288,9 @@ const RESUME_BACKOFF: Duration = Duration::from_secs(15);
 pub const RESUME_GRACE: Duration = Duration::from_secs(10);
 
 /// Most departures a room keeps for resumes ([`Room::departures`]). A consultation sees a few; a
-/// room whose churn outran this over one ping timeout (S5 runs ≈20 departures a second) might
-/// leave a resumed client one stale participant until that one's identity comes back.
+/// room whose churn outran this over the time a dropped participant is kept (S5 runs ≈20
+/// departures a second) might leave a resumed client one stale participant until that one's
+/// identity comes back.
 const MAX_DEPARTURES: usize = 1024;
 
 /// What a participant whose socket dropped was sent meanwhile.
@@ -3186,6 +3187,10 @@ mod tests {
             out.contains(&Output::Close { conn: alice }),
             "her socket is closed"
         );
+        // The shell then ends the socket's task, which tells the core of a drop or a kick: the
+        // connection is no longer hers, and neither ends her session.
+        w.sfu.handle_disconnect(w.now, alice);
+        w.sfu.handle_kick(w.now, alice);
         let sent = sent_of(out);
         assert!(
             updates_for(&sent, bob).is_empty(),

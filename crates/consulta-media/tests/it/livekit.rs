@@ -1248,8 +1248,9 @@ async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() 
 /// helper-70: paused from 4 s to the end of an 80 s run). A subscriber receiving no audio keeps
 /// the lowest layer of its largest tile, the probe that tells when the link has recovered: her
 /// camera comes back at once at its lowest layer (the policed link carries it with no audio
-/// beside it, with some loss), and decodes at full rate once the link recovers. The run ends
-/// 8 s after the last pause and 32 s after its start at the earliest.
+/// beside it, with some loss), and rises once the link recovers (640 wide from 25 s in a run
+/// here). The run ends 8 s after the last pause and 32 s after its start at the earliest, so
+/// its last 8 s, checked to decode, come after the 20 s of policing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn livekit_client_a_paused_video_comes_back_while_the_other_microphone_is_muted() {
     let (_node, samples, result) =
