@@ -1280,9 +1280,11 @@ impl Router {
                 }
             }
         }
+        // Its answered audio now counts as received ([`Self::allocate`]; review helper-73).
         // livekit-client drops a state for a track it does not have yet, and it has the tracks
         // of an offer once it answers: the pauses are said again.
         if accepted {
+            self.allocate(sid, now);
             self.repeat_stream_states(sid, |down| down.told_paused);
         }
         self.drain(id, now);
@@ -2444,12 +2446,14 @@ impl Router {
                 .max()
         };
         // While no video flows because what is visible is paused for bandwidth, the audio's loss
-        // stands in for it, so that a loss cap taken while the video was on can go.
+        // stands in for it, so that a loss cap taken while the video was on can go. A muted
+        // track sends nothing whatever layer its forwarder last had (review helper-73: a muted
+        // camera kept another one paused under a loss cap for as long as the mute).
         let video_tracks = || {
             p.sub.sending.iter().filter(|(track, _)| {
                 tracks
                     .get(*track)
-                    .is_some_and(|t| t.kind == MediaKind::Video)
+                    .is_some_and(|t| t.kind == MediaKind::Video && !t.muted)
             })
         };
         let starved = video_tracks().all(|(_, down)| down.forward.current().is_none())
@@ -3004,6 +3008,27 @@ mod tests {
             [(other.to_owned(), false)],
             "the other takes the probe; nothing said of the muted one"
         );
+    }
+
+    /// A camera muted a while and unmuted comes back at the layer it had, not from the lowest
+    /// layer up: while muted it is no tile to send, and the allocator takes it as new when it
+    /// shows again (review helper-73 asked; a 640 by 360 camera alone here).
+    #[test]
+    fn an_unmuted_camera_comes_back_at_its_layer() {
+        let (mut router, now, bob) = bob_receiving_alice(vec![("cam", video("TR_cam"))]);
+        let camera = TrackSid::parse("TR_cam").expect("a sid");
+        let cap = |router: &Router| router.participants[&bob].sub.sending[&camera].forward.cap();
+        let p = router.participants.get_mut(&bob).expect("bob");
+        p.sub.allocator.handle_estimate(5_000_000);
+        router.allocate(&bob, now);
+        let had = cap(&router);
+        assert!(had > Some(Quality::Low), "{had:?}");
+        // Muted a while, well past any wait of the allocator's, and unmuted.
+        let later = |secs| now + Duration::from_secs(secs);
+        router.handle_command(later(10), Command::Muted(camera.clone(), true));
+        router.allocate(&bob, later(20));
+        router.handle_command(later(30), Command::Muted(camera.clone(), false));
+        assert_eq!(cap(&router), had);
     }
 
     #[test]
