@@ -2747,9 +2747,14 @@ where
         while let Some(event) = router.poll_event() {
             on_event(event);
         }
+        // The counters are published at the latest a second after the last time: a router
+        // that went quiet (everyone gone, its next timer far off) kept counters up to that
+        // timer old, and `/metrics` read then missed what happened last (a CI run on
+        // 2026-12-06: a data packet relayed just before both participants left).
+        let next_publish = published_at + Duration::from_secs(1);
         let deadline = router
             .poll_timeout()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            .map_or(next_publish, |deadline| deadline.min(next_publish));
         let deadline = tokio::time::Instant::from_std(deadline);
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
