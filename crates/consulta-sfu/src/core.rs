@@ -1757,7 +1757,8 @@ impl<M: MediaEngine> Sfu<M> {
             return;
         }
         tracing::warn!(%room, participant = %sid, "negotiation refused again after joining again: ending the session");
-        let live = self.conns.contains_key(&conn) && !self.dropped.contains_key(&conn);
+        // A dropped socket's connection has left `conns` for `dropped`.
+        let live = self.conns.contains_key(&conn);
         if live {
             self.send(
                 conn,
