@@ -503,8 +503,14 @@ impl OwnWrite {
         };
         stream.packets = stream.packets.wrapping_add(1);
         stream.octets = stream.octets.wrapping_add(packet.payload.len() as u32);
+        // Only a later frame moves the clock the reports are written from: a late repair's or
+        // a reordered packet's older timestamp would set them back by its lateness (review
+        // helper-74).
         let timestamp = packet.header.timestamp;
-        if stream.frame.is_none_or(|(t, _)| t != timestamp) {
+        if stream
+            .frame
+            .is_none_or(|(t, _)| timestamp.wrapping_sub(t) as i32 > 0)
+        {
             stream.frame = Some((timestamp, now));
         }
     }
@@ -545,8 +551,13 @@ impl OwnWrite {
         if let (Some(estimation), Some((number, size))) = (&mut self.estimation, numbered) {
             estimation.history.add(ssrc, seq, number, size, now);
         }
+        // A late repair (up to 1024 behind: `srtp::SEAL_REACH`) keeps no slot of a packet sent
+        // after it: the NACKs that can still be answered are for the newest 64.
         if let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == ssrc)
             && let Some(slot) = stream.sent.get_mut(usize::from(seq) % HISTORY)
+            && slot
+                .as_ref()
+                .is_none_or(|kept| seq.wrapping_sub(kept.seq) as i16 > 0)
         {
             let kept = if again {
                 let mut tag = [0; 16];
@@ -951,6 +962,8 @@ mod tests {
             start + Duration::from_millis(100),
             &packet(7, 3, 10_000, 200),
         );
+        // A late repair of the first frame leaves the clock at the newest frame.
+        own.count(start + Duration::from_millis(300), &packet(7, 0, 1_000, 0));
         assert!(
             own.reports(start + Duration::from_millis(500), false)
                 .is_empty(),
@@ -963,7 +976,7 @@ mod tests {
         let report = &reports[0];
         assert_eq!(
             (report.ssrc, report.packet_count, report.octet_count),
-            (7, 3, 1_700)
+            (7, 4, 1_700)
         );
         // 1 s after the newest frame's first packet, at 90 kHz.
         assert_eq!(report.rtp_time, 10_000 + 90_000);
@@ -973,7 +986,46 @@ mod tests {
         assert!(own.reports(at, true).is_empty());
         own.count(at, &packet(7, 4, 20_000, 100));
         let reports = own.reports(at, true);
-        assert_eq!((reports[0].packet_count, reports[0].rtp_time), (4, 20_000));
+        assert_eq!((reports[0].packet_count, reports[0].rtp_time), (5, 20_000));
+    }
+
+    #[test]
+    fn a_late_repair_is_sealed_and_leaves_the_history_of_the_packets_after_it() {
+        let (mut own, mut open) = sealing(None);
+        let now = Instant::now();
+        let seal = |own: &mut OwnWrite, seq: u16| {
+            let mut sent = packet(7, seq, 0, 50);
+            sent.payload = vec![seq as u8; 50].into();
+            assert!(own.seal(now, &mut sent, None, Keep::Copy).unwrap(), "{seq}");
+            own.poll_datagram().unwrap()
+        };
+        for seq in (100..=200).filter(|&seq| seq != 120) {
+            seal(&mut own, seq);
+        }
+        // 120's repair from the publisher, 80 behind the newest: it leaves.
+        let late = seal(&mut own, 120);
+        let plain = open.decrypt_rtp(&late).unwrap();
+        let opened = rtc::rtp::Packet::unmarshal(&mut &plain[..]).unwrap();
+        assert_eq!(opened.header.sequence_number, 120);
+        // 184, in the history slot 120 would take, is still there for a NACK.
+        let nack = TransportLayerNack {
+            sender_ssrc: 1,
+            media_ssrc: 7,
+            nacks: vec![
+                rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair {
+                    packet_id: 184,
+                    lost_packets: 0,
+                },
+            ],
+        };
+        assert_eq!(own.resend(now, &nack), 1);
+        let again = own.poll_datagram().unwrap();
+        let plain = open.decrypt_rtp(&again).unwrap();
+        let opened = rtc::rtp::Packet::unmarshal(&mut &plain[..]).unwrap();
+        assert_eq!(
+            (opened.header.sequence_number, opened.payload[0]),
+            (184, 184)
+        );
     }
 
     /// An `OwnWrite` sealing with fixed keys, and a context with the same keys to open what it

@@ -43,6 +43,19 @@ const GCM_TAG_LEN: usize = 16;
 /// is refused here too.
 const REPLAY_WINDOW: u64 = 64;
 
+/// How far behind its newest index a sealing context still seals an index it skipped (a repair
+/// from the publisher that came late): as far as libwebrtc's receiver still takes a packet (its
+/// SRTP replay window is 1024 packets, `pc/srtp_session.cc`), and beyond the 512 numbers the
+/// router goes on asking a publisher for (`receive::NACK_REACH`). At a keyframe's rate (about
+/// 500 packets a second paced) a repair waited for over one round trip and a NACK interval is
+/// already past the 64 of the replay window (review helper-74).
+const SEAL_REACH: u64 = 1024;
+
+/// Skipped runs a sealing context keeps at most, over all its streams: each loss downstream of
+/// the publisher's connection is one, and a run too many forgets the oldest, whose indexes are
+/// then refused (never sealed twice, whatever is forgotten).
+const MAX_SKIPPED: usize = 64;
+
 /// Streams a context follows at most. Past it a new stream is refused (`TooManySources`): the
 /// read path leaves it with `rtc`, and the router reuses its SSRCs, so a subscriber connection
 /// has as many as it receives tracks at once. None is ever forgotten (see `places`).
@@ -148,6 +161,12 @@ pub struct RtpCrypto {
     /// Whether [`open`](Self::open) refuses a packet taken before (what the remote sends).
     /// [`seal`](Self::seal) always does.
     replay: bool,
+    /// Runs of indexes [`seal`](Self::seal) jumped over, `(ssrc, first, end)` (the end not in
+    /// it), which it may still seal up to [`SEAL_REACH`] behind the newest, once each. The
+    /// replay window alone would refuse them from 64 behind; a bitmap as wide as the reach
+    /// would cost every packet a second cache line, where this is read only for a packet that
+    /// came late. Empty on an opening context.
+    skipped: Vec<(u32, u64, u64)>,
 }
 
 impl RtpCrypto {
@@ -189,6 +208,7 @@ impl RtpCrypto {
             cipher,
             places: Vec::new(),
             replay,
+            skipped: Vec::new(),
         })
     }
 
@@ -238,8 +258,58 @@ impl RtpCrypto {
     /// As [`seal`](Self::seal) would refuse the packet before sealing it.
     pub fn check(&self, ssrc: u32, seq: u16) -> Result<(), Error> {
         match self.locate(ssrc, seq)? {
-            (_, _, true) => Err(Error::SrtpSsrcDuplicated(ssrc, seq)),
+            (index, at, true) if !self.fillable(ssrc, at, index) => {
+                Err(Error::SrtpSsrcDuplicated(ssrc, seq))
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// Whether `index` of `ssrc` (at `at`) may be sealed though the replay window refuses it:
+    /// jumped over, not sealed since, and at most [`SEAL_REACH`] behind the newest.
+    fn fillable(&self, ssrc: u32, at: Option<usize>, index: u64) -> bool {
+        at.and_then(|at| self.places.get(at))
+            .is_some_and(|(_, w)| w.newest.saturating_sub(index) < SEAL_REACH)
+            && self.was_skipped(ssrc, index)
+    }
+
+    /// Whether `index` of `ssrc` is in a run [`seal`](Self::seal) jumped over and has not
+    /// sealed since.
+    fn was_skipped(&self, ssrc: u32, index: u64) -> bool {
+        self.skipped
+            .iter()
+            .any(|&(s, first, end)| s == ssrc && (first..end).contains(&index))
+    }
+
+    /// Keeps the runs of `ssrc` that `sealed` (at `at`, the stream's place before it, if any)
+    /// leaves: a jump past the newest adds one (and drops the stream's runs then past
+    /// [`SEAL_REACH`]), a packet behind it takes its index out of the run holding it. The next
+    /// index, nearly every packet, changes nothing.
+    fn note_skipped(&mut self, ssrc: u32, at: Option<usize>, sealed: u64) {
+        let Some(newest) = at.and_then(|at| self.places.get(at)).map(|(_, w)| w.newest) else {
+            return;
+        };
+        if sealed == newest + 1 {
+            return;
+        }
+        if sealed > newest {
+            let reach = sealed.saturating_sub(SEAL_REACH);
+            self.skipped.retain(|&(s, _, end)| s != ssrc || end > reach);
+            if self.skipped.len() >= MAX_SKIPPED {
+                self.skipped.remove(0);
+            }
+            self.skipped.push((ssrc, (newest + 1).max(reach), sealed));
+        } else if let Some(run) = self
+            .skipped
+            .iter()
+            .position(|&(s, first, end)| s == ssrc && (first..end).contains(&sealed))
+        {
+            let (_, first, end) = self.skipped.swap_remove(run);
+            for (from, to) in [(first, sealed), (sealed + 1, end)] {
+                if from < to {
+                    self.skipped.push((ssrc, from, to));
+                }
+            }
         }
     }
 
@@ -330,7 +400,8 @@ impl RtpCrypto {
     /// the index it was sealed at (for [`reseal`](Self::reseal)).
     ///
     /// # Errors
-    /// `SrtpSsrcDuplicated` for an index sealed before or 64 or more behind the newest;
+    /// `SrtpSsrcDuplicated` for an index sealed before, or 64 or more behind the newest unless
+    /// it was jumped over (then up to [`SEAL_REACH`] behind);
     /// `TooManySources` for a new stream past [`MAX_STREAMS`]; `ErrExceededMaxPackets` past 2^48
     /// packets of the stream; `ErrTooShortRtp` when
     /// `header_len` is past the packet's end. Nothing is sealed then.
@@ -347,11 +418,13 @@ impl RtpCrypto {
         let (index, at, replayed) = self.locate(ssrc, seq)?;
         // The forwarder never seals an index over another plaintext: that would be a GCM nonce
         // used twice. A NACK's answer is sealed again only through `reseal`, which checks that
-        // the result is the datagram that left. Refused whatever the cause.
-        if replayed {
+        // the result is the datagram that left. Refused whatever the cause, unless the index was
+        // jumped over and never sealed (a late repair).
+        if replayed && !self.fillable(ssrc, at, index) {
             return Err(Error::SrtpSsrcDuplicated(ssrc, seq));
         }
         self.encrypt(packet, header_len, ssrc, index)?;
+        self.note_skipped(ssrc, at, index);
         if let Some(window) = self.window_at(ssrc, at, index) {
             window.take(index);
         }
@@ -384,7 +457,8 @@ impl RtpCrypto {
                 .places
                 .iter()
                 .find(|(s, _)| *s == ssrc)
-                .is_some_and(|(_, window)| window.replayed(index));
+                .is_some_and(|(_, window)| window.replayed(index))
+                && !self.was_skipped(ssrc, index);
             if !reached {
                 return Err(Error::SrtpSsrcDuplicated(ssrc, index as u16));
             }
@@ -804,6 +878,73 @@ mod tests {
         assert!(sealer.seal(&mut old, 12, 7, 36).is_err());
         let mut late = packet(7, 37, 50, false);
         assert!(sealer.seal(&mut late, 12, 7, 37).is_ok());
+    }
+
+    #[test]
+    fn a_late_repair_is_sealed_once_where_it_was_jumped_over_up_to_the_reach() {
+        let profile = ProtectionProfile::AeadAes128Gcm;
+        let mut sealer = RtpCrypto::new(&keys(profile), false).unwrap();
+        let mut reference = keys(profile).context().unwrap();
+        let mut seal = |sealer: &mut RtpCrypto, seq: u16| {
+            let plain = packet(7, seq, 50, false);
+            let mut here = plain.clone();
+            sealer.seal(&mut here, 12, 7, seq).map(|_| {
+                // At the index `rtc` gives it: a late one takes no other packet's nonce.
+                let there = reference.encrypt_rtp(&plain).unwrap();
+                assert_eq!(here, there.as_ref(), "{seq}");
+            })
+        };
+        // 1010..=1012 lost before the SFU, then 188 more sent.
+        for seq in (1_000..1_010).chain(1_013..=1_200) {
+            seal(&mut sealer, seq).unwrap();
+        }
+        // Their repairs, 188 to 190 behind: each sealed once.
+        assert!(sealer.check(7, 1_011).is_ok());
+        seal(&mut sealer, 1_011).unwrap();
+        assert!(sealer.check(7, 1_011).is_err());
+        assert!(matches!(
+            seal(&mut sealer, 1_011),
+            Err(Error::SrtpSsrcDuplicated(7, 1_011))
+        ));
+        seal(&mut sealer, 1_012).unwrap();
+        seal(&mut sealer, 1_010).unwrap();
+        for seq in [1_009, 1_010, 1_011, 1_012, 1_013, 1_100] {
+            assert!(seal(&mut sealer, seq).is_err(), "{seq} again");
+        }
+        // Never sealed, so no datagram of it to seal again.
+        for seq in 1_201..=1_230 {
+            if seq != 1_215 {
+                seal(&mut sealer, seq).unwrap();
+            }
+        }
+        let mut plain = packet(7, 1_215, 50, false);
+        assert!(matches!(
+            sealer.reseal(&mut plain, 12, 7, 1_215, &[0; 16]),
+            Err(Error::SrtpSsrcDuplicated(..))
+        ));
+        // One sealed while the replay window still covered it is not sealed again once past it.
+        seal(&mut sealer, 1_233).unwrap();
+        seal(&mut sealer, 1_232).unwrap();
+        for seq in 1_234..=1_400 {
+            seal(&mut sealer, seq).unwrap();
+        }
+        assert!(seal(&mut sealer, 1_232).is_err());
+        seal(&mut sealer, 1_231).unwrap();
+        // Past the reach: refused, jumped over or not.
+        for seq in (1_401..=2_300).chain(2_302..=2_400) {
+            seal(&mut sealer, seq).unwrap();
+        }
+        assert!(seal(&mut sealer, 1_215).is_err());
+        seal(&mut sealer, 2_301).unwrap();
+        // A run too many forgets the oldest.
+        let mut seq = 2_400u16;
+        for _ in 0..=MAX_SKIPPED {
+            seq += 2;
+            seal(&mut sealer, seq).unwrap();
+        }
+        assert!(seal(&mut sealer, 2_401).is_err());
+        seal(&mut sealer, 2_403).unwrap();
+        assert!(sealer.skipped.len() <= MAX_SKIPPED);
     }
 
     #[test]

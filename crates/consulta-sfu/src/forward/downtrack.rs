@@ -169,6 +169,9 @@ pub struct DownTrackStats {
     /// far back or of 32 768 or more, or to just behind with time going on): followed again from
     /// the next key frame.
     pub sequence_restarts: u64,
+    /// Key frames not started from because their first packet came after later packets of
+    /// their layer (which were dropped while waiting for it).
+    pub late_keyframes_refused: u64,
 }
 
 /// How far behind the newest packet forwarded a packet must be (in sequence numbers) to count
@@ -230,6 +233,8 @@ struct Layer {
     last_seen: Option<Instant>,
     ssrc: Option<u32>,
     last_request: Option<Instant>,
+    /// The highest sequence number seen on `ssrc`.
+    highest_seq: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -371,7 +376,16 @@ impl DownTrack {
     pub fn handle_packet(&mut self, packet: IncomingPacket<'_>, now: Instant) -> Forward {
         let layer = self.layers.get_mut(packet.quality);
         layer.last_seen = Some(now);
+        if layer.ssrc != Some(packet.ssrc) {
+            layer.highest_seq = None;
+        }
         layer.ssrc = Some(packet.ssrc);
+        let mut behind = layer
+            .highest_seq
+            .is_some_and(|highest| (packet.seq.wrapping_sub(highest) as i16) < 0);
+        if !behind {
+            layer.highest_seq = Some(packet.seq);
+        }
         self.first_packet_at.get_or_insert(now);
 
         if self.paused || self.cap.is_none() {
@@ -388,6 +402,8 @@ impl DownTrack {
             // Every later packet would look late: chosen again as at a switch (at a key frame
             // for video), numbered on from the last packet sent.
             self.current = None;
+            behind = false;
+            self.layers.get_mut(packet.quality).highest_seq = Some(packet.seq);
         }
 
         let video = self.config.codec.is_video();
@@ -407,6 +423,16 @@ impl DownTrack {
                 return Forward::Drop(DropReason::OtherLayer);
             }
             self.stats.dropped_waiting_for_keyframe += 1;
+            return Forward::Drop(DropReason::WaitingForKeyframe);
+        }
+        if video && behind {
+            // A key frame's first packet that came after later packets of its layer (reordered,
+            // or a repair from the publisher): those were dropped while no mapping took the
+            // layer, and nothing would send them again, so the frame could never be decoded and
+            // the subscriber would freeze until its own keyframe request (review helper-74).
+            // The next key frame is asked for at once.
+            self.stats.late_keyframes_refused += 1;
+            self.layers.get_mut(packet.quality).last_request = None;
             return Forward::Drop(DropReason::WaitingForKeyframe);
         }
         let mapping = self.start(&packet, now);
@@ -1154,6 +1180,40 @@ mod tests {
         // A late High packet is another layer now.
         assert_eq!(sim.feed(&next[1]), Forward::Drop(DropReason::OtherLayer));
         assert_eq!(sim.dt.stats().dropped_before_switch, 1);
+    }
+
+    #[test]
+    fn a_key_frame_whose_first_packet_comes_after_the_rest_is_not_started_from() {
+        let mut sim = Sim::new(Codec::Vp8);
+        let asked = sim.dt.poll_keyframe_request(sim.now);
+        assert_eq!(asked.map(|r| r.quality), Some(Quality::High));
+        // The key frame's first packet is lost before the SFU; its repair comes after the rest,
+        // which were dropped while waiting for a key frame.
+        let key = sim.layers[2].frame(true, 3);
+        for p in &key[1..] {
+            assert_eq!(sim.feed(p), Forward::Drop(DropReason::WaitingForKeyframe));
+        }
+        assert_eq!(
+            sim.feed(&key[0]),
+            Forward::Drop(DropReason::WaitingForKeyframe),
+            "a key frame of which only the first packet would be sent"
+        );
+        assert_eq!(sim.dt.stats().late_keyframes_refused, 1);
+        assert!(sim.out.is_empty());
+        // The next one is asked for at once, within the interval of the last request.
+        let asked = sim.dt.poll_keyframe_request(sim.now);
+        assert_eq!(asked.map(|r| r.quality), Some(Quality::High));
+        sim.now += FRAME;
+        sim.tick(&[Quality::High], &[Quality::High]);
+        sim.ticks(3, &[Quality::High]);
+        assert_eq!(sim.out.len(), 12);
+        assert!(sim.out[0].key);
+        assert_continuous(&sim.out);
+        // Reordered within a frame once the layer flows: forwarded as before.
+        let next = sim.layers[2].frame(false, 3);
+        for i in [1, 0, 2] {
+            assert!(matches!(sim.feed(&next[i]), Forward::Send { .. }));
+        }
     }
 
     #[test]
