@@ -172,6 +172,10 @@ pub struct JoinOptions {
     pub protocol: i32,
     /// `adaptive_stream`.
     pub adaptive_stream: bool,
+    /// `client_protocol`: the client's feature level, which the others read from its info
+    /// (livekit-client sends RPC over data streams, without the 15 KiB bound, only to a
+    /// participant whose `client_protocol` is 1 or more).
+    pub client_protocol: i32,
 }
 
 impl Default for JoinOptions {
@@ -180,6 +184,7 @@ impl Default for JoinOptions {
             auto_subscribe: true,
             protocol: PROTOCOL_VERSION,
             adaptive_stream: false,
+            client_protocol: 0,
         }
     }
 }
@@ -230,6 +235,8 @@ struct Participant {
     name: String,
     metadata: String,
     attributes: HashMap<String, String>,
+    /// What its client said of its feature level ([`JoinOptions::client_protocol`]).
+    client_protocol: i32,
     state: participant_info::State,
     version: u32,
     joined_at_ms: i64,
@@ -267,6 +274,12 @@ const MAX_TRACK_TEXT: usize = 256;
 
 /// Most audio features a track may list (LiveKit defines six).
 const MAX_AUDIO_FEATURES: usize = 8;
+
+/// The most a participant may set as its own name, metadata and attributes (keys and values
+/// together), in bytes: LiveKit's default limits. Each change is sent to everyone in the room.
+const MAX_NAME_BYTES: usize = 256;
+const MAX_METADATA_BYTES: usize = 64_000;
+const MAX_ATTRIBUTES_BYTES: usize = 64_000;
 
 /// Most messages kept for a participant whose socket dropped. Its ping timeout and
 /// [`RESUME_GRACE`] (25 s) end the wait; a busy room sends a few a second. Past it the session
@@ -342,6 +355,7 @@ impl Participant {
             permission: Some(self.permission.clone()),
             is_publisher: !self.tracks.is_empty(),
             kind: participant_info::Kind::Standard.into(),
+            client_protocol: self.client_protocol,
             ..ParticipantInfo::default()
         }
     }
@@ -633,6 +647,7 @@ impl<M: MediaEngine> Sfu<M> {
             name: grant.name,
             metadata: grant.metadata,
             attributes: grant.attributes,
+            client_protocol: options.client_protocol,
             state: participant_info::State::Joined,
             version: 1,
             joined_at_ms: self.unix_ms(now),
@@ -729,7 +744,7 @@ impl<M: MediaEngine> Sfu<M> {
         use signal_request::Message as M;
         let demand_may_change = matches!(
             message,
-            M::AddTrack(_) | M::Subscription(_) | M::TrackSetting(_)
+            M::AddTrack(_) | M::Subscription(_) | M::TrackSetting(_) | M::SyncState(_)
         );
         match message {
             M::Offer(offer) => self.media.publisher_offer(&sid, offer),
@@ -742,54 +757,23 @@ impl<M: MediaEngine> Sfu<M> {
             }
             M::AddTrack(add) => self.add_track(&room, &sid, add),
             M::Mute(mute) => self.mute(&room, &sid, &mute.sid, mute.muted),
-            M::Subscription(update) => {
-                let mut tracks: Vec<String> = update.track_sids;
-                tracks.extend(
-                    update
-                        .participant_tracks
-                        .into_iter()
-                        .flat_map(|pt| pt.track_sids),
-                );
-                self.update_subscription(&room, &sid, &tracks, update.subscribe);
-            }
-            M::TrackSetting(setting) => {
-                let quality = livekit_protocol::VideoQuality::try_from(setting.quality).ok();
-                let sized = setting.width > 0 || setting.height > 0;
-                let settings = TrackSettings {
-                    // Without a size, quality OFF pauses the track, as in LiveKit.
-                    disabled: setting.disabled
-                        || (!sized && quality == Some(livekit_protocol::VideoQuality::Off)),
-                    width: setting.width,
-                    height: setting.height,
-                    fps: setting.fps,
-                    quality: quality.and_then(|q| Quality::try_from(q).ok()),
-                };
-                // Each track once: a frame naming one sid thousands of times would queue as
-                // many changes for the media loop every room shares.
-                let mut tracks: Vec<TrackSid> = setting
-                    .track_sids
-                    .iter()
-                    .filter_map(|t| TrackSid::parse(t))
-                    .collect();
-                tracks.sort_unstable();
-                tracks.dedup();
-                for track in tracks {
-                    // Settings are kept per track: only for tracks of the room, or a client
-                    // naming made-up sids would grow them without bound.
-                    if self
-                        .rooms
-                        .get(&room)
-                        .and_then(|r| r.owner_of(&track))
-                        .is_none()
-                    {
-                        continue;
-                    }
-                    if let Some(p) = self.participant_mut(&room, &sid) {
-                        p.settings.insert(track.clone(), settings);
-                    }
-                    self.media.track_settings(&sid, &track, settings);
-                }
-            }
+            M::UpdateMetadata(update) => self.update_metadata(&room, &sid, conn, update),
+            // Data tracks (livekit-client's `publishDataTrack`) are not relayed: refused at once,
+            // where silence made the client wait out its 10 s timeout (review helper-75).
+            M::PublishDataTrackRequest(publish) => self.send(
+                conn,
+                signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
+                    reason: livekit_protocol::request_response::Reason::NotAllowed.into(),
+                    message: "data tracks are not supported by this server".to_owned(),
+                    request: Some(
+                        livekit_protocol::request_response::Request::PublishDataTrack(publish),
+                    ),
+                    ..livekit_protocol::RequestResponse::default()
+                }),
+            ),
+            M::Subscription(update) => self.subscription(&room, &sid, update),
+            M::TrackSetting(setting) => self.track_setting(&room, &sid, &setting),
+            M::SyncState(sync) => self.sync_state(&room, &sid, conn, sync),
             M::Leave(_) => {
                 tracing::info!(%room, participant = %sid, "participant left");
                 self.remove_participant(
@@ -1346,6 +1330,9 @@ impl<M: MediaEngine> Sfu<M> {
             disable_red: add.disable_red,
             // E2EE receivers only decrypt when this is copied (spec §2.8, §5 item 6).
             encryption: add.encryption,
+            // Receivers strip the trailer a publisher adds to each frame only when this says
+            // it does (livekit-client's frame metadata; review helper-75).
+            packet_trailer_features: add.packet_trailer_features.clone(),
             stream,
             audio_features: add.audio_features.clone(),
             backup_codec_policy: add.backup_codec_policy,
@@ -1415,6 +1402,204 @@ impl<M: MediaEngine> Sfu<M> {
         for (conn, token) in renewed {
             self.send(conn, signal_response::Message::RefreshToken(token));
         }
+    }
+
+    /// A subscriber's `subscription`: the tracks it names, directly or by participant.
+    fn subscription(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        update: livekit_protocol::UpdateSubscription,
+    ) {
+        let mut tracks: Vec<String> = update.track_sids;
+        tracks.extend(
+            update
+                .participant_tracks
+                .into_iter()
+                .flat_map(|pt| pt.track_sids),
+        );
+        self.update_subscription(room, sid, &tracks, update.subscribe);
+    }
+
+    /// A subscriber's `track_setting`: each track of the room it names, paused or sized.
+    fn track_setting(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        setting: &livekit_protocol::UpdateTrackSettings,
+    ) {
+        let quality = livekit_protocol::VideoQuality::try_from(setting.quality).ok();
+        let sized = setting.width > 0 || setting.height > 0;
+        let settings = TrackSettings {
+            // Without a size, quality OFF pauses the track, as in LiveKit.
+            disabled: setting.disabled
+                || (!sized && quality == Some(livekit_protocol::VideoQuality::Off)),
+            width: setting.width,
+            height: setting.height,
+            fps: setting.fps,
+            quality: quality.and_then(|q| Quality::try_from(q).ok()),
+        };
+        // Each track once: a frame naming one sid thousands of times would queue as
+        // many changes for the media loop every room shares.
+        let mut tracks: Vec<TrackSid> = setting
+            .track_sids
+            .iter()
+            .filter_map(|t| TrackSid::parse(t))
+            .collect();
+        tracks.sort_unstable();
+        tracks.dedup();
+        for track in tracks {
+            // Settings are kept per track: only for tracks of the room, or a client
+            // naming made-up sids would grow them without bound.
+            if self
+                .rooms
+                .get(room)
+                .and_then(|r| r.owner_of(&track))
+                .is_none()
+            {
+                continue;
+            }
+            if let Some(p) = self.participant_mut(room, sid) {
+                p.settings.insert(track.clone(), settings);
+            }
+            self.media.track_settings(sid, &track, settings);
+        }
+    }
+
+    /// What livekit-client believes after a resume (`sync_state`), against what the server has.
+    /// Applied: its subscriptions (`subscription`, as an `update_subscription` would be) and the
+    /// tracks it switched off (`track_sids_disabled`: for audio it sends no `track_setting`
+    /// again after a resume). A track of its own it still believes published that the server
+    /// unpublished meanwhile is said unpublished again: that `track_unpublished` may have gone
+    /// to the half-open socket it left (reviews helper-72 and helper-75). Its descriptions are
+    /// not needed: the resume renegotiates both connections.
+    fn sync_state(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        conn: ConnId,
+        sync: livekit_protocol::SyncState,
+    ) {
+        if let Some(update) = sync.subscription {
+            self.subscription(room, sid, update);
+        }
+        if !sync.track_sids_disabled.is_empty() {
+            let disabled = livekit_protocol::UpdateTrackSettings {
+                track_sids: sync.track_sids_disabled,
+                disabled: true,
+                ..livekit_protocol::UpdateTrackSettings::default()
+            };
+            self.track_setting(room, sid, &disabled);
+        }
+        let Some(p) = self.participant_mut(room, sid) else {
+            return;
+        };
+        let mut gone: Vec<String> = sync
+            .publish_tracks
+            .into_iter()
+            .filter_map(|published| published.track.map(|t| t.sid))
+            .filter(|track| !track.is_empty() && !p.tracks.iter().any(|t| t.sid == *track))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        // No more than it could have published, whatever the request names.
+        gone.truncate(MAX_TRACKS);
+        for track_sid in gone {
+            tracing::info!(%room, participant = %sid, track = %track_sid, "a track unpublished while the socket was gone: said again");
+            self.send(
+                conn,
+                signal_response::Message::TrackUnpublished(TrackUnpublishedResponse { track_sid }),
+            );
+        }
+    }
+
+    /// `sid`'s client asks to change its own name, metadata or attributes (livekit-client's
+    /// `setName`, `setMetadata`, `setAttributes`). Each waits up to 5 s for the participant's own
+    /// info to show the change, or for a refusal, and otherwise fails with a timeout (review
+    /// helper-75). As in LiveKit: refused `NOT_ALLOWED` without `canUpdateOwnMetadata` in the
+    /// grant, `LIMIT_EXCEEDED` past the sizes above; an empty name or metadata leaves it as it
+    /// is (the client sends both every time), an attribute set to "" is removed. A change goes to
+    /// everyone in the room, the participant too, and into the token it is sent next.
+    fn update_metadata(
+        &mut self,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        conn: ConnId,
+        update: livekit_protocol::UpdateParticipantMetadata,
+    ) {
+        use livekit_protocol::request_response::Reason;
+        let Some(p) = self.participant_mut(room, sid) else {
+            return;
+        };
+        let mut attributes = p.attributes.clone();
+        for (key, value) in &update.attributes {
+            if value.is_empty() {
+                attributes.remove(key);
+            } else {
+                attributes.insert(key.clone(), value.clone());
+            }
+        }
+        let attributes_bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let refused = if !p.permission.can_update_metadata {
+            Some((
+                Reason::NotAllowed,
+                "does not have permission to update own metadata",
+            ))
+        } else if update.name.len() > MAX_NAME_BYTES
+            || update.metadata.len() > MAX_METADATA_BYTES
+            || attributes_bytes > MAX_ATTRIBUTES_BYTES
+        {
+            Some((
+                Reason::LimitExceeded,
+                "name, metadata or attributes too large",
+            ))
+        } else {
+            None
+        };
+        let changed = refused.is_none()
+            && ((!update.name.is_empty() && update.name != p.name)
+                || (!update.metadata.is_empty() && update.metadata != p.metadata)
+                || attributes != p.attributes);
+        if changed {
+            if !update.name.is_empty() {
+                p.name.clone_from(&update.name);
+            }
+            if !update.metadata.is_empty() {
+                p.metadata.clone_from(&update.metadata);
+            }
+            p.attributes = attributes;
+            if let Some((grant, _)) = p.renewal.as_mut() {
+                grant.name.clone_from(&p.name);
+                grant.metadata.clone_from(&p.metadata);
+                grant.attributes.clone_from(&p.attributes);
+            }
+            p.bump();
+        }
+        let info = changed.then(|| p.info());
+        let (reason, message) = refused.unwrap_or((Reason::Ok, ""));
+        if let Some((reason, _)) = refused {
+            tracing::info!(%room, participant = %sid, reason = reason.as_str_name(), "metadata update refused");
+        }
+        if let Some(info) = info {
+            self.send(
+                conn,
+                signal_response::Message::Update(ParticipantUpdate {
+                    participants: vec![info.clone()],
+                }),
+            );
+            self.broadcast_update(room, sid, info);
+        }
+        self.send(
+            conn,
+            signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
+                request_id: update.request_id,
+                reason: reason.into(),
+                message: message.to_owned(),
+                // Named back only with a refusal: it may carry 64 kB of metadata.
+                request: refused
+                    .map(|_| livekit_protocol::request_response::Request::UpdateMetadata(update)),
+            }),
+        );
     }
 
     /// Recomputes which layers of each video track in `room` anyone receives, and tells the
@@ -3529,6 +3714,237 @@ mod tests {
         // Unknown track: nothing happens.
         w.sfu.unpublish_track(&alice_sid, &track);
         assert!(w.drain_all().is_empty());
+    }
+
+    #[test]
+    fn a_sync_state_after_a_resume_applies_what_the_client_believes() {
+        let mut w = World::new();
+        let (alice, join) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        let sent = w.drain();
+        let cam = updates_for(&sent, bob)[0].tracks[0].clone();
+        let track = TrackSid::parse(&cam.sid).unwrap();
+        let alice_sid = join.participant.unwrap().sid;
+        // Alice's `track_unpublished` goes to a half-open socket; she resumes on a new one.
+        w.sfu
+            .unpublish_track(&ParticipantSid::parse(&alice_sid).unwrap(), &track);
+        w.drain();
+        let alice = w.resume("alice", &alice_sid).unwrap();
+        w.drain();
+        let sync = |sync: livekit_protocol::SyncState| signal_request::Message::SyncState(sync);
+        w.request(
+            alice,
+            sync(livekit_protocol::SyncState {
+                publish_tracks: vec![TrackPublishedResponse {
+                    cid: "cam".to_owned(),
+                    track: Some(cam.clone()),
+                }],
+                ..Default::default()
+            }),
+        );
+        assert_eq!(
+            w.drain(),
+            [(
+                alice,
+                signal_response::Message::TrackUnpublished(TrackUnpublishedResponse {
+                    track_sid: cam.sid.clone()
+                })
+            )]
+        );
+        // Bob's: a track switched off, and one unsubscribed, as his client has them.
+        w.request(alice, add_video("cam2"));
+        let sent = w.drain();
+        let cam2 = updates_for(&sent, bob)[0].tracks[0].sid.clone();
+        w.media_calls();
+        w.request(
+            bob,
+            sync(livekit_protocol::SyncState {
+                track_sids_disabled: vec![cam2.clone()],
+                ..Default::default()
+            }),
+        );
+        let bob_sid = w
+            .sfu
+            .conns
+            .get(&bob)
+            .map(|(_, sid)| sid.to_string())
+            .unwrap();
+        assert!(
+            w.media_calls()
+                .contains(&format!("settings {bob_sid} {cam2} true 0x0")),
+            "switched off"
+        );
+        w.request(
+            bob,
+            sync(livekit_protocol::SyncState {
+                subscription: Some(UpdateSubscription {
+                    track_sids: vec![cam2.clone()],
+                    subscribe: false,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        );
+        assert!(
+            w.media_calls()
+                .contains(&format!("unsubscribe {bob_sid} {cam2}")),
+            "unsubscribed"
+        );
+        // Tracks it still has: nothing said.
+        w.request(
+            alice,
+            sync(livekit_protocol::SyncState {
+                publish_tracks: vec![TrackPublishedResponse {
+                    cid: "cam2".to_owned(),
+                    track: Some(TrackInfo {
+                        sid: cam2,
+                        ..TrackInfo::default()
+                    }),
+                }],
+                ..Default::default()
+            }),
+        );
+        assert!(w.drain().is_empty());
+    }
+
+    #[test]
+    fn the_client_protocol_and_a_tracks_trailer_features_reach_the_others() {
+        let mut w = World::new();
+        let options = JoinOptions {
+            client_protocol: 1,
+            ..JoinOptions::default()
+        };
+        let (alice, _) = w.join_with("alice", options);
+        let (_, join) = w.join("bob");
+        let others: Vec<i32> = join
+            .other_participants
+            .iter()
+            .map(|p| p.client_protocol)
+            .collect();
+        assert_eq!(
+            others,
+            [1],
+            "livekit-client sends RPC by data stream from 1 on"
+        );
+        let mut add = video_request("cam");
+        add.packet_trailer_features = vec![1];
+        w.request(alice, signal_request::Message::AddTrack(add));
+        assert_eq!(w.published_track().packet_trailer_features, [1]);
+    }
+
+    #[test]
+    fn a_data_track_is_refused_at_once_naming_its_handle() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        w.drain();
+        w.request(
+            alice,
+            signal_request::Message::PublishDataTrackRequest(
+                livekit_protocol::PublishDataTrackRequest {
+                    pub_handle: 7,
+                    name: "position".to_owned(),
+                    ..Default::default()
+                },
+            ),
+        );
+        let sent = w.drain();
+        let refused = sent.iter().find_map(|(c, m)| match m {
+            signal_response::Message::RequestResponse(r) if *c == alice => Some(r),
+            _ => None,
+        });
+        let refused = refused.expect("an answer");
+        assert_eq!(
+            refused.reason(),
+            livekit_protocol::request_response::Reason::NotAllowed
+        );
+        assert!(matches!(
+            &refused.request,
+            Some(livekit_protocol::request_response::Request::PublishDataTrack(p)) if p.pub_handle == 7
+        ));
+    }
+
+    #[test]
+    fn a_metadata_update_reaches_everyone_or_is_refused_with_its_reason() {
+        use livekit_protocol::request_response::Reason;
+        let mut w = World::new();
+        let mut allowed = grant("alice", "room");
+        allowed.video.can_update_own_metadata = Some(true);
+        let alice = w
+            .sfu
+            .handle_join(w.now, allowed, JoinOptions::default())
+            .unwrap();
+        let (bob, _) = w.join("bob");
+        w.drain();
+        let update = |request_id, name: &str, metadata: &str, attributes: &[(&str, &str)]| {
+            signal_request::Message::UpdateMetadata(livekit_protocol::UpdateParticipantMetadata {
+                metadata: metadata.to_owned(),
+                name: name.to_owned(),
+                attributes: attributes
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                request_id,
+            })
+        };
+        let answers = |sent: &[(ConnId, signal_response::Message)], conn| -> Vec<(u32, Reason)> {
+            sent.iter()
+                .filter(|(c, _)| *c == conn)
+                .filter_map(|(_, m)| match m {
+                    signal_response::Message::RequestResponse(r) => {
+                        Some((r.request_id, r.reason()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let attributes = |info: &ParticipantInfo| -> BTreeMap<String, String> {
+            info.attributes.clone().into_iter().collect()
+        };
+
+        w.request(
+            alice,
+            update(
+                1,
+                "Dr Alice",
+                "{\"role\":\"doctor\"}",
+                &[("a", "1"), ("b", "2")],
+            ),
+        );
+        let sent = w.drain();
+        // Alice sees her own info change (which livekit-client waits for), then the answer.
+        let own = updates_for(&sent, alice);
+        assert_eq!(own.len(), 1, "{sent:?}");
+        assert_eq!((own[0].name.as_str(), own[0].version), ("Dr Alice", 2));
+        assert_eq!(own[0].metadata, "{\"role\":\"doctor\"}");
+        assert_eq!(updates_for(&sent, bob), own, "Bob sees the same");
+        assert_eq!(answers(&sent, alice), [(1, Reason::Ok)]);
+        assert!(matches!(
+            sent.last(),
+            Some((c, signal_response::Message::RequestResponse(_))) if *c == alice
+        ));
+        // An empty name or metadata leaves it; an attribute set to "" goes.
+        w.request(alice, update(2, "", "", &[("a", "")]));
+        let sent = w.drain();
+        let own = updates_for(&sent, alice);
+        assert_eq!((own[0].name.as_str(), own[0].version), ("Dr Alice", 3));
+        assert_eq!(own[0].metadata, "{\"role\":\"doctor\"}");
+        assert_eq!(
+            attributes(&own[0]),
+            BTreeMap::from([("b".to_owned(), "2".to_owned())])
+        );
+        assert_eq!(answers(&sent, alice), [(2, Reason::Ok)]);
+        // Too large: refused, nothing changes.
+        let big = "m".repeat(MAX_METADATA_BYTES + 1);
+        w.request(alice, update(3, "", &big, &[]));
+        let sent = w.drain();
+        assert!(updates_for(&sent, bob).is_empty());
+        assert_eq!(answers(&sent, alice), [(3, Reason::LimitExceeded)]);
+        // Without `canUpdateOwnMetadata`: refused at once.
+        w.request(bob, update(4, "Bobby", "", &[]));
+        let sent = w.drain();
+        assert!(updates_for(&sent, alice).is_empty());
+        assert_eq!(answers(&sent, bob), [(4, Reason::NotAllowed)]);
     }
 
     #[test]

@@ -12,20 +12,21 @@ use prost::Message;
 
 use crate::ids::ParticipantSid;
 
-/// Largest `DataPacket` accepted, in bytes: LiveKit's protocol limit for a whole data packet
-/// (16 KiB; its clients keep user data to 15 KiB and split larger payloads into streams).
-pub const MAX_DATA_PACKET_BYTES: usize = 16 * 1024;
-
-/// SCTP max-message-size the SFU's peer connections advertise and allocate for: a data packet
-/// of [`MAX_DATA_PACKET_BYTES`] plus room for the sender's identity and sid stamped on relay.
-/// `rtc` keeps one zero-filled buffer of this size per SCTP association, so it is resident
-/// memory per participant (64 KiB each at the RFC 8841 default).
-pub const SCTP_MAX_MESSAGE_BYTES: usize = MAX_DATA_PACKET_BYTES + 8 * 1024;
+/// SCTP max-message-size the SFU's peer connections advertise, and the largest data packet it
+/// relays, stamped with its sender. livekit-client sends packets up to the smaller of this and
+/// 64 000 bytes (`RTCEngine.sendDataPacket`) and resolves the send: so every packet it sends is
+/// relayed, unless stamping the sender's identity and sid (only where it left them empty) takes
+/// it past this. Its own clients keep user data to 15 KiB and split larger payloads into
+/// streams. Until review helper-75 the SFU dropped anything over 16 KiB while advertising this,
+/// so a 16–24 KiB `publishData` resolved and reached no one. `rtc` keeps one zero-filled buffer
+/// of this size per SCTP association, so it is resident memory per participant (64 KiB each at
+/// the RFC 8841 default), and it sends nothing larger either.
+pub const SCTP_MAX_MESSAGE_BYTES: usize = 24 * 1024;
 
 /// Why a data packet is not relayed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum DataError {
-    /// Larger than [`MAX_DATA_PACKET_BYTES`].
+    /// Larger than [`SCTP_MAX_MESSAGE_BYTES`], as sent or once stamped.
     #[error("data packet of {len} bytes exceeds {max}")]
     TooLarge {
         /// Its size.
@@ -106,10 +107,10 @@ pub fn relay_data_packet(
     if !sender.can_publish_data {
         return Err(DataError::NotPermitted);
     }
-    if bytes.len() > MAX_DATA_PACKET_BYTES {
+    if bytes.len() > SCTP_MAX_MESSAGE_BYTES {
         return Err(DataError::TooLarge {
             len: bytes.len(),
-            max: MAX_DATA_PACKET_BYTES,
+            max: SCTP_MAX_MESSAGE_BYTES,
         });
     }
     let mut packet = DataPacket::decode(bytes)?;
@@ -147,6 +148,13 @@ pub fn relay_data_packet(
                 destinations = user.destination_identities.clone();
             }
         }
+    }
+    let stamped = packet.encoded_len();
+    if stamped > SCTP_MAX_MESSAGE_BYTES {
+        return Err(DataError::TooLarge {
+            len: stamped,
+            max: SCTP_MAX_MESSAGE_BYTES,
+        });
     }
     Ok(RelayedData {
         bytes: packet.encode_to_vec(),
@@ -282,14 +290,45 @@ mod tests {
             relay_data_packet(&bytes, DataKind::Reliable, &sender(&sid, false)),
             Err(DataError::NotPermitted)
         );
-        let big = vec![0u8; MAX_DATA_PACKET_BYTES + 1];
+        let big = vec![0u8; SCTP_MAX_MESSAGE_BYTES + 1];
         assert_eq!(
             relay_data_packet(&big, DataKind::Reliable, &sender(&sid, true)),
             Err(DataError::TooLarge {
-                len: MAX_DATA_PACKET_BYTES + 1,
-                max: MAX_DATA_PACKET_BYTES
+                len: SCTP_MAX_MESSAGE_BYTES + 1,
+                max: SCTP_MAX_MESSAGE_BYTES
             })
         );
+        // What livekit-client may send (up to the advertised size) is relayed, up to what fits
+        // once stamped.
+        let user = |len: usize| DataPacket {
+            value: Some(data_packet::Value::User(UserPacket {
+                payload: vec![7; len],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let relay = |len: usize| {
+            relay_data_packet(
+                &user(len).encode_to_vec(),
+                DataKind::Reliable,
+                &sender(&sid, true),
+            )
+        };
+        let largest = (0..SCTP_MAX_MESSAGE_BYTES)
+            .rev()
+            .find(|&len| relay(len).is_ok())
+            .unwrap();
+        assert!(largest > 20 * 1024, "{largest}");
+        assert!(relay(largest).is_ok_and(|r| r.bytes.len() <= SCTP_MAX_MESSAGE_BYTES));
+        // One byte more fits the advertised size as sent, not once stamped.
+        assert!(user(largest + 1).encoded_len() <= SCTP_MAX_MESSAGE_BYTES);
+        assert!(matches!(
+            relay(largest + 1),
+            Err(DataError::TooLarge {
+                max: SCTP_MAX_MESSAGE_BYTES,
+                ..
+            })
+        ));
         // Field 4 (identity) announced as 100 bytes long, 1 present.
         assert!(matches!(
             relay_data_packet(&[0x22, 100, b'x'], DataKind::Reliable, &sender(&sid, true)),

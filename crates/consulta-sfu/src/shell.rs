@@ -376,6 +376,10 @@ async fn get_rtc(
     let counted = SocketCount::new(&server.sockets);
     let mut auto_subscribe = flag(&query, "auto_subscribe", true);
     let mut adaptive_stream = flag(&query, "adaptive_stream", false);
+    let mut client_protocol = query
+        .get("client_protocol")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     // A resume names the session it had: `reconnect=1&sid=…`, or the same in a `join_request`.
     let mut resume =
         flag(&query, "reconnect", false).then(|| query.get("sid").cloned().unwrap_or_default());
@@ -385,6 +389,9 @@ async fn get_rtc(
                 if let Some(settings) = join.connection_settings {
                     auto_subscribe = settings.auto_subscribe;
                     adaptive_stream = settings.adaptive_stream;
+                }
+                if let Some(info) = join.client_info {
+                    client_protocol = info.client_protocol;
                 }
                 if join.reconnect {
                     resume = Some(join.participant_sid);
@@ -400,6 +407,7 @@ async fn get_rtc(
             .get("protocol")
             .and_then(|p| p.parse().ok())
             .unwrap_or(crate::core::PROTOCOL_VERSION),
+        client_protocol,
     };
     upgrade
         .max_message_size(MAX_REQUEST_BYTES)
