@@ -304,10 +304,11 @@ impl RtpCrypto {
             .iter()
             .position(|&(s, first, end)| s == ssrc && (first..end).contains(&sealed))
         {
-            let (_, first, end) = self.skipped.swap_remove(run);
-            for (from, to) in [(first, sealed), (sealed + 1, end)] {
+            // In place, so the runs stay oldest first for the eviction above.
+            let (_, first, end) = self.skipped.remove(run);
+            for (from, to) in [(sealed + 1, end), (first, sealed)] {
                 if from < to {
-                    self.skipped.push((ssrc, from, to));
+                    self.skipped.insert(run, (ssrc, from, to));
                 }
             }
         }

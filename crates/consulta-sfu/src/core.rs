@@ -276,10 +276,13 @@ const MAX_TRACK_TEXT: usize = 256;
 const MAX_AUDIO_FEATURES: usize = 8;
 
 /// The most a participant may set as its own name, metadata and attributes (keys and values
-/// together), in bytes: LiveKit's default limits. Each change is sent to everyone in the room.
+/// together), in bytes. Each change goes to everyone in the room, and into every token the
+/// participant is sent after it, which must stay within [`crate::auth::MAX_TOKEN_BYTES`] for its
+/// resumes to be taken: so far below LiveKit's 64 kB limits (review helper-76), and checked
+/// against the token itself too (JSON escaping may double the text).
 const MAX_NAME_BYTES: usize = 256;
-const MAX_METADATA_BYTES: usize = 64_000;
-const MAX_ATTRIBUTES_BYTES: usize = 64_000;
+const MAX_METADATA_BYTES: usize = 2048;
+const MAX_ATTRIBUTES_BYTES: usize = 2048;
 
 /// Most messages kept for a participant whose socket dropped. Its ping timeout and
 /// [`RESUME_GRACE`] (25 s) end the wait; a busy room sends a few a second. Past it the session
@@ -757,7 +760,7 @@ impl<M: MediaEngine> Sfu<M> {
             }
             M::AddTrack(add) => self.add_track(&room, &sid, add),
             M::Mute(mute) => self.mute(&room, &sid, &mute.sid, mute.muted),
-            M::UpdateMetadata(update) => self.update_metadata(&room, &sid, conn, update),
+            M::UpdateMetadata(update) => self.update_metadata(now, &room, &sid, conn, update),
             // Data tracks (livekit-client's `publishDataTrack`) are not relayed: refused at once,
             // where silence made the client wait out its 10 s timeout (review helper-75).
             M::PublishDataTrackRequest(publish) => self.send(
@@ -1522,13 +1525,20 @@ impl<M: MediaEngine> Sfu<M> {
     /// everyone in the room, the participant too, and into the token it is sent next.
     fn update_metadata(
         &mut self,
+        now: Instant,
         room: &RoomName,
         sid: &ParticipantSid,
         conn: ConnId,
         update: livekit_protocol::UpdateParticipantMetadata,
     ) {
         use livekit_protocol::request_response::Reason;
-        let Some(p) = self.participant_mut(room, sid) else {
+        let now_unix_secs = u64::try_from(self.unix_ms(now) / 1000).unwrap_or(0);
+        let (keys, ttl_secs) = (&self.keys, self.config.token_ttl.as_secs());
+        let Some(p) = self
+            .rooms
+            .get_mut(room)
+            .and_then(|r| r.participants.get_mut(sid))
+        else {
             return;
         };
         let mut attributes = p.attributes.clone();
@@ -1540,6 +1550,20 @@ impl<M: MediaEngine> Sfu<M> {
             }
         }
         let attributes_bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        // The token it is sent next, as it would be: one its resume refuses must not be minted.
+        let token_too_large = p.renewal.as_ref().is_some_and(|(grant, _)| {
+            let mut grant = grant.clone();
+            if !update.name.is_empty() {
+                grant.name.clone_from(&update.name);
+            }
+            if !update.metadata.is_empty() {
+                grant.metadata.clone_from(&update.metadata);
+            }
+            grant.attributes.clone_from(&attributes);
+            grant
+                .renewed(keys, now_unix_secs, ttl_secs)
+                .is_some_and(|token| token.len() > crate::auth::MAX_TOKEN_BYTES)
+        });
         let refused = if !p.permission.can_update_metadata {
             Some((
                 Reason::NotAllowed,
@@ -1548,6 +1572,7 @@ impl<M: MediaEngine> Sfu<M> {
         } else if update.name.len() > MAX_NAME_BYTES
             || update.metadata.len() > MAX_METADATA_BYTES
             || attributes_bytes > MAX_ATTRIBUTES_BYTES
+            || token_too_large
         {
             Some((
                 Reason::LimitExceeded,
@@ -1568,10 +1593,13 @@ impl<M: MediaEngine> Sfu<M> {
                 p.metadata.clone_from(&update.metadata);
             }
             p.attributes = attributes;
-            if let Some((grant, _)) = p.renewal.as_mut() {
+            if let Some((grant, at)) = p.renewal.as_mut() {
                 grant.name.clone_from(&p.name);
                 grant.metadata.clone_from(&p.metadata);
                 grant.attributes.clone_from(&p.attributes);
+                // A fresh token at the next tick: a rejoin with the one it has would set them
+                // back.
+                *at = now;
             }
             p.bump();
         }
@@ -3864,6 +3892,76 @@ mod tests {
         ));
     }
 
+    /// An `update_metadata` request numbered `request_id`.
+    fn metadata_update(
+        request_id: u32,
+        name: &str,
+        metadata: &str,
+        attributes: &[(&str, &str)],
+    ) -> signal_request::Message {
+        signal_request::Message::UpdateMetadata(livekit_protocol::UpdateParticipantMetadata {
+            metadata: metadata.to_owned(),
+            name: name.to_owned(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            request_id,
+        })
+    }
+
+    /// The `request_response`s among `sent` to `conn`: request ids and reasons.
+    fn answers_to(
+        sent: &[(ConnId, signal_response::Message)],
+        conn: ConnId,
+    ) -> Vec<(u32, livekit_protocol::request_response::Reason)> {
+        sent.iter()
+            .filter(|(c, _)| *c == conn)
+            .filter_map(|(_, m)| match m {
+                signal_response::Message::RequestResponse(r) => Some((r.request_id, r.reason())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_metadata_update_stays_within_the_token_a_resume_takes() {
+        use livekit_protocol::request_response::Reason;
+        let mut w = World::new();
+        let keys = ApiKeys::new().with("key", crate::auth::ApiSecret::new("s3cret"));
+        w.sfu.set_signing_keys(keys.clone());
+        let mut allowed = grant("alice", "room");
+        allowed.video.can_update_own_metadata = Some(true);
+        let alice = w
+            .sfu
+            .handle_join(w.now, allowed, JoinOptions::default())
+            .unwrap();
+        w.drain();
+        // Quotes double when written into the token: within each bound, past the token's.
+        let quotes = "\"".repeat(MAX_METADATA_BYTES);
+        let more = "\"".repeat(MAX_ATTRIBUTES_BYTES - 1);
+        w.request(alice, metadata_update(1, "", &quotes, &[("k", &more)]));
+        assert_eq!(answers_to(&w.drain(), alice), [(1, Reason::LimitExceeded)]);
+        // The most plain text is taken, and the token sent next (at once) still verifies.
+        let metadata = "m".repeat(MAX_METADATA_BYTES);
+        let value = "v".repeat(MAX_ATTRIBUTES_BYTES - 1);
+        w.request(alice, metadata_update(2, "", &metadata, &[("k", &value)]));
+        assert_eq!(answers_to(&w.drain(), alice), [(2, Reason::Ok)]);
+        w.sfu.handle_timeout(w.now);
+        let token = w
+            .drain()
+            .into_iter()
+            .find_map(|(c, m)| match m {
+                signal_response::Message::RefreshToken(t) if c == alice => Some(t),
+                _ => None,
+            })
+            .expect("a fresh token at once");
+        let now_secs = 1_800_000_000;
+        let renewed = crate::auth::verify_join(&token, &keys, now_secs, Some("room")).unwrap();
+        assert_eq!(renewed.metadata, metadata);
+        assert_eq!(renewed.attributes.get("k"), Some(&value));
+    }
+
     #[test]
     fn a_metadata_update_reaches_everyone_or_is_refused_with_its_reason() {
         use livekit_protocol::request_response::Reason;
@@ -3876,35 +3974,13 @@ mod tests {
             .unwrap();
         let (bob, _) = w.join("bob");
         w.drain();
-        let update = |request_id, name: &str, metadata: &str, attributes: &[(&str, &str)]| {
-            signal_request::Message::UpdateMetadata(livekit_protocol::UpdateParticipantMetadata {
-                metadata: metadata.to_owned(),
-                name: name.to_owned(),
-                attributes: attributes
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                    .collect(),
-                request_id,
-            })
-        };
-        let answers = |sent: &[(ConnId, signal_response::Message)], conn| -> Vec<(u32, Reason)> {
-            sent.iter()
-                .filter(|(c, _)| *c == conn)
-                .filter_map(|(_, m)| match m {
-                    signal_response::Message::RequestResponse(r) => {
-                        Some((r.request_id, r.reason()))
-                    }
-                    _ => None,
-                })
-                .collect()
-        };
         let attributes = |info: &ParticipantInfo| -> BTreeMap<String, String> {
             info.attributes.clone().into_iter().collect()
         };
 
         w.request(
             alice,
-            update(
+            metadata_update(
                 1,
                 "Dr Alice",
                 "{\"role\":\"doctor\"}",
@@ -3918,13 +3994,13 @@ mod tests {
         assert_eq!((own[0].name.as_str(), own[0].version), ("Dr Alice", 2));
         assert_eq!(own[0].metadata, "{\"role\":\"doctor\"}");
         assert_eq!(updates_for(&sent, bob), own, "Bob sees the same");
-        assert_eq!(answers(&sent, alice), [(1, Reason::Ok)]);
+        assert_eq!(answers_to(&sent, alice), [(1, Reason::Ok)]);
         assert!(matches!(
             sent.last(),
             Some((c, signal_response::Message::RequestResponse(_))) if *c == alice
         ));
         // An empty name or metadata leaves it; an attribute set to "" goes.
-        w.request(alice, update(2, "", "", &[("a", "")]));
+        w.request(alice, metadata_update(2, "", "", &[("a", "")]));
         let sent = w.drain();
         let own = updates_for(&sent, alice);
         assert_eq!((own[0].name.as_str(), own[0].version), ("Dr Alice", 3));
@@ -3933,18 +4009,18 @@ mod tests {
             attributes(&own[0]),
             BTreeMap::from([("b".to_owned(), "2".to_owned())])
         );
-        assert_eq!(answers(&sent, alice), [(2, Reason::Ok)]);
+        assert_eq!(answers_to(&sent, alice), [(2, Reason::Ok)]);
         // Too large: refused, nothing changes.
         let big = "m".repeat(MAX_METADATA_BYTES + 1);
-        w.request(alice, update(3, "", &big, &[]));
+        w.request(alice, metadata_update(3, "", &big, &[]));
         let sent = w.drain();
         assert!(updates_for(&sent, bob).is_empty());
-        assert_eq!(answers(&sent, alice), [(3, Reason::LimitExceeded)]);
+        assert_eq!(answers_to(&sent, alice), [(3, Reason::LimitExceeded)]);
         // Without `canUpdateOwnMetadata`: refused at once.
-        w.request(bob, update(4, "Bobby", "", &[]));
+        w.request(bob, metadata_update(4, "Bobby", "", &[]));
         let sent = w.drain();
         assert!(updates_for(&sent, alice).is_empty());
-        assert_eq!(answers(&sent, bob), [(4, Reason::NotAllowed)]);
+        assert_eq!(answers_to(&sent, bob), [(4, Reason::NotAllowed)]);
     }
 
     #[test]

@@ -233,8 +233,8 @@ struct Layer {
     last_seen: Option<Instant>,
     ssrc: Option<u32>,
     last_request: Option<Instant>,
-    /// The highest sequence number seen on `ssrc`.
-    highest_seq: Option<u16>,
+    /// The highest sequence number seen on `ssrc`, and its timestamp.
+    highest: Option<(u16, u32)>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -377,14 +377,18 @@ impl DownTrack {
         let layer = self.layers.get_mut(packet.quality);
         layer.last_seen = Some(now);
         if layer.ssrc != Some(packet.ssrc) {
-            layer.highest_seq = None;
+            layer.highest = None;
         }
         layer.ssrc = Some(packet.ssrc);
-        let mut behind = layer
-            .highest_seq
-            .is_some_and(|highest| (packet.seq.wrapping_sub(highest) as i16) < 0);
+        // Behind the highest seen, by no more than a repair comes late ([`loss::WINDOW`]), and
+        // of a frame no newer: a packet behind it by more, or of a newer frame, is the
+        // publisher's numbering restarted (review helper-76), and becomes the highest.
+        let mut behind = layer.highest.is_some_and(|(seq, timestamp)| {
+            (1..=super::loss::WINDOW).contains(&seq.wrapping_sub(packet.seq))
+                && packet.timestamp.wrapping_sub(timestamp) as i32 <= 0
+        });
         if !behind {
-            layer.highest_seq = Some(packet.seq);
+            layer.highest = Some((packet.seq, packet.timestamp));
         }
         self.first_packet_at.get_or_insert(now);
 
@@ -403,7 +407,7 @@ impl DownTrack {
             // for video), numbered on from the last packet sent.
             self.current = None;
             behind = false;
-            self.layers.get_mut(packet.quality).highest_seq = Some(packet.seq);
+            self.layers.get_mut(packet.quality).highest = Some((packet.seq, packet.timestamp));
         }
 
         let video = self.config.codec.is_video();
@@ -430,9 +434,9 @@ impl DownTrack {
             // or a repair from the publisher): those were dropped while no mapping took the
             // layer, and nothing would send them again, so the frame could never be decoded and
             // the subscriber would freeze until its own keyframe request (review helper-74).
-            // The next key frame is asked for at once.
+            // The next key frame is asked for as the layer's requests allow: at once would be
+            // dropped by the engine's own interval per stream (review helper-76).
             self.stats.late_keyframes_refused += 1;
-            self.layers.get_mut(packet.quality).last_request = None;
             return Forward::Drop(DropReason::WaitingForKeyframe);
         }
         let mapping = self.start(&packet, now);
@@ -1200,10 +1204,11 @@ mod tests {
         );
         assert_eq!(sim.dt.stats().late_keyframes_refused, 1);
         assert!(sim.out.is_empty());
-        // The next one is asked for at once, within the interval of the last request.
+        // The next one is asked for once the interval since the last request has passed.
+        assert!(sim.dt.poll_keyframe_request(sim.now).is_none());
+        sim.now += DownTrackConfig::new(Codec::Vp8).keyframe_request_interval;
         let asked = sim.dt.poll_keyframe_request(sim.now);
         assert_eq!(asked.map(|r| r.quality), Some(Quality::High));
-        sim.now += FRAME;
         sim.tick(&[Quality::High], &[Quality::High]);
         sim.ticks(3, &[Quality::High]);
         assert_eq!(sim.out.len(), 12);
@@ -1213,6 +1218,24 @@ mod tests {
         let next = sim.layers[2].frame(false, 3);
         for i in [1, 0, 2] {
             assert!(matches!(sim.feed(&next[i]), Forward::Send { .. }));
+        }
+    }
+
+    #[test]
+    fn a_layer_whose_numbering_restarted_while_not_forwarded_starts_at_its_next_key_frame() {
+        for back in [100u16, 5_000] {
+            let mut sim = Sim::new(Codec::Vp8);
+            sim.tick(ALL, ALL);
+            sim.ticks(3, ALL);
+            assert_eq!(sim.dt.current(), Some(Quality::High));
+            // Low's numbering goes back (a publisher's encoder restarted) while High flows.
+            sim.layers[0].seq = sim.layers[0].seq.wrapping_sub(back);
+            sim.ticks(3, ALL);
+            sim.dt.set_target(Quality::Low);
+            sim.tick(ALL, &[Quality::Low]);
+            assert_eq!(sim.dt.current(), Some(Quality::Low), "{back} back");
+            assert_eq!(sim.dt.stats().late_keyframes_refused, 0);
+            assert_continuous(&sim.out);
         }
     }
 
