@@ -2260,14 +2260,25 @@ mod tests {
                 .handle_join(self.now, grant(identity, "room"), options)
                 .unwrap();
             let join = self
-                .drain()
-                .into_iter()
-                .find_map(|(c, m)| match m {
-                    signal_response::Message::Join(j) if c == conn => Some(j),
+                .first_to(conn, |m| match m {
+                    signal_response::Message::Join(j) => Some(j),
                     _ => None,
                 })
                 .expect("join response");
             (conn, join)
+        }
+
+        /// The first message sent to `conn` since the last drain that `pick` takes; the rest of
+        /// what was sent is dropped.
+        fn first_to<T>(
+            &mut self,
+            conn: ConnId,
+            pick: impl Fn(signal_response::Message) -> Option<T>,
+        ) -> Option<T> {
+            self.drain()
+                .into_iter()
+                .filter(|(c, _)| *c == conn)
+                .find_map(|(_, m)| pick(m))
         }
 
         fn resume(&mut self, identity: &str, sid: &str) -> Result<ConnId, JoinError> {
@@ -3949,10 +3960,8 @@ mod tests {
         assert_eq!(answers_to(&w.drain(), alice), [(2, Reason::Ok)]);
         w.sfu.handle_timeout(w.now);
         let token = w
-            .drain()
-            .into_iter()
-            .find_map(|(c, m)| match m {
-                signal_response::Message::RefreshToken(t) if c == alice => Some(t),
+            .first_to(alice, |m| match m {
+                signal_response::Message::RefreshToken(t) => Some(t),
                 _ => None,
             })
             .expect("a fresh token at once");
