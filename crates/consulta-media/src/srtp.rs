@@ -268,17 +268,22 @@ impl RtpCrypto {
     /// Whether `index` of `ssrc` (at `at`) may be sealed though the replay window refuses it:
     /// jumped over, not sealed since, and at most [`SEAL_REACH`] behind the newest.
     fn fillable(&self, ssrc: u32, at: Option<usize>, index: u64) -> bool {
-        at.and_then(|at| self.places.get(at))
-            .is_some_and(|(_, w)| w.newest.saturating_sub(index) < SEAL_REACH)
-            && self.was_skipped(ssrc, index)
+        self.newest_at(at)
+            .is_some_and(|newest| newest.saturating_sub(index) < SEAL_REACH)
+            && self.skipped_run(ssrc, index).is_some()
     }
 
-    /// Whether `index` of `ssrc` is in a run [`seal`](Self::seal) jumped over and has not
-    /// sealed since.
-    fn was_skipped(&self, ssrc: u32, index: u64) -> bool {
+    /// The newest index of the stream at place `at`.
+    fn newest_at(&self, at: Option<usize>) -> Option<u64> {
+        at.and_then(|at| self.places.get(at)).map(|(_, w)| w.newest)
+    }
+
+    /// Where in [`skipped`](Self::skipped) the run holding `index` of `ssrc` is: jumped over by
+    /// [`seal`](Self::seal) and not sealed since.
+    fn skipped_run(&self, ssrc: u32, index: u64) -> Option<usize> {
         self.skipped
             .iter()
-            .any(|&(s, first, end)| s == ssrc && (first..end).contains(&index))
+            .position(|&(s, first, end)| s == ssrc && (first..end).contains(&index))
     }
 
     /// Keeps the runs of `ssrc` that `sealed` (at `at`, the stream's place before it, if any)
@@ -286,7 +291,7 @@ impl RtpCrypto {
     /// [`SEAL_REACH`]), a packet behind it takes its index out of the run holding it. The next
     /// index, nearly every packet, changes nothing.
     fn note_skipped(&mut self, ssrc: u32, at: Option<usize>, sealed: u64) {
-        let Some(newest) = at.and_then(|at| self.places.get(at)).map(|(_, w)| w.newest) else {
+        let Some(newest) = self.newest_at(at) else {
             return;
         };
         if sealed == newest + 1 {
@@ -299,11 +304,7 @@ impl RtpCrypto {
                 self.skipped.remove(0);
             }
             self.skipped.push((ssrc, (newest + 1).max(reach), sealed));
-        } else if let Some(run) = self
-            .skipped
-            .iter()
-            .position(|&(s, first, end)| s == ssrc && (first..end).contains(&sealed))
-        {
+        } else if let Some(run) = self.skipped_run(ssrc, sealed) {
             // In place, so the runs stay oldest first for the eviction above.
             let (_, first, end) = self.skipped.remove(run);
             for (from, to) in [(sealed + 1, end), (first, sealed)] {
@@ -459,7 +460,7 @@ impl RtpCrypto {
                 .iter()
                 .find(|(s, _)| *s == ssrc)
                 .is_some_and(|(_, window)| window.replayed(index))
-                && !self.was_skipped(ssrc, index);
+                && self.skipped_run(ssrc, index).is_none();
             if !reached {
                 return Err(Error::SrtpSsrcDuplicated(ssrc, index as u16));
             }

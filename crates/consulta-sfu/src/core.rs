@@ -1541,6 +1541,11 @@ impl<M: MediaEngine> Sfu<M> {
         else {
             return;
         };
+        // What it would have: an empty name or metadata leaves it, an attribute set to "" goes.
+        let pick =
+            |asked: &String, has: &String| if asked.is_empty() { has } else { asked }.clone();
+        let name = pick(&update.name, &p.name);
+        let metadata = pick(&update.metadata, &p.metadata);
         let mut attributes = p.attributes.clone();
         for (key, value) in &update.attributes {
             if value.is_empty() {
@@ -1550,19 +1555,13 @@ impl<M: MediaEngine> Sfu<M> {
             }
         }
         let attributes_bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
-        // The token it is sent next, as it would be: one its resume refuses must not be minted.
-        let token_too_large = p.renewal.as_ref().is_some_and(|(grant, _)| {
-            let mut grant = grant.clone();
-            if !update.name.is_empty() {
-                grant.name.clone_from(&update.name);
-            }
-            if !update.metadata.is_empty() {
-                grant.metadata.clone_from(&update.metadata);
-            }
-            grant.attributes.clone_from(&attributes);
-            grant
-                .renewed(keys, now_unix_secs, ttl_secs)
-                .is_some_and(|token| token.len() > crate::auth::MAX_TOKEN_BYTES)
+        // The grant of the token it is sent next, as it would be: one its resume refuses must not
+        // be minted.
+        let grant = p.renewal.as_ref().map(|(grant, _)| JoinGrant {
+            name: name.clone(),
+            metadata: metadata.clone(),
+            attributes: attributes.clone(),
+            ..grant.clone()
         });
         let refused = if !p.permission.can_update_metadata {
             Some((
@@ -1572,7 +1571,11 @@ impl<M: MediaEngine> Sfu<M> {
         } else if update.name.len() > MAX_NAME_BYTES
             || update.metadata.len() > MAX_METADATA_BYTES
             || attributes_bytes > MAX_ATTRIBUTES_BYTES
-            || token_too_large
+            || grant.as_ref().is_some_and(|grant| {
+                grant
+                    .renewed(keys, now_unix_secs, ttl_secs)
+                    .is_some_and(|token| token.len() > crate::auth::MAX_TOKEN_BYTES)
+            })
         {
             Some((
                 Reason::LimitExceeded,
@@ -1582,21 +1585,11 @@ impl<M: MediaEngine> Sfu<M> {
             None
         };
         let changed = refused.is_none()
-            && ((!update.name.is_empty() && update.name != p.name)
-                || (!update.metadata.is_empty() && update.metadata != p.metadata)
-                || attributes != p.attributes);
+            && (name != p.name || metadata != p.metadata || attributes != p.attributes);
         if changed {
-            if !update.name.is_empty() {
-                p.name.clone_from(&update.name);
-            }
-            if !update.metadata.is_empty() {
-                p.metadata.clone_from(&update.metadata);
-            }
-            p.attributes = attributes;
-            if let Some((grant, at)) = p.renewal.as_mut() {
-                grant.name.clone_from(&p.name);
-                grant.metadata.clone_from(&p.metadata);
-                grant.attributes.clone_from(&p.attributes);
+            (p.name, p.metadata, p.attributes) = (name, metadata, attributes);
+            if let (Some((kept, at)), Some(grant)) = (p.renewal.as_mut(), grant) {
+                *kept = grant;
                 // A fresh token at the next tick: a rejoin with the one it has would set them
                 // back.
                 *at = now;
@@ -1623,7 +1616,7 @@ impl<M: MediaEngine> Sfu<M> {
                 request_id: update.request_id,
                 reason: reason.into(),
                 message: message.to_owned(),
-                // Named back only with a refusal: it may carry 64 kB of metadata.
+                // Named back only with a refusal: a request may be as large as a frame.
                 request: refused
                     .map(|_| livekit_protocol::request_response::Request::UpdateMetadata(update)),
             }),
@@ -2266,6 +2259,13 @@ mod tests {
                 })
                 .expect("join response");
             (conn, join)
+        }
+
+        /// Joins with `grant` as it is (default options), nothing drained.
+        fn join_granted(&mut self, grant: JoinGrant) -> ConnId {
+            self.sfu
+                .handle_join(self.now, grant, JoinOptions::default())
+                .unwrap()
         }
 
         /// The first message sent to `conn` since the last drain that `pick` takes; the rest of
@@ -3551,20 +3551,14 @@ mod tests {
         let mut w = World::new();
         let mut viewer = grant("viewer", "room");
         viewer.video.can_publish = Some(false);
-        let conn = w
-            .sfu
-            .handle_join(w.now, viewer, JoinOptions::default())
-            .unwrap();
+        let conn = w.join_granted(viewer);
         w.drain();
         w.request(conn, add_video("cam"));
         assert!(w.drain().is_empty());
 
         let mut mic_only = grant("mic", "room");
         mic_only.video.can_publish_sources = vec!["microphone".into()];
-        let conn = w
-            .sfu
-            .handle_join(w.now, mic_only, JoinOptions::default())
-            .unwrap();
+        let conn = w.join_granted(mic_only);
         w.drain();
         w.request(conn, add_video("cam"));
         assert!(w.drain().is_empty());
@@ -3575,19 +3569,13 @@ mod tests {
         let mut w = World::new();
         let mut odd = grant("odd", "room");
         odd.video.can_publish_sources = vec!["CAMERA".into(), "mic".into()];
-        let conn = w
-            .sfu
-            .handle_join(w.now, odd, JoinOptions::default())
-            .unwrap();
+        let conn = w.join_granted(odd);
         w.drain();
         w.request(conn, add_video("cam"));
         assert!(w.drain().is_empty(), "no source it may publish");
         let mut partly = grant("partly", "room");
         partly.video.can_publish_sources = vec!["camera".into(), "mic".into()];
-        let conn = w
-            .sfu
-            .handle_join(w.now, partly, JoinOptions::default())
-            .unwrap();
+        let conn = w.join_granted(partly);
         w.drain();
         w.request(conn, add_video("cam"));
         assert!(
@@ -3709,10 +3697,7 @@ mod tests {
         let (alice, _) = w.join("alice");
         let mut ghost = grant("ghost", "room");
         ghost.video.hidden = true;
-        let ghost = w
-            .sfu
-            .handle_join(w.now, ghost, JoinOptions::default())
-            .unwrap();
+        let ghost = w.join_granted(ghost);
         let sent = w.drain();
         assert!(updates_for(&sent, alice).is_empty());
         let (_, bob) = w.join("bob");
@@ -3943,10 +3928,7 @@ mod tests {
         w.sfu.set_signing_keys(keys.clone());
         let mut allowed = grant("alice", "room");
         allowed.video.can_update_own_metadata = Some(true);
-        let alice = w
-            .sfu
-            .handle_join(w.now, allowed, JoinOptions::default())
-            .unwrap();
+        let alice = w.join_granted(allowed);
         w.drain();
         // Quotes double when written into the token: within each bound, past the token's.
         let quotes = "\"".repeat(MAX_METADATA_BYTES);
@@ -3977,10 +3959,7 @@ mod tests {
         let mut w = World::new();
         let mut allowed = grant("alice", "room");
         allowed.video.can_update_own_metadata = Some(true);
-        let alice = w
-            .sfu
-            .handle_join(w.now, allowed, JoinOptions::default())
-            .unwrap();
+        let alice = w.join_granted(allowed);
         let (bob, _) = w.join("bob");
         w.drain();
         let attributes = |info: &ParticipantInfo| -> BTreeMap<String, String> {
