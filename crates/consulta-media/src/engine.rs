@@ -205,7 +205,8 @@ pub struct RouterStats {
     /// Times a subscriber's bandwidth paused a video track it receives (not even the lowest layer
     /// fitted); each is told to the subscriber as `stream_state_update`.
     pub streams_paused: u64,
-    /// RTP datagrams dropped by [`MediaConfig::police_downlink_bps`] (tests).
+    /// RTP datagrams dropped by [`MediaConfig::police_downlink_bps`] and
+    /// [`MediaConfig::drop_downlink_every`] (tests).
     pub policed: u64,
     /// Datagrams other than STUN not sent because another connection's client answered from
     /// their destination ([`crate::mux::Demux::held_by_another`]).
@@ -242,7 +243,8 @@ struct Peer {
     /// Data channels by label (the client's on the publisher side, ours on the subscriber side).
     channels: HashMap<DataChannel, String>,
     open_channels: HashMap<String, DataChannel>,
-    /// [`MediaConfig::police_downlink_bps`] on a subscriber connection.
+    /// [`MediaConfig::police_downlink_bps`] and [`MediaConfig::drop_downlink_every`] on a
+    /// subscriber connection.
     policer: Option<Policer>,
     /// Where it last sent (told to the demux, which keeps that address bound).
     destination: Option<SocketAddr>,
@@ -251,8 +253,9 @@ struct Peer {
     secured: bool,
 }
 
-/// A token bucket that drops the RTP a subscriber connection sends above a rate (fault injection
-/// for tests: a weak downlink that loses what it cannot carry).
+/// A token bucket that drops the RTP a subscriber connection sends above a rate, then every Nth of
+/// what passes (fault injection for tests: a weak downlink that loses what it cannot carry, a
+/// lossy one).
 #[derive(Debug)]
 struct Policer {
     bps: u64,
@@ -261,6 +264,9 @@ struct Policer {
     refilled: Instant,
     /// When it stops policing ([`MediaConfig::police_downlink_for`]).
     until: Option<Instant>,
+    /// [`MediaConfig::drop_downlink_every`], and the RTP datagrams it passed.
+    drop_every: u32,
+    passed: u32,
 }
 
 impl Policer {
@@ -279,17 +285,18 @@ impl Policer {
             self.tokens = self.tokens.saturating_add(refill).min(self.depth());
             self.refilled = now;
         }
-        if !is_rtp(datagram) || self.until.is_some_and(|until| now >= until) {
+        if !is_rtp(datagram) {
             return true;
         }
-        let bits = datagram.len() as u64 * 8;
-        match self.tokens.checked_sub(bits) {
-            Some(left) => {
-                self.tokens = left;
-                true
+        if self.bps > 0 && self.until.is_none_or(|until| now < until) {
+            let bits = datagram.len() as u64 * 8;
+            match self.tokens.checked_sub(bits) {
+                Some(left) => self.tokens = left,
+                None => return false,
             }
-            None => false,
         }
+        self.passed = self.passed.wrapping_add(1);
+        self.drop_every == 0 || !self.passed.is_multiple_of(self.drop_every)
     }
 }
 
@@ -1127,12 +1134,16 @@ impl Router {
                 deadline: None,
                 channels: HashMap::new(),
                 open_channels: HashMap::new(),
-                policer: (side == Side::Subscriber && self.config.police_downlink_bps > 0)
+                policer: (side == Side::Subscriber
+                    && (self.config.police_downlink_bps > 0
+                        || self.config.drop_downlink_every > 0))
                     .then_some(Policer {
                         bps: self.config.police_downlink_bps,
                         tokens: self.config.police_downlink_bps / 2,
                         refilled: now,
                         until: self.config.police_downlink_for.map(|d| now + d),
+                        drop_every: self.config.drop_downlink_every,
+                        passed: 0,
                     }),
                 destination: None,
                 secured: false,
@@ -2463,7 +2474,7 @@ impl Router {
             p.sub.allocator.handle_loss_at(now, fraction);
         } else if let Some(fraction) = worst(false).filter(|_| starved) {
             p.sub.allocator.handle_audio_loss_at(now, fraction);
-        } else {
+        } else if !p.sub.allocator.probing() {
             return;
         }
         self.allocate(sub, now);

@@ -742,6 +742,10 @@ pub struct MediaConfig {
     /// How long after each subscriber connection is made [`MediaConfig::police_downlink_bps`]
     /// applies (a link that recovers); `None`, the default: for as long as it lasts.
     pub police_downlink_for: Option<Duration>,
+    /// Fault injection for tests: each subscriber connection drops every Nth RTP datagram it
+    /// sends (counted per connection, after [`MediaConfig::police_downlink_bps`]), for as long as
+    /// it lasts: a link with steady moderate loss (25: 4 %). 0 (the default) drops nothing.
+    pub drop_downlink_every: u32,
     /// Let ICE give the connection up as failed after 30 s without a word from the remote side
     /// (`rtc`'s default). Failing drops the connection's local candidates for good, so no later
     /// ICE restart can connect it again. The SFU's router turns it off: its participants'
@@ -815,6 +819,7 @@ impl Default for MediaConfig {
             congestion_control: true,
             police_downlink_bps: 0,
             police_downlink_for: None,
+            drop_downlink_every: 0,
             ice_fails: true,
             own_write_path: true,
             own_read_path: true,

@@ -40,8 +40,17 @@
 //! sent anyway is lost with the audio beside it, and in a consultation the voice matters most. A
 //! paused track comes back like any raise, after the hold, and its lowest layer is the probe. The
 //! estimate only moves with feedback on what is sent, so a subscriber who receives no audio keeps
-//! the lowest layer of its largest tile whatever the budget: with nothing on the wire, nothing
-//! would ever say that the link had recovered.
+//! the cheapest lowest layer (the largest tile's among equals) whatever the budget: with nothing
+//! on the wire, nothing would ever say that the link had recovered.
+//!
+//! Nor does the estimate always move with feedback: GCC holds it while loss stays between 2 and
+//! 10 %, so after heavy loss drove it below the lowest layer, a link that goes on losing a few
+//! per cent (a mobile link at the edge of its cell) would keep the video paused for the rest of the
+//! call. So when the hold is over and every visible track is still paused, the cheapest lowest
+//! layer is tried whatever the estimate (a [`Probe`]), and stands while the subscriber's reports
+//! about it say it gets through as GCC's loss rule would take it: no report over 10 % lost, no more
+//! than 10 % resent, no queue building up. It is a raise like any other: undone, with a wait twice
+//! as long, when it fails or no report confirms it within [`PROBE_ANSWER_WITHIN`].
 
 use std::time::{Duration, Instant};
 
@@ -184,6 +193,11 @@ pub const OUTAGE_GAP: Duration = Duration::from_secs(1);
 /// silences would each end an "outage" and hide the report that ends them.
 pub const BRISK_ANSWERS: usize = 4;
 
+/// A probe ([`Probe`]) not confirmed by a report about video within this long of its start is given
+/// up: the layer tried needs a key frame first (a keyframe request, then a few hundred
+/// milliseconds), and browsers report each stream about once a second.
+pub const PROBE_ANSWER_WITHIN: Duration = Duration::from_secs(4);
+
 /// A loss cap is taken off what was sent at most this long ago: a report covers about a second,
 /// and the layers may have been lowered since.
 const SENT_MEMORY: Duration = Duration::from_secs(2);
@@ -309,6 +323,29 @@ impl Floor {
     }
 }
 
+/// The lowest layer of a track tried while every visible track is paused and the estimate stays
+/// below it (see the module documentation): it stands while the subscriber's reports say what is
+/// sent gets through, whatever the estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probe {
+    /// The track tried, by [`VideoDemand::id`].
+    track: u64,
+    since: Instant,
+    /// When a report about video last confirmed it.
+    confirmed_at: Option<Instant>,
+}
+
+impl Probe {
+    /// Whether it still stands at `now`: within [`PROBE_ANSWER_WITHIN`] of its start, then while
+    /// reports confirm it ([`CONFIRMED_FOR`]).
+    fn stands(&self, now: Instant) -> bool {
+        match self.confirmed_at {
+            Some(at) => now.saturating_duration_since(at) < CONFIRMED_FOR,
+            None => now.saturating_duration_since(self.since) < PROBE_ANSWER_WITHIN,
+        }
+    }
+}
+
 /// The subscriber's round trips from its receiver reports: the least over the last 20–30 s, and how
 /// far the latest lies above it ([`QUEUE_TOLERANCE`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -388,6 +425,12 @@ impl Repairs {
     /// counting at least [`REPAIRS_MIN_SENT`] sent: one resend alone is never heavy (a report
     /// just after [`REPAIRS_SETTLE`] comes with a second's video or less).
     fn heavy(&mut self, now: Instant) -> bool {
+        self.above(now, LOSS_LOW)
+    }
+
+    /// Whether more than `share` (in 256ths) of the video sent over the last 1–2 s was resent, at
+    /// `now`, counting at least [`REPAIRS_MIN_SENT`] sent.
+    fn above(&mut self, now: Instant, share: u8) -> bool {
         self.bucket(now);
         let (sent, resent) = self
             .buckets
@@ -395,10 +438,7 @@ impl Repairs {
             .fold((0u64, 0u64), |(s, r), (sent, resent)| {
                 (s.saturating_add(*sent), r.saturating_add(*resent))
             });
-        resent.saturating_mul(256)
-            > sent
-                .max(REPAIRS_MIN_SENT)
-                .saturating_mul(u64::from(LOSS_LOW))
+        resent.saturating_mul(256) > sent.max(REPAIRS_MIN_SENT).saturating_mul(u64::from(share))
     }
 }
 
@@ -653,7 +693,7 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
 }
 
 /// [`allocate`] under `ceilings` ([`allocate_within`]), except that when `keep_one` and no visible
-/// track would get a layer, the largest tile keeps its lowest one whatever its ceiling (see the
+/// track would get a layer, the cheapest lowest layer is kept whatever its ceiling (see the
 /// module documentation), and that when `strict` the layers a track receives get no tolerance.
 fn allot(
     budget: u64,
@@ -670,13 +710,23 @@ fn allot(
         .all(|(track, cap)| track.wanted.is_none() || cap.is_none());
     if keep_one
         && none_visible
-        && let Some(&first) = largest_tile_first(tracks).first()
-        && let (Some(track), Some(cap)) = (tracks.get(first), caps.get_mut(first))
-        && track.wanted.is_some()
+        && let Some(kept) = cheapest_lowest(tracks)
+        && let (Some(track), Some(cap)) = (tracks.get(kept), caps.get_mut(kept))
     {
         *cap = Some(track.lowest());
     }
     caps
+}
+
+/// The position of the visible track whose lowest layer costs the least, the largest tile's among
+/// equals: the one kept, or tried, to learn whether the link carries video again.
+fn cheapest_lowest(tracks: &[VideoDemand]) -> Option<usize> {
+    largest_tile_first(tracks)
+        .into_iter()
+        .filter_map(|i| Some((i, tracks.get(i)?)))
+        .filter(|(_, track)| track.wanted.is_some())
+        .min_by_key(|(_, track)| track.rate(track.lowest()))
+        .map(|(i, _)| i)
 }
 
 /// What `caps` cost, in bits per second.
@@ -895,6 +945,8 @@ pub struct Allocator {
     before_raise: Option<Vec<(u64, Option<Quality>)>>,
     /// After a failed raise or a report of heavy loss, while the estimate recovers.
     floor: Option<Floor>,
+    /// The lowest layer tried below the estimate while every visible track was paused.
+    probe: Option<Probe>,
     /// What the caps cost with the audio, in bits per second.
     spent: u64,
     /// The most they cost within [`SENT_MEMORY`], and since when.
@@ -940,6 +992,7 @@ impl Default for Allocator {
             raised_at: None,
             before_raise: None,
             floor: None,
+            probe: None,
             spent: 0,
             spent_peak: (0, None),
             loss_cap: None,
@@ -1045,6 +1098,11 @@ impl Allocator {
     /// is ignored: it covers time before the lower layers took over; so is one within
     /// [`OUTAGE_SETTLE`] of the connection coming back: it covers the outage.
     pub fn handle_loss_at(&mut self, now: Instant, fraction_lost: u8) {
+        self.take_loss(now, fraction_lost, true);
+    }
+
+    /// [`Allocator::handle_loss_at`] for a report about video, or about audio standing in for it.
+    fn take_loss(&mut self, now: Instant, fraction_lost: u8, video: bool) {
         let queue = self.round_trips.take_queue(now);
         let Some(estimate) = self.estimate else {
             return;
@@ -1065,7 +1123,21 @@ impl Allocator {
             self.floor = Some(Floor::after_loss(now, sent, fraction_lost));
             // What was sent and resent before is of the layers given up (see `handle_resent`).
             self.repairs = Repairs::default();
+            if self.probe.take().is_some() {
+                tracing::debug!(fraction_lost, "probe given up: heavy loss");
+            }
             return;
+        }
+        // A probe stands while what it sends gets through, after repairs, as GCC's loss rule
+        // takes it: no report over 10 % lost, no more resent, and no queue building up.
+        if video && let Some(probe) = &mut self.probe {
+            let queued = queue.is_some_and(|queue| queue > QUEUE_TOLERANCE);
+            if queued || self.repairs.above(now, LOSS_HIGH) {
+                tracing::debug!(?queue, "probe given up: queueing or repaired heavily");
+                self.probe = None;
+            } else {
+                probe.confirmed_at = Some(now);
+            }
         }
         // What is sent under a floor gets through, or does not quite. Queued in a filling
         // buffer, or repaired by resends, it reports no loss either: then the half bound stands.
@@ -1095,8 +1167,71 @@ impl Allocator {
         if fraction_lost < LOSS_LOW {
             self.loss_cap = None;
         } else {
-            self.handle_loss_at(now, fraction_lost);
+            self.take_loss(now, fraction_lost, false);
         }
+    }
+
+    /// Whether the lowest layer of a paused track is being tried below the estimate: its end is
+    /// decided at a poll, so one is due at each report, about audio too.
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// What a probe needs at `now` (the audio and the lowest layer tried), `estimate` being what
+    /// the estimate and any loss cap allow: one that stands, or a new one when the wait after the
+    /// last drop is over, every visible track was visible and paused at the last poll (a track
+    /// just added is weighed at its first poll) and the estimate is below even the cheapest
+    /// lowest layer. Without a drop there is no wait to be over, and no probe. GCC holds its estimate while loss stays
+    /// between 2 and 10 % (`rtc-interceptor` 0.21.1, `gcc/loss.rs`), so after heavy loss drove it
+    /// below the lowest layer, a link that keeps losing a little would keep the video paused for
+    /// good; what the subscriber's reports say of the layer judges it instead. A probe is a raise
+    /// like any other (recorded, and undone with a longer wait when it fails) and ends once the
+    /// estimate carries the layer, or its track is no longer visible.
+    fn probe_need(
+        &mut self,
+        now: Instant,
+        audio: u64,
+        tracks: &[VideoDemand],
+        estimate: u64,
+    ) -> Option<u64> {
+        let lowest = |track: &VideoDemand| audio.saturating_add(track.rate(track.lowest()));
+        if let Some(probe) = self.probe {
+            let need = tracks
+                .iter()
+                .find(|track| track.id == probe.track && track.wanted.is_some())
+                .map(lowest)
+                .filter(|need| estimate < *need && probe.stands(now));
+            if need.is_none() {
+                self.probe = None;
+                tracing::debug!(estimate, "probe ended");
+            }
+            return need;
+        }
+        let waited = self.hold_until.is_some_and(|until| now >= until);
+        let paused = |track: &VideoDemand| {
+            let shown = self.shown.iter().find(|shown| shown.id == track.id);
+            shown.is_some_and(|shown| shown.cap.is_none())
+        };
+        let mut visible = tracks.iter().filter(|track| track.wanted.is_some());
+        if !waited || audio == 0 || !visible.all(paused) {
+            return None;
+        }
+        let track = tracks.get(cheapest_lowest(tracks)?)?;
+        let need = lowest(track);
+        if estimate >= need {
+            return None;
+        }
+        tracing::debug!(
+            estimate,
+            need,
+            "probe: the lowest layer tried below the estimate"
+        );
+        self.probe = Some(Probe {
+            track: track.id,
+            since: now,
+            confirmed_at: None,
+        });
+        Some(need)
     }
 
     /// The highest layer each of `tracks` may use now (`audio_tracks` Opus tracks are counted
@@ -1115,6 +1250,9 @@ impl Allocator {
         let held = self.hold_until.is_some_and(|until| now < until);
         let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
         let keep_one = audio_tracks == 0;
+        let estimate = self
+            .probe_need(now, audio, tracks, estimate)
+            .map_or(estimate, |need| need.max(estimate));
         // The budget was last set to what the layers sent cost at the bitrates known then; a
         // layer's measured bitrate may since have come out higher (a single-layer track counted at
         // a preset until measured, an encoder at full motion). What is sent stays as far as the
@@ -1367,6 +1505,17 @@ mod tests {
         }
     }
 
+    /// A screen share of one 1 Mbit/s layer, on a 720p tile.
+    fn screen_share() -> VideoDemand {
+        VideoDemand {
+            id: 1,
+            wanted: Some(High),
+            simulcast: false,
+            bitrates: [0, 0, 1_000_000],
+            receiving: None,
+        }
+    }
+
     /// An allocator whose subscriber receives one 720p camera and its audio, on a 3 Mbit/s estimate
     /// at `start`.
     fn on_720p_at_3_mbit(start: Instant) -> Allocator {
@@ -1424,13 +1573,7 @@ mod tests {
         assert_eq!(allocate(140_000, &[receiving]), vec![Some(Low)]);
         assert_eq!(allocate(140_000, &[camera(Some(High))]), vec![None]);
         assert_eq!(allocate(130_000, &[receiving]), vec![None]);
-        let screen = VideoDemand {
-            id: 1,
-            wanted: Some(High),
-            simulcast: false,
-            bitrates: [0, 0, 1_000_000],
-            receiving: None,
-        };
+        let screen = screen_share();
         assert_eq!(allocate(999_999, &[screen]), vec![None]);
         assert_eq!(allocate(1_000_000, &[screen]), vec![Some(High)]);
         // A hidden track is not paused: it costs nothing and is not sent anyway.
@@ -1458,15 +1601,138 @@ mod tests {
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
+    /// GCC holds an estimate while loss stays between 2 and 10 %: heavy loss drove this one below
+    /// the lowest layer, and the link then lost a few per cent for good. After the hold the lowest
+    /// layer is tried all the same, and kept while the subscriber's reports say it gets through.
+    #[test]
+    fn a_paused_video_is_tried_below_an_estimate_that_stays_and_kept_while_it_gets_through() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let tracks = [camera(Some(High))];
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(at(8_900), 1, &tracks), vec![None]);
+        assert!(!allocator.probing(), "not during the hold");
+        let tried = at(1_000) + MIN_HOLD;
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        assert!(allocator.probing());
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000));
+        // 4 % lost after repairs, a report a second, for a minute; the estimate never moves.
+        for s in 1..=60 {
+            let now = tried + Duration::from_secs(s);
+            allocator.handle_loss_at(now, 10);
+            assert_eq!(
+                allocator.poll_caps(now, 1, &tracks),
+                vec![Some(Low)],
+                "{s} s"
+            );
+        }
+        assert_eq!(allocator.hold(), MIN_HOLD);
+        // Once the estimate carries the layer, the probe has done its work.
+        allocator.handle_estimate(300_000);
+        let later = tried + Duration::from_secs(61);
+        assert_eq!(allocator.poll_caps(later, 1, &tracks), vec![Some(Low)]);
+        assert!(!allocator.probing());
+    }
+
+    #[test]
+    fn a_probe_that_loses_heavily_or_goes_unanswered_is_undone_and_the_wait_doubles() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let tracks = [camera(Some(High))];
+        let tried = at(1_000) + MIN_HOLD;
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let report = tried + Duration::from_millis(1_500);
+        allocator.handle_loss_at(report, 85);
+        assert_eq!(allocator.poll_caps(report, 1, &tracks), vec![None]);
+        assert!(!allocator.probing());
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+        // Unanswered: reports about the audio (the layer's key frame never came) confirm nothing.
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let audio = tried + Duration::from_secs(3);
+        allocator.handle_audio_loss_at(audio, 10);
+        assert_eq!(allocator.poll_caps(audio, 1, &tracks), vec![Some(Low)]);
+        let given_up = tried + PROBE_ANSWER_WITHIN;
+        assert_eq!(allocator.poll_caps(given_up, 1, &tracks), vec![None]);
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+        // Tried again once the longer wait is over.
+        let again = given_up + MIN_HOLD * 2;
+        assert_eq!(
+            allocator.poll_caps(again - Duration::from_millis(1), 1, &tracks),
+            vec![None]
+        );
+        assert_eq!(allocator.poll_caps(again, 1, &tracks), vec![Some(Low)]);
+    }
+
+    /// A report without loss is no confirmation when resends repair more than GCC's 10 %, or when
+    /// the round trip shows the layer queueing in a buffer that does not yet drop.
+    #[test]
+    fn a_probe_repaired_heavily_or_queueing_is_given_up() {
+        let start = Instant::now();
+        let tracks = [camera(Some(High))];
+        let tried = start + Duration::from_secs(1) + MIN_HOLD;
+        let report = tried + Duration::from_secs(2);
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        for _ in 0..200 {
+            allocator.handle_sent(report, true);
+        }
+        allocator.handle_resent(report, 20);
+        allocator.handle_loss_at(report, 0);
+        assert!(allocator.probing(), "10 % resent is within");
+        allocator.handle_resent(report, 2);
+        allocator.handle_loss_at(report, 0);
+        assert!(!allocator.probing(), "11 % is not");
+        assert_eq!(allocator.poll_caps(report, 1, &tracks), vec![None]);
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        allocator.handle_round_trip(tried, Duration::from_millis(40));
+        allocator.handle_round_trip(report, Duration::from_millis(200));
+        allocator.handle_loss_at(report, 0);
+        assert_eq!(allocator.poll_caps(report, 1, &tracks), vec![None]);
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+    }
+
+    /// The probe is the cheapest lowest layer: a screen share of one 1 Mbit/s layer on a larger
+    /// tile stays paused while the camera beside it is tried. Without audio there is no probe:
+    /// the largest tile keeps its lowest layer throughout.
+    #[test]
+    fn a_probe_tries_the_cheapest_lowest_layer_and_only_beside_audio() {
+        let start = Instant::now();
+        let screen = screen_share();
+        let tracks = [screen, camera(Some(Medium))];
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(start, 1, &tracks),
+            vec![Some(High), Some(Medium)]
+        );
+        allocator.handle_estimate(150_000);
+        let paused = start + Duration::from_secs(1);
+        assert_eq!(allocator.poll_caps(paused, 1, &tracks), vec![None, None]);
+        let tried = paused + MIN_HOLD;
+        assert_eq!(
+            allocator.poll_caps(tried, 1, &tracks),
+            vec![None, Some(Low)]
+        );
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000));
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(150_000);
+        assert_eq!(
+            allocator.poll_caps(start, 0, &tracks),
+            vec![None, Some(Low)]
+        );
+        assert_eq!(
+            allocator.poll_caps(paused + MIN_HOLD, 0, &tracks),
+            vec![None, Some(Low)]
+        );
+        assert!(!allocator.probing());
+    }
+
     #[test]
     fn hidden_tracks_cost_nothing_and_single_layer_tracks_are_counted_whole() {
-        let screen = VideoDemand {
-            id: 1,
-            wanted: Some(High),
-            simulcast: false,
-            bitrates: [0, 0, 1_000_000],
-            receiving: None,
-        };
+        let screen = screen_share();
         let tracks = [camera(None), screen, camera(Some(High))];
         // 1 000 for the screen share, 160 for the camera's lowest layer, +290 for its middle one.
         assert_eq!(
@@ -2429,13 +2695,7 @@ mod tests {
 
     #[test]
     fn a_paused_single_layer_track_resumes_on_its_one_layer() {
-        let screen = VideoDemand {
-            id: 1,
-            wanted: Some(High),
-            simulcast: false,
-            bitrates: [0, 0, 1_000_000],
-            receiving: None,
-        };
+        let screen = screen_share();
         assert_eq!(
             one_step(&[screen], &[None], &[Some(High)], 2_000_000),
             vec![Some(High)]
@@ -2501,13 +2761,7 @@ mod tests {
     fn no_raise_is_recorded_when_no_step_is_affordable() {
         let mut allocator = Allocator::default();
         let now = Instant::now();
-        let share = VideoDemand {
-            id: 1,
-            wanted: Some(High),
-            simulcast: false,
-            bitrates: [0, 0, 1_000_000],
-            receiving: None,
-        };
+        let share = screen_share();
         let single_camera = VideoDemand {
             id: 2,
             wanted: Some(Medium),
