@@ -71,6 +71,9 @@ const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_SSRCS_PER_TRACK: usize = 16;
 /// How often active-speaker changes are looked for.
 const SPEAKER_TICK: Duration = Duration::from_millis(300);
+
+/// The least time between two polls of the allocations due ([`Router::check_allocations`]).
+const ALLOCATION_TICK: Duration = Duration::from_millis(200);
 /// A resume the router asked for this soon after the subscriber connection connected again
 /// restarts no ICE there: the connection's path is that fresh (see [`Router::resumed`]).
 const JUST_RECONNECTED: Duration = Duration::from_secs(10);
@@ -655,6 +658,9 @@ pub struct Router {
     /// The earliest [`OFFER_ANSWER_TIMEOUT`] of an outstanding subscriber offer or
     /// [`UNOFFERED_TRACK_TIMEOUT`] of a published track, or earlier.
     next_negotiation_check: Option<Instant>,
+    /// The earliest time a subscriber's allocation must be polled whatever else happens (a
+    /// bandwidth probe that lapses, or may begin: [`Allocator::next_poll`]), or earlier.
+    next_allocation_check: Option<Instant>,
     /// RTP datagrams seen in and out, for [`MediaConfig::drop_rtp_every`].
     injected: [u32; 2],
     /// The connections one datagram's handling touched (kept to reuse its allocation).
@@ -684,6 +690,7 @@ impl Router {
             speakers: FastMap::default(),
             next_speaker_tick: None,
             next_negotiation_check: None,
+            next_allocation_check: None,
             injected: [0; 2],
             touched: Vec::new(),
             fanouts: Fanouts::default(),
@@ -753,10 +760,15 @@ impl Router {
     /// When [`handle_timeout`](Self::handle_timeout) must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let peers = self.deadlines.first().map(|(t, _)| *t);
-        [peers, self.next_speaker_tick, self.next_negotiation_check]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            peers,
+            self.next_speaker_tick,
+            self.next_negotiation_check,
+            self.next_allocation_check,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Lets every connection whose timer is due run it.
@@ -766,6 +778,9 @@ impl Router {
         }
         if self.next_negotiation_check.is_some_and(|t| t <= now) {
             self.check_negotiations(now);
+        }
+        if self.next_allocation_check.is_some_and(|t| t <= now) {
+            self.check_allocations(now);
         }
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
@@ -1575,6 +1590,26 @@ impl Router {
         self.allocate(sub, now);
     }
 
+    /// Polls the allocations due ([`Allocator::next_poll`]) and finds the next.
+    fn check_allocations(&mut self, now: Instant) {
+        let due: Vec<ParticipantSid> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| p.sub.allocator.next_poll().is_some_and(|at| at <= now))
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        for sid in &due {
+            self.allocate(sid, now);
+        }
+        // At least a tick later: a poll that leaves its time where it was is not run again at once.
+        self.next_allocation_check = self
+            .participants
+            .values()
+            .filter_map(|p| p.sub.allocator.next_poll())
+            .min()
+            .map(|at| at.max(now + ALLOCATION_TICK));
+    }
+
     /// Caps the layers `sub` receives to what its estimated downlink carries
     /// ([`consulta_sfu::bandwidth`]).
     fn allocate(&mut self, sub: &ParticipantSid, now: Instant) {
@@ -1620,6 +1655,11 @@ impl Router {
             ));
         }
         let caps = p.sub.allocator.poll_caps(now, audio, &demands);
+        if let Some(at) = p.sub.allocator.next_poll() {
+            let at = at.max(now + ALLOCATION_TICK);
+            self.next_allocation_check =
+                Some(self.next_allocation_check.map_or(at, |check| check.min(at)));
+        }
         if downs
             .iter()
             .zip(&caps)
@@ -2920,6 +2960,17 @@ mod tests {
         (router, now, bob)
     }
 
+    /// [`bob_receiving_alice`] with her camera (`TR_cam`) and her microphone (`TR_mic`).
+    fn bob_receiving_alices_camera_and_microphone() -> (Router, Instant, ParticipantSid) {
+        let mic = TrackInfo {
+            sid: "TR_mic".into(),
+            r#type: TrackType::Audio.into(),
+            mime_type: "audio/opus".into(),
+            ..TrackInfo::default()
+        };
+        bob_receiving_alice(vec![("cam", video("TR_cam")), ("mic", mic)])
+    }
+
     /// A VP8 track of 640 by 360.
     fn video(sid: &str) -> TrackInfo {
         TrackInfo {
@@ -2940,14 +2991,7 @@ mod tests {
     /// gone to a socket already dead.
     #[test]
     fn a_muted_microphone_is_no_audio_received_and_a_resume_repeats_the_stream_states() {
-        let mic = TrackInfo {
-            sid: "TR_mic".into(),
-            r#type: TrackType::Audio.into(),
-            mime_type: "audio/opus".into(),
-            ..TrackInfo::default()
-        };
-        let (mut router, now, bob) =
-            bob_receiving_alice(vec![("cam", video("TR_cam")), ("mic", mic)]);
+        let (mut router, now, bob) = bob_receiving_alices_camera_and_microphone();
         let p = router.participants.get_mut(&bob).expect("bob");
         assert_eq!(p.sub.sending.len(), 2, "both offered");
         // Too little for her voice and her smallest picture together: the camera pauses.
@@ -2986,6 +3030,37 @@ mod tests {
             states_told(&mut router, &bob),
             [("TR_cam".to_owned(), false)]
         );
+    }
+
+    /// A camera paused for Bob's weak link is tried again when the hold is over, and given up
+    /// when nothing confirms it, by the router's own timer: a paused subscriber hears only the
+    /// audio's reports, about every 5 s, and a lapsed probe must not stand until the next.
+    #[test]
+    fn a_paused_camera_is_tried_and_given_up_on_the_routers_timer() {
+        let (mut router, now, bob) = bob_receiving_alices_camera_and_microphone();
+        let p = router.participants.get_mut(&bob).expect("bob");
+        p.sub.allocator.handle_estimate(150_000);
+        router.allocate(&bob, now);
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), true)]
+        );
+        let tried = now + consulta_sfu::bandwidth::MIN_HOLD;
+        assert!(router.next_allocation_check.is_some_and(|at| at <= tried));
+        router.handle_timeout(tried);
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), false)]
+        );
+        assert!(router.participants[&bob].sub.allocator.probing());
+        let lapsed = tried + consulta_sfu::bandwidth::PROBE_ANSWER_WITHIN;
+        assert!(router.next_allocation_check.is_some_and(|at| at <= lapsed));
+        router.handle_timeout(lapsed);
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), true)]
+        );
+        assert!(!router.participants[&bob].sub.allocator.probing());
     }
 
     /// A muted camera is no tile to send (review helper-72): with Alice's camera and screen share

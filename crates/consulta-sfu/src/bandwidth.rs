@@ -40,17 +40,18 @@
 //! sent anyway is lost with the audio beside it, and in a consultation the voice matters most. A
 //! paused track comes back like any raise, after the hold, and its lowest layer is the probe. The
 //! estimate only moves with feedback on what is sent, so a subscriber who receives no audio keeps
-//! the cheapest lowest layer (the largest tile's among equals) whatever the budget: with nothing
-//! on the wire, nothing would ever say that the link had recovered.
+//! one lowest layer (`probe_track`'s) whatever the budget: with nothing on the wire, nothing
+//! would ever say that the link had recovered.
 //!
 //! Nor does the estimate always move with feedback: GCC holds it while loss stays between 2 and
 //! 10 %, so after heavy loss drove it below the lowest layer, a link that goes on losing a few
 //! per cent (a mobile link at the edge of its cell) would keep the video paused for the rest of the
-//! call. So when the hold is over and every visible track is still paused, the cheapest lowest
-//! layer is tried whatever the estimate (a [`Probe`]), and stands while the subscriber's reports
-//! about it say it gets through as GCC's loss rule would take it: no report over 10 % lost, no more
-//! than 10 % resent, no queue building up. It is a raise like any other: undone, with a wait twice
-//! as long, when it fails or no report confirms it within [`PROBE_ANSWER_WITHIN`].
+//! call. So once every visible track has been paused for the hold, that same lowest layer is
+//! tried whatever the estimate (a `Probe`), and stands while the subscriber's reports about it
+//! say it gets through as GCC's loss rule would take it: no report over 10 % lost, no more than
+//! 10 % resent, no queue building up. It is a raise like any other: undone, with a wait twice as
+//! long, when it fails or no report confirms it within [`PROBE_ANSWER_WITHIN`] of video sent
+//! ([`Allocator::next_poll`] tells when to look).
 
 use std::time::{Duration, Instant};
 
@@ -330,18 +331,26 @@ impl Floor {
 struct Probe {
     /// The track tried, by [`VideoDemand::id`].
     track: u64,
+    /// What its lowest layer cost when the probe began, in bits per second: one that comes to cost
+    /// more than twice that (a still screen share scrolled) is not what was tried.
+    price: u64,
+    /// When it began, or when a report about video that could not judge it last came
+    /// ([`Allocator::handle_loss_at`]).
     since: Instant,
     /// When a report about video last confirmed it.
     confirmed_at: Option<Instant>,
+    /// Video packets sent to the subscriber since it began: without any, no answer blames the
+    /// link (a publisher whose camera sends nothing, a track not answered yet).
+    sent: u64,
 }
 
 impl Probe {
-    /// Whether it still stands at `now`: within [`PROBE_ANSWER_WITHIN`] of its start, then while
-    /// reports confirm it ([`CONFIRMED_FOR`]).
-    fn stands(&self, now: Instant) -> bool {
+    /// When it lapses without a further confirmation: [`PROBE_ANSWER_WITHIN`] after its start,
+    /// then [`CONFIRMED_FOR`] after the last confirmation.
+    fn lapses_at(&self) -> Instant {
         match self.confirmed_at {
-            Some(at) => now.saturating_duration_since(at) < CONFIRMED_FOR,
-            None => now.saturating_duration_since(self.since) < PROBE_ANSWER_WITHIN,
+            Some(at) => at + CONFIRMED_FOR,
+            None => self.since + PROBE_ANSWER_WITHIN,
         }
     }
 }
@@ -693,7 +702,7 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
 }
 
 /// [`allocate`] under `ceilings` ([`allocate_within`]), except that when `keep_one` and no visible
-/// track would get a layer, the cheapest lowest layer is kept whatever its ceiling (see the
+/// track would get a layer, the lowest layer of [`probe_track`]'s track is kept whatever its ceiling (see the
 /// module documentation), and that when `strict` the layers a track receives get no tolerance.
 fn allot(
     budget: u64,
@@ -710,7 +719,7 @@ fn allot(
         .all(|(track, cap)| track.wanted.is_none() || cap.is_none());
     if keep_one
         && none_visible
-        && let Some(kept) = cheapest_lowest(tracks)
+        && let Some(kept) = probe_track(tracks)
         && let (Some(track), Some(cap)) = (tracks.get(kept), caps.get_mut(kept))
     {
         *cap = Some(track.lowest());
@@ -718,14 +727,21 @@ fn allot(
     caps
 }
 
-/// The position of the visible track whose lowest layer costs the least, the largest tile's among
-/// equals: the one kept, or tried, to learn whether the link carries video again.
-fn cheapest_lowest(tracks: &[VideoDemand]) -> Option<usize> {
-    largest_tile_first(tracks)
-        .into_iter()
-        .filter_map(|i| Some((i, tracks.get(i)?)))
-        .filter(|(_, track)| track.wanted.is_some())
-        .min_by_key(|(_, track)| track.rate(track.lowest()))
+/// The position of the visible track kept, or tried, to learn whether the link carries video
+/// again: the largest tile with simulcast, whose lowest layer is small by design; without one, the
+/// track whose one layer costs the least (the largest tile's among equals). Tiles change seldom,
+/// so the choice stays put while measured bitrates swing; a single-layer track measured cheap
+/// for a moment (a still screen share) is no better a probe than a camera's lowest layer.
+fn probe_track(tracks: &[VideoDemand]) -> Option<usize> {
+    let visible = || {
+        largest_tile_first(tracks)
+            .into_iter()
+            .filter_map(|i| Some((i, tracks.get(i)?)))
+            .filter(|(_, track)| track.wanted.is_some())
+    };
+    visible()
+        .find(|(_, track)| track.simulcast)
+        .or_else(|| visible().min_by_key(|(_, track)| track.rate(track.lowest())))
         .map(|(i, _)| i)
 }
 
@@ -947,6 +963,13 @@ pub struct Allocator {
     floor: Option<Floor>,
     /// The lowest layer tried below the estimate while every visible track was paused.
     probe: Option<Probe>,
+    /// A probe ended for what the link did with it since the last poll: the fall that follows is
+    /// a failed raise, however long it stood.
+    probe_failed: bool,
+    /// Since when every visible track has been paused (at the polls since).
+    paused_since: Option<Instant>,
+    /// When a receiver report last stated heavy loss.
+    heavy_at: Option<Instant>,
     /// What the caps cost with the audio, in bits per second.
     spent: u64,
     /// The most they cost within [`SENT_MEMORY`], and since when.
@@ -993,6 +1016,9 @@ impl Default for Allocator {
             before_raise: None,
             floor: None,
             probe: None,
+            probe_failed: false,
+            paused_since: None,
+            heavy_at: None,
             spent: 0,
             spent_peak: (0, None),
             loss_cap: None,
@@ -1041,6 +1067,9 @@ impl Allocator {
     /// A media packet (`video` or not) went to the subscriber at `now`.
     pub fn handle_sent(&mut self, now: Instant, video: bool) {
         self.unheard_since.get_or_insert(now);
+        if video && let Some(probe) = &mut self.probe {
+            probe.sent = probe.sent.saturating_add(1);
+        }
         if video && !self.settling(now) {
             let bucket = self.repairs.bucket(now);
             bucket.0 = bucket.0.saturating_add(1);
@@ -1111,9 +1140,17 @@ impl Allocator {
             at.is_some_and(|at| now.saturating_duration_since(at) < settle)
         };
         if within(self.lowered_at, LOSS_SETTLE) || within(self.back_at, OUTAGE_SETTLE) {
+            // Nor does it judge a probe: one confirmed stands on, one not yet waits afresh.
+            if video && let Some(probe) = &mut self.probe {
+                match &mut probe.confirmed_at {
+                    Some(at) => *at = now,
+                    None => probe.since = now,
+                }
+            }
             return;
         }
         if fraction_lost > LOSS_HIGH {
+            self.heavy_at = Some(now);
             let sent = self.spent_peak.0.max(self.spent);
             let kept =
                 (sent.saturating_mul(512 - u64::from(fraction_lost)) / 512).max(MIN_LOSS_CAP_BPS);
@@ -1124,6 +1161,7 @@ impl Allocator {
             // What was sent and resent before is of the layers given up (see `handle_resent`).
             self.repairs = Repairs::default();
             if self.probe.take().is_some() {
+                self.probe_failed = true;
                 tracing::debug!(fraction_lost, "probe given up: heavy loss");
             }
             return;
@@ -1135,6 +1173,7 @@ impl Allocator {
             if queued || self.repairs.above(now, LOSS_HIGH) {
                 tracing::debug!(?queue, "probe given up: queueing or repaired heavily");
                 self.probe = None;
+                self.probe_failed = true;
             } else {
                 probe.confirmed_at = Some(now);
             }
@@ -1177,16 +1216,32 @@ impl Allocator {
         self.probe.is_some()
     }
 
+    /// When the allocation must be polled again whatever happens meanwhile: when a probe lapses
+    /// unless confirmed, or when one may begin (the wait after the pause is over). `None`: only
+    /// estimates, reports and tiles change it.
+    pub fn next_poll(&self) -> Option<Instant> {
+        if let Some(probe) = &self.probe {
+            return Some(probe.lapses_at());
+        }
+        let since = self.paused_since?;
+        let calm = self.heavy_at.map_or(since, |at| at + MIN_HOLD);
+        [since + self.hold, self.hold_until.unwrap_or(since), calm]
+            .into_iter()
+            .max()
+    }
+
     /// What a probe needs at `now` (the audio and the lowest layer tried), `estimate` being what
-    /// the estimate and any loss cap allow: one that stands, or a new one when the wait after the
-    /// last drop is over, every visible track was visible and paused at the last poll (a track
-    /// just added is weighed at its first poll) and the estimate is below even the cheapest
-    /// lowest layer. Without a drop there is no wait to be over, and no probe. GCC holds its estimate while loss stays
-    /// between 2 and 10 % (`rtc-interceptor` 0.21.1, `gcc/loss.rs`), so after heavy loss drove it
-    /// below the lowest layer, a link that keeps losing a little would keep the video paused for
-    /// good; what the subscriber's reports say of the layer judges it instead. A probe is a raise
-    /// like any other (recorded, and undone with a longer wait when it fails) and ends once the
-    /// estimate carries the layer, or its track is no longer visible.
+    /// the estimate and any loss cap allow: one that stands, or a new one once every visible track
+    /// has been paused for the hold (and the wait after the last drop, and [`MIN_HOLD`] after the
+    /// last report of heavy loss, are over) while the estimate stays below the lowest layer of
+    /// the track [`probe_track`] picks. GCC holds its estimate while loss stays between 2 and 10 %
+    /// (`rtc-interceptor` 0.21.1, `gcc/loss.rs`), so after heavy loss drove it below the lowest
+    /// layer, a link that keeps losing a little would keep the video paused for good; what the
+    /// subscriber's reports say of the layer judges it instead. A probe is a raise like any
+    /// other: undone, with a longer wait, when the link fails it (reports, no answer within
+    /// [`PROBE_ANSWER_WITHIN`] though video was sent, or a layer that came to cost more than twice
+    /// its price), however long it stood; it ends quietly once the estimate carries the layer, its
+    /// track is no longer visible, or it went unanswered with nothing sent.
     fn probe_need(
         &mut self,
         now: Instant,
@@ -1194,30 +1249,42 @@ impl Allocator {
         tracks: &[VideoDemand],
         estimate: u64,
     ) -> Option<u64> {
-        let lowest = |track: &VideoDemand| audio.saturating_add(track.rate(track.lowest()));
+        let lowest = |track: &VideoDemand| track.rate(track.lowest());
         if let Some(probe) = self.probe {
-            let need = tracks
+            let price = tracks
                 .iter()
                 .find(|track| track.id == probe.track && track.wanted.is_some())
-                .map(lowest)
-                .filter(|need| estimate < *need && probe.stands(now));
-            if need.is_none() {
-                self.probe = None;
-                tracing::debug!(estimate, "probe ended");
+                .map(lowest);
+            let dearer = price.is_some_and(|price| price > probe.price.saturating_mul(2));
+            let lapsed = now >= probe.lapses_at();
+            let need = price.map(|price| audio.saturating_add(price));
+            if let Some(need) = need.filter(|need| estimate < *need && !dearer && !lapsed) {
+                return Some(need);
             }
-            return need;
-        }
-        let waited = self.hold_until.is_some_and(|until| now >= until);
-        let paused = |track: &VideoDemand| {
-            let shown = self.shown.iter().find(|shown| shown.id == track.id);
-            shown.is_some_and(|shown| shown.cap.is_none())
-        };
-        let mut visible = tracks.iter().filter(|track| track.wanted.is_some());
-        if !waited || audio == 0 || !visible.all(paused) {
+            self.probe = None;
+            if price.is_some() && (dearer || (lapsed && probe.sent > 0)) {
+                self.probe_failed = true;
+            } else if price.is_some() && lapsed {
+                // Nothing was sent to try: no raise to undo.
+                self.raised_at = None;
+            }
+            tracing::debug!(estimate, dearer, lapsed, sent = probe.sent, "probe ended");
             return None;
         }
-        let track = tracks.get(cheapest_lowest(tracks)?)?;
-        let need = lowest(track);
+        let over = |at: Option<Instant>, wait: Duration| {
+            at.is_none_or(|at| now.saturating_duration_since(at) >= wait)
+        };
+        let waited = self
+            .paused_since
+            .is_some_and(|since| over(Some(since), self.hold))
+            && over(self.hold_until, Duration::ZERO)
+            && over(self.heavy_at, MIN_HOLD);
+        if !waited || audio == 0 {
+            return None;
+        }
+        let track = tracks.get(probe_track(tracks)?)?;
+        let price = lowest(track);
+        let need = audio.saturating_add(price);
         if estimate >= need {
             return None;
         }
@@ -1228,8 +1295,10 @@ impl Allocator {
         );
         self.probe = Some(Probe {
             track: track.id,
+            price,
             since: now,
             confirmed_at: None,
+            sent: 0,
         });
         Some(need)
     }
@@ -1253,6 +1322,7 @@ impl Allocator {
         let estimate = self
             .probe_need(now, audio, tracks, estimate)
             .map_or(estimate, |need| need.max(estimate));
+        let probe_failed = std::mem::take(&mut self.probe_failed);
         // The budget was last set to what the layers sent cost at the bitrates known then; a
         // layer's measured bitrate may since have come out higher (a single-layer track counted at
         // a preset until measured, an encoder at full motion). What is sent stays as far as the
@@ -1335,13 +1405,16 @@ impl Allocator {
                 keep_one,
                 strict,
             );
-            let fell = budget < previous && held_caps.iter().zip(&base).any(|(new, old)| new < old);
+            // A failed probe is a fall even where its layer's bitrate grew past the budget before.
+            let fell = probe_failed
+                || (budget < previous && held_caps.iter().zip(&base).any(|(new, old)| new < old));
             let rose = !held && !fell && caps.iter().zip(&base).any(|(new, old)| new > old);
             if fell {
                 caps = held_caps;
-                let failed = self
-                    .raised_at
-                    .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
+                let failed = probe_failed
+                    || self
+                        .raised_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN);
                 if failed && let Some(before) = self.before_raise.take() {
                     raised_from.clone_from(&before);
                     let delivered = self.floor.as_ref().map_or(0, |floor| floor.delivered);
@@ -1483,6 +1556,10 @@ impl Allocator {
             });
         }
         self.shown = shown;
+        let mut visible = tracks.iter().zip(&caps).filter(|(t, _)| t.wanted.is_some());
+        let paused = visible.next().is_some_and(|(_, cap)| cap.is_none())
+            && visible.all(|(_, cap)| cap.is_none());
+        self.paused_since = paused.then(|| self.paused_since.unwrap_or(now));
         caps
     }
 }
@@ -1626,7 +1703,6 @@ mod tests {
                 "{s} s"
             );
         }
-        assert_eq!(allocator.hold(), MIN_HOLD);
         // Once the estimate carries the layer, the probe has done its work.
         allocator.handle_estimate(300_000);
         let later = tried + Duration::from_secs(61);
@@ -1641,28 +1717,158 @@ mod tests {
         let tracks = [camera(Some(High))];
         let tried = at(1_000) + MIN_HOLD;
         let mut allocator = paused_a_second_in(start);
+        assert_eq!(
+            allocator.next_poll(),
+            Some(tried),
+            "when the probe may begin"
+        );
         assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
         let report = tried + Duration::from_millis(1_500);
         allocator.handle_loss_at(report, 85);
         assert_eq!(allocator.poll_caps(report, 1, &tracks), vec![None]);
         assert!(!allocator.probing());
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
-        // Unanswered: reports about the audio (the layer's key frame never came) confirm nothing.
+        // Unanswered though its video was sent: reports about the audio confirm nothing, and a
+        // failure found late (no poll came at its deadline) is a failure all the same.
         let mut allocator = paused_a_second_in(start);
         assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        assert_eq!(allocator.next_poll(), Some(tried + PROBE_ANSWER_WITHIN));
+        for _ in 0..40 {
+            allocator.handle_sent(tried + Duration::from_secs(1), true);
+        }
         let audio = tried + Duration::from_secs(3);
         allocator.handle_audio_loss_at(audio, 10);
         assert_eq!(allocator.poll_caps(audio, 1, &tracks), vec![Some(Low)]);
-        let given_up = tried + PROBE_ANSWER_WITHIN;
-        assert_eq!(allocator.poll_caps(given_up, 1, &tracks), vec![None]);
+        let late = tried + FAILED_WITHIN + Duration::from_secs(2);
+        assert_eq!(allocator.poll_caps(late, 1, &tracks), vec![None]);
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
         // Tried again once the longer wait is over.
-        let again = given_up + MIN_HOLD * 2;
+        let again = late + MIN_HOLD * 2;
+        assert_eq!(allocator.next_poll(), Some(again));
         assert_eq!(
             allocator.poll_caps(again - Duration::from_millis(1), 1, &tracks),
             vec![None]
         );
         assert_eq!(allocator.poll_caps(again, 1, &tracks), vec![Some(Low)]);
+        // Unanswered with nothing sent (the publisher's camera sent nothing meanwhile): the link
+        // is not to blame, and the wait does not grow.
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let given_up = tried + PROBE_ANSWER_WITHIN;
+        assert_eq!(allocator.poll_caps(given_up, 1, &tracks), vec![None]);
+        assert_eq!(allocator.hold(), MIN_HOLD);
+    }
+
+    /// A probe that stood for a minute and then loses heavily failed as a raise does: the wait
+    /// doubles, or a link hovering about 10 % lost would have its video on and off every 8 s.
+    #[test]
+    fn a_probe_failing_after_standing_long_doubles_the_wait() {
+        let start = Instant::now();
+        let tracks = [camera(Some(High))];
+        let tried = start + Duration::from_secs(1) + MIN_HOLD;
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let mut now = tried;
+        for _ in 0..60 {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 10);
+            assert_eq!(allocator.poll_caps(now, 1, &tracks), vec![Some(Low)]);
+        }
+        now += Duration::from_secs(1);
+        allocator.handle_loss_at(now, 40);
+        assert_eq!(allocator.poll_caps(now, 1, &tracks), vec![None]);
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+    }
+
+    /// Reports the allocator ignores (covering an outage, or the time before a lowering) cannot
+    /// judge a probe either way: it stands through them.
+    #[test]
+    fn a_probe_stands_through_the_reports_an_outage_leaves_unweighed() {
+        let start = Instant::now();
+        let tracks = [camera(Some(High))];
+        let tried = start + Duration::from_secs(1) + MIN_HOLD;
+        let mut allocator = paused_a_second_in(start);
+        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let confirmed = tried + Duration::from_secs(2);
+        allocator.handle_loss_at(confirmed, 0);
+        let back = confirmed + Duration::from_millis(500);
+        allocator.handle_reconnected(back);
+        for ms in [1_000, 2_000, 2_900] {
+            let now = back + Duration::from_millis(ms);
+            allocator.handle_loss_at(now, 120);
+            assert_eq!(
+                allocator.poll_caps(now, 1, &tracks),
+                vec![Some(Low)],
+                "{ms}"
+            );
+        }
+        let after = back + OUTAGE_SETTLE + Duration::from_millis(500);
+        allocator.handle_loss_at(after, 5);
+        assert_eq!(allocator.poll_caps(after, 1, &tracks), vec![Some(Low)]);
+        assert!(allocator.probing());
+    }
+
+    /// A probe begins only once every visible track has been paused for the hold: also when
+    /// nothing fell (a link too weak from the first estimate), and not within `MIN_HOLD` of a
+    /// report of heavy loss, about the audio too.
+    #[test]
+    fn a_probe_waits_for_the_hold_after_the_pause_and_after_heavy_loss() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let tracks = [camera(Some(High))];
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(150_000);
+        assert_eq!(allocator.poll_caps(start, 1, &tracks), vec![None]);
+        assert_eq!(allocator.next_poll(), Some(start + MIN_HOLD));
+        allocator.handle_audio_loss_at(at(5_000), 60);
+        assert_eq!(allocator.poll_caps(at(5_000), 1, &tracks), vec![None]);
+        assert_eq!(allocator.next_poll(), Some(at(5_000) + MIN_HOLD));
+        assert_eq!(
+            allocator.poll_caps(start + MIN_HOLD, 1, &tracks),
+            vec![None]
+        );
+        assert_eq!(
+            allocator.poll_caps(at(5_000) + MIN_HOLD, 1, &tracks),
+            vec![Some(Low)]
+        );
+        assert!(allocator.probing());
+    }
+
+    /// A single-layer track tried at the price of a still picture, that then costs far more (a
+    /// screen share scrolled), is not what was tried: the probe fails.
+    #[test]
+    fn a_probe_whose_layer_comes_to_cost_more_than_twice_its_price_fails() {
+        let start = Instant::now();
+        let share = |bps: u64| VideoDemand {
+            bitrates: [0, 0, bps],
+            ..screen_share()
+        };
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(
+            allocator.poll_caps(start, 1, &[share(100_000)]),
+            vec![Some(High)]
+        );
+        allocator.handle_estimate(150_000);
+        let paused = start + Duration::from_secs(1);
+        assert_eq!(
+            allocator.poll_caps(paused, 1, &[share(100_000)]),
+            vec![None]
+        );
+        let tried = paused + MIN_HOLD;
+        assert_eq!(
+            allocator.poll_caps(tried, 1, &[share(100_000)]),
+            vec![Some(High)]
+        );
+        let now = tried + Duration::from_secs(1);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &[share(190_000)]),
+            vec![Some(High)]
+        );
+        let now = now + Duration::from_secs(1);
+        assert_eq!(allocator.poll_caps(now, 1, &[share(300_000)]), vec![None]);
+        assert!(!allocator.probing());
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
     /// A report without loss is no confirmation when resends repair more than GCC's 10 %, or when
@@ -1694,9 +1900,9 @@ mod tests {
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
-    /// The probe is the cheapest lowest layer: a screen share of one 1 Mbit/s layer on a larger
-    /// tile stays paused while the camera beside it is tried. Without audio there is no probe:
-    /// the largest tile keeps its lowest layer throughout.
+    /// The probe is a simulcast track's lowest layer: a screen share of one 1 Mbit/s layer on a
+    /// larger tile stays paused while the camera beside it is tried. Without audio there is no
+    /// probe: the camera keeps its lowest layer throughout, not the larger share.
     #[test]
     fn a_probe_tries_the_cheapest_lowest_layer_and_only_beside_audio() {
         let start = Instant::now();
