@@ -3034,7 +3034,8 @@ mod tests {
 
     /// A camera paused for Bob's weak link is tried again when the hold is over, and given up
     /// when nothing confirms it, by the router's own timer: a paused subscriber hears only the
-    /// audio's reports, about every 5 s, and a lapsed probe must not stand until the next.
+    /// audio's reports, about every 5 s, and a lapsed probe must not stand until the next (nor
+    /// be judged a success, or a failure found too late to double the wait).
     #[test]
     fn a_paused_camera_is_tried_and_given_up_on_the_routers_timer() {
         let (mut router, now, bob) = bob_receiving_alices_camera_and_microphone();
@@ -3060,7 +3061,29 @@ mod tests {
             states_told(&mut router, &bob),
             [("TR_cam".to_owned(), true)]
         );
-        assert!(!router.participants[&bob].sub.allocator.probing());
+        let allocator = &router.participants[&bob].sub.allocator;
+        assert!(!allocator.probing());
+        // Nothing was sent to try (no media flows in this test): no raise failed.
+        assert_eq!(allocator.hold(), consulta_sfu::bandwidth::MIN_HOLD);
+        // Tried again after the hold, with video sent this time and nothing confirming it: the
+        // link failed it, and the next wait is twice as long.
+        let again = lapsed + consulta_sfu::bandwidth::MIN_HOLD;
+        router.handle_timeout(again);
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), false)]
+        );
+        let p = router.participants.get_mut(&bob).expect("bob");
+        for _ in 0..50 {
+            p.sub.allocator.handle_sent(again, true);
+        }
+        router.handle_timeout(again + consulta_sfu::bandwidth::PROBE_ANSWER_WITHIN);
+        assert_eq!(
+            states_told(&mut router, &bob),
+            [("TR_cam".to_owned(), true)]
+        );
+        let allocator = &router.participants[&bob].sub.allocator;
+        assert_eq!(allocator.hold(), consulta_sfu::bandwidth::MIN_HOLD * 2);
     }
 
     /// A muted camera is no tile to send (review helper-72): with Alice's camera and screen share
