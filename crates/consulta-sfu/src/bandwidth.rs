@@ -194,7 +194,11 @@ pub const OUTAGE_GAP: Duration = Duration::from_secs(1);
 /// silences would each end an "outage" and hide the report that ends them.
 pub const BRISK_ANSWERS: usize = 4;
 
-/// A probe ([`Probe`]) not confirmed by a report about video within this long of its start is given
+/// The fewest video packets a probe's resends are weighed against: a second of a 180p layer at
+/// its slowest. One resend of them is 6 %.
+pub const PROBE_REPAIRS_MIN_SENT: u64 = 16;
+
+/// A probe (`Probe`) not confirmed by a report about video within this long of its start is given
 /// up: the layer tried needs a key frame first (a keyframe request, then a few hundred
 /// milliseconds), and browsers report each stream about once a second.
 pub const PROBE_ANSWER_WITHIN: Duration = Duration::from_secs(4);
@@ -450,28 +454,29 @@ impl Repairs {
     /// just after [`REPAIRS_SETTLE`] comes with a second's video or less).
     fn heavy(&mut self, now: Instant) -> bool {
         let (sent, resent) = self.totals(now);
-        resent.saturating_mul(256) > sent.saturating_mul(u64::from(LOSS_LOW))
+        resent.saturating_mul(256)
+            > sent
+                .max(REPAIRS_MIN_SENT)
+                .saturating_mul(u64::from(LOSS_LOW))
     }
 
     /// The share of the video sent over the last 1–2 s that was resent, at `now`, in 256ths (more
     /// than 256 when packets were resent more than once), counting at least
-    /// [`REPAIRS_MIN_SENT`] sent.
+    /// [`PROBE_REPAIRS_MIN_SENT`] sent: a probe's lowest layer sends 15–20 packets a second.
     fn share(&mut self, now: Instant) -> u32 {
         let (sent, resent) = self.totals(now);
-        u32::try_from(resent.saturating_mul(256) / sent).unwrap_or(u32::MAX)
+        let share = resent.saturating_mul(256) / sent.max(PROBE_REPAIRS_MIN_SENT);
+        u32::try_from(share).unwrap_or(u32::MAX)
     }
 
-    /// The video packets sent over the last 1–2 s at `now` (at least [`REPAIRS_MIN_SENT`]), and
-    /// those resent.
+    /// The video packets sent over the last 1–2 s at `now`, and those resent.
     fn totals(&mut self, now: Instant) -> (u64, u64) {
         self.bucket(now);
-        let (sent, resent) = self
-            .buckets
+        self.buckets
             .iter()
             .fold((0u64, 0u64), |(s, r), (sent, resent)| {
                 (s.saturating_add(*sent), r.saturating_add(*resent))
-            });
-        (sent.max(REPAIRS_MIN_SENT), resent)
+            })
     }
 }
 
@@ -1176,7 +1181,9 @@ impl Allocator {
         // when a report and the smoothed loss both pass 10 % (counting what had to be resent as
         // lost: the link lost it), or at once when a queue builds up. GCC smooths over its
         // feedback, ≈10 a second; one report a second needs less.
+        let mut judged = false;
         if video && let Some(probe) = &mut self.probe {
+            judged = true;
             let sample = u32::from(fraction_lost).max(self.repairs.share(now));
             probe.loss = probe.loss / 2 + sample.min(256) * 128;
             let high = u32::from(LOSS_HIGH);
@@ -1192,6 +1199,11 @@ impl Allocator {
         }
         if fraction_lost > LOSS_HIGH {
             self.heavy_at = Some(now);
+            // A probe that stands is its own judge: only its layer is sent, there is nothing lower
+            // to keep, and a floor would stop the resends it weighs from being counted.
+            if judged && self.probe.is_some() {
+                return;
+            }
             let sent = self.spent_peak.0.max(self.spent);
             let kept =
                 (sent.saturating_mul(512 - u64::from(fraction_lost)) / 512).max(MIN_LOSS_CAP_BPS);
@@ -2018,26 +2030,34 @@ mod tests {
         let start = Instant::now();
         let tracks = [camera(Some(High))];
         let tried = start + Duration::from_secs(1) + MIN_HOLD;
-        // A second's video each second, resent `per_100` in 100: how many reports it stands.
-        let stands_for = |per_100: u64| {
+        // `sent` video packets a second, `resent` of them resent, and a report each second
+        // stating `lost` after the first, which states 40 in 256: how many reports it stands.
+        let stands_for = |sent: u64, resent: u64, lost: u8| {
             let mut allocator = paused_a_second_in(start);
             assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+            allocator.handle_loss_at(tried + Duration::from_millis(500), 40);
+            assert!(allocator.probing(), "one report of 16 % lost is within");
             (1..=30)
                 .take_while(|s| {
                     let now = tried + Duration::from_secs(*s);
-                    for _ in 0..100 {
+                    for _ in 0..sent {
                         allocator.handle_sent(now, true);
                     }
-                    allocator.handle_resent(now, per_100);
-                    allocator.handle_loss_at(now, 0);
+                    allocator.handle_resent(now, resent);
+                    allocator.handle_loss_at(now, lost);
                     allocator.probing()
                 })
                 .count()
         };
-        assert_eq!(stands_for(10), 30, "10 % resent is within");
-        let eleven = stands_for(11);
-        assert!((2..6).contains(&eleven), "11 % is not: {eleven} reports");
-        assert!(stands_for(30) < 2, "30 % fails at once");
+        assert_eq!(stands_for(100, 10, 0), 30, "10 % resent is within");
+        let eleven = stands_for(100, 11, 0);
+        assert!((2..8).contains(&eleven), "11 % is not: {eleven} reports");
+        assert!(stands_for(100, 30, 0) < 2, "30 % fails at once");
+        // At 180p's 20 packets a second, a fifth resent is as much, weighed against what was sent.
+        assert_eq!(stands_for(20, 4, 0), 0, "20 % of a small layer");
+        // The heavy report before leaves the resends counted: reports stating 6 % after a
+        // quarter was repaired are no confirmation.
+        assert!(stands_for(20, 5, 15) < 2, "repaired, not delivered");
         let mut allocator = paused_a_second_in(start);
         assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
         let report = tried + Duration::from_secs(2);
