@@ -2514,7 +2514,7 @@ impl Router {
             p.sub.allocator.handle_loss_at(now, fraction);
         } else if let Some(fraction) = worst(false).filter(|_| starved) {
             p.sub.allocator.handle_audio_loss_at(now, fraction);
-        } else if !p.sub.allocator.probing() {
+        } else {
             return;
         }
         self.allocate(sub, now);

@@ -1181,9 +1181,7 @@ impl Allocator {
         // when a report and the smoothed loss both pass 10 % (counting what had to be resent as
         // lost: the link lost it), or at once when a queue builds up. GCC smooths over its
         // feedback, ≈10 a second; one report a second needs less.
-        let mut judged = false;
         if video && let Some(probe) = &mut self.probe {
-            judged = true;
             let sample = u32::from(fraction_lost).max(self.repairs.share(now));
             probe.loss = probe.loss / 2 + sample.min(256) * 128;
             let high = u32::from(LOSS_HIGH);
@@ -1201,7 +1199,7 @@ impl Allocator {
             self.heavy_at = Some(now);
             // A probe that stands is its own judge: only its layer is sent, there is nothing lower
             // to keep, and a floor would stop the resends it weighs from being counted.
-            if judged && self.probe.is_some() {
+            if video && self.probe.is_some() {
                 return;
             }
             let sent = self.spent_peak.0.max(self.spent);
@@ -1251,8 +1249,7 @@ impl Allocator {
         }
     }
 
-    /// Whether the lowest layer of a paused track is being tried below the estimate: its end is
-    /// decided at a poll, so one is due at each report, about audio too.
+    /// Whether the lowest layer of a paused track is being tried below the estimate.
     pub fn probing(&self) -> bool {
         self.probe.is_some()
     }
@@ -1392,9 +1389,17 @@ impl Allocator {
         // entry of a tile hidden during a wait and shown after it). A new track, or one hidden
         // before the wait, gets what the budget has: that is the subscriber's asking, and the
         // budget is still what the estimate allows.
+        // While a probe stands, its budget is for its track alone: a larger tile whose one layer
+        // happens to fit it would be sent instead, judged as the probe's.
+        let probed = self.probe.map(|probe| probe.track);
+        let beside_probe =
+            |track: &VideoDemand| probed.is_some_and(|id| id != track.id && track.wanted.is_some());
         let kept: Vec<Ceiling> = tracks
             .iter()
             .map(|track| {
+                if beside_probe(track) {
+                    return Ceiling::Sent(None);
+                }
                 let waited = self.waiting.iter().find(|(id, _)| *id == track.id);
                 let last = self.shown.iter().find(|shown| shown.id == track.id);
                 match (track.wanted, last, waited) {
@@ -1408,21 +1413,20 @@ impl Allocator {
                 }
             })
             .collect();
-        // While a probe stands, its budget is for its track alone: a larger tile whose one layer
-        // happens to fit it would be sent instead, judged as the probe's.
-        let alone = |ceilings: &mut Vec<Ceiling>| {
-            if let Some(probe) = &self.probe {
-                for (track, ceiling) in tracks.iter().zip(ceilings.iter_mut()) {
-                    if track.id != probe.track && track.wanted.is_some() {
-                        *ceiling = Ceiling::Sent(None);
+        // Past the end of the ceilings a track has its tile's: none are needed without a probe.
+        let tile: Vec<Ceiling> = match probed {
+            Some(_) => tracks
+                .iter()
+                .map(|track| {
+                    if beside_probe(track) {
+                        Ceiling::Sent(None)
+                    } else {
+                        Ceiling::Tile
                     }
-                }
-            }
+                })
+                .collect(),
+            None => Vec::new(),
         };
-        let mut kept = kept;
-        alone(&mut kept);
-        let mut tile = vec![Ceiling::Tile; tracks.len()];
-        alone(&mut tile);
         // A floor keeps what is sent from falling; it never raises anything.
         let floor = self.floor.as_mut().and_then(|floor| {
             let need = floor.need(audio, tracks);
@@ -1691,6 +1695,18 @@ mod tests {
         allocator
     }
 
+    /// [`paused_a_second_in`], then the camera's lowest layer tried at the end of the hold
+    /// (1 s + `MIN_HOLD`), the estimate unmoved: a probe.
+    fn probing_after_the_hold(start: Instant) -> Allocator {
+        let mut allocator = paused_a_second_in(start);
+        let tried = start + Duration::from_secs(1) + MIN_HOLD;
+        assert_eq!(
+            allocator.poll_caps(tried, 1, &[camera(Some(High))]),
+            vec![Some(Low)]
+        );
+        allocator
+    }
+
     #[test]
     fn each_track_gets_what_its_tile_asks_for_when_it_fits() {
         let tracks = [camera(Some(High)), camera(Some(Medium)), camera(Some(Low))];
@@ -1804,8 +1820,7 @@ mod tests {
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
         // Unanswered though its video was sent: reports about the audio confirm nothing, and a
         // failure found late (no poll came at its deadline) is a failure all the same.
-        let mut allocator = paused_a_second_in(start);
-        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let mut allocator = probing_after_the_hold(start);
         assert_eq!(allocator.next_poll(), Some(tried + PROBE_ANSWER_WITHIN));
         for _ in 0..40 {
             allocator.handle_sent(tried + Duration::from_secs(1), true);
@@ -1826,8 +1841,7 @@ mod tests {
         assert_eq!(allocator.poll_caps(again, 1, &tracks), vec![Some(Low)]);
         // Unanswered with nothing sent (the publisher's camera sent nothing meanwhile): the link
         // is not to blame, and the wait does not grow.
-        let mut allocator = paused_a_second_in(start);
-        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let mut allocator = probing_after_the_hold(start);
         let given_up = tried + PROBE_ANSWER_WITHIN;
         assert_eq!(allocator.poll_caps(given_up, 1, &tracks), vec![None]);
         assert_eq!(allocator.hold(), MIN_HOLD);
@@ -1840,8 +1854,7 @@ mod tests {
         let start = Instant::now();
         let tracks = [camera(Some(High))];
         let tried = start + Duration::from_secs(1) + MIN_HOLD;
-        let mut allocator = paused_a_second_in(start);
-        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let mut allocator = probing_after_the_hold(start);
         let mut now = tried;
         for _ in 0..60 {
             now += Duration::from_secs(1);
@@ -1909,8 +1922,7 @@ mod tests {
         let start = Instant::now();
         let tracks = [camera(Some(High))];
         let tried = start + Duration::from_secs(1) + MIN_HOLD;
-        let mut allocator = paused_a_second_in(start);
-        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let mut allocator = probing_after_the_hold(start);
         let failed = tried + Duration::from_secs(1);
         allocator.handle_loss_at(failed, 100);
         assert_eq!(allocator.poll_caps(failed, 1, &tracks), vec![None]);
@@ -1930,8 +1942,7 @@ mod tests {
         let start = Instant::now();
         let tracks = [camera(Some(High))];
         let tried = start + Duration::from_secs(1) + MIN_HOLD;
-        let mut allocator = paused_a_second_in(start);
-        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let mut allocator = probing_after_the_hold(start);
         let confirmed = tried + Duration::from_secs(2);
         allocator.handle_loss_at(confirmed, 0);
         let back = confirmed + Duration::from_millis(500);
@@ -2033,8 +2044,7 @@ mod tests {
         // `sent` video packets a second, `resent` of them resent, and a report each second
         // stating `lost` after the first, which states 40 in 256: how many reports it stands.
         let stands_for = |sent: u64, resent: u64, lost: u8| {
-            let mut allocator = paused_a_second_in(start);
-            assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+            let mut allocator = probing_after_the_hold(start);
             allocator.handle_loss_at(tried + Duration::from_millis(500), 40);
             assert!(allocator.probing(), "one report of 16 % lost is within");
             (1..=30)
@@ -2058,11 +2068,8 @@ mod tests {
         // The heavy report before leaves the resends counted: reports stating 6 % after a
         // quarter was repaired are no confirmation.
         assert!(stands_for(20, 5, 15) < 2, "repaired, not delivered");
-        let mut allocator = paused_a_second_in(start);
-        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
         let report = tried + Duration::from_secs(2);
-        let mut allocator = paused_a_second_in(start);
-        assert_eq!(allocator.poll_caps(tried, 1, &tracks), vec![Some(Low)]);
+        let mut allocator = probing_after_the_hold(start);
         allocator.handle_round_trip(tried, Duration::from_millis(40));
         allocator.handle_round_trip(report, Duration::from_millis(200));
         allocator.handle_loss_at(report, 0);
