@@ -52,6 +52,11 @@
 //! loss both pass 10 % (what had to be resent counting as lost), or a queue builds up. It is a
 //! raise like any other: undone, with a wait twice as long, when it fails or no report confirms it
 //! within [`PROBE_ANSWER_WITHIN`] of video sent ([`Allocator::next_poll`] tells when to look).
+//! The estimate stays held while the probe stands, so in a room with more than one camera a
+//! probe that has stood for the hold, confirmed since, takes in the lowest layer of the next
+//! paused track (`probe_track`'s order), and so on. Each addition is a raise of its own: when the
+//! link fails the probe, the track added last goes alone and the next addition waits twice as
+//! long; only a probe of one track fails whole.
 
 use std::time::{Duration, Instant};
 
@@ -330,15 +335,16 @@ impl Floor {
 
 /// The lowest layer of a track tried while every visible track is paused and the estimate stays
 /// below it (see the module documentation): it stands while the subscriber's reports say what is
-/// sent gets through, whatever the estimate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// sent gets through, whatever the estimate. Once it has stood for the hold, the lowest layer of
+/// the next paused track is added to it, and so on: each addition is a raise of its own, and the
+/// first to fail is taken back alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Probe {
-    /// The track tried, by [`VideoDemand::id`].
-    track: u64,
-    /// What its lowest layer cost when the probe began, in bits per second. A single-layer track
-    /// that comes to cost more than twice that (a still screen share scrolled) is no longer what
-    /// was tried; a simulcast track's lowest layer is small whatever its encoder does.
-    price: u64,
+    /// The tracks tried, by [`VideoDemand::id`], in the order they were added, each with what its
+    /// lowest layer cost then, in bits per second. A single-layer track that comes to cost more
+    /// than twice that (a still screen share scrolled) is no longer what was tried; a simulcast
+    /// track's lowest layer is small whatever its encoder does.
+    tracks: Vec<(u64, u64)>,
     /// The loss the reports about video state, halfway to each new one, from 0, in 65536ths:
     /// a report covers a second, and at 180p (≈18 packets) two losses are 11 %, so one report
     /// just over 10 % does not fail the probe alone; a third lost does.
@@ -348,6 +354,11 @@ struct Probe {
     since: Instant,
     /// When a report about video last confirmed it.
     confirmed_at: Option<Instant>,
+    /// When it began, or when its tracks last changed: the next track is added only once a
+    /// report since has confirmed it and the hold has passed since.
+    widened_at: Instant,
+    /// Whether a visible track stood beside it, paused, at the last poll.
+    beside: bool,
     /// Video packets sent to the subscriber since it began: without any, no answer blames the
     /// link (a publisher whose camera sends nothing, a track not answered yet).
     sent: u64,
@@ -748,7 +759,7 @@ fn allot(
         .all(|(track, cap)| track.wanted.is_none() || cap.is_none());
     if keep_one
         && none_visible
-        && let Some(kept) = probe_track(tracks)
+        && let Some(kept) = probe_track(tracks, &[])
         && let (Some(track), Some(cap)) = (tracks.get(kept), caps.get_mut(kept))
     {
         *cap = Some(track.lowest());
@@ -757,16 +768,19 @@ fn allot(
 }
 
 /// The position of the visible track kept, or tried, to learn whether the link carries video
-/// again: the largest tile with simulcast, whose lowest layer is small by design; without one, the
-/// track whose one layer costs the least (the largest tile's among equals). Tiles change seldom,
-/// so the choice stays put while measured bitrates swing; a single-layer track measured cheap
-/// for a moment (a still screen share) is no better a probe than a camera's lowest layer.
-fn probe_track(tracks: &[VideoDemand]) -> Option<usize> {
+/// again, leaving out those `tried` already (by [`VideoDemand::id`]): the largest tile with
+/// simulcast, whose lowest layer is small by design; without one, the track whose one layer costs
+/// the least (the largest tile's among equals). Tiles change seldom, so the choice stays put while
+/// measured bitrates swing; a single-layer track measured cheap for a moment (a still screen
+/// share) is no better a probe than a camera's lowest layer.
+fn probe_track(tracks: &[VideoDemand], tried: &[(u64, u64)]) -> Option<usize> {
     let visible = || {
         largest_tile_first(tracks)
             .into_iter()
             .filter_map(|i| Some((i, tracks.get(i)?)))
-            .filter(|(_, track)| track.wanted.is_some())
+            .filter(|(_, track)| {
+                track.wanted.is_some() && !tried.iter().any(|&(id, _)| id == track.id)
+            })
     };
     visible()
         .find(|(_, track)| track.simulcast)
@@ -1187,7 +1201,15 @@ impl Allocator {
             let high = u32::from(LOSS_HIGH);
             let lost = sample > high && probe.loss > high * 256;
             let queued = queue.is_some_and(|queue| queue > QUEUE_TOLERANCE);
-            if lost || queued {
+            if (lost || queued) && probe.tracks.len() > 1 {
+                // The track added last is what the link failed: it goes, the others stand (the
+                // smoothed loss is kept: a link still failing them fails them at its next report).
+                probe.tracks.pop();
+                probe.confirmed_at = Some(now);
+                probe.widened_at = now;
+                self.probe_end = Some(ProbeEnd::Failed);
+                tracing::debug!(sample, smoothed = probe.loss, ?queue, "probe narrowed");
+            } else if lost || queued {
                 tracing::debug!(sample, smoothed = probe.loss, ?queue, "probe given up");
                 self.probe = None;
                 self.probe_end = Some(ProbeEnd::Failed);
@@ -1255,16 +1277,33 @@ impl Allocator {
     }
 
     /// When the allocation must be polled again whatever happens meanwhile: when a probe lapses
-    /// unless confirmed, or when one may begin (the wait after the pause is over). `None`: only
-    /// estimates, reports and tiles change it.
+    /// unless confirmed, or when one may begin or take in the next paused track (the wait is
+    /// over). `None`: only estimates, reports and tiles change it.
     pub fn next_poll(&self) -> Option<Instant> {
         if let Some(probe) = &self.probe {
-            return Some(probe.lapses_at());
+            let lapses = probe.lapses_at();
+            return Some(self.widens_at(probe).map_or(lapses, |at| at.min(lapses)));
         }
         let since = self.paused_since?;
         let calm = self.heavy_at.map_or(since, |at| at + MIN_HOLD);
         [since + self.hold, self.hold_until.unwrap_or(since), calm]
             .into_iter()
+            .max()
+    }
+
+    /// When `probe` may take in the lowest layer of the next paused track: once a report has
+    /// confirmed it since its tracks last changed, the hold has passed since that change, and
+    /// the wait after the last fall and [`MIN_HOLD`] after the last report of heavy loss are over.
+    /// `None` while no visible track stands paused beside it, or nothing confirmed it since.
+    fn widens_at(&self, probe: &Probe) -> Option<Instant> {
+        let confirmed = probe.confirmed_at.is_some_and(|at| at > probe.widened_at);
+        if !probe.beside || !confirmed {
+            return None;
+        }
+        let calm = self.heavy_at.map(|at| at + MIN_HOLD);
+        [Some(probe.widened_at + self.hold), self.hold_until, calm]
+            .into_iter()
+            .flatten()
             .max()
     }
 
@@ -1288,20 +1327,64 @@ impl Allocator {
         estimate: u64,
     ) -> Option<u64> {
         let lowest = |track: &VideoDemand| track.rate(track.lowest());
-        if let Some(probe) = self.probe {
-            let track = tracks
-                .iter()
-                .find(|track| track.id == probe.track && track.wanted.is_some());
-            let price = track.map(lowest);
-            let dearer = track.is_some_and(|track| {
-                !track.simulcast && lowest(track) > probe.price.saturating_mul(2)
+        if let Some(mut probe) = self.probe.take() {
+            let visible = |id: u64| {
+                tracks
+                    .iter()
+                    .find(|track| track.id == id && track.wanted.is_some())
+            };
+            // A track no longer visible leaves it, and so does a single-layer track come to cost
+            // more than twice its price: neither is what was tried.
+            let mut dearer = false;
+            let tried = probe.tracks.len();
+            probe.tracks.retain(|&(id, price)| {
+                visible(id).is_some_and(|track| {
+                    let dear = !track.simulcast && lowest(track) > price.saturating_mul(2);
+                    dearer |= dear;
+                    !dear
+                })
             });
             let lapsed = now >= probe.lapses_at();
-            let need = price.map(|price| audio.saturating_add(price));
-            if let Some(need) = need.filter(|need| estimate < *need && !dearer && !lapsed) {
+            let price_of = |tried: &[(u64, u64)]| {
+                tried
+                    .iter()
+                    .filter_map(|&(id, _)| visible(id))
+                    .map(lowest)
+                    .fold(audio, u64::saturating_add)
+            };
+            let mut need = price_of(&probe.tracks);
+            if !probe.tracks.is_empty() && estimate < need && !lapsed {
+                if probe.tracks.len() < tried {
+                    probe.widened_at = now;
+                    if dearer {
+                        self.probe_end = Some(ProbeEnd::Quiet);
+                    }
+                }
+                let beside = |probe: &Probe| {
+                    tracks.iter().any(|track| {
+                        track.wanted.is_some()
+                            && !probe.tracks.iter().any(|&(id, _)| id == track.id)
+                    })
+                };
+                probe.beside = beside(&probe);
+                if self.widens_at(&probe).is_some_and(|at| now >= at)
+                    && let Some(next) = probe_track(tracks, &probe.tracks)
+                    && let Some(track) = tracks.get(next)
+                {
+                    probe.tracks.push((track.id, lowest(track)));
+                    probe.widened_at = now;
+                    probe.beside = beside(&probe);
+                    need = price_of(&probe.tracks);
+                    tracing::debug!(
+                        estimate,
+                        need,
+                        tracks = probe.tracks.len(),
+                        "probe: the next paused track's lowest layer added"
+                    );
+                }
+                self.probe = Some(probe);
                 return Some(need);
             }
-            self.probe = None;
             if dearer || lapsed {
                 self.probe_end = Some(if lapsed && !dearer && probe.sent > 0 {
                     ProbeEnd::Failed
@@ -1323,7 +1406,7 @@ impl Allocator {
         if !waited || audio == 0 {
             return None;
         }
-        let track = tracks.get(probe_track(tracks)?)?;
+        let track = tracks.get(probe_track(tracks, &[])?)?;
         let price = lowest(track);
         let need = audio.saturating_add(price);
         if estimate >= need {
@@ -1335,10 +1418,13 @@ impl Allocator {
             "probe: the lowest layer tried below the estimate"
         );
         self.probe = Some(Probe {
-            track: track.id,
-            price,
+            tracks: vec![(track.id, price)],
             since: now,
             confirmed_at: None,
+            widened_at: now,
+            beside: tracks
+                .iter()
+                .any(|other| other.wanted.is_some() && other.id != track.id),
             sent: 0,
             loss: 0,
         });
@@ -1391,9 +1477,12 @@ impl Allocator {
         // budget is still what the estimate allows.
         // While a probe stands, its budget is for its track alone: a larger tile whose one layer
         // happens to fit it would be sent instead, judged as the probe's.
-        let probed = self.probe.map(|probe| probe.track);
-        let beside_probe =
-            |track: &VideoDemand| probed.is_some_and(|id| id != track.id && track.wanted.is_some());
+        let probed: Vec<u64> = self.probe.as_ref().map_or_else(Vec::new, |probe| {
+            probe.tracks.iter().map(|&(id, _)| id).collect()
+        });
+        let beside_probe = |track: &VideoDemand| {
+            !probed.is_empty() && !probed.contains(&track.id) && track.wanted.is_some()
+        };
         let kept: Vec<Ceiling> = tracks
             .iter()
             .map(|track| {
@@ -1414,8 +1503,10 @@ impl Allocator {
             })
             .collect();
         // Past the end of the ceilings a track has its tile's: none are needed without a probe.
-        let tile: Vec<Ceiling> = match probed {
-            Some(_) => tracks
+        let tile: Vec<Ceiling> = if probed.is_empty() {
+            Vec::new()
+        } else {
+            tracks
                 .iter()
                 .map(|track| {
                     if beside_probe(track) {
@@ -1424,8 +1515,7 @@ impl Allocator {
                         Ceiling::Tile
                     }
                 })
-                .collect(),
-            None => Vec::new(),
+                .collect()
         };
         // A floor keeps what is sent from falling; it never raises anything.
         let floor = self.floor.as_mut().and_then(|floor| {
@@ -1871,6 +1961,199 @@ mod tests {
         assert_eq!(allocator.hold(), MIN_HOLD * 2);
     }
 
+    /// `tracks` with audio, given `full` on a 3 Mbit/s estimate at `start`, all paused a second in
+    /// by an estimate of 150 kbit/s that stays, and `tried` at the end of the hold (returned).
+    fn probing_among(
+        start: Instant,
+        tracks: &[VideoDemand],
+        full: &[Option<Quality>],
+        tried: &[Option<Quality>],
+    ) -> (Allocator, Instant) {
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(3_000_000);
+        assert_eq!(allocator.poll_caps(start, 1, tracks), full);
+        allocator.handle_estimate(150_000);
+        let paused = start + Duration::from_secs(1);
+        assert!(
+            allocator
+                .poll_caps(paused, 1, tracks)
+                .iter()
+                .all(Option::is_none)
+        );
+        let at = paused + MIN_HOLD;
+        assert_eq!(allocator.poll_caps(at, 1, tracks), tried);
+        (allocator, at)
+    }
+
+    /// A 720p camera (id 0) and a 360p one (id 2), with audio, paused a second in by an estimate of
+    /// 150 kbit/s that stays; the larger tile's lowest layer tried at the end of the hold (returned).
+    fn two_cameras_probing(start: Instant) -> (Allocator, [VideoDemand; 2], Instant) {
+        let tracks = [
+            camera(Some(High)),
+            VideoDemand {
+                id: 2,
+                ..camera(Some(Medium))
+            },
+        ];
+        let (allocator, tried) = probing_among(
+            start,
+            &tracks,
+            &[Some(High), Some(Medium)],
+            &[Some(Low), None],
+        );
+        (allocator, tracks, tried)
+    }
+
+    /// [`two_cameras_probing`], then reports of 4 % lost each second until the second camera is
+    /// taken in, a hold after the first was tried (returned).
+    fn two_cameras_widened(start: Instant) -> (Allocator, [VideoDemand; 2], Instant) {
+        let (mut allocator, tracks, mut now) = two_cameras_probing(start);
+        for _ in 1..=MIN_HOLD.as_secs() {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 10);
+            allocator.poll_caps(now, 1, &tracks);
+        }
+        assert_eq!(allocator.budget(), Some(64_000 + 2 * 160_000));
+        (allocator, tracks, now)
+    }
+
+    /// Under steady 4 % loss GCC's estimate stays where heavy loss left it, so a probe that stands
+    /// takes in the next paused track's lowest layer once it has stood for the hold and a report
+    /// confirmed it. When the link fails the track added, that one goes alone, and the next try
+    /// waits twice as long; the first stands throughout.
+    #[test]
+    fn a_standing_probe_takes_in_the_next_paused_track_and_gives_it_up_alone() {
+        let start = Instant::now();
+        let (mut allocator, tracks, tried) = two_cameras_probing(start);
+        let after = |s: u64| tried + Duration::from_secs(s);
+        assert_eq!(allocator.next_poll(), Some(tried + PROBE_ANSWER_WITHIN));
+        for s in 1..MIN_HOLD.as_secs() {
+            allocator.handle_loss_at(after(s), 10);
+            assert_eq!(
+                allocator.poll_caps(after(s), 1, &tracks),
+                vec![Some(Low), None],
+                "{s} s"
+            );
+        }
+        assert_eq!(allocator.next_poll(), Some(tried + MIN_HOLD), "the timer");
+        let widened = tried + MIN_HOLD;
+        assert_eq!(
+            allocator.poll_caps(widened, 1, &tracks),
+            vec![Some(Low), Some(Low)]
+        );
+        assert!(allocator.probing());
+        assert_eq!(allocator.budget(), Some(64_000 + 2 * 160_000));
+        assert_eq!(
+            allocator.next_poll(),
+            Some(after(MIN_HOLD.as_secs() - 1) + CONFIRMED_FOR),
+            "nothing beside it to add: only the lapse"
+        );
+        // 16 % lost: the first report is within, the second fails what was added.
+        let mut now = widened;
+        for caps in [vec![Some(Low), Some(Low)], vec![Some(Low), None]] {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 40);
+            assert_eq!(allocator.poll_caps(now, 1, &tracks), caps);
+        }
+        let narrowed = now;
+        assert!(allocator.probing());
+        assert_eq!(allocator.hold(), MIN_HOLD * 2);
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000));
+        // Back to 4 %: the second camera is tried again after the longer wait, and then stands.
+        let mut now = narrowed;
+        while now < narrowed + MIN_HOLD * 2 {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 10);
+            let caps = allocator.poll_caps(now, 1, &tracks);
+            let expected = if now < narrowed + MIN_HOLD * 2 {
+                vec![Some(Low), None]
+            } else {
+                vec![Some(Low), Some(Low)]
+            };
+            assert_eq!(caps, expected, "{:?} after the fall", now - narrowed);
+        }
+        for _ in 0..60 {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 10);
+            assert_eq!(
+                allocator.poll_caps(now, 1, &tracks),
+                vec![Some(Low), Some(Low)]
+            );
+        }
+        // Once the estimate carries both, the probe has done its work.
+        allocator.handle_estimate(400_000);
+        now += Duration::from_secs(1);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &tracks),
+            vec![Some(Low), Some(Low)]
+        );
+        assert!(!allocator.probing());
+    }
+
+    /// A link that goes on failing after the track added was given up fails the first too: then
+    /// everything is paused, and the wait doubles again.
+    #[test]
+    fn a_widened_probe_on_a_link_that_goes_on_failing_is_given_up_whole() {
+        let start = Instant::now();
+        let (mut allocator, tracks, mut now) = two_cameras_widened(start);
+        let mut caps = Vec::new();
+        for _ in 0..6 {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 60);
+            caps.push(allocator.poll_caps(now, 1, &tracks));
+        }
+        // 23 % lost: the first report gives up the camera added; the next judged (reports within
+        // 1.5 s of a lowering cover what was sent before it) the first.
+        assert_eq!(
+            caps,
+            [
+                vec![Some(Low), None],
+                vec![Some(Low), None],
+                vec![None, None],
+                vec![None, None],
+                vec![None, None],
+                vec![None, None],
+            ]
+        );
+        assert!(!allocator.probing());
+        assert_eq!(allocator.hold(), MIN_HOLD * 4);
+    }
+
+    /// A track added to the probe that is hidden leaves it, and the first stands; shown again, it
+    /// is added again once the probe has stood for the hold since.
+    #[test]
+    fn a_track_hidden_leaves_the_probe_and_is_taken_in_again_when_shown() {
+        let start = Instant::now();
+        let (mut allocator, tracks, mut now) = two_cameras_widened(start);
+        let hidden = [
+            tracks[0],
+            VideoDemand {
+                wanted: None,
+                ..tracks[1]
+            },
+        ];
+        now += Duration::from_secs(1);
+        allocator.handle_loss_at(now, 10);
+        assert_eq!(
+            allocator.poll_caps(now, 1, &hidden),
+            vec![Some(Low), Some(Low)],
+            "a hidden track's cap does not matter: it is not sent"
+        );
+        assert!(allocator.probing());
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000));
+        assert_eq!(allocator.hold(), MIN_HOLD, "no raise failed");
+        let left = now;
+        let mut back = None;
+        while back.is_none() && now < left + MIN_HOLD * 2 {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 10);
+            if allocator.poll_caps(now, 1, &tracks) == vec![Some(Low), Some(Low)] {
+                back = Some(now - left);
+            }
+        }
+        assert_eq!(back, Some(MIN_HOLD), "a hold after it left");
+    }
+
     /// While a probe stands its budget is its track's alone: a still screen share on a larger tile,
     /// whose one layer (120 kbit/s) would fit the camera's 160 kbit/s, is not sent instead; and a
     /// camera whose lowest layer's bitrate swings is still the one tried.
@@ -2085,21 +2368,14 @@ mod tests {
         let start = Instant::now();
         let screen = screen_share();
         let tracks = [screen, camera(Some(Medium))];
-        let mut allocator = Allocator::default();
-        allocator.handle_estimate(3_000_000);
-        assert_eq!(
-            allocator.poll_caps(start, 1, &tracks),
-            vec![Some(High), Some(Medium)]
-        );
-        allocator.handle_estimate(150_000);
-        let paused = start + Duration::from_secs(1);
-        assert_eq!(allocator.poll_caps(paused, 1, &tracks), vec![None, None]);
-        let tried = paused + MIN_HOLD;
-        assert_eq!(
-            allocator.poll_caps(tried, 1, &tracks),
-            vec![None, Some(Low)]
+        let (allocator, tried) = probing_among(
+            start,
+            &tracks,
+            &[Some(High), Some(Medium)],
+            &[None, Some(Low)],
         );
         assert_eq!(allocator.budget(), Some(64_000 + 160_000));
+        let paused = tried - MIN_HOLD;
         let mut allocator = Allocator::default();
         allocator.handle_estimate(150_000);
         assert_eq!(
