@@ -337,7 +337,7 @@ impl Floor {
 /// below it (see the module documentation): it stands while the subscriber's reports say what is
 /// sent gets through, whatever the estimate. Once it has stood for the hold, the lowest layer of
 /// the next paused track is added to it, and so on: each addition is a raise of its own, and the
-/// first to fail is taken back alone.
+/// one added last is taken back alone when the link fails it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Probe {
     /// The tracks tried, by [`VideoDemand::id`], in the order they were added, each with what its
@@ -1582,8 +1582,17 @@ impl Allocator {
                         .raised_at
                         .is_some_and(|at| now.saturating_duration_since(at) < FAILED_WITHIN),
                 };
-                if failed && let Some(before) = self.before_raise.take() {
-                    raised_from.clone_from(&before);
+                let before = if failed {
+                    self.before_raise.take()
+                } else {
+                    None
+                };
+                if let Some(before) = &before {
+                    raised_from.clone_from(before);
+                }
+                // A probe narrowed by the link still stands: it is its own judge, and a floor
+                // would keep the resends it weighs from being counted for a while.
+                if let Some(before) = before.filter(|_| self.probe.is_none()) {
                     let delivered = self.floor.as_ref().map_or(0, |floor| floor.delivered);
                     let floor = Floor::after_failed_raise(now, before, delivered, estimate);
                     budget = budget.max(floor.need(audio, tracks));
@@ -2117,6 +2126,37 @@ mod tests {
         );
         assert!(!allocator.probing());
         assert_eq!(allocator.hold(), MIN_HOLD * 4);
+    }
+
+    /// After the track added is given up, the first still stands on what its reports say,
+    /// resends included: a link repairing a quarter of what is sent fails it too, at the first
+    /// report after the settle. (A floor set at the narrowing left the resends uncounted for 3 s.)
+    #[test]
+    fn a_narrowed_probe_is_still_judged_on_its_resends() {
+        let start = Instant::now();
+        let (mut allocator, tracks, mut now) = two_cameras_widened(start);
+        for _ in 0..2 {
+            now += Duration::from_secs(1);
+            allocator.handle_loss_at(now, 40);
+            allocator.poll_caps(now, 1, &tracks);
+        }
+        assert_eq!(allocator.budget(), Some(64_000 + 160_000), "narrowed");
+        let narrowed = now;
+        while allocator.probing() && now < narrowed + Duration::from_secs(10) {
+            now += Duration::from_secs(1);
+            for _ in 0..20 {
+                allocator.handle_sent(now, true);
+            }
+            allocator.handle_resent(now, 5);
+            allocator.handle_loss_at(now, 0);
+            allocator.poll_caps(now, 1, &tracks);
+        }
+        assert_eq!(
+            now - narrowed,
+            Duration::from_secs(2),
+            "given up when judged"
+        );
+        assert_eq!(allocator.poll_caps(now, 1, &tracks), vec![None, None]);
     }
 
     /// A track added to the probe that is hidden leaves it, and the first stands; shown again, it
