@@ -398,19 +398,28 @@ try {
   result.alice_published = await alice.evaluate(() => window.publish());
   result.bob_published = await bob.evaluate(() => window.publish());
   step('published');
-  if (mode === 'starved' || mode === 'starved_share' || mode === 'starved_muted' || mode === 'starved_lossy') {
+  if (mode === 'starved' || mode === 'starved_share' || mode === 'starved_muted' || mode === 'starved_lossy' || mode === 'starved_lossy_group') {
     // The SFU polices what it sends each subscriber to less than Alice's audio and her smallest
     // layer need together, for a while after each subscriber connection is made. Her video must
     // pause for Bob (and livekit-client be told) so that her voice gets through whole, then come
-    // back once the link does.
+    // back once the link does. In a group, Carol publishes too, and Bob receives both cameras.
+    const group = mode === 'starved_lossy_group';
+    let carol;
+    if (group) {
+      carol = await open('carol');
+      result.carol_sid = await carol.evaluate(([u, t]) => window.join(u, t), [wsUrl, tokens.carol]);
+      await carol.evaluate(() => window.publish());
+      step('carol published');
+    }
     const samples = [];
     const started = Date.now();
     let sharing;
-    while (Date.now() - started < 80000) {
+    while (Date.now() - started < (group ? 150000 : 80000)) {
       const s = await bob.evaluate(() => window.remoteStats());
       const v = video(s, 'alice');
       const a = audio(s, 'alice');
       const share = video(s, 'alice', 'screen_share');
+      const c = video(s, 'carol');
       samples.push({
         at: Date.now() - started,
         wall: Date.now(),
@@ -420,6 +429,8 @@ try {
         frames: frames(v),
         audio_received: a?.packetsReceived ?? 0,
         audio_lost: a?.packetsLost ?? 0,
+        carol_state: c?.streamState ?? '',
+        carol_frames: frames(c),
       });
       if (mode === 'starved_share') {
         // A track Bob subscribes to while starved starts paused, and his client must know it.
@@ -438,9 +449,10 @@ try {
         // Done once the video has been back for 8 s in a row after a pause (with the microphone
         // muted, and after the 20 s the link is policed; on a link that keeps losing a little,
         // not before 60 s, to see it stay).
-        const paused = samples.findLastIndex((x) => x.state === 'paused');
-        const late = { starved_muted: 32000, starved_lossy: 60000 }[mode] ?? 0;
-        if (paused >= 0 && samples.length - 1 - paused >= 8 && Date.now() - started >= late) break;
+        // In a group, once both cameras have been back for 20 s in a row.
+        const paused = samples.findLastIndex((x) => (group ? x.state !== 'active' || x.carol_state !== 'active' : x.state === 'paused'));
+        const late = { starved_muted: 32000, starved_lossy: 60000, starved_lossy_group: 60000 }[mode] ?? 0;
+        if (paused >= 0 && samples.length - 1 - paused >= (group ? 20 : 8) && Date.now() - started >= late) break;
       }
       await sleep(1000);
     }
@@ -448,6 +460,7 @@ try {
     result.bob_events = await bob.evaluate(() => window.events());
     await alice.evaluate(() => window.leave());
     await bob.evaluate(() => window.leave());
+    if (carol) await carol.evaluate(() => window.leave());
     throw 'done';
   }
 

@@ -180,9 +180,10 @@ pub struct RouterStats {
     /// answer briskly enough to tell.
     pub subscriber_outages: u64,
     /// Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent
-    /// (lost before it, on the publisher's side).
+    /// (lost before it, on the publisher's side), or that the link lost just before the stream
+    /// was paused for bandwidth (reported once it resumed: `SkippedNumbers::handle_paused`).
     pub reports_net_of_skipped: u64,
-    /// The packets those blocks counted lost that were lost before the SFU.
+    /// The packets those blocks counted lost that were lost before the SFU, or before the pause.
     pub loss_before_sfu: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
@@ -375,6 +376,8 @@ struct Down {
     /// The sequence numbers skipped in what went to the subscriber (lost before the SFU), which
     /// its receiver reports count as lost.
     skipped: SkippedNumbers,
+    /// It was forwarded at the last allocation: not paused for bandwidth, switched off or muted.
+    flowing: bool,
 }
 
 #[derive(Debug, Default)]
@@ -1450,6 +1453,7 @@ impl Router {
                             told_any: false,
                             answered: false,
                             skipped: SkippedNumbers::default(),
+                            flowing: false,
                         },
                     );
                 }
@@ -1648,7 +1652,11 @@ impl Router {
                 receiving: down.forward.current(),
             });
             downs.push((
-                &mut down.forward,
+                (
+                    &mut down.forward,
+                    (&mut down.skipped, &mut down.flowing),
+                    down.local.ssrc(),
+                ),
                 (&mut down.told_paused, &mut down.told_any),
                 (&published.publisher, published.muted),
                 track,
@@ -1663,7 +1671,7 @@ impl Router {
         if downs
             .iter()
             .zip(&caps)
-            .any(|((forward, ..), cap)| forward.cap() != *cap)
+            .any(|(((forward, ..), ..), cap)| forward.cap() != *cap)
         {
             tracing::debug!(
                 target: "consulta_media::bandwidth",
@@ -1675,9 +1683,27 @@ impl Router {
             );
         }
         let mut states = Vec::new();
-        for ((forward, (told_paused, told_any), (publisher, muted), track), cap) in
-            downs.into_iter().zip(caps)
+        let subscriber = p.subscriber;
+        for (
+            (
+                (forward, (skipped, flowing), ssrc),
+                (told_paused, told_any),
+                (publisher, muted),
+                track,
+            ),
+            cap,
+        ) in downs.into_iter().zip(caps)
         {
+            // What the link lost just before a pause (for bandwidth, switched off, muted) is
+            // reported, and asked for, once the stream resumes: old news then
+            // (`SkippedNumbers::before_pause`, `MediaPeer::forget_sent`).
+            let now_flowing = cap.is_some() && !forward.is_paused() && !muted;
+            if std::mem::replace(flowing, now_flowing) && !now_flowing {
+                skipped.handle_paused();
+                if let Some(peer) = subscriber.and_then(|id| self.peers.get_mut(&id)) {
+                    peer.pc.forget_sent(ssrc);
+                }
+            }
             // The caps never exceed what the tiles ask for: only a cap below that is bandwidth's.
             if cap < forward.cap() && cap < Some(forward.target()) {
                 self.stats.layer_caps_lowered += 1;
@@ -2450,20 +2476,23 @@ impl Router {
             if !covered.counts() {
                 continue;
             }
-            // What the SFU never sent in the interval was lost before it.
-            let skipped = match covered {
+            // What the SFU never sent in the interval was lost before it; what was sent before
+            // the stream's last pause and not received by then was lost before that.
+            let (skipped, before_pause) = match covered {
                 ReportBlock::Since { from, expected, .. } => p
                     .sub
                     .sending
                     .values_mut()
                     .find(|down| down.local.ssrc() == block.ssrc)
-                    .map_or(0, |down| {
-                        down.skipped
-                            .skipped_between(from as u16, block.head as u16, expected)
+                    .map_or((0, 0), |down| {
+                        let (from, to) = (from as u16, block.head as u16);
+                        let before_pause = down.skipped.before_pause(from, to);
+                        let skipped = down.skipped.skipped_between(from, to, expected);
+                        (skipped, before_pause)
                     }),
-                _ => 0,
+                _ => (0, 0),
             };
-            let net = loss_net_of_skipped(block.fraction, covered, skipped);
+            let net = loss_net_of_skipped(block.fraction, covered, skipped, before_pause);
             if net.before_sfu > 0 {
                 self.stats.reports_net_of_skipped += 1;
                 self.stats.loss_before_sfu += u64::from(net.before_sfu);
@@ -2473,9 +2502,10 @@ impl Router {
                     ssrc = block.ssrc,
                     ?covered,
                     skipped,
+                    before_pause,
                     stated = block.fraction,
                     ?net,
-                    "report block net of what the SFU never sent (loss in 256ths)"
+                    "report block net of what the SFU never sent, or before a pause (loss in 256ths)"
                 );
             }
             if let Some(fraction) = net.fraction {

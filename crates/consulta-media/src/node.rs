@@ -514,13 +514,13 @@ pub fn metrics_text(
     metric(
         "loss_reports_net_of_skipped_total",
         "counter",
-        "Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent (lost before it, on the publisher's side).",
+        "Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent (lost before it, on the publisher's side) or that the link lost just before the stream was paused for bandwidth (reported once it resumed).",
         stats.reports_net_of_skipped,
     );
     metric(
         "loss_before_sfu_packets_total",
         "counter",
-        "Packets subscribers' receiver reports counted lost that were lost before the SFU (numbers it never sent), left out of their loss.",
+        "Packets subscribers' receiver reports counted lost that were lost before the SFU (numbers it never sent), or before a pause for bandwidth and reported after it, left out of their loss.",
         stats.loss_before_sfu,
     );
     metric(

@@ -2049,6 +2049,13 @@ impl MediaPeer {
             .is_some_and(crate::send::OwnWrite::sealing)
     }
 
+    /// Forgets what was kept of stream `ssrc` for NACKs: it is paused (`send::OwnWrite::forget_sent`).
+    pub fn forget_sent(&mut self, ssrc: u32) {
+        if let Some(own) = &mut self.own {
+            own.forget_sent(ssrc);
+        }
+    }
+
     /// The packets the own write path resent for NACKs since the last call.
     pub fn take_resent(&mut self) -> u64 {
         std::mem::take(&mut self.resent)

@@ -932,7 +932,16 @@ pub struct NetLoss {
 /// exactly the interval's numbers. A receiver that counted fewer lost than were skipped did not
 /// count the gap at all (libwebrtc takes a jump of more than 50 numbers of Opus, or 450 of
 /// video, for a new stream): its count is the link's.
-pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> NetLoss {
+///
+/// Also net of the `before_pause` numbers sent before the stream's last pause that the receiver
+/// had not got when it began (`SkippedNumbers::before_pause`): it counts them lost only once the
+/// stream resumes, so they are old news; as many of them as it counted lost are left out.
+pub fn loss_net_of_skipped(
+    stated: u8,
+    block: ReportBlock,
+    skipped: u32,
+    before_pause: u32,
+) -> NetLoss {
     let as_stated = NetLoss {
         fraction: Some(stated),
         before_sfu: 0,
@@ -940,10 +949,14 @@ pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> NetL
     let ReportBlock::Since { expected, lost, .. } = block else {
         return as_stated;
     };
-    if skipped == 0 {
+    if skipped == 0 && before_pause == 0 {
         return as_stated;
     }
-    let before_sfu = if i64::from(lost) >= i64::from(skipped) {
+    let tail = before_pause.min(expected);
+    let tail_lost = i64::from(lost).clamp(0, i64::from(tail));
+    let expected = expected - tail;
+    let lost = i64::from(lost) - tail_lost;
+    let before_sfu = if lost >= i64::from(skipped) {
         skipped
     } else {
         0
@@ -953,12 +966,12 @@ pub fn loss_net_of_skipped(stated: u8, block: ReportBlock, skipped: u32) -> NetL
         .filter(|&sent| sent > 0)
         .map(|sent| {
             let sent = i64::from(sent);
-            let net = (i64::from(lost) - i64::from(before_sfu)).clamp(0, sent);
+            let net = (lost - i64::from(before_sfu)).clamp(0, sent);
             u8::try_from(net * 256 / sent).unwrap_or(u8::MAX)
         });
     NetLoss {
         fraction,
-        before_sfu,
+        before_sfu: before_sfu.saturating_add(u32::try_from(tail_lost).unwrap_or(0)),
     }
 }
 
@@ -1208,6 +1221,9 @@ impl Allocator {
                 probe.confirmed_at = Some(now);
                 probe.widened_at = now;
                 self.probe_end = Some(ProbeEnd::Failed);
+                // What was sent and resent before is partly the track given up's; the counts go
+                // on from here (no floor stops them: the probe still stands).
+                self.repairs = Repairs::default();
                 tracing::debug!(sample, smoothed = probe.loss, ?queue, "probe narrowed");
             } else if lost || queued {
                 tracing::debug!(sample, smoothed = probe.loss, ?queue, "probe given up");
@@ -1353,7 +1369,13 @@ impl Allocator {
                     .fold(audio, u64::saturating_add)
             };
             let mut need = price_of(&probe.tracks);
-            if !probe.tracks.is_empty() && estimate < need && !lapsed {
+            // It stands while the estimate carries less than its tracks and the next paused one
+            // beside them: ended once it carries its own, it would leave the others paused under
+            // an estimate held by the loss (a probe begins only with every visible track paused).
+            let next_price = probe_track(tracks, &probe.tracks)
+                .and_then(|next| tracks.get(next))
+                .map_or(0, lowest);
+            if !probe.tracks.is_empty() && estimate < need.saturating_add(next_price) && !lapsed {
                 if probe.tracks.len() < tried {
                     probe.widened_at = now;
                     if dearer {
@@ -2159,6 +2181,82 @@ mod tests {
         assert_eq!(allocator.poll_caps(now, 1, &tracks), vec![None, None]);
     }
 
+    /// The track added fails on its repairs; the resends just before it was given up were its
+    /// own, and the first report that judges the track left (past the settle of the lowering)
+    /// finds only what was sent since.
+    #[test]
+    fn a_narrowed_probe_is_not_judged_on_the_repairs_of_the_track_given_up() {
+        let start = Instant::now();
+        let (mut allocator, tracks, mut now) = two_cameras_widened(start);
+        let send = |allocator: &mut Allocator, at: Instant, sent: u64, resent: u64| {
+            for _ in 0..sent {
+                allocator.handle_sent(at, true);
+            }
+            allocator.handle_resent(at, resent);
+        };
+        while allocator.budget() == Some(64_000 + 2 * 160_000) {
+            now += Duration::from_secs(1);
+            send(&mut allocator, now, 20, 8);
+            allocator.handle_loss_at(now, 10);
+            allocator.poll_caps(now, 1, &tracks);
+        }
+        assert!(allocator.probing(), "narrowed, not ended");
+        let narrowed = now;
+        send(&mut allocator, narrowed + Duration::from_millis(900), 20, 0);
+        let judged = narrowed + LOSS_SETTLE + Duration::from_millis(100);
+        allocator.handle_loss_at(judged, 0);
+        assert_eq!(
+            allocator.poll_caps(judged, 1, &tracks),
+            vec![Some(Low), None]
+        );
+        assert!(allocator.probing());
+    }
+
+    /// Three cameras paused: once the estimate carries the two tried, the probe stands all the
+    /// same while the third waits beside it, and takes it in after the hold. Ended there, it left
+    /// the third paused for as long as the loss held the estimate.
+    #[test]
+    fn a_probe_the_estimate_carries_stands_while_a_track_beside_it_waits() {
+        let start = Instant::now();
+        let tracks = [
+            camera(Some(High)),
+            VideoDemand {
+                id: 2,
+                ..camera(Some(Medium))
+            },
+            VideoDemand {
+                id: 3,
+                ..camera(Some(Low))
+            },
+        ];
+        let (mut allocator, mut now) = probing_among(
+            start,
+            &tracks,
+            &[Some(High), Some(Medium), Some(Low)],
+            &[Some(Low), None, None],
+        );
+        let mut widened = Vec::new();
+        for s in 1..=3 * MIN_HOLD.as_secs() {
+            now += Duration::from_secs(1);
+            if s == MIN_HOLD.as_secs() + 2 {
+                // 64 + 2 × 160 carried, not a third 160.
+                allocator.handle_estimate(400_000);
+            }
+            allocator.handle_loss_at(now, 10);
+            let caps = allocator.poll_caps(now, 1, &tracks);
+            let sent = caps.iter().filter(|cap| cap.is_some()).count();
+            if widened.len() < sent - 1 {
+                widened.push(s);
+            }
+        }
+        assert_eq!(
+            widened,
+            [MIN_HOLD.as_secs(), 2 * MIN_HOLD.as_secs()],
+            "the second after the hold, the third a hold later"
+        );
+        assert!(allocator.probing());
+    }
+
     /// A track added to the probe that is hidden leaves it, and the first stands; shown again, it
     /// is added again once the probe has stood for the hold since.
     #[test]
@@ -2781,7 +2879,7 @@ mod tests {
             lost,
         };
         let net = |stated, block, skipped| {
-            let net = loss_net_of_skipped(stated, block, skipped);
+            let net = loss_net_of_skipped(stated, block, skipped, 0);
             (net.fraction, net.before_sfu)
         };
         // Nothing skipped, or nothing to compare with: the block as it is.
@@ -2800,6 +2898,18 @@ mod tests {
         // All skipped: the block says nothing of the link.
         assert_eq!(net(255, since(100, 100), 100), (None, 100));
         assert_eq!(net(255, since(10, 10), 100), (None, 0));
+        // What the link lost before a pause, counted once the stream resumed (53 of 73, the
+        // Chromium test's): none of what came after it lost. A tail partly repaired since counts
+        // what the receiver counted; beside numbers skipped, each is left out once.
+        let after_pause = |stated, block, skipped, tail| {
+            let net = loss_net_of_skipped(stated, block, skipped, tail);
+            (net.fraction, net.before_sfu)
+        };
+        assert_eq!(after_pause(185, since(73, 53), 0, 53), (Some(0), 53));
+        assert_eq!(after_pause(90, since(30, 7), 0, 10), (Some(0), 7));
+        assert_eq!(after_pause(100, since(30, 12), 0, 10), (Some(25), 10));
+        assert_eq!(after_pause(128, since(30, 15), 5, 10), (Some(0), 15));
+        assert_eq!(after_pause(255, since(10, 10), 0, 10), (None, 10));
     }
 
     /// Media unanswered for `OUTAGE_GAP` on a connection that answered briskly before is an
