@@ -514,14 +514,20 @@ pub fn metrics_text(
     metric(
         "loss_reports_net_of_skipped_total",
         "counter",
-        "Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent (lost before it, on the publisher's side) or that the link lost just before the stream was paused for bandwidth (reported once it resumed).",
+        "Receiver report blocks whose loss was taken net of sequence numbers the SFU never sent (lost before it, on the publisher's side) or of those the link lost just before the stream stopped flowing (paused for bandwidth, switched off, muted; reported once it resumed).",
         stats.reports_net_of_skipped,
     );
     metric(
         "loss_before_sfu_packets_total",
         "counter",
-        "Packets subscribers' receiver reports counted lost that were lost before the SFU (numbers it never sent), or before a pause for bandwidth and reported after it, left out of their loss.",
+        "Packets subscribers' receiver reports counted lost that were lost before the SFU (numbers it never sent), left out of their loss.",
         stats.loss_before_sfu,
+    );
+    metric(
+        "loss_before_pause_packets_total",
+        "counter",
+        "Packets subscribers' receiver reports counted lost once a stream flowed again that the link had lost just before it stopped (paused for bandwidth, switched off, muted), left out of their loss.",
+        stats.loss_before_pause,
     );
     metric(
         "data_packets_relayed_total",

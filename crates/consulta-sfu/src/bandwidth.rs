@@ -921,6 +921,8 @@ pub struct NetLoss {
     pub fraction: Option<u8>,
     /// The packets the block counted lost that were lost before the SFU.
     pub before_sfu: u32,
+    /// The packets it counted lost that were lost before the stream's last pause.
+    pub before_pause: u32,
 }
 
 /// The loss a receiver report block states (`stated`, 256ths), net of the `skipped` sequence
@@ -945,6 +947,7 @@ pub fn loss_net_of_skipped(
     let as_stated = NetLoss {
         fraction: Some(stated),
         before_sfu: 0,
+        before_pause: 0,
     };
     let ReportBlock::Since { expected, lost, .. } = block else {
         return as_stated;
@@ -952,26 +955,29 @@ pub fn loss_net_of_skipped(
     if skipped == 0 && before_pause == 0 {
         return as_stated;
     }
-    let tail = before_pause.min(expected);
-    let tail_lost = i64::from(lost).clamp(0, i64::from(tail));
-    let expected = expected - tail;
-    let lost = i64::from(lost) - tail_lost;
+    let lost = i64::from(lost);
     let before_sfu = if lost >= i64::from(skipped) {
         skipped
     } else {
         0
     };
+    // Then the tail, out of what the numbers skipped leave: as many as the receiver counted.
+    let tail = before_pause.min(expected.saturating_sub(skipped));
+    let left = lost - i64::from(before_sfu);
+    let tail_lost = left.clamp(0, i64::from(tail));
     let fraction = expected
         .checked_sub(skipped)
+        .and_then(|sent| sent.checked_sub(tail))
         .filter(|&sent| sent > 0)
         .map(|sent| {
             let sent = i64::from(sent);
-            let net = (lost - i64::from(before_sfu)).clamp(0, sent);
+            let net = (left - tail_lost).clamp(0, sent);
             u8::try_from(net * 256 / sent).unwrap_or(u8::MAX)
         });
     NetLoss {
         fraction,
-        before_sfu: before_sfu.saturating_add(u32::try_from(tail_lost).unwrap_or(0)),
+        before_sfu,
+        before_pause: u32::try_from(tail_lost).unwrap_or(0),
     }
 }
 
@@ -2903,13 +2909,17 @@ mod tests {
         // what the receiver counted; beside numbers skipped, each is left out once.
         let after_pause = |stated, block, skipped, tail| {
             let net = loss_net_of_skipped(stated, block, skipped, tail);
-            (net.fraction, net.before_sfu)
+            (net.fraction, net.before_sfu, net.before_pause)
         };
-        assert_eq!(after_pause(185, since(73, 53), 0, 53), (Some(0), 53));
-        assert_eq!(after_pause(90, since(30, 7), 0, 10), (Some(0), 7));
-        assert_eq!(after_pause(100, since(30, 12), 0, 10), (Some(25), 10));
-        assert_eq!(after_pause(128, since(30, 15), 5, 10), (Some(0), 15));
-        assert_eq!(after_pause(255, since(10, 10), 0, 10), (None, 10));
+        assert_eq!(after_pause(185, since(73, 53), 0, 53), (Some(0), 0, 53));
+        assert_eq!(after_pause(90, since(30, 7), 0, 10), (Some(0), 0, 7));
+        assert_eq!(after_pause(100, since(30, 12), 0, 10), (Some(25), 0, 10));
+        assert_eq!(after_pause(128, since(30, 15), 5, 10), (Some(0), 5, 10));
+        assert_eq!(after_pause(255, since(10, 10), 0, 10), (None, 0, 10));
+        // The numbers skipped come off the count first, as without a tail: 41 lost of which
+        // 40 skipped leave 1, the tail's (taken the other way round, a tail that arrived late
+        // left fewer lost than skipped, and the 40 were counted as the link's: 43 %).
+        assert_eq!(after_pause(91, since(115, 41), 40, 15), (Some(0), 40, 1));
     }
 
     /// Media unanswered for `OUTAGE_GAP` on a connection that answered briskly before is an

@@ -172,6 +172,9 @@ pub struct SkippedNumbers {
     /// The newest number sent when the stream was last paused, until a report covers a number
     /// after it.
     paused_after: Option<u16>,
+    /// A report came during that pause: its head is where the receiver stood then, so what was
+    /// sent after it before the pause had not arrived.
+    pinned: bool,
 }
 
 impl SkippedNumbers {
@@ -265,6 +268,7 @@ impl SkippedNumbers {
         let Some(last) = self.paused_after else {
             return 0;
         };
+        let pinned = self.pinned;
         let span = i32::from(to.wrapping_sub(from));
         if span == 0 || span >= 0x8000 {
             return 0;
@@ -273,7 +277,10 @@ impl SkippedNumbers {
         if offset < span {
             self.paused_after = None;
         }
-        if !(1..span).contains(&offset) {
+        // Without a report during the pause, `from` may be older than where the receiver stood
+        // when it began (a pause shorter than the reports' interval, or their reports lost):
+        // what came after it may have arrived, and nothing is left out.
+        if !pinned || !(1..span).contains(&offset) {
             return 0;
         }
         // Offsets 1..=offset, less the runs among them (counted by `skipped_between`).
@@ -295,6 +302,18 @@ impl SkippedNumbers {
     pub fn handle_paused(&mut self) {
         if self.paused_after.is_none() {
             self.paused_after = self.newest;
+            self.pinned = false;
+        }
+    }
+
+    /// A receiver report block about the stream states `head` (its highest number received),
+    /// whether or not it counts: one at or before the last number sent at the pause came during
+    /// it ([`before_pause`](Self::before_pause)).
+    pub fn handle_report(&mut self, head: u16) {
+        if let Some(last) = self.paused_after
+            && last.wrapping_sub(head) < 0x8000
+        {
+            self.pinned = true;
         }
     }
 }
@@ -323,6 +342,7 @@ mod tests {
             let mut numbers = SkippedNumbers::default();
             sent.for_each(|s| numbers.handle_sent(s));
             numbers.handle_paused();
+            numbers.handle_report(110);
             (121..=140).for_each(|s| numbers.handle_sent(s));
             numbers
         };
@@ -340,6 +360,13 @@ mod tests {
         let mut numbers = paused(&mut (100..=110).chain(116..=120));
         assert_eq!(numbers.before_pause(110, 130), 5);
         assert_eq!(numbers.skipped_between(110, 130, 20), 5);
+        // No report during the pause: 111..=120 may have arrived, and nothing is left out.
+        let mut numbers = SkippedNumbers::default();
+        (100..=120).for_each(|s| numbers.handle_sent(s));
+        numbers.handle_paused();
+        (121..=140).for_each(|s| numbers.handle_sent(s));
+        assert_eq!(numbers.before_pause(110, 130), 0);
+        assert_eq!(numbers.before_pause(130, 140), 0);
         // A second pause before any report reached past the first keeps the first's place.
         let mut numbers = paused(&mut (100..=120));
         numbers.handle_paused();
@@ -349,6 +376,7 @@ mod tests {
         let mut numbers = SkippedNumbers::default();
         (65_530..=65_535).for_each(|s| numbers.handle_sent(s));
         numbers.handle_paused();
+        numbers.handle_report(65_532);
         (0..=5).for_each(|s| numbers.handle_sent(s));
         assert_eq!(numbers.before_pause(65_532, 3), 3);
     }
