@@ -3,6 +3,8 @@
 //! packet that arrives after a newer one (reordered, or repaired by a retransmission the SFU asked
 //! for) fills its gap and is not loss, which a count of gaps as they show would call it.
 
+use std::time::{Duration, Instant};
+
 /// Sequence numbers a late packet may lag behind the newest and still fill its gap: at a camera's
 /// 150–600 packets per second, 0.85–3.4 s, room for a NACK's round trip on a mobile link even
 /// during a key frame's burst; at Opus's 50, 10 s. Loss is counted that much later.
@@ -172,10 +174,18 @@ pub struct SkippedNumbers {
     /// The newest number sent when the stream was last paused, until a report covers a number
     /// after it.
     paused_after: Option<u16>,
-    /// A report came during that pause: its head is where the receiver stood then, so what was
-    /// sent after it before the pause had not arrived.
+    /// When that pause began.
+    paused_at: Option<Instant>,
+    /// A report came during that pause, [`PIN_AFTER`] or more after it began: its head is where
+    /// the receiver stood then, so what was sent after it before the pause had not arrived.
     pinned: bool,
 }
+
+/// How long after a pause began a receiver report about its stream shows where the receiver
+/// stood during it. One sooner may have been written before the last packets arrived (still
+/// queued on a congested link, which is when streams are paused for bandwidth); they leave the
+/// bucket of a policed mobile link within half a second.
+pub const PIN_AFTER: Duration = Duration::from_secs(1);
 
 impl SkippedNumbers {
     /// Takes the sequence number of one packet sent.
@@ -299,19 +309,30 @@ impl SkippedNumbers {
     /// The stream is paused (for bandwidth): what was sent until now and not yet reported
     /// received is counted with the first report after it resumes ([`before_pause`](Self::before_pause)).
     /// A pause not yet reported past keeps its place: the numbers since were sent after it.
-    pub fn handle_paused(&mut self) {
-        if self.paused_after.is_none() {
+    /// A pause pinned by a report keeps its place until a report reaches past it: the numbers
+    /// since were sent after it. One not pinned is moved to this pause.
+    pub fn handle_paused(&mut self, now: Instant) {
+        if self.paused_after.is_none() || !self.pinned {
             self.paused_after = self.newest;
+            self.paused_at = Some(now);
             self.pinned = false;
         }
     }
 
-    /// A receiver report block about the stream states `head` (its highest number received),
-    /// whether or not it counts: one at or before the last number sent at the pause came during
-    /// it ([`before_pause`](Self::before_pause)).
-    pub fn handle_report(&mut self, head: u16) {
-        if let Some(last) = self.paused_after
+    /// The last number sent at the stream's last pause, once a report during it pinned it and
+    /// until a report reaches past it.
+    pub fn pinned_pause(&self) -> Option<u16> {
+        self.paused_after.filter(|_| self.pinned)
+    }
+
+    /// A receiver report block about the stream arriving at `now` states `head` (its highest
+    /// number received), whether or not it counts: one at or before the last number sent at the
+    /// pause, [`PIN_AFTER`] or more after it began, came during it
+    /// ([`before_pause`](Self::before_pause)).
+    pub fn handle_report(&mut self, now: Instant, head: u16) {
+        if let (Some(last), Some(at)) = (self.paused_after, self.paused_at)
             && last.wrapping_sub(head) < 0x8000
+            && now.saturating_duration_since(at) >= PIN_AFTER
         {
             self.pinned = true;
         }
@@ -338,11 +359,13 @@ mod tests {
     /// (late arrivals) counts nothing.
     #[test]
     fn what_was_lost_before_a_pause_counts_with_the_first_report_after_it() {
+        let start = Instant::now();
+        let during = start + PIN_AFTER;
         let paused = |sent: &mut dyn Iterator<Item = u16>| {
             let mut numbers = SkippedNumbers::default();
             sent.for_each(|s| numbers.handle_sent(s));
-            numbers.handle_paused();
-            numbers.handle_report(110);
+            numbers.handle_paused(start);
+            numbers.handle_report(during, 110);
             (121..=140).for_each(|s| numbers.handle_sent(s));
             numbers
         };
@@ -360,23 +383,38 @@ mod tests {
         let mut numbers = paused(&mut (100..=110).chain(116..=120));
         assert_eq!(numbers.before_pause(110, 130), 5);
         assert_eq!(numbers.skipped_between(110, 130, 20), 5);
-        // No report during the pause: 111..=120 may have arrived, and nothing is left out.
-        let mut numbers = SkippedNumbers::default();
-        (100..=120).for_each(|s| numbers.handle_sent(s));
-        numbers.handle_paused();
-        (121..=140).for_each(|s| numbers.handle_sent(s));
-        assert_eq!(numbers.before_pause(110, 130), 0);
-        assert_eq!(numbers.before_pause(130, 140), 0);
+        // No report during the pause, or one within a second of its start (written, perhaps,
+        // before the last packets arrived): 111..=120 may have arrived, and nothing is left out.
+        for report in [None, Some(during - Duration::from_millis(1))] {
+            let mut numbers = SkippedNumbers::default();
+            (100..=120).for_each(|s| numbers.handle_sent(s));
+            numbers.handle_paused(start);
+            if let Some(at) = report {
+                numbers.handle_report(at, 110);
+            }
+            (121..=140).for_each(|s| numbers.handle_sent(s));
+            assert_eq!(numbers.before_pause(110, 130), 0);
+            assert_eq!(numbers.before_pause(130, 140), 0);
+        }
         // A second pause before any report reached past the first keeps the first's place.
         let mut numbers = paused(&mut (100..=120));
-        numbers.handle_paused();
+        numbers.handle_paused(during);
         (141..=150).for_each(|s| numbers.handle_sent(s));
         assert_eq!(numbers.before_pause(115, 145), 5);
+        // Unless the first was never pinned: then the second's is the place.
+        let mut numbers = SkippedNumbers::default();
+        (100..=120).for_each(|s| numbers.handle_sent(s));
+        numbers.handle_paused(start);
+        (121..=130).for_each(|s| numbers.handle_sent(s));
+        numbers.handle_paused(during);
+        numbers.handle_report(during + PIN_AFTER, 125);
+        (131..=140).for_each(|s| numbers.handle_sent(s));
+        assert_eq!(numbers.before_pause(125, 135), 5);
         // Across the wrap.
         let mut numbers = SkippedNumbers::default();
         (65_530..=65_535).for_each(|s| numbers.handle_sent(s));
-        numbers.handle_paused();
-        numbers.handle_report(65_532);
+        numbers.handle_paused(start);
+        numbers.handle_report(during, 65_532);
         (0..=5).for_each(|s| numbers.handle_sent(s));
         assert_eq!(numbers.before_pause(65_532, 3), 3);
     }
