@@ -1378,30 +1378,24 @@ impl Allocator {
             // It stands while the estimate carries less than its tracks and the next paused one
             // beside them: ended once it carries its own, it would leave the others paused under
             // an estimate held by the loss (a probe begins only with every visible track paused).
-            let next_price = probe_track(tracks, &probe.tracks)
-                .and_then(|next| tracks.get(next))
-                .map_or(0, lowest);
-            if !probe.tracks.is_empty() && estimate < need.saturating_add(next_price) && !lapsed {
+            let next = probe_track(tracks, &probe.tracks).and_then(|next| tracks.get(next));
+            if !probe.tracks.is_empty()
+                && estimate < need.saturating_add(next.map_or(0, lowest))
+                && !lapsed
+            {
                 if probe.tracks.len() < tried {
                     probe.widened_at = now;
                     if dearer {
                         self.probe_end = Some(ProbeEnd::Quiet);
                     }
                 }
-                let beside = |probe: &Probe| {
-                    tracks.iter().any(|track| {
-                        track.wanted.is_some()
-                            && !probe.tracks.iter().any(|&(id, _)| id == track.id)
-                    })
-                };
-                probe.beside = beside(&probe);
+                probe.beside = next.is_some();
                 if self.widens_at(&probe).is_some_and(|at| now >= at)
-                    && let Some(next) = probe_track(tracks, &probe.tracks)
-                    && let Some(track) = tracks.get(next)
+                    && let Some(track) = next
                 {
                     probe.tracks.push((track.id, lowest(track)));
                     probe.widened_at = now;
-                    probe.beside = beside(&probe);
+                    probe.beside = probe_track(tracks, &probe.tracks).is_some();
                     need = price_of(&probe.tracks);
                     tracing::debug!(
                         estimate,
@@ -1445,14 +1439,13 @@ impl Allocator {
             need,
             "probe: the lowest layer tried below the estimate"
         );
+        let tried = vec![(track.id, price)];
         self.probe = Some(Probe {
-            tracks: vec![(track.id, price)],
+            beside: probe_track(tracks, &tried).is_some(),
+            tracks: tried,
             since: now,
             confirmed_at: None,
             widened_at: now,
-            beside: tracks
-                .iter()
-                .any(|other| other.wanted.is_some() && other.id != track.id),
             sent: 0,
             loss: 0,
         });

@@ -151,6 +151,18 @@ impl ReceiveWindow {
     }
 }
 
+/// A run's first and last number as offsets from `from` (a report interval's start).
+fn run_offsets((first, len): (u16, u16), from: u16) -> (i32, i32) {
+    let start = i32::from(first.wrapping_sub(from) as i16);
+    (start, start + i32::from(len) - 1)
+}
+
+/// How many of a run's numbers lie at offsets 1..=`upto` from `from`.
+fn run_within(run: (u16, u16), from: u16, upto: i32) -> i32 {
+    let (start, end) = run_offsets(run, from);
+    (end.min(upto) - start.max(1) + 1).max(0)
+}
+
 /// Most runs [`SkippedNumbers`] keeps; past that the oldest is forgotten.
 const MAX_RUNS: usize = 16;
 
@@ -171,11 +183,9 @@ const MAX_RUNS: usize = 16;
 pub struct SkippedNumbers {
     newest: Option<u16>,
     runs: Vec<(u16, u16)>,
-    /// The newest number sent when the stream was last paused, until a report covers a number
-    /// after it.
-    paused_after: Option<u16>,
-    /// When that pause began.
-    paused_at: Option<Instant>,
+    /// The newest number sent when the stream was last paused, and when, until a report covers
+    /// a number after it.
+    paused: Option<(u16, Instant)>,
     /// A report came during that pause, [`PIN_AFTER`] or more after it began: its head is where
     /// the receiver stood then, so what was sent after it before the pause had not arrived.
     pinned: bool,
@@ -251,7 +261,7 @@ impl SkippedNumbers {
         if expected >= 0x8000 {
             let all = self.runs.iter().map(|&(_, len)| u32::from(len)).sum();
             self.runs.clear();
-            self.paused_after = None;
+            self.paused = None;
             return all;
         }
         let span = i32::from(to.wrapping_sub(from));
@@ -259,13 +269,9 @@ impl SkippedNumbers {
             return 0;
         }
         let mut skipped = 0;
-        self.runs.retain(|&(first, len)| {
-            // Offsets from `from`: the interval is 1..=span.
-            let start = i32::from(first.wrapping_sub(from) as i16);
-            let end = start + i32::from(len) - 1;
-            let overlap = end.min(span) - start.max(1) + 1;
-            skipped += overlap.max(0) as u32;
-            end > span
+        self.runs.retain(|&run| {
+            skipped += run_within(run, from, span) as u32;
+            run_offsets(run, from).1 > span
         });
         skipped
     }
@@ -275,46 +281,40 @@ impl SkippedNumbers {
     /// then they were not received by the time it began, and the receiver counted them only now.
     /// Call before [`skipped_between`](Self::skipped_between), which forgets the runs it covers.
     pub fn before_pause(&mut self, from: u16, to: u16) -> u32 {
-        let Some(last) = self.paused_after else {
+        let Some((last, _)) = self.paused else {
             return 0;
         };
-        let pinned = self.pinned;
         let span = i32::from(to.wrapping_sub(from));
         if span == 0 || span >= 0x8000 {
             return 0;
         }
         let offset = i32::from(last.wrapping_sub(from) as i16);
         if offset < span {
-            self.paused_after = None;
+            self.paused = None;
         }
         // Without a report during the pause, `from` may be older than where the receiver stood
         // when it began (a pause shorter than the reports' interval, or their reports lost):
         // what came after it may have arrived, and nothing is left out.
-        if !pinned || !(1..span).contains(&offset) {
+        if !self.pinned || !(1..span).contains(&offset) {
             return 0;
         }
         // Offsets 1..=offset, less the runs among them (counted by `skipped_between`).
         let skipped: i32 = self
             .runs
             .iter()
-            .map(|&(first, len)| {
-                let start = i32::from(first.wrapping_sub(from) as i16);
-                let end = start + i32::from(len) - 1;
-                (end.min(offset) - start.max(1) + 1).max(0)
-            })
+            .map(|&run| run_within(run, from, offset))
             .sum();
         (offset - skipped).max(0) as u32
     }
 
-    /// The stream is paused (for bandwidth): what was sent until now and not yet reported
-    /// received is counted with the first report after it resumes ([`before_pause`](Self::before_pause)).
-    /// A pause not yet reported past keeps its place: the numbers since were sent after it.
-    /// A pause pinned by a report keeps its place until a report reaches past it: the numbers
-    /// since were sent after it. One not pinned is moved to this pause.
+    /// The stream stopped flowing (paused for bandwidth, switched off, muted) at `now`: what was
+    /// sent until then and not yet reported received is counted with the first report after it
+    /// resumes ([`before_pause`](Self::before_pause)). A pause pinned by a report keeps its place
+    /// until a report reaches past it: the numbers since were sent after it. One not pinned is
+    /// moved to this pause.
     pub fn handle_paused(&mut self, now: Instant) {
-        if self.paused_after.is_none() || !self.pinned {
-            self.paused_after = self.newest;
-            self.paused_at = Some(now);
+        if self.paused.is_none() || !self.pinned {
+            self.paused = self.newest.map(|last| (last, now));
             self.pinned = false;
         }
     }
@@ -322,7 +322,7 @@ impl SkippedNumbers {
     /// The last number sent at the stream's last pause, once a report during it pinned it and
     /// until a report reaches past it.
     pub fn pinned_pause(&self) -> Option<u16> {
-        self.paused_after.filter(|_| self.pinned)
+        self.paused.map(|(last, _)| last).filter(|_| self.pinned)
     }
 
     /// A receiver report block about the stream arriving at `now` states `head` (its highest
@@ -330,7 +330,7 @@ impl SkippedNumbers {
     /// pause, [`PIN_AFTER`] or more after it began, came during it
     /// ([`before_pause`](Self::before_pause)).
     pub fn handle_report(&mut self, now: Instant, head: u16) {
-        if let (Some(last), Some(at)) = (self.paused_after, self.paused_at)
+        if let Some((last, at)) = self.paused
             && last.wrapping_sub(head) < 0x8000
             && now.saturating_duration_since(at) >= PIN_AFTER
         {
