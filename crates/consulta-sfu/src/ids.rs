@@ -10,49 +10,50 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         ///
-        /// Shared, not copied: the SFU names tracks and participants in several maps and with
-        /// every media packet it forwards. Its first 16 bytes are also kept inline
-        /// ([`IdKey`]), so that comparing, ordering and hashing ids of up to 16 bytes (every sid
-        /// the SFU makes) never reads the shared text, a cache miss per id on the forwarding path.
+        /// Kept inline up to 16 bytes (every sid the SFU makes), longer ones shared: the SFU names
+        /// tracks and participants in several maps and with every media packet it forwards, and
+        /// a shared text's count is an atomic operation on a line of its own per copy, a cache
+        /// miss on the forwarding path. The first 16 bytes are inline either way ([`IdKey`]), so
+        /// that comparing, ordering and hashing ids of up to 16 bytes never reads further.
         #[derive(Clone)]
         pub struct $name {
-            text: Arc<str>,
-            key: IdKey,
+            head: [u8; IdKey::BYTES],
+            text: Text,
         }
 
         impl $name {
-            fn new(text: Arc<str>) -> Self {
+            fn new(text: &str) -> Self {
                 Self {
-                    key: IdKey::of(&text),
-                    text,
+                    head: IdKey::head(text),
+                    text: Text::of(text),
                 }
             }
 
             /// The id as sent on the wire.
             pub fn as_str(&self) -> &str {
-                &self.text
+                self.text.as_str(&self.head)
+            }
+
+            fn key(&self) -> IdKey {
+                IdKey(u128::from_be_bytes(self.head))
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.text)
+                f.write_str(self.as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_tuple(stringify!($name)).field(&self.text).finish()
+                f.debug_tuple(stringify!($name)).field(&self.as_str()).finish()
             }
         }
 
         impl PartialEq for $name {
             fn eq(&self, other: &Self) -> bool {
-                self.key == other.key
-                    && self.text.len() == other.text.len()
-                    && (self.text.len() <= IdKey::BYTES
-                        || Arc::ptr_eq(&self.text, &other.text)
-                        || self.text == other.text)
+                self.head == other.head && self.text == other.text
             }
         }
 
@@ -61,7 +62,7 @@ macro_rules! string_id {
         impl std::hash::Hash for $name {
             fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
                 // Equal ids have equal keys.
-                self.key.hash(state);
+                self.key().hash(state);
             }
         }
 
@@ -72,26 +73,70 @@ macro_rules! string_id {
         }
 
         impl Ord for $name {
-            /// The order of the text, byte by byte ([`IdKey`]). Equal keys of ids up to
-            /// [`IdKey::BYTES`] long are settled by their lengths, which the handle keeps: a map
-            /// lookup that finds its key does not read the shared text (a cache miss, and a
-            /// `memcmp`, per copy of a packet in a fan-out).
+            /// The order of the text, byte by byte ([`IdKey`]). Equal keys are settled by the
+            /// lengths of ids up to [`IdKey::BYTES`] long (kept inline, so a map lookup that
+            /// finds its key reads nothing else), and by the texts of longer ones.
             fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-                self.key.cmp(&other.key).then_with(|| {
-                    let (a, b) = (self.text.len(), other.text.len());
-                    if a <= IdKey::BYTES && b <= IdKey::BYTES {
-                        // Equal keys: the shorter text is the longer one's start, followed by
-                        // zero bytes only.
-                        a.cmp(&b)
-                    } else if Arc::ptr_eq(&self.text, &other.text) {
-                        std::cmp::Ordering::Equal
-                    } else {
-                        self.text.cmp(&other.text)
-                    }
-                })
+                self.key()
+                    .cmp(&other.key())
+                    .then_with(|| self.text.order(&other.text))
             }
         }
     };
+}
+
+/// What an id holds beyond its first [`IdKey::BYTES`] bytes: only its length when that is all
+/// of it, else the whole text, shared.
+#[derive(Clone)]
+enum Text {
+    Inline(u8),
+    Shared(Arc<str>),
+}
+
+impl Text {
+    fn of(text: &str) -> Self {
+        match u8::try_from(text.len()) {
+            Ok(len) if usize::from(len) <= IdKey::BYTES => Self::Inline(len),
+            _ => Self::Shared(text.into()),
+        }
+    }
+
+    fn as_str<'a>(&'a self, head: &'a [u8; IdKey::BYTES]) -> &'a str {
+        match self {
+            Self::Shared(text) => text,
+            // A whole `&str` of up to 16 bytes was copied in: valid UTF-8.
+            Self::Inline(len) => head
+                .get(..usize::from(*len))
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl PartialEq for Text {
+    /// Between ids whose first [`IdKey::BYTES`] bytes are equal.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Inline(a), Self::Inline(b)) => a == b,
+            (Self::Shared(a), Self::Shared(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Text {
+    /// Between ids with equal keys: an inline text is a shared one's start followed by zero
+    /// bytes only, so it comes first; two inline ones are ordered by their lengths, likewise.
+    fn order(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Self::Inline(a), Self::Inline(b)) => a.cmp(b),
+            (Self::Inline(_), Self::Shared(_)) => Ordering::Less,
+            (Self::Shared(_), Self::Inline(_)) => Ordering::Greater,
+            (Self::Shared(a), Self::Shared(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
+            (Self::Shared(a), Self::Shared(b)) => a.cmp(b),
+        }
+    }
 }
 
 /// An id's first [`IdKey::BYTES`] bytes as one big-endian number, the rest zero. Ordered by it
@@ -104,12 +149,13 @@ struct IdKey(u128);
 impl IdKey {
     const BYTES: usize = 16;
 
-    fn of(text: &str) -> Self {
+    /// `text`'s first [`IdKey::BYTES`] bytes, the rest zero.
+    fn head(text: &str) -> [u8; Self::BYTES] {
         let mut bytes = [0u8; Self::BYTES];
         for (slot, byte) in bytes.iter_mut().zip(text.bytes()) {
             *slot = byte;
         }
-        Self(u128::from_be_bytes(bytes))
+        bytes
     }
 }
 
@@ -129,21 +175,21 @@ string_id!(
 impl RoomName {
     /// `None` for an empty name.
     pub fn parse(name: &str) -> Option<Self> {
-        (!name.is_empty()).then(|| Self::new(name.into()))
+        (!name.is_empty()).then(|| Self::new(name))
     }
 }
 
 impl ParticipantSid {
     /// Accepts only `PA_…`.
     pub fn parse(sid: &str) -> Option<Self> {
-        sid.starts_with("PA_").then(|| Self::new(sid.into()))
+        sid.starts_with("PA_").then(|| Self::new(sid))
     }
 }
 
 impl TrackSid {
     /// Accepts only `TR_…`.
     pub fn parse(sid: &str) -> Option<Self> {
-        sid.starts_with("TR_").then(|| Self::new(sid.into()))
+        sid.starts_with("TR_").then(|| Self::new(sid))
     }
 }
 
@@ -182,11 +228,11 @@ impl SidGen {
     }
 
     pub(crate) fn participant(&mut self) -> ParticipantSid {
-        ParticipantSid::new(format!("PA_{:012x}", self.next() >> 16).into())
+        ParticipantSid::new(&format!("PA_{:012x}", self.next() >> 16))
     }
 
     pub(crate) fn track(&mut self) -> TrackSid {
-        TrackSid::new(format!("TR_{:012x}", self.next() >> 16).into())
+        TrackSid::new(&format!("TR_{:012x}", self.next() >> 16))
     }
 }
 
@@ -219,10 +265,18 @@ mod tests {
             "\u{ff}",
         ];
         let hasher = std::collections::hash_map::RandomState::new();
+        // Copies share a long text; a short one is copied whole.
+        assert_eq!(size_of::<TrackSid>(), 32);
+        for text in texts {
+            let id = RoomName::new(text);
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id.clone().as_str(), text);
+            assert_eq!(id.to_string(), text);
+        }
         for a in texts {
             for b in texts {
-                // Separate allocations, so that no comparison is settled by sharing one.
-                let (x, y) = (RoomName::new(a.into()), RoomName::new(b.into()));
+                // Separate texts, so that no comparison is settled by sharing one.
+                let (x, y) = (RoomName::new(a), RoomName::new(b));
                 assert_eq!(x.cmp(&y), a.cmp(b), "{a:?} against {b:?}");
                 assert_eq!(x == y, a == b, "{a:?} against {b:?}");
                 if a == b {
