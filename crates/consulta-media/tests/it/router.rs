@@ -72,6 +72,9 @@ struct World {
     client0_check: Vec<u8>,
     /// The last RTP datagram client 0's publisher sent.
     client0_rtp: Vec<u8>,
+    /// Packets of client 0's publisher, by SSRC and sequence number, lost on the way to the
+    /// router however often they are sent.
+    lost_from_client0: Vec<(u32, u16)>,
     /// Addresses whose datagrams are lost both ways (a network gone; signalling still works).
     cut: Vec<SocketAddr>,
     /// Client addresses whose DTLS datagrams are lost on the way to the router, while their
@@ -205,6 +208,7 @@ impl World {
             checks: Vec::new(),
             client0_check: Vec::new(),
             client0_rtp: Vec::new(),
+            lost_from_client0: Vec::new(),
             cut: Vec::new(),
             no_dtls_from: Vec::new(),
             lose_to: None,
@@ -319,6 +323,11 @@ impl World {
                         if i == 0 && from == c.publisher_addr && rtp {
                             self.rtp_seen += 1;
                             self.client0_rtp = t.contents.to_vec();
+                            if let Some(named) = ssrc_and_sequence(&t.contents)
+                                && self.lost_from_client0.contains(&named)
+                            {
+                                continue;
+                            }
                             if self.rtp_seen > self.drop_after && self.drop_rtp > 0 {
                                 self.drop_rtp -= 1;
                                 continue;
@@ -1640,6 +1649,126 @@ fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
     );
 }
 
+/// A repair that comes late from a publisher resending on RTX, as browsers do, still reaches the
+/// subscriber: the packet Alice's camera sent is lost on the way, her resends of it on the camera's
+/// own SSRC too, and her retransmission on the RTX stream her offer declares
+/// (`a=ssrc-group:FID`) arrives only after 100 more of the camera's packets went to Bob. The
+/// router takes it as its stream's late packet and seals it for Bob at the number it jumped over,
+/// though 64 or more behind the newest it sent him (`srtp::SEAL_REACH`; below 64 the sealing
+/// context's window alone would take it).
+#[test]
+fn a_repair_alice_sends_late_on_rtx_reaches_bob_at_the_number_it_was_missing_from() {
+    let (mut w, camera, mut seq) = alice_resending_on_rtx_sending_her_camera_to_bob();
+    let (alice, bob) = (w.clients[0].publisher_addr, w.clients[1].subscriber_addr);
+    let offer = w.clients[0].publisher.local_sdp().unwrap();
+    let (media, repair) = offer
+        .lines()
+        .find_map(|line| line.strip_prefix("a=ssrc-group:FID "))
+        .and_then(|group| {
+            let mut ssrcs = group.split(' ').map(|s| s.trim().parse::<u32>());
+            Some((ssrcs.next()?.ok()?, ssrcs.next()?.ok()?))
+        })
+        .expect("alice's offer declares her camera's RTX stream");
+    assert_eq!(media, 0xA11CE);
+    let rtx_type = offer
+        .lines()
+        .find(|line| line.starts_with("a=fmtp:") && line.ends_with(" apt=96"))
+        .and_then(|line| {
+            line.strip_prefix("a=fmtp:")?
+                .split(' ')
+                .next()?
+                .parse::<u8>()
+                .ok()
+        })
+        .expect("an RTX payload type for VP8");
+    // The half of the keys that opens what Alice sends seals her retransmission.
+    let sent = w.client0_rtp.clone();
+    let mut sealer = w.clients[0]
+        .publisher_keys
+        .aes128_gcm_keys()
+        .expect("GCM keys")
+        .iter()
+        .map(|keys| keys.context().unwrap())
+        .find_map(|mut context| context.decrypt_rtp(&sent).is_ok().then_some(context))
+        .expect("a half of the keys opens alice's packets");
+
+    let lost = seq;
+    w.lost_from_client0.push((media, lost));
+    let original = vp8(lost, 3000 * u32::from(lost), false);
+    for _ in 0..101 {
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert!(
+        w.clients[0].publisher_nacked.contains(&media),
+        "the router asked alice for it"
+    );
+    let bobs = |w: &World| -> Vec<u64> {
+        let mut indexes: Vec<u64> = w
+            .srtp
+            .sealed
+            .keys()
+            .filter(|(to, _, _)| *to == bob)
+            .map(|(_, _, index)| *index)
+            .collect();
+        indexes.sort_unstable();
+        indexes
+    };
+    let before = bobs(&w);
+    let newest = *before.last().expect("bob got the camera");
+    let missing: Vec<u64> = (newest - 100..newest)
+        .filter(|index| before.binary_search(index).is_err())
+        .collect();
+    assert_eq!(missing.len(), 1, "one packet missing at bob: {missing:?}");
+    let gap = missing[0];
+    assert!(
+        newest - gap >= 64,
+        "the repair comes {} behind",
+        newest - gap
+    );
+
+    // Alice's retransmission: the original sequence number, then the payload (RFC 4588 §4).
+    let mut payload = lost.to_be_bytes().to_vec();
+    payload.extend_from_slice(&original.payload);
+    let retransmission = Packet {
+        header: Header {
+            version: 2,
+            marker: original.header.marker,
+            payload_type: rtx_type,
+            sequence_number: 1,
+            timestamp: original.header.timestamp,
+            ssrc: repair,
+            ..Default::default()
+        },
+        payload: payload.into(),
+    };
+    let datagram = sealer
+        .encrypt_rtp(&rtc::shared::marshal::Marshal::marshal(&retransmission).unwrap())
+        .unwrap();
+    let errors = w.router.stats().rtp_write_errors;
+    w.router.handle_datagram(w.now, alice, &datagram);
+    w.step();
+
+    let after = bobs(&w);
+    assert!(
+        after.binary_search(&gap).is_ok(),
+        "the repair reached bob at {gap}: {:?}",
+        w.router.stats()
+    );
+    let ssrc = w
+        .srtp
+        .sealed
+        .keys()
+        .find(|(to, _, index)| *to == bob && *index == gap)
+        .map(|(_, ssrc, _)| *ssrc)
+        .unwrap();
+    let repaired = &w.srtp.sealed[&(bob, ssrc, gap)];
+    assert!(
+        repaired.ends_with(&original.payload),
+        "bob got alice's lost packet's payload"
+    );
+    assert_eq!(w.router.stats().rtp_write_errors, errors);
+}
+
 /// On a GCM publisher connection, a video m-line whose offer has no RTX (no browser's lacks it)
 /// is not NACKed: its resends would come under their own SRTP index. Alice's second offer adds a
 /// screen share; with its RTX taken out of the offer, a loss on it is not NACKed, while one on
@@ -2357,6 +2486,15 @@ fn rtp_sequences(w: &World, i: usize) -> Vec<u16> {
 /// Whether `datagram` is a DTLS record (RFC 7983: a first byte from 20 to 63).
 fn is_dtls(datagram: &[u8]) -> bool {
     datagram.first().is_some_and(|b| (20..=63).contains(b))
+}
+
+/// The SSRC and sequence number of an RTP datagram (its header is in the clear).
+fn ssrc_and_sequence(datagram: &[u8]) -> Option<(u32, u16)> {
+    let header = datagram.get(..12)?;
+    Some((
+        u32::from_be_bytes([header[8], header[9], header[10], header[11]]),
+        u16::from_be_bytes([header[2], header[3]]),
+    ))
 }
 
 fn is_rtp(datagram: &[u8]) -> bool {
