@@ -263,15 +263,25 @@ mod tests {
             "TR_0123456789abcdefXYA",
             "PA_\u{e9}t\u{e9}",
             "\u{ff}",
+            // A character across the inline bytes' end; zero bytes past it, and in a long text.
+            "TR_0123456789ab\u{e9}",
+            "TR_0123456789ab\u{e8}",
+            "a\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            "a\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            "a\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0x",
         ];
         let hasher = std::collections::hash_map::RandomState::new();
-        // Copies share a long text; a short one is copied whole.
         assert_eq!(size_of::<TrackSid>(), 32);
         for text in texts {
             let id = RoomName::new(text);
             assert_eq!(id.as_str(), text);
-            assert_eq!(id.clone().as_str(), text);
             assert_eq!(id.to_string(), text);
+            // A copy (sharing a long text) is the id itself.
+            let copy = id.clone();
+            assert_eq!(copy.as_str(), text);
+            assert!(copy == id);
+            assert_eq!(copy.cmp(&id), std::cmp::Ordering::Equal, "{text:?}");
+            assert_eq!(hasher.hash_one(&copy), hasher.hash_one(&id), "{text:?}");
         }
         for a in texts {
             for b in texts {

@@ -1670,16 +1670,18 @@ fn a_repair_alice_sends_late_on_rtx_reaches_bob_at_the_number_it_was_missing_fro
         })
         .expect("alice's offer declares her camera's RTX stream");
     assert_eq!(media, 0xA11CE);
+    let payload_type_of = |name: &str| {
+        offer.lines().find_map(|line| {
+            let (pt, codec) = line.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            (codec == name).then(|| pt.parse::<u8>().ok()).flatten()
+        })
+    };
+    let vp8_type = payload_type_of("VP8/90000").expect("VP8 offered");
     let rtx_type = offer
         .lines()
-        .find(|line| line.starts_with("a=fmtp:") && line.ends_with(" apt=96"))
-        .and_then(|line| {
-            line.strip_prefix("a=fmtp:")?
-                .split(' ')
-                .next()?
-                .parse::<u8>()
-                .ok()
-        })
+        .filter_map(|line| line.strip_prefix("a=fmtp:")?.split_once(' '))
+        .find(|(_, fmtp)| *fmtp == format!("apt={vp8_type}"))
+        .and_then(|(pt, _)| pt.parse::<u8>().ok())
         .expect("an RTX payload type for VP8");
     // The half of the keys that opens what Alice sends seals her retransmission.
     let sent = w.client0_rtp.clone();
@@ -1694,6 +1696,7 @@ fn a_repair_alice_sends_late_on_rtx_reaches_bob_at_the_number_it_was_missing_fro
 
     let lost = seq;
     w.lost_from_client0.push((media, lost));
+    w.clients[0].publisher_nacked.clear();
     let original = vp8(lost, 3000 * u32::from(lost), false);
     for _ in 0..101 {
         send_vp8(&mut w, camera, &mut seq, false);
@@ -1702,20 +1705,32 @@ fn a_repair_alice_sends_late_on_rtx_reaches_bob_at_the_number_it_was_missing_fro
         w.clients[0].publisher_nacked.contains(&media),
         "the router asked alice for it"
     );
-    let bobs = |w: &World| -> Vec<u64> {
+    // Bob's camera stream: what the router sealed for him, by index.
+    let mut counts: HashMap<u32, usize> = HashMap::new();
+    for (to, ssrc, _) in w.srtp.sealed.keys() {
+        if *to == bob {
+            *counts.entry(*ssrc).or_default() += 1;
+        }
+    }
+    let bobs_camera = counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(ssrc, _)| ssrc)
+        .expect("bob got the camera");
+    let sealed_for_bob = |w: &World| -> Vec<u64> {
         let mut indexes: Vec<u64> = w
             .srtp
             .sealed
             .keys()
-            .filter(|(to, _, _)| *to == bob)
+            .filter(|(to, ssrc, _)| (*to, *ssrc) == (bob, bobs_camera))
             .map(|(_, _, index)| *index)
             .collect();
         indexes.sort_unstable();
         indexes
     };
-    let before = bobs(&w);
-    let newest = *before.last().expect("bob got the camera");
-    let missing: Vec<u64> = (newest - 100..newest)
+    let before = sealed_for_bob(&w);
+    let (first, newest) = (before[0], before[before.len() - 1]);
+    let missing: Vec<u64> = (first..newest)
         .filter(|index| before.binary_search(index).is_err())
         .collect();
     assert_eq!(missing.len(), 1, "one packet missing at bob: {missing:?}");
@@ -1748,25 +1763,28 @@ fn a_repair_alice_sends_late_on_rtx_reaches_bob_at_the_number_it_was_missing_fro
     w.router.handle_datagram(w.now, alice, &datagram);
     w.step();
 
-    let after = bobs(&w);
     assert!(
-        after.binary_search(&gap).is_ok(),
+        sealed_for_bob(&w).binary_search(&gap).is_ok(),
         "the repair reached bob at {gap}: {:?}",
         w.router.stats()
     );
-    let ssrc = w
-        .srtp
-        .sealed
-        .keys()
-        .find(|(to, _, index)| *to == bob && *index == gap)
-        .map(|(_, ssrc, _)| *ssrc)
-        .unwrap();
-    let repaired = &w.srtp.sealed[&(bob, ssrc, gap)];
-    assert!(
-        repaired.ends_with(&original.payload),
-        "bob got alice's lost packet's payload"
-    );
     assert_eq!(w.router.stats().rtp_write_errors, errors);
+    // It is the lost packet, unwrapped: its payload as Alice first sent it, and its timestamp
+    // between its neighbours' (each of Alice's packets is a frame, 3000 ticks after the last).
+    let packet_at = |index: u64| {
+        let plain = &w.srtp.sealed[&(bob, bobs_camera, index)];
+        <Packet as rtc::shared::marshal::Unmarshal>::unmarshal(&mut &plain[..]).unwrap()
+    };
+    let repaired = packet_at(gap);
+    assert_eq!(repaired.payload, original.payload);
+    assert_eq!(
+        (
+            packet_at(gap - 1).header.timestamp.wrapping_add(3000),
+            packet_at(gap + 1).header.timestamp.wrapping_sub(3000),
+        ),
+        (repaired.header.timestamp, repaired.header.timestamp),
+        "the lost packet's timestamp"
+    );
 }
 
 /// On a GCM publisher connection, a video m-line whose offer has no RTX (no browser's lacks it)
