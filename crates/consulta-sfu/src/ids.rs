@@ -116,20 +116,7 @@ impl Text {
                 .unwrap_or_default(),
         }
     }
-}
 
-impl PartialEq for Text {
-    /// Between ids whose first [`IdKey::BYTES`] bytes are equal.
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Self::Inline(a), Self::Inline(b)) => a == b,
-            (Self::Shared(a), Self::Shared(b)) => Arc::ptr_eq(a, b) || a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Text {
     /// Between ids with equal keys: an inline text is a shared one's start followed by zero
     /// bytes only, so it comes first; two inline ones are ordered by their lengths, likewise.
     fn order(&self, other: &Self) -> std::cmp::Ordering {
@@ -140,6 +127,17 @@ impl Text {
             (Self::Shared(_), Self::Inline(_)) => Ordering::Greater,
             (Self::Shared(a), Self::Shared(b)) if Arc::ptr_eq(a, b) => Ordering::Equal,
             (Self::Shared(a), Self::Shared(b)) => a.cmp(b),
+        }
+    }
+}
+
+impl PartialEq for Text {
+    /// Between ids whose first [`IdKey::BYTES`] bytes are equal.
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Inline(a), Self::Inline(b)) => a == b,
+            (Self::Shared(a), Self::Shared(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
         }
     }
 }

@@ -126,11 +126,9 @@ impl SrtpWatch {
                 );
             }
         }
-        if !rtp || datagram.len() < 12 {
+        let Some((ssrc, seq)) = ssrc_and_sequence(datagram).filter(|_| rtp) else {
             return;
-        }
-        let ssrc = u32::from_be_bytes(datagram[8..12].try_into().unwrap());
-        let seq = u16::from_be_bytes([datagram[2], datagram[3]]);
+        };
         let known = self
             .streams
             .get_mut(&(to, ssrc))
