@@ -106,3 +106,67 @@ async fn consulta_sfu_runs_from_a_generated_config() {
     let status = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(15)));
     assert!(status.success(), "SIGTERM stops the SFU cleanly: {status}");
 }
+
+/// `consulta sfu` runs again in place (same process id) with glibc told to back its heap with
+/// transparent huge pages (`consulta_media::heap`), where the kernel offers them: the process the
+/// test started logs the tunable from its own environment. (glibc advises the heap for huge pages
+/// once it grows by 2 MiB, which an idle node's does not: the bench prints how much of the node's
+/// memory is on them, docs/benchmarks.md.) An operator's `GLIBC_TUNABLES` that sets the tunable
+/// (here to 0) is left as it is, other tunables in it included, with no restart.
+#[test]
+fn consulta_sfu_puts_its_heap_on_huge_pages_unless_the_operator_chose() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, printed) = output(consulta(dir.path()).args(["sfu", "--generate-config"]));
+    assert!(ok, "{printed}");
+    let generated = std::fs::read_to_string(dir.path().join("sfu.yaml")).unwrap();
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let offered = thp.contains("[always]") || thp.contains("[madvise]");
+    let operator = "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=0";
+    let ours = if offered {
+        "heap pages as GLIBC_TUNABLES chooses glibc_tunables=glibc.malloc.hugetlb=1"
+    } else {
+        "heap on ordinary pages"
+    };
+    let theirs = format!("heap pages as GLIBC_TUNABLES chooses glibc_tunables={operator}");
+    for (chosen, said) in [(None, ours), (Some(operator), &*theirs)] {
+        let (port, udp_port) = (free_port().unwrap(), free_port().unwrap());
+        let config = generated
+            .replace("127.0.0.1:7880", &format!("127.0.0.1:{port}"))
+            .replace("127.0.0.1:7882", &format!("127.0.0.1:{udp_port}"));
+        std::fs::write(dir.path().join("sfu.yaml"), config).unwrap();
+        let mut command = consulta(dir.path());
+        command.arg("sfu");
+        match chosen {
+            Some(tunables) => command.env("GLIBC_TUNABLES", tunables),
+            None => command.env_remove("GLIBC_TUNABLES"),
+        };
+        let mut child = piped(&mut command);
+        let mut lines = Lines::follow(&mut child);
+        let line = plain(&lines.wait_for("heap ", Duration::from_secs(30)));
+        assert!(line.contains(said), "{chosen:?}: {line}");
+        lines.wait_for("Consulta SFU started", Duration::from_secs(30));
+        // The process the test started is the one serving: the restart kept its id.
+        assert!(child.try_wait().unwrap().is_none(), "{chosen:?}");
+        assert_eq!(
+            lines.seen.iter().filter(|l| l.contains("heap ")).count(),
+            1,
+            "{chosen:?}: one start, one restart at most"
+        );
+        signal(&child, libc::SIGTERM);
+        assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
+    }
+}
+
+/// A log line without its colours.
+fn plain(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(start) = rest.find('\u{1b}') {
+        out.push_str(&rest[..start]);
+        rest = rest[start..]
+            .find('m')
+            .map_or("", |end| &rest[start + end + 1..]);
+    }
+    out + rest
+}

@@ -15,6 +15,7 @@ pub mod echo;
 pub mod engine;
 mod feedback;
 mod handshake;
+pub mod heap;
 pub mod keytap;
 pub mod mux;
 pub mod node;

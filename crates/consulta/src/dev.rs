@@ -100,6 +100,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         lines
     };
 
+    let shutdown = crate::shutdown_signal();
     println!();
     println!("Consulta dev stack is ready.");
     println!(
@@ -119,7 +120,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  State and logs: {}", stack.config_dir().display());
     println!("Press Ctrl-C to stop.");
 
-    crate::shutdown_signal().await;
+    shutdown.await;
     println!("Stopping…");
     sfu.shut_down().await;
     stack.stop().await?;

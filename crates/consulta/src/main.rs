@@ -84,6 +84,11 @@ pub(crate) fn init_logging(level: &str, format: LogFormat) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before the runtime's threads: the SFU runs again in place with its heap on huge pages.
+    let heap = match &cli.command {
+        Command::Sfu(args) => sfu::prepare_heap(args),
+        _ => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -94,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    match runtime.block_on(dispatch(cli.command, heap)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("consulta: {e:#}");
@@ -103,7 +108,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(command: Command) -> anyhow::Result<()> {
+async fn dispatch(
+    command: Command,
+    heap: Option<consulta_media::heap::HeapPages>,
+) -> anyhow::Result<()> {
     match command {
         Command::GenerateConfig { output, force } => setup::generate_config(&output, force),
         Command::GenerateRegistration {
@@ -112,7 +120,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => setup::generate_registration(&config, &registration),
         Command::Run { config } => run(config).await,
         Command::Users { config, command } => users::run(&config, command).await,
-        Command::Sfu(args) => sfu::run(args).await,
+        Command::Sfu(args) => sfu::run(args, heap).await,
         Command::Dev(args) => {
             init_logging("info,consulta=info", LogFormat::Pretty);
             dev::run(args).await
@@ -126,6 +134,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     config.check_ready_to_run()?;
     let listener = consulta_appservice::bind(&config).await?;
     let state = consulta_appservice::build_state(config, Arc::new(SystemClock)).await?;
+    let shutdown = shutdown_signal();
     tracing::info!(
         listen = %listener.local_addr().context("listener has no address")?,
         homeserver = state.homeserver().base_url(),
@@ -134,27 +143,31 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let pinger = tokio::spawn(consulta_appservice::ping_homeserver_until_reachable(
         state.clone(),
     ));
-    consulta_appservice::serve(listener, state, shutdown_signal()).await?;
+    consulta_appservice::serve(listener, state, shutdown).await?;
     pinger.abort();
     tracing::info!("Consulta appservice stopped");
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Completes on Ctrl-C or SIGTERM. The handlers are in place when this returns, before the future
+/// is first polled, so a signal that comes right after a "started" line is not lost (its default
+/// action would end the process without the clean shutdown).
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    async fn received(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
+                signal.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending().await,
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    }
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    let terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        tokio::select! {
+            () = received(interrupt) => {},
+            () = received(terminate) => {},
+        }
     }
 }

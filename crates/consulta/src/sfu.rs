@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use consulta_appservice::config::LogFormat;
 use consulta_media::config::{EXAMPLE, SfuSettings};
+use consulta_media::heap::HeapPages;
 use consulta_media::node::SfuNode;
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -19,20 +20,30 @@ pub struct SfuArgs {
     generate_config: bool,
 }
 
-pub async fn run(args: SfuArgs) -> anyhow::Result<()> {
+/// Runs this process again with its heap on transparent huge pages when it is to forward media
+/// (`consulta_media::heap`); called before any thread starts. Returns why it did not, for the log.
+pub fn prepare_heap(args: &SfuArgs) -> Option<HeapPages> {
+    (!args.generate_config).then(consulta_media::heap::restart_with_huge_pages)
+}
+
+pub async fn run(args: SfuArgs, heap: Option<HeapPages>) -> anyhow::Result<()> {
     if args.generate_config {
         return generate(&args.config);
     }
     let settings = SfuSettings::load(&args.config)?;
     crate::init_logging(&settings.log_level, LogFormat::Pretty);
+    if let Some(heap) = heap {
+        heap.log();
+    }
     let mut node = start(&settings).await?;
+    let shutdown = crate::shutdown_signal();
     tracing::info!(
         signalling = %node.http_addr(),
         media = %node.udp_addr(),
         "Consulta SFU started"
     );
     tokio::select! {
-        () = crate::shutdown_signal() => {}
+        () = shutdown => {}
         part = node.ended() => {
             drop(node);
             anyhow::bail!("the SFU's {part} stopped; exiting so that it is restarted");

@@ -325,7 +325,11 @@ fn main() -> anyhow::Result<()> {
             drop_rtp_every,
             no_congestion_control,
         }) => run_node(drop_rtp_every, !no_congestion_control),
-        Some(Internal::Ideal) => ideal::serve(),
+        Some(Internal::Ideal) => {
+            // The floor gets the SFU node's heap, so that the ratio compares forwarding only.
+            heap_on_huge_pages();
+            ideal::serve()
+        }
         Some(Internal::Pipeline {
             packets,
             rounds,
@@ -355,6 +359,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// As `consulta sfu` starts: this process runs again with its heap on transparent huge pages
+/// where the kernel offers them, unless `GLIBC_TUNABLES` already chooses.
+fn heap_on_huge_pages() {
+    let pages = consulta_media::heap::restart_with_huge_pages();
+    if let consulta_media::heap::HeapPages::RestartFailed(e) = pages {
+        tracing::warn!(error = %e, "the heap stays on ordinary pages");
+    }
+}
+
 /// Pins every thread of `pid` to `core`.
 fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
     let status = Command::new("taskset")
@@ -369,6 +382,7 @@ fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
 }
 
 fn run_node(drop_rtp_every: u32, congestion_control: bool) -> anyhow::Result<()> {
+    heap_on_huge_pages();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -541,6 +555,18 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("VmRSS value")
 }
 
+/// `AnonHugePages` of `pid` in KiB; `None` where the kernel does not say.
+fn huge_pages_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn token(identity: &str, room: &str) -> anyhow::Result<String> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let mut claims = join_claims(KEY, identity, room, now.saturating_sub(10), 3600);
@@ -557,6 +583,8 @@ struct Window {
     generator_cpu: f64,
     /// Times the SFU's threads were put on a CPU (see [`cpu_usage`]).
     sfu_runs: Option<u64>,
+    /// How much of the SFU's memory sat on transparent huge pages at the window's end.
+    huge_pages_kib: Option<u64>,
     elapsed: Duration,
 }
 
@@ -592,6 +620,9 @@ struct Row {
     /// How often the SFU's threads were put on its core, per second: mostly wake-ups for
     /// datagrams, each of which costs the node a switch in and out whatever it then handles.
     sfu_runs_per_s: Option<f64>,
+    /// The forwarding process's memory on transparent huge pages (`AnonHugePages`) at the
+    /// window's end: its heap, when it runs with `consulta_media::heap`'s restart.
+    huge_pages_kib: Option<u64>,
     ratio_to_ideal: Option<f64>,
     #[serde(skip)]
     topology: Topology,
@@ -787,6 +818,7 @@ impl Bench {
             sfu_cpu: sfu1 - sfu0,
             generator_cpu: gen1 - gen0,
             sfu_runs: runs0.zip(runs1).map(|(a, b)| b.saturating_sub(a)),
+            huge_pages_kib: huge_pages_kib(pid),
             elapsed,
         })
     }
@@ -803,6 +835,7 @@ impl Bench {
             sfu_cpu,
             generator_cpu: gen_cpu,
             sfu_runs,
+            huge_pages_kib,
             elapsed,
         } = m;
         let secs = elapsed.as_secs_f64();
@@ -837,6 +870,7 @@ impl Bench {
             rss_per_session_kib,
             generator_cpu_percent: 100.0 * gen_cpu / secs,
             sfu_runs_per_s: sfu_runs.map(|runs| runs as f64 / secs),
+            huge_pages_kib,
             ratio_to_ideal: None,
             topology,
         }
@@ -904,6 +938,12 @@ fn print_socket_latency(row: &Row) {
         println!(
             "  the forwarding process was put on its core {runs:.0} times/s: {:.1} packets out per wake-up",
             row.out_pps / runs
+        );
+    }
+    if let Some(kib) = row.huge_pages_kib {
+        println!(
+            "  on transparent huge pages: {:.1} MiB of the forwarding process's memory",
+            kib as f64 / 1024.0
         );
     }
 }
