@@ -325,11 +325,7 @@ fn main() -> anyhow::Result<()> {
             drop_rtp_every,
             no_congestion_control,
         }) => run_node(drop_rtp_every, !no_congestion_control),
-        Some(Internal::Ideal) => {
-            // The floor gets the SFU node's heap, so that the ratio compares forwarding only.
-            heap_on_huge_pages();
-            ideal::serve()
-        }
+        Some(Internal::Ideal) => ideal::serve(),
         Some(Internal::Pipeline {
             packets,
             rounds,
@@ -359,15 +355,6 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// As `consulta sfu` starts: this process runs again with its heap on transparent huge pages
-/// where the kernel offers them, unless `GLIBC_TUNABLES` already chooses.
-fn heap_on_huge_pages() {
-    let pages = consulta_media::heap::restart_with_huge_pages();
-    if let consulta_media::heap::HeapPages::RestartFailed(e) = pages {
-        tracing::warn!(error = %e, "the heap stays on ordinary pages");
-    }
-}
-
 /// Pins every thread of `pid` to `core`.
 fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
     let status = Command::new("taskset")
@@ -382,7 +369,6 @@ fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
 }
 
 fn run_node(drop_rtp_every: u32, congestion_control: bool) -> anyhow::Result<()> {
-    heap_on_huge_pages();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -446,6 +432,12 @@ impl Proc {
         let (program, rest) = argv.split_first().context("empty command line")?;
         let mut command = Command::new(program);
         command.args(rest).arg(mode);
+        // The heap `consulta sfu` gets by restarting itself (`consulta_media::heap`), given here
+        // so that a profiler in `--node-wrapper` sees the process it started; the forwarder too,
+        // so that the ratio compares forwarding alone.
+        if let Some(tunables) = consulta_media::heap::huge_page_tunables() {
+            command.env(consulta_media::heap::TUNABLES, tunables);
+        }
         if mode == "node" && args.node_drop_rtp_every > 0 {
             command
                 .arg("--drop-rtp-every")
@@ -1344,8 +1336,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         return compare(args).await;
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let tunables = consulta_media::heap::huge_page_tunables()
+        .or_else(|| std::env::var_os(consulta_media::heap::TUNABLES))
+        .map_or_else(|| "unset".to_owned(), |t| t.to_string_lossy().into_owned());
     println!(
-        "consulta-sfu-bench: SFU on core {}, generator on core {}{}; warm-up {} s, window {} s; loadavg {}",
+        "consulta-sfu-bench: SFU on core {}, generator on core {}{}; warm-up {} s, window {} s; \
+         the SFU's and the forwarder's GLIBC_TUNABLES {tunables}; loadavg {}",
         args.sfu_core,
         args.generator_core,
         if args.no_pin { " (not pinned)" } else { "" },
