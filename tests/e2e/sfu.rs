@@ -152,7 +152,9 @@ fn consulta_sfu_puts_its_heap_on_huge_pages_unless_the_operator_chose() {
         command
             .arg("sfu")
             .env_remove("CONSULTA_HEAP_RESTARTED")
-            .env_remove("LD_PRELOAD");
+            .env_remove("LD_PRELOAD")
+            .env_remove("MALLOC_ARENA_MAX")
+            .env_remove("RUST_LOG");
         match chosen {
             Some(tunables) => command.env("GLIBC_TUNABLES", tunables),
             None => command.env_remove("GLIBC_TUNABLES"),
@@ -170,6 +172,12 @@ fn consulta_sfu_puts_its_heap_on_huge_pages_unless_the_operator_chose() {
             .split(|&b| b == 0)
             .any(|var| var == b"CONSULTA_HEAP_RESTARTED=1");
         assert_eq!(marked, restarted, "{chosen:?}: started again");
+        let name = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
+        assert_eq!(
+            name.trim_end(),
+            "consulta",
+            "{chosen:?}: ps and pgrep find it by name"
+        );
         signal(&child, libc::SIGTERM);
         assert!(wait_exit(&mut child, Duration::from_secs(15)).success());
     }

@@ -231,6 +231,13 @@ async fn scenario_rows(bench: &mut Bench, scenario: &str) -> anyhow::Result<Vec<
 }
 
 /// `--compare-with`: see [`RunArgs::compare_with`].
+/// The `GLIBC_TUNABLES` the SFU's node and the forwarder are started with (see `Proc::spawn`).
+fn node_tunables() -> String {
+    consulta_media::heap::huge_page_tunables()
+        .or_else(|| std::env::var_os(consulta_media::heap::TUNABLES))
+        .map_or_else(|| "unset".to_owned(), |t| t.to_string_lossy().into_owned())
+}
+
 async fn compare(args: RunArgs) -> anyhow::Result<()> {
     let builds = [
         std::env::current_exe()?,
@@ -239,10 +246,12 @@ async fn compare(args: RunArgs) -> anyhow::Result<()> {
             .context("a build to compare with")?,
     ];
     println!(
-        "consulta-sfu-bench: A = {}, B = {}; {} rounds of A B B A; loadavg {}",
+        "consulta-sfu-bench: A = {}, B = {}; {} rounds of A B B A; both nodes' GLIBC_TUNABLES {}; \
+         loadavg {}",
         builds[0].display(),
         builds[1].display(),
         args.compare_rounds,
+        node_tunables(),
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
@@ -1336,9 +1345,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         return compare(args).await;
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let tunables = consulta_media::heap::huge_page_tunables()
-        .or_else(|| std::env::var_os(consulta_media::heap::TUNABLES))
-        .map_or_else(|| "unset".to_owned(), |t| t.to_string_lossy().into_owned());
+    let tunables = node_tunables();
     println!(
         "consulta-sfu-bench: SFU on core {}, generator on core {}{}; warm-up {} s, window {} s; \
          the SFU's and the forwarder's GLIBC_TUNABLES {tunables}; loadavg {}",
