@@ -4,8 +4,8 @@
 //! per packet, spread over a heap of about 1 MiB a room: most of those touches miss the TLB as well
 //! as the caches, and in a virtual machine every TLB miss is a walk of two page tables. Backing the
 //! heap with 2 MiB pages takes most of those walks away (docs/benchmarks.md, "The heap on huge
-//! pages": 11–19 % less CPU per forwarded packet in 1:1 rooms, 19 % in a fan-out to 100, on this
-//! project's benchmark VM).
+//! pages": 11–20 % less CPU per forwarded packet in 1:1 rooms and rooms of four, 19 % in a
+//! fan-out to 100, on this project's benchmark VM).
 //!
 //! Where the kernel gives huge pages only to memory that asks (`transparent_hugepage/enabled` at
 //! `madvise`, as on this project's machines), glibc asks for its heap only when told so at
