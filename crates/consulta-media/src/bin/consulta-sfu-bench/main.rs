@@ -378,7 +378,9 @@ fn pin(pid: u32, core: u32) -> anyhow::Result<()> {
 }
 
 fn run_node(drop_rtp_every: u32, congestion_control: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The runtime `consulta sfu` runs on (a worker per core the process may use: one under the
+    // bench's `taskset`), so that the media loop is a task on a worker thread as there.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
