@@ -230,7 +230,6 @@ async fn scenario_rows(bench: &mut Bench, scenario: &str) -> anyhow::Result<Vec<
     }
 }
 
-/// `--compare-with`: see [`RunArgs::compare_with`].
 /// The `GLIBC_TUNABLES` the SFU's node and the forwarder are started with (see `Proc::spawn`).
 fn node_tunables() -> String {
     consulta_media::heap::huge_page_tunables()
@@ -238,6 +237,7 @@ fn node_tunables() -> String {
         .map_or_else(|| "unset".to_owned(), |t| t.to_string_lossy().into_owned())
 }
 
+/// `--compare-with`: see [`RunArgs::compare_with`].
 async fn compare(args: RunArgs) -> anyhow::Result<()> {
     let builds = [
         std::env::current_exe()?,
