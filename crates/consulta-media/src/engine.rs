@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use consulta_sfu::bandwidth::{
-    Allocator, RateMeter, ReportBlock, ReportHeads, VideoDemand, announced_bitrates,
+    Allocator, LossSample, RateMeter, ReportBlock, ReportHeads, VideoDemand, announced_bitrates,
     loss_net_of_skipped,
 };
 use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
@@ -187,6 +187,11 @@ pub struct RouterStats {
     pub loss_before_sfu: u64,
     /// The packets those blocks counted lost that were lost just before a pause.
     pub loss_before_pause: u64,
+    /// Receiver report blocks whose interval, net of those numbers and with what earlier blocks
+    /// carried, held too few packets sent to weigh
+    /// ([`consulta_sfu::bandwidth::NET_LOSS_MIN_SENT`]): carried into the next block about the
+    /// stream, not taken alone.
+    pub loss_reports_carried: u64,
     /// RTP packets written to subscribers.
     pub rtp_forwarded: u64,
     /// Of those, sealed by the router's own write path (`MediaConfig::own_write_path`).
@@ -378,6 +383,9 @@ struct Down {
     /// The sequence numbers skipped in what went to the subscriber (lost before the SFU), which
     /// its receiver reports count as lost.
     skipped: SkippedNumbers,
+    /// Packets sent in report intervals too few to weigh their loss net of the numbers skipped,
+    /// carried into the next block about the stream ([`loss_net_of_skipped`]).
+    loss_carried: LossSample,
     /// It was forwarded at the last allocation: not paused for bandwidth, switched off or muted.
     flowing: bool,
 }
@@ -1455,6 +1463,7 @@ impl Router {
                             told_any: false,
                             answered: false,
                             skipped: SkippedNumbers::default(),
+                            loss_carried: LossSample::default(),
                             flowing: false,
                         },
                     );
@@ -2496,30 +2505,41 @@ impl Router {
             if !covered.counts() {
                 continue;
             }
+            let Some(down) = p
+                .sub
+                .sending
+                .values_mut()
+                .find(|down| down.local.ssrc() == block.ssrc)
+            else {
+                continue;
+            };
             // What the SFU never sent in the interval was lost before it; what was sent before
             // the stream's last pause and not received by then was lost before that.
             let (skipped, before_pause) = match covered {
-                ReportBlock::Since { from, expected, .. } => p
-                    .sub
-                    .sending
-                    .values_mut()
-                    .find(|down| down.local.ssrc() == block.ssrc)
-                    .map_or((0, 0), |down| {
-                        let (from, to) = (from as u16, block.head as u16);
-                        // On `rtc`'s path the tail's NACKs are answered (`forget_sent` is the
-                        // own path's): what it resent arrived, and nothing is left out.
-                        let tail = down.skipped.before_pause(from, to);
-                        let before_pause = if expected < 0x8000 && seals { tail } else { 0 };
-                        let skipped = down.skipped.skipped_between(from, to, expected);
-                        (skipped, before_pause)
-                    }),
+                ReportBlock::Since { from, expected, .. } => {
+                    let (from, to) = (from as u16, block.head as u16);
+                    // On `rtc`'s path the tail's NACKs are answered (`forget_sent` is the own
+                    // path's): what it resent arrived, and nothing is left out.
+                    let tail = down.skipped.before_pause(from, to);
+                    let before_pause = if expected < 0x8000 && seals { tail } else { 0 };
+                    let skipped = down.skipped.skipped_between(from, to, expected);
+                    (skipped, before_pause)
+                }
                 _ => (0, 0),
             };
-            let net = loss_net_of_skipped(block.fraction, covered, skipped, before_pause);
-            if net.before_sfu > 0 || net.before_pause > 0 {
-                self.stats.reports_net_of_skipped += 1;
-                self.stats.loss_before_sfu += u64::from(net.before_sfu);
-                self.stats.loss_before_pause += u64::from(net.before_pause);
+            let carried = down.loss_carried;
+            let (stated, tail) = (block.fraction, before_pause);
+            let net = loss_net_of_skipped(stated, covered, skipped, tail, carried, now);
+            down.loss_carried = net.carried;
+            if net.before_sfu > 0 || net.before_pause > 0 || carried != net.carried {
+                if net.before_sfu > 0 || net.before_pause > 0 {
+                    self.stats.reports_net_of_skipped += 1;
+                    self.stats.loss_before_sfu += u64::from(net.before_sfu);
+                    self.stats.loss_before_pause += u64::from(net.before_pause);
+                }
+                if net.carried.sent > 0 {
+                    self.stats.loss_reports_carried += 1;
+                }
                 tracing::debug!(
                     target: "consulta_media::bandwidth",
                     participant = %sub,
@@ -2527,6 +2547,7 @@ impl Router {
                     ?covered,
                     skipped,
                     before_pause,
+                    ?carried,
                     stated = block.fraction,
                     ?net,
                     "report block net of what the SFU never sent, or before a pause (loss in 256ths)"
@@ -3037,6 +3058,25 @@ mod tests {
         }
     }
 
+    /// Alice's camera as it goes to Bob.
+    fn down<'a>(router: &'a mut Router, bob: &ParticipantSid) -> &'a mut Down {
+        let cam = TrackSid::parse("TR_cam").expect("a sid");
+        let p = router.participants.get_mut(bob).expect("bob");
+        p.sub.sending.get_mut(&cam).expect("the camera")
+    }
+
+    /// A receiver report block about `ssrc` with no sender report to time.
+    fn reception(ssrc: u32, head: u32, total_lost: u32, fraction: u8) -> ReceptionBlock {
+        ReceptionBlock {
+            ssrc,
+            fraction,
+            head,
+            total_lost,
+            last_sender_report: 0,
+            delay: 0,
+        }
+    }
+
     /// The packets Bob's link lost just before his camera stream was paused are counted lost
     /// by his browser only when it resumes: the router marks the stream as it stops flowing, and
     /// a report a second or more into the pause pins where his receiver stood (review helper-82,
@@ -3049,22 +3089,10 @@ mod tests {
         let p = router.participants.get_mut(&bob).expect("bob");
         p.sub.allocator.handle_estimate(5_000_000);
         router.allocate(&bob, now);
-        fn down<'a>(router: &'a mut Router, bob: &ParticipantSid) -> &'a mut Down {
-            let cam = TrackSid::parse("TR_cam").expect("a sid");
-            let p = router.participants.get_mut(bob).expect("bob");
-            p.sub.sending.get_mut(&cam).expect("the camera")
-        }
         assert!(down(&mut router, &bob).flowing);
         let ssrc = down(&mut router, &bob).local.ssrc();
         (100..=120).for_each(|seq| down(&mut router, &bob).skipped.handle_sent(seq));
-        let block = |head: u32, total_lost: u32, fraction: u8| ReceptionBlock {
-            ssrc,
-            fraction,
-            head,
-            total_lost,
-            last_sender_report: 0,
-            delay: 0,
-        };
+        let block = |head, total_lost, fraction| reception(ssrc, head, total_lost, fraction);
         router.subscriber_loss(&bob, &[block(110, 0, 0)], now);
         let p = router.participants.get_mut(&bob).expect("bob");
         p.sub.allocator.handle_estimate(150_000);
@@ -3083,6 +3111,49 @@ mod tests {
             router.stats.loss_before_pause, 0,
             "no keys: rtc's path resends"
         );
+    }
+
+    /// Alice's network goes for 2 s; when it is back, Bob's first report on her camera states
+    /// 91 of 95 numbers lost, 90 of them never sent by the router (the block of a CI run of the
+    /// Chromium test `livekit_client_video_is_not_held_down_after_a_short_network_gap`,
+    /// 2026-12-07). The one left of the five sent is no 20 % loss: they are carried, Bob's budget
+    /// stays the estimate, and his next report weighs them with its own 45.
+    #[test]
+    fn a_handful_sent_after_the_publishers_outage_caps_nothing() {
+        let (mut router, now, bob) = bob_receiving_alices_camera_and_microphone();
+        let p = router.participants.get_mut(&bob).expect("bob");
+        p.sub.allocator.handle_estimate(5_000_000);
+        router.allocate(&bob, now);
+        let budget = |router: &mut Router, at: Instant| {
+            router.allocate(&bob, at);
+            let p = router.participants.get(&bob).expect("bob");
+            p.sub.allocator.budget()
+        };
+        let before = budget(&mut router, now);
+        assert!(before.is_some());
+        let ssrc = down(&mut router, &bob).local.ssrc();
+        let block = |head, total_lost, fraction| reception(ssrc, head, total_lost, fraction);
+        // 100..=110 before the outage; 111..=200 lost on her side, never sent; 201..=205 after.
+        (100..=110).for_each(|seq| down(&mut router, &bob).skipped.handle_sent(seq));
+        router.subscriber_loss(&bob, &[block(110, 0, 0)], now + Duration::from_secs(2));
+        (201..=205).for_each(|seq| down(&mut router, &bob).skipped.handle_sent(seq));
+        let back = now + Duration::from_secs(5);
+        router.subscriber_loss(&bob, &[block(205, 91, 244)], back);
+        assert_eq!(budget(&mut router, back), before, "no loss cap");
+        assert_eq!(
+            (
+                router.stats.loss_before_sfu,
+                router.stats.loss_reports_carried
+            ),
+            (90, 1)
+        );
+        // The next second: 45 more sent, none lost. 1 of 50: no cap either.
+        (206..=250).for_each(|seq| down(&mut router, &bob).skipped.handle_sent(seq));
+        let next = back + Duration::from_secs(1);
+        router.subscriber_loss(&bob, &[block(250, 91, 0)], next);
+        assert_eq!(down(&mut router, &bob).loss_carried, LossSample::default());
+        assert_eq!(router.stats.loss_reports_carried, 1);
+        assert_eq!(budget(&mut router, next), before);
     }
 
     /// Review helper-70. A camera paused for Bob's weak link must come back once the link

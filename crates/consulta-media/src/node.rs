@@ -518,6 +518,12 @@ pub fn metrics_text(
         stats.reports_net_of_skipped,
     );
     metric(
+        "loss_reports_carried_total",
+        "counter",
+        "Receiver report blocks that left a sample carried: net of the numbers the SFU never sent or sent before a pause, fewer than 16 packets sent in their interval, with any carried in (a publisher's outage skips hundreds of numbers); too few to weigh alone, they are pooled with the stream's next block (for up to 3 s).",
+        stats.loss_reports_carried,
+    );
+    metric(
         "loss_before_sfu_packets_total",
         "counter",
         "Packets subscribers' receiver reports counted lost that were lost before the SFU (numbers it never sent), left out of their loss.",

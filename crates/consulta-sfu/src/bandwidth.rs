@@ -913,16 +913,46 @@ impl ReportHeads {
     }
 }
 
+/// The fewest packets sent that a loss net of skipped numbers is weighed on
+/// ([`loss_net_of_skipped`]). After a publisher's outage the first report covers hundreds of
+/// numbers of which a handful were sent: one of five lost is 20 %, which would cap the
+/// subscriber's video for seconds on far too little evidence (a CI run of the Chromium test
+/// `livekit_client_video_is_not_held_down_after_a_short_network_gap`, 2026-12-07: 91 of 95 lost,
+/// 90 of them skipped). A smaller sample is carried into the next block about the stream.
+pub const NET_LOSS_MIN_SENT: u32 = 16;
+
+/// How long a sample too small to weigh is carried ([`LossSample`]): browsers report on video
+/// about once a second. One older is dropped, so that what was lost before a pause, or in the
+/// seconds after an outage that are not weighed, is not weighed once the stream flows again.
+pub const LOSS_CARRY_FOR: Duration = Duration::from_secs(3);
+
+/// Packets sent on a stream in report intervals too few to weigh, and how many of them its
+/// receiver counted lost, carried into the next block about it ([`NET_LOSS_MIN_SENT`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LossSample {
+    /// Packets the SFU sent.
+    pub sent: u32,
+    /// How many of them the receiver's cumulative count says were lost on the way to it: it
+    /// goes down when a packet it counted lost arrives late (a repair) or twice, so the pooled
+    /// count is that of the blocks' whole span (kept unclamped, `sent` at most 15).
+    pub lost: i32,
+    /// When the first of them was carried.
+    pub since: Option<Instant>,
+}
+
 /// A report block's loss net of what the SFU never sent ([`loss_net_of_skipped`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetLoss {
     /// The loss on the way to the subscriber, in 256ths; `None` when nothing in the block's
-    /// interval was sent: it says nothing of the link.
+    /// interval was sent, or too little to weigh: it says nothing of the link yet.
     pub fraction: Option<u8>,
     /// The packets the block counted lost that were lost before the SFU.
     pub before_sfu: u32,
     /// The packets it counted lost that were lost before the stream's last pause.
     pub before_pause: u32,
+    /// What is carried into the next block about the stream: the packets sent, with those
+    /// carried in, when fewer than [`NET_LOSS_MIN_SENT`]; else nothing.
+    pub carried: LossSample,
 }
 
 /// The loss a receiver report block states (`stated`, 256ths), net of the `skipped` sequence
@@ -938,21 +968,35 @@ pub struct NetLoss {
 /// Also net of the `before_pause` numbers sent before the stream's last pause that the receiver
 /// had not got when it began (`SkippedNumbers::before_pause`): it counts them lost only once the
 /// stream resumes, so they are old news; as many of them as it counted lost are left out.
+///
+/// The packets sent in such an interval may be too few to weigh ([`NET_LOSS_MIN_SENT`]); they are
+/// `carried` into the next block about the stream, which arrives at `now` and pools them with
+/// its own counts, skipped numbers or not (the pooled count is the block's over both intervals).
+/// A block with nothing to compare with ([`ReportBlock::First`]) drops them, and so does one
+/// [`LOSS_CARRY_FOR`] or more after they were first carried. Blocks with nothing skipped,
+/// nothing before a pause and nothing carried are taken as stated, whatever their count.
 pub fn loss_net_of_skipped(
     stated: u8,
     block: ReportBlock,
     skipped: u32,
     before_pause: u32,
+    carried: LossSample,
+    now: Instant,
 ) -> NetLoss {
     let as_stated = NetLoss {
         fraction: Some(stated),
         before_sfu: 0,
         before_pause: 0,
+        carried: LossSample::default(),
     };
     let ReportBlock::Since { expected, lost, .. } = block else {
         return as_stated;
     };
-    if skipped == 0 && before_pause == 0 {
+    let carried = match carried.since {
+        Some(since) if now.saturating_duration_since(since) < LOSS_CARRY_FOR => carried,
+        _ => LossSample::default(),
+    };
+    if skipped == 0 && before_pause == 0 && carried.sent == 0 {
         return as_stated;
     }
     let lost = i64::from(lost);
@@ -965,19 +1009,36 @@ pub fn loss_net_of_skipped(
     let tail = before_pause.min(expected.saturating_sub(skipped));
     let left = lost - i64::from(before_sfu);
     let tail_lost = left.clamp(0, i64::from(tail));
-    let fraction = expected
+    let sent = expected
         .checked_sub(skipped)
         .and_then(|sent| sent.checked_sub(tail))
-        .filter(|&sent| sent > 0)
-        .map(|sent| {
-            let sent = i64::from(sent);
-            let net = (left - tail_lost).clamp(0, sent);
-            u8::try_from(net * 256 / sent).unwrap_or(u8::MAX)
-        });
+        .unwrap_or(0);
+    let sent = u64::from(sent) + u64::from(carried.sent);
+    let net_lost = left - tail_lost + i64::from(carried.lost);
+    let (fraction, carried) = match sent {
+        0 => (None, LossSample::default()),
+        n if n < u64::from(NET_LOSS_MIN_SENT) => (
+            None,
+            LossSample {
+                // Below 16 and within ±2^24 (the counts' width): both fit.
+                sent: n as u32,
+                lost: net_lost.clamp(-(1 << 24), 1 << 24) as i32,
+                since: carried.since.or(Some(now)),
+            },
+        ),
+        n => {
+            let share = net_lost.clamp(0, n as i64) * 256 / n as i64;
+            (
+                Some(u8::try_from(share).unwrap_or(u8::MAX)),
+                LossSample::default(),
+            )
+        }
+    };
     NetLoss {
         fraction,
         before_sfu,
         before_pause: u32::try_from(tail_lost).unwrap_or(0),
+        carried,
     }
 }
 
@@ -2877,8 +2938,10 @@ mod tests {
             expected,
             lost,
         };
+        let (none, now) = (LossSample::default(), Instant::now());
         let net = |stated, block, skipped| {
-            let net = loss_net_of_skipped(stated, block, skipped, 0);
+            let net = loss_net_of_skipped(stated, block, skipped, 0, none, now);
+            assert_eq!(net.carried, none, "{block:?}");
             (net.fraction, net.before_sfu)
         };
         // Nothing skipped, or nothing to compare with: the block as it is.
@@ -2901,18 +2964,95 @@ mod tests {
         // Chromium test's): none of what came after it lost. A tail partly repaired since counts
         // what the receiver counted; beside numbers skipped, each is left out once.
         let after_pause = |stated, block, skipped, tail| {
-            let net = loss_net_of_skipped(stated, block, skipped, tail);
+            let net = loss_net_of_skipped(stated, block, skipped, tail, none, now);
             (net.fraction, net.before_sfu, net.before_pause)
         };
         assert_eq!(after_pause(185, since(73, 53), 0, 53), (Some(0), 0, 53));
         assert_eq!(after_pause(90, since(30, 7), 0, 10), (Some(0), 0, 7));
         assert_eq!(after_pause(100, since(30, 12), 0, 10), (Some(25), 0, 10));
-        assert_eq!(after_pause(128, since(30, 15), 5, 10), (Some(0), 5, 10));
+        assert_eq!(after_pause(128, since(31, 15), 5, 10), (Some(0), 5, 10));
         assert_eq!(after_pause(255, since(10, 10), 0, 10), (None, 0, 10));
         // The numbers skipped come off the count first, as without a tail: 41 lost of which
         // 40 skipped leave 1, the tail's (taken the other way round, a tail that arrived late
         // left fewer lost than skipped, and the 40 were counted as the link's: 43 %).
         assert_eq!(after_pause(91, since(115, 41), 40, 15), (Some(0), 40, 1));
+    }
+
+    /// After a publisher's outage a block covers hundreds of numbers of which a handful were
+    /// sent; fewer than [`NET_LOSS_MIN_SENT`] are not weighed but carried into the next block
+    /// about the stream, which counts them with its own, for up to [`LOSS_CARRY_FOR`].
+    #[test]
+    fn a_handful_sent_between_numbers_skipped_is_weighed_with_the_next_block() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let since = |expected, lost| ReportBlock::Since {
+            from: 1_000,
+            expected,
+            lost,
+        };
+        let carry = |sent, lost, ms| LossSample {
+            sent,
+            lost,
+            since: Some(at(ms)),
+        };
+        let none = LossSample::default();
+        let net = |stated, block, skipped, tail, carried, ms| {
+            let net = loss_net_of_skipped(stated, block, skipped, tail, carried, at(ms));
+            (net.fraction, net.carried)
+        };
+        // The block of the CI run of `livekit_client_video_is_not_held_down_after_a_short_
+        // network_gap` (2026-12-07): 91 of 95 lost, 90 of them skipped. One of the five sent
+        // is no 20 % of anything.
+        let first = loss_net_of_skipped(244, since(95, 91), 90, 0, none, at(0));
+        assert_eq!((first.fraction, first.before_sfu), (None, 90));
+        assert_eq!(first.carried, carry(5, 1, 0));
+        // The next block, nothing skipped in it and none of its 40 lost: 1 of 45.
+        assert_eq!(
+            net(0, since(40, 0), 0, 0, first.carried, 1_000),
+            (Some(5), none)
+        );
+        // Another handful first: still too few (5 + 10), then weighed with the third: 2 of 17.
+        let second = net(0, since(12, 2), 2, 0, first.carried, 1_000);
+        assert_eq!(second, (None, carry(15, 1, 0)));
+        assert_eq!(
+            net(128, since(2, 1), 0, 0, second.1, 2_000),
+            (Some(30), none)
+        );
+        // From 16 sent the block is weighed alone: 1 of 16.
+        assert_eq!(net(244, since(106, 91), 90, 0, none, 0), (Some(16), none));
+        // A tail before a pause leaves 15 sent: carried (the link lost none of them).
+        let tail = loss_net_of_skipped(128, since(30, 15), 5, 10, none, at(0));
+        assert_eq!((tail.fraction, tail.before_pause), (None, 10));
+        assert_eq!(tail.carried, carry(15, 0, 0));
+        // Nothing sent in the interval: what is carried stays carried, from when it was.
+        let kept = net(255, since(50, 50), 50, 0, carry(4, 1, 0), 1_000);
+        assert_eq!(kept, (None, carry(4, 1, 0)));
+        // A block with nothing to compare with (a new receiver) drops what was carried, and
+        // so does one `LOSS_CARRY_FOR` after it was first carried: the block as stated.
+        assert_eq!(
+            net(10, ReportBlock::First, 0, 0, carry(4, 1, 0), 0),
+            (Some(10), none)
+        );
+        let late = LOSS_CARRY_FOR.as_millis() as u64;
+        assert_eq!(
+            net(10, since(3, 0), 0, 0, carry(4, 1, 0), late),
+            (Some(10), none)
+        );
+        assert_eq!(
+            net(10, since(3, 0), 0, 0, carry(4, 1, 0), late - 1),
+            (None, carry(7, 1, 0))
+        );
+        // The pooled count is the cumulative count over both intervals: a packet counted lost
+        // in the first and repaired in the second is no loss (5 lost of 15, then 1 sent and 5
+        // of the earlier arriving late); duplicates count no fewer than none lost.
+        assert_eq!(
+            net(0, since(1, -5), 0, 0, carry(15, 5, 0), 1_000),
+            (Some(0), none)
+        );
+        assert_eq!(
+            net(0, since(20, -3), 0, 0, carry(4, 4, 0), 1_000),
+            (Some(10), none)
+        );
     }
 
     /// Media unanswered for `OUTAGE_GAP` on a connection that answered briskly before is an

@@ -725,10 +725,11 @@ async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
     }
     // Each client's own outage was seen as one.
     eprintln!(
-        "outages {}, reports netted {} ({} packets lost before the SFU)",
+        "outages {}, reports netted {} ({} packets lost before the SFU, {} carried)",
         metric(&metrics, "subscriber_outages_total"),
         metric(&metrics, "loss_reports_net_of_skipped_total"),
-        metric(&metrics, "loss_before_sfu_packets_total")
+        metric(&metrics, "loss_before_sfu_packets_total"),
+        metric(&metrics, "loss_reports_carried_total")
     );
     assert!(
         metric(&metrics, "subscriber_outages_total") >= 2,

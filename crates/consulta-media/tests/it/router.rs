@@ -1971,8 +1971,9 @@ fn a_subscriber_heard_only_from_a_new_port_is_still_in_an_outage() {
 
 /// A gap the publisher left (numbers the SFU never received, and no retransmission fills)
 /// reaches Bob as numbers the SFU skipped: his receiver reports count them lost, and the router
-/// takes their loss net of them (`consulta_sfu::bandwidth::loss_net_of_skipped`). On Alice's
-/// microphone: the test clients, as the router's own connections, report on audio only
+/// takes their loss net of them (`consulta_sfu::bandwidth::loss_net_of_skipped`). A handful sent
+/// after such a gap is too few to weigh, and is weighed with the next block about the stream. On
+/// Alice's microphone: the test clients, as the router's own connections, report on audio only
 /// (`VideoReportFilter`).
 #[test]
 fn numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports() {
@@ -2007,32 +2008,35 @@ fn numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports() 
     w.run_until("bob's subscriber connection up", |w| {
         subscriber_connected(w, 1)
     });
+    let send_one = |w: &mut World, seq: &mut u16| {
+        let packet = Packet {
+            header: Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: *seq,
+                timestamp: 960 * u32::from(*seq),
+                ssrc: 1,
+                ..Default::default()
+            },
+            payload: vec![0xFC; 80].into(),
+        };
+        w.clients[0]
+            .publisher
+            .write_rtp(
+                microphone,
+                packet,
+                "audio/opus",
+                consulta_media::Keep::Copy,
+                w.now,
+            )
+            .unwrap();
+        *seq = seq.wrapping_add(1);
+        w.step();
+    };
     let send_for = |w: &mut World, seq: &mut u16, secs: u64| {
         let from = w.now;
         while w.now - from < Duration::from_secs(secs) {
-            let packet = Packet {
-                header: Header {
-                    version: 2,
-                    payload_type: 111,
-                    sequence_number: *seq,
-                    timestamp: 960 * u32::from(*seq),
-                    ssrc: 1,
-                    ..Default::default()
-                },
-                payload: vec![0xFC; 80].into(),
-            };
-            w.clients[0]
-                .publisher
-                .write_rtp(
-                    microphone,
-                    packet,
-                    "audio/opus",
-                    consulta_media::Keep::Copy,
-                    w.now,
-                )
-                .unwrap();
-            *seq = seq.wrapping_add(1);
-            w.step();
+            send_one(w, seq);
         }
     };
     let netted = |w: &World| {
@@ -2047,6 +2051,37 @@ fn numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports() 
     // `rtc`'s receiver counts the whole gap lost (libwebrtc would take a jump this long for a
     // new stream of Opus, and count nothing): all 100 were the publisher's.
     assert_eq!(netted(&w), (1, 100), "bob's report of the gap, netted");
+    assert_eq!(
+        w.router.stats().loss_reports_carried,
+        0,
+        "3 s sent after it"
+    );
+    // Another gap, and three packets after it before the microphone goes quiet: the report
+    // that covers them has 3 sent between 100 skipped, too few to weigh; they are carried. So
+    // are the next three, with them (6), and then 3 s of audio takes them all.
+    let quiet = |w: &mut World| {
+        let from = w.now;
+        while w.now - from < Duration::from_millis(1_500) {
+            w.step();
+        }
+    };
+    let carried = |w: &World| w.router.stats().loss_reports_carried;
+    let three = |w: &mut World, seq: &mut u16| (0..3).for_each(|_| send_one(w, seq));
+    seq += 100;
+    three(&mut w, &mut seq);
+    quiet(&mut w);
+    assert_eq!(netted(&w), (2, 200), "the second gap, netted");
+    assert_eq!(carried(&w), 1, "3 sent: carried");
+    three(&mut w, &mut seq);
+    quiet(&mut w);
+    assert_eq!(
+        carried(&w),
+        2,
+        "3 more, nothing skipped: carried with the first 3"
+    );
+    send_for(&mut w, &mut seq, 3);
+    assert_eq!(carried(&w), 2, "weighed with 3 s of audio");
+    assert_eq!(netted(&w), (2, 200));
 }
 
 /// Bob's NAT gives both his connections new ports mid-call. Both go quiet: the router restarts
