@@ -56,6 +56,8 @@ window.join = async (url, token, passphrase, hideCandidates) => {
   room.on(LK.RoomEvent.TrackUnpublished, (pub, p) => note('unpublished', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.TrackStreamStateChanged, (pub, state, p) => note('stream_state', { identity: p.identity, source: pub.source, state }));
   room.on(LK.RoomEvent.TrackSubscriptionFailed, (sid, p) => note('subscription_failed', { identity: p.identity, sid }));
+  room.on(LK.RoomEvent.TrackSubscriptionPermissionChanged, (pub, status, p) => note('permission', { identity: p.identity, source: pub.source, status }));
+  room.on(LK.RoomEvent.TrackUnsubscribed, (track, pub, p) => note('unsubscribed', { identity: p.identity, source: pub.source }));
   room.on(LK.RoomEvent.ActiveSpeakersChanged, (speakers) => note('speakers', { identities: speakers.map((s) => s.identity) }));
   room.on(LK.RoomEvent.DataReceived, (payload, p) => note('data', { from: p?.identity, text: new TextDecoder().decode(payload) }));
   // A track that goes takes its tile with it, as in a real call (the next tile stays in view).
@@ -84,6 +86,9 @@ window.publish = async () => {
   return room.localParticipant.getTrackPublications().map((p) => ({ source: p.source, sid: p.trackSid, simulcast: p.simulcasted }));
 };
 window.setCamera = async (on) => { await room.localParticipant.setCameraEnabled(on); };
+// Who may receive this participant's tracks: everyone, or the identities named, each to all its
+// tracks (allowAll) or to the sids listed.
+window.setPermissions = (everyone, entries) => room.localParticipant.setTrackSubscriptionPermissions(everyone, entries);
 window.setMicrophone = async (on) => { await room.localParticipant.setMicrophoneEnabled(on); };
 window.shareScreen = async (withAudio) => {
   // A canvas stream published as a screen share (headless Chromium has no screen to capture).
@@ -555,6 +560,29 @@ try {
       result.hiccups.push({ who, ports, before, after: await samples(10000) });
     }
     process.stdin.destroy(); // or it keeps this process alive after the scenario
+    await finish();
+  }
+  if (mode === 'permission') {
+    // Alice lets Bob receive only her microphone (livekit-client's setTrackSubscriptionPermissions),
+    // then everyone again. Her camera leaves Bob's connection and comes back; her voice goes on.
+    const bobSees = () => bob.evaluate(() => window.remoteStats());
+    const heard = (s) => audio(s, 'alice')?.packetsReceived ?? 0;
+    await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= 15 && heard(s) >= 50, 20000);
+    const mic = result.alice_published.find((p) => p.source === 'microphone').sid;
+    await alice.evaluate(([m]) => window.setPermissions(false, [{ participantIdentity: 'bob', allowedTrackSids: [m] }]), [mic]);
+    const revoked = await until(bob, () => window.remoteStats(), (s) => video(s, 'alice')?.subscribed === false, 10000);
+    result.camera_revoked = video(revoked, 'alice');
+    const heardBefore = heard(await bobSees());
+    await sleep(3000);
+    const after = await bobSees();
+    result.heard_while_revoked = heard(after) - heardBefore;
+    result.camera_while_revoked = video(after, 'alice');
+    step('camera revoked');
+    await alice.evaluate(() => window.setPermissions(true, []));
+    const back = await until(bob, () => window.remoteStats(), (s) => frames(video(s, 'alice')) >= 15, 20000);
+    result.camera_granted = video(back, 'alice');
+    step('everyone allowed again');
+    result.alice_sees_bob = video(await alice.evaluate(() => window.remoteStats()), 'bob');
     await finish();
   }
   if (mode === 'resume') {

@@ -26,6 +26,7 @@ use crate::dynacast::{self, Dynacast};
 use crate::forward::{Codec, Quality};
 use crate::ids::{ConnId, ParticipantSid, RoomName, SidGen, TrackSid};
 use crate::media::{MediaEngine, MediaEvent, TrackSettings};
+use crate::permission::SubscribePermission;
 use crate::signal::RateLimiter;
 pub use livekit_protocol::leave_request::Action as LeaveAction;
 
@@ -250,6 +251,17 @@ struct Participant {
     protocol: i32,
     /// Tracks (of others) this participant receives.
     subscriptions: BTreeSet<TrackSid>,
+    /// Tracks (of others) it asked for, or was subscribed to by `auto_subscribe`, that their
+    /// publisher does not allow it: subscribed once the publisher does.
+    refused: BTreeSet<TrackSid>,
+    /// Who may receive its own tracks (`subscription_permission`).
+    subscribers_allowed: SubscribePermission,
+    /// It was told a publisher's permission at least once (`subscription_permission_update`):
+    /// a resume tells it again where it stands ([`Sfu::handle_resume`]).
+    told_permission: bool,
+    /// Its grant says it records the room: it receives every track, whatever the publishers'
+    /// permissions (as in LiveKit).
+    recorder: bool,
     /// Per-track wishes from `track_setting`, kept even before the subscription exists.
     settings: HashMap<TrackSid, TrackSettings>,
     /// The grant it joined with and when it is next sent a renewed token (with signing keys).
@@ -320,7 +332,8 @@ struct Outbox {
 
 impl Outbox {
     /// Keeps `message` unless a resume redoes it anyway: SDP and candidates (the ICE restart
-    /// renegotiates both connections), pongs, and tokens (a fresh one follows the resume).
+    /// renegotiates both connections), pongs, tokens (a fresh one follows the resume) and
+    /// subscription permissions (the resume says where each track stands).
     fn keep(&mut self, message: signal_response::Message) {
         use signal_response::Message as M;
         if matches!(
@@ -331,6 +344,7 @@ impl Outbox {
                 | M::Pong(_)
                 | M::PongResp(_)
                 | M::RefreshToken(_)
+                | M::SubscriptionPermissionUpdate(_)
         ) {
             return;
         }
@@ -365,6 +379,12 @@ impl Participant {
 
     fn bump(&mut self) {
         self.version = self.version.saturating_add(1);
+    }
+
+    /// Whether its rule lets `subscriber` receive its `track`; a recorder receives every track,
+    /// as in LiveKit.
+    fn allows(&self, subscriber: &Participant, track: &TrackSid) -> bool {
+        subscriber.recorder || self.subscribers_allowed.allows(&subscriber.identity, track)
     }
 
     fn hidden(&self) -> bool {
@@ -661,6 +681,10 @@ impl<M: MediaEngine> Sfu<M> {
             auto_subscribe: options.auto_subscribe,
             protocol: options.protocol,
             subscriptions: BTreeSet::new(),
+            refused: BTreeSet::new(),
+            subscribers_allowed: SubscribePermission::Everyone,
+            told_permission: false,
+            recorder: grant.video.recorder,
             settings: HashMap::new(),
             renewal,
             outbox: None,
@@ -747,7 +771,11 @@ impl<M: MediaEngine> Sfu<M> {
         use signal_request::Message as M;
         let demand_may_change = matches!(
             message,
-            M::AddTrack(_) | M::Subscription(_) | M::TrackSetting(_) | M::SyncState(_)
+            M::AddTrack(_)
+                | M::Subscription(_)
+                | M::TrackSetting(_)
+                | M::SyncState(_)
+                | M::SubscriptionPermission(_)
         );
         match message {
             M::Offer(offer) => self.media.publisher_offer(&sid, offer),
@@ -777,6 +805,7 @@ impl<M: MediaEngine> Sfu<M> {
             M::Subscription(update) => self.subscription(&room, &sid, update),
             M::TrackSetting(setting) => self.track_setting(&room, &sid, &setting),
             M::SyncState(sync) => self.sync_state(&room, &sid, conn, sync),
+            M::SubscriptionPermission(rule) => self.subscription_permission(&room, &sid, &rule),
             M::Leave(_) => {
                 tracing::info!(%room, participant = %sid, "participant left");
                 self.remove_participant(
@@ -908,6 +937,16 @@ impl<M: MediaEngine> Sfu<M> {
         let old = std::mem::replace(&mut p.conn, conn);
         p.last_seen = now;
         let outbox = p.outbox.take();
+        // Where it stands with each publisher's permission, once it was told any: an update
+        // that went to the old socket before the server saw it drop is in no outbox.
+        let permissions: Vec<(TrackSid, bool)> = if p.told_permission {
+            let subscribed = p.subscriptions.iter().map(|t| (t.clone(), true));
+            subscribed
+                .chain(p.refused.iter().map(|t| (t.clone(), false)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // The departures it may have missed came at most `kept` before its client gave up on the
         // socket, which the server saw then, or sees now (the old socket still open).
         let gave_up = outbox.as_ref().and_then(|o| o.since).unwrap_or(now);
@@ -937,6 +976,12 @@ impl<M: MediaEngine> Sfu<M> {
             everyone.insert(0, me.info());
         }
         let departures = departures_to_repeat(room, &missed, gave_up.checked_sub(kept));
+        let permissions: Vec<(ParticipantSid, TrackSid, bool)> = permissions
+            .into_iter()
+            .filter_map(|(track, allowed)| {
+                Some((room.owner_of(&track)?.sid.clone(), track, allowed))
+            })
+            .collect();
         // The server may not have seen the old socket go yet.
         if self.conns.remove(&old).is_some() {
             self.out.push_back(Output::Close { conn: old });
@@ -980,6 +1025,9 @@ impl<M: MediaEngine> Sfu<M> {
                 conn,
                 signal_response::Message::SubscribedQualityUpdate(update),
             );
+        }
+        for (publisher, track, allowed) in permissions {
+            self.send_permission(conn, &publisher, &track, allowed);
         }
         self.media.participant_resumed(&sid);
         Ok(conn)
@@ -1374,8 +1422,9 @@ impl<M: MediaEngine> Sfu<M> {
             })
             .unwrap_or_default();
         for subscriber in subscribers {
-            self.subscribe(room, &subscriber, sid, track_sid.clone());
-            self.media.needs_subscriber_offer(&subscriber);
+            if self.subscribe(room, &subscriber, sid, track_sid.clone()) {
+                self.media.needs_subscriber_offer(&subscriber);
+            }
         }
     }
 
@@ -1694,6 +1743,109 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
+    /// `publisher`'s `subscription_permission`: who may receive its tracks from now on
+    /// ([`crate::permission`]). Subscriptions it no longer allows are revoked (the track leaves
+    /// the subscriber's connection; the publication stays), and those it refused before and now
+    /// allows are made; each such subscriber is told (`subscription_permission_update`). A
+    /// request naming no one or past the limits is logged and changes nothing (LiveKit answers
+    /// none either). livekit-client sends its rule at every connect, "everyone" unless set.
+    fn subscription_permission(
+        &mut self,
+        room: &RoomName,
+        publisher: &ParticipantSid,
+        request: &livekit_protocol::SubscriptionPermission,
+    ) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let identity_of = |sid: &str| {
+            ParticipantSid::parse(sid)
+                .and_then(|sid| r.participants.get(&sid))
+                .map(|p| p.identity.clone())
+        };
+        // Only its tracks: every publish gets a fresh sid, so no other can ever be its.
+        let own = r
+            .participants
+            .get(publisher)
+            .map_or_else(BTreeSet::new, |p| {
+                p.tracks
+                    .iter()
+                    .filter_map(|t| TrackSid::parse(&t.sid))
+                    .collect()
+            });
+        let own_track = |track: &TrackSid| own.contains(track);
+        let rule = match SubscribePermission::from_request(request, identity_of, own_track) {
+            Ok(rule) => rule,
+            Err(error) => {
+                tracing::info!(%room, participant = %publisher, %error, "subscription permission refused");
+                return;
+            }
+        };
+        let Some(p) = r.participants.get_mut(publisher) else {
+            return;
+        };
+        if p.subscribers_allowed == rule {
+            return;
+        }
+        p.subscribers_allowed = rule;
+        let rule = &p.subscribers_allowed;
+        let tracks: Vec<TrackSid> = p
+            .tracks
+            .iter()
+            .filter_map(|t| TrackSid::parse(&t.sid))
+            .collect();
+        tracing::info!(%room, participant = %publisher, everyone = (*rule == SubscribePermission::Everyone), "subscription permission set");
+        let rule = rule.clone();
+        // (subscriber, its connection, track, now allowed)
+        let mut changes = Vec::new();
+        for s in r.participants.values_mut().filter(|s| &s.sid != publisher) {
+            for track in &tracks {
+                let allowed = s.recorder || rule.allows(&s.identity, track);
+                if !allowed && s.subscriptions.remove(track) {
+                    s.refused.insert(track.clone());
+                } else if !(allowed && s.refused.contains(track)) {
+                    continue;
+                }
+                s.told_permission = true;
+                changes.push((s.sid.clone(), s.conn, track.clone(), allowed));
+            }
+        }
+        let mut renegotiate = BTreeSet::new();
+        for (subscriber, conn, track, allowed) in changes {
+            if allowed {
+                self.subscribe(room, &subscriber, publisher, track.clone());
+            } else {
+                self.media.unsubscribe(&subscriber, &track);
+            }
+            tracing::info!(%room, participant = %subscriber, %track, allowed, "subscription permission changed");
+            self.send_permission(conn, publisher, &track, allowed);
+            renegotiate.insert(subscriber);
+        }
+        for subscriber in renegotiate {
+            self.media.needs_subscriber_offer(&subscriber);
+        }
+    }
+
+    /// Tells the subscriber on `conn` whether `publisher` allows it `track`.
+    fn send_permission(
+        &mut self,
+        conn: ConnId,
+        publisher: &ParticipantSid,
+        track: &TrackSid,
+        allowed: bool,
+    ) {
+        self.send(
+            conn,
+            signal_response::Message::SubscriptionPermissionUpdate(
+                livekit_protocol::SubscriptionPermissionUpdate {
+                    participant_sid: publisher.as_str().to_owned(),
+                    track_sid: track.as_str().to_owned(),
+                    allowed,
+                },
+            ),
+        );
+    }
+
     fn update_subscription(
         &mut self,
         room: &RoomName,
@@ -1719,11 +1871,12 @@ impl<M: MediaEngine> Sfu<M> {
             };
             if subscribe {
                 changed |= self.subscribe(room, sid, &publisher, track);
-            } else if let Some(p) = self.participant_mut(room, sid)
-                && p.subscriptions.remove(&track)
-            {
-                self.media.unsubscribe(sid, &track);
-                changed = true;
+            } else if let Some(p) = self.participant_mut(room, sid) {
+                p.refused.remove(&track);
+                if p.subscriptions.remove(&track) {
+                    self.media.unsubscribe(sid, &track);
+                    changed = true;
+                }
             }
         }
         if changed {
@@ -1731,7 +1884,9 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
-    /// Adds one subscription; true if it is new.
+    /// Adds one subscription; true if it is new. One the publisher does not allow the
+    /// subscriber is kept as asked for ([`Participant::refused`]), and the subscriber is told
+    /// (`subscription_permission_update`, naming the publisher) the first time.
     fn subscribe(
         &mut self,
         room: &RoomName,
@@ -1739,9 +1894,26 @@ impl<M: MediaEngine> Sfu<M> {
         publisher: &ParticipantSid,
         track: TrackSid,
     ) -> bool {
+        let allowed = self.rooms.get(room).is_some_and(|r| {
+            let subscriber = r.participants.get(subscriber);
+            r.participants
+                .get(publisher)
+                .zip(subscriber)
+                .is_some_and(|(p, s)| p.allows(s, &track))
+        });
         let Some(p) = self.participant_mut(room, subscriber) else {
             return false;
         };
+        if !allowed {
+            if !p.subscriptions.contains(&track) && p.refused.insert(track.clone()) {
+                p.told_permission = true;
+                let conn = p.conn;
+                tracing::info!(%room, participant = %subscriber, %track, "subscription refused by the publisher's permission");
+                self.send_permission(conn, publisher, &track, false);
+            }
+            return false;
+        }
+        p.refused.remove(&track);
         if !p.subscriptions.insert(track.clone()) {
             return false;
         }
@@ -1765,6 +1937,7 @@ impl<M: MediaEngine> Sfu<M> {
             }
             for p in r.participants.values_mut() {
                 p.settings.remove(track);
+                p.refused.remove(track);
                 if p.subscriptions.remove(track) {
                     renegotiate.push(p.sid.clone());
                 }
@@ -2617,6 +2790,228 @@ mod tests {
             calls[1],
             format!("settings {bob_sid} {} false 320x180", track.sid)
         );
+    }
+
+    /// No track is both received and refused, and only tracks of the room are refused.
+    fn refusals_hold(w: &World) {
+        for room in w.sfu.rooms.values() {
+            for p in room.participants.values() {
+                assert!(p.subscriptions.is_disjoint(&p.refused), "{}", p.sid);
+                assert!(
+                    p.refused.iter().all(|t| room.owner_of(t).is_some()),
+                    "{}",
+                    p.sid
+                );
+            }
+        }
+    }
+
+    /// Alice restricts who receives her tracks (`subscription_permission`): subscriptions she
+    /// no longer allows are revoked, those she refused are made once she allows them, and each
+    /// subscriber is told once per change, naming her and the track. The rule names identities
+    /// (Bob's by his sid here), so it holds for Bob when he joins again; "everyone", which every
+    /// livekit-client sends at connect, changes nothing by default.
+    #[test]
+    fn a_publishers_subscription_permission_refuses_revokes_and_grants() {
+        use livekit_protocol::{SubscriptionPermission, TrackPermission};
+        use signal_request::Message as Request;
+        let mut w = World::new();
+        let (alice, alice_join) = w.join("alice");
+        let alice_sid = alice_join.participant.unwrap().sid;
+        let (bob, bob_join) = w.join("bob");
+        let bob_sid = bob_join.participant.unwrap().sid;
+        let (carol, carol_join) = w.join("carol");
+        let carol_sid = carol_join.participant.unwrap().sid;
+        w.request(alice, add_video("cam-1"));
+        let cam = w.published_track().sid;
+        w.request(
+            alice,
+            Request::AddTrack(AddTrackRequest {
+                cid: "mic-1".to_owned(),
+                name: "microphone".to_owned(),
+                r#type: TrackType::Audio.into(),
+                source: TrackSource::Microphone.into(),
+                ..AddTrackRequest::default()
+            }),
+        );
+        let mic = w.published_track().sid;
+        w.media_calls();
+        let entry = |identity: &str, sid: &str, tracks: &[&String]| TrackPermission {
+            participant_identity: identity.to_owned(),
+            participant_sid: sid.to_owned(),
+            all_tracks: tracks.is_empty(),
+            track_sids: tracks.iter().map(|t| (*t).clone()).collect(),
+        };
+        let rule = |all: bool, entries: Vec<TrackPermission>| {
+            Request::SubscriptionPermission(SubscriptionPermission {
+                all_participants: all,
+                track_permissions: entries,
+            })
+        };
+        // What each connection was told, as (track, allowed), and whether it named Alice.
+        let told = |w: &mut World| {
+            refusals_hold(w);
+            let mut told: Vec<(ConnId, String, bool)> = w
+                .drain()
+                .into_iter()
+                .filter_map(|(c, m)| match m {
+                    signal_response::Message::SubscriptionPermissionUpdate(u) => {
+                        assert_eq!(u.participant_sid, alice_sid, "names the publisher");
+                        Some((c, u.track_sid, u.allowed))
+                    }
+                    _ => None,
+                })
+                .collect();
+            told.sort();
+            told
+        };
+        let subscribed = |calls: &[String], who: &str, track: &str| {
+            calls.contains(&format!("subscribe {who} {alice_sid} {track}"))
+        };
+        let unsubscribed = |calls: &[String], who: &str, track: &str| {
+            calls.contains(&format!("unsubscribe {who} {track}"))
+        };
+
+        // "Everyone", as every client sends at connect: nothing changes.
+        w.request(alice, rule(true, vec![]));
+        assert!(w.drain().is_empty());
+        assert!(w.media_calls().is_empty());
+
+        // Carol every track; Bob, named by his sid, the microphone only.
+        w.request(
+            alice,
+            rule(
+                false,
+                vec![entry("carol", "", &[]), entry("", &bob_sid, &[&mic])],
+            ),
+        );
+        assert_eq!(told(&mut w), [(bob, cam.clone(), false)]);
+        let calls = w.media_calls();
+        assert!(unsubscribed(&calls, &bob_sid, &cam), "{calls:?}");
+        assert!(
+            calls.contains(&format!("needs_offer {bob_sid}")),
+            "{calls:?}"
+        );
+        assert!(!calls.iter().any(|c| c.contains(&carol_sid)), "{calls:?}");
+
+        // Bob asks for the camera again (as his `sync_state` would): refused, not told twice.
+        let ask = |subscribe| {
+            Request::Subscription(UpdateSubscription {
+                track_sids: vec![cam.clone()],
+                subscribe,
+                ..UpdateSubscription::default()
+            })
+        };
+        w.request(bob, ask(true));
+        assert_eq!(told(&mut w), []);
+        assert!(!subscribed(&w.media_calls(), &bob_sid, &cam));
+
+        // A track she publishes now follows the rule: Carol gets it, Bob is told he may not.
+        w.request(alice, add_video("share-1"));
+        let sent = w.drain();
+        let share = sent
+            .iter()
+            .find_map(|(_, m)| match m {
+                signal_response::Message::TrackPublished(t) => t.track.clone(),
+                _ => None,
+            })
+            .unwrap()
+            .sid;
+        let to_bob: Vec<_> = sent
+            .iter()
+            .filter(|(c, _)| *c == bob)
+            .filter_map(|(_, m)| match m {
+                signal_response::Message::SubscriptionPermissionUpdate(u) => {
+                    Some((u.track_sid.clone(), u.allowed))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(to_bob, [(share.clone(), false)]);
+        let calls = w.media_calls();
+        assert!(subscribed(&calls, &carol_sid, &share) && !subscribed(&calls, &bob_sid, &share));
+
+        // Everyone again: Bob gets the camera and the share, and is told.
+        w.request(alice, rule(true, vec![]));
+        let mut expected = vec![(bob, cam.clone(), true), (bob, share.clone(), true)];
+        expected.sort();
+        assert_eq!(told(&mut w), expected);
+        let calls = w.media_calls();
+        assert!(subscribed(&calls, &bob_sid, &cam) && subscribed(&calls, &bob_sid, &share));
+
+        // No one: all three revoked for both. Bob then drops the camera himself; when Alice
+        // allows everyone again he gets back only what he still asks for.
+        w.request(alice, rule(false, vec![]));
+        let mut expected: Vec<(ConnId, String, bool)> = [bob, carol]
+            .into_iter()
+            .flat_map(|c| [&cam, &mic, &share].map(|t| (c, t.clone(), false)))
+            .collect();
+        expected.sort();
+        assert_eq!(told(&mut w), expected);
+        w.request(bob, ask(false));
+        w.media_calls();
+        w.request(alice, rule(true, vec![]));
+        let mut expected: Vec<(ConnId, String, bool)> = [(bob, &mic), (bob, &share)]
+            .into_iter()
+            .chain([&cam, &mic, &share].map(|t| (carol, t)))
+            .map(|(c, t)| (c, t.clone(), true))
+            .collect();
+        expected.sort();
+        assert_eq!(told(&mut w), expected);
+        assert!(!subscribed(&w.media_calls(), &bob_sid, &cam));
+
+        // Carol alone, then Bob's socket drops and Alice allows him everything meanwhile: what
+        // went to the dead socket is not kept, and his resume tells him where each track stands.
+        w.request(alice, rule(false, vec![entry("carol", "", &[])]));
+        w.drain();
+        w.sfu.handle_disconnect(w.now, bob);
+        w.request(alice, rule(true, vec![]));
+        w.request(
+            alice,
+            rule(
+                false,
+                vec![entry("carol", "", &[]), entry("bob", "", &[&mic])],
+            ),
+        );
+        let bob = w.resume("bob", &bob_sid).unwrap();
+        let mut expected = vec![(bob, mic.clone(), true), (bob, share.clone(), false)];
+        expected.sort();
+        assert_eq!(told(&mut w), expected);
+
+        // A recorder receives every track whatever the rule.
+        let mut recorder = grant("egress", "room");
+        recorder.video.recorder = true;
+        let egress = w.join_granted(recorder);
+        assert_eq!(told(&mut w), []);
+        let calls = w.media_calls();
+        let egress_sid = w.sfu.conns[&egress].1.clone();
+        for track in [&cam, &mic, &share] {
+            assert!(subscribed(&calls, egress_sid.as_str(), track), "{calls:?}");
+        }
+
+        // Alice unpublishes her share, refused to Bob: nothing is left of it.
+        let share_sid = TrackSid::parse(&share).unwrap();
+        w.sfu
+            .unpublish_track(&ParticipantSid::parse(&alice_sid).unwrap(), &share_sid);
+        refusals_hold(&w);
+        w.drain();
+        w.media_calls();
+
+        // A request naming no one is refused whole: the rule stays.
+        w.request(alice, rule(false, vec![entry("", "", &[])]));
+        assert!(w.drain().is_empty());
+        assert!(w.media_calls().is_empty());
+
+        // The rule names identities: Bob joining again under a new sid is still refused.
+        w.request(alice, rule(false, vec![entry("carol", "", &[])]));
+        w.drain();
+        w.request(bob, Request::Leave(LeaveRequest::default()));
+        w.drain();
+        let bob_again = w.join_granted(grant("bob", "room"));
+        let mut expected: Vec<(ConnId, String, bool)> =
+            [&cam, &mic].map(|t| (bob_again, t.clone(), false)).into();
+        expected.sort();
+        assert_eq!(told(&mut w), expected);
     }
 
     #[test]

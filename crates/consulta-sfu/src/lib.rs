@@ -13,6 +13,7 @@
 //! - [`bandwidth`]: which layers fit each subscriber's estimated downlink.
 //! - [`speakers`]: active speaker detection from RTP audio levels.
 //! - [`data`]: relaying `DataPacket`s between participants.
+//! - [`permission`]: who may receive a publisher's tracks (`subscription_permission`).
 //! - [`signal`]: protobuf framing, size and rate limits.
 //! - [`shell`]: axum routes, WebSockets and timers feeding the core.
 
@@ -24,6 +25,7 @@ pub mod dynacast;
 pub mod forward;
 pub mod ids;
 pub mod media;
+pub mod permission;
 pub mod shell;
 pub mod signal;
 pub mod speakers;

@@ -658,6 +658,66 @@ impl Drop for Nat {
     }
 }
 
+/// Alice lets Bob receive only her microphone (livekit-client's
+/// `setTrackSubscriptionPermissions`, sent as `subscription_permission`), then everyone again.
+/// Bob's client is told (`subscription_permission_update`): her camera leaves his connection
+/// while her voice goes on, and comes back, decoding, when she allows everyone. Nothing of
+/// Bob's to her changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn livekit_client_a_publisher_chooses_who_receives_her_tracks() {
+    let (_node, result) = run_scenario("permission").await;
+    let permissions: Vec<(String, String)> = result["bob_events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "permission" && e["identity"] == "alice")
+        .map(|e| {
+            let field = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+            (field("source"), field("status"))
+        })
+        .collect();
+    eprintln!("bob told of alice's permissions: {permissions:?}");
+    let camera = |status: &str| ("camera".to_owned(), status.to_owned());
+    assert_eq!(
+        permissions,
+        [camera("not_allowed"), camera("allowed")],
+        "the camera refused then allowed, the microphone never refused"
+    );
+    let unsubscribed = result["bob_events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|e| {
+            e["kind"] == "unsubscribed" && e["identity"] == "alice" && e["source"] == "camera"
+        });
+    assert!(
+        unsubscribed,
+        "the camera left bob's connection: {}",
+        result["bob_events"]
+    );
+    assert_eq!(result["camera_revoked"]["subscribed"], false);
+    assert!(
+        result["camera_while_revoked"]["framesDecoded"].is_null(),
+        "no camera track while refused: {}",
+        result["camera_while_revoked"]
+    );
+    let heard = result["heard_while_revoked"].as_u64().unwrap_or(0);
+    assert!(
+        heard >= 100,
+        "bob heard alice while her camera was refused him: {heard} packets in 3 s"
+    );
+    assert!(
+        frames(&result["camera_granted"]) >= 15,
+        "her camera back once allowed: {}",
+        result["camera_granted"]
+    );
+    assert!(
+        frames(&result["alice_sees_bob"]) >= 15,
+        "{}",
+        result["alice_sees_bob"]
+    );
+}
+
 /// The network under one client goes for 2 s, too short for ICE to call the path lost: first
 /// Bob's, then Alice's (a Wi-Fi hand-over, a lift). When it is back, the first receiver reports
 /// count what was sent into the gap as lost, both the client's own (the SFU sent into its outage)
