@@ -742,8 +742,9 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
 }
 
 /// [`allocate`] under `ceilings` ([`allocate_within`]), except that when `keep_one` and no visible
-/// track would get a layer, the lowest layer of [`probe_track`]'s track is kept whatever its ceiling (see the
-/// module documentation), and that when `strict` the layers a track receives get no tolerance.
+/// track would get a layer, the lowest layer of [`kept_track`]'s track is kept whatever its
+/// ceiling (see the module documentation), and that when `strict` the layers a track receives get
+/// no tolerance.
 fn allot(
     budget: u64,
     tracks: &[VideoDemand],
@@ -759,12 +760,36 @@ fn allot(
         .all(|(track, cap)| track.wanted.is_none() || cap.is_none());
     if keep_one
         && none_visible
-        && let Some(kept) = probe_track(tracks, &[])
+        && let Some(kept) = kept_track(tracks)
         && let (Some(track), Some(cap)) = (tracks.get(kept), caps.get_mut(kept))
     {
         *cap = Some(track.lowest());
     }
     caps
+}
+
+/// The position of the visible track [`allot`] keeps when none fits: [`probe_track`]'s, unless that
+/// is a single-layer track (no visible track has layers) and one the subscriber receives now
+/// costs at most [`KEEP_TOLERANCE_PERCENT`] more. Single-layer tracks are weighed at their
+/// measured bitrates, which swing; two whose rates crossed back and forth took turns (review
+/// helper-78), and each change of track restarts a stream at a key frame.
+fn kept_track(tracks: &[VideoDemand]) -> Option<usize> {
+    let chosen = probe_track(tracks, &[])?;
+    let track = tracks.get(chosen)?;
+    if track.simulcast {
+        return Some(chosen);
+    }
+    let cost = |track: &VideoDemand| track.rate(track.lowest());
+    let within = cost(track).saturating_mul(100 + KEEP_TOLERANCE_PERCENT) / 100;
+    let received = largest_tile_first(tracks)
+        .into_iter()
+        .filter_map(|i| Some((i, tracks.get(i)?)))
+        .filter(|(_, t)| t.wanted.is_some() && t.receiving.is_some())
+        .min_by_key(|(_, t)| cost(t));
+    Some(match received {
+        Some((i, t)) if cost(t) <= within => i,
+        _ => chosen,
+    })
 }
 
 /// The position of the visible track kept, or tried, to learn whether the link carries video
@@ -2585,6 +2610,46 @@ mod tests {
             vec![None, Some(Low)]
         );
         assert!(!allocator.probing());
+    }
+
+    /// Without audio and with only single-layer tracks visible, none fitting, the one kept is
+    /// the cheapest, and it stays while it costs at most `KEEP_TOLERANCE_PERCENT` more than the
+    /// cheapest: two screen shares whose measured rates cross do not take turns.
+    #[test]
+    fn the_single_layer_track_kept_stays_while_the_rates_swing() {
+        let start = Instant::now();
+        let share = |id, rate, receiving| VideoDemand {
+            id,
+            wanted: Some(High),
+            simulcast: false,
+            bitrates: [0, 0, rate],
+            receiving,
+        };
+        let mut allocator = Allocator::default();
+        allocator.handle_estimate(100_000);
+        let mut at = start;
+        let mut poll = |a: (u64, Option<Quality>), b: (u64, Option<Quality>)| {
+            at += Duration::from_secs(1);
+            allocator.poll_caps(at, 0, &[share(1, a.0, a.1), share(2, b.0, b.1)])
+        };
+        assert_eq!(poll((400_000, None), (380_000, None)), [None, Some(High)]);
+        // The rates cross: the one received stays, up to 20 % above the other.
+        assert_eq!(
+            poll((370_000, None), (400_000, Some(High))),
+            [None, Some(High)]
+        );
+        assert_eq!(
+            poll((350_000, None), (420_000, Some(High))),
+            [None, Some(High)]
+        );
+        // Past that, the cheaper one.
+        assert_eq!(
+            poll((340_000, None), (420_000, Some(High))),
+            [Some(High), None]
+        );
+        // A camera beside them is kept instead, at its lowest layer, whatever is received.
+        let tracks = [share(1, 300_000, Some(High)), camera(Some(High))];
+        assert_eq!(kept_track(&tracks), Some(1));
     }
 
     #[test]
