@@ -40,7 +40,7 @@
 //! sent anyway is lost with the audio beside it, and in a consultation the voice matters most. A
 //! paused track comes back like any raise, after the hold, and its lowest layer is the probe. The
 //! estimate only moves with feedback on what is sent, so a subscriber who receives no audio keeps
-//! one lowest layer (`probe_track`'s) whatever the budget: with nothing on the wire, nothing
+//! one lowest layer (`kept_track`'s) whatever the budget: with nothing on the wire, nothing
 //! would ever say that the link had recovered.
 //!
 //! Nor does the estimate always move with feedback: GCC holds it while loss stays between 2 and
@@ -741,15 +741,15 @@ fn largest_tile_first(tracks: &[VideoDemand]) -> Vec<usize> {
     order
 }
 
-/// [`allocate`] under `ceilings` ([`allocate_within`]), except that when `keep_one` and no visible
-/// track would get a layer, the lowest layer of [`kept_track`]'s track is kept whatever its
+/// [`allocate`] under `ceilings` ([`allocate_within`]), except that when `keep` says so and no
+/// visible track would get a layer, the lowest layer of [`kept_track`]'s track is kept whatever its
 /// ceiling (see the module documentation), and that when `strict` the layers a track receives get
 /// no tolerance.
 fn allot(
     budget: u64,
     tracks: &[VideoDemand],
     ceilings: &[Ceiling],
-    keep_one: bool,
+    keep: Keep<'_>,
     strict: bool,
 ) -> Vec<Option<Quality>> {
     let within = if strict { budget } else { tolerant(budget) };
@@ -758,9 +758,9 @@ fn allot(
         .iter()
         .zip(&caps)
         .all(|(track, cap)| track.wanted.is_none() || cap.is_none());
-    if keep_one
+    if let Keep::One { sent } = keep
         && none_visible
-        && let Some(kept) = kept_track(tracks)
+        && let Some(kept) = kept_track(tracks, sent)
         && let (Some(track), Some(cap)) = (tracks.get(kept), caps.get_mut(kept))
     {
         *cap = Some(track.lowest());
@@ -768,12 +768,22 @@ fn allot(
     caps
 }
 
+/// Whether [`allot`] keeps one lowest layer when none fits (a subscriber who receives no audio),
+/// and the caps the last allocation gave the tracks, in their order.
+#[derive(Debug, Clone, Copy)]
+enum Keep<'a> {
+    None,
+    One { sent: &'a [Option<Quality>] },
+}
+
 /// The position of the visible track [`allot`] keeps when none fits: [`probe_track`]'s, unless that
-/// is a single-layer track (no visible track has layers) and one the subscriber receives now
-/// costs at most [`KEEP_TOLERANCE_PERCENT`] more. Single-layer tracks are weighed at their
-/// measured bitrates, which swing; two whose rates crossed back and forth took turns (review
-/// helper-78), and each change of track restarts a stream at a key frame.
-fn kept_track(tracks: &[VideoDemand]) -> Option<usize> {
+/// is a single-layer track (no visible track has layers) and one the last allocation let through
+/// (`sent`), or that the subscriber receives now, costs at most [`KEEP_TOLERANCE_PERCENT`] more.
+/// Single-layer tracks are weighed at their measured bitrates, which swing; two whose rates
+/// crossed back and forth took turns (review helper-78), and each change of track restarts a
+/// stream at a key frame. The last allocation counts, not only what is received: a track just
+/// kept receives nothing until its key frame (review helper-90).
+fn kept_track(tracks: &[VideoDemand], sent: &[Option<Quality>]) -> Option<usize> {
     let chosen = probe_track(tracks, &[])?;
     let track = tracks.get(chosen)?;
     if track.simulcast {
@@ -784,7 +794,10 @@ fn kept_track(tracks: &[VideoDemand]) -> Option<usize> {
     let received = largest_tile_first(tracks)
         .into_iter()
         .filter_map(|i| Some((i, tracks.get(i)?)))
-        .filter(|(_, t)| t.wanted.is_some() && t.receiving.is_some())
+        .filter(|&(i, t)| {
+            let flowing = t.receiving.is_some() || sent.get(i).is_some_and(Option::is_some);
+            t.wanted.is_some() && flowing
+        })
         .min_by_key(|(_, t)| cost(t));
     Some(match received {
         Some((i, t)) if cost(t) <= within => i,
@@ -1553,7 +1566,6 @@ impl Allocator {
         let estimate = self.loss_cap.map_or(estimate, |cap| cap.min(estimate));
         let held = self.hold_until.is_some_and(|until| now < until);
         let audio = AUDIO_ALLOWANCE_BPS.saturating_mul(audio_tracks as u64);
-        let keep_one = audio_tracks == 0;
         let unprobed = estimate;
         let estimate = self
             .probe_need(now, audio, tracks, estimate)
@@ -1569,6 +1581,13 @@ impl Allocator {
         // estimate carries it at today's bitrates, and that is no raise.
         let sent = caps_by_id(&self.caps, tracks);
         let sent_cost = audio.saturating_add(cost(tracks, &sent));
+        // Without audio one lowest layer is kept whatever the budget, the one kept before if it
+        // is still as good a choice.
+        let keep = if audio_tracks == 0 {
+            Keep::One { sent: &sent }
+        } else {
+            Keep::None
+        };
         // A layer rises only as a raise (one layer of one track, recorded, and undone with a longer
         // wait if it fails), never during a wait: not when the budget did not move but a layer's
         // measured bitrate dipped into it (an encoder between key frames, a still scene). After a
@@ -1645,23 +1664,11 @@ impl Allocator {
         }
         // While the subscriber reports loss, a layer it receives is not kept beyond the budget.
         let strict = self.loss_cap.is_some();
-        let held_caps = allot(
-            budget.saturating_sub(audio),
-            tracks,
-            &kept,
-            keep_one,
-            strict,
-        );
+        let held_caps = allot(budget.saturating_sub(audio), tracks, &kept, keep, strict);
         let mut caps = if held {
             held_caps.clone()
         } else {
-            allot(
-                budget.saturating_sub(audio),
-                tracks,
-                &tile,
-                keep_one,
-                strict,
-            )
+            allot(budget.saturating_sub(audio), tracks, &tile, keep, strict)
         };
         // Only what the budget changed counts, compared on the same tiles: a tile that shrinks
         // lowers caps too, and one that grows may use the budget there is at once. Both sides
@@ -1670,13 +1677,7 @@ impl Allocator {
         let mut hold_began = false;
         let mut raised_from = Vec::new();
         if let Some(previous) = previous {
-            let base = allot(
-                previous.saturating_sub(audio),
-                tracks,
-                &kept,
-                keep_one,
-                strict,
-            );
+            let base = allot(previous.saturating_sub(audio), tracks, &kept, keep, strict);
             // A failed probe is a fall even where its layer's bitrate grew past the budget before.
             let fell = probe_end == Some(ProbeEnd::Failed)
                 || (budget < previous && held_caps.iter().zip(&base).any(|(new, old)| new < old));
@@ -1703,13 +1704,7 @@ impl Allocator {
                     let delivered = self.floor.as_ref().map_or(0, |floor| floor.delivered);
                     let floor = Floor::after_failed_raise(now, before, delivered, estimate);
                     budget = budget.max(floor.need(audio, tracks));
-                    caps = allot(
-                        budget.saturating_sub(audio),
-                        tracks,
-                        &kept,
-                        keep_one,
-                        strict,
-                    );
+                    caps = allot(budget.saturating_sub(audio), tracks, &kept, keep, strict);
                     self.floor = Some(floor);
                     self.repairs = Repairs::default();
                 }
@@ -2614,7 +2609,8 @@ mod tests {
 
     /// Without audio and with only single-layer tracks visible, none fitting, the one kept is
     /// the cheapest, and it stays while it costs at most `KEEP_TOLERANCE_PERCENT` more than the
-    /// cheapest: two screen shares whose measured rates cross do not take turns.
+    /// cheapest, received or just kept: two screen shares whose measured rates cross do not take
+    /// turns.
     #[test]
     fn the_single_layer_track_kept_stays_while_the_rates_swing() {
         let start = Instant::now();
@@ -2633,6 +2629,8 @@ mod tests {
             allocator.poll_caps(at, 0, &[share(1, a.0, a.1), share(2, b.0, b.1)])
         };
         assert_eq!(poll((400_000, None), (380_000, None)), [None, Some(High)]);
+        // Just kept, the second receives nothing until its key frame: the allocation counts.
+        assert_eq!(poll((370_000, None), (400_000, None)), [None, Some(High)]);
         // The rates cross: the one received stays, up to 20 % above the other.
         assert_eq!(
             poll((370_000, None), (400_000, Some(High))),
@@ -2649,7 +2647,7 @@ mod tests {
         );
         // A camera beside them is kept instead, at its lowest layer, whatever is received.
         let tracks = [share(1, 300_000, Some(High)), camera(Some(High))];
-        assert_eq!(kept_track(&tracks), Some(1));
+        assert_eq!(kept_track(&tracks, &[Some(High), None]), Some(1));
     }
 
     #[test]
