@@ -2489,22 +2489,6 @@ impl Router {
             .retain(|ssrc| sending.values().any(|down| down.local.ssrc() == ssrc));
         let mut fresh = Vec::with_capacity(ours.len());
         for (kind, block) in ours {
-            // Any block about a stream paused tells where its receiver stood during the pause.
-            if let Some(down) = p
-                .sub
-                .sending
-                .values_mut()
-                .find(|down| down.local.ssrc() == block.ssrc)
-            {
-                down.skipped.handle_report(now, block.head as u16);
-            }
-            let covered = p
-                .sub
-                .report_heads
-                .advanced(block.ssrc, block.head, block.total_lost);
-            if !covered.counts() {
-                continue;
-            }
             let Some(down) = p
                 .sub
                 .sending
@@ -2513,6 +2497,15 @@ impl Router {
             else {
                 continue;
             };
+            // Any block about a stream paused tells where its receiver stood during the pause.
+            down.skipped.handle_report(now, block.head as u16);
+            let covered = p
+                .sub
+                .report_heads
+                .advanced(block.ssrc, block.head, block.total_lost);
+            if !covered.counts() {
+                continue;
+            }
             // What the SFU never sent in the interval was lost before it; what was sent before
             // the stream's last pause and not received by then was lost before that.
             let (skipped, before_pause) = match covered {
@@ -2531,12 +2524,13 @@ impl Router {
             let (stated, tail) = (block.fraction, before_pause);
             let net = loss_net_of_skipped(stated, covered, skipped, tail, carried, now);
             down.loss_carried = net.carried;
-            if net.before_sfu > 0 || net.before_pause > 0 || carried != net.carried {
-                if net.before_sfu > 0 || net.before_pause > 0 {
-                    self.stats.reports_net_of_skipped += 1;
-                    self.stats.loss_before_sfu += u64::from(net.before_sfu);
-                    self.stats.loss_before_pause += u64::from(net.before_pause);
-                }
+            let netted = net.before_sfu > 0 || net.before_pause > 0;
+            if netted {
+                self.stats.reports_net_of_skipped += 1;
+                self.stats.loss_before_sfu += u64::from(net.before_sfu);
+                self.stats.loss_before_pause += u64::from(net.before_pause);
+            }
+            if netted || carried != net.carried {
                 if net.carried.sent > 0 {
                     self.stats.loss_reports_carried += 1;
                 }

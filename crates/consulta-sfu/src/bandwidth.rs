@@ -623,6 +623,11 @@ impl VideoDemand {
     fn rate(&self, quality: Quality) -> u64 {
         self.bitrates.get(quality.index()).copied().unwrap_or(0)
     }
+
+    /// What its lowest layer costs, in bits per second.
+    fn lowest_rate(&self) -> u64 {
+        self.rate(self.lowest())
+    }
 }
 
 /// A layer a track already receives is kept while the whole exceeds the budget by at most this
@@ -789,8 +794,10 @@ fn kept_track(tracks: &[VideoDemand], sent: &[Option<Quality>]) -> Option<usize>
     if track.simulcast {
         return Some(chosen);
     }
-    let cost = |track: &VideoDemand| track.rate(track.lowest());
-    let within = cost(track).saturating_mul(100 + KEEP_TOLERANCE_PERCENT) / 100;
+    let within = track
+        .lowest_rate()
+        .saturating_mul(100 + KEEP_TOLERANCE_PERCENT)
+        / 100;
     let received = largest_tile_first(tracks)
         .into_iter()
         .filter_map(|i| Some((i, tracks.get(i)?)))
@@ -798,9 +805,9 @@ fn kept_track(tracks: &[VideoDemand], sent: &[Option<Quality>]) -> Option<usize>
             let flowing = t.receiving.is_some() || sent.get(i).is_some_and(Option::is_some);
             t.wanted.is_some() && flowing
         })
-        .min_by_key(|(_, t)| cost(t));
+        .min_by_key(|(_, t)| t.lowest_rate());
     Some(match received {
-        Some((i, t)) if cost(t) <= within => i,
+        Some((i, t)) if t.lowest_rate() <= within => i,
         _ => chosen,
     })
 }
@@ -822,7 +829,7 @@ fn probe_track(tracks: &[VideoDemand], tried: &[(u64, u64)]) -> Option<usize> {
     };
     visible()
         .find(|(_, track)| track.simulcast)
-        .or_else(|| visible().min_by_key(|(_, track)| track.rate(track.lowest())))
+        .or_else(|| visible().min_by_key(|(_, track)| track.lowest_rate()))
         .map(|(i, _)| i)
 }
 
@@ -1447,7 +1454,7 @@ impl Allocator {
         tracks: &[VideoDemand],
         estimate: u64,
     ) -> Option<u64> {
-        let lowest = |track: &VideoDemand| track.rate(track.lowest());
+        let lowest = VideoDemand::lowest_rate;
         if let Some(mut probe) = self.probe.take() {
             let visible = |id: u64| {
                 tracks

@@ -381,10 +381,10 @@ impl Participant {
         self.version = self.version.saturating_add(1);
     }
 
-    /// Whether its rule lets `subscriber` receive its `track`; a recorder receives every track,
+    /// Whether `rule`, a publisher's, lets it receive `track`; a recorder receives every track,
     /// as in LiveKit.
-    fn allows(&self, subscriber: &Participant, track: &TrackSid) -> bool {
-        subscriber.recorder || self.subscribers_allowed.allows(&subscriber.identity, track)
+    fn may_receive(&self, rule: &SubscribePermission, track: &TrackSid) -> bool {
+        self.recorder || rule.allows(&self.identity, track)
     }
 
     fn hidden(&self) -> bool {
@@ -1763,17 +1763,16 @@ impl<M: MediaEngine> Sfu<M> {
                 .and_then(|sid| r.participants.get(&sid))
                 .map(|p| p.identity.clone())
         };
+        let Some(p) = r.participants.get(publisher) else {
+            return;
+        };
         // Only its tracks: every publish gets a fresh sid, so no other can ever be its.
-        let own = r
-            .participants
-            .get(publisher)
-            .map_or_else(BTreeSet::new, |p| {
-                p.tracks
-                    .iter()
-                    .filter_map(|t| TrackSid::parse(&t.sid))
-                    .collect()
-            });
-        let own_track = |track: &TrackSid| own.contains(track);
+        let tracks: Vec<TrackSid> = p
+            .tracks
+            .iter()
+            .filter_map(|t| TrackSid::parse(&t.sid))
+            .collect();
+        let own_track = |track: &TrackSid| tracks.contains(track);
         let rule = match SubscribePermission::from_request(request, identity_of, own_track) {
             Ok(rule) => rule,
             Err(error) => {
@@ -1781,26 +1780,15 @@ impl<M: MediaEngine> Sfu<M> {
                 return;
             }
         };
-        let Some(p) = r.participants.get_mut(publisher) else {
-            return;
-        };
         if p.subscribers_allowed == rule {
             return;
         }
-        p.subscribers_allowed = rule;
-        let rule = &p.subscribers_allowed;
-        let tracks: Vec<TrackSid> = p
-            .tracks
-            .iter()
-            .filter_map(|t| TrackSid::parse(&t.sid))
-            .collect();
-        tracing::info!(%room, participant = %publisher, everyone = (*rule == SubscribePermission::Everyone), "subscription permission set");
-        let rule = rule.clone();
+        tracing::info!(%room, participant = %publisher, everyone = (rule == SubscribePermission::Everyone), "subscription permission set");
         // (subscriber, its connection, track, now allowed)
         let mut changes = Vec::new();
         for s in r.participants.values_mut().filter(|s| &s.sid != publisher) {
             for track in &tracks {
-                let allowed = s.recorder || rule.allows(&s.identity, track);
+                let allowed = s.may_receive(&rule, track);
                 if !allowed && s.subscriptions.remove(track) {
                     s.refused.insert(track.clone());
                 } else if !(allowed && s.refused.contains(track)) {
@@ -1809,6 +1797,9 @@ impl<M: MediaEngine> Sfu<M> {
                 s.told_permission = true;
                 changes.push((s.sid.clone(), s.conn, track.clone(), allowed));
             }
+        }
+        if let Some(p) = r.participants.get_mut(publisher) {
+            p.subscribers_allowed = rule;
         }
         let mut renegotiate = BTreeSet::new();
         for (subscriber, conn, track, allowed) in changes {
@@ -1899,7 +1890,7 @@ impl<M: MediaEngine> Sfu<M> {
             r.participants
                 .get(publisher)
                 .zip(subscriber)
-                .is_some_and(|(p, s)| p.allows(s, &track))
+                .is_some_and(|(p, s)| s.may_receive(&p.subscribers_allowed, &track))
         });
         let Some(p) = self.participant_mut(room, subscriber) else {
             return false;
