@@ -90,6 +90,11 @@ window.setCamera = async (on) => { await room.localParticipant.setCameraEnabled(
 // tracks (allowAll) or to the sids listed.
 window.setPermissions = (everyone, entries) => room.localParticipant.setTrackSubscriptionPermissions(everyone, entries);
 window.setMicrophone = async (on) => { await room.localParticipant.setMicrophoneEnabled(on); };
+// The microphone's noise filter reported on, as livekit-client's Krisp filter reports itself (the
+// filter is a paid plugin): the client sends update_audio_track with the track's features.
+window.reportNoiseFilter = () => room.localParticipant.getTrackPublication(LK.Track.Source.Microphone).track.handleKrispNoiseFilterEnable();
+// The features the microphone of the participant named has, as the server last said.
+window.remoteMicFeatures = (identity) => room.remoteParticipants.get(identity)?.getTrackPublication(LK.Track.Source.Microphone)?.trackInfo?.audioFeatures ?? null;
 window.shareScreen = async (withAudio) => {
   // A canvas stream published as a screen share (headless Chromium has no screen to capture).
   const canvas = document.createElement('canvas');
@@ -583,6 +588,12 @@ try {
     result.camera_granted = video(back, 'alice');
     step('everyone allowed again');
     result.alice_sees_bob = video(await alice.evaluate(() => window.remoteStats()), 'bob');
+    // Her microphone's processing changes: Bob's view of its features follows.
+    result.mic_features_before = await bob.evaluate(() => window.remoteMicFeatures('alice'));
+    await alice.evaluate(() => window.reportNoiseFilter());
+    const noiseFilter = 5; // AudioTrackFeature.TF_ENHANCED_NOISE_CANCELLATION
+    result.mic_features_after = await until(bob, () => window.remoteMicFeatures('alice'), (f) => f?.includes(noiseFilter), 5000);
+    step('noise filter on');
     await finish();
   }
   if (mode === 'resume') {

@@ -560,7 +560,6 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
-    /// Whether `room` exists.
     /// Rooms open and participants in them (for metrics).
     pub fn counts(&self) -> (usize, usize) {
         let participants = self.rooms.values().map(|r| r.participants.len()).sum();
@@ -570,6 +569,24 @@ impl<M: MediaEngine> Sfu<M> {
     /// Whether `room` exists.
     pub fn has_room(&self, room: &RoomName) -> bool {
         self.rooms.contains_key(room)
+    }
+
+    /// The video tracks the participant on `conn` could receive: every other participant's in
+    /// its room. livekit-client sends a `track_setting` for each one it receives right after a
+    /// resume, and as each is first shown after a join, so the shell lets that many frames
+    /// through beyond its ordinary burst ([`crate::signal::RateLimiter::with_extra`]).
+    pub fn video_tracks_in_view(&self, conn: ConnId) -> usize {
+        let Some((room, sid)) = self.conns.get(&conn) else {
+            return 0;
+        };
+        self.rooms.get(room).map_or(0, |r| {
+            r.participants
+                .values()
+                .filter(|p| p.sid != *sid)
+                .flat_map(|p| &p.tracks)
+                .filter(|t| t.r#type == i32::from(TrackType::Video))
+                .count()
+        })
     }
 
     /// Checks that `grant` could join at `now`, without changing anything (for `/rtc/validate`
@@ -788,6 +805,8 @@ impl<M: MediaEngine> Sfu<M> {
             }
             M::AddTrack(add) => self.add_track(&room, &sid, add),
             M::Mute(mute) => self.mute(&room, &sid, &mute.sid, mute.muted),
+            M::UpdateAudioTrack(update) => self.update_audio_track(&room, &sid, conn, update),
+            M::UpdateVideoTrack(update) => self.update_video_track(&room, &sid, conn, update),
             M::UpdateMetadata(update) => self.update_metadata(now, &room, &sid, conn, update),
             // Data tracks (livekit-client's `publishDataTrack`) are not relayed: refused at once,
             // where silence made the client wait out its 10 s timeout (review helper-75).
@@ -1741,6 +1760,146 @@ impl<M: MediaEngine> Sfu<M> {
                 signal_response::Message::SubscribedQualityUpdate(update),
             );
         }
+    }
+
+    /// `publisher`'s `update_audio_track`: livekit-client sends it when a published microphone's
+    /// processing changes (echo cancellation, noise suppression, stereo, DTX, the pre-connect
+    /// buffer). The track's `audio_features` become the features named, each once, and `stereo`
+    /// and `disable_dtx` follow them, as LiveKit keeps them; a change goes to the room in an
+    /// update. A sid that is not one of its audio tracks is answered `NOT_FOUND`, more distinct
+    /// features than [`MAX_AUDIO_FEATURES`] `LIMIT_EXCEEDED` (each update of the publisher
+    /// copies them to every socket).
+    #[expect(
+        deprecated,
+        reason = "LiveKit keeps the deprecated stereo and disable_dtx in step with the features"
+    )]
+    fn update_audio_track(
+        &mut self,
+        room: &RoomName,
+        publisher: &ParticipantSid,
+        conn: ConnId,
+        update: livekit_protocol::UpdateLocalAudioTrack,
+    ) {
+        use livekit_protocol::AudioTrackFeature as Feature;
+        let mut features: Vec<i32> = Vec::new();
+        for feature in &update.features {
+            if !features.contains(feature) {
+                features.push(*feature);
+            }
+        }
+        let stereo = features.contains(&i32::from(Feature::TfStereo));
+        let disable_dtx = features.contains(&i32::from(Feature::TfNoDtx));
+        let too_many = features.len() > MAX_AUDIO_FEATURES;
+        self.update_own_track(
+            room,
+            publisher,
+            conn,
+            &update.track_sid,
+            TrackType::Audio,
+            |t| {
+                if too_many {
+                    return Err(());
+                }
+                let changed = (&t.audio_features, t.stereo, t.disable_dtx)
+                    != (&features, stereo, disable_dtx);
+                (t.audio_features, t.stereo, t.disable_dtx) = (features, stereo, disable_dtx);
+                Ok(changed)
+            },
+        )
+        .unwrap_or_else(|reason| {
+            self.refuse_track_update(
+                conn,
+                reason,
+                livekit_protocol::request_response::Request::UpdateAudioTrack(update),
+            );
+        });
+    }
+
+    /// `publisher`'s `update_video_track`: a published video track's size changed. Its
+    /// `width` and `height` become the ones sent, as LiveKit keeps them (the layers it announced
+    /// stay); a change goes to the room in an update. A sid that is not one of its video tracks
+    /// is answered `NOT_FOUND`. (livekit-client 2.x does not send it; other SDKs may.)
+    fn update_video_track(
+        &mut self,
+        room: &RoomName,
+        publisher: &ParticipantSid,
+        conn: ConnId,
+        update: livekit_protocol::UpdateLocalVideoTrack,
+    ) {
+        let size = (update.width, update.height);
+        self.update_own_track(
+            room,
+            publisher,
+            conn,
+            &update.track_sid,
+            TrackType::Video,
+            |t| {
+                let changed = (t.width, t.height) != size;
+                (t.width, t.height) = size;
+                Ok(changed)
+            },
+        )
+        .unwrap_or_else(|reason| {
+            self.refuse_track_update(
+                conn,
+                reason,
+                livekit_protocol::request_response::Request::UpdateVideoTrack(update),
+            );
+        });
+    }
+
+    /// Applies `change` to `publisher`'s own track `track` of `kind`, and tells the room when it
+    /// changed something (`Ok(true)`); the refusal's reason when the track is not one of its
+    /// tracks of that kind (`NOT_FOUND`) or `change` refused (`LIMIT_EXCEEDED`).
+    fn update_own_track(
+        &mut self,
+        room: &RoomName,
+        publisher: &ParticipantSid,
+        conn: ConnId,
+        track: &str,
+        kind: TrackType,
+        change: impl FnOnce(&mut TrackInfo) -> Result<bool, ()>,
+    ) -> Result<(), livekit_protocol::request_response::Reason> {
+        use livekit_protocol::request_response::Reason;
+        let Some(p) = self.participant_mut(room, publisher) else {
+            return Ok(());
+        };
+        let Some(t) = p
+            .tracks
+            .iter_mut()
+            .find(|t| t.sid == track && t.r#type == i32::from(kind))
+        else {
+            return Err(Reason::NotFound);
+        };
+        if !change(t).map_err(|()| Reason::LimitExceeded)? {
+            return Ok(());
+        }
+        p.bump();
+        let info = p.info();
+        if !p.hidden() {
+            self.broadcast_update(room, publisher, info);
+        }
+        tracing::debug!(%room, participant = %publisher, %conn, %track, "track info updated");
+        Ok(())
+    }
+
+    /// Answers a track update refused with `reason`, naming the request back (it is small: its
+    /// lists are bounded by the frame, and a refusal is rare).
+    fn refuse_track_update(
+        &mut self,
+        conn: ConnId,
+        reason: livekit_protocol::request_response::Reason,
+        request: livekit_protocol::request_response::Request,
+    ) {
+        tracing::info!(%conn, reason = reason.as_str_name(), "track update refused");
+        self.send(
+            conn,
+            signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
+                reason: reason.into(),
+                request: Some(request),
+                ..livekit_protocol::RequestResponse::default()
+            }),
+        );
     }
 
     /// `publisher`'s `subscription_permission`: who may receive its tracks from now on
@@ -4395,6 +4554,167 @@ mod tests {
         let sent = w.drain();
         assert!(updates_for(&sent, alice).is_empty());
         assert_eq!(answers_to(&sent, bob), [(4, Reason::NotAllowed)]);
+    }
+
+    /// `update_audio_track` (livekit-client's answer to a microphone's processing changing) and
+    /// `update_video_track` change the publisher's own track in everyone's view, as LiveKit
+    /// keeps them; a track not its own or of the other kind is `NOT_FOUND`, too many features
+    /// `LIMIT_EXCEEDED`, and a refusal or a repeat changes nothing.
+    #[test]
+    #[expect(
+        deprecated,
+        reason = "LiveKit fills stereo and disable_dtx from the features"
+    )]
+    fn a_publisher_updates_its_tracks_features_and_size() {
+        use livekit_protocol::AudioTrackFeature as F;
+        use livekit_protocol::request_response::{Reason, Request};
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(
+            alice,
+            signal_request::Message::AddTrack(AddTrackRequest {
+                cid: "mic".to_owned(),
+                name: "microphone".to_owned(),
+                r#type: TrackType::Audio.into(),
+                source: TrackSource::Microphone.into(),
+                audio_features: vec![F::TfEchoCancellation.into(), F::TfPreconnectBuffer.into()],
+                ..AddTrackRequest::default()
+            }),
+        );
+        w.request(alice, add_video("cam"));
+        let sent = w.drain();
+        let published = updates_for(&sent, bob).pop().unwrap();
+        let sid_of = |kind: TrackType| {
+            let t = published
+                .tracks
+                .iter()
+                .find(|t| t.r#type == i32::from(kind));
+            t.unwrap().sid.clone()
+        };
+        let (mic, cam) = (sid_of(TrackType::Audio), sid_of(TrackType::Video));
+        let features = |features: &[F]| features.iter().map(|f| i32::from(*f)).collect::<Vec<_>>();
+        let audio = |sid: &str, list: &[F]| {
+            signal_request::Message::UpdateAudioTrack(livekit_protocol::UpdateLocalAudioTrack {
+                track_sid: sid.to_owned(),
+                features: features(list),
+            })
+        };
+        let refusals = |sent: &[(ConnId, signal_response::Message)]| -> Vec<(Reason, String)> {
+            sent.iter()
+                .filter(|(c, _)| *c == alice)
+                .filter_map(|(_, m)| match m {
+                    signal_response::Message::RequestResponse(r) => Some((
+                        r.reason(),
+                        match &r.request {
+                            Some(Request::UpdateAudioTrack(u)) => u.track_sid.clone(),
+                            Some(Request::UpdateVideoTrack(u)) => u.track_sid.clone(),
+                            other => panic!("{other:?}"),
+                        },
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+
+        // The pre-connect buffer sent, stereo and no DTX asked for; a feature named twice counts
+        // once.
+        let now = [F::TfEchoCancellation, F::TfStereo, F::TfNoDtx, F::TfStereo];
+        w.request(alice, audio(&mic, &now));
+        let sent = w.drain();
+        let seen = updates_for(&sent, bob);
+        assert_eq!(seen.len(), 1, "{sent:?}");
+        assert!(seen[0].version > published.version);
+        let track = seen[0].tracks.iter().find(|t| t.sid == mic).unwrap();
+        assert_eq!(track.audio_features, features(&now[..3]));
+        assert!(track.stereo && track.disable_dtx);
+        assert!(refusals(&sent).is_empty());
+        // The same again: nothing to tell.
+        w.request(alice, audio(&mic, &now));
+        assert!(updates_for(&w.drain(), bob).is_empty());
+        // Mono again, with DTX.
+        w.request(alice, audio(&mic, &[F::TfNoiseSuppression]));
+        let seen = updates_for(&w.drain(), bob);
+        let track = seen[0].tracks.iter().find(|t| t.sid == mic).unwrap();
+        assert_eq!(track.audio_features, features(&[F::TfNoiseSuppression]));
+        assert!(!track.stereo && !track.disable_dtx);
+
+        // The camera's size.
+        let size = |sid: &str, width: u32, height: u32| {
+            signal_request::Message::UpdateVideoTrack(livekit_protocol::UpdateLocalVideoTrack {
+                track_sid: sid.to_owned(),
+                width,
+                height,
+            })
+        };
+        w.request(alice, size(&cam, 640, 480));
+        let seen = updates_for(&w.drain(), bob);
+        let track = seen[0].tracks.iter().find(|t| t.sid == cam).unwrap();
+        assert_eq!((track.width, track.height), (640, 480));
+        assert_eq!(
+            track.layers,
+            published
+                .tracks
+                .iter()
+                .find(|t| t.sid == cam)
+                .unwrap()
+                .layers
+        );
+
+        // Refused: another kind's track, someone else's, an unknown one, too many features.
+        let many: Vec<i32> = (0..=i32::try_from(MAX_AUDIO_FEATURES).unwrap()).collect();
+        w.request(alice, audio(&cam, &[F::TfStereo]));
+        w.request(alice, size(&mic, 1, 1));
+        w.request(bob, audio(&mic, &[F::TfStereo]));
+        w.request(alice, audio("TR_unknown", &[]));
+        w.request(
+            alice,
+            signal_request::Message::UpdateAudioTrack(livekit_protocol::UpdateLocalAudioTrack {
+                track_sid: mic.clone(),
+                features: many,
+            }),
+        );
+        let sent = w.drain();
+        assert!(updates_for(&sent, bob).is_empty() && updates_for(&sent, alice).is_empty());
+        assert_eq!(
+            refusals(&sent),
+            [
+                (Reason::NotFound, cam.clone()),
+                (Reason::NotFound, mic.clone()),
+                (Reason::NotFound, "TR_unknown".to_owned()),
+                (Reason::LimitExceeded, mic.clone()),
+            ]
+        );
+        assert_eq!(
+            answers_to(&sent, bob).len(),
+            1,
+            "Bob's, about a track not his"
+        );
+    }
+
+    /// What a connection is owed beyond its burst: the video tracks of everyone else in its
+    /// room, not its own and not audio.
+    #[test]
+    fn the_video_tracks_in_view_are_the_others() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(alice, add_video("cam"));
+        w.request(alice, add_video("cam-2"));
+        w.request(bob, add_video("cam"));
+        w.request(
+            bob,
+            signal_request::Message::AddTrack(AddTrackRequest {
+                cid: "mic".to_owned(),
+                r#type: TrackType::Audio.into(),
+                source: TrackSource::Microphone.into(),
+                ..AddTrackRequest::default()
+            }),
+        );
+        w.drain();
+        assert_eq!(w.sfu.video_tracks_in_view(alice), 1);
+        assert_eq!(w.sfu.video_tracks_in_view(bob), 2);
+        assert_eq!(w.sfu.video_tracks_in_view(ConnId(u64::MAX)), 0);
     }
 
     #[test]

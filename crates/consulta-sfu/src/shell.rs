@@ -470,7 +470,14 @@ async fn run_socket(
         }
     };
     let (mut sink, mut stream) = socket.split();
-    let mut limiter = RateLimiter::default();
+    // A `track_setting` per video track in view comes at once after a resume: let those through
+    // on top of the ordinary burst, up to a bound.
+    let owed = server.lock().core.video_tracks_in_view(conn);
+    let mut limiter = RateLimiter::default().with_extra(
+        u32::try_from(owed)
+            .unwrap_or(u32::MAX)
+            .min(MAX_TRACK_SETTINGS_OWED),
+    );
     // Whether the server gave up on the client (which then goes at once) rather than the socket
     // dropping (the participant stays for a resume until its ping timeout).
     let mut kicked = false;
@@ -539,6 +546,10 @@ async fn run_socket(
     }
     hub.pump();
 }
+
+/// The most frames a connection is let send beyond its ordinary burst for the video tracks in
+/// its view ([`Sfu::video_tracks_in_view`](crate::core::Sfu::video_tracks_in_view)).
+const MAX_TRACK_SETTINGS_OWED: u32 = 1024;
 
 /// How long a connection whose write failed is still read for what its client sent before going.
 /// Frames already received are there at once; a client that is really gone sends nothing more.

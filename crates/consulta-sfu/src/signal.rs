@@ -115,6 +115,15 @@ impl RateLimiter {
         }
     }
 
+    /// The bucket with `extra` tokens beyond its burst, spent before the others and never
+    /// refilled: a client owed a known burst (a `track_setting` per video track after a resume)
+    /// gets it once, and its ordinary budget after.
+    #[must_use]
+    pub fn with_extra(mut self, extra: u32) -> Self {
+        self.tokens += f64::from(extra);
+        self
+    }
+
     /// Whether [`check`](Self::check) at `now` would take a token, without taking it.
     pub fn would_admit(&self, now: Instant) -> bool {
         self.tokens_at(now) >= 1.0
@@ -130,7 +139,10 @@ impl RateLimiter {
         match self.last {
             Some(last) => {
                 let elapsed = now.saturating_duration_since(last);
-                (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst)
+                // Refilled up to the burst; tokens beyond it (`with_extra`) are kept, not added
+                // to.
+                (self.tokens + elapsed.as_secs_f64() * self.per_second)
+                    .min(self.burst.max(self.tokens))
             }
             None => self.tokens,
         }
@@ -252,5 +264,29 @@ mod tests {
             limiter.check(start + Duration::from_secs(1)),
             Err(SignalError::RateLimited)
         );
+    }
+
+    /// Extra tokens are spent on top of the burst, kept while time passes, and never come back:
+    /// after them the bucket is an ordinary one.
+    #[test]
+    fn extra_tokens_are_spent_once_on_top_of_the_burst() {
+        let start = Instant::now();
+        let later = |secs| start + Duration::from_secs(secs);
+        let mut limiter = RateLimiter::new(3, 1).with_extra(4);
+        assert_eq!(limiter.tokens_at(start), 7.0);
+        // Two taken, then a long wait: the five left stay five, not three.
+        limiter.check(start).unwrap();
+        limiter.check(start).unwrap();
+        assert_eq!(limiter.tokens_at(later(60)), 5.0);
+        for _ in 0..5 {
+            limiter.check(later(60)).unwrap();
+        }
+        assert_eq!(limiter.check(later(60)), Err(SignalError::RateLimited));
+        // Refilled to the burst alone.
+        assert_eq!(limiter.tokens_at(later(120)), 3.0);
+        for _ in 0..3 {
+            limiter.check(later(120)).unwrap();
+        }
+        assert_eq!(limiter.check(later(120)), Err(SignalError::RateLimited));
     }
 }

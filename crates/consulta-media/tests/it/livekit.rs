@@ -662,9 +662,10 @@ impl Drop for Nat {
 /// `setTrackSubscriptionPermissions`, sent as `subscription_permission`), then everyone again.
 /// Bob's client is told (`subscription_permission_update`): her camera leaves his connection
 /// while her voice goes on, and comes back, decoding, when she allows everyone. Nothing of
-/// Bob's to her changes.
+/// Bob's to her changes. Then her microphone's processing changes (a noise filter on): her client
+/// sends `update_audio_track`, and Bob's view of the track's features follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn livekit_client_a_publisher_chooses_who_receives_her_tracks() {
+async fn livekit_client_a_publisher_chooses_who_receives_her_tracks_and_updates_their_features() {
     let (_node, result) = run_scenario("permission").await;
     let permissions: Vec<(String, String)> = result["bob_events"]
         .as_array()
@@ -715,6 +716,26 @@ async fn livekit_client_a_publisher_chooses_who_receives_her_tracks() {
         frames(&result["alice_sees_bob"]) >= 15,
         "{}",
         result["alice_sees_bob"]
+    );
+    // AudioTrackFeature.TF_ENHANCED_NOISE_CANCELLATION: absent at publish, present once her
+    // client says the filter is on, the rest of her microphone's features kept.
+    let features = |key: &str| -> Vec<u64> {
+        let list = result[key].as_array();
+        let list = list.unwrap_or_else(|| panic!("{key}: {}", result[key]));
+        list.iter().filter_map(Value::as_u64).collect()
+    };
+    let (before, after) = (
+        features("mic_features_before"),
+        features("mic_features_after"),
+    );
+    eprintln!("alice's microphone features as bob sees them: {before:?} -> {after:?}");
+    assert!(
+        !before.contains(&5) && after.contains(&5),
+        "{before:?} -> {after:?}"
+    );
+    assert!(
+        before.iter().all(|f| after.contains(f)),
+        "{before:?} -> {after:?}"
     );
 }
 

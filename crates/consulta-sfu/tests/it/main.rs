@@ -679,6 +679,115 @@ async fn a_dropped_socket_resumes_its_session() {
     }
 }
 
+/// After a resume livekit-client sends a `track_setting` for each video track it receives, all
+/// at once (`updateSubscriptions`), on top of its sync state, candidates and pings. In a room of
+/// 96 video tracks that is past the ordinary burst of 100 frames, which used to close the
+/// resumed connection; each track in view now lets one more frame through, once. A flood past
+/// that is still dropped.
+#[tokio::test]
+async fn a_resume_in_a_room_of_many_cameras_may_set_each_one() {
+    let addr = start().await;
+    let mut publishers = Vec::new();
+    let mut cameras = Vec::new();
+    for n in 0..12 {
+        let (mut publisher, _) = Client::join(addr, &format!("@doctor{n}:hs:DEV")).await;
+        for cid in 0..8 {
+            publisher
+                .send(signal_request::Message::AddTrack(AddTrackRequest {
+                    cid: format!("cam-{cid}"),
+                    name: "camera".into(),
+                    r#type: TrackType::Video.into(),
+                    source: TrackSource::Camera.into(),
+                    width: 640,
+                    height: 360,
+                    ..AddTrackRequest::default()
+                }))
+                .await;
+            let sid = publisher
+                .recv_until(|m| match m {
+                    signal_response::Message::TrackPublished(t) => t.track.map(|t| t.sid),
+                    _ => None,
+                })
+                .await;
+            cameras.push(sid);
+        }
+        publishers.push(publisher);
+    }
+    assert_eq!(cameras.len(), 96);
+    let (alice, join) = Client::join(addr, "@alice:hs:DEV").await;
+    let alice_sid = join.participant.unwrap().sid;
+    drop(alice);
+    let resume = || {
+        format!(
+            "ws://{addr}/rtc?access_token={}&reconnect=1&sid={alice_sid}&auto_subscribe=1&protocol=16",
+            token("@alice:hs:DEV", ROOM)
+        )
+    };
+    let (ws, _) = tokio_tungstenite::connect_async(resume()).await.unwrap();
+    let mut alice = Client { ws };
+    alice
+        .recv_until(|m| matches!(m, signal_response::Message::Reconnect(_)).then_some(()))
+        .await;
+    // What the client sends at once: its sync state, a candidate or two, a ping, then a
+    // setting per camera; and pings while the answer comes.
+    let setting = |sid: &String| {
+        signal_request::Message::TrackSetting(livekit_protocol::UpdateTrackSettings {
+            track_sids: vec![sid.clone()],
+            width: 320,
+            height: 180,
+            ..livekit_protocol::UpdateTrackSettings::default()
+        })
+    };
+    alice
+        .send(signal_request::Message::SyncState(
+            livekit_protocol::SyncState::default(),
+        ))
+        .await;
+    for n in 0..10 {
+        alice.send(signal_request::Message::Ping(n)).await;
+    }
+    for sid in &cameras {
+        alice.send(setting(sid)).await;
+    }
+    alice.send(signal_request::Message::Ping(99)).await;
+    let pong = alice
+        .recv_until(|m| match m {
+            signal_response::Message::Pong(at) => Some(at),
+            _ => None,
+        })
+        .await;
+    assert!(pong > 0);
+    // Every frame was read: the last ping is answered, on a connection still open.
+    let mut pongs = 1;
+    while pongs < 11 {
+        match alice.recv().await {
+            Some(signal_response::Message::Pong(_)) => pongs += 1,
+            Some(_) => {}
+            None => panic!("the resumed connection was closed after {pongs} pongs"),
+        }
+    }
+    // The frames owed are spent once: a flood past the ordinary burst after them goes at once,
+    // and the room is told.
+    for n in 0..300 {
+        let bytes = signal::encode_request(&SignalRequest {
+            message: Some(signal_request::Message::Ping(n)),
+        });
+        if alice.ws.send(Message::Binary(bytes.into())).await.is_err() {
+            break;
+        }
+    }
+    while alice.recv().await.is_some() {}
+    let gone = publishers[0]
+        .recv_until(|m| match m {
+            signal_response::Message::Update(u) => u.participants.into_iter().find(|p| {
+                p.sid == alice_sid && p.state == participant_info::State::Disconnected as i32
+            }),
+            _ => None,
+        })
+        .await;
+    assert_eq!(gone.identity, "@alice:hs:DEV");
+}
+
 #[tokio::test]
 async fn resuming_an_unknown_session_is_told_to_rejoin() {
     let addr = start().await;
