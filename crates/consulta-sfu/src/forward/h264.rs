@@ -1,19 +1,30 @@
 //! H.264 key frame detection on RTP payloads (RFC 6184, packetization mode 0 and 1).
 //!
-//! A packet starts a key frame when it carries an IDR slice (NAL type 5) or a sequence parameter
-//! set (type 7): browsers send SPS and PPS right before each IDR, usually aggregated in one STAP-A,
-//! and a decoder joining there can start decoding (spec `matrixrtc-livekit.md` §5 item 12, janus
-//! #1552). Payloads come as a single NAL unit (types 1–23), a STAP-A (24, several NAL units
-//! prefixed by 16-bit sizes) or FU-A fragments (28; only the first fragment, S bit set, counts).
-//! STAP-B, MTAP and FU-B belong to interleaved mode, which WebRTC does not negotiate.
+//! A packet starts a key frame when it carries a sequence parameter set (NAL type 7) or the first
+//! slice of an IDR picture (type 5): browsers send SPS and PPS right before each IDR, usually
+//! aggregated in one STAP-A, and a decoder joining there can start decoding (spec
+//! `matrixrtc-livekit.md` §5 item 12, janus #1552). An IDR slice without the SPS still counts, for
+//! encoders that do not repeat it; but only the picture's first slice, whose `first_mb_in_slice`
+//! is 0: a picture cut into several slices (hardware encoders do) whose first packets were lost
+//! would otherwise be started in its middle. Payloads come as a single NAL unit (types 1–23), a
+//! STAP-A (24, several NAL units prefixed by 16-bit sizes) or FU-A fragments (28; only the first
+//! fragment, S bit set, counts). STAP-B, MTAP and FU-B belong to interleaved mode, which WebRTC
+//! does not negotiate.
 
 const NAL_IDR: u8 = 5;
 const NAL_SPS: u8 = 7;
 const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
 
-fn starts_keyframe(nal_type: u8) -> bool {
-    nal_type == NAL_IDR || nal_type == NAL_SPS
+/// Whether a NAL unit of `nal_type` whose body (after its header) begins with `body` starts a key
+/// frame. A slice header begins with `first_mb_in_slice`, an Exp-Golomb number whose code for 0
+/// is the single bit 1: the picture's first slice is the one whose body's first bit is set.
+fn starts_keyframe(nal_type: u8, body: &[u8]) -> bool {
+    match nal_type {
+        NAL_SPS => true,
+        NAL_IDR => body.first().is_some_and(|b| b & 0x80 != 0),
+        _ => false,
+    }
 }
 
 /// Whether an RTP payload of an H.264 stream starts a key frame. False for truncated input.
@@ -31,7 +42,9 @@ pub fn is_keyframe(payload: &[u8]) -> bool {
                 let Some(nal) = tail.get(..size) else {
                     return false;
                 };
-                if nal.first().is_some_and(|h| starts_keyframe(h & 0x1f)) {
+                if let Some((h, body)) = nal.split_first()
+                    && starts_keyframe(h & 0x1f, body)
+                {
                     return true;
                 }
                 rest = tail.get(size..).unwrap_or_default();
@@ -39,9 +52,9 @@ pub fn is_keyframe(payload: &[u8]) -> bool {
             false
         }
         FU_A => rest
-            .first()
-            .is_some_and(|fu| fu & 0x80 != 0 && starts_keyframe(fu & 0x1f)),
-        t => starts_keyframe(t),
+            .split_first()
+            .is_some_and(|(fu, body)| fu & 0x80 != 0 && starts_keyframe(fu & 0x1f, body)),
+        t => starts_keyframe(t, rest),
     }
 }
 
@@ -103,7 +116,7 @@ mod tests {
         // Odd trailing byte after a non-key unit.
         assert!(!is_keyframe(&[nal(24), 0, 1, nal(1), 0]));
         // A zero-sized unit is skipped.
-        assert!(is_keyframe(&[nal(24), 0, 0, 0, 1, nal(5)]));
+        assert!(is_keyframe(&[nal(24), 0, 0, 0, 2, nal(5), 0x88]));
         assert!(!is_keyframe(&[nal(24)]));
         assert!(!is_keyframe(&[nal(24), 0]));
     }
@@ -119,5 +132,46 @@ mod tests {
         assert!(!is_keyframe(&[indicator, 0x80 | 1, 0x88]));
         // Truncated: no FU header.
         assert!(!is_keyframe(&[indicator]));
+    }
+
+    /// A picture in several slices: only its first (`first_mb_in_slice` 0, the body's first bit
+    /// set) starts it, whole or as the start of its fragments; a later slice (here 1, code `010`,
+    /// and 5, code `00110`) does not, nor an IDR unit with no body to read.
+    #[test]
+    fn only_the_first_slice_of_an_idr_picture_starts_it() {
+        let first = 0b1000_1000;
+        let (second, sixth) = (0b0100_0000, 0b0011_0000);
+        assert!(is_keyframe(&[nal(5), first]));
+        assert!(!is_keyframe(&[nal(5), second, 0x88]));
+        assert!(!is_keyframe(&[nal(5), sixth, 0x88]));
+        assert!(!is_keyframe(&[nal(5)]));
+        let indicator = nal(28);
+        assert!(is_keyframe(&[indicator, 0x80 | 5, first]));
+        assert!(!is_keyframe(&[indicator, 0x80 | 5, second, 0x88]));
+        assert!(!is_keyframe(&[indicator, 0x80 | 5]));
+        // Aggregated: a later slice alone is not a start; with the SPS before it, the SPS is.
+        assert!(!is_keyframe(&[nal(24), 0, 2, nal(5), second]));
+        assert!(is_keyframe(&[
+            nal(24),
+            0,
+            2,
+            nal(1),
+            0x9a,
+            0,
+            2,
+            nal(5),
+            first
+        ]));
+        assert!(is_keyframe(&[
+            nal(24),
+            0,
+            2,
+            nal(7),
+            0x42,
+            0,
+            2,
+            nal(5),
+            second
+        ]));
     }
 }
