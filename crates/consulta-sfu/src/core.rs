@@ -571,22 +571,26 @@ impl<M: MediaEngine> Sfu<M> {
         self.rooms.contains_key(room)
     }
 
-    /// The video tracks the participant on `conn` could receive: every other participant's in
-    /// its room. livekit-client sends a `track_setting` for each one it receives right after a
-    /// resume, and as each is first shown after a join, so the shell lets that many frames
-    /// through beyond its ordinary burst ([`crate::signal::RateLimiter::with_extra`]).
-    pub fn video_tracks_in_view(&self, conn: ConnId) -> usize {
+    /// The video tracks the participant on `conn` receives. livekit-client sends a
+    /// `track_setting` for each one at once after a resume (its `updateSubscriptions`), and as
+    /// each is first shown after a join, so the shell owes it that many such frames beyond its
+    /// ordinary burst for a while ([`crate::signal::RateLimiter::owing`]).
+    pub fn video_subscriptions(&self, conn: ConnId) -> usize {
         let Some((room, sid)) = self.conns.get(&conn) else {
             return 0;
         };
-        self.rooms.get(room).map_or(0, |r| {
-            r.participants
-                .values()
-                .filter(|p| p.sid != *sid)
-                .flat_map(|p| &p.tracks)
-                .filter(|t| t.r#type == i32::from(TrackType::Video))
-                .count()
-        })
+        let Some(r) = self.rooms.get(room) else {
+            return 0;
+        };
+        let Some(p) = r.participants.get(sid) else {
+            return 0;
+        };
+        r.participants
+            .values()
+            .flat_map(|publisher| &publisher.tracks)
+            .filter(|t| t.r#type == i32::from(TrackType::Video))
+            .filter(|t| TrackSid::parse(&t.sid).is_some_and(|t| p.subscriptions.contains(&t)))
+            .count()
     }
 
     /// Checks that `grant` could join at `now`, without changing anything (for `/rtc/validate`
@@ -806,7 +810,6 @@ impl<M: MediaEngine> Sfu<M> {
             M::AddTrack(add) => self.add_track(&room, &sid, add),
             M::Mute(mute) => self.mute(&room, &sid, &mute.sid, mute.muted),
             M::UpdateAudioTrack(update) => self.update_audio_track(&room, &sid, conn, update),
-            M::UpdateVideoTrack(update) => self.update_video_track(&room, &sid, conn, update),
             M::UpdateMetadata(update) => self.update_metadata(now, &room, &sid, conn, update),
             // Data tracks (livekit-client's `publishDataTrack`) are not relayed: refused at once,
             // where silence made the client wait out its 10 s timeout (review helper-75).
@@ -1684,9 +1687,14 @@ impl<M: MediaEngine> Sfu<M> {
                 request_id: update.request_id,
                 reason: reason.into(),
                 message: message.to_owned(),
-                // Named back only with a refusal: a request may be as large as a frame.
-                request: refused
-                    .map(|_| livekit_protocol::request_response::Request::UpdateMetadata(update)),
+                // Named back only with a refusal, and without what is past the limits: a request
+                // may be as large as a frame, and a client that does not read would have each
+                // copy queued for it.
+                request: refused.map(|_| {
+                    livekit_protocol::request_response::Request::UpdateMetadata(within_limits(
+                        update,
+                    ))
+                }),
             }),
         );
     }
@@ -1763,12 +1771,12 @@ impl<M: MediaEngine> Sfu<M> {
     }
 
     /// `publisher`'s `update_audio_track`: livekit-client sends it when a published microphone's
-    /// processing changes (echo cancellation, noise suppression, stereo, DTX, the pre-connect
-    /// buffer). The track's `audio_features` become the features named, each once, and `stereo`
-    /// and `disable_dtx` follow them, as LiveKit keeps them; a change goes to the room in an
-    /// update. A sid that is not one of its audio tracks is answered `NOT_FOUND`, more distinct
-    /// features than [`MAX_AUDIO_FEATURES`] `LIMIT_EXCEEDED` (each update of the publisher
-    /// copies them to every socket).
+    /// processing changes (its noise filter). The track's `audio_features` become the features
+    /// named, each once, and `stereo` and `disable_dtx` follow them, as LiveKit keeps them; a
+    /// change goes to the room in an update. A sid that is not one of its audio tracks is
+    /// answered `NOT_FOUND` (LiveKit answers a sid it does not know so, and ignores one of a video
+    /// track), more distinct features than [`MAX_AUDIO_FEATURES`] `LIMIT_EXCEEDED`: each update
+    /// of the publisher copies them to every socket.
     #[expect(
         deprecated,
         reason = "LiveKit keeps the deprecated stereo and disable_dtx in step with the features"
@@ -1778,128 +1786,66 @@ impl<M: MediaEngine> Sfu<M> {
         room: &RoomName,
         publisher: &ParticipantSid,
         conn: ConnId,
-        update: livekit_protocol::UpdateLocalAudioTrack,
+        mut update: livekit_protocol::UpdateLocalAudioTrack,
     ) {
         use livekit_protocol::AudioTrackFeature as Feature;
-        let mut features: Vec<i32> = Vec::new();
-        for feature in &update.features {
-            if !features.contains(feature) {
-                features.push(*feature);
-            }
-        }
-        let stereo = features.contains(&i32::from(Feature::TfStereo));
-        let disable_dtx = features.contains(&i32::from(Feature::TfNoDtx));
-        let too_many = features.len() > MAX_AUDIO_FEATURES;
-        self.update_own_track(
-            room,
-            publisher,
-            conn,
-            &update.track_sid,
-            TrackType::Audio,
-            |t| {
-                if too_many {
-                    return Err(());
-                }
-                let changed = (&t.audio_features, t.stereo, t.disable_dtx)
-                    != (&features, stereo, disable_dtx);
-                (t.audio_features, t.stereo, t.disable_dtx) = (features, stereo, disable_dtx);
-                Ok(changed)
-            },
-        )
-        .unwrap_or_else(|reason| {
-            self.refuse_track_update(
-                conn,
-                reason,
-                livekit_protocol::request_response::Request::UpdateAudioTrack(update),
-            );
-        });
-    }
-
-    /// `publisher`'s `update_video_track`: a published video track's size changed. Its
-    /// `width` and `height` become the ones sent, as LiveKit keeps them (the layers it announced
-    /// stay); a change goes to the room in an update. A sid that is not one of its video tracks
-    /// is answered `NOT_FOUND`. (livekit-client 2.x does not send it; other SDKs may.)
-    fn update_video_track(
-        &mut self,
-        room: &RoomName,
-        publisher: &ParticipantSid,
-        conn: ConnId,
-        update: livekit_protocol::UpdateLocalVideoTrack,
-    ) {
-        let size = (update.width, update.height);
-        self.update_own_track(
-            room,
-            publisher,
-            conn,
-            &update.track_sid,
-            TrackType::Video,
-            |t| {
-                let changed = (t.width, t.height) != size;
-                (t.width, t.height) = size;
-                Ok(changed)
-            },
-        )
-        .unwrap_or_else(|reason| {
-            self.refuse_track_update(
-                conn,
-                reason,
-                livekit_protocol::request_response::Request::UpdateVideoTrack(update),
-            );
-        });
-    }
-
-    /// Applies `change` to `publisher`'s own track `track` of `kind`, and tells the room when it
-    /// changed something (`Ok(true)`); the refusal's reason when the track is not one of its
-    /// tracks of that kind (`NOT_FOUND`) or `change` refused (`LIMIT_EXCEEDED`).
-    fn update_own_track(
-        &mut self,
-        room: &RoomName,
-        publisher: &ParticipantSid,
-        conn: ConnId,
-        track: &str,
-        kind: TrackType,
-        change: impl FnOnce(&mut TrackInfo) -> Result<bool, ()>,
-    ) -> Result<(), livekit_protocol::request_response::Reason> {
         use livekit_protocol::request_response::Reason;
+        // Each distinct feature once, the walk ended past the limit: a frame holds tens of
+        // thousands.
+        let mut features: Vec<i32> = Vec::with_capacity(MAX_AUDIO_FEATURES);
+        let mut too_many = false;
+        for feature in &update.features {
+            if features.contains(feature) {
+                continue;
+            }
+            if features.len() == MAX_AUDIO_FEATURES {
+                too_many = true;
+                break;
+            }
+            features.push(*feature);
+        }
+        let track = TrackSid::parse(&update.track_sid);
         let Some(p) = self.participant_mut(room, publisher) else {
-            return Ok(());
+            return;
         };
-        let Some(t) = p
-            .tracks
-            .iter_mut()
-            .find(|t| t.sid == track && t.r#type == i32::from(kind))
-        else {
-            return Err(Reason::NotFound);
+        let found = p.tracks.iter_mut().find(|t| {
+            t.r#type == i32::from(TrackType::Audio)
+                && track.as_ref().is_some_and(|sid| t.sid == sid.as_str())
+        });
+        let refused = match found {
+            None => Some(Reason::NotFound),
+            Some(_) if too_many => Some(Reason::LimitExceeded),
+            Some(t) => {
+                let stereo = features.contains(&i32::from(Feature::TfStereo));
+                let disable_dtx = features.contains(&i32::from(Feature::TfNoDtx));
+                let asked = (features, stereo, disable_dtx);
+                if (&t.audio_features, t.stereo, t.disable_dtx) != (&asked.0, asked.1, asked.2) {
+                    (t.audio_features, t.stereo, t.disable_dtx) = asked;
+                    p.bump();
+                    let info = p.info();
+                    if !p.hidden() {
+                        self.broadcast_update(room, publisher, info);
+                    }
+                }
+                None
+            }
         };
-        if !change(t).map_err(|()| Reason::LimitExceeded)? {
-            return Ok(());
+        if let Some(reason) = refused {
+            tracing::info!(%room, participant = %publisher, reason = reason.as_str_name(), "audio track update refused");
+            // Named back cut to the limit: a refused request may be as large as a frame, and a
+            // client that does not read would have each copy queued for it.
+            update.features.truncate(MAX_AUDIO_FEATURES);
+            self.send(
+                conn,
+                signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
+                    reason: reason.into(),
+                    request: Some(
+                        livekit_protocol::request_response::Request::UpdateAudioTrack(update),
+                    ),
+                    ..livekit_protocol::RequestResponse::default()
+                }),
+            );
         }
-        p.bump();
-        let info = p.info();
-        if !p.hidden() {
-            self.broadcast_update(room, publisher, info);
-        }
-        tracing::debug!(%room, participant = %publisher, %conn, %track, "track info updated");
-        Ok(())
-    }
-
-    /// Answers a track update refused with `reason`, naming the request back (it is small: its
-    /// lists are bounded by the frame, and a refusal is rare).
-    fn refuse_track_update(
-        &mut self,
-        conn: ConnId,
-        reason: livekit_protocol::request_response::Reason,
-        request: livekit_protocol::request_response::Request,
-    ) {
-        tracing::info!(%conn, reason = reason.as_str_name(), "track update refused");
-        self.send(
-            conn,
-            signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
-                reason: reason.into(),
-                request: Some(request),
-                ..livekit_protocol::RequestResponse::default()
-            }),
-        );
     }
 
     /// `publisher`'s `subscription_permission`: who may receive its tracks from now on
@@ -2419,6 +2365,28 @@ fn mime(kind: &str, codec: &str) -> String {
 
 fn secs_i32(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
+}
+
+/// `update` without the texts past the limits ([`MAX_NAME_BYTES`], [`MAX_METADATA_BYTES`],
+/// [`MAX_ATTRIBUTES_BYTES`]): what a refusal names back.
+fn within_limits(
+    mut update: livekit_protocol::UpdateParticipantMetadata,
+) -> livekit_protocol::UpdateParticipantMetadata {
+    if update.name.len() > MAX_NAME_BYTES {
+        update.name.clear();
+    }
+    if update.metadata.len() > MAX_METADATA_BYTES {
+        update.metadata.clear();
+    }
+    let attributes_bytes: usize = update
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    if attributes_bytes > MAX_ATTRIBUTES_BYTES {
+        update.attributes.clear();
+    }
+    update
 }
 
 /// What makes `add` larger than a client ever needs, if anything. Every text it names that is
@@ -4543,12 +4511,25 @@ mod tests {
             BTreeMap::from([("b".to_owned(), "2".to_owned())])
         );
         assert_eq!(answers_to(&sent, alice), [(2, Reason::Ok)]);
-        // Too large: refused, nothing changes.
+        // Too large: refused, nothing changes; named back without what is too large.
         let big = "m".repeat(MAX_METADATA_BYTES + 1);
-        w.request(alice, metadata_update(3, "", &big, &[]));
+        w.request(alice, metadata_update(3, "Dr A", &big, &[("a", "1")]));
         let sent = w.drain();
         assert!(updates_for(&sent, bob).is_empty());
         assert_eq!(answers_to(&sent, alice), [(3, Reason::LimitExceeded)]);
+        let echoed = sent.iter().find_map(|(_, m)| match m {
+            signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
+                request: Some(livekit_protocol::request_response::Request::UpdateMetadata(u)),
+                ..
+            }) => Some(u),
+            _ => None,
+        });
+        let echoed = echoed.unwrap();
+        assert_eq!(
+            (echoed.name.as_str(), echoed.metadata.as_str()),
+            ("Dr A", "")
+        );
+        assert_eq!(echoed.attributes.len(), 1);
         // Without `canUpdateOwnMetadata`: refused at once.
         w.request(bob, metadata_update(4, "Bobby", "", &[]));
         let sent = w.drain();
@@ -4556,16 +4537,17 @@ mod tests {
         assert_eq!(answers_to(&sent, bob), [(4, Reason::NotAllowed)]);
     }
 
-    /// `update_audio_track` (livekit-client's answer to a microphone's processing changing) and
-    /// `update_video_track` change the publisher's own track in everyone's view, as LiveKit
-    /// keeps them; a track not its own or of the other kind is `NOT_FOUND`, too many features
-    /// `LIMIT_EXCEEDED`, and a refusal or a repeat changes nothing.
+    /// `update_audio_track` (livekit-client's answer to a microphone's noise filter changing)
+    /// changes the publisher's own microphone in everyone's view, as LiveKit keeps it; a track
+    /// not its own or not audio is `NOT_FOUND`, too many features `LIMIT_EXCEEDED` (a frame's
+    /// worth is refused, and named back cut to the limit), and a refusal or a repeat changes
+    /// nothing.
     #[test]
     #[expect(
         deprecated,
         reason = "LiveKit fills stereo and disable_dtx from the features"
     )]
-    fn a_publisher_updates_its_tracks_features_and_size() {
+    fn a_publisher_updates_its_microphones_features() {
         use livekit_protocol::AudioTrackFeature as F;
         use livekit_protocol::request_response::{Reason, Request};
         let mut w = World::new();
@@ -4594,27 +4576,27 @@ mod tests {
         };
         let (mic, cam) = (sid_of(TrackType::Audio), sid_of(TrackType::Video));
         let features = |features: &[F]| features.iter().map(|f| i32::from(*f)).collect::<Vec<_>>();
-        let audio = |sid: &str, list: &[F]| {
+        let update = |sid: &str, features: Vec<i32>| {
             signal_request::Message::UpdateAudioTrack(livekit_protocol::UpdateLocalAudioTrack {
                 track_sid: sid.to_owned(),
-                features: features(list),
+                features,
             })
         };
-        let refusals = |sent: &[(ConnId, signal_response::Message)]| -> Vec<(Reason, String)> {
+        let audio = |sid: &str, list: &[F]| update(sid, features(list));
+        // The refusals Alice is sent: reason, the sid and how many features named back.
+        let refusals = |sent: &[(ConnId, signal_response::Message)]| {
             sent.iter()
                 .filter(|(c, _)| *c == alice)
                 .filter_map(|(_, m)| match m {
-                    signal_response::Message::RequestResponse(r) => Some((
-                        r.reason(),
-                        match &r.request {
-                            Some(Request::UpdateAudioTrack(u)) => u.track_sid.clone(),
-                            Some(Request::UpdateVideoTrack(u)) => u.track_sid.clone(),
-                            other => panic!("{other:?}"),
-                        },
-                    )),
+                    signal_response::Message::RequestResponse(r) => match &r.request {
+                        Some(Request::UpdateAudioTrack(u)) => {
+                            Some((r.reason(), u.track_sid.clone(), u.features.len()))
+                        }
+                        other => panic!("{other:?}"),
+                    },
                     _ => None,
                 })
-                .collect()
+                .collect::<Vec<_>>()
         };
 
         // The pre-connect buffer sent, stereo and no DTX asked for; a feature named twice counts
@@ -4632,57 +4614,39 @@ mod tests {
         // The same again: nothing to tell.
         w.request(alice, audio(&mic, &now));
         assert!(updates_for(&w.drain(), bob).is_empty());
-        // Mono again, with DTX.
+        // Mono again, with DTX; exactly as many distinct features as allowed, repeated.
         w.request(alice, audio(&mic, &[F::TfNoiseSuppression]));
         let seen = updates_for(&w.drain(), bob);
         let track = seen[0].tracks.iter().find(|t| t.sid == mic).unwrap();
         assert_eq!(track.audio_features, features(&[F::TfNoiseSuppression]));
         assert!(!track.stereo && !track.disable_dtx);
-
-        // The camera's size.
-        let size = |sid: &str, width: u32, height: u32| {
-            signal_request::Message::UpdateVideoTrack(livekit_protocol::UpdateLocalVideoTrack {
-                track_sid: sid.to_owned(),
-                width,
-                height,
-            })
-        };
-        w.request(alice, size(&cam, 640, 480));
+        let most: Vec<i32> = (0..i32::try_from(MAX_AUDIO_FEATURES).unwrap()).collect();
+        w.request(alice, update(&mic, [most.clone(), most.clone()].concat()));
         let seen = updates_for(&w.drain(), bob);
-        let track = seen[0].tracks.iter().find(|t| t.sid == cam).unwrap();
-        assert_eq!((track.width, track.height), (640, 480));
-        assert_eq!(
-            track.layers,
-            published
-                .tracks
-                .iter()
-                .find(|t| t.sid == cam)
-                .unwrap()
-                .layers
-        );
+        let track = seen[0].tracks.iter().find(|t| t.sid == mic).unwrap();
+        assert_eq!(track.audio_features, most);
 
-        // Refused: another kind's track, someone else's, an unknown one, too many features.
-        let many: Vec<i32> = (0..=i32::try_from(MAX_AUDIO_FEATURES).unwrap()).collect();
+        // Refused: a video track, someone else's, an unknown one; one feature too many; a
+        // frame's worth of distinct ones.
+        let many = |n: i32| (0..n).collect::<Vec<i32>>();
         w.request(alice, audio(&cam, &[F::TfStereo]));
-        w.request(alice, size(&mic, 1, 1));
         w.request(bob, audio(&mic, &[F::TfStereo]));
-        w.request(alice, audio("TR_unknown", &[]));
-        w.request(
-            alice,
-            signal_request::Message::UpdateAudioTrack(livekit_protocol::UpdateLocalAudioTrack {
-                track_sid: mic.clone(),
-                features: many,
-            }),
-        );
+        w.request(alice, update("TR_unknown", many(100_000)));
+        w.request(alice, update(&mic, many(most.len() as i32 + 1)));
+        w.request(alice, update(&mic, many(100_000)));
         let sent = w.drain();
         assert!(updates_for(&sent, bob).is_empty() && updates_for(&sent, alice).is_empty());
         assert_eq!(
             refusals(&sent),
             [
-                (Reason::NotFound, cam.clone()),
-                (Reason::NotFound, mic.clone()),
-                (Reason::NotFound, "TR_unknown".to_owned()),
-                (Reason::LimitExceeded, mic.clone()),
+                (Reason::NotFound, cam.clone(), 1),
+                (
+                    Reason::NotFound,
+                    "TR_unknown".to_owned(),
+                    MAX_AUDIO_FEATURES
+                ),
+                (Reason::LimitExceeded, mic.clone(), MAX_AUDIO_FEATURES),
+                (Reason::LimitExceeded, mic.clone(), MAX_AUDIO_FEATURES),
             ]
         );
         assert_eq!(
@@ -4692,13 +4656,14 @@ mod tests {
         );
     }
 
-    /// What a connection is owed beyond its burst: the video tracks of everyone else in its
-    /// room, not its own and not audio.
+    /// What a connection is owed beyond its burst: the video tracks it receives, not its own,
+    /// not audio, not one its publisher refuses it, not one it unsubscribed from.
     #[test]
-    fn the_video_tracks_in_view_are_the_others() {
+    fn the_video_tracks_a_connection_receives_are_counted() {
         let mut w = World::new();
         let (alice, _) = w.join("alice");
         let (bob, _) = w.join("bob");
+        let (carol, _) = w.join("carol");
         w.request(alice, add_video("cam"));
         w.request(alice, add_video("cam-2"));
         w.request(bob, add_video("cam"));
@@ -4711,10 +4676,51 @@ mod tests {
                 ..AddTrackRequest::default()
             }),
         );
+        let sent = w.drain();
+        assert_eq!(w.sfu.video_subscriptions(alice), 1);
+        assert_eq!(w.sfu.video_subscriptions(bob), 2);
+        assert_eq!(w.sfu.video_subscriptions(carol), 3);
+        assert_eq!(w.sfu.video_subscriptions(ConnId(u64::MAX)), 0);
+        // Bob lets only Alice receive his camera; Carol drops one of Alice's.
+        let bobs = updates_for(&sent, carol)
+            .into_iter()
+            .rev()
+            .find(|p| p.identity == "bob")
+            .unwrap();
+        let cam = bobs
+            .tracks
+            .iter()
+            .find(|t| t.r#type == i32::from(TrackType::Video));
+        let cam = cam.unwrap().sid.clone();
+        w.request(
+            bob,
+            signal_request::Message::SubscriptionPermission(
+                livekit_protocol::SubscriptionPermission {
+                    all_participants: false,
+                    track_permissions: vec![livekit_protocol::TrackPermission {
+                        participant_identity: "alice".to_owned(),
+                        all_tracks: true,
+                        ..Default::default()
+                    }],
+                },
+            ),
+        );
+        let alices = updates_for(&sent, carol)
+            .into_iter()
+            .rev()
+            .find(|p| p.identity == "alice" && p.tracks.len() == 2)
+            .unwrap();
+        w.request(
+            carol,
+            signal_request::Message::Subscription(UpdateSubscription {
+                track_sids: vec![alices.tracks[0].sid.clone()],
+                subscribe: false,
+                ..Default::default()
+            }),
+        );
         w.drain();
-        assert_eq!(w.sfu.video_tracks_in_view(alice), 1);
-        assert_eq!(w.sfu.video_tracks_in_view(bob), 2);
-        assert_eq!(w.sfu.video_tracks_in_view(ConnId(u64::MAX)), 0);
+        assert_eq!(w.sfu.video_subscriptions(alice), 1, "{cam}");
+        assert_eq!(w.sfu.video_subscriptions(carol), 1);
     }
 
     #[test]

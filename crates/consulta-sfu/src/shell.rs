@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use livekit_protocol::{SignalRequest, SignalResponse};
+use livekit_protocol::{SignalRequest, SignalResponse, signal_request};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
@@ -470,13 +470,14 @@ async fn run_socket(
         }
     };
     let (mut sink, mut stream) = socket.split();
-    // A `track_setting` per video track in view comes at once after a resume: let those through
-    // on top of the ordinary burst, up to a bound.
-    let owed = server.lock().core.video_tracks_in_view(conn);
-    let mut limiter = RateLimiter::default().with_extra(
+    // A `track_setting` per video track it receives comes at once after a resume: those are
+    // owed for a while beyond the ordinary burst, which the rest of its frames need.
+    let owed = server.lock().core.video_subscriptions(conn);
+    let mut limiter = RateLimiter::default().owing(
         u32::try_from(owed)
             .unwrap_or(u32::MAX)
-            .min(MAX_TRACK_SETTINGS_OWED),
+            .min(MAX_SETTINGS_OWED),
+        Instant::now() + SETTINGS_OWED_FOR,
     );
     // Whether the server gave up on the client (which then goes at once) rather than the socket
     // dropping (the participant stays for a resume until its ping timeout).
@@ -547,9 +548,11 @@ async fn run_socket(
     hub.pump();
 }
 
-/// The most frames a connection is let send beyond its ordinary burst for the video tracks in
-/// its view ([`Sfu::video_tracks_in_view`](crate::core::Sfu::video_tracks_in_view)).
-const MAX_TRACK_SETTINGS_OWED: u32 = 1024;
+/// The most `track_setting` frames a new connection is owed beyond its ordinary burst (one per
+/// video track it receives: [`Sfu::video_subscriptions`](crate::core::Sfu::video_subscriptions)),
+/// and for how long after it starts.
+const MAX_SETTINGS_OWED: u32 = 1024;
+const SETTINGS_OWED_FOR: Duration = Duration::from_secs(10);
 
 /// How long a connection whose write failed is still read for what its client sent before going.
 /// Frames already received are there at once; a client that is really gone sends nothing more.
@@ -593,8 +596,23 @@ impl SfuServer {
         limiter: &mut RateLimiter,
         bytes: &[u8],
     ) -> Result<(), RateExceeded> {
-        self.take_budget(conn, limiter)?;
-        match signal::decode_request(bytes) {
+        let request = signal::decode_request(bytes);
+        // A setting for one track is of the kind owed ([`RateLimiter::owing`]): livekit-client
+        // names one track in each.
+        let owed = matches!(
+            &request,
+            Ok(SignalRequest {
+                message: Some(signal_request::Message::TrackSetting(setting)),
+            }) if setting.track_sids.len() == 1
+        );
+        let now = Instant::now();
+        let taken = if owed {
+            limiter.check_owed(now)
+        } else {
+            limiter.check(now)
+        };
+        Self::spent(conn, taken)?;
+        match request {
             Ok(request) => self.handle_request(conn, request),
             Err(e) => tracing::debug!(%conn, error = %e, "undecodable signal frame"),
         }
@@ -603,7 +621,12 @@ impl SfuServer {
 
     /// Counts one frame from `conn` against its budget: an error once it sent too many.
     fn take_budget(&self, conn: ConnId, limiter: &mut RateLimiter) -> Result<(), RateExceeded> {
-        if limiter.check(Instant::now()).is_err() {
+        Self::spent(conn, limiter.check(Instant::now()))
+    }
+
+    /// `taken` as the connection's fate: past its budget, it goes.
+    fn spent(conn: ConnId, taken: Result<(), signal::SignalError>) -> Result<(), RateExceeded> {
+        if taken.is_err() {
             tracing::info!(%conn, "signal rate limit exceeded, closing");
             return Err(RateExceeded);
         }

@@ -85,13 +85,17 @@ pub fn decode_join_request(param: &str) -> Result<JoinRequest, SignalError> {
     JoinRequest::decode(wrapped.join_request.as_slice()).map_err(|_| SignalError::Malformed)
 }
 
-/// A token bucket per connection: `burst` frames at once, refilled at `per_second`.
+/// A token bucket per connection: `burst` frames at once, refilled at `per_second`; and, apart
+/// from it, frames owed for a while ([`owing`](Self::owing)).
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     burst: f64,
     per_second: f64,
     tokens: f64,
     last: Option<Instant>,
+    /// Frames of one kind the connection may still send beyond the bucket, and until when.
+    owed: u32,
+    owed_until: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -102,26 +106,30 @@ impl RateLimiter {
             per_second: f64::from(per_second),
             tokens: f64::from(burst),
             last: None,
+            owed: 0,
+            owed_until: None,
         }
     }
 
     /// A full bucket of `burst`, refilled by one every `every`.
     pub fn refilled_every(burst: u32, every: Duration) -> Self {
         Self {
-            burst: f64::from(burst),
             per_second: 1.0 / every.as_secs_f64().max(f64::MIN_POSITIVE),
-            tokens: f64::from(burst),
-            last: None,
+            ..Self::new(burst, 0)
         }
     }
 
-    /// The bucket with `extra` tokens beyond its burst, spent before the others and never
-    /// refilled: a client owed a known burst (a `track_setting` per video track after a resume)
-    /// gets it once, and its ordinary budget after.
+    /// The bucket, with `owed` frames more that [`check_owed`](Self::check_owed) takes before
+    /// the bucket's, until `until`; they are never refilled. A client owed a known burst of one
+    /// kind (a `track_setting` per video track it receives, after a resume) sends it without
+    /// spending what its other frames need.
     #[must_use]
-    pub fn with_extra(mut self, extra: u32) -> Self {
-        self.tokens += f64::from(extra);
-        self
+    pub fn owing(self, owed: u32, until: Instant) -> Self {
+        Self {
+            owed,
+            owed_until: Some(until),
+            ..self
+        }
     }
 
     /// Whether [`check`](Self::check) at `now` would take a token, without taking it.
@@ -139,10 +147,7 @@ impl RateLimiter {
         match self.last {
             Some(last) => {
                 let elapsed = now.saturating_duration_since(last);
-                // Refilled up to the burst; tokens beyond it (`with_extra`) are kept, not added
-                // to.
-                (self.tokens + elapsed.as_secs_f64() * self.per_second)
-                    .min(self.burst.max(self.tokens))
+                (self.tokens + elapsed.as_secs_f64() * self.per_second).min(self.burst)
             }
             None => self.tokens,
         }
@@ -158,6 +163,17 @@ impl RateLimiter {
         } else {
             Err(SignalError::RateLimited)
         }
+    }
+
+    /// Takes a frame of the kind owed at `now`: one of those owed while any are left and their
+    /// time lasts, else a token of the bucket ([`check`](Self::check)).
+    pub fn check_owed(&mut self, now: Instant) -> Result<(), SignalError> {
+        if self.owed > 0 && self.owed_until.is_some_and(|until| now < until) {
+            self.owed -= 1;
+            return Ok(());
+        }
+        self.owed = 0;
+        self.check(now)
     }
 }
 
@@ -266,27 +282,43 @@ mod tests {
         );
     }
 
-    /// Extra tokens are spent on top of the burst, kept while time passes, and never come back:
-    /// after them the bucket is an ordinary one.
+    /// Frames owed are taken before the bucket's, only by `check_owed`, once each, and not after
+    /// their time; the bucket's tokens are left for the other frames meanwhile.
     #[test]
-    fn extra_tokens_are_spent_once_on_top_of_the_burst() {
+    fn frames_owed_are_taken_once_before_the_bucket_and_only_in_their_time() {
         let start = Instant::now();
-        let later = |secs| start + Duration::from_secs(secs);
-        let mut limiter = RateLimiter::new(3, 1).with_extra(4);
-        assert_eq!(limiter.tokens_at(start), 7.0);
-        // Two taken, then a long wait: the five left stay five, not three.
-        limiter.check(start).unwrap();
-        limiter.check(start).unwrap();
-        assert_eq!(limiter.tokens_at(later(60)), 5.0);
-        for _ in 0..5 {
-            limiter.check(later(60)).unwrap();
+        let later = |ms| start + Duration::from_millis(ms);
+        let mut limiter = RateLimiter::new(3, 1).owing(4, later(10_000));
+        for _ in 0..4 {
+            limiter.check_owed(start).unwrap();
         }
-        assert_eq!(limiter.check(later(60)), Err(SignalError::RateLimited));
-        // Refilled to the burst alone.
-        assert_eq!(limiter.tokens_at(later(120)), 3.0);
+        // The bucket is whole: three other frames, then none.
         for _ in 0..3 {
-            limiter.check(later(120)).unwrap();
+            limiter.check(start).unwrap();
         }
-        assert_eq!(limiter.check(later(120)), Err(SignalError::RateLimited));
+        assert_eq!(limiter.check(start), Err(SignalError::RateLimited));
+        // Owed frames spent: one of that kind takes the bucket's refill like any other.
+        assert_eq!(
+            limiter.check_owed(later(500)),
+            Err(SignalError::RateLimited)
+        );
+        limiter.check_owed(later(1_500)).unwrap();
+        assert_eq!(
+            limiter.check_owed(later(1_500)),
+            Err(SignalError::RateLimited)
+        );
+
+        // Past their time, frames still owed are gone.
+        let mut late = RateLimiter::new(1, 1).owing(100, later(10_000));
+        late.check_owed(later(10_000)).unwrap();
+        assert_eq!(
+            late.check_owed(later(10_000)),
+            Err(SignalError::RateLimited)
+        );
+        assert_eq!(late.owed, 0);
+        // Other frames never take them.
+        let mut other = RateLimiter::new(1, 1).owing(100, later(10_000));
+        other.check(start).unwrap();
+        assert_eq!(other.check(start), Err(SignalError::RateLimited));
     }
 }
