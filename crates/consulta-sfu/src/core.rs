@@ -571,26 +571,27 @@ impl<M: MediaEngine> Sfu<M> {
         self.rooms.contains_key(room)
     }
 
-    /// The video tracks the participant on `conn` receives. livekit-client sends a
-    /// `track_setting` for each one at once after a resume (its `updateSubscriptions`), and as
-    /// each is first shown after a join, so the shell owes it that many such frames beyond its
-    /// ordinary burst for a while ([`crate::signal::RateLimiter::owing`]).
-    pub fn video_subscriptions(&self, conn: ConnId) -> usize {
+    /// The video tracks the participant on `conn` receives (their sids). livekit-client sends a
+    /// `track_setting` for each one at once after a resume, and about two as each is first shown
+    /// after a join, so the shell owes it those beyond its ordinary burst for a while
+    /// ([`crate::signal::OwedSettings`]).
+    pub fn video_subscriptions(&self, conn: ConnId) -> Vec<TrackSid> {
         let Some((room, sid)) = self.conns.get(&conn) else {
-            return 0;
+            return Vec::new();
         };
         let Some(r) = self.rooms.get(room) else {
-            return 0;
+            return Vec::new();
         };
         let Some(p) = r.participants.get(sid) else {
-            return 0;
+            return Vec::new();
         };
         r.participants
             .values()
             .flat_map(|publisher| &publisher.tracks)
             .filter(|t| t.r#type == i32::from(TrackType::Video))
-            .filter(|t| TrackSid::parse(&t.sid).is_some_and(|t| p.subscriptions.contains(&t)))
-            .count()
+            .filter_map(|t| TrackSid::parse(&t.sid))
+            .filter(|t| p.subscriptions.contains(t))
+            .collect()
     }
 
     /// Checks that `grant` could join at `now`, without changing anything (for `/rtc/validate`
@@ -790,13 +791,9 @@ impl<M: MediaEngine> Sfu<M> {
             return;
         };
         use signal_request::Message as M;
-        let demand_may_change = matches!(
+        let mut demand_may_change = matches!(
             message,
-            M::AddTrack(_)
-                | M::Subscription(_)
-                | M::TrackSetting(_)
-                | M::SyncState(_)
-                | M::SubscriptionPermission(_)
+            M::AddTrack(_) | M::Subscription(_) | M::SyncState(_) | M::SubscriptionPermission(_)
         );
         match message {
             M::Offer(offer) => self.media.publisher_offer(&sid, offer),
@@ -818,14 +815,25 @@ impl<M: MediaEngine> Sfu<M> {
                 signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
                     reason: livekit_protocol::request_response::Reason::NotAllowed.into(),
                     message: "data tracks are not supported by this server".to_owned(),
+                    // Named back by its handle and a name within bounds, not whole: a request
+                    // may be as large as a frame, and a client that does not read would have each
+                    // copy queued for it (livekit-client reads the handle).
                     request: Some(
-                        livekit_protocol::request_response::Request::PublishDataTrack(publish),
+                        livekit_protocol::request_response::Request::PublishDataTrack(
+                            livekit_protocol::PublishDataTrackRequest {
+                                pub_handle: publish.pub_handle,
+                                name: bounded(publish.name, MAX_TRACK_TEXT),
+                                ..Default::default()
+                            },
+                        ),
                     ),
                     ..livekit_protocol::RequestResponse::default()
                 }),
             ),
             M::Subscription(update) => self.subscription(&room, &sid, update),
-            M::TrackSetting(setting) => self.track_setting(&room, &sid, &setting),
+            M::TrackSetting(setting) => {
+                demand_may_change = self.track_setting(&room, &sid, &setting);
+            }
             M::SyncState(sync) => self.sync_state(&room, &sid, conn, sync),
             M::SubscriptionPermission(rule) => self.subscription_permission(&room, &sid, &rule),
             M::Leave(_) => {
@@ -1495,13 +1503,14 @@ impl<M: MediaEngine> Sfu<M> {
         self.update_subscription(room, sid, &tracks, update.subscribe);
     }
 
-    /// A subscriber's `track_setting`: each track of the room it names, paused or sized.
+    /// A subscriber's `track_setting`: each track of the room it names, paused or sized. Whether a
+    /// setting kept changed (what the publishers are told may then change).
     fn track_setting(
         &mut self,
         room: &RoomName,
         sid: &ParticipantSid,
         setting: &livekit_protocol::UpdateTrackSettings,
-    ) {
+    ) -> bool {
         let quality = livekit_protocol::VideoQuality::try_from(setting.quality).ok();
         let sized = setting.width > 0 || setting.height > 0;
         let settings = TrackSettings {
@@ -1522,6 +1531,7 @@ impl<M: MediaEngine> Sfu<M> {
             .collect();
         tracks.sort_unstable();
         tracks.dedup();
+        let mut changed = false;
         for track in tracks {
             // Settings are kept per track: only for tracks of the room, or a client
             // naming made-up sids would grow them without bound.
@@ -1534,10 +1544,11 @@ impl<M: MediaEngine> Sfu<M> {
                 continue;
             }
             if let Some(p) = self.participant_mut(room, sid) {
-                p.settings.insert(track.clone(), settings);
+                changed |= p.settings.insert(track.clone(), settings) != Some(settings);
             }
             self.media.track_settings(sid, &track, settings);
         }
+        changed
     }
 
     /// What livekit-client believes after a resume (`sync_state`), against what the server has.
@@ -1832,9 +1843,10 @@ impl<M: MediaEngine> Sfu<M> {
         };
         if let Some(reason) = refused {
             tracing::info!(%room, participant = %publisher, reason = reason.as_str_name(), "audio track update refused");
-            // Named back cut to the limit: a refused request may be as large as a frame, and a
+            // Named back cut to the limits: a refused request may be as large as a frame, and a
             // client that does not read would have each copy queued for it.
             update.features.truncate(MAX_AUDIO_FEATURES);
+            update.track_sid = bounded(update.track_sid, MAX_TRACK_TEXT);
             self.send(
                 conn,
                 signal_response::Message::RequestResponse(livekit_protocol::RequestResponse {
@@ -2367,17 +2379,22 @@ fn secs_i32(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
 
+/// `text`, or nothing if it is longer than `limit` bytes: what a refusal names back.
+fn bounded(text: String, limit: usize) -> String {
+    if text.len() > limit {
+        String::new()
+    } else {
+        text
+    }
+}
+
 /// `update` without the texts past the limits ([`MAX_NAME_BYTES`], [`MAX_METADATA_BYTES`],
 /// [`MAX_ATTRIBUTES_BYTES`]): what a refusal names back.
 fn within_limits(
     mut update: livekit_protocol::UpdateParticipantMetadata,
 ) -> livekit_protocol::UpdateParticipantMetadata {
-    if update.name.len() > MAX_NAME_BYTES {
-        update.name.clear();
-    }
-    if update.metadata.len() > MAX_METADATA_BYTES {
-        update.metadata.clear();
-    }
+    update.name = bounded(update.name, MAX_NAME_BYTES);
+    update.metadata = bounded(update.metadata, MAX_METADATA_BYTES);
     let attributes_bytes: usize = update
         .attributes
         .iter()
@@ -4656,8 +4673,8 @@ mod tests {
         );
     }
 
-    /// What a connection is owed beyond its burst: the video tracks it receives, not its own,
-    /// not audio, not one its publisher refuses it, not one it unsubscribed from.
+    /// What a connection is owed beyond its burst: a setting for each video track it receives,
+    /// not its own, not audio, not one its publisher refuses it, not one it unsubscribed from.
     #[test]
     fn the_video_tracks_a_connection_receives_are_counted() {
         let mut w = World::new();
@@ -4677,21 +4694,30 @@ mod tests {
             }),
         );
         let sent = w.drain();
-        assert_eq!(w.sfu.video_subscriptions(alice), 1);
-        assert_eq!(w.sfu.video_subscriptions(bob), 2);
-        assert_eq!(w.sfu.video_subscriptions(carol), 3);
-        assert_eq!(w.sfu.video_subscriptions(ConnId(u64::MAX)), 0);
+        let latest = |identity: &str| {
+            let seen = updates_for(&sent, carol).into_iter().rev();
+            seen.into_iter().find(|p| p.identity == identity).unwrap()
+        };
+        let videos = |info: ParticipantInfo| -> Vec<TrackSid> {
+            let tracks = info.tracks.into_iter();
+            let tracks = tracks.filter(|t| t.r#type == i32::from(TrackType::Video));
+            tracks.filter_map(|t| TrackSid::parse(&t.sid)).collect()
+        };
+        let (alices, bobs) = (videos(latest("alice")), videos(latest("bob")));
+        assert_eq!((alices.len(), bobs.len()), (2, 1));
+        let sorted = |mut sids: Vec<TrackSid>| {
+            sids.sort_unstable();
+            sids
+        };
+        let received = |w: &World, conn| sorted(w.sfu.video_subscriptions(conn));
+        assert_eq!(received(&w, alice), bobs);
+        assert_eq!(received(&w, bob), sorted(alices.clone()));
+        assert_eq!(
+            received(&w, carol),
+            sorted([alices.clone(), bobs.clone()].concat())
+        );
+        assert!(w.sfu.video_subscriptions(ConnId(u64::MAX)).is_empty());
         // Bob lets only Alice receive his camera; Carol drops one of Alice's.
-        let bobs = updates_for(&sent, carol)
-            .into_iter()
-            .rev()
-            .find(|p| p.identity == "bob")
-            .unwrap();
-        let cam = bobs
-            .tracks
-            .iter()
-            .find(|t| t.r#type == i32::from(TrackType::Video));
-        let cam = cam.unwrap().sid.clone();
         w.request(
             bob,
             signal_request::Message::SubscriptionPermission(
@@ -4705,22 +4731,17 @@ mod tests {
                 },
             ),
         );
-        let alices = updates_for(&sent, carol)
-            .into_iter()
-            .rev()
-            .find(|p| p.identity == "alice" && p.tracks.len() == 2)
-            .unwrap();
         w.request(
             carol,
             signal_request::Message::Subscription(UpdateSubscription {
-                track_sids: vec![alices.tracks[0].sid.clone()],
+                track_sids: vec![alices[0].to_string()],
                 subscribe: false,
                 ..Default::default()
             }),
         );
         w.drain();
-        assert_eq!(w.sfu.video_subscriptions(alice), 1, "{cam}");
-        assert_eq!(w.sfu.video_subscriptions(carol), 1);
+        assert_eq!(received(&w, alice), bobs);
+        assert_eq!(received(&w, carol), [alices[1].clone()]);
     }
 
     #[test]

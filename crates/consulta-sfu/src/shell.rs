@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
-use livekit_protocol::{SignalRequest, SignalResponse, signal_request};
+use livekit_protocol::{SignalRequest, SignalResponse};
 use tokio::sync::{mpsc, watch};
 use tokio::time::timeout;
 
@@ -26,7 +26,7 @@ use crate::auth::{self, ApiKeys, JoinGrant};
 use crate::core::{JoinError, JoinOptions, LeaveAction, Output, Sfu, SfuConfig};
 use crate::ids::{ConnId, RoomName};
 use crate::media::{MediaEngine, MediaEvent};
-use crate::signal::{self, MAX_REQUEST_BYTES, RateLimiter};
+use crate::signal::{self, MAX_REQUEST_BYTES, OwedSettings, RateLimiter};
 
 /// Read buffer of a signalling WebSocket. tungstenite's default (128 KiB) is zero-filled on the
 /// first read, so it was 128 KiB of resident memory per participant (heaptrack, S1 at 40 rooms);
@@ -470,15 +470,20 @@ async fn run_socket(
         }
     };
     let (mut sink, mut stream) = socket.split();
-    // A `track_setting` per video track it receives comes at once after a resume: those are
-    // owed for a while beyond the ordinary burst, which the rest of its frames need.
-    let owed = server.lock().core.video_subscriptions(conn);
-    let mut limiter = RateLimiter::default().owing(
-        u32::try_from(owed)
-            .unwrap_or(u32::MAX)
-            .min(MAX_SETTINGS_OWED),
-        Instant::now() + SETTINGS_OWED_FOR,
-    );
+    // The settings its client sends at once for each video track it receives, beside the
+    // budget the rest of its frames need.
+    let received = server.lock().core.video_subscriptions(conn);
+    let mut budget = Budget {
+        limiter: RateLimiter::default(),
+        owed: OwedSettings::new(
+            received
+                .iter()
+                .take(MAX_TRACKS_OWED)
+                .map(|t| t.as_str().to_owned()),
+            SETTINGS_OWED_PER_TRACK,
+            Instant::now() + SETTINGS_OWED_FOR,
+        ),
+    };
     // Whether the server gave up on the client (which then goes at once) rather than the socket
     // dropping (the participant stays for a resume until its ping timeout).
     let mut kicked = false;
@@ -495,7 +500,7 @@ async fn run_socket(
                             // connection reset right after by a client closing with unread
                             // frames) may still wait unread: without it the participant would
                             // stay for a resume until its ping timeout.
-                            let left = read_what_is_left(&server, conn, &mut stream, &mut limiter);
+                            let left = read_what_is_left(&server, conn, &mut stream, &mut budget);
                             kicked = left.await.is_err();
                             break;
                         }
@@ -515,7 +520,7 @@ async fn run_socket(
             },
             inbound = stream.next() => match inbound {
                 Some(Ok(Message::Binary(bytes))) => {
-                    if server.handle_frame(conn, &mut limiter, &bytes).is_err() {
+                    if server.handle_frame(conn, &mut budget, &bytes).is_err() {
                         kicked = true;
                         let _ = timeout(send_timeout, sink.close()).await;
                         break;
@@ -529,7 +534,7 @@ async fn run_socket(
                 // Text (protobuf JSON) framing is not supported, and pings are answered by the
                 // socket; each still takes a read (and an answer), so each counts.
                 Some(Ok(_)) => {
-                    if server.take_budget(conn, &mut limiter).is_err() {
+                    if server.take_budget(conn, &mut budget).is_err() {
                         kicked = true;
                         let _ = timeout(send_timeout, sink.close()).await;
                         break;
@@ -548,11 +553,17 @@ async fn run_socket(
     hub.pump();
 }
 
-/// The most `track_setting` frames a new connection is owed beyond its ordinary burst (one per
-/// video track it receives: [`Sfu::video_subscriptions`](crate::core::Sfu::video_subscriptions)),
-/// and for how long after it starts.
-const MAX_SETTINGS_OWED: u32 = 1024;
-const SETTINGS_OWED_FOR: Duration = Duration::from_secs(10);
+/// What a connection may send: its budget, and the settings it is owed beside it (one after a
+/// resume, about two after a join, per video track it receives, for its first 30 s: a resume
+/// whose connections take 15 s to come back sends them then) for at most 1024 tracks.
+struct Budget {
+    limiter: RateLimiter,
+    owed: OwedSettings,
+}
+
+const MAX_TRACKS_OWED: usize = 1024;
+const SETTINGS_OWED_PER_TRACK: u8 = 2;
+const SETTINGS_OWED_FOR: Duration = Duration::from_secs(30);
 
 /// How long a connection whose write failed is still read for what its client sent before going.
 /// Frames already received are there at once; a client that is really gone sends nothing more.
@@ -564,7 +575,7 @@ async fn read_what_is_left(
     server: &SfuServer,
     conn: ConnId,
     stream: &mut futures_util::stream::SplitStream<WebSocket>,
-    limiter: &mut RateLimiter,
+    budget: &mut Budget,
 ) -> Result<(), RateExceeded> {
     let deadline = tokio::time::Instant::now() + READ_AFTER_WRITE_FAILURE;
     loop {
@@ -577,9 +588,9 @@ async fn read_what_is_left(
             Ok(None) | Err(_) => return Ok(()),
         };
         match message {
-            Message::Binary(bytes) => server.handle_frame(conn, limiter, &bytes)?,
+            Message::Binary(bytes) => server.handle_frame(conn, budget, &bytes)?,
             Message::Close(_) => return Ok(()),
-            _ => server.take_budget(conn, limiter)?,
+            _ => server.take_budget(conn, budget)?,
         }
     }
 }
@@ -588,30 +599,22 @@ async fn read_what_is_left(
 struct RateExceeded;
 
 impl SfuServer {
-    /// Decodes one binary signalling frame and hands it to the core; an undecodable frame is
-    /// skipped.
+    /// Decodes one binary signalling frame and hands it to the core, once it is paid for: a
+    /// setting owed, or a token of the budget; an undecodable frame is skipped.
     fn handle_frame(
         &self,
         conn: ConnId,
-        limiter: &mut RateLimiter,
+        budget: &mut Budget,
         bytes: &[u8],
     ) -> Result<(), RateExceeded> {
         let request = signal::decode_request(bytes);
-        // A setting for one track is of the kind owed ([`RateLimiter::owing`]): livekit-client
-        // names one track in each.
-        let owed = matches!(
-            &request,
-            Ok(SignalRequest {
-                message: Some(signal_request::Message::TrackSetting(setting)),
-            }) if setting.track_sids.len() == 1
-        );
         let now = Instant::now();
-        let taken = if owed {
-            limiter.check_owed(now)
-        } else {
-            limiter.check(now)
-        };
-        Self::spent(conn, taken)?;
+        let owed = request
+            .as_ref()
+            .is_ok_and(|request| budget.owed.take(request, now));
+        if !owed {
+            Self::spent(conn, budget.limiter.check(now))?;
+        }
         match request {
             Ok(request) => self.handle_request(conn, request),
             Err(e) => tracing::debug!(%conn, error = %e, "undecodable signal frame"),
@@ -620,8 +623,8 @@ impl SfuServer {
     }
 
     /// Counts one frame from `conn` against its budget: an error once it sent too many.
-    fn take_budget(&self, conn: ConnId, limiter: &mut RateLimiter) -> Result<(), RateExceeded> {
-        Self::spent(conn, limiter.check(Instant::now()))
+    fn take_budget(&self, conn: ConnId, budget: &mut Budget) -> Result<(), RateExceeded> {
+        Self::spent(conn, budget.limiter.check(Instant::now()))
     }
 
     /// `taken` as the connection's fate: past its budget, it goes.

@@ -6,11 +6,14 @@
 //! panics: frames above [`MAX_REQUEST_BYTES`] are refused before decoding, and [`RateLimiter`]
 //! bounds how many frames a connection may send.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
-use livekit_protocol::{JoinRequest, SignalRequest, SignalResponse, WrappedJoinRequest};
+use livekit_protocol::{
+    JoinRequest, SignalRequest, SignalResponse, WrappedJoinRequest, signal_request,
+};
 use prost::Message;
 
 /// Largest accepted client frame. The biggest a well-behaved client sends is its answer to the
@@ -85,17 +88,13 @@ pub fn decode_join_request(param: &str) -> Result<JoinRequest, SignalError> {
     JoinRequest::decode(wrapped.join_request.as_slice()).map_err(|_| SignalError::Malformed)
 }
 
-/// A token bucket per connection: `burst` frames at once, refilled at `per_second`; and, apart
-/// from it, frames owed for a while ([`owing`](Self::owing)).
+/// A token bucket per connection: `burst` frames at once, refilled at `per_second`.
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     burst: f64,
     per_second: f64,
     tokens: f64,
     last: Option<Instant>,
-    /// Frames of one kind the connection may still send beyond the bucket, and until when.
-    owed: u32,
-    owed_until: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -106,29 +105,16 @@ impl RateLimiter {
             per_second: f64::from(per_second),
             tokens: f64::from(burst),
             last: None,
-            owed: 0,
-            owed_until: None,
         }
     }
 
     /// A full bucket of `burst`, refilled by one every `every`.
     pub fn refilled_every(burst: u32, every: Duration) -> Self {
         Self {
+            burst: f64::from(burst),
             per_second: 1.0 / every.as_secs_f64().max(f64::MIN_POSITIVE),
-            ..Self::new(burst, 0)
-        }
-    }
-
-    /// The bucket, with `owed` frames more that [`check_owed`](Self::check_owed) takes before
-    /// the bucket's, until `until`; they are never refilled. A client owed a known burst of one
-    /// kind (a `track_setting` per video track it receives, after a resume) sends it without
-    /// spending what its other frames need.
-    #[must_use]
-    pub fn owing(self, owed: u32, until: Instant) -> Self {
-        Self {
-            owed,
-            owed_until: Some(until),
-            ..self
+            tokens: f64::from(burst),
+            last: None,
         }
     }
 
@@ -164,16 +150,51 @@ impl RateLimiter {
             Err(SignalError::RateLimited)
         }
     }
+}
 
-    /// Takes a frame of the kind owed at `now`: one of those owed while any are left and their
-    /// time lasts, else a token of the bucket ([`check`](Self::check)).
-    pub fn check_owed(&mut self, now: Instant) -> Result<(), SignalError> {
-        if self.owed > 0 && self.owed_until.is_some_and(|until| now < until) {
-            self.owed -= 1;
-            return Ok(());
+/// The `track_setting` frames a new connection is owed beside its [`RateLimiter`] budget: a few
+/// for each video track it receives, for a while. livekit-client sends one per track it receives
+/// all at once after a resume (`updateSubscriptions`), and about two per track shown after a
+/// join (its visibility, then its size); in a room of about 85 video tracks or more that passed
+/// the budget's burst and closed the connection (review helper-75). Only a setting naming one
+/// of those tracks, and nothing else, is taken, so what is owed buys no other work.
+#[derive(Debug, Default)]
+pub struct OwedSettings {
+    left: HashMap<String, u8>,
+    until: Option<Instant>,
+}
+
+impl OwedSettings {
+    /// `per_track` settings for each of `tracks` (sids), until `until`.
+    pub fn new(tracks: impl IntoIterator<Item = String>, per_track: u8, until: Instant) -> Self {
+        Self {
+            left: tracks.into_iter().map(|sid| (sid, per_track)).collect(),
+            until: Some(until),
         }
-        self.owed = 0;
-        self.check(now)
+    }
+
+    /// Whether `request`, arriving at `now`, is a setting owed: naming exactly one of the tracks,
+    /// with settings left for it, in time. Taken if so; the rest is forgotten once the time is
+    /// past.
+    pub fn take(&mut self, request: &SignalRequest, now: Instant) -> bool {
+        if self.until.is_none_or(|until| now >= until) {
+            self.left = HashMap::new();
+            self.until = None;
+            return false;
+        }
+        let Some(signal_request::Message::TrackSetting(setting)) = &request.message else {
+            return false;
+        };
+        let [sid] = setting.track_sids.as_slice() else {
+            return false;
+        };
+        match self.left.get_mut(sid) {
+            Some(left) if *left > 0 => {
+                *left -= 1;
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -282,43 +303,41 @@ mod tests {
         );
     }
 
-    /// Frames owed are taken before the bucket's, only by `check_owed`, once each, and not after
-    /// their time; the bucket's tokens are left for the other frames meanwhile.
+    /// Owed: a setting naming one of the tracks, as many times as owed, in time. Not owed: a
+    /// setting naming another track, or two, or none; another request; anything past the time.
     #[test]
-    fn frames_owed_are_taken_once_before_the_bucket_and_only_in_their_time() {
+    fn settings_owed_are_those_naming_one_track_received_while_they_last() {
         let start = Instant::now();
         let later = |ms| start + Duration::from_millis(ms);
-        let mut limiter = RateLimiter::new(3, 1).owing(4, later(10_000));
-        for _ in 0..4 {
-            limiter.check_owed(start).unwrap();
-        }
-        // The bucket is whole: three other frames, then none.
-        for _ in 0..3 {
-            limiter.check(start).unwrap();
-        }
-        assert_eq!(limiter.check(start), Err(SignalError::RateLimited));
-        // Owed frames spent: one of that kind takes the bucket's refill like any other.
-        assert_eq!(
-            limiter.check_owed(later(500)),
-            Err(SignalError::RateLimited)
+        let setting = |sids: &[&str]| SignalRequest {
+            message: Some(signal_request::Message::TrackSetting(
+                livekit_protocol::UpdateTrackSettings {
+                    track_sids: sids.iter().map(|s| (*s).to_owned()).collect(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let tracks = ["TR_a".to_owned(), "TR_b".to_owned()];
+        let mut owed = OwedSettings::new(tracks, 2, later(30_000));
+        assert!(owed.take(&setting(&["TR_a"]), start));
+        assert!(owed.take(&setting(&["TR_a"]), later(1)));
+        assert!(!owed.take(&setting(&["TR_a"]), later(2)), "two per track");
+        assert!(
+            !owed.take(&setting(&["TR_c"]), start),
+            "not a track received"
         );
-        limiter.check_owed(later(1_500)).unwrap();
-        assert_eq!(
-            limiter.check_owed(later(1_500)),
-            Err(SignalError::RateLimited)
+        assert!(!owed.take(&setting(&["TR_b", "TR_b"]), start), "two sids");
+        assert!(!owed.take(&setting(&[]), start));
+        let ping = SignalRequest {
+            message: Some(signal_request::Message::Ping(1)),
+        };
+        assert!(!owed.take(&ping, start));
+        assert!(owed.take(&setting(&["TR_b"]), later(29_999)));
+        assert!(
+            !owed.take(&setting(&["TR_b"]), later(30_000)),
+            "past the time"
         );
-
-        // Past their time, frames still owed are gone.
-        let mut late = RateLimiter::new(1, 1).owing(100, later(10_000));
-        late.check_owed(later(10_000)).unwrap();
-        assert_eq!(
-            late.check_owed(later(10_000)),
-            Err(SignalError::RateLimited)
-        );
-        assert_eq!(late.owed, 0);
-        // Other frames never take them.
-        let mut other = RateLimiter::new(1, 1).owing(100, later(10_000));
-        other.check(start).unwrap();
-        assert_eq!(other.check(start), Err(SignalError::RateLimited));
+        assert!(owed.left.is_empty());
+        assert!(!OwedSettings::default().take(&setting(&["TR_a"]), start));
     }
 }
