@@ -572,8 +572,8 @@ impl<M: MediaEngine> Sfu<M> {
     }
 
     /// The video tracks the participant on `conn` receives (their sids). livekit-client sends a
-    /// `track_setting` for each one at once after a resume, and about two as each is first shown
-    /// after a join, so the shell owes it those beyond its ordinary burst for a while
+    /// `track_setting` for each one at once after a resume, and up to three as each is first
+    /// shown after a join, so the shell owes it those beyond its ordinary burst for a while
     /// ([`crate::signal::OwedSettings`]).
     pub fn video_subscriptions(&self, conn: ConnId) -> Vec<TrackSid> {
         let Some((room, sid)) = self.conns.get(&conn) else {
@@ -791,7 +791,7 @@ impl<M: MediaEngine> Sfu<M> {
             return;
         };
         use signal_request::Message as M;
-        let mut demand_may_change = matches!(
+        let demand_may_change = matches!(
             message,
             M::AddTrack(_) | M::Subscription(_) | M::SyncState(_) | M::SubscriptionPermission(_)
         );
@@ -832,7 +832,10 @@ impl<M: MediaEngine> Sfu<M> {
             ),
             M::Subscription(update) => self.subscription(&room, &sid, update),
             M::TrackSetting(setting) => {
-                demand_may_change = self.track_setting(&room, &sid, &setting);
+                let changed = self.track_setting(&room, &sid, &setting);
+                if !changed.is_empty() {
+                    self.refresh_dynacast_of(&room, now, Some(&changed));
+                }
             }
             M::SyncState(sync) => self.sync_state(&room, &sid, conn, sync),
             M::SubscriptionPermission(rule) => self.subscription_permission(&room, &sid, &rule),
@@ -1503,14 +1506,14 @@ impl<M: MediaEngine> Sfu<M> {
         self.update_subscription(room, sid, &tracks, update.subscribe);
     }
 
-    /// A subscriber's `track_setting`: each track of the room it names, paused or sized. Whether a
-    /// setting kept changed (what the publishers are told may then change).
+    /// A subscriber's `track_setting`: each track of the room it names, paused or sized. The
+    /// tracks whose setting kept changed (what their publishers are told may then change).
     fn track_setting(
         &mut self,
         room: &RoomName,
         sid: &ParticipantSid,
         setting: &livekit_protocol::UpdateTrackSettings,
-    ) -> bool {
+    ) -> Vec<TrackSid> {
         let quality = livekit_protocol::VideoQuality::try_from(setting.quality).ok();
         let sized = setting.width > 0 || setting.height > 0;
         let settings = TrackSettings {
@@ -1531,7 +1534,7 @@ impl<M: MediaEngine> Sfu<M> {
             .collect();
         tracks.sort_unstable();
         tracks.dedup();
-        let mut changed = false;
+        let mut changed = Vec::new();
         for track in tracks {
             // Settings are kept per track: only for tracks of the room, or a client
             // naming made-up sids would grow them without bound.
@@ -1543,8 +1546,10 @@ impl<M: MediaEngine> Sfu<M> {
             {
                 continue;
             }
-            if let Some(p) = self.participant_mut(room, sid) {
-                changed |= p.settings.insert(track.clone(), settings) != Some(settings);
+            if let Some(p) = self.participant_mut(room, sid)
+                && p.settings.insert(track.clone(), settings) != Some(settings)
+            {
+                changed.push(track.clone());
             }
             self.media.track_settings(sid, &track, settings);
         }
@@ -1713,6 +1718,12 @@ impl<M: MediaEngine> Sfu<M> {
     /// Recomputes which layers of each video track in `room` anyone receives, and tells the
     /// publishers whose layers change (`subscribed_quality_update`; see [`dynacast`]).
     fn refresh_dynacast(&mut self, room: &RoomName, now: Instant) {
+        self.refresh_dynacast_of(room, now, None);
+    }
+
+    /// [`refresh_dynacast`](Self::refresh_dynacast) for `only` these tracks, or all of them: a
+    /// subscriber's setting changes what its tracks' publishers are told, not the room's.
+    fn refresh_dynacast_of(&mut self, room: &RoomName, now: Instant, only: Option<&[TrackSid]>) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
@@ -1722,6 +1733,9 @@ impl<M: MediaEngine> Sfu<M> {
                 let Some(sid) = TrackSid::parse(&track.sid) else {
                     continue;
                 };
+                if only.is_some_and(|only| !only.contains(&sid)) {
+                    continue;
+                }
                 let Some(state) = r.dynacast.get_mut(&sid) else {
                     continue;
                 };
@@ -4387,35 +4401,51 @@ mod tests {
         assert_eq!(w.published_track().packet_trailer_features, [1]);
     }
 
+    /// Refused at once, named back by its handle (what livekit-client reads) and its name; a
+    /// name past the bound, and the rest of the request, are not named back.
     #[test]
     fn a_data_track_is_refused_at_once_naming_its_handle() {
         let mut w = World::new();
         let (alice, _) = w.join("alice");
         w.drain();
-        w.request(
-            alice,
-            signal_request::Message::PublishDataTrackRequest(
-                livekit_protocol::PublishDataTrackRequest {
-                    pub_handle: 7,
-                    name: "position".to_owned(),
-                    ..Default::default()
-                },
-            ),
-        );
+        let long = "n".repeat(MAX_TRACK_TEXT + 1);
+        for (handle, name) in [(7, "position"), (8, long.as_str())] {
+            w.request(
+                alice,
+                signal_request::Message::PublishDataTrackRequest(
+                    livekit_protocol::PublishDataTrackRequest {
+                        pub_handle: handle,
+                        name: name.to_owned(),
+                        encryption: livekit_protocol::encryption::Type::Gcm.into(),
+                        ..Default::default()
+                    },
+                ),
+            );
+        }
         let sent = w.drain();
-        let refused = sent.iter().find_map(|(c, m)| match m {
-            signal_response::Message::RequestResponse(r) if *c == alice => Some(r),
-            _ => None,
-        });
-        let refused = refused.expect("an answer");
+        let named_back: Vec<_> = sent
+            .iter()
+            .filter_map(|(c, m)| match m {
+                signal_response::Message::RequestResponse(r) if *c == alice => Some(r),
+                _ => None,
+            })
+            .map(|r| {
+                assert_eq!(
+                    r.reason(),
+                    livekit_protocol::request_response::Reason::NotAllowed
+                );
+                match &r.request {
+                    Some(livekit_protocol::request_response::Request::PublishDataTrack(p)) => {
+                        (p.pub_handle, p.name.clone(), p.encryption)
+                    }
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
         assert_eq!(
-            refused.reason(),
-            livekit_protocol::request_response::Reason::NotAllowed
+            named_back,
+            [(7, "position".to_owned(), 0), (8, String::new(), 0)]
         );
-        assert!(matches!(
-            &refused.request,
-            Some(livekit_protocol::request_response::Request::PublishDataTrack(p)) if p.pub_handle == 7
-        ));
     }
 
     /// An `update_metadata` request numbered `request_id`.
@@ -4649,6 +4679,7 @@ mod tests {
         w.request(alice, audio(&cam, &[F::TfStereo]));
         w.request(bob, audio(&mic, &[F::TfStereo]));
         w.request(alice, update("TR_unknown", many(100_000)));
+        w.request(alice, update(&"TR_x".repeat(100), vec![]));
         w.request(alice, update(&mic, many(most.len() as i32 + 1)));
         w.request(alice, update(&mic, many(100_000)));
         let sent = w.drain();
@@ -4662,6 +4693,7 @@ mod tests {
                     "TR_unknown".to_owned(),
                     MAX_AUDIO_FEATURES
                 ),
+                (Reason::NotFound, String::new(), 0),
                 (Reason::LimitExceeded, mic.clone(), MAX_AUDIO_FEATURES),
                 (Reason::LimitExceeded, mic.clone(), MAX_AUDIO_FEATURES),
             ]
@@ -4695,8 +4727,8 @@ mod tests {
         );
         let sent = w.drain();
         let latest = |identity: &str| {
-            let seen = updates_for(&sent, carol).into_iter().rev();
-            seen.into_iter().find(|p| p.identity == identity).unwrap()
+            let mut seen = updates_for(&sent, carol).into_iter().rev();
+            seen.find(|p| p.identity == identity).unwrap()
         };
         let videos = |info: ParticipantInfo| -> Vec<TrackSid> {
             let tracks = info.tracks.into_iter();

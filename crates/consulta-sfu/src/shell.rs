@@ -476,10 +476,7 @@ async fn run_socket(
     let mut budget = Budget {
         limiter: RateLimiter::default(),
         owed: OwedSettings::new(
-            received
-                .iter()
-                .take(MAX_TRACKS_OWED)
-                .map(|t| t.as_str().to_owned()),
+            received.into_iter().take(MAX_TRACKS_OWED),
             SETTINGS_OWED_PER_TRACK,
             Instant::now() + SETTINGS_OWED_FOR,
         ),
@@ -554,15 +551,16 @@ async fn run_socket(
 }
 
 /// What a connection may send: its budget, and the settings it is owed beside it (one after a
-/// resume, about two after a join, per video track it receives, for its first 30 s: a resume
-/// whose connections take 15 s to come back sends them then) for at most 1024 tracks.
+/// resume, up to three after a join, per video track it receives, and one to spare; for its
+/// first 30 s: a resume whose connections take 17 s to come back sends them then) for at most
+/// 1024 tracks.
 struct Budget {
     limiter: RateLimiter,
     owed: OwedSettings,
 }
 
 const MAX_TRACKS_OWED: usize = 1024;
-const SETTINGS_OWED_PER_TRACK: u8 = 2;
+const SETTINGS_OWED_PER_TRACK: u8 = 4;
 const SETTINGS_OWED_FOR: Duration = Duration::from_secs(30);
 
 /// How long a connection whose write failed is still read for what its client sent before going.
@@ -624,7 +622,9 @@ impl SfuServer {
 
     /// Counts one frame from `conn` against its budget: an error once it sent too many.
     fn take_budget(&self, conn: ConnId, budget: &mut Budget) -> Result<(), RateExceeded> {
-        Self::spent(conn, budget.limiter.check(Instant::now()))
+        let now = Instant::now();
+        budget.owed.lapse(now);
+        Self::spent(conn, budget.limiter.check(now))
     }
 
     /// `taken` as the connection's fate: past its budget, it goes.

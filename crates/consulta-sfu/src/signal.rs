@@ -14,6 +14,8 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use livekit_protocol::{
     JoinRequest, SignalRequest, SignalResponse, WrappedJoinRequest, signal_request,
 };
+
+use crate::ids::TrackSid;
 use prost::Message;
 
 /// Largest accepted client frame. The biggest a well-behaved client sends is its answer to the
@@ -154,19 +156,20 @@ impl RateLimiter {
 
 /// The `track_setting` frames a new connection is owed beside its [`RateLimiter`] budget: a few
 /// for each video track it receives, for a while. livekit-client sends one per track it receives
-/// all at once after a resume (`updateSubscriptions`), and about two per track shown after a
-/// join (its visibility, then its size); in a room of about 85 video tracks or more that passed
-/// the budget's burst and closed the connection (review helper-75). Only a setting naming one
-/// of those tracks, and nothing else, is taken, so what is owed buys no other work.
+/// all at once after a resume (`updateSubscriptions`), and up to three per track shown after a
+/// join (hidden while its element is not yet in the page, visible, then its size); in a room of
+/// about 85 video tracks or more that passed the budget's burst and closed the connection
+/// (review helper-75). Only a setting naming one of those tracks, and nothing else, is taken, so
+/// what is owed buys no other work.
 #[derive(Debug, Default)]
 pub struct OwedSettings {
-    left: HashMap<String, u8>,
+    left: HashMap<TrackSid, u8>,
     until: Option<Instant>,
 }
 
 impl OwedSettings {
-    /// `per_track` settings for each of `tracks` (sids), until `until`.
-    pub fn new(tracks: impl IntoIterator<Item = String>, per_track: u8, until: Instant) -> Self {
+    /// `per_track` settings for each of `tracks`, until `until`.
+    pub fn new(tracks: impl IntoIterator<Item = TrackSid>, per_track: u8, until: Instant) -> Self {
         Self {
             left: tracks.into_iter().map(|sid| (sid, per_track)).collect(),
             until: Some(until),
@@ -174,12 +177,9 @@ impl OwedSettings {
     }
 
     /// Whether `request`, arriving at `now`, is a setting owed: naming exactly one of the tracks,
-    /// with settings left for it, in time. Taken if so; the rest is forgotten once the time is
-    /// past.
+    /// with settings left for it, in time. Taken if so.
     pub fn take(&mut self, request: &SignalRequest, now: Instant) -> bool {
-        if self.until.is_none_or(|until| now >= until) {
-            self.left = HashMap::new();
-            self.until = None;
+        if self.lapse(now) {
             return false;
         }
         let Some(signal_request::Message::TrackSetting(setting)) = &request.message else {
@@ -188,13 +188,23 @@ impl OwedSettings {
         let [sid] = setting.track_sids.as_slice() else {
             return false;
         };
-        match self.left.get_mut(sid) {
+        match TrackSid::parse(sid).and_then(|sid| self.left.get_mut(&sid)) {
             Some(left) if *left > 0 => {
                 *left -= 1;
                 true
             }
             _ => false,
         }
+    }
+
+    /// Forgets what is owed once its time is past at `now`; whether it is.
+    pub fn lapse(&mut self, now: Instant) -> bool {
+        if self.until.is_none_or(|until| now >= until) {
+            self.left = HashMap::new();
+            self.until = None;
+            return true;
+        }
+        false
     }
 }
 
@@ -317,8 +327,8 @@ mod tests {
                 },
             )),
         };
-        let tracks = ["TR_a".to_owned(), "TR_b".to_owned()];
-        let mut owed = OwedSettings::new(tracks, 2, later(30_000));
+        let tracks = ["TR_a", "TR_b"].map(|sid| TrackSid::parse(sid).unwrap());
+        let mut owed = OwedSettings::new(tracks.clone(), 2, later(30_000));
         assert!(owed.take(&setting(&["TR_a"]), start));
         assert!(owed.take(&setting(&["TR_a"]), later(1)));
         assert!(!owed.take(&setting(&["TR_a"]), later(2)), "two per track");
@@ -328,6 +338,7 @@ mod tests {
         );
         assert!(!owed.take(&setting(&["TR_b", "TR_b"]), start), "two sids");
         assert!(!owed.take(&setting(&[]), start));
+        assert!(!owed.take(&setting(&["not a sid"]), start));
         let ping = SignalRequest {
             message: Some(signal_request::Message::Ping(1)),
         };
@@ -339,5 +350,9 @@ mod tests {
         );
         assert!(owed.left.is_empty());
         assert!(!OwedSettings::default().take(&setting(&["TR_a"]), start));
+        // Other frames let it lapse too.
+        let mut other = OwedSettings::new(tracks, 2, later(30_000));
+        assert!(!other.lapse(later(29_999)));
+        assert!(other.lapse(later(30_000)) && other.left.is_empty());
     }
 }
