@@ -579,10 +579,11 @@ impl<M: MediaEngine> Sfu<M> {
         let Some((room, sid)) = self.conns.get(&conn) else {
             return Vec::new();
         };
-        let Some(r) = self.rooms.get(room) else {
-            return Vec::new();
-        };
-        let Some(p) = r.participants.get(sid) else {
+        let Some((r, p)) = self
+            .rooms
+            .get(room)
+            .and_then(|r| Some((r, r.participants.get(sid)?)))
+        else {
             return Vec::new();
         };
         r.participants
@@ -1641,7 +1642,7 @@ impl<M: MediaEngine> Sfu<M> {
                 attributes.insert(key.clone(), value.clone());
             }
         }
-        let attributes_bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let attributes_bytes = bytes_of(&attributes);
         // The grant of the token it is sent next, as it would be: one its resume refuses must not
         // be minted.
         let grant = p.renewal.as_ref().map(|(grant, _)| JoinGrant {
@@ -2393,6 +2394,11 @@ fn secs_i32(d: Duration) -> i32 {
     i32::try_from(d.as_secs()).unwrap_or(i32::MAX)
 }
 
+/// What attributes weigh against [`MAX_ATTRIBUTES_BYTES`]: keys and values together.
+fn bytes_of(attributes: &HashMap<String, String>) -> usize {
+    attributes.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
 /// `text`, or nothing if it is longer than `limit` bytes: what a refusal names back.
 fn bounded(text: String, limit: usize) -> String {
     if text.len() > limit {
@@ -2409,12 +2415,7 @@ fn within_limits(
 ) -> livekit_protocol::UpdateParticipantMetadata {
     update.name = bounded(update.name, MAX_NAME_BYTES);
     update.metadata = bounded(update.metadata, MAX_METADATA_BYTES);
-    let attributes_bytes: usize = update
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    if attributes_bytes > MAX_ATTRIBUTES_BYTES {
+    if bytes_of(&update.attributes) > MAX_ATTRIBUTES_BYTES {
         update.attributes.clear();
     }
     update
@@ -2670,6 +2671,17 @@ mod tests {
 
     fn add_video(cid: &str) -> signal_request::Message {
         signal_request::Message::AddTrack(video_request(cid))
+    }
+
+    /// A microphone's `add_track`.
+    fn microphone_request(cid: &str) -> AddTrackRequest {
+        AddTrackRequest {
+            cid: cid.to_owned(),
+            name: "microphone".to_owned(),
+            r#type: TrackType::Audio.into(),
+            source: TrackSource::Microphone.into(),
+            ..AddTrackRequest::default()
+        }
     }
 
     /// A camera's `add_track` as livekit-client sends it, VP8 asked for.
@@ -2973,16 +2985,7 @@ mod tests {
         let carol_sid = carol_join.participant.unwrap().sid;
         w.request(alice, add_video("cam-1"));
         let cam = w.published_track().sid;
-        w.request(
-            alice,
-            Request::AddTrack(AddTrackRequest {
-                cid: "mic-1".to_owned(),
-                name: "microphone".to_owned(),
-                r#type: TrackType::Audio.into(),
-                source: TrackSource::Microphone.into(),
-                ..AddTrackRequest::default()
-            }),
-        );
+        w.request(alice, Request::AddTrack(microphone_request("mic-1")));
         let mic = w.published_track().sid;
         w.media_calls();
         let entry = |identity: &str, sid: &str, tracks: &[&String]| TrackPermission {
@@ -4603,12 +4606,8 @@ mod tests {
         w.request(
             alice,
             signal_request::Message::AddTrack(AddTrackRequest {
-                cid: "mic".to_owned(),
-                name: "microphone".to_owned(),
-                r#type: TrackType::Audio.into(),
-                source: TrackSource::Microphone.into(),
                 audio_features: vec![F::TfEchoCancellation.into(), F::TfPreconnectBuffer.into()],
-                ..AddTrackRequest::default()
+                ..microphone_request("mic")
             }),
         );
         w.request(alice, add_video("cam"));
@@ -4718,12 +4717,7 @@ mod tests {
         w.request(bob, add_video("cam"));
         w.request(
             bob,
-            signal_request::Message::AddTrack(AddTrackRequest {
-                cid: "mic".to_owned(),
-                r#type: TrackType::Audio.into(),
-                source: TrackSource::Microphone.into(),
-                ..AddTrackRequest::default()
-            }),
+            signal_request::Message::AddTrack(microphone_request("mic")),
         );
         let sent = w.drain();
         let latest = |identity: &str| {

@@ -439,14 +439,16 @@ async fn run_socket(
             Some(sid) => hub.core.handle_resume(Instant::now(), &grant, sid),
             None => hub.core.handle_join(Instant::now(), grant, options),
         };
-        if let Ok(conn) = joined {
-            hub.routes.insert(conn, tx);
+        // The video tracks it receives, whose settings its client sends at once.
+        let joined = joined.map(|conn| (conn, hub.core.video_subscriptions(conn)));
+        if let Ok((conn, _)) = &joined {
+            hub.routes.insert(*conn, tx);
         }
         hub.pump();
         joined
     };
-    let conn = match joined {
-        Ok(conn) => conn,
+    let (conn, received) = match joined {
+        Ok(joined) => joined,
         Err(error) => {
             use livekit_protocol::DisconnectReason;
             let (reason, action) = match error {
@@ -472,7 +474,6 @@ async fn run_socket(
     let (mut sink, mut stream) = socket.split();
     // The settings its client sends at once for each video track it receives, beside the
     // budget the rest of its frames need.
-    let received = server.lock().core.video_subscriptions(conn);
     let mut budget = Budget {
         limiter: RateLimiter::default(),
         owed: OwedSettings::new(

@@ -440,22 +440,26 @@ impl Client {
         claims.metadata = "m".repeat(5_000);
         let big_token = auth::mint(&claims, &ApiSecret::new(SECRET)).unwrap();
         let mut chatty = Self::connect(addr, &big_token).await.unwrap();
-        chatty
-            .send(signal_request::Message::AddTrack(AddTrackRequest {
+        let track = chatty
+            .publish(AddTrackRequest {
                 cid: "mic-1".into(),
                 name: "microphone".into(),
                 r#type: TrackType::Audio.into(),
                 source: TrackSource::Microphone.into(),
                 ..AddTrackRequest::default()
-            }))
-            .await;
-        let track = chatty
-            .recv_until(|m| match m {
-                signal_response::Message::TrackPublished(t) => t.track.map(|t| t.sid),
-                _ => None,
             })
             .await;
         (chatty, track)
+    }
+
+    /// Publishes `add` and waits for its `track_published`: the track's sid.
+    async fn publish(&mut self, add: AddTrackRequest) -> String {
+        self.send(signal_request::Message::AddTrack(add)).await;
+        self.recv_until(|m| match m {
+            signal_response::Message::TrackPublished(t) => t.track.map(|t| t.sid),
+            _ => None,
+        })
+        .await
     }
 
     async fn set_muted(&mut self, track: &str, muted: bool) {
@@ -692,8 +696,8 @@ async fn a_resume_in_a_room_of_many_cameras_may_set_each_one() {
     for n in 0..12 {
         let (mut publisher, _) = Client::join(addr, &format!("@doctor{n}:hs:DEV")).await;
         for cid in 0..8 {
-            publisher
-                .send(signal_request::Message::AddTrack(AddTrackRequest {
+            let sid = publisher
+                .publish(AddTrackRequest {
                     cid: format!("cam-{cid}"),
                     name: "camera".into(),
                     r#type: TrackType::Video.into(),
@@ -701,12 +705,6 @@ async fn a_resume_in_a_room_of_many_cameras_may_set_each_one() {
                     width: 640,
                     height: 360,
                     ..AddTrackRequest::default()
-                }))
-                .await;
-            let sid = publisher
-                .recv_until(|m| match m {
-                    signal_response::Message::TrackPublished(t) => t.track.map(|t| t.sid),
-                    _ => None,
                 })
                 .await;
             cameras.push(sid);
