@@ -143,6 +143,13 @@ window.remoteStats = async () => {
             entry.nackCount = s.nackCount;
             entry.retransmittedPacketsReceived = s.retransmittedPacketsReceived;
             entry.framesDecoded = s.framesDecoded;
+            // Where frames not decoded went (a failing test prints them): never complete
+            // (framesReceived counts complete frames), or given up by the jitter buffer.
+            entry.framesReceived = s.framesReceived;
+            entry.framesDropped = s.framesDropped;
+            entry.jitterBufferDelay = s.jitterBufferDelay;
+            entry.jitterBufferEmittedCount = s.jitterBufferEmittedCount;
+            entry.totalFreezesDuration = s.totalFreezesDuration;
             entry.keyFramesDecoded = s.keyFramesDecoded;
             entry.pliCount = s.pliCount;
             entry.freezeCount = s.freezeCount;

@@ -32,7 +32,10 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 /// `rtc`'s TWCC receiver: 100 ms).
 pub(crate) const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How often missing video packets are NACKed (`rtc`'s generator: 100 ms).
+/// How long after one NACK a packet still missing is NACKed again. The first NACK goes out as
+/// soon as the gap shows (the next packet of the stream arrives), as libwebrtc's receivers send
+/// theirs: a repair that waited for a periodic tick (`rtc`'s generator: every 100 ms) came after
+/// the subscriber's jitter buffer had given its frame up.
 pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often receiver reports go out (`rtc`'s generator: 1 s).
@@ -237,7 +240,14 @@ struct Gaps {
     nack: bool,
     numbers: Unwrapper,
     newest: Option<i64>,
-    missing: BTreeMap<i64, u8>,
+    missing: BTreeMap<i64, Ask>,
+}
+
+/// The NACKs one missing number has had, and when the next is due.
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    sent: u8,
+    at: Instant,
 }
 
 impl Gaps {
@@ -248,27 +258,31 @@ impl Gaps {
         }
     }
 
-    fn note(&mut self, number: u16) {
+    /// Packet `number` arrived `at`; whether it showed numbers missing (due to be NACKed `at`).
+    fn note(&mut self, number: u16, at: Instant) -> bool {
         if !self.nack {
-            return;
+            return false;
         }
         let number = self.numbers.unwrap(number);
         let Some(newest) = self.newest else {
             self.newest = Some(number);
-            return;
+            return false;
         };
         if number <= newest {
             self.missing.remove(&number);
-            return;
+            return false;
         }
-        if number - newest > NACK_REACH {
+        let gap = number - newest > 1 && number - newest <= NACK_REACH;
+        if gap {
+            let ask = Ask { sent: 0, at };
+            self.missing.extend((newest + 1..number).map(|n| (n, ask)));
+        } else if number - newest > NACK_REACH {
             // A jump (a restarted sender): nothing before it is worth asking for.
             self.missing.clear();
-        } else {
-            self.missing.extend((newest + 1..number).map(|n| (n, 0)));
         }
         self.newest = Some(number);
         self.missing = self.missing.split_off(&(number - NACK_REACH));
+        gap
     }
 
     /// `number` came as a retransmission on a repair stream: it is missing no more. A number
@@ -278,14 +292,25 @@ impl Gaps {
         self.missing.remove(&number);
     }
 
-    /// The numbers to NACK now; each counts one more NACK, and one that had its last is dropped.
-    fn due(&mut self) -> Vec<u16> {
-        let due = self.missing.keys().map(|&n| n as u16).collect();
-        self.missing.retain(|_, nacks| {
-            *nacks += 1;
-            *nacks < MAX_NACKS
+    /// The numbers to NACK at `now`; each counts one more NACK and is due again
+    /// [`NACK_INTERVAL`] later, and one that had its last is dropped.
+    fn due(&mut self, now: Instant) -> Vec<u16> {
+        let mut due = Vec::new();
+        self.missing.retain(|&number, ask| {
+            if ask.at > now {
+                return true;
+            }
+            due.push(number as u16);
+            ask.sent += 1;
+            ask.at = now + NACK_INTERVAL;
+            ask.sent < MAX_NACKS
         });
         due
+    }
+
+    /// When the next NACK is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.missing.values().map(|ask| ask.at).min()
     }
 }
 
@@ -472,11 +497,14 @@ impl ReceiveFeedback {
                 if !self.gaps.contains_key(&header.ssrc) && self.gaps.len() >= MAX_STREAMS {
                     self.gaps.clear();
                 }
-                self.gaps
+                let gap = self
+                    .gaps
                     .entry(header.ssrc)
                     .or_insert_with(|| Gaps::new(nack()))
-                    .note(header.sequence_number);
-                self.next_nacks.get_or_insert(at + NACK_INTERVAL);
+                    .note(header.sequence_number, at);
+                if gap {
+                    self.next_nacks = Some(self.next_nacks.map_or(at, |next| next.min(at)));
+                }
             }
             Noted::Audio(clock_rate) if clock_rate > 0 => {
                 let Some(receptions) = &mut self.receptions else {
@@ -534,21 +562,19 @@ impl ReceiveFeedback {
             out.extend(reports.into_iter().map(|r| Box::new(r) as _));
         }
         if self.next_nacks.is_some_and(|at| at <= now) {
-            let mut any = false;
             for (&ssrc, gaps) in &mut self.gaps {
-                let due = gaps.due();
+                let due = gaps.due(now);
                 if due.is_empty() {
                     continue;
                 }
-                any = true;
                 out.push(Box::new(TransportLayerNack {
                     sender_ssrc: self.sender_ssrc,
                     media_ssrc: ssrc,
                     nacks: nack_pairs_from_sequence_numbers(&due),
                 }));
             }
-            // Gaps keep the timer running: a packet missing now is NACKed at the next tick.
-            self.next_nacks = any.then_some(now + NACK_INTERVAL);
+            // Numbers still missing keep the timer running, each to its own next NACK.
+            self.next_nacks = self.gaps.values().filter_map(Gaps::next_due).min();
         }
         if self.next_receiver_report.is_some_and(|at| at <= now)
             && let Some(receptions) = &mut self.receptions
@@ -739,31 +765,57 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_nacked_three_times_unless_it_is_filled() {
+    fn a_gap_is_nacked_as_soon_as_it_shows_then_twice_more_unless_it_is_filled() {
         let start = Instant::now();
         let mut feedback = ReceiveFeedback::new(false);
-        for seq in [65_534, 65_535, 2, 3] {
+        // Packets in order ask for nothing.
+        for seq in [65_534, 65_535] {
             feedback.note(start, &header(7, seq), Noted::Video);
         }
-        feedback.note(start, &header(8, 1), Noted::Other);
-        let tick = |n: u32| start + NACK_INTERVAL * n;
-        assert_eq!(feedback.poll_timeout(), Some(tick(1)));
-        assert!(feedback.due(tick(1) - Duration::from_millis(1)).is_empty());
-        assert_eq!(nacked(&feedback.due(tick(1))), vec![vec![0, 1]]);
-        feedback.note(tick(1), &header(7, 0), Noted::Video);
-        assert_eq!(nacked(&feedback.due(tick(2))), vec![vec![1]]);
-        assert_eq!(nacked(&feedback.due(tick(3))), vec![vec![1]]);
+        assert_eq!(feedback.poll_timeout(), None);
+        let shown = start + Duration::from_millis(7);
+        for seq in [2, 3] {
+            feedback.note(shown, &header(7, seq), Noted::Video);
+        }
+        feedback.note(shown, &header(8, 1), Noted::Other);
         assert_eq!(
             feedback.poll_timeout(),
-            Some(tick(4)),
-            "asked for three times"
+            Some(shown),
+            "due when the gap shows"
         );
-        assert!(nacked(&feedback.due(tick(4))).is_empty());
+        assert!(feedback.due(shown - Duration::from_millis(1)).is_empty());
+        assert_eq!(nacked(&feedback.due(shown)), vec![vec![0, 1]]);
+        assert!(feedback.due(shown).is_empty(), "asked once at a time");
+        let again = |n: u32| shown + NACK_INTERVAL * n;
+        assert_eq!(feedback.poll_timeout(), Some(again(1)));
+        feedback.note(
+            again(1) - Duration::from_millis(1),
+            &header(7, 0),
+            Noted::Video,
+        );
+        assert_eq!(nacked(&feedback.due(again(1))), vec![vec![1]]);
+        // A gap showing meanwhile is asked for at once, the older one at its own time.
+        let later = again(1) + Duration::from_millis(30);
+        feedback.note(later, &header(7, 5), Noted::Video);
+        assert_eq!(feedback.poll_timeout(), Some(later));
+        assert_eq!(nacked(&feedback.due(later)), vec![vec![4]]);
+        assert_eq!(feedback.poll_timeout(), Some(again(2)));
+        assert_eq!(nacked(&feedback.due(again(2))), vec![vec![1]]);
+        assert_eq!(nacked(&feedback.due(later + NACK_INTERVAL)), vec![vec![4]]);
+        assert_eq!(
+            feedback.poll_timeout(),
+            Some(later + NACK_INTERVAL * 2),
+            "1 asked for three times"
+        );
+        assert_eq!(
+            nacked(&feedback.due(later + NACK_INTERVAL * 2)),
+            vec![vec![4]]
+        );
         assert_eq!(feedback.poll_timeout(), None, "nothing left to ask for");
         // A jump past the reach asks for nothing before it.
-        feedback.note(tick(4), &header(7, 3 + 600), Noted::Video);
-        assert!(nacked(&feedback.due(tick(5))).is_empty());
+        feedback.note(again(5), &header(7, 5 + 600), Noted::Video);
         assert_eq!(feedback.poll_timeout(), None);
+        assert!(nacked(&feedback.due(again(6))).is_empty());
     }
 
     #[test]
@@ -774,7 +826,7 @@ mod tests {
             feedback.note(start, &header(7, seq), Noted::Video);
         }
         let tick = |n: u32| start + NACK_INTERVAL * n;
-        assert_eq!(nacked(&feedback.due(tick(1))), vec![vec![65_535, 0]]);
+        assert_eq!(nacked(&feedback.due(start)), vec![vec![65_535, 0]]);
         // 0 comes on the repair stream (its own SSRC, 9, and number): the layer's gap is filled,
         // and the repair stream has none of its own.
         feedback.note(tick(1), &header(9, 500), Noted::Other);
@@ -782,9 +834,10 @@ mod tests {
         // A repair of a number the stream never reached, or of another stream, changes nothing.
         feedback.repaired(7, 10);
         feedback.repaired(8, 65_535);
+        assert_eq!(nacked(&feedback.due(tick(1))), vec![vec![65_535]]);
+        feedback.note(tick(1), &header(7, 3), Noted::Video);
         assert_eq!(nacked(&feedback.due(tick(2))), vec![vec![65_535]]);
-        feedback.note(tick(2), &header(7, 3), Noted::Video);
-        assert_eq!(nacked(&feedback.due(tick(3))), vec![vec![65_535]]);
+        assert_eq!(feedback.poll_timeout(), None);
     }
 
     #[test]
