@@ -1590,7 +1590,8 @@ impl MediaPeer {
             .filter(|mid| !self.unrepaired_mids.contains(mid))
             .collect();
         // The gate is asked once per stream: after a description, again (a stream may have
-        // moved to another m-line); at most one round of NACKs is skipped.
+        // moved to another m-line); the NACKs still due for the numbers missing so far, and for
+        // a gap across the forgetting, are skipped.
         if self.nacks_need_rtx
             && let Some(receive) = &mut self.receive
         {
