@@ -74,6 +74,42 @@ fn sfu_bench_one_room_forwards_everything() {
     }
 }
 
+/// S4 on one room: the node drops every 20th RTP datagram each way, the sinks count the gaps
+/// filled late and how long after their first sending those packets came, and NACK repair leaves
+/// the video whole (audio is not NACKed).
+#[test]
+fn sfu_bench_injected_loss_is_repaired_and_the_repairs_timed() {
+    let result = bench_json(&[
+        "--scenarios",
+        "s4",
+        "--s4-rooms",
+        "1",
+        "--s4-drop-every",
+        "20",
+        "--warmup-secs",
+        "1",
+        "--duration-secs",
+        "3",
+    ]);
+    let rows = result["result"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "one S4 step, no idealised forwarder");
+    let row = &rows[0];
+    let repaired = row["repaired"].as_u64().unwrap();
+    // ≈350 packets/s each way, 5 % dropped on each leg, ≈70 % of them video.
+    assert!(repaired >= 20, "{repaired} gaps filled late");
+    let (p50, p99) = (
+        row["repair_p50_us"].as_f64().unwrap(),
+        row["repair_p99_us"].as_f64().unwrap(),
+    );
+    assert!(
+        p50 > 0.0 && p50 <= p99,
+        "repairs came {p50} µs (p50), {p99} µs (p99) after"
+    );
+    assert!(p99 <= 1e6, "a repair within a second: {p99} µs");
+    let video = row["loss_video_percent"].as_f64().unwrap();
+    assert!(video < 0.5, "video left unrepaired: {video} %");
+}
+
 /// `--compare-with` runs the scenario against both builds' nodes (here the same build, as another
 /// executable path) in the order A B B A, and sums up each step.
 #[test]

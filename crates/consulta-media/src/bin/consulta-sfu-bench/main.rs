@@ -613,6 +613,9 @@ struct Row {
     generator_lag_p99_us: f64,
     duplicates: u64,
     repaired: u64,
+    /// How long after their first sending the packets that filled gaps late arrived.
+    repair_p50_us: f64,
+    repair_p99_us: f64,
     /// Loss of the audio and of the video streams apart (only video is NACKed: Opus is not).
     loss_audio_percent: f64,
     loss_video_percent: f64,
@@ -866,6 +869,8 @@ impl Bench {
             generator_lag_p99_us: stats.generator_lag_p99_us,
             duplicates: stats.duplicates,
             repaired: stats.repaired,
+            repair_p50_us: stats.repair_p50_us,
+            repair_p99_us: stats.repair_p99_us,
             loss_audio_percent: loss_of(&stats, &topology, false),
             loss_video_percent: loss_of(&stats, &topology, true),
             keyframes_per_s: stats.keyframes as f64 / secs,
@@ -1094,10 +1099,12 @@ async fn stepped_on(
             .filter(|s| video.contains(s))
             .count();
         println!(
-            "  loss audio {:.3} %, video {:.3} %; {} gaps filled late (NACK repairs), {} duplicates; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
+            "  loss audio {:.3} %, video {:.3} %; {} gaps filled late (NACK repairs), arriving {:.1} ms (p50) and {:.1} ms (p99) after they were first sent; {} duplicates; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
             row.loss_audio_percent,
             row.loss_video_percent,
             row.repaired,
+            row.repair_p50_us / 1000.0,
+            row.repair_p99_us / 1000.0,
             row.duplicates,
             row.keyframes_per_s,
             video_flows as f64 / 3.0,

@@ -316,6 +316,8 @@ pub struct Recorder {
     latencies_ns: Vec<u64>,
     /// Send → the kernel put the datagram in the sink's socket ([`crate::stamp`]).
     socket_latencies_ns: Vec<u64>,
+    /// Send → the sink has a packet that filled a gap late: how long a repair took.
+    repair_latencies_ns: Vec<u64>,
     lags_ns: Vec<u64>,
     window_bytes: u64,
     duplicates: u64,
@@ -356,6 +358,10 @@ pub struct WindowStats {
     /// Packets that filled a gap late (a retransmission after a NACK, or reordering): counted
     /// as received, so `expected - received` is what never arrived.
     pub repaired: u64,
+    /// How long after it was first sent such a packet arrived (p50, p99): the loss, the NACK
+    /// (the receiver's or the node's, upstream) and the resend.
+    pub repair_p50_us: f64,
+    pub repair_p99_us: f64,
     /// VP8 keyframes that arrived (first packets), over all sinks.
     pub keyframes: u64,
     /// Keyframe requests the publishers received.
@@ -386,6 +392,7 @@ impl Recorder {
             window: HashMap::new(),
             latencies_ns: Vec::new(),
             socket_latencies_ns: Vec::new(),
+            repair_latencies_ns: Vec::new(),
             lags_ns: Vec::new(),
             window_bytes: 0,
             duplicates: 0,
@@ -431,8 +438,8 @@ impl Recorder {
             self.duplicates += 1;
             return;
         }
-        let now_ns = self.ns(now);
-        self.latencies_ns.push(now_ns.saturating_sub(probe.sent_ns));
+        let latency_ns = self.ns(now).saturating_sub(probe.sent_ns);
+        self.latencies_ns.push(latency_ns);
         if let Some(arrived) = arrived {
             // CLOCK_MONOTONIC and CLOCK_REALTIME are slewed alike; only a step of the wall clock
             // during the run would shift one against the other.
@@ -453,6 +460,7 @@ impl Recorder {
                 // A gap filled late: a retransmission after a NACK, or reordering.
                 entry.received += 1;
                 self.repaired += 1;
+                self.repair_latencies_ns.push(latency_ns);
             } else {
                 self.duplicates += 1;
             }
@@ -504,6 +512,7 @@ impl Recorder {
         self.window.clear();
         self.latencies_ns.clear();
         self.socket_latencies_ns.clear();
+        self.repair_latencies_ns.clear();
         self.lags_ns.clear();
         self.window_bytes = 0;
         self.duplicates = 0;
@@ -544,6 +553,9 @@ impl Recorder {
         stats.socket_p50_us = percentile_us(&self.socket_latencies_ns, 0.50);
         stats.socket_p99_us = percentile_us(&self.socket_latencies_ns, 0.99);
         stats.socket_p999_us = percentile_us(&self.socket_latencies_ns, 0.999);
+        self.repair_latencies_ns.sort_unstable();
+        stats.repair_p50_us = percentile_us(&self.repair_latencies_ns, 0.50);
+        stats.repair_p99_us = percentile_us(&self.repair_latencies_ns, 0.99);
         stats.generator_lag_p99_us = percentile_us(&self.lags_ns, 0.99);
         stats
     }
