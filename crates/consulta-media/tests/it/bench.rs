@@ -1,6 +1,6 @@
 //! Keeps `consulta-sfu-bench` working: one tiny S1 step (one 1:1 room, real WebRTC clients over
 //! LiveKit signalling against a node process) and the idealised forwarder with the same streams,
-//! a short churn (S5), and the in-memory pipeline measurement.
+//! one S4 room under injected loss, a short churn (S5), and the in-memory pipeline measurement.
 
 use serde_json::Value;
 
@@ -95,17 +95,13 @@ fn sfu_bench_injected_loss_is_repaired_and_the_repairs_timed() {
     assert_eq!(rows.len(), 1, "one S4 step, no idealised forwarder");
     let row = &rows[0];
     let repaired = row["repaired"].as_u64().unwrap();
-    // ≈350 packets/s each way, 5 % dropped on each leg, ≈70 % of them video.
+    // ≈350 packets/s each way, 5 % dropped on each leg, ≈70 % of them video: ≈74 repairs
+    // expected (67 measured).
     assert!(repaired >= 20, "{repaired} gaps filled late");
-    let (p50, p99) = (
-        row["repair_p50_us"].as_f64().unwrap(),
-        row["repair_p99_us"].as_f64().unwrap(),
-    );
-    assert!(
-        p50 > 0.0 && p50 <= p99,
-        "repairs came {p50} µs (p50), {p99} µs (p99) after"
-    );
-    assert!(p99 <= 1e6, "a repair within a second: {p99} µs");
+    // The repairs are timed (measured 2.4 ms p50, 37.7 ms p99; how long is the benchmark's to
+    // report, `Recorder`'s unit test checks what is timed).
+    let p50 = row["repair_p50_us"].as_f64().unwrap();
+    assert!(p50 > 0.0, "repairs timed: {row}");
     let video = row["loss_video_percent"].as_f64().unwrap();
     assert!(video < 0.5, "video left unrepaired: {video} %");
 }

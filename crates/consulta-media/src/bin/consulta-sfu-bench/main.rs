@@ -1099,12 +1099,19 @@ async fn stepped_on(
             .filter(|s| video.contains(s))
             .count();
         println!(
-            "  loss audio {:.3} %, video {:.3} %; {} gaps filled late (NACK repairs), arriving {:.1} ms (p50) and {:.1} ms (p99) after they were first sent; {} duplicates; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
+            "  loss audio {:.3} %, video {:.3} %; {} gaps filled late (NACK repairs){}; {} duplicates; {:.1} keyframes/s arrived at the sinks ({:.1}/s from the 3 s period alone); publishers got {:.1} keyframe requests/s",
             row.loss_audio_percent,
             row.loss_video_percent,
             row.repaired,
-            row.repair_p50_us / 1000.0,
-            row.repair_p99_us / 1000.0,
+            if row.repaired > 0 {
+                format!(
+                    ", arriving {:.1} ms (p50) and {:.1} ms (p99) after they were first sent",
+                    row.repair_p50_us / 1000.0,
+                    row.repair_p99_us / 1000.0
+                )
+            } else {
+                String::new()
+            },
             row.duplicates,
             row.keyframes_per_s,
             video_flows as f64 / 3.0,

@@ -699,6 +699,53 @@ mod tests {
     }
 
     #[test]
+    fn a_gap_filled_late_is_timed_from_its_first_sending_and_nothing_else_is() {
+        let epoch = Instant::now();
+        let ms = |n: u64| Duration::from_millis(n);
+        let payload = |seq: u32, sent_ms: u64| {
+            let mut bytes = vec![0u8; 100];
+            let probe = Probe {
+                stream: 3,
+                seq,
+                sent_ns: sent_ms * 1_000_000,
+            };
+            probe.write(&mut bytes);
+            bytes
+        };
+        let mut recorder = Recorder::new(epoch);
+        // Before the window: 0 and 1 arrive.
+        recorder.record(0, &payload(0, 0), 100, epoch + ms(1), None);
+        recorder.record(0, &payload(1, 0), 100, epoch + ms(1), None);
+        recorder.start_window();
+        // A resend of a packet from before the window is not timed.
+        recorder.record(0, &payload(0, 0), 100, epoch + ms(2), None);
+        for seq in 2..6 {
+            recorder.record(
+                0,
+                &payload(seq, 10 * u64::from(seq)),
+                100,
+                epoch + ms(10 * u64::from(seq) + 1),
+                None,
+            );
+        }
+        // 6, 7 and 9 lost, 8 and 10 arrive; the resends come 40 ms (7), 20 ms (9) and 90 ms
+        // (6) after those packets were first sent.
+        recorder.record(0, &payload(8, 80), 100, epoch + ms(81), None);
+        recorder.record(0, &payload(10, 100), 100, epoch + ms(101), None);
+        recorder.record(0, &payload(7, 70), 100, epoch + ms(110), None);
+        recorder.record(0, &payload(9, 90), 100, epoch + ms(110), None);
+        // Again: a duplicate, not a repair.
+        recorder.record(0, &payload(7, 70), 100, epoch + ms(111), None);
+        recorder.record(0, &payload(6, 60), 100, epoch + ms(150), None);
+        let stats = recorder.end_window();
+        assert_eq!((stats.repaired, stats.duplicates), (3, 2));
+        assert_eq!((stats.received, stats.expected), (9, 9));
+        assert_eq!(stats.repair_p50_us, 40_000.0);
+        assert_eq!(stats.repair_p99_us, 90_000.0);
+        assert_eq!(stats.p50_us, 1_000.0, "the others took 1 ms");
+    }
+
+    #[test]
     fn dark_flows_are_named_with_both_ends_set_up_and_counted_past_the_list() {
         use consulta_media::PeerState;
         // One room: sink 0 publishes streams 0 and 1, sink 1 streams 2 and 3.
