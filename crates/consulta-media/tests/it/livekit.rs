@@ -336,7 +336,29 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
         .iter()
         .map(|w| w.as_u64().unwrap_or(0))
         .collect();
-    assert_eq!(widths, vec![640, 1280, 320, 640], "layers seen by bob");
+    // The widths Alice's layers had (640, 1280 and 320 as a rule): Chromium on a loaded machine
+    // may send a layer smaller, or leave `f` out, and Bob then gets the best one there is.
+    let sent = |step: usize, rid: &str| -> Option<u64> {
+        result["alice_sends"][step]
+            .as_array()?
+            .iter()
+            .find(|o| o["rid"] == rid && o["framesEncoded"].as_u64().unwrap_or(0) > 0)?["width"]
+            .as_u64()
+    };
+    let expected: Vec<u64> = [("h", 640), ("f", 1280), ("q", 320), ("h", 640)]
+        .into_iter()
+        .enumerate()
+        .map(|(step, (rid, nominal))| match (rid, sent(step, rid)) {
+            (_, Some(width)) => width,
+            ("f", None) => sent(step, "h").unwrap_or(nominal),
+            _ => nominal,
+        })
+        .collect();
+    assert_eq!(
+        widths, expected,
+        "layers seen by bob, of those alice sent: {}",
+        result["alice_sends"]
+    );
     // Dynacast: Alice's browser encodes only the layers someone receives. All three while Bob
     // shows her large; only `q` once his tile is small; `q` and `h` again when it is medium.
     assert_eq!(result["alice_layers_large"], "f,h,q", "{result}");
@@ -445,9 +467,12 @@ async fn livekit_client_two_participants_see_and_hear_each_other() {
     let camera = result["bob_camera_frames_during_share"]
         .as_i64()
         .unwrap_or(0);
+    let made = result["alice_camera_frames_made_during_share"]
+        .as_i64()
+        .unwrap_or(0);
     assert!(
-        camera >= 40,
-        "alice's camera went on beside her share: {camera} frames in 4 s"
+        kept_decoding(camera, made, 4, 50),
+        "alice's camera went on beside her share: {camera} frames in 4 s of {made} made"
     );
     assert!(
         bob_events.iter().any(|e| e["kind"] == "data"
@@ -544,15 +569,32 @@ fn assert_ice_restarted(result: &Value) {
     }
 }
 
-/// Video decoded both ways over a `window` of 8 s (`start`, `end`) at 100 frames or more (of up
-/// to 240).
+/// Video decoded both ways over a `window` of 8 s (`start`, `end`): two thirds of the frames the
+/// other's camera made meanwhile, and 5 a second at least (see [`kept_decoding`]).
 fn assert_call_goes_on(window: &Value) {
     eprintln!("frames decoded over 8 s: {window}");
-    for way in ["alice_sees_bob", "bob_sees_alice"] {
-        let decoded =
-            window["end"][way].as_i64().unwrap_or(0) - window["start"][way].as_i64().unwrap_or(0);
-        assert!(decoded >= 100, "{way}: {decoded} frames in 8 s: {window}");
+    for (way, camera) in [
+        ("alice_sees_bob", "bob_encoded"),
+        ("bob_sees_alice", "alice_encoded"),
+    ] {
+        let delta = |key: &str| {
+            window["end"][key].as_i64().unwrap_or(0) - window["start"][key].as_i64().unwrap_or(0)
+        };
+        let (decoded, made) = (delta(way), delta(camera));
+        assert!(
+            kept_decoding(decoded, made, 8, 66),
+            "{way}: {decoded} frames decoded in 8 s of {made} made: {window}"
+        );
     }
+}
+
+/// Whether `decoded` frames over `secs` seconds, of the `made` the camera made meanwhile (its
+/// busiest layer's; every layer runs at its frame rate), show video that kept going: `percent`
+/// of them, and 5 a second at least. Against the camera's count, not a fixed rate: a loaded
+/// machine has Chromium's camera make ≈11 frames a second instead of 20; a freeze or a held-down
+/// stream leaves far fewer.
+fn kept_decoding(decoded: i64, made: i64, secs: i64, percent: i64) -> bool {
+    decoded * 100 >= made * percent && decoded >= 5 * secs
 }
 
 /// A NAT, as a carrier's is, in front of every page: the node advertises [`Nat::PUBLIC`] with its
@@ -798,9 +840,16 @@ async fn livekit_client_video_is_not_held_down_after_a_short_network_gap() {
                 lower <= 3,
                 "{view} kept its layer after {who}'s network came back: {was:?} → {is:?}"
             );
+            // The camera watched is the other page's.
+            let camera = if view == "alice_sees_bob" {
+                "bob"
+            } else {
+                "alice"
+            };
+            let made = hiccup["encoded"][camera].as_i64().unwrap_or(0);
             assert!(
-                frames_in(&after) >= 150,
-                "{view} kept decoding (10 s at 20 fps): {after:?}"
+                kept_decoding(frames_in(&after), made, 10, 66),
+                "{view} kept decoding over 10 s, of {made} frames made: {after:?}"
             );
         }
     }
@@ -1140,7 +1189,7 @@ async fn loss_is_repaired(media: MediaConfig) -> String {
     let decoded = i64::try_from(frames(end).saturating_sub(frames(start))).unwrap_or(0);
     eprintln!("bob decoded {decoded} frames; alice encoded {encoded} per layer");
     assert!(
-        decoded >= 40 && decoded * 3 >= encoded * 2,
+        kept_decoding(decoded, encoded, 8, 66),
         "bob decoded {decoded} frames of alice's in 8 s, of {encoded} per layer she encoded: \
          {before} → {sent}; {start} → {end}"
     );
@@ -1204,9 +1253,11 @@ async fn livekit_client_a_weak_downlink_gets_a_layer_that_fits() {
     );
     let (first, end) = (&last[0], &last[last.len() - 1]);
     let decoded = field(end, "frames") - field(first, "frames");
+    let made = field(end, "made") - field(first, "made");
+    // Half: a failed try at 720p may freeze the picture for a second or two (below).
     assert!(
-        decoded >= 110,
-        "alice's video kept decoding on bob's weak link: {decoded} frames in 11 s"
+        kept_decoding(decoded, made, 11, 50),
+        "alice's video kept decoding on bob's weak link: {decoded} frames in 11 s of {made} made"
     );
     // A failed try at 720p may freeze the picture for a second or two; never for three.
     let stalls = last
@@ -1346,7 +1397,12 @@ async fn livekit_client_a_link_too_weak_for_video_keeps_the_voice_and_is_told() 
         "alice's video resumed for 8 s once bob's link recovered: {samples:?}"
     );
     let decoded = field(&tail[7], "frames") - field(&tail[0], "frames");
-    assert!(decoded >= 60, "and decodes again: {decoded} frames in 7 s");
+    let made = field(&tail[7], "made") - field(&tail[0], "made");
+    // From the first second back, with the key frame and layer switches that follow a pause.
+    assert!(
+        kept_decoding(decoded, made, 7, 40),
+        "and decodes again: {decoded} frames in 7 s of {made} made"
+    );
     assert!(value("streams_paused_total") >= 1, "{metrics}");
 }
 
@@ -1381,7 +1437,12 @@ async fn livekit_client_a_paused_video_comes_back_on_a_link_that_keeps_losing_a_
     );
     let field = |s: &Value, key: &str| s[key].as_i64().unwrap_or(0);
     let decoded = field(&tail[19], "frames") - field(&tail[0], "frames");
-    assert!(decoded >= 200, "and decodes: {decoded} frames in 19 s");
+    let made = field(&tail[19], "made") - field(&tail[0], "made");
+    // Half: the link keeps losing a little.
+    assert!(
+        kept_decoding(decoded, made, 19, 50),
+        "and decodes: {decoded} frames in 19 s of {made} made"
+    );
     assert!(metric(&metrics, "streams_paused_total") >= 1, "{metrics}");
 }
 
@@ -1424,9 +1485,13 @@ async fn livekit_client_two_paused_cameras_come_back_on_a_link_that_keeps_losing
         "both cameras back for the last 20 s on bob's lossy link"
     );
     let field = |s: &Value, key: &str| s[key].as_i64().unwrap_or(0);
-    for key in ["frames", "carol_frames"] {
+    for (key, camera) in [("frames", "made"), ("carol_frames", "carol_made")] {
         let decoded = field(&tail[19], key) - field(&tail[0], key);
-        assert!(decoded >= 200, "{key}: {decoded} decoded in 19 s");
+        let made = field(&tail[19], camera) - field(&tail[0], camera);
+        assert!(
+            kept_decoding(decoded, made, 19, 50),
+            "{key}: {decoded} decoded in 19 s of {made} made"
+        );
     }
     assert!(metric(&metrics, "streams_paused_total") >= 2, "{metrics}");
 }
@@ -1475,7 +1540,12 @@ async fn livekit_client_a_paused_video_comes_back_while_the_other_microphone_is_
     );
     let field = |s: &Value, key: &str| s[key].as_i64().unwrap_or(0);
     let decoded = field(&tail[7], "frames") - field(&tail[0], "frames");
-    assert!(decoded >= 60, "and decodes again: {decoded} frames in 7 s");
+    let made = field(&tail[7], "made") - field(&tail[0], "made");
+    // From the first second back, with the key frame and layer switches that follow a pause.
+    assert!(
+        kept_decoding(decoded, made, 7, 40),
+        "and decodes again: {decoded} frames in 7 s of {made} made"
+    );
 }
 
 /// A track published while a subscriber's link is too weak for video: Alice shares her screen
