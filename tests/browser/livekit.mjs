@@ -389,13 +389,11 @@ try {
   const video = (stats, identity, source = 'camera') => stats.find((s) => s.identity === identity && s.source === source && s.kind === 'video');
   const audio = (stats, identity, source = 'microphone') => stats.find((s) => s.identity === identity && s.source === source && s.kind === 'audio');
   const frames = (s) => s?.framesDecoded ?? 0;
-  // Frames a page's camera has made so far (its busiest layer's): what the other side could decode
-  // at most. Chromium lowers a camera's frame rate when the machine is loaded (≈11 fps measured),
-  // so a window's decoded frames are weighed against this, not against a fixed rate.
-  const encoded = async (p) => {
-    const sent = await p.evaluate(() => window.cameraSent());
-    return Math.max(0, ...Object.values(sent.framesEncoded));
-  };
+  // Frames a page's camera has encoded so far, per simulcast layer: over a window, its busiest
+  // layer's are what the other side could decode at most (the test takes each layer's difference).
+  // Chromium's camera makes fewer when the machine is loaded (≈11 a second measured, of 20), so a
+  // window's decoded frames are weighed against these, not against a fixed rate.
+  const encoded = async (p) => (await p.evaluate(() => window.cameraSent())).framesEncoded;
 
   const passphrase = mode === 'e2ee' ? 'consulta-test-shared-key' : undefined;
   const alice = await open('alice');
@@ -456,7 +454,7 @@ try {
         carol_state: c?.streamState ?? '',
         carol_frames: frames(c),
         made: await encoded(alice),
-        carol_made: carol ? await encoded(carol) : 0,
+        carol_made: carol ? await encoded(carol) : {},
       });
       if (mode === 'starved_share') {
         // A track Bob subscribes to while starved starts paused, and his client must know it.
@@ -554,7 +552,8 @@ try {
     // congestion, and neither may hold the video down in the seconds after.
     const view = async () => {
       const [a, b] = [video(await alice.evaluate(() => window.remoteStats()), 'bob'), video(await bob.evaluate(() => window.remoteStats()), 'alice')];
-      return { at: Date.now(), alice_sees_bob: { frames: frames(a), width: a?.frameWidth ?? 0 }, bob_sees_alice: { frames: frames(b), width: b?.frameWidth ?? 0 } };
+      const [madeA, madeB] = [await encoded(alice), await encoded(bob)];
+      return { at: Date.now(), alice_sees_bob: { frames: frames(a), width: a?.frameWidth ?? 0, made: madeB }, bob_sees_alice: { frames: frames(b), width: b?.frameWidth ?? 0, made: madeA } };
     };
     // Replies from the harness, one line each.
     const replies = [];
@@ -583,11 +582,7 @@ try {
       await sleep(2000);
       await ask('LIVEKIT_NAT_MEND');
       step(`${who}'s network back`);
-      const made = { alice: await encoded(alice), bob: await encoded(bob) };
-      const after = await samples(10000);
-      made.alice = (await encoded(alice)) - made.alice;
-      made.bob = (await encoded(bob)) - made.bob;
-      result.hiccups.push({ who, ports, before, after, encoded: made });
+      result.hiccups.push({ who, ports, before, after: await samples(10000) });
     }
     process.stdin.destroy(); // or it keeps this process alive after the scenario
     await finish();
@@ -648,6 +643,7 @@ try {
       start = await seen();
     }
     result.resume_to_video_ms = Date.now() - from;
+    result.resume_flowing = flowing(start);
     await sleep(8000);
     result.resume_window = { start, end: await seen() };
     result.alice_held_back = await alice.evaluate(() => window.heldBack ?? null);
@@ -682,6 +678,7 @@ try {
       start = await seen();
     }
     result.rebind_to_video_ms = Date.now() - rebound;
+    result.rebind_flowing = flowing(start);
     await sleep(8000);
     result.rebind_window = { start, end: await seen() };
     const carol = await open('carol');
@@ -812,7 +809,7 @@ try {
   const madeStart = await encoded(alice);
   await sleep(4000);
   result.bob_camera_frames_during_share = (await cameraFrames()) - cameraStart;
-  result.alice_camera_frames_made_during_share = (await encoded(alice)) - madeStart;
+  result.alice_camera_made_during_share = { start: madeStart, end: await encoded(alice) };
   step('screen share');
 
   // Stopping the share removes it for Bob, and sharing again works.
