@@ -544,6 +544,18 @@ try {
     alice_encoded: await encoded(alice),
     bob_encoded: await encoded(bob),
   });
+  // Waits until video flows both ways again (10 more frames each way than now), up to 30 s after
+  // `since`; returns the counts then, whether it flowed, and the time from `since`.
+  const videoBothWaysAgain = async (since) => {
+    const now = await seen();
+    const flowing = (f) => f.alice_sees_bob >= now.alice_sees_bob + 10 && f.bob_sees_alice >= now.bob_sees_alice + 10;
+    let start = now;
+    while (!flowing(start) && Date.now() - since < 30000) {
+      await sleep(250);
+      start = await seen();
+    }
+    return { start, flowing: flowing(start), ms: Date.now() - since };
+  };
   if (mode === 'hiccup') {
     // The network under one page goes for 2 s (a Wi-Fi hand-over, a lift's doors): nothing
     // crosses the NAT to or from it, too short for either side's ICE to call the path lost. First
@@ -634,16 +646,9 @@ try {
     // The subscriber's restart is the SFU's new offer, which may land just after the resume.
     result.ufrags_after = await until(alice, () => window.iceUfrags(), (u) => u.subscriber.remote !== result.ufrags_before.subscriber.remote, 5000);
     // Video flowing again both ways after the restarts (10 frames each), then an 8 s window.
-    const restarted = await seen();
-    let start = restarted;
-    const flowing = (f) => f.alice_sees_bob >= restarted.alice_sees_bob + 10 && f.bob_sees_alice >= restarted.bob_sees_alice + 10;
-    const from = Date.now();
-    while (!flowing(start) && Date.now() - from < 30000) {
-      await sleep(250);
-      start = await seen();
-    }
-    result.resume_to_video_ms = Date.now() - from;
-    result.resume_flowing = flowing(start);
+    const { start, flowing, ms } = await videoBothWaysAgain(Date.now());
+    result.resume_to_video_ms = ms;
+    result.resume_flowing = flowing;
     await sleep(8000);
     result.resume_window = { start, end: await seen() };
     result.alice_held_back = await alice.evaluate(() => window.heldBack ?? null);
@@ -670,15 +675,9 @@ try {
     result.ufrags_after = await until(alice, () => window.iceUfrags(), restarted(result.ufrags_before), 10000);
     await until(bob, () => window.iceUfrags(), restarted(bobWas), 10000);
     // Video flowing again both ways (10 frames each), then an 8 s window of it.
-    const connected = await seen();
-    let start = connected;
-    const flowing = (f) => f.alice_sees_bob >= connected.alice_sees_bob + 10 && f.bob_sees_alice >= connected.bob_sees_alice + 10;
-    while (!flowing(start) && Date.now() - rebound < 30000) {
-      await sleep(250);
-      start = await seen();
-    }
-    result.rebind_to_video_ms = Date.now() - rebound;
-    result.rebind_flowing = flowing(start);
+    const { start, flowing, ms } = await videoBothWaysAgain(rebound);
+    result.rebind_to_video_ms = ms;
+    result.rebind_flowing = flowing;
     await sleep(8000);
     result.rebind_window = { start, end: await seen() };
     const carol = await open('carol');
