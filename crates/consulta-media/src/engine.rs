@@ -2466,6 +2466,11 @@ impl Router {
             });
         if let Some(round_trip) = round_trip {
             p.sub.allocator.handle_round_trip(now, round_trip);
+            // The participant's publisher connection runs over the same path (one browser, one
+            // network): its repairs come back after about this long.
+            if let Some(publisher) = p.publisher.and_then(|id| self.peers.get_mut(&id)) {
+                publisher.pc.set_round_trip(round_trip);
+            }
         }
         let seals = p
             .subscriber

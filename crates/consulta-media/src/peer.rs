@@ -2083,6 +2083,15 @@ impl MediaPeer {
             .round_trip(now, last_sender_report, delay)
     }
 
+    /// The round trip to the remote, measured elsewhere (a participant's publisher connection
+    /// takes its subscriber connection's, on the same path): the NACKs this connection sends are
+    /// paced by it (`receive::NackPacing`).
+    pub fn set_round_trip(&mut self, round_trip: Duration) {
+        if let Some(receive) = &mut self.receive {
+            receive.set_round_trip(round_trip);
+        }
+    }
+
     /// Whether ICE has a working candidate pair, as the events polled so far said: a connection
     /// still [`PeerState::Connecting`] with one is in its DTLS handshake.
     pub fn ice_connected(&self) -> bool {

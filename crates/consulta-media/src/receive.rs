@@ -11,8 +11,8 @@
 //! number, a count, a reference time in 64 ms units, status chunks and receive deltas in 250 µs
 //! units. Each report covers the numbers from the first one the previous report did not, and
 //! stops before a delta that does not fit in 16 bits. NACKs (RFC 4585 §6.2.1) go out for the
-//! numbers missing from each video stream at most [`MAX_NACKS`] times each, as `rtc`'s generator
-//! was configured. Receiver reports (RFC 3550 §6.4.2, the counts of its appendix A.3 and the
+//! numbers missing from each video stream, paced by the round trip to the sender once it is known
+//! ([`NackPacing`]). Receiver reports (RFC 3550 §6.4.2, the counts of its appendix A.3 and the
 //! jitter of A.8) go out each second on audio only: a report block about a video stream stops
 //! Chromium from tagging it with its `mid` and `rid`, which `rtc` needs to bind it again after a
 //! renegotiation (docs/SFU-MEDIA.md, finding 7). Opus adapts its loss protection to them.
@@ -32,11 +32,28 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 /// `rtc`'s TWCC receiver: 100 ms).
 pub(crate) const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How long after one NACK a packet still missing is NACKed again. The first NACK goes out as
-/// soon as the gap shows (the next packet of the stream arrives), as libwebrtc's receivers send
-/// theirs: a repair that waited for a periodic tick (`rtc`'s generator: every 100 ms) came after
-/// the subscriber's jitter buffer had given its frame up.
+/// How long after one NACK a packet still missing is NACKed again while the round trip to the
+/// sender is not known (libwebrtc's receivers assume 100 ms too until they know); once it is, see
+/// [`NackPacing::for_round_trip`]. The first NACK goes out as soon as the gap shows (the next
+/// packet of the stream arrives), as libwebrtc's receivers send theirs: a repair that waited for a
+/// periodic tick (`rtc`'s generator: every 100 ms) came after the subscriber's jitter buffer had
+/// given its frame up.
 pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Added to the round trip before a packet still missing is asked for again: the sender's pacer
+/// and the repair's own queue on the way.
+const NACK_SLACK: Duration = Duration::from_millis(10);
+
+/// The least and the most time between two NACKs of one packet, whatever the round trip.
+const NACK_INTERVAL_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(20), Duration::from_millis(500));
+
+/// The asks for one missing packet span this long at least (three at the default interval), in
+/// [`MIN_NACKS`] to [`MAX_NACKS`] asks.
+const NACK_SPAN: Duration = Duration::from_millis(300);
+
+/// The fewest asks a missing packet gets.
+const MIN_NACKS: u8 = 3;
 
 /// How often receiver reports go out (`rtc`'s generator: 1 s).
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,14 +61,52 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Report blocks one receiver report holds at most (RFC 3550: five bits of count).
 const MAX_REPORT_BLOCKS: usize = 31;
 
-/// How often one missing packet is NACKed at most: as its gap shows, then [`NACK_INTERVAL`] after
-/// each, so over 200 ms. `rtc`'s generator has no cap by
-/// default: with RTX negotiated it never saw the repairs (see `peer::register_codecs`), and at 4 %
-/// loss 12 104 of the 19 699 packets Chromium's camera sent were retransmissions. Here a repair
-/// fills its gap whether it comes on the stream's own SSRC or on RTX
-/// ([`ReceiveFeedback::repaired`]), and the cap only bounds the asks for a packet that is gone for
-/// good.
-pub(crate) const MAX_NACKS: u8 = 3;
+/// How often one missing packet is NACKed at most (libwebrtc's receivers: 10): as its gap shows,
+/// then one interval after each ([`NackPacing`]). `rtc`'s generator has no cap by default: with
+/// RTX negotiated it never saw the repairs (see `peer::register_codecs`), and at 4 % loss 12 104
+/// of the 19 699 packets Chromium's camera sent were retransmissions. Here a repair fills its gap
+/// whether it comes on the stream's own SSRC or on RTX ([`ReceiveFeedback::repaired`]), and the
+/// cap only bounds the asks for a packet that is gone for good.
+pub(crate) const MAX_NACKS: u8 = 10;
+
+/// How a connection NACKs a packet that stays missing: how long after each NACK it asks again,
+/// and how many asks it makes at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NackPacing {
+    pub(crate) interval: Duration,
+    pub(crate) asks: u8,
+}
+
+impl Default for NackPacing {
+    /// While the round trip is not known: every [`NACK_INTERVAL`], three times.
+    fn default() -> Self {
+        Self::with_interval(NACK_INTERVAL)
+    }
+}
+
+impl NackPacing {
+    /// With the round trip to the sender known: a repair asked for comes back after about one
+    /// round trip, so asking again sooner only brings a second copy (which Chromium's sender
+    /// holds back anyway), and waiting longer leaves a lost repair unasked for. On a short path
+    /// that is many more asks in the same span: a repair lost too is asked for again in 20 ms
+    /// where it waited 100 ms; on a long one (a mobile network, 150–300 ms) the asks no longer
+    /// all go before the first repair could be back.
+    pub(crate) fn for_round_trip(round_trip: Duration) -> Self {
+        let (least, most) = NACK_INTERVAL_BOUNDS;
+        Self::with_interval((round_trip + NACK_SLACK).clamp(least, most))
+    }
+
+    fn with_interval(interval: Duration) -> Self {
+        let asks = NACK_SPAN
+            .as_micros()
+            .div_ceil(interval.as_micros().max(1))
+            .clamp(u128::from(MIN_NACKS), u128::from(MAX_NACKS));
+        Self {
+            interval,
+            asks: u8::try_from(asks).unwrap_or(MAX_NACKS),
+        }
+    }
+}
 
 /// How far behind a stream's newest packet a gap is still NACKed (`rtc`'s receive log: 512).
 const NACK_REACH: i64 = 512;
@@ -310,21 +365,25 @@ impl Gaps {
         self.forget_timer_if_done();
     }
 
-    /// The numbers to NACK at `now`; each counts one more NACK and is due again
-    /// [`NACK_INTERVAL`] later, and one that had its last is dropped.
-    fn due(&mut self, now: Instant) -> Vec<u16> {
+    /// The numbers to NACK at `now`; each counts one more NACK and is due again one of
+    /// `pacing`'s intervals later, and one that had its last is dropped.
+    fn due(&mut self, now: Instant, pacing: NackPacing) -> Vec<u16> {
         let mut due = Vec::new();
         if self.next.is_none_or(|next| next > now) {
             return due;
         }
         let mut next: Option<Instant> = None;
         self.missing.retain(|&number, ask| {
+            // Asked for as often as a new pacing allows already.
+            if ask.sent >= pacing.asks {
+                return false;
+            }
             if ask.at <= now {
                 due.push(number as u16);
                 ask.sent += 1;
-                ask.at = now + NACK_INTERVAL;
+                ask.at = now + pacing.interval;
             }
-            let keep = ask.sent < MAX_NACKS;
+            let keep = ask.sent < pacing.asks;
             if keep {
                 next = Some(next.map_or(ask.at, |next| next.min(ask.at)));
             }
@@ -448,6 +507,7 @@ pub(crate) struct ReceiveFeedback {
     receptions: Option<crate::FastMap<u32, Reception>>,
     next_report: Option<Instant>,
     next_nacks: Option<Instant>,
+    nack_pacing: NackPacing,
     next_receiver_report: Option<Instant>,
 }
 
@@ -464,8 +524,15 @@ impl ReceiveFeedback {
             receptions: receiver_reports.then(crate::FastMap::default),
             next_report: None,
             next_nacks: None,
+            nack_pacing: NackPacing::default(),
             next_receiver_report: None,
         }
+    }
+
+    /// The round trip to the sender, as last measured: NACKs are paced by it from now on
+    /// ([`NackPacing::for_round_trip`]; asks already made keep the time set for their next).
+    pub(crate) fn set_round_trip(&mut self, round_trip: Duration) {
+        self.nack_pacing = NackPacing::for_round_trip(round_trip);
     }
 
     /// The remote's sender report on `ssrc` (its NTP time) arrived `at`: the next receiver report
@@ -584,7 +651,7 @@ impl ReceiveFeedback {
         }
         if self.next_nacks.is_some_and(|at| at <= now) {
             for (&ssrc, gaps) in &mut self.gaps {
-                let due = gaps.due(now);
+                let due = gaps.due(now, self.nack_pacing);
                 if due.is_empty() {
                     continue;
                 }
@@ -893,9 +960,103 @@ mod tests {
         assert_eq!(feedback.poll_timeout(), None);
     }
 
-    /// Over a random trace (gaps, reorders, jumps, repairs, forgetting, on two streams), the timer
-    /// is never left due after `due`, each number is asked for at most three times and 100 ms
-    /// apart, and a number missing when `due` runs after its gap showed is asked for then.
+    #[test]
+    fn nacks_are_paced_by_the_round_trip_once_it_is_known() {
+        let pacing = |ms: u64| NackPacing::for_round_trip(Duration::from_millis(ms));
+        let ms = Duration::from_millis;
+        // Unknown: every 100 ms, three times (as before the round trip was used).
+        assert_eq!(
+            NackPacing::default(),
+            NackPacing {
+                interval: ms(100),
+                asks: 3
+            }
+        );
+        // A round trip plus 10 ms, from 20 ms to 500 ms; as many asks as span 300 ms, 3 to 10.
+        assert_eq!(
+            pacing(1),
+            NackPacing {
+                interval: ms(20),
+                asks: 10
+            }
+        );
+        assert_eq!(
+            pacing(40),
+            NackPacing {
+                interval: ms(50),
+                asks: 6
+            }
+        );
+        assert_eq!(
+            pacing(90),
+            NackPacing {
+                interval: ms(100),
+                asks: 3
+            }
+        );
+        assert_eq!(
+            pacing(240),
+            NackPacing {
+                interval: ms(250),
+                asks: 3
+            }
+        );
+        assert_eq!(
+            pacing(5_000),
+            NackPacing {
+                interval: ms(500),
+                asks: 3
+            }
+        );
+
+        // On a short path a packet that stays missing is asked for every 20 ms, ten times.
+        let start = Instant::now();
+        let mut feedback = ReceiveFeedback::new(false);
+        feedback.set_round_trip(Duration::from_millis(2));
+        feedback.note(start, &header(7, 1), Noted::Video);
+        feedback.note(start, &header(7, 3), Noted::Video);
+        let mut asks = Vec::new();
+        while let Some(at) = feedback.poll_timeout() {
+            if !nacked(&feedback.due(at)).is_empty() {
+                asks.push(at - start);
+            }
+        }
+        let expected: Vec<Duration> = (0..10).map(|n| ms(20) * n).collect();
+        assert_eq!(asks, expected);
+        // On a long one (250 ms), three times a round trip and 10 ms apart: not all before the
+        // first repair could be back. A new round trip paces the asks made after it.
+        feedback.set_round_trip(Duration::from_millis(240));
+        feedback.note(start + ms(300), &header(7, 5), Noted::Video);
+        assert_eq!(nacked(&feedback.due(start + ms(300))), vec![vec![4]]);
+        assert_eq!(feedback.poll_timeout(), Some(start + ms(550)));
+        assert!(feedback.due(start + ms(549)).is_empty());
+        assert_eq!(nacked(&feedback.due(start + ms(550))), vec![vec![4]]);
+        feedback.set_round_trip(Duration::from_millis(30));
+        assert_eq!(
+            feedback.poll_timeout(),
+            Some(start + ms(800)),
+            "set when asked"
+        );
+        assert_eq!(nacked(&feedback.due(start + ms(800))), vec![vec![4]]);
+        // Its third ask is not its last under the new pacing (8 asks), and the next comes 40 ms
+        // on; a gap showing meanwhile is asked for at once.
+        feedback.note(start + ms(801), &header(7, 7), Noted::Video);
+        assert_eq!(nacked(&feedback.due(start + ms(801))), vec![vec![6]]);
+        assert_eq!(feedback.poll_timeout(), Some(start + ms(840)));
+        assert_eq!(nacked(&feedback.due(start + ms(840))), vec![vec![4]]);
+        // A pacing allowing fewer asks than a number has had drops it unasked: 4 (four asks
+        // against three). 6, asked once, is asked at its time and a last time 410 ms on.
+        feedback.set_round_trip(Duration::from_millis(400));
+        assert_eq!(nacked(&feedback.due(start + ms(841))), vec![vec![6]]);
+        assert_eq!(feedback.poll_timeout(), Some(start + ms(1_251)));
+        assert_eq!(nacked(&feedback.due(start + ms(1_251))), vec![vec![6]]);
+        assert_eq!(feedback.poll_timeout(), None);
+    }
+
+    /// Over a random trace (gaps, reorders, jumps, repairs, forgetting, round trips changing, on
+    /// two streams), the timer is never left due after `due`, each number is asked for no sooner
+    /// than the pacing in force at its last ask allows and no more times than the pacing in
+    /// force allows, and a number missing when `due` runs after its gap showed is asked for then.
     #[test]
     fn the_nack_timer_is_never_left_due_and_asks_in_time() {
         let start = Instant::now();
@@ -908,8 +1069,8 @@ mod tests {
         };
         let mut feedback = ReceiveFeedback::new(false);
         let mut newest = [1_000u16, 60_000];
-        // Per stream and number: the NACKs seen and the last one's time.
-        let mut asked: BTreeMap<(u32, u16), (u8, Instant)> = BTreeMap::new();
+        // Per stream and number: the NACKs seen, the last one's time and the pacing then.
+        let mut asked: BTreeMap<(u32, u16), (u8, Instant, NackPacing)> = BTreeMap::new();
         let mut now = start;
         for _ in 0..20_000 {
             now += Duration::from_millis(next(15));
@@ -920,6 +1081,10 @@ mod tests {
                 80..=93 => newest[stream].wrapping_add(2 + next(4) as u16),
                 94..=97 => newest[stream].wrapping_sub(next(5) as u16),
                 98 => newest[stream].wrapping_add(600),
+                99 if next(4) == 0 => {
+                    feedback.set_round_trip(Duration::from_millis(next(300)));
+                    continue;
+                }
                 _ => {
                     if next(2) == 0 {
                         // What was asked before is forgotten too: a stream starts over.
@@ -941,12 +1106,22 @@ mod tests {
                         continue;
                     };
                     for number in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
-                        let entry = asked.entry((nack.media_ssrc, number)).or_insert((0, now));
+                        let pacing = feedback.nack_pacing;
+                        let entry = asked
+                            .entry((nack.media_ssrc, number))
+                            .or_insert((0, now, pacing));
                         if entry.0 > 0 {
-                            assert!(now - entry.1 >= NACK_INTERVAL, "{number} asked again early");
+                            assert!(
+                                now - entry.1 >= entry.2.interval,
+                                "{number} asked again early"
+                            );
                         }
-                        *entry = (entry.0 + 1, now);
-                        assert!(entry.0 <= MAX_NACKS, "{number} asked for {} times", entry.0);
+                        *entry = (entry.0 + 1, now, pacing);
+                        assert!(
+                            entry.0 <= pacing.asks,
+                            "{number} asked for {} times",
+                            entry.0
+                        );
                     }
                 }
                 assert!(
@@ -961,7 +1136,7 @@ mod tests {
                 }
             }
             // Numbers wrap: forget what was asked long ago.
-            asked.retain(|_, (_, at)| now - *at < Duration::from_secs(2));
+            asked.retain(|_, (_, at, _)| now - *at < Duration::from_secs(2));
         }
         assert!(asked.len() > 10, "the trace had gaps to ask for");
     }

@@ -53,6 +53,8 @@ struct Client {
     publisher_nacks_seen: usize,
     /// The media SSRC of each NACK the publisher got.
     publisher_nacked: Vec<u32>,
+    /// Each NACK the publisher got: when, its media SSRC and the numbers it asks for.
+    publisher_nack_log: Vec<(Instant, u32, Vec<u16>)>,
     /// Labels of the publisher connection's data channels once open.
     publisher_channels_open: Vec<String>,
 }
@@ -258,6 +260,7 @@ impl World {
             publisher_pli_seen: false,
             publisher_nacks_seen: 0,
             publisher_nacked: Vec::new(),
+            publisher_nack_log: Vec::new(),
             publisher_channels_open: Vec::new(),
         });
         self.clients.len() - 1
@@ -266,6 +269,7 @@ impl World {
     /// Moves datagrams both ways until nothing moves; collects events.
     fn exchange(&mut self) {
         let sfu: SocketAddr = SFU.parse().unwrap();
+        let now = self.now;
         loop {
             let mut moved = false;
             while let Some(t) = self.router.poll_transmit() {
@@ -360,6 +364,11 @@ impl World {
                                 if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                     c.publisher_nacks_seen += 1;
                                     c.publisher_nacked.push(nack.media_ssrc);
+                                    c.publisher_nack_log.push((
+                                        now,
+                                        nack.media_ssrc,
+                                        nack.nacks.iter().flat_map(|p| p.packet_list()).collect(),
+                                    ));
                                 }
                             }
                         }
@@ -517,6 +526,59 @@ impl World {
             Command::TrackPublished(publisher, cid.to_owned(), Box::new(video_track(sid, cid))),
         );
         local
+    }
+
+    /// Client `i` adds an Opus track (`cid-mic`, SSRC `ssrc`) to its publisher connection and the
+    /// core announces it as `TR_mic`; returns the client's local track.
+    fn publish_microphone(&mut self, i: usize, ssrc: u32) -> LocalTrack {
+        let local = self.clients[i]
+            .publisher
+            .add_local_track(
+                MediaKind::Audio,
+                "audio/opus",
+                "microphone",
+                "cid-mic",
+                ssrc,
+            )
+            .unwrap();
+        let publisher = self.clients[i].sid.clone();
+        let track = TrackInfo {
+            sid: "TR_mic".to_owned(),
+            r#type: TrackType::Audio.into(),
+            mime_type: "audio/opus".to_owned(),
+            ..TrackInfo::default()
+        };
+        self.router.handle_command(
+            self.now,
+            Command::TrackPublished(publisher, "cid-mic".to_owned(), Box::new(track)),
+        );
+        local
+    }
+
+    /// Client `i` writes Opus packet `seq` (20 ms of a voice) on `microphone`; the number moves on.
+    fn write_opus(&mut self, i: usize, microphone: LocalTrack, seq: &mut u16) {
+        let packet = Packet {
+            header: Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: *seq,
+                timestamp: 960 * u32::from(*seq),
+                ssrc: 1,
+                ..Default::default()
+            },
+            payload: vec![0xFC; 80].into(),
+        };
+        self.clients[i]
+            .publisher
+            .write_rtp(
+                microphone,
+                packet,
+                "audio/opus",
+                consulta_media::Keep::Copy,
+                self.now,
+            )
+            .unwrap();
+        *seq = seq.wrapping_add(1);
     }
 
     /// Client `sub` subscribes to client `publisher`'s track `track`.
@@ -1647,6 +1709,62 @@ fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
     );
 }
 
+/// The router NACKs a publisher at the pace of the round trip its subscriber connection measures
+/// (the same browser on the same path): before any is known, a packet lost for good is asked for
+/// three times 100 ms apart; once Alice's subscriber connection has reported on Bob's microphone
+/// (a near-zero round trip here), every 20 ms, ten times, so a repair lost too is asked for again
+/// in 20 ms.
+#[test]
+fn a_publishers_nacks_are_paced_by_the_round_trip_its_subscriber_connection_measures() {
+    let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
+    let (alice, bob) = (0, 1);
+    // Alice's camera sends for 1.5 s, the first packet lost however often she resends it: how far
+    // apart the router's asks for it came.
+    // The next packet is lost.
+    let asks_for = |w: &mut World, seq: &mut u16| -> Vec<Duration> {
+        let lost = *seq;
+        w.lost_from_client0.push((0xA11CE, lost));
+        w.clients[alice].publisher_nack_log.clear();
+        let from = w.now;
+        while w.now - from < Duration::from_millis(1_500) {
+            send_vp8(w, camera, seq, false);
+        }
+        let times: Vec<Instant> = w.clients[alice]
+            .publisher_nack_log
+            .iter()
+            .filter(|(_, ssrc, numbers)| *ssrc == 0xA11CE && numbers.contains(&lost))
+            .map(|(at, _, _)| *at)
+            .collect();
+        times.windows(2).map(|t| t[1] - t[0]).collect()
+    };
+    let unknown = asks_for(&mut w, &mut seq);
+    assert_eq!(
+        unknown,
+        [Duration::from_millis(100); 2],
+        "three asks, 100 ms apart"
+    );
+
+    // Bob's microphone to Alice: her subscriber connection's receiver reports give the router
+    // the round trip of her path.
+    let microphone = w.publish_microphone(bob, 0xB0B);
+    w.negotiate_publisher(bob, 1);
+    w.run_until("bob's publisher connected", |w| w.clients[1].connected);
+    subscribe_and_connect(&mut w, alice, bob, "TR_mic");
+    let mut voice = 1u16;
+    let from = w.now;
+    while w.now - from < Duration::from_secs(3) {
+        w.write_opus(bob, microphone, &mut voice);
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert!(rtp_received(&w, alice) > 50, "alice heard bob");
+    let known = asks_for(&mut w, &mut seq);
+    assert_eq!(
+        known,
+        [Duration::from_millis(20); 9],
+        "ten asks, 20 ms apart"
+    );
+}
+
 /// A repair that comes late from a publisher resending on RTX, as browsers do, still reaches the
 /// subscriber: the packet Alice's camera sent is lost on the way, her resends of it on the camera's
 /// own SSRC too, and her retransmission on the RTX stream her offer declares
@@ -1979,27 +2097,7 @@ fn a_subscriber_heard_only_from_a_new_port_is_still_in_an_outage() {
 fn numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports() {
     let mut w = World::new();
     let (alice, bob) = (w.join(1, "PA_alice"), w.join(2, "PA_bob"));
-    let microphone = w.clients[alice]
-        .publisher
-        .add_local_track(
-            MediaKind::Audio,
-            "audio/opus",
-            "microphone",
-            "cid-mic",
-            0xA0D10,
-        )
-        .unwrap();
-    let publisher = w.clients[alice].sid.clone();
-    let track = TrackInfo {
-        sid: "TR_mic".to_owned(),
-        r#type: TrackType::Audio.into(),
-        mime_type: "audio/opus".to_owned(),
-        ..TrackInfo::default()
-    };
-    w.router.handle_command(
-        w.now,
-        Command::TrackPublished(publisher, "cid-mic".to_owned(), Box::new(track)),
-    );
+    let microphone = w.publish_microphone(alice, 0xA0D10);
     w.negotiate_publisher(alice, 1);
     w.run_until("alice connected", |w| w.clients[0].connected);
     w.subscribe(bob, alice, "TR_mic");
@@ -2009,28 +2107,7 @@ fn numbers_the_publisher_never_sent_are_netted_out_of_the_subscribers_reports() 
         subscriber_connected(w, 1)
     });
     let send_one = |w: &mut World, seq: &mut u16| {
-        let packet = Packet {
-            header: Header {
-                version: 2,
-                payload_type: 111,
-                sequence_number: *seq,
-                timestamp: 960 * u32::from(*seq),
-                ssrc: 1,
-                ..Default::default()
-            },
-            payload: vec![0xFC; 80].into(),
-        };
-        w.clients[0]
-            .publisher
-            .write_rtp(
-                microphone,
-                packet,
-                "audio/opus",
-                consulta_media::Keep::Copy,
-                w.now,
-            )
-            .unwrap();
-        *seq = seq.wrapping_add(1);
+        w.write_opus(alice, microphone, seq);
         w.step();
     };
     let send_for = |w: &mut World, seq: &mut u16, secs: u64| {
