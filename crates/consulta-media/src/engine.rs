@@ -2453,23 +2453,36 @@ impl Router {
         let Some(p) = self.participants.get_mut(sub) else {
             return;
         };
-        // The round trip the report gives, for the queue on the way ([`QUEUE_TOLERANCE`]); the
-        // blocks about the SFU's other streams name other sender reports on the same path.
-        let round_trip = p
-            .subscriber
-            .and_then(|id| self.peers.get(&id))
-            .and_then(|peer| {
-                losses
-                    .iter()
-                    .filter_map(|b| peer.pc.round_trip(now, b.last_sender_report, b.delay))
-                    .min()
-            });
-        if let Some(round_trip) = round_trip {
-            p.sub.allocator.handle_round_trip(now, round_trip);
-            // The participant's publisher connection runs over the same path (one browser, one
-            // network): its repairs come back after about this long.
-            if let Some(publisher) = p.publisher.and_then(|id| self.peers.get_mut(&id)) {
-                publisher.pc.set_round_trip(round_trip);
+        // The round trips the report gives: the least for the queue on the way
+        // ([`QUEUE_TOLERANCE`]; the blocks about the SFU's other streams name other sender
+        // reports on the same path), the longest for the participant's publisher connection,
+        // whose repairs come back after about that long, where it runs over the same path (one
+        // browser, one network: the same remote address; not one connection relayed and the
+        // other direct).
+        let subscriber = p.subscriber.and_then(|id| self.peers.get(&id));
+        let round_trips = subscriber.and_then(|peer| {
+            losses
+                .iter()
+                .filter_map(|b| peer.pc.round_trip(now, b.last_sender_report, b.delay))
+                .fold(None, |range: Option<(Duration, Duration)>, trip| {
+                    Some(range.map_or((trip, trip), |(least, most)| {
+                        (least.min(trip), most.max(trip))
+                    }))
+                })
+        });
+        let round_trip = round_trips.map(|(least, _)| least);
+        let from = subscriber.and_then(|peer| peer.pc.remote_address());
+        if let Some((least, most)) = round_trips {
+            p.sub.allocator.handle_round_trip(now, least);
+            if let Some(publisher) = p.publisher.and_then(|id| self.peers.get_mut(&id))
+                && from.is_some_and(|from| {
+                    publisher
+                        .pc
+                        .remote_address()
+                        .is_some_and(|to| to.ip() == from.ip())
+                })
+            {
+                publisher.pc.add_round_trip(now, most);
             }
         }
         let seals = p

@@ -2083,13 +2083,19 @@ impl MediaPeer {
             .round_trip(now, last_sender_report, delay)
     }
 
-    /// The round trip to the remote, measured elsewhere (a participant's publisher connection
-    /// takes its subscriber connection's, on the same path): the NACKs this connection sends are
-    /// paced by it (`receive::NackPacing`).
-    pub fn set_round_trip(&mut self, round_trip: Duration) {
+    /// A round trip to the remote measured elsewhere at `now` (a participant's publisher
+    /// connection takes its subscriber connection's, on the same path): the NACKs this
+    /// connection sends are paced by the longest of the last few seconds
+    /// (`receive::NackPacing`).
+    pub fn add_round_trip(&mut self, now: Instant, round_trip: Duration) {
         if let Some(receive) = &mut self.receive {
-            receive.set_round_trip(round_trip);
+            receive.add_round_trip(now, round_trip);
         }
+    }
+
+    /// The remote address the connection sends to (its selected pair's), once it has one.
+    pub fn remote_address(&self) -> Option<SocketAddr> {
+        self.selected
     }
 
     /// Whether ICE has a working candidate pair, as the events polled so far said: a connection

@@ -40,16 +40,26 @@ pub(crate) const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 /// given its frame up.
 pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Added to the round trip before a packet still missing is asked for again: the sender's pacer
-/// and the repair's own queue on the way.
+/// Added to the round trip before a packet still missing is asked for again, at least (a quarter
+/// of the round trip when that is more): the sender's pacer and the repair's own queue on the way.
 const NACK_SLACK: Duration = Duration::from_millis(10);
+
+/// How far back round trips measured count: the longest of them paces the NACKs (as libwebrtc's
+/// receivers take the longest of their last 1.5 s; a report comes each second on video, each
+/// five on audio alone). With none that recent, the pacing is the default again: the path may
+/// have changed since (another network, a restart of ICE).
+const ROUND_TRIP_WINDOW: Duration = Duration::from_secs(5);
+
+/// Round trips kept for [`ROUND_TRIP_WINDOW`]: more than it holds at one report a second.
+const ROUND_TRIPS_KEPT: usize = 8;
 
 /// The least and the most time between two NACKs of one packet, whatever the round trip.
 const NACK_INTERVAL_BOUNDS: (Duration, Duration) =
     (Duration::from_millis(20), Duration::from_millis(500));
 
-/// The asks for one missing packet span this long at least (three at the default interval), in
-/// [`MIN_NACKS`] to [`MAX_NACKS`] asks.
+/// How many asks a missing packet gets: as many as make their count times the interval this long
+/// at least, [`MIN_NACKS`] to [`MAX_NACKS`] (three at the default interval; below 30 ms the ten
+/// asks span less).
 const NACK_SPAN: Duration = Duration::from_millis(300);
 
 /// The fewest asks a missing packet gets.
@@ -86,14 +96,18 @@ impl Default for NackPacing {
 
 impl NackPacing {
     /// With the round trip to the sender known: a repair asked for comes back after about one
-    /// round trip, so asking again sooner only brings a second copy (which Chromium's sender
-    /// holds back anyway), and waiting longer leaves a lost repair unasked for. On a short path
-    /// that is many more asks in the same span: a repair lost too is asked for again in 20 ms
-    /// where it waited 100 ms; on a long one (a mobile network, 150–300 ms) the asks no longer
-    /// all go before the first repair could be back.
+    /// round trip, so asking again sooner brings a second copy while the first is on its way
+    /// (Chromium's sender resends on every NACK that finds the packet out of its pacer: it holds
+    /// a resend back by its own round trip only when receiver reports about the video give it
+    /// one, and the SFU sends none, docs/SFU-MEDIA.md finding 7; the router drops the copy), and
+    /// waiting longer leaves a lost repair unasked for. On a short path that is many more asks in
+    /// the same span: a repair lost too is asked for again in 20 ms where it waited 100 ms; on a
+    /// long one (a mobile network, 150–300 ms) the asks no longer all go before the first repair
+    /// could be back.
     pub(crate) fn for_round_trip(round_trip: Duration) -> Self {
         let (least, most) = NACK_INTERVAL_BOUNDS;
-        Self::with_interval((round_trip + NACK_SLACK).clamp(least, most))
+        let slack = NACK_SLACK.max(round_trip / 4);
+        Self::with_interval(round_trip.saturating_add(slack).clamp(least, most))
     }
 
     fn with_interval(interval: Duration) -> Self {
@@ -507,7 +521,8 @@ pub(crate) struct ReceiveFeedback {
     receptions: Option<crate::FastMap<u32, Reception>>,
     next_report: Option<Instant>,
     next_nacks: Option<Instant>,
-    nack_pacing: NackPacing,
+    /// The round trips to the sender measured lately, newest first, and when.
+    round_trips: [Option<(Instant, Duration)>; ROUND_TRIPS_KEPT],
     next_receiver_report: Option<Instant>,
 }
 
@@ -524,15 +539,28 @@ impl ReceiveFeedback {
             receptions: receiver_reports.then(crate::FastMap::default),
             next_report: None,
             next_nacks: None,
-            nack_pacing: NackPacing::default(),
+            round_trips: [None; ROUND_TRIPS_KEPT],
             next_receiver_report: None,
         }
     }
 
-    /// The round trip to the sender, as last measured: NACKs are paced by it from now on
-    /// ([`NackPacing::for_round_trip`]; asks already made keep the time set for their next).
-    pub(crate) fn set_round_trip(&mut self, round_trip: Duration) {
-        self.nack_pacing = NackPacing::for_round_trip(round_trip);
+    /// A round trip to the sender measured at `now`: NACKs are paced by the longest of those of
+    /// the last [`ROUND_TRIP_WINDOW`] ([`NackPacing::for_round_trip`]; asks already made keep
+    /// the time set for their next).
+    pub(crate) fn add_round_trip(&mut self, now: Instant, round_trip: Duration) {
+        self.round_trips.rotate_right(1);
+        self.round_trips[0] = Some((now, round_trip));
+    }
+
+    /// How NACKs are paced at `now`.
+    fn nack_pacing(&self, now: Instant) -> NackPacing {
+        self.round_trips
+            .iter()
+            .flatten()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < ROUND_TRIP_WINDOW)
+            .map(|&(_, round_trip)| round_trip)
+            .max()
+            .map_or_else(NackPacing::default, NackPacing::for_round_trip)
     }
 
     /// The remote's sender report on `ssrc` (its NTP time) arrived `at`: the next receiver report
@@ -650,8 +678,9 @@ impl ReceiveFeedback {
             out.extend(reports.into_iter().map(|r| Box::new(r) as _));
         }
         if self.next_nacks.is_some_and(|at| at <= now) {
+            let pacing = self.nack_pacing(now);
             for (&ssrc, gaps) in &mut self.gaps {
-                let due = gaps.due(now, self.nack_pacing);
+                let due = gaps.due(now, pacing);
                 if due.is_empty() {
                     continue;
                 }
@@ -962,101 +991,81 @@ mod tests {
 
     #[test]
     fn nacks_are_paced_by_the_round_trip_once_it_is_known() {
-        let pacing = |ms: u64| NackPacing::for_round_trip(Duration::from_millis(ms));
         let ms = Duration::from_millis;
+        let pacing = |trip: u64| NackPacing::for_round_trip(ms(trip));
+        let paced = |interval: u64, asks: u8| NackPacing {
+            interval: ms(interval),
+            asks,
+        };
         // Unknown: every 100 ms, three times (as before the round trip was used).
-        assert_eq!(
-            NackPacing::default(),
-            NackPacing {
-                interval: ms(100),
-                asks: 3
-            }
-        );
-        // A round trip plus 10 ms, from 20 ms to 500 ms; as many asks as span 300 ms, 3 to 10.
-        assert_eq!(
-            pacing(1),
-            NackPacing {
-                interval: ms(20),
-                asks: 10
-            }
-        );
-        assert_eq!(
-            pacing(40),
-            NackPacing {
-                interval: ms(50),
-                asks: 6
-            }
-        );
-        assert_eq!(
-            pacing(90),
-            NackPacing {
-                interval: ms(100),
-                asks: 3
-            }
-        );
-        assert_eq!(
-            pacing(240),
-            NackPacing {
-                interval: ms(250),
-                asks: 3
-            }
-        );
-        assert_eq!(
-            pacing(5_000),
-            NackPacing {
-                interval: ms(500),
-                asks: 3
-            }
-        );
+        assert_eq!(NackPacing::default(), paced(100, 3));
+        // The round trip plus a quarter of it, 10 ms at least, from 20 ms to 500 ms; as many
+        // asks as span 300 ms, 3 to 10.
+        assert_eq!(pacing(0), paced(20, 10));
+        assert_eq!(pacing(1), paced(20, 10));
+        assert_eq!(pacing(40), paced(50, 6));
+        assert_eq!(pacing(80), paced(100, 3));
+        assert_eq!(pacing(240), paced(300, 3));
+        assert_eq!(pacing(5_000), paced(500, 3));
+        assert_eq!(pacing(u64::MAX / 2_000), paced(500, 3), "no overflow");
 
         // On a short path a packet that stays missing is asked for every 20 ms, ten times.
         let start = Instant::now();
+        let at = |n: u64| start + ms(n);
         let mut feedback = ReceiveFeedback::new(false);
-        feedback.set_round_trip(Duration::from_millis(2));
+        feedback.add_round_trip(start, ms(2));
         feedback.note(start, &header(7, 1), Noted::Video);
         feedback.note(start, &header(7, 3), Noted::Video);
         let mut asks = Vec::new();
-        while let Some(at) = feedback.poll_timeout() {
-            if !nacked(&feedback.due(at)).is_empty() {
-                asks.push(at - start);
+        while let Some(due) = feedback.poll_timeout() {
+            if !nacked(&feedback.due(due)).is_empty() {
+                asks.push(due - start);
             }
         }
         let expected: Vec<Duration> = (0..10).map(|n| ms(20) * n).collect();
         assert_eq!(asks, expected);
-        // On a long one (250 ms), three times a round trip and 10 ms apart: not all before the
-        // first repair could be back. A new round trip paces the asks made after it.
-        feedback.set_round_trip(Duration::from_millis(240));
-        feedback.note(start + ms(300), &header(7, 5), Noted::Video);
-        assert_eq!(nacked(&feedback.due(start + ms(300))), vec![vec![4]]);
-        assert_eq!(feedback.poll_timeout(), Some(start + ms(550)));
-        assert!(feedback.due(start + ms(549)).is_empty());
-        assert_eq!(nacked(&feedback.due(start + ms(550))), vec![vec![4]]);
-        feedback.set_round_trip(Duration::from_millis(30));
+        // On a long one (240 ms), three times, 300 ms apart: not all before the first repair
+        // could be back.
+        feedback.add_round_trip(at(300), ms(240));
+        feedback.note(at(300), &header(7, 5), Noted::Video);
+        assert_eq!(nacked(&feedback.due(at(300))), vec![vec![4]]);
+        assert_eq!(feedback.poll_timeout(), Some(at(600)));
+        assert!(feedback.due(at(599)).is_empty());
+        // A shorter round trip within 5 s of the longer one does not shorten the asks.
+        feedback.add_round_trip(at(400), ms(30));
+        assert_eq!(nacked(&feedback.due(at(600))), vec![vec![4]]);
         assert_eq!(
             feedback.poll_timeout(),
-            Some(start + ms(800)),
-            "set when asked"
+            Some(at(900)),
+            "the longest of the last 5 s"
         );
-        assert_eq!(nacked(&feedback.due(start + ms(800))), vec![vec![4]]);
-        // Its third ask is not its last under the new pacing (8 asks), and the next comes 40 ms
-        // on; a gap showing meanwhile is asked for at once.
-        feedback.note(start + ms(801), &header(7, 7), Noted::Video);
-        assert_eq!(nacked(&feedback.due(start + ms(801))), vec![vec![6]]);
-        assert_eq!(feedback.poll_timeout(), Some(start + ms(840)));
-        assert_eq!(nacked(&feedback.due(start + ms(840))), vec![vec![4]]);
-        // A pacing allowing fewer asks than a number has had drops it unasked: 4 (four asks
-        // against three). 6, asked once, is asked at its time and a last time 410 ms on.
-        feedback.set_round_trip(Duration::from_millis(400));
-        assert_eq!(nacked(&feedback.due(start + ms(841))), vec![vec![6]]);
-        assert_eq!(feedback.poll_timeout(), Some(start + ms(1_251)));
-        assert_eq!(nacked(&feedback.due(start + ms(1_251))), vec![vec![6]]);
+        assert_eq!(nacked(&feedback.due(at(900))), vec![vec![4]]);
+        assert_eq!(feedback.poll_timeout(), None, "three asks");
+        // 5 s after the last one measured, the path may have changed: the default again.
+        feedback.note(at(5_400), &header(7, 7), Noted::Video);
+        assert_eq!(nacked(&feedback.due(at(5_400))), vec![vec![6]]);
+        assert_eq!(feedback.poll_timeout(), Some(at(5_500)));
+        for n in [5_500, 5_600] {
+            assert_eq!(nacked(&feedback.due(at(n))), vec![vec![6]]);
+        }
+        assert_eq!(feedback.poll_timeout(), None);
+        // A pacing allowing fewer asks than a number has had drops it unasked: 8, asked four
+        // times 20 ms apart, when a 400 ms round trip allows three.
+        feedback.add_round_trip(at(6_000), ms(2));
+        feedback.note(at(6_000), &header(7, 9), Noted::Video);
+        for n in [6_000, 6_020, 6_040, 6_060] {
+            assert_eq!(nacked(&feedback.due(at(n))), vec![vec![8]]);
+        }
+        feedback.add_round_trip(at(6_070), ms(400));
+        assert!(feedback.due(at(6_080)).is_empty());
         assert_eq!(feedback.poll_timeout(), None);
     }
 
-    /// Over a random trace (gaps, reorders, jumps, repairs, forgetting, round trips changing, on
-    /// two streams), the timer is never left due after `due`, each number is asked for no sooner
-    /// than the pacing in force at its last ask allows and no more times than the pacing in
-    /// force allows, and a number missing when `due` runs after its gap showed is asked for then.
+    /// Over a random trace (gaps, reorders, jumps, repairs, forgetting, round trips measured, on
+    /// two streams), the timer is never left due after `due`; each number is asked for again no
+    /// sooner than the pacing at its last ask says, and no later than that and one step of the
+    /// trace; no more times than the pacing allows; and a number missing when `due` runs after
+    /// its gap showed is asked for then.
     #[test]
     fn the_nack_timer_is_never_left_due_and_asks_in_time() {
         let start = Instant::now();
@@ -1072,49 +1081,50 @@ mod tests {
         // Per stream and number: the NACKs seen, the last one's time and the pacing then.
         let mut asked: BTreeMap<(u32, u16), (u8, Instant, NackPacing)> = BTreeMap::new();
         let mut now = start;
+        // The longest step of the trace.
+        let step = Duration::from_millis(14);
         for _ in 0..20_000 {
             now += Duration::from_millis(next(15));
             let stream = next(2) as usize;
             let ssrc = 7 + stream as u32;
             let number = match next(100) {
-                0..=79 => newest[stream].wrapping_add(1),
-                80..=93 => newest[stream].wrapping_add(2 + next(4) as u16),
-                94..=97 => newest[stream].wrapping_sub(next(5) as u16),
-                98 => newest[stream].wrapping_add(600),
-                99 if next(4) == 0 => {
-                    feedback.set_round_trip(Duration::from_millis(next(300)));
-                    continue;
-                }
+                0..=79 => Some(newest[stream].wrapping_add(1)),
+                80..=93 => Some(newest[stream].wrapping_add(2 + next(4) as u16)),
+                94..=97 => Some(newest[stream].wrapping_sub(next(5) as u16)),
+                98 => Some(newest[stream].wrapping_add(600)),
                 _ => {
-                    if next(2) == 0 {
-                        // What was asked before is forgotten too: a stream starts over.
-                        feedback.forget_gaps();
-                        asked.clear();
-                    } else {
-                        feedback.repaired(ssrc, newest[stream].wrapping_sub(next(8) as u16));
+                    match next(3) {
+                        0 => feedback.add_round_trip(now, Duration::from_millis(next(300))),
+                        1 => {
+                            // What was asked before is forgotten too: a stream starts over.
+                            feedback.forget_gaps();
+                            asked.clear();
+                        }
+                        _ => feedback.repaired(ssrc, newest[stream].wrapping_sub(next(8) as u16)),
                     }
-                    continue;
+                    None
                 }
             };
-            if number.wrapping_sub(newest[stream]) < 0x8000 {
-                newest[stream] = number;
+            if let Some(number) = number {
+                if number.wrapping_sub(newest[stream]) < 0x8000 {
+                    newest[stream] = number;
+                }
+                feedback.note(now, &header(ssrc, number), Noted::Video);
             }
-            feedback.note(now, &header(ssrc, number), Noted::Video);
             if feedback.poll_timeout().is_some_and(|at| at <= now) {
                 for nack in feedback.due(now) {
                     let Some(nack) = nack.as_any().downcast_ref::<TransportLayerNack>() else {
                         continue;
                     };
                     for number in nack.nacks.iter().flat_map(|pair| pair.packet_list()) {
-                        let pacing = feedback.nack_pacing;
+                        let pacing = feedback.nack_pacing(now);
                         let entry = asked
                             .entry((nack.media_ssrc, number))
                             .or_insert((0, now, pacing));
                         if entry.0 > 0 {
-                            assert!(
-                                now - entry.1 >= entry.2.interval,
-                                "{number} asked again early"
-                            );
+                            let (since, interval) = (now - entry.1, entry.2.interval);
+                            assert!(since >= interval, "{number} asked again early");
+                            assert!(since <= interval + step, "{number} asked again late");
                         }
                         *entry = (entry.0 + 1, now, pacing);
                         assert!(

@@ -1713,7 +1713,7 @@ fn a_publisher_that_resends_on_rtx_sends_to_the_router_under_gcm() {
 /// (the same browser on the same path): before any is known, a packet lost for good is asked for
 /// three times 100 ms apart; once Alice's subscriber connection has reported on Bob's microphone
 /// (a near-zero round trip here), every 20 ms, ten times, so a repair lost too is asked for again
-/// in 20 ms.
+/// in 20 ms; and once her subscriber connection runs from another address, 100 ms again.
 #[test]
 fn a_publishers_nacks_are_paced_by_the_round_trip_its_subscriber_connection_measures() {
     let (mut w, camera, mut seq) = alice_sending_her_camera_to_bob();
@@ -1762,6 +1762,36 @@ fn a_publishers_nacks_are_paced_by_the_round_trip_its_subscriber_connection_meas
         known,
         [Duration::from_millis(20); 9],
         "ten asks, 20 ms apart"
+    );
+
+    // Alice's subscriber connection moves to another address (another network; her publisher
+    // connection stays): its round trips no longer say anything of the publisher's path, and
+    // 5 s after the last one that did, the pacing is the default again.
+    let alice_sid = w.clients[alice].sid.clone();
+    let offers = w.offers_for(&alice_sid).len();
+    w.clients[alice].subscriber_addr = "10.0.9.1:5001".parse().unwrap();
+    let moved = w.now;
+    while w.offers_for(&alice_sid).len() == offers {
+        assert!(w.now - moved < Duration::from_secs(10), "no ICE restart");
+        w.write_opus(bob, microphone, &mut voice);
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    w.answer_latest(alice);
+    let heard = rtp_received(&w, alice);
+    let from = w.now;
+    while w.now - from < Duration::from_secs(6) {
+        w.write_opus(bob, microphone, &mut voice);
+        send_vp8(&mut w, camera, &mut seq, false);
+    }
+    assert!(
+        rtp_received(&w, alice) > heard + 50,
+        "alice hears bob at her new address"
+    );
+    let elsewhere = asks_for(&mut w, &mut seq);
+    assert_eq!(
+        elsewhere,
+        [Duration::from_millis(100); 2],
+        "three asks, 100 ms apart"
     );
 }
 
