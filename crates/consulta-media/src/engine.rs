@@ -209,6 +209,10 @@ pub struct RouterStats {
     pub firs_in: u64,
     /// NACK packets received from subscribers (answered by the connection's `resend::Resender`).
     pub nacks_in: u64,
+    /// NACK packets sent to publishers (`receive::ReceiveFeedback`).
+    pub nacks_out: u64,
+    /// The packets those NACKs asked for, each ask counted (`receive::NackPacing`).
+    pub nack_asks_out: u64,
     /// Bandwidth estimates received for subscriber connections.
     pub bandwidth_estimates: u64,
     /// Times a subscriber's bandwidth lowered the layer it may receive of a track.
@@ -805,6 +809,9 @@ impl Router {
                 if let Err(error) = peer.pc.handle_timeout(now) {
                     tracing::debug!(%error, "peer timeout failed");
                 }
+                let (nacks, asks) = peer.pc.take_nacks_sent();
+                self.stats.nacks_out += nacks;
+                self.stats.nack_asks_out += asks;
             }
             self.drain(id, now);
         }

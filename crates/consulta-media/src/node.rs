@@ -452,6 +452,18 @@ pub fn metrics_text(
         stats.nacks_in,
     );
     metric(
+        "nacks_sent_total",
+        "counter",
+        "NACK packets sent to publishers for the video packets that did not arrive.",
+        stats.nacks_out,
+    );
+    metric(
+        "nack_asks_sent_total",
+        "counter",
+        "Video packets those NACKs asked publishers for, each ask counted: up to 10 per packet, paced by the publisher's round trip.",
+        stats.nack_asks_out,
+    );
+    metric(
         "bandwidth_estimates_total",
         "counter",
         "Bandwidth estimates (GCC over TWCC feedback) for subscriber connections.",

@@ -948,6 +948,9 @@ pub struct MediaPeer {
     /// Datagrams of transport-wide feedback opened here since [`take_feedback_opened_here`]
     /// (Self::take_feedback_opened_here) was last called.
     feedback_opened_here: u64,
+    /// NACK packets written to the remote, and the packets they asked for (each ask counted),
+    /// since [`take_nacks_sent`](Self::take_nacks_sent) was last called.
+    nacks_sent: (u64, u64),
 }
 
 /// How far a connection's `rtc` was polled since anything was last handed to it (a datagram, a
@@ -1253,6 +1256,7 @@ impl MediaPeer {
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
             feedback_opened_here: 0,
+            nacks_sent: (0, 0),
             local_addr,
             remote_tracks: HashMap::new(),
             ssrc_receivers: HashMap::new(),
@@ -1849,6 +1853,12 @@ impl MediaPeer {
         std::mem::take(&mut self.feedback_opened_here)
     }
 
+    /// The NACK packets written to the remote since the last call, and the packets they asked
+    /// for (a packet asked for three times counts three).
+    pub fn take_nacks_sent(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.nacks_sent)
+    }
+
     /// Takes the sender reports the receiver reports refer to out of SRTCP from the remote, where
     /// the own read path has the keys to open it (`rtc` then handles the datagram as ever).
     fn note_sender_reports(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
@@ -1950,8 +1960,22 @@ impl MediaPeer {
         };
         // One datagram each: `rtc` makes one compound packet of what one call writes.
         for packet in packets {
+            let asked: Option<u64> =
+                packet
+                    .as_any()
+                    .downcast_ref::<TransportLayerNack>()
+                    .map(|nack| {
+                        let pairs = nack.nacks.iter();
+                        pairs
+                            .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
+                            .sum()
+                    });
             if let Some(mut receiver) = self.pc().rtp_receiver(id) {
                 receiver.write_rtcp(now, vec![packet])?;
+                if let Some(asked) = asked {
+                    self.nacks_sent.0 += 1;
+                    self.nacks_sent.1 += asked;
+                }
             }
         }
         Ok(())

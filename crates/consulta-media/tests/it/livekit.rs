@@ -1177,8 +1177,10 @@ async fn loss_is_repaired(media: MediaConfig) -> String {
     let count = |v: &Value, key: &str| v[key].as_i64().unwrap_or(0);
     let (received, lost) = loss_window(&result);
     eprintln!(
-        "bob: {received} received, {lost} lost in the window; SFU: {} NACKs in, {} lost in, {} late in, {} RTX in, {} unwrapped; alice {}",
+        "bob: {received} received, {lost} lost in the window; SFU: {} NACKs in, {} NACKs out asking {} times, {} lost in, {} late in, {} RTX in, {} unwrapped; alice {}",
         value("nacks_received_total"),
+        value("nacks_sent_total"),
+        value("nack_asks_sent_total"),
         value("rtp_packets_lost_in_total"),
         value("rtp_packets_late_in_total"),
         value("rtp_retransmissions_in_total"),
@@ -1196,6 +1198,8 @@ async fn loss_is_repaired(media: MediaConfig) -> String {
         count(sent, "nackCount") >= 5,
         "the SFU NACKed alice: {sent}"
     );
+    let (nacks_out, asks_out) = (value("nacks_sent_total"), value("nack_asks_sent_total"));
+    assert!(nacks_out >= 5 && asks_out >= nacks_out, "{metrics}");
     let resent = count(sent, "retransmittedPacketsSent");
     assert!(resent >= 5, "alice resent: {sent}");
     // Her resends filled their gaps: counted late, not lost (measured: 50 late, 110 lost, most

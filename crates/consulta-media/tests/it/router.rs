@@ -55,6 +55,8 @@ struct Client {
     publisher_nacked: Vec<u32>,
     /// Each NACK the publisher got: when, its media SSRC and the numbers it asks for.
     publisher_nack_log: Vec<(Instant, u32, Vec<u16>)>,
+    /// The numbers all NACKs the publisher got asked for.
+    publisher_nack_asks: usize,
     /// Labels of the publisher connection's data channels once open.
     publisher_channels_open: Vec<String>,
 }
@@ -261,6 +263,7 @@ impl World {
             publisher_nacks_seen: 0,
             publisher_nacked: Vec::new(),
             publisher_nack_log: Vec::new(),
+            publisher_nack_asks: 0,
             publisher_channels_open: Vec::new(),
         });
         self.clients.len() - 1
@@ -364,11 +367,10 @@ impl World {
                                 if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                                     c.publisher_nacks_seen += 1;
                                     c.publisher_nacked.push(nack.media_ssrc);
-                                    c.publisher_nack_log.push((
-                                        now,
-                                        nack.media_ssrc,
-                                        nack.nacks.iter().flat_map(|p| p.packet_list()).collect(),
-                                    ));
+                                    let numbers: Vec<u16> =
+                                        nack.nacks.iter().flat_map(|p| p.packet_list()).collect();
+                                    c.publisher_nack_asks += numbers.len();
+                                    c.publisher_nack_log.push((now, nack.media_ssrc, numbers));
                                 }
                             }
                         }
@@ -1792,6 +1794,17 @@ fn a_publishers_nacks_are_paced_by_the_round_trip_its_subscriber_connection_meas
         elsewhere,
         [Duration::from_millis(100); 2],
         "three asks, 100 ms apart"
+    );
+    // The router counted what it sent (its metrics `nacks_sent_total`, `nack_asks_sent_total`).
+    let stats = w.router.stats();
+    let got = (
+        w.clients[alice].publisher_nacks_seen,
+        w.clients[alice].publisher_nack_asks,
+    );
+    assert!(got.1 >= 16, "{got:?}");
+    assert_eq!(
+        (stats.nacks_out as usize, stats.nack_asks_out as usize),
+        got
     );
 }
 
