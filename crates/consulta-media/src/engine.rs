@@ -2486,7 +2486,7 @@ impl Router {
                     publisher
                         .pc
                         .remote_address()
-                        .is_some_and(|to| to.ip() == from.ip())
+                        .is_some_and(|to| to.ip().to_canonical() == from.ip().to_canonical())
                 })
             {
                 publisher.pc.add_round_trip(now, most);

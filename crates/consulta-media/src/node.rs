@@ -454,7 +454,7 @@ pub fn metrics_text(
     metric(
         "nacks_sent_total",
         "counter",
-        "NACK packets sent to publishers for the video packets that did not arrive.",
+        "NACK packets sent to publishers for the video packets missing when asked for.",
         stats.nacks_out,
     );
     metric(

@@ -1945,6 +1945,8 @@ impl MediaPeer {
         if receive.poll_timeout().is_none_or(|at| at > now) {
             return Ok(());
         }
+        // Round trips measured on a path the connection no longer takes pace nothing.
+        receive.keep_round_trips_of(self.selected.map(|to| to.ip().to_canonical()));
         let packets = receive.due(now);
         if packets.is_empty() {
             return Ok(());
@@ -2112,8 +2114,8 @@ impl MediaPeer {
     /// connection sends are paced by the longest of the last few seconds
     /// (`receive::NackPacing`).
     pub fn add_round_trip(&mut self, now: Instant, round_trip: Duration) {
-        if let Some(receive) = &mut self.receive {
-            receive.add_round_trip(now, round_trip);
+        if let (Some(receive), Some(to)) = (&mut self.receive, self.selected) {
+            receive.add_round_trip(now, round_trip, to.ip().to_canonical());
         }
     }
 

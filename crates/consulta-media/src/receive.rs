@@ -45,13 +45,15 @@ pub(crate) const NACK_INTERVAL: Duration = Duration::from_millis(100);
 const NACK_SLACK: Duration = Duration::from_millis(10);
 
 /// How far back round trips measured count: the longest of them paces the NACKs (as libwebrtc's
-/// receivers take the longest of their last 1.5 s; a report comes each second on video, each
-/// five on audio alone). With none that recent, the pacing is the default again: the path may
-/// have changed since (another network, a restart of ICE).
-const ROUND_TRIP_WINDOW: Duration = Duration::from_secs(5);
+/// receivers take the longest of their last 1.5 s). Browsers report every 0.5–1.5 s on video,
+/// every 2.5–7.5 s on audio alone (libwebrtc's intervals), so a participant who receives only
+/// voice still has one in the window. With none that recent, the pacing is the default again:
+/// the path may have changed since.
+const ROUND_TRIP_WINDOW: Duration = Duration::from_secs(10);
 
-/// Round trips kept for [`ROUND_TRIP_WINDOW`]: more than it holds at one report a second.
-const ROUND_TRIPS_KEPT: usize = 8;
+/// The window is kept in this many spans, each holding the longest round trip measured in it,
+/// however many reports come (one also rides along with each NACK and PLI a browser sends).
+const ROUND_TRIP_SPANS: usize = 8;
 
 /// The least and the most time between two NACKs of one packet, whatever the round trip.
 const NACK_INTERVAL_BOUNDS: (Duration, Duration) =
@@ -521,8 +523,11 @@ pub(crate) struct ReceiveFeedback {
     receptions: Option<crate::FastMap<u32, Reception>>,
     next_report: Option<Instant>,
     next_nacks: Option<Instant>,
-    /// The round trips to the sender measured lately, newest first, and when.
-    round_trips: [Option<(Instant, Duration)>; ROUND_TRIPS_KEPT],
+    /// The longest round trip to the sender measured in each span of the window, newest first,
+    /// with when the span began.
+    round_trips: [Option<(Instant, Duration)>; ROUND_TRIP_SPANS],
+    /// The remote address's IP the round trips were measured for.
+    round_trip_path: Option<std::net::IpAddr>,
     next_receiver_report: Option<Instant>,
 }
 
@@ -539,17 +544,41 @@ impl ReceiveFeedback {
             receptions: receiver_reports.then(crate::FastMap::default),
             next_report: None,
             next_nacks: None,
-            round_trips: [None; ROUND_TRIPS_KEPT],
+            round_trips: [None; ROUND_TRIP_SPANS],
+            round_trip_path: None,
             next_receiver_report: None,
         }
     }
 
-    /// A round trip to the sender measured at `now`: NACKs are paced by the longest of those of
-    /// the last [`ROUND_TRIP_WINDOW`] ([`NackPacing::for_round_trip`]; asks already made keep
-    /// the time set for their next).
-    pub(crate) fn add_round_trip(&mut self, now: Instant, round_trip: Duration) {
-        self.round_trips.rotate_right(1);
-        self.round_trips[0] = Some((now, round_trip));
+    /// A round trip to the sender measured at `now` on the path to `path` (the remote's IP):
+    /// NACKs are paced by the longest of those of the last [`ROUND_TRIP_WINDOW`] on that path
+    /// ([`NackPacing::for_round_trip`]; asks already made keep the time set for their next).
+    pub(crate) fn add_round_trip(
+        &mut self,
+        now: Instant,
+        round_trip: Duration,
+        path: std::net::IpAddr,
+    ) {
+        self.keep_round_trips_of(Some(path));
+        self.round_trip_path = Some(path);
+        let span = ROUND_TRIP_WINDOW / ROUND_TRIP_SPANS as u32;
+        match &mut self.round_trips[0] {
+            Some((since, longest)) if now.saturating_duration_since(*since) < span => {
+                *longest = (*longest).max(round_trip);
+            }
+            _ => {
+                self.round_trips.rotate_right(1);
+                self.round_trips[0] = Some((now, round_trip));
+            }
+        }
+    }
+
+    /// The connection sends to `path` now: round trips measured for another are forgotten.
+    pub(crate) fn keep_round_trips_of(&mut self, path: Option<std::net::IpAddr>) {
+        if self.round_trip_path.is_some() && self.round_trip_path != path {
+            self.round_trips = [None; ROUND_TRIP_SPANS];
+            self.round_trip_path = None;
+        }
     }
 
     /// How NACKs are paced at `now`.
@@ -722,6 +751,9 @@ mod tests {
     use super::*;
     use rtc::interceptor::convert_twcc;
     use rtc::shared::marshal::{Marshal, Unmarshal};
+
+    /// The remote's address the tests' round trips are measured for.
+    const PATH: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
 
     /// A report as the sender's side reads it: off the wire, through `rtc`'s reader.
     fn read_back(report: &TransportLayerCc) -> (TransportLayerCc, Vec<(u16, Option<Duration>)>) {
@@ -1013,7 +1045,7 @@ mod tests {
         let start = Instant::now();
         let at = |n: u64| start + ms(n);
         let mut feedback = ReceiveFeedback::new(false);
-        feedback.add_round_trip(start, ms(2));
+        feedback.add_round_trip(start, ms(2), PATH);
         feedback.note(start, &header(7, 1), Noted::Video);
         feedback.note(start, &header(7, 3), Noted::Video);
         let mut asks = Vec::new();
@@ -1026,39 +1058,67 @@ mod tests {
         assert_eq!(asks, expected);
         // On a long one (240 ms), three times, 300 ms apart: not all before the first repair
         // could be back.
-        feedback.add_round_trip(at(300), ms(240));
+        feedback.add_round_trip(at(300), ms(240), PATH);
         feedback.note(at(300), &header(7, 5), Noted::Video);
         assert_eq!(nacked(&feedback.due(at(300))), vec![vec![4]]);
         assert_eq!(feedback.poll_timeout(), Some(at(600)));
         assert!(feedback.due(at(599)).is_empty());
-        // A shorter round trip within 5 s of the longer one does not shorten the asks.
-        feedback.add_round_trip(at(400), ms(30));
+        // A shorter round trip within 10 s of the longer one does not shorten the asks.
+        feedback.add_round_trip(at(400), ms(30), PATH);
         assert_eq!(nacked(&feedback.due(at(600))), vec![vec![4]]);
         assert_eq!(
             feedback.poll_timeout(),
             Some(at(900)),
-            "the longest of the last 5 s"
+            "the longest of the last 10 s"
         );
         assert_eq!(nacked(&feedback.due(at(900))), vec![vec![4]]);
         assert_eq!(feedback.poll_timeout(), None, "three asks");
-        // 5 s after the last one measured, the path may have changed: the default again.
-        feedback.note(at(5_400), &header(7, 7), Noted::Video);
-        assert_eq!(nacked(&feedback.due(at(5_400))), vec![vec![6]]);
-        assert_eq!(feedback.poll_timeout(), Some(at(5_500)));
-        for n in [5_500, 5_600] {
+        // 10 s after the last span began with none since, the path may have changed: the
+        // default again.
+        feedback.note(at(10_400), &header(7, 7), Noted::Video);
+        assert_eq!(nacked(&feedback.due(at(10_400))), vec![vec![6]]);
+        assert_eq!(feedback.poll_timeout(), Some(at(10_500)));
+        for n in [10_500, 10_600] {
             assert_eq!(nacked(&feedback.due(at(n))), vec![vec![6]]);
         }
         assert_eq!(feedback.poll_timeout(), None);
         // A pacing allowing fewer asks than a number has had drops it unasked: 8, asked four
         // times 20 ms apart, when a 400 ms round trip allows three.
-        feedback.add_round_trip(at(6_000), ms(2));
-        feedback.note(at(6_000), &header(7, 9), Noted::Video);
-        for n in [6_000, 6_020, 6_040, 6_060] {
+        feedback.add_round_trip(at(11_000), ms(2), PATH);
+        feedback.note(at(11_000), &header(7, 9), Noted::Video);
+        for n in [11_000, 11_020, 11_040, 11_060] {
             assert_eq!(nacked(&feedback.due(at(n))), vec![vec![8]]);
         }
-        feedback.add_round_trip(at(6_070), ms(400));
-        assert!(feedback.due(at(6_080)).is_empty());
+        feedback.add_round_trip(at(11_070), ms(400), PATH);
+        assert!(feedback.due(at(11_080)).is_empty());
         assert_eq!(feedback.poll_timeout(), None);
+    }
+
+    #[test]
+    fn the_longest_round_trip_is_kept_however_many_reports_come_and_only_for_its_path() {
+        let ms = Duration::from_millis;
+        let start = Instant::now();
+        let at = |n: u64| start + ms(n);
+        let mut feedback = ReceiveFeedback::new(false);
+        // Twelve reports in 1.1 s (a browser's NACKs and PLIs carry one each), the first the
+        // longest: it paces until its span leaves the window.
+        feedback.add_round_trip(at(0), ms(240), PATH);
+        for n in 1..12 {
+            feedback.add_round_trip(at(n * 100), ms(5), PATH);
+        }
+        assert_eq!(feedback.nack_pacing(at(9_000)).interval, ms(300));
+        feedback.add_round_trip(at(9_500), ms(5), PATH);
+        assert_eq!(feedback.nack_pacing(at(9_999)).interval, ms(300));
+        assert_eq!(feedback.nack_pacing(at(10_000)).interval, ms(20));
+        // One measured for another address (the connection moved) starts over.
+        let moved = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+        feedback.add_round_trip(at(10_100), ms(100), moved);
+        assert_eq!(feedback.nack_pacing(at(10_100)).interval, ms(125));
+        // And once the connection sends elsewhere, those are forgotten.
+        feedback.keep_round_trips_of(Some(moved));
+        assert_eq!(feedback.nack_pacing(at(10_100)).interval, ms(125));
+        feedback.keep_round_trips_of(Some(PATH));
+        assert_eq!(feedback.nack_pacing(at(10_100)), NackPacing::default());
     }
 
     /// Over a random trace (gaps, reorders, jumps, repairs, forgetting, round trips measured, on
@@ -1094,7 +1154,7 @@ mod tests {
                 98 => Some(newest[stream].wrapping_add(600)),
                 _ => {
                     match next(3) {
-                        0 => feedback.add_round_trip(now, Duration::from_millis(next(300))),
+                        0 => feedback.add_round_trip(now, Duration::from_millis(next(300)), PATH),
                         1 => {
                             // What was asked before is forgotten too: a stream starts over.
                             feedback.forget_gaps();
