@@ -2467,30 +2467,24 @@ impl Router {
         // browser, one network: the same remote address; not one connection relayed and the
         // other direct).
         let subscriber = p.subscriber.and_then(|id| self.peers.get(&id));
-        let round_trips = subscriber.and_then(|peer| {
-            losses
-                .iter()
-                .filter_map(|b| peer.pc.round_trip(now, b.last_sender_report, b.delay))
-                .fold(None, |range: Option<(Duration, Duration)>, trip| {
-                    Some(range.map_or((trip, trip), |(least, most)| {
-                        (least.min(trip), most.max(trip))
-                    }))
-                })
-        });
-        let round_trip = round_trips.map(|(least, _)| least);
+        let trips = || {
+            subscriber.into_iter().flat_map(|peer| {
+                losses
+                    .iter()
+                    .filter_map(|b| peer.pc.round_trip(now, b.last_sender_report, b.delay))
+            })
+        };
+        let (round_trip, longest) = (trips().min(), trips().max());
         let from = subscriber.and_then(|peer| peer.pc.remote_address());
-        if let Some((least, most)) = round_trips {
+        if let Some(least) = round_trip {
             p.sub.allocator.handle_round_trip(now, least);
-            if let Some(publisher) = p.publisher.and_then(|id| self.peers.get_mut(&id))
-                && from.is_some_and(|from| {
-                    publisher
-                        .pc
-                        .remote_address()
-                        .is_some_and(|to| to.ip().to_canonical() == from.ip().to_canonical())
-                })
-            {
-                publisher.pc.add_round_trip(now, most);
-            }
+        }
+        if let (Some(longest), Some(from), Some(publisher)) = (
+            longest,
+            from,
+            p.publisher.and_then(|id| self.peers.get_mut(&id)),
+        ) {
+            publisher.pc.add_round_trip(now, longest, from);
         }
         let seals = p
             .subscriber

@@ -1962,16 +1962,7 @@ impl MediaPeer {
         };
         // One datagram each: `rtc` makes one compound packet of what one call writes.
         for packet in packets {
-            let asked: Option<u64> =
-                packet
-                    .as_any()
-                    .downcast_ref::<TransportLayerNack>()
-                    .map(|nack| {
-                        let pairs = nack.nacks.iter();
-                        pairs
-                            .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
-                            .sum()
-                    });
+            let asked = crate::receive::nack_asks(packet.as_ref());
             if let Some(mut receiver) = self.pc().rtp_receiver(id) {
                 receiver.write_rtcp(now, vec![packet])?;
                 if let Some(asked) = asked {
@@ -2109,13 +2100,16 @@ impl MediaPeer {
             .round_trip(now, last_sender_report, delay)
     }
 
-    /// A round trip to the remote measured elsewhere at `now` (a participant's publisher
-    /// connection takes its subscriber connection's, on the same path): the NACKs this
-    /// connection sends are paced by the longest of the last few seconds
-    /// (`receive::NackPacing`).
-    pub fn add_round_trip(&mut self, now: Instant, round_trip: Duration) {
-        if let (Some(receive), Some(to)) = (&mut self.receive, self.selected) {
-            receive.add_round_trip(now, round_trip, to.ip().to_canonical());
+    /// A round trip measured at `now` by another connection, one that sends to `measured_to` (a
+    /// participant's publisher connection takes its subscriber connection's): kept where this
+    /// connection sends to the same IP (the same path), and the NACKs it sends are paced by the
+    /// longest of the last few seconds (`receive::NackPacing`).
+    pub fn add_round_trip(&mut self, now: Instant, round_trip: Duration, measured_to: SocketAddr) {
+        let path = measured_to.ip().to_canonical();
+        if let (Some(receive), Some(to)) = (&mut self.receive, self.selected)
+            && to.ip().to_canonical() == path
+        {
+            receive.add_round_trip(now, round_trip, path);
         }
     }
 

@@ -79,7 +79,7 @@ const MAX_REPORT_BLOCKS: usize = 31;
 /// of the 19 699 packets Chromium's camera sent were retransmissions. Here a repair fills its gap
 /// whether it comes on the stream's own SSRC or on RTX ([`ReceiveFeedback::repaired`]), and the
 /// cap only bounds the asks for a packet that is gone for good.
-pub(crate) const MAX_NACKS: u8 = 10;
+const MAX_NACKS: u8 = 10;
 
 /// How a connection NACKs a packet that stays missing: how long after each NACK it asks again,
 /// and how many asks it makes at most.
@@ -122,6 +122,18 @@ impl NackPacing {
             asks: u8::try_from(asks).unwrap_or(MAX_NACKS),
         }
     }
+}
+
+/// The packets `packet` asks for, if it is a NACK: each pair names one and one more per bit of
+/// its mask (RFC 4585 §6.2.1).
+pub(crate) fn nack_asks(packet: &dyn rtc::rtcp::Packet) -> Option<u64> {
+    let nack = packet.as_any().downcast_ref::<TransportLayerNack>()?;
+    let pairs = nack.nacks.iter();
+    Some(
+        pairs
+            .map(|pair| 1 + u64::from(pair.lost_packets.count_ones()))
+            .sum(),
+    )
 }
 
 /// How far behind a stream's newest packet a gap is still NACKed (`rtc`'s receive log: 512).
