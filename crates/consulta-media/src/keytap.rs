@@ -86,6 +86,7 @@ impl KeyTap {
 }
 
 /// One side's SRTP master key and salt, for one protection profile.
+#[derive(Clone)]
 pub struct MasterKeys {
     profile: ProtectionProfile,
     key: Vec<u8>,

@@ -48,6 +48,12 @@ use rtc::sansio::Protocol;
 pub use crate::feedback::RtcpDelivery;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
+/// Distinct SSRCs of RTP and RTCP a connection hands `rtc` at most. A publisher's streams each
+/// show `rtc` their first packets (a simulcast camera with its repair streams and a microphone
+/// are 7), and a remote's RTCP names one or two senders: 256 is some 36 republishes, as many as
+/// the own SRTP follows (`srtp::MAX_STREAMS`). Past it a new stream's datagrams are dropped.
+const MAX_SSRCS_TO_RTC: usize = 256;
+
 /// What can go wrong in the media engine.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -945,6 +951,8 @@ pub struct MediaPeer {
     /// checking the authentication tag when its E flag says it is not encrypted: such datagrams
     /// are dropped before `rtc` sees them (WebRTC always encrypts SRTCP).
     aes_cm_only: bool,
+    /// The SSRCs of the RTP and RTCP handed to `rtc` so far ([`MAX_SSRCS_TO_RTC`] at most).
+    ssrcs_to_rtc: crate::FastSet<u32>,
     /// Datagrams of transport-wide feedback opened here since [`take_feedback_opened_here`]
     /// (Self::take_feedback_opened_here) was last called.
     feedback_opened_here: u64,
@@ -1255,6 +1263,7 @@ impl MediaPeer {
             flights: Some(crate::handshake::Flights::default()),
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
+            ssrcs_to_rtc: crate::FastSet::default(),
             feedback_opened_here: 0,
             nacks_sent: (0, 0),
             local_addr,
@@ -1683,6 +1692,9 @@ impl MediaPeer {
             return taken;
         }
         self.note_sender_reports(now, from, datagram);
+        if !self.admitted_to_rtc(datagram) {
+            return Err(rtc::shared::error::Error::TooManySources.into());
+        }
         let repeat = self
             .flights
             .as_mut()
@@ -1749,16 +1761,16 @@ impl MediaPeer {
 
     /// Opens `datagram` on the own read path if it is RTP of a stream adopted there, from where
     /// `rtc` sends (the selected pair), and queues it as [`MediaEvent::Rtp`]. Whether it was
-    /// taken care of: opened, or dropped (a packet taken before, or one that opened but does not
-    /// parse).
+    /// taken care of: opened, or dropped (a packet of an adopted stream taken before or that does
+    /// not open, from anywhere; or one that opened but does not parse).
     fn open_itself(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
         let Some(read) = &mut self.read else {
             return false;
         };
         if self.selected != Some(from) {
-            // `rtc`'s, unless it is a copy of a packet taken here: `rtc`'s context has not seen
-            // an adopted stream since, and would take it.
-            return read.replayed(datagram);
+            // `rtc`'s, unless it is a packet of an adopted stream that does not open here:
+            // `rtc`'s context has not seen such a stream since, and could take it.
+            return read.refused(datagram);
         }
         let opened = match read.open(now, datagram) {
             crate::read::Read::Opened(opened) => opened,
@@ -1801,6 +1813,30 @@ impl MediaPeer {
             opened_here: true,
             repairs,
         }));
+        true
+    }
+
+    /// Whether `datagram` may go to `rtc`: anything but RTP and RTCP, and those of an SSRC it
+    /// was handed before or while it has been handed fewer than [`MAX_SSRCS_TO_RTC`]. `rtc`'s
+    /// SRTP context keeps state for each SSRC it is asked to open, made before the packet is
+    /// authenticated and never forgotten: datagrams from a participant's address, each with a
+    /// new SSRC, grew it without bound (review helper-103).
+    fn admitted_to_rtc(&mut self, datagram: &[u8]) -> bool {
+        let at = if crate::mux::is_rtcp(datagram) { 4 } else { 8 };
+        let ssrc = match datagram {
+            [128..=191, ..] => match datagram.get(at..at + 4) {
+                Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+                _ => return true,
+            },
+            _ => return true,
+        };
+        if self.ssrcs_to_rtc.contains(&ssrc) {
+            return true;
+        }
+        if self.ssrcs_to_rtc.len() >= MAX_SSRCS_TO_RTC {
+            return false;
+        }
+        self.ssrcs_to_rtc.insert(ssrc);
         true
     }
 
@@ -2503,6 +2539,38 @@ impl MediaPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtc_is_handed_datagrams_of_a_bounded_number_of_ssrcs() {
+        let now = Instant::now();
+        let mut peer = MediaPeer::new("127.0.0.1:5000".parse().unwrap(), now).unwrap();
+        let from: SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        let packet = |second: u8, at: usize, ssrc: u32| {
+            let mut datagram = vec![0x80, second, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0];
+            datagram.resize(40, 0);
+            datagram[at..at + 4].copy_from_slice(&ssrc.to_be_bytes());
+            datagram
+        };
+        let (rtp, rtcp) = (|ssrc| packet(96, 8, ssrc), |ssrc| packet(200, 4, ssrc));
+        let refused = |peer: &mut MediaPeer, datagram: Vec<u8>| {
+            matches!(
+                peer.handle_receive(now, from, &datagram),
+                Err(Error::Rtc(rtc::shared::error::Error::TooManySources))
+            )
+        };
+        for ssrc in 0..MAX_SSRCS_TO_RTC as u32 - 1 {
+            assert!(!refused(&mut peer, rtp(ssrc)), "{ssrc}");
+        }
+        assert!(
+            !refused(&mut peer, rtcp(1_000_000)),
+            "RTCP's sender counts too"
+        );
+        assert!(refused(&mut peer, rtp(1_000_001)));
+        assert!(refused(&mut peer, rtcp(1_000_002)));
+        // Streams it was handed before still go.
+        assert!(!refused(&mut peer, rtp(7)));
+        assert!(!refused(&mut peer, rtcp(1_000_000)));
+    }
 
     #[test]
     fn an_offer_resends_on_rtx_when_every_video_section_offers_it() {

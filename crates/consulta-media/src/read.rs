@@ -10,8 +10,9 @@
 //! SRTP contexts' rollover counters out of step). From then on the SSRC stays here, renegotiations
 //! included: `rtc` forgets its layers' SSRCs at each one (finding 7), and its SRTP context, which
 //! no longer sees the stream, would guess a stale rollover counter once the stream passed 65 536
-//! packets, so handing the SSRC back would freeze the camera. A packet that does not open here
-//! (a forged one) goes to `rtc`, which drops it too; a replayed one is dropped here.
+//! packets, so handing the SSRC back would freeze the camera. A packet of an adopted stream that
+//! does not open here (a forged or replayed one) is dropped here, never handed to `rtc`: after a
+//! wrap, that stale context would take a replay of a packet from before it for a new one.
 //!
 //! A simulcast publisher's retransmissions (RFC 4588) come on repair streams that `rtc` never
 //! delivers (it skips packets naming their layer by `repaired-rtp-stream-id`; docs/SFU-MEDIA.md,
@@ -28,10 +29,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rtc::shared::marshal::Unmarshal;
-use rtc::srtp::context::Context;
 use rtc::srtp::protection_profile::ProtectionProfile;
 
 use crate::keytap::KeyTap;
+use crate::send::RemoteRtcp;
 use crate::srtp::RtpCrypto;
 
 /// Streams offered or opened here per connection at most (simulcast layers of a few tracks).
@@ -45,21 +46,20 @@ const QUIET: std::time::Duration = std::time::Duration::from_secs(5);
 /// connection (`rtc` opening everything then).
 const MAX_KEY_MISSES: u32 = 8;
 
-/// The replay window of `rtc`'s context for the sender reports: `rtc`'s for its remote context,
-/// as the own SRTP's for media (`srtp`, 64 packets), so a repair arriving later than that is
-/// refused as before.
-const REPLAY_WINDOW: usize = 64;
-
 /// What the connection opens with.
 enum Keys {
     /// Not found yet: the next offered stream's packet tries the candidates. The count is of
-    /// packets none opened.
-    Unknown(u32),
+    /// packets none opened that `rtc` then opened; the packets none opened wait for that, by
+    /// SSRC and number (the last [`MAX_KEY_MISSES`]). A forged packet, which `rtc` does not
+    /// open either, so counts nothing: eight of them could otherwise turn the path off for the
+    /// connection (review helper-101).
+    Unknown(u32, Vec<(u32, u16)>),
     /// The remote side's keys, found by which candidate opened a packet: the own SRTP for its
-    /// media, `rtc`'s context for its RTCP (the sender reports). The media's is never replaced:
+    /// media, and for its RTCP (the sender reports) `rtc`'s context with replay windows of the
+    /// own write path's, which only authenticated packets move. The media's is never replaced:
     /// it keeps each SSRC's rollover counter, so a stream offered again later (its place given
     /// away meanwhile) opens with the right one.
-    Opening(Box<RtpCrypto>, Box<Context>),
+    Opening(Box<RtpCrypto>, Box<RemoteRtcp>),
     /// No candidate opened offered packets: everything stays with `rtc`.
     Refused,
 }
@@ -119,12 +119,13 @@ pub(crate) enum Read<T> {
     /// It opened it.
     Opened(Opened<T>),
     /// Dropped here, never `rtc`'s: a packet of a stream opened here that was seen before (a
-    /// replay or a network duplicate), as `rtc`'s replay window drops it, or one that opened but
-    /// is not a packet (its header extensions or padding do not parse: its sender's garbage,
-    /// whose index is taken).
+    /// replay or a network duplicate), as `rtc`'s replay window drops it, or that does not open
+    /// (forged, or replayed from before a wrap), or one that opened but is not a packet (its
+    /// header extensions or padding do not parse: its sender's garbage, whose index is taken).
     Dropped,
-    /// `rtc`'s to handle: not RTP of a stream here, or it did not open (a forged packet, which
-    /// `rtc` drops too).
+    /// `rtc`'s to handle: not RTP of a stream here, or of one offered but not opened here yet
+    /// that did not open (a forged packet, which `rtc`, whose context still follows the
+    /// stream, drops too).
     Rtc,
 }
 
@@ -132,7 +133,7 @@ impl<T: Layer> OwnRead<T> {
     pub(crate) fn new(keys: Arc<KeyTap>) -> Self {
         Self {
             keys,
-            open: Keys::Unknown(0),
+            open: Keys::Unknown(0, Vec::new()),
             streams: crate::FastMap::default(),
             repairs: RepairNames::default(),
         }
@@ -186,6 +187,21 @@ impl<T: Layer> OwnRead<T> {
     /// `rtc` opened a packet of `ssrc` numbered `seq` and tagged it `tag`: the stream's next
     /// packet may be opened here. A stream already opened here keeps its place and takes the tag.
     pub(crate) fn offer(&mut self, now: Instant, ssrc: u32, seq: u16, tag: T) {
+        if let Keys::Unknown(misses, tried) = &mut self.open
+            && let Some(at) = tried.iter().position(|&tried| tried == (ssrc, seq))
+        {
+            // A packet no candidate opened, and `rtc` did: the keys seen are not the ones.
+            tried.remove(at);
+            *misses += 1;
+            if *misses >= MAX_KEY_MISSES {
+                tracing::warn!(
+                    "no SRTP keys seen as DTLS exported them open the remote's media: rtc's read \
+                     path stays"
+                );
+                self.open = Keys::Refused;
+                self.streams.clear();
+            }
+        }
         if matches!(self.open, Keys::Refused) {
             return;
         }
@@ -240,9 +256,17 @@ impl<T: Layer> OwnRead<T> {
         if !stream.adopted && (stream.wrapped || seq <= stream.last_seq) {
             return Read::Rtc;
         }
+        // What an adopted stream's packet that does not open here would be in `rtc`'s context,
+        // which has not seen the stream since: after a wrap of its numbers, a replay of a packet
+        // from before it, which that context would take for a new one. So it is dropped.
+        let refused = if stream.adopted {
+            Read::Dropped
+        } else {
+            Read::Rtc
+        };
         // The header is parsed from the opened packet, whose buffer its extensions then share.
         let Some(header_len) = crate::srtp::header_len(datagram) else {
-            return Read::Rtc;
+            return refused;
         };
         // Taking a stream over from `rtc`: what it opened counts as taken here too, or a replay
         // of one of its last 64 packets would be taken (and sealed again to the subscribers).
@@ -258,22 +282,17 @@ impl<T: Layer> OwnRead<T> {
                 }
                 crypto.open(datagram, header_len, ssrc, seq)
             }
-            Keys::Unknown(misses) => {
+            Keys::Unknown(_, tried) => {
                 match find_keys(&self.keys, datagram, header_len, ssrc, (seq, opened_by_rtc)) {
                     Some((crypto, rtcp, plain)) => {
                         self.open = Keys::Opening(Box::new(crypto), Box::new(rtcp));
                         Ok(plain)
                     }
                     None => {
-                        *misses += 1;
-                        if *misses >= MAX_KEY_MISSES {
-                            tracing::warn!(
-                                "no SRTP keys seen as DTLS exported them open the remote's media: \
-                             rtc's read path stays"
-                            );
-                            self.open = Keys::Refused;
-                            self.streams.clear();
+                        if tried.len() >= MAX_KEY_MISSES as usize {
+                            tried.remove(0);
                         }
+                        tried.push((ssrc, seq));
                         return Read::Rtc;
                     }
                 }
@@ -286,7 +305,7 @@ impl<T: Layer> OwnRead<T> {
             Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..)) => {
                 return Read::Dropped;
             }
-            Err(_) => return Read::Rtc,
+            Err(_) => return refused,
         };
         let Some(packet) = packet_of(plain.freeze(), header_len) else {
             return Read::Dropped;
@@ -373,11 +392,10 @@ impl<T: Layer> OwnRead<T> {
         if !crate::mux::is_rtcp(datagram) {
             return Vec::new();
         }
-        let Ok(plain) = context.decrypt_rtcp(datagram) else {
+        let crate::send::OpenedRtcp::Opened(packets) = context.open(datagram) else {
             return Vec::new();
         };
-        rtc::rtcp::packet::unmarshal(&mut plain.freeze())
-            .unwrap_or_default()
+        packets
             .iter()
             .filter_map(|p| {
                 p.as_any()
@@ -387,10 +405,14 @@ impl<T: Layer> OwnRead<T> {
             .collect()
     }
 
-    /// Whether `datagram` is RTP of a stream opened here that this path took before (or that is
-    /// older than its window): it is dropped rather than handed to `rtc`, whose context has not
-    /// seen the stream since. For datagrams from elsewhere than the selected pair.
-    pub(crate) fn replayed(&self, datagram: &[u8]) -> bool {
+    /// Whether `datagram`, from elsewhere than the selected pair, is RTP of a stream opened here
+    /// that does not open with this path's context: a copy of a packet taken here, one older
+    /// than the window, or one that does not authenticate at the index this context places it
+    /// (a forged one, or after a wrap of the stream's numbers a replay from before it). It is
+    /// dropped rather than handed to `rtc`, whose context has not seen the stream since and
+    /// would take the last two. What opens goes to `rtc` as before, so that ICE decides where
+    /// media may come from.
+    pub(crate) fn refused(&self, datagram: &[u8]) -> bool {
         let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
             return false;
         };
@@ -401,11 +423,14 @@ impl<T: Layer> OwnRead<T> {
         let Keys::Opening(crypto, _) = &self.open else {
             return false;
         };
-        self.streams.get(&ssrc).is_some_and(|s| s.adopted)
-            && matches!(
-                crypto.check(ssrc, u16::from_be_bytes([s0, s1])),
-                Err(rtc::shared::error::Error::SrtpSsrcDuplicated(..))
-            )
+        if !self.streams.get(&ssrc).is_some_and(|s| s.adopted) {
+            return false;
+        }
+        let seq = u16::from_be_bytes([s0, s1]);
+        // The look-up first: a copy is refused without being opened.
+        crypto.check(ssrc, seq).is_err()
+            || crate::srtp::header_len(datagram)
+                .is_none_or(|header_len| !crypto.opens(datagram, header_len, ssrc, seq))
     }
 
     /// The stream's packets came with another payload type: its tag is `tag` from now on.
@@ -451,7 +476,7 @@ fn find_keys(
     header_len: usize,
     ssrc: u32,
     (seq, opened_by_rtc): (u16, Option<(u16, u64)>),
-) -> Option<(RtpCrypto, Context, bytes::BytesMut)> {
+) -> Option<(RtpCrypto, RemoteRtcp, bytes::BytesMut)> {
     [
         ProtectionProfile::Aes128CmHmacSha1_80,
         ProtectionProfile::AeadAes128Gcm,
@@ -465,7 +490,7 @@ fn find_keys(
             crypto.taken(ssrc, newest, seen).ok()?;
         }
         let plain = crypto.open(datagram, header_len, ssrc, seq).ok()?;
-        let rtcp = side.context_with_replay_window(REPLAY_WINDOW).ok()?;
+        let rtcp = RemoteRtcp::new(&side, crate::send::PUBLISHER_RTCP_SENDERS)?;
         Some((crypto, rtcp, plain))
     })
 }
@@ -511,16 +536,15 @@ mod tests {
     /// A read path that found `keys()` already (as after its first offered packet).
     fn read_path<T: Layer>() -> OwnRead<T> {
         let mut read = OwnRead::new(KeyTap::new());
-        let context = keys()
-            .context_with_replay_window(REPLAY_WINDOW)
-            .expect("a context");
+        let context =
+            RemoteRtcp::new(&keys(), crate::send::PUBLISHER_RTCP_SENDERS).expect("a context");
         let crypto = RtpCrypto::new(&keys(), true).expect("keys");
         read.open = Keys::Opening(Box::new(crypto), Box::new(context));
         read
     }
 
     /// The remote side: seals packets under `keys()`.
-    struct Sender(Context);
+    struct Sender(rtc::srtp::context::Context);
 
     impl Sender {
         fn new() -> Self {
@@ -607,12 +631,12 @@ mod tests {
             panic!("the repair stream's next packet not opened here");
         };
         assert_eq!(o.tag, Tag("1", "f", Some(97)));
-        // A copy is dropped; a forged packet is `rtc`'s.
+        // A copy is dropped, and so is a forged packet (as any of a stream opened here).
         assert!(matches!(read.open(now, &first), Read::Dropped));
         let mut forged = repair(&mut sender, 5002, 97, &[]);
         let last = forged.len() - 1;
         forged[last] ^= 1;
-        assert!(matches!(read.open(now, &forged), Read::Rtc));
+        assert!(matches!(read.open(now, &forged), Read::Dropped));
         // Not a repair stream here: a layer not known here, another mid, a payload type that is
         // not RTX, or one naming no layer.
         let mut on = |ssrc, pt, names: &[(u8, &'static [u8])]| {
@@ -682,8 +706,8 @@ mod tests {
         assert_eq!(opened(&mut read, now, &second), Some(101));
         // What `rtc` opened before counts as taken here: a replay of it is dropped.
         assert!(matches!(read.open(now, &first), Read::Dropped));
-        // Adopted: from now on, out of order too; a replay is dropped here; a forged packet goes
-        // to rtc and changes nothing.
+        // Adopted: from now on, out of order too; a replay is dropped here, and so is a forged
+        // packet (`rtc`'s context no longer follows the stream), which changes nothing.
         let (third, fourth) = (sender.seal(1, 102), sender.seal(1, 103));
         assert_eq!(opened(&mut read, now, &fourth), Some(103));
         assert_eq!(opened(&mut read, now, &third), Some(102));
@@ -691,7 +715,8 @@ mod tests {
         let mut forged = sender.seal(1, 104);
         let last = forged.len() - 1;
         forged[last] ^= 1;
-        assert!(matches!(read.open(now, &forged), Read::Rtc));
+        assert!(matches!(read.open(now, &forged), Read::Dropped));
+        assert!(read.refused(&forged), "nor from another address");
         assert_eq!(opened(&mut read, now, &sender.seal(1, 105)), Some(105));
     }
 
@@ -713,9 +738,9 @@ mod tests {
         assert!(matches!(read.open(now, &sealed[5]), Read::Dropped));
         // From elsewhere than the selected pair, a copy of what was taken is not `rtc`'s either;
         // a new packet is.
-        assert!(read.replayed(&sealed[4]));
-        assert!(read.replayed(&sealed[0]));
-        assert!(!read.replayed(&sealed[6]));
+        assert!(read.refused(&sealed[4]));
+        assert!(read.refused(&sealed[0]));
+        assert!(!read.refused(&sealed[6]));
         assert_eq!(opened(&mut read, now, &sealed[6]), Some(206));
     }
 
@@ -815,10 +840,27 @@ mod tests {
                 Read::Rtc
             ));
         }
-        assert!(matches!(searching.open, Keys::Unknown(0)), "nothing tried");
+        assert!(
+            matches!(&searching.open, Keys::Unknown(0, tried) if tried.is_empty()),
+            "nothing tried"
+        );
         searching.offer(now, 4, 10, "microphone");
-        for seq in 11..11 + MAX_KEY_MISSES as u16 {
+        // Packets none of the keys opens, that `rtc` does not open either (forged): no misses.
+        for seq in 11..11 + 2 * MAX_KEY_MISSES as u16 {
             let _ = searching.open(now, &sender.seal(4, seq));
+        }
+        assert!(
+            matches!(searching.open, Keys::Unknown(0, _)),
+            "forged ones not counted"
+        );
+        // Ones `rtc` opened after none of the keys did are misses.
+        for seq in 100..100 + MAX_KEY_MISSES as u16 {
+            let _ = searching.open(now, &sender.seal(4, seq));
+            assert!(
+                !matches!(searching.open, Keys::Refused),
+                "only once rtc opened it"
+            );
+            searching.offer(now, 4, seq, "microphone");
         }
         assert!(matches!(searching.open, Keys::Refused), "misses counted");
         // One that wraps after it was adopted is the own context's to follow.
@@ -827,6 +869,73 @@ mod tests {
         for seq in [65_535, 0, 1] {
             assert_eq!(opened(&mut read, now, &sender.seal(3, seq)), Some(seq));
         }
+    }
+
+    #[test]
+    fn after_an_adopted_stream_wraps_a_replay_from_before_the_wrap_is_dropped_not_rtcs() {
+        let (mut read, mut sender, now) = (read_path(), Sender::new(), Instant::now());
+        // `rtc` opened 100, and its context saw nothing of the stream after.
+        let mut rtcs = keys().context().expect("a context");
+        rtcs.decrypt_rtp(&sender.seal(5, 100)).expect("opens");
+        read.offer(now, 5, 100, "camera");
+        // Sealed and opened here before the wrap (rollover counter 0), and recorded by someone
+        // on the path.
+        let recorded = sender.seal(5, 20_000);
+        for seq in [101, 20_000, 40_000, 60_000] {
+            let datagram = if seq == 20_000 {
+                recorded.clone()
+            } else {
+                sender.seal(5, seq)
+            };
+            assert_eq!(opened(&mut read, now, &datagram), Some(seq));
+        }
+        // The numbers wrap: 5 000 is the 70 536th packet (counter 1).
+        assert_eq!(opened(&mut read, now, &sender.seal(5, 5_000)), Some(5_000));
+        // Replayed now, 20 000 lies ahead of the newest at counter 1, where it does not
+        // authenticate. `rtc`'s context, which last saw 100 at counter 0, would open it as new.
+        assert!(matches!(read.open(now, &recorded), Read::Dropped));
+        assert!(read.refused(&recorded), "nor from another address");
+        assert!(
+            rtcs.decrypt_rtp(&recorded).is_ok(),
+            "what rtc would have done"
+        );
+        // Nothing moved: the stream's own 20 000, at counter 1, still opens.
+        assert!(!read.refused(&sender.seal(5, 19_999)));
+        assert_eq!(
+            opened(&mut read, now, &sender.seal(5, 20_000)),
+            Some(20_000)
+        );
+    }
+
+    #[test]
+    fn a_forged_sender_report_far_ahead_does_not_keep_the_genuine_ones_out() {
+        let mut read = read_path::<&str>();
+        let mut remote = keys().context().expect("a context");
+        let report = |ssrc, ntp_time| {
+            rtc::rtcp::sender_report::SenderReport {
+                ssrc,
+                ntp_time,
+                ..Default::default()
+            }
+            .marshal()
+            .expect("marshals")
+        };
+        let first = remote.encrypt_rtcp(&report(4, 1)).expect("seals").to_vec();
+        // Its index (E flag set) moved far ahead, under a tag that no longer matches: sent from
+        // the publisher's address before its first genuine report.
+        let mut forged = first.clone();
+        let at = forged.len() - 14;
+        forged[at..at + 4].copy_from_slice(&0xc000_0000u32.to_be_bytes());
+        assert!(read.sender_reports(&forged).is_empty());
+        assert_eq!(read.sender_reports(&first), [(4, 1)]);
+        let second = remote.encrypt_rtcp(&report(4, 2)).expect("seals").to_vec();
+        assert_eq!(read.sender_reports(&second), [(4, 2)]);
+        assert!(read.sender_reports(&second).is_empty(), "a replay");
+        // What the `rtc` context with a window of 64 used before did: the forged index moved
+        // its window, so the genuine first report looked too old.
+        let mut before = keys().context_with_replay_window(64).expect("a context");
+        assert!(before.decrypt_rtcp(&forged).is_err());
+        assert!(before.decrypt_rtcp(&first).is_err(), "kept out");
     }
 
     #[test]

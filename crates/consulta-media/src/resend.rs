@@ -37,13 +37,21 @@ const MAX_STREAMS: usize = 32;
 
 /// The last packets sent on one stream, by sequence number.
 struct Sent {
-    slots: Vec<Option<rtc::rtp::Packet>>,
+    slots: Vec<Option<Slot>>,
     /// The highest sequence number kept (in RTP's wrapping order).
     newest: Option<u16>,
 }
 
+/// A packet kept, how often it was sent again, and when last.
+#[derive(Clone)]
+struct Slot {
+    packet: rtc::rtp::Packet,
+    resent: u8,
+    resent_at: Option<Instant>,
+}
+
 impl Sent {
-    fn slot(&mut self, seq: u16) -> Option<&mut Option<rtc::rtp::Packet>> {
+    fn slot(&mut self, seq: u16) -> Option<&mut Option<Slot>> {
         let len = self.slots.len().max(1);
         self.slots.get_mut(usize::from(seq) % len)
     }
@@ -61,23 +69,46 @@ impl Sent {
         {
             self.newest = Some(seq);
         }
-        if let Some(slot) = self.slot(seq) {
-            *slot = Some(packet.clone());
+        // A packet as far behind the newest as there are slots (a repair forwarded long after)
+        // would take the slot of one sent after it, and could never be fetched itself (review
+        // helper-101). Within that reach, each number has a slot of its own.
+        let behind = self.newest.map_or(0, |newest| newest.wrapping_sub(seq));
+        if usize::from(behind) < self.slots.len()
+            && let Some(slot) = self.slot(seq)
+        {
+            *slot = Some(Slot {
+                packet: packet.clone(),
+                resent: 0,
+                resent_at: None,
+            });
         }
     }
 
-    /// The packet numbered `seq`, if it is among the last `slots.len()` numbers sent. An older
-    /// one could be sealed under the next rollover counter (SRTP guesses the index from the
-    /// newest number), an index the stream will use again.
-    fn get(&mut self, seq: u16) -> Option<rtc::rtp::Packet> {
+    /// The packet numbered `seq` to send again at `now`, if it is among the last `slots.len()`
+    /// numbers sent, and was sent again fewer than `send::MAX_RESENDS` times, not within
+    /// `send::RESEND_GAP` (as on the own write path: a datagram of NACKs naming the history
+    /// over and over was answered every time; review helper-103). An older one could be sealed
+    /// under the next rollover counter (SRTP guesses the index from the newest number), an index
+    /// the stream will use again.
+    fn resend(&mut self, seq: u16, now: Instant) -> Option<rtc::rtp::Packet> {
         let behind = usize::from(self.newest?.wrapping_sub(seq));
         if behind >= self.slots.len() {
             return None;
         }
-        self.slot(seq)?
-            .as_ref()
-            .filter(|p| p.header.sequence_number == seq)
-            .cloned()
+        let slot = self
+            .slot(seq)?
+            .as_mut()
+            .filter(|s| s.packet.header.sequence_number == seq)?;
+        if slot.resent >= crate::send::MAX_RESENDS
+            || slot
+                .resent_at
+                .is_some_and(|at| now.saturating_duration_since(at) < crate::send::RESEND_GAP)
+        {
+            return None;
+        }
+        slot.resent += 1;
+        slot.resent_at = Some(now);
+        Some(slot.packet.clone())
     }
 }
 
@@ -104,7 +135,7 @@ impl Resender {
         };
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                if let Some(packet) = sent.get(seq) {
+                if let Some(packet) = sent.resend(seq, now) {
                     self.belt.write(TaggedPacket {
                         now,
                         transport: TransportContext::default(),
@@ -222,8 +253,12 @@ mod tests {
     }
 
     fn nack(ssrc: u32, packet_id: u16, lost_packets: u16) -> TaggedPacket {
+        nack_at(ssrc, packet_id, lost_packets, Instant::now())
+    }
+
+    fn nack_at(ssrc: u32, packet_id: u16, lost_packets: u16, now: Instant) -> TaggedPacket {
         TaggedPacket {
-            now: Instant::now(),
+            now,
             transport: TransportContext::default(),
             message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(TransportLayerNack {
                 sender_ssrc: 9,
@@ -273,6 +308,27 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_goes_again_a_few_times_at_most_and_not_twice_at_once() {
+        let mut resender = Resender::new(64);
+        resender.bind_local_stream(&stream(1, true));
+        resender.handle_write(rtp(1, 100, 1)).unwrap();
+        let _ = resender.poll_write();
+        let start = Instant::now();
+        // Named three times in one NACK, then again at once: sent once.
+        resender.handle_read(nack_at(1, 100, 0, start)).unwrap();
+        resender.handle_read(nack_at(1, 99, 0b11, start)).unwrap();
+        assert_eq!(resent(&mut resender).len(), 1);
+        let mut at = start;
+        let mut count = 1;
+        for _ in 0..10 {
+            at += crate::send::RESEND_GAP;
+            resender.handle_read(nack_at(1, 100, 0, at)).unwrap();
+            count += resent(&mut resender).len();
+        }
+        assert_eq!(count, usize::from(crate::send::MAX_RESENDS));
+    }
+
+    #[test]
     fn what_is_no_longer_kept_or_never_was_is_not_sent() {
         let mut resender = Resender::new(4);
         resender.bind_local_stream(&stream(1, true));
@@ -288,6 +344,12 @@ mod tests {
         resender.handle_read(nack(3, 5, 0)).unwrap();
         assert!(resent(&mut resender).is_empty());
         resender.handle_read(nack(1, 7, 0)).unwrap();
+        assert_eq!(resent(&mut resender), vec![(1, 7, vec![0; 3])]);
+        // A late packet, as far behind as there are slots, does not take 7's.
+        resender.handle_write(rtp(1, 3, 9)).unwrap();
+        let _ = std::iter::from_fn(|| resender.poll_write()).count();
+        let later = Instant::now() + crate::send::RESEND_GAP;
+        resender.handle_read(nack_at(1, 7, 0, later)).unwrap();
         assert_eq!(resent(&mut resender), vec![(1, 7, vec![0; 3])]);
         // Numbering jumps ahead: 7 still sits in its slot, but is now too far behind to send.
         resender.handle_write(rtp(1, 20_004, 0)).unwrap();

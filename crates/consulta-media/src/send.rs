@@ -59,9 +59,26 @@ const _: () = assert!(HISTORY <= 64, "a NACK's answered slots are a u64's bits")
 /// others). A stream whose track was removed gives its place to a new one when all are taken.
 const MAX_STREAMS: usize = 64;
 
-/// SSRCs whose SRTCP replay windows a connection keeps (the remote's reporting SSRCs: one or two
-/// from a browser); past it, the least recent gives its place.
+/// SSRCs whose SRTCP replay windows a subscriber connection keeps (the remote's reporting SSRCs:
+/// one or two from a browser); past it, the least recent gives its place. A publisher sends a
+/// sender report from each stream it sends, each simulcast layer's own: its connection keeps
+/// [`PUBLISHER_RTCP_SENDERS`].
 const MAX_RTCP_SENDERS: usize = 8;
+
+/// SSRCs whose SRTCP replay windows a publisher connection keeps (its sender reports, `read`): as
+/// many streams as the own read path follows.
+pub(crate) const PUBLISHER_RTCP_SENDERS: usize = 32;
+
+/// How often one packet is sent again at most, answering NACKs (LiveKit: 3; libwebrtc's
+/// receivers ask up to 10 times, this SFU 3 to 10), and the least time between two resends of
+/// it: a receiver asks again a round trip after its last NACK at the earliest, and browsers
+/// send NACKs on a 20 ms tick.
+pub(crate) const MAX_RESENDS: u8 = 4;
+pub(crate) const RESEND_GAP: Duration = Duration::from_millis(10);
+
+/// Senders whose SRTCP the remote's `rtc` context is asked to open before it is made afresh
+/// ([`RemoteRtcp`]).
+const MAX_CONTEXT_SENDERS: usize = 64;
 
 /// How often each stream's sender report goes out (`rtc`'s report interceptor: 1 s).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -69,6 +86,14 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a packet no feedback mentioned stays in the send history (`rtc`'s congestion
 /// controller: 2 s).
 const PRUNE_HORIZON: Duration = Duration::from_secs(2);
+
+/// Most packets one transport-wide feedback report may give a status for. A browser reports
+/// every 50-250 ms (libwebrtc); 8 192 in 250 ms is 32 000 packets a second to one subscriber.
+/// Past it, or when its chunks describe more packets than it counts (by more than a status
+/// vector's padding), a report is not read: `rtc`'s parser reads chunks until they cover the
+/// count but keeps the last run's length as written, and its conversion walks every run, so 40
+/// bytes made 73 719 acknowledgements, each matched against the send log (review helper-101).
+const MAX_FEEDBACK_STATUSES: u16 = 8_192;
 
 /// Bandwidth estimation over transport-wide feedback, as `rtc`'s TWCC sender and congestion
 /// controller did: every packet numbered (one counter per connection) and recorded as it leaves,
@@ -135,14 +160,100 @@ impl RtcpWindow {
     }
 }
 
-/// The remote's half of a connection's keys, for the SRTCP it sends.
-struct RemoteRtcp {
+/// The remote's half of a connection's keys, for the SRTCP it sends: what the own write path
+/// opens transport-wide feedback with, and the own read path the sender reports.
+pub(crate) struct RemoteRtcp {
     /// Without a replay window of its own: `rtc`'s moves before a packet is authenticated.
     context: Box<Context>,
+    /// What `context` is made from, to make it again (below).
+    keys: crate::keytap::MasterKeys,
+    /// The senders `context` was asked to open SRTCP of. It keeps state for each, made before
+    /// the packet is authenticated and never forgotten, so past [`MAX_CONTEXT_SENDERS`] it is
+    /// made afresh: it holds nothing the windows below do not (SRTCP carries its index).
+    context_senders: crate::FastSet<u32>,
     profile: ProtectionProfile,
     windows: crate::FastMap<u32, RtcpWindow>,
     /// Packets taken, for which window was used last.
     taken: u64,
+    /// Windows kept at most.
+    senders: usize,
+}
+
+impl RemoteRtcp {
+    /// Opens what the remote seals with `keys`, keeping the replay windows of `senders` SSRCs.
+    pub(crate) fn new(keys: &crate::keytap::MasterKeys, senders: usize) -> Option<Self> {
+        Some(Self {
+            context: Box::new(keys.context().ok()?),
+            keys: keys.clone(),
+            context_senders: crate::FastSet::default(),
+            profile: keys.profile(),
+            windows: crate::FastMap::default(),
+            taken: 0,
+            senders,
+        })
+    }
+
+    /// Opens `datagram`, SRTCP from the remote. Each sender's replay window (64 indexes, as
+    /// `rtc`'s) moves only for a packet that authenticated, and starts at the first such one:
+    /// `rtc`'s moves on a packet's index before its tag is checked, so in a context fresh
+    /// mid-session one forged packet with a high index made every genuine one look old.
+    pub(crate) fn open(&mut self, datagram: &[u8]) -> OpenedRtcp {
+        use rtc::shared::error::Error;
+        let tag_len = match self.profile {
+            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => 0,
+            _ => 10,
+        };
+        let (Some(&[a, b, c, d]), Some(trailer)) = (
+            datagram.get(4..8),
+            crate::mux::srtcp_trailer(datagram, tag_len),
+        ) else {
+            return OpenedRtcp::Not;
+        };
+        let ssrc = u32::from_be_bytes([a, b, c, d]);
+        if trailer >> 31 == 0 {
+            return OpenedRtcp::Refused(Error::ErrFailedToVerifyAuthTag);
+        }
+        if !self.context_senders.contains(&ssrc) {
+            if self.context_senders.len() >= MAX_CONTEXT_SENDERS {
+                let Ok(fresh) = self.keys.context() else {
+                    return OpenedRtcp::Not;
+                };
+                *self.context = fresh;
+                self.context_senders.clear();
+            }
+            self.context_senders.insert(ssrc);
+        }
+        let Ok(plain) = self.context.decrypt_rtcp(datagram) else {
+            return OpenedRtcp::Not;
+        };
+        let index = trailer & 0x7fff_ffff;
+        self.taken += 1;
+        let taken = self.taken;
+        if !self.windows.contains_key(&ssrc) && self.windows.len() >= self.senders {
+            let least_recent = self
+                .windows
+                .iter()
+                .min_by_key(|(_, w)| w.last_used)
+                .map(|(&ssrc, _)| ssrc);
+            if let Some(least_recent) = least_recent {
+                self.windows.remove(&least_recent);
+            }
+        }
+        if !feedback_counts_within_bounds(&plain) {
+            // Not read, nor handed to `rtc`, whose parser would walk it the same.
+            return OpenedRtcp::Refused(Error::InvalidHeader);
+        }
+        let window = self.windows.entry(ssrc).or_insert(RtcpWindow {
+            window: ReplayWindow::at(u64::from(index)),
+            last_used: taken,
+        });
+        window.last_used = taken;
+        if !window.take(index) {
+            return OpenedRtcp::Refused(Error::SrtcpSsrcDuplicated(ssrc, index as usize));
+        }
+        rtc::rtcp::packet::unmarshal(&mut plain.freeze())
+            .map_or(OpenedRtcp::Not, OpenedRtcp::Opened)
+    }
 }
 
 /// One stream the connection sends.
@@ -193,6 +304,9 @@ struct Sent {
     kept: Kept,
     /// Its transport-wide number and its size before sealing, when the connection estimates.
     numbered: Option<(u16, usize)>,
+    /// How often it was sent again, and when last.
+    resent: u8,
+    resent_at: Option<Instant>,
 }
 
 /// How a [`Sent`] datagram is made again.
@@ -403,13 +517,7 @@ impl OwnWrite {
                     .keys
                     .keys(profile)
                     .and_then(|keys| keys.into_iter().nth(1 - half))
-                    .and_then(|keys| keys.context().ok())
-                    .map(|context| RemoteRtcp {
-                        context: Box::new(context),
-                        profile,
-                        windows: crate::FastMap::default(),
-                        taken: 0,
-                    });
+                    .and_then(|keys| RemoteRtcp::new(&keys, MAX_RTCP_SENDERS));
                 Seal::Sealing(Box::new(crypto))
             }
             None => {
@@ -424,50 +532,9 @@ impl OwnWrite {
 
     /// Opens `datagram`, SRTCP from the remote, with the remote's half of the keys.
     pub(crate) fn open_rtcp(&mut self, datagram: &[u8]) -> OpenedRtcp {
-        use rtc::shared::error::Error;
-        let Some(remote) = self.remote.as_mut() else {
-            return OpenedRtcp::Not;
-        };
-        let tag_len = match remote.profile {
-            ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => 0,
-            _ => 10,
-        };
-        let (Some(&[a, b, c, d]), Some(trailer)) = (
-            datagram.get(4..8),
-            crate::mux::srtcp_trailer(datagram, tag_len),
-        ) else {
-            return OpenedRtcp::Not;
-        };
-        let ssrc = u32::from_be_bytes([a, b, c, d]);
-        if trailer >> 31 == 0 {
-            return OpenedRtcp::Refused(Error::ErrFailedToVerifyAuthTag);
-        }
-        let Ok(plain) = remote.context.decrypt_rtcp(datagram) else {
-            return OpenedRtcp::Not;
-        };
-        let index = trailer & 0x7fff_ffff;
-        remote.taken += 1;
-        let taken = remote.taken;
-        if !remote.windows.contains_key(&ssrc) && remote.windows.len() >= MAX_RTCP_SENDERS {
-            let least_recent = remote
-                .windows
-                .iter()
-                .min_by_key(|(_, w)| w.last_used)
-                .map(|(&ssrc, _)| ssrc);
-            if let Some(least_recent) = least_recent {
-                remote.windows.remove(&least_recent);
-            }
-        }
-        let window = remote.windows.entry(ssrc).or_insert(RtcpWindow {
-            window: ReplayWindow::at(u64::from(index)),
-            last_used: taken,
-        });
-        window.last_used = taken;
-        if !window.take(index) {
-            return OpenedRtcp::Refused(Error::SrtcpSsrcDuplicated(ssrc, index as usize));
-        }
-        rtc::rtcp::packet::unmarshal(&mut plain.freeze())
-            .map_or(OpenedRtcp::Not, OpenedRtcp::Opened)
+        self.remote
+            .as_mut()
+            .map_or(OpenedRtcp::Not, |remote| remote.open(datagram))
     }
 
     /// Whether the sealing context would refuse `packet` (a copy of one sealed before, one too
@@ -590,6 +657,8 @@ impl OwnWrite {
                 seq,
                 kept,
                 numbered,
+                resent: 0,
+                resent_at: None,
             });
         }
         self.out.push_back(Bytes::from(datagram));
@@ -600,6 +669,9 @@ impl OwnWrite {
     /// changed.
     pub(crate) fn feedback(&mut self, now: Instant, feedback: &TransportLayerCc) -> Option<u64> {
         let estimation = self.estimation.as_mut()?;
+        if !within_bounds(feedback) {
+            return None;
+        }
         let before = estimation.gcc.target_bitrate();
         for acknowledgement in convert_twcc(feedback) {
             estimation.history.acknowledge(acknowledgement);
@@ -628,27 +700,39 @@ impl OwnWrite {
         let Seal::Sealing(crypto) = &self.seal else {
             return 0;
         };
-        let Some(stream) = self.streams.iter().find(|s| s.ssrc == nack.media_ssrc) else {
+        let Some(stream) = self.streams.iter_mut().find(|s| s.ssrc == nack.media_ssrc) else {
             return 0;
         };
+        let ssrc = stream.ssrc;
         // Each slot at most once per NACK, however often it names a number: the history once at
-        // most (`HISTORY` is 64).
+        // most (`HISTORY` is 64). And each packet at most [`MAX_RESENDS`] times, not twice within
+        // [`RESEND_GAP`]: a datagram of 70 NACKs naming the whole history was otherwise answered
+        // 4 500 times, some 5 MB for 2 KB (review helper-103).
         let (mut answered, mut resent) = (0u64, 0);
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
                 let slot = usize::from(seq) % HISTORY;
                 let bit = 1u64 << slot;
-                let Some(Some(sent)) = stream.sent.get(slot) else {
+                let Some(Some(sent)) = stream.sent.get_mut(slot) else {
                     continue;
                 };
                 if sent.seq != seq || answered & bit != 0 {
                     continue;
                 }
                 answered |= bit;
+                if sent.resent >= MAX_RESENDS
+                    || sent
+                        .resent_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < RESEND_GAP)
+                {
+                    continue;
+                }
+                sent.resent += 1;
+                sent.resent_at = Some(now);
                 let datagram = match &sent.kept {
                     Kept::Copy(datagram) => Bytes::copy_from_slice(datagram),
                     Kept::Plain(plain) => {
-                        match again(crypto, stream.ssrc, sent.seq, plain, sent.numbered) {
+                        match again(crypto, ssrc, sent.seq, plain, sent.numbered) {
                             Ok(datagram) => {
                                 self.resealed += 1;
                                 datagram
@@ -656,7 +740,7 @@ impl OwnWrite {
                             Err(error) => {
                                 // Never expected: the parts kept are the ones the datagram was laid
                                 // out from. Once per NACK.
-                                tracing::warn!(%error, ssrc = stream.ssrc, seq, "a NACKed packet did not seal again as it left");
+                                tracing::warn!(%error, ssrc, seq, "a NACKed packet did not seal again as it left");
                                 return resent;
                             }
                         }
@@ -665,7 +749,7 @@ impl OwnWrite {
                 if let (Some(estimation), Some((number, size))) =
                     (&mut self.estimation, sent.numbered)
                 {
-                    estimation.history.add(stream.ssrc, seq, number, size, now);
+                    estimation.history.add_again(ssrc, seq, number, size, now);
                 }
                 self.out.push_back(datagram);
                 resent += 1;
@@ -849,6 +933,59 @@ fn lay_out(
         datagram.push(padding as u8);
     }
     Some((datagram, header_len))
+}
+
+/// Whether the transport-wide feedback reports in `compound` (plain RTCP) give statuses for
+/// [`MAX_FEEDBACK_STATUSES`] packets at most, all together. Read off the headers before the
+/// compound is parsed: `rtc`'s parser makes an arrival time for each packet a report counts as
+/// arrived before it finds the report too short for them (65 535 of them from a few bytes), and
+/// a datagram holds some 80 reports, each of which [`within_bounds`] alone would let count
+/// 8 192 (review helper-103).
+fn feedback_counts_within_bounds(compound: &[u8]) -> bool {
+    let mut rest = compound;
+    let mut statuses = 0usize;
+    while let [first, packet_type, high, low, ..] = *rest {
+        // Transport-wide feedback: RTPFB (205) with FMT 15; the count after four 32-bit words
+        // less the base number's 16 bits.
+        if packet_type == 205 && first & 0x1f == 15 {
+            let Some(&[a, b]) = rest.get(14..16) else {
+                return false;
+            };
+            statuses += usize::from(u16::from_be_bytes([a, b]));
+            if statuses > usize::from(MAX_FEEDBACK_STATUSES) {
+                return false;
+            }
+        }
+        let len = 4 * (usize::from(u16::from_be_bytes([high, low])) + 1);
+        let Some(next) = rest.get(len..) else {
+            // What does not parse is the parser's to refuse.
+            return true;
+        };
+        rest = next;
+    }
+    true
+}
+
+/// Whether `feedback` gives statuses for at most [`MAX_FEEDBACK_STATUSES`] packets, and its
+/// chunks describe no more than it counts, but for the unused symbols of a last status vector
+/// (at most 13). A report that does not is not read.
+fn within_bounds(feedback: &TransportLayerCc) -> bool {
+    use rtc::rtcp::transport_feedbacks::transport_layer_cc::PacketStatusChunk;
+    let count = feedback.packet_status_count;
+    if count > MAX_FEEDBACK_STATUSES {
+        return false;
+    }
+    let mut described = 0usize;
+    for chunk in &feedback.packet_chunks {
+        described += match chunk {
+            PacketStatusChunk::RunLengthChunk(run) => usize::from(run.run_length),
+            PacketStatusChunk::StatusVectorChunk(vector) => vector.symbol_list.len(),
+        };
+        if described > usize::from(count) + 13 {
+            return false;
+        }
+    }
+    true
 }
 
 /// What [`lay_out`] does, through `rtc`'s marshalling, for any packet.
@@ -1074,6 +1211,86 @@ mod tests {
     }
 
     #[test]
+    fn a_datagram_of_feedback_counting_too_many_packets_in_all_is_refused_unread() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+            PacketStatusChunk, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
+        };
+        let keys = MasterKeys::new(ProtectionProfile::Aes128CmHmacSha1_80, &[3; 16], &[4; 14]);
+        let mut remote = RemoteRtcp::new(&keys, MAX_RTCP_SENDERS).unwrap();
+        let mut sender = keys.context().unwrap();
+        let report = |count: u16| {
+            TransportLayerCc {
+                sender_ssrc: 1,
+                media_ssrc: 2,
+                base_sequence_number: 0,
+                packet_status_count: count,
+                reference_time: 0,
+                fb_pkt_count: 0,
+                packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                    type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                    packet_status_symbol: SymbolTypeTcc::PacketNotReceived,
+                    run_length: count,
+                })],
+                recv_deltas: Vec::new(),
+            }
+            .marshal()
+            .unwrap()
+        };
+        let mut compound = |reports: usize, count| {
+            let report = report(count);
+            let plain: Vec<u8> = std::iter::repeat_n(report.iter().copied(), reports)
+                .flatten()
+                .collect();
+            sender.encrypt_rtcp(&plain).unwrap().to_vec()
+        };
+        // Eighty reports of 8 192 each, in under 2 KB: 655 360 acknowledgements.
+        let flood = compound(80, MAX_FEEDBACK_STATUSES);
+        assert!(flood.len() < 2_048);
+        assert!(matches!(remote.open(&flood), OpenedRtcp::Refused(_)));
+        // As many as one report may count, in two, is one too many; a browser's, read.
+        let two = compound(2, MAX_FEEDBACK_STATUSES / 2 + 1);
+        assert!(matches!(remote.open(&two), OpenedRtcp::Refused(_)));
+        let OpenedRtcp::Opened(packets) = remote.open(&compound(1, 40)) else {
+            panic!("a report of 40 packets not read");
+        };
+        assert_eq!(packets.len(), 1);
+    }
+
+    /// An empty receiver report from `ssrc`, marshalled.
+    fn receiver_report(ssrc: u32) -> bytes::BytesMut {
+        rtc::rtcp::receiver_report::ReceiverReport {
+            ssrc,
+            ..Default::default()
+        }
+        .marshal()
+        .unwrap()
+    }
+
+    #[test]
+    fn forged_rtcp_of_ever_new_senders_keeps_no_state_past_a_bound() {
+        let keys = MasterKeys::new(ProtectionProfile::Aes128CmHmacSha1_80, &[3; 16], &[4; 14]);
+        let mut remote = RemoteRtcp::new(&keys, MAX_RTCP_SENDERS).unwrap();
+        let mut sender = keys.context().unwrap();
+        let report = receiver_report;
+        let genuine = sender.encrypt_rtcp(&report(11)).unwrap().to_vec();
+        assert!(matches!(remote.open(&genuine), OpenedRtcp::Opened(_)));
+        // `rtc`'s context keeps state for each sender before it checks the tag: a thousand forged
+        // reports, each from a new sender, are let in a context made afresh every 64.
+        for ssrc in 1_000..2_000u32 {
+            let mut forged = genuine.clone();
+            forged[4..8].copy_from_slice(&ssrc.to_be_bytes());
+            assert!(matches!(remote.open(&forged), OpenedRtcp::Not));
+            assert!(remote.context_senders.len() <= MAX_CONTEXT_SENDERS);
+        }
+        let next = sender.encrypt_rtcp(&report(11)).unwrap().to_vec();
+        assert!(matches!(remote.open(&next), OpenedRtcp::Opened(_)));
+        assert!(
+            matches!(remote.open(&next), OpenedRtcp::Refused(_)),
+            "a replay"
+        );
+    }
+
+    #[test]
     fn the_remotes_rtcp_opens_once_and_a_replay_or_forgery_does_not() {
         for (profile, gcm) in [
             (ProtectionProfile::Aes128CmHmacSha1_80, false),
@@ -1081,14 +1298,7 @@ mod tests {
         ] {
             let keys = || MasterKeys::new(profile, &[3; 16], &vec![4; profile.salt_len()]);
             let mut own = OwnWrite::new(KeyTap::new(), None);
-            let report = |ssrc| {
-                rtc::rtcp::receiver_report::ReceiverReport {
-                    ssrc,
-                    ..Default::default()
-                }
-                .marshal()
-                .unwrap()
-            };
+            let report = receiver_report;
             let mut remote = keys().context().unwrap();
             let sealed: Vec<Vec<u8>> = (0..70)
                 .map(|_| remote.encrypt_rtcp(&report(11)).unwrap().to_vec())
@@ -1097,12 +1307,7 @@ mod tests {
                 matches!(own.open_rtcp(&sealed[0]), OpenedRtcp::Not),
                 "no keys yet"
             );
-            own.remote = Some(RemoteRtcp {
-                context: Box::new(keys().context().unwrap()),
-                profile,
-                windows: crate::FastMap::default(),
-                taken: 0,
-            });
+            own.remote = RemoteRtcp::new(&keys(), MAX_RTCP_SENDERS);
             // A forged packet far ahead moves nothing: the genuine ones still open.
             let mut forged = sealed[69].clone();
             let tag_byte = forged.len() - if gcm { 5 } else { 1 };
@@ -1230,17 +1435,30 @@ mod tests {
         assert_eq!(own.poll_datagram().as_ref(), Some(&first[2]));
         assert_eq!(own.poll_datagram().as_ref(), Some(&first[4]));
         assert_eq!(own.take_resealed(), 1, "102 sealed again, 104 copied");
-        assert_eq!(own.resend(now, &nack(0b111_1111)), 8);
-        for sent in &first[2..10] {
-            assert_eq!(own.poll_datagram().as_ref(), Some(sent), "{profile:?}");
+        // Within `RESEND_GAP` of its last resend a packet is not sent again: 102 and 104 wait.
+        assert_eq!(own.resend(now, &nack(0b111_1111)), 6);
+        let mut at = now + RESEND_GAP;
+        assert_eq!(own.resend(at, &nack(0b111_1111)), 8);
+        let again = std::iter::from_fn(|| own.poll_datagram()).collect::<Vec<_>>();
+        assert_eq!(again.len(), 14);
+        for (sent, expected) in again[6..].iter().zip(&first[2..10]) {
+            assert_eq!(sent, expected, "{profile:?}");
         }
-        assert_eq!(own.take_resealed(), 7);
+        assert_eq!(own.take_resealed(), 6 + 7);
         // However often a NACK names a number, it is answered once.
         let mut many = nack(0b11);
         many.nacks = vec![many.nacks[0]; 1_000];
-        assert_eq!(own.resend(now, &many), 3);
+        at += RESEND_GAP;
+        assert_eq!(own.resend(at, &many), 3);
         while own.poll_datagram().is_some() {}
         assert_eq!(own.take_resealed(), 2, "102 and 103; 104 copied");
+        // Each of 102, 103 and 104 went three times: once more, then never again.
+        at += RESEND_GAP;
+        assert_eq!(own.resend(at, &many), 3);
+        at += RESEND_GAP;
+        assert_eq!(own.resend(at, &many), 0, "at most {MAX_RESENDS} times each");
+        while own.poll_datagram().is_some() {}
+        own.take_resealed();
         // A stream paused keeps nothing to send again; another keeps its own.
         let mut paused = sealing_under(profile, None).0;
         paused.add_stream(8, 90_000);
@@ -1264,7 +1482,11 @@ mod tests {
         assert_eq!(paused.resend(now, &nack_of(7)), 0);
         assert_eq!(paused.resend(now, &nack_of(8)), 1);
         // Parts that would not seal again as the datagram left (here, a timestamp that is not
-        // the one sealed): nothing is sent for it, and that NACK ends there.
+        // the one sealed): nothing is sent for it, and that NACK ends there. (The counts of
+        // resends start afresh for it.)
+        for sent in own.streams[0].sent.iter_mut().flatten() {
+            (sent.resent, sent.resent_at) = (0, None);
+        }
         if let Some(Some(Sent {
             kept: Kept::Plain(plain),
             ..
@@ -1381,5 +1603,67 @@ mod tests {
         // A block naming no report, or a delay longer than the time since, gives nothing.
         assert_eq!(own.round_trip(back, 0, 1_966), None);
         assert_eq!(own.round_trip(back, named, 65_536 / 10), None);
+    }
+
+    #[test]
+    fn feedback_describing_more_packets_than_it_counts_or_too_many_is_not_read() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+            PacketStatusChunk, RunLengthChunk, StatusChunkTypeTcc, StatusVectorChunk,
+            SymbolSizeTypeTcc, SymbolTypeTcc,
+        };
+        let run = |length| {
+            PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: SymbolTypeTcc::PacketNotReceived,
+                run_length: length,
+            })
+        };
+        let report = |count, chunks| {
+            let report = TransportLayerCc {
+                sender_ssrc: 1,
+                media_ssrc: 2,
+                base_sequence_number: 100,
+                packet_status_count: count,
+                reference_time: 0,
+                fb_pkt_count: 0,
+                packet_chunks: chunks,
+                recv_deltas: Vec::new(),
+            };
+            // As the SFU reads it: off the wire.
+            let wire = report.marshal().expect("marshals");
+            TransportLayerCc::unmarshal(&mut wire.as_ref()).expect("parses")
+        };
+        // What a browser sends: runs and a last status vector with unused symbols. (`rtc`'s parser
+        // refuses a report without arrival times whose chunks end on a word, so these are odd.)
+        let vector = PacketStatusChunk::StatusVectorChunk(StatusVectorChunk {
+            type_tcc: StatusChunkTypeTcc::StatusVectorChunk,
+            symbol_size: SymbolSizeTypeTcc::OneBit,
+            symbol_list: vec![SymbolTypeTcc::PacketNotReceived; 14],
+        });
+        assert!(within_bounds(&report(
+            1_001,
+            vec![run(500), run(500), vector.clone()]
+        )));
+        let most = MAX_FEEDBACK_STATUSES;
+        assert!(within_bounds(&report(
+            most,
+            vec![run(most - 2), run(1), run(1)]
+        )));
+        // Nine runs of 8 191 in 40 bytes: the parser reads chunks until they cover the count,
+        // and keeps the last run's length as written.
+        let forged = report(u16::MAX, vec![run(8_191); 9]);
+        assert!(forged.marshal_size() <= 40);
+        assert_eq!(convert_twcc(&forged).len(), 73_719, "what was read before");
+        assert!(!within_bounds(&forged));
+        // One packet counted, 8 191 described.
+        assert!(!within_bounds(&report(1, vec![run(8_191)])));
+        assert!(!within_bounds(&report(
+            985,
+            vec![run(500), run(500), vector]
+        )));
+        assert!(!within_bounds(&report(
+            most + 1,
+            vec![run(most - 1), run(1), run(1)]
+        )));
     }
 }

@@ -115,6 +115,29 @@ impl SendLog {
         }
     }
 
+    /// Records a packet sent again (a NACK's answer) under its first transport-wide `number`, as
+    /// [`add`](Self::add) does; not at all unless `number` is the newest or at most
+    /// [`RESEND_REACH`] behind it. From half the number space behind on, [`add`](Self::add)
+    /// would take it for a fresh one, and a stream's datagrams stay kept however many numbers
+    /// the connection's other streams used since (a silent microphone's for tens of seconds):
+    /// answered so, it moved the newest back, stretched the index over the whole space, and the
+    /// next 32 000 fresh packets went unrecorded as resends out of reach (review helper-101).
+    pub(crate) fn add_again(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        number: u16,
+        size: usize,
+        departure: Instant,
+    ) {
+        if self
+            .newest
+            .is_some_and(|newest| newest.wrapping_sub(number) < RESEND_REACH)
+        {
+            self.add(ssrc, seq, number, size, departure);
+        }
+    }
+
     /// Applies one acknowledgement from transport-wide feedback (ignored when it names no packet
     /// on record).
     pub(crate) fn acknowledge(&mut self, acknowledgement: Acknowledgement) {
@@ -359,8 +382,27 @@ mod tests {
         assert_eq!(reports[0].rtp_sequence_number, 6_000);
         assert!(log.by_number.len() <= 1, "{}", log.by_number.len());
         // Within reach, and before everything indexed: indexed from its number on.
-        log.add(7, 5_990, 5_990, 500, start);
+        log.add_again(7, 5_990, 5_990, 500, start);
         assert_eq!(log.by_number.len(), 11);
+        // Half the number space or more behind (an old audio packet NACKed while video used the
+        // numbers): `add` would take it for a fresh number; sent again, it is not recorded.
+        for n in 6_001..=40_000u16 {
+            log.add(7, n, n, 500, start);
+            log.acknowledge(arrived(n, 3));
+        }
+        assert_eq!(
+            log.take_reports().len(),
+            34_001,
+            "and 5 990 sent again, lost"
+        );
+        log.add_again(7, 5_000, 5_000, 500, start);
+        assert_eq!(log.newest, Some(40_000));
+        log.add(7, 40_001, 40_001, 500, start);
+        log.acknowledge(arrived(40_001, 4));
+        let reports = log.take_reports();
+        assert_eq!(reports.len(), 1);
+        assert!(reports[0].arrived && reports[0].rtp_sequence_number == 40_001);
+        assert!(log.by_number.len() <= 1, "{}", log.by_number.len());
     }
 
     /// Nothing acknowledged: the log is forgotten from the front as it ages, and holds nothing

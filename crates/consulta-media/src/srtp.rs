@@ -351,6 +351,28 @@ impl RtpCrypto {
         ssrc: u32,
         seq: u16,
     ) -> Result<BytesMut, Error> {
+        let (plain, index, at) = self.unseal(datagram, header_len, ssrc, seq)?;
+        if let Some(window) = self.window_at(ssrc, at, index) {
+            window.take(index);
+        }
+        Ok(plain)
+    }
+
+    /// Whether `datagram` (as [`open`](Self::open) takes it) would open: it authenticates at
+    /// the index this context places it, and is no replay. Nothing moves.
+    pub fn opens(&self, datagram: &[u8], header_len: usize, ssrc: u32, seq: u16) -> bool {
+        self.unseal(datagram, header_len, ssrc, seq).is_ok()
+    }
+
+    /// [`open`](Self::open) but for taking the index: the plain packet, its index, and the
+    /// stream's place (`None`: a new stream).
+    fn unseal(
+        &self,
+        datagram: &[u8],
+        header_len: usize,
+        ssrc: u32,
+        seq: u16,
+    ) -> Result<(BytesMut, u64, Option<usize>), Error> {
         let sealed_len = datagram
             .len()
             .checked_sub(self.tag_len())
@@ -391,10 +413,7 @@ impl RtpCrypto {
                 .map_err(|_| Error::ErrFailedToVerifyAuthTag)?;
             }
         }
-        if let Some(window) = self.window_at(ssrc, at, index) {
-            window.take(index);
-        }
-        Ok(plain)
+        Ok((plain, index, at))
     }
 
     /// Seals `packet`, a plain RTP packet of `ssrc` numbered `seq` whose header takes its first
