@@ -268,6 +268,63 @@ struct Participant {
     renewal: Option<(JoinGrant, Instant)>,
     /// While its socket is gone: what it was sent meanwhile, for a resume to replay.
     outbox: Option<Outbox>,
+    /// How often changes it asks for itself (mute, metadata, audio features) reach the others.
+    own_changes: OwnChanges,
+}
+
+/// Paces the updates a participant's own requests send the rest of its room. Each is its whole
+/// info, to everyone: a client toggling `mute` at its frame budget (50 a second) with an info of
+/// 60 KB (eight tracks of long names) sent each of the others 3 MB a second, filling their
+/// queues until they were dropped (review helper-100). Past a burst of
+/// [`OWN_CHANGES_BURST`], the others hear of its changes [`OWN_CHANGES_PER_SEC`] times a
+/// second, each time its latest info; a client asking at a person's pace is never held.
+#[derive(Debug, Clone, Copy)]
+struct OwnChanges {
+    /// Updates it may send now, and when that was counted.
+    tokens: f64,
+    at: Instant,
+    /// A change not sent yet: its info goes once a token is there.
+    held: bool,
+}
+
+const OWN_CHANGES_BURST: f64 = 10.0;
+const OWN_CHANGES_PER_SEC: f64 = 2.0;
+
+impl OwnChanges {
+    fn new(now: Instant) -> Self {
+        Self {
+            tokens: OWN_CHANGES_BURST,
+            at: now,
+            held: false,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + secs * OWN_CHANGES_PER_SEC).min(OWN_CHANGES_BURST);
+        self.at = now;
+    }
+
+    /// Whether a change may go to the others at `now` (taking a token); else it is held.
+    fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        // At [`due`](Self::due) exactly, the float sum may fall short of one by a rounding.
+        if self.tokens >= 1.0 - 1e-9 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            self.held = true;
+            false
+        }
+    }
+
+    /// When a held change may go.
+    fn due(&self) -> Option<Instant> {
+        self.held.then(|| {
+            let wait = ((1.0 - self.tokens).max(0.0) / OWN_CHANGES_PER_SEC).min(1.0);
+            self.at + Duration::from_secs_f64(wait)
+        })
+    }
 }
 
 /// Tracks a participant may have published at once: a camera, a microphone, a screen share and
@@ -286,6 +343,10 @@ const MAX_TRACK_TEXT: usize = 256;
 
 /// Most audio features a track may list (LiveKit defines six).
 const MAX_AUDIO_FEATURES: usize = 8;
+
+/// Most packet trailer features a track may list (LiveKit defines three). Unbounded, a frame
+/// of 256 KiB listed a quarter of a million, copied to the room at each update of the publisher.
+const MAX_TRAILER_FEATURES: usize = 8;
 
 /// The most a participant may set as its own name, metadata and attributes (keys and values
 /// together), in bytes. Each change goes to everyone in the room, and into every token the
@@ -711,6 +772,7 @@ impl<M: MediaEngine> Sfu<M> {
             settings: HashMap::new(),
             renewal,
             outbox: None,
+            own_changes: OwnChanges::new(now),
         };
         let Some(room) = self.rooms.get_mut(&name) else {
             return Err(JoinError::RoomNotFound);
@@ -805,9 +867,11 @@ impl<M: MediaEngine> Sfu<M> {
                 self.media
                     .remote_candidate(&sid, target, trickle.candidate_init);
             }
-            M::AddTrack(add) => self.add_track(&room, &sid, add),
-            M::Mute(mute) => self.mute(&room, &sid, &mute.sid, mute.muted),
-            M::UpdateAudioTrack(update) => self.update_audio_track(&room, &sid, conn, update),
+            M::AddTrack(add) => self.add_track(now, &room, &sid, add),
+            M::Mute(mute) => self.mute(now, &room, &sid, &mute.sid, mute.muted),
+            M::UpdateAudioTrack(update) => {
+                self.update_audio_track(now, &room, &sid, conn, update);
+            }
             M::UpdateMetadata(update) => self.update_metadata(now, &room, &sid, conn, update),
             // Data tracks (livekit-client's `publishDataTrack`) are not relayed: refused at once,
             // where silence made the client wait out its 10 s timeout (review helper-75).
@@ -1154,7 +1218,7 @@ impl<M: MediaEngine> Sfu<M> {
             }
             MediaEvent::TrackEnded { participant, track } => {
                 tracing::info!(participant = %participant, %track, "track ended by its publisher");
-                self.unpublish_track(&participant, &track);
+                self.unpublish_track(now, &participant, &track);
             }
             MediaEvent::StreamStates {
                 participant,
@@ -1196,6 +1260,7 @@ impl<M: MediaEngine> Sfu<M> {
     /// expired empty rooms.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.renew_tokens(now);
+        self.send_held_changes(now);
         self.forget_refusals(now);
         let (timeout, gone) = (self.config.ping_timeout, self.removed_after());
         let mut silent = Vec::new();
@@ -1278,7 +1343,17 @@ impl<M: MediaEngine> Sfu<M> {
             .values()
             .flat_map(|r| r.participants.values())
             .filter_map(|p| p.renewal.as_ref().map(|(_, at)| *at));
-        pings.chain(rooms).chain(layers).chain(renewals).min()
+        let held = self
+            .rooms
+            .values()
+            .flat_map(|r| r.participants.values())
+            .filter_map(|p| p.own_changes.due());
+        pings
+            .chain(rooms)
+            .chain(layers)
+            .chain(renewals)
+            .chain(held)
+            .min()
     }
 
     /// The next thing for the shell to do.
@@ -1288,7 +1363,7 @@ impl<M: MediaEngine> Sfu<M> {
 
     /// Server-initiated unpublish (moderation, or the media engine saw the track end): the
     /// publisher gets `track_unpublished`, everyone else an update without the track.
-    pub fn unpublish_track(&mut self, publisher: &ParticipantSid, track: &TrackSid) {
+    pub fn unpublish_track(&mut self, now: Instant, publisher: &ParticipantSid, track: &TrackSid) {
         let Some((room, conn)) = self.room_and_conn_of(publisher) else {
             return;
         };
@@ -1310,7 +1385,9 @@ impl<M: MediaEngine> Sfu<M> {
             }),
         );
         self.drop_track(&room, publisher, track);
-        self.broadcast_update(&room, publisher, info);
+        // Paced as the publisher's own changes: its offer dropping a track it just published,
+        // and again, would otherwise send the room its whole info twice a round.
+        self.broadcast_own_change(now, &room, publisher, info);
     }
 
     // --- internals -------------------------------------------------------------------------
@@ -1321,6 +1398,7 @@ impl<M: MediaEngine> Sfu<M> {
     )]
     fn add_track(
         &mut self,
+        now: Instant,
         room: &RoomName,
         sid: &ParticipantSid,
         add: livekit_protocol::AddTrackRequest,
@@ -1442,7 +1520,7 @@ impl<M: MediaEngine> Sfu<M> {
             }),
         );
         if !info.permission.as_ref().is_some_and(|p| p.hidden) {
-            self.broadcast_update(room, sid, info);
+            self.broadcast_own_change(now, room, sid, info);
         }
         let subscribers: Vec<ParticipantSid> = self
             .rooms
@@ -1481,6 +1559,13 @@ impl<M: MediaEngine> Sfu<M> {
             }
             *at = now + interval;
             match grant.renewed(&self.keys, now_unix_secs, ttl_secs) {
+                // One its resume would refuse is not sent: the client keeps the one it has. A
+                // renewed token carries `nbf` and `iat`, which its join token may not have
+                // (review helper-100).
+                Some(token) if token.len() > crate::auth::MAX_TOKEN_BYTES => tracing::warn!(
+                    participant = %p.sid,
+                    "the renewed token would be larger than a resume takes: not sent"
+                ),
                 Some(token) => renewed.push((p.conn, token)),
                 None => tracing::debug!(participant = %p.sid, "no key to renew the token with"),
             }
@@ -1656,13 +1741,19 @@ impl<M: MediaEngine> Sfu<M> {
                 Reason::NotAllowed,
                 "does not have permission to update own metadata",
             ))
-        } else if update.name.len() > MAX_NAME_BYTES
-            || update.metadata.len() > MAX_METADATA_BYTES
-            || attributes_bytes > MAX_ATTRIBUTES_BYTES
+        } else if (name.len() > MAX_NAME_BYTES && name != p.name)
+            || (metadata.len() > MAX_METADATA_BYTES && metadata != p.metadata)
+            || (attributes_bytes > MAX_ATTRIBUTES_BYTES
+                && attributes_bytes > bytes_of(&p.attributes))
             || grant.as_ref().is_some_and(|grant| {
-                grant
-                    .renewed(keys, now_unix_secs, ttl_secs)
-                    .is_some_and(|token| token.len() > crate::auth::MAX_TOKEN_BYTES)
+                // A change that would stop its renewals. One whose renewed token is past the
+                // limit already is sent none (`renew_tokens`), whatever it changes.
+                let fits = |grant: &JoinGrant| {
+                    grant
+                        .renewed(keys, now_unix_secs, ttl_secs)
+                        .is_none_or(|token| token.len() <= crate::auth::MAX_TOKEN_BYTES)
+                };
+                !fits(grant) && p.renewal.as_ref().is_some_and(|(kept, _)| fits(kept))
             })
         {
             Some((
@@ -1696,7 +1787,7 @@ impl<M: MediaEngine> Sfu<M> {
                     participants: vec![info.clone()],
                 }),
             );
-            self.broadcast_update(room, sid, info);
+            self.broadcast_own_change(now, room, sid, info);
         }
         self.send(
             conn,
@@ -1758,7 +1849,14 @@ impl<M: MediaEngine> Sfu<M> {
         }
     }
 
-    fn mute(&mut self, room: &RoomName, sid: &ParticipantSid, track: &str, muted: bool) {
+    fn mute(
+        &mut self,
+        now: Instant,
+        room: &RoomName,
+        sid: &ParticipantSid,
+        track: &str,
+        muted: bool,
+    ) {
         let Some(p) = self.participant_mut(room, sid) else {
             return;
         };
@@ -1780,7 +1878,7 @@ impl<M: MediaEngine> Sfu<M> {
         let info = p.info();
         let conn = p.conn;
         if !p.hidden() {
-            self.broadcast_update(room, sid, info);
+            self.broadcast_own_change(now, room, sid, info);
         }
         // An unmuted camera may come back on a restarted sender: say again which layers to send.
         let resend = unmuted_video.and_then(|track| {
@@ -1809,6 +1907,7 @@ impl<M: MediaEngine> Sfu<M> {
     )]
     fn update_audio_track(
         &mut self,
+        now: Instant,
         room: &RoomName,
         publisher: &ParticipantSid,
         conn: ConnId,
@@ -1850,7 +1949,7 @@ impl<M: MediaEngine> Sfu<M> {
                     p.bump();
                     let info = p.info();
                     if !p.hidden() {
-                        self.broadcast_update(room, publisher, info);
+                        self.broadcast_own_change(now, room, publisher, info);
                     }
                 }
                 None
@@ -2157,12 +2256,50 @@ impl<M: MediaEngine> Sfu<M> {
     /// Tells everyone in `room` but `about` of `about`'s `info`; nothing of a hidden participant,
     /// whose tracks' changes (an unpublish by the SFU) would otherwise announce it, and leave it
     /// with the others for good, since its departure is not told (review helper-71).
-    fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
+    /// [`broadcast_update`](Self::broadcast_update) for a change the participant asked for itself,
+    /// paced ([`OwnChanges`]): past its burst, held and sent at a later timeout with its info
+    /// then.
+    fn broadcast_own_change(
+        &mut self,
+        now: Instant,
+        room: &RoomName,
+        about: &ParticipantSid,
+        info: ParticipantInfo,
+    ) {
         if self
             .participant_mut(room, about)
-            .is_some_and(|p| p.hidden())
+            .is_some_and(|p| p.own_changes.take(now))
         {
-            return;
+            self.broadcast_update(room, about, info);
+        }
+    }
+
+    /// Sends the changes held ([`OwnChanges`]) that may go at `now`.
+    fn send_held_changes(&mut self, now: Instant) {
+        let due: Vec<(RoomName, ParticipantSid, ParticipantInfo)> = self
+            .rooms
+            .values_mut()
+            .flat_map(|r| {
+                let name = &r.name;
+                r.participants.values_mut().filter_map(move |p| {
+                    (p.own_changes.held && p.own_changes.take(now))
+                        .then(|| (name.clone(), p.sid.clone(), p.info()))
+                })
+            })
+            .collect();
+        for (room, sid, info) in due {
+            self.broadcast_update(&room, &sid, info);
+        }
+    }
+
+    fn broadcast_update(&mut self, room: &RoomName, about: &ParticipantSid, info: ParticipantInfo) {
+        // (One that left is told about too: its departure.)
+        if let Some(p) = self.participant_mut(room, about) {
+            // Its latest info goes now: nothing held is left to send.
+            p.own_changes.held = false;
+            if p.hidden() {
+                return;
+            }
         }
         let targets: Vec<ConnId> = self
             .rooms
@@ -2431,6 +2568,8 @@ fn oversized(add: &livekit_protocol::AddTrackRequest) -> Option<&'static str> {
         Some("simulcast codecs")
     } else if add.audio_features.len() > MAX_AUDIO_FEATURES {
         Some("audio features")
+    } else if add.packet_trailer_features.len() > MAX_TRAILER_FEATURES {
+        Some("packet trailer features")
     } else if [&add.cid, &add.name, &add.stream]
         .into_iter()
         .chain(add.simulcast_codecs.iter().flat_map(|c| [&c.codec, &c.cid]))
@@ -3143,8 +3282,11 @@ mod tests {
 
         // Alice unpublishes her share, refused to Bob: nothing is left of it.
         let share_sid = TrackSid::parse(&share).unwrap();
-        w.sfu
-            .unpublish_track(&ParticipantSid::parse(&alice_sid).unwrap(), &share_sid);
+        w.sfu.unpublish_track(
+            w.now,
+            &ParticipantSid::parse(&alice_sid).unwrap(),
+            &share_sid,
+        );
         refusals_hold(&w);
         w.drain();
         w.media_calls();
@@ -3722,6 +3864,60 @@ mod tests {
         assert!(everyone.participants.iter().all(|p| p.state != gone));
     }
 
+    /// A participant toggling its microphone as fast as its frames allow: past a burst, the
+    /// others hear of its changes twice a second, each time its latest info; at a person's
+    /// pace, at once (review helper-100).
+    #[test]
+    fn own_changes_past_a_burst_reach_the_others_paced_with_the_latest_info() {
+        let mut w = World::new();
+        let (alice, _) = w.join("alice");
+        let (bob, _) = w.join("bob");
+        w.request(
+            bob,
+            signal_request::Message::AddTrack(microphone_request("mic")),
+        );
+        let mic = updates_for(&w.drain(), alice)[0].tracks[0].sid.clone();
+        // The publication took a token: a few seconds give it back.
+        w.now += Duration::from_secs(5);
+        let toggle = |w: &mut World, muted: bool| {
+            w.request(
+                bob,
+                signal_request::Message::Mute(MuteTrackRequest {
+                    sid: mic.clone(),
+                    muted,
+                }),
+            );
+        };
+        for i in 0..30 {
+            toggle(&mut w, i % 2 == 0);
+        }
+        let heard = updates_for(&w.drain(), alice);
+        assert_eq!(heard.len(), 10, "the burst");
+        let held_until = w.sfu.poll_timeout().unwrap();
+        assert_eq!(held_until, w.now + Duration::from_millis(500));
+        w.now += Duration::from_millis(499);
+        w.sfu.handle_timeout(w.now);
+        assert!(updates_for(&w.drain(), alice).is_empty());
+        w.now += Duration::from_millis(1);
+        w.sfu.handle_timeout(w.now);
+        let latest = updates_for(&w.drain(), alice);
+        assert_eq!(latest.len(), 1);
+        // The 30th toggle unmuted it: its info then, every change counted in its version.
+        assert!(!latest[0].tracks[0].muted);
+        assert_eq!(latest[0].version, heard[0].version + 29);
+        w.sfu.handle_timeout(w.now + Duration::from_secs(5));
+        assert!(
+            updates_for(&w.drain(), alice).is_empty(),
+            "nothing more held"
+        );
+        // A person's pace: each change at once.
+        for i in 0..20 {
+            w.now += Duration::from_secs(1);
+            toggle(&mut w, i % 2 == 0);
+            assert_eq!(updates_for(&w.drain(), alice).len(), 1, "{i}");
+        }
+    }
+
     #[test]
     fn a_resume_sends_a_fresh_token_and_a_gap_too_busy_to_replay_is_refused() {
         let mut w = World::new();
@@ -3729,9 +3925,8 @@ mod tests {
             .set_signing_keys(ApiKeys::new().with("key", crate::auth::ApiSecret::new("s3cret")));
         let (alice, join) = w.join("alice");
         let alice_sid = join.participant.unwrap().sid;
-        let (bob, _) = w.join("bob");
-        w.request(bob, add_video("cam"));
-        let track = updates_for(&w.drain(), alice)[0].tracks[0].sid.clone();
+        w.join("bob");
+        w.drain();
         w.sfu.handle_disconnect(w.now, alice);
         let resumed = w.resume("alice", &alice_sid).unwrap();
         w.drain();
@@ -3743,15 +3938,14 @@ mod tests {
                     && matches!(m, signal_response::Message::RefreshToken(_))),
             "a fresh token after the resume"
         );
-        // More than a resume replays: she must join afresh.
+        // More than a resume replays: she must join afresh. (Bob's own changes past a burst
+        // reach the others paced, so it takes others coming and going.)
         w.sfu.handle_disconnect(w.now, resumed);
-        for i in 0..=MAX_OUTBOX {
+        for i in 0..=MAX_OUTBOX / 2 {
+            let (visitor, _) = w.join(&format!("visitor{i}"));
             w.request(
-                bob,
-                signal_request::Message::Mute(MuteTrackRequest {
-                    sid: track.clone(),
-                    muted: i % 2 == 0,
-                }),
+                visitor,
+                signal_request::Message::Leave(LeaveRequest::default()),
             );
         }
         w.drain();
@@ -4165,6 +4359,7 @@ mod tests {
                 }];
             }),
             with(&|a| a.audio_features = vec![0; MAX_AUDIO_FEATURES + 1]),
+            with(&|a| a.packet_trailer_features = vec![1; MAX_TRAILER_FEATURES + 1]),
         ];
         for add in refused {
             w.request(alice, add);
@@ -4197,7 +4392,7 @@ mod tests {
             .unwrap();
         let alice_sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
         w.sfu
-            .unpublish_track(&alice_sid, &TrackSid::parse(&published.sid).unwrap());
+            .unpublish_track(w.now, &alice_sid, &TrackSid::parse(&published.sid).unwrap());
         w.drain();
         w.request(alice, add_video("cam"));
         assert!(
@@ -4254,7 +4449,7 @@ mod tests {
         let track = w.published_track();
         let ghost_sid = w.sfu.conns[&ghost].1.clone();
         w.sfu
-            .unpublish_track(&ghost_sid, &TrackSid::parse(&track.sid).unwrap());
+            .unpublish_track(w.now, &ghost_sid, &TrackSid::parse(&track.sid).unwrap());
         let sent = w.drain();
         assert!(updates_for(&sent, alice).is_empty(), "{sent:?}");
     }
@@ -4269,7 +4464,7 @@ mod tests {
         let track = TrackSid::parse(&updates_for(&sent, bob)[0].tracks[0].sid).unwrap();
         let alice_sid = ParticipantSid::parse(&join.participant.unwrap().sid).unwrap();
         w.media_calls();
-        w.sfu.unpublish_track(&alice_sid, &track);
+        w.sfu.unpublish_track(w.now, &alice_sid, &track);
         let sent = w.drain();
         assert!(sent.iter().any(|(c, m)| *c == alice
             && *m
@@ -4283,7 +4478,7 @@ mod tests {
         assert!(calls.contains(&format!("track_unpublished {alice_sid} {track}")));
         assert!(calls.iter().any(|c| c.starts_with("unsubscribe ")));
         // Unknown track: nothing happens.
-        w.sfu.unpublish_track(&alice_sid, &track);
+        w.sfu.unpublish_track(w.now, &alice_sid, &track);
         assert!(w.drain_all().is_empty());
     }
 
@@ -4299,7 +4494,7 @@ mod tests {
         let alice_sid = join.participant.unwrap().sid;
         // Alice's `track_unpublished` goes to a half-open socket; she resumes on a new one.
         w.sfu
-            .unpublish_track(&ParticipantSid::parse(&alice_sid).unwrap(), &track);
+            .unpublish_track(w.now, &ParticipantSid::parse(&alice_sid).unwrap(), &track);
         w.drain();
         let alice = w.resume("alice", &alice_sid).unwrap();
         w.drain();
@@ -4514,6 +4709,60 @@ mod tests {
         let renewed = crate::auth::verify_join(&token, &keys, now_secs, Some("room")).unwrap();
         assert_eq!(renewed.metadata, metadata);
         assert_eq!(renewed.attributes.get("k"), Some(&value));
+    }
+
+    /// livekit-client sends its name and metadata back with every update (`metadata ??
+    /// this.metadata`): ones its token gave it past the limits do not make every later update
+    /// of its attributes fail (review helper-100). A change past the limits still does.
+    #[test]
+    fn texts_past_the_limits_from_the_token_sent_back_unchanged_do_not_refuse_an_update() {
+        use livekit_protocol::request_response::Reason;
+        let mut w = World::new();
+        let mut allowed = grant("alice", "room");
+        allowed.video.can_update_own_metadata = Some(true);
+        allowed.name = "n".repeat(MAX_NAME_BYTES + 1);
+        allowed.metadata = "m".repeat(MAX_METADATA_BYTES + 1);
+        let (name, metadata) = (allowed.name.clone(), allowed.metadata.clone());
+        let alice = w.join_granted(allowed);
+        w.drain();
+        w.request(alice, metadata_update(1, &name, &metadata, &[("a", "1")]));
+        let sent = w.drain();
+        assert_eq!(answers_to(&sent, alice), [(1, Reason::Ok)]);
+        assert_eq!(
+            updates_for(&sent, alice)[0].attributes.get("a").unwrap(),
+            "1"
+        );
+        let other = "o".repeat(MAX_NAME_BYTES + 1);
+        w.request(alice, metadata_update(2, &other, &metadata, &[]));
+        assert_eq!(answers_to(&w.drain(), alice), [(2, Reason::LimitExceeded)]);
+        // With keys, so renewed tokens: one too large to renew already (sent none) may still
+        // change its attributes; one that fits may not change past the limit.
+        let mut w = World::new();
+        let keys = ApiKeys::new().with("key", crate::auth::ApiSecret::new("s3cret"));
+        w.sfu.set_signing_keys(keys);
+        let mut large = grant("alice", "room");
+        large.video.can_update_own_metadata = Some(true);
+        large.metadata = "m".repeat(MAX_METADATA_BYTES);
+        large
+            .attributes
+            .insert("k".into(), "v".repeat(MAX_ATTRIBUTES_BYTES - 1));
+        large.name = "n".repeat(3_000);
+        let (name, metadata) = (large.name.clone(), large.metadata.clone());
+        let alice = w.join_granted(large);
+        let mut fits = grant("bob", "room");
+        fits.video.can_update_own_metadata = Some(true);
+        let bob = w.join_granted(fits);
+        w.drain();
+        w.request(alice, metadata_update(3, &name, &metadata, &[("k", "1")]));
+        // Quotes double when written into the token.
+        let (quotes, more) = (
+            "\"".repeat(MAX_METADATA_BYTES),
+            "\"".repeat(MAX_ATTRIBUTES_BYTES - 1),
+        );
+        w.request(bob, metadata_update(4, "", &quotes, &[("k", &more)]));
+        let sent = w.drain();
+        assert_eq!(answers_to(&sent, alice), [(3, Reason::Ok)]);
+        assert_eq!(answers_to(&sent, bob), [(4, Reason::LimitExceeded)]);
     }
 
     #[test]
@@ -4970,6 +5219,30 @@ mod tests {
         w.now += dynacast::DOWNGRADE_DELAY;
         w.sfu.handle_timeout(w.now);
         assert_eq!(layer_updates(&w.drain(), alice), [[false, false, false]]);
+    }
+
+    #[test]
+    fn a_renewed_token_a_resume_would_refuse_is_not_sent() {
+        use crate::auth::ApiSecret;
+        let mut w = World::new();
+        let keys = ApiKeys::new().with("key", ApiSecret::new("a-core-test-secret-of-32-bytes!!"));
+        w.sfu.set_signing_keys(keys);
+        // Its metadata alone makes a token of over 8 KiB once encoded.
+        let mut big = grant("alice", "room");
+        big.metadata = "m".repeat(6_200);
+        let alice = w.join_granted(big);
+        let (bob, _) = w.join("bob");
+        let mut sent = Vec::new();
+        for _ in 0..31 {
+            w.now += Duration::from_secs(10);
+            w.request(alice, signal_request::Message::Ping(0));
+            w.request(bob, signal_request::Message::Ping(0));
+            w.sfu.handle_timeout(w.now);
+            sent.extend(w.drain().into_iter().filter_map(|(c, m)| {
+                matches!(m, signal_response::Message::RefreshToken(_)).then_some(c)
+            }));
+        }
+        assert_eq!(sent, [bob], "bob's renewed, not alice's");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! so frames leave in the order the core produced them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +49,9 @@ pub struct ShellConfig {
     /// to take it before the client is dropped and the room told: a client that stops reading must
     /// not hold its task, or its queue, forever. Default 10 s.
     pub send_timeout: Duration,
+    /// How many frames may wait for a client's socket. A client whose queue is full reads more
+    /// slowly than its room changes: it is dropped at once and the room told. Default 1024.
+    pub queue_frames: usize,
 }
 
 impl Default for ShellConfig {
@@ -56,6 +60,7 @@ impl Default for ShellConfig {
             keys: ApiKeys::default(),
             core: SfuConfig::default(),
             send_timeout: Duration::from_secs(10),
+            queue_frames: OUTBOUND_QUEUE_FRAMES,
         }
     }
 }
@@ -67,7 +72,15 @@ enum Outbound {
 
 struct Hub {
     core: Sfu<Box<dyn MediaEngine>>,
-    routes: HashMap<ConnId, mpsc::Sender<Outbound>>,
+    routes: HashMap<ConnId, Route>,
+}
+
+/// Where a connection's frames go: its socket task's queue, and whether the hub gave up on it.
+struct Route {
+    tx: mpsc::Sender<Outbound>,
+    /// Set when its queue was full: what is still queued is for a participant gone, so the
+    /// socket task closes at its next frame instead of sending them.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Hub {
@@ -76,22 +89,31 @@ impl Hub {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Send { conn, message } => {
-                    let Some(tx) = self.routes.get(&conn) else {
+                    let Some(route) = self.routes.get(&conn) else {
                         continue;
                     };
                     let frame = Outbound::Frame(signal::encode_response(&message));
                     // A closed receiver means the socket task is already gone. A full queue means
-                    // the client stopped reading: dropping the route ends its socket task once
-                    // the queue is drained, and that task reports the disconnect to the core.
-                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(frame) {
+                    // the client stopped reading: the participant goes at once (the others are
+                    // told), and its socket task closes at its next frame. Before, the core
+                    // learnt of it only once the task had sent what was queued, each frame
+                    // taking up to the send timeout: hours of a participant kept in the room
+                    // whose frames were all dropped (review helper-100).
+                    if let Err(mpsc::error::TrySendError::Full(_)) = route.tx.try_send(frame) {
                         tracing::info!(%conn, "client is not reading its signalling, closing");
+                        route.abandoned.store(true, Ordering::Relaxed);
                         self.routes.remove(&conn);
+                        self.core.handle_kick(Instant::now(), conn);
                     }
                 }
                 Output::Close { conn } => {
-                    if let Some(tx) = self.routes.remove(&conn) {
-                        // When the queue is full, dropping `tx` closes the socket all the same.
-                        let _ = tx.try_send(Outbound::Close);
+                    if let Some(route) = self.routes.remove(&conn)
+                        && route.tx.try_send(Outbound::Close).is_err()
+                    {
+                        // The queue is full: what waits in it is for a session ended (a
+                        // participant removed, or resumed elsewhere), so the socket task closes
+                        // at its next frame rather than sending them.
+                        route.abandoned.store(true, Ordering::Relaxed);
                     }
                 }
             }
@@ -105,6 +127,7 @@ pub struct SfuServer {
     hub: Arc<Mutex<Hub>>,
     keys: Arc<ApiKeys>,
     send_timeout: Duration,
+    queue_frames: usize,
     /// Signalling sockets whose task is still running ([`SocketCount`]).
     sockets: Arc<watch::Sender<usize>>,
 }
@@ -157,6 +180,7 @@ impl SfuServer {
             })),
             keys: Arc::new(config.keys),
             send_timeout: config.send_timeout,
+            queue_frames: config.queue_frames.max(1),
             sockets: Arc::new(watch::Sender::new(0)),
         }
     }
@@ -432,7 +456,8 @@ async fn run_socket(
     _counted: SocketCount,
 ) {
     let send_timeout = server.send_timeout;
-    let (tx, mut rx) = mpsc::channel(OUTBOUND_QUEUE_FRAMES);
+    let (tx, mut rx) = mpsc::channel(server.queue_frames);
+    let abandoned = Arc::new(AtomicBool::new(false));
     let joined = {
         let mut hub = server.lock();
         let joined = match &resume {
@@ -442,7 +467,13 @@ async fn run_socket(
         // The video tracks it receives, whose settings its client sends at once.
         let joined = joined.map(|conn| (conn, hub.core.video_subscriptions(conn)));
         if let Ok((conn, _)) = &joined {
-            hub.routes.insert(*conn, tx);
+            hub.routes.insert(
+                *conn,
+                Route {
+                    tx,
+                    abandoned: Arc::clone(&abandoned),
+                },
+            );
         }
         hub.pump();
         joined
@@ -488,6 +519,11 @@ async fn run_socket(
     loop {
         tokio::select! {
             outbound = rx.recv() => match outbound {
+                Some(Outbound::Frame(_)) if abandoned.load(Ordering::Relaxed) => {
+                    kicked = true;
+                    let _ = timeout(send_timeout, sink.close()).await;
+                    break;
+                }
                 Some(Outbound::Frame(frame)) => {
                     let sent = timeout(send_timeout, sink.send(Message::Binary(frame.into())));
                     match sent.await {

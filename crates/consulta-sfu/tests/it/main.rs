@@ -53,6 +53,15 @@ fn serve_on(config: ShellConfig, listener: tokio::net::TcpListener) -> SocketAdd
     addr
 }
 
+/// A server whose side of every connection has a 4 KiB send buffer (accepted sockets inherit
+/// the listener's; Linux would otherwise let it grow to 4 MiB): a few frames fill it.
+fn serve_with_small_send_buffers(config: ShellConfig) -> SocketAddr {
+    let listening = tokio::net::TcpSocket::new_v4().unwrap();
+    listening.set_send_buffer_size(4096).unwrap();
+    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    serve_on(config, listening.listen(64).unwrap())
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -509,19 +518,12 @@ impl Client {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
     let send_timeout = Duration::from_secs(1);
-    // Small socket buffers on both ends (accepted sockets inherit the listener's), so that a few
-    // dozen frames fill them; Linux would otherwise let the server's grow to 4 MiB.
-    let listening = tokio::net::TcpSocket::new_v4().unwrap();
-    listening.set_send_buffer_size(4096).unwrap();
-    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = serve_on(
-        ShellConfig {
-            keys: keys(),
-            send_timeout,
-            ..ShellConfig::default()
-        },
-        listening.listen(64).unwrap(),
-    );
+    // Small socket buffers on both ends (the client's below), so that a few frames fill them.
+    let addr = serve_with_small_send_buffers(ShellConfig {
+        keys: keys(),
+        send_timeout,
+        ..ShellConfig::default()
+    });
     // From the stalled client's join: its 15 s ping timeout runs from there too.
     let started = std::time::Instant::now();
     let (_stalled, stalled_sid) = Client::with_small_buffer(addr, "@stalled:hs:DEV", false).await;
@@ -530,46 +532,90 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
     // included.
     let (mut chatty, track) = Client::chatty(addr).await;
 
+    // Well under the ping timeout (15 s) and under the 10 s default send timeout, so only the
+    // configured one can pass this.
+    toggle_until_dropped(&mut chatty, &track, &stalled_sid, started, send_timeout * 4).await;
+}
+
+/// Toggles `chatty`'s microphone `track` (each toggle an update to everyone) until chatty hears
+/// that `gone_sid` disconnected, which must be within `within` of `started`, without tracks;
+/// chatty is still served then.
+async fn toggle_until_dropped(
+    chatty: &mut Client,
+    track: &str,
+    gone_sid: &str,
+    started: std::time::Instant,
+    within: Duration,
+) {
+    let gone = toggle_until_gone(chatty, track, gone_sid, started, within).await;
+    eprintln!("dropped {:?} after joining", started.elapsed());
+    assert!(gone.tracks.is_empty());
+    chatty.send(signal_request::Message::Ping(9)).await;
+    chatty
+        .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
+        .await;
+}
+
+/// [`toggle_until_dropped`]'s toggling: the info chatty is sent of `gone_sid` as it leaves.
+async fn toggle_until_gone(
+    chatty: &mut Client,
+    track: &str,
+    gone_sid: &str,
+    started: std::time::Instant,
+    within: Duration,
+) -> ParticipantInfo {
     let mut muted = false;
-    let dropped = loop {
-        // Well under the ping timeout (15 s) and under the 10 s default send timeout, so only
-        // the configured one can pass this.
+    loop {
         assert!(
-            started.elapsed() < send_timeout * 4,
-            "the stalled client was not dropped within {:?} (send timeout {send_timeout:?})",
-            send_timeout * 4
+            started.elapsed() < within,
+            "{gone_sid} was not dropped within {within:?}"
         );
         muted = !muted;
-        chatty.set_muted(&track, muted).await;
-        // Read what chatty is sent (its own updates among them), looking for the stalled
-        // participant's departure; stay under the 50 frames/s rate limit.
+        chatty.set_muted(track, muted).await;
+        // Read what chatty is sent (its own updates among them), looking for the departure; stay
+        // under the 50 frames/s rate limit.
         let deadline = tokio::time::Instant::now() + Duration::from_millis(40);
-        let mut gone = None;
         while let Ok(Some(Ok(Message::Binary(bytes)))) =
             tokio::time::timeout_at(deadline, chatty.ws.next()).await
         {
             if let Some(signal_response::Message::Update(update)) =
                 signal::decode_response(&bytes).unwrap().message
+                && let Some(gone) = update.participants.into_iter().find(|p| {
+                    p.sid == gone_sid && p.state == participant_info::State::Disconnected as i32
+                })
             {
-                gone = update.participants.into_iter().find(|p| {
-                    p.sid == stalled_sid && p.state == participant_info::State::Disconnected as i32
-                });
-                if gone.is_some() {
-                    break;
-                }
+                return gone;
             }
         }
-        if let Some(gone) = gone {
-            break gone;
-        }
-    };
-    eprintln!("dropped {:?} after joining", started.elapsed());
-    assert!(dropped.tracks.is_empty());
-    // Chatty is still served.
-    chatty.send(signal_request::Message::Ping(9)).await;
-    chatty
-        .recv_until(|m| matches!(m, signal_response::Message::Pong(_)).then_some(()))
-        .await;
+    }
+}
+
+/// A client whose queue of frames fills before a send times out (here: it does not read, and
+/// the send timeout is longer than the test) is dropped at once and the room told, without
+/// waiting for the frames queued for it to be sent. Before, the core heard of it only once they
+/// were: for a client reading just under one frame per send timeout, hours of a participant
+/// kept in the room with its frames all dropped (review helper-100).
+#[tokio::test]
+async fn a_client_whose_queue_fills_is_dropped_at_once_and_the_room_told() {
+    let addr = serve_with_small_send_buffers(ShellConfig {
+        keys: keys(),
+        // Far longer than the test may take: only the full queue can drop it.
+        send_timeout: Duration::from_secs(120),
+        queue_frames: 8,
+        ..ShellConfig::default()
+    });
+    let started = std::time::Instant::now();
+    let (_slow, slow_sid) = Client::with_small_buffer(addr, "@slow:hs:DEV", false).await;
+    let (mut chatty, track) = Client::chatty(addr).await;
+    // Under the ping timeout (15 s) too.
+    toggle_until_dropped(
+        &mut chatty,
+        &track,
+        &slow_sid,
+        started,
+        Duration::from_secs(10),
+    )
+    .await;
 }
 
 /// A client that sends `leave` and closes its socket with frames unread resets the connection.
@@ -579,18 +625,11 @@ async fn a_client_that_stops_reading_is_dropped_and_the_room_told() {
 /// leaving participants lingered, and the resident's subscriber offer grew to 143 m-lines.
 #[tokio::test]
 async fn a_leave_counts_when_the_server_was_writing_as_the_connection_reset() {
-    // A small send buffer on the server's side of every connection (accepted sockets inherit the
-    // listener's) and a small receive buffer on the leaving client's: a few updates fill them.
-    let listening = tokio::net::TcpSocket::new_v4().unwrap();
-    listening.set_send_buffer_size(4096).unwrap();
-    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = serve_on(
-        ShellConfig {
-            keys: keys(),
-            ..ShellConfig::default()
-        },
-        listening.listen(64).unwrap(),
-    );
+    // Small buffers on the server's side and on the leaving client's: a few updates fill them.
+    let addr = serve_with_small_send_buffers(ShellConfig {
+        keys: keys(),
+        ..ShellConfig::default()
+    });
     let (mut chatty, track) = Client::chatty(addr).await;
 
     // Closing sends a reset, as a socket closed with unread data does.
