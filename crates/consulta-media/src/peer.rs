@@ -48,11 +48,13 @@ use rtc::sansio::Protocol;
 pub use crate::feedback::RtcpDelivery;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-/// Distinct SSRCs of RTP and RTCP a connection hands `rtc` at most. A publisher's streams each
-/// show `rtc` their first packets (a simulcast camera with its repair streams and a microphone
-/// are 7), and a remote's RTCP names one or two senders: 256 is some 36 republishes, as many as
-/// the own SRTP follows (`srtp::MAX_STREAMS`). Past it a new stream's datagrams are dropped.
-const MAX_SSRCS_TO_RTC: usize = 256;
+/// Distinct SSRCs of RTP and RTCP a connection hands `rtc` at most, counted before they are
+/// authenticated (`rtc` keeps state for each before it checks the tag). A publisher's streams
+/// each show `rtc` their first packets (a simulcast camera with its repair streams and a
+/// microphone are 7), and a browser's RTCP names a sender or two (Chromium: 1 and 0xFA17FA17;
+/// Firefox one per transceiver, reused): some 600 republishes of a camera, and `rtc`'s state
+/// for all is under a megabyte. Past it a new SSRC's datagrams are dropped, with one warning.
+const MAX_SSRCS_TO_RTC: usize = 4096;
 
 /// What can go wrong in the media engine.
 #[derive(Debug, thiserror::Error)]
@@ -953,6 +955,8 @@ pub struct MediaPeer {
     aes_cm_only: bool,
     /// The SSRCs of the RTP and RTCP handed to `rtc` so far ([`MAX_SSRCS_TO_RTC`] at most).
     ssrcs_to_rtc: crate::FastSet<u32>,
+    /// Whether that set filled (and it was said).
+    ssrcs_to_rtc_full: bool,
     /// Datagrams of transport-wide feedback opened here since [`take_feedback_opened_here`]
     /// (Self::take_feedback_opened_here) was last called.
     feedback_opened_here: u64,
@@ -1264,6 +1268,7 @@ impl MediaPeer {
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
             ssrcs_to_rtc: crate::FastSet::default(),
+            ssrcs_to_rtc_full: false,
             feedback_opened_here: 0,
             nacks_sent: (0, 0),
             local_addr,
@@ -1691,7 +1696,9 @@ impl MediaPeer {
         if let Some(taken) = self.take_feedback(now, from, datagram) {
             return taken;
         }
-        self.note_sender_reports(now, from, datagram);
+        if self.note_sender_reports(now, from, datagram) {
+            return Err(rtc::shared::error::Error::InvalidHeader.into());
+        }
         if !self.admitted_to_rtc(datagram) {
             return Err(rtc::shared::error::Error::TooManySources.into());
         }
@@ -1834,6 +1841,12 @@ impl MediaPeer {
             return true;
         }
         if self.ssrcs_to_rtc.len() >= MAX_SSRCS_TO_RTC {
+            if !self.ssrcs_to_rtc_full {
+                self.ssrcs_to_rtc_full = true;
+                tracing::warn!(
+                    "a connection sent RTP or RTCP of {MAX_SSRCS_TO_RTC} SSRCs: new ones are dropped"
+                );
+            }
             return false;
         }
         self.ssrcs_to_rtc.insert(ssrc);
@@ -1854,15 +1867,20 @@ impl MediaPeer {
         datagram: &[u8],
     ) -> Option<Result<(), Error>> {
         let own = self.own.as_mut()?;
-        if self.selected != Some(from) || !crate::mux::is_rtcp(datagram) {
+        if !crate::mux::is_rtcp(datagram) {
             return None;
         }
+        // Opened from any address, so that what `rtc` would refuse to parse at a cost (feedback
+        // counting too many packets) or take again (a replay) is dropped whichever way it came.
         let packets = match own.open_rtcp(datagram) {
             crate::send::OpenedRtcp::Opened(packets) => packets,
             crate::send::OpenedRtcp::Refused(error) => return Some(Err(error.into())),
             crate::send::OpenedRtcp::Not => return None,
         };
-        if packets.is_empty() || !packets.iter().all(|p| p.as_any().is::<TransportLayerCc>()) {
+        if self.selected != Some(from)
+            || packets.is_empty()
+            || !packets.iter().all(|p| p.as_any().is::<TransportLayerCc>())
+        {
             return None;
         }
         let mut estimate = None;
@@ -1897,16 +1915,21 @@ impl MediaPeer {
 
     /// Takes the sender reports the receiver reports refer to out of SRTCP from the remote, where
     /// the own read path has the keys to open it (`rtc` then handles the datagram as ever).
-    fn note_sender_reports(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    /// Whether the datagram is to be dropped instead: opened from any address, it was a replay
+    /// or feedback counting too many packets (`send::RemoteRtcp::open`).
+    fn note_sender_reports(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
         let (Some(read), Some(receive)) = (&mut self.read, &mut self.receive) else {
-            return;
+            return false;
         };
-        if self.selected != Some(from) {
-            return;
+        let Some(reports) = read.sender_reports(datagram) else {
+            return true;
+        };
+        if self.selected == Some(from) {
+            for (ssrc, ntp_time) in reports {
+                receive.sender_report(ssrc, ntp_time, now);
+            }
         }
-        for (ssrc, ntp_time) in read.sender_reports(datagram) {
-            receive.sender_report(ssrc, ntp_time, now);
-        }
+        false
     }
 
     /// The RFC 6464 level of an audio packet that carries one.
@@ -2567,6 +2590,7 @@ mod tests {
         );
         assert!(refused(&mut peer, rtp(1_000_001)));
         assert!(refused(&mut peer, rtcp(1_000_002)));
+        assert!(refused(&mut peer, rtp(1_000_001)), "nor later");
         // Streams it was handed before still go.
         assert!(!refused(&mut peer, rtp(7)));
         assert!(!refused(&mut peer, rtcp(1_000_000)));

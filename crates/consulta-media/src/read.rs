@@ -384,25 +384,30 @@ impl<T: Layer> OwnRead<T> {
     }
 
     /// The sender reports (SSRC and NTP time) in `datagram`, if it is SRTCP that opens with the
-    /// keys found.
-    pub(crate) fn sender_reports(&mut self, datagram: &[u8]) -> Vec<(u32, u64)> {
+    /// keys found; `None` when it is to be dropped: a replay, or feedback counting too many
+    /// packets (`RemoteRtcp::open`).
+    pub(crate) fn sender_reports(&mut self, datagram: &[u8]) -> Option<Vec<(u32, u64)>> {
         let Keys::Opening(_, context) = &mut self.open else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         if !crate::mux::is_rtcp(datagram) {
-            return Vec::new();
+            return Some(Vec::new());
         }
-        let crate::send::OpenedRtcp::Opened(packets) = context.open(datagram) else {
-            return Vec::new();
+        let packets = match context.open(datagram) {
+            crate::send::OpenedRtcp::Opened(packets) => packets,
+            crate::send::OpenedRtcp::Refused(_) => return None,
+            crate::send::OpenedRtcp::Not => return Some(Vec::new()),
         };
-        packets
-            .iter()
-            .filter_map(|p| {
-                p.as_any()
-                    .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
-            })
-            .map(|sr| (sr.ssrc, sr.ntp_time))
-            .collect()
+        Some(
+            packets
+                .iter()
+                .filter_map(|p| {
+                    p.as_any()
+                        .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                })
+                .map(|sr| (sr.ssrc, sr.ntp_time))
+                .collect(),
+        )
     }
 
     /// Whether `datagram`, from elsewhere than the selected pair, is RTP of a stream opened here
@@ -926,11 +931,11 @@ mod tests {
         let mut forged = first.clone();
         let at = forged.len() - 14;
         forged[at..at + 4].copy_from_slice(&0xc000_0000u32.to_be_bytes());
-        assert!(read.sender_reports(&forged).is_empty());
-        assert_eq!(read.sender_reports(&first), [(4, 1)]);
+        assert_eq!(read.sender_reports(&forged), Some(Vec::new()));
+        assert_eq!(read.sender_reports(&first), Some(vec![(4, 1)]));
         let second = remote.encrypt_rtcp(&report(4, 2)).expect("seals").to_vec();
-        assert_eq!(read.sender_reports(&second), [(4, 2)]);
-        assert!(read.sender_reports(&second).is_empty(), "a replay");
+        assert_eq!(read.sender_reports(&second), Some(vec![(4, 2)]));
+        assert_eq!(read.sender_reports(&second), None, "a replay, dropped");
         // What the `rtc` context with a window of 64 used before did: the forged index moved
         // its window, so the genuine first report looked too old.
         let mut before = keys().context_with_replay_window(64).expect("a context");

@@ -90,7 +90,12 @@ impl Sent {
     /// over and over was answered every time; review helper-103). An older one could be sealed
     /// under the next rollover counter (SRTP guesses the index from the newest number), an index
     /// the stream will use again.
-    fn resend(&mut self, seq: u16, now: Instant) -> Option<rtc::rtp::Packet> {
+    fn resend(
+        &mut self,
+        seq: u16,
+        now: Instant,
+        budget: &mut crate::send::ResendBudget,
+    ) -> Option<rtc::rtp::Packet> {
         let behind = usize::from(self.newest?.wrapping_sub(seq));
         if behind >= self.slots.len() {
             return None;
@@ -103,6 +108,7 @@ impl Sent {
             || slot
                 .resent_at
                 .is_some_and(|at| now.saturating_duration_since(at) < crate::send::RESEND_GAP)
+            || !budget.take()
         {
             return None;
         }
@@ -118,6 +124,7 @@ pub(crate) struct Resender {
     size: usize,
     streams: HashMap<u32, Sent>,
     belt: Belt,
+    budget: crate::send::ResendBudget,
 }
 
 impl Resender {
@@ -126,6 +133,7 @@ impl Resender {
             size: usize::from(size.max(1)),
             streams: HashMap::new(),
             belt: Belt::default(),
+            budget: crate::send::ResendBudget::default(),
         }
     }
 
@@ -135,7 +143,7 @@ impl Resender {
         };
         for pair in &nack.nacks {
             for seq in pair.packet_list() {
-                if let Some(packet) = sent.resend(seq, now) {
+                if let Some(packet) = sent.resend(seq, now, &mut self.budget) {
                     self.belt.write(TaggedPacket {
                         now,
                         transport: TransportContext::default(),
@@ -185,6 +193,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Resender {
             && let Some(sent) = self.streams.get_mut(&packet.header.ssrc)
         {
             sent.keep(packet, self.size);
+            self.budget.sent();
         }
         self.belt.write(msg);
         Ok(())
