@@ -495,7 +495,7 @@ fn find_keys(
             crypto.taken(ssrc, newest, seen).ok()?;
         }
         let plain = crypto.open(datagram, header_len, ssrc, seq).ok()?;
-        let rtcp = RemoteRtcp::new(&side, crate::send::PUBLISHER_RTCP_SENDERS)?;
+        let rtcp = RemoteRtcp::new(&side)?;
         Some((crypto, rtcp, plain))
     })
 }
@@ -541,8 +541,7 @@ mod tests {
     /// A read path that found `keys()` already (as after its first offered packet).
     fn read_path<T: Layer>() -> OwnRead<T> {
         let mut read = OwnRead::new(KeyTap::new());
-        let context =
-            RemoteRtcp::new(&keys(), crate::send::PUBLISHER_RTCP_SENDERS).expect("a context");
+        let context = RemoteRtcp::new(&keys()).expect("a context");
         let crypto = RtpCrypto::new(&keys(), true).expect("keys");
         read.open = Keys::Opening(Box::new(crypto), Box::new(context));
         read

@@ -59,15 +59,12 @@ const _: () = assert!(HISTORY <= 64, "a NACK's answered slots are a u64's bits")
 /// others). A stream whose track was removed gives its place to a new one when all are taken.
 const MAX_STREAMS: usize = 64;
 
-/// SSRCs whose SRTCP replay windows a subscriber connection keeps (the remote's reporting SSRCs:
-/// one or two from a browser); past it, the least recent gives its place. A publisher sends a
-/// sender report from each stream it sends, each simulcast layer's own: its connection keeps
-/// [`PUBLISHER_RTCP_SENDERS`].
-const MAX_RTCP_SENDERS: usize = 8;
-
-/// SSRCs whose SRTCP replay windows a publisher connection keeps (its sender reports, `read`): as
-/// many streams as the own read path follows.
-pub(crate) const PUBLISHER_RTCP_SENDERS: usize = 32;
+/// SSRCs whose SRTCP replay windows a connection keeps: a subscriber's reporting SSRCs
+/// (Chromium's two, Firefox's one per transceiver), and a publisher's, which sends a sender
+/// report from each stream it sends, each simulcast layer's own (the own read path follows 32).
+/// Past it, the least recent gives its place, and a replay from its sender older than the
+/// window it gets next would be taken. A window is a few words.
+const MAX_RTCP_SENDERS: usize = 64;
 
 /// How often one packet is sent again at most, answering NACKs (LiveKit: 3; libwebrtc's
 /// receivers ask up to 10 times, this SFU 3 to 10), and the least time between two resends of
@@ -89,8 +86,6 @@ const PRUNE_HORIZON: Duration = Duration::from_secs(2);
 
 /// Most packets one transport-wide feedback report may give a status for. A browser reports
 /// every 50-250 ms (libwebrtc); 8 192 in 250 ms is 32 000 packets a second to one subscriber.
-/// (A report after a long outage of a fast connection may count more: that one report is lost,
-/// and the next starts where it ended.)
 /// Past it, or when its chunks describe more packets than it counts (by more than a status
 /// vector's padding), a report is not read: `rtc`'s parser reads chunks until they cover the
 /// count but keeps the last run's length as written, and its conversion walks every run, so 40
@@ -177,13 +172,11 @@ pub(crate) struct RemoteRtcp {
     windows: crate::FastMap<u32, RtcpWindow>,
     /// Packets taken, for which window was used last.
     taken: u64,
-    /// Windows kept at most.
-    senders: usize,
 }
 
 impl RemoteRtcp {
-    /// Opens what the remote seals with `keys`, keeping the replay windows of `senders` SSRCs.
-    pub(crate) fn new(keys: &crate::keytap::MasterKeys, senders: usize) -> Option<Self> {
+    /// Opens what the remote seals with `keys`.
+    pub(crate) fn new(keys: &crate::keytap::MasterKeys) -> Option<Self> {
         Some(Self {
             context: Box::new(keys.context().ok()?),
             keys: keys.clone(),
@@ -191,7 +184,6 @@ impl RemoteRtcp {
             profile: keys.profile(),
             windows: crate::FastMap::default(),
             taken: 0,
-            senders,
         })
     }
 
@@ -235,7 +227,7 @@ impl RemoteRtcp {
         let index = trailer & 0x7fff_ffff;
         self.taken += 1;
         let taken = self.taken;
-        if !self.windows.contains_key(&ssrc) && self.windows.len() >= self.senders {
+        if !self.windows.contains_key(&ssrc) && self.windows.len() >= MAX_RTCP_SENDERS {
             let least_recent = self
                 .windows
                 .iter()
@@ -559,7 +551,7 @@ impl OwnWrite {
                     .keys
                     .keys(profile)
                     .and_then(|keys| keys.into_iter().nth(1 - half))
-                    .and_then(|keys| RemoteRtcp::new(&keys, MAX_RTCP_SENDERS));
+                    .and_then(|keys| RemoteRtcp::new(&keys));
                 Seal::Sealing(Box::new(crypto))
             }
             None => {
@@ -1304,7 +1296,7 @@ mod tests {
             PacketStatusChunk, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc,
         };
         let keys = MasterKeys::new(ProtectionProfile::Aes128CmHmacSha1_80, &[3; 16], &[4; 14]);
-        let mut remote = RemoteRtcp::new(&keys, MAX_RTCP_SENDERS).unwrap();
+        let mut remote = RemoteRtcp::new(&keys).unwrap();
         let mut sender = keys.context().unwrap();
         let report = |count: u16| {
             TransportLayerCc {
@@ -1357,7 +1349,7 @@ mod tests {
     #[test]
     fn forged_rtcp_of_ever_new_senders_keeps_no_state_past_a_bound() {
         let keys = MasterKeys::new(ProtectionProfile::Aes128CmHmacSha1_80, &[3; 16], &[4; 14]);
-        let mut remote = RemoteRtcp::new(&keys, MAX_RTCP_SENDERS).unwrap();
+        let mut remote = RemoteRtcp::new(&keys).unwrap();
         let mut sender = keys.context().unwrap();
         let report = receiver_report;
         let genuine = sender.encrypt_rtcp(&report(11)).unwrap().to_vec();
@@ -1395,7 +1387,7 @@ mod tests {
                 matches!(own.open_rtcp(&sealed[0]), OpenedRtcp::Not),
                 "no keys yet"
             );
-            own.remote = RemoteRtcp::new(&keys(), MAX_RTCP_SENDERS);
+            own.remote = RemoteRtcp::new(&keys());
             // A forged packet far ahead moves nothing: the genuine ones still open.
             let mut forged = sealed[69].clone();
             let tag_byte = forged.len() - if gcm { 5 } else { 1 };
