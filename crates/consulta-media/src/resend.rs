@@ -42,12 +42,11 @@ struct Sent {
     newest: Option<u16>,
 }
 
-/// A packet kept, how often it was sent again, and when last.
+/// A packet kept, and how often it was sent again.
 #[derive(Clone)]
 struct Slot {
     packet: rtc::rtp::Packet,
-    resent: u8,
-    resent_at: Option<Instant>,
+    resends: crate::send::Resends,
 }
 
 impl Sent {
@@ -78,8 +77,7 @@ impl Sent {
         {
             *slot = Some(Slot {
                 packet: packet.clone(),
-                resent: 0,
-                resent_at: None,
+                resends: crate::send::Resends::default(),
             });
         }
     }
@@ -104,16 +102,10 @@ impl Sent {
             .slot(seq)?
             .as_mut()
             .filter(|s| s.packet.header.sequence_number == seq)?;
-        if slot.resent >= crate::send::MAX_RESENDS
-            || slot
-                .resent_at
-                .is_some_and(|at| now.saturating_duration_since(at) < crate::send::RESEND_GAP)
-            || !budget.take()
-        {
+        if !slot.resends.allowed(now) || !budget.take() {
             return None;
         }
-        slot.resent += 1;
-        slot.resent_at = Some(now);
+        slot.resends.note(now);
         Some(slot.packet.clone())
     }
 }

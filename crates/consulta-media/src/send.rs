@@ -73,6 +73,30 @@ const MAX_RTCP_SENDERS: usize = 64;
 pub(crate) const MAX_RESENDS: u8 = 4;
 pub(crate) const RESEND_GAP: Duration = Duration::from_millis(10);
 
+/// How often a kept packet was sent again, and when last (both write paths keep one per packet).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Resends {
+    count: u8,
+    last: Option<Instant>,
+}
+
+impl Resends {
+    /// Whether the packet may go again at `now`: fewer than [`MAX_RESENDS`] times so far, and
+    /// not within [`RESEND_GAP`] of the last.
+    pub(crate) fn allowed(&self, now: Instant) -> bool {
+        self.count < MAX_RESENDS
+            && self
+                .last
+                .is_none_or(|at| now.saturating_duration_since(at) >= RESEND_GAP)
+    }
+
+    /// It went again at `now`.
+    pub(crate) fn note(&mut self, now: Instant) {
+        self.count += 1;
+        self.last = Some(now);
+    }
+}
+
 /// Senders whose SRTCP the remote's `rtc` context is asked to open before it is made afresh
 /// ([`RemoteRtcp`]).
 const MAX_CONTEXT_SENDERS: usize = 64;
@@ -168,7 +192,6 @@ pub(crate) struct RemoteRtcp {
     /// the packet is authenticated and never forgotten, so past [`MAX_CONTEXT_SENDERS`] it is
     /// made afresh: it holds nothing the windows below do not (SRTCP carries its index).
     context_senders: crate::FastSet<u32>,
-    profile: ProtectionProfile,
     windows: crate::FastMap<u32, RtcpWindow>,
     /// Packets taken, for which window was used last.
     taken: u64,
@@ -181,7 +204,6 @@ impl RemoteRtcp {
             context: Box::new(keys.context().ok()?),
             keys: keys.clone(),
             context_senders: crate::FastSet::default(),
-            profile: keys.profile(),
             windows: crate::FastMap::default(),
             taken: 0,
         })
@@ -193,7 +215,7 @@ impl RemoteRtcp {
     /// mid-session one forged packet with a high index made every genuine one look old.
     pub(crate) fn open(&mut self, datagram: &[u8]) -> OpenedRtcp {
         use rtc::shared::error::Error;
-        let tag_len = match self.profile {
+        let tag_len = match self.keys.profile() {
             ProtectionProfile::AeadAes128Gcm | ProtectionProfile::AeadAes256Gcm => 0,
             _ => 10,
         };
@@ -298,9 +320,7 @@ struct Sent {
     kept: Kept,
     /// Its transport-wide number and its size before sealing, when the connection estimates.
     numbered: Option<(u16, usize)>,
-    /// How often it was sent again, and when last.
-    resent: u8,
-    resent_at: Option<Instant>,
+    resends: Resends,
 }
 
 /// How a [`Sent`] datagram is made again.
@@ -691,8 +711,7 @@ impl OwnWrite {
                 seq,
                 kept,
                 numbered,
-                resent: 0,
-                resent_at: None,
+                resends: Resends::default(),
             });
         }
         self.out.push_back(Bytes::from(datagram));
@@ -755,18 +774,13 @@ impl OwnWrite {
                     continue;
                 }
                 answered |= bit;
-                if sent.resent >= MAX_RESENDS
-                    || sent
-                        .resent_at
-                        .is_some_and(|at| now.saturating_duration_since(at) < RESEND_GAP)
-                {
+                if !sent.resends.allowed(now) {
                     continue;
                 }
                 if !self.resend_budget.take() {
                     return resent;
                 }
-                sent.resent += 1;
-                sent.resent_at = Some(now);
+                sent.resends.note(now);
                 let datagram = match &sent.kept {
                     Kept::Copy(datagram) => Bytes::copy_from_slice(datagram),
                     Kept::Plain(plain) => {
@@ -1565,7 +1579,7 @@ mod tests {
         // the one sealed): nothing is sent for it, and that NACK ends there. (The counts of
         // resends start afresh for it.)
         for sent in own.streams[0].sent.iter_mut().flatten() {
-            (sent.resent, sent.resent_at) = (0, None);
+            sent.resends = Resends::default();
         }
         if let Some(Some(Sent {
             kept: Kept::Plain(plain),
