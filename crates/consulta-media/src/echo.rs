@@ -193,6 +193,7 @@ impl Echo {
                 }
             }
             MediaEvent::DataChannelOpen { .. }
+            | MediaEvent::DataChannelClosed { .. }
             | MediaEvent::Data { .. }
             | MediaEvent::TargetBitrate(_) => {}
         }

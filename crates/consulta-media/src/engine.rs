@@ -24,7 +24,7 @@ use consulta_sfu::bandwidth::{
     Allocator, LossSample, RateMeter, ReportBlock, ReportHeads, VideoDemand, announced_bitrates,
     loss_net_of_skipped,
 };
-use consulta_sfu::data::{DataKind, DataSender, RelayedData, relay_data_packet};
+use consulta_sfu::data::{DataKind, DataSender, QueueShares, RelayedData, relay_data_packet};
 use consulta_sfu::forward::loss::{ReceiveWindow, SkippedNumbers};
 use consulta_sfu::forward::{Codec, DownTrack, DownTrackConfig, Forward, IncomingPacket, Quality};
 use consulta_sfu::ids::{ParticipantSid, RoomName, TrackSid};
@@ -63,9 +63,10 @@ pub const OFFER_ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// margin (review helper-67).
 pub const UNOFFERED_TRACK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A publisher is asked for a keyframe at most this often per incoming stream (subscribers and
-/// switches in between share the one that comes).
-const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+/// A publisher is asked for a keyframe of an incoming stream at most once per its layer's
+/// `Quality::keyframe_request_interval` (subscribers and switches in between share the one that
+/// comes); entries older than the longest are forgotten.
+const LONGEST_KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(1);
 /// Incoming streams remembered per track: three simulcast layers and their RTX streams, with
 /// room for a codec change; a publisher cycling SSRCs gets no more.
 const MAX_SSRCS_PER_TRACK: usize = 16;
@@ -230,9 +231,15 @@ pub struct RouterStats {
     pub data_relayed: u64,
     /// Data packets dropped (malformed, too big, no permission).
     pub data_dropped: u64,
-    /// Data packets not relayed to a receiver whose channel had a megabyte unacknowledged (per
-    /// receiver).
+    /// Data packets not relayed to a receiver whose channel had a megabyte unacknowledged, or
+    /// held as much of it from their sender as that sender's share (per receiver;
+    /// `consulta_sfu::data::QueueShares`).
     pub data_backlogged: u64,
+    /// Data channels the router closed: a client's beyond the three livekit-client opens on its
+    /// publisher connection (`_reliable`, `_lossy`, `_data_track`; one of these opened again
+    /// replaces the one before, which is closed), and any a client opens on its subscriber
+    /// connection.
+    pub data_channels_closed: u64,
     /// Reliable data packets not relayed because they are numbered at or below the last one
     /// relayed from their sender: sent again after a resume, or out of order.
     pub data_repeats: u64,
@@ -247,6 +254,24 @@ enum Side {
     Subscriber,
 }
 
+/// Labels of the data channels livekit-client opens on its publisher connection. The router
+/// relays data from the first two and keeps the third open (LiveKit's data tracks, which it does
+/// not carry yet) so that the client's connection does not fail over it.
+const PUBLISHER_CHANNEL_LABELS: [&str; 3] = ["_reliable", "_lossy", "_data_track"];
+
+/// Whether the router keeps a data channel that just opened on `peer`, or closes it. Each one kept
+/// holds its label here and its state in `rtc` for the connection's life; a client could open
+/// thousands, with labels of up to 64 KiB. On a publisher connection the router keeps the
+/// newest channel of each label livekit-client opens (it opens them again on the same
+/// connection where Safari gave the first ones no id, leaving those to the router, which closes
+/// them); on a subscriber connection only its own.
+fn keeps_channel(peer: &Peer, side: Side, channel: DataChannel, label: &str) -> bool {
+    match side {
+        Side::Subscriber => peer.channels.contains_key(&channel),
+        Side::Publisher => PUBLISHER_CHANNEL_LABELS.contains(&label),
+    }
+}
+
 #[derive(Debug)]
 struct Peer {
     /// Its participant (a sid is a shared string: handling each event counts a reference, next
@@ -255,9 +280,13 @@ struct Peer {
     side: Side,
     pc: MediaPeer,
     deadline: Option<Instant>,
-    /// Data channels by label (the client's on the publisher side, ours on the subscriber side).
+    /// Data channels by label (the client's on the publisher side, ours on the subscriber side):
+    /// those [`keeps_channel`] keeps, at most three.
     channels: HashMap<DataChannel, String>,
     open_channels: HashMap<String, DataChannel>,
+    /// What each sender holds of the queue of each data channel the router relays on (subscriber
+    /// side).
+    shares: HashMap<DataChannel, QueueShares>,
     /// [`MediaConfig::police_downlink_bps`] and [`MediaConfig::drop_downlink_every`] on a
     /// subscriber connection.
     policer: Option<Policer>,
@@ -1169,6 +1198,7 @@ impl Router {
                 deadline: None,
                 channels: HashMap::new(),
                 open_channels: HashMap::new(),
+                shares: HashMap::new(),
                 policer: (side == Side::Subscriber
                     && (self.config.police_downlink_bps > 0
                         || self.config.drop_downlink_every > 0))
@@ -1959,9 +1989,34 @@ impl Router {
             }
             MediaEvent::DataChannelOpen { channel, label } => {
                 if let Some(peer) = self.peers.get_mut(&id) {
-                    let label = peer.channels.get(&channel).cloned().unwrap_or(label);
-                    peer.channels.insert(channel, label.clone());
-                    peer.open_channels.insert(label, channel);
+                    let closed = if keeps_channel(peer, side, channel, &label) {
+                        let label = peer.channels.get(&channel).cloned().unwrap_or(label);
+                        peer.channels.insert(channel, label.clone());
+                        // The one it replaces, if any.
+                        peer.open_channels
+                            .insert(label, channel)
+                            .filter(|&old| old != channel)
+                    } else {
+                        Some(channel)
+                    };
+                    if let Some(closed) = closed {
+                        self.stats.data_channels_closed += 1;
+                        peer.channels.remove(&closed);
+                        peer.shares.remove(&closed);
+                        if let Err(error) = peer.pc.close_data_channel(closed) {
+                            tracing::debug!(%error, "data channel not closed");
+                        }
+                    }
+                }
+            }
+            MediaEvent::DataChannelClosed { channel } => {
+                if let Some(peer) = self.peers.get_mut(&id) {
+                    if let Some(label) = peer.channels.remove(&channel)
+                        && peer.open_channels.get(&label) == Some(&channel)
+                    {
+                        peer.open_channels.remove(&label);
+                    }
+                    peer.shares.remove(&channel);
                 }
             }
             MediaEvent::Data { channel, data } => {
@@ -2202,7 +2257,14 @@ impl Router {
         self.settle(&mut touched, now);
         self.touched = touched;
         for (quality, ssrc) in requests {
-            self.request_keyframe(&track, quality, ssrc, now);
+            if let Some(until) = self.request_keyframe(&track, quality, ssrc, now)
+                && let Some(down) = self
+                    .participants
+                    .get_mut(&sub)
+                    .and_then(|p| p.sub.sending.get_mut(&track))
+            {
+                down.forward.keyframe_request_held(quality, until);
+            }
         }
         true
     }
@@ -2319,25 +2381,22 @@ impl Router {
     }
 
     /// Asks the publisher of `track` for a keyframe of layer `quality` (of stream `ssrc` when
-    /// known), at most once per [`KEYFRAME_REQUEST_INTERVAL`] per incoming stream whichever
-    /// subscriber wants it.
+    /// known), at most once per the layer's `keyframe_request_interval` per incoming stream
+    /// whichever subscriber wants it. When none could be asked for that reason: the moment one
+    /// can.
     fn request_keyframe(
         &mut self,
         track: &TrackSid,
         quality: Quality,
         ssrc: Option<u32>,
         now: Instant,
-    ) {
-        let Some(published) = self.tracks.get_mut(track) else {
-            return;
-        };
-        let Some(publisher_peer) = self
+    ) -> Option<Instant> {
+        let interval = quality.keyframe_request_interval();
+        let published = self.tracks.get_mut(track)?;
+        let publisher_peer = self
             .participants
             .get(&published.publisher)
-            .and_then(|p| p.publisher)
-        else {
-            return;
-        };
+            .and_then(|p| p.publisher)?;
         let ssrcs: Vec<u32> = match ssrc {
             Some(ssrc) => vec![ssrc],
             None => published
@@ -2348,21 +2407,20 @@ impl Router {
                 .collect(),
         };
         let mut requested = false;
+        let mut held: Option<Instant> = None;
         for ssrc in ssrcs {
-            let due = published
-                .last_keyframe_request
-                .get(&ssrc)
-                .is_none_or(|last| {
-                    now.saturating_duration_since(*last) >= KEYFRAME_REQUEST_INTERVAL
-                });
-            if !due {
+            if let Some(&last) = published.last_keyframe_request.get(&ssrc)
+                && now.saturating_duration_since(last) < interval
+            {
+                let until = last + interval;
+                held = Some(held.map_or(until, |h| h.min(until)));
                 continue;
             }
             if published.last_keyframe_request.len() >= MAX_SSRCS_PER_TRACK {
                 // A publisher cycling SSRCs must not grow this map: entries past their interval
                 // throttle nothing.
                 published.last_keyframe_request.retain(|_, last| {
-                    now.saturating_duration_since(*last) < KEYFRAME_REQUEST_INTERVAL
+                    now.saturating_duration_since(*last) < LONGEST_KEYFRAME_REQUEST_INTERVAL
                 });
             }
             published.last_keyframe_request.insert(ssrc, now);
@@ -2375,7 +2433,9 @@ impl Router {
         }
         if requested {
             self.flush(publisher_peer, now);
+            return None;
         }
+        held
     }
 
     /// PLI/FIR from a subscriber about one of our local tracks → the publisher's current layer.
@@ -2646,25 +2706,43 @@ impl Router {
         }
         let bytes = BytesMut::from(relayed.bytes.as_slice());
         let room = &p.room;
-        let receivers: Vec<PeerId> = self
+        // Those who may send data in the room: a receiver's senders are the others of them.
+        let mut publishing = 0usize;
+        let receivers: Vec<(PeerId, bool)> = self
             .participants
             .iter()
+            .filter(|(_, other)| other.room == *room)
+            .inspect(|(_, other)| publishing += usize::from(other.can_publish_data))
             .filter(|(sid, other)| {
                 *sid != sender
-                    && other.room == *room
                     && (relayed.destinations.is_empty()
                         || relayed.destinations.contains(&other.identity))
             })
-            .filter_map(|(_, other)| other.subscriber)
+            .filter_map(|(_, other)| Some((other.subscriber?, other.can_publish_data)))
             .collect();
-        for id in receivers {
+        for (id, publishes) in receivers {
             let Some(peer) = self.peers.get_mut(&id) else {
                 continue;
             };
             let Some(&channel) = peer.open_channels.get(kind.label()) else {
                 continue;
             };
-            match peer.pc.send_data(channel, bytes.clone(), now) {
+            let senders = publishing.saturating_sub(usize::from(publishes));
+            let shares = peer.shares.entry(channel).or_default();
+            let sent = peer
+                .pc
+                .data_outstanding(channel)
+                .and_then(|outstanding| {
+                    shares
+                        .admit(sender, bytes.len(), outstanding, senders)
+                        .map_err(|_| Error::DataBacklogged)
+                })
+                .and_then(|()| {
+                    peer.pc
+                        .send_data(channel, bytes.clone(), now)
+                        .inspect_err(|_| shares.undo(sender, bytes.len()))
+                });
+            match sent {
                 Ok(()) => {
                     self.stats.data_relayed += 1;
                     touched.push(id);

@@ -562,8 +562,14 @@ pub fn metrics_text(
     metric(
         "data_packets_backlogged_total",
         "counter",
-        "Data packets not relayed to a receiver whose data channel had a megabyte unacknowledged (per receiver).",
+        "Data packets not relayed to a receiver whose data channel had a megabyte unacknowledged, or as much from their sender as its share of that (per receiver).",
         stats.data_backlogged,
+    );
+    metric(
+        "data_channels_closed_total",
+        "counter",
+        "Data channels closed: a client's beyond the three livekit-client opens on its publisher connection (one of those opened again replaces the one before), and any on its subscriber connection.",
+        stats.data_channels_closed,
     );
     metric(
         "data_packets_repeated_total",

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use consulta_sfu::data::DATA_QUEUE_BYTES;
 use rtc::data_channel::{RTCDataChannelId, RTCDataChannelInit};
 use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::interceptor::{
@@ -48,13 +49,15 @@ use rtc::sansio::Protocol;
 pub use crate::feedback::RtcpDelivery;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 
-/// Distinct SSRCs of RTP and RTCP a connection hands `rtc` at most, counted before they are
-/// authenticated (`rtc` keeps state for each before it checks the tag). A publisher's streams
-/// each show `rtc` their first packets (a simulcast camera with its repair streams and a
-/// microphone are 7), and a browser's RTCP names a sender or two (Chromium: 1 and 0xFA17FA17;
-/// Firefox one per transceiver, reused): some 600 republishes of a camera, and `rtc`'s state
-/// for all is under a megabyte. Past it a new SSRC's datagrams are dropped, with one warning.
-const MAX_SSRCS_TO_RTC: usize = 4096;
+/// Distinct SSRCs of RTP and RTCP a connection hands `rtc` at most, twice over: those the SFU
+/// did not authenticate itself (`rtc` keeps state for each before it checks the tag), and those
+/// it did. A publisher's streams each show `rtc` their first packets (a simulcast camera with its
+/// repair streams and a microphone are 7), and a browser's RTCP names a sender or two (Chromium:
+/// 1 and 0xFA17FA17; Firefox one per transceiver, reused): some 300 republishes of a camera, and
+/// `rtc`'s state for both sets is under a megabyte. Past it a new SSRC's datagrams are dropped,
+/// with one warning. Two sets, so that spoofed datagrams filling the first keep out nothing the
+/// SFU can authenticate, and a client holding the keys still cannot grow `rtc`'s state.
+const MAX_SSRCS_TO_RTC: usize = 2048;
 
 /// What can go wrong in the media engine.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +94,7 @@ pub enum Error {
     /// A data channel handle that does not belong to this peer connection.
     #[error("unknown data channel")]
     UnknownDataChannel,
-    /// A data channel with [`DATA_QUEUE_MAX`] bytes or more unacknowledged: the message is not
+    /// A data channel with [`DATA_QUEUE_BYTES`] bytes or more unacknowledged: the message is not
     /// queued.
     #[error("data channel backlogged")]
     DataBacklogged,
@@ -99,13 +102,6 @@ pub enum Error {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
-
-/// Bytes a data channel may have sent or queued unacknowledged before it takes no more messages
-/// (`rtc`'s count, which SCTP lowers as the remote acknowledges). The SFU relays each
-/// participant's data to everyone in the room; a receiver whose link is slow, or whose client
-/// holds its SCTP window shut, would otherwise have a sender's flood queued for it without bound.
-/// A megabyte is over a thousand chat messages, or seconds of a busy data track.
-const DATA_QUEUE_MAX: usize = 1 << 20;
 
 /// Remote candidates kept before the remote description at most (a hostile client could send
 /// any number).
@@ -309,6 +305,11 @@ pub enum MediaEvent {
         channel: DataChannel,
         /// Its label.
         label: String,
+    },
+    /// A data channel closed (by either side); its handle is not used again.
+    DataChannelClosed {
+        /// Its handle.
+        channel: DataChannel,
     },
     /// A message arrived on a data channel.
     Data {
@@ -898,13 +899,15 @@ pub struct MediaPeer {
     remote_candidates: RemoteCandidates,
     /// The negotiated id of the audio-level extension on incoming audio.
     audio_level_id: Option<u8>,
-    /// The payload type each local track sends its codec with, as last negotiated. Looking it up
-    /// in `rtc` clones the sender's whole parameter set, once per packet; this is emptied by
-    /// every offer/answer.
-    payload_types: HashMap<RTCRtpSenderId, (String, u8, Option<u8>)>,
-    /// How each incoming SSRC's packets are tagged, as last looked up: the lookup clones the
-    /// receiver's whole parameter set, once per packet. Emptied by every offer/answer.
-    incoming: HashMap<u32, Arc<StreamTag>>,
+    /// The payload type each local track sends each codec it was asked to send with (`None`: not
+    /// negotiated), and the transport-wide sequence number's extension id, as last negotiated
+    /// ([`MAX_SENT_CODECS`] codecs a track). Looking it up in `rtc` clones the sender's whole
+    /// parameter set: once per packet when a publisher alternates codecs, for each subscriber's
+    /// copy, if only the last were kept. Emptied by every offer/answer.
+    payload_types: HashMap<RTCRtpSenderId, SentCodecs>,
+    /// How each incoming SSRC's packets are tagged for each payload type, as last looked up: the
+    /// lookup clones the receiver's whole parameter set. Emptied by every offer/answer.
+    incoming: HashMap<(u32, u8), Arc<StreamTag>>,
     /// Where the feedback interceptor leaves the congestion controller's estimate (bits per
     /// second, 0 before the first), on connections that estimate.
     estimate: Option<Arc<std::sync::atomic::AtomicU64>>,
@@ -953,10 +956,11 @@ pub struct MediaPeer {
     /// checking the authentication tag when its E flag says it is not encrypted: such datagrams
     /// are dropped before `rtc` sees them (WebRTC always encrypts SRTCP).
     aes_cm_only: bool,
-    /// The SSRCs of the RTP and RTCP handed to `rtc` so far ([`MAX_SSRCS_TO_RTC`] at most).
-    ssrcs_to_rtc: crate::FastSet<u32>,
-    /// Whether that set filled (and it was said).
-    ssrcs_to_rtc_full: bool,
+    /// The SSRCs of the RTP and RTCP handed to `rtc` so far, unauthenticated by the SFU and
+    /// authenticated ([`MAX_SSRCS_TO_RTC`] each at most).
+    ssrcs_to_rtc: [crate::FastSet<u32>; 2],
+    /// Whether each set filled (and it was said).
+    ssrcs_to_rtc_full: [bool; 2],
     /// Datagrams of transport-wide feedback opened here since [`take_feedback_opened_here`]
     /// (Self::take_feedback_opened_here) was last called.
     feedback_opened_here: u64,
@@ -1111,9 +1115,70 @@ fn unencrypted_aes_cm_srtcp(datagram: &[u8]) -> bool {
         && crate::mux::srtcp_trailer(datagram, 10).is_some_and(|word| word >> 31 == 0)
 }
 
-/// SSRCs whose tags are kept per connection (simulcast layers of a few tracks); past this the
-/// cache starts over rather than grow for a sender that cycles SSRCs.
+/// SSRCs and payload types whose tags are kept per connection (simulcast layers of a few
+/// tracks, with their repair streams); past this the cache starts over rather than grow for a
+/// sender that cycles SSRCs or payload types.
 const MAX_INCOMING_TAGS: usize = 64;
+
+/// Codecs whose payload types [`MediaPeer::write_rtp`] keeps per local track: more than a
+/// publisher's m-line negotiates, whose codecs are all the router asks a track to send.
+const MAX_SENT_CODECS: usize = 16;
+
+/// What the SFU's own screening made of a datagram before `rtc` may be handed it.
+enum Screened {
+    /// Handled here, or to be dropped with the error.
+    Done(Result<(), Error>),
+    /// `rtc`'s to handle, and authenticated here: the remote's own.
+    Genuine,
+    /// `rtc`'s to handle; not known to be the remote's.
+    Unknown,
+}
+
+/// The codecs a local track was asked to send: the last one inline, where a packet's copy finds it
+/// with no further memory to read (the cost of a forwarded packet is mostly such first reads of
+/// a connection's state), and the others apart ([`MAX_SENT_CODECS`] in all).
+#[derive(Debug)]
+struct SentCodecs {
+    last: SentCodec,
+    others: Vec<SentCodec>,
+}
+
+impl SentCodecs {
+    /// The codec `mime_type`, made the last one.
+    fn find(&mut self, mime_type: &str) -> Option<&SentCodec> {
+        if !self.last.mime_type.eq_ignore_ascii_case(mime_type) {
+            let at = self
+                .others
+                .iter()
+                .position(|c| c.mime_type.eq_ignore_ascii_case(mime_type))?;
+            let other = self.others.get_mut(at)?;
+            std::mem::swap(&mut self.last, other);
+        }
+        Some(&self.last)
+    }
+
+    /// Adds `codec` as the last one, forgetting the oldest of the others past the bound.
+    fn add(&mut self, codec: SentCodec) {
+        if self.others.len() + 1 >= MAX_SENT_CODECS {
+            self.others.remove(0);
+        }
+        self.others.push(std::mem::replace(&mut self.last, codec));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        1 + self.others.len()
+    }
+}
+
+/// How a local track sends one codec: its MIME type, the payload type negotiated for it (`None`:
+/// not negotiated), and the transport-wide sequence number's extension id.
+#[derive(Debug)]
+struct SentCodec {
+    mime_type: String,
+    payload_type: Option<u8>,
+    twcc_id: Option<u8>,
+}
 
 impl fmt::Debug for MediaPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1267,8 +1332,8 @@ impl MediaPeer {
             flights: Some(crate::handshake::Flights::default()),
             rtcp_to_application: config.rtcp_delivery == RtcpDelivery::All,
             aes_cm_only: config.srtp == SrtpProfiles::AesCmSha1,
-            ssrcs_to_rtc: crate::FastSet::default(),
-            ssrcs_to_rtc_full: false,
+            ssrcs_to_rtc: Default::default(),
+            ssrcs_to_rtc_full: [false; 2],
             feedback_opened_here: 0,
             nacks_sent: (0, 0),
             local_addr,
@@ -1377,7 +1442,29 @@ impl MediaPeer {
         Ok(DataChannel(channel.id()))
     }
 
-    /// Sends a binary message on an open data channel.
+    /// Closes a data channel (the remote is told; [`MediaEvent::DataChannelClosed`] follows once
+    /// it is closed).
+    pub fn close_data_channel(&mut self, channel: DataChannel) -> Result<(), Error> {
+        let mut channel = self
+            .pc()
+            .data_channel(channel.0)
+            .ok_or(Error::UnknownDataChannel)?;
+        channel.close()?;
+        Ok(())
+    }
+
+    /// Bytes queued or sent on `channel` that the remote has not acknowledged (`rtc`'s count,
+    /// which SCTP lowers as the remote acknowledges or it gives up on a lossy message).
+    pub fn data_outstanding(&mut self, channel: DataChannel) -> Result<usize, Error> {
+        // A look that hands `rtc` nothing: not through `pc`, which would have it polled again.
+        self.rtc
+            .data_channel(channel.0)
+            .map(|c| c.outstanding_bytes())
+            .ok_or(Error::UnknownDataChannel)
+    }
+
+    /// Sends a binary message on an open data channel, unless it has [`DATA_QUEUE_BYTES`] or more
+    /// outstanding.
     pub fn send_data(
         &mut self,
         channel: DataChannel,
@@ -1388,7 +1475,7 @@ impl MediaPeer {
             .pc()
             .data_channel(channel.0)
             .ok_or(Error::UnknownDataChannel)?;
-        if channel.outstanding_bytes() >= DATA_QUEUE_MAX {
+        if channel.outstanding_bytes() >= DATA_QUEUE_BYTES {
             return Err(Error::DataBacklogged);
         }
         channel.send(now, data)?;
@@ -1653,7 +1740,7 @@ impl MediaPeer {
                     self.incoming
                         .iter()
                         .find(|(_, t)| layer(t))
-                        .map(|(&ssrc, _)| ssrc)
+                        .map(|(&(ssrc, _), _)| ssrc)
                 });
             if let Some(receive) = &mut self.receive {
                 receive.note(at, &packet.header, Noted::Other);
@@ -1693,13 +1780,17 @@ impl MediaPeer {
         if self.aes_cm_only && unencrypted_aes_cm_srtcp(datagram) {
             return Err(rtc::shared::error::Error::ErrFailedToVerifyAuthTag.into());
         }
-        if let Some(taken) = self.take_feedback(now, from, datagram) {
-            return taken;
-        }
-        if self.note_sender_reports(now, from, datagram) {
-            return Err(rtc::shared::error::Error::InvalidHeader.into());
-        }
-        if !self.admitted_to_rtc(datagram) {
+        let mut genuine = match self.take_feedback(now, from, datagram) {
+            Screened::Done(taken) => return taken,
+            Screened::Genuine => true,
+            Screened::Unknown => false,
+        };
+        genuine |= match self.note_sender_reports(now, from, datagram) {
+            Screened::Done(taken) => return taken,
+            Screened::Genuine => true,
+            Screened::Unknown => false,
+        };
+        if !self.admitted_to_rtc(datagram, genuine) {
             return Err(rtc::shared::error::Error::TooManySources.into());
         }
         let repeat = self
@@ -1800,7 +1891,7 @@ impl MediaPeer {
                 }
                 crate::read::Layer::repair(&tag, packet.header.payload_type)
             } else {
-                self.look_up_tag(
+                self.tag_for(
                     &tag.track_id,
                     packet.header.ssrc,
                     packet.header.payload_type,
@@ -1823,12 +1914,15 @@ impl MediaPeer {
         true
     }
 
-    /// Whether `datagram` may go to `rtc`: anything but RTP and RTCP, and those of an SSRC it
-    /// was handed before or while it has been handed fewer than [`MAX_SSRCS_TO_RTC`]. `rtc`'s
+    /// Whether `datagram` may go to `rtc`: anything but RTP and RTCP, and those of an SSRC it was
+    /// handed before or while it has been handed fewer than [`MAX_SSRCS_TO_RTC`] others. `rtc`'s
     /// SRTP context keeps state for each SSRC it is asked to open, made before the packet is
     /// authenticated and never forgotten: datagrams from a participant's address, each with a
-    /// new SSRC, grew it without bound (review helper-103).
-    fn admitted_to_rtc(&mut self, datagram: &[u8]) -> bool {
+    /// new SSRC, grew it without bound (review helper-103). Those the SFU authenticated itself
+    /// (SRTCP it opened: `authenticated`; RTP that opens with the keys the own read path found,
+    /// checked once the first set is full) count in a set of their own, so spoofed datagrams
+    /// filling the first keep out nothing the SFU can authenticate (review helper-106).
+    fn admitted_to_rtc(&mut self, datagram: &[u8], authenticated: bool) -> bool {
         let at = if crate::mux::is_rtcp(datagram) { 4 } else { 8 };
         let ssrc = match datagram {
             [128..=191, ..] => match datagram.get(at..at + 4) {
@@ -1837,19 +1931,42 @@ impl MediaPeer {
             },
             _ => return true,
         };
-        if self.ssrcs_to_rtc.contains(&ssrc) {
+        if self.ssrcs_to_rtc.iter().any(|set| set.contains(&ssrc)) {
             return true;
         }
-        if self.ssrcs_to_rtc.len() >= MAX_SSRCS_TO_RTC {
-            if !self.ssrcs_to_rtc_full {
-                self.ssrcs_to_rtc_full = true;
-                tracing::warn!(
-                    "a connection sent RTP or RTCP of {MAX_SSRCS_TO_RTC} SSRCs: new ones are dropped"
-                );
+        let [unauthenticated, genuine] = &self.ssrcs_to_rtc;
+        let genuine_here = authenticated
+            || (unauthenticated.len() >= MAX_SSRCS_TO_RTC
+                && genuine.len() < MAX_SSRCS_TO_RTC
+                && self
+                    .read
+                    .as_ref()
+                    .is_some_and(|read| read.authenticates(datagram)));
+        let ([unauthenticated, genuine], [unauthenticated_full, genuine_full]) =
+            (&mut self.ssrcs_to_rtc, &mut self.ssrcs_to_rtc_full);
+        let (set, full) = if genuine_here {
+            (genuine, genuine_full)
+        } else {
+            (unauthenticated, unauthenticated_full)
+        };
+        if set.len() >= MAX_SSRCS_TO_RTC {
+            if !*full {
+                *full = true;
+                if !genuine_here {
+                    tracing::warn!(
+                        "a connection sent RTP or RTCP of {MAX_SSRCS_TO_RTC} SSRCs not authenticated \
+                         here: new ones are dropped unless they authenticate"
+                    );
+                } else {
+                    tracing::warn!(
+                        "a connection sent authenticated RTP or RTCP of {MAX_SSRCS_TO_RTC} SSRCs: \
+                         new ones are dropped"
+                    );
+                }
             }
             return false;
         }
-        self.ssrcs_to_rtc.insert(ssrc);
+        set.insert(ssrc);
         true
     }
 
@@ -1857,31 +1974,28 @@ impl MediaPeer {
     /// datagram (SRTCP from the selected pair) carries nothing else. A subscriber's browser sends
     /// about ten such reports a second; they no longer walk `rtc`'s handlers, which see only the
     /// other RTCP (receiver reports, NACKs, keyframe requests) and the consent checks, enough for
-    /// its view of the connection's liveness. `None` when the datagram is `rtc`'s to handle:
-    /// anything else, or what does not authenticate. A replay, or SRTCP sent unencrypted (which
-    /// `rtc`'s AES-CM cipher would take without checking its tag), is dropped with an error.
-    fn take_feedback(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        datagram: &[u8],
-    ) -> Option<Result<(), Error>> {
-        let own = self.own.as_mut()?;
+    /// its view of the connection's liveness. Anything else is `rtc`'s to handle, known genuine
+    /// if it authenticated here. A replay, or SRTCP sent unencrypted (which `rtc`'s AES-CM
+    /// cipher would take without checking its tag), is dropped with an error.
+    fn take_feedback(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Screened {
+        let Some(own) = self.own.as_mut() else {
+            return Screened::Unknown;
+        };
         if !crate::mux::is_rtcp(datagram) {
-            return None;
+            return Screened::Unknown;
         }
         // Opened from any address, so that what `rtc` would refuse to parse at a cost (feedback
         // counting too many packets) or take again (a replay) is dropped whichever way it came.
         let packets = match own.open_rtcp(datagram) {
             crate::send::OpenedRtcp::Opened(packets) => packets,
-            crate::send::OpenedRtcp::Refused(error) => return Some(Err(error.into())),
-            crate::send::OpenedRtcp::Not => return None,
+            crate::send::OpenedRtcp::Refused(error) => return Screened::Done(Err(error.into())),
+            crate::send::OpenedRtcp::Not => return Screened::Unknown,
         };
         if self.selected != Some(from)
             || packets.is_empty()
             || !packets.iter().all(|p| p.as_any().is::<TransportLayerCc>())
         {
-            return None;
+            return Screened::Genuine;
         }
         let mut estimate = None;
         for feedback in packets
@@ -1899,7 +2013,7 @@ impl MediaPeer {
             self.pending
                 .push_back(MediaEvent::Rtcp { mid: None, packets });
         }
-        Some(Ok(()))
+        Screened::Done(Ok(()))
     }
 
     /// How many datagrams of transport-wide feedback were opened here since the last call.
@@ -1914,22 +2028,26 @@ impl MediaPeer {
     }
 
     /// Takes the sender reports the receiver reports refer to out of SRTCP from the remote, where
-    /// the own read path has the keys to open it (`rtc` then handles the datagram as ever).
-    /// Whether the datagram is to be dropped instead: opened from any address, it was a replay
-    /// or feedback counting too many packets (`send::RemoteRtcp::open`).
-    fn note_sender_reports(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
+    /// the own read path has the keys to open it (`rtc` then handles the datagram as ever, known
+    /// genuine). Dropped instead, opened from any address: a replay, or feedback counting too
+    /// many packets (`send::RemoteRtcp::open`).
+    fn note_sender_reports(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Screened {
         let (Some(read), Some(receive)) = (&mut self.read, &mut self.receive) else {
-            return false;
+            return Screened::Unknown;
         };
-        let Some(reports) = read.sender_reports(datagram) else {
-            return true;
+        let reports = match read.sender_reports(datagram) {
+            crate::read::Reports::Opened(reports) => reports,
+            crate::read::Reports::Refused => {
+                return Screened::Done(Err(rtc::shared::error::Error::InvalidHeader.into()));
+            }
+            crate::read::Reports::Unknown => return Screened::Unknown,
         };
         if self.selected == Some(from) {
             for (ssrc, ntp_time) in reports {
                 receive.sender_report(ssrc, ntp_time, now);
             }
         }
-        false
+        Screened::Genuine
     }
 
     /// The RFC 6464 level of an audio packet that carries one.
@@ -2299,6 +2417,11 @@ impl MediaPeer {
                         label,
                     });
                 }
+                RTCPeerConnectionEvent::OnDataChannel(RTCDataChannelEvent::OnClose(id)) => {
+                    return Some(MediaEvent::DataChannelClosed {
+                        channel: DataChannel(id),
+                    });
+                }
                 _ => {}
             }
         }
@@ -2364,23 +2487,7 @@ impl MediaPeer {
             .audio_level_id
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|value| value.first().map(|b| b & 0x7f));
-        let tag = match self.incoming.get(&ssrc) {
-            Some(tag) if tag.payload_type == pt && tag.track_id == track_id => tag.clone(),
-            _ => {
-                if self.incoming.len() >= MAX_INCOMING_TAGS {
-                    self.incoming.clear();
-                }
-                if self.ssrc_receivers.len() >= MAX_INCOMING_TAGS {
-                    // Kept in step with the tags: an SSRC still sending is looked up again, and
-                    // its receiver found anew.
-                    self.ssrc_receivers.clear();
-                    self.incoming.clear();
-                }
-                let tag = self.look_up_tag(track_id, ssrc, pt);
-                self.incoming.insert(ssrc, tag.clone());
-                tag
-            }
-        };
+        let tag = self.tag_for(track_id, ssrc, pt);
         let noted = tag.noted();
         let repairs = self.note_received(at, &packet, &tag);
         // The stream's next packets may be opened on the own read path, once `rtc` has bound it
@@ -2399,6 +2506,27 @@ impl MediaPeer {
             opened_here: false,
             repairs,
         })
+    }
+
+    /// How packets of `ssrc` with payload type `pt`, which `rtc` bound to `track_id`, are tagged.
+    fn tag_for(&mut self, track_id: &str, ssrc: u32, pt: u8) -> Arc<StreamTag> {
+        if let Some(tag) = self.incoming.get(&(ssrc, pt))
+            && tag.track_id == track_id
+        {
+            return tag.clone();
+        }
+        if self.incoming.len() >= MAX_INCOMING_TAGS {
+            self.incoming.clear();
+        }
+        if self.ssrc_receivers.len() >= MAX_INCOMING_TAGS {
+            // Kept in step with the tags: an SSRC still sending is looked up again, and its
+            // receiver found anew.
+            self.ssrc_receivers.clear();
+            self.incoming.clear();
+        }
+        let tag = self.look_up_tag(track_id, ssrc, pt);
+        self.incoming.insert((ssrc, pt), tag.clone());
+        tag
     }
 
     fn look_up_tag(&mut self, track_id: &str, ssrc: u32, pt: u8) -> Arc<StreamTag> {
@@ -2435,6 +2563,64 @@ impl MediaPeer {
         Arc::new(tag)
     }
 
+    /// The payload type `track` sends `mime_type` with, and its transport-wide sequence number's
+    /// extension id.
+    fn payload_type_of(
+        &mut self,
+        track: LocalTrack,
+        mime_type: &str,
+    ) -> Result<(u8, Option<u8>), Error> {
+        // Kept only for live senders (a removed track's entry goes with it): a hit needs no
+        // lookup in `rtc`, which would count as handing it something (see `Polled`).
+        let kept = self
+            .payload_types
+            .get_mut(&track.sender)
+            .and_then(|codecs| codecs.find(mime_type))
+            .map(|codec| (codec.payload_type, codec.twcc_id));
+        let (payload_type, twcc_id) = match kept {
+            Some(kept) => kept,
+            None => {
+                let mut sender = self
+                    .pc()
+                    .rtp_sender(track.sender)
+                    .ok_or(Error::UnknownTrack)?;
+                let parameters = &sender.get_parameters().rtp_parameters;
+                let payload_type = parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
+                    .map(|c| c.payload_type);
+                // The transport-wide sequence number's extension, as negotiated on this leg.
+                let twcc_id = parameters
+                    .header_extensions
+                    .iter()
+                    .find(|e| e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
+                    .and_then(|e| u8::try_from(e.id).ok());
+                let codec = SentCodec {
+                    mime_type: mime_type.to_owned(),
+                    payload_type,
+                    twcc_id,
+                };
+                match self.payload_types.get_mut(&track.sender) {
+                    Some(codecs) => codecs.add(codec),
+                    None => {
+                        self.payload_types.insert(
+                            track.sender,
+                            SentCodecs {
+                                last: codec,
+                                others: Vec::new(),
+                            },
+                        );
+                    }
+                }
+                (payload_type, twcc_id)
+            }
+        };
+        let payload_type =
+            payload_type.ok_or_else(|| Error::CodecNotNegotiated(mime_type.to_owned()))?;
+        Ok((payload_type, twcc_id))
+    }
+
     /// Sends `packet` on a local track: sets the track's SSRC and the payload type the remote peer
     /// negotiated for `mime_type` on that m-line, and drops header extensions (their ids and values
     /// belonged to the leg the packet came in on).
@@ -2449,33 +2635,7 @@ impl MediaPeer {
         keep: Keep,
         now: Instant,
     ) -> Result<(), Error> {
-        // Kept only for live senders (a removed track's entry goes with it): a hit needs no
-        // lookup in `rtc`, which would count as handing it something (see `Polled`).
-        let (payload_type, twcc_id) = match self.payload_types.get(&track.sender) {
-            Some((mime, pt, twcc)) if mime.eq_ignore_ascii_case(mime_type) => (*pt, *twcc),
-            _ => {
-                let mut sender = self
-                    .pc()
-                    .rtp_sender(track.sender)
-                    .ok_or(Error::UnknownTrack)?;
-                let parameters = &sender.get_parameters().rtp_parameters;
-                let pt = parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime_type))
-                    .map(|c| c.payload_type)
-                    .ok_or_else(|| Error::CodecNotNegotiated(mime_type.to_owned()))?;
-                // The transport-wide sequence number's extension, as negotiated on this leg.
-                let twcc = parameters
-                    .header_extensions
-                    .iter()
-                    .find(|e| e.uri == rtc::sdp::extmap::TRANSPORT_CC_URI)
-                    .and_then(|e| u8::try_from(e.id).ok());
-                self.payload_types
-                    .insert(track.sender, (mime_type.to_owned(), pt, twcc));
-                (pt, twcc)
-            }
-        };
+        let (payload_type, twcc_id) = self.payload_type_of(track, mime_type)?;
         packet.header.ssrc = track.ssrc;
         packet.header.payload_type = payload_type;
         packet.header.extension = false;
@@ -2594,6 +2754,76 @@ mod tests {
         // Streams it was handed before still go.
         assert!(!refused(&mut peer, rtp(7)));
         assert!(!refused(&mut peer, rtcp(1_000_000)));
+        // Once the own read path has found the remote's keys, RTP of a new SSRC that
+        // authenticates with them goes (spoofed datagrams filled the bound); what does not, not.
+        peer.read = Some(crate::read::OwnRead::with_keys(&crate::read::tests::keys()));
+        let mut sender = crate::read::tests::Sender::new();
+        assert!(!refused(&mut peer, sender.seal(2_000_000, 1)));
+        let mut forged = sender.seal(2_000_001, 1);
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(refused(&mut peer, forged));
+        // SRTCP the SFU opened itself (a sender report) counts with the authenticated SSRCs.
+        let mut remote = crate::read::tests::keys().context().unwrap();
+        let mut report = |ssrc| {
+            use rtc::shared::marshal::Marshal;
+            let plain = rtc::rtcp::sender_report::SenderReport {
+                ssrc,
+                ..Default::default()
+            }
+            .marshal()
+            .unwrap();
+            remote.encrypt_rtcp(&plain).unwrap().to_vec()
+        };
+        assert!(peer.receive.is_some(), "sender reports are read");
+        assert!(!refused(&mut peer, report(3_000_000)));
+        assert_eq!(peer.ssrcs_to_rtc[1].len(), 2);
+        // The authenticated are bounded too: a client holding the keys cannot grow `rtc`'s
+        // state either.
+        for ssrc in 3..=MAX_SSRCS_TO_RTC as u32 {
+            assert!(peer.admitted_to_rtc(&rtcp(4_000_000 + ssrc), true));
+        }
+        assert!(!peer.admitted_to_rtc(&rtcp(5_000_000), true));
+        assert!(refused(&mut peer, report(3_000_001)));
+        assert!(refused(&mut peer, sender.seal(2_000_002, 1)));
+        assert!(!refused(&mut peer, report(3_000_000)), "known before");
+    }
+
+    /// A publisher alternating codecs on one track has every copy sent in the codec it came in:
+    /// each codec's payload type is looked up in `rtc` once, not at each change (a lookup
+    /// clones the sender's whole parameter set, and counts as handing `rtc` something).
+    #[test]
+    fn a_track_sending_codecs_in_turn_looks_each_up_once() {
+        let now = Instant::now();
+        let mut peer = MediaPeer::new("127.0.0.1:5000".parse().unwrap(), now).unwrap();
+        let track = peer
+            .add_local_track(MediaKind::Video, "video/VP8", "s", "t", 1234)
+            .unwrap();
+        let offer = peer.create_offer(now).unwrap();
+        let mut remote = MediaPeer::new("127.0.0.1:6000".parse().unwrap(), now).unwrap();
+        let answer = remote.accept_offer(offer, now).unwrap();
+        peer.accept_answer(answer, now).unwrap();
+        let vp8 = peer.payload_type_of(track, "video/VP8").unwrap();
+        let h264 = peer.payload_type_of(track, "video/H264").unwrap();
+        assert_ne!(vp8.0, h264.0);
+        assert!(peer.payload_type_of(track, "video/none").is_err());
+        let quiet = Polled {
+            empty_sweeps: EMPTY_SWEEPS,
+            stage: Stage::Start,
+            deadline: None,
+        };
+        peer.polled = quiet;
+        for _ in 0..100 {
+            assert_eq!(peer.payload_type_of(track, "video/VP8").unwrap(), vp8);
+            assert_eq!(peer.payload_type_of(track, "video/h264").unwrap(), h264);
+            assert!(peer.payload_type_of(track, "video/none").is_err());
+        }
+        assert_eq!(peer.polled, quiet, "rtc was not asked again");
+        // As many codecs as a track keeps, each looked up once more.
+        for n in 0..2 * MAX_SENT_CODECS {
+            let _ = peer.payload_type_of(track, &format!("video/x{n}"));
+        }
+        assert_eq!(peer.payload_types[&track.sender].len(), MAX_SENT_CODECS);
     }
 
     #[test]

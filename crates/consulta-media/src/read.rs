@@ -64,6 +64,17 @@ enum Keys {
     Refused,
 }
 
+/// What [`OwnRead::sender_reports`] made of a datagram.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Reports {
+    /// SRTCP that authenticated, first seen: the sender reports in it (SSRC and NTP time).
+    Opened(Vec<(u32, u64)>),
+    /// To be dropped: a replay, or feedback counting too many packets (`RemoteRtcp::open`).
+    Refused,
+    /// Not SRTCP that opens with the keys found, or no keys yet: `rtc`'s.
+    Unknown,
+}
+
 /// How the read path sees a stream's tag.
 pub(crate) trait Layer: Clone {
     /// The m-line (`mid`) and simulcast layer (`rid`) the stream carries.
@@ -137,6 +148,16 @@ impl<T: Layer> OwnRead<T> {
             streams: crate::FastMap::default(),
             repairs: RepairNames::default(),
         }
+    }
+
+    /// A read path that found `keys` already (as after its first offered packet).
+    #[cfg(test)]
+    pub(crate) fn with_keys(keys: &crate::keytap::MasterKeys) -> Self {
+        let mut read = Self::new(KeyTap::new());
+        let context = RemoteRtcp::new(keys).expect("a context");
+        let crypto = RtpCrypto::new(keys, true).expect("keys");
+        read.open = Keys::Opening(Box::new(crypto), Box::new(context));
+        read
     }
 
     /// What names repair streams from now on (a description was negotiated).
@@ -383,22 +404,21 @@ impl<T: Layer> OwnRead<T> {
         Read::Opened(Opened { tag: layer, packet })
     }
 
-    /// The sender reports (SSRC and NTP time) in `datagram`, if it is SRTCP that opens with the
-    /// keys found; `None` when it is to be dropped: a replay, or feedback counting too many
-    /// packets (`RemoteRtcp::open`).
-    pub(crate) fn sender_reports(&mut self, datagram: &[u8]) -> Option<Vec<(u32, u64)>> {
+    /// What `datagram` is, if it is SRTCP: opened with the keys found, the sender reports
+    /// (SSRC and NTP time) in it.
+    pub(crate) fn sender_reports(&mut self, datagram: &[u8]) -> Reports {
         let Keys::Opening(_, context) = &mut self.open else {
-            return Some(Vec::new());
+            return Reports::Unknown;
         };
         if !crate::mux::is_rtcp(datagram) {
-            return Some(Vec::new());
+            return Reports::Unknown;
         }
         let packets = match context.open(datagram) {
             crate::send::OpenedRtcp::Opened(packets) => packets,
-            crate::send::OpenedRtcp::Refused(_) => return None,
-            crate::send::OpenedRtcp::Not => return Some(Vec::new()),
+            crate::send::OpenedRtcp::Refused(_) => return Reports::Refused,
+            crate::send::OpenedRtcp::Not => return Reports::Unknown,
         };
-        Some(
+        Reports::Opened(
             packets
                 .iter()
                 .filter_map(|p| {
@@ -408,6 +428,22 @@ impl<T: Layer> OwnRead<T> {
                 .map(|sr| (sr.ssrc, sr.ntp_time))
                 .collect(),
         )
+    }
+
+    /// Whether `datagram` is RTP that authenticates with the keys found (without taking it: a
+    /// stream's window does not move).
+    pub(crate) fn authenticates(&self, datagram: &[u8]) -> bool {
+        let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
+            return false;
+        };
+        let Keys::Opening(crypto, _) = &self.open else {
+            return false;
+        };
+        !(192..=223).contains(&second)
+            && crate::srtp::header_len(datagram).is_some_and(|header_len| {
+                let ssrc = u32::from_be_bytes([a, b, c, d]);
+                crypto.opens(datagram, header_len, ssrc, u16::from_be_bytes([s0, s1]))
+            })
     }
 
     /// Whether `datagram`, from elsewhere than the selected pair, is RTP of a stream opened here
@@ -501,7 +537,7 @@ fn find_keys(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::keytap::MasterKeys;
     use rtc::shared::marshal::{Marshal, MarshalSize};
@@ -534,28 +570,24 @@ mod tests {
         }
     }
 
-    fn keys() -> MasterKeys {
+    pub(crate) fn keys() -> MasterKeys {
         MasterKeys::new(ProtectionProfile::Aes128CmHmacSha1_80, &[7; 16], &[9; 14])
     }
 
     /// A read path that found `keys()` already (as after its first offered packet).
     fn read_path<T: Layer>() -> OwnRead<T> {
-        let mut read = OwnRead::new(KeyTap::new());
-        let context = RemoteRtcp::new(&keys()).expect("a context");
-        let crypto = RtpCrypto::new(&keys(), true).expect("keys");
-        read.open = Keys::Opening(Box::new(crypto), Box::new(context));
-        read
+        OwnRead::with_keys(&keys())
     }
 
     /// The remote side: seals packets under `keys()`.
-    struct Sender(rtc::srtp::context::Context);
+    pub(crate) struct Sender(rtc::srtp::context::Context);
 
     impl Sender {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Self(keys().context().expect("a context"))
         }
 
-        fn seal(&mut self, ssrc: u32, seq: u16) -> Vec<u8> {
+        pub(crate) fn seal(&mut self, ssrc: u32, seq: u16) -> Vec<u8> {
             self.seal_with(ssrc, seq, 96, &[], b"payload")
         }
 
@@ -912,6 +944,28 @@ mod tests {
     }
 
     #[test]
+    fn rtp_authenticates_with_the_keys_found_without_being_taken() {
+        let mut read = read_path::<&str>();
+        let mut sender = Sender::new();
+        let genuine = sender.seal(9, 100);
+        let mut forged = genuine.clone();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert!(read.authenticates(&genuine));
+        assert!(!read.authenticates(&forged));
+        assert!(!read.authenticates(&genuine[..12]), "too short");
+        let mut unknown = OwnRead::<&str>::new(KeyTap::new());
+        assert!(!unknown.authenticates(&genuine), "no keys found yet");
+        // Nothing was taken: the stream's packet still opens, once.
+        read.offer(Instant::now(), 9, 99, "camera");
+        assert!(read.authenticates(&genuine));
+        assert_eq!(opened(&mut read, Instant::now(), &genuine), Some(100));
+        assert!(!read.authenticates(&genuine), "now a replay");
+        unknown.open = Keys::Refused;
+        assert!(!unknown.authenticates(&genuine));
+    }
+
+    #[test]
     fn a_forged_sender_report_far_ahead_does_not_keep_the_genuine_ones_out() {
         let mut read = read_path::<&str>();
         let mut remote = keys().context().expect("a context");
@@ -930,11 +984,15 @@ mod tests {
         let mut forged = first.clone();
         let at = forged.len() - 14;
         forged[at..at + 4].copy_from_slice(&0xc000_0000u32.to_be_bytes());
-        assert_eq!(read.sender_reports(&forged), Some(Vec::new()));
-        assert_eq!(read.sender_reports(&first), Some(vec![(4, 1)]));
+        assert_eq!(read.sender_reports(&forged), Reports::Unknown);
+        assert_eq!(read.sender_reports(&first), Reports::Opened(vec![(4, 1)]));
         let second = remote.encrypt_rtcp(&report(4, 2)).expect("seals").to_vec();
-        assert_eq!(read.sender_reports(&second), Some(vec![(4, 2)]));
-        assert_eq!(read.sender_reports(&second), None, "a replay, dropped");
+        assert_eq!(read.sender_reports(&second), Reports::Opened(vec![(4, 2)]));
+        assert_eq!(
+            read.sender_reports(&second),
+            Reports::Refused,
+            "a replay, dropped"
+        );
         // What the `rtc` context with a window of 64 used before did: the forged index moved
         // its window, so the genuine first report looked too old.
         let mut before = keys().context_with_replay_window(64).expect("a context");

@@ -59,6 +59,8 @@ struct Client {
     publisher_nack_asks: usize,
     /// Labels of the publisher connection's data channels once open.
     publisher_channels_open: Vec<String>,
+    /// The publisher connection's data channels that closed.
+    publisher_channels_closed: Vec<DataChannel>,
 }
 
 struct World {
@@ -265,6 +267,7 @@ impl World {
             publisher_nack_log: Vec::new(),
             publisher_nack_asks: 0,
             publisher_channels_open: Vec::new(),
+            publisher_channels_closed: Vec::new(),
         });
         self.clients.len() - 1
     }
@@ -357,6 +360,9 @@ impl World {
                         MediaEvent::StateChanged(PeerState::Connected) => c.connected = true,
                         MediaEvent::DataChannelOpen { label, .. } => {
                             c.publisher_channels_open.push(label);
+                        }
+                        MediaEvent::DataChannelClosed { channel } => {
+                            c.publisher_channels_closed.push(channel);
                         }
                         MediaEvent::Rtcp { packets, .. } => {
                             for p in &packets {
@@ -1280,6 +1286,40 @@ fn alice_sending_her_camera_to_bob_with(config: MediaConfig) -> (World, LocalTra
     let mut seq = 1u16;
     deltas_then_keyframe(&mut w, camera, &mut seq);
     (w, camera, seq)
+}
+
+/// Bob's client asks for a key frame of Alice's camera every 100 ms (a decoder that keeps
+/// failing, or a hostile client): Alice is asked once a second at most, LiveKit's interval for
+/// a track's upper layers (its low layer's is 500 ms), however many PLIs Bob sends.
+#[test]
+fn a_subscribers_keyframe_requests_reach_the_publisher_once_a_second_at_most() {
+    let (mut w, _camera, _seq) = alice_sending_her_camera_to_bob();
+    let bob = 1;
+    let camera_at_bob = w.clients[bob]
+        .received
+        .iter()
+        .find_map(|e| match e {
+            MediaEvent::Rtp(rtp) => Some(rtp.ssrc),
+            _ => None,
+        })
+        .expect("bob receives the camera");
+    let (start, asked) = (w.now, w.router.stats().keyframe_requests);
+    let mut sent = 0;
+    while w.now < start + Duration::from_millis(3_050) {
+        w.clients[bob]
+            .subscriber
+            .request_keyframe(camera_at_bob, w.now)
+            .unwrap();
+        sent += 1;
+        let next = w.now + Duration::from_millis(100);
+        step_until(&mut w, next);
+    }
+    let asked = w.router.stats().keyframe_requests - asked;
+    assert!(sent >= 30);
+    assert!(
+        (3..=4).contains(&asked),
+        "{asked} key frame requests to Alice for {sent} from Bob in 3 s"
+    );
 }
 
 /// [`alice_sending_her_camera_to_bob`], with Carol (client 2) and `others` more subscribers
@@ -2467,6 +2507,17 @@ fn alice_with_a_reliable_channel_to_bob() -> (World, DataChannel) {
 
 /// Client 0 sends a user packet numbered `sequence` with `payload` on `channel`.
 fn send_user_data(w: &mut World, channel: DataChannel, sequence: u32, payload: Vec<u8>) {
+    send_user_data_from(w, 0, channel, sequence, payload);
+}
+
+/// Client `i` sends a user packet numbered `sequence` with `payload` on `channel`.
+fn send_user_data_from(
+    w: &mut World,
+    i: usize,
+    channel: DataChannel,
+    sequence: u32,
+    payload: Vec<u8>,
+) {
     let packet = DataPacket {
         sequence,
         value: Some(data_packet::Value::User(UserPacket {
@@ -2475,7 +2526,7 @@ fn send_user_data(w: &mut World, channel: DataChannel, sequence: u32, payload: V
         })),
         ..DataPacket::default()
     };
-    w.clients[0]
+    w.clients[i]
         .publisher
         .send_data(channel, packet.encode_to_vec().as_slice().into(), w.now)
         .unwrap();
@@ -2533,6 +2584,115 @@ fn data_for_a_receiver_that_acknowledges_nothing_queues_a_megabyte_at_most() {
     send(&mut w, 201);
     w.exchange();
     w.run_until("bob has the next one", |w| received(w).last() == Some(&201));
+}
+
+/// Bob's link goes quiet while Alice floods the room with reliable data. In a room of three,
+/// Alice may hold all of Bob's queue but Carol's reserve (two of the largest messages): Carol's
+/// data still finds room, and reaches him once his link is back. (Before, Alice's flood took
+/// all of his megabyte, 87 packets, and everything Carol sent him meanwhile was dropped.)
+#[test]
+fn one_senders_flood_leaves_room_in_a_receivers_queue_for_the_others() {
+    let mut w = World::new();
+    let (alice, bob, carol) = (
+        w.join(1, "PA_alice"),
+        w.join(2, "PA_bob"),
+        w.join(3, "PA_carol"),
+    );
+    for i in [bob, carol] {
+        w.needs_offer(i);
+        w.answer_latest(i);
+    }
+    let mut channels = Vec::new();
+    for (i, id) in [(alice, 1), (carol, 2)] {
+        channels.push(
+            w.clients[i]
+                .publisher
+                .create_data_channel("_reliable", true, None)
+                .unwrap(),
+        );
+        w.negotiate_publisher(i, id);
+    }
+    let publishing = |w: &World, i: usize| {
+        w.clients[i]
+            .publisher_channels_open
+            .contains(&"_reliable".to_owned())
+    };
+    let receiving = |w: &World, i: usize| {
+        w.clients[i]
+            .received
+            .iter()
+            .any(|e| matches!(e, MediaEvent::DataChannelOpen { label, .. } if label == "_reliable"))
+    };
+    w.run_until("the reliable channels open", |w| {
+        publishing(w, alice) && publishing(w, carol) && receiving(w, bob) && receiving(w, carol)
+    });
+    let bob_link = w.clients[bob].subscriber_addr;
+    w.cut.push(bob_link);
+    let backlogged = w.router.stats().data_backlogged;
+    for sequence in 1..=200 {
+        send_user_data_from(&mut w, alice, channels[0], sequence, vec![7; 12_000]);
+        if sequence % 10 == 0 {
+            w.step();
+        }
+    }
+    // A megabyte less 48 KiB of 12 KB packets queued for Bob; the rest of his copies dropped.
+    let dropped = w.router.stats().data_backlogged - backlogged;
+    assert_eq!(dropped, 200 - 82, "not queued");
+    send_user_data_from(&mut w, carol, channels[1], 1, b"from carol".to_vec());
+    w.step();
+    assert_eq!(w.router.stats().data_backlogged - backlogged, dropped);
+    w.cut.clear();
+    let from_carol = |w: &World| {
+        data_received(w, bob)
+            .iter()
+            .any(|p| p.participant_sid == "PA_carol" && p.sequence == 1)
+    };
+    w.run_until("bob has carol's packet", from_carol);
+}
+
+/// A client opens data channels beyond the three livekit-client opens, on its publisher
+/// connection (another label, a second `_reliable`) and on its subscriber connection: the router
+/// closes each as it opens, but for a second `_reliable`, which replaces the first (livekit-client
+/// opens its channels again where Safari gave the first ones no id); the data it then sends on
+/// it is relayed.
+#[test]
+fn data_channels_beyond_livekits_three_are_closed_as_they_open() {
+    let (mut w, reliable) = alice_with_a_reliable_channel_to_bob();
+    let (alice, bob) = (0, 1);
+    let mut extra = Vec::new();
+    for label in ["_lossy", "_data_track", "custom", "_reliable"] {
+        let ordered = label != "_lossy";
+        extra.push(
+            w.clients[alice]
+                .publisher
+                .create_data_channel(label, ordered, (!ordered).then_some(0))
+                .unwrap(),
+        );
+    }
+    let on_subscriber = w.clients[bob]
+        .subscriber
+        .create_data_channel("_reliable", true, None)
+        .unwrap();
+    w.run_until("three channels closed", |w| {
+        w.router.stats().data_channels_closed == 3
+            && w.clients[0].publisher_channels_closed.len() == 2
+            && w.clients[1].received.iter().any(
+                |e| matches!(e, MediaEvent::DataChannelClosed { channel } if *channel == on_subscriber),
+            )
+    });
+    for _ in 0..20 {
+        w.step();
+    }
+    let closed = &w.clients[alice].publisher_channels_closed;
+    assert!(
+        closed.len() == 2 && closed.contains(&extra[2]) && closed.contains(&reliable),
+        "the custom channel and the first _reliable: {closed:?}"
+    );
+    assert_eq!(w.router.stats().data_channels_closed, 3);
+    send_user_data(&mut w, extra[3], 1, b"still here".to_vec());
+    w.run_until("bob has it", |w| {
+        data_received(w, bob).iter().any(|p| p.sequence == 1)
+    });
 }
 
 /// The VP8 key frame flag of a packet from [`vp8`] (its one-byte descriptor, then the payload

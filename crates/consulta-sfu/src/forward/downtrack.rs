@@ -471,6 +471,17 @@ impl DownTrack {
         })
     }
 
+    /// The publisher was not asked for the key frame of `quality` this forwarder requested:
+    /// another request for that stream went less than its interval before, and the next may go
+    /// at `until`. The forwarder asks again then, if it still waits (rather than a whole
+    /// interval of its own after its request, past the first moment it could have gone).
+    pub fn keyframe_request_held(&mut self, quality: Quality, until: Instant) {
+        let interval = self.config.keyframe_request_interval;
+        let layer = self.layers.get_mut(quality);
+        // As if it had asked an interval before `until`.
+        layer.last_request = Some(until.checked_sub(interval).unwrap_or(until));
+    }
+
     /// The layer to forward now: the target, or the nearest available one if the target stopped
     /// arriving (or never came) while others did. Without simulcast, the one that arrives
     /// ([`Quality::High`], a stream without rid, until one does).
@@ -1287,6 +1298,33 @@ mod tests {
         sim.tick(ALL, &[]);
         assert!(sim.dt.poll_keyframe_request(sim.now).is_some());
         assert_eq!(sim.dt.stats().keyframe_requests, 4);
+    }
+
+    #[test]
+    fn a_request_held_by_the_publishers_throttle_goes_again_when_it_opens() {
+        let mut sim = Sim::new(Codec::Vp8);
+        let t0 = sim.now;
+        let req = sim.dt.poll_keyframe_request(t0).unwrap();
+        // Another subscriber's request went 100 ms before: the publisher may be asked again
+        // 900 ms from now, past this forwarder's own 500 ms.
+        let until = t0 + Duration::from_millis(900);
+        sim.dt.keyframe_request_held(req.quality, until);
+        for ms in [0, 500, 899] {
+            assert_eq!(
+                sim.dt.poll_keyframe_request(t0 + Duration::from_millis(ms)),
+                None,
+                "{ms} ms"
+            );
+        }
+        assert!(sim.dt.poll_keyframe_request(until).is_some());
+        // Held until sooner than its own interval would wait: it asks then.
+        sim.dt
+            .keyframe_request_held(req.quality, until + Duration::from_millis(100));
+        assert!(
+            sim.dt
+                .poll_keyframe_request(until + Duration::from_millis(100))
+                .is_some()
+        );
     }
 
     #[test]

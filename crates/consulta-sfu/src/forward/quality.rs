@@ -42,6 +42,17 @@ impl Quality {
         }
     }
 
+    /// The least time between two key frame requests to a publisher for this layer's stream, as
+    /// LiveKit's defaults (`rtc.pli_throttle`): a low layer's key frames are small and a
+    /// subscriber switching to it must not wait; an upper layer's cost the publisher's uplink
+    /// most, and every subscriber of the layer receives them.
+    pub fn keyframe_request_interval(self) -> std::time::Duration {
+        match self {
+            Self::Low => std::time::Duration::from_millis(500),
+            Self::Medium | Self::High => std::time::Duration::from_secs(1),
+        }
+    }
+
     /// Index 0, 1, 2 (LiveKit's `VideoQuality` value).
     pub fn index(self) -> usize {
         self as usize
