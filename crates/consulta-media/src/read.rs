@@ -261,15 +261,9 @@ impl<T: Layer> OwnRead<T> {
 
     /// Opens `datagram` if it is RTP of a stream offered or adopted here.
     pub(crate) fn open(&mut self, now: Instant, datagram: &[u8]) -> Read<T> {
-        // RFC 7983 and RFC 5761: RTP, not RTCP.
-        let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
+        let Some((ssrc, seq)) = rtp_ssrc_and_seq(datagram) else {
             return Read::Rtc;
         };
-        if (192..=223).contains(&second) {
-            return Read::Rtc;
-        }
-        let ssrc = u32::from_be_bytes([a, b, c, d]);
-        let seq = u16::from_be_bytes([s0, s1]);
         let Some(stream) = self.streams.get_mut(&ssrc) else {
             return self.open_repair(now, datagram, ssrc, seq);
         };
@@ -433,17 +427,13 @@ impl<T: Layer> OwnRead<T> {
     /// Whether `datagram` is RTP that authenticates with the keys found (without taking it: a
     /// stream's window does not move).
     pub(crate) fn authenticates(&self, datagram: &[u8]) -> bool {
-        let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
+        let (Some((ssrc, seq)), Keys::Opening(crypto, _)) =
+            (rtp_ssrc_and_seq(datagram), &self.open)
+        else {
             return false;
         };
-        let Keys::Opening(crypto, _) = &self.open else {
-            return false;
-        };
-        !(192..=223).contains(&second)
-            && crate::srtp::header_len(datagram).is_some_and(|header_len| {
-                let ssrc = u32::from_be_bytes([a, b, c, d]);
-                crypto.opens(datagram, header_len, ssrc, u16::from_be_bytes([s0, s1]))
-            })
+        crate::srtp::header_len(datagram)
+            .is_some_and(|header_len| crypto.opens(datagram, header_len, ssrc, seq))
     }
 
     /// Whether `datagram`, from elsewhere than the selected pair, is RTP of a stream opened here
@@ -454,20 +444,14 @@ impl<T: Layer> OwnRead<T> {
     /// would take the last two. What opens goes to `rtc` as before, so that ICE decides where
     /// media may come from.
     pub(crate) fn refused(&self, datagram: &[u8]) -> bool {
-        let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
-            return false;
-        };
-        if (192..=223).contains(&second) {
-            return false;
-        }
-        let ssrc = u32::from_be_bytes([a, b, c, d]);
-        let Keys::Opening(crypto, _) = &self.open else {
+        let (Some((ssrc, seq)), Keys::Opening(crypto, _)) =
+            (rtp_ssrc_and_seq(datagram), &self.open)
+        else {
             return false;
         };
         if !self.streams.get(&ssrc).is_some_and(|s| s.adopted) {
             return false;
         }
-        let seq = u16::from_be_bytes([s0, s1]);
         // The look-up first: a copy is refused without being opened.
         crypto.check(ssrc, seq).is_err()
             || crate::srtp::header_len(datagram)
@@ -480,6 +464,20 @@ impl<T: Layer> OwnRead<T> {
             stream.tag = tag;
         }
     }
+}
+
+/// The SSRC and sequence number of `datagram` if it is RTP (RFC 7983: a version-2 first byte;
+/// RFC 5761: not RTCP by its packet type).
+fn rtp_ssrc_and_seq(datagram: &[u8]) -> Option<(u32, u16)> {
+    let &[128..=191, second, s0, s1, _, _, _, _, a, b, c, d, ..] = datagram else {
+        return None;
+    };
+    (!(192..=223).contains(&second)).then(|| {
+        (
+            u32::from_be_bytes([a, b, c, d]),
+            u16::from_be_bytes([s0, s1]),
+        )
+    })
 }
 
 /// The packet `plain` (an opened datagram, header and payload, the header `header_len` bytes
