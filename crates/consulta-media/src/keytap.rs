@@ -60,6 +60,16 @@ impl KeyTap {
         })
     }
 
+    /// A provider that exported `material` already (tests: the keys DTLS would give).
+    #[cfg(test)]
+    pub(crate) fn with_material(material: &[u8]) -> Arc<Self> {
+        let tap = Self::new();
+        tap.crypto
+            .exported
+            .with(|exported| exported.extend_from_slice(material));
+        tap
+    }
+
     /// The first `len` bytes of the keying material exported last, once there is that much.
     pub fn keying_material(&self, len: usize) -> Option<Vec<u8>> {
         self.crypto

@@ -1989,6 +1989,11 @@ impl MediaPeer {
         let packets = match own.open_rtcp(datagram) {
             crate::send::OpenedRtcp::Opened(packets) => packets,
             crate::send::OpenedRtcp::Refused(error) => return Screened::Done(Err(error.into())),
+            crate::send::OpenedRtcp::Unencrypted => {
+                return Screened::Done(Err(
+                    rtc::shared::error::Error::ErrFailedToVerifyAuthTag.into()
+                ));
+            }
             crate::send::OpenedRtcp::Not => return Screened::Unknown,
         };
         if self.selected != Some(from)

@@ -117,6 +117,10 @@ pub(crate) struct OwnRead<T> {
     /// first ones), by SSRC.
     streams: crate::FastMap<u32, Stream<T>>,
     repairs: RepairNames,
+    /// While the keys are still to be found: each candidate's context for the remote's RTCP,
+    /// made once DTLS exported the keys: a datagram that authenticates with none costs 0.4 µs
+    /// here, where making them for each cost 6 µs.
+    rtcp_candidates: Vec<(crate::keytap::MasterKeys, RemoteRtcp)>,
 }
 
 /// A packet the own read path opened, with its stream's tag.
@@ -147,6 +151,7 @@ impl<T: Layer> OwnRead<T> {
             open: Keys::Unknown(0, Vec::new()),
             streams: crate::FastMap::default(),
             repairs: RepairNames::default(),
+            rtcp_candidates: Vec::new(),
         }
     }
 
@@ -221,6 +226,7 @@ impl<T: Layer> OwnRead<T> {
                 );
                 self.open = Keys::Refused;
                 self.streams.clear();
+                self.rtcp_candidates = Vec::new();
             }
         }
         if matches!(self.open, Keys::Refused) {
@@ -301,6 +307,7 @@ impl<T: Layer> OwnRead<T> {
                 match find_keys(&self.keys, datagram, header_len, ssrc, (seq, opened_by_rtc)) {
                     Some((crypto, rtcp, plain)) => {
                         self.open = Keys::Opening(Box::new(crypto), Box::new(rtcp));
+                        self.rtcp_candidates = Vec::new();
                         Ok(plain)
                     }
                     None => {
@@ -399,17 +406,45 @@ impl<T: Layer> OwnRead<T> {
     }
 
     /// What `datagram` is, if it is SRTCP: opened with the keys found, the sender reports
-    /// (SSRC and NTP time) in it.
+    /// (SSRC and NTP time) in it. While the keys are still to be found, SRTCP that one of the
+    /// candidates opens finds them, as RTP does: a remote that sends RTCP and no media (or
+    /// before it) is screened all the same.
     pub(crate) fn sender_reports(&mut self, datagram: &[u8]) -> Reports {
-        let Keys::Opening(_, context) = &mut self.open else {
-            return Reports::Unknown;
-        };
         if !crate::mux::is_rtcp(datagram) {
             return Reports::Unknown;
         }
-        let packets = match context.open(datagram) {
+        let opened = match &mut self.open {
+            Keys::Opening(_, context) => context.open(datagram),
+            Keys::Unknown(..) => {
+                if self.rtcp_candidates.is_empty() {
+                    self.rtcp_candidates = candidate_keys(&self.keys)
+                        .filter_map(|side| Some((side.clone(), RemoteRtcp::new(&side)?)))
+                        .collect();
+                }
+                let Some((found, opened)) = self
+                    .rtcp_candidates
+                    .iter_mut()
+                    .map(|(_, context)| context.open(datagram))
+                    .enumerate()
+                    .find(|(_, opened)| opened.authenticated())
+                else {
+                    return Reports::Unknown;
+                };
+                let (side, context) = self.rtcp_candidates.swap_remove(found);
+                self.rtcp_candidates = Vec::new();
+                let Ok(crypto) = RtpCrypto::new(&side, true) else {
+                    return Reports::Unknown;
+                };
+                self.open = Keys::Opening(Box::new(crypto), Box::new(context));
+                opened
+            }
+            Keys::Refused => return Reports::Unknown,
+        };
+        let packets = match opened {
             crate::send::OpenedRtcp::Opened(packets) => packets,
-            crate::send::OpenedRtcp::Refused(_) => return Reports::Refused,
+            crate::send::OpenedRtcp::Refused(_) | crate::send::OpenedRtcp::Unencrypted => {
+                return Reports::Refused;
+            }
             crate::send::OpenedRtcp::Not => return Reports::Unknown,
         };
         Reports::Opened(
@@ -516,14 +551,7 @@ fn find_keys(
     ssrc: u32,
     (seq, opened_by_rtc): (u16, Option<(u16, u64)>),
 ) -> Option<(RtpCrypto, RemoteRtcp, bytes::BytesMut)> {
-    [
-        ProtectionProfile::Aes128CmHmacSha1_80,
-        ProtectionProfile::AeadAes128Gcm,
-    ]
-    .into_iter()
-    .filter_map(|profile| keys.keys(profile))
-    .flatten()
-    .find_map(|side| {
+    candidate_keys(keys).find_map(|side| {
         let mut crypto = RtpCrypto::new(&side, true).ok()?;
         if let Some((newest, seen)) = opened_by_rtc {
             crypto.taken(ssrc, newest, seen).ok()?;
@@ -532,6 +560,18 @@ fn find_keys(
         let rtcp = RemoteRtcp::new(&side)?;
         Some((crypto, rtcp, plain))
     })
+}
+
+/// Either side's keys, under either profile the connection may have negotiated, once DTLS
+/// exported them.
+fn candidate_keys(keys: &KeyTap) -> impl Iterator<Item = crate::keytap::MasterKeys> + '_ {
+    [
+        ProtectionProfile::Aes128CmHmacSha1_80,
+        ProtectionProfile::AeadAes128Gcm,
+    ]
+    .into_iter()
+    .filter_map(|profile| keys.keys(profile))
+    .flatten()
 }
 
 #[cfg(test)]
@@ -996,6 +1036,88 @@ pub(crate) mod tests {
         let mut before = keys().context_with_replay_window(64).expect("a context");
         assert!(before.decrypt_rtcp(&forged).is_err());
         assert!(before.decrypt_rtcp(&first).is_err(), "kept out");
+    }
+
+    #[test]
+    fn srtcp_finds_the_keys_before_any_media_and_is_screened_from_then_on() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_cc::{
+            PacketStatusChunk, RunLengthChunk, StatusChunkTypeTcc, SymbolTypeTcc, TransportLayerCc,
+        };
+        let material: Vec<u8> = (0..64).collect();
+        let [_, remote] = KeyTap::with_material(&material)
+            .keys(ProtectionProfile::Aes128CmHmacSha1_80)
+            .expect("keys");
+        let mut sealing = remote.context().expect("a context");
+        let mut seal = |plain: Vec<u8>| sealing.encrypt_rtcp(&plain).expect("seals").to_vec();
+        // Feedback counting 80 × 8 192 packets in one datagram, as the remote's first RTCP.
+        let feedback = TransportLayerCc {
+            sender_ssrc: 4,
+            media_ssrc: 5,
+            packet_status_count: 8_192,
+            packet_chunks: vec![PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: SymbolTypeTcc::PacketNotReceived,
+                run_length: 8_192,
+            })],
+            ..Default::default()
+        }
+        .marshal()
+        .expect("marshals");
+        let flood = seal(feedback.repeat(80));
+        let report = |ntp_time| {
+            rtc::rtcp::sender_report::SenderReport {
+                ssrc: 4,
+                ntp_time,
+                ..Default::default()
+            }
+            .marshal()
+            .expect("marshals")
+            .to_vec()
+        };
+        let first = seal(report(1));
+        let mut forged = flood.clone();
+        forged[20] ^= 1;
+        let mut unencrypted = flood.clone();
+        let flag = unencrypted.len() - 14;
+        unencrypted[flag] &= 0x7f;
+        let mut read = OwnRead::<&str>::new(KeyTap::with_material(&material));
+        assert_eq!(
+            OwnRead::<&str>::new(KeyTap::new()).sender_reports(&flood),
+            Reports::Unknown,
+            "before DTLS exported keys"
+        );
+        // What does not authenticate finds nothing, and stays `rtc`'s to refuse.
+        for unknown in [&forged, &unencrypted] {
+            assert_eq!(read.sender_reports(unknown), Reports::Unknown);
+            assert!(matches!(read.open, Keys::Unknown(0, _)), "no keys from it");
+        }
+        // The flood authenticates: it finds the keys, and is refused unread (it went to `rtc`'s
+        // parser before).
+        assert_eq!(read.sender_reports(&flood), Reports::Refused);
+        assert!(matches!(read.open, Keys::Opening(..)));
+        assert_eq!(read.sender_reports(&first), Reports::Opened(vec![(4, 1)]));
+        assert_eq!(read.sender_reports(&first), Reports::Refused, "a replay");
+        assert_eq!(read.sender_reports(&unencrypted), Reports::Refused);
+        // The remote's media opens with the keys found, from the packet after `rtc`'s.
+        let mut media = remote.context().expect("a context");
+        let mut packet = |seq| {
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    ssrc: 6,
+                    sequence_number: seq,
+                    payload_type: 96,
+                    ..Default::default()
+                },
+                payload: bytes::Bytes::from_static(b"payload"),
+            };
+            let plain = packet.marshal().expect("marshals");
+            media.encrypt_rtp(&plain).expect("seals").to_vec()
+        };
+        let _ = packet(1);
+        read.offer(Instant::now(), 6, 1, "camera");
+        let second = packet(2);
+        assert_eq!(opened(&mut read, Instant::now(), &second), Some(2));
     }
 
     #[test]

@@ -153,13 +153,22 @@ enum Seal {
 pub(crate) enum OpenedRtcp {
     /// Authenticated, first seen: its packets.
     Opened(Vec<Box<dyn rtc::rtcp::Packet>>),
-    /// To be dropped, for the reason given: authenticated before, or older than the replay
-    /// window (`rtc`, which may not have seen it the first time, would take it); or not
-    /// encrypted, which WebRTC never sends and `rtc`'s AES-CM cipher takes without checking its
-    /// authentication tag.
+    /// Authenticated, and to be dropped for the reason given: seen before, or older than the
+    /// replay window (`rtc`, which may not have seen it the first time, would take it); or
+    /// feedback counting too many packets.
     Refused(rtc::shared::error::Error),
+    /// To be dropped, unauthenticated: its E flag says it is not encrypted, which WebRTC never
+    /// sends and `rtc`'s AES-CM cipher takes without checking its authentication tag.
+    Unencrypted,
     /// No keys yet, or it does not authenticate: `rtc`'s to refuse.
     Not,
+}
+
+impl OpenedRtcp {
+    /// Whether the datagram authenticated with the keys it was opened with.
+    pub(crate) fn authenticated(&self) -> bool {
+        matches!(self, Self::Opened(_) | Self::Refused(_))
+    }
 }
 
 /// Which SRTCP indexes of one sender were taken, and when the window was used last.
@@ -227,7 +236,7 @@ impl RemoteRtcp {
         };
         let ssrc = u32::from_be_bytes([a, b, c, d]);
         if trailer >> 31 == 0 {
-            return OpenedRtcp::Refused(Error::ErrFailedToVerifyAuthTag);
+            return OpenedRtcp::Unencrypted;
         }
         if !self.context_senders.contains(&ssrc) {
             if self.context_senders.len() >= MAX_CONTEXT_SENDERS {
@@ -1436,7 +1445,7 @@ mod tests {
             let flag = clear.len() - if gcm { 4 } else { 14 };
             clear[flag] &= 0x7f;
             assert!(
-                matches!(own.open_rtcp(&clear), OpenedRtcp::Refused(_)),
+                matches!(own.open_rtcp(&clear), OpenedRtcp::Unencrypted),
                 "{profile:?}"
             );
         }
