@@ -597,6 +597,18 @@ pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
     })
 }
 
+/// Which half of the DTLS-SRTP keys the side that wrote `sdp` seals with (RFC 5764 §4.2: the
+/// DTLS client's first), from its `a=setup` attribute (RFC 5763 §5): `passive` makes it the DTLS
+/// server (1); `active` the client (0); an offer's `actpass` leaves the role to this side's
+/// answer, which takes the server's (`with_answering_dtls_role`), so the client's too.
+fn remote_key_half(sdp: &str) -> usize {
+    let passive = sdp
+        .lines()
+        .find_map(|line| line.trim_end().strip_prefix("a=setup:"))
+        .is_some_and(|role| role == "passive");
+    usize::from(passive)
+}
+
 /// How many media sections `sdp` has.
 fn media_sections(sdp: &str) -> usize {
     sdp.lines().filter(|line| line.starts_with("m=")).count()
@@ -810,6 +822,20 @@ impl SrtpProfiles {
     fn offered(self) -> Vec<SrtpProtectionProfile> {
         let gcm = SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm;
         let cm = SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80;
+        match self {
+            Self::Gcm => vec![gcm],
+            Self::AesCmSha1 => vec![cm],
+            Self::Both => vec![gcm, cm],
+        }
+    }
+
+    /// The same, as the SRTP layouts the own read path may find the remote's keys under.
+    fn layouts(self) -> Vec<rtc::srtp::protection_profile::ProtectionProfile> {
+        use rtc::srtp::protection_profile::ProtectionProfile;
+        let (gcm, cm) = (
+            ProtectionProfile::AeadAes128Gcm,
+            ProtectionProfile::Aes128CmHmacSha1_80,
+        );
         match self {
             Self::Gcm => vec![gcm],
             Self::AesCmSha1 => vec![cm],
@@ -1350,7 +1376,7 @@ impl MediaPeer {
             read: own_keys
                 .as_ref()
                 .filter(|_| own_read)
-                .map(|keys| crate::read::OwnRead::new(Arc::clone(keys))),
+                .map(|keys| crate::read::OwnRead::new(Arc::clone(keys), config.srtp.layouts())),
             own: own_keys.filter(|_| own_write).map(|keys| {
                 let estimation = config.congestion_control.then(|| {
                     crate::send::Estimation::new(
@@ -1578,6 +1604,9 @@ impl MediaPeer {
         let (candidates, offer_sdp) = self.remote_candidates.within_bound(offer_sdp, restart);
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
+        if let Some(read) = &mut self.read {
+            read.set_remote_half(remote_key_half(&offer_sdp));
+        }
         let offered = self.rtx_sections(&offer_sdp);
         self.payload_types.clear();
         self.incoming.clear();
@@ -1634,6 +1663,9 @@ impl MediaPeer {
         // An answer's new credentials do not restart `rtc`'s ICE: its candidates add up.
         let (candidates, answer_sdp) = self.remote_candidates.within_bound(answer_sdp, false);
         self.negotiated(&answer_sdp);
+        if let Some(read) = &mut self.read {
+            read.set_remote_half(remote_key_half(&answer_sdp));
+        }
         let offered = if self.rtx {
             self.local_sdp()
                 .map(|offer| self.rtx_sections(&offer))
@@ -2727,6 +2759,24 @@ impl MediaPeer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_remotes_half_of_the_keys_is_read_from_its_setup_attribute() {
+        let now = Instant::now();
+        let mut offering = MediaPeer::new("127.0.0.1:5000".parse().unwrap(), now).unwrap();
+        let mut answering = MediaPeer::new("127.0.0.1:5001".parse().unwrap(), now).unwrap();
+        let _ = offering.add_local_track(MediaKind::Audio, "audio/opus", "s", "t", 1);
+        let offer = offering.create_offer(now).unwrap();
+        let answer = answering.accept_offer(offer.clone(), now).unwrap();
+        // The offer leaves the role to the answer, which takes the DTLS server's: the offering
+        // side is the client (half 0), the answering one the server (half 1).
+        assert!(offer.contains("a=setup:actpass"), "{offer}");
+        assert!(answer.contains("a=setup:passive"), "{answer}");
+        assert_eq!(remote_key_half(&offer), 0);
+        assert_eq!(remote_key_half(&answer), 1);
+        assert_eq!(remote_key_half("v=0\r\na=setup:active\r\n"), 0);
+        assert_eq!(remote_key_half("v=0\r\n"), 0);
+    }
 
     #[test]
     fn rtc_is_handed_datagrams_of_a_bounded_number_of_ssrcs() {

@@ -48,7 +48,8 @@ const MAX_KEY_MISSES: u32 = 8;
 
 /// What the connection opens with.
 enum Keys {
-    /// Not found yet: the next offered stream's packet tries the candidates. The count is of
+    /// Not found yet: the next offered stream's packet tries the candidates, and so does SRTCP
+    /// ([`OwnRead::sender_reports`]). The count is of
     /// packets none opened that `rtc` then opened; the packets none opened wait for that, by
     /// SSRC and number (the last [`MAX_KEY_MISSES`]). A forged packet, which `rtc` does not
     /// open either, so counts nothing: eight of them could otherwise turn the path off for the
@@ -69,7 +70,8 @@ enum Keys {
 pub(crate) enum Reports {
     /// SRTCP that authenticated, first seen: the sender reports in it (SSRC and NTP time).
     Opened(Vec<(u32, u64)>),
-    /// To be dropped: a replay, or feedback counting too many packets (`RemoteRtcp::open`).
+    /// To be dropped: a replay, feedback counting too many packets, or SRTCP sent unencrypted
+    /// (`RemoteRtcp::open`).
     Refused,
     /// Not SRTCP that opens with the keys found, or no keys yet: `rtc`'s.
     Unknown,
@@ -117,6 +119,13 @@ pub(crate) struct OwnRead<T> {
     /// first ones), by SSRC.
     streams: crate::FastMap<u32, Stream<T>>,
     repairs: RepairNames,
+    /// The layouts the connection offers its remote, and which half of the keys DTLS exported
+    /// the remote seals with (0: the DTLS client's), once a description said: only those are
+    /// candidates. The remote holds every half and layout, so with more of them to choose from
+    /// it could have the path find keys the remote does not use (its first SRTCP sealed with
+    /// this side's half), keep them, and send on unscreened (review helper-108).
+    profiles: Vec<ProtectionProfile>,
+    remote_half: Option<usize>,
     /// While the keys are still to be found: each candidate's context for the remote's RTCP,
     /// made once DTLS exported the keys: a datagram that authenticates with none costs 0.4 µs
     /// here, where making them for each cost 6 µs.
@@ -145,20 +154,29 @@ pub(crate) enum Read<T> {
 }
 
 impl<T: Layer> OwnRead<T> {
-    pub(crate) fn new(keys: Arc<KeyTap>) -> Self {
+    /// A read path for a connection offering `profiles`.
+    pub(crate) fn new(keys: Arc<KeyTap>, profiles: Vec<ProtectionProfile>) -> Self {
         Self {
             keys,
             open: Keys::Unknown(0, Vec::new()),
             streams: crate::FastMap::default(),
             repairs: RepairNames::default(),
+            profiles,
+            remote_half: None,
             rtcp_candidates: Vec::new(),
         }
+    }
+
+    /// A description said which half of the keys the remote seals with (0: the DTLS client's,
+    /// 1: the server's).
+    pub(crate) fn set_remote_half(&mut self, half: usize) {
+        self.remote_half = Some(half);
     }
 
     /// A read path that found `keys` already (as after its first offered packet).
     #[cfg(test)]
     pub(crate) fn with_keys(keys: &crate::keytap::MasterKeys) -> Self {
-        let mut read = Self::new(KeyTap::new());
+        let mut read = Self::new(KeyTap::new(), Vec::new());
         let context = RemoteRtcp::new(keys).expect("a context");
         let crypto = RtpCrypto::new(keys, true).expect("keys");
         read.open = Keys::Opening(Box::new(crypto), Box::new(context));
@@ -304,7 +322,8 @@ impl<T: Layer> OwnRead<T> {
                 crypto.open(datagram, header_len, ssrc, seq)
             }
             Keys::Unknown(_, tried) => {
-                match find_keys(&self.keys, datagram, header_len, ssrc, (seq, opened_by_rtc)) {
+                let candidates = candidate_keys(&self.keys, &self.profiles, self.remote_half);
+                match find_keys(candidates, datagram, header_len, ssrc, (seq, opened_by_rtc)) {
                     Some((crypto, rtcp, plain)) => {
                         self.open = Keys::Opening(Box::new(crypto), Box::new(rtcp));
                         self.rtcp_candidates = Vec::new();
@@ -417,9 +436,10 @@ impl<T: Layer> OwnRead<T> {
             Keys::Opening(_, context) => context.open(datagram),
             Keys::Unknown(..) => {
                 if self.rtcp_candidates.is_empty() {
-                    self.rtcp_candidates = candidate_keys(&self.keys)
-                        .filter_map(|side| Some((side.clone(), RemoteRtcp::new(&side)?)))
-                        .collect();
+                    self.rtcp_candidates =
+                        candidate_keys(&self.keys, &self.profiles, self.remote_half)
+                            .filter_map(|side| Some((side.clone(), RemoteRtcp::new(&side)?)))
+                            .collect();
                 }
                 let Some((found, opened)) = self
                     .rtcp_candidates
@@ -540,18 +560,17 @@ fn packet_of(plain: bytes::Bytes, header_len: usize) -> Option<rtc::rtp::Packet>
     Some(rtc::rtp::Packet { header, payload })
 }
 
-/// The candidate keys (either side's, under either profile the connection may have negotiated)
-/// that open `datagram` (packet `seq` of `ssrc`, its header `header_len` bytes long; the packets
-/// `rtc` opened as [`RtpCrypto::taken`] takes them), with what they opened and `rtc`'s context for
-/// the same side's RTCP.
+/// The one of `candidates` that opens `datagram` (packet `seq` of `ssrc`, its header `header_len`
+/// bytes long; the packets `rtc` opened as [`RtpCrypto::taken`] takes them), with what it opened
+/// and `rtc`'s context for the same side's RTCP.
 fn find_keys(
-    keys: &KeyTap,
+    mut candidates: impl Iterator<Item = crate::keytap::MasterKeys>,
     datagram: &[u8],
     header_len: usize,
     ssrc: u32,
     (seq, opened_by_rtc): (u16, Option<(u16, u64)>),
 ) -> Option<(RtpCrypto, RemoteRtcp, bytes::BytesMut)> {
-    candidate_keys(keys).find_map(|side| {
+    candidates.find_map(|side| {
         let mut crypto = RtpCrypto::new(&side, true).ok()?;
         if let Some((newest, seen)) = opened_by_rtc {
             crypto.taken(ssrc, newest, seen).ok()?;
@@ -562,16 +581,16 @@ fn find_keys(
     })
 }
 
-/// Either side's keys, under either profile the connection may have negotiated, once DTLS
-/// exported them.
-fn candidate_keys(keys: &KeyTap) -> impl Iterator<Item = crate::keytap::MasterKeys> + '_ {
-    [
-        ProtectionProfile::Aes128CmHmacSha1_80,
-        ProtectionProfile::AeadAes128Gcm,
-    ]
-    .into_iter()
-    .filter_map(|profile| keys.keys(profile))
-    .flatten()
+/// The remote's half of the keys (`remote_half`, none before a description said) under each of
+/// `profiles`, once DTLS exported them.
+fn candidate_keys<'a>(
+    keys: &'a KeyTap,
+    profiles: &'a [ProtectionProfile],
+    remote_half: Option<usize>,
+) -> impl Iterator<Item = crate::keytap::MasterKeys> + 'a {
+    profiles
+        .iter()
+        .filter_map(move |&profile| keys.keys(profile)?.into_iter().nth(remote_half?))
 }
 
 #[cfg(test)]
@@ -905,7 +924,7 @@ pub(crate) mod tests {
         assert!(matches!(read.open(now, &sender.seal(2, 1)), Read::Rtc));
         // Its packets are not even tried: while the keys are still to be found, they would count
         // as misses and turn the path off for the whole connection (a tap without keys here).
-        let mut searching = OwnRead::new(KeyTap::new());
+        let mut searching = OwnRead::new(KeyTap::new(), Vec::new());
         searching.offer(now, 2, 65_535, "camera");
         searching.offer(now, 2, 0, "camera");
         for seq in 1..=MAX_KEY_MISSES as u16 {
@@ -992,7 +1011,7 @@ pub(crate) mod tests {
         assert!(read.authenticates(&genuine));
         assert!(!read.authenticates(&forged));
         assert!(!read.authenticates(&genuine[..12]), "too short");
-        let mut unknown = OwnRead::<&str>::new(KeyTap::new());
+        let mut unknown = OwnRead::<&str>::new(KeyTap::new(), Vec::new());
         assert!(!unknown.authenticates(&genuine), "no keys found yet");
         // Nothing was taken: the stream's packet still opens, once.
         read.offer(Instant::now(), 9, 99, "camera");
@@ -1080,12 +1099,33 @@ pub(crate) mod tests {
         let mut unencrypted = flood.clone();
         let flag = unencrypted.len() - 14;
         unencrypted[flag] &= 0x7f;
-        let mut read = OwnRead::<&str>::new(KeyTap::with_material(&material));
-        assert_eq!(
-            OwnRead::<&str>::new(KeyTap::new()).sender_reports(&flood),
-            Reports::Unknown,
-            "before DTLS exported keys"
-        );
+        // The remote sealed with the DTLS server's half (1), under AES-CM.
+        let reader = |layouts: &[ProtectionProfile], half: Option<usize>| {
+            let mut read = OwnRead::<&str>::new(KeyTap::with_material(&material), layouts.to_vec());
+            if let Some(half) = half {
+                read.set_remote_half(half);
+            }
+            read
+        };
+        let cm = ProtectionProfile::Aes128CmHmacSha1_80;
+        let both = [ProtectionProfile::AeadAes128Gcm, cm];
+        let mut unexported = OwnRead::<&str>::new(KeyTap::new(), both.to_vec());
+        unexported.set_remote_half(1);
+        // Nothing is found with keys the remote does not use, though it holds them: this side's
+        // half, a layout not offered, or before a description said which half is the remote's.
+        for (mut read, unfound) in [
+            (unexported, "before DTLS exported keys"),
+            (reader(&both, None), "before a description"),
+            (reader(&both, Some(0)), "this side's half"),
+            (
+                reader(&[ProtectionProfile::AeadAes128Gcm], Some(1)),
+                "a layout not offered",
+            ),
+        ] {
+            assert_eq!(read.sender_reports(&flood), Reports::Unknown, "{unfound}");
+            assert!(matches!(read.open, Keys::Unknown(0, _)), "{unfound}");
+        }
+        let mut read = reader(&both, Some(1));
         // What does not authenticate finds nothing, and stays `rtc`'s to refuse.
         for unknown in [&forged, &unencrypted] {
             assert_eq!(read.sender_reports(unknown), Reports::Unknown);

@@ -154,8 +154,8 @@ pub(crate) enum OpenedRtcp {
     /// Authenticated, first seen: its packets.
     Opened(Vec<Box<dyn rtc::rtcp::Packet>>),
     /// Authenticated, and to be dropped for the reason given: seen before, or older than the
-    /// replay window (`rtc`, which may not have seen it the first time, would take it); or
-    /// feedback counting too many packets.
+    /// replay window (`rtc`, which may not have seen it the first time, would take it); feedback
+    /// counting too many packets; or packets that do not parse.
     Refused(rtc::shared::error::Error),
     /// To be dropped, unauthenticated: its E flag says it is not encrypted, which WebRTC never
     /// sends and `rtc`'s AES-CM cipher takes without checking its authentication tag.
@@ -276,8 +276,11 @@ impl RemoteRtcp {
         if !window.take(index) {
             return OpenedRtcp::Refused(Error::SrtcpSsrcDuplicated(ssrc, index as usize));
         }
-        rtc::rtcp::packet::unmarshal(&mut plain.freeze())
-            .map_or(OpenedRtcp::Not, OpenedRtcp::Opened)
+        // What authenticated and does not parse is dropped here, as `rtc` would drop it.
+        rtc::rtcp::packet::unmarshal(&mut plain.freeze()).map_or(
+            OpenedRtcp::Refused(Error::InvalidHeader),
+            OpenedRtcp::Opened,
+        )
     }
 }
 

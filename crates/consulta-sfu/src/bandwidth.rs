@@ -350,9 +350,10 @@ struct Probe {
     /// a report covers a second, and at 180p (≈18 packets) two losses are 11 %, so one report
     /// just over 10 % does not fail the probe alone; a third lost does.
     loss: u32,
-    /// `loss` when the last track was added: what the tracks before it stand on again if the
-    /// link fails it.
-    loss_before_widened: u32,
+    /// Each track added after the first, with `loss` when it was added: what the tracks before
+    /// it stand on again if the link fails it (or less: a queue may narrow the probe after the
+    /// loss fell).
+    losses_before: Vec<(u64, u32)>,
     /// When it began, or when a report about video that could not judge it last came
     /// ([`Allocator::handle_loss_at`]).
     since: Instant,
@@ -449,6 +450,10 @@ impl RoundTrips {
 /// none over 5–6 s (nor in 300); a link losing 15 % still fails it within two reports on
 /// average (unit test `a_probe_stands_on_a_link_losing_a_little_at_random`).
 const PROBE_REPAIR_BUCKETS: usize = 6;
+
+// A new probe comes a hold or more after the last video was paused: its window holds nothing
+// of what was sent before.
+const _: () = assert!(REPAIR_BUCKET.as_secs() * PROBE_REPAIR_BUCKETS as u64 <= MIN_HOLD.as_secs());
 
 /// Video packets sent to a subscriber and packets resent to it, in buckets of [`REPAIR_BUCKET`]:
 /// the current first.
@@ -1359,8 +1364,15 @@ impl Allocator {
                 // report just over 10 %, two resends of a second at 180p, give them up too (a
                 // run of the two-camera Chromium test, 2026-12-08: given up 1.5 s after the
                 // narrowing, and paused for the 64 s of hold that followed).
-                probe.tracks.pop();
-                probe.loss = probe.loss_before_widened;
+                if let Some((id, _)) = probe.tracks.pop()
+                    && let Some(at) = probe
+                        .losses_before
+                        .iter()
+                        .position(|&(added, _)| added == id)
+                {
+                    let (_, before) = probe.losses_before.remove(at);
+                    probe.loss = probe.loss.min(before);
+                }
                 probe.confirmed_at = Some(now);
                 probe.widened_at = now;
                 self.probe_end = Some(ProbeEnd::Failed);
@@ -1503,6 +1515,10 @@ impl Allocator {
                     !dear
                 })
             });
+            let kept = &probe.tracks;
+            probe
+                .losses_before
+                .retain(|&(added, _)| kept.iter().any(|&(id, _)| id == added));
             let lapsed = now >= probe.lapses_at();
             let price_of = |tried: &[(u64, u64)]| {
                 tried
@@ -1532,7 +1548,7 @@ impl Allocator {
                 {
                     probe.tracks.push((track.id, lowest(track)));
                     probe.widened_at = now;
-                    probe.loss_before_widened = probe.loss;
+                    probe.losses_before.push((track.id, probe.loss));
                     probe.beside = probe_track(tracks, &probe.tracks).is_some();
                     need = price_of(&probe.tracks);
                     tracing::debug!(
@@ -1586,7 +1602,7 @@ impl Allocator {
             widened_at: now,
             sent: 0,
             loss: 0,
-            loss_before_widened: 0,
+            losses_before: Vec::new(),
         });
         Some(need)
     }
@@ -2155,6 +2171,28 @@ mod tests {
         (allocator, tracks, tried)
     }
 
+    /// [`two_cameras_probing`] with a third camera (id 3) on a 180p tile.
+    fn three_cameras_probing(start: Instant) -> (Allocator, [VideoDemand; 3], Instant) {
+        let tracks = [
+            camera(Some(High)),
+            VideoDemand {
+                id: 2,
+                ..camera(Some(Medium))
+            },
+            VideoDemand {
+                id: 3,
+                ..camera(Some(Low))
+            },
+        ];
+        let (allocator, tried) = probing_among(
+            start,
+            &tracks,
+            &[Some(High), Some(Medium), Some(Low)],
+            &[Some(Low), None, None],
+        );
+        (allocator, tracks, tried)
+    }
+
     /// [`two_cameras_probing`], then reports of 4 % lost each second until the second camera is
     /// taken in, a hold after the first was tried (returned).
     fn two_cameras_widened(start: Instant) -> (Allocator, [VideoDemand; 2], Instant) {
@@ -2305,6 +2343,42 @@ mod tests {
         );
     }
 
+    /// With three cameras taken in one after the other, each given up goes back to the loss from
+    /// before it came: the second's failure is not carried by the first, nor the third's by the
+    /// second.
+    #[test]
+    fn each_track_given_up_leaves_the_loss_from_before_it_came() {
+        let (mut allocator, tracks, mut now) = three_cameras_probing(Instant::now());
+        let loss = |allocator: &Allocator| allocator.probe.as_ref().map_or(0, |probe| probe.loss);
+        // 4 % lost, then 8 %: each camera taken in a hold after the one before.
+        let mut came_at = Vec::new();
+        for lost in [10, 20] {
+            let before = allocator.budget();
+            for _ in 0..2 * MIN_HOLD.as_secs() {
+                now += Duration::from_secs(1);
+                allocator.handle_loss_at(now, lost);
+                allocator.poll_caps(now, 1, &tracks);
+                if allocator.budget() != before {
+                    break;
+                }
+            }
+            came_at.push(loss(&allocator));
+        }
+        assert_eq!(allocator.budget(), Some(64_000 + 3 * 160_000));
+        assert!(came_at.first() < came_at.last(), "{came_at:?}");
+        // The third fails (a third lost), then the second: each goes back to before it came.
+        for expected in [
+            vec![Some(Low), Some(Low), None],
+            vec![Some(Low), None, None],
+        ] {
+            now += Duration::from_secs(2);
+            allocator.handle_loss_at(now, 85);
+            assert_eq!(allocator.poll_caps(now, 1, &tracks), expected);
+            assert_eq!(Some(loss(&allocator)), came_at.pop(), "as before it came");
+        }
+        assert!(allocator.probing());
+    }
+
     /// After the track added is given up, the first still stands on what its reports say,
     /// resends included: a link repairing a quarter of what is sent fails it too, at the first
     /// report after the settle. (A floor set at the narrowing left the resends uncounted for 3 s.)
@@ -2372,24 +2446,7 @@ mod tests {
     /// the third paused for as long as the loss held the estimate.
     #[test]
     fn a_probe_the_estimate_carries_stands_while_a_track_beside_it_waits() {
-        let start = Instant::now();
-        let tracks = [
-            camera(Some(High)),
-            VideoDemand {
-                id: 2,
-                ..camera(Some(Medium))
-            },
-            VideoDemand {
-                id: 3,
-                ..camera(Some(Low))
-            },
-        ];
-        let (mut allocator, mut now) = probing_among(
-            start,
-            &tracks,
-            &[Some(High), Some(Medium), Some(Low)],
-            &[Some(Low), None, None],
-        );
+        let (mut allocator, tracks, mut now) = three_cameras_probing(Instant::now());
         let mut widened = Vec::new();
         for s in 1..=3 * MIN_HOLD.as_secs() {
             now += Duration::from_secs(1);
