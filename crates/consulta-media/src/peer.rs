@@ -598,14 +598,18 @@ pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
 }
 
 /// Which half of the DTLS-SRTP keys the side that wrote `sdp` seals with (RFC 5764 §4.2: the
-/// DTLS client's first), from its `a=setup` attribute (RFC 5763 §5): `passive` makes it the DTLS
-/// server (1); `active` the client (0); an offer's `actpass` leaves the role to this side's
-/// answer, which takes the server's (`with_answering_dtls_role`), so the client's too.
+/// DTLS client's first), as `rtc` takes its role from the first `a=setup` of a media section
+/// (RFC 5763 §5; `rtc-0.21.1` `RTCDtlsRole::from`, which reads no session-level one): `passive`
+/// makes it the DTLS server (1); `active` the client (0); anything else (an offer's `actpass`)
+/// leaves the role to this side, which takes the server's (`with_answering_dtls_role`), so the
+/// client's too. `rtc` takes the role from the first remote description only.
 fn remote_key_half(sdp: &str) -> usize {
     let passive = sdp
         .lines()
-        .find_map(|line| line.trim_end().strip_prefix("a=setup:"))
-        .is_some_and(|role| role == "passive");
+        .map(str::trim_end)
+        .skip_while(|line| !line.starts_with("m="))
+        .find(|line| *line == "a=setup" || line.starts_with("a=setup:"))
+        .is_some_and(|line| line == "a=setup:passive");
     usize::from(passive)
 }
 
@@ -1604,14 +1608,15 @@ impl MediaPeer {
         let (candidates, offer_sdp) = self.remote_candidates.within_bound(offer_sdp, restart);
         self.audio_level_id = extmap_id(&offer_sdp, AUDIO_LEVEL_URI);
         self.negotiated(&offer_sdp);
-        if let Some(read) = &mut self.read {
-            read.set_remote_half(remote_key_half(&offer_sdp));
-        }
+        let remote_half = remote_key_half(&offer_sdp);
         let offered = self.rtx_sections(&offer_sdp);
         self.payload_types.clear();
         self.incoming.clear();
         self.pc()
             .set_remote_description(now, RTCSessionDescription::offer(offer_sdp)?)?;
+        if let Some(read) = &mut self.read {
+            read.set_remote_half(remote_half);
+        }
         if restart {
             self.remote_candidates = RemoteCandidates {
                 credentials,
@@ -1663,9 +1668,7 @@ impl MediaPeer {
         // An answer's new credentials do not restart `rtc`'s ICE: its candidates add up.
         let (candidates, answer_sdp) = self.remote_candidates.within_bound(answer_sdp, false);
         self.negotiated(&answer_sdp);
-        if let Some(read) = &mut self.read {
-            read.set_remote_half(remote_key_half(&answer_sdp));
-        }
+        let remote_half = remote_key_half(&answer_sdp);
         let offered = if self.rtx {
             self.local_sdp()
                 .map(|offer| self.rtx_sections(&offer))
@@ -1677,6 +1680,9 @@ impl MediaPeer {
         self.incoming.clear();
         self.pc()
             .set_remote_description(now, RTCSessionDescription::answer(answer_sdp.clone())?)?;
+        if let Some(read) = &mut self.read {
+            read.set_remote_half(remote_half);
+        }
         self.remote_candidates.taken.extend(candidates);
         self.apply_early_candidates();
         self.repairs_negotiated(&offered, &answer_sdp);
@@ -2774,8 +2780,43 @@ mod tests {
         assert!(answer.contains("a=setup:passive"), "{answer}");
         assert_eq!(remote_key_half(&offer), 0);
         assert_eq!(remote_key_half(&answer), 1);
-        assert_eq!(remote_key_half("v=0\r\na=setup:active\r\n"), 0);
-        assert_eq!(remote_key_half("v=0\r\n"), 0);
+        offering.accept_answer(answer, now).unwrap();
+        let half = |peer: &MediaPeer| {
+            peer.read
+                .as_ref()
+                .and_then(crate::read::OwnRead::remote_half)
+        };
+        assert_eq!((half(&offering), half(&answering)), (Some(1), Some(0)));
+        // The answering side offers next, `actpass` as ever: its role stays the server's, and
+        // neither side hears the half again (`rtc` keeps the role the first description gave).
+        let again = answering.create_offer(now).unwrap();
+        assert!(again.contains("a=setup:actpass"), "{again}");
+        let _ = offering.accept_offer(again, now).unwrap();
+        assert_eq!((half(&offering), half(&answering)), (Some(1), Some(0)));
+        // As `rtc` reads it: the first media section's, never the session's.
+        let described = |session: &str, media: &[&str]| {
+            let sections: String = media
+                .iter()
+                .map(|setup| format!("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n{setup}"))
+                .collect();
+            format!("v=0\r\n{session}{sections}")
+        };
+        for (sdp, half) in [
+            (
+                described("a=setup:passive\r\n", &["a=setup:actpass\r\n"]),
+                0,
+            ),
+            (
+                described("", &["a=setup:active\r\n", "a=setup:passive\r\n"]),
+                0,
+            ),
+            (described("", &["", "a=setup:passive\r\n"]), 1),
+            (described("", &["a=setup\r\n", "a=setup:passive\r\n"]), 0),
+            (described("", &["a=setup:holdconn\r\n"]), 0),
+            (described("", &[]), 0),
+        ] {
+            assert_eq!(remote_key_half(&sdp), half, "{sdp}");
+        }
     }
 
     #[test]

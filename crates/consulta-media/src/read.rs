@@ -167,10 +167,18 @@ impl<T: Layer> OwnRead<T> {
         }
     }
 
-    /// A description said which half of the keys the remote seals with (0: the DTLS client's,
-    /// 1: the server's).
+    /// The first remote description said which half of the keys the remote seals with (0: the
+    /// DTLS client's, 1: the server's). Later ones are not heard: `rtc` keeps the role the first
+    /// gave, and a description that said otherwise would have the path find keys the remote does
+    /// not use (review helper-109).
     pub(crate) fn set_remote_half(&mut self, half: usize) {
-        self.remote_half = Some(half);
+        self.remote_half.get_or_insert(half);
+    }
+
+    /// The half of the keys the remote seals with, once a description said.
+    #[cfg(test)]
+    pub(crate) fn remote_half(&self) -> Option<usize> {
+        self.remote_half
     }
 
     /// A read path that found `keys` already (as after its first offered packet).
@@ -1126,6 +1134,12 @@ pub(crate) mod tests {
             assert!(matches!(read.open, Keys::Unknown(0, _)), "{unfound}");
         }
         let mut read = reader(&both, Some(1));
+        read.set_remote_half(0);
+        assert_eq!(
+            read.remote_half(),
+            Some(1),
+            "a later description is not heard"
+        );
         // What does not authenticate finds nothing, and stays `rtc`'s to refuse.
         for unknown in [&forged, &unencrypted] {
             assert_eq!(read.sender_reports(unknown), Reports::Unknown);
