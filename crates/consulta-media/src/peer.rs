@@ -823,21 +823,21 @@ pub enum SrtpProfiles {
 }
 
 impl SrtpProfiles {
-    fn offered(self) -> Vec<SrtpProtectionProfile> {
-        let gcm = SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm;
-        let cm = SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80;
-        match self {
-            Self::Gcm => vec![gcm],
-            Self::AesCmSha1 => vec![cm],
-            Self::Both => vec![gcm, cm],
-        }
-    }
-
-    /// The same, as the SRTP layouts the own read path may find the remote's keys under.
-    fn layouts(self) -> Vec<rtc::srtp::protection_profile::ProtectionProfile> {
+    /// Each profile offered, as DTLS names it and as the SRTP layout the own read path may find
+    /// the remote's keys under.
+    fn profiles(
+        self,
+    ) -> Vec<(
+        SrtpProtectionProfile,
+        rtc::srtp::protection_profile::ProtectionProfile,
+    )> {
         use rtc::srtp::protection_profile::ProtectionProfile;
-        let (gcm, cm) = (
+        let gcm = (
+            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
             ProtectionProfile::AeadAes128Gcm,
+        );
+        let cm = (
+            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
             ProtectionProfile::Aes128CmHmacSha1_80,
         );
         match self {
@@ -845,6 +845,16 @@ impl SrtpProfiles {
             Self::AesCmSha1 => vec![cm],
             Self::Both => vec![gcm, cm],
         }
+    }
+
+    /// The profiles DTLS offers.
+    fn offered(self) -> Vec<SrtpProtectionProfile> {
+        self.profiles().into_iter().map(|(dtls, _)| dtls).collect()
+    }
+
+    /// The layouts the own read path may find the remote's keys under.
+    fn layouts(self) -> Vec<rtc::srtp::protection_profile::ProtectionProfile> {
+        self.profiles().into_iter().map(|(_, srtp)| srtp).collect()
     }
 }
 

@@ -207,6 +207,11 @@ pub(crate) struct RemoteRtcp {
 }
 
 impl RemoteRtcp {
+    /// The keys it opens with.
+    pub(crate) fn keys(&self) -> &crate::keytap::MasterKeys {
+        &self.keys
+    }
+
     /// Opens what the remote seals with `keys`.
     pub(crate) fn new(keys: &crate::keytap::MasterKeys) -> Option<Self> {
         Some(Self {

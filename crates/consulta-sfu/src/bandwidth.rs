@@ -451,6 +451,10 @@ impl RoundTrips {
 /// average (unit test `a_probe_stands_on_a_link_losing_a_little_at_random`).
 const PROBE_REPAIR_BUCKETS: usize = 6;
 
+/// How many buckets of [`REPAIR_BUCKET`] a floor's resends are weighed over
+/// ([`CONFIRMED_FOR`]): the last 1–2 s.
+const FLOOR_REPAIR_BUCKETS: usize = 2;
+
 // A new probe comes a hold or more after the last video was paused: its window holds nothing
 // of what was sent before.
 const _: () = assert!(REPAIR_BUCKET.as_secs() * PROBE_REPAIR_BUCKETS as u64 <= MIN_HOLD.as_secs());
@@ -491,7 +495,7 @@ impl Repairs {
     /// counting at least [`REPAIRS_MIN_SENT`] sent: one resend alone is never heavy (a report
     /// just after [`REPAIRS_SETTLE`] comes with a second's video or less).
     fn heavy(&mut self, now: Instant) -> bool {
-        let (sent, resent) = self.totals(now, 2);
+        let (sent, resent) = self.totals(now, FLOOR_REPAIR_BUCKETS);
         resent.saturating_mul(256)
             > sent
                 .max(REPAIRS_MIN_SENT)
